@@ -62,9 +62,9 @@ class SamplePiece:
 
 PIECES: list[SamplePiece] = [
     SamplePiece("bach_bwv66_6.mid", "bach/bwv66.6", "Johann Sebastian Bach",
-                "Chorale 'Christ unser Herr zum Jordan kam' BWV 66.6", tempo_qpm=60),
+                "Chorale BWV 66.6 (four-part harmonisation)", tempo_qpm=60),
     SamplePiece("bach_bwv269.mid", "bach/bwv269", "Johann Sebastian Bach",
-                "Chorale 'Aus meines Herzens Grunde' BWV 269", tempo_qpm=90),
+                "Chorale BWV 269 (four-part harmonisation)", tempo_qpm=90),
     SamplePiece("mozart_k545_mvt1_exposition.mid", "mozart/k545/movement1_exposition",
                 "Wolfgang Amadeus Mozart", "Piano Sonata in C major K. 545, i (exposition)",
                 tempo_qpm=84),
@@ -80,7 +80,7 @@ PIECES: list[SamplePiece] = [
     SamplePiece("schumann_c_polonaise_op1no1.mid", "schumann_clara/polonaise_op1n1",
                 "Clara Schumann", "Polonaise Op. 1 No. 1"),
     SamplePiece("chopin_mazurka_op6no2.mid", "chopin/mazurka06-2", "Frédéric Chopin",
-                "Mazurka Op. 6 No. 2"),
+                "Mazurka in C-sharp minor Op. 6 No. 2"),
     SamplePiece("joplin_maple_leaf_rag_excerpt.mid", "joplin/maple_leaf_rag", "Scott Joplin",
                 "Maple Leaf Rag", first_bar=0, last_bar=36),
     SamplePiece("schubert_lindenbaum_excerpt.mid", "schubert/Lindenbaum", "Franz Schubert",

@@ -1,0 +1,179 @@
+"""Compare: two models on the same piece and on a folder of pieces, under the same seeded masks."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from smu_explain import appstate as A
+from smu_explain import plots
+
+st.title("Compare two models")
+st.caption("Both models see the same piece and the same seeded random masks, so differences in "
+           "recovery come from the models, not the draw.")
+
+c1, c2 = st.columns(2)
+with c1:
+    path_a = A.model_picker("Model A", "compare_a", A.K_MODEL_A, "demo adversarial")
+with c2:
+    path_b = A.model_picker("Model B", "compare_b", A.K_MODEL_B, "demo random")
+c3, c4 = st.columns([3, 2])
+with c3:
+    choice = A.piece_picker("compare")
+with c4:
+    ratio = st.slider("Masking ratio", 0.05, 0.50, float(st.session_state.get(A.K_RATIO, 0.15)),
+                      step=0.01, key="compare_ratio")
+    st.session_state[A.K_RATIO] = ratio
+    seed = int(st.number_input("Mask seed", 0, 10_000, 0, key="compare_seed"))
+
+if not (path_a and path_b):
+    st.info("Choose two models that load to compare them.")
+    st.stop()
+
+
+def short(path: str) -> str:
+    p = Path(path)
+    return p.parent.name if p.name == "out" else p.name
+
+
+name_a, name_b = short(path_a), short(path_b)
+if name_a == name_b:
+    name_a, name_b = f"A: {name_a}", f"B: {name_b}"
+models = {name_a: path_a, name_b: path_b}
+
+piece = A.load_piece(choice)
+comp: dict = {"models": {n: str(p) for n, p in models.items()}, "ratio": ratio, "seed": seed}
+tab_piece, tab_folder = st.tabs(["This piece", "A dataset folder"])
+
+with tab_piece:
+    if piece is None:
+        st.info("Pick a piece above.")
+    else:
+        name, data = choice
+        comp["piece"] = name
+        tables, params = {}, {}
+        try:
+            for n, p in models.items():
+                tables[n] = A.explain(p, data, piece, ratio, seed)
+                model, _ = A.load_model(p)
+                params[n] = model.num_parameters() / 1e6
+        except A.SMUInputError as e:
+            st.error(f"A model cannot read this piece: {e.reason}")
+            tables = {}
+        except Exception as e:  # keep the page alive whatever a model does
+            st.error(f"A model failed on this piece: {type(e).__name__}: {e}")
+            tables = {}
+        if tables:
+            fig = plots.side_by_side_rolls(list(tables.values()), list(tables.keys()),
+                                           bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
+                                           height=480)
+            st.plotly_chart(fig, key="compare_rolls", config={"displaylogo": False, "scrollZoom": True})
+            st.caption("Colour = each model's masker score; red outline = the notes it would mask at "
+                       f"{ratio:.0%}.")
+
+            st.subheader("Recovery accuracy under the same random masks")
+            st.caption(f"Every note is masked once, together with a seeded random {ratio:.0%} of its "
+                       f"window (seed {seed}): the same masks for both models.")
+            accs = {n: A.accuracy_of(t) for n, t in tables.items()}
+            n_masked = len(next(iter(tables.values())))
+            st.plotly_chart(plots.accuracy_bars(accs, title=f"per attribute ({n_masked} notes)"),
+                            key="compare_acc")
+
+            st.subheader("Bias view")
+            st.caption("Where does each model fail? Recovery accuracy of the masked notes by pitch "
+                       "register, metrical position and duration class (n = notes behind each bar).")
+            attrs = list(next(iter(accs.values())).keys())
+            b1, b2 = st.columns(2)
+            by = b1.selectbox("Group notes by", ["register", "metric", "duration"], key="compare_by",
+                              format_func={"register": "pitch register", "metric": "metrical position",
+                                           "duration": "duration class"}.get)
+            attr = b2.selectbox("Attribute", attrs, index=attrs.index("pitch") if "pitch" in attrs else 0,
+                                key="compare_attr")
+            bias = {n: plots.bias_table(t, by) for n, t in tables.items()}
+            st.plotly_chart(plots.bias_figure(bias, attr, by_label=by), key="compare_bias")
+            comp["bias_all"] = {k: {n: plots.bias_table(t, k) for n, t in tables.items()}
+                                for k in ("register", "metric", "duration")}
+
+            st.subheader("Downstream predictions")
+            any_head = False
+            for n, p in models.items():
+                heads = A.task_heads(p)
+                if heads:
+                    any_head = True
+                    st.markdown(f"**{n}**: fine-tuned heads found: " + ", ".join(h.name for h in heads))
+            if not any_head:
+                st.info("None: neither model folder holds a fine-tuned task head, so there are no "
+                        "downstream predictions to show.")
+
+            metrics = {}
+            for n in models:
+                t = tables[n]
+                m = {f"recovery {a} (piece)": v for a, v in accs[n].items()}
+                if accs[n]:
+                    m["recovery mean (piece)"] = float(np.mean(list(accs[n].values())))
+                m["masker score mean"] = float(t["score"].mean())
+                m["masker score of picked notes"] = float(t.loc[t["picked"], "score"].mean()) if t["picked"].any() else np.nan
+                m["frozen notes"] = float(t["frozen"].sum())
+                m["parameters (M)"] = params[n]
+                metrics[n] = m
+            comp.update(tables=tables, accs=accs, metrics=metrics, n_masked=n_masked,
+                        bar_starts_q=list(map(float, piece.bar_starts_q)),
+                        track_names=list(piece.track_names))
+
+with tab_folder:
+    default_folder = st.session_state.get("compare_folder_value", str(A.SAMPLE_DIR))
+    folder = st.text_input("Folder of MIDI / MusicXML files (a dataset split)", value=default_folder,
+                           key="compare_folder")
+    max_files = int(st.number_input("At most this many files", 1, 500, 40, key="compare_max_files"))
+    if st.button("Evaluate both models on the folder", key="compare_eval"):
+        st.session_state["compare_folder_value"] = folder
+        st.session_state["compare_folder_run"] = (folder, max_files, ratio, seed, tuple(models.values()))
+    if st.session_state.get("compare_folder_run") == (folder, max_files, ratio, seed, tuple(models.values())):
+        try:
+            results = {n: A.folder_explain(p, folder, ratio, seed, max_files) for n, p in models.items()}
+        except A.SMUInputError as e:
+            st.error(f"Cannot evaluate on this folder: {e}")
+            results = {}
+        if results:
+            frames = {n: r[0] for n, r in results.items()}
+            skipped = next(iter(results.values()))[1]
+            if skipped:
+                st.warning(f"{len(skipped)} file(s) skipped: " +
+                           "; ".join(f"{f}: {why}" for f, why in skipped[:5]))
+            if all(len(f) for f in frames.values()):
+                n_files = next(iter(frames.values()))["file"].nunique()
+                facc = {n: A.accuracy_of(f) for n, f in frames.items()}
+                st.plotly_chart(plots.accuracy_bars(facc, title=f"recovery over {n_files} files "
+                                                    f"(seeded random masks, {ratio:.0%})"),
+                                key="compare_folder_acc")
+                fby = st.selectbox("Group notes by", ["register", "metric", "duration"],
+                                   key="compare_folder_by")
+                fattrs = list(next(iter(facc.values())).keys())
+                fattr = st.selectbox("Attribute", fattrs, key="compare_folder_attr")
+                fbias = {n: plots.bias_table(f, fby) for n, f in frames.items()}
+                st.plotly_chart(plots.bias_figure(fbias, fattr, by_label=fby), key="compare_folder_bias")
+                comp["folder"] = {"path": folder, "n_files": int(n_files), "accs": facc}
+                for n in models:
+                    comp.setdefault("metrics", {}).setdefault(n, {}).update(
+                        {f"recovery {a} (folder)": v for a, v in facc[n].items()})
+            else:
+                st.error("No file of this folder could be read.")
+
+if comp.get("metrics"):
+    st.subheader("Metrics")
+    table = plots.metrics_comparison(comp["metrics"])
+
+    def _colour(v):
+        if not isinstance(v, (int, float)) or np.isnan(v) or abs(v) < 1e-12:
+            return ""
+        return "background-color: #d9f2d9" if v > 0 else "background-color: #f8d7d7"
+
+    styled = table.style.format("{:.3f}", na_rep="-")
+    if "difference" in table.columns:
+        styled = styled.map(_colour, subset=["difference"])
+    st.dataframe(styled, width="stretch")
+    st.caption("difference = B - A; green where B is higher, red where lower.")
+    comp["metrics_table"] = table
+    st.session_state["smu_compare"] = comp
+    st.caption("Export this comparison as a self-contained HTML file on the Report page.")

@@ -1,0 +1,140 @@
+"""Explore: one piece, one model. Piano roll with the masker's view of every note."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from smu_explain import appstate as A
+from smu_explain import plots
+
+st.title("Explore a piece")
+st.caption("Which notes does the masker find hard to recover, which would it hide, and what "
+           "does the model put back?")
+
+c1, c2, c3 = st.columns([3, 3, 2])
+with c1:
+    choice = A.piece_picker("explore")
+with c2:
+    model_path = A.model_picker("Model", "explore_model", A.K_MODEL_A, "demo adversarial")
+with c3:
+    ratio = st.slider("Masking ratio", 0.05, 0.50, float(st.session_state.get(A.K_RATIO, 0.15)),
+                      step=0.01, key="explore_ratio",
+                      help="Share of the notes the masker picks (its top scores).")
+    st.session_state[A.K_RATIO] = ratio
+    seed = int(st.number_input("Seed", 0, 10_000, 0, key="explore_seed"))
+
+piece = A.load_piece(choice)
+if piece is None:
+    if choice is None:
+        st.info("Pick a sample piece or upload a MIDI / MusicXML file.")
+    st.stop()
+
+name, data = choice
+table = None
+if model_path:
+    try:
+        table = A.explain(model_path, data, piece, ratio, seed)
+    except A.SMUInputError as e:
+        st.error(f"The model cannot read this piece: {e.reason}")
+    except Exception as e:  # keep the page alive whatever the model does
+        st.error(f"The model failed on this piece: {type(e).__name__}: {e}")
+notes = table if table is not None else plots.piece_frame(piece)
+
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Notes", f"{len(notes):,}")
+m2.metric("Bars", f"{len(piece.bar_starts_q):,}")
+m3.metric("Length", f"{float(piece.end_sec.max()):.0f} s")
+if table is not None:
+    m4.metric("Picked by the masker", f"{int(table['picked'].sum()):,}")
+
+show_ghost = False
+if table is not None:
+    show_ghost = st.toggle("Show the model's reconstruction of the picked notes (ghost layer)",
+                           value=False, key="explore_ghost")
+ghost = plots.reconstruction_frame(table) if show_ghost and table is not None else None
+fig = plots.piano_roll(notes, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
+                       ghost=ghost, title=f"{name}" + (" - masker overlay" if table is not None else ""),
+                       height=520)
+event = st.plotly_chart(fig, key="explore_roll", on_select="rerun", selection_mode="points",
+                        config={"scrollZoom": True, "displaylogo": False})
+if table is None and model_path is None:
+    st.caption("No model loaded: notes are coloured by track. Choose a model to see the masker overlay.")
+elif table is not None:
+    st.caption("Colour = masker score (high = hard to recover from context). Red outline = the notes "
+               "it would mask at this ratio. Grey hatched = frozen. Click a note to inspect it; drag "
+               "to zoom, double-click to reset.")
+
+# ----------------------------------------------------------------------------- note inspector
+st.subheader("Inspect a note")
+selected = plots.note_from_selection(fig, getattr(event, "selection", None) if event else None)
+sel_sig = tuple(selected)
+if selected and st.session_state.get("explore_last_sel") != sel_sig:
+    st.session_state["explore_last_sel"] = sel_sig
+    st.session_state["explore_note"] = int(selected[0])
+if "explore_note" not in st.session_state or st.session_state["explore_note"] >= len(notes):
+    first = (int(np.flatnonzero(table["picked"].to_numpy(dtype=bool))[0])
+             if table is not None and table["picked"].any() else 0)
+    st.session_state["explore_note"] = first
+note_idx = int(st.number_input("Note number (or click a note in the roll)", 0, len(notes) - 1,
+                               key="explore_note"))
+row = notes.iloc[note_idx]
+track_label = (piece.track_names[int(row["track"])] if 0 <= int(row["track"]) < len(piece.track_names)
+               else str(int(row["track"])))
+info = (f"**{plots.pitch_name(int(row['pitch']))}** at bar.beat "
+        f"{plots.bar_beat_label(row['bar'], row['beat'])}, {row['duration_q']:g} quarters, "
+        f"velocity {int(row['velocity'])}, track {track_label}")
+st.markdown(info)
+if table is not None:
+    state = "frozen (never masked)" if bool(row.get("frozen", False)) else (
+        "picked by the masker at this ratio" if bool(row["picked"]) else "not picked at this ratio")
+    st.markdown(f"Masker score **{float(row['score']):.3f}** - {state}.")
+    attrs = [c[len("topk_"):] for c in table.columns if c.startswith("topk_")]
+    truth = {a: row.get(f"true_{a}") for a in attrs}  # the true token, decoded
+    cols = st.columns(max(1, len(attrs)))
+    has_any = False
+    for col, a in zip(cols, attrs):
+        topk = row.get(f"topk_{a}")
+        with col:
+            if isinstance(topk, (list, tuple)) and len(topk):
+                has_any = True
+                ok = row.get(f"correct_{a}")
+                verdict = "" if ok is None or (isinstance(ok, float) and np.isnan(ok)) else (
+                    " - correct" if bool(ok) else " - wrong")
+                st.plotly_chart(plots.prediction_bars(topk, title=f"{a}{verdict}", truth=truth.get(a)),
+                                key=f"explore_pred_{a}", config={"displayModeBar": False})
+    if not has_any:
+        st.info("No predictions for this note.")
+
+    # ------------------------------------------------------------------------- one masking draw
+    st.subheader("Draw a masking")
+    st.caption("One concrete draw at this ratio: uniform random (left, the MidiBERT baseline) "
+               "against the masker's pick (right). Frozen notes are never masked.")
+    if st.button("Draw a masking", key="explore_draw"):
+        st.session_state["explore_draw_n"] = st.session_state.get("explore_draw_n", 0) + 1
+    draws = st.session_state.get("explore_draw_n", 0)
+    if draws:
+        frozen = table["frozen"].fillna(False).to_numpy(dtype=bool)
+        rnd = A.random_draw(len(table), ratio, seed * 1000 + draws, selectable=~frozen)
+        fig_draw = plots.masking_draw_figure(table, rnd, table["picked"].to_numpy(dtype=bool),
+                                             bar_starts_q=piece.bar_starts_q,
+                                             track_names=piece.track_names)
+        st.plotly_chart(fig_draw, key="explore_draw_fig", config={"displaylogo": False})
+        st.caption(f"Draw #{draws}: random mask seed {seed * 1000 + draws}.")
+
+# ----------------------------------------------------------------------------- listening
+st.subheader("Listen")
+if st.button("Render audio", key="explore_audio"):
+    st.session_state["explore_audio_for"] = (A.piece_key(data), model_path, ratio, seed)
+if st.session_state.get("explore_audio_for") == (A.piece_key(data), model_path, ratio, seed):
+    original = A.render_audio(notes[["pitch", "velocity", "start_sec", "end_sec", "program", "track"]])
+    a1, a2 = st.columns(2)
+    with a1:
+        st.markdown("**Original**")
+        st.audio(original.wav, format="audio/wav")
+    if table is not None:
+        recon = plots.reconstruction_frame(table, full=True)
+        rec_audio = A.render_audio(recon[["pitch", "velocity", "start_sec", "end_sec", "program", "track"]])
+        with a2:
+            st.markdown("**Reconstruction** (picked notes replaced by the model's top guesses)")
+            st.audio(rec_audio.wav, format="audio/wav")
+    st.caption(f"Played with: {original.engine}; first {A.AUDIO_SECONDS:.0f} s.")

@@ -1,0 +1,88 @@
+"""Report: export the last comparison as one self-contained HTML file."""
+
+from datetime import datetime
+
+import numpy as np
+import streamlit as st
+
+from smu_explain import plots
+from smu_explain.report import ReportSection, build_report
+
+st.title("Report")
+st.caption("One HTML file with the comparison's figures and tables (plotly.js embedded, no "
+           "internet needed to open it): for people who do not run the app.")
+
+comp = st.session_state.get("smu_compare")
+if not comp or not comp.get("metrics"):
+    st.info("No comparison yet. Open the Compare page, choose two models and a piece; then come "
+            "back here to export it.")
+    st.stop()
+
+names = list(comp["models"].keys())
+title = st.text_input("Report title", value=f"{names[0]} vs {names[1]}", key="report_title")
+notes_text = st.text_area("Notes for the reader (optional)", value="", key="report_notes")
+
+
+def colour(v):
+    if not isinstance(v, (int, float)) or np.isnan(v) or abs(v) < 1e-12:
+        return ""
+    return "background: #d9f2d9" if v > 0 else "background: #f8d7d7"
+
+
+def build_sections(comp: dict) -> list[ReportSection]:
+    sections = []
+    ratio, seed = comp["ratio"], comp["seed"]
+    models_text = "; ".join(f"{n}: {p}" for n, p in comp["models"].items())
+    if comp.get("tables"):
+        fig = plots.side_by_side_rolls(list(comp["tables"].values()), list(comp["tables"].keys()),
+                                       bar_starts_q=comp.get("bar_starts_q"),
+                                       track_names=comp.get("track_names"), height=460)
+        sections.append(ReportSection(
+            f"What each masker picks on {comp.get('piece', 'the piece')}",
+            f"Colour = masker score (high = the model finds the note hard to recover from context); "
+            f"outlined = the {ratio:.0%} of notes it would mask. Models: {models_text}.",
+            figures=[fig]))
+    if comp.get("accs"):
+        sections.append(ReportSection(
+            "Recovery accuracy under the same random masks",
+            f"Each of the {comp.get('n_masked', '?')} notes of the piece is masked once, together with a "
+            f"seeded random {ratio:.0%} of its window (seed {seed}): the same masks for both models. "
+            "Each model guesses every attribute of each masked note.",
+            figures=[plots.accuracy_bars(comp["accs"])]))
+    if comp.get("bias_all"):
+        figs = []
+        attr = "pitch" if any("pitch" in a for a in comp["accs"].values()) else None
+        for by, label in (("register", "pitch register"), ("metric", "metrical position"),
+                          ("duration", "duration class")):
+            tables = comp["bias_all"][by]
+            a = attr or next(iter(next(iter(tables.values()))["attribute"]), None)
+            if a is not None:
+                figs.append(plots.bias_figure(tables, a, by_label=label))
+        sections.append(ReportSection(
+            "Bias view", "Recovery accuracy of the masked notes by class of note; "
+            "n = number of masked notes behind each bar (small n = noisy).", figures=figs))
+    if comp.get("folder"):
+        f = comp["folder"]
+        sections.append(ReportSection(
+            f"Recovery over a folder ({f['n_files']} files)", f"Folder: {f['path']}.",
+            figures=[plots.accuracy_bars(f["accs"])]))
+    table = plots.metrics_comparison(comp["metrics"])
+    styled = table.style.format("{:.3f}", na_rep="-")
+    if "difference" in table.columns:
+        styled = styled.map(colour, subset=["difference"])
+    sections.append(ReportSection("Metrics", "difference = second model - first model.",
+                                  tables=[styled]))
+    return sections
+
+
+sections = build_sections(comp)
+st.markdown("**Contents:** " + ", ".join(s.heading for s in sections))
+html = build_report(title, sections,
+                    subtitle=f"piece: {comp.get('piece', '-')}; masking ratio {comp['ratio']:.0%}; "
+                             f"seed {comp['seed']}",
+                    intro=notes_text)
+stamp = datetime.now().strftime("%Y%m%d-%H%M")
+st.download_button("Download the HTML report", data=html.encode("utf-8"),
+                   file_name=f"smu_report_{stamp}.html", mime="text/html", type="primary",
+                   key="report_download")
+st.caption(f"{len(html) / 1e6:.1f} MB, opens offline in any browser.")

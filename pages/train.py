@@ -1,0 +1,119 @@
+"""Train: launch small pretraining runs as CLI subprocesses, watch them live, cancel them."""
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from smu_explain import appstate as A
+from smu_explain import plots
+from smu_explain.errors import SMUInputError
+from smu_explain.runs import SIZES, STRATEGIES
+
+st.title("Train a small model")
+st.caption("Each run is a separate `smu pretrain` process: it keeps going if you close the tab or "
+           "restart the app, and its folder is selectable as a model once it has saved weights.")
+
+registry = A.get_registry()
+
+with st.form("train_form"):
+    c1, c2, c3, c4 = st.columns([2, 3, 1, 1])
+    strategy = c1.selectbox("Masking strategy", STRATEGIES, index=STRATEGIES.index("adversarial"),
+                            key="train_strategy")
+    data_choice = c2.radio("Data", ["sample_midi/", "a folder"], horizontal=True, key="train_data_choice")
+    folder = c2.text_input("Folder of MIDI files (when 'a folder')", value="", key="train_folder")
+    size = c3.selectbox("Size", [s for s in SIZES if s != "base"], key="train_size")
+    steps = int(c4.number_input("Steps", 1, 100_000, 200, step=50, key="train_steps"))
+    submitted = st.form_submit_button("Start run", type="primary")
+
+if submitted:
+    data = A.SAMPLE_DIR if data_choice == "sample_midi/" else Path(folder.strip()).expanduser()
+    if data_choice == "a folder" and not folder.strip():
+        st.error("Type the path of a folder of MIDI files.")
+    else:
+        try:
+            run = registry.submit(strategy=strategy, data=data, config=size, steps=steps)
+        except SMUInputError as e:
+            st.error(f"Cannot start the run: {e}")
+        else:
+            st.session_state["train_watch"] = run.id
+            if run.status == "queued":
+                st.info(f"Run {run.id} is queued: {registry.max_concurrent} run(s) at a time "
+                        "(SMU_MAX_RUNS). It starts when a slot frees.")
+            else:
+                st.success(f"Started run {run.id}.")
+
+
+STATUS_ICON = {"queued": "⏳", "running": "🏃", "done": "✅", "failed": "❌", "cancelled": "⏹️"}
+
+
+@st.fragment(run_every="1s")
+def live_runs():
+    runs = registry.poll()
+    if not runs:
+        st.info("No runs yet. Start one above.")
+        return
+    table = pd.DataFrame([{
+        "": STATUS_ICON.get(r.status, ""), "run": r.id, "status": r.status,
+        "strategy": r.params.get("strategy"), "size": r.params.get("config"),
+        "steps": r.params.get("steps"), "created": r.created,
+    } for r in reversed(runs)])
+    queued = [r for r in runs if r.status == "queued"]
+    st.markdown(f"**Runs** ({sum(r.status == 'running' for r in runs)} running, "
+                f"{len(queued)} queued, at most {registry.max_concurrent} at a time)")
+    st.dataframe(table, hide_index=True, width="stretch")
+    if queued:
+        st.caption("Queue (starts in this order): " + ", ".join(r.id for r in queued))
+
+    ids = [r.id for r in reversed(runs)]
+    watch = st.session_state.get("train_watch")
+    idx = ids.index(watch) if watch in ids else 0
+    run_id = st.selectbox("Watch run", ids, index=idx, key="train_watch_select")
+    st.session_state["train_watch"] = run_id
+    run = next(r for r in runs if r.id == run_id)
+
+    b1, b2, b3 = st.columns([1, 1, 4])
+    if run.status in ("running", "queued"):
+        if b1.button("Cancel run", key=f"cancel_{run.id}"):
+            run = registry.cancel(run.id, wait=False)
+            st.toast(f"Cancelling {run.id}...")
+    out = Path(run.out_dir)
+    has_model = (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    if run.status == "done" and has_model:
+        if b2.button("Open in Explore", key=f"open_{run.id}"):
+            st.session_state[A.K_MODEL_A] = str(out)
+            try:
+                st.switch_page("pages/explore.py")
+            except Exception:  # standalone page (tests): no navigation to switch in
+                st.info(f"Model set to {out}; open the Explore page.")
+        b3.caption(f"Model folder: `{out}` (choose it on Explore or Compare)")
+
+    msg = f"Status: **{run.status}**"
+    if run.message:
+        msg += f" - {run.message}"
+    if run.cancel_requested and run.status == "running":
+        msg += " (cancel requested)"
+    st.markdown(msg)
+
+    progress = plots.progress_frame(registry.progress(run.id))
+    total = run.params.get("steps") or 0
+    if len(progress) and total:
+        done = int(progress["step"].max())
+        st.progress(min(1.0, done / total), text=f"step {done} / {total}")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.plotly_chart(plots.loss_curves(progress), key=f"loss_{run.id}",
+                        config={"displaylogo": False})
+    with c2:
+        st.plotly_chart(plots.masker_stats_figure(progress), key=f"masker_{run.id}",
+                        config={"displaylogo": False})
+    if run.status == "failed":
+        st.error(f"The run failed: {run.message}")
+        st.markdown("Last lines of its log:")
+        st.code(registry.log_tail(run.id, 30) or "(empty log)", language="text")
+    elif run.status in ("running", "cancelled"):
+        with st.expander("Log"):
+            st.code(registry.log_tail(run.id, 15) or "(empty log)", language="text")
+
+
+live_runs()

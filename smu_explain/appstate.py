@@ -1,0 +1,381 @@
+"""Shared helpers for the Streamlit pages (app side only).
+
+This is the one module of the package that imports streamlit; the library
+modules never import it. Page scripts (``pages/*.py``) use these helpers for:
+
+- paths: the repository's ``sample_midi/`` and ``models/`` folders, the demo
+  model folders, the run registry (``$SMU_RUNS_DIR``, default ``./runs``;
+  ``$SMU_MAX_RUNS`` concurrent runs, default 1; ``$SMU_CLI`` overrides the
+  command prefix that runs the CLI, default ``python -m smu_explain.cli``);
+- cached loading: models with ``st.cache_resource`` (keyed by folder and the
+  weights' modification time, so a refreshed checkpoint reloads), pieces and
+  explain tables with ``st.cache_data``;
+- widgets used on several pages (piece picker, model picker) that turn every
+  bad input into an ``st.error`` and return ``None`` instead of raising;
+- state shared across pages lives in non-widget ``st.session_state`` keys
+  (``smu_piece`` = (name, bytes), ``smu_model_a`` / ``smu_model_b`` = folder
+  paths, ``smu_ratio``), because widget values do not survive a page change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from .errors import SMUCheckpointError, SMUInputError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = REPO_ROOT / "sample_midi"
+MODELS_DIR = REPO_ROOT / "models"
+DEMO_MODELS = {
+    "demo adversarial": MODELS_DIR / "demo-adversarial",
+    "demo random": MODELS_DIR / "demo-random",
+}
+MAX_UPLOAD_MB = 20
+UPLOAD_TYPES = ["mid", "midi", "kar", "smf", "xml", "musicxml", "mxl"]
+OTHER_FOLDER = "other folder..."
+
+# non-widget session keys shared by pages
+K_PIECE = "smu_piece"  # (name, bytes)
+K_MODEL_A = "smu_model_a"
+K_MODEL_B = "smu_model_b"
+K_RATIO = "smu_ratio"
+
+
+# ----------------------------------------------------------------------------- registry
+
+@st.cache_resource(show_spinner=False)
+def _registry(root: str, max_runs: int, launcher: tuple[str, ...]):
+    from .runs import RunRegistry
+
+    return RunRegistry(root, max_concurrent=max_runs, launcher=list(launcher))
+
+
+def get_registry():
+    """The run registry for ``$SMU_RUNS_DIR`` (one shared object per root)."""
+    from .runs import default_runs_dir
+
+    root = str(default_runs_dir().resolve())
+    launcher = tuple(shlex.split(os.environ["SMU_CLI"])) if os.environ.get("SMU_CLI") else (
+        sys.executable, "-m", "smu_explain.cli")
+    return _registry(root, int(os.environ.get("SMU_MAX_RUNS", "1") or 1), launcher)
+
+
+# ----------------------------------------------------------------------------- pieces
+
+def list_samples() -> list[Path]:
+    """MIDI / MusicXML files of ``sample_midi/``, sorted by name."""
+    if not SAMPLE_DIR.is_dir():
+        return []
+    exts = {"." + e for e in UPLOAD_TYPES}
+    return sorted(p for p in SAMPLE_DIR.iterdir() if p.suffix.lower() in exts)
+
+
+def check_upload_size(name: str, size: int) -> None:
+    """``SMUInputError`` when an upload is larger than ``MAX_UPLOAD_MB``."""
+    if size > MAX_UPLOAD_MB * 1024 * 1024:
+        raise SMUInputError(name, f"file is {size / 1e6:.1f} MB; the limit is {MAX_UPLOAD_MB} MB")
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def read_piece_cached(data: bytes, name: str):
+    """``tokenizer.read_piece`` on bytes (cached by content). Raises ``SMUInputError``."""
+    return _read(data, name)
+
+
+def _read(data: bytes, name: str):
+    from .tokenizer import read_piece
+
+    # read_piece(bytes) sniffs MIDI by its header; score formats need the extension,
+    # so score uploads go through a temporary file with the original suffix.
+    suffix = Path(name).suffix.lower()
+    if data[:4] == b"MThd" or suffix in (".mid", ".midi", ".kar", ".smf"):
+        return read_piece(data, name=Path(name).stem)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="smu_upload_") as tmp:
+        p = Path(tmp) / (Path(name).name or "upload")
+        p.write_bytes(data)
+        piece = read_piece(p, name=Path(name).stem)
+    return piece
+
+
+def piece_picker(key: str = "piece") -> tuple[str, bytes] | None:
+    """Pick a sample or upload a file; returns (name, bytes) or None (nothing chosen).
+
+    The choice is copied to ``st.session_state[K_PIECE]`` so other pages reuse it.
+    An oversize upload is reported with ``st.error`` and returns None.
+    """
+    samples = list_samples()
+    current = st.session_state.get(K_PIECE)
+    sources = ["sample", "upload"]
+    src = st.radio("Piece", sources, horizontal=True, key=f"{key}_source",
+                   format_func=lambda s: "a sample from sample_midi/" if s == "sample"
+                   else "upload MIDI / MusicXML")
+    if src == "sample":
+        if not samples:
+            st.info("No sample pieces found in sample_midi/. Upload a file instead.")
+            return None
+        names = [p.name for p in samples]
+        idx = names.index(current[0]) if current and current[0] in names else 0
+        choice = st.selectbox("Sample piece", names, index=idx, key=f"{key}_sample")
+        data = (SAMPLE_DIR / choice).read_bytes()
+        st.session_state[K_PIECE] = (choice, data)
+        return choice, data
+    up = st.file_uploader(f"MIDI or MusicXML file (at most {MAX_UPLOAD_MB} MB)", type=UPLOAD_TYPES,
+                          key=f"{key}_upload")
+    if up is None:
+        if current and current[0] not in {p.name for p in samples}:
+            st.caption(f"Using the earlier upload: {current[0]}")
+            return current
+        return None
+    try:
+        check_upload_size(up.name, up.size)
+    except SMUInputError as e:
+        st.error(f"Cannot use this upload: {e}")
+        return None
+    data = up.getvalue()
+    st.session_state[K_PIECE] = (up.name, data)
+    return up.name, data
+
+
+def load_piece(choice: tuple[str, bytes] | None):
+    """Read the chosen piece; on bad input shows ``st.error`` and returns None."""
+    if choice is None:
+        return None
+    name, data = choice
+    try:
+        check_upload_size(name, len(data))
+        piece = read_piece_cached(data, name)
+    except SMUInputError as e:
+        st.error(f"Cannot read {name}: {e.reason}")
+        return None
+    if len(piece) == 0:
+        st.error(f"{name}: the piece has no notes to show.")
+        return None
+    return piece
+
+
+# ----------------------------------------------------------------------------- models
+
+def _weights_mtime(path: Path) -> float:
+    try:
+        return (path / "model.safetensors").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_resource(show_spinner="Loading model...", max_entries=8)
+def _load_model(path: str, mtime: float):
+    import torch
+
+    from .model import MidiBert
+    from .tokenizer import Tokenizer, TokenizerConfig
+
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    model = MidiBert.from_pretrained(path)
+    model.eval()
+    info = getattr(model, "checkpoint_info", {}) or {}
+    tok_cfg = info.get("tokenizer")
+    if not isinstance(tok_cfg, dict):
+        raise SMUCheckpointError(path, 'config.json has no "tokenizer" section; cannot read pieces for this model')
+    try:
+        tokenizer = Tokenizer(TokenizerConfig.from_dict(tok_cfg))
+    except (TypeError, ValueError) as e:
+        raise SMUCheckpointError(path, f"invalid tokenizer config: {e}") from None
+    return model, tokenizer
+
+
+def load_model(path: str | Path):
+    """(model, tokenizer) of a checkpoint folder; raises ``SMUCheckpointError``."""
+    p = Path(path)
+    return _load_model(str(p.resolve()), _weights_mtime(p))
+
+
+def model_choices() -> dict[str, Path]:
+    """Label -> folder: the demo models, every folder under models/, finished runs with weights."""
+    out: dict[str, Path] = dict(DEMO_MODELS)
+    if MODELS_DIR.is_dir():
+        for d in sorted(MODELS_DIR.iterdir()):
+            if d.is_dir() and d not in out.values() and (d / "config.json").is_file():
+                out[f"models/{d.name}"] = d
+    try:
+        for label, d in get_registry().model_dirs():
+            out[label] = d
+    except OSError:
+        pass
+    return out
+
+
+def model_picker(label: str, key: str, state_key: str, default: str) -> str | None:
+    """Choose a model folder; returns its path when it loads, else shows why and returns None.
+
+    A missing demo model gives ``st.info`` (how to get it), a broken folder
+    ``st.error`` with the ``SMUCheckpointError`` reason.
+    """
+    choices = model_choices()
+    labels = list(choices) + [OTHER_FOLDER]
+    stored = st.session_state.get(state_key)
+    idx = labels.index(default) if default in labels else 0
+    if stored:
+        for i, lab in enumerate(labels[:-1]):
+            if str(choices[lab]) == str(stored):
+                idx = i
+                break
+        else:
+            idx = len(labels) - 1
+    choice = st.selectbox(label, labels, index=idx, key=f"{key}_choice")
+    if choice == OTHER_FOLDER:
+        path_text = st.text_input("Model folder (holds config.json and model.safetensors)",
+                                  value=str(stored) if stored else "", key=f"{key}_path")
+        if not path_text.strip():
+            st.info("Type the path of a model folder.")
+            return None
+        path = Path(path_text.strip()).expanduser()
+    else:
+        path = choices[choice]
+        if choice in DEMO_MODELS and not path.exists():
+            st.info(f"The {choice} model is not there yet ({path.relative_to(REPO_ROOT)}). "
+                    "Train it with `smu pretrain` (or on the Train page) and pick the run's folder, "
+                    "or choose another model folder.")
+            return None
+    try:
+        load_model(path)
+    except SMUCheckpointError as e:
+        st.error(f"Cannot load the model: {e.reason} ({e.path})")
+        return None
+    st.session_state[state_key] = str(path)
+    return str(path)
+
+
+# ----------------------------------------------------------------------------- explain
+
+def piece_key(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:20]
+
+
+@st.cache_data(show_spinner="Running the model on the piece...", max_entries=32)
+def explain_cached(model_path: str, mtime: float, key: str, ratio: float, seed: int,
+                   _piece: Any) -> pd.DataFrame:
+    """The explain table (``explain.explain_piece``) of a piece; cached by model, piece, ratio, seed."""
+    from .explain import explain_piece
+
+    model, tokenizer = _load_model(model_path, mtime)
+    return explain_piece(model, tokenizer, _piece, ratio=ratio, seed=seed)
+
+
+def explain(model_path: str, data: bytes, piece, ratio: float, seed: int = 0) -> pd.DataFrame:
+    p = Path(model_path)
+    return explain_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), float(ratio),
+                          int(seed), piece)
+
+
+def random_draw(n: int, ratio: float, seed: int, selectable: np.ndarray | None = None) -> np.ndarray:
+    """One seeded random mask: ``round(ratio * n_selectable)`` notes (at least 1)."""
+    sel = np.ones(n, dtype=bool) if selectable is None else np.asarray(selectable, dtype=bool)
+    idx = np.flatnonzero(sel)
+    k = min(len(idx), max(1 if len(idx) else 0, int(round(ratio * len(idx)))))
+    rng = np.random.default_rng(seed)
+    out = np.zeros(n, dtype=bool)
+    out[rng.choice(idx, size=k, replace=False)] = True
+    return out
+
+
+# ----------------------------------------------------------------------------- audio
+
+AUDIO_SECONDS = 60.0
+
+
+@st.cache_data(show_spinner="Rendering audio...", max_entries=16)
+def render_audio(notes: pd.DataFrame):
+    """``audio.synthesize`` of a notes table (first ``AUDIO_SECONDS`` seconds), cached."""
+    from .audio import synthesize
+
+    return synthesize(notes, max_seconds=AUDIO_SECONDS)
+
+
+# ----------------------------------------------------------------------------- comparison
+
+def folder_files(folder: str | Path, max_files: int = 40) -> list[Path]:
+    """Music files of a folder (not recursive), sorted, at most ``max_files``."""
+    exts = {"." + e for e in UPLOAD_TYPES}
+    d = Path(folder)
+    if not d.is_dir():
+        raise SMUInputError(d, "folder not found")
+    files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in exts)
+    if not files:
+        raise SMUInputError(d, "no MIDI or MusicXML files in this folder")
+    return files[:max_files]
+
+
+@st.cache_data(show_spinner="Evaluating on the folder...", max_entries=16)
+def folder_explain_cached(model_path: str, mtime: float, folder: str, stamp: tuple, ratio: float,
+                          seed: int) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Explain tables of every file of a folder, concatenated with a ``file`` column.
+
+    ``stamp`` (file names + mtimes) keys the cache. Files that cannot be read
+    are skipped and returned as ``(name, reason)``.
+    """
+    from .explain import explain_piece
+    from .tokenizer import read_piece
+
+    model, tokenizer = _load_model(model_path, mtime)
+    frames, skipped = [], []
+    for name, _ in stamp:
+        path = Path(folder) / name
+        try:
+            piece = read_piece(path, config=tokenizer.config)
+        except SMUInputError as e:
+            skipped.append((name, e.reason))
+            continue
+        if len(piece) == 0:
+            skipped.append((name, "no notes"))
+            continue
+        f = explain_piece(model, tokenizer, piece, ratio=ratio, seed=seed, top_k=1)
+        f.insert(0, "file", name)
+        frames.append(f.drop(columns=[c for c in f.columns if c.startswith("topk_")]))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return table, skipped
+
+
+def folder_explain(model_path: str, folder: str | Path, ratio: float, seed: int = 0,
+                   max_files: int = 40):
+    """(concatenated explain table, skipped files) over a folder; ``SMUInputError`` if unusable."""
+    files = folder_files(folder, max_files)
+    stamp = tuple((f.name, f.stat().st_mtime) for f in files)
+    p = Path(model_path)
+    return folder_explain_cached(str(p.resolve()), _weights_mtime(p), str(Path(folder).resolve()),
+                                 stamp, float(ratio), int(seed))
+
+
+def accuracy_of(frame: pd.DataFrame) -> dict[str, float]:
+    """Mean of every ``correct_<attr>`` column (NaN-skipping).
+
+    On an explain table every note was masked once (seeded random groups of
+    about ``ratio`` of each window), so this is the recovery accuracy under
+    the same seeded random masks for every model with the same tokenizer.
+    """
+    out = {}
+    for c in frame.columns:
+        if c.startswith("correct_"):
+            v = frame[c].dropna()
+            if len(v):
+                out[c[len("correct_"):]] = float(v.astype(float).mean())
+    return out
+
+
+def task_heads(model_path: str | Path) -> list[Path]:
+    """Fine-tuned task head files kept in a model folder (``*head*.safetensors`` or ``heads/``)."""
+    p = Path(model_path)
+    found = sorted(p.glob("*head*.safetensors"))
+    if (p / "heads").is_dir():
+        found += sorted((p / "heads").glob("*.safetensors"))
+    return found

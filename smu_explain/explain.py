@@ -1,0 +1,248 @@
+"""Per-note explanations of a pre-trained model: masker scores, what would be
+picked and frozen, and how well each note is recovered when it is masked.
+
+``explain_piece(model, tokenizer, piece, ...)`` returns one DataFrame row per note
+of the piece (docs/ARCHITECTURE.md "Explain table"). The rules:
+
+- The piece is encoded and cut into windows of the tokenizer's ``max_len``
+  (or the model's, if smaller). A note that lies in several overlapping windows
+  takes every number from the window where it is farthest from an edge (most context).
+- ``score``: the masker score of the note, read from the clean (unmasked) window.
+- ``frozen``: from ``freeze_book`` (needs ``piece_id``) when given; otherwise the
+  top-a rule applied once: the top ``freeze_top`` (30%) of the piece's notes by score.
+- ``picked``: the top ``ratio`` of the piece's not-frozen notes by score
+  (round(ratio * n), at least 1), i.e. what the adversarial masker would mask.
+- Recovery: each note is masked exactly once. The notes of a window are split
+  into K = round(1 / ratio) disjoint random groups (seeded by ``seed`` and the
+  window index); copy g of the window has group g replaced by MASK (all
+  attributes, no 80/10/10), so each pass masks about ``ratio`` of the window,
+  like validation. The K copies of all windows are batched (never one pass per note).
+  Per attribute ``a``: ``loss_a`` (cross-entropy of the true token),
+  ``correct_a`` (top-1 among regular ids == true), ``pred_a`` (top-1 decoded),
+  ``topk_a`` (list of ``(value, probability)``, best first) and ``true_a``
+  (the true token decoded, i.e. after the tokenizer's quantisation).
+- Decoded values: pitch = MIDI number, duration = quarters, position = quarters
+  after the start of the note's (token) bar, bar = bars advanced since the
+  previous note, velocity = the bin's middle velocity, program = GM program.
+
+``recovery_accuracy(model, dataset_or_loader, ratio, seed)`` is the fixed-seed
+validation of ``masker.validate`` reduced to ``{attribute: accuracy}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .masker import n_to_pick, validate
+from .model import unwrap
+from .tokenizer import MASK_ID, N_SPECIAL, PAD_ID
+
+NOTE_COLUMNS = ["note", "pitch", "velocity", "track", "program", "start_sec", "end_sec",
+                "onset_q", "duration_q", "bar", "beat"]
+
+
+def decode_values(tokenizer, attribute: str, ids) -> np.ndarray:
+    """Token ids of one attribute -> musical values (see module docstring); specials -> NaN/-1."""
+    ids = np.asarray(ids, dtype=np.int64)
+    v = tokenizer.decode_values(attribute, ids)
+    c = tokenizer.config
+    if attribute == "duration":
+        return np.where(ids < N_SPECIAL, np.nan, v / c.dur_per_quarter)
+    if attribute == "position":
+        return np.where(ids < N_SPECIAL, np.nan, v / c.pos_per_quarter)
+    return v
+
+
+def _windows(tokenizer, piece, tokens: np.ndarray, max_len: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The tokenizer's windows, or windows of ``max_len`` when the model is shorter."""
+    if tokenizer.config.max_len <= max_len:
+        return tokenizer.encode_windows(piece, tokens)
+    L, s = max_len, min(tokenizer.config.effective_stride, max_len)
+    jb = tokenizer.attributes.index("bar")
+    out, start, n = [], 0, len(tokens)
+    while start < n:
+        stop = min(start + L, n)
+        w = tokens[start:stop].copy()
+        w[0, jb] = N_SPECIAL  # the first note of a window counts from bar 0
+        out.append((w, np.arange(start, stop, dtype=np.int64)))
+        if stop >= n:
+            break
+        start += s
+    return out
+
+
+def _pad(seqs: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    L = max(len(s) for s in seqs)
+    A = seqs[0].shape[1]
+    tokens = torch.full((len(seqs), L, A), PAD_ID, dtype=torch.long)
+    am = torch.zeros((len(seqs), L), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        tokens[i, : len(s)] = torch.from_numpy(np.ascontiguousarray(s))
+        am[i, : len(s)] = True
+    return tokens.to(device), am.to(device)
+
+
+def _top_fraction(scores: np.ndarray, candidates: np.ndarray, frac: float, at_least_one: bool) -> np.ndarray:
+    """Bool mask of the round(frac * #candidates) highest-scoring candidates (ties: lower index)."""
+    out = np.zeros(len(scores), dtype=bool)
+    idx = np.flatnonzero(candidates)
+    k = int(n_to_pick(torch.tensor([idx.size]), frac)[0]) if at_least_one else int(round(frac * idx.size))
+    if k > 0:
+        out[idx[np.argsort(-scores[idx], kind="stable")[:k]]] = True
+    return out
+
+
+@torch.no_grad()
+def explain_piece(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None, top_k: int = 3,
+                  seed: int = 0, *, piece_id: int | None = None, freeze_top: float = 0.3,
+                  batch_size: int = 32) -> pd.DataFrame:
+    """One row per note of ``piece``: note fields, ``score``, ``picked``, ``frozen`` and, per
+    attribute ``a``, ``loss_a``, ``correct_a``, ``pred_a``, ``topk_a``, ``true_a`` (rules above)."""
+    m = unwrap(model)
+    attrs = list(m.config.attributes)
+    if list(tokenizer.attributes) != attrs or list(tokenizer.vocab_sizes) != list(m.config.vocab_sizes):
+        raise ValueError(f"tokenizer ({tokenizer.attributes}, {tokenizer.vocab_sizes}) does not match the model "
+                         f"({attrs}, {m.config.vocab_sizes}); load the tokenizer config saved with the model")
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    if freeze_book is not None and piece_id is None:
+        raise ValueError("explain_piece needs piece_id to read frozen notes from a freeze book")
+    top_k = max(1, min(int(top_k), min(v - N_SPECIAL for v in m.config.vocab_sizes)))
+    device = next(m.parameters()).device
+    A = len(attrs)
+
+    df = piece.to_dataframe()[NOTE_COLUMNS].reset_index(drop=True)
+    N = len(df)
+    if N == 0:
+        for col, dt in [("score", float), ("picked", bool), ("frozen", bool)]:
+            df[col] = pd.Series(dtype=dt)
+        for a in attrs:
+            for col, dt in [("loss", float), ("correct", bool), ("pred", float), ("topk", object),
+                            ("true", float)]:
+                df[f"{col}_{a}"] = pd.Series(dtype=dt)
+        return df
+
+    tokens = tokenizer.encode(piece)
+    wins = _windows(tokenizer, piece, tokens, m.config.max_len)
+    # owner window of each note: the one where it is farthest from an edge
+    owner = np.full(N, -1)
+    owner_pos = np.zeros(N, dtype=np.int64)
+    best = np.full(N, -1)
+    for w, (_, ids) in enumerate(wins):
+        pos = np.arange(len(ids))
+        cent = np.minimum(pos, len(ids) - 1 - pos)
+        better = cent > best[ids]
+        owner[ids[better]], owner_pos[ids[better]], best[ids[better]] = w, pos[better], cent[better]
+
+    was_training = model.training
+    model.eval()
+    try:
+        # 1) masker scores on the clean windows
+        win_scores: list[np.ndarray] = []
+        for i in range(0, len(wins), batch_size):
+            chunk = [wt for wt, _ in wins[i:i + batch_size]]
+            tok, am = _pad(chunk, device)
+            s = torch.sigmoid(model(tok, am, masker=True)["masker_logits"].float()).cpu().numpy()
+            win_scores += [s[j, : len(c)] for j, c in enumerate(chunk)]
+
+        # 2) recovery: K masked copies per window, batched
+        K = max(1, int(round(1.0 / ratio)))
+        loss = [np.zeros((len(ids), A), dtype=np.float32) for _, ids in wins]
+        pred = [np.zeros((len(ids), A), dtype=np.int64) for _, ids in wins]
+        tk_id = [np.zeros((len(ids), A, top_k), dtype=np.int64) for _, ids in wins]
+        tk_p = [np.zeros((len(ids), A, top_k), dtype=np.float32) for _, ids in wins]
+        jobs = []  # (window, masked positions)
+        for w, (wt, _) in enumerate(wins):
+            L = len(wt)
+            group = np.empty(L, dtype=np.int64)
+            group[np.random.default_rng([int(seed), w]).permutation(L)] = np.arange(L) % K
+            jobs += [(w, group == g) for g in range(min(K, L))]
+        for i in range(0, len(jobs), batch_size):
+            chunk = jobs[i:i + batch_size]
+            tok, am = _pad([wins[w][0] for w, _ in chunk], device)
+            masked = torch.zeros_like(am)
+            for r, (_, sel) in enumerate(chunk):
+                masked[r, : len(sel)] = torch.from_numpy(sel)
+            target = tok[masked]  # (n, A)
+            out = model(tok.masked_fill(masked[..., None], MASK_ID), am, heads_at=masked)
+            rows, cols = (x.cpu().numpy() for x in masked.nonzero(as_tuple=True))
+            per_attr = []
+            for j, lg in enumerate(out["logits"]):
+                lg = lg.float()
+                ce = F.cross_entropy(lg, target[:, j], reduction="none")
+                p = torch.softmax(lg, dim=-1)
+                p[:, :N_SPECIAL] = -1.0  # predictions are regular values only
+                tp, ti = p.topk(top_k, dim=-1)
+                per_attr.append((ce.cpu().numpy(), ti.cpu().numpy(), tp.cpu().numpy()))
+            win_of_row = np.array([chunk[r][0] for r in rows])
+            for w in np.unique(win_of_row):
+                sel = win_of_row == w
+                pos = cols[sel]
+                for j, (ce, ti, tp) in enumerate(per_attr):
+                    loss[w][pos, j] = ce[sel]
+                    tk_id[w][pos, j] = ti[sel]
+                    tk_p[w][pos, j] = tp[sel]
+                    pred[w][pos, j] = ti[sel, 0]
+    finally:
+        model.train(was_training)
+
+    def gather(per_window: list[np.ndarray]) -> np.ndarray:
+        out = np.empty((N,) + per_window[0].shape[1:], dtype=per_window[0].dtype)
+        for w in range(len(wins)):
+            sel = owner == w
+            out[sel] = per_window[w][owner_pos[sel]]
+        return out
+
+    score = gather(win_scores)
+    if freeze_book is not None:
+        fb = freeze_book.frozen_notes(piece_id)
+        frozen = np.zeros(N, dtype=bool)
+        frozen[: min(N, len(fb))] = fb[:N]
+    else:
+        frozen = _top_fraction(score, np.ones(N, dtype=bool), freeze_top, at_least_one=False)
+    picked = _top_fraction(score, ~frozen, ratio, at_least_one=True)
+    df["score"] = score.astype(np.float64)
+    df["picked"] = picked
+    df["frozen"] = frozen
+
+    L_all, P_all, TI, TP = gather(loss), gather(pred), gather(tk_id), gather(tk_p)
+    true_ids = tokens  # row i = note i
+    for j, a in enumerate(attrs):
+        df[f"loss_{a}"] = L_all[:, j].astype(np.float64)
+        df[f"correct_{a}"] = P_all[:, j] == true_ids[:, j]
+        df[f"pred_{a}"] = decode_values(tokenizer, a, P_all[:, j])
+        vals = decode_values(tokenizer, a, TI[:, j, :].reshape(-1)).reshape(N, top_k).tolist()
+        probs = TP[:, j, :].astype(np.float64).tolist()
+        df[f"topk_{a}"] = [list(zip(v, p)) for v, p in zip(vals, probs)]
+        df[f"true_{a}"] = decode_values(tokenizer, a, true_ids[:, j])
+    return df
+
+
+def _as_loader(data: Any, batch_size: int) -> Iterable[dict]:
+    """A loader of collated batches from a loader, a list of batches, or a map-style dataset."""
+    if isinstance(data, torch.utils.data.DataLoader):
+        return data
+    if hasattr(data, "__getitem__") and hasattr(data, "__len__") and len(data) > 0:
+        first = data[0]
+        if isinstance(first, dict) and np.ndim(first["tokens"]) == 2:  # samples: collate them
+            from .data import collate
+            return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    return data
+
+
+def recovery_accuracy(model, dataset, ratio: float = 0.15, seed: int = 0, batch_size: int = 16,
+                      max_batches: int | None = None) -> dict[str, float]:
+    """{attribute: accuracy} of recovering a fixed-seed random ``ratio`` of the real tokens
+    (replaced by MASK), exactly as ``masker.validate`` (same masks for the same batches).
+    ``dataset``: a DataLoader / iterable of collated batches, or a map-style dataset of
+    samples (collated with ``data.collate`` in order, ``batch_size`` per batch)."""
+    stats = validate(model, _as_loader(dataset, batch_size), ratio=ratio, seed=seed, max_batches=max_batches)
+    attrs = unwrap(model).config.attributes
+    if stats.get("n_tokens", 0) == 0:
+        raise ValueError("recovery_accuracy: the dataset has no tokens")
+    return {a: stats[f"acc_{a}"] for a in attrs}

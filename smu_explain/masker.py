@@ -1,0 +1,784 @@
+"""Masking strategies for pre-training (random, adversarial, bar) and the freeze book.
+
+Every strategy has the same interface (docs/ARCHITECTURE.md "Strategies"):
+
+- ``select(model, batch) -> picked`` (B, L) bool: the tokens this strategy would
+  corrupt for this batch (never padding, never frozen).
+- ``loss(model, batch, step_state=None) -> (loss, stats)``: one training step's
+  loss (a scalar tensor to backpropagate) and float statistics. ``step_state``
+  is an optional dict; ``step_state["generator"]`` (a ``torch.Generator``) makes
+  the step's randomness reproducible, otherwise torch's global RNG is used.
+- ``end_epoch(epoch, model, loader)``: called by the trainer after each epoch
+  (``epoch`` = 0-based index of the epoch that just finished). Only the
+  adversarial strategy does something (its freeze book).
+- ``state_dict()`` / ``load_state_dict()``: JSON-serialisable training state
+  (accuracy EMA, freeze book), to survive resume.
+
+Validation is the same for every strategy so the numbers compare:
+``validate(model, loader)`` picks a plain random 15% of the real tokens of each
+sample with a ``torch.Generator`` seeded from (seed, batch index), replaces them
+by MASK, and reports cross-entropy and accuracy per attribute.
+
+The rules, in brief (docs/METHOD.md sections 3-5):
+
+random (MidiBERT)
+    ``ratio`` (15%) of each sample's real tokens picked uniformly (exact count,
+    rounded, at least 1); picked tokens become MASK (80%), a random regular token
+    (10%, drawn per attribute) or stay unchanged (10%). Loss = sum_j w_j CE_j on
+    the picked tokens, with attribute weights ``attr_weighting``:
+    'equal' (1/A), 'vocab' (proportional to vocabulary size, as MidiBERT) or
+    'inverse_accuracy' (w_j = (1/a_j) / sum_i (1/a_i), a_j an EMA of the recent
+    accuracy on attribute j; weights start equal).
+
+adversarial (Zhao 2025)
+    1. The masker head scores every token of the CLEAN sequence.
+    2. Selectable = real token and not frozen in the freeze book. The top
+       ``ratio`` of selectable tokens of each sample by score are picked (the
+       ratio may be drawn per batch from ``ratio_range``; optional Gaussian
+       ``score_noise`` is added to the scores before ranking).
+    3. 80/10/10 corruption as above; recoverer loss with 'inverse_accuracy'
+       weights by default.
+    4. Masker targets, per sample: of that sample's picked tokens, the top
+       ``label_frac`` (30%) by (weighted) recovery loss get target 1 and the
+       bottom 30% get 0 (at least one of each when a sample has >= 2 picked
+       tokens); BCE on the masker logits against these targets. The recovery
+       loss is a detached label, never a gradient path. No loss over other
+       positions; padding is never selectable.
+    5. ``masker_grad='head'`` (default): the clean pass runs under no_grad and
+       only the masker head learns from the BCE (on the detached hidden
+       states of the shared backbone). ``'full'`` (the authors' code): the BCE
+       also backpropagates into the shared backbone through the clean pass.
+
+bar (MusicBERT-style baseline)
+    Whole bars of each sample are picked in random order until at least
+    ``ratio`` of its real tokens are picked; 80/10/10 corruption per token.
+
+FreezeBook (METHOD.md 5): one flag per note of each training piece. After every
+``every`` (15) epochs: freeze the top ``top`` (30%) of the still-selectable notes
+of each piece by masker score (scores of a note seen in several windows are
+averaged), then unfreeze a random ``unfreeze`` (10%) of that piece's frozen
+notes (RNG seeded by (seed, epoch, piece id), so a resumed run repeats it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model import MidiBert, unwrap
+
+from .tokenizer import MASK_ID, N_SPECIAL, PAD_ID
+
+STRATEGIES = ("random", "adversarial", "bar")
+WEIGHTINGS = ("equal", "vocab", "inverse_accuracy")
+MASKER_GRAD = ("head", "full")
+
+
+# ----------------------------------------------------------------------------- config
+
+@dataclass
+class StrategyConfig:
+    """Every knob of the masking strategies (JSON-serialisable)."""
+
+    name: str = "random"
+    ratio: float = 0.15
+    ratio_range: tuple[float, float] | None = None  # e.g. (0.1, 0.3): ratio drawn per batch
+    mask_prob: float = 0.8      # picked -> MASK
+    random_prob: float = 0.1    # picked -> random regular token (rest: unchanged)
+    attr_weighting: str | None = None  # None: 'inverse_accuracy' for adversarial, else 'equal'
+    acc_momentum: float = 0.9   # EMA momentum of the per-attribute accuracy
+    min_acc: float = 0.01       # floor of a_j in the inverse-accuracy weights
+    score_noise: float = 0.0    # std of Gaussian noise added to masker scores before ranking
+    label_frac: float = 0.3     # top/bottom fraction of picked tokens that get masker targets 1/0
+    masker_weight: float = 1.0  # weight of the masker BCE in the total loss
+    masker_grad: str = "head"   # 'head' | 'full'
+    freeze: bool = True         # adversarial: keep a freeze book
+    freeze_every: int = 15
+    freeze_top: float = 0.3
+    unfreeze_frac: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.name not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.name!r}; choose one of {STRATEGIES}")
+        if self.attr_weighting is None:
+            self.attr_weighting = "inverse_accuracy" if self.name == "adversarial" else "equal"
+        if self.attr_weighting not in WEIGHTINGS:
+            raise ValueError(f"attr_weighting must be one of {WEIGHTINGS}, got {self.attr_weighting!r}")
+        if self.masker_grad not in MASKER_GRAD:
+            raise ValueError(f"masker_grad must be one of {MASKER_GRAD}, got {self.masker_grad!r}")
+        if not 0.0 < self.ratio <= 1.0:
+            raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
+        if self.ratio_range is not None:
+            lo, hi = (float(x) for x in self.ratio_range)
+            if not 0.0 < lo <= hi <= 1.0:
+                raise ValueError(f"ratio_range must satisfy 0 < lo <= hi <= 1, got {self.ratio_range}")
+            self.ratio_range = (lo, hi)
+        if self.mask_prob < 0 or self.random_prob < 0 or self.mask_prob + self.random_prob > 1.0 + 1e-9:
+            raise ValueError("mask_prob and random_prob must be >= 0 and sum to <= 1")
+        if not 0.0 < self.label_frac <= 0.5:
+            raise ValueError(f"label_frac must be in (0, 0.5], got {self.label_frac}")
+        if not 0.0 <= self.acc_momentum < 1.0:
+            raise ValueError(f"acc_momentum must be in [0, 1), got {self.acc_momentum}")
+        if self.freeze_every < 1:
+            raise ValueError(f"freeze_every must be >= 1, got {self.freeze_every}")
+        if not (0.0 <= self.freeze_top <= 1.0 and 0.0 <= self.unfreeze_frac <= 1.0):
+            raise ValueError("freeze_top and unfreeze_frac must be in [0, 1]")
+        if self.score_noise < 0:
+            raise ValueError("score_noise must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["ratio_range"] is not None:
+            d["ratio_range"] = list(d["ratio_range"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StrategyConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown strategy config keys: {unknown}")
+        d = dict(d)
+        if d.get("ratio_range") is not None:
+            d["ratio_range"] = tuple(d["ratio_range"])
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> "StrategyConfig":
+        return cls.from_dict(json.loads(text))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+class BatchRandom:
+    """Random draws for one batch.
+
+    Sharding-invariant mode (training under ``Trainer``): when ``step_state`` has
+    ``seed`` and ``step`` and the batch has ``sample_index``, every sample gets its
+    own generator ``trainer.sample_generator(seed, step, sample_index)`` and draws
+    only as many numbers as it has real tokens (or bars), in a fixed order, so a
+    sample's masks do not depend on which rank or batch it lands in.
+    Otherwise: one ``generator`` (``step_state["generator"]`` or the argument) for
+    the whole batch, or torch's global RNG when there is none.
+    Numbers are drawn on the CPU for generators and moved to the batch's device.
+    """
+
+    def __init__(self, batch: dict, step_state: dict | None = None, generator: torch.Generator | None = None):
+        self.am = attention_mask_of(batch)
+        self.device = self.am.device
+        self.generator = generator if generator is not None else _generator(step_state)
+        self.gens: list[torch.Generator] | None = None
+        if (step_state is not None and batch.get("sample_index") is not None
+                and step_state.get("seed") is not None and step_state.get("step") is not None):
+            from .trainer import sample_generator  # lazy: the trainer module is heavier
+            self.gens = [sample_generator(int(step_state["seed"]), int(step_state["step"]), int(i))
+                         for i in batch["sample_index"].tolist()]
+
+    @classmethod
+    def of(cls, batch: dict, rng: "BatchRandom | torch.Generator | None") -> "BatchRandom":
+        return rng if isinstance(rng, BatchRandom) else cls(batch, None, rng)
+
+    def _draw(self, shape: tuple[int, ...], normal: bool, g: torch.Generator | None) -> torch.Tensor:
+        fn = torch.randn if normal else torch.rand
+        if g is None:
+            return fn(shape, device=self.device)
+        return fn(shape, generator=g, device=g.device).to(self.device)
+
+    def tokens(self, *tail: int, normal: bool = False) -> torch.Tensor:
+        """(B, L, *tail) numbers; per-sample mode fills only real positions (others 0)."""
+        B, L = self.am.shape
+        if self.gens is None:
+            return self._draw((B, L) + tail, normal, self.generator)
+        out = torch.zeros((B, L) + tail, device=self.device)
+        for b, g in enumerate(self.gens):
+            row = self.am[b]
+            n = int(row.sum())
+            if n:
+                out[b][row] = self._draw((n,) + tail, normal, g)
+        return out
+
+    def rows(self, counts: list[int], width: int) -> torch.Tensor:
+        """(B, width) uniform numbers; per-sample mode draws counts[b] for row b (others 0)."""
+        B = len(counts)
+        if self.gens is None:
+            return self._draw((B, width), False, self.generator)
+        out = torch.zeros((B, width), device=self.device)
+        for b, g in enumerate(self.gens):
+            if counts[b]:
+                out[b, : counts[b]] = self._draw((counts[b],), False, g)
+        return out
+
+    def per_sample(self) -> torch.Tensor:
+        """(B,) uniform numbers (batch mode: one number shared by the whole batch)."""
+        B = self.am.shape[0]
+        if self.gens is None:
+            return self._draw((1,), False, self.generator).expand(B)
+        return torch.cat([self._draw((1,), False, g) for g in self.gens])
+
+
+def _generator(step_state: dict | None) -> torch.Generator | None:
+    return None if step_state is None else step_state.get("generator")
+
+
+def _ranks_desc(values: torch.Tensor) -> torch.Tensor:
+    """Rank of each entry in its row, 0 = largest (stable: ties keep the lower index first)."""
+    order = torch.sort(values, dim=1, descending=True, stable=True).indices
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(values.shape[1], device=values.device).expand_as(order))
+    return ranks
+
+
+def n_to_pick(n_selectable: torch.Tensor, ratio: float | torch.Tensor) -> torch.Tensor:
+    """round(ratio * n) per sample (``ratio`` a float or a (B,) tensor), at least 1 where n >= 1."""
+    if torch.is_tensor(ratio):
+        ratio = ratio.to(device=n_selectable.device, dtype=torch.float64)
+    k = torch.round(n_selectable.to(torch.float64) * ratio).long()
+    return torch.minimum(torch.clamp(k, min=1), n_selectable) * (n_selectable > 0)
+
+
+def top_ratio(scores: torch.Tensor, selectable: torch.Tensor, ratio: float | torch.Tensor) -> torch.Tensor:
+    """(B, L) bool: per sample, the ``n_to_pick`` highest-scoring selectable positions."""
+    k = n_to_pick(selectable.sum(dim=1), ratio)
+    masked = scores.float().masked_fill(~selectable, float("-inf"))
+    return (_ranks_desc(masked) < k[:, None]) & selectable
+
+
+def corrupt(tokens: torch.Tensor, picked: torch.Tensor, vocab_sizes: list[int], mask_prob: float = 0.8,
+            random_prob: float = 0.1, rng: "BatchRandom | torch.Generator | None" = None) -> torch.Tensor:
+    """BERT corruption of the picked tokens: MASK (``mask_prob``), a random regular
+    token drawn per attribute (``random_prob``), else unchanged. Returns a new tensor."""
+    rng = BatchRandom.of({"tokens": tokens, "attention_mask": torch.ones(tokens.shape[:2], dtype=torch.bool,
+                                                                        device=tokens.device)}, rng) \
+        if not isinstance(rng, BatchRandom) else rng
+    A = tokens.shape[-1]
+    u = rng.tokens()
+    to_mask = picked & (u < mask_prob)
+    to_rand = picked & (u >= mask_prob) & (u < mask_prob + random_prob)
+    out = tokens.masked_fill(to_mask[..., None], MASK_ID)
+    if random_prob > 0:
+        span = torch.tensor([v - N_SPECIAL for v in vocab_sizes], device=tokens.device, dtype=torch.float32)
+        rnd = (rng.tokens(A) * span).long().clamp_max(span.long() - 1) + N_SPECIAL
+        out = torch.where(to_rand[..., None], rnd, out)
+    return out
+
+
+def attention_mask_of(batch: dict) -> torch.Tensor:
+    tokens = batch["tokens"]
+    am = batch.get("attention_mask")
+    if am is None:
+        am = tokens[..., 0] != PAD_ID
+    return am.bool()
+
+
+def per_token_ce(logits: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    """(N, A) cross-entropy of each picked token on each attribute."""
+    return torch.stack([F.cross_entropy(lg.float(), targets[:, j], reduction="none")
+                        for j, lg in enumerate(logits)], dim=1)
+
+
+def per_token_correct(logits: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    """(N, A) bool: top-1 prediction equals the target."""
+    return torch.stack([lg.argmax(-1) == targets[:, j] for j, lg in enumerate(logits)], dim=1)
+
+
+def validation_mask(attention_mask: torch.Tensor, batch_index: int, ratio: float = 0.15,
+                    seed: int = 0) -> torch.Tensor:
+    """Fixed random ``ratio`` of each sample's real tokens, from a CPU generator seeded by
+    (seed, batch_index): identical across calls, strategies and devices."""
+    # torch's CPU generator keeps 32 bits of a seed: mix (seed, batch_index) with a SeedSequence
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([int(seed), int(batch_index)]).generate_state(1)[0]))
+    am = attention_mask.bool().cpu()
+    scores = torch.rand(am.shape, generator=g)
+    return top_ratio(scores, am, ratio).to(attention_mask.device)
+
+
+@torch.no_grad()
+def validation_step(model, batch: dict, batch_index: int, ratio: float = 0.15, seed: int = 0) -> dict[str, Any]:
+    """Sums for one batch: picked tokens replaced by MASK (no 80/10/10), CE and correct per attribute.
+
+    Returns {"n": int, "loss_sum": [A floats], "correct": [A ints]}; see ``validate``.
+    """
+    tokens = batch["tokens"]
+    am = attention_mask_of(batch)
+    picked = validation_mask(am, batch_index, ratio, seed)
+    corrupted = tokens.masked_fill(picked[..., None], MASK_ID)
+    out = model(corrupted, am, heads_at=picked)
+    targets = tokens[picked]
+    ce = per_token_ce(out["logits"], targets)
+    ok = per_token_correct(out["logits"], targets)
+    return {"n": int(targets.shape[0]), "loss_sum": ce.sum(0).tolist(), "correct": ok.sum(0).tolist()}
+
+
+@torch.no_grad()
+def validate(model, loader: Iterable[dict], ratio: float = 0.15, seed: int = 0,
+             max_batches: int | None = None) -> dict[str, float]:
+    """Fixed-seed random-mask validation, the same for every strategy.
+
+    Returns ``loss`` (mean over attributes of the per-attribute mean CE), ``acc``
+    (mean over attributes), ``loss_<attr>``, ``acc_<attr>`` and ``n_tokens``.
+    The model is put in eval mode for the call and restored afterwards.
+    """
+    m = unwrap(model)
+    attrs = m.config.attributes
+    device = next(m.parameters()).device
+    was_training = model.training
+    model.eval()
+    n, loss_sum, correct = 0, np.zeros(len(attrs)), np.zeros(len(attrs))
+    try:
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            r = validation_step(model, batch, i, ratio, seed)
+            n += r["n"]
+            loss_sum += r["loss_sum"]
+            correct += r["correct"]
+    finally:
+        model.train(was_training)
+    stats: dict[str, float] = {"n_tokens": float(n)}
+    if n == 0:
+        return stats
+    for j, a in enumerate(attrs):
+        stats[f"loss_{a}"] = float(loss_sum[j] / n)
+        stats[f"acc_{a}"] = float(correct[j] / n)
+    stats["loss"] = float(loss_sum.mean() / n)
+    stats["acc"] = float(correct.mean() / n)
+    return stats
+
+
+# ----------------------------------------------------------------------------- freeze book
+
+class FreezeBook:
+    """Per-piece, per-note "frozen" flags (frozen notes are never masked).
+
+    Keys are piece ids (ints, ``batch['piece_id']``); values are numpy bool arrays
+    indexed by note index in the piece (``batch['note_ids']``, -1 on padding).
+    ``state_dict()`` is plain JSON (frozen note indices per piece), no pickle.
+    """
+
+    def __init__(self, every: int = 15, top: float = 0.3, unfreeze: float = 0.1, seed: int = 0):
+        if every < 1 or not 0 <= top <= 1 or not 0 <= unfreeze <= 1:
+            raise ValueError("FreezeBook needs every >= 1 and top, unfreeze in [0, 1]")
+        self.every, self.top, self.unfreeze, self.seed = int(every), float(top), float(unfreeze), int(seed)
+        self.flags: dict[int, np.ndarray] = {}
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------ queries
+    def __len__(self) -> int:
+        return len(self.flags)
+
+    def n_frozen(self) -> int:
+        return int(sum(int(f.sum()) for f in self.flags.values()))
+
+    def frozen_notes(self, piece_id: int) -> np.ndarray:
+        """Bool array of the piece's notes (empty if the piece was never seen)."""
+        return self.flags.get(int(piece_id), np.zeros(0, dtype=bool)).copy()
+
+    def register(self, piece_id: int, n_notes: int) -> None:
+        """Make sure the piece has a flag for each of its ``n_notes`` notes."""
+        self._ensure(int(piece_id), int(n_notes))
+
+    def _ensure(self, pid: int, n: int) -> np.ndarray:
+        f = self.flags.get(pid)
+        if f is None or len(f) < n:
+            new = np.zeros(n, dtype=bool)
+            if f is not None:
+                new[: len(f)] = f
+            self.flags[pid] = f = new
+        return f
+
+    def frozen_mask(self, batch: dict) -> torch.Tensor:
+        """(B, L) bool on the batch's device: True where the token's note is frozen."""
+        note_ids = batch.get("note_ids")
+        ref = batch["tokens"]
+        B, L = ref.shape[:2]
+        if note_ids is None or batch.get("piece_id") is None or not self.flags:
+            return torch.zeros((B, L), dtype=torch.bool, device=ref.device)
+        ids = note_ids.detach().cpu().numpy()
+        out = np.zeros((B, L), dtype=bool)
+        for b, pid in enumerate(batch["piece_id"].tolist()):
+            f = self.flags.get(int(pid))
+            if f is None:
+                continue
+            row = ids[b]
+            ok = (row >= 0) & (row < len(f))
+            out[b, ok] = f[row[ok]]
+        return torch.from_numpy(out).to(ref.device)
+
+    # ------------------------------------------------------------ updates
+    def due(self, epoch: int) -> bool:
+        """True after epochs every-1, 2*every-1, ... (0-based index of the finished epoch)."""
+        return (int(epoch) + 1) % self.every == 0
+
+    def update(self, epoch: int, scored: Iterable[tuple[int, Any, Any]]) -> dict[str, float]:
+        """Apply the freeze rule now from (piece_id, note_ids, scores) triples.
+
+        Scores of a note that appears several times (overlapping windows) are
+        averaged; notes that were never scored are not candidates. Per piece:
+        freeze round(top * #selectable) highest-scoring selectable notes, then
+        unfreeze round(unfreeze * #frozen) random frozen notes.
+        """
+        sums: dict[int, np.ndarray] = {}
+        counts: dict[int, np.ndarray] = {}
+        for pid, note_ids, scores in scored:
+            pid = int(pid)
+            ids = np.asarray(_np(note_ids), dtype=np.int64).reshape(-1)
+            sc = np.asarray(_np(scores), dtype=np.float64).reshape(-1)
+            if ids.shape != sc.shape:
+                raise ValueError(f"piece {pid}: {ids.size} note ids but {sc.size} scores")
+            ok = ids >= 0
+            ids, sc = ids[ok], sc[ok]
+            if ids.size == 0:
+                continue
+            n = int(ids.max()) + 1
+            self._ensure(pid, n)
+            s, c = sums.get(pid), counts.get(pid)
+            if s is None or len(s) < len(self.flags[pid]):
+                s2 = np.zeros(len(self.flags[pid])); c2 = np.zeros(len(self.flags[pid]))
+                if s is not None:
+                    s2[: len(s)] = s; c2[: len(c)] = c
+                s, c = s2, c2
+            np.add.at(s, ids, sc)
+            np.add.at(c, ids, 1)
+            sums[pid], counts[pid] = s, c
+        n_froze = n_unfroze = 0
+        for pid in sorted(sums):
+            f = self.flags[pid]
+            c = counts[pid]
+            mean = np.where(c > 0, sums[pid] / np.maximum(c, 1), -np.inf)
+            sel = np.flatnonzero(~f & (c > 0))
+            k = int(round(self.top * sel.size))
+            if k > 0:
+                order = np.argsort(-mean[sel], kind="stable")[:k]
+                f[sel[order]] = True
+                n_froze += k
+            frozen = np.flatnonzero(f)
+            u = int(round(self.unfreeze * frozen.size))
+            if u > 0:
+                rng = np.random.default_rng([self.seed, int(epoch), pid])
+                f[rng.choice(frozen, size=u, replace=False)] = False
+                n_unfroze += u
+        total = sum(len(f) for f in self.flags.values())
+        stats = {"epoch": int(epoch), "pieces": len(sums), "frozen_new": n_froze, "unfrozen": n_unfroze,
+                 "frozen_total": self.n_frozen(), "frozen_frac": self.n_frozen() / max(total, 1)}
+        self.history.append(stats)
+        return stats
+
+    @torch.no_grad()
+    def end_epoch(self, epoch: int, model, loader: Iterable[dict]) -> dict[str, float] | None:
+        """If ``epoch`` (0-based, just finished) is due, score every training piece with
+        the masker (eval mode, no grad) and apply ``update``. Returns its stats or None."""
+        if not self.due(epoch):
+            return None
+        return self.update(epoch, iter_masker_scores(model, loader))
+
+    # ------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"every": self.every, "top": self.top, "unfreeze": self.unfreeze, "seed": self.seed,
+                "n_notes": {str(p): int(len(f)) for p, f in self.flags.items()},
+                "frozen": {str(p): np.flatnonzero(f).tolist() for p, f in self.flags.items()},
+                "history": list(self.history)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            self.every, self.top = int(state["every"]), float(state["top"])
+            self.unfreeze, self.seed = float(state["unfreeze"]), int(state["seed"])
+            flags = {}
+            for p, n in state["n_notes"].items():
+                f = np.zeros(int(n), dtype=bool)
+                f[np.asarray(state["frozen"].get(p, []), dtype=np.int64)] = True
+                flags[int(p)] = f
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise ValueError(f"invalid freeze book state: {e!r}") from None
+        self.flags = flags
+        self.history = list(state.get("history", []))
+
+
+def _np(x: Any) -> np.ndarray:
+    if torch.is_tensor(x):
+        return x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+@torch.no_grad()
+def iter_masker_scores(model, loader: Iterable[dict]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield (piece_id, note_ids, masker scores) of every real token, model in eval mode."""
+    m = unwrap(model)
+    device = next(m.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in loader:
+            tokens = batch["tokens"].to(device)
+            am = attention_mask_of({"tokens": tokens, "attention_mask": batch.get("attention_mask")}).to(device)
+            scores = torch.sigmoid(model(tokens, am, masker=True)["masker_logits"]).float().cpu().numpy()
+            ids = batch["note_ids"].cpu().numpy()
+            amn = am.cpu().numpy()
+            for b, pid in enumerate(batch["piece_id"].tolist()):
+                ok = amn[b] & (ids[b] >= 0)
+                yield int(pid), ids[b][ok], scores[b][ok]
+    finally:
+        model.train(was_training)
+
+
+# ----------------------------------------------------------------------------- strategies
+
+class Strategy:
+    """Shared parts: corruption, attribute weights, recovery loss, state."""
+
+    name = "base"
+
+    def __init__(self, config: StrategyConfig):
+        self.config = config
+        self.acc_ema: list[float] | None = None  # per attribute, None until the first step
+        self.freeze_book: FreezeBook | None = None
+
+    # ------------------------------------------------------------ weights
+    def attr_weights(self, vocab_sizes: list[int], device: torch.device) -> torch.Tensor:
+        """(A,) weights summing to 1, per ``config.attr_weighting``."""
+        A = len(vocab_sizes)
+        w = self.config.attr_weighting
+        if w == "vocab":
+            v = torch.tensor(vocab_sizes, dtype=torch.float32, device=device)
+            return v / v.sum()
+        if w == "inverse_accuracy" and self.acc_ema is not None:
+            inv = 1.0 / torch.tensor(self.acc_ema, dtype=torch.float32, device=device).clamp_min(self.config.min_acc)
+            return inv / inv.sum()
+        return torch.full((A,), 1.0 / A, device=device)
+
+    def _update_acc(self, acc: list[float]) -> None:
+        if self.acc_ema is None:
+            self.acc_ema = list(acc)
+        else:
+            m = self.config.acc_momentum
+            self.acc_ema = [m * e + (1 - m) * a for e, a in zip(self.acc_ema, acc)]
+
+    def current_ratio(self, generator: torch.Generator | None = None) -> float:
+        rr = self.config.ratio_range
+        if rr is None:
+            return self.config.ratio
+        u = float(_rand((1,), torch.device("cpu"), generator).item())
+        return rr[0] + (rr[1] - rr[0]) * u
+
+    def frozen(self, batch: dict) -> torch.Tensor:
+        if self.freeze_book is None:
+            return torch.zeros(batch["tokens"].shape[:2], dtype=torch.bool, device=batch["tokens"].device)
+        return self.freeze_book.frozen_mask(batch)
+
+    # ------------------------------------------------------------ pieces of a step
+    def recovery(self, model, batch: dict, picked: torch.Tensor, generator: torch.Generator | None,
+                 **forward_kw: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Corrupt ``picked``, run the recoverer. Returns (loss, per-token weighted CE (N,) detached,
+        weights (A,), forward output)."""
+        m = unwrap(model)
+        tokens = batch["tokens"]
+        am = attention_mask_of(batch)
+        corrupted = corrupt(tokens, picked, m.config.vocab_sizes, self.config.mask_prob,
+                            self.config.random_prob, generator)
+        out = model(corrupted, am, heads_at=picked, **forward_kw)
+        targets = tokens[picked]
+        w = self.attr_weights(m.config.vocab_sizes, tokens.device)
+        if targets.shape[0] == 0:  # nothing selectable in the whole batch
+            zero = out["hidden"].sum() * 0.0
+            out["acc"] = None
+            return zero, torch.zeros(0, device=tokens.device), w, out
+        ce = per_token_ce(out["logits"], targets)  # (N, A)
+        loss = (ce.mean(0) * w).sum()
+        with torch.no_grad():
+            out["acc"] = per_token_correct(out["logits"], targets).float().mean(0)
+            out["ce_attr"] = ce.detach().mean(0)
+        return loss, (ce.detach() * w).sum(1), w, out
+
+    def _stats(self, m: MidiBert, loss: torch.Tensor, picked: torch.Tensor, out: dict, w: torch.Tensor,
+               extra: dict[str, torch.Tensor | float] | None = None) -> dict[str, float]:
+        """One host sync for all numbers; also updates the accuracy EMA."""
+        names = m.config.attributes
+        A = len(names)
+        parts = [loss.detach().float().reshape(1), picked.sum().float().reshape(1), w.float()]
+        has_acc = out.get("acc") is not None
+        if has_acc:
+            parts += [out["acc"].float(), out["ce_attr"].float()]
+        keys = list((extra or {}).keys())
+        parts += [torch.as_tensor(extra[k], dtype=torch.float32, device=loss.device).detach().reshape(1)
+                  for k in keys]
+        vals = torch.cat([p.to(loss.device) for p in parts]).tolist()
+        stats = {"loss": vals[0], "n_picked": vals[1]}
+        i = 2
+        for a in names:
+            stats[f"w_{a}"] = vals[i]; i += 1
+        if has_acc:
+            acc = vals[i:i + A]; i += A
+            for a, v in zip(names, acc):
+                stats[f"acc_{a}"] = v
+            for a in names:
+                stats[f"ce_{a}"] = vals[i]; i += 1
+            self._update_acc(acc)
+        for k in keys:
+            stats[k] = vals[i]; i += 1
+        return stats
+
+    # ------------------------------------------------------------ interface
+    def select(self, model, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, model, batch: dict, step_state: dict | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        g = _generator(step_state)
+        picked = self.select(model, batch, g)
+        loss, _, w, out = self.recovery(model, batch, picked, g)
+        return loss, self._stats(unwrap(model), loss, picked, out, w)
+
+    def end_epoch(self, epoch: int, model, loader: Iterable[dict]) -> dict[str, float] | None:
+        return None
+
+    def validate(self, model, loader: Iterable[dict], ratio: float = 0.15, seed: int = 0,
+                 max_batches: int | None = None) -> dict[str, float]:
+        """Fixed-seed random-mask validation (identical for every strategy), see ``validate``."""
+        return validate(model, loader, ratio, seed, max_batches)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "config": self.config.to_dict(), "acc_ema": self.acc_ema,
+                "freeze_book": None if self.freeze_book is None else self.freeze_book.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(f"state of strategy {state.get('name')!r} given to {self.name!r}")
+        self.acc_ema = None if state.get("acc_ema") is None else [float(x) for x in state["acc_ema"]]
+        if self.freeze_book is not None and state.get("freeze_book") is not None:
+            self.freeze_book.load_state_dict(state["freeze_book"])
+
+
+class RandomStrategy(Strategy):
+    """MidiBERT: a uniformly random ``ratio`` of each sample's real tokens."""
+
+    name = "random"
+
+    def select(self, model, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        am = attention_mask_of(batch)
+        selectable = am & ~self.frozen(batch)
+        return top_ratio(_rand(am.shape, am.device, generator), selectable, self.current_ratio(generator))
+
+
+class BarStrategy(Strategy):
+    """MusicBERT-style: whole bars, in random order, until >= ``ratio`` of the real tokens."""
+
+    name = "bar"
+
+    def select(self, model, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        m = unwrap(model)
+        if "bar" not in m.config.attributes:
+            raise ValueError("the bar strategy needs a 'bar' attribute in the tokens")
+        tokens = batch["tokens"]
+        am = attention_mask_of(batch)
+        selectable = am & ~self.frozen(batch)
+        bar_step = (tokens[..., m.config.attributes.index("bar")] - N_SPECIAL).clamp_min(0) * am
+        bar_idx = torch.cumsum(bar_step, dim=1)  # bar number of each token within the window
+        B, L = am.shape
+        n_bars = int(bar_idx.max()) + 1 if B * L else 1
+        # a random priority per (sample, bar); tokens inherit their bar's priority
+        prio = _rand((B, n_bars), tokens.device, generator)
+        ratio = self.current_ratio(generator)
+        sel_counts = torch.zeros((B, n_bars), device=tokens.device).scatter_add_(
+            1, bar_idx, selectable.float())
+        order = torch.argsort(prio, dim=1, descending=True)
+        cum = torch.cumsum(torch.gather(sel_counts, 1, order), dim=1)
+        target = torch.round(selectable.sum(1).float() * ratio).clamp_min(1)[:, None]
+        # take bars (in priority order) while the count before adding them is below target
+        before = cum - torch.gather(sel_counts, 1, order)
+        take_sorted = before < target
+        take = torch.zeros_like(take_sorted).scatter_(1, order, take_sorted)
+        return torch.gather(take, 1, bar_idx) & selectable
+
+
+class AdversarialStrategy(Strategy):
+    """Zhao 2025: the masker picks the tokens it expects to be hardest (see module docstring)."""
+
+    name = "adversarial"
+
+    def __init__(self, config: StrategyConfig):
+        super().__init__(config)
+        if config.freeze:
+            self.freeze_book = FreezeBook(config.freeze_every, config.freeze_top, config.unfreeze_frac,
+                                          config.seed)
+
+    def _pick(self, scores: torch.Tensor, batch: dict, generator: torch.Generator | None,
+              frozen: torch.Tensor | None = None) -> torch.Tensor:
+        am = attention_mask_of(batch)
+        selectable = am & ~(self.frozen(batch) if frozen is None else frozen)
+        s = scores.detach().float()
+        if self.config.score_noise > 0:
+            s = s + self.config.score_noise * _randn(tuple(s.shape), s.device, generator)
+        return top_ratio(s, selectable, self.current_ratio(generator))
+
+    @torch.no_grad()
+    def select(self, model, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        out = model(batch["tokens"], attention_mask_of(batch), masker=True)
+        return self._pick(out["masker_logits"], batch, generator)
+
+    def masker_targets(self, picked: torch.Tensor, token_loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample, among its picked tokens: top ``label_frac`` by loss -> 1, bottom -> 0.
+
+        ``token_loss`` (N,) is aligned with ``picked.nonzero()`` (row-major) order.
+        Returns (labelled (B, L) bool, target (B, L) float); the target carries no graph.
+        """
+        token_loss = token_loss.detach()
+        grid = torch.full(picked.shape, float("-inf"), device=picked.device)
+        grid[picked] = token_loss.float()
+        n = picked.sum(1)
+        k = torch.where(n >= 2, torch.clamp(torch.round(n.double() * self.config.label_frac).long(), min=1),
+                        torch.zeros_like(n))
+        k = torch.minimum(k, n // 2)
+        rank = _ranks_desc(grid)  # picked tokens occupy ranks 0 .. n-1
+        top = picked & (rank < k[:, None])
+        bottom = picked & (rank >= (n - k)[:, None])
+        return top | bottom, top.float()
+
+    def loss(self, model, batch: dict, step_state: dict | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        g = _generator(step_state)
+        tokens, am = batch["tokens"], attention_mask_of(batch)
+        frozen = self.frozen(batch)
+        if self.config.masker_grad == "head":
+            with torch.no_grad():
+                clean = model(tokens, am, masker=True)
+            picked = self._pick(clean["masker_logits"], batch, g, frozen)
+            # masker head trained on the detached clean hidden states, inside the same forward call
+            rec_loss, tok_loss, w, out = self.recovery(model, batch, picked, g, masker_input=clean["hidden"])
+            masker_logits = out["masker_logits"]
+        else:  # 'full': the BCE also flows into the shared backbone through the clean pass
+            clean = model(tokens, am, masker=True)
+            masker_logits = clean["masker_logits"]
+            picked = self._pick(masker_logits, batch, g, frozen)
+            rec_loss, tok_loss, w, out = self.recovery(model, batch, picked, g)
+        labelled, target = self.masker_targets(picked, tok_loss)
+        if bool(labelled.any()):
+            masker_loss = F.binary_cross_entropy_with_logits(masker_logits[labelled].float(), target[labelled])
+        else:
+            masker_loss = masker_logits.sum() * 0.0
+        loss = rec_loss + self.config.masker_weight * masker_loss
+        score_mean = torch.sigmoid(masker_logits.detach()[am]).mean() if bool(am.any()) else 0.0
+        stats = self._stats(unwrap(model), loss, picked, out, w, {
+            "recovery_loss": rec_loss, "masker_loss": masker_loss, "n_labelled": labelled.sum(),
+            "score_mean": score_mean, "frozen_in_batch": frozen.sum()})
+        return loss, stats
+
+    def end_epoch(self, epoch: int, model, loader: Iterable[dict]) -> dict[str, float] | None:
+        if self.freeze_book is None:
+            return None
+        return self.freeze_book.end_epoch(epoch, model, loader)
+
+
+def make_strategy(name: str | StrategyConfig = "random", **cfg: Any) -> Strategy:
+    """Build a strategy from a name ('random' | 'adversarial' | 'bar') and config values,
+    or from a ``StrategyConfig``."""
+    config = name if isinstance(name, StrategyConfig) else StrategyConfig(name=name, **cfg)
+    cls = {"random": RandomStrategy, "adversarial": AdversarialStrategy, "bar": BarStrategy}[config.name]
+    return cls(config)

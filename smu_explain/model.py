@@ -1,0 +1,441 @@
+"""The MidiBERT-style encoder: per-attribute embeddings, a Transformer encoder,
+one output head per attribute and the masker head, plus safe save/load.
+
+Rules (see docs/ARCHITECTURE.md "Model"):
+
+- Input is a (B, L, A) LongTensor of compound tokens (one row per note, one
+  column per attribute, id 0 = PAD, 1 = MASK, regular ids from 2).
+- Each attribute has its own embedding table (``emb_dim`` wide); the A vectors
+  are concatenated and projected to ``d_model``.
+- Positions: learned absolute position embeddings, one per index
+  ``0 .. max_len-1``, added after the projection. Sequences longer than
+  ``max_len`` are refused (window them first, see ``Tokenizer.windows``).
+- Encoder blocks are pre-LayerNorm (x + Attn(LN(x)); x + MLP(LN(x))), GELU MLP,
+  a final LayerNorm. Attention is ``torch.nn.functional.scaled_dot_product_attention``
+  (the fused kernels) with q, k, v from a single Linear. Padding keys are
+  excluded with a boolean mask that is only built when the batch has padding.
+  There is no dropout on the attention probabilities (it would force the slow
+  unfused attention path); dropout applies to the embeddings and to each
+  residual branch.
+- ``heads(hidden)``: one Linear per attribute, ``hidden`` may be (B, L, D) or
+  already gathered (N, D) rows (training computes the heads only on picked tokens).
+- ``masker(hidden)``: linear d_model -> masker_hidden, ReLU, linear -> 1, sigmoid:
+  one score in (0, 1) per token. ``masker_logits`` is the same before the sigmoid
+  (use it with ``binary_cross_entropy_with_logits``).
+- Checkpoints are a folder with ``config.json`` and ``model.safetensors``;
+  nothing is ever unpickled. Anything else (missing, corrupt, pickled, shape or
+  key mismatch) raises ``SMUCheckpointError``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import SMUCheckpointError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CHECKPOINT_FORMAT = "smu_explain.midibert"
+CHECKPOINT_VERSION = 1
+# File names that hold pickles (torch.save / pickle): refused, never opened.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+# ----------------------------------------------------------------------------- config
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of ``MidiBert``; JSON-serialisable with ``to_dict``/``from_dict``."""
+
+    vocab_sizes: list[int]
+    attributes: list[str]
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    d_ff: int = 1024
+    emb_dim: int = 128  # per attribute
+    max_len: int = 512
+    dropout: float = 0.1
+    masker_hidden: int = 256
+    layer_norm_eps: float = 1e-5
+
+    # Named sizes: tiny (< 1M parameters, tests/demos), small (4 x 256), base (12 x 768, the paper's).
+    SIZES = {
+        "tiny": dict(d_model=64, n_layers=2, n_heads=2, d_ff=256, emb_dim=32),
+        "small": dict(d_model=256, n_layers=4, n_heads=4, d_ff=1024, emb_dim=128),
+        "base": dict(d_model=768, n_layers=12, n_heads=12, d_ff=3072, emb_dim=256),
+    }
+
+    def __post_init__(self) -> None:
+        self.vocab_sizes = [int(v) for v in self.vocab_sizes]
+        self.attributes = [str(a) for a in self.attributes]
+        if len(self.vocab_sizes) != len(self.attributes) or not self.attributes:
+            raise ValueError(
+                f"vocab_sizes ({len(self.vocab_sizes)}) and attributes ({len(self.attributes)}) "
+                "must be non-empty and of equal length")
+        if any(v < 3 for v in self.vocab_sizes):
+            raise ValueError(f"every vocabulary needs PAD, MASK and at least one value: {self.vocab_sizes}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.max_len < 1 or self.n_layers < 1:
+            raise ValueError("max_len and n_layers must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1): {self.dropout}")
+
+    @classmethod
+    def named(cls, name: str, vocab_sizes: list[int], attributes: list[str], **overrides: Any) -> "ModelConfig":
+        """A named size ('tiny' | 'small' | 'base'); keyword overrides win (e.g. max_len=1024)."""
+        if name not in cls.SIZES:
+            raise ValueError(f"unknown model size {name!r}; choose one of {sorted(cls.SIZES)}")
+        kw = dict(cls.SIZES[name])
+        kw.update(overrides)
+        return cls(vocab_sizes=list(vocab_sizes), attributes=list(attributes), **kw)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {unknown}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        return cls.from_dict(json.loads(text))
+
+
+# ----------------------------------------------------------------------------- blocks
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention, fused qkv projection, SDPA kernel, no attention-prob dropout."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        B, L, D = x.shape
+        # (B, L, 3, H, hd) -> three (B, H, L, hd) views; SDPA accepts the strided views.
+        q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer encoder block."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.attn = SelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.fc = nn.Linear(cfg.d_model, cfg.d_ff)
+        self.fc_out = nn.Linear(cfg.d_ff, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), mask))
+        x = x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)))))
+        return x
+
+
+# ----------------------------------------------------------------------------- model
+
+class MidiBert(nn.Module):
+    """Compound-token BERT encoder with per-attribute heads and a masker head."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.embeddings = nn.ModuleList(nn.Embedding(v, c.emb_dim) for v in c.vocab_sizes)
+        self.in_proj = nn.Linear(c.emb_dim * len(c.vocab_sizes), c.d_model)
+        self.pos = nn.Embedding(c.max_len, c.d_model)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
+        self.ln_f = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
+        self.out_heads = nn.ModuleList(nn.Linear(c.d_model, v) for v in c.vocab_sizes)
+        self.masker_head = nn.Sequential(
+            nn.Linear(c.d_model, c.masker_hidden), nn.ReLU(), nn.Linear(c.masker_hidden, 1))
+        self.apply(self._init_weights)
+        # GPT-2 style: scale the residual output projections by 1/sqrt(2 * n_layers).
+        for blk in self.blocks:
+            for lin in (blk.attn.proj, blk.fc_out):
+                nn.init.normal_(lin.weight, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layers))
+        self.checkpoint_info: dict[str, Any] = {}
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    # --------------------------------------------------------------- sizes
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Parameter count; ``non_embedding`` leaves out the embedding tables (attributes + positions)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= sum(e.weight.numel() for e in self.embeddings) + self.pos.weight.numel()
+        return n
+
+    # --------------------------------------------------------------- forward pieces
+    def encode(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, L, A) int64, attention_mask (B, L) bool (True = real token) -> hidden (B, L, D).
+
+        Hidden states at padding positions are computed but meaningless.
+        """
+        if tokens.dim() != 3 or tokens.shape[-1] != len(self.embeddings):
+            raise ValueError(f"tokens must be (B, L, {len(self.embeddings)}), got {tuple(tokens.shape)}")
+        B, L, _ = tokens.shape
+        if L > self.config.max_len:
+            raise ValueError(f"sequence length {L} exceeds max_len={self.config.max_len}; window the piece first")
+        x = torch.cat([emb(tokens[..., j]) for j, emb in enumerate(self.embeddings)], dim=-1)
+        x = self.in_proj(x) + self.pos.weight[:L]
+        x = self.drop(x)
+        mask = self._attn_mask(attention_mask, B, L)
+        for blk in self.blocks:
+            x = blk(x, mask)
+        return self.ln_f(x)
+
+    @staticmethod
+    def _attn_mask(attention_mask: torch.Tensor | None, B: int, L: int) -> torch.Tensor | None:
+        """(B, 1, 1, L) boolean key mask for SDPA, or None when nothing is padded (fast path)."""
+        if attention_mask is None:
+            return None
+        if attention_mask.shape != (B, L):
+            raise ValueError(f"attention_mask must be ({B}, {L}), got {tuple(attention_mask.shape)}")
+        am = attention_mask.bool()
+        if bool(am.all()):
+            return None
+        # A sequence made only of padding would give rows of -inf (NaN); let it attend everywhere.
+        am = am | ~am.any(dim=1, keepdim=True)
+        return am[:, None, None, :]
+
+    def heads(self, hidden: torch.Tensor) -> list[torch.Tensor]:
+        """hidden (..., D) -> one logits tensor (..., V_j) per attribute."""
+        return [head(hidden) for head in self.out_heads]
+
+    def masker_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (..., D) -> masker logits (...)."""
+        return self.masker_head(hidden).squeeze(-1)
+
+    def masker(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (..., D) -> masker scores in (0, 1), shape (...)."""
+        return torch.sigmoid(self.masker_logits(hidden))
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                heads_at: torch.Tensor | None = None, heads: bool = False,
+                masker: bool = False, masker_input: torch.Tensor | None = None) -> dict[str, Any]:
+        """One call that strategies (and DDP wrappers) go through.
+
+        Returns a dict with ``hidden`` (B, L, D) and, on request:
+        - ``logits``: per-attribute logits, at all positions when ``heads=True``
+          ((B, L, V_j) each) or only at the rows where the (B, L) bool ``heads_at``
+          is True ((N, V_j) each, row order = ``hidden[heads_at]``);
+        - ``masker_logits`` (B, L): from this pass's hidden when ``masker=True``, or from
+          ``masker_input`` (e.g. detached hidden states of a clean pass) when given.
+        """
+        hidden = self.encode(tokens, attention_mask)
+        out: dict[str, Any] = {"hidden": hidden}
+        if heads_at is not None:
+            out["logits"] = self.heads(hidden[heads_at])
+        elif heads:
+            out["logits"] = self.heads(hidden)
+        if masker_input is not None:
+            out["masker_logits"] = self.masker_logits(masker_input)
+        elif masker:
+            out["masker_logits"] = self.masker_logits(hidden)
+        return out
+
+    # --------------------------------------------------------------- save / load
+    def save_pretrained(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into ``directory``, atomically.
+
+        ``config.json`` = {"format", "format_version", "model": <ModelConfig>, **extra}
+        (``extra`` carries e.g. "tokenizer" (its config dict), "strategy", "training_data").
+        A new folder is written as a temporary sibling and renamed into place; an
+        existing folder gets each file replaced atomically (weights first, then config).
+        Other files in an existing folder are left alone.
+        """
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        extra = dict(extra or {})
+        for reserved in ("format", "format_version", "model"):
+            if reserved in extra:
+                raise ValueError(f"extra may not set the reserved key {reserved!r}")
+        meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
+                "model": self.config.to_dict(), **extra}
+        text = json.dumps(meta, indent=2, default=_json_default)
+        # contiguous CPU copies; safetensors refuses shared/non-contiguous storage.
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        if not directory.exists():
+            tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+            try:
+                save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": CHECKPOINT_FORMAT})
+                _write_text(tmp / CONFIG_NAME, text)
+                _fsync_path(tmp / WEIGHTS_NAME)
+                os.replace(tmp, directory)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        else:
+            tmp_w = directory / f".{WEIGHTS_NAME}.tmp{os.getpid()}"
+            tmp_c = directory / f".{CONFIG_NAME}.tmp{os.getpid()}"
+            try:
+                save_file(state, str(tmp_w), metadata={"format": CHECKPOINT_FORMAT})
+                _fsync_path(tmp_w)
+                _write_text(tmp_c, text)
+                os.replace(tmp_w, directory / WEIGHTS_NAME)
+                os.replace(tmp_c, directory / CONFIG_NAME)
+            finally:
+                for t in (tmp_w, tmp_c):
+                    if t.exists():
+                        t.unlink()
+        return directory
+
+    @staticmethod
+    def read_checkpoint_config(directory: str | os.PathLike) -> dict[str, Any]:
+        """The parsed ``config.json`` of a checkpoint folder (model config + tokenizer + extra)."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise SMUCheckpointError(directory, "checkpoint folder not found")
+        cfg_path = directory / CONFIG_NAME
+        if not cfg_path.is_file():
+            raise SMUCheckpointError(directory, f"no {CONFIG_NAME} in the checkpoint folder")
+        try:
+            meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SMUCheckpointError(cfg_path, f"config.json is not valid JSON ({e})") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
+            raise SMUCheckpointError(cfg_path, 'config.json has no "model" section; not a smu_explain checkpoint')
+        return meta
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "MidiBert":
+        """Load a folder written by ``save_pretrained``. Reads only JSON and safetensors.
+
+        Raises ``SMUCheckpointError`` when the folder is missing, holds only a pickle
+        (pytorch_model.bin, *.pt, *.pkl, ...: refused, never opened), or its
+        config/weights are broken, incomplete or of the wrong shapes.
+        The extra keys of config.json are kept in ``model.checkpoint_info``.
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise SMUCheckpointError(directory, "checkpoint folder not found")
+        weights = directory / WEIGHTS_NAME
+        if not weights.is_file():
+            pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+            if pickles:
+                raise SMUCheckpointError(
+                    directory,
+                    f"holds pickle weights ({', '.join(pickles)}) and no {WEIGHTS_NAME}; pickle files can run "
+                    "arbitrary code when loaded, so smu_explain refuses them. Convert them to safetensors "
+                    "in a trusted environment, or re-train/re-save with smu_explain.")
+            raise SMUCheckpointError(directory, f"no {WEIGHTS_NAME} in the checkpoint folder")
+        meta = cls.read_checkpoint_config(directory)
+        try:
+            config = ModelConfig.from_dict(meta["model"])
+        except (TypeError, ValueError) as e:
+            raise SMUCheckpointError(directory / CONFIG_NAME, f"invalid model config: {e}") from None
+
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            state = load_file(str(weights), device="cpu")
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise SMUCheckpointError(weights, f"corrupt or unreadable safetensors file ({e})") from None
+
+        model = cls(config)
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"missing tensors {_few(missing)}")
+            if unexpected:
+                parts.append(f"unexpected tensors {_few(unexpected)}")
+            raise SMUCheckpointError(weights, "weights do not match config.json: " + "; ".join(parts))
+        bad = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+               if tuple(state[k].shape) != tuple(v.shape)]
+        if bad:
+            raise SMUCheckpointError(weights, f"tensor shapes do not match config.json: {_few(bad)}")
+        if any(not state[k].is_floating_point() for k in expected):
+            raise SMUCheckpointError(weights, "weights must be floating point tensors")
+        model.load_state_dict(state, strict=True)
+        model.checkpoint_info = {k: v for k, v in meta.items() if k != "model"}
+        return model.to(map_location)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def unwrap(model: nn.Module) -> MidiBert:
+    """The MidiBert inside a DDP / torch.compile wrapper (or the model itself; any module
+    with a ``ModelConfig`` as ``.config`` and MidiBert's forward contract counts)."""
+    while True:
+        if isinstance(model, MidiBert) or isinstance(getattr(model, "config", None), ModelConfig):
+            return model
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            raise TypeError(f"expected a MidiBert (possibly wrapped), got {type(model).__name__}")
+        model = inner
+
+
+def _few(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "__dataclass_fields__"):
+        return asdict(o)
+    raise TypeError(f"cannot store {type(o).__name__} in config.json")
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,759 @@
+"""Pure Plotly figure builders for the app and the HTML report.
+
+Rules every builder follows:
+
+- Input is plain data (pandas DataFrames / dicts / numpy arrays), output is a
+  ``plotly.graph_objects.Figure``; no builder reads files, touches a model or
+  imports streamlit, so each can be unit-tested by inspecting ``fig.data``.
+- Notes are drawn as ONE horizontal ``go.Bar`` trace per note *state*
+  (``base`` = onset, ``x`` = duration, ``y`` = pitch, bar height 0.8 semitone),
+  never one layout shape per note: thousands of notes stay fast.
+- Every note trace carries ``customdata`` whose first column is the note index
+  (column ``note`` of the table), so a selection event (curve number, point
+  index) maps back to a note with :func:`note_from_selection`.
+- Time is in quarter notes on the beat grid (``onset_q`` / ``duration_q``);
+  bar lines come from ``bar_starts_q`` (or, without it, the first onset of
+  each bar index), beat lines every quarter note inside each bar. Both grids
+  are one ``go.Scatter`` trace each (segments separated by ``None``).
+- The pitch axis labels every C with its name (MIDI 60 = ``C4``).
+
+Notes tables follow the explain-table contract of ``ARCHITECTURE.md``:
+``note, pitch, velocity, track, onset_q, duration_q, bar, beat`` and, when a
+model has been run, ``score, picked, frozen, correct_<attr>, pred_<attr>,
+topk_<attr>``. :func:`piece_frame` turns a ``Piece`` into such a table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = [
+    "NOTE_NAMES",
+    "STATE_COLORS",
+    "SCORE_COLORSCALE",
+    "pitch_name",
+    "bar_beat_label",
+    "piece_frame",
+    "reconstruction_frame",
+    "piano_roll",
+    "masking_draw_figure",
+    "side_by_side_rolls",
+    "note_from_selection",
+    "progress_frame",
+    "loss_curves",
+    "masker_stats_figure",
+    "accuracy_bars",
+    "register_class",
+    "metric_class",
+    "duration_class",
+    "bias_table",
+    "bias_figure",
+    "metrics_comparison",
+    "prediction_bars",
+]
+
+NOTE_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+
+# One colour family per state. Score-coloured notes use SCORE_COLORSCALE.
+STATE_COLORS = {
+    "note": "#4c78a8",  # plain notes when no model is loaded
+    "picked_outline": "#d62728",  # outline of the notes the masker would pick
+    "frozen": "#9e9e9e",  # frozen (never masked) notes: grey, hatched
+    "frozen_outline": "#424242",
+    "ghost": "rgba(255, 127, 14, 0.45)",  # reconstruction of masked notes
+    "ghost_outline": "#ff7f0e",
+    "masked": "#d62728",  # masked notes in a concrete draw
+    "bar_line": "rgba(60, 60, 60, 0.55)",
+    "beat_line": "rgba(150, 150, 150, 0.25)",
+}
+TRACK_PALETTE = [
+    "#4c78a8", "#54a24b", "#b279a2", "#e45756", "#72b7b2",
+    "#eeca3b", "#ff9da6", "#9d755d", "#bab0ac", "#f58518",
+]
+SCORE_COLORSCALE = "Viridis"
+NOTE_HEIGHT = 0.8
+
+
+# ---------------------------------------------------------------- labels
+
+def pitch_name(pitch: int) -> str:
+    """Scientific pitch name of a MIDI pitch: 60 -> ``C4``, 61 -> ``C#4``, 21 -> ``A0``."""
+    p = int(pitch)
+    return f"{NOTE_NAMES[p % 12]}{p // 12 - 1}"
+
+
+def bar_beat_label(bar: float, beat: float) -> str:
+    """1-based ``bar.beat`` label from 0-based bar index and float beat in bar.
+
+    Beats are quarter notes counted from the bar start. A note on the third
+    beat of the first bar is ``1.3``; an off-beat onset keeps its fraction of
+    a beat: half-way through beat 3 of bar 1 is ``1.3+0.5``.
+    """
+    b = int(bar) + 1
+    whole = int(np.floor(float(beat) + 1e-9))
+    frac = float(beat) - whole
+    if frac < 1e-6:
+        return f"{b}.{whole + 1}"
+    return f"{b}.{whole + 1}+{frac:.2g}"
+
+
+# ---------------------------------------------------------------- tables
+
+def piece_frame(piece) -> pd.DataFrame:
+    """Notes table of a ``Piece`` (duck-typed: needs the arrays named in ARCHITECTURE.md).
+
+    Columns: ``note`` (0..N-1), ``pitch``, ``velocity``, ``program``, ``track``,
+    ``start_sec``, ``end_sec``, ``onset_q``, ``duration_q``, ``bar``, ``beat``.
+    """
+    n = len(piece.pitch)
+    cols = {"note": np.arange(n)}
+    for name in ("pitch", "velocity", "program", "track", "start_sec", "end_sec",
+                 "onset_q", "duration_q", "bar", "beat"):
+        value = getattr(piece, name, None)
+        if value is not None:
+            cols[name] = np.asarray(value)
+    return pd.DataFrame(cols)
+
+
+def _track_names(piece_or_names) -> list[str] | None:
+    if piece_or_names is None:
+        return None
+    if isinstance(piece_or_names, (list, tuple)):
+        return list(piece_or_names)
+    return list(getattr(piece_or_names, "track_names", []) or []) or None
+
+
+def reconstruction_frame(df: pd.DataFrame, picked_col: str = "picked", *, full: bool = False,
+                         dur_per_quarter: float = 1.0) -> pd.DataFrame:
+    """The model's reconstruction of the masked notes, as a notes table.
+
+    Rows: the notes where ``picked_col`` is True (``full=True``: every note,
+    the unpicked ones unchanged, for listening to the whole reconstruction).
+    For picked notes, ``pitch`` becomes ``pred_pitch`` and ``duration_q``
+    becomes ``pred_duration / dur_per_quarter`` when those hold a value (the
+    explain table decodes durations in quarters, so the default is 1); with
+    ``pred_position`` and ``true_position`` (quarters after the token bar's
+    start) the onset moves by ``pred_position - true_position``. ``start_sec``
+    / ``end_sec`` follow, at the note's own seconds-per-quarter. ``velocity``
+    becomes ``pred_velocity`` when predicted. Columns ``orig_pitch`` and
+    ``orig_duration_q`` keep the truth for the hover text.
+    """
+    if picked_col not in df.columns:
+        return df.copy() if full else df.iloc[0:0].copy()
+    out = df.copy()
+    for c in ("pitch", "velocity"):  # Piece arrays are int16: widen before writing predictions
+        if c in out.columns:
+            out[c] = out[c].astype(np.int64)
+    for c in ("onset_q", "duration_q", "start_sec", "end_sec"):
+        if c in out.columns:
+            out[c] = out[c].astype(np.float64)
+    out["orig_pitch"] = out["pitch"]
+    out["orig_duration_q"] = out["duration_q"]
+    m = out[picked_col].fillna(False).to_numpy(dtype=bool)
+
+    def _num(col):
+        return pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=float)
+
+    spq = None
+    if "start_sec" in out.columns and "end_sec" in out.columns:
+        dq = out["duration_q"].to_numpy(dtype=float)
+        span = out["end_sec"].to_numpy(dtype=float) - out["start_sec"].to_numpy(dtype=float)
+        spq = np.where(dq > 0, span / np.where(dq > 0, dq, 1.0), 0.5)
+    if "pred_pitch" in out.columns:
+        pp = _num("pred_pitch")
+        ok = m & np.isfinite(pp) & (pp >= 0)
+        out.loc[ok, "pitch"] = pp[ok].astype(int)
+    if "pred_velocity" in out.columns and "velocity" in out.columns:
+        pv = _num("pred_velocity")
+        ok = m & np.isfinite(pv) & (pv > 0)
+        out.loc[ok, "velocity"] = pv[ok].astype(int)
+    new_onset = out["onset_q"].to_numpy(dtype=float).copy()
+    if "pred_position" in out.columns and "true_position" in out.columns:
+        shift = _num("pred_position") - _num("true_position")
+        ok = m & np.isfinite(shift)
+        new_onset[ok] = new_onset[ok] + shift[ok]
+    new_dur = out["duration_q"].to_numpy(dtype=float).copy()
+    if "pred_duration" in out.columns:
+        pdur = _num("pred_duration")
+        ok = m & np.isfinite(pdur) & (pdur > 0)
+        new_dur[ok] = pdur[ok] / float(dur_per_quarter)
+    if spq is not None:
+        shift = (new_onset - out["onset_q"].to_numpy(dtype=float)) * spq
+        start = out["start_sec"].to_numpy(dtype=float) + shift
+        out["start_sec"] = start
+        out["end_sec"] = start + new_dur * spq
+    out["onset_q"] = new_onset
+    out["duration_q"] = new_dur
+    return out if full else out[m]
+
+
+# ---------------------------------------------------------------- piano roll
+
+def _hover_customdata(df: pd.DataFrame, track_names: list[str] | None) -> np.ndarray:
+    """customdata columns: note, pitch name, bar.beat, duration, velocity, track, score."""
+    n = len(df)
+    note = df["note"].to_numpy() if "note" in df.columns else np.arange(n)
+    names = [pitch_name(p) for p in df["pitch"].to_numpy()]
+    if "bar" in df.columns and "beat" in df.columns:
+        bb = [bar_beat_label(b, t) for b, t in zip(df["bar"].to_numpy(), df["beat"].to_numpy())]
+    else:
+        bb = ["?"] * n
+    dur = np.round(df["duration_q"].to_numpy(dtype=float), 3)
+    vel = df["velocity"].to_numpy() if "velocity" in df.columns else np.full(n, -1)
+    if "track" in df.columns:
+        tr = df["track"].to_numpy()
+        if track_names:
+            tracks = [track_names[int(t)] if 0 <= int(t) < len(track_names) else str(t) for t in tr]
+        else:
+            tracks = [str(int(t)) for t in tr]
+    else:
+        tracks = ["0"] * n
+    score = (np.round(df["score"].to_numpy(dtype=float), 3) if "score" in df.columns
+             else np.full(n, np.nan))
+    return np.array(
+        list(zip(note.tolist(), names, bb, dur.tolist(), np.asarray(vel).tolist(), tracks,
+                 score.tolist())),
+        dtype=object,
+    ).reshape(n, 7)
+
+
+_HOVER = (
+    "<b>%{customdata[1]}</b> (note %{customdata[0]})<br>"
+    "bar.beat %{customdata[2]}<br>"
+    "duration %{customdata[3]} q<br>"
+    "velocity %{customdata[4]}<br>"
+    "track %{customdata[5]}"
+)
+_HOVER_SCORE = _HOVER + "<br>masker score %{customdata[6]}"
+
+
+def _note_trace(df: pd.DataFrame, name: str, *, color, line_color=None, line_width=0.0,
+                pattern: str | None = None, opacity: float = 1.0, coloraxis: str | None = None,
+                track_names=None, hover: str = _HOVER, legendgroup: str | None = None,
+                showlegend: bool = True, extra_hover: str = "") -> go.Bar:
+    """One horizontal bar trace drawing every note of ``df`` (may be empty)."""
+    marker: dict = {"line": {"width": line_width}}
+    if line_color is not None:
+        marker["line"]["color"] = line_color
+    if coloraxis is not None:
+        marker["color"] = df["score"].to_numpy(dtype=float)
+        marker["coloraxis"] = coloraxis
+    else:
+        marker["color"] = color
+    if pattern:
+        marker["pattern"] = {"shape": pattern, "fgcolor": STATE_COLORS["frozen_outline"],
+                             "solidity": 0.3}
+    return go.Bar(
+        name=name,
+        orientation="h",
+        base=df["onset_q"].to_numpy(dtype=float),
+        x=df["duration_q"].to_numpy(dtype=float),
+        y=df["pitch"].to_numpy(dtype=float),
+        width=NOTE_HEIGHT,
+        marker=marker,
+        opacity=opacity,
+        customdata=_hover_customdata(df, track_names),
+        hovertemplate=hover + extra_hover + "<extra>" + name + "</extra>",
+        legendgroup=legendgroup or name,
+        showlegend=showlegend,
+    )
+
+
+def _grid_lines(df: pd.DataFrame, bar_starts_q, y0: float, y1: float,
+                beat_q: float = 1.0) -> tuple[list, list, list, list]:
+    """x/y arrays for bar and beat lines (segments separated by None)."""
+    end = float((df["onset_q"] + df["duration_q"]).max()) if len(df) else 0.0
+    if bar_starts_q is not None and len(bar_starts_q):
+        bars = np.asarray(bar_starts_q, dtype=float)
+    elif len(df) and "bar" in df.columns and "beat" in df.columns:
+        starts = (df["onset_q"] - df["beat"]).groupby(df["bar"]).min()
+        bars = np.sort(starts.to_numpy(dtype=float))
+    else:
+        bars = np.arange(0.0, end + 4.0, 4.0)
+    bars = bars[bars <= end + 1e-9] if len(bars) else bars
+    bounds = np.append(bars, max(end, bars[-1] + 4.0 if len(bars) else end))
+    beats: list[float] = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        k = a + beat_q
+        while k < b - 1e-9:
+            beats.append(float(k))
+            k += beat_q
+    bx, by, tx, ty = [], [], [], []
+    for x in bars:
+        bx += [float(x), float(x), None]
+        by += [y0, y1, None]
+    for x in beats:
+        tx += [x, x, None]
+        ty += [y0, y1, None]
+    return bx, by, tx, ty
+
+
+def _add_grid(fig: go.Figure, df: pd.DataFrame, bar_starts_q, y0, y1, row=None, col=None,
+              showlegend=True) -> None:
+    bx, by, tx, ty = _grid_lines(df, bar_starts_q, y0, y1)
+    kw = {} if row is None else {"row": row, "col": col}
+    fig.add_trace(go.Scatter(x=tx, y=ty, mode="lines", name="beats",
+                             line={"color": STATE_COLORS["beat_line"], "width": 1},
+                             hoverinfo="skip", showlegend=False, legendgroup="grid"), **kw)
+    fig.add_trace(go.Scatter(x=bx, y=by, mode="lines", name="bars",
+                             line={"color": STATE_COLORS["bar_line"], "width": 1},
+                             hoverinfo="skip", showlegend=False, legendgroup="grid"), **kw)
+
+
+def _pitch_axis(pmin: int, pmax: int) -> dict:
+    lo = int(pmin) - 1
+    hi = int(pmax) + 1
+    cs = [p for p in range(lo - lo % 12, hi + 1, 12) if lo <= p <= hi] or [int(pmin)]
+    return {
+        "tickvals": cs,
+        "ticktext": [pitch_name(p) for p in cs],
+        "range": [lo - 0.5, hi + 0.5],
+        "title": {"text": "pitch"},
+        "showgrid": True,
+        "gridcolor": "rgba(200,200,200,0.35)",
+        "zeroline": False,
+    }
+
+
+def _bool_col(df: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    return df[col].fillna(False).to_numpy(dtype=bool)
+
+
+def _roll_traces(df: pd.DataFrame, *, track_names=None, show_score=True, picked_col="picked",
+                 ghost: pd.DataFrame | None = None, masked_col: str | None = None,
+                 showlegend=True) -> list[go.Bar]:
+    """The note traces of one roll, one per state, in draw order."""
+    traces: list[go.Bar] = []
+    has_score = show_score and "score" in df.columns and df["score"].notna().any()
+    frozen = _bool_col(df, "frozen")
+    if masked_col is not None:
+        # a concrete draw: masked notes in red, the rest neutral
+        masked = _bool_col(df, masked_col) & ~frozen
+        traces.append(_note_trace(df[~masked & ~frozen], "visible to the model",
+                                  color=STATE_COLORS["note"], opacity=0.55,
+                                  track_names=track_names, showlegend=showlegend))
+        traces.append(_note_trace(df[masked], "masked", color=STATE_COLORS["masked"],
+                                  line_color="#000000", line_width=1.0,
+                                  track_names=track_names, showlegend=showlegend))
+    elif has_score:
+        picked = _bool_col(df, picked_col) & ~frozen
+        traces.append(_note_trace(df[~picked & ~frozen], "notes (colour = masker score)",
+                                  color=None, coloraxis="coloraxis", track_names=track_names,
+                                  hover=_HOVER_SCORE, showlegend=showlegend))
+        traces.append(_note_trace(df[picked], "picked by masker (outlined)", color=None,
+                                  coloraxis="coloraxis", line_color=STATE_COLORS["picked_outline"],
+                                  line_width=2.5, track_names=track_names, hover=_HOVER_SCORE,
+                                  showlegend=showlegend))
+    else:
+        tracks = sorted(df["track"].unique()) if "track" in df.columns and len(df) else [0]
+        frozen_free = df[~frozen]
+        for i, t in enumerate(tracks):
+            sub = frozen_free[frozen_free["track"] == t] if "track" in df.columns else frozen_free
+            label = (track_names[int(t)] if track_names and 0 <= int(t) < len(track_names)
+                     else f"track {int(t)}")
+            traces.append(_note_trace(sub, label, color=TRACK_PALETTE[i % len(TRACK_PALETTE)],
+                                      track_names=track_names, showlegend=showlegend))
+    if frozen.any() or "frozen" in df.columns:
+        traces.append(_note_trace(df[frozen], "frozen (never masked)",
+                                  color=STATE_COLORS["frozen"], pattern="/",
+                                  line_color=STATE_COLORS["frozen_outline"], line_width=1.0,
+                                  track_names=track_names,
+                                  hover=_HOVER_SCORE if has_score else _HOVER,
+                                  showlegend=showlegend))
+    if ghost is not None and len(ghost):
+        g = _note_trace(ghost, "reconstruction (ghost)", color=STATE_COLORS["ghost"],
+                        line_color=STATE_COLORS["ghost_outline"], line_width=1.5,
+                        track_names=track_names, showlegend=showlegend)
+        if "orig_pitch" in ghost.columns:
+            g.text = [f"original {pitch_name(p)}, {d:g} q" for p, d in
+                      zip(ghost["orig_pitch"].to_numpy(), ghost["orig_duration_q"].to_numpy())]
+            g.hovertemplate = _HOVER + "<br>%{text}<extra>reconstruction</extra>"
+            g.textposition = "none"
+        traces.append(g)
+    return traces
+
+
+def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
+               track_names: Sequence[str] | None = None, show_score: bool = True,
+               picked_col: str = "picked", ghost: pd.DataFrame | None = None,
+               title: str | None = None, height: int = 480,
+               x_range: tuple[float, float] | None = None) -> go.Figure:
+    """Piano roll of a notes table: time (quarters) x pitch, bar/beat grid, C labels.
+
+    - Without a ``score`` column (or ``show_score=False``): one trace per track,
+      coloured from a fixed palette.
+    - With ``score``: unpicked notes coloured by masker score on a shared
+      colour axis (colorbar "masker score", 0..1); notes with ``picked_col``
+      True drawn with the same colours and a thick red outline; notes with
+      ``frozen`` True grey and hatched (a frozen note is never drawn as picked).
+    - ``ghost``: a notes table (see :func:`reconstruction_frame`) drawn on top,
+      semi-transparent orange.
+    Hover on a note shows pitch name, bar.beat, duration (q), velocity, track
+    (and masker score). ``dragmode`` is zoom; pan from the mode bar.
+    """
+    track_names = _track_names(track_names) if track_names is not None else None
+    fig = go.Figure()
+    if len(df):
+        pmin, pmax = int(df["pitch"].min()), int(df["pitch"].max())
+        if ghost is not None and len(ghost):
+            pmin, pmax = min(pmin, int(ghost["pitch"].min())), max(pmax, int(ghost["pitch"].max()))
+    else:
+        pmin, pmax = 60, 72
+    _add_grid(fig, df, bar_starts_q, pmin - 1.5, pmax + 1.5)
+    for tr in _roll_traces(df, track_names=track_names, show_score=show_score,
+                           picked_col=picked_col, ghost=ghost):
+        fig.add_trace(tr)
+    fig.update_layout(
+        barmode="overlay",
+        height=height,
+        title={"text": title} if title else None,
+        dragmode="zoom",
+        hovermode="closest",
+        margin={"l": 60, "r": 20, "t": 50 if title else 20, "b": 40},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        plot_bgcolor="white",
+        yaxis=_pitch_axis(pmin, pmax),
+        xaxis={"title": {"text": "time (quarter notes)"}, "showgrid": False, "zeroline": False,
+               **({"range": list(x_range)} if x_range else {})},
+    )
+    if show_score and "score" in df.columns and df["score"].notna().any():
+        fig.update_layout(coloraxis={
+            "colorscale": SCORE_COLORSCALE, "cmin": 0.0, "cmax": 1.0,
+            "colorbar": {"title": {"text": "masker score"}, "thickness": 14, "len": 0.8},
+        })
+    return fig
+
+
+def side_by_side_rolls(frames: Sequence[pd.DataFrame], titles: Sequence[str], *,
+                       bar_starts_q=None, track_names=None, show_score: bool = True,
+                       ghosts: Sequence[pd.DataFrame | None] | None = None,
+                       masked_cols: Sequence[str | None] | None = None,
+                       height: int = 460) -> go.Figure:
+    """Several piano rolls in one figure, side by side, sharing the pitch axis.
+
+    Each panel is built like :func:`piano_roll` (``masked_cols[i]`` switches a
+    panel to "concrete draw" colouring: masked notes red, others neutral).
+    The legend appears once; all score panels share one colour axis.
+    """
+    n = len(frames)
+    fig = make_subplots(rows=1, cols=n, shared_yaxes=True, subplot_titles=list(titles),
+                        horizontal_spacing=0.04)
+    ghosts = list(ghosts) if ghosts is not None else [None] * n
+    masked_cols = list(masked_cols) if masked_cols is not None else [None] * n
+    non_empty = [f for f in frames if len(f)]
+    pmin = min((int(f["pitch"].min()) for f in non_empty), default=60)
+    pmax = max((int(f["pitch"].max()) for f in non_empty), default=72)
+    names = _track_names(track_names) if track_names is not None else None
+    any_score = False
+    for i, df in enumerate(frames):
+        _add_grid(fig, df, bar_starts_q, pmin - 1.5, pmax + 1.5, row=1, col=i + 1)
+        for tr in _roll_traces(df, track_names=names, show_score=show_score,
+                               ghost=ghosts[i], masked_col=masked_cols[i], showlegend=(i == 0)):
+            fig.add_trace(tr, row=1, col=i + 1)
+        any_score |= (show_score and masked_cols[i] is None and "score" in df.columns
+                      and df["score"].notna().any())
+    fig.update_layout(barmode="overlay", height=height, dragmode="zoom", plot_bgcolor="white",
+                      hovermode="closest",
+                      margin={"l": 60, "r": 20, "t": 60, "b": 40},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0})
+    fig.update_yaxes(**_pitch_axis(pmin, pmax), row=1, col=1)
+    for i in range(2, n + 1):
+        fig.update_yaxes(showgrid=True, gridcolor="rgba(200,200,200,0.35)", row=1, col=i)
+    fig.update_xaxes(title_text="time (quarter notes)", showgrid=False, zeroline=False)
+    if any_score:
+        fig.update_layout(coloraxis={
+            "colorscale": SCORE_COLORSCALE, "cmin": 0.0, "cmax": 1.0,
+            "colorbar": {"title": {"text": "masker score"}, "thickness": 14, "len": 0.8},
+        })
+    return fig
+
+
+def masking_draw_figure(df: pd.DataFrame, random_mask: np.ndarray, masker_mask: np.ndarray, *,
+                        bar_starts_q=None, track_names=None, height: int = 460) -> go.Figure:
+    """One concrete masking draw, random (left) against the masker (right).
+
+    ``random_mask`` / ``masker_mask`` are boolean arrays over the rows of
+    ``df``; masked notes are red with a black outline, visible notes neutral,
+    frozen notes grey hatched in both panels.
+    """
+    random_mask = np.asarray(random_mask, dtype=bool)
+    masker_mask = np.asarray(masker_mask, dtype=bool)
+    if len(random_mask) != len(df) or len(masker_mask) != len(df):
+        raise ValueError("masks must have one entry per note of the table")
+    left = df.assign(_masked=random_mask)
+    right = df.assign(_masked=masker_mask)
+    titles = [f"random mask ({int(random_mask.sum())} notes)",
+              f"masker's pick ({int(masker_mask.sum())} notes)"]
+    return side_by_side_rolls([left, right], titles, bar_starts_q=bar_starts_q,
+                              track_names=track_names, masked_cols=["_masked", "_masked"],
+                              height=height)
+
+
+def note_from_selection(fig: go.Figure, selection: Mapping | None) -> list[int]:
+    """Note indices picked in a ``st.plotly_chart(on_select=...)`` selection.
+
+    ``selection`` is the event's ``selection`` dict (``{"points": [...]}``);
+    each point's ``curve_number`` and ``point_index`` index the figure's
+    traces and their ``customdata`` (first column = note index). Points on
+    grid traces are ignored. Order is kept, duplicates removed.
+    """
+    if not selection:
+        return []
+    points = selection.get("points", []) if isinstance(selection, Mapping) else []
+    out: list[int] = []
+    for pt in points:
+        c = pt.get("curve_number")
+        i = pt.get("point_index", pt.get("point_number"))
+        if c is None or i is None or not (0 <= int(c) < len(fig.data)):
+            continue
+        cd = fig.data[int(c)].customdata
+        if cd is None or int(i) >= len(cd):
+            continue
+        note = int(cd[int(i)][0])
+        if note not in out:
+            out.append(note)
+    return out
+
+
+# ---------------------------------------------------------------- training curves
+
+def progress_frame(records: Iterable[Mapping]) -> pd.DataFrame:
+    """Table of the training steps of a JSONL progress file, one row per step.
+
+    Keeps records whose ``event`` is ``"step"`` (records without ``event``
+    but with a ``step`` are kept too, for older files); start, eval,
+    checkpoint, epoch and status lines are dropped. The objective's ``stats``
+    dict is flattened into top-level columns (``stats.loss_pitch`` ->
+    ``loss_pitch``; deeper dicts join keys with ``_``). Sorted by step; a
+    repeated step (a resumed run) keeps its last record.
+    """
+    rows = []
+    for rec in records:
+        if not isinstance(rec, Mapping) or "step" not in rec:
+            continue
+        if rec.get("event", "step") != "step":
+            continue
+        flat: dict = {}
+
+        def _walk(prefix: str, obj) -> None:
+            for k, v in obj.items():
+                key = f"{prefix}_{k}" if prefix else str(k)
+                if isinstance(v, Mapping):
+                    _walk("" if key in ("stats", "metrics") and not prefix else key, v)
+                else:
+                    flat[key] = v
+
+        _walk("", rec)
+        rows.append(flat)
+    if not rows:
+        return pd.DataFrame(columns=["step"])
+    out = pd.DataFrame(rows).drop_duplicates("step", keep="last")
+    return out.sort_values("step", kind="stable").reset_index(drop=True)
+
+
+def _numeric_cols(df: pd.DataFrame, prefixes: Sequence[str], exclude=()) -> list[str]:
+    cols = []
+    for c in df.columns:
+        if c in exclude or c == "step":
+            continue
+        if any(c == p or c.startswith(p + "_") or c.startswith(p + ".") for p in prefixes):
+            if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
+                cols.append(c)
+    return cols
+
+
+def loss_curves(progress: pd.DataFrame, *, title: str = "training loss") -> go.Figure:
+    """One line per loss column (``loss`` and ``loss_<attribute>``) against step."""
+    fig = go.Figure()
+    cols = _numeric_cols(progress, ["loss"]) if len(progress) else []
+    for c in cols:
+        fig.add_trace(go.Scatter(x=progress["step"], y=progress[c], mode="lines",
+                                 name=c.replace("loss_", "") if c != "loss" else "total",
+                                 line={"width": 3 if c == "loss" else 1.5}))
+    fig.update_layout(title={"text": title}, xaxis_title="step", yaxis_title="loss", height=340,
+                      margin={"l": 50, "r": 20, "t": 50, "b": 40}, hovermode="x unified")
+    if not cols:
+        fig.add_annotation(text="no progress yet", showarrow=False, x=0.5, y=0.5,
+                           xref="paper", yref="paper")
+    return fig
+
+
+def masker_stats_figure(progress: pd.DataFrame, *, title: str = "masker statistics") -> go.Figure:
+    """Lines for every numeric ``masker_*`` / ``mask_*`` / ``frozen*`` column against step."""
+    fig = go.Figure()
+    cols = (_numeric_cols(progress, ["masker", "mask", "frozen", "freeze"]) if len(progress)
+            else [])
+    for c in cols:
+        fig.add_trace(go.Scatter(x=progress["step"], y=progress[c], mode="lines", name=c))
+    fig.update_layout(title={"text": title}, xaxis_title="step", height=340,
+                      margin={"l": 50, "r": 20, "t": 50, "b": 40}, hovermode="x unified")
+    if not cols:
+        fig.add_annotation(text="no masker statistics (random strategy or no progress yet)",
+                           showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    return fig
+
+
+# ---------------------------------------------------------------- comparisons
+
+def accuracy_bars(accs: Mapping[str, Mapping[str, float]], *,
+                  title: str = "recovery accuracy per attribute") -> go.Figure:
+    """Grouped bars: one trace per model, x = attribute, y = accuracy (0..1)."""
+    fig = go.Figure()
+    for i, (model, acc) in enumerate(accs.items()):
+        attrs = list(acc.keys())
+        vals = [float(acc[a]) for a in attrs]
+        fig.add_trace(go.Bar(name=model, x=attrs, y=vals,
+                             marker_color=TRACK_PALETTE[i % len(TRACK_PALETTE)],
+                             text=[f"{v:.1%}" for v in vals], textposition="outside"))
+    fig.update_layout(barmode="group", title={"text": title}, yaxis={"range": [0, 1.05],
+                      "tickformat": ".0%", "title": {"text": "accuracy"}}, height=360,
+                      margin={"l": 50, "r": 20, "t": 50, "b": 40})
+    return fig
+
+
+REGISTER_EDGES = [(None, 48, "low (< C3)"), (48, 60, "C3-B3"), (60, 72, "C4-B4"),
+                  (72, 84, "C5-B5"), (84, None, "high (>= C6)")]
+METRIC_ORDER = ["downbeat", "on beat", "8th off-beat", "other"]
+DURATION_ORDER = ["< 1/8 (<0.5 q)", "1/8-1/4 (0.5-1 q)", "1/4-1/2 (1-2 q)", ">= 1/2 (>= 2 q)"]
+
+
+def register_class(pitch: np.ndarray) -> np.ndarray:
+    """Pitch register class per note (see ``REGISTER_EDGES``; C4 = MIDI 60)."""
+    pitch = np.asarray(pitch)
+    out = np.empty(len(pitch), dtype=object)
+    for lo, hi, label in REGISTER_EDGES:
+        m = np.ones(len(pitch), dtype=bool)
+        if lo is not None:
+            m &= pitch >= lo
+        if hi is not None:
+            m &= pitch < hi
+        out[m] = label
+    return out
+
+
+def metric_class(beat: np.ndarray) -> np.ndarray:
+    """Metrical position class from the float beat in bar (beats = quarter notes).
+
+    ``downbeat`` (beat 0), ``on beat`` (whole beat), ``8th off-beat`` (x.5),
+    ``other`` (16ths, triplets...). Tolerance 1e-3 beat.
+    """
+    beat = np.asarray(beat, dtype=float)
+    frac = beat - np.floor(beat + 1e-3)
+    out = np.full(len(beat), "other", dtype=object)
+    out[np.abs(frac - 0.5) < 1e-3] = "8th off-beat"
+    on = np.abs(frac) < 1e-3
+    out[on] = "on beat"
+    out[on & (np.abs(beat) < 1e-3)] = "downbeat"
+    return out
+
+
+def duration_class(duration_q: np.ndarray) -> np.ndarray:
+    """Duration class from the duration in quarter notes (see ``DURATION_ORDER``)."""
+    d = np.asarray(duration_q, dtype=float)
+    return np.select([d < 0.5, d < 1.0, d < 2.0], DURATION_ORDER[:3], DURATION_ORDER[3]).astype(object)
+
+
+_CLASSIFIERS = {
+    "register": ("pitch", register_class, [e[2] for e in REGISTER_EDGES]),
+    "metric": ("beat", metric_class, METRIC_ORDER),
+    "duration": ("duration_q", duration_class, DURATION_ORDER),
+}
+
+
+def bias_table(df: pd.DataFrame, by: str, *, mask_col: str | None = None,
+               attrs: Sequence[str] | None = None) -> pd.DataFrame:
+    """Recovery accuracy per class of notes (the bias view).
+
+    ``by`` is ``register`` (pitch register), ``metric`` (metrical position) or
+    ``duration`` (duration class). Only rows where ``mask_col`` is True count
+    (all rows when None); per attribute ``a`` (every ``correct_<a>`` column, or
+    ``attrs``) accuracy = mean of ``correct_a`` over the rows of the class with a
+    non-null value. Returns a long table: ``group, attribute, accuracy, n``,
+    groups in musical order, empty groups left out.
+    """
+    if by not in _CLASSIFIERS:
+        raise ValueError(f"by must be one of {sorted(_CLASSIFIERS)}, got {by!r}")
+    col, fn, order = _CLASSIFIERS[by]
+    if mask_col is not None and mask_col in df.columns:
+        df = df[df[mask_col].fillna(False).astype(bool)]
+    if attrs is None:
+        attrs = [c[len("correct_"):] for c in df.columns if c.startswith("correct_")]
+    rows = []
+    if len(df):
+        groups = fn(df[col].to_numpy())
+        for a in attrs:
+            c = f"correct_{a}"
+            if c not in df.columns:
+                continue
+            vals = df[c]
+            for g in order:
+                sel = (groups == g) & vals.notna().to_numpy()
+                n = int(sel.sum())
+                if n:
+                    rows.append({"group": g, "attribute": a,
+                                 "accuracy": float(vals[sel].astype(float).mean()), "n": n})
+    return pd.DataFrame(rows, columns=["group", "attribute", "accuracy", "n"])
+
+
+def bias_figure(tables: Mapping[str, pd.DataFrame], attribute: str, *, by_label: str = "",
+                title: str | None = None) -> go.Figure:
+    """Grouped bars of :func:`bias_table` outputs: one trace per model, x = group.
+
+    Bar text shows accuracy and the number of notes behind it.
+    """
+    fig = go.Figure()
+    for i, (model, t) in enumerate(tables.items()):
+        sub = t[t["attribute"] == attribute]
+        fig.add_trace(go.Bar(name=model, x=sub["group"].tolist(), y=sub["accuracy"].tolist(),
+                             marker_color=TRACK_PALETTE[i % len(TRACK_PALETTE)],
+                             text=[f"{a:.0%} (n={n})" for a, n in zip(sub["accuracy"], sub["n"])],
+                             textposition="outside"))
+    fig.update_layout(barmode="group", height=360,
+                      title={"text": title or f"{attribute} recovery by {by_label or 'group'}"},
+                      yaxis={"range": [0, 1.1], "tickformat": ".0%", "title": {"text": "accuracy"}},
+                      margin={"l": 50, "r": 20, "t": 50, "b": 40})
+    return fig
+
+
+def metrics_comparison(metrics: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """Table of metrics (rows) x models (columns) plus ``difference`` (2nd - 1st).
+
+    With exactly two models, ``difference`` = second minus first; with other
+    counts no difference column is added. Missing values stay NaN.
+    """
+    names = list(metrics.keys())
+    keys: list[str] = []
+    for m in metrics.values():
+        for k in m:
+            if k not in keys:
+                keys.append(k)
+    table = pd.DataFrame({n: [metrics[n].get(k, np.nan) for k in keys] for n in names},
+                         index=pd.Index(keys, name="metric"), dtype=float)
+    if len(names) == 2:
+        table["difference"] = table[names[1]] - table[names[0]]
+    return table
+
+
+def prediction_bars(topk: Sequence[tuple], *, title: str = "", truth=None) -> go.Figure:
+    """Horizontal bars of a top-k prediction list ``[(value, prob), ...]``.
+
+    The bar of the true value (``truth``) is green, the others grey; best on top.
+    """
+    labels = [str(v) for v, _ in topk]
+    probs = [float(p) for _, p in topk]
+    colors = ["#2ca02c" if truth is not None and str(v) == str(truth) else "#9e9e9e"
+              for v, _ in topk]
+    fig = go.Figure(go.Bar(x=probs[::-1], y=labels[::-1], orientation="h",
+                           marker_color=colors[::-1], text=[f"{p:.0%}" for p in probs[::-1]],
+                           textposition="auto"))
+    fig.update_layout(title={"text": title}, xaxis={"range": [0, 1], "tickformat": ".0%"},
+                      height=60 + 28 * max(1, len(labels)),
+                      margin={"l": 60, "r": 10, "t": 30 if title else 5, "b": 20})
+    return fig

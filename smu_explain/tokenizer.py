@@ -1,0 +1,975 @@
+"""Reading music files into a :class:`Piece` and the compound-word ``Tokenizer``.
+
+One token per note. A token is an int64 row over ``tokenizer.attributes``:
+``bar, position, pitch, duration`` (+ ``velocity`` and/or ``program`` when the
+config enables them). Every attribute has its own vocabulary with ``PAD_ID = 0``,
+``MASK_ID = 1``; regular values start at ``N_SPECIAL = 2``.
+
+Rules (all tested in tests/test_tokenizer*.py, tests/test_bad_input.py, tests/test_augment.py)
+-------------------------------------------------------------------------------------------
+
+Reading (:func:`read_piece`)
+    * MIDI (.mid/.midi/.kar/.smf, or bytes that start with ``MThd``) is read with
+      symusic after :func:`validate_midi_bytes` checked the header and the chunk
+      list. Score formats (.xml, .musicxml, .mxl, .krn, .abc) are converted to MIDI
+      bytes with music21 and then read the same way. Any other extension is refused.
+    * Every failure is an :class:`~smu_explain.errors.SMUInputError` naming the file
+      and the reason: missing/empty/too large (> ``MAX_FILE_BYTES``) file, not a MIDI
+      file (no ``MThd``), truncated chunks, MIDI type 2, SMPTE time division, a
+      resolution outside ``1..MAX_TICKS_PER_QUARTER`` (30000) ticks per quarter, a
+      piece longer than ``MAX_PIECE_QUARTERS`` quarters, no notes, only drum notes,
+      no notes in the pitch range, any error inside symusic or music21.
+    * Drums (symusic ``is_drum`` tracks, i.e. MIDI channel 10) are excluded. Notes
+      outside ``[pitch_min, pitch_max]`` are dropped. Both are counted by reason in
+      ``Piece.dropped``. All other tracks are merged; every note keeps ``track``
+      (index into ``Piece.track_names``, symusic's track order), ``program`` and
+      ``note_index`` (its index in that symusic track's note list).
+    * Overlapping notes of the same pitch are kept as they are (no merging, no
+      truncation); zero-length notes are kept (their token gets the minimum duration).
+    * Notes are sorted by (onset tick, pitch, track, note_index).
+
+Time
+    * Time is on the beat grid from ticks: ``onset_q = tick / ticks_per_quarter``;
+      tempo changes never move notes. ``start_sec``/``end_sec`` come from the tempo
+      map (120 qpm before the first tempo event; at one tick the last event wins).
+
+Bars (time signatures)
+    * The grid starts at tick 0 with 4/4 unless a time signature says otherwise.
+      Bar length in quarters = ``4 * numerator / denominator``.
+    * Several time signatures at the same tick: the last one in the file wins.
+      Events with numerator 0 or a denominator that is not a power of two in 1..64
+      are ignored.
+    * Implausible (artefact) metres: a time signature whose bar is shorter than
+      ``min_bar_quarters`` (1.5 quarters: 1/4, 2/8, 1/8, ... ) is *not* a metre.
+      It is ignored and the previous metre (4/4 at the start) continues, except when
+      it spans exactly one of its own bars, i.e. the next time signature comes
+      exactly one short bar later: then it is kept as that single short bar (the
+      way a pickup or one odd bar is written). POP909's 1/4 events, which last the
+      whole song, are thus ignored and such songs are read as 4/4.
+    * A change takes effect at the next bar line at or after its tick (the current
+      bar is completed first). If several changes fall on the same bar line, the last
+      one wins.
+    * Pickup bars: the grid always starts at tick 0. An anacrusis written as a partial
+      first bar (e.g. 1/4 or 2/4 at tick 0 followed by 4/4 one short bar later) gives a
+      short bar 0 through the rules above; an anacrusis written inside a full first
+      bar (leading rests) stays at its position in that bar.
+    * ``Piece.bar_starts_q``/``bar_lengths_q`` cover bar 0 through the bar holding the
+      last onset; ``Piece.bar``/``beat`` are a note's 0-based bar and its onset in
+      quarter notes from that bar's start.
+
+Tokens (:class:`Tokenizer`)
+    * Onsets are located on the *token bar grid*: the bars above, where a bar longer
+      than ``n_positions`` steps is split into sub-bars of ``n_positions`` steps (the
+      last sub-bar holds the remainder). Within its token bar an onset is quantised to
+      the nearest of ``pos_per_quarter`` steps per quarter counted from the bar line
+      (round half up); an onset rounded onto the next bar line becomes position 0 of
+      the next token bar. (So bars that start off the 16th grid, e.g. after a 1/32
+      bar, keep their positions relative to their own bar line.)
+    * bar = token bars advanced since the previous note (0 = same bar), capped at
+      ``max_bar_skip``; the first note of a sequence counts from token bar 0 of the
+      piece, and in :meth:`Tokenizer.encode_windows` the first note of every window
+      gets 0 (the window's bar 0 is the bar of its first note).
+    * position = onset step within its token bar, clipped to ``n_positions - 1``.
+    * duration = ``round(duration_q * dur_per_quarter)`` clipped to
+      ``[1, n_durations]`` (so zero-length notes get 1).
+    * velocity bin = ``(velocity - 1) * n_velocity_bins // 127`` (velocity clipped to
+      1..127); decoding gives the bin's middle velocity.
+    * program = GM program 0..127.
+    * Round trip: for notes on the grid (onsets on ``1/pos_per_quarter``, durations
+      ``k/dur_per_quarter`` with ``1 <= k <= n_durations``, bar gaps within
+      ``max_bar_skip``), ``decode_notes(encode(piece), grid=piece)`` reproduces every
+      onset, pitch and duration.
+
+Augmentation
+    * :func:`transpose` shifts every pitch id (specials untouched) and raises
+      ``ValueError`` if any note would leave ``[pitch_min, pitch_max]``.
+    * :func:`random_transpose` draws a shift uniformly from the shifts in
+      ``TRANSPOSE_RANGE`` = -6..+5 (one octave, 12 values) that keep *every* note in
+      range; if no shift other than 0 fits, it returns the tokens unchanged (shift 0).
+
+Memory and speed
+    * Tokenisation is vectorised with numpy; the only Python loops run over tracks,
+      tempo events and time-signature events, never over notes.
+    * Reading plus encoding a 100,000-note file allocates less than
+      ``MEMORY_BOUND_BYTES_PER_NOTE`` (400) bytes per note of Python/numpy memory at
+      peak (measured with tracemalloc; tests/test_bad_input.py checks 40 MB for
+      100,000 notes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import SMUInputError
+
+__all__ = [
+    "PAD_ID",
+    "MASK_ID",
+    "N_SPECIAL",
+    "TRANSPOSE_RANGE",
+    "MIDI_EXTENSIONS",
+    "SCORE_EXTENSIONS",
+    "Piece",
+    "TokenizerConfig",
+    "Tokenizer",
+    "read_piece",
+    "validate_midi_bytes",
+    "transpose",
+    "random_transpose",
+]
+
+PAD_ID = 0
+MASK_ID = 1
+N_SPECIAL = 2
+
+TOKENIZER_VERSION = 1  # part of TokenizerConfig.hash(): bump when encoding rules change
+
+TRANSPOSE_RANGE = tuple(range(-6, 6))  # -6..+5 semitones
+
+MIDI_EXTENSIONS = (".mid", ".midi", ".kar", ".smf")
+SCORE_EXTENSIONS = (".xml", ".musicxml", ".mxl", ".krn", ".abc")
+
+MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_TICKS_PER_QUARTER = 30000
+MAX_PIECE_QUARTERS = 1_000_000
+MEMORY_BOUND_BYTES_PER_NOTE = 400
+
+DEFAULT_MSPQ = 500_000  # 120 qpm
+_EPS = 1e-9
+
+
+# --------------------------------------------------------------------------- Piece
+
+
+@dataclass
+class Piece:
+    """One file's notes after the reading rules, sorted by (onset, pitch).
+
+    All note arrays have the same length N. ``time_signatures`` lists the metres in
+    effect as ``(start_q, numerator, denominator)`` at the bar lines where they start.
+    """
+
+    name: str
+    pitch: np.ndarray  # int16
+    velocity: np.ndarray  # int16
+    program: np.ndarray  # int16
+    track: np.ndarray  # int32, index into track_names
+    note_index: np.ndarray  # int64, index of the note in its source track
+    start_sec: np.ndarray  # float64
+    end_sec: np.ndarray  # float64
+    onset_q: np.ndarray  # float64, quarters on the beat grid
+    duration_q: np.ndarray  # float64, quarters
+    bar: np.ndarray  # int64, 0-based bar index
+    beat: np.ndarray  # float64, quarters from the start of the bar
+    track_names: list[str]
+    bar_starts_q: np.ndarray  # float64
+    bar_lengths_q: np.ndarray  # float64
+    time_signatures: list[tuple[float, int, int]]
+    ticks_per_quarter: int = 480
+    dropped: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def __len__(self) -> int:
+        return int(self.pitch.shape[0])
+
+    @property
+    def n_notes(self) -> int:
+        return len(self)
+
+    def to_dataframe(self):
+        """One row per note (pandas), columns named like the fields."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                "note": np.arange(len(self)),
+                "pitch": self.pitch,
+                "velocity": self.velocity,
+                "track": self.track,
+                "program": self.program,
+                "note_index": self.note_index,
+                "start_sec": self.start_sec,
+                "end_sec": self.end_sec,
+                "onset_q": self.onset_q,
+                "duration_q": self.duration_q,
+                "bar": self.bar,
+                "beat": self.beat,
+            }
+        )
+
+    def subset(self, idx) -> "Piece":
+        """A Piece with only the notes ``idx`` (same grid and metadata)."""
+        idx = np.asarray(idx)
+        arrays = {
+            f.name: getattr(self, f.name)[idx]
+            for f in dataclasses.fields(self)
+            if f.name in _NOTE_FIELDS
+        }
+        return dataclasses.replace(self, **arrays)
+
+
+_NOTE_FIELDS = (
+    "pitch", "velocity", "program", "track", "note_index", "start_sec", "end_sec",
+    "onset_q", "duration_q", "bar", "beat",
+)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """All settings that change tokens. ``hash()`` keys tokenized caches."""
+
+    pos_per_quarter: int = 4
+    n_positions: int = 16
+    max_bar_skip: int = 16
+    pitch_min: int = 22
+    pitch_max: int = 107
+    dur_per_quarter: int = 8
+    n_durations: int = 64
+    use_velocity: bool = False
+    n_velocity_bins: int = 32
+    use_program: bool = False
+    max_len: int = 512
+    stride: int | None = None  # None = max_len
+    min_bar_quarters: float = 1.5
+
+    def __post_init__(self):
+        for name in ("pos_per_quarter", "n_positions", "max_bar_skip", "dur_per_quarter",
+                     "n_durations", "n_velocity_bins", "max_len"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"TokenizerConfig.{name} must be a positive int, got {v!r}")
+        if not (0 <= self.pitch_min <= self.pitch_max <= 127):
+            raise ValueError(
+                f"TokenizerConfig pitch range must satisfy 0 <= pitch_min <= pitch_max <= 127, "
+                f"got {self.pitch_min}..{self.pitch_max}")
+        if self.n_velocity_bins > 127:
+            raise ValueError("TokenizerConfig.n_velocity_bins must be <= 127")
+        if self.stride is not None and (not isinstance(self.stride, int) or not 1 <= self.stride):
+            raise ValueError(f"TokenizerConfig.stride must be a positive int or None, got {self.stride!r}")
+        if not self.min_bar_quarters >= 0:
+            raise ValueError("TokenizerConfig.min_bar_quarters must be >= 0")
+
+    @property
+    def effective_stride(self) -> int:
+        return self.max_len if self.stride is None else self.stride
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TokenizerConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown TokenizerConfig keys: {sorted(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, s: str) -> "TokenizerConfig":
+        return cls.from_dict(json.loads(s))
+
+    def save(self, path) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json() + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path) -> "TokenizerConfig":
+        return cls.from_json(Path(path).read_text())
+
+    def hash(self) -> str:
+        """Stable sha256 (hex, 16 chars) of the JSON config plus the tokenizer version."""
+        payload = json.dumps({"v": TOKENIZER_VERSION, "config": self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def validate_midi_bytes(data: bytes, path="<bytes>") -> int:
+    """Check an SMF header and chunk list; return ticks per quarter.
+
+    Raises SMUInputError for: empty data, no ``MThd``, a short header, format not in
+    0/1 (2 is refused explicitly), zero tracks, SMPTE division, ticks per quarter
+    outside 1..MAX_TICKS_PER_QUARTER, a chunk running past the end of the data,
+    fewer track chunks than the header declares.
+    """
+    n = len(data)
+    if n == 0:
+        raise SMUInputError(path, "empty file (0 bytes)")
+    if data[:4] != b"MThd":
+        raise SMUInputError(path, "not a MIDI file (no 'MThd' header)")
+    if n < 14:
+        raise SMUInputError(path, f"truncated MIDI header ({n} bytes)")
+    hlen, fmt, ntrk, division = struct.unpack(">IHHH", data[4:14])
+    if hlen < 6 or 8 + hlen > n:
+        raise SMUInputError(path, f"bad MIDI header length {hlen}")
+    if fmt == 2:
+        raise SMUInputError(path, "MIDI type 2 (independent sequences) is not supported")
+    if fmt not in (0, 1):
+        raise SMUInputError(path, f"unknown MIDI format {fmt}")
+    if ntrk == 0:
+        raise SMUInputError(path, "MIDI header declares 0 tracks")
+    if division & 0x8000:
+        raise SMUInputError(path, "SMPTE time division has no beat grid (not supported)")
+    if not 1 <= division <= MAX_TICKS_PER_QUARTER:
+        raise SMUInputError(
+            path, f"implausible resolution: {division} ticks per quarter "
+                  f"(accepted: 1..{MAX_TICKS_PER_QUARTER})")
+    pos = 8 + hlen
+    n_mtrk = 0
+    while pos + 8 <= n and n_mtrk < ntrk:
+        ctype = data[pos:pos + 4]
+        (clen,) = struct.unpack(">I", data[pos + 4:pos + 8])
+        if pos + 8 + clen > n:
+            raise SMUInputError(
+                path, f"truncated MIDI file: chunk {ctype!r} at byte {pos} claims {clen} bytes, "
+                      f"{n - pos - 8} left")
+        if ctype == b"MTrk":
+            n_mtrk += 1
+        pos += 8 + clen
+    if n_mtrk < ntrk:
+        raise SMUInputError(
+            path, f"truncated MIDI file: header declares {ntrk} tracks, found {n_mtrk}")
+    return division
+
+
+def _display_name(source) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else "<bytes>"
+
+
+def _load_bytes(source, path_str: str) -> tuple[bytes, str]:
+    """Return (bytes, kind) where kind is 'midi' or 'score' ('score' = use music21)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if len(data) == 0:
+            raise SMUInputError(path_str, "empty file (0 bytes)")
+        if len(data) > MAX_FILE_BYTES:
+            raise SMUInputError(path_str, f"file too large ({len(data)} bytes > {MAX_FILE_BYTES})")
+        if data[:4] == b"MThd":
+            return data, "midi"
+        head = data[:512].lstrip()
+        if head[:5] == b"<?xml" or head[:14] == b"<score-partwis" or data[:2] == b"PK":
+            return data, "score"
+        raise SMUInputError(path_str, "not a MIDI file (no 'MThd' header) nor a MusicXML score")
+    p = Path(source)
+    ext = p.suffix.lower()
+    if ext not in MIDI_EXTENSIONS and ext not in SCORE_EXTENSIONS:
+        raise SMUInputError(
+            path_str, f"unsupported file type {ext or '(no extension)'!r}; expected MIDI "
+                      f"({', '.join(MIDI_EXTENSIONS)}) or a score ({', '.join(SCORE_EXTENSIONS)})")
+    try:
+        if not p.exists():
+            raise SMUInputError(path_str, "file not found")
+        if not p.is_file():
+            raise SMUInputError(path_str, "not a regular file")
+        size = p.stat().st_size
+        if size == 0:
+            raise SMUInputError(path_str, "empty file (0 bytes)")
+        if size > MAX_FILE_BYTES:
+            raise SMUInputError(path_str, f"file too large ({size} bytes > {MAX_FILE_BYTES})")
+        data = p.read_bytes()
+    except SMUInputError:
+        raise
+    except OSError as e:
+        raise SMUInputError(path_str, f"cannot read file: {e}") from e
+    return data, ("midi" if ext in MIDI_EXTENSIONS else "score")
+
+
+def _score_to_midi_bytes(data: bytes, path_str: str, source) -> bytes:
+    """Convert a MusicXML/Humdrum/ABC score to MIDI bytes with music21."""
+    try:
+        import music21
+        from music21.midi import translate
+
+        if isinstance(source, (str, os.PathLike)):
+            score = music21.converter.parse(str(source))
+        else:
+            score = music21.converter.parse(data)
+        mf = translate.music21ObjectToMidiFile(score)
+        out = mf.writestr()
+    except SMUInputError:
+        raise
+    except Exception as e:  # music21 raises many unrelated types on bad input
+        raise SMUInputError(path_str, f"cannot read score with music21: {type(e).__name__}: {e}") from e
+    if not out:
+        raise SMUInputError(path_str, "music21 produced no MIDI data")
+    return bytes(out)
+
+
+def _tempo_seconds(ticks: np.ndarray, tempo_ticks: np.ndarray, tempo_mspq: np.ndarray, tpq: int) -> np.ndarray:
+    """Seconds at ``ticks`` from a tempo map (sorted, deduplicated, starting at tick 0)."""
+    sec_per_tick = tempo_mspq.astype(np.float64) / 1e6 / tpq
+    seg_sec = np.concatenate([[0.0], np.cumsum(np.diff(tempo_ticks).astype(np.float64) * sec_per_tick[:-1])])
+    k = np.searchsorted(tempo_ticks, ticks, side="right") - 1
+    k = np.clip(k, 0, len(tempo_ticks) - 1)
+    return seg_sec[k] + (ticks - tempo_ticks[k]).astype(np.float64) * sec_per_tick[k]
+
+
+def _tempo_map(score) -> tuple[np.ndarray, np.ndarray]:
+    t = score.tempos.numpy()
+    times = np.asarray(t["time"], dtype=np.int64)
+    mspq = np.asarray(t["mspq"], dtype=np.int64)
+    ok = (mspq > 0) & (times >= 0)
+    times, mspq = times[ok], mspq[ok]
+    order = np.argsort(times, kind="stable")
+    times, mspq = times[order], mspq[order]
+    if len(times):
+        last = np.ones(len(times), dtype=bool)  # same tick: keep the last event
+        last[:-1] = times[1:] != times[:-1]
+        times, mspq = times[last], mspq[last]
+    if len(times) == 0 or times[0] != 0:
+        times = np.concatenate([[0], times])
+        mspq = np.concatenate([[DEFAULT_MSPQ], mspq])
+    return times, mspq
+
+
+def _is_valid_meter(num: int, den: int) -> bool:
+    return 1 <= num <= 255 and den in (1, 2, 4, 8, 16, 32, 64)
+
+
+def build_bar_grid(
+    ts_events: Sequence[tuple[float, int, int]],
+    end_q: float,
+    min_bar_quarters: float = 1.5,
+) -> tuple[np.ndarray, np.ndarray, list[tuple[float, int, int]], int]:
+    """Bar grid from time-signature events (time in quarters), by the module's rules.
+
+    Returns (bar_starts_q, bar_lengths_q, effective time signatures, n_ignored),
+    covering bar 0 through the bar that contains ``end_q``.
+    """
+    # 1. drop invalid events, keep the last event at one time (stable order = file order)
+    evs = [(float(t), int(n), int(d)) for t, n, d in ts_events]
+    n_ignored = 0
+    valid = []
+    for t, n, d in sorted(evs, key=lambda e: e[0]):
+        if t < 0 or not _is_valid_meter(n, d):
+            n_ignored += 1
+            continue
+        if valid and abs(valid[-1][0] - t) < _EPS:
+            valid[-1] = (t, n, d)
+            n_ignored += 1
+        else:
+            valid.append((t, n, d))
+    # 2. implausible short metres: keep only when they span exactly one of their bars
+    kept = []
+    for i, (t, n, d) in enumerate(valid):
+        blen = 4.0 * n / d
+        if blen < min_bar_quarters - _EPS:
+            nxt = valid[i + 1][0] if i + 1 < len(valid) else None
+            if nxt is None or abs((nxt - t) - blen) > _EPS:
+                n_ignored += 1
+                continue
+        kept.append((t, n, d))
+    # 3. walk the events: a change takes effect at the next bar line at or after it
+    starts_parts: list[np.ndarray] = []
+    lens_parts: list[np.ndarray] = []
+    effective: list[tuple[float, int, int]] = []
+    cur_start, cur_num, cur_den = 0.0, 4, 4
+    cur_len = 4.0
+    for t, n, d in kept:
+        if t <= cur_start + _EPS:
+            eff = cur_start
+        else:
+            k = math.ceil((t - cur_start) / cur_len - _EPS)
+            eff = cur_start + k * cur_len
+        if eff >= end_q + cur_len:  # past the end of the piece: nothing changes
+            break
+        if eff > cur_start + _EPS:
+            nb = int(round((eff - cur_start) / cur_len))
+            starts_parts.append(cur_start + cur_len * np.arange(nb, dtype=np.float64))
+            lens_parts.append(np.full(nb, cur_len))
+            if not effective or effective[-1][1:] != (cur_num, cur_den) or effective[-1][0] != cur_start:
+                effective.append((cur_start, cur_num, cur_den))
+        cur_start, cur_num, cur_den, cur_len = eff, n, d, 4.0 * n / d
+    # final segment through the bar that holds end_q
+    nb = max(1, int(math.floor((end_q - cur_start) / cur_len + _EPS)) + 1)
+    starts_parts.append(cur_start + cur_len * np.arange(nb, dtype=np.float64))
+    lens_parts.append(np.full(nb, cur_len))
+    effective.append((cur_start, cur_num, cur_den))
+    # merge consecutive identical metres in the effective list
+    merged: list[tuple[float, int, int]] = []
+    for e in effective:
+        if merged and merged[-1][1:] == e[1:]:
+            continue
+        merged.append(e)
+    return np.concatenate(starts_parts), np.concatenate(lens_parts), merged, n_ignored
+
+
+def read_piece(source, name: str | None = None, *, config: "TokenizerConfig | None" = None) -> Piece:
+    """Read a MIDI file / score (path or bytes) into a :class:`Piece` (see module rules).
+
+    ``config`` supplies the pitch range and the artefact-metre threshold (defaults:
+    ``TokenizerConfig()``). Raises :class:`SMUInputError` for every unusable input.
+    """
+    cfg = config or TokenizerConfig()
+    path_str = _display_name(source)
+    if name is None:
+        name = Path(path_str).stem if isinstance(source, (str, os.PathLike)) else "piece"
+    data, kind = _load_bytes(source, path_str)
+    if kind == "score":
+        data = _score_to_midi_bytes(data, path_str, source)
+    tpq = validate_midi_bytes(data, path_str)
+    try:
+        import symusic
+
+        score = symusic.Score.from_midi(data)
+    except Exception as e:
+        raise SMUInputError(path_str, f"unreadable MIDI: {type(e).__name__}: {e}") from e
+    try:
+        return _piece_from_score(score, tpq, name, path_str, cfg)
+    except SMUInputError:
+        raise
+    except (ValueError, OverflowError, MemoryError, IndexError, RuntimeError) as e:
+        raise SMUInputError(path_str, f"unusable MIDI content: {type(e).__name__}: {e}") from e
+
+
+def _piece_from_score(score, tpq: int, name: str, path_str: str, cfg: TokenizerConfig) -> Piece:
+    if score.ticks_per_quarter != tpq:  # symusic read something else than the header says
+        tpq = int(score.ticks_per_quarter)
+        if not 1 <= tpq <= MAX_TICKS_PER_QUARTER:
+            raise SMUInputError(path_str, f"implausible resolution: {tpq} ticks per quarter")
+    track_names: list[str] = []
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("time", "dur", "pitch", "vel", "track", "idx", "prog")}
+    n_read = n_drum = 0
+    for ti, tr in enumerate(score.tracks):
+        track_names.append(str(tr.name))
+        nn = len(tr.notes)
+        if nn == 0:
+            continue
+        n_read += nn
+        if tr.is_drum:
+            n_drum += nn
+            continue
+        a = tr.notes.numpy()
+        cols["time"].append(np.asarray(a["time"], dtype=np.int64))
+        cols["dur"].append(np.asarray(a["duration"], dtype=np.int64))
+        cols["pitch"].append(np.asarray(a["pitch"]).astype(np.int16))
+        cols["vel"].append(np.asarray(a["velocity"]).astype(np.int16))
+        cols["track"].append(np.full(nn, ti, dtype=np.int32))
+        cols["idx"].append(np.arange(nn, dtype=np.int64))
+        cols["prog"].append(np.full(nn, int(tr.program), dtype=np.int16))
+    if n_read == 0:
+        raise SMUInputError(path_str, "no notes")
+    if n_drum == n_read:
+        raise SMUInputError(path_str, "only drum notes (drum tracks are excluded)")
+    time = np.concatenate(cols["time"])
+    dur = np.concatenate(cols["dur"])
+    pitch = np.concatenate(cols["pitch"])
+    vel = np.concatenate(cols["vel"])
+    track = np.concatenate(cols["track"])
+    nidx = np.concatenate(cols["idx"])
+    prog = np.concatenate(cols["prog"])
+    del cols
+
+    below = pitch < cfg.pitch_min
+    above = pitch > cfg.pitch_max
+    keep = ~(below | above)
+    dropped = {
+        "drums": int(n_drum),
+        "pitch_below_min": int(below.sum()),
+        "pitch_above_max": int(above.sum()),
+    }
+    if not keep.any():
+        raise SMUInputError(
+            path_str, f"no notes in the pitch range {cfg.pitch_min}..{cfg.pitch_max} "
+                      f"({n_read - n_drum} pitched notes outside it)")
+    if not keep.all():
+        time, dur, pitch, vel, track, nidx, prog = (
+            x[keep] for x in (time, dur, pitch, vel, track, nidx, prog))
+    if time.min() < 0:
+        raise SMUInputError(path_str, "negative note time")
+    dur = np.maximum(dur, 0)
+    order = np.lexsort((nidx, track, pitch, time))
+    time, dur, pitch, vel, track, nidx, prog = (
+        x[order] for x in (time, dur, pitch, vel, track, nidx, prog))
+
+    onset_q = time / float(tpq)
+    duration_q = dur / float(tpq)
+    last_q = float(onset_q[-1])
+    if last_q > MAX_PIECE_QUARTERS:
+        raise SMUInputError(
+            path_str, f"piece too long: last onset at {last_q:.0f} quarters (> {MAX_PIECE_QUARTERS})")
+
+    tempo_ticks, tempo_mspq = _tempo_map(score)
+    start_sec = _tempo_seconds(time, tempo_ticks, tempo_mspq, tpq)
+    end_sec = _tempo_seconds(time + dur, tempo_ticks, tempo_mspq, tpq)
+
+    ts = score.time_signatures.numpy()
+    ts_events = list(zip(
+        (np.asarray(ts["time"], dtype=np.int64) / float(tpq)).tolist(),
+        np.asarray(ts["numerator"]).astype(int).tolist(),
+        np.asarray(ts["denominator"]).astype(int).tolist(),
+    ))
+    bar_starts, bar_lengths, eff_ts, n_ts_ignored = build_bar_grid(ts_events, last_q, cfg.min_bar_quarters)
+    bar = np.searchsorted(bar_starts, onset_q + _EPS, side="right") - 1
+    beat = onset_q - bar_starts[bar]
+
+    stats = {
+        "notes_read": int(n_read),
+        "notes_kept": int(len(pitch)),
+        "ticks_per_quarter": int(tpq),
+        "n_tracks": len(track_names),
+        "n_bars": int(len(bar_starts)),
+        "time_signature_events": len(ts_events),
+        "time_signatures_ignored": int(n_ts_ignored),
+        "tempo_events": int(len(tempo_ticks)),
+    }
+    return Piece(
+        name=name,
+        pitch=pitch,
+        velocity=np.clip(vel, 0, 127).astype(np.int16),
+        program=np.clip(prog, 0, 127).astype(np.int16),
+        track=track,
+        note_index=nidx,
+        start_sec=start_sec,
+        end_sec=end_sec,
+        onset_q=onset_q,
+        duration_q=duration_q,
+        bar=bar.astype(np.int64),
+        beat=beat,
+        track_names=track_names,
+        bar_starts_q=bar_starts,
+        bar_lengths_q=bar_lengths,
+        time_signatures=eff_ts,
+        ticks_per_quarter=int(tpq),
+        dropped=dropped,
+        stats=stats,
+        source=path_str,
+    )
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+class Tokenizer:
+    """Compound-word tokenizer: one int64 row per note over ``self.attributes``."""
+
+    def __init__(self, config: TokenizerConfig | None = None):
+        self.config = config or TokenizerConfig()
+        c = self.config
+        self.attributes: list[str] = ["bar", "position", "pitch", "duration"]
+        if c.use_velocity:
+            self.attributes.append("velocity")
+        if c.use_program:
+            self.attributes.append("program")
+        sizes = {
+            "bar": c.max_bar_skip + 1,
+            "position": c.n_positions,
+            "pitch": c.pitch_max - c.pitch_min + 1,
+            "duration": c.n_durations,
+            "velocity": c.n_velocity_bins,
+            "program": 128,
+        }
+        self.vocab_sizes: list[int] = [N_SPECIAL + sizes[a] for a in self.attributes]
+        self.index = {a: i for i, a in enumerate(self.attributes)}
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({self.config!r})"
+
+    # ---- helpers
+    def read(self, source, name: str | None = None) -> Piece:
+        """:func:`read_piece` with this tokenizer's config."""
+        return read_piece(source, name, config=self.config)
+
+    def _extend_bars(self, bar_starts: np.ndarray, bar_lengths: np.ndarray, until_q: float | None = None,
+                     n_token_bars: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Continue the last bar's metre so the grid covers ``until_q`` / ``n_token_bars`` token bars."""
+        bar_starts = np.asarray(bar_starts, dtype=np.float64)
+        bar_lengths = np.asarray(bar_lengths, dtype=np.float64)
+        last_start, last_len = float(bar_starts[-1]), float(bar_lengths[-1])
+        extra = 0
+        if until_q is not None and until_q >= last_start + last_len - _EPS:
+            extra = int(math.floor((until_q - last_start) / last_len + _EPS))
+        if n_token_bars is not None:
+            n_sub = self._n_sub(bar_lengths)
+            have = int(n_sub.sum())
+            if n_token_bars > have:
+                extra = max(extra, -(-(n_token_bars - have) // int(n_sub[-1])))
+        if extra > 0:
+            bar_starts = np.concatenate([bar_starts, last_start + last_len * np.arange(1, extra + 1)])
+            bar_lengths = np.concatenate([bar_lengths, np.full(extra, last_len)])
+        return bar_starts, bar_lengths
+
+    def _n_sub(self, bar_lengths: np.ndarray) -> np.ndarray:
+        max_len_q = self.config.n_positions / self.config.pos_per_quarter
+        return np.maximum(1, np.ceil(np.asarray(bar_lengths) / max_len_q - _EPS).astype(np.int64))
+
+    def _token_grid(self, bar_starts: np.ndarray, bar_lengths: np.ndarray) -> np.ndarray:
+        """Token bar starts: musical bars split into sub-bars of at most n_positions steps."""
+        c = self.config
+        max_len_q = c.n_positions / c.pos_per_quarter
+        n_sub = self._n_sub(bar_lengths)
+        starts = np.repeat(np.asarray(bar_starts, dtype=np.float64), n_sub)
+        first = np.repeat(np.cumsum(n_sub) - n_sub, n_sub)
+        return starts + (np.arange(len(starts)) - first) * max_len_q
+
+    def _uniform_grid(self, n_bars: int) -> np.ndarray:
+        c = self.config
+        return np.arange(max(n_bars, 1), dtype=np.float64) * (c.n_positions / c.pos_per_quarter)
+
+    # ---- encoding
+    def encode(self, piece: Piece) -> np.ndarray:
+        """Tokens (N, A) int64, row i = note i of the piece (rules in the module docstring)."""
+        c = self.config
+        n = len(piece)
+        out = np.empty((n, len(self.attributes)), dtype=np.int64)
+        if n == 0:
+            return out
+        pitch = np.asarray(piece.pitch, dtype=np.int64)
+        if pitch.min() < c.pitch_min or pitch.max() > c.pitch_max:
+            raise ValueError(
+                f"piece {piece.name!r} has pitches outside {c.pitch_min}..{c.pitch_max}: read it with "
+                f"this tokenizer's config (tokenizer.read / read_piece(config=...))")
+        ppq = c.pos_per_quarter
+        onset = np.asarray(piece.onset_q, dtype=np.float64)
+        bs, bl = self._extend_bars(piece.bar_starts_q, piece.bar_lengths_q,
+                                   until_q=float(onset.max()) + c.n_positions / ppq)
+        grid = self._token_grid(bs, bl)
+        # token bar of the raw onset, then the nearest grid step inside that bar (half up);
+        # a note rounded onto the next bar line moves to position 0 of the next token bar
+        tbar = np.maximum(np.searchsorted(grid, onset + _EPS, side="right") - 1, 0)
+        pos = np.floor((onset - grid[tbar]) * ppq + 0.5)
+        nxt = grid[np.minimum(tbar + 1, len(grid) - 1)]
+        roll = grid[tbar] + pos / ppq >= nxt - _EPS
+        roll &= tbar + 1 < len(grid)
+        tbar = tbar + roll
+        pos = np.where(roll, 0, pos).astype(np.int64)
+        np.clip(pos, 0, c.n_positions - 1, out=pos)
+        skip = np.diff(tbar, prepend=0)
+        np.clip(skip, 0, c.max_bar_skip, out=skip)
+        dur = np.floor(np.asarray(piece.duration_q, dtype=np.float64) * c.dur_per_quarter + 0.5)
+        dur = np.clip(dur, 1, c.n_durations).astype(np.int64)
+        cols = {
+            "bar": skip,
+            "position": pos,
+            "pitch": pitch - c.pitch_min,
+            "duration": dur - 1,
+        }
+        if c.use_velocity:
+            v = np.clip(np.asarray(piece.velocity, dtype=np.int64), 1, 127)
+            cols["velocity"] = (v - 1) * c.n_velocity_bins // 127
+        if c.use_program:
+            cols["program"] = np.clip(np.asarray(piece.program, dtype=np.int64), 0, 127)
+        for j, a in enumerate(self.attributes):
+            out[:, j] = cols[a] + N_SPECIAL
+        return out
+
+    def windows(self, n_tokens: int) -> list[slice]:
+        """Slices of at most max_len tokens every ``stride`` tokens, covering all tokens.
+
+        The last window is the first one that reaches the end (no window lies inside
+        the previous one); ``n_tokens == 0`` gives no window.
+        """
+        L, s = self.config.max_len, self.config.effective_stride
+        out = []
+        start = 0
+        while start < n_tokens:
+            out.append(slice(start, min(start + L, n_tokens)))
+            if start + L >= n_tokens:
+                break
+            start += s
+        return out
+
+    def encode_windows(self, piece: Piece, tokens: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """[(window tokens with bar re-based so its first note has bar 0, note indices)]."""
+        if tokens is None:
+            tokens = self.encode(piece)
+        jb = self.index["bar"]
+        out = []
+        for sl in self.windows(len(tokens)):
+            w = tokens[sl].copy()
+            if len(w):
+                w[0, jb] = N_SPECIAL
+            out.append((w, np.arange(sl.start, sl.stop, dtype=np.int64)))
+        return out
+
+    # ---- values
+    def decode_values(self, attribute: str, ids) -> np.ndarray:
+        """Musical values of token ids for one attribute (specials give -1).
+
+        bar: bar skip; position: grid step; pitch: MIDI pitch; duration: steps of
+        1/dur_per_quarter; velocity: middle velocity of the bin; program: GM program.
+        """
+        c = self.config
+        ids = np.asarray(ids, dtype=np.int64)
+        v = ids - N_SPECIAL
+        if attribute == "pitch":
+            v = v + c.pitch_min
+        elif attribute == "duration":
+            v = v + 1
+        elif attribute == "velocity":
+            lo = np.ceil(v * 127 / c.n_velocity_bins).astype(np.int64) + 1
+            hi = np.ceil((v + 1) * 127 / c.n_velocity_bins).astype(np.int64)
+            v = (lo + hi) // 2
+        elif attribute not in ("bar", "position", "program"):
+            raise KeyError(f"unknown attribute {attribute!r}")
+        return np.where(ids < N_SPECIAL, -1, v)
+
+    # ---- decoding
+    def decode_notes(self, tokens: np.ndarray, grid: Piece | None = None, qpm: float = 120.0,
+                     name: str = "decoded") -> Piece:
+        """Tokens back to a Piece (rows whose pitch id is PAD are skipped).
+
+        ``grid``: take the bar grid from this piece (e.g. the source piece) so that
+        non-4/4 metres decode exactly; ``None`` = every token bar is n_positions steps.
+        Times in seconds use a constant ``qpm``. MASK/PAD in a non-padding row raise
+        ValueError.
+        """
+        c = self.config
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if tokens.ndim != 2 or tokens.shape[1] != len(self.attributes):
+            raise ValueError(f"tokens must have shape (N, {len(self.attributes)}), got {tokens.shape}")
+        tokens = tokens[tokens[:, self.index["pitch"]] != PAD_ID]
+        bad = tokens < N_SPECIAL
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise ValueError(f"token row {i} has a special id in attribute {self.attributes[j]!r}")
+        over = tokens >= np.asarray(self.vocab_sizes)
+        if over.any():
+            i, j = np.argwhere(over)[0]
+            raise ValueError(f"token row {i}: id {tokens[i, j]} out of vocabulary for {self.attributes[j]!r}")
+        val = {a: self.decode_values(a, tokens[:, j]) for j, a in enumerate(self.attributes)}
+        tbar = np.cumsum(val["bar"])
+        n_needed = int(tbar[-1]) + 1 if len(tbar) else 1
+        if grid is not None:
+            bar_starts, bar_lengths = self._extend_bars(grid.bar_starts_q, grid.bar_lengths_q,
+                                                        n_token_bars=n_needed)
+            ts = list(grid.time_signatures)
+        else:
+            bar_starts = self._uniform_grid(n_needed)
+            bar_lengths = np.full(len(bar_starts), c.n_positions / c.pos_per_quarter)
+            quarters = c.n_positions / c.pos_per_quarter
+            ts = [(0.0, int(quarters), 4) if quarters == int(quarters)
+                  else (0.0, c.n_positions, 4 * c.pos_per_quarter)]
+        tgrid = self._token_grid(bar_starts, bar_lengths)
+        n = len(tokens)
+        onset_q = tgrid[tbar] + val["position"] / c.pos_per_quarter if n else np.zeros(0)
+        duration_q = val["duration"] / c.dur_per_quarter
+        velocity = val["velocity"] if c.use_velocity else np.full(n, 80)
+        program = val["program"] if c.use_program else np.zeros(n, dtype=np.int64)
+        order = np.lexsort((val["pitch"], onset_q))
+        spq = 60.0 / qpm
+        bar = np.searchsorted(bar_starts, onset_q + _EPS, side="right") - 1 if n else np.zeros(0, np.int64)
+        onset_q, duration_q = onset_q[order], duration_q[order]
+        bar = bar[order]
+        prog_names = [f"program {p}" for p in range(128)]
+        program = program[order].astype(np.int16)
+        track = program.astype(np.int32) if c.use_program else np.zeros(n, dtype=np.int32)
+        return Piece(
+            name=name,
+            pitch=val["pitch"][order].astype(np.int16),
+            velocity=np.asarray(velocity)[order].astype(np.int16),
+            program=program,
+            track=track,
+            note_index=order.astype(np.int64),  # the token row each note comes from
+            start_sec=onset_q * spq,
+            end_sec=(onset_q + duration_q) * spq,
+            onset_q=onset_q,
+            duration_q=duration_q,
+            bar=bar.astype(np.int64),
+            beat=onset_q - bar_starts[bar] if n else np.zeros(0),
+            track_names=prog_names if c.use_program else ["decoded"],
+            bar_starts_q=np.asarray(bar_starts, dtype=np.float64),
+            bar_lengths_q=np.asarray(bar_lengths, dtype=np.float64),
+            time_signatures=ts,
+            ticks_per_quarter=480,
+            dropped={},
+            stats={"notes_kept": n},
+            source="<decoded>",
+        )
+
+    def decode(self, tokens: np.ndarray, grid: Piece | None = None, qpm: float = 120.0):
+        """Tokens to a ``pretty_midi.PrettyMIDI`` (one instrument per program, constant tempo).
+
+        Time signatures come from ``grid`` (or n_positions/(4*pos_per_quarter) bars);
+        onsets and durations are exact multiples of the grid at resolution 480.
+        """
+        import pretty_midi
+
+        p = self.decode_notes(tokens, grid=grid, qpm=qpm)
+        pm = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=float(qpm))
+        spq = 60.0 / qpm
+        for t, num, den in p.time_signatures:
+            try:
+                pm.time_signature_changes.append(pretty_midi.TimeSignature(int(num), int(den), float(t) * spq))
+            except ValueError:
+                pass
+        for prog in np.unique(p.program):
+            inst = pretty_midi.Instrument(program=int(prog), name=f"program {int(prog)}")
+            sel = np.flatnonzero(p.program == prog)
+            for i in sel:  # output construction only; not the tokenization hot path
+                inst.notes.append(pretty_midi.Note(
+                    velocity=int(max(1, p.velocity[i])), pitch=int(p.pitch[i]),
+                    start=float(p.start_sec[i]), end=float(p.end_sec[i])))
+            pm.instruments.append(inst)
+        return pm
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def transpose(tokens: np.ndarray, semitones: int, tokenizer: Tokenizer) -> np.ndarray:
+    """Shift every pitch by ``semitones`` (a copy; PAD/MASK ids untouched).
+
+    Works on (..., A) arrays. Raises ValueError when a note would leave
+    ``[pitch_min, pitch_max]`` (use :func:`random_transpose` for a safe shift).
+    """
+    tokens = np.asarray(tokens)
+    out = tokens.copy()
+    if semitones == 0:
+        return out
+    j = tokenizer.index["pitch"]
+    p = out[..., j]
+    real = p >= N_SPECIAL
+    new = p + int(semitones)
+    lo, hi = N_SPECIAL, tokenizer.vocab_sizes[j] - 1
+    if (real & ((new < lo) | (new > hi))).any():
+        c = tokenizer.config
+        raise ValueError(f"transposing by {semitones} moves notes outside {c.pitch_min}..{c.pitch_max}")
+    out[..., j] = np.where(real, new, p)
+    return out
+
+
+def allowed_shifts(tokens: np.ndarray, tokenizer: Tokenizer, shifts: Sequence[int] = TRANSPOSE_RANGE) -> list[int]:
+    """The shifts from ``shifts`` that keep every (non-special) pitch in range."""
+    j = tokenizer.index["pitch"]
+    p = np.asarray(tokens)[..., j]
+    p = p[p >= N_SPECIAL]
+    if p.size == 0:
+        return list(shifts)
+    lo_room = int(p.min()) - N_SPECIAL
+    hi_room = tokenizer.vocab_sizes[j] - 1 - int(p.max())
+    return [s for s in shifts if -lo_room <= s <= hi_room]
+
+
+def random_transpose(tokens: np.ndarray, rng: np.random.Generator, tokenizer: Tokenizer,
+                     return_shift: bool = False):
+    """Transpose by a shift drawn uniformly from the in-range shifts of -6..+5.
+
+    Only shifts that keep every note in range are candidates; if none but 0 fits,
+    the tokens come back unchanged (shift 0). ``rng``: numpy Generator.
+    """
+    cands = allowed_shifts(tokens, tokenizer)
+    shift = int(cands[int(rng.integers(len(cands)))]) if cands else 0
+    out = transpose(tokens, shift, tokenizer)
+    return (out, shift) if return_shift else out

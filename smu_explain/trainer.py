@@ -1,0 +1,1104 @@
+"""The training engine: one generic loop for pre-training and fine-tuning.
+
+Shape (after minGPT's trainer: a plain loop that fires callbacks; nanoGPT's
+train.py for torchrun + DistributedDataParallel):
+
+    trainer = Trainer(model, objective, train_set, val_set, TrainConfig(...),
+                      callbacks=[ProgressFile("progress.jsonl"), TqdmProgress()])
+    result = trainer.fit(resume=False)
+
+Rules this module guarantees (docs/ARCHITECTURE.md "Training loop"):
+
+- ``objective.loss(model, batch, step_state) -> (loss, stats)`` is the only thing the
+  loop knows about the task: a masker strategy (pre-training) or a fine-tuning
+  objective. ``batch`` is ``collate_fn(items)`` plus ``sample_index`` (B,), the index of
+  every sample in its dataset.
+- Data order is a pure function of (seed, epoch): epoch ``e`` visits
+  ``randperm(len(train_set), seed=f(seed, e))`` in consecutive GLOBAL batches of
+  ``config.batch_size`` (the last incomplete batch is dropped); with ``W`` ranks,
+  rank ``r`` takes the ``r``-th contiguous slice of ``batch_size / W`` samples of
+  every global batch. Resuming therefore needs only (epoch, batch index in epoch).
+- Every ``checkpoint_every`` steps, on SIGTERM/SIGINT (``request_stop``) and at the
+  end, rank 0 writes ``out_dir/checkpoint.pt`` atomically (temporary file, fsync,
+  ``os.replace``). It holds only tensors / numbers / strings / lists / dicts and is read
+  back with ``torch.load(weights_only=True)``: model state dict, optimizer, scheduler,
+  the RNG states of every rank (python, numpy, torch, cuda), the objective's
+  ``state_dict()`` (freeze book), step / epoch / batch-in-epoch. A resumed run with the
+  same config and world size reproduces an uninterrupted one (tested bit-for-bit
+  up to float tolerance).
+- A non-finite loss (or gradient norm) stops the run with ``SMUTrainingError`` naming
+  the step; nothing is written after the last good checkpoint; a ``failed`` status
+  line is written to the progress file.
+- Multi-process: when ``RANK`` is set (torchrun), the trainer joins the process group
+  (``nccl`` on CUDA, ``gloo`` on CPU) and wraps the model in
+  ``DistributedDataParallel``; gradients are averaged over ranks, so with
+  sharding-invariant objectives ``W`` ranks x ``B/W`` equals 1 rank x ``B``. When
+  ``RANK`` is unset it is a single plain process.
+- Randomness: ``seed`` seeds python / numpy / torch (+ rank, so dropout differs per
+  rank); per-sample draws in objectives use ``sample_generator(seed, step, index)``
+  so they do not depend on how a batch is sharded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+import warnings
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .errors import SMUCheckpointError, SMUInputError, SMUTrainingError
+
+CHECKPOINT_NAME = "checkpoint.pt"
+TRAIN_CONFIG_NAME = "train_config.json"
+PROGRESS_NAME = "progress.jsonl"
+STATE_FORMAT = "smu_explain.train_state"
+STATE_VERSION = 1
+
+_MASK64 = (1 << 64) - 1
+
+
+# ============================================================================ seeding
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def sample_seed(seed: int, step: int, sample_index: int) -> int:
+    """A 63-bit seed that depends only on (seed, step, sample index).
+
+    Objectives seed one ``torch.Generator`` per sample with it, so a sample gets the
+    same random draws whichever rank and batch position it lands in.
+    """
+    h = _splitmix64(int(seed) & _MASK64)
+    h = _splitmix64(h ^ (int(step) & _MASK64))
+    h = _splitmix64(h ^ (int(sample_index) & _MASK64))
+    return h & ((1 << 63) - 1)
+
+
+def sample_generator(seed: int, step: int, sample_index: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """``torch.Generator`` on ``device`` seeded with ``sample_seed(seed, step, sample_index)``."""
+    g = torch.Generator(device=device)
+    g.manual_seed(sample_seed(seed, step, sample_index))
+    return g
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
+    """The order in which epoch ``epoch`` visits the ``n`` training samples."""
+    g = torch.Generator()
+    g.manual_seed(sample_seed(seed, epoch, -1))
+    return torch.randperm(n, generator=g).tolist()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+# ============================================================================ config
+
+_SCHEDULES = ("constant", "linear", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    """Everything the loop needs, JSON round-trippable (``to_dict`` / ``from_dict``).
+
+    ``steps`` wins over ``epochs`` when both are set; one of them is required.
+    ``batch_size`` is the global batch (split over ranks; must divide by the world size).
+    ``checkpoint_every`` / ``eval_every`` are in optimizer steps; 0 = only at the end.
+    ``schedule``: linear warm-up over ``warmup_steps`` then ``constant``, ``linear`` or
+    ``cosine`` decay to ``min_lr_ratio * lr`` at the last step.
+    Weight decay applies to weight matrices / embeddings (dim >= 2), not to biases or
+    LayerNorm gains (nanoGPT's rule).
+    """
+
+    steps: int | None = 1000
+    epochs: int | None = None
+    batch_size: int = 32
+    eval_batch_size: int | None = None
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = 3.0
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    min_lr_ratio: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = False
+    checkpoint_every: int = 500
+    eval_every: int = 500
+    eval_batches: int | None = None
+    log_every: int = 10
+    out_dir: str = "runs/run"
+    num_workers: int = 0
+
+    def validate(self) -> "TrainConfig":
+        def bad(reason: str) -> SMUInputError:
+            return SMUInputError("train config", reason)
+
+        if self.steps is None and self.epochs is None:
+            raise bad("set steps or epochs")
+        if self.steps is not None and int(self.steps) < 1:
+            raise bad(f"steps must be >= 1, got {self.steps}")
+        if self.epochs is not None and int(self.epochs) < 1:
+            raise bad(f"epochs must be >= 1, got {self.epochs}")
+        if int(self.batch_size) < 1:
+            raise bad(f"batch_size must be >= 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise bad(f"lr must be a positive number, got {self.lr}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise bad("weight_decay and grad_clip must be >= 0")
+        if self.schedule not in _SCHEDULES:
+            raise bad(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise bad(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.warmup_steps < 0 or self.checkpoint_every < 0 or self.eval_every < 0 or self.log_every < 1:
+            raise bad("warmup_steps, checkpoint_every, eval_every must be >= 0 and log_every >= 1")
+        if self.num_workers < 0:
+            raise bad("num_workers must be >= 0")
+        if len(self.betas) != 2:
+            raise bad("betas must be two numbers")
+        if self.device not in ("auto", "cpu") and not str(self.device).startswith(("cuda", "mps")):
+            raise bad(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SMUInputError("train config", f"unknown keys {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrainConfig":
+        try:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SMUInputError(path, "train config file not found") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SMUInputError(path, f"not a readable JSON train config ({e})") from None
+        if not isinstance(d, dict):
+            raise SMUInputError(path, "train config must be a JSON object")
+        return cls.from_dict(d)
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_ratio: float) -> float:
+    """Multiplier of the peak lr for optimizer step ``step`` (0-based)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, max(0.0, (step - warmup_steps) / span))
+    if schedule == "linear":
+        decay = 1.0 - progress
+    else:  # cosine
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return min_ratio + (1.0 - min_ratio) * decay
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; anything else as given (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SMUInputError("device", f"{name} requested but CUDA is not available")
+    return dev
+
+
+# ============================================================================ files
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary sibling, fsync, then ``os.replace`` (never a half file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _encode_plain(obj: Any) -> Any:
+    """Make an objective state safe for ``weights_only`` loading (numpy arrays -> tagged tensors)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(obj)).clone()}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {str(k) if not isinstance(k, int) else k: _encode_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} in a training checkpoint "
+                    "(objective state must hold tensors, numpy arrays, numbers, strings, lists, dicts)")
+
+
+def _decode_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__ndarray__"}:
+            return obj["__ndarray__"].numpy()
+        return {k: _decode_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode_plain(v) for v in obj]
+    return obj
+
+
+def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a ``checkpoint.pt`` safely (``weights_only=True``); ``SMUCheckpointError`` otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise SMUCheckpointError(path, "no training checkpoint here (nothing to resume)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError, RuntimeError (zip), EOFError ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SMUCheckpointError(path, f"unreadable or unsafe training checkpoint ({first})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise SMUCheckpointError(path, "not a smu_explain training checkpoint")
+    if int(state.get("version", -1)) > STATE_VERSION:
+        raise SMUCheckpointError(path, f"checkpoint version {state.get('version')} is newer than this smu_explain")
+    return state
+
+
+# ============================================================================ RNG state
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    py = random.getstate()
+    npst = np.random.get_state()
+    st: dict[str, Any] = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [npst[0], torch.from_numpy(npst[1].astype(np.int64)), int(npst[2]), int(npst[3]), float(npst[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device)
+    return st
+
+
+def _set_rng_state(st: dict[str, Any], device: torch.device) -> None:
+    py = st["python"]
+    random.setstate((int(py[0]), tuple(int(v) for v in py[1]), py[2]))
+    n = st["numpy"]
+    np.random.set_state((str(n[0]), n[1].numpy().astype(np.uint32), int(n[2]), int(n[3]), float(n[4])))
+    torch.set_rng_state(st["torch"])
+    if device.type == "cuda" and "cuda" in st:
+        torch.cuda.set_rng_state(st["cuda"], device)
+
+
+@contextmanager
+def _preserve_rng(device: torch.device):
+    """Run a block (validation) without disturbing the training RNG streams."""
+    st = _rng_state(device)
+    try:
+        yield
+    finally:
+        _set_rng_state(st, device)
+
+
+# ============================================================================ distributed
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    initialized_here: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
+    """Join the process group when torchrun's ``RANK`` is set; otherwise one plain process."""
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ:
+        return DistInfo(), resolve_device(device_name)
+    rank = int(os.environ["RANK"])
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    if device_name == "auto":
+        use_cuda = torch.cuda.is_available()
+    else:
+        use_cuda = torch.device(device_name).type == "cuda"
+    if use_cuda:
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        device = torch.device("cpu")
+        backend = "gloo"
+    created = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        created = True
+    return DistInfo(rank=rank, local_rank=local, world_size=world, initialized_here=created), device
+
+
+# ============================================================================ data
+
+class _Indexed(torch.utils.data.Dataset):
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        return i, self.ds[i]
+
+
+class _WithIndex:
+    """collate wrapper that adds ``sample_index`` to the batch dict."""
+
+    def __init__(self, collate_fn: Callable):
+        self.collate_fn = collate_fn
+
+    def __call__(self, items):
+        idx = [i for i, _ in items]
+        batch = self.collate_fn([it for _, it in items])
+        if not isinstance(batch, dict):
+            raise TypeError("collate_fn must return a dict of tensors")
+        batch["sample_index"] = torch.tensor(idx, dtype=torch.long)
+        return batch
+
+
+def _default_collate():
+    from . import data  # late import: data.py is another module of the package
+
+    return data.collate
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    nb = device.type == "cuda"
+    return {k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def _count_tokens(batch: dict[str, Any]) -> int:
+    am = batch.get("attention_mask")
+    if isinstance(am, torch.Tensor):
+        return int(am.sum())
+    tok = batch.get("tokens")
+    if isinstance(tok, torch.Tensor):
+        return int(tok.shape[0] * tok.shape[1])
+    return 0
+
+
+# ============================================================================ callbacks
+
+class Callback:
+    """Hooks the loop fires. Runs on rank 0 only unless ``all_ranks`` is True."""
+
+    all_ranks = False
+
+    def on_train_start(self, trainer: "Trainer") -> None: ...
+
+    def on_step_end(self, trainer: "Trainer", info: dict[str, Any]) -> None: ...
+
+    def on_eval(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int) -> None: ...
+
+    def on_checkpoint(self, trainer: "Trainer", path: Path) -> None: ...
+
+    def on_train_end(self, trainer: "Trainer", status: str, message: str) -> None: ...
+
+
+def _finite_or_none(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else (1e308 if v > 0 else -1e308)
+    return v
+
+
+class ProgressFile(Callback):
+    """Appends one JSON object per line to ``path`` (flushed each write).
+
+    Step lines are written every ``every`` steps and carry the loss and stats
+    averaged over those steps. Format: docs/ARCHITECTURE.md "Progress file".
+    """
+
+    def __init__(self, path: str | os.PathLike, every: int | None = None):
+        self.path = Path(path)
+        self.every = every
+        self._f = None
+        self._acc: dict[str, float] = {}
+        self._n = 0
+        self._tokens = 0
+        self._t_last = time.perf_counter()
+        self.t0 = time.time()
+
+    def write(self, event: str, **fields_: Any) -> None:
+        if self._f is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(self.path, "a", encoding="utf-8")
+        rec = {"event": event, "time": time.time(), "wall_s": round(time.time() - self.t0, 3)}
+        rec.update(fields_)
+        self._f.write(json.dumps(rec, default=_json_plain) + "\n")
+        self._f.flush()
+
+    def on_train_start(self, trainer):
+        self.t0 = time.time()
+        self._t_last = time.perf_counter()
+        self.write("start", step=trainer.step, total_steps=trainer.total_steps, epoch=trainer.epoch,
+                   config=trainer.config.to_dict(), world_size=trainer.dist.world_size,
+                   device=str(trainer.device), n_params=trainer.n_params, resumed=trainer.resumed,
+                   batches_per_epoch=trainer.batches_per_epoch, warnings=list(trainer.warnings))
+
+    def on_step_end(self, trainer, info):
+        every = self.every or trainer.config.log_every
+        self._n += 1
+        self._tokens += info.get("tokens", 0)
+        for k, v in [("loss", info["loss"])] + [(f"stats.{k}", v) for k, v in info.get("stats", {}).items()]:
+            if isinstance(v, (int, float)):
+                self._acc[k] = self._acc.get(k, 0.0) + float(v)
+        if self._n >= every or trainer.step >= trainer.total_steps:
+            now = time.perf_counter()
+            dt = max(now - self._t_last, 1e-9)
+            avg = {k: v / self._n for k, v in self._acc.items()}
+            self.write("step", step=trainer.step, epoch=info["epoch"], loss=_finite_or_none(avg.pop("loss")),
+                       lr=info["lr"], tokens_per_s=round(self._tokens / dt, 1),
+                       grad_norm=_finite_or_none(info.get("grad_norm")),
+                       stats={k[len("stats."):]: _finite_or_none(v) for k, v in avg.items()})
+            self._acc, self._n, self._tokens, self._t_last = {}, 0, 0, now
+
+    def on_eval(self, trainer, metrics):
+        self.write("eval", step=trainer.step, epoch=trainer.epoch,
+                   metrics={k: _finite_or_none(v) for k, v in metrics.items()})
+
+    def on_epoch_end(self, trainer, epoch):
+        self.write("epoch", epoch=epoch, step=trainer.step)
+
+    def on_checkpoint(self, trainer, path):
+        self.write("checkpoint", step=trainer.step, path=str(path))
+
+    def on_train_end(self, trainer, status, message):
+        self.write("status", status=status, message=message, step=trainer.step)
+        self.close()
+
+    def close(self):
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def _json_plain(o: Any) -> Any:
+    if isinstance(o, (np.generic,)):
+        return o.item()
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def read_progress(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Parse a progress file; a half-written last line (the writer died mid-line) is skipped."""
+    out = []
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return out
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+class TqdmProgress(Callback):
+    """A terminal progress bar (tqdm) showing step, loss and lr."""
+
+    def __init__(self, file=None, disable: bool | None = None):
+        self.file = file or sys.stderr
+        self.disable = disable
+        self.bar = None
+
+    def on_train_start(self, trainer):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=trainer.total_steps, initial=trainer.step, file=self.file, dynamic_ncols=True,
+                        disable=self.disable, desc="train", unit="step")
+
+    def on_step_end(self, trainer, info):
+        if self.bar is not None:
+            self.bar.update(1)
+            if trainer.step % trainer.config.log_every == 0 or trainer.step == trainer.total_steps:
+                self.bar.set_postfix(loss=f"{info['loss']:.4f}", lr=f"{info['lr']:.2e}", epoch=info["epoch"])
+
+    def on_eval(self, trainer, metrics):
+        if self.bar is not None:
+            self.bar.write("step {}: ".format(trainer.step) + ", ".join(
+                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+
+    def on_train_end(self, trainer, status, message):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class EarlyStopping(Callback):
+    """Stop when ``metric`` has not improved for ``patience`` evaluations; keep the best.
+
+    ``mode`` is 'max' (accuracy) or 'min' (loss). On every improvement
+    ``on_improve(trainer, metrics)`` runs (e.g. save the best model). Stopping is a
+    normal end (status ``done``) with a message naming the best step.
+    """
+
+    def __init__(self, metric: str = "val_acc", mode: str = "max", patience: int = 5,
+                 on_improve: Callable[["Trainer", dict[str, float]], None] | None = None,
+                 min_delta: float = 0.0):
+        if mode not in ("max", "min"):
+            raise ValueError("mode must be 'max' or 'min'")
+        self.metric, self.mode, self.patience = metric, mode, int(patience)
+        self.on_improve, self.min_delta = on_improve, float(min_delta)
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.bad_evals = 0
+
+    def _better(self, v: float) -> bool:
+        if self.best is None:
+            return True
+        return v > self.best + self.min_delta if self.mode == "max" else v < self.best - self.min_delta
+
+    def on_eval(self, trainer, metrics):
+        if self.metric not in metrics:
+            raise SMUTrainingError(f"early stopping watches {self.metric!r} but evaluation gave {sorted(metrics)}")
+        v = float(metrics[self.metric])
+        if math.isfinite(v) and self._better(v):
+            self.best, self.best_step, self.bad_evals = v, trainer.step, 0
+            if self.on_improve is not None:
+                self.on_improve(trainer, metrics)
+        else:
+            self.bad_evals += 1
+            if self.bad_evals >= self.patience:
+                trainer.request_stop(
+                    f"early stopping at step {trainer.step}: {self.metric} did not improve for "
+                    f"{self.patience} evaluations (best {self.best:.4f} at step {self.best_step})", status="done")
+
+
+# ============================================================================ trainer
+
+class Trainer:
+    """Runs ``objective`` on ``model`` over ``train_set``; see the module docstring for the rules."""
+
+    def __init__(self, model: nn.Module, objective: Any, train_set, val_set=None,
+                 config: TrainConfig | None = None, callbacks: Iterable[Callback] = (),
+                 collate_fn: Callable | None = None):
+        self.config = (config or TrainConfig()).validate()
+        self.model = model
+        self.objective = objective
+        self.train_set = train_set
+        self.val_set = val_set
+        self.callbacks = list(callbacks)
+        self.collate_fn = collate_fn
+        self.out_dir = Path(self.config.out_dir)
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.resumed = False
+        self.warnings: list[str] = []
+        self.last_metrics: dict[str, float] = {}
+        self.last_checkpoint_step: int | None = None
+        self._stop: tuple[str, str] | None = None  # (status, message)
+        self._last_eval_step: int | None = None
+        self.dist = DistInfo()
+        self.device = torch.device("cpu")
+        self.n_params = sum(p.numel() for p in model.parameters())
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler = None
+        self.train_model: nn.Module = model
+
+    # ------------------------------------------------------------------ control
+    def request_stop(self, message: str = "cancelled", status: str = "cancelled") -> None:
+        """Ask the loop to stop after the current step (signal-handler safe).
+
+        ``status='cancelled'`` writes a checkpoint first; ``'done'`` is a normal end.
+        """
+        if self._stop is None:
+            self._stop = (status, message)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop is not None
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.train_set) // self.config.batch_size
+
+    @property
+    def total_steps(self) -> int:
+        if self.config.steps is not None:
+            return int(self.config.steps)
+        return int(self.config.epochs) * self.batches_per_epoch
+
+    @property
+    def local_batch_size(self) -> int:
+        return self.config.batch_size // self.dist.world_size
+
+    def lr_at(self, step: int) -> float:
+        c = self.config
+        return c.lr * lr_factor(step, self.total_steps, c.warmup_steps, c.schedule, c.min_lr_ratio)
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        c = self.config
+        self.dist, self.device = setup_distributed(c.device)
+        if c.batch_size % self.dist.world_size:
+            raise SMUInputError("train config", f"batch_size {c.batch_size} is not divisible by the "
+                                                f"{self.dist.world_size} ranks")
+        n = len(self.train_set)
+        if n == 0:
+            raise SMUInputError("training data", "the training set is empty")
+        if n < c.batch_size:
+            raise SMUInputError("training data", f"{n} training samples are fewer than batch_size "
+                                                 f"{c.batch_size}; lower --batch-size")
+        if self.collate_fn is None:
+            self.collate_fn = _default_collate()
+        seed_everything(c.seed + self.dist.rank)
+        self.model.to(self.device)
+        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": c.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        self.optimizer = torch.optim.AdamW(groups, lr=c.lr, betas=tuple(c.betas),
+                                           foreach=None if self.device.type == "cuda" else False)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, self.total_steps, c.warmup_steps, c.schedule, c.min_lr_ratio))
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def _wrap(self) -> None:
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.train_model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                   find_unused_parameters=True)
+        else:
+            self.train_model = self.model
+
+    def _autocast(self):
+        if not self.config.bf16:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    # ------------------------------------------------------------------ data
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This rank's batches (lists of dataset indices) for ``epoch``."""
+        perm = epoch_permutation(len(self.train_set), self.config.seed, epoch)
+        B, b, r = self.config.batch_size, self.local_batch_size, self.dist.rank
+        return [perm[k * B + r * b:k * B + (r + 1) * b] for k in range(self.batches_per_epoch)]
+
+    def _loader(self, dataset, batches: Sequence[Sequence[int]]):
+        gen = torch.Generator()
+        gen.manual_seed(self.config.seed)
+        return torch.utils.data.DataLoader(
+            _Indexed(dataset), batch_sampler=list(batches), collate_fn=_WithIndex(self.collate_fn),
+            num_workers=self.config.num_workers, generator=gen, pin_memory=self.device.type == "cuda")
+
+    def ordered_loader(self, dataset, batch_size: int | None = None, limit_batches: int | None = None):
+        """Unshuffled, unsharded loader over ``dataset`` (validation, freeze-book updates)."""
+        bs = batch_size or self.config.eval_batch_size or self.local_batch_size
+        n = len(dataset)
+        batches = [list(range(i, min(i + bs, n))) for i in range(0, n, bs)]
+        if limit_batches is not None:
+            batches = batches[:limit_batches]
+        return self._loader(dataset, batches)
+
+    def _set_epoch(self, epoch: int) -> None:
+        for ds in (self.train_set,):
+            if hasattr(ds, "set_epoch"):
+                ds.set_epoch(epoch)
+
+    def step_state(self, train: bool = True) -> dict[str, Any]:
+        """The dict every ``objective.loss`` call gets (docs/ARCHITECTURE.md "Training loop").
+
+        ``generator`` is a CPU ``torch.Generator`` for batch-level draws, seeded from
+        (seed, step, rank): reproducible and resumable, but a batch-level draw depends
+        on how the global batch is sharded. Per-sample draws that must not depend on it
+        use ``sample_generator(seed, step, batch["sample_index"][b])``.
+        """
+        step = self.step if train else 0
+        g = torch.Generator()
+        g.manual_seed(sample_seed(self.config.seed, step, -2 - self.dist.rank if train else -1))
+        return {"step": step, "epoch": self.epoch, "seed": self.config.seed, "generator": g,
+                "train": train, "rank": self.dist.rank, "world_size": self.dist.world_size}
+
+    # ------------------------------------------------------------------ events
+    def _fire(self, name: str, *args) -> None:
+        for cb in self.callbacks:
+            if self.dist.is_main or getattr(cb, "all_ranks", False):
+                getattr(cb, name)(self, *args)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+    def _gather_rng(self) -> list[dict[str, Any]]:
+        mine = _rng_state(self.device)
+        if not self.dist.enabled:
+            return [mine]
+        import torch.distributed as dist
+
+        everyone: list[Any] = [None] * self.dist.world_size
+        dist.all_gather_object(everyone, mine)
+        return everyone
+
+    def state_dict(self) -> dict[str, Any]:
+        obj_state = None
+        if hasattr(self.objective, "state_dict"):
+            obj_state = _encode_plain(self.objective.state_dict())
+        return {
+            "format": STATE_FORMAT, "version": STATE_VERSION,
+            "model": {k: v.detach().to("cpu").contiguous() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": self._gather_rng(),
+            "objective": obj_state,
+            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "total_steps": self.total_steps, "world_size": self.dist.world_size,
+            "config": self.config.to_dict(),
+            "last_metrics": {k: float(v) for k, v in self.last_metrics.items()
+                             if isinstance(v, (int, float))},
+        }
+
+    def save_checkpoint(self) -> Path:
+        """Write the training state (and the model folder, if the model can save itself)."""
+        state = self.state_dict()  # collective (RNG gather) on every rank
+        path = self.checkpoint_path()
+        if self.dist.is_main:
+            atomic_torch_save(state, path)
+            if hasattr(self.model, "save_pretrained"):
+                extra = {"training": {"step": self.step, "epoch": self.epoch,
+                                      "objective": type(self.objective).__name__}}
+                extra.update(getattr(self, "save_extra", None) or {})
+                self.model.save_pretrained(self.out_dir, extra=extra)
+            self.last_checkpoint_step = self.step
+            self._fire("on_checkpoint", path)
+        self._barrier()
+        return path
+
+    def load_checkpoint(self, path: str | os.PathLike | None = None) -> None:
+        state = load_train_state(path or self.checkpoint_path())
+        src = Path(path or self.checkpoint_path())
+        try:
+            self.model.load_state_dict(state["model"], strict=True)
+        except RuntimeError as e:
+            raise SMUCheckpointError(src, f"model weights do not fit this model ({str(e).splitlines()[0]})") from None
+        self.model.to(self.device)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise SMUCheckpointError(src, f"optimizer state does not fit this model ({e})") from None
+        if state.get("objective") is not None:
+            if not hasattr(self.objective, "load_state_dict"):
+                raise SMUCheckpointError(src, "checkpoint has objective state but the objective cannot load it")
+            self.objective.load_state_dict(_decode_plain(state["objective"]))
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        self.last_metrics = dict(state.get("last_metrics") or {})
+        self.last_checkpoint_step = self.step
+        rngs = state["rng"]
+        if len(rngs) != self.dist.world_size:
+            self.warnings.append(f"checkpoint was written by {len(rngs)} ranks, now {self.dist.world_size}: "
+                                 "RNG streams are not restored exactly")
+        _set_rng_state(rngs[self.dist.rank % len(rngs)], self.device)
+        old = state.get("config", {})
+        for key in ("seed", "batch_size"):
+            if old.get(key) != getattr(self.config, key):
+                self.warnings.append(f"resumed with {key}={getattr(self.config, key)} but the checkpoint used "
+                                     f"{old.get(key)}: the data order differs from the original run")
+        if self.batches_per_epoch and self.batch_in_epoch >= self.batches_per_epoch:
+            self.epoch += 1
+            self.batch_in_epoch = 0
+        self.resumed = True
+
+    # ------------------------------------------------------------------ collectives
+    def _barrier(self) -> None:
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def _sync_stop(self) -> bool:
+        flag = torch.tensor([1.0 if self._stop is not None else 0.0], device=self.device)
+        self._all_sum(flag)
+        if flag.item() > 0 and self._stop is None:
+            self._stop = ("cancelled", "stopped by another rank")
+        return flag.item() > 0
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics; every rank evaluates the whole validation set (same result everywhere)."""
+        if self.val_set is None or len(self.val_set) == 0:
+            return {}
+        loader = self.ordered_loader(self.val_set, limit_batches=self.config.eval_batches)
+        state = self.step_state(train=False)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with _preserve_rng(self.device), self._autocast():
+                dl = _DeviceLoader(loader, self.device)
+                if hasattr(self.objective, "evaluate"):
+                    metrics = dict(self.objective.evaluate(self.model, dl, state))
+                elif hasattr(self.objective, "validate"):  # masker strategies: fixed-seed random masks
+                    metrics = {k if k.startswith("val_") else f"val_{k}": v
+                               for k, v in self.objective.validate(self.model, dl, seed=self.config.seed).items()}
+                else:
+                    metrics = self._mean_loss(loader, state)
+        finally:
+            self.model.train(was_training)
+        metrics = {k: float(v) for k, v in metrics.items()}
+        self.last_metrics = metrics
+        self._last_eval_step = self.step
+        return metrics
+
+    def _mean_loss(self, loader, state) -> dict[str, float]:
+        tot: dict[str, float] = {}
+        n = 0
+        for batch in loader:
+            batch = _to_device(batch, self.device)
+            bs = int(batch["sample_index"].shape[0])
+            loss, stats = self.objective.loss(self.model, batch, state)
+            tot["val_loss"] = tot.get("val_loss", 0.0) + float(loss) * bs
+            for k, v in (stats or {}).items():
+                if isinstance(v, (int, float)):
+                    tot[f"val_{k}"] = tot.get(f"val_{k}", 0.0) + float(v) * bs
+            n += bs
+        return {k: v / max(n, 1) for k, v in tot.items()}
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, resume: bool | str | os.PathLike = False) -> dict[str, Any]:
+        """Train to ``total_steps`` (or until stopped). Returns the final status dict.
+
+        ``resume``: False, True (``out_dir/checkpoint.pt``) or a checkpoint path.
+        Raises ``SMUTrainingError`` on a non-finite loss; other errors propagate. In
+        every case a final status line reaches the callbacks.
+        """
+        self._setup()
+        try:
+            if resume:
+                self.load_checkpoint(None if resume is True else resume)
+            if self.dist.is_main:
+                self.config.save(self.out_dir / TRAIN_CONFIG_NAME)
+            self._wrap()
+            for w in self.warnings:
+                warnings.warn(w)
+            self._fire("on_train_start")
+            self._loop()
+            if self._stop is not None and self._stop[0] == "cancelled":
+                self.save_checkpoint()
+                status, message = "cancelled", self._stop[1]
+            else:
+                if self.val_set is not None and self._last_eval_step != self.step:
+                    self._fire("on_eval", self.evaluate())
+                if self.last_checkpoint_step != self.step:
+                    self.save_checkpoint()
+                status = "done"
+                message = self._stop[1] if self._stop else f"finished {self.step} steps"
+        except BaseException as e:
+            status = "cancelled" if isinstance(e, KeyboardInterrupt) else "failed"
+            msg = str(e) or type(e).__name__
+            try:
+                self._fire("on_train_end", status, msg)
+            finally:
+                self._teardown()
+            raise
+        self._fire("on_train_end", status, message)
+        self._teardown()
+        return {"status": status, "message": message, "step": self.step, "epoch": self.epoch,
+                "metrics": dict(self.last_metrics), "out_dir": str(self.out_dir)}
+
+    def _teardown(self) -> None:
+        if self.dist.initialized_here:
+            import torch.distributed as dist
+
+            try:
+                dist.destroy_process_group()
+            except Exception:
+                pass
+            self.dist.initialized_here = False
+
+    def _loop(self) -> None:
+        c = self.config
+        total = self.total_steps
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.model.train()
+        while self.step < total:
+            if self._sync_stop():
+                return
+            self._set_epoch(self.epoch)  # also when resuming in the middle of an epoch
+            batches = self._epoch_batches(self.epoch)[self.batch_in_epoch:]
+            batches = batches[:total - self.step]
+            for batch in self._loader(self.train_set, batches):
+                t0 = time.perf_counter()
+                batch = _to_device(batch, self.device)
+                state = self.step_state(train=True)
+                with self._autocast():
+                    loss, stats = self.objective.loss(self.train_model, batch, state)
+                lval = self._all_sum(loss.detach().float().reshape(1).clone()) / self.dist.world_size
+                lval = float(lval.item())
+                if not math.isfinite(lval):
+                    raise SMUTrainingError(self._nan_message("loss", lval))
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if c.grad_clip > 0:
+                    gn = float(torch.nn.utils.clip_grad_norm_(params, c.grad_clip))
+                else:
+                    gn = float(torch.linalg.vector_norm(torch.stack(
+                        [p.grad.detach().float().norm() for p in params if p.grad is not None])))
+                if not math.isfinite(gn):
+                    raise SMUTrainingError(self._nan_message("gradient norm", gn))
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                self.batch_in_epoch += 1
+                info = {"step": self.step, "epoch": self.epoch, "loss": lval, "lr": lr, "grad_norm": gn,
+                        "tokens": _count_tokens(batch) * self.dist.world_size,
+                        "stats": {k: float(v) for k, v in (stats or {}).items() if isinstance(v, (int, float))},
+                        "step_time": time.perf_counter() - t0}
+                self._fire("on_step_end", info)
+                if self.batch_in_epoch >= self.batches_per_epoch:
+                    self._end_epoch()
+                if self.val_set is not None and c.eval_every and self.step % c.eval_every == 0:
+                    self._fire("on_eval", self.evaluate())
+                if c.checkpoint_every and self.step % c.checkpoint_every == 0 and self.step < total:
+                    self.save_checkpoint()
+                if self._sync_stop():
+                    return
+                if self.step >= total:
+                    return
+
+    def _end_epoch(self) -> None:
+        finished = self.epoch
+        if hasattr(self.objective, "end_epoch"):
+            # the objective sees the training pieces as they are: augmentation off for this pass
+            aug = getattr(self.train_set, "augment", None)
+            if aug:
+                self.train_set.augment = False
+            loader = self.ordered_loader(self.train_set)
+            was = self.model.training
+            self.model.eval()
+            try:
+                self.objective.end_epoch(finished, self.model, _DeviceLoader(loader, self.device))
+            finally:
+                self.model.train(was)
+                if aug:
+                    self.train_set.augment = aug
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self._fire("on_epoch_end", finished)
+
+    def _nan_message(self, what: str, value: float) -> str:
+        last = (f"the last good checkpoint (step {self.last_checkpoint_step}) is kept in {self.checkpoint_path()}"
+                if self.last_checkpoint_step is not None else "no checkpoint was written yet")
+        return f"non-finite {what} ({value}) at step {self.step + 1}; training stopped, {last}"
+
+
+class _DeviceLoader:
+    """Iterate a loader, moving every batch to ``device`` (for objective.evaluate / end_epoch)."""
+
+    def __init__(self, loader, device):
+        self.loader, self.device = loader, device
+
+    def __iter__(self):
+        for b in self.loader:
+            yield _to_device(b, self.device)
+
+    def __len__(self):
+        return len(self.loader)
+
+
+# ============================================================================ signals
+
+def install_stop_signals(trainer: Trainer, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> Callable[[], None]:
+    """SIGTERM / SIGINT -> ``trainer.request_stop`` (checkpoint, 'cancelled' status, clean exit).
+
+    A second SIGINT raises KeyboardInterrupt at once. Returns a function restoring the
+    previous handlers.
+    """
+    previous = {}
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if trainer.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        trainer.request_stop(f"cancelled by {name}", status="cancelled")
+
+    for s in signals:
+        previous[s] = signal.signal(s, handler)
+
+    def restore():
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    return restore

@@ -1,0 +1,142 @@
+"""Explore page (AppTest): pieces, models, the ratio slider, the note inspector, bad input."""
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app_helpers import ROOT, make_model, page, texts
+from smu_explain import appstate as A
+
+PAGE = page("explore.py")
+SAMPLES = sorted(p.name for p in (ROOT / "sample_midi").glob("*.mid"))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp("models") / "tiny-a", seed=1)
+
+
+@pytest.fixture(autouse=True)
+def runs_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMU_RUNS_DIR", str(tmp_path / "runs"))
+
+
+def run_page(**state):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    for k, v in state.items():
+        at.session_state[k] = v
+    return at.run()
+
+
+def metric(at, label):
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_sample_without_model_shows_roll_and_says_demo_missing():
+    at = run_page()
+    assert not at.exception
+    if not A.DEMO_MODELS["demo adversarial"].exists():
+        assert any("demo adversarial model is not there yet" in i.value for i in at.info)
+    first = at.selectbox(key="explore_sample").value
+    assert first == SAMPLES[0]
+    n_notes = int(metric(at, "Notes").replace(",", ""))
+    from smu_explain.tokenizer import read_piece
+
+    assert n_notes == len(read_piece(ROOT / "sample_midi" / first))
+    # choosing another sample changes the piece
+    at.selectbox(key="explore_sample").set_value(SAMPLES[1]).run()
+    assert not at.exception
+    assert int(metric(at, "Notes").replace(",", "")) == len(read_piece(ROOT / "sample_midi" / SAMPLES[1]))
+    assert at.session_state[A.K_PIECE][0] == SAMPLES[1]
+
+
+def test_model_overlay_ratio_slider_and_inspector(model_dir):
+    at = run_page(**{A.K_MODEL_A: str(model_dir)})
+    assert not at.exception, at.exception
+    assert at.selectbox(key="explore_model_choice").value == A.OTHER_FOLDER
+    n = int(metric(at, "Notes").replace(",", ""))
+    picked_15 = int(metric(at, "Picked by the masker"))
+    # 30% of the notes are frozen (no freeze book), the masker picks 15% of the others
+    assert picked_15 == max(1, round(0.15 * (n - round(0.3 * n))))
+    at.slider(key="explore_ratio").set_value(0.40).run()
+    assert not at.exception
+    assert int(metric(at, "Picked by the masker")) == round(0.40 * (n - round(0.3 * n)))
+    assert at.session_state[A.K_RATIO] == pytest.approx(0.40)
+    # the inspector shows the chosen note and the model's top guesses for it
+    at.number_input(key="explore_note").set_value(3).run()
+    assert not at.exception
+    text = texts(at)
+    assert "Masker score **" in text
+    from smu_explain.plots import pitch_name
+    from smu_explain.tokenizer import read_piece
+
+    piece = read_piece(ROOT / "sample_midi" / SAMPLES[0])
+    assert f"**{pitch_name(int(piece.pitch[3]))}**" in text
+    # ghost layer, one masking draw and audio all render without error
+    at.toggle(key="explore_ghost").set_value(True).run()
+    at.button(key="explore_draw").click().run()
+    assert not at.exception
+    assert "Draw #1" in texts(at)
+    at.button(key="explore_audio").click().run()
+    assert not at.exception
+    assert "Played with: " in texts(at)
+    assert len(at.get("audio")) == 2  # original and reconstruction
+
+
+@pytest.mark.parametrize("name,data,why", [
+    ("notes.txt", b"these are my notes, not music", "not a MIDI file"),
+    ("broken.mid", b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\x00\x00\x10\x00\x90", "Cannot read broken.mid"),
+])
+def test_bad_uploads_are_errors(name, data, why):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state[A.K_PIECE] = (name, data)
+    at.run()
+    at.radio(key="explore_source").set_value("upload").run()
+    assert not at.exception
+    assert any(why in e.value for e in at.error), [e.value for e in at.error]
+    # the app keeps working: back to a sample
+    at.radio(key="explore_source").set_value("sample").run()
+    assert not at.exception and not at.error
+
+
+def test_piece_without_notes_is_an_error(midi_bytes):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state[A.K_PIECE] = ("empty.mid", midi_bytes([]))
+    at.run()
+    at.radio(key="explore_source").set_value("upload").run()
+    assert not at.exception
+    assert any("empty.mid" in e.value and "note" in e.value for e in at.error)
+
+
+def test_oversize_file_states_the_limit():
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state[A.K_PIECE] = ("huge.mid", b"MThd" + bytes(21 * 1024 * 1024))
+    at.run()
+    at.radio(key="explore_source").set_value("upload").run()
+    assert not at.exception
+    assert any("the limit is 20 MB" in e.value for e in at.error)
+    cfg = (ROOT / ".streamlit" / "config.toml").read_text()
+    assert "maxUploadSize = 20" in cfg
+
+
+def test_missing_and_broken_model_folders(tmp_path):
+    at = run_page()
+    at.selectbox(key="explore_model_choice").set_value(A.OTHER_FOLDER).run()
+    assert any("Type the path" in i.value for i in at.info)
+    at.text_input(key="explore_model_path").set_value(str(tmp_path / "nowhere")).run()
+    assert not at.exception
+    assert any("Cannot load the model" in e.value and "not found" in e.value for e in at.error)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    (broken / "model.safetensors").write_bytes(b"garbage")
+    at.text_input(key="explore_model_path").set_value(str(broken)).run()
+    assert not at.exception
+    assert any("Cannot load the model" in e.value for e in at.error)
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    at.text_input(key="explore_model_path").set_value(str(pickled)).run()
+    assert any("pickle" in e.value for e in at.error)
+    # the roll is still drawn without a model
+    assert int(metric(at, "Notes").replace(",", "")) > 0

@@ -1,0 +1,103 @@
+"""Train page (AppTest): start a run through the form, see it listed, cancel it, see a crash's log."""
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from smu_explain.runs import RunRegistry
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = str(ROOT / "pages" / "train.py")
+FAKE_CLI = str(Path(__file__).with_name("fake_cli.py"))
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("SMU_RUNS_DIR", str(runs))
+    monkeypatch.setenv("SMU_CLI", f"{sys.executable} {FAKE_CLI}")
+    monkeypatch.setenv("SMU_MAX_RUNS", "1")
+    return runs
+
+
+def _registry(runs):
+    return RunRegistry(runs, launcher=[sys.executable, FAKE_CLI])
+
+
+def _texts(at):
+    return " ".join([m.value for m in at.markdown] + [c.value for c in at.caption]
+                    + [i.value for i in at.info] + [s.value for s in at.success])
+
+
+def test_empty_registry_says_so(env):
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_start_and_cancel_a_run(env, monkeypatch):
+    monkeypatch.setenv("FAKE_CLI_MODE", "slow")
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.selectbox(key="train_strategy").set_value("adversarial")
+    at.number_input(key="train_steps").set_value(5000)
+    at.button[0].click().run()  # the form's "Start run"
+    assert not at.exception
+    assert any("Started run" in s.value for s in at.success)
+    reg = _registry(env)
+    [run] = reg.list()
+    assert run.status == "running"
+    assert run.params == {"strategy": "adversarial", "data": str(ROOT / "sample_midi"),
+                          "config": "tiny", "steps": 5000, "extra_args": []}
+    # progress shows up on a rerun (the fragment polls every second in the browser)
+    deadline = time.time() + 15
+    while not any(r.get("event") == "step" for r in reg.progress(run.id)) and time.time() < deadline:
+        time.sleep(0.1)
+    at.run()
+    assert "Status: **running**" in _texts(at)
+    cancel = [b for b in at.button if b.label == "Cancel run"]
+    assert cancel
+    cancel[0].click().run()
+    assert not at.exception
+    deadline = time.time() + 15
+    while reg.get(run.id).status == "running" and time.time() < deadline:
+        time.sleep(0.1)
+    assert reg.get(run.id).status == "cancelled"
+    at.run()
+    assert "Status: **cancelled**" in _texts(at)
+
+
+def test_second_run_is_queued(env):
+    reg = _registry(env)
+    reg.submit(strategy="random", data=ROOT / "sample_midi", steps=5000, extra_args=["--mode", "slow"])
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("queued" in i.value for i in at.info)
+    assert "1 queued" in _texts(at)
+    for r in reg.list():
+        reg.cancel(r.id)
+
+
+def test_crashed_run_shows_its_log_tail(env):
+    reg = _registry(env)
+    run = reg.submit(strategy="random", data=ROOT / "sample_midi", steps=10, extra_args=["--mode", "crash"])
+    deadline = time.time() + 15
+    while reg.get(run.id).status == "running" and time.time() < deadline:
+        time.sleep(0.1)
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert any("The run failed" in e.value for e in at.error)
+    assert any("boom at step 3" in c.value for c in at.code)
+
+
+def test_bad_folder_is_an_error(env, tmp_path):
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.radio(key="train_data_choice").set_value("a folder")
+    at.text_input(key="train_folder").set_value(str(tmp_path / "nowhere"))
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("not found" in e.value for e in at.error)
+    assert _registry(env).list() == []

@@ -1,0 +1,227 @@
+"""Unusable inputs raise one typed error, SMUInputError(path, reason); big files stay bounded."""
+
+from __future__ import annotations
+
+import struct
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from smu_explain.errors import SMUInputError
+from smu_explain.tokenizer import (
+    MAX_TICKS_PER_QUARTER,
+    MEMORY_BOUND_BYTES_PER_NOTE,
+    Tokenizer,
+    read_piece,
+    validate_midi_bytes,
+)
+
+
+def _expect_error(source, *fragments):
+    with pytest.raises(SMUInputError) as info:
+        read_piece(source)
+    err = info.value
+    if not isinstance(source, (bytes, bytearray)):
+        assert str(source) in str(err) and err.path == str(source)
+    for f in fragments:
+        assert f in err.reason, err.reason
+    return err
+
+
+def _patch_header(data: bytes, fmt=None, ntrk=None, division=None) -> bytes:
+    hlen, f, n, d = struct.unpack(">IHHH", data[4:14])
+    f = f if fmt is None else fmt
+    n = n if ntrk is None else ntrk
+    d = d if division is None else division
+    return data[:4] + struct.pack(">IHHH", hlen, f, n, d) + data[14:]
+
+
+def test_zero_length_file(tmp_path):
+    p = tmp_path / "empty.mid"
+    p.write_bytes(b"")
+    _expect_error(p, "empty")
+    _expect_error(b"", "empty")
+
+
+def test_random_bytes(tmp_path):
+    p = tmp_path / "noise.mid"
+    p.write_bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    _expect_error(p, "not a MIDI file")
+
+
+def test_text_file_named_mid(tmp_path):
+    p = tmp_path / "notes.mid"
+    p.write_text("this is not music\n" * 20)
+    _expect_error(p, "not a MIDI file")
+
+
+@pytest.mark.parametrize("cut", [10, 13, 14, 22, 40, 200, -1])
+def test_truncated_real_file(tmp_path, rich_midi_bytes, cut):
+    p = tmp_path / "cut.mid"
+    p.write_bytes(rich_midi_bytes[:cut])
+    err = _expect_error(p)
+    assert "truncated" in err.reason or "header" in err.reason
+
+
+def test_drum_only_file(make_midi, tmp_path):
+    p = make_midi(tmp_path, drums=[(i * 240, 60, 36) for i in range(10)])
+    _expect_error(p, "only drum notes")
+
+
+def test_no_notes(make_midi, tmp_path):
+    p = make_midi(tmp_path, [], tempo_changes=[(0, 100)], time_signatures=[(0, 3, 4)])
+    _expect_error(p, "no notes")
+
+
+def test_no_notes_in_pitch_range(make_midi, tmp_path):
+    p = make_midi(tmp_path, [(0, 480, 5), (0, 480, 120)])
+    _expect_error(p, "no notes in the pitch range")
+
+
+def test_midi_type_2(tmp_path, rich_midi_bytes):
+    p = tmp_path / "type2.mid"
+    p.write_bytes(_patch_header(rich_midi_bytes, fmt=2))
+    _expect_error(p, "type 2")
+    p.write_bytes(_patch_header(rich_midi_bytes, fmt=7))
+    _expect_error(p, "unknown MIDI format")
+
+
+@pytest.mark.parametrize("division,fragment", [
+    (0, "implausible resolution: 0"),
+    (MAX_TICKS_PER_QUARTER + 1, "implausible resolution"),
+    (0x7FFF, "implausible resolution"),
+    (0xE728, "SMPTE"),
+])
+def test_absurd_tick_resolution(tmp_path, rich_midi_bytes, division, fragment):
+    p = tmp_path / "res.mid"
+    p.write_bytes(_patch_header(rich_midi_bytes, division=division))
+    _expect_error(p, fragment)
+
+
+def test_resolution_bounds_accepted(midi_bytes):
+    assert validate_midi_bytes(midi_bytes([(0, 1, 60)], tpq=1)) == 1
+    assert len(read_piece(midi_bytes([(0, 30000, 60)], tpq=MAX_TICKS_PER_QUARTER))) == 1
+
+
+def test_header_declares_more_tracks_than_present(tmp_path, rich_midi_bytes):
+    p = tmp_path / "tracks.mid"
+    p.write_bytes(_patch_header(rich_midi_bytes, ntrk=40))
+    _expect_error(p, "declares 40 tracks")
+    p.write_bytes(_patch_header(rich_midi_bytes, ntrk=0))
+    _expect_error(p, "0 tracks")
+
+
+@pytest.mark.parametrize("name", ["song.wav", "song.txt", "song", "song.mp3", "song.pdf"])
+def test_wrong_extension(tmp_path, rich_midi_bytes, name):
+    p = tmp_path / name
+    p.write_bytes(rich_midi_bytes)  # even real MIDI content: the type is refused by name
+    _expect_error(p, "unsupported file type")
+
+
+def test_missing_file_and_directory(tmp_path):
+    _expect_error(tmp_path / "nope.mid", "file not found")
+    d = tmp_path / "folder.mid"
+    d.mkdir()
+    _expect_error(d, "not a regular file")
+
+
+def test_broken_musicxml(tmp_path):
+    p = tmp_path / "bad.musicxml"
+    p.write_text("<?xml version='1.0'?><score-partwise><part id='P1'><measure><note>")
+    _expect_error(p, "music21")
+    q = tmp_path / "bad.mxl"
+    q.write_bytes(b"PK\x03\x04garbage")
+    _expect_error(q, "music21")
+
+
+def test_bytes_that_are_neither_midi_nor_xml():
+    _expect_error(b"RIFF....WAVEfmt ", "not a MIDI file")
+
+
+def test_piece_too_long(midi_bytes):
+    # tpq 1 and a note 2 million quarters in
+    _expect_error(midi_bytes([(0, 1, 60), (2_000_000, 1, 62)], tpq=1), "piece too long")
+
+
+# ---------------------------------------------------------------- fuzzing
+
+
+def _read_or_typed_error(data: bytes):
+    try:
+        piece = read_piece(data)
+    except SMUInputError as e:
+        assert e.reason
+        return None
+    # anything that reads must also tokenise
+    tokens = Tokenizer().encode(piece)
+    assert tokens.shape[0] == len(piece)
+    return piece
+
+
+FUZZ = settings(max_examples=150, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(st.binary(max_size=400))
+def test_fuzz_random_bytes(data):
+    _read_or_typed_error(data)
+    _read_or_typed_error(b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0" + data)
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_truncations(rich_midi_bytes, data):
+    cut = data.draw(st.integers(0, len(rich_midi_bytes)))
+    _read_or_typed_error(rich_midi_bytes[:cut])
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 7)), min_size=1, max_size=30))
+def test_fuzz_bit_flips(rich_midi_bytes, flips):
+    b = bytearray(rich_midi_bytes)
+    for pos, bit in flips:
+        b[pos % len(b)] ^= 1 << bit
+    _read_or_typed_error(bytes(b))
+
+
+# ---------------------------------------------------------------- size
+
+
+def test_100k_notes_within_memory_bound(tmp_path):
+    from symusic import Note, Score, Track
+
+    n = 100_000
+    rng = np.random.default_rng(0)
+    score = Score(480)
+    for k in range(2):
+        tr = Track(name=f"t{k}", program=0, is_drum=False)
+        m = n // 2
+        tr.notes = Note.from_numpy(
+            (np.arange(m, dtype=np.int32) * 120 + k * 60),
+            rng.integers(0, 960, m).astype(np.int32),
+            rng.integers(30, 100, m).astype(np.int8),
+            rng.integers(1, 127, m).astype(np.int8),
+        )
+        score.tracks.append(tr)
+    path = tmp_path / "big.mid"
+    score.dump_midi(str(path))
+    tok = Tokenizer()
+
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    piece = tok.read(path)
+    tokens = tok.encode(piece)
+    windows = tok.encode_windows(piece, tokens)
+    elapsed = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    assert len(piece) == n and tokens.shape == (n, 4)
+    assert sum(len(w) for w, _ in windows) == n
+    assert peak < MEMORY_BOUND_BYTES_PER_NOTE * n, f"peak {peak / 1e6:.1f} MB"
+    assert elapsed < 5.0

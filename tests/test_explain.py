@@ -1,0 +1,164 @@
+"""explain_piece table and recovery_accuracy on a tiny random model and tiny pieces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from smu_explain.explain import NOTE_COLUMNS, explain_piece, recovery_accuracy
+from smu_explain.masker import FreezeBook, validate
+from smu_explain.model import MidiBert, ModelConfig
+from smu_explain.tokenizer import MASK_ID, Tokenizer, TokenizerConfig
+
+
+@pytest.fixture
+def tok():
+    return Tokenizer()
+
+
+@pytest.fixture
+def model(tok):
+    torch.manual_seed(0)
+    return MidiBert(ModelConfig.named("tiny", tok.vocab_sizes, tok.attributes, max_len=512)).eval()
+
+
+@pytest.fixture
+def piece(tmp_path, make_midi, tok):
+    notes = [(i * 240, 240 * (1 + i % 3), 50 + (i * 5) % 30, 60 + i % 40) for i in range(40)]
+    return tok.read(make_midi(tmp_path, notes, name="p.mid"))
+
+
+class Spy(torch.nn.Module):
+    """Wraps the model (unwrap() finds it through .module) and records forward calls."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+        self.calls = []
+
+    def forward(self, tokens, attention_mask=None, **kw):
+        self.calls.append((tokens.clone(), attention_mask.clone(), kw.get("heads_at")))
+        return self.module(tokens, attention_mask, **kw)
+
+
+def test_table_columns_and_rules(model, tok, piece):
+    df = explain_piece(model, tok, piece, ratio=0.15, top_k=3)
+    N = len(piece)
+    assert len(df) == N and df["note"].tolist() == list(range(N))
+    expected = NOTE_COLUMNS + ["score", "picked", "frozen"]
+    for a in tok.attributes:
+        expected += [f"loss_{a}", f"correct_{a}", f"pred_{a}", f"topk_{a}", f"true_{a}"]
+    assert list(df.columns) == expected
+    assert df["pitch"].tolist() == piece.pitch.tolist()
+    assert ((df.score > 0) & (df.score < 1)).all()
+    # frozen = top 30% by score; picked = top 15% of the rest; never both
+    assert df.frozen.sum() == round(0.3 * N)
+    assert df.score[df.frozen].min() >= df.score[~df.frozen].max()
+    rest = df[~df.frozen]
+    assert df.picked.sum() == round(0.15 * len(rest)) and not (df.picked & df.frozen).any()
+    assert rest.score[rest.picked].min() >= rest.score[~rest.picked].max()
+    # scores are the masker's on the clean sequence
+    tokens = torch.from_numpy(tok.encode(piece))[None]
+    with torch.no_grad():
+        s = model.masker(model.encode(tokens, torch.ones(1, N, dtype=torch.bool)))[0]
+    assert np.allclose(df.score.to_numpy(), s.numpy(), atol=1e-5)
+
+
+def test_predictions_are_consistent_and_decoded(model, tok, piece):
+    df = explain_piece(model, tok, piece, top_k=4)
+    for a in tok.attributes:
+        assert (df[f"correct_{a}"] == (df[f"pred_{a}"] == df[f"true_{a}"])).all()
+        for pred, topk, loss in zip(df[f"pred_{a}"], df[f"topk_{a}"], df[f"loss_{a}"]):
+            assert len(topk) == 4 and topk[0][0] == pred
+            probs = [p for _, p in topk]
+            assert probs == sorted(probs, reverse=True) and 0 < probs[-1] <= probs[0] <= 1
+            assert loss > 0
+    assert df.pred_pitch.between(22, 107).all()
+    assert np.allclose(df.true_pitch, piece.pitch)
+    assert np.allclose(df.true_duration * 8, np.round(df.true_duration * 8))  # quarters on the 1/32 grid
+    assert np.allclose(df.true_duration, np.clip(np.round(piece.duration_q * 8), 1, 64) / 8)
+    # loss = -log p(true) whenever the true value is in the top-k
+    for v, topk, loss in zip(df.true_pitch, df.topk_pitch, df.loss_pitch):
+        for val, p in topk:
+            if val == v:
+                assert abs(-np.log(p) - loss) < 1e-4
+
+
+def test_each_note_masked_once_batched_and_loss_matches_manual(model, tok, piece):
+    spy = Spy(model).eval()
+    df = explain_piece(spy, tok, piece, ratio=0.15, batch_size=64)
+    N, K = len(piece), round(1 / 0.15)
+    recov = [c for c in spy.calls if c[2] is not None]
+    assert len(spy.calls) == 2 and len(recov) == 1  # one scoring pass, one batched recovery pass
+    tokens, am, heads_at = recov[0]
+    assert tokens.shape[0] == K
+    assert torch.equal(heads_at.sum(0), torch.ones(N, dtype=torch.long))  # every note masked exactly once
+    assert heads_at.sum(1).max() - heads_at.sum(1).min() <= 1  # ~ratio of the window per copy
+    assert (tokens[heads_at] == MASK_ID).all() and (tokens[~heads_at] != MASK_ID).all()
+    # recompute the copy that masks note 7 on its own
+    r = int(heads_at[:, 7].nonzero()[0, 0])
+    with torch.no_grad():
+        out = model(tokens[r:r + 1], am[r:r + 1], heads=True)
+    true = tok.encode(piece)[7]
+    j = tok.attributes.index("pitch")
+    lp = torch.log_softmax(out["logits"][j][0, 7], -1)[true[j]]
+    assert abs(float(-lp) - df.loss_pitch[7]) < 1e-4
+    assert not model.training
+
+
+def test_long_piece_windows_and_seed(model, tmp_path, make_midi):
+    tok = Tokenizer(TokenizerConfig(max_len=16, stride=12))
+    notes = [(i * 240, 240, 48 + (i * 7) % 36) for i in range(50)]
+    piece = tok.read(make_midi(tmp_path, notes, name="long.mid"))
+    torch.manual_seed(0)
+    m = MidiBert(ModelConfig.named("tiny", tok.vocab_sizes, tok.attributes, max_len=16))
+    spy = Spy(m)
+    df = explain_piece(spy, tok, piece, batch_size=8)
+    assert len(df) == 50 and df.loss_pitch.gt(0).all()
+    n_windows = len(tok.windows(50))
+    n_seqs = sum(c[0].shape[0] for c in spy.calls)
+    assert n_seqs == n_windows * (1 + 7) and len(spy.calls) <= n_windows + n_windows * 7 // 8 + 2
+    again = explain_piece(m, tok, piece, batch_size=8)
+    assert again.drop(columns=[c for c in again if c.startswith("topk_")]).equals(
+        df.drop(columns=[c for c in df if c.startswith("topk_")]))
+    other = explain_piece(m, tok, piece, seed=1, batch_size=8)
+    assert not np.allclose(other.loss_pitch, df.loss_pitch)
+    # a model shorter than the tokenizer's windows gets its own windows
+    short = MidiBert(ModelConfig.named("tiny", tok.vocab_sizes, tok.attributes, max_len=10))
+    tok_long = Tokenizer(TokenizerConfig(max_len=512))
+    assert len(explain_piece(short, tok_long, tok_long.read(make_midi(tmp_path, notes, name="l2.mid")))) == 50
+
+
+def test_freeze_book_and_errors(model, tok, piece):
+    book = FreezeBook()
+    book.register(3, len(piece))
+    book.flags[3][[0, 5, 9]] = True
+    df = explain_piece(model, tok, piece, freeze_book=book, piece_id=3)
+    assert df.index[df.frozen].tolist() == [0, 5, 9]
+    assert df.picked.sum() == round(0.15 * (len(piece) - 3)) and not (df.picked & df.frozen).any()
+    with pytest.raises(ValueError, match="piece_id"):
+        explain_piece(model, tok, piece, freeze_book=book)
+    other = Tokenizer(TokenizerConfig(use_velocity=True))
+    with pytest.raises(ValueError, match="does not match"):
+        explain_piece(model, other, piece)
+    empty = explain_piece(model, tok, piece.subset(np.zeros(0, dtype=np.int64)))
+    assert len(empty) == 0 and "loss_pitch" in empty.columns
+
+
+def test_recovery_accuracy_matches_validation(model, tok, tmp_path, make_midi):
+    samples = []
+    for k in range(5):
+        notes = [(i * 240, 240, 50 + (i * (k + 2)) % 30) for i in range(12 + 3 * k)]
+        p = tok.read(make_midi(tmp_path, notes, name=f"{k}.mid"))
+        t = tok.encode(p)
+        samples.append({"tokens": t, "note_ids": np.arange(len(t)), "piece_id": k, "window_start": 0})
+    acc = recovery_accuracy(model, samples, batch_size=2)
+    assert set(acc) == set(tok.attributes) and all(0 <= v <= 1 for v in acc.values())
+    from smu_explain.data import collate
+    batches = [collate(samples[i:i + 2]) for i in range(0, 5, 2)]
+    v = validate(model, batches)
+    assert acc == {a: v[f"acc_{a}"] for a in tok.attributes}
+    assert recovery_accuracy(model, batches) == acc  # same masks from collated batches
+    with pytest.raises(ValueError, match="no tokens"):
+        recovery_accuracy(model, [])

@@ -1,0 +1,171 @@
+"""MidiBert: configs, shapes, padding, masker head, save/load round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from smu_explain.model import CONFIG_NAME, WEIGHTS_NAME, MidiBert, ModelConfig, unwrap
+from smu_explain.tokenizer import MASK_ID, N_SPECIAL, PAD_ID, Tokenizer
+
+ATTRS = ["bar", "position", "pitch", "duration"]
+VOCAB = [34, 34, 88, 66]
+
+
+def tiny(**kw) -> MidiBert:
+    torch.manual_seed(0)
+    return MidiBert(ModelConfig.named("tiny", VOCAB, ATTRS, **kw)).eval()
+
+
+def rand_tokens(B: int, L: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randint(N_SPECIAL, v, (B, L), generator=g) for v in VOCAB], dim=-1)
+
+
+def test_named_sizes():
+    with torch.device("meta"):
+        t = MidiBert(ModelConfig.named("tiny", VOCAB, ATTRS))
+        s = MidiBert(ModelConfig.named("small", VOCAB, ATTRS))
+        b = MidiBert(ModelConfig.named("base", VOCAB, ATTRS))
+    assert t.num_parameters() < 1_000_000
+    sc, bc = s.config, b.config
+    assert (sc.n_layers, sc.d_model, sc.n_heads, sc.d_ff) == (4, 256, 4, 1024)
+    assert (bc.n_layers, bc.d_model, bc.n_heads, bc.d_ff) == (12, 768, 12, 3072)
+    assert len(s.blocks) == 4 and len(b.blocks) == 12
+    # 12 x 768 encoder: ~85M non-embedding parameters (7.08M per layer)
+    assert 84e6 < b.num_parameters(non_embedding=True) < 90e6
+    assert s.masker_head[0].out_features == 256 and b.masker_head[0].in_features == 768
+    with pytest.raises(ValueError, match="unknown model size"):
+        ModelConfig.named("huge", VOCAB, ATTRS)
+    assert ModelConfig.named("tiny", VOCAB, ATTRS, max_len=1024).max_len == 1024
+
+
+def test_real_tokenizer_vocab():
+    tok = Tokenizer()
+    m = MidiBert(ModelConfig.named("tiny", tok.vocab_sizes, tok.attributes))
+    assert [h.out_features for h in m.out_heads] == tok.vocab_sizes
+    assert (PAD_ID, MASK_ID) == (0, 1)
+
+
+@pytest.mark.parametrize("bad", [
+    dict(vocab_sizes=[10, 10], attributes=["a"]),
+    dict(vocab_sizes=[10, 2], attributes=["a", "b"]),
+    dict(vocab_sizes=[10], attributes=["a"], d_model=30, n_heads=4),
+    dict(vocab_sizes=[10], attributes=["a"], dropout=1.0),
+])
+def test_config_validation(bad):
+    with pytest.raises(ValueError):
+        ModelConfig(**bad)
+
+
+def test_config_json_round_trip():
+    c = ModelConfig.named("small", VOCAB, ATTRS, dropout=0.05)
+    c2 = ModelConfig.from_json(c.to_json())
+    assert c2 == c
+    d = json.loads(c.to_json())
+    d["bogus"] = 1
+    with pytest.raises(ValueError, match="bogus"):
+        ModelConfig.from_dict(d)
+
+
+def test_shapes_and_masker_range():
+    m = tiny()
+    x = rand_tokens(3, 20)
+    am = torch.ones(3, 20, dtype=torch.bool)
+    am[2, 15:] = False
+    h = m.encode(x, am)
+    assert h.shape == (3, 20, 64)
+    logits = m.heads(h)
+    assert [lg.shape for lg in logits] == [(3, 20, v) for v in VOCAB]
+    s = m.masker(h)
+    assert s.shape == (3, 20) and bool(((s > 0) & (s < 1)).all())
+    assert torch.allclose(torch.sigmoid(m.masker_logits(h)), s)
+    out = m(x, am, heads_at=am, masker=True)
+    assert [lg.shape for lg in out["logits"]] == [(int(am.sum()), v) for v in VOCAB]
+    assert torch.allclose(out["logits"][2], logits[2][am], atol=1e-6)
+    out2 = m(x, am, masker_input=h.detach() * 0)
+    assert "logits" not in out2
+    assert torch.allclose(out2["masker_logits"], m.masker_logits(torch.zeros_like(h)))
+
+
+def test_padding_does_not_change_real_tokens():
+    m = tiny()
+    x = rand_tokens(1, 12)
+    h_alone = m.encode(x, torch.ones(1, 12, dtype=torch.bool))
+    padded = torch.cat([x, rand_tokens(1, 7, seed=5)], dim=1)  # garbage after the real tokens
+    am = torch.zeros(1, 19, dtype=torch.bool)
+    am[0, :12] = True
+    h_pad = m.encode(padded, am)
+    assert torch.allclose(h_alone, h_pad[:, :12], atol=1e-5)
+    # and without the mask the garbage does leak in (the test can fail)
+    h_leak = m.encode(padded, None)
+    assert not torch.allclose(h_alone, h_leak[:, :12], atol=1e-3)
+
+
+def test_full_mask_fast_path_and_all_padding_row():
+    m = tiny()
+    x = rand_tokens(2, 10)
+    full = torch.ones(2, 10, dtype=torch.bool)
+    assert torch.allclose(m.encode(x, full), m.encode(x, None))
+    am = full.clone()
+    am[1] = False  # a sample made only of padding must not produce NaN for the others
+    h = m.encode(x, am)
+    assert torch.isfinite(h).all()
+
+
+def test_too_long_and_bad_shapes():
+    m = tiny(max_len=16)
+    with pytest.raises(ValueError, match="max_len"):
+        m.encode(rand_tokens(1, 17))
+    with pytest.raises(ValueError, match="tokens must be"):
+        m.encode(rand_tokens(1, 8)[..., :3])
+    with pytest.raises(ValueError, match="attention_mask"):
+        m.encode(rand_tokens(1, 8), torch.ones(1, 9, dtype=torch.bool))
+
+
+def test_gradients_reach_every_recoverer_parameter():
+    m = tiny().train()
+    x = rand_tokens(2, 16)
+    out = m(x, None, heads=True, masker=True)
+    loss = sum(lg.logsumexp(-1).mean() for lg in out["logits"]) + out["masker_logits"].mean()
+    loss.backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_save_load_round_trip(tmp_path):
+    m = tiny()
+    x = rand_tokens(2, 16)
+    d = tmp_path / "ckpt"
+    m.save_pretrained(d, extra={"tokenizer": Tokenizer().config.to_dict(), "strategy": {"name": "random"}})
+    assert sorted(p.name for p in d.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    assert not [p for p in tmp_path.iterdir() if p.name != "ckpt"]  # no temp leftovers
+    meta = json.loads((d / CONFIG_NAME).read_text())
+    assert meta["model"]["vocab_sizes"] == VOCAB and meta["tokenizer"]["max_len"] == 512
+    m2 = MidiBert.from_pretrained(d).eval()
+    assert m2.checkpoint_info["strategy"] == {"name": "random"}
+    assert torch.allclose(m.encode(x), m2.encode(x))
+    # overwrite in place (existing folder): new weights replace the old ones
+    with torch.no_grad():
+        m.out_heads[0].bias.fill_(0.5)
+    m.save_pretrained(d)
+    m3 = MidiBert.from_pretrained(d)
+    assert torch.allclose(m3.out_heads[0].bias, torch.full_like(m3.out_heads[0].bias, 0.5))
+    assert sorted(p.name for p in d.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    with pytest.raises(ValueError, match="reserved"):
+        m.save_pretrained(tmp_path / "x", extra={"model": {}})
+
+
+def test_unwrap():
+    m = tiny()
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    assert unwrap(Wrapper(Wrapper(m))) is m
+    with pytest.raises(TypeError):
+        unwrap(torch.nn.Linear(2, 2))

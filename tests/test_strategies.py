@@ -1,0 +1,304 @@
+"""Masking strategies: selection rules, corruption, masker targets, gradient routing, validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from smu_explain.masker import (
+    AdversarialStrategy, StrategyConfig, corrupt, make_strategy, n_to_pick, top_ratio, validate,
+    validation_mask,
+)
+from smu_explain.model import MidiBert, ModelConfig
+from smu_explain.tokenizer import MASK_ID, N_SPECIAL, PAD_ID
+
+ATTRS = ["bar", "position", "pitch", "duration"]
+VOCAB = [34, 34, 88, 66]
+
+
+def tiny(seed: int = 0) -> MidiBert:
+    torch.manual_seed(seed)
+    return MidiBert(ModelConfig.named("tiny", VOCAB, ATTRS, max_len=64))
+
+
+def make_batch(B: int = 4, L: int = 40, seed: int = 0, lengths=None) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.stack([torch.randint(N_SPECIAL, v, (B, L), generator=g) for v in VOCAB], dim=-1)
+    tokens[..., 0] = torch.where(torch.rand(B, L, generator=g) < 0.3, 3, 2)  # bar: new bar sometimes
+    lengths = lengths or [L - 7 * b for b in range(B)]
+    am = torch.arange(L)[None, :] < torch.tensor(lengths)[:, None]
+    tokens[~am] = PAD_ID
+    note_ids = torch.where(am, torch.arange(L)[None, :], torch.full((B, L), -1))
+    return {"tokens": tokens, "attention_mask": am, "piece_id": torch.arange(B), "note_ids": note_ids}
+
+
+# ---------------------------------------------------------------- selection
+
+@pytest.mark.parametrize("name", ["random", "adversarial", "bar"])
+def test_padding_and_frozen_never_selected(name):
+    m = tiny()
+    s = make_strategy(name, freeze=True) if name == "adversarial" else make_strategy(name)
+    batch = make_batch()
+    frozen = torch.zeros_like(batch["attention_mask"])
+    frozen[:, ::3] = True  # freeze every third token of every sample
+    if s.freeze_book is None:  # random/bar honour a freeze book too when one is attached
+        from smu_explain.masker import FreezeBook
+        s.freeze_book = FreezeBook()
+    for b in range(4):
+        s.freeze_book.register(b, 40)
+        s.freeze_book.flags[b][::3] = True
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        picked = s.select(m, batch, g)
+        assert not (picked & ~batch["attention_mask"]).any()
+        assert not (picked & frozen).any()
+        assert picked.sum(1).min() >= 1
+
+
+def test_exact_ratio_per_sample():
+    am = torch.zeros(3, 50, dtype=torch.bool)
+    am[0, :50] = True
+    am[1, :20] = True
+    am[2, :3] = True
+    picked = top_ratio(torch.rand(3, 50), am, 0.15)
+    assert picked.sum(1).tolist() == [8, 3, 1]  # round(7.5)=8, round(3)=3, at least 1
+    assert n_to_pick(torch.tensor([0, 1, 100]), 0.15).tolist() == [0, 1, 15]
+
+
+def test_adversarial_picks_highest_scores():
+    s = make_strategy("adversarial", freeze=False)
+    batch = make_batch(B=2, L=20, lengths=[20, 20])
+    scores = torch.arange(40, dtype=torch.float32).view(2, 20) % 20  # increasing along the sequence
+    scores[1] = scores[1].flip(0)
+    picked = s._pick(scores, batch, None)
+    assert picked[0].nonzero().flatten().tolist() == [17, 18, 19]
+    assert picked[1].nonzero().flatten().tolist() == [0, 1, 2]
+
+
+def test_ratio_range_and_noise():
+    s = make_strategy("adversarial", ratio_range=(0.1, 0.3), score_noise=0.5, freeze=False)
+    batch = make_batch(B=1, L=60, lengths=[60])
+    counts = {int(s._pick(torch.zeros(1, 60), batch, torch.Generator().manual_seed(i)).sum()) for i in range(30)}
+    assert min(counts) >= 6 and max(counts) <= 18 and len(counts) > 3
+    with pytest.raises(ValueError):
+        StrategyConfig(name="adversarial", ratio_range=(0.3, 0.1))
+
+
+def test_bar_strategy_takes_whole_bars():
+    m = tiny()
+    s = make_strategy("bar")
+    batch = make_batch(B=3, L=40, lengths=[40, 30, 25])
+    am = batch["attention_mask"]
+    bar_idx = torch.cumsum((batch["tokens"][..., 0] - N_SPECIAL).clamp_min(0) * am, dim=1)
+    for seed in range(10):
+        picked = s.select(m, batch, torch.Generator().manual_seed(seed))
+        for b in range(3):
+            bars = set(bar_idx[b][picked[b]].tolist())
+            whole = torch.zeros(40, dtype=torch.bool)
+            for k in bars:
+                whole |= (bar_idx[b] == k) & am[b]
+            assert torch.equal(whole, picked[b])
+            assert picked[b].sum() >= round(0.15 * int(am[b].sum()))
+
+
+# ---------------------------------------------------------------- corruption
+
+def test_corruption_80_10_10():
+    g = torch.Generator().manual_seed(0)
+    B, L = 64, 4000
+    tokens = torch.stack([torch.randint(N_SPECIAL, v, (B, L), generator=g) for v in VOCAB], dim=-1)
+    picked = torch.rand(B, L, generator=g) < 0.5
+    out = corrupt(tokens, picked, VOCAB, 0.8, 0.1, g)
+    assert torch.equal(out[~picked], tokens[~picked])  # untouched outside the picked tokens
+    p_out, p_in = out[picked], tokens[picked]
+    n = p_out.shape[0]
+    masked = (p_out == MASK_ID).all(-1)
+    changed = ~masked & (p_out != p_in).any(-1)
+    same = (p_out == p_in).all(-1)
+    # random tokens equal the original on all attributes with prob prod(1/(V-2)) ~ 0
+    se = 3 * (0.1 * 0.9 / n) ** 0.5
+    assert abs(masked.float().mean() - 0.8) < 3 * (0.8 * 0.2 / n) ** 0.5
+    assert abs(changed.float().mean() - 0.1) < se and abs(same.float().mean() - 0.1) < se
+    assert not ((p_out == MASK_ID).any(-1) & ~masked).any()  # MASK is all-or-nothing per token
+    rnd = p_out[changed]
+    for j, v in enumerate(VOCAB):  # random ids are regular ids of that attribute, all of them reachable
+        assert rnd[:, j].min() == N_SPECIAL and rnd[:, j].max() == v - 1
+
+
+# ---------------------------------------------------------------- masker targets
+
+def test_masker_targets_per_sample_no_sign_flip():
+    s = AdversarialStrategy(StrategyConfig(name="adversarial", freeze=False))
+    g = torch.Generator().manual_seed(1)
+    B, L = 6, 50
+    picked = torch.rand(B, L, generator=g) < 0.4
+    losses = torch.rand(int(picked.sum()), generator=g)
+    labelled, target = s.masker_targets(picked, losses)
+    grid = torch.full((B, L), float("nan"))
+    grid[picked] = losses
+    for b in range(B):  # odd and even samples alike
+        idx = picked[b].nonzero().flatten()
+        vals = grid[b, idx]
+        n = len(idx)
+        k = max(1, round(0.3 * n))
+        order = idx[torch.argsort(vals, descending=True)]
+        top, bottom = set(order[:k].tolist()), set(order[-k:].tolist())
+        assert set(labelled[b].nonzero().flatten().tolist()) == top | bottom
+        assert all(target[b, i] == 1 for i in top), f"sample {b}"
+        assert all(target[b, i] == 0 for i in bottom), f"sample {b}"
+        # the highest-loss token is labelled 1, the lowest 0
+        assert target[b, idx[vals.argmax()]] == 1 and target[b, idx[vals.argmin()]] == 0
+    assert not (labelled & ~picked).any()
+    assert target.grad_fn is None and not target.requires_grad
+
+
+def test_masker_targets_small_samples():
+    s = AdversarialStrategy(StrategyConfig(name="adversarial", freeze=False))
+    picked = torch.zeros(3, 5, dtype=torch.bool)
+    picked[0, 0] = True                      # one picked token: no label
+    picked[1, :2] = True                     # two: one of each
+    picked[2, :3] = True
+    labelled, target = s.masker_targets(picked, torch.tensor([1.0, 0.2, 0.9, 0.1, 0.5, 0.7]))
+    assert labelled[0].sum() == 0
+    assert target[1, 1] == 1 and target[1, 0] == 0 and labelled[1].sum() == 2  # losses 0.2, 0.9
+    assert target[2, 0] == 0 and target[2, 2] == 1 and not labelled[2, 1]  # 0.1 bottom, 0.7 top
+
+
+def test_loss_feeds_detached_per_token_recovery_loss_to_targets(monkeypatch):
+    m = tiny().eval()
+    s = make_strategy("adversarial", freeze=False)
+    seen = {}
+    orig = s.masker_targets
+
+    def spy(picked, token_loss):
+        seen["picked"], seen["loss"] = picked, token_loss
+        out = orig(picked, token_loss)
+        seen["target"] = out[1]
+        return out
+
+    monkeypatch.setattr(s, "masker_targets", spy)
+    loss, stats = s.loss(m, make_batch(), {"generator": torch.Generator().manual_seed(0)})
+    assert seen["loss"].grad_fn is None and not seen["loss"].requires_grad
+    assert seen["loss"].shape[0] == int(seen["picked"].sum()) == stats["n_picked"]
+    assert seen["target"].grad_fn is None
+    assert stats["masker_loss"] > 0 and stats["n_labelled"] > 0
+    assert abs(stats["loss"] - stats["recovery_loss"] - stats["masker_loss"]) < 1e-4
+
+
+def _grads(model, strategy, batch, seed):
+    model.zero_grad(set_to_none=True)
+    loss, _ = strategy.loss(model, batch, {"generator": torch.Generator().manual_seed(seed)})
+    loss.backward()
+    return {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("mode", ["head", "full"])
+def test_gradient_routing_of_masker_loss(mode):
+    """Difference of gradients with and without the masker BCE = the BCE's own gradient."""
+    m = tiny().eval()  # no dropout: both runs see identical computations
+    batch = make_batch()
+    with_bce = _grads(m, make_strategy("adversarial", masker_grad=mode, freeze=False), batch, 3)
+    without = _grads(m, make_strategy("adversarial", masker_grad=mode, masker_weight=0.0, freeze=False), batch, 3)
+    diff = {n: (with_bce[n] - without[n]).abs().max().item() for n in with_bce}
+    # the recoverer's output heads never receive gradient from the masker loss
+    assert all(diff[n] < 1e-7 for n in diff if n.startswith("out_heads"))
+    assert diff["masker_head.2.weight"] > 1e-6 and diff["masker_head.0.weight"] > 1e-6
+    backbone = [n for n in diff if n.startswith(("blocks", "in_proj", "embeddings", "ln_f"))]
+    if mode == "head":  # the BCE only trains the masker head
+        assert all(diff[n] < 1e-7 for n in backbone)
+    else:  # the authors' variant: the BCE reaches the shared backbone
+        assert max(diff[n] for n in backbone) > 1e-6
+    # without the BCE the masker head gets no gradient at all (no other loss on all positions)
+    assert without["masker_head.2.weight"].abs().max() == 0
+
+
+def test_recovery_label_has_no_gradient_path_to_recoverer_logits():
+    """d(masker_loss)/d(recoverer logits) == 0: build the pieces by hand and differentiate."""
+    m = tiny().eval()
+    s = make_strategy("adversarial", freeze=False)
+    batch = make_batch()
+    picked = s.select(m, batch, torch.Generator().manual_seed(0))
+    out = m(batch["tokens"].masked_fill(picked[..., None], MASK_ID), batch["attention_mask"], heads_at=picked,
+            masker=True)
+    for lg in out["logits"]:
+        lg.retain_grad()
+    from smu_explain.masker import per_token_ce
+    ce = per_token_ce(out["logits"], batch["tokens"][picked])
+    labelled, target = s.masker_targets(picked, ce.sum(1))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(out["masker_logits"][labelled], target[labelled])
+    grads = torch.autograd.grad(bce, out["logits"], allow_unused=True)
+    assert all(g is None or g.abs().max() == 0 for g in grads)
+
+
+# ---------------------------------------------------------------- weights and state
+
+def test_attribute_weightings():
+    m = tiny()
+    batch = make_batch()
+    w = make_strategy("random", attr_weighting="vocab").attr_weights(VOCAB, torch.device("cpu"))
+    assert torch.allclose(w, torch.tensor(VOCAB, dtype=torch.float32) / sum(VOCAB))
+    s = make_strategy("adversarial", freeze=False)
+    assert s.config.attr_weighting == "inverse_accuracy"
+    assert torch.allclose(s.attr_weights(VOCAB, torch.device("cpu")), torch.full((4,), 0.25))  # start equal
+    s.acc_ema = [0.5, 0.25, 0.1, 1.0]
+    inv = torch.tensor([2.0, 4.0, 10.0, 1.0])
+    assert torch.allclose(s.attr_weights(VOCAB, torch.device("cpu")), inv / inv.sum())
+    s2 = make_strategy("adversarial", freeze=False, acc_momentum=0.5)
+    _, st1 = s2.loss(m, batch)
+    assert s2.acc_ema == pytest.approx([st1[f"acc_{a}"] for a in ATTRS])
+    _, st2 = s2.loss(m, batch)
+    assert s2.acc_ema == pytest.approx([0.5 * st1[f"acc_{a}"] + 0.5 * st2[f"acc_{a}"] for a in ATTRS])
+    with pytest.raises(ValueError):
+        StrategyConfig(attr_weighting="loudest")
+
+
+def test_state_dict_json_round_trip():
+    m = tiny()
+    s = make_strategy("adversarial", freeze_every=1)
+    s.loss(m, make_batch())
+    s.end_epoch(0, m, [make_batch()])
+    state = json.loads(json.dumps(s.state_dict()))
+    s2 = make_strategy(StrategyConfig.from_dict(state["config"]))
+    s2.load_state_dict(state)
+    assert s2.acc_ema == s.acc_ema
+    assert s2.freeze_book.state_dict() == s.freeze_book.state_dict()
+    with pytest.raises(ValueError):
+        make_strategy("random").load_state_dict(state)
+
+
+def test_every_strategy_trains_one_step_finite():
+    m = tiny().train()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    for name, kw in [("random", {}), ("bar", {}), ("adversarial", {"masker_grad": "head"}),
+                     ("adversarial", {"masker_grad": "full"})]:
+        loss, stats = make_strategy(name, **kw).loss(m, make_batch())
+        assert torch.isfinite(loss) and loss.requires_grad and all(np.isfinite(v) for v in stats.values())
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+
+# ---------------------------------------------------------------- validation
+
+def test_validation_masks_fixed_and_shared():
+    am = make_batch()["attention_mask"]
+    a, b = validation_mask(am, 3), validation_mask(am, 3)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, validation_mask(am, 4))
+    assert not torch.equal(a, validation_mask(am, 3, seed=1))
+    assert not (a & ~am).any()
+    assert a.sum(1).tolist() == n_to_pick(am.sum(1), 0.15).tolist()
+    m = tiny()
+    loader = [make_batch(seed=i) for i in range(3)]
+    torch.manual_seed(123)  # global RNG state must not matter
+    r1 = make_strategy("random").validate(m, loader)
+    torch.manual_seed(999)
+    r2 = make_strategy("adversarial").validate(m, loader)
+    r3 = make_strategy("bar").validate(m, loader)
+    assert r1 == r2 == r3
+    assert set(r1) >= {"loss", "acc", "n_tokens"} | {f"acc_{a}" for a in ATTRS}
+    assert m.training  # restored
+    assert validate(m, loader, seed=1) != r1
