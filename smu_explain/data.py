@@ -25,10 +25,10 @@ Tasks and labels (rules)
     - ``emotion`` (sequence level, EMOPIA): quadrant ``Q1``..``Q4`` from the file
       name ``Q<n>_<songID>_<clip>.mid`` (a song ID may contain ``_``). Split unit =
       the song.
-    - ``pretrain``: Pop1K7 + POP909 + ASAP + EMOPIA, minus every validation and test
-      piece of the fine-tuning tasks under the same split settings (POP909 songs,
-      ASAP works, EMOPIA songs). The remaining pieces are split 95/5 by group into
-      ``train``/``val`` (for monitoring MLM loss); ``test`` is empty.
+    - ``pretrain``: Pop1K7 + POP909 + ASAP + EMOPIA, minus every POP909 song, ASAP
+      work and EMOPIA song that has a piece in a fine-tuning validation or test split
+      under the same split settings and seed. The remaining pieces are split 95/5
+      by group into ``train``/``val`` (for monitoring MLM loss); ``test`` is empty.
     - ``folder``: a folder of MIDI files plus a CSV with columns ``file,label``
       (optional ``group`` column: pieces sharing a group never straddle splits;
       default group = the file). Sequence-level labels.
@@ -39,7 +39,9 @@ Splits
     seed and the same groups give the same split. ``"midibert"``: the lists in
     ``splits_midibert/pop909.json`` (865 4/4 songs: the other 44 POP909 songs are
     left out) or ``emopia.json`` (clip lists: MidiBERT's EMOPIA split is *not* by
-    song, many songs have clips in two splits; the split info says how many). ``"emopia"``: EMOPIA's own ``split_by_song/*.csv``.
+    song: 139 songs have clips in two splits; the split info says how many).
+    ``"emopia"``: EMOPIA's own ``split_by_song/*.csv`` (by song; 1051 of the 1078
+    clips are listed, the other 27 are left out). ASAP has only ``"ours"``.
 
 Tokenized cache
     One ``.npz`` per (file content, tokenizer config) under ``cache_dir()``
@@ -48,6 +50,13 @@ Tokenized cache
     the MIDI bytes (plus the annotation bytes for re-timed ASAP performances), so
     changing either misses the cache. Written atomically (temp file + ``os.replace``),
     read with ``allow_pickle=False``; a broken entry is ignored and rewritten.
+
+Windows and batches
+    ``EncodedPiece`` keeps a file's tokens (N, A) and its windows (from
+    ``tokenizer.encode_windows``) as note spans; ``TokenDataset`` serves one window
+    per sample and ``collate`` pads them into the batch of ARCHITECTURE.md.
+    ``save_tokenized``/``load_tokenized`` write/read a tokenized task folder
+    (``<split>.npz`` + ``tokenizer.json`` + ``manifest.json``), as ``smu tokenize`` does.
 
 Building a dataset never stops at a bad file: files that raise ``SMUInputError``
 are skipped and reported as ``(path, reason)``.
@@ -455,8 +464,9 @@ def folder_task(folder: str | os.PathLike, labels_csv: str | os.PathLike, seed: 
 
     Rules (each breach raises ``SMUInputError`` naming the file and the reason):
     the CSV must exist and have ``file`` and ``label`` columns; every listed
-    file must exist inside ``folder``; a file may be listed once; every MIDI file
-    (``*.mid``/``*.midi``, recursively) of the folder must have a row; when
+    file must exist inside ``folder`` (relative path, or absolute inside it); a file
+    may be listed once; every music file of the folder (recursively, the extensions
+    the tokenizer reads: MIDI and MusicXML/kern/ABC scores) must have a row; when
     ``classes`` is given every label must be one of them (else the classes are
     the sorted distinct labels). Unreadable MIDI files are skipped later, at
     tokenization, and reported.
@@ -480,14 +490,22 @@ def folder_task(folder: str | os.PathLike, labels_csv: str | os.PathLike, seed: 
             raise SMUInputError(labels_csv, f"line {i}: empty file name")
         if not row["label"]:
             raise SMUInputError(labels_csv, f"line {i}: empty label for {f}")
+        if Path(f).is_absolute():
+            try:
+                f = Path(f).resolve().relative_to(folder.resolve()).as_posix()
+            except ValueError:
+                raise SMUInputError(f, f"listed in {labels_csv.name} (line {i}) but not inside {folder}") from None
         key = Path(f).as_posix()
         if key in seen:
             raise SMUInputError(labels_csv, f"line {i}: {f} is listed twice")
         if not (folder / f).is_file():
             raise SMUInputError(folder / f, f"listed in {labels_csv.name} (line {i}) but not found")
         seen[key] = row
+    from .tokenizer import MIDI_EXTENSIONS, SCORE_EXTENSIONS
+
+    exts = set(MIDI_EXTENSIONS) | set(SCORE_EXTENSIONS)
     on_disk = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                     if p.is_file() and p.suffix.lower() in (".mid", ".midi"))
+                     if p.is_file() and p.suffix.lower() in exts)
     missing = [f for f in on_disk if f not in seen]
     if missing:
         raise SMUInputError(missing[0] if len(missing) == 1 else folder,
@@ -519,6 +537,8 @@ def build_task(task: str, path: str | os.PathLike | None = None, labels: str | o
     if task == "folder":
         if path is None or labels is None:
             raise ValueError("the folder task needs a folder and a labels CSV")
+        if split != "ours":
+            raise ValueError("folder: only split='ours' exists (use a group column to keep files together)")
         return folder_task(path, labels, seed)
     if task == "melody":
         return melody_task(path, split, seed)
@@ -617,7 +637,8 @@ def beat_quarters(down: np.ndarray, sigs: Mapping[int, tuple[int, int]]) -> tupl
     Rule: bars run from downbeat to downbeat and last ``4*num/den`` quarters of
     the time signature in force; the beats inside a bar divide it evenly (so an
     irregular beat count still fills the bar). The last bar uses the beat length
-    of the bar before (or its metre's default). Beats before the first downbeat
+    of the bar before when the metre is unchanged, else its metre's default beat
+    (numerator beats; numerator/3 for compound x/8 and x/16 metres). Beats before the first downbeat
     (a pickup) get the first bar's beat length and end at the first downbeat,
     which is put at a whole bar (0 when there is no pickup) so positions are >= 0.
     """
@@ -634,6 +655,7 @@ def beat_quarters(down: np.ndarray, sigs: Mapping[int, tuple[int, int]]) -> tupl
     ts_events: list[tuple[float, int, int]] = []
     pos = 0.0
     beat_len = None
+    prev_sig = sig
     for k, start in enumerate(db):
         for i in sorted(sigs):
             if start >= i and (k == 0 or i > db[k - 1]):
@@ -643,9 +665,10 @@ def beat_quarters(down: np.ndarray, sigs: Mapping[int, tuple[int, int]]) -> tupl
         m = end - start
         if k + 1 < len(db):
             beat_len = bar_q / m
-        elif beat_len is None:
-            beats = sig[0] // 3 if sig[1] == 8 and sig[0] % 3 == 0 and sig[0] > 3 else sig[0]
+        elif beat_len is None or sig != prev_sig:
+            beats = sig[0] // 3 if sig[1] in (8, 16) and sig[0] % 3 == 0 and sig[0] > 3 else sig[0]
             beat_len = bar_q / beats
+        prev_sig = sig
         if not ts_events or ts_events[-1][1:] != sig:
             ts_events.append((pos, sig[0], sig[1]))
         q[start:end] = pos + beat_len * np.arange(m)
@@ -800,6 +823,7 @@ def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -812,6 +836,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -847,12 +872,13 @@ def _encode_arrays(ref: PieceRef, tokenizer: Any) -> dict[str, np.ndarray]:
     if len(tokens) == 0:
         raise SMUInputError(ref.path, "no notes left after reading (empty or drums only)")
     spans, first = window_spans(tokenizer, piece, tokens)
+    dt = _small_int_dtype(tokenizer)  # stored small, read back as int64
     return {
-        "tokens": tokens,
+        "tokens": tokens.astype(dt),
         "win_spans": spans,
-        "win_first": first,
-        "velocity": np.asarray(piece.velocity, dtype=np.int64),
-        "track": np.asarray(piece.track, dtype=np.int64),
+        "win_first": first.astype(dt),
+        "velocity": np.asarray(piece.velocity, dtype=np.int16),
+        "track": np.asarray(piece.track, dtype=np.int32),
         "track_names": np.asarray([str(n) for n in piece.track_names] or [""], dtype=np.str_),
     }
 
@@ -923,8 +949,9 @@ def encode_ref(ref: PieceRef, tokenizer: Any, task: str = "pretrain",
     note_labels = None
     if task in NOTE_LABELERS:
         note_labels = NOTE_LABELERS[task](_NoteInfo(arrays), ref.path)
-    return EncodedPiece(ref.name, ref.group, ref.source, str(ref.path), arrays["tokens"],
-                        arrays["win_spans"], arrays["win_first"], note_labels, ref.label)
+    return EncodedPiece(ref.name, ref.group, ref.source, str(ref.path), arrays["tokens"].astype(np.int64),
+                        arrays["win_spans"].astype(np.int64), arrays["win_first"].astype(np.int64),
+                        note_labels, ref.label)
 
 
 def check_tokenizer_for_task(tokenizer: Any, task: str) -> None:
@@ -1284,9 +1311,14 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
             raise SMUInputError(args.path or ".", "--task folder needs a MIDI folder PATH and --labels CSV")
     elif args.labels is not None:
         raise SMUInputError(args.labels, "--labels is only used with --task folder")
-    task = build_task(args.task, args.path, args.labels, seed=args.seed, split=args.split,
-                      asap_source=args.asap_source)
-    tok = make_tokenizer(args.task, args.max_len, args.stride)
+    try:
+        task = build_task(args.task, args.path, args.labels, seed=args.seed, split=args.split,
+                          asap_source=args.asap_source)
+        tok = make_tokenizer(args.task, args.max_len, args.stride)
+    except ValueError as e:
+        if isinstance(e, SMUInputError):
+            raise
+        raise SystemExit(f"smu tokenize: {e}") from None
     cache = TokenCache(args.cache_dir, enabled=not args.no_cache)
     built = build_datasets(task, tok, cache, progress=True, seed=args.seed, limit=args.limit)
     out = save_tokenized(built, tok, args.out, extra={"data_path": str(args.path or data_root()),

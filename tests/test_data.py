@@ -307,6 +307,9 @@ def test_beat_quarters_bars_pickups_and_metre_changes():
     assert ts == [(0.0, 3, 4), (6.0, 6, 8)]
     q, ts = D.beat_quarters(np.array([1, 0, 1, 0], dtype=bool), {0: (2, 2)})
     assert q.tolist() == [0.0, 2.0, 4.0, 6.0] and ts == [(0.0, 2, 2)]
+    # a metre change on the last bar: its beat is the new metre's (6/8 -> dotted quarter)
+    q, ts = D.beat_quarters(np.array([1, 0, 0, 0, 1, 0, 0], dtype=bool), {0: (4, 4), 4: (6, 8)})
+    assert q.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.5, 7.0] and ts == [(0.0, 4, 4), (4.0, 6, 8)]
 
 
 def test_read_beat_annotations_errors(tmp_path):
@@ -418,6 +421,13 @@ def test_folder_task_labels_and_splits(user_folder):
     assert len(refs) == 7
     assert {r.name: task.classes[r.label] for r in refs}["p1.mid"] == "happy"
     assert D.folder_task(folder, labels, classes=["sad", "happy", "angry"]).classes[0] == "sad"
+    # absolute paths inside the folder are accepted, outside it refused
+    text = labels.read_text().replace("p0.mid,", f"{folder / 'p0.mid'},")
+    labels.write_text(text)
+    assert "p0.mid" in {r.name for r in D.folder_task(folder, labels).all_refs()}
+    labels.write_text(text.replace(str(folder / "p0.mid"), str(folder.parent / "p0.mid")))
+    with pytest.raises(SMUInputError, match="not inside"):
+        D.folder_task(folder, labels)
 
 
 def test_folder_task_group_column(tmp_path, make_midi):
