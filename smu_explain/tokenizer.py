@@ -52,7 +52,11 @@ Bars (time signatures)
     * Pickup bars: the grid always starts at tick 0. An anacrusis written as a partial
       first bar (e.g. 1/4 or 2/4 at tick 0 followed by 4/4 one short bar later) gives a
       short bar 0 through the rules above; an anacrusis written inside a full first
-      bar (leading rests) stays at its position in that bar.
+      bar (leading rests) stays at its position in that bar. A MIDI file that starts
+      the pickup at tick 0 under the full metre cannot be told apart from a downbeat
+      start and is read as such. Scores read through music21 keep their pickup: a
+      first measure shorter than its metre (music21 ``paddingLeft``) is written as a
+      partial first bar before the rules run.
     * ``Piece.bar_starts_q``/``bar_lengths_q`` cover bar 0 through the bar holding the
       last onset; ``Piece.bar``/``beat`` are a note's 0-based bar and its onset in
       quarter notes from that bar's start.
@@ -100,7 +104,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import os
@@ -395,8 +398,29 @@ def _load_bytes(source, path_str: str) -> tuple[bytes, str]:
     return data, ("midi" if ext in MIDI_EXTENSIONS else "score")
 
 
-def _score_to_midi_bytes(data: bytes, path_str: str, source) -> bytes:
-    """Convert a MusicXML/Humdrum/ABC score to MIDI bytes with music21."""
+def _score_pickup_quarters(score) -> float:
+    """Length in quarters of a pickup (anacrusis) first measure, 0.0 if there is none."""
+    parts = list(score.parts) if hasattr(score, "parts") and len(score.parts) else [score]
+    measures = parts[0].getElementsByClass("Measure")
+    if not len(measures):
+        return 0.0
+    m0 = measures[0]
+    try:
+        bar = float(m0.barDuration.quarterLength)
+        pad = float(m0.paddingLeft or 0.0)
+    except Exception:  # noqa: BLE001 - no time signature / odd measure: no pickup
+        return 0.0
+    if pad <= 0 or pad >= bar:
+        return 0.0
+    return bar - pad
+
+
+def _score_to_midi_bytes(data: bytes, path_str: str, source) -> tuple[bytes, float]:
+    """Convert a MusicXML/Humdrum/ABC score to MIDI bytes with music21.
+
+    Returns (MIDI bytes, pickup length in quarters or 0.0). music21's MIDI puts a
+    pickup measure at tick 0 and loses its partial length; the reader restores it.
+    """
     try:
         import music21
         from music21.midi import translate
@@ -405,6 +429,7 @@ def _score_to_midi_bytes(data: bytes, path_str: str, source) -> bytes:
             score = music21.converter.parse(str(source))
         else:
             score = music21.converter.parse(data)
+        pickup = _score_pickup_quarters(score)
         mf = translate.music21ObjectToMidiFile(score)
         out = mf.writestr()
     except SMUInputError:
@@ -413,7 +438,22 @@ def _score_to_midi_bytes(data: bytes, path_str: str, source) -> bytes:
         raise SMUInputError(path_str, f"cannot read score with music21: {type(e).__name__}: {e}") from e
     if not out:
         raise SMUInputError(path_str, "music21 produced no MIDI data")
-    return bytes(out)
+    return bytes(out), pickup
+
+
+def _with_pickup(ts_events: list[tuple[float, int, int]], pickup_q: float) -> list[tuple[float, int, int]]:
+    """Write a pickup of ``pickup_q`` quarters as a partial first bar (its own short metre
+    from 0, the score's first metre from ``pickup_q``), as a MIDI file would."""
+    den = next((d for d in (4, 8, 16, 32, 64) if abs(pickup_q * d / 4 - round(pickup_q * d / 4)) < _EPS), None)
+    if den is None or pickup_q <= 0:
+        return ts_events
+    at0 = [e for e in ts_events if abs(e[0]) < _EPS]
+    first = at0[-1][1:] if at0 else (4, 4)
+    rest = [e for e in ts_events if abs(e[0]) >= _EPS]
+    events = [(0.0, int(round(pickup_q * den / 4)), den)]
+    if not any(abs(e[0] - pickup_q) < _EPS for e in rest):
+        events.append((pickup_q, first[0], first[1]))
+    return events + rest
 
 
 def _tempo_seconds(ticks: np.ndarray, tempo_ticks: np.ndarray, tempo_mspq: np.ndarray, tpq: int) -> np.ndarray:
@@ -492,7 +532,7 @@ def build_bar_grid(
         else:
             k = math.ceil((t - cur_start) / cur_len - _EPS)
             eff = cur_start + k * cur_len
-        if eff >= end_q + cur_len:  # past the end of the piece: nothing changes
+        if eff > end_q + _EPS:  # takes effect after the last onset: nothing changes
             break
         if eff > cur_start + _EPS:
             nb = int(round((eff - cur_start) / cur_len))
@@ -527,7 +567,9 @@ def read_piece(source, name: str | None = None, *, config: "TokenizerConfig | No
         name = Path(path_str).stem if isinstance(source, (str, os.PathLike)) else "piece"
     data, kind = _load_bytes(source, path_str)
     if kind == "score":
-        data = _score_to_midi_bytes(data, path_str, source)
+        data, pickup_q = _score_to_midi_bytes(data, path_str, source)
+    else:
+        pickup_q = 0.0
     tpq = validate_midi_bytes(data, path_str)
     try:
         import symusic
@@ -536,14 +578,15 @@ def read_piece(source, name: str | None = None, *, config: "TokenizerConfig | No
     except Exception as e:
         raise SMUInputError(path_str, f"unreadable MIDI: {type(e).__name__}: {e}") from e
     try:
-        return _piece_from_score(score, tpq, name, path_str, cfg)
+        return _piece_from_score(score, tpq, name, path_str, cfg, pickup_q)
     except SMUInputError:
         raise
-    except (ValueError, OverflowError, MemoryError, IndexError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 - odd content must surface as a typed input error
         raise SMUInputError(path_str, f"unusable MIDI content: {type(e).__name__}: {e}") from e
 
 
-def _piece_from_score(score, tpq: int, name: str, path_str: str, cfg: TokenizerConfig) -> Piece:
+def _piece_from_score(score, tpq: int, name: str, path_str: str, cfg: TokenizerConfig,
+                      pickup_q: float = 0.0) -> Piece:
     if score.ticks_per_quarter != tpq:  # symusic read something else than the header says
         tpq = int(score.ticks_per_quarter)
         if not 1 <= tpq <= MAX_TICKS_PER_QUARTER:
@@ -620,6 +663,8 @@ def _piece_from_score(score, tpq: int, name: str, path_str: str, cfg: TokenizerC
         np.asarray(ts["numerator"]).astype(int).tolist(),
         np.asarray(ts["denominator"]).astype(int).tolist(),
     ))
+    if pickup_q > 0:
+        ts_events = _with_pickup(ts_events, pickup_q)
     bar_starts, bar_lengths, eff_ts, n_ts_ignored = build_bar_grid(ts_events, last_q, cfg.min_bar_quarters)
     bar = np.searchsorted(bar_starts, onset_q + _EPS, side="right") - 1
     beat = onset_q - bar_starts[bar]

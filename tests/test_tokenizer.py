@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smu_explain.errors import SMUInputError
 from smu_explain.tokenizer import (
     MASK_ID,
     N_SPECIAL,

@@ -218,3 +218,43 @@ def test_onset_rounded_onto_the_next_bar_line_moves_to_that_bar(midi_bytes):
     p = _read(midi_bytes, [(0, 480, 60), (1430, 480, 62)], time_signatures=[(0, 3, 4)])
     x = Tokenizer().encode(p)
     assert (x[:, 0] - N_SPECIAL).tolist() == [0, 1] and (x[:, 1] - N_SPECIAL).tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("meter,unit,body,first_bars,ts", [
+    # 3/4 with a one-quarter pickup
+    ("3/4", "1/4", "G | C D E | F G A |", [0, 1, 1, 1, 2, 2, 2], [(0.0, 1, 4), (1.0, 3, 4)]),
+    # 6/8 with an eighth pickup (a 1/8 bar: shorter than 1.5 quarters, kept as one bar)
+    ("6/8", "1/8", "G | c d e f g a |", [0, 1, 1, 1, 1, 1, 1], [(0.0, 1, 8), (0.5, 6, 8)]),
+    # 4/4 with a half-bar pickup
+    ("4/4", "1/4", "G A | c d e f |", [0, 0, 1, 1, 1, 1], [(0.0, 2, 4), (2.0, 4, 4)]),
+])
+def test_score_pickup_becomes_a_partial_first_bar(tmp_path, meter, unit, body, first_bars, ts):
+    path = tmp_path / "pickup.abc"
+    path.write_text(f"X:1\nT:t\nM:{meter}\nL:{unit}\nK:C\n{body}\n")
+    p = read_piece(path)
+    assert p.bar.tolist() == first_bars
+    assert p.time_signatures == ts
+    assert p.beat[first_bars.index(1)] == 0.0  # the first full bar starts on its downbeat
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 64).map(lambda k: k * 0.5), st.integers(0, 13), st.sampled_from([1, 2, 3, 4, 8, 16, 32])),
+                max_size=8),
+       st.integers(0, 80).map(lambda k: k * 0.5))
+def test_bar_grid_invariants(events, end_q):
+    starts, lengths, eff, n_ign = build_bar_grid(events, end_q)
+    assert starts[0] == 0.0 and len(starts) == len(lengths)
+    np.testing.assert_allclose(starts[1:], starts[:-1] + lengths[:-1])  # contiguous
+    assert starts[-1] <= end_q + 1e-9 < starts[-1] + lengths[-1]  # last bar holds end_q
+    assert (lengths > 0).all()
+    assert n_ign <= len(events)
+    # a short metre (bar < 1.5 quarters) yields at most one bar per event
+    n_short_events = sum(1 for _, n, d in events if 1 <= n and 4 * n / d < 1.5)
+    assert (lengths < 1.5 - 1e-9).sum() <= n_short_events
+    # the effective list starts at 0 and every entry starts on a bar line
+    assert eff[0][0] == 0.0
+    assert all(np.isclose(starts, t).any() for t, _, _ in eff)
