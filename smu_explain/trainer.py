@@ -477,6 +477,7 @@ class ProgressFile(Callback):
         self._f = None
         self._acc: dict[str, float] = {}
         self._n = 0
+        self._last: dict[str, Any] = {}
         self._tokens = 0
         self._t_last = time.perf_counter()
         self.t0 = time.time()
@@ -502,18 +503,26 @@ class ProgressFile(Callback):
         every = self.every or trainer.config.log_every
         self._n += 1
         self._tokens += info.get("tokens", 0)
+        self._last = info
         for k, v in [("loss", info["loss"])] + [(f"stats.{k}", v) for k, v in info.get("stats", {}).items()]:
             if isinstance(v, (int, float)):
                 self._acc[k] = self._acc.get(k, 0.0) + float(v)
         if self._n >= every or trainer.step >= trainer.total_steps:
-            now = time.perf_counter()
-            dt = max(now - self._t_last, 1e-9)
-            avg = {k: v / self._n for k, v in self._acc.items()}
-            self.write("step", step=trainer.step, epoch=info["epoch"], loss=_finite_or_none(avg.pop("loss")),
-                       lr=info["lr"], tokens_per_s=round(self._tokens / dt, 1),
-                       grad_norm=_finite_or_none(info.get("grad_norm")),
-                       stats={k[len("stats."):]: _finite_or_none(v) for k, v in avg.items()})
-            self._acc, self._n, self._tokens, self._t_last = {}, 0, 0, now
+            self._flush(trainer)
+
+    def _flush(self, trainer) -> None:
+        """Write the pending step line (averages since the last one)."""
+        if self._n == 0:
+            return
+        info = self._last
+        now = time.perf_counter()
+        dt = max(now - self._t_last, 1e-9)
+        avg = {k: v / self._n for k, v in self._acc.items()}
+        self.write("step", step=trainer.step, epoch=info["epoch"], loss=_finite_or_none(avg.pop("loss")),
+                   lr=info["lr"], tokens_per_s=round(self._tokens / dt, 1),
+                   grad_norm=_finite_or_none(info.get("grad_norm")),
+                   stats={k[len("stats."):]: _finite_or_none(v) for k, v in avg.items()})
+        self._acc, self._n, self._tokens, self._t_last = {}, 0, 0, now
 
     def on_eval(self, trainer, metrics):
         self.write("eval", step=trainer.step, epoch=trainer.epoch,
@@ -526,6 +535,7 @@ class ProgressFile(Callback):
         self.write("checkpoint", step=trainer.step, path=str(path))
 
     def on_train_end(self, trainer, status, message):
+        self._flush(trainer)
         self.write("status", status=status, message=message, step=trainer.step)
         self.close()
 
@@ -597,33 +607,39 @@ class TqdmProgress(Callback):
 class EarlyStopping(Callback):
     """Stop when ``metric`` has not improved for ``patience`` evaluations; keep the best.
 
-    ``mode`` is 'max' (accuracy) or 'min' (loss). On every improvement
+    ``mode`` is 'max' (accuracy) or 'min' (loss); ``tie_break`` (e.g. 'val_loss', lower
+    wins) decides between evaluations with exactly the same ``metric``. On every improvement
     ``on_improve(trainer, metrics)`` runs (e.g. save the best model). Stopping is a
     normal end (status ``done``) with a message naming the best step.
     """
 
     def __init__(self, metric: str = "val_acc", mode: str = "max", patience: int = 5,
                  on_improve: Callable[["Trainer", dict[str, float]], None] | None = None,
-                 min_delta: float = 0.0):
+                 min_delta: float = 0.0, tie_break: str | None = None):
         if mode not in ("max", "min"):
             raise ValueError("mode must be 'max' or 'min'")
         self.metric, self.mode, self.patience = metric, mode, int(patience)
         self.on_improve, self.min_delta = on_improve, float(min_delta)
+        self.tie_break = tie_break  # a loss-like metric (lower wins) deciding exact ties of ``metric``
         self.best: float | None = None
+        self.best_tie: float | None = None
         self.best_step: int | None = None
         self.bad_evals = 0
 
-    def _better(self, v: float) -> bool:
+    def _better(self, v: float, tie: float | None) -> bool:
         if self.best is None:
             return True
+        if v == self.best and tie is not None and self.best_tie is not None:
+            return tie < self.best_tie
         return v > self.best + self.min_delta if self.mode == "max" else v < self.best - self.min_delta
 
     def on_eval(self, trainer, metrics):
         if self.metric not in metrics:
             raise SMUTrainingError(f"early stopping watches {self.metric!r} but evaluation gave {sorted(metrics)}")
         v = float(metrics[self.metric])
-        if math.isfinite(v) and self._better(v):
-            self.best, self.best_step, self.bad_evals = v, trainer.step, 0
+        tie = float(metrics[self.tie_break]) if self.tie_break and self.tie_break in metrics else None
+        if math.isfinite(v) and self._better(v, tie):
+            self.best, self.best_tie, self.best_step, self.bad_evals = v, tie, trainer.step, 0
             if self.on_improve is not None:
                 self.on_improve(trainer, metrics)
         else:
@@ -641,8 +657,11 @@ class Trainer:
 
     def __init__(self, model: nn.Module, objective: Any, train_set, val_set=None,
                  config: TrainConfig | None = None, callbacks: Iterable[Callback] = (),
-                 collate_fn: Callable | None = None):
+                 collate_fn: Callable | None = None, save_extra: dict[str, Any] | None = None):
+        """``save_extra``: extra keys for the model folder's config.json (e.g. "tokenizer",
+        "strategy"), written with ``model.save_pretrained`` at every checkpoint."""
         self.config = (config or TrainConfig()).validate()
+        self.save_extra = dict(save_extra or {})
         self.model = model
         self.objective = objective
         self.train_set = train_set
@@ -719,8 +738,9 @@ class Trainer:
         no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
         groups = [{"params": decay, "weight_decay": c.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        self.optimizer = torch.optim.AdamW(groups, lr=c.lr, betas=tuple(c.betas),
-                                           foreach=None if self.device.type == "cuda" else False)
+        # fused kernel on CUDA; the plain per-parameter loop on CPU (bit-reproducible, small models)
+        opt_kw = {"fused": True} if self.device.type == "cuda" else {"foreach": False}
+        self.optimizer = torch.optim.AdamW(groups, lr=c.lr, betas=tuple(c.betas), **opt_kw)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.total_steps, c.warmup_steps, c.schedule, c.min_lr_ratio))
         if self.dist.is_main:
@@ -815,6 +835,7 @@ class Trainer:
             "objective": obj_state,
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "total_steps": self.total_steps, "world_size": self.dist.world_size,
+            "n_train": len(self.train_set),
             "config": self.config.to_dict(),
             "last_metrics": {k: float(v) for k, v in self.last_metrics.items()
                              if isinstance(v, (int, float))},
@@ -829,7 +850,7 @@ class Trainer:
             if hasattr(self.model, "save_pretrained"):
                 extra = {"training": {"step": self.step, "epoch": self.epoch,
                                       "objective": type(self.objective).__name__}}
-                extra.update(getattr(self, "save_extra", None) or {})
+                extra.update(self.save_extra)
                 self.model.save_pretrained(self.out_dir, extra=extra)
             self.last_checkpoint_step = self.step
             self._fire("on_checkpoint", path)
@@ -868,6 +889,9 @@ class Trainer:
             if old.get(key) != getattr(self.config, key):
                 self.warnings.append(f"resumed with {key}={getattr(self.config, key)} but the checkpoint used "
                                      f"{old.get(key)}: the data order differs from the original run")
+        if state.get("n_train") is not None and int(state["n_train"]) != len(self.train_set):
+            self.warnings.append(f"the checkpoint was trained on {state['n_train']} samples, the training set "
+                                 f"now has {len(self.train_set)}: the data order differs from the original run")
         if self.batches_per_epoch and self.batch_in_epoch >= self.batches_per_epoch:
             self.epoch += 1
             self.batch_in_epoch = 0
@@ -955,7 +979,8 @@ class Trainer:
             self._fire("on_train_start")
             self._loop()
             if self._stop is not None and self._stop[0] == "cancelled":
-                self.save_checkpoint()
+                if self.last_checkpoint_step != self.step:
+                    self.save_checkpoint()
                 status, message = "cancelled", self._stop[1]
             else:
                 if self.val_set is not None and self._last_eval_step != self.step:
@@ -982,6 +1007,7 @@ class Trainer:
             import torch.distributed as dist
 
             try:
+                dist.barrier()
                 dist.destroy_process_group()
             except Exception:
                 pass

@@ -266,3 +266,30 @@ def test_too_few_samples_is_a_clear_error(tmp_path):
     tr = make_trainer(tmp_path, batch_size=64)
     with pytest.raises(SMUInputError, match="fewer than batch_size"):
         tr.fit()
+
+
+def test_worker_processes_give_the_same_run(tmp_path):
+    a = make_trainer(tmp_path / "a", val=False, steps=4)
+    a.fit()
+    b = make_trainer(tmp_path / "b", val=False, steps=4, num_workers=2)
+    b.fit()
+    for k, v in weights(a.model).items():
+        torch.testing.assert_close(v, b.model.state_dict()[k], rtol=0, atol=0)
+
+
+def test_progress_lines_average_over_log_every_and_flush_on_stop(tmp_path):
+    prog = tmp_path / "p.jsonl"
+    seen = []
+
+    class Rec(Callback):
+        def on_step_end(self, trainer, info):
+            seen.append(info["loss"])
+            if trainer.step == 5:
+                trainer.request_stop("stop")
+
+    tr = make_trainer(tmp_path, callbacks=[Rec(), ProgressFile(prog)], val=False, steps=9, log_every=2)
+    tr.fit()
+    steps = [r for r in read_progress(prog) if r["event"] == "step"]
+    assert [r["step"] for r in steps] == [2, 4, 5]  # the pending step 5 is written before the status
+    assert steps[0]["loss"] == pytest.approx((seen[0] + seen[1]) / 2)
+    assert steps[2]["loss"] == pytest.approx(seen[4])

@@ -1,0 +1,668 @@
+"""The ``smu`` console script: pretrain, finetune, evaluate, explain, tokenize.
+
+Rules:
+
+- Every command has ``--help``; long work shows a tqdm progress bar on stderr.
+- Errors the user can fix (``SMUInputError`` and its ``SMUCheckpointError``, missing
+  files) print one line ``error: <file>: <reason>`` on stderr and exit with code 2;
+  a training that cannot go on (``SMUTrainingError``, e.g. a NaN loss) prints one
+  ``error:`` line and exits with 1. No traceback for either.
+- ``smu pretrain`` writes its progress JSONL (``--progress``, default
+  ``OUT/progress.jsonl``). SIGTERM / SIGINT stop it cleanly: a checkpoint of the
+  last finished step, a final ``cancelled`` status line, exit code 143 (SIGTERM)
+  or 130 (SIGINT). A failure before or during training writes a ``failed`` status line.
+- ``--config`` of pretrain: ``tiny`` | ``small`` | ``base`` or a JSON file
+  ``{"size": "small", "model": {ModelConfig overrides}, "train": {TrainConfig fields},
+  "strategy": {StrategyConfig fields}, "tokenizer": {TokenizerConfig fields}}``;
+  command-line flags win over the file.
+- ``--resume`` continues the run in ``--out`` exactly (model, tokenizer and strategy
+  settings are read back from that folder; ``--steps`` may extend it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import SMUCheckpointError, SMUInputError, SMUTrainingError
+
+SIZES = ("tiny", "small", "base")
+FINETUNE_TASKS = ("melody", "velocity", "composer", "emotion", "folder")
+MUSIC_SUFFIXES = (".mid", ".midi", ".kar", ".smf", ".xml", ".musicxml", ".mxl", ".krn", ".abc")
+EXIT_INPUT, EXIT_TRAINING, EXIT_SIGTERM, EXIT_SIGINT = 2, 1, 143, 130
+
+
+class _Cancelled(BaseException):
+    """Raised by the early signal handler (before the trainer exists)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_cancelled(signum, frame):
+    raise _Cancelled(signum)
+
+
+# ============================================================================ helpers
+
+def _load_json(path: str | Path, what: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise SMUInputError(p, f"{what} not found")
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SMUInputError(p, f"{what} is not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise SMUInputError(p, f"{what} must be a JSON object")
+    return d
+
+
+def resolve_run_config(config: str) -> dict[str, Any]:
+    """``tiny|small|base`` or a JSON file -> {"size", "model", "train", "strategy", "tokenizer"}."""
+    if config in SIZES:
+        return {"size": config, "model": {}, "train": {}, "strategy": {}, "tokenizer": {}}
+    d = _load_json(config, "config file")
+    unknown = sorted(set(d) - {"size", "model", "train", "strategy", "tokenizer"})
+    if unknown:
+        raise SMUInputError(config, f"unknown sections {unknown}; allowed: size, model, train, strategy, tokenizer")
+    size = d.get("size", "small")
+    if size not in SIZES:
+        raise SMUInputError(config, f"size must be one of {SIZES}, got {size!r}")
+    out = {"size": size}
+    for k in ("model", "train", "strategy", "tokenizer"):
+        v = d.get(k, {})
+        if not isinstance(v, dict):
+            raise SMUInputError(config, f'"{k}" must be an object')
+        out[k] = v
+    return out
+
+
+def music_files(paths: Sequence[str]) -> list[tuple[Path, str]]:
+    """(file, name) of every music file under ``paths`` (files or folders, recursive, sorted)."""
+    out: list[tuple[Path, str]] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_file():
+            out.append((p, p.name))
+        elif p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MUSIC_SUFFIXES)
+            if not found:
+                raise SMUInputError(p, "no MIDI or score files in this folder")
+            out += [(f, f"{p.name}/{f.relative_to(p).as_posix()}") for f in found]
+        else:
+            raise SMUInputError(p, "no such file or folder")
+    return out
+
+
+def _is_tokenized_dir(paths: Sequence[str]) -> bool:
+    return len(paths) == 1 and (Path(paths[0]) / "manifest.json").is_file()
+
+
+def _tokenizer_from_dict(d: dict[str, Any], where: str | Path):
+    from .tokenizer import Tokenizer, TokenizerConfig
+
+    try:
+        return Tokenizer(TokenizerConfig.from_dict(d))
+    except (TypeError, ValueError) as e:
+        raise SMUInputError(where, f"bad tokenizer settings ({e})") from None
+
+
+def _cache(args):
+    from .data import TokenCache
+
+    return TokenCache(getattr(args, "cache_dir", None), enabled=not getattr(args, "no_cache", False))
+
+
+def file_datasets(paths: Sequence[str], tokenizer, val_fraction: float, seed: int, augment: bool,
+                  cache=None, limit: int | None = None):
+    """Pre-training data from music files/folders, split by file (``val_fraction`` to val).
+
+    Returns (train, val or None, skipped [(path, reason)]). Unusable files are skipped;
+    no usable file at all is an ``SMUInputError``.
+    """
+    from . import data
+
+    files = music_files(paths)
+    if limit is not None:
+        files = files[:limit]
+    refs = [data.PieceRef(f, name, name, "files") for f, name in files]
+    if val_fraction > 0 and len(refs) >= 2:
+        assign = data.split_groups([r.group for r in refs], seed, (1 - val_fraction, val_fraction, 0.0))
+        if all(v == "train" for v in assign.values()):  # fewer than 3 files: hold out one anyway
+            assign[sorted(assign)[-1]] = "val"
+    else:
+        assign = {r.group: "train" for r in refs}
+    splits = {s: [r for r in refs if assign[r.group] == s] for s in data.SPLITS}
+    task = data.TaskData("pretrain", "pretrain", [], splits, f"files: {1 - val_fraction:.0%}/{val_fraction:.0%} "
+                                                            f"by file, seed {seed}")
+    built = data.build_datasets(task, tokenizer, cache, augment_train=augment, seed=seed, progress=True)
+    train, val = built.datasets["train"], built.datasets["val"]
+    if len(train) == 0:
+        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in built.skipped[:3])
+        raise SMUInputError(paths[0] if len(paths) == 1 else ", ".join(paths),
+                            f"no usable music to train on ({reasons or 'no files'})")
+    return train, (val if len(val) else None), built.skipped
+
+
+def _print_skipped(skipped) -> None:
+    if skipped:
+        print(f"skipped {len(skipped)} unusable file(s):", file=sys.stderr)
+        for p, r in skipped[:10]:
+            print(f"  {p}: {r}", file=sys.stderr)
+
+
+def _train_config(args, base: dict[str, Any], out: str, defaults: dict[str, Any]):
+    from .trainer import TrainConfig
+
+    d = dict(defaults)
+    d.update(base)
+    for flag, key in (("steps", "steps"), ("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
+                      ("seed", "seed"), ("device", "device"), ("checkpoint_every", "checkpoint_every"),
+                      ("eval_every", "eval_every"), ("num_workers", "num_workers"), ("log_every", "log_every")):
+        v = getattr(args, flag, None)
+        if v is not None:
+            d[key] = v
+    if getattr(args, "epochs", None) is not None and getattr(args, "steps", None) is None:
+        d["steps"] = None
+    if getattr(args, "bf16", False):
+        d["bf16"] = True
+    d["out_dir"] = out
+    return TrainConfig.from_dict(d).validate()
+
+
+def _add_train_flags(p: argparse.ArgumentParser, steps_default: str) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int, default=None, help=f"optimizer steps ({steps_default})")
+    g.add_argument("--batch-size", type=int, default=None, help="global batch size (split over GPUs)")
+    g.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-4)")
+    g.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    g.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU and GPU)")
+    g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (0 = end only)")
+    g.add_argument("--eval-every", type=int, default=None, help="steps between validations (0 = end only)")
+    g.add_argument("--log-every", type=int, default=None, help="steps per progress line (default 10)")
+    g.add_argument("--num-workers", type=int, default=None, help="data loader worker processes (default 0)")
+    g.add_argument("--progress", default=None, help="progress JSONL file (default OUT/progress.jsonl)")
+    g.add_argument("--no-bar", action="store_true", help="no terminal progress bar")
+
+
+def _callbacks(args, progress_path: Path):
+    from .trainer import ProgressFile, TqdmProgress
+
+    cbs = [ProgressFile(progress_path)]
+    if not getattr(args, "no_bar", False):
+        cbs.append(TqdmProgress())
+    return cbs
+
+
+def _fail_status(progress_path: Path | None, status: str, message: str) -> None:
+    if progress_path is None:
+        return
+    from .trainer import read_progress, ProgressFile
+
+    recs = read_progress(progress_path)
+    if recs and recs[-1].get("event") == "status":
+        return  # the trainer already wrote the final line
+    pf = ProgressFile(progress_path)
+    pf.write("status", status=status, message=message, step=0)
+    pf.close()
+
+
+# ============================================================================ pretrain
+
+def add_pretrain_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("pretrain", help="pre-train a MidiBERT-style model (random / adversarial / bar masking)",
+                       description="Pre-train an encoder with a masking strategy on MIDI files/folders or a "
+                                   "tokenized dataset folder (smu tokenize). Writes OUT/config.json + "
+                                   "model.safetensors (loadable while training runs), checkpoint.pt and a "
+                                   "progress JSONL. SIGTERM/SIGINT: checkpoint, 'cancelled' status, exit.")
+    p.add_argument("--strategy", required=True, choices=("random", "adversarial", "bar"))
+    p.add_argument("--data", required=True, nargs="+", metavar="PATH",
+                   help="MIDI files and/or folders, or one tokenized dataset folder (manifest.json)")
+    p.add_argument("--config", default="small", help="tiny | small | base | a JSON file (see smu --help)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoint.pt")
+    p.add_argument("--ratio", type=float, default=None, help="masking ratio (default 0.15)")
+    p.add_argument("--max-len", type=int, default=None, help="tokens per window (default 512)")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="files held out for validation (default 0.05)")
+    p.add_argument("--no-augment", action="store_true", help="no random transposition of training windows")
+    p.add_argument("--limit", type=int, default=None, help="use at most N files (quick looks)")
+    p.add_argument("--cache-dir", default=None, help="token cache folder")
+    p.add_argument("--no-cache", action="store_true", help="do not use the token cache")
+    _add_train_flags(p, "default 1000")
+    p.set_defaults(func=cmd_pretrain)
+    return p
+
+
+def cmd_pretrain(args) -> int:
+    out = Path(args.out)
+    if not args.resume and (out / "checkpoint.pt").is_file():  # checked before touching any progress file
+        raise SMUInputError(out, "already holds a training run (checkpoint.pt); use --resume to continue "
+                                 "it or choose another --out")
+    progress_path = Path(args.progress) if args.progress else out / "progress.jsonl"
+    previous = {s: signal.signal(s, _raise_cancelled) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _pretrain(args, out, progress_path)
+    except _Cancelled as c:
+        _fail_status(progress_path, "cancelled", f"cancelled by {c} before training started")
+        print(f"cancelled by {c}", file=sys.stderr)
+        return EXIT_SIGTERM if c.signum == signal.SIGTERM else EXIT_SIGINT
+    except (SMUInputError, SMUTrainingError, OSError) as e:
+        _fail_status(progress_path, "failed", str(e))
+        raise
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _pretrain(args, out: Path, progress_path: Path) -> int:
+    import torch
+
+    from . import data
+    from .masker import StrategyConfig, make_strategy
+    from .model import MidiBert, ModelConfig
+    from .trainer import Trainer, install_stop_signals
+
+    run = resolve_run_config(args.config)
+    if args.resume:
+        meta = MidiBert.read_checkpoint_config(out)
+        if not (out / "checkpoint.pt").is_file():
+            raise SMUCheckpointError(out, "no checkpoint.pt to resume from")
+        tok_cfg = meta.get("tokenizer")
+        if not isinstance(tok_cfg, dict):
+            raise SMUCheckpointError(out / "config.json", 'no "tokenizer" section; cannot resume')
+        tokenizer = _tokenizer_from_dict(tok_cfg, out / "config.json")
+        model_cfg = ModelConfig.from_dict(meta["model"])
+        strat_cfg = dict(meta.get("strategy") or {})
+        if strat_cfg.get("name", args.strategy) != args.strategy:
+            raise SMUInputError(out, f"this run used --strategy {strat_cfg.get('name')}, not {args.strategy}")
+        prev_train = out / "train_config.json"
+        train_base = _load_json(prev_train, "train config") if prev_train.is_file() else run["train"]
+    else:
+        tok_kw = dict(run["tokenizer"])
+        if args.max_len is not None:
+            tok_kw["max_len"] = args.max_len
+        if _is_tokenized_dir(args.data):
+            tokenizer = data.tokenizer_from_manifest(args.data[0])
+        else:
+            tokenizer = _tokenizer_from_dict(tok_kw, args.config)
+        model_kw = dict(run["model"])
+        model_kw.setdefault("max_len", tokenizer.config.max_len)
+        try:
+            model_cfg = ModelConfig.named(run["size"], tokenizer.vocab_sizes, tokenizer.attributes, **model_kw)
+        except (TypeError, ValueError) as e:
+            raise SMUInputError(args.config, f"bad model settings ({e})") from None
+        strat_cfg = dict(run["strategy"])
+        train_base = run["train"]
+    if args.ratio is not None:
+        strat_cfg["ratio"] = args.ratio
+    cfg = _train_config(args, train_base, str(out), {"steps": 1000})
+    strat_cfg.update(name=args.strategy, seed=cfg.seed)
+    try:
+        strategy = make_strategy(StrategyConfig.from_dict(strat_cfg))
+    except (TypeError, ValueError) as e:
+        raise SMUInputError(args.config, f"bad strategy settings ({e})") from None
+    if model_cfg.max_len < tokenizer.config.max_len:
+        raise SMUInputError(args.config, f"model max_len {model_cfg.max_len} < tokenizer windows "
+                                         f"{tokenizer.config.max_len}")
+
+    augment = not args.no_augment
+    if _is_tokenized_dir(args.data):
+        src = args.data[0]
+        man = data.read_manifest(src)
+        if man.get("tokenizer_config") != tokenizer.config.to_dict():
+            raise SMUInputError(src, "tokenized with other tokenizer settings than this run")
+        train = data.load_tokenized(src, "train", augment=augment, seed=cfg.seed, tokenizer=tokenizer)
+        val = data.load_tokenized(src, "val") if (Path(src) / "val.npz").is_file() else None
+        val = val if val is not None and len(val) else None
+        skipped = []
+    else:
+        train, val, skipped = file_datasets(args.data, tokenizer, args.val_fraction, cfg.seed, augment,
+                                            _cache(args), args.limit)
+    _print_skipped(skipped)
+    if len(train) < cfg.batch_size:
+        print(f"note: {len(train)} training windows < batch size {cfg.batch_size}; using batch size "
+              f"{len(train)}", file=sys.stderr)
+        cfg.batch_size = len(train)
+    torch.manual_seed(cfg.seed)
+    model = MidiBert(model_cfg)
+    extra = {"tokenizer": tokenizer.config.to_dict(), "strategy": strategy.config.to_dict(),
+             "training_data": {"paths": [str(p) for p in args.data], "train_windows": len(train),
+                               "val_windows": 0 if val is None else len(val), "skipped": len(skipped)}}
+    trainer = Trainer(model, strategy, train, val, cfg, callbacks=_callbacks(args, progress_path),
+                      collate_fn=data.collate, save_extra=extra)
+    restore = install_stop_signals(trainer)
+    try:
+        res = trainer.fit(resume=args.resume)
+    finally:
+        restore()
+    if trainer.dist.rank == 0:
+        _report_run(res, out)
+    if res["status"] == "cancelled":
+        return EXIT_SIGINT if "SIGINT" in res["message"] else EXIT_SIGTERM
+    return 0
+
+
+def _report_run(res: dict[str, Any], out: Path) -> None:
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(res.get("metrics", {}).items())
+                        if k in ("val_loss", "val_acc", "val_acc_pitch"))
+    print(f"{res['status']}: {res['message']} (step {res['step']}){'; ' + metrics if metrics else ''}; "
+          f"model in {out}")
+
+
+# ============================================================================ finetune
+
+def _add_task_data_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data-root", default=None, help="datasets root (default $SMU_DATA_ROOT or ../shared/data)")
+    g.add_argument("--data", default=None, help="a tokenized dataset folder (smu tokenize) instead of --data-root")
+    g.add_argument("--folder", default=None, help="--task folder: the MIDI folder")
+    g.add_argument("--labels", default=None, help="--task folder: labels CSV (file,label[,group])")
+    g.add_argument("--split", default="ours", choices=("ours", "midibert", "emopia"), help="split scheme")
+    g.add_argument("--split-seed", type=int, default=0, help="seed of the 80/10/10 split (default 0)")
+    g.add_argument("--limit", type=int, default=None, help="at most N files per split (quick looks)")
+    g.add_argument("--cache-dir", default=None, help="token cache folder")
+    g.add_argument("--no-cache", action="store_true", help="do not use the token cache")
+
+
+def task_datasets(args, task: str, tokenizer, classes: Sequence[str] | None = None, augment: bool = False,
+                  seed: int = 0):
+    """{split: TokenDataset} and the class names of ``task`` (data flags of ``args``)."""
+    from . import data
+
+    if args.data:
+        man = data.read_manifest(args.data)
+        if man.get("task") != task:
+            raise SMUInputError(args.data, f"tokenized for task {man.get('task')!r}, not {task!r}")
+        if man.get("tokenizer_config") != tokenizer.config.to_dict():
+            raise SMUInputError(args.data, "tokenized with other tokenizer settings than the model's")
+        sets = {s: data.load_tokenized(args.data, s, augment=augment and s == "train", seed=seed,
+                                       tokenizer=tokenizer)
+                for s in data.SPLITS if (Path(args.data) / f"{s}.npz").is_file()}
+        return sets, list(man.get("classes") or [])
+    try:
+        if task == "folder":
+            if not args.folder or not args.labels:
+                raise SMUInputError(args.folder or ".", "--task folder needs --folder DIR and --labels CSV")
+            td = data.folder_task(args.folder, args.labels, args.split_seed, classes=classes)
+        else:
+            td = data.build_task(task, args.data_root, seed=args.split_seed, split=args.split)
+        data.check_tokenizer_for_task(tokenizer, task)
+    except ValueError as e:
+        if isinstance(e, SMUInputError):
+            raise
+        raise SMUInputError(args.data_root or args.folder or task, str(e)) from None
+    built = data.build_datasets(td, tokenizer, _cache(args), augment_train=augment, seed=seed, progress=True,
+                                limit=args.limit)
+    _print_skipped(built.skipped)
+    return built.datasets, list(td.classes)
+
+
+def add_finetune_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("finetune", help="fine-tune on melody / velocity / composer / emotion / a labelled folder",
+                       description="Fine-tune a pre-trained encoder (--from DIR) or a fresh one (--from none, "
+                                   "the no-pre-training control) with mask fine-tuning (15%% of input tokens "
+                                   "masked while training) and early stopping on validation accuracy. Writes the "
+                                   "best model (config.json + model.safetensors) and results.json to --out.")
+    p.add_argument("--task", required=True, choices=FINETUNE_TASKS)
+    p.add_argument("--from", dest="pretrained", required=True, metavar="DIR|none",
+                   help="pre-trained model folder, or 'none' for a fresh encoder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--size", default="small", choices=SIZES, help="encoder size with --from none")
+    p.add_argument("--max-len", type=int, default=None, help="window length with --from none (default 512)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default 10, unless --steps)")
+    p.add_argument("--patience", type=int, default=3, help="evaluations without improvement before stopping")
+    p.add_argument("--mask-ratio", type=float, default=0.15, help="mask fine-tuning ratio (0 = off)")
+    p.add_argument("--eval-mask", action="store_true", help="also mask inputs at evaluation (off by default)")
+    p.add_argument("--augment", action="store_true", help="random transposition of training windows")
+    _add_task_data_flags(p)
+    _add_train_flags(p, "default: --epochs")
+    p.set_defaults(func=cmd_finetune)
+    return p
+
+
+def _model_tokenizer(meta: dict[str, Any], where: Path):
+    tok = meta.get("tokenizer")
+    if not isinstance(tok, dict):
+        raise SMUCheckpointError(where / "config.json", 'no "tokenizer" section; cannot tokenize data for this model')
+    return _tokenizer_from_dict(tok, where / "config.json")
+
+
+def cmd_finetune(args) -> int:
+    from . import data
+    from .finetune import build_model, finetune
+    from .model import MidiBert
+
+    out = Path(args.out)
+    if args.pretrained.lower() == "none":
+        try:
+            tokenizer = data.make_tokenizer(args.task, max_len=args.max_len)
+        except ValueError as e:
+            raise SMUInputError("--max-len", str(e)) from None
+        pre = None
+    else:
+        pre = Path(args.pretrained)
+        tokenizer = _model_tokenizer(MidiBert.read_checkpoint_config(pre), pre)
+    defaults = {"epochs": 10, "steps": None, "eval_every": 0, "checkpoint_every": 0, "batch_size": 16}
+    cfg = _train_config(args, {}, str(out), defaults)
+    sets, classes = task_datasets(args, args.task, tokenizer, augment=args.augment, seed=cfg.seed)
+    train, val, test = sets.get("train"), sets.get("val"), sets.get("test")
+    if train is None or len(train) == 0:
+        raise SMUInputError(args.data or args.data_root or args.folder or args.task, "no training windows")
+    if len(train) < cfg.batch_size:
+        cfg.batch_size = len(train)
+    model = build_model(args.task, classes, pretrained=pre, vocab_sizes=tokenizer.vocab_sizes,
+                        attributes=tokenizer.attributes, size=args.size, max_len=tokenizer.config.max_len,
+                        seed=cfg.seed)
+    model.info["tokenizer"] = tokenizer.config.to_dict()
+    progress = Path(args.progress) if args.progress else out / "progress.jsonl"
+    res = finetune(args.task, model, train, val, cfg, test_set=test, mask_ratio=args.mask_ratio,
+                   eval_mask=args.eval_mask, patience=args.patience, collate_fn=data.collate,
+                   callbacks=_callbacks(args, progress), out_dir=out)
+    _print_scores(res, ("val", "test"))
+    print(f"model and results.json in {out}")
+    return 0
+
+
+def _print_scores(res: dict[str, Any], splits: Sequence[str]) -> None:
+    print(f"task {res['task']} ({res['level']} level), mask fine-tuning {res.get('mask_finetune_ratio', 0):.0%}, "
+          f"eval masking {'on' if res['eval_mask'] else 'off'}")
+    for s in splits:
+        if s not in res:
+            continue
+        r = res[s]
+        extra = f", window acc {r['window_acc']:.4f}" if "window_acc" in r else ""
+        print(f"{s}: acc {r['acc']:.4f}, macro-F1 {r['macro_f1']:.4f} over {r['n']} {r['unit'].split()[0]}s{extra}")
+        _print_confusion(r["confusion"], res["classes"])
+
+
+def _print_confusion(conf: list[list[int]], classes: Sequence[str]) -> None:
+    w = max(6, *(len(c) for c in classes)) + 1
+    print("  true\\pred".ljust(w + 2) + "".join(c.rjust(w) for c in classes))
+    for c, row in zip(classes, conf):
+        print(f"  {c}".ljust(w + 2) + "".join(str(v).rjust(w) for v in row))
+
+
+# ============================================================================ evaluate
+
+def add_evaluate_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("evaluate", help="score a fine-tuned model (acc/F1/confusion) or a pre-trained one "
+                                        "(recovery accuracy per attribute)",
+                       description="A fine-tuned model folder is scored on its task's split (accuracy, "
+                                   "macro-F1, confusion; sequence tasks: piece level = mean of the window "
+                                   "probabilities, plus window level). A pre-trained model folder gets the "
+                                   "recovery accuracy per attribute of a fixed-seed random 15%% of tokens "
+                                   "masked, on --paths music files or a task split.")
+    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--task", default=None, choices=FINETUNE_TASKS + ("pretrain",),
+                   help="task (fine-tuned: defaults to the model's)")
+    p.add_argument("--paths", nargs="+", default=None, help="pre-trained model: music files/folders to score")
+    p.add_argument("--on", default="test", choices=("train", "val", "test"), help="split to score (default test)")
+    p.add_argument("--eval-mask", action="store_true", help="fine-tuned: mask 15%% of inputs at evaluation")
+    p.add_argument("--ratio", type=float, default=0.15, help="pre-trained: masked fraction (default 0.15)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the scores to this JSON file")
+    _add_task_data_flags(p)
+    p.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def cmd_evaluate(args) -> int:
+    from .finetune import FINETUNED_FORMAT, FineTuneModel, evaluate_model
+    from .model import MidiBert
+    from .trainer import atomic_write_text
+
+    where = Path(args.model)
+    meta = MidiBert.read_checkpoint_config(where)
+    tokenizer = _model_tokenizer(meta, where)
+    if meta.get("format") == FINETUNED_FORMAT:
+        model = FineTuneModel.from_pretrained(where)
+        task = args.task or model.task
+        if task != model.task:
+            raise SMUInputError(where, f"this model was fine-tuned for {model.task}, not {task}")
+        sets, classes = task_datasets(args, task, tokenizer, classes=model.classes if task == "folder" else None)
+        ds = sets.get(args.on)
+        if ds is None or len(ds) == 0:
+            raise SMUInputError(args.data or args.data_root or args.folder or task, f"the {args.on} split is empty")
+        if classes and list(classes) != list(model.classes):
+            raise SMUInputError(args.data or args.labels or task, f"classes {classes} differ from the model's "
+                                                                  f"{model.classes}")
+        res = evaluate_model(model, ds, batch_size=args.batch_size, eval_mask=args.eval_mask, seed=args.seed)
+        full = {"task": task, "level": model.level, "classes": model.classes, "eval_mask": args.eval_mask,
+                "mask_finetune_ratio": (meta.get("finetune") or {}).get("mask_finetune_ratio", 0.0), args.on: res}
+        _print_scores(full, (args.on,))
+    else:
+        from .explain import recovery_accuracy
+
+        model = MidiBert.from_pretrained(where)
+        if args.paths:
+            ds, _, skipped = file_datasets(args.paths, tokenizer, 0.0, args.seed, False, _cache(args), args.limit)
+            _print_skipped(skipped)
+        elif args.task or args.data:
+            sets, _ = task_datasets(args, args.task or "pretrain", tokenizer)
+            ds = sets.get(args.on)
+            if ds is None or len(ds) == 0:
+                raise SMUInputError(args.data or args.data_root or "data", f"the {args.on} split is empty")
+        else:
+            raise SMUInputError(where, "a pre-trained model needs --paths FILES or --task/--data to score on")
+        acc = recovery_accuracy(model, ds, ratio=args.ratio, seed=args.seed, batch_size=args.batch_size)
+        full = {"kind": "pretrained", "ratio": args.ratio, "windows": len(ds), "recovery_accuracy": acc}
+        print(f"recovery accuracy ({args.ratio:.0%} of tokens masked, fixed seed {args.seed}, {len(ds)} windows):")
+        for a, v in acc.items():
+            print(f"  {a:<10} {v:.4f}")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(full, indent=2, default=str))
+    return 0
+
+
+# ============================================================================ explain
+
+EXPLAIN_COLUMNS = ["note", "pitch", "start_sec", "bar", "beat", "score", "picked", "frozen"]
+
+
+def add_explain_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("explain", help="per-note table: masker score, picked/frozen, recovery per attribute",
+                       description="Explain one piece with a pre-trained model: one row per note with the "
+                                   "masker score, whether it would be picked / frozen, and how well each "
+                                   "attribute is recovered when the note is masked. Prints a table, or "
+                                   "writes JSON (one object per note) or CSV.")
+    p.add_argument("piece", help="a MIDI or MusicXML file")
+    p.add_argument("--model", required=True, help="pre-trained model folder")
+    p.add_argument("--ratio", type=float, default=0.15, help="fraction of notes picked (default 0.15)")
+    p.add_argument("--top-k", type=int, default=3, help="predictions kept per attribute (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rows", type=int, default=40, help="rows printed (0 = all; default 40)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", default=None, help="write the table as JSON records")
+    g.add_argument("--csv", default=None, help="write the table as CSV")
+    p.set_defaults(func=cmd_explain)
+    return p
+
+
+def cmd_explain(args) -> int:
+    from .explain import explain_piece
+    from .model import MidiBert
+    from .trainer import atomic_write_text
+
+    if not 0 < args.ratio <= 1:
+        raise SMUInputError("--ratio", f"must be in (0, 1], got {args.ratio}")
+    from .finetune import FINETUNED_FORMAT
+
+    where = Path(args.model)
+    if MidiBert.read_checkpoint_config(where).get("format") == FINETUNED_FORMAT:
+        raise SMUInputError(where, "is a fine-tuned model; explain needs a pre-trained one (its masker and "
+                                   "attribute heads), e.g. the folder given to finetune --from")
+    model = MidiBert.from_pretrained(where)
+    tokenizer = _model_tokenizer(model.checkpoint_info, where)
+    piece = tokenizer.read(args.piece)
+    print(f"explaining {len(piece.pitch)} notes of {args.piece} ...", file=sys.stderr)
+    df = explain_piece(model.eval(), tokenizer, piece, ratio=args.ratio, top_k=args.top_k, seed=args.seed)
+    if args.json:
+        atomic_write_text(args.json, df.to_json(orient="records", indent=1))
+        print(f"wrote {len(df)} rows to {args.json}")
+    elif args.csv:
+        atomic_write_text(args.csv, df.to_csv(index=False))
+        print(f"wrote {len(df)} rows to {args.csv}")
+    else:
+        cols = EXPLAIN_COLUMNS + [c for a in model.config.attributes for c in (f"correct_{a}", f"pred_{a}")]
+        cols = [c for c in cols if c in df.columns]
+        shown = df if args.rows == 0 else df.head(args.rows)
+        import pandas as pd
+
+        with pd.option_context("display.max_columns", None, "display.width", 200, "display.precision", 3):
+            print(shown[cols].to_string(index=False))
+        if len(shown) < len(df):
+            print(f"... {len(df) - len(shown)} more rows (--rows 0 for all, or --json/--csv)")
+        accs = ", ".join(f"{a} {df[f'correct_{a}'].mean():.3f}" for a in model.config.attributes)
+        print(f"{len(df)} notes; picked {int(df['picked'].sum())}, frozen {int(df['frozen'].sum())}; "
+              f"recovery accuracy: {accs}")
+    return 0
+
+
+# ============================================================================ main
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smu", description="smu_explain: pre-train, fine-tune, evaluate and explain BERT-style "
+                                "symbolic-music models.",
+        epilog="pretrain --config JSON: {\"size\": \"small\", \"model\": {...}, \"train\": {...}, "
+               "\"strategy\": {...}, \"tokenizer\": {...}}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_pretrain_parser(sub)
+    add_finetune_parser(sub)
+    add_evaluate_parser(sub)
+    add_explain_parser(sub)
+    from . import data
+
+    data.add_tokenize_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SMUInputError as e:  # includes SMUCheckpointError
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except SMUTrainingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_TRAINING
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_SIGINT
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
