@@ -6,15 +6,24 @@ Report (HTML export). Each page script also runs on its own (tests use that).
 
 import streamlit as st
 
-st.set_page_config(page_title="smu_explain", page_icon="🎹", layout="wide")
+st.set_page_config(page_title="smu_explain", page_icon=":material/piano:", layout="wide")
 
 pages = [
-    st.Page("pages/explore.py", title="Explore", icon="🎹", default=True),
-    st.Page("pages/compare.py", title="Compare", icon="⚖️"),
-    st.Page("pages/train.py", title="Train", icon="🏋️"),
-    st.Page("pages/report.py", title="Report", icon="📄"),
+    st.Page("pages/explore.py", title="Explore", icon=":material/piano:", default=True),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/report.py", title="Report", icon=":material/description:"),
 ]
 nav = st.navigation(pages)
+
+# queued training runs start when a slot frees: every page load polls the registry
+# (the Train page also polls every second while it is open)
+from smu_explain import appstate  # noqa: E402
+
+try:
+    appstate.get_registry().poll()
+except OSError as e:  # an unwritable runs dir must not take the app down
+    st.sidebar.warning(f"Run registry unavailable: {e}")
 with st.sidebar:
     st.caption("smu_explain: see which notes a symbolic-music BERT finds hard, "
                "and what its masker decides to hide.")

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from smu_explain import appstate as A
@@ -98,10 +97,20 @@ with tab_piece:
             st.subheader("Downstream predictions")
             any_head = False
             for n, p in models.items():
-                heads = A.task_heads(p)
-                if heads:
+                for head in A.task_heads(p):
                     any_head = True
-                    st.markdown(f"**{n}**: fine-tuned heads found: " + ", ".join(h.name for h in heads))
+                    try:
+                        res = A.downstream(head, data, piece)
+                    except (A.SMUInputError, ValueError, RuntimeError) as e:
+                        st.error(f"{n}: cannot run the fine-tuned model {head.name}: {e}")
+                        continue
+                    what = ("predicted class (probability, mean over windows)" if res["level"] == "sequence"
+                            else "share of notes per predicted class")
+                    st.markdown(f"**{n}** - task **{res['task']}** ({head.name}): {what}")
+                    st.plotly_chart(plots.prediction_bars(res["classes"][:6]),
+                                    key=f"compare_head_{n}_{head.name}", config={"displayModeBar": False})
+                    if res["level"] == "note":
+                        st.caption(f"mean confidence {res['notes']['confidence'].mean():.0%}")
             if not any_head:
                 st.info("None: neither model folder holds a fine-tuned task head, so there are no "
                         "downstream predictions to show.")

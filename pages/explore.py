@@ -1,7 +1,6 @@
 """Explore: one piece, one model. Piano roll with the masker's view of every note."""
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from smu_explain import appstate as A
@@ -30,36 +29,49 @@ if piece is None:
     st.stop()
 
 name, data = choice
-table = None
-if model_path:
+
+
+def run_model(fn, *args):
+    """Call a model helper; show a plain error (never a traceback) and return None on failure."""
     try:
-        table = A.explain(model_path, data, piece, ratio, seed)
+        return fn(*args)
     except A.SMUInputError as e:
         st.error(f"The model cannot read this piece: {e.reason}")
     except Exception as e:  # keep the page alive whatever the model does
         st.error(f"The model failed on this piece: {type(e).__name__}: {e}")
-notes = table if table is not None else plots.piece_frame(piece)
+    return None
+
+
+# first view: the masker overlay from one clean pass (fast); the full explain table
+# (every note masked once: predictions, reconstruction) comes after the roll is drawn
+over = run_model(A.overlay, model_path, data, piece, ratio) if model_path else None
+notes = over if over is not None else plots.piece_frame(piece)
 
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Notes", f"{len(notes):,}")
 m2.metric("Bars", f"{len(piece.bar_starts_q):,}")
 m3.metric("Length", f"{float(piece.end_sec.max()):.0f} s")
-if table is not None:
-    m4.metric("Picked by the masker", f"{int(table['picked'].sum()):,}")
+if over is not None:
+    m4.metric("Picked by the masker", f"{int(over['picked'].sum()):,}")
 
 show_ghost = False
-if table is not None:
+table = None
+if over is not None:
     show_ghost = st.toggle("Show the model's reconstruction of the picked notes (ghost layer)",
                            value=False, key="explore_ghost")
-ghost = plots.reconstruction_frame(table) if show_ghost and table is not None else None
+    if show_ghost:
+        table = run_model(A.explain, model_path, data, piece, ratio, seed)
+ghost = plots.reconstruction_frame(table) if table is not None else None
 fig = plots.piano_roll(notes, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
-                       ghost=ghost, title=f"{name}" + (" - masker overlay" if table is not None else ""),
+                       ghost=ghost, title=f"{name}" + (" - masker overlay" if over is not None else ""),
                        height=520)
 event = st.plotly_chart(fig, key="explore_roll", on_select="rerun", selection_mode="points",
                         config={"scrollZoom": True, "displaylogo": False})
-if table is None and model_path is None:
+if over is not None and table is None:
+    table = run_model(A.explain, model_path, data, piece, ratio, seed)
+if over is None:
     st.caption("No model loaded: notes are coloured by track. Choose a model to see the masker overlay.")
-elif table is not None:
+else:
     st.caption("Colour = masker score (high = hard to recover from context). Red outline = the notes "
                "it would mask at this ratio. Grey hatched = frozen. Click a note to inspect it; drag "
                "to zoom, double-click to reset.")
@@ -71,13 +83,17 @@ sel_sig = tuple(selected)
 if selected and st.session_state.get("explore_last_sel") != sel_sig:
     st.session_state["explore_last_sel"] = sel_sig
     st.session_state["explore_note"] = int(selected[0])
-if "explore_note" not in st.session_state or st.session_state["explore_note"] >= len(notes):
-    first = (int(np.flatnonzero(table["picked"].to_numpy(dtype=bool))[0])
-             if table is not None and table["picked"].any() else 0)
+note_for = (A.piece_key(data), model_path)
+if (st.session_state.get("explore_note_for") != note_for or "explore_note" not in st.session_state
+        or st.session_state["explore_note"] >= len(notes)):
+    # a new piece or model: start on the first note the masker picks
+    first = (int(np.flatnonzero(over["picked"].to_numpy(dtype=bool))[0])
+             if over is not None and over["picked"].any() else 0)
     st.session_state["explore_note"] = first
+    st.session_state["explore_note_for"] = note_for
 note_idx = int(st.number_input("Note number (or click a note in the roll)", 0, len(notes) - 1,
                                key="explore_note"))
-row = notes.iloc[note_idx]
+row = (table if table is not None else notes).iloc[note_idx]
 track_label = (piece.track_names[int(row["track"])] if 0 <= int(row["track"]) < len(piece.track_names)
                else str(int(row["track"])))
 info = (f"**{plots.pitch_name(int(row['pitch']))}** at bar.beat "
@@ -90,6 +106,8 @@ if table is not None:
     st.markdown(f"Masker score **{float(row['score']):.3f}** - {state}.")
     attrs = [c[len("topk_"):] for c in table.columns if c.startswith("topk_")]
     truth = {a: row.get(f"true_{a}") for a in attrs}  # the true token, decoded
+    st.caption(f"The model's top guesses for each attribute of this note when it is masked "
+               f"(together with a random {ratio:.0%} of its neighbours); green = the true value.")
     cols = st.columns(max(1, len(attrs)))
     has_any = False
     for col, a in zip(cols, attrs):

@@ -32,7 +32,9 @@ if submitted:
         st.error("Type the path of a folder of MIDI files.")
     else:
         try:
-            run = registry.submit(strategy=strategy, data=data, config=size, steps=steps)
+            # about 100 progress lines per run for the live curves; no terminal bar in the log
+            run = registry.submit(strategy=strategy, data=data, config=size, steps=steps,
+                                  extra_args=["--log-every", str(max(1, steps // 100)), "--no-bar"])
         except SMUInputError as e:
             st.error(f"Cannot start the run: {e}")
         else:
@@ -44,9 +46,6 @@ if submitted:
                 st.success(f"Started run {run.id}.")
 
 
-STATUS_ICON = {"queued": "⏳", "running": "🏃", "done": "✅", "failed": "❌", "cancelled": "⏹️"}
-
-
 @st.fragment(run_every="1s")
 def live_runs():
     runs = registry.poll()
@@ -54,7 +53,7 @@ def live_runs():
         st.info("No runs yet. Start one above.")
         return
     table = pd.DataFrame([{
-        "": STATUS_ICON.get(r.status, ""), "run": r.id, "status": r.status,
+        "run": r.id, "status": r.status,
         "strategy": r.params.get("strategy"), "size": r.params.get("config"),
         "steps": r.params.get("steps"), "created": r.created,
     } for r in reversed(runs)])

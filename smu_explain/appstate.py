@@ -13,7 +13,7 @@ modules never import it. Page scripts (``pages/*.py``) use these helpers for:
 - widgets used on several pages (piece picker, model picker) that turn every
   bad input into an ``st.error`` and return ``None`` instead of raising;
 - state shared across pages lives in non-widget ``st.session_state`` keys
-  (``smu_piece`` = (name, bytes), ``smu_model_a`` / ``smu_model_b`` = folder
+  (``smu_piece`` = (name, bytes), ``smu_upload`` = the last upload, ``smu_model_a`` / ``smu_model_b`` = folder
   paths, ``smu_ratio``), because widget values do not survive a page change.
 """
 
@@ -44,7 +44,8 @@ UPLOAD_TYPES = ["mid", "midi", "kar", "smf", "xml", "musicxml", "mxl"]
 OTHER_FOLDER = "other folder..."
 
 # non-widget session keys shared by pages
-K_PIECE = "smu_piece"  # (name, bytes)
+K_PIECE = "smu_piece"  # (name, bytes) of the piece in use
+K_UPLOAD = "smu_upload"  # (name, bytes) of the last upload
 K_MODEL_A = "smu_model_a"
 K_MODEL_B = "smu_model_b"
 K_RATIO = "smu_ratio"
@@ -111,20 +112,23 @@ def _read(data: bytes, name: str):
 def piece_picker(key: str = "piece") -> tuple[str, bytes] | None:
     """Pick a sample or upload a file; returns (name, bytes) or None (nothing chosen).
 
-    The choice is copied to ``st.session_state[K_PIECE]`` so other pages reuse it.
+    The choice is copied to ``st.session_state[K_PIECE]`` (and an upload to
+    ``K_UPLOAD``) so other pages, and this page after a rerun, reuse it. The
+    source radio starts on "upload" when the current piece is not a sample.
     An oversize upload is reported with ``st.error`` and returns None.
     """
     samples = list_samples()
+    names = [p.name for p in samples]
     current = st.session_state.get(K_PIECE)
     sources = ["sample", "upload"]
     src = st.radio("Piece", sources, horizontal=True, key=f"{key}_source",
+                   index=1 if current and current[0] not in names else 0,
                    format_func=lambda s: "a sample from sample_midi/" if s == "sample"
                    else "upload MIDI / MusicXML")
     if src == "sample":
         if not samples:
             st.info("No sample pieces found in sample_midi/. Upload a file instead.")
             return None
-        names = [p.name for p in samples]
         idx = names.index(current[0]) if current and current[0] in names else 0
         choice = st.selectbox("Sample piece", names, index=idx, key=f"{key}_sample")
         data = (SAMPLE_DIR / choice).read_bytes()
@@ -133,17 +137,20 @@ def piece_picker(key: str = "piece") -> tuple[str, bytes] | None:
     up = st.file_uploader(f"MIDI or MusicXML file (at most {MAX_UPLOAD_MB} MB)", type=UPLOAD_TYPES,
                           key=f"{key}_upload")
     if up is None:
-        if current and current[0] not in {p.name for p in samples}:
-            st.caption(f"Using the earlier upload: {current[0]}")
-            return current
-        return None
+        earlier = st.session_state.get(K_UPLOAD)
+        if earlier is None and current and current[0] not in names:
+            earlier = current
+        if earlier is not None:
+            st.caption(f"Using the earlier upload: {earlier[0]}")
+            st.session_state[K_PIECE] = earlier
+        return earlier
     try:
         check_upload_size(up.name, up.size)
     except SMUInputError as e:
         st.error(f"Cannot use this upload: {e}")
         return None
     data = up.getvalue()
-    st.session_state[K_PIECE] = (up.name, data)
+    st.session_state[K_PIECE] = st.session_state[K_UPLOAD] = (up.name, data)
     return up.name, data
 
 
@@ -181,9 +188,17 @@ def _load_model(path: str, mtime: float):
     from .tokenizer import Tokenizer, TokenizerConfig
 
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    model = MidiBert.from_pretrained(path)
+    meta = MidiBert.read_checkpoint_config(path) if Path(path, "config.json").is_file() else {}
+    if meta.get("format") == "smu_explain.finetuned":
+        # a fine-tuned folder: its encoder (with the pre-trained heads and masker) is the model
+        from .finetune import FineTuneModel
+
+        model = FineTuneModel.from_pretrained(path).encoder
+        info = {k: v for k, v in meta.items() if k != "model"}
+    else:
+        model = MidiBert.from_pretrained(path)
+        info = getattr(model, "checkpoint_info", {}) or {}
     model.eval()
-    info = getattr(model, "checkpoint_info", {}) or {}
     tok_cfg = info.get("tokenizer")
     if not isinstance(tok_cfg, dict):
         raise SMUCheckpointError(path, 'config.json has no "tokenizer" section; cannot read pieces for this model')
@@ -270,6 +285,80 @@ def explain_cached(model_path: str, mtime: float, key: str, ratio: float, seed: 
 
     model, tokenizer = _load_model(model_path, mtime)
     return explain_piece(model, tokenizer, _piece, ratio=ratio, seed=seed)
+
+
+def masker_overlay(model, tokenizer, piece, ratio: float, freeze_top: float = 0.3,
+                   batch_size: int = 16) -> pd.DataFrame:
+    """The masker's view of a piece from ONE clean pass: the fast first view of Explore.
+
+    Same rules and numbers as the ``score`` / ``picked`` / ``frozen`` columns of
+    ``explain.explain_piece`` without a freeze book (tested against it): the
+    windows of ``tokenizer.encode_windows``; a note in several windows takes
+    its score from the window where it is farthest from an edge (first such
+    window on ties); ``frozen`` = the top ``freeze_top`` of the notes by score
+    (``round``); ``picked`` = the top ``ratio`` of the other notes
+    (``round``, at least 1). Ties keep the lower note index first. Returns
+    the piece's notes table plus ``score``, ``picked``, ``frozen``. When the
+    model's ``max_len`` is shorter than the tokenizer's, falls back to
+    ``explain_piece`` (which re-windows).
+    """
+    import torch
+
+    from .plots import piece_frame
+
+    df = piece_frame(piece)
+    n = len(df)
+    if tokenizer.config.max_len > model.config.max_len:
+        from .explain import explain_piece
+
+        full = explain_piece(model, tokenizer, piece, ratio=ratio, freeze_top=freeze_top)
+        return full[list(df.columns) + ["score", "picked", "frozen"]]
+    wins = tokenizer.encode_windows(piece)
+    score = np.zeros(n)
+    best = np.full(n, -1)
+    # batch windows of equal length only: no padding, so no attention mask and the fused kernels
+    by_len: dict[int, list[int]] = {}
+    for w, (wt, _) in enumerate(wins):
+        by_len.setdefault(len(wt), []).append(w)
+    win_scores: dict[int, np.ndarray] = {}
+    with torch.no_grad():
+        for L, members in by_len.items():
+            for i in range(0, len(members), batch_size):
+                chunk = members[i:i + batch_size]
+                tok = torch.from_numpy(np.stack([wins[w][0] for w in chunk]))
+                am = torch.ones(len(chunk), L, dtype=torch.bool)
+                s = torch.sigmoid(model(tok, am, masker=True)["masker_logits"].float()).numpy()
+                for r, w in enumerate(chunk):
+                    win_scores[w] = s[r]
+    for w, (_, ids) in enumerate(wins):  # in window order: the first window wins ties
+        pos = np.arange(len(ids))
+        cent = np.minimum(pos, len(ids) - 1 - pos)
+        better = cent > best[ids]
+        score[ids[better]] = win_scores[w][better]
+        best[ids[better]] = cent[better]
+    order = np.argsort(-score, kind="stable")
+    frozen = np.zeros(n, dtype=bool)
+    frozen[order[:int(round(freeze_top * n))]] = True
+    free = order[~frozen[order]]
+    k = min(len(free), max(1 if len(free) else 0, int(round(ratio * len(free)))))
+    picked = np.zeros(n, dtype=bool)
+    picked[free[:k]] = True
+    df["score"] = score
+    df["picked"] = picked
+    df["frozen"] = frozen
+    return df
+
+
+@st.cache_data(show_spinner="Scoring the notes with the masker...", max_entries=32)
+def overlay_cached(model_path: str, mtime: float, key: str, ratio: float, _piece: Any) -> pd.DataFrame:
+    model, tokenizer = _load_model(model_path, mtime)
+    return masker_overlay(model, tokenizer, _piece, ratio)
+
+
+def overlay(model_path: str, data: bytes, piece, ratio: float) -> pd.DataFrame:
+    """Cached :func:`masker_overlay` of a piece for a model folder."""
+    p = Path(model_path)
+    return overlay_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), float(ratio), piece)
 
 
 def explain(model_path: str, data: bytes, piece, ratio: float, seed: int = 0) -> pd.DataFrame:
@@ -372,10 +461,81 @@ def accuracy_of(frame: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+FINETUNED_FORMAT = "smu_explain.finetuned"
+
+
+def _is_finetuned(d: Path) -> bool:
+    import json
+
+    try:
+        meta = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FINETUNED_FORMAT
+
+
 def task_heads(model_path: str | Path) -> list[Path]:
-    """Fine-tuned task head files kept in a model folder (``*head*.safetensors`` or ``heads/``)."""
+    """Fine-tuned task models kept with a model: the folder itself when it is a fine-tuned
+    model, and its sub-folders (and ``finetuned/*``) whose ``config.json`` has format
+    ``smu_explain.finetuned`` (as written by ``finetune.FineTuneModel.save_pretrained``)."""
     p = Path(model_path)
-    found = sorted(p.glob("*head*.safetensors"))
-    if (p / "heads").is_dir():
-        found += sorted((p / "heads").glob("*.safetensors"))
+    found = [p] if _is_finetuned(p) else []
+    for base in (p, p / "finetuned"):
+        if base.is_dir():
+            found += [d for d in sorted(base.iterdir()) if d.is_dir() and _is_finetuned(d)]
     return found
+
+
+@st.cache_data(show_spinner="Running the fine-tuned head...", max_entries=32)
+def downstream_cached(head_dir: str, mtime: float, key: str, _piece: Any) -> dict:
+    """Predictions of a fine-tuned model on a piece.
+
+    Sequence tasks: softmax averaged over the piece's windows -> ``classes``
+    as ``[(class, probability), ...]`` best first. Note tasks: per note the
+    softmax averaged over the windows holding it -> ``notes`` table with
+    ``pred`` and ``confidence`` columns, and ``classes`` = share of notes per
+    predicted class.
+    """
+    import torch
+
+    from .finetune import FineTuneModel
+    from .tokenizer import Tokenizer, TokenizerConfig
+
+    model = FineTuneModel.from_pretrained(head_dir).eval()
+    tok_cfg = model.info.get("tokenizer")
+    if not isinstance(tok_cfg, dict):
+        raise SMUCheckpointError(head_dir, "the fine-tuned model has no tokenizer config")
+    tokenizer = Tokenizer(TokenizerConfig.from_dict(tok_cfg))
+    n = len(_piece)
+    C = len(model.classes)
+    seq = np.zeros(C)
+    note_p = np.zeros((n, C))
+    note_k = np.zeros(n)
+    wins = tokenizer.encode_windows(_piece)
+    with torch.no_grad():
+        for w, ids in wins:
+            out = model(torch.from_numpy(w)[None], torch.ones(1, len(w), dtype=torch.bool))["logits"]
+            prob = torch.softmax(out.float(), dim=-1)[0].numpy()
+            if model.level == "sequence":
+                seq += prob
+            else:
+                note_p[ids] += prob
+                note_k[ids] += 1
+    result = {"task": model.task, "level": model.level, "name": Path(head_dir).name}
+    if model.level == "sequence":
+        seq /= max(1, len(wins))
+        order = np.argsort(-seq)
+        result["classes"] = [(model.classes[i], float(seq[i])) for i in order]
+    else:
+        note_p /= np.maximum(note_k, 1)[:, None]
+        pred = note_p.argmax(1)
+        result["notes"] = pd.DataFrame({"pred": [model.classes[i] for i in pred],
+                                        "confidence": note_p.max(1)})
+        counts = np.bincount(pred, minlength=C) / max(1, n)
+        result["classes"] = [(model.classes[i], float(counts[i])) for i in np.argsort(-counts)]
+    return result
+
+
+def downstream(head_dir: str | Path, data: bytes, piece) -> dict:
+    p = Path(head_dir)
+    return downstream_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), piece)

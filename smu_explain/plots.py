@@ -245,9 +245,9 @@ def _note_trace(df: pd.DataFrame, name: str, *, color, line_color=None, line_wid
         marker["coloraxis"] = coloraxis
     else:
         marker["color"] = color
-    if pattern:
+    if pattern:  # hatch drawn over the fill colour
         marker["pattern"] = {"shape": pattern, "fgcolor": STATE_COLORS["frozen_outline"],
-                             "solidity": 0.3}
+                             "fillmode": "overlay", "solidity": 0.3}
     return go.Bar(
         name=name,
         orientation="h",
@@ -380,6 +380,19 @@ def _roll_traces(df: pd.DataFrame, *, track_names=None, show_score=True, picked_
     return traces
 
 
+def _score_axis(frames: Sequence[pd.DataFrame]) -> dict:
+    """Shared colour axis of masker scores: the scores' own range (to 0.01), so a masker
+    whose scores sit close together (an early or weak one) still shows its ranking."""
+    vals = np.concatenate([f["score"].dropna().to_numpy(dtype=float) for f in frames
+                           if "score" in f.columns] or [np.array([0.0, 1.0])])
+    lo = float(np.floor(vals.min() * 100) / 100) if len(vals) else 0.0
+    hi = float(np.ceil(vals.max() * 100) / 100) if len(vals) else 1.0
+    if hi - lo < 0.02:
+        lo, hi = max(0.0, lo - 0.01), min(1.0, hi + 0.01)
+    return {"colorscale": SCORE_COLORSCALE, "cmin": lo, "cmax": hi,
+            "colorbar": {"title": {"text": "masker score"}, "thickness": 14, "len": 0.8}}
+
+
 def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
                track_names: Sequence[str] | None = None, show_score: bool = True,
                picked_col: str = "picked", ghost: pd.DataFrame | None = None,
@@ -390,7 +403,7 @@ def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
     - Without a ``score`` column (or ``show_score=False``): one trace per track,
       coloured from a fixed palette.
     - With ``score``: unpicked notes coloured by masker score on a shared
-      colour axis (colorbar "masker score", 0..1); notes with ``picked_col``
+      colour axis (colorbar "masker score", spanning the scores' range); notes with ``picked_col``
       True drawn with the same colours and a thick red outline; notes with
       ``frozen`` True grey and hatched (a frozen note is never drawn as picked).
     - ``ghost``: a notes table (see :func:`reconstruction_frame`) drawn on top,
@@ -416,18 +429,15 @@ def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
         title={"text": title} if title else None,
         dragmode="zoom",
         hovermode="closest",
-        margin={"l": 60, "r": 20, "t": 50 if title else 20, "b": 40},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        margin={"l": 60, "r": 20, "t": 40 if title else 10, "b": 40},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
         plot_bgcolor="white",
         yaxis=_pitch_axis(pmin, pmax),
         xaxis={"title": {"text": "time (quarter notes)"}, "showgrid": False, "zeroline": False,
                **({"range": list(x_range)} if x_range else {})},
     )
     if show_score and "score" in df.columns and df["score"].notna().any():
-        fig.update_layout(coloraxis={
-            "colorscale": SCORE_COLORSCALE, "cmin": 0.0, "cmax": 1.0,
-            "colorbar": {"title": {"text": "masker score"}, "thickness": 14, "len": 0.8},
-        })
+        fig.update_layout(coloraxis=_score_axis([df]))
     return fig
 
 
@@ -468,10 +478,7 @@ def side_by_side_rolls(frames: Sequence[pd.DataFrame], titles: Sequence[str], *,
         fig.update_yaxes(showgrid=True, gridcolor="rgba(200,200,200,0.35)", row=1, col=i)
     fig.update_xaxes(title_text="time (quarter notes)", showgrid=False, zeroline=False)
     if any_score:
-        fig.update_layout(coloraxis={
-            "colorscale": SCORE_COLORSCALE, "cmin": 0.0, "cmax": 1.0,
-            "colorbar": {"title": {"text": "masker score"}, "thickness": 14, "len": 0.8},
-        })
+        fig.update_layout(coloraxis=_score_axis([f for f, m in zip(frames, masked_cols) if m is None]))
     return fig
 
 
@@ -570,12 +577,19 @@ def _numeric_cols(df: pd.DataFrame, prefixes: Sequence[str], exclude=()) -> list
 
 
 def loss_curves(progress: pd.DataFrame, *, title: str = "training loss") -> go.Figure:
-    """One line per loss column (``loss`` and ``loss_<attribute>``) against step."""
+    """Loss against step: ``loss`` (the total, thick) and one line per attribute.
+
+    Per-attribute columns are ``ce_<attr>`` (the strategies' cross-entropy
+    stats) or ``loss_<attr>``; ``recovery_loss`` is drawn too when present.
+    """
     fig = go.Figure()
-    cols = _numeric_cols(progress, ["loss"]) if len(progress) else []
+    cols = []
+    if len(progress):
+        cols = [c for c in ("loss", "recovery_loss") if c in progress.columns]
+        cols += _numeric_cols(progress, ["ce", "loss"], exclude=set(cols))
     for c in cols:
-        fig.add_trace(go.Scatter(x=progress["step"], y=progress[c], mode="lines",
-                                 name=c.replace("loss_", "") if c != "loss" else "total",
+        name = {"loss": "total", "recovery_loss": "recovery"}.get(c, c.split("_", 1)[-1])
+        fig.add_trace(go.Scatter(x=progress["step"], y=progress[c], mode="lines", name=name,
                                  line={"width": 3 if c == "loss" else 1.5}))
     fig.update_layout(title={"text": title}, xaxis_title="step", yaxis_title="loss", height=340,
                       margin={"l": 50, "r": 20, "t": 50, "b": 40}, hovermode="x unified")
@@ -585,11 +599,18 @@ def loss_curves(progress: pd.DataFrame, *, title: str = "training loss") -> go.F
     return fig
 
 
+MASKER_STAT_PREFIXES = ("masker", "score", "frozen", "freeze")
+
+
 def masker_stats_figure(progress: pd.DataFrame, *, title: str = "masker statistics") -> go.Figure:
-    """Lines for every numeric ``masker_*`` / ``mask_*`` / ``frozen*`` column against step."""
+    """Lines for every numeric masker statistic against step.
+
+    Columns starting with ``masker``, ``score``, ``frozen`` or ``freeze``
+    (e.g. ``masker_loss``, ``score_mean``, ``frozen_in_batch``); the random
+    strategy has none, which the figure says.
+    """
     fig = go.Figure()
-    cols = (_numeric_cols(progress, ["masker", "mask", "frozen", "freeze"]) if len(progress)
-            else [])
+    cols = _numeric_cols(progress, MASKER_STAT_PREFIXES) if len(progress) else []
     for c in cols:
         fig.add_trace(go.Scatter(x=progress["step"], y=progress[c], mode="lines", name=c))
     fig.update_layout(title={"text": title}, xaxis_title="step", height=340,
@@ -754,6 +775,7 @@ def prediction_bars(topk: Sequence[tuple], *, title: str = "", truth=None) -> go
                            marker_color=colors[::-1], text=[f"{p:.0%}" for p in probs[::-1]],
                            textposition="auto"))
     fig.update_layout(title={"text": title}, xaxis={"range": [0, 1], "tickformat": ".0%"},
-                      height=60 + 28 * max(1, len(labels)),
-                      margin={"l": 60, "r": 10, "t": 30 if title else 5, "b": 20})
+                      yaxis={"type": "category"},  # values such as 4 or 0.5 are labels, not positions
+                      height=90 + 30 * max(1, len(labels)),
+                      margin={"l": 60, "r": 10, "t": 30 if title else 5, "b": 25})
     return fig

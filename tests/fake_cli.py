@@ -22,6 +22,8 @@ def main() -> int:
         pre.add_argument(a, required=True)
     pre.add_argument("--steps", type=int, required=True)
     pre.add_argument("--mode", default=os.environ.get("FAKE_CLI_MODE", "ok"))
+    pre.add_argument("--log-every", type=int, default=1)
+    pre.add_argument("--no-bar", action="store_true")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     f = open(args.progress, "a", encoding="utf-8")
@@ -52,11 +54,12 @@ def main() -> int:
             print("Traceback (most recent call last):\nRuntimeError: boom at step 3", file=sys.stderr,
                   flush=True)
             return 1
-        stats = {"loss_pitch": 3.0 / step, "loss_duration": 2.0 / step}
+        stats = {"loss": 5.0 / step, "ce_pitch": 3.0 / step, "ce_duration": 2.0 / step}
         if args.strategy == "adversarial":
-            stats.update(masker_loss=0.7 - 0.01 * step, masker_score_mean=0.5, frozen_frac=0.0)
-        emit(event="step", step=step, epoch=0, loss=5.0 / step, lr=1e-4, tokens_per_s=1000.0,
-             stats=stats)
+            stats.update(masker_loss=0.7 - 0.01 * step, score_mean=0.5, frozen_in_batch=0.0)
+        if step % args.log_every == 0:
+            emit(event="step", step=step, epoch=0, loss=5.0 / step, lr=1e-4, tokens_per_s=1000.0,
+                 stats=stats)
         if args.mode in ("slow", "stubborn"):
             time.sleep(0.1)
     emit(event="status", status="done", message="finished", step=args.steps)

@@ -84,14 +84,15 @@ def test_model_overlay_ratio_slider_and_inspector(model_dir):
 
 
 @pytest.mark.parametrize("name,data,why", [
-    ("notes.txt", b"these are my notes, not music", "not a MIDI file"),
+    ("notes.txt", b"these are my notes, not music", "unsupported file type"),
+    ("song.mid", b"these are my notes, not music", "not a MIDI file"),
     ("broken.mid", b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\x00\x00\x10\x00\x90", "Cannot read broken.mid"),
 ])
 def test_bad_uploads_are_errors(name, data, why):
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.session_state[A.K_PIECE] = (name, data)
     at.run()
-    at.radio(key="explore_source").set_value("upload").run()
+    assert at.radio(key="explore_source").value == "upload"
     assert not at.exception
     assert any(why in e.value for e in at.error), [e.value for e in at.error]
     # the app keeps working: back to a sample
@@ -103,7 +104,7 @@ def test_piece_without_notes_is_an_error(midi_bytes):
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.session_state[A.K_PIECE] = ("empty.mid", midi_bytes([]))
     at.run()
-    at.radio(key="explore_source").set_value("upload").run()
+    assert at.radio(key="explore_source").value == "upload"
     assert not at.exception
     assert any("empty.mid" in e.value and "note" in e.value for e in at.error)
 
@@ -112,7 +113,7 @@ def test_oversize_file_states_the_limit():
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.session_state[A.K_PIECE] = ("huge.mid", b"MThd" + bytes(21 * 1024 * 1024))
     at.run()
-    at.radio(key="explore_source").set_value("upload").run()
+    assert at.radio(key="explore_source").value == "upload"
     assert not at.exception
     assert any("the limit is 20 MB" in e.value for e in at.error)
     cfg = (ROOT / ".streamlit" / "config.toml").read_text()
@@ -140,3 +141,23 @@ def test_missing_and_broken_model_folders(tmp_path):
     assert any("pickle" in e.value for e in at.error)
     # the roll is still drawn without a model
     assert int(metric(at, "Notes").replace(",", "")) > 0
+
+
+@pytest.mark.parametrize("ratio", [0.15, 0.4])
+def test_fast_overlay_matches_explain_table(model_dir, ratio):
+    """The one-pass overlay of the first view gives explain_piece's score/picked/frozen."""
+    from smu_explain.explain import explain_piece
+    from smu_explain.tokenizer import TokenizerConfig, read_piece
+
+    model, tok = A._load_model.__wrapped__(str(model_dir), 0.0)
+    # a short max_len forces several overlapping windows
+    from smu_explain.tokenizer import Tokenizer
+
+    tok = Tokenizer(TokenizerConfig(**{**tok.config.to_dict(), "max_len": 64, "stride": 48}))
+    piece = read_piece(ROOT / "sample_midi" / SAMPLES[0])
+    over = A.masker_overlay(model, tok, piece, ratio)
+    full = explain_piece(model, tok, piece, ratio=ratio)
+    np.testing.assert_allclose(over["score"], full["score"], atol=1e-5)
+    assert (over["frozen"] == full["frozen"]).all()
+    assert (over["picked"] == full["picked"]).all()
+    assert over["picked"].sum() == max(1, round(ratio * (len(piece) - round(0.3 * len(piece)))))

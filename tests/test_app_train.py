@@ -50,7 +50,7 @@ def test_start_and_cancel_a_run(env, monkeypatch):
     [run] = reg.list()
     assert run.status == "running"
     assert run.params == {"strategy": "adversarial", "data": str(ROOT / "sample_midi"),
-                          "config": "tiny", "steps": 5000, "extra_args": []}
+                          "config": "tiny", "steps": 5000, "extra_args": ["--log-every", "50", "--no-bar"]}
     # progress shows up on a rerun (the fragment polls every second in the browser)
     deadline = time.time() + 15
     while not any(r.get("event") == "step" for r in reg.progress(run.id)) and time.time() < deadline:
@@ -101,3 +101,30 @@ def test_bad_folder_is_an_error(env, tmp_path):
     assert not at.exception
     assert any("not found" in e.value for e in at.error)
     assert _registry(env).list() == []
+
+
+def test_finished_run_is_selectable_as_a_model(env):
+    from app_helpers import make_model
+
+    reg = _registry(env)
+    run = reg.submit(strategy="random", data=ROOT / "sample_midi", steps=3)
+    deadline = time.time() + 15
+    while reg.get(run.id).status == "running" and time.time() < deadline:
+        time.sleep(0.1)
+    assert reg.get(run.id).status == "done"
+    out = Path(run.out_dir)
+    out.rmdir()  # the fake CLI made it empty; save a real model there
+    make_model(out, seed=5)
+    # Train page: "Open in Explore" sets the model for the other pages
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    [btn] = [b for b in at.button if b.label == "Open in Explore"]
+    btn.click().run()
+    assert not at.exception
+    assert at.session_state["smu_model_a"] == str(out)
+    # Explore lists the run among the models and loads it
+    ex = AppTest.from_file(str(ROOT / "pages" / "explore.py"), default_timeout=60).run()
+    options = ex.selectbox(key="explore_model_choice").options
+    label = next(o for o in options if run.id in o)
+    ex.selectbox(key="explore_model_choice").set_value(label).run()
+    assert not ex.exception and not ex.error
+    assert any(m.label == "Picked by the masker" for m in ex.metric)

@@ -1,7 +1,6 @@
 """Audio rendering: built-in synth always works; fluidsynth is used (and named) when installed."""
 
 import io
-import shutil
 import wave
 
 import numpy as np

@@ -80,7 +80,11 @@ def test_piano_roll_score_overlay_states():
     np.testing.assert_allclose(plain.marker.color, df.score[note_ids(plain)])
     assert plain.marker.coloraxis == picked.marker.coloraxis == "coloraxis"
     assert fig.layout.coloraxis.colorbar.title.text == "masker score"
-    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0.0, 1.0)
+    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0.0, 1.0)  # the scores' range
+    narrow = plots.piano_roll(df.assign(score=np.linspace(0.503, 0.517, len(df))))
+    assert (narrow.layout.coloraxis.cmin, narrow.layout.coloraxis.cmax) == (0.5, 0.52)
+    flat = plots.piano_roll(df.assign(score=0.505))
+    assert (flat.layout.coloraxis.cmin, flat.layout.coloraxis.cmax) == pytest.approx((0.49, 0.52))
     assert picked.marker.line.color == plots.STATE_COLORS["picked_outline"]
     assert picked.marker.line.width > plain.marker.line.width
     assert frozen.marker.color == plots.STATE_COLORS["frozen"]
@@ -205,22 +209,30 @@ def test_progress_frame_and_curves():
     recs = [
         {"event": "start", "step": 0, "total_steps": 3},
         {"event": "step", "step": 1, "loss": 3.0, "lr": 1e-4,
-         "stats": {"loss_pitch": 2.0, "loss_duration": 1.0, "masker_loss": 0.7, "frozen_frac": 0.0}},
+         "stats": {"loss": 3.0, "ce_pitch": 2.0, "ce_duration": 1.0, "acc_pitch": 0.1,
+                   "masker_loss": 0.7, "score_mean": 0.5, "frozen_in_batch": 0.0}},
         {"event": "eval", "step": 1, "metrics": {"val_loss": 9.0}},
         {"event": "step", "step": 2, "loss": 2.0, "lr": 1e-4,
-         "stats": {"loss_pitch": 1.5, "loss_duration": 0.5, "masker_loss": 0.6, "frozen_frac": 0.1}},
+         "stats": {"loss": 2.0, "ce_pitch": 1.5, "ce_duration": 0.5, "acc_pitch": 0.2,
+                   "masker_loss": 0.6, "score_mean": 0.55, "frozen_in_batch": 0.1}},
         {"event": "status", "status": "done", "step": 2},
     ]
     prog = plots.progress_frame(recs)
     assert list(prog.step) == [1, 2]
-    assert {"loss", "loss_pitch", "loss_duration", "masker_loss", "frozen_frac"} <= set(prog.columns)
+    assert "val_loss" not in prog.columns  # eval lines are not steps
+    assert {"loss", "ce_pitch", "ce_duration", "masker_loss", "frozen_in_batch"} <= set(prog.columns)
     fig = plots.loss_curves(prog)
     assert {t.name for t in fig.data} == {"total", "pitch", "duration"}
     assert list(trace(fig, "pitch").y) == [2.0, 1.5]
+    assert list(trace(fig, "total").y) == [3.0, 2.0]
     m = plots.masker_stats_figure(prog)
-    assert {t.name for t in m.data} == {"masker_loss", "frozen_frac"}
+    assert {t.name for t in m.data} == {"masker_loss", "score_mean", "frozen_in_batch"}
+    # older/other naming: loss_<attr>
+    old = plots.progress_frame([{"step": 1, "loss": 1.0, "loss_pitch": 0.5}])
+    assert {t.name for t in plots.loss_curves(old).data} == {"total", "pitch"}
     empty = plots.loss_curves(plots.progress_frame([]))
     assert len(empty.data) == 0 and "no progress" in empty.layout.annotations[0].text
+    assert "random strategy" in plots.masker_stats_figure(plots.progress_frame(recs[:1])).layout.annotations[0].text
 
 
 def test_classes():

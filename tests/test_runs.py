@@ -48,7 +48,7 @@ def test_run_completes_and_record_is_on_disk(tmp_path, data_dir):
     for key in ("id", "command", "pid", "status", "created", "out_dir", "progress_path", "log_path"):
         assert key in rec
     assert rec["status"] == "done"
-    assert rec["command"][-12:][:2] == ["pretrain", "--strategy"] or "pretrain" in rec["command"]
+    assert rec["command"][2] == "pretrain" and rec["command"][rec["command"].index("--steps") + 1] == "5"
     assert "--progress" in rec["command"] and rec["progress_path"] in rec["command"]
     steps = [r for r in reg.progress(run.id) if r.get("event") == "step"]
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5]
@@ -225,3 +225,27 @@ def test_unknown_run(tmp_path):
     reg = make_registry(tmp_path)
     with pytest.raises(SMUInputError, match="no such run"):
         reg.get("nope")
+
+
+@pytest.mark.slow
+def test_real_cli_run_finishes_and_cancels(tmp_path):
+    """The registry against the real `python -m smu_explain.cli pretrain` on sample_midi."""
+    pytest.importorskip("smu_explain.cli")
+    root = Path(__file__).resolve().parents[1]
+    reg = RunRegistry(tmp_path / "runs", grace_s=10.0, env={"OMP_NUM_THREADS": "1"})
+    run = reg.submit(strategy="adversarial", data=root / "sample_midi", config="tiny", steps=3,
+                     extra_args=["--log-every", "1", "--no-bar", "--no-cache"])
+    run = wait_for(reg, run.id, {"done", "failed", "cancelled"}, timeout=120)
+    assert run.status == "done", reg.log_tail(run.id)
+    assert [r["step"] for r in reg.progress(run.id) if r.get("event") == "step"] == [1, 2, 3]
+    [(label, out)] = reg.model_dirs()
+    assert out == Path(run.out_dir) and run.id in label
+    long = reg.submit(strategy="random", data=root / "sample_midi", config="tiny", steps=100_000,
+                      extra_args=["--log-every", "1", "--no-bar", "--no-cache"])
+    deadline = time.time() + 120
+    while not any(r.get("event") == "step" for r in reg.progress(long.id)) and time.time() < deadline:
+        time.sleep(0.2)
+    long = reg.cancel(long.id)
+    assert long.status == "cancelled", reg.log_tail(long.id)
+    assert not long.killed  # the CLI stops cleanly on SIGTERM
+    assert read_jsonl(long.progress_path)[-1]["status"] == "cancelled"

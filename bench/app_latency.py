@@ -1,0 +1,232 @@
+#!/usr/bin/env python
+"""App latency benchmark; prints one JSON object.
+
+1. ``bytes_to_roll_with_overlay``: from the bytes of a ~3-minute piece to a
+   ready Plotly piano roll with the masker overlay, at the ``small`` model
+   size, the way the Explore page draws its first view: ``read_piece`` ->
+   ``appstate.masker_overlay`` (one clean pass: scores, picked, frozen) ->
+   ``plots.piano_roll`` -> ``Figure.to_json`` (what Streamlit sends).
+   Uncached (the app caches it; this is the first view of a new piece). The
+   first call is ``first_s`` (model just loaded); ``warm_s`` is the median of
+   ``--repeats`` later calls. Target: warm <= 1 s on this CPU. Stages are
+   reported too, and ``full_explain_s``: the full ``explain_piece`` table
+   (every note masked once; the inspector, ghost layer and audio need it),
+   which the page computes after the roll is on screen.
+2. ``cold_start``: ``streamlit run app.py`` started from nothing to the first
+   piano roll drawn in headless Chromium (bars present in the Plotly SVG).
+   Target: <= 10 s. Skipped (reported as null with a reason) when Chromium or
+   Playwright is missing or ``--no-browser`` is given.
+
+The piece: ``--midi PATH``, else a generated 3-minute piece (120 qpm, 4/4,
+90 bars: an eighth-note melody over a quarter-note bass and half-note chords,
+about 2,000 notes; deterministic). The model: ``--model DIR`` (a saved
+model), else ``models/demo-adversarial`` when it is there and small, else a
+randomly initialised ``small`` model (speed does not depend on the weights).
+
+Usage: ``python bench/app_latency.py [--midi F] [--model DIR] [--repeats 5] [--threads N] [--no-browser]``
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# bench/ holds a tokenize.py that would shadow the standard library's module
+# (torch imports it): drop this script's folder from the import path first.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse
+import json
+import platform
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+
+
+def three_minute_piece() -> bytes:
+    """A deterministic 180 s piece (120 qpm, 4/4, 90 bars), as MIDI bytes."""
+    import io
+
+    import numpy as np
+    import pretty_midi
+
+    rng = np.random.default_rng(0)
+    pm = pretty_midi.PrettyMIDI(initial_tempo=120.0)
+    mel, bass, chords = (pretty_midi.Instrument(0, name=n) for n in ("melody", "bass", "chords"))
+    q = 0.5  # seconds per quarter at 120 qpm
+    scale = [0, 2, 4, 5, 7, 9, 11]
+    for bar in range(90):
+        root = [0, 5, 7, 9][bar % 4]
+        for e in range(8):  # eighth notes
+            p = 72 + scale[int(rng.integers(0, 7))] + 12 * int(rng.integers(-1, 1))
+            t = (bar * 4 + e * 0.5) * q
+            mel.notes.append(pretty_midi.Note(int(rng.integers(60, 110)), p, t, t + 0.5 * q * 0.95))
+        for b in range(4):
+            t = (bar * 4 + b) * q
+            bass.notes.append(pretty_midi.Note(80, 36 + root, t, t + q * 0.9))
+        for h in range(2):
+            t = (bar * 4 + 2 * h) * q
+            for iv in (0, 4, 7):
+                chords.notes.append(pretty_midi.Note(60, 60 + root + iv, t, t + 2 * q * 0.95))
+    pm.instruments += [mel, bass, chords]
+    buf = io.BytesIO()
+    pm.write(buf)
+    return buf.getvalue()
+
+
+def pick_model(arg: str | None, tmp: Path) -> tuple[Path, str]:
+    from smu_explain.model import MidiBert
+
+    if arg:
+        return Path(arg), "given"
+    demo = ROOT / "models" / "demo-adversarial"
+    if (demo / "config.json").is_file():
+        meta = MidiBert.read_checkpoint_config(demo)
+        if meta["model"].get("d_model") == 256:
+            return demo, "demo-adversarial"
+    import torch
+
+    from smu_explain.model import ModelConfig
+    from smu_explain.tokenizer import Tokenizer, TokenizerConfig
+
+    torch.manual_seed(0)
+    tok = Tokenizer(TokenizerConfig())
+    model = MidiBert(ModelConfig.named("small", tok.vocab_sizes, tok.attributes))
+    out = tmp / "small-random"
+    model.save_pretrained(out, extra={"tokenizer": tok.config.to_dict()})
+    return out, "random small (untrained)"
+
+
+def warm_latency(data: bytes, model_dir: Path, repeats: int) -> dict:
+    import torch
+
+    from smu_explain import plots
+    from smu_explain.appstate import masker_overlay
+    from smu_explain.explain import explain_piece
+    from smu_explain.model import MidiBert
+    from smu_explain.tokenizer import Tokenizer, TokenizerConfig, read_piece
+
+    model = MidiBert.from_pretrained(model_dir).eval()
+    tok = Tokenizer(TokenizerConfig.from_dict(model.checkpoint_info["tokenizer"]))
+
+    def once() -> dict:
+        t0 = time.perf_counter()
+        piece = read_piece(data, name="bench")
+        t1 = time.perf_counter()
+        table = masker_overlay(model, tok, piece, 0.15)
+        t2 = time.perf_counter()
+        fig = plots.piano_roll(table, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names)
+        fig.to_json()
+        t3 = time.perf_counter()
+        return {"total": t3 - t0, "read": t1 - t0, "masker_overlay": t2 - t1, "figure": t3 - t2,
+                "notes": len(piece), "seconds": float(piece.end_sec.max()), "piece": piece}
+
+    first = once()
+    runs = [once() for _ in range(repeats)]
+    med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
+    piece = first["piece"]
+    full = []
+    for _ in range(max(1, repeats // 2)):
+        t0 = time.perf_counter()
+        explain_piece(model, tok, piece, ratio=0.15, seed=0)
+        full.append(time.perf_counter() - t0)
+    return {
+        "notes": first["notes"], "piece_seconds": round(first["seconds"], 1),
+        "params_M": round(model.num_parameters() / 1e6, 2), "torch_threads": torch.get_num_threads(),
+        "first_s": round(first["total"], 3), "warm_s": round(med("total"), 3),
+        "warm_stages_s": {k: round(med(k), 3) for k in ("read", "masker_overlay", "figure")},
+        "full_explain_s": round(statistics.median(full), 3),
+        "target_warm_s": 1.0, "meets_target": med("total") <= 1.0,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cold_start(timeout: float = 90.0) -> dict:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return {"skipped": "playwright is not installed"}
+    if not Path(CHROMIUM).exists():
+        return {"skipped": f"{CHROMIUM} is missing"}
+    port = free_port()
+    env = {**os.environ, "SMU_RUNS_DIR": tempfile.mkdtemp(prefix="smu_bench_runs_")}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless",
+                                 "true", "--server.port", str(port)], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            while True:
+                try:
+                    if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                        break
+                except OSError:
+                    pass
+                if time.perf_counter() - t0 > timeout:
+                    return {"error": "server did not become healthy"}
+                time.sleep(0.05)
+            t_health = time.perf_counter() - t0
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.wait_for_selector(".js-plotly-plot .barlayer path", timeout=timeout * 1000)
+            t_roll = time.perf_counter() - t0
+            overlay = page.locator("text=picked by masker").count() > 0
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            browser.close()
+    return {"server_healthy_s": round(t_health, 2), "first_piano_roll_s": round(t_roll, 2),
+            "with_masker_overlay": overlay, "target_s": 10.0, "meets_target": t_roll <= 10.0}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--midi")
+    ap.add_argument("--model")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--no-browser", action="store_true")
+    args = ap.parse_args()
+    import logging
+
+    import torch
+
+    logging.getLogger("streamlit").setLevel(logging.ERROR)  # appstate's caches outside a server
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = Path(args.midi).read_bytes() if args.midi else three_minute_piece()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir, model_kind = pick_model(args.model, Path(tmp))
+        result = {
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "torch": torch.__version__},
+            "piece": args.midi or "generated 3-minute piece",
+            "model": {"path": str(model_dir) if args.model else model_kind},
+            "bytes_to_roll_with_overlay": warm_latency(data, model_dir, args.repeats),
+        }
+    result["cold_start"] = {"skipped": "--no-browser"} if args.no_browser else cold_start()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Compare page (AppTest): two models on a piece and a folder, bias view, metrics, errors."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app_helpers import make_model, page, texts
+from smu_explain import appstate as A
+
+PAGE = page("compare.py")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    return make_model(d / "model-one", seed=1), make_model(d / "model-two", seed=2)
+
+
+@pytest.fixture(autouse=True)
+def runs_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMU_RUNS_DIR", str(tmp_path / "runs"))
+
+
+def run_page(models):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state[A.K_MODEL_A] = str(models[0])
+    at.session_state[A.K_MODEL_B] = str(models[1])
+    return at.run()
+
+
+def test_without_models_asks_for_two():
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert any("Choose two models" in i.value for i in at.info)
+
+
+def test_two_models_on_a_piece(models):
+    at = run_page(models)
+    assert not at.exception, at.exception
+    heads = [s.value for s in at.subheader]
+    assert heads == ["Recovery accuracy under the same random masks", "Bias view",
+                     "Downstream predictions", "Metrics"]
+    assert any("None: neither model folder holds a fine-tuned task head" in i.value for i in at.info)
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["model-one", "model-two", "difference"]
+    row = table.loc["recovery pitch (piece)"]
+    assert row["difference"] == pytest.approx(row["model-two"] - row["model-one"])
+    assert 0.0 <= row["model-one"] <= 1.0
+    comp = at.session_state["smu_compare"]
+    assert set(comp["tables"]) == {"model-one", "model-two"}
+    # the bias view switches grouping without error
+    for by in ("metric", "duration"):
+        at.selectbox(key="compare_by").set_value(by).run()
+        assert not at.exception
+    # a different ratio re-runs both models
+    at.slider(key="compare_ratio").set_value(0.3).run()
+    assert not at.exception
+    assert at.session_state["smu_compare"]["ratio"] == pytest.approx(0.3)
+
+
+def test_folder_evaluation_skips_bad_files(models, tiny_midi_dir):
+    (tiny_midi_dir / "junk.mid").write_bytes(b"not a midi file")
+    at = run_page(models)
+    at.text_input(key="compare_folder").set_value(str(tiny_midi_dir)).run()
+    at.button(key="compare_eval").click().run()
+    assert not at.exception, at.exception
+    assert any("1 file(s) skipped" in w.value and "junk.mid" in w.value for w in at.warning)
+    comp = at.session_state["smu_compare"]
+    assert comp["folder"]["n_files"] == 4
+    assert "recovery pitch (folder)" in at.dataframe[0].value.index
+
+
+def test_missing_folder_is_an_error(models, tmp_path):
+    at = run_page(models)
+    at.text_input(key="compare_folder").set_value(str(tmp_path / "nope")).run()
+    at.button(key="compare_eval").click().run()
+    assert not at.exception
+    assert any("folder not found" in e.value for e in at.error)
+
+
+def test_downstream_predictions_from_a_finetuned_head(tmp_path):
+    from smu_explain.finetune import build_model
+
+    a = make_model(tmp_path / "with-head", seed=3)
+    b = make_model(tmp_path / "plain", seed=4)
+    head = build_model("emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=a)
+    head.save_pretrained(a / "finetuned" / "emotion")
+    note_head = build_model("melody", ["melody", "bridge", "piano"], pretrained=a)
+    note_head.save_pretrained(a / "finetuned" / "melody")
+    assert [p.name for p in A.task_heads(a)] == ["emotion", "melody"]
+    assert A.task_heads(b) == []
+    at = run_page((a, b))
+    assert not at.exception, at.exception
+    text = texts(at)
+    assert "task **emotion**" in text and "task **melody**" in text
+    assert "mean confidence" in text
+    assert not any("None: neither" in i.value for i in at.info)
+    # a fine-tuned folder chosen as the model itself loads through its encoder
+    at2 = run_page((a / "finetuned" / "emotion", b))
+    assert not at2.exception and not at2.error

@@ -1,0 +1,37 @@
+"""Report page (AppTest): asks for a comparison first, then offers the HTML download."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app_helpers import make_model, page, texts
+from smu_explain import appstate as A
+
+
+@pytest.fixture(autouse=True)
+def runs_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMU_RUNS_DIR", str(tmp_path / "runs"))
+
+
+def test_no_comparison_yet():
+    at = AppTest.from_file(page("report.py"), default_timeout=60).run()
+    assert not at.exception
+    assert any("No comparison yet" in i.value for i in at.info)
+    assert len(at.get("download_button")) == 0
+
+
+def test_download_after_compare(tmp_path):
+    a, b = make_model(tmp_path / "adv", seed=1), make_model(tmp_path / "rnd", seed=2)
+    cmp = AppTest.from_file(page("compare.py"), default_timeout=60)
+    cmp.session_state[A.K_MODEL_A] = str(a)
+    cmp.session_state[A.K_MODEL_B] = str(b)
+    cmp.run()
+    assert not cmp.exception
+    rep = AppTest.from_file(page("report.py"), default_timeout=60)
+    rep.session_state["smu_compare"] = cmp.session_state["smu_compare"]
+    rep.run()
+    assert not rep.exception, rep.exception
+    assert rep.text_input(key="report_title").value == "adv vs rnd"
+    assert "Contents:** What each masker picks" in texts(rep)
+    assert "Bias view" in texts(rep) and "Metrics" in texts(rep)
+    [btn] = rep.get("download_button")
+    assert "Download the HTML report" in btn.proto.label

@@ -1,0 +1,198 @@
+"""End to end in real headless Chromium against `streamlit run app.py`.
+
+Opens the app, picks a sample, sees the piano roll with the masker overlay,
+opens Compare and sees the comparison, starts a tiny training run on Train and
+sees its loss curve update. Screenshots go to docs/screenshots/ (explore.png,
+compare.png, train.png).
+
+Models: the demo models when models/demo-adversarial and models/demo-random
+exist, else two tiny random models made here (chosen through "other folder...").
+The training run uses the real CLI (``python -m smu_explain.cli``; ``$SMU_CLI``
+overrides it).
+"""
+
+import importlib.util
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from app_helpers import ROOT, make_model
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "docs" / "screenshots"
+DEMO_A, DEMO_B = ROOT / "models" / "demo-adversarial", ROOT / "models" / "demo-random"
+FOLDER_LABEL = "Model folder (holds config.json and model.safetensors)"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); CI installs it")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    runs = tmp / "runs"
+    port = _free_port()
+    env = {**os.environ, "SMU_RUNS_DIR": str(runs), "SMU_MAX_RUNS": "1", "OMP_NUM_THREADS": "1"}
+    log = open(tmp / "streamlit.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"streamlit did not start: {(tmp / 'streamlit.log').read_text()[-2000:]}")
+        time.sleep(0.1)
+    demo = (DEMO_A / "model.safetensors").is_file() and (DEMO_B / "model.safetensors").is_file()
+    models = (None, None) if demo else (make_model(tmp / "tiny-adv", seed=1), make_model(tmp / "tiny-rnd", seed=2))
+    yield {"url": url, "runs": runs, "models": models}
+    from smu_explain.runs import RunRegistry
+
+    for r in RunRegistry(runs).list():
+        if r.status in ("running", "queued"):
+            RunRegistry(runs).cancel(r.id, grace_s=3)
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def choose(page, select_label: str, option: str):
+    """Pick ``option`` in the Streamlit selectbox labelled ``select_label`` (a combobox)."""
+    page.get_by_role("combobox", name=select_label, exact=True).click()
+    page.get_by_role("option", name=option, exact=True).first.click()
+
+
+def wait_idle(page, timeout=60_000):
+    """Wait until Streamlit has finished the current run: no running-status widget and
+    no stale (greyed-out) element left from the previous run, stable for 0.5 s."""
+    deadline = time.time() + timeout / 1000
+    calm_since = None
+    while time.time() < deadline:
+        busy = (page.locator('[data-testid="stStatusWidget"]').count() > 0
+                or page.locator('[data-stale="true"]').count() > 0)
+        if busy:
+            calm_since = None
+        elif calm_since is None:
+            calm_since = time.time()
+        elif time.time() - calm_since > 0.5:
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError("the app did not finish its run in time")
+
+
+def use_folder(page, select_label: str, path: Path, nth: int = 0):
+    choose(page, select_label, "other folder...")
+    box = page.get_by_label(FOLDER_LABEL).nth(nth)
+    box.fill(str(path))
+    box.press("Enter")
+    wait_idle(page)
+
+
+def nav(page, title: str):
+    page.locator('[data-testid="stSidebarNavLink"]').filter(has_text=title).first.click()
+    wait_idle(page)
+
+
+def test_explore_compare_train(browser, server):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1500, "height": 1900})
+    page.set_default_timeout(60_000)
+    page.goto(server["url"])
+    page.get_by_text("Explore a piece").first.wait_for()
+    wait_idle(page)
+    model_a, model_b = server["models"]
+    if model_a is not None:
+        use_folder(page, "Model", model_a)
+    sample = "mozart_k545_mvt1_exposition.mid"
+    if (ROOT / "sample_midi" / sample).exists():
+        choose(page, "Sample piece", sample)
+        wait_idle(page)
+    roll = page.locator(".js-plotly-plot").first
+    roll.wait_for()
+    # the masker overlay: score colour bar and the picked / frozen legend entries
+    page.locator(".js-plotly-plot .legendtext").filter(has_text="picked by masker").first.wait_for()
+    page.locator(".js-plotly-plot .cbtitle").filter(has_text="masker score").first.wait_for()
+    assert roll.locator(".barlayer path").count() > 50
+    # below the roll: the full explain table feeds the note inspector
+    wait_idle(page)
+    page.get_by_text("The model's top guesses for each attribute").wait_for()
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(SHOTS / "explore.png"))
+    # clicking a note in the roll selects it in the inspector
+    note_box = page.get_by_label("Note number (or click a note in the roll)")
+    before = note_box.input_value()
+    bars = roll.locator(".barlayer .trace").first.locator("path")
+    bars.nth(min(10, bars.count() - 1)).click(force=True)
+    wait_idle(page)
+    assert note_box.input_value() != before, "clicking a note did not select it"
+
+    nav(page, "Compare")
+    page.get_by_text("Compare two models").first.wait_for()
+    if model_b is not None:
+        use_folder(page, "Model B", model_b, nth=1)
+    page.get_by_text("Recovery accuracy under the same random masks").wait_for()
+    page.get_by_text("Bias view").wait_for()
+    page.locator('[data-testid="stDataFrame"]').first.wait_for()
+    wait_idle(page)
+    assert page.locator(".js-plotly-plot").count() >= 3
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(SHOTS / "compare.png"))
+
+    nav(page, "Train")
+    page.get_by_text("Train a small model").first.wait_for()
+    if not os.environ.get("SMU_CLI") and importlib.util.find_spec("smu_explain.cli") is None:
+        pytest.skip("smu_explain.cli is not there yet: cannot start a real training run")
+    steps = page.get_by_label("Steps")
+    steps.fill("60")
+    steps.press("Tab")
+    page.get_by_role("button", name="Start run").click()
+    page.get_by_text("Started run").wait_for()
+    # the fragment polls every second: the progress text must advance
+    prog = page.get_by_text(re.compile(r"step \d+ / 60"))
+    prog.first.wait_for(timeout=120_000)
+    first = int(re.search(r"step (\d+)", prog.first.inner_text()).group(1))
+    deadline = time.time() + 120
+    later = first
+    while time.time() < deadline and later <= first:
+        page.wait_for_timeout(500)
+        txt = prog.first.inner_text() if prog.count() else ""
+        m = re.search(r"step (\d+)", txt)
+        later = int(m.group(1)) if m else later
+    assert later > first, "the training curve did not update"
+    curve = page.locator(".js-plotly-plot").filter(has_text="training loss").first
+    assert curve.locator(".scatterlayer path.js-line").count() >= 1
+    page.screenshot(path=str(SHOTS / "train.png"))
+    page.close()
