@@ -1,4 +1,4 @@
-"""The ``smu`` console script: pretrain, finetune, evaluate, explain, tokenize.
+"""The ``smu`` console script: pretrain, finetune, evaluate, explain, tokenize, study.
 
 Rules:
 
@@ -639,9 +639,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_finetune_parser(sub)
     add_evaluate_parser(sub)
     add_explain_parser(sub)
-    from . import data
+    from . import data, study
 
     data.add_tokenize_parser(sub)
+    study.add_study_parser(sub)
     return parser
 
 

@@ -1,0 +1,98 @@
+"""Re-train the two demo models shipped in models/ (``make demo-models``).
+
+Both models get the same data, size, budget and seed; only the masking strategy
+differs. Data: the POP909 training split (MIT licence; its validation and test
+songs stay out) plus sample_midi/ (public domain). Not Pop1K7 (licence unstated)
+and not ASAP/EMOPIA (non-commercial share-alike), so the weights can be shipped.
+
+The two runs go side by side, one CPU thread each. Training state (optimizer,
+checkpoint.pt) stays in the work folder; only config.json, the weights cast to
+float16 (to keep the repo lean; they load back into float32) and the progress
+log are copied into models/demo-<strategy>/.
+
+    python scripts/train_demo_models.py [--config models/demo_config.json] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from smu_explain import data  # noqa: E402
+
+
+def training_files(cfg: dict) -> list[str]:
+    task = data.melody_task(seed=cfg["pop909_split_seed"])
+    files = [str(r.path) for r in task.splits["train"]]
+    files += sorted(str(p) for p in (ROOT / "sample_midi").glob("*.mid"))
+    return files
+
+
+def ship(run_dir: Path, dest: Path, cfg: dict) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = load_file(str(run_dir / "model.safetensors"))
+    dtype = getattr(torch, cfg["ship_dtype"])
+    save_file({k: v.to(dtype).contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
+    shutil.copy(run_dir / "config.json", tmp / "config.json")
+    shutil.copy(run_dir / "progress.jsonl", tmp / "progress.jsonl")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "models" / "demo_config.json"))
+    ap.add_argument("--work", default=str(Path.home() / "smu_runs" / "demo"))
+    ap.add_argument("--steps", type=int, help="override the config's step budget (quick checks)")
+    args = ap.parse_args()
+    cfg = json.loads(Path(args.config).read_text())
+    if args.steps:
+        cfg["steps"] = args.steps
+    files = training_files(cfg)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(cfg["threads_per_run"]))
+    procs = {}
+    t0 = time.time()
+    for strategy in cfg["strategies"]:
+        out = work / strategy
+        resume = (out / "checkpoint.pt").exists()
+        cmd = [sys.executable, "-m", "smu_explain.cli", "pretrain", "--strategy", strategy,
+               "--config", cfg["model_config"], "--steps", str(cfg["steps"]),
+               "--batch-size", str(cfg["batch_size"]), "--max-len", str(cfg["max_len"]),
+               "--lr", str(cfg["lr"]), "--seed", str(cfg["seed"]),
+               "--eval-every", str(cfg["eval_every"]), "--log-every", str(cfg["log_every"]),
+               "--checkpoint-every", str(cfg["eval_every"]), "--no-bar", "--out", str(out),
+               "--data", *files] + (["--resume"] if resume else [])
+        log = open(work / f"{strategy}.log", "a")
+        procs[strategy] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT), out)
+        print(f"{strategy}: training in {out} ({len(files)} files, log {work / (strategy + '.log')})", flush=True)
+    failed = False
+    for strategy, (proc, out) in procs.items():
+        rc = proc.wait()
+        if rc != 0:
+            print(f"{strategy}: failed with exit code {rc}; see the log", flush=True)
+            failed = True
+            continue
+        ship(out, ROOT / "models" / f"demo-{strategy}", cfg)
+        print(f"{strategy}: shipped to models/demo-{strategy}", flush=True)
+    print(f"wall time {time.time() - t0:.0f} s", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
