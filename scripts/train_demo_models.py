@@ -37,6 +37,14 @@ def training_files(cfg: dict) -> list[str]:
     return files
 
 
+def _portable(path: str) -> str:
+    p = Path(path).resolve()
+    for base, tag in ((data.data_root().resolve(), "<data_root>"), (ROOT, "<repo>")):
+        if p.is_relative_to(base):
+            return f"{tag}/{p.relative_to(base)}"
+    return p.name
+
+
 def ship(run_dir: Path, dest: Path, cfg: dict) -> None:
     import torch
     from safetensors.torch import load_file, save_file
@@ -47,7 +55,11 @@ def ship(run_dir: Path, dest: Path, cfg: dict) -> None:
     state = load_file(str(run_dir / "model.safetensors"))
     dtype = getattr(torch, cfg["ship_dtype"])
     save_file({k: v.to(dtype).contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
-    shutil.copy(run_dir / "config.json", tmp / "config.json")
+    meta = json.loads((run_dir / "config.json").read_text())
+    td = meta.get("training_data", {})
+    if "paths" in td:  # machine-specific absolute paths -> names relative to their source
+        td["paths"] = [_portable(p) for p in td["paths"]]
+    (tmp / "config.json").write_text(json.dumps(meta, indent=1))
     shutil.copy(run_dir / "progress.jsonl", tmp / "progress.jsonl")
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
