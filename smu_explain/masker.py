@@ -6,8 +6,11 @@ Every strategy has the same interface (docs/ARCHITECTURE.md "Strategies"):
   corrupt for this batch (never padding, never frozen).
 - ``loss(model, batch, step_state=None) -> (loss, stats)``: one training step's
   loss (a scalar tensor to backpropagate) and float statistics. ``step_state``
-  is an optional dict; ``step_state["generator"]`` (a ``torch.Generator``) makes
-  the step's randomness reproducible, otherwise torch's global RNG is used.
+  is an optional dict. With ``seed`` and ``step`` in it and ``sample_index`` in the
+  batch (the Trainer), every sample draws its masks from its own generator
+  ``trainer.sample_generator(seed, step, sample_index)`` (independent of how the
+  batch is sharded); otherwise ``step_state["generator"]`` or torch's global RNG.
+  Exactly one grad-enabled ``model(...)`` call is made per step (DDP-safe).
 - ``end_epoch(epoch, model, loader)``: called by the trainer after each epoch
   (``epoch`` = 0-based index of the epoch that just finished). Only the
   adversarial strategy does something (its freeze book).
@@ -34,7 +37,7 @@ adversarial (Zhao 2025)
     1. The masker head scores every token of the CLEAN sequence.
     2. Selectable = real token and not frozen in the freeze book. The top
        ``ratio`` of selectable tokens of each sample by score are picked (the
-       ratio may be drawn per batch from ``ratio_range``; optional Gaussian
+       ratio may be drawn per sample from ``ratio_range``; optional Gaussian
        ``score_noise`` is added to the scores before ranking).
     3. 80/10/10 corruption as above; recoverer loss with 'inverse_accuracy'
        weights by default.
@@ -44,10 +47,13 @@ adversarial (Zhao 2025)
        tokens); BCE on the masker logits against these targets. The recovery
        loss is a detached label, never a gradient path. No loss over other
        positions; padding is never selectable.
-    5. ``masker_grad='head'`` (default): the clean pass runs under no_grad and
-       only the masker head learns from the BCE (on the detached hidden
-       states of the shared backbone). ``'full'`` (the authors' code): the BCE
-       also backpropagates into the shared backbone through the clean pass.
+    5. ``masker_grad='head'`` (default): the clean pass runs under no_grad, in
+       eval mode (no dropout), and only the masker head learns from the BCE
+       (on the detached hidden states of the shared backbone; the head runs
+       inside the recoverer's forward call). ``'full'`` (the authors' code):
+       clean pass and recoverer pass run in one forward call (``corrupt_fn``),
+       in the model's mode, and the BCE also backpropagates into the shared
+       backbone through the clean pass (about 2x the cost of a random step).
 
 bar (MusicBERT-style baseline)
     Whole bars of each sample are picked in random order until at least
@@ -63,7 +69,6 @@ notes (RNG seeded by (seed, epoch, piece id), so a resumed run repeats it).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterable, Iterator
 
@@ -72,7 +77,6 @@ import torch
 import torch.nn.functional as F
 
 from .model import MidiBert, unwrap
-
 from .tokenizer import MASK_ID, N_SPECIAL, PAD_ID
 
 STRATEGIES = ("random", "adversarial", "bar")
@@ -178,6 +182,8 @@ class BatchRandom:
         self.device = self.am.device
         self.generator = generator if generator is not None else _generator(step_state)
         self.gens: list[torch.Generator] | None = None
+        self._am_host: torch.Tensor | None = None
+        self._lengths: list[int] = []
         if (step_state is not None and batch.get("sample_index") is not None
                 and step_state.get("seed") is not None and step_state.get("step") is not None):
             from .trainer import sample_generator  # lazy: the trainer module is heavier
@@ -199,31 +205,37 @@ class BatchRandom:
         B, L = self.am.shape
         if self.gens is None:
             return self._draw((B, L) + tail, normal, self.generator)
-        out = torch.zeros((B, L) + tail, device=self.device)
+        am = self._am_cpu()
+        out = torch.zeros((B, L) + tail)
         for b, g in enumerate(self.gens):
-            row = self.am[b]
-            n = int(row.sum())
+            n = self._lengths[b]
             if n:
-                out[b][row] = self._draw((n,) + tail, normal, g)
-        return out
+                out[b][am[b]] = self._draw((n,) + tail, normal, g).cpu()
+        return out.to(self.device)
 
     def rows(self, counts: list[int], width: int) -> torch.Tensor:
         """(B, width) uniform numbers; per-sample mode draws counts[b] for row b (others 0)."""
         B = len(counts)
         if self.gens is None:
             return self._draw((B, width), False, self.generator)
-        out = torch.zeros((B, width), device=self.device)
+        out = torch.zeros((B, width))
         for b, g in enumerate(self.gens):
             if counts[b]:
-                out[b, : counts[b]] = self._draw((counts[b],), False, g)
-        return out
+                out[b, : counts[b]] = self._draw((counts[b],), False, g).cpu()
+        return out.to(self.device)
 
     def per_sample(self) -> torch.Tensor:
         """(B,) uniform numbers (batch mode: one number shared by the whole batch)."""
         B = self.am.shape[0]
         if self.gens is None:
             return self._draw((1,), False, self.generator).expand(B)
-        return torch.cat([self._draw((1,), False, g) for g in self.gens])
+        return torch.cat([self._draw((1,), False, g).cpu() for g in self.gens]).to(self.device)
+
+    def _am_cpu(self) -> torch.Tensor:
+        if self._am_host is None:  # one device->host copy per batch
+            self._am_host = self.am.cpu()
+            self._lengths = self._am_host.sum(1).tolist()
+        return self._am_host
 
 
 def _generator(step_state: dict | None) -> torch.Generator | None:
@@ -257,9 +269,8 @@ def corrupt(tokens: torch.Tensor, picked: torch.Tensor, vocab_sizes: list[int], 
             random_prob: float = 0.1, rng: "BatchRandom | torch.Generator | None" = None) -> torch.Tensor:
     """BERT corruption of the picked tokens: MASK (``mask_prob``), a random regular
     token drawn per attribute (``random_prob``), else unchanged. Returns a new tensor."""
-    rng = BatchRandom.of({"tokens": tokens, "attention_mask": torch.ones(tokens.shape[:2], dtype=torch.bool,
-                                                                        device=tokens.device)}, rng) \
-        if not isinstance(rng, BatchRandom) else rng
+    if not isinstance(rng, BatchRandom):  # batch-level draws: the mask does not matter
+        rng = BatchRandom({"tokens": tokens}, None, rng)
     A = tokens.shape[-1]
     u = rng.tokens()
     to_mask = picked & (u < mask_prob)
@@ -563,12 +574,12 @@ class Strategy:
             m = self.config.acc_momentum
             self.acc_ema = [m * e + (1 - m) * a for e, a in zip(self.acc_ema, acc)]
 
-    def current_ratio(self, generator: torch.Generator | None = None) -> float:
+    def ratio_for(self, rng: BatchRandom) -> float | torch.Tensor:
+        """``config.ratio``, or per-sample draws from ``config.ratio_range``."""
         rr = self.config.ratio_range
         if rr is None:
             return self.config.ratio
-        u = float(_rand((1,), torch.device("cpu"), generator).item())
-        return rr[0] + (rr[1] - rr[0]) * u
+        return rr[0] + (rr[1] - rr[0]) * rng.per_sample()
 
     def frozen(self, batch: dict) -> torch.Tensor:
         if self.freeze_book is None:
@@ -576,66 +587,69 @@ class Strategy:
         return self.freeze_book.frozen_mask(batch)
 
     # ------------------------------------------------------------ pieces of a step
-    def recovery(self, model, batch: dict, picked: torch.Tensor, generator: torch.Generator | None,
-                 **forward_kw: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """Corrupt ``picked``, run the recoverer. Returns (loss, per-token weighted CE (N,) detached,
-        weights (A,), forward output)."""
-        m = unwrap(model)
-        tokens = batch["tokens"]
-        am = attention_mask_of(batch)
-        corrupted = corrupt(tokens, picked, m.config.vocab_sizes, self.config.mask_prob,
-                            self.config.random_prob, generator)
-        out = model(corrupted, am, heads_at=picked, **forward_kw)
-        targets = tokens[picked]
-        w = self.attr_weights(m.config.vocab_sizes, tokens.device)
+    def corrupt(self, tokens: torch.Tensor, picked: torch.Tensor, vocab_sizes: list[int],
+                rng: BatchRandom) -> torch.Tensor:
+        return corrupt(tokens, picked, vocab_sizes, self.config.mask_prob, self.config.random_prob, rng)
+
+    def recovery_loss(self, m: MidiBert, targets: torch.Tensor, logits: list[torch.Tensor] | None,
+                      hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """Weighted CE on the picked tokens. Returns (loss, per-token weighted CE (N,) detached,
+        weights (A,), extras with 'acc' and 'ce_attr' (None when nothing was picked))."""
+        w = self.attr_weights(m.config.vocab_sizes, targets.device)
         if targets.shape[0] == 0:  # nothing selectable in the whole batch
-            zero = out["hidden"].sum() * 0.0
-            out["acc"] = None
-            return zero, torch.zeros(0, device=tokens.device), w, out
-        ce = per_token_ce(out["logits"], targets)  # (N, A)
+            return hidden.sum() * 0.0, torch.zeros(0, device=targets.device), w, {"acc": None}
+        ce = per_token_ce(logits, targets)  # (N, A)
         loss = (ce.mean(0) * w).sum()
         with torch.no_grad():
-            out["acc"] = per_token_correct(out["logits"], targets).float().mean(0)
-            out["ce_attr"] = ce.detach().mean(0)
-        return loss, (ce.detach() * w).sum(1), w, out
+            extras = {"acc": per_token_correct(logits, targets).float().mean(0), "ce_attr": ce.detach().mean(0)}
+        return loss, (ce.detach() * w).sum(1), w, extras
 
-    def _stats(self, m: MidiBert, loss: torch.Tensor, picked: torch.Tensor, out: dict, w: torch.Tensor,
+    def _stats(self, m: MidiBert, loss: torch.Tensor, picked: torch.Tensor, extras: dict, w: torch.Tensor,
                extra: dict[str, torch.Tensor | float] | None = None) -> dict[str, float]:
         """One host sync for all numbers; also updates the accuracy EMA."""
         names = m.config.attributes
         A = len(names)
+        dev = loss.device
         parts = [loss.detach().float().reshape(1), picked.sum().float().reshape(1), w.float()]
-        has_acc = out.get("acc") is not None
+        has_acc = extras.get("acc") is not None
         if has_acc:
-            parts += [out["acc"].float(), out["ce_attr"].float()]
+            parts += [extras["acc"].float(), extras["ce_attr"].float()]
         keys = list((extra or {}).keys())
-        parts += [torch.as_tensor(extra[k], dtype=torch.float32, device=loss.device).detach().reshape(1)
-                  for k in keys]
-        vals = torch.cat([p.to(loss.device) for p in parts]).tolist()
+        parts += [torch.as_tensor(extra[k], dtype=torch.float32, device=dev).detach().reshape(1) for k in keys]
+        vals = torch.cat([p.to(dev) for p in parts]).tolist()
         stats = {"loss": vals[0], "n_picked": vals[1]}
         i = 2
         for a in names:
-            stats[f"w_{a}"] = vals[i]; i += 1
+            stats[f"w_{a}"] = vals[i]
+            i += 1
         if has_acc:
-            acc = vals[i:i + A]; i += A
+            acc = vals[i:i + A]
+            i += A
             for a, v in zip(names, acc):
                 stats[f"acc_{a}"] = v
             for a in names:
-                stats[f"ce_{a}"] = vals[i]; i += 1
+                stats[f"ce_{a}"] = vals[i]
+                i += 1
             self._update_acc(acc)
         for k in keys:
-            stats[k] = vals[i]; i += 1
+            stats[k] = vals[i]
+            i += 1
         return stats
 
     # ------------------------------------------------------------ interface
-    def select(self, model, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    def select(self, model, batch: dict, rng: BatchRandom | torch.Generator | None = None) -> torch.Tensor:
+        """(B, L) bool: the tokens this strategy picks for the batch (never padding or frozen)."""
         raise NotImplementedError
 
     def loss(self, model, batch: dict, step_state: dict | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        g = _generator(step_state)
-        picked = self.select(model, batch, g)
-        loss, _, w, out = self.recovery(model, batch, picked, g)
-        return loss, self._stats(unwrap(model), loss, picked, out, w)
+        """random / bar: pick, corrupt 80/10/10, one recoverer pass, weighted CE."""
+        m = unwrap(model)
+        rng = BatchRandom(batch, step_state)
+        tokens, am = batch["tokens"], attention_mask_of(batch)
+        picked = self.select(model, batch, rng)
+        out = model(self.corrupt(tokens, picked, m.config.vocab_sizes, rng), am, heads_at=picked)
+        loss, _, w, extras = self.recovery_loss(m, tokens[picked], out.get("logits"), out["hidden"])
+        return loss, self._stats(m, loss, picked, extras, w)
 
     def end_epoch(self, epoch: int, model, loader: Iterable[dict]) -> dict[str, float] | None:
         return None
@@ -662,10 +676,10 @@ class RandomStrategy(Strategy):
 
     name = "random"
 
-    def select(self, model, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    def select(self, model, batch: dict, rng: BatchRandom | torch.Generator | None = None) -> torch.Tensor:
+        rng = BatchRandom.of(batch, rng)
         am = attention_mask_of(batch)
-        selectable = am & ~self.frozen(batch)
-        return top_ratio(_rand(am.shape, am.device, generator), selectable, self.current_ratio(generator))
+        return top_ratio(rng.tokens(), am & ~self.frozen(batch), self.ratio_for(rng))
 
 
 class BarStrategy(Strategy):
@@ -673,7 +687,8 @@ class BarStrategy(Strategy):
 
     name = "bar"
 
-    def select(self, model, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    def select(self, model, batch: dict, rng: BatchRandom | torch.Generator | None = None) -> torch.Tensor:
+        rng = BatchRandom.of(batch, rng)
         m = unwrap(model)
         if "bar" not in m.config.attributes:
             raise ValueError("the bar strategy needs a 'bar' attribute in the tokens")
@@ -682,21 +697,20 @@ class BarStrategy(Strategy):
         selectable = am & ~self.frozen(batch)
         bar_step = (tokens[..., m.config.attributes.index("bar")] - N_SPECIAL).clamp_min(0) * am
         bar_idx = torch.cumsum(bar_step, dim=1)  # bar number of each token within the window
-        B, L = am.shape
-        n_bars = int(bar_idx.max()) + 1 if B * L else 1
+        per_sample_bars = (bar_idx.masked_fill(~am, 0).amax(dim=1) + 1).tolist()
+        n_bars = max(per_sample_bars) if per_sample_bars else 1
         # a random priority per (sample, bar); tokens inherit their bar's priority
-        prio = _rand((B, n_bars), tokens.device, generator)
-        ratio = self.current_ratio(generator)
-        sel_counts = torch.zeros((B, n_bars), device=tokens.device).scatter_add_(
-            1, bar_idx, selectable.float())
-        order = torch.argsort(prio, dim=1, descending=True)
-        cum = torch.cumsum(torch.gather(sel_counts, 1, order), dim=1)
-        target = torch.round(selectable.sum(1).float() * ratio).clamp_min(1)[:, None]
+        prio = rng.rows([int(n) for n in per_sample_bars], n_bars)
+        ratio = self.ratio_for(rng)
+        sel_counts = torch.zeros((am.shape[0], n_bars), device=tokens.device).scatter_add_(
+            1, bar_idx.clamp_max(n_bars - 1), selectable.float())
+        order = torch.sort(prio, dim=1, descending=True, stable=True).indices
+        counts_sorted = torch.gather(sel_counts, 1, order)
+        before = torch.cumsum(counts_sorted, dim=1) - counts_sorted
+        target = n_to_pick(selectable.sum(1), ratio)[:, None]
         # take bars (in priority order) while the count before adding them is below target
-        before = cum - torch.gather(sel_counts, 1, order)
-        take_sorted = before < target
-        take = torch.zeros_like(take_sorted).scatter_(1, order, take_sorted)
-        return torch.gather(take, 1, bar_idx) & selectable
+        take = torch.zeros_like(before, dtype=torch.bool).scatter_(1, order, before < target)
+        return torch.gather(take, 1, bar_idx.clamp_max(n_bars - 1)) & selectable
 
 
 class AdversarialStrategy(Strategy):
@@ -710,19 +724,29 @@ class AdversarialStrategy(Strategy):
             self.freeze_book = FreezeBook(config.freeze_every, config.freeze_top, config.unfreeze_frac,
                                           config.seed)
 
-    def _pick(self, scores: torch.Tensor, batch: dict, generator: torch.Generator | None,
+    def _pick(self, scores: torch.Tensor, batch: dict, rng: BatchRandom | torch.Generator | None,
               frozen: torch.Tensor | None = None) -> torch.Tensor:
+        rng = BatchRandom.of(batch, rng)
         am = attention_mask_of(batch)
         selectable = am & ~(self.frozen(batch) if frozen is None else frozen)
         s = scores.detach().float()
         if self.config.score_noise > 0:
-            s = s + self.config.score_noise * _randn(tuple(s.shape), s.device, generator)
-        return top_ratio(s, selectable, self.current_ratio(generator))
+            s = s + self.config.score_noise * rng.tokens(normal=True)
+        return top_ratio(s, selectable, self.ratio_for(rng))
 
     @torch.no_grad()
-    def select(self, model, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
-        out = model(batch["tokens"], attention_mask_of(batch), masker=True)
-        return self._pick(out["masker_logits"], batch, generator)
+    def clean_scores(self, model, batch: dict) -> dict[str, torch.Tensor]:
+        """The no-grad clean pass ('head' mode): the unwrapped model in eval mode (no dropout)."""
+        m = unwrap(model)
+        was = m.training
+        m.eval()
+        try:
+            return m(batch["tokens"], attention_mask_of(batch), masker=True)
+        finally:
+            m.train(was)
+
+    def select(self, model, batch: dict, rng: BatchRandom | torch.Generator | None = None) -> torch.Tensor:
+        return self._pick(self.clean_scores(model, batch)["masker_logits"], batch, rng)
 
     def masker_targets(self, picked: torch.Tensor, token_loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per sample, among its picked tokens: top ``label_frac`` by loss -> 1, bottom -> 0.
@@ -743,30 +767,34 @@ class AdversarialStrategy(Strategy):
         return top | bottom, top.float()
 
     def loss(self, model, batch: dict, step_state: dict | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        g = _generator(step_state)
+        m = unwrap(model)
+        rng = BatchRandom(batch, step_state)
         tokens, am = batch["tokens"], attention_mask_of(batch)
         frozen = self.frozen(batch)
         if self.config.masker_grad == "head":
-            with torch.no_grad():
-                clean = model(tokens, am, masker=True)
-            picked = self._pick(clean["masker_logits"], batch, g, frozen)
-            # masker head trained on the detached clean hidden states, inside the same forward call
-            rec_loss, tok_loss, w, out = self.recovery(model, batch, picked, g, masker_input=clean["hidden"])
-            masker_logits = out["masker_logits"]
-        else:  # 'full': the BCE also flows into the shared backbone through the clean pass
-            clean = model(tokens, am, masker=True)
-            masker_logits = clean["masker_logits"]
-            picked = self._pick(masker_logits, batch, g, frozen)
-            rec_loss, tok_loss, w, out = self.recovery(model, batch, picked, g)
+            clean = self.clean_scores(model, batch)
+            picked = self._pick(clean["masker_logits"], batch, rng, frozen)
+            # one grad pass: recoverer on the corrupted tokens + masker head on the detached clean hidden
+            out = model(self.corrupt(tokens, picked, m.config.vocab_sizes, rng), am, heads_at=picked,
+                        masker_input=clean["hidden"])
+        else:  # 'full': both passes inside ONE forward call; the BCE reaches the backbone via the clean pass
+            def corrupt_fn(masker_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                p = self._pick(masker_logits, batch, rng, frozen)
+                return self.corrupt(tokens, p, m.config.vocab_sizes, rng), p
+
+            out = model(tokens, am, corrupt_fn=corrupt_fn)
+            picked = out["picked"]
+        masker_logits = out["masker_logits"]
+        rec_loss, tok_loss, w, extras = self.recovery_loss(m, tokens[picked], out.get("logits"), out["hidden"])
         labelled, target = self.masker_targets(picked, tok_loss)
-        if bool(labelled.any()):
-            masker_loss = F.binary_cross_entropy_with_logits(masker_logits[labelled].float(), target[labelled])
-        else:
-            masker_loss = masker_logits.sum() * 0.0
+        # mean BCE over the labelled tokens (0 with no graph-breaking when nothing is labelled)
+        n_lab = labelled.sum()
+        bce = F.binary_cross_entropy_with_logits(masker_logits.float(), target, reduction="none")
+        masker_loss = (bce * labelled).sum() / n_lab.clamp_min(1)
         loss = rec_loss + self.config.masker_weight * masker_loss
-        score_mean = torch.sigmoid(masker_logits.detach()[am]).mean() if bool(am.any()) else 0.0
-        stats = self._stats(unwrap(model), loss, picked, out, w, {
-            "recovery_loss": rec_loss, "masker_loss": masker_loss, "n_labelled": labelled.sum(),
+        score_mean = (torch.sigmoid(masker_logits.detach().float()) * am).sum() / am.sum().clamp_min(1)
+        stats = self._stats(m, loss, picked, extras, w, {
+            "recovery_loss": rec_loss, "masker_loss": masker_loss, "n_labelled": n_lab,
             "score_mean": score_mean, "frozen_in_batch": frozen.sum()})
         return loss, stats
 

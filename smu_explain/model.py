@@ -36,7 +36,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -186,6 +186,7 @@ class MidiBert(nn.Module):
             for lin in (blk.attn.proj, blk.fc_out):
                 nn.init.normal_(lin.weight, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layers))
         self.checkpoint_info: dict[str, Any] = {}
+        self.register_buffer("_vocab_limits", torch.tensor(c.vocab_sizes), persistent=False)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -215,6 +216,14 @@ class MidiBert(nn.Module):
         B, L, _ = tokens.shape
         if L > self.config.max_len:
             raise ValueError(f"sequence length {L} exceeds max_len={self.config.max_len}; window the piece first")
+        if tokens.device.type == "cpu":  # on GPUs the embedding's device assert catches this (no sync here)
+            too_big = tokens.amax(dim=(0, 1)) >= self._vocab_limits
+            if bool(too_big.any()) or bool((tokens < 0).any()):
+                j = int(too_big.nonzero()[0, 0]) if bool(too_big.any()) else -1
+                what = f"attribute {self.config.attributes[j]!r} has ids >= {self.config.vocab_sizes[j]}" \
+                    if j >= 0 else "negative token ids"
+                raise ValueError(f"tokens out of the model's vocabulary: {what}; "
+                                 "was the piece encoded with the tokenizer saved with this model?")
         x = torch.cat([emb(tokens[..., j]) for j, emb in enumerate(self.embeddings)], dim=-1)
         x = self.in_proj(x) + self.pos.weight[:L]
         x = self.drop(x)
@@ -251,7 +260,9 @@ class MidiBert(nn.Module):
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                 heads_at: torch.Tensor | None = None, heads: bool = False,
-                masker: bool = False, masker_input: torch.Tensor | None = None) -> dict[str, Any]:
+                masker: bool = False, masker_input: torch.Tensor | None = None,
+                corrupt_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+                ) -> dict[str, Any]:
         """One call that strategies (and DDP wrappers) go through.
 
         Returns a dict with ``hidden`` (B, L, D) and, on request:
@@ -260,7 +271,21 @@ class MidiBert(nn.Module):
           is True ((N, V_j) each, row order = ``hidden[heads_at]``);
         - ``masker_logits`` (B, L): from this pass's hidden when ``masker=True``, or from
           ``masker_input`` (e.g. detached hidden states of a clean pass) when given.
+
+        ``corrupt_fn`` runs two passes in this one call (adversarial training with the
+        masker gradient flowing into the backbone, DDP-safe): the clean ``tokens`` are
+        encoded and scored by the masker (``masker_logits``, with graph), then
+        ``corrupt_fn(masker_logits.detach()) -> (corrupted tokens, picked (B, L) bool)``;
+        the corrupted tokens are encoded (``hidden``) and the heads run at ``picked``
+        (``logits``); ``picked`` and ``clean_hidden`` are returned too.
         """
+        if corrupt_fn is not None:
+            clean = self.encode(tokens, attention_mask)
+            masker_logits = self.masker_logits(clean)
+            corrupted, picked = corrupt_fn(masker_logits.detach())
+            hidden = self.encode(corrupted, attention_mask)
+            return {"hidden": hidden, "clean_hidden": clean, "masker_logits": masker_logits,
+                    "picked": picked, "logits": self.heads(hidden[picked])}
         hidden = self.encode(tokens, attention_mask)
         out: dict[str, Any] = {"hidden": hidden}
         if heads_at is not None:

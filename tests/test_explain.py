@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from smu_explain.explain import NOTE_COLUMNS, explain_piece, recovery_accuracy
+from smu_explain.explain import NOTE_COLUMNS, explain_piece, masker_view, recovery_accuracy
 from smu_explain.masker import FreezeBook, validate
 from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.tokenizer import MASK_ID, Tokenizer, TokenizerConfig
@@ -162,3 +162,18 @@ def test_recovery_accuracy_matches_validation(model, tok, tmp_path, make_midi):
     assert recovery_accuracy(model, batches) == acc  # same masks from collated batches
     with pytest.raises(ValueError, match="no tokens"):
         recovery_accuracy(model, [])
+
+
+def test_masker_view_equals_explain_columns(model, tmp_path, make_midi):
+    tok = Tokenizer(TokenizerConfig(max_len=16, stride=10))
+    notes = [(i * 240 + 1920, 240, 48 + (i * 5) % 36) for i in range(45)]  # starts after a bar of rest
+    piece = tok.read(make_midi(tmp_path, notes, name="v.mid"))
+    torch.manual_seed(1)
+    m = MidiBert(ModelConfig.named("tiny", tok.vocab_sizes, tok.attributes, max_len=16))
+    full = explain_piece(m, tok, piece, ratio=0.2, freeze_top=0.25, batch_size=4)
+    view = masker_view(m, tok, piece, ratio=0.2, freeze_top=0.25, batch_size=3)
+    assert view.columns.tolist() == NOTE_COLUMNS + ["score", "picked", "frozen"]
+    assert np.allclose(view.score, full.score, atol=1e-6)
+    assert (view.picked == full.picked).all() and (view.frozen == full.frozen).all()
+    # the true bar token is the one the model saw: the first note of the piece counts from its window's bar 0
+    assert full.true_bar[0] == 0

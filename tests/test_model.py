@@ -121,6 +121,12 @@ def test_too_long_and_bad_shapes():
         m.encode(rand_tokens(1, 17))
     with pytest.raises(ValueError, match="tokens must be"):
         m.encode(rand_tokens(1, 8)[..., :3])
+    bad = rand_tokens(1, 8)
+    bad[0, 3, 2] = VOCAB[2]
+    with pytest.raises(ValueError, match="'pitch' has ids >= 88"):
+        m.encode(bad)
+    with pytest.raises(ValueError, match="negative"):
+        m.encode(-rand_tokens(1, 8))
     with pytest.raises(ValueError, match="attention_mask"):
         m.encode(rand_tokens(1, 8), torch.ones(1, 9, dtype=torch.bool))
 

@@ -302,3 +302,112 @@ def test_validation_masks_fixed_and_shared():
     assert set(r1) >= {"loss", "acc", "n_tokens"} | {f"acc_{a}" for a in ATTRS}
     assert m.training  # restored
     assert validate(m, loader, seed=1) != r1
+
+
+# ---------------------------------------------------------------- trainer contract
+
+class Spy(torch.nn.Module):
+    """A DDP-like wrapper (``.module``) that records every call made through it."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+        self.calls = []
+
+    def forward(self, tokens, attention_mask=None, **kw):
+        call = {"grad": torch.is_grad_enabled(), "tokens": tokens.clone(), "kw": kw}
+        self.calls.append(call)
+        if kw.get("corrupt_fn") is not None:  # record what the in-forward corruption produced
+            fn = kw["corrupt_fn"]
+
+            def spy_fn(scores):
+                corrupted, picked = fn(scores)
+                call["tokens"] = corrupted.clone()
+                return corrupted, picked
+
+            kw = dict(kw, corrupt_fn=spy_fn)
+        return self.module(tokens, attention_mask, **kw)
+
+
+@pytest.mark.parametrize("name,kw", [("random", {}), ("bar", {}), ("adversarial", {"masker_grad": "head"}),
+                                     ("adversarial", {"masker_grad": "full"})])
+def test_one_grad_pass_through_the_wrapper(name, kw):
+    spy = Spy(tiny())
+    loss, _ = make_strategy(name, **kw).loss(spy, make_batch())
+    assert [c["grad"] for c in spy.calls].count(True) == 1
+    loss.backward()
+    assert spy.module.out_heads[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("name,kw", [("random", {}), ("bar", {}), ("adversarial", {"ratio_range": (0.1, 0.3)}),
+                                     ("adversarial", {"masker_grad": "full", "score_noise": 0.1})])
+def test_sample_masks_do_not_depend_on_the_batch(name, kw):
+    """Per-sample generators (seed, step, sample_index): a sample's corrupted tokens are the
+    same alone or batched with others (sharding invariance, docs/ARCHITECTURE.md)."""
+    m = tiny().eval()
+    big = make_batch(B=3, L=40, lengths=[40, 26, 33], seed=4)
+    big["sample_index"] = torch.tensor([10, 11, 12])
+    state = {"seed": 5, "step": 7, "generator": torch.Generator().manual_seed(0)}
+    spy = Spy(m)
+    make_strategy(name, **kw).loss(spy, big, state)
+    got = [c for c in spy.calls if c["grad"]][0]
+    corrupted_big = got["tokens"]
+    assert (corrupted_big != big["tokens"]).any()
+    for b, n in enumerate([40, 26, 33]):
+        one = {k: v[b:b + 1, :n] if k in ("tokens", "attention_mask", "note_ids") else v[b:b + 1]
+               for k, v in big.items()}
+        spy1 = Spy(m)
+        make_strategy(name, **kw).loss(spy1, one, dict(state, generator=torch.Generator().manual_seed(99)))
+        got1 = [c for c in spy1.calls if c["grad"]][0]
+        assert torch.equal(got1["tokens"][0], corrupted_big[b, :n]), f"sample {b}"
+    # and a different step gives different masks
+    spy2 = Spy(m)
+    make_strategy(name, **kw).loss(spy2, big, dict(state, step=8))
+    assert not torch.equal([c for c in spy2.calls if c["grad"]][0]["tokens"], corrupted_big)
+
+
+# ---------------------------------------------------------------- behaviour
+
+def _parity_batch(g: torch.Generator, B: int = 32, L: int = 32):
+    """Toy pieces: notes at odd steps have a random pitch (not inferable from context),
+    notes at even steps follow a scale (inferable). The phase varies per sample, so the
+    masker must read the content (the position attribute), not the absolute index."""
+    off = torch.randint(0, 16, (B, 1), generator=g)
+    idx = torch.arange(L)[None] + off
+    pos = idx % 16 + N_SPECIAL
+    bar = torch.where(pos == N_SPECIAL, 3, 2)
+    scale = 2 + torch.randint(0, 10, (B, 1), generator=g) + (idx % 8) * 2
+    odd = idx % 2 == 1
+    pitch = torch.where(odd, torch.randint(2, 40, (B, L), generator=g), scale)
+    tokens = torch.stack([bar, pos, pitch, torch.full((B, L), 5)], -1)
+    return {"tokens": tokens, "attention_mask": torch.ones(B, L, dtype=torch.bool)}, odd
+
+
+@pytest.mark.slow
+def test_adversarial_masker_learns_to_pick_unpredictable_tokens():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same numerics everywhere
+    try:
+        _learn_parity()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _learn_parity():
+    torch.manual_seed(0)
+    m = MidiBert(ModelConfig.named("tiny", [6, 20, 40, 10], ATTRS, max_len=32, dropout=0.0))
+    s = make_strategy("adversarial", freeze=False)  # masker_grad='head'
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    hard_share = []
+    for step in range(450):
+        batch, odd = _parity_batch(g)
+        if step >= 350:
+            picked = s.select(m, batch, torch.Generator().manual_seed(step))
+            hard_share.append(odd[picked].float().mean().item())
+        loss, _ = s.loss(m, batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    # random picking would give 0.5: the masker has found the tokens the recoverer cannot infer
+    assert np.mean(hard_share) > 0.9
