@@ -11,6 +11,7 @@ st.set_page_config(page_title="smu_explain", page_icon=":material/piano:", layou
 pages = [
     st.Page("pages/explore.py", title="Explore", icon=":material/piano:", default=True),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("pages/why.py", title="Why", icon=":material/psychology_alt:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/report.py", title="Report", icon=":material/description:"),
 ]

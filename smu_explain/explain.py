@@ -25,6 +25,9 @@ of the piece (docs/ARCHITECTURE.md "Explain table"). The rules:
   after the start of the note's (token) bar, bar = bars advanced since the
   previous note, velocity = the bin's middle velocity, program = GM program.
 
+``masker_view(...)`` gives the ``score`` / ``picked`` / ``frozen`` columns alone from
+one clean pass per window (same rules and numbers).
+
 ``recovery_accuracy(model, dataset_or_loader, ratio, seed)`` is the fixed-seed
 validation of ``masker.validate`` reduced to ``{attribute: accuracy}``.
 """
@@ -97,13 +100,52 @@ def _top_fraction(scores: np.ndarray, candidates: np.ndarray, frac: float, at_le
     return out
 
 
-@torch.no_grad()
-def explain_piece(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None, top_k: int = 3,
-                  seed: int = 0, *, piece_id: int | None = None, freeze_top: float = 0.3,
-                  batch_size: int = 32) -> pd.DataFrame:
-    """One row per note of ``piece``: note fields, ``score``, ``picked``, ``frozen`` and, per
-    attribute ``a``, ``loss_a``, ``correct_a``, ``pred_a``, ``topk_a``, ``true_a`` (rules above)."""
-    m = unwrap(model)
+def _owners(wins: list[tuple[np.ndarray, np.ndarray]], N: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each note: the window where it is farthest from an edge (first on ties), and its position there."""
+    owner = np.full(N, -1)
+    owner_pos = np.zeros(N, dtype=np.int64)
+    best = np.full(N, -1)
+    for w, (_, ids) in enumerate(wins):
+        pos = np.arange(len(ids))
+        cent = np.minimum(pos, len(ids) - 1 - pos)
+        better = cent > best[ids]
+        owner[ids[better]], owner_pos[ids[better]], best[ids[better]] = w, pos[better], cent[better]
+    return owner, owner_pos
+
+
+def _window_scores(model, wins, device: torch.device, batch_size: int) -> list[np.ndarray]:
+    """Masker scores of each clean window (batched)."""
+    out: list[np.ndarray] = []
+    for i in range(0, len(wins), batch_size):
+        chunk = [wt for wt, _ in wins[i:i + batch_size]]
+        tok, am = _pad(chunk, device)
+        s = torch.sigmoid(model(tok, am, masker=True)["masker_logits"].float()).cpu().numpy()
+        out += [s[j, : len(c)] for j, c in enumerate(chunk)]
+    return out
+
+
+def _gather(per_window: list[np.ndarray], owner: np.ndarray, owner_pos: np.ndarray) -> np.ndarray:
+    N = len(owner)
+    out = np.empty((N,) + per_window[0].shape[1:], dtype=per_window[0].dtype)
+    for w in range(len(per_window)):
+        sel = owner == w
+        out[sel] = per_window[w][owner_pos[sel]]
+    return out
+
+
+def _frozen_picked(score: np.ndarray, ratio: float, freeze_book, piece_id, freeze_top: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    N = len(score)
+    if freeze_book is not None:
+        fb = freeze_book.frozen_notes(piece_id)
+        frozen = np.zeros(N, dtype=bool)
+        frozen[: min(N, len(fb))] = fb[:N]
+    else:
+        frozen = _top_fraction(score, np.ones(N, dtype=bool), freeze_top, at_least_one=False)
+    return frozen, _top_fraction(score, ~frozen, ratio, at_least_one=True)
+
+
+def _check(m, tokenizer, ratio: float, freeze_book, piece_id) -> None:
     attrs = list(m.config.attributes)
     if list(tokenizer.attributes) != attrs or list(tokenizer.vocab_sizes) != list(m.config.vocab_sizes):
         raise ValueError(f"tokenizer ({tokenizer.attributes}, {tokenizer.vocab_sizes}) does not match the model "
@@ -112,6 +154,44 @@ def explain_piece(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
     if freeze_book is not None and piece_id is None:
         raise ValueError("explain_piece needs piece_id to read frozen notes from a freeze book")
+
+
+@torch.no_grad()
+def masker_view(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None, *, piece_id: int | None = None,
+                freeze_top: float = 0.3, batch_size: int = 32) -> pd.DataFrame:
+    """The ``score`` / ``picked`` / ``frozen`` columns of ``explain_piece`` (same rules, same
+    numbers) from one clean pass per window: the cheap view (no recovery passes)."""
+    m = unwrap(model)
+    _check(m, tokenizer, ratio, freeze_book, piece_id)
+    df = piece.to_dataframe()[NOTE_COLUMNS].reset_index(drop=True)
+    N = len(df)
+    if N == 0:
+        return df.assign(score=pd.Series(dtype=float), picked=pd.Series(dtype=bool),
+                         frozen=pd.Series(dtype=bool))
+    wins = _windows(tokenizer, piece, tokenizer.encode(piece), m.config.max_len)
+    owner, owner_pos = _owners(wins, N)
+    was_training = model.training
+    model.eval()
+    try:
+        score = _gather(_window_scores(model, wins, next(m.parameters()).device, batch_size), owner, owner_pos)
+    finally:
+        model.train(was_training)
+    frozen, picked = _frozen_picked(score, ratio, freeze_book, piece_id, freeze_top)
+    df["score"] = score.astype(np.float64)
+    df["picked"] = picked
+    df["frozen"] = frozen
+    return df
+
+
+@torch.no_grad()
+def explain_piece(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None, top_k: int = 3,
+                  seed: int = 0, *, piece_id: int | None = None, freeze_top: float = 0.3,
+                  batch_size: int = 32) -> pd.DataFrame:
+    """One row per note of ``piece``: note fields, ``score``, ``picked``, ``frozen`` and, per
+    attribute ``a``, ``loss_a``, ``correct_a``, ``pred_a``, ``topk_a``, ``true_a`` (rules above)."""
+    m = unwrap(model)
+    attrs = list(m.config.attributes)
+    _check(m, tokenizer, ratio, freeze_book, piece_id)
     top_k = max(1, min(int(top_k), min(v - N_SPECIAL for v in m.config.vocab_sizes)))
     device = next(m.parameters()).device
     A = len(attrs)
@@ -129,26 +209,13 @@ def explain_piece(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None
 
     tokens = tokenizer.encode(piece)
     wins = _windows(tokenizer, piece, tokens, m.config.max_len)
-    # owner window of each note: the one where it is farthest from an edge
-    owner = np.full(N, -1)
-    owner_pos = np.zeros(N, dtype=np.int64)
-    best = np.full(N, -1)
-    for w, (_, ids) in enumerate(wins):
-        pos = np.arange(len(ids))
-        cent = np.minimum(pos, len(ids) - 1 - pos)
-        better = cent > best[ids]
-        owner[ids[better]], owner_pos[ids[better]], best[ids[better]] = w, pos[better], cent[better]
+    owner, owner_pos = _owners(wins, N)
 
     was_training = model.training
     model.eval()
     try:
         # 1) masker scores on the clean windows
-        win_scores: list[np.ndarray] = []
-        for i in range(0, len(wins), batch_size):
-            chunk = [wt for wt, _ in wins[i:i + batch_size]]
-            tok, am = _pad(chunk, device)
-            s = torch.sigmoid(model(tok, am, masker=True)["masker_logits"].float()).cpu().numpy()
-            win_scores += [s[j, : len(c)] for j, c in enumerate(chunk)]
+        win_scores = _window_scores(model, wins, device, batch_size)
 
         # 2) recovery: K masked copies per window, batched
         K = max(1, int(round(1.0 / ratio)))
@@ -192,26 +259,16 @@ def explain_piece(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None
         model.train(was_training)
 
     def gather(per_window: list[np.ndarray]) -> np.ndarray:
-        out = np.empty((N,) + per_window[0].shape[1:], dtype=per_window[0].dtype)
-        for w in range(len(wins)):
-            sel = owner == w
-            out[sel] = per_window[w][owner_pos[sel]]
-        return out
+        return _gather(per_window, owner, owner_pos)
 
     score = gather(win_scores)
-    if freeze_book is not None:
-        fb = freeze_book.frozen_notes(piece_id)
-        frozen = np.zeros(N, dtype=bool)
-        frozen[: min(N, len(fb))] = fb[:N]
-    else:
-        frozen = _top_fraction(score, np.ones(N, dtype=bool), freeze_top, at_least_one=False)
-    picked = _top_fraction(score, ~frozen, ratio, at_least_one=True)
+    frozen, picked = _frozen_picked(score, ratio, freeze_book, piece_id, freeze_top)
     df["score"] = score.astype(np.float64)
     df["picked"] = picked
     df["frozen"] = frozen
 
     L_all, P_all, TI, TP = gather(loss), gather(pred), gather(tk_id), gather(tk_p)
-    true_ids = tokens  # row i = note i
+    true_ids = gather([wt for wt, _ in wins])  # the tokens the model saw (bar re-based per window)
     for j, a in enumerate(attrs):
         df[f"loss_{a}"] = L_all[:, j].astype(np.float64)
         df[f"correct_{a}"] = P_all[:, j] == true_ids[:, j]
@@ -246,3 +303,472 @@ def recovery_accuracy(model, dataset, ratio: float = 0.15, seed: int = 0, batch_
     if stats.get("n_tokens", 0) == 0:
         raise ValueError("recovery_accuracy: the dataset has no tokens")
     return {a: stats[f"acc_{a}"] for a in attrs}
+
+
+# =============================================================================
+# WHY: note attributions, attention, masker explanations (issue 6)
+# -----------------------------------------------------------------------------
+# This section is appended by the "why" work; the code above is not touched.
+#
+# Rules:
+#
+# - The model under explanation: a ``finetune.FineTuneModel`` (attributions of a
+#   task prediction) or a ``MidiBert`` (attention, masker). The encoder is run
+#   through its own submodules (``embeddings`` -> concatenation -> ``in_proj`` +
+#   position embeddings -> ``blocks`` -> ``ln_f``), exactly what ``MidiBert.encode``
+#   does in eval mode, so gradients can be taken with respect to the per-note
+#   input embedding x_i (the concatenation of the note's attribute embeddings,
+#   A * emb_dim wide) without touching model.py.
+# - Windows: the fine-tuner's windows (``tokenizer.encode_windows``; or windows of
+#   the model's ``max_len`` when the model is shorter, see ``_windows``).
+# - Explained quantity ``f``: the softmax probability (``output="prob"``, default)
+#   or the logit (``output="logit"``) of one class ``c``.
+#   * sequence tasks: f_w = class output of window w; the piece-level value is the
+#     MEAN over the piece's windows (finetune's piece prediction = argmax of the mean
+#     window probabilities), and a note's attribution is the mean over all windows
+#     of its attribution in each window (0 for windows that do not hold it), so the
+#     piece-level attributions still sum to the piece-level f(x) - f(baseline).
+#   * note tasks (``target`` = a note index): f_w = class output at the target note
+#     in window w; only the windows holding the target count (finetune averages a
+#     note's probabilities over the windows holding it), and the same mean is used.
+#     Notes outside every window that holds the target get exactly 0.
+#   * default class: the model's prediction (argmax of the mean probabilities).
+# - Integrated gradients: baseline = every note's input embedding replaced by the
+#   embedding of the all-MASK token (MASK id in every attribute; the position
+#   embeddings stay). a_i = sum over the embedding dims of
+#   (x_i - b_i) * mean_k dF/dx_i (b + alpha_k (x - b)), alpha_k = (k + 0.5) / steps
+#   (midpoint rule), the ``steps`` interpolated inputs run in chunks of ``batch_size``.
+#   Completeness: sum_i a_i ~= f(x) - f(baseline) (``attrs["completeness_gap"]``).
+# - Occlusion: a_i = f(x) - f(x with note i's token replaced by MASK in every
+#   attribute), one occluded copy per note of the window, copies batched.
+#   Positive = the note supports the class in both methods.
+# - Agreement: Spearman rank correlation of the two attributions over the notes
+#   that lie in a counted window (scipy.stats.spearmanr).
+# - Attention: the fused SDPA path returns no weights; for explanations only, each
+#   block's softmax(q k^T / sqrt(head_dim)) is recomputed from the block's own
+#   ``ln1`` and ``qkv`` projection (training is untouched). Weights of a note are
+#   read in the window where the note is farthest from an edge (as explain_piece).
+#   Rollout (Abnar & Zuidema 2020): per layer the head mean A, A' = 0.5 A + 0.5 I
+#   with rows renormalised, R = A'_last ... A'_1.
+# - Masker explanations of a note (in its owning window): its clean ``score``;
+#   occlusion on the masker: for every other note j of the window, the selected
+#   note's score with j masked minus the clean score (batched copies); and the
+#   recoverer's loss on the note under ``n_masks`` seeded random masks of
+#   round(ratio * L) notes that all include the note (mean over masks).
+# =============================================================================
+
+import math as _math
+
+from .errors import SMUInputError as _SMUInputError
+
+ATTRIBUTION_METHODS = ("ig", "occlusion")
+
+
+def _encoder_of(model):
+    """The MidiBert of a FineTuneModel (``.encoder``) or of a (wrapped) MidiBert."""
+    enc = getattr(model, "encoder", None)
+    if enc is not None and hasattr(enc, "embeddings") and hasattr(enc, "blocks"):
+        return enc
+    return unwrap(model)
+
+
+def note_embeddings(encoder, tokens: torch.Tensor) -> torch.Tensor:
+    """tokens (B, L, A) -> per-note input embeddings (B, L, A * emb_dim): the concatenated
+    attribute embeddings, before ``in_proj`` and the position embeddings."""
+    return torch.cat([emb(tokens[..., j]) for j, emb in enumerate(encoder.embeddings)], dim=-1)
+
+
+def encode_embeddings(encoder, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The rest of ``MidiBert.encode`` from per-note embeddings x (B, L, A * emb_dim) -> hidden (B, L, D)."""
+    B, L, _ = x.shape
+    if L > encoder.config.max_len:
+        raise ValueError(f"sequence length {L} exceeds max_len={encoder.config.max_len}")
+    h = encoder.drop(encoder.in_proj(x) + encoder.pos.weight[:L])
+    mask = encoder._attn_mask(attention_mask, B, L)
+    for blk in encoder.blocks:
+        h = blk(h, mask)
+    return encoder.ln_f(h)
+
+
+def _is_task_model(model) -> bool:
+    return hasattr(model, "head") and getattr(model, "level", None) in ("note", "sequence")
+
+
+def _class_index(model, cls) -> int | None:
+    if cls is None:
+        return None
+    if isinstance(cls, str):
+        if cls not in model.classes:
+            raise _SMUInputError("class", f"unknown class {cls!r}; the model's classes are {model.classes}")
+        return model.classes.index(cls)
+    c = int(cls)
+    if not 0 <= c < len(model.classes):
+        raise _SMUInputError("class", f"class index {c} out of range 0..{len(model.classes) - 1}")
+    return c
+
+
+class _TaskFn:
+    """f(embeddings) for one window: the class output of a FineTuneModel (see rules)."""
+
+    def __init__(self, model, target_pos: int | None, cls: int, output: str):
+        self.model, self.enc = model, _encoder_of(model)
+        self.pos, self.cls, self.output = target_pos, cls, output
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        am = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        lg = self.model.head(encode_embeddings(self.enc, x, None), am)
+        return lg[:, self.pos] if self.pos is not None else lg  # (B, C)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        lg = self.logits(x)
+        if self.output == "logit":
+            return lg[:, self.cls]
+        return torch.softmax(lg, dim=-1)[:, self.cls]
+
+
+def _mask_tokens_like(t: torch.Tensor) -> torch.Tensor:
+    return torch.full_like(t, MASK_ID)
+
+
+def _ig_window(fn: _TaskFn, tok: torch.Tensor, steps: int, batch_size: int) -> tuple[np.ndarray, float, float]:
+    """Integrated gradients of one window (tok (L, A)) -> (a (L,), f(x), f(baseline))."""
+    with torch.no_grad():
+        x = note_embeddings(fn.enc, tok[None])[0]
+        b = note_embeddings(fn.enc, _mask_tokens_like(tok)[None])[0]
+        fx, fb = float(fn(x[None])[0]), float(fn(b[None])[0])
+    diff = x - b
+    alphas = (torch.arange(steps, dtype=x.dtype, device=x.device) + 0.5) / steps
+    grad_sum = torch.zeros_like(x)
+    for i in range(0, steps, batch_size):
+        a = alphas[i:i + batch_size]
+        inp = (b[None] + a[:, None, None] * diff[None]).detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(fn(inp).sum(), inp)
+        grad_sum += g.sum(0)
+    attr = (diff * grad_sum / steps).sum(-1)
+    return attr.detach().cpu().double().numpy(), fx, fb
+
+
+@torch.no_grad()
+def _occlusion_window(fn: _TaskFn, tok: torch.Tensor, batch_size: int) -> tuple[np.ndarray, float, float]:
+    """Occlusion of one window: (f(x) - f(x with note i masked) per note, f(x), f(all masked))."""
+    L = tok.shape[0]
+    x = note_embeddings(fn.enc, tok[None])
+    fx = float(fn(x)[0])
+    fb = float(fn(note_embeddings(fn.enc, _mask_tokens_like(tok)[None]))[0])
+    out = np.zeros(L, dtype=np.float64)
+    for i in range(0, L, batch_size):
+        idx = torch.arange(i, min(i + batch_size, L), device=tok.device)
+        t = tok[None].repeat(len(idx), 1, 1)
+        t[torch.arange(len(idx)), idx] = MASK_ID
+        out[i:i + len(idx)] = fx - fn(note_embeddings(fn.enc, t)).double().cpu().numpy()
+    return out, fx, fb
+
+
+def _task_windows(model, tokenizer, piece, target):
+    """(windows, counted window ids, target position per counted window)."""
+    enc = _encoder_of(model)
+    _check(enc, tokenizer, 0.15, None, None)
+    N = len(piece)
+    if N == 0:
+        raise _SMUInputError(getattr(piece, "name", "piece"), "the piece has no notes")
+    wins = _windows(tokenizer, piece, tokenizer.encode(piece), enc.config.max_len)
+    if model.level == "sequence":
+        if target is not None:
+            raise _SMUInputError("target", f"{model.task} is a sequence task: no target note (pass target=None)")
+        return wins, list(range(len(wins))), [None] * len(wins)
+    if target is None:
+        raise _SMUInputError("target", f"{model.task} is a note task: choose the target note (target=index)")
+    t = int(target)
+    if not 0 <= t < N:
+        raise _SMUInputError("target", f"note {t} is not in the piece (0..{N - 1})")
+    counted, pos = [], []
+    for w, (_, ids) in enumerate(wins):
+        hit = np.flatnonzero(ids == t)
+        if hit.size:
+            counted.append(w)
+            pos.append(int(hit[0]))
+    return wins, counted, pos
+
+
+@torch.no_grad()
+def predict_task(model, tokenizer, piece, target: int | None = None) -> dict[str, Any]:
+    """The fine-tuned model's prediction the way finetune evaluates it: mean softmax over the
+    counted windows (all windows; note tasks: the windows holding ``target``) ->
+    ``{"probs": (C,), "class_index", "class", "classes", "n_windows"}``."""
+    if not _is_task_model(model):
+        raise _SMUInputError("model", "attributions need a fine-tuned model (finetune.FineTuneModel)")
+    wins, counted, pos = _task_windows(model, tokenizer, piece, target)
+    device = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    try:
+        probs = np.zeros(len(model.classes))
+        for w, p in zip(counted, pos):
+            tok = torch.from_numpy(wins[w][0]).to(device)
+            lg = _TaskFn(model, p, 0, "prob").logits(note_embeddings(_encoder_of(model), tok[None]))
+            probs += torch.softmax(lg.double(), -1)[0].cpu().numpy()
+    finally:
+        model.train(was)
+    probs /= max(1, len(counted))
+    c = int(np.argmax(probs))
+    return {"probs": probs, "class_index": c, "class": model.classes[c], "classes": list(model.classes),
+            "n_windows": len(counted)}
+
+
+def attribute_notes(model, tokenizer, piece, target: int | None = None, method: str = "ig", steps: int = 32,
+                    *, cls: int | str | None = None, output: str = "prob", batch_size: int = 16) -> pd.DataFrame:
+    """Per-note attribution of a fine-tuned model's class output (rules at the top of this section).
+
+    ``target``: None for sequence tasks (composer, emotion, folder), the target note's index
+    for note tasks (melody, velocity). ``cls``: class name or index (default: the prediction).
+    Returns the notes table (``NOTE_COLUMNS``) plus ``attribution`` and ``in_window`` (the note
+    lies in a counted window); ``df.attrs`` holds ``method``, ``class``, ``class_index``,
+    ``output``, ``value`` (f(x), piece level), ``baseline_value`` (f(all-MASK)), ``completeness_gap``
+    (sum of attributions - (value - baseline_value)), ``n_windows``, ``steps``, ``target``.
+    """
+    if method not in ATTRIBUTION_METHODS:
+        raise _SMUInputError("method", f"unknown attribution method {method!r}; choose one of {ATTRIBUTION_METHODS}")
+    if output not in ("prob", "logit"):
+        raise _SMUInputError("output", f"output must be 'prob' or 'logit', got {output!r}")
+    if int(steps) < 1 or int(batch_size) < 1:
+        raise _SMUInputError("steps", "steps and batch_size must be >= 1")
+    if not _is_task_model(model):
+        raise _SMUInputError("model", "attributions need a fine-tuned model (finetune.FineTuneModel); "
+                                      "make one with `smu finetune`")
+    wins, counted, pos = _task_windows(model, tokenizer, piece, target)
+    c = _class_index(model, cls)
+    if c is None:
+        c = predict_task(model, tokenizer, piece, target)["class_index"]
+    device = next(model.parameters()).device
+    N = len(piece)
+    attr = np.zeros(N, dtype=np.float64)
+    in_win = np.zeros(N, dtype=bool)
+    fx_sum = fb_sum = 0.0
+    was = model.training
+    model.eval()
+    try:
+        for w, p in zip(counted, pos):
+            wt, ids = wins[w]
+            fn = _TaskFn(model, p, c, output)
+            tok = torch.from_numpy(wt).to(device)
+            if method == "ig":
+                a, fx, fb = _ig_window(fn, tok, int(steps), int(batch_size))
+            else:
+                a, fx, fb = _occlusion_window(fn, tok, int(batch_size))
+            np.add.at(attr, ids, a)
+            in_win[ids] = True
+            fx_sum, fb_sum = fx_sum + fx, fb_sum + fb
+    finally:
+        model.train(was)
+    K = max(1, len(counted))
+    attr /= K
+    df = piece.to_dataframe()[NOTE_COLUMNS].reset_index(drop=True)
+    df["attribution"] = attr
+    df["in_window"] = in_win
+    value, base = fx_sum / K, fb_sum / K
+    df.attrs.update({"method": method, "class": model.classes[c], "class_index": c, "output": output,
+                     "value": value, "baseline_value": base,
+                     "completeness_gap": float(attr.sum() - (value - base)),
+                     "n_windows": len(counted), "steps": int(steps) if method == "ig" else 0,
+                     "target": None if target is None else int(target), "task": model.task})
+    return df
+
+
+def spearman_agreement(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, float]:
+    """Spearman rank correlation of two attribution tables' ``attribution`` over the notes in a
+    counted window of both -> ``{"spearman", "pvalue", "n"}`` (NaN when fewer than 3 notes or
+    one attribution is constant)."""
+    from scipy.stats import spearmanr
+
+    sel = a["in_window"].to_numpy(bool) & b["in_window"].to_numpy(bool)
+    x, y = a["attribution"].to_numpy(float)[sel], b["attribution"].to_numpy(float)[sel]
+    n = int(sel.sum())
+    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return {"spearman": float("nan"), "pvalue": float("nan"), "n": n}
+    r = spearmanr(x, y)
+    return {"spearman": float(r.statistic), "pvalue": float(r.pvalue), "n": n}
+
+
+def attribution_agreement(model, tokenizer, piece, target: int | None = None, steps: int = 32, *,
+                          cls: int | str | None = None, output: str = "prob", batch_size: int = 16
+                          ) -> dict[str, Any]:
+    """IG and occlusion of the same class output of one piece, and their Spearman agreement:
+    ``{"spearman", "pvalue", "n", "ig": DataFrame, "occlusion": DataFrame, "class"}``."""
+    ig = attribute_notes(model, tokenizer, piece, target, "ig", steps, cls=cls, output=output,
+                         batch_size=batch_size)
+    occ = attribute_notes(model, tokenizer, piece, target, "occlusion", cls=ig.attrs["class_index"],
+                          output=output, batch_size=batch_size)
+    return {**spearman_agreement(ig, occ), "ig": ig, "occlusion": occ, "class": ig.attrs["class"]}
+
+
+# ----------------------------------------------------------------------------- attention
+
+@torch.no_grad()
+def attention_weights(model, tokens) -> np.ndarray:
+    """Attention probabilities of one window, tokens (L, A) -> (n_layers, n_heads, L, L); every
+    row sums to 1. Recomputed from each block's ``ln1`` + ``qkv`` (explanation path only)."""
+    enc = _encoder_of(model)
+    tok = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=next(enc.parameters()).device)
+    if tok.dim() != 2:
+        raise ValueError(f"tokens must be (L, A), got {tuple(tok.shape)}")
+    was = enc.training
+    enc.eval()
+    try:
+        h = enc.drop(enc.in_proj(note_embeddings(enc, tok[None])) + enc.pos.weight[: tok.shape[0]])
+        out = []
+        for blk in enc.blocks:
+            B, L, D = h.shape
+            H = blk.attn.n_heads
+            q, k, _ = blk.attn.qkv(blk.ln1(h)).view(B, L, 3, H, D // H).permute(2, 0, 3, 1, 4)
+            w = torch.softmax((q.double() @ k.double().transpose(-1, -2)) / _math.sqrt(D // H), dim=-1)
+            out.append(w[0].cpu().numpy())
+            h = blk(h, None)
+    finally:
+        enc.train(was)
+    return np.stack(out)
+
+
+def attention_rollout(weights: np.ndarray) -> np.ndarray:
+    """Attention rollout of (n_layers, n_heads, L, L) weights -> (L, L), rows summing to 1."""
+    w = np.asarray(weights, dtype=np.float64)
+    L = w.shape[-1]
+    eye = np.eye(L)
+    R = eye
+    for layer in w:
+        a = 0.5 * layer.mean(0) + 0.5 * eye
+        a /= a.sum(-1, keepdims=True)
+        R = a @ R
+    return R
+
+
+def note_window(model, tokenizer, piece, note: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(window tokens, note ids of the window, position of ``note`` in it): the window where the
+    note is farthest from an edge (the same owner rule as ``explain_piece``)."""
+    enc = _encoder_of(model)
+    _check(enc, tokenizer, 0.15, None, None)
+    N = len(piece)
+    if not 0 <= int(note) < N:
+        raise _SMUInputError("note", f"note {note} is not in the piece (0..{N - 1})")
+    wins = _windows(tokenizer, piece, tokenizer.encode(piece), enc.config.max_len)
+    owner, owner_pos = _owners(wins, N)
+    wt, ids = wins[int(owner[int(note)])]
+    return wt, ids, int(owner_pos[int(note)])
+
+
+def note_attention(model, tokenizer, piece, note: int, *, layer: int | None = None, head: int | None = None,
+                   rollout: bool = False) -> np.ndarray:
+    """(n_notes,) weights of the notes ``note`` attends to (0 outside its window; sums to 1).
+
+    ``rollout=True``: attention rollout through all layers; else layer ``layer`` (default the
+    last; negative counts from the end) and head ``head`` (default the mean of the heads).
+    """
+    wt, ids, p = note_window(model, tokenizer, piece, note)
+    w = attention_weights(model, wt)
+    n_layers, n_heads = w.shape[:2]
+    if rollout:
+        row = attention_rollout(w)[p]
+    else:
+        li = n_layers - 1 if layer is None else int(layer)
+        if not -n_layers <= li < n_layers:
+            raise _SMUInputError("layer", f"layer {layer} out of range (the model has {n_layers})")
+        lw = w[li]
+        if head is None:
+            row = lw[:, p].mean(0)
+        else:
+            if not 0 <= int(head) < n_heads:
+                raise _SMUInputError("head", f"head {head} out of range (the model has {n_heads})")
+            row = lw[int(head), p]
+    out = np.zeros(len(piece), dtype=np.float64)
+    out[ids] = row
+    return out
+
+
+# ----------------------------------------------------------------------------- masker
+
+@torch.no_grad()
+def masker_occlusion(model, tokenizer, piece, note: int, *, batch_size: int = 32) -> pd.DataFrame:
+    """Which notes drive the masker score of ``note``: for each other note j of its window,
+    ``change`` = score(note | j masked) - score(note) (0 and ``in_window`` False outside the
+    window; 0 for the note itself). ``df.attrs["score"]`` = the clean score."""
+    enc = _encoder_of(model)
+    wt, ids, p = note_window(model, tokenizer, piece, note)
+    device = next(enc.parameters()).device
+    tok = torch.from_numpy(wt).to(device)
+    L = len(wt)
+    was = enc.training
+    enc.eval()
+    try:
+        clean = float(enc.masker(enc.encode(tok[None]))[0, p])
+        change = np.zeros(L)
+        for i in range(0, L, batch_size):
+            idx = torch.arange(i, min(i + batch_size, L), device=device)
+            t = tok[None].repeat(len(idx), 1, 1)
+            t[torch.arange(len(idx)), idx] = MASK_ID
+            change[i:i + len(idx)] = enc.masker(enc.encode(t))[:, p].double().cpu().numpy() - clean
+    finally:
+        enc.train(was)
+    change[p] = 0.0
+    df = piece.to_dataframe()[NOTE_COLUMNS].reset_index(drop=True)
+    full = np.zeros(len(piece))
+    full[ids] = change
+    inw = np.zeros(len(piece), dtype=bool)
+    inw[ids] = True
+    df["change"] = full
+    df["in_window"] = inw
+    df.attrs.update({"score": clean, "note": int(note)})
+    return df
+
+
+@torch.no_grad()
+def masker_recovery_losses(model, tokenizer, piece, note: int, *, n_masks: int = 8, ratio: float = 0.15,
+                           seed: int = 0) -> pd.DataFrame:
+    """The recoverer's cross-entropy on ``note`` under ``n_masks`` seeded random masks of
+    round(ratio * L) (>= 1) notes of its window that all include the note: one row per mask
+    (``mask``, ``n_masked``, ``loss_<attr>``, ``loss`` = sum over attributes)."""
+    if int(n_masks) < 1 or not 0.0 < ratio <= 1.0:
+        raise _SMUInputError("masks", "n_masks must be >= 1 and ratio in (0, 1]")
+    enc = _encoder_of(model)
+    wt, ids, p = note_window(model, tokenizer, piece, note)
+    device = next(enc.parameters()).device
+    L = len(wt)
+    k = min(L, max(1, int(round(ratio * L))))
+    others = np.array([i for i in range(L) if i != p], dtype=np.int64)
+    masks = np.zeros((int(n_masks), L), dtype=bool)
+    for m in range(int(n_masks)):
+        rng = np.random.default_rng([int(seed), int(note), m])
+        masks[m, p] = True
+        if k > 1 and others.size:
+            masks[m, rng.choice(others, size=min(k - 1, others.size), replace=False)] = True
+    tok = torch.from_numpy(wt).to(device)[None].repeat(int(n_masks), 1, 1)
+    mk = torch.from_numpy(masks).to(device)
+    was = enc.training
+    enc.eval()
+    try:
+        hidden = enc.encode(tok.masked_fill(mk[..., None], MASK_ID))
+        logits = enc.heads(hidden[:, p])
+    finally:
+        enc.train(was)
+    rows = {"mask": np.arange(int(n_masks)), "n_masked": masks.sum(1)}
+    total = np.zeros(int(n_masks))
+    for j, a in enumerate(enc.config.attributes):
+        ce = F.cross_entropy(logits[j].double(), tok[:, p, j], reduction="none").cpu().numpy()
+        rows[f"loss_{a}"] = ce
+        total += ce
+    rows["loss"] = total
+    return pd.DataFrame(rows)
+
+
+def explain_masker_note(model, tokenizer, piece, note: int, *, n_masks: int = 8, ratio: float = 0.15,
+                        seed: int = 0, top: int = 10) -> dict[str, Any]:
+    """Why the masker scores ``note`` as it does: ``{"score", "occlusion" (table), "top" (the ``top``
+    notes by |change|), "losses" (per mask), "mean_loss", "mean_loss_<attr>"}``."""
+    occ = masker_occlusion(model, tokenizer, piece, note)
+    losses = masker_recovery_losses(model, tokenizer, piece, note, n_masks=n_masks, ratio=ratio, seed=seed)
+    cand = occ[occ["in_window"] & (occ["note"] != int(note))]
+    top_df = cand.reindex(cand["change"].abs().sort_values(ascending=False).index).head(int(top))
+    out = {"score": occ.attrs["score"], "occlusion": occ, "top": top_df.reset_index(drop=True),
+           "losses": losses, "mean_loss": float(losses["loss"].mean())}
+    for c in losses.columns:
+        if c.startswith("loss_"):
+            out[f"mean_{c}"] = float(losses[c].mean())
+    return out

@@ -779,3 +779,147 @@ def prediction_bars(topk: Sequence[tuple], *, title: str = "", truth=None) -> go
                       height=90 + 30 * max(1, len(labels)),
                       margin={"l": 60, "r": 10, "t": 30 if title else 5, "b": 25})
     return fig
+
+
+# =============================================================================
+# WHY views (issue 6): attributions, attention, before/after. Appended section.
+# Rules: same as above (pure builders, one trace per state, customdata column 0 =
+# note index). Values are drawn on the piano roll as the notes' colour:
+# attributions on a diverging scale symmetric around 0 (red = for the class,
+# blue = against), attention weights on a sequential scale from 0; notes outside
+# the explained window are light grey; the selected/target note has a black outline.
+# =============================================================================
+
+ATTRIBUTION_COLORSCALE = "RdBu_r"
+ATTENTION_COLORSCALE = "Oranges"
+
+
+def _value_trace(df: pd.DataFrame, values: np.ndarray, name: str, *, coloraxis: str, track_names=None,
+                 label: str = "value", line_color=None, line_width=0.0, showlegend=True) -> go.Bar:
+    if line_color is None:  # a thin outline keeps near-zero (near-white) notes visible
+        line_color, line_width = "rgba(90, 90, 90, 0.45)", 0.6
+    tr = _note_trace(df, name, color="#000000", line_color=line_color, line_width=line_width,
+                     track_names=track_names, showlegend=showlegend)
+    tr.marker.color = np.asarray(values, dtype=float)
+    tr.marker.coloraxis = coloraxis
+    tr.text = [f"{v:.4g}" for v in np.asarray(values, dtype=float)]
+    tr.textposition = "none"
+    tr.hovertemplate = _HOVER + f"<br>{label} %{{text}}<extra>{name}</extra>"
+    return tr
+
+
+def value_roll(df: pd.DataFrame, values, *, label: str, diverging: bool, selected: int | None = None,
+               in_window=None, bar_starts_q=None, track_names=None, title: str | None = None,
+               height: int = 480, arcs: int = 0) -> go.Figure:
+    """Piano roll with one number per note as colour (see the section rules).
+
+    ``values`` (N,) aligned with ``df`` rows; ``in_window`` (N,) bool (default all True):
+    notes outside are grey; ``selected``: note index outlined in black; ``arcs`` > 0 draws
+    lines from the selected note to the ``arcs`` notes with the largest |value|.
+    """
+    track_names = _track_names(track_names) if track_names is not None else None
+    vals = np.asarray(values, dtype=float)
+    inw = np.ones(len(df), dtype=bool) if in_window is None else np.asarray(in_window, dtype=bool)
+    notes = df["note"].to_numpy() if "note" in df.columns else np.arange(len(df))
+    sel = (notes == int(selected)) if selected is not None else np.zeros(len(df), dtype=bool)
+    fig = go.Figure()
+    pmin, pmax = (int(df["pitch"].min()), int(df["pitch"].max())) if len(df) else (60, 72)
+    _add_grid(fig, df, bar_starts_q, pmin - 1.5, pmax + 1.5)
+    out = ~inw
+    if out.any():
+        fig.add_trace(_note_trace(df[out], "outside the window", color="#e0e0e0", track_names=track_names))
+    body = inw & ~sel
+    fig.add_trace(_value_trace(df[body], vals[body], f"notes (colour = {label})", coloraxis="coloraxis",
+                               track_names=track_names, label=label))
+    if sel.any():
+        fig.add_trace(_value_trace(df[sel], vals[sel], "selected note", coloraxis="coloraxis",
+                                   track_names=track_names, label=label, line_color="#000000",
+                                   line_width=3.0))
+        if arcs > 0:
+            cand = np.flatnonzero(inw & ~sel)
+            top = cand[np.argsort(-np.abs(vals[cand]), kind="stable")[:int(arcs)]]
+            s = int(np.flatnonzero(sel)[0])
+            x0 = float(df["onset_q"].iloc[s] + df["duration_q"].iloc[s] / 2)
+            y0 = float(df["pitch"].iloc[s])
+            xs, ys = [], []
+            for j in top:
+                x1 = float(df["onset_q"].iloc[j] + df["duration_q"].iloc[j] / 2)
+                y1 = float(df["pitch"].iloc[j])
+                mid = (x0 + x1) / 2
+                lift = min(2.0 + abs(x1 - x0) * 0.15, 6.0)
+                apex = max(y0, y1) + lift
+                if apex > pmax + 1.0:  # bend downwards rather than leave the plot
+                    apex = min(y0, y1) - lift
+                xs += [x0, mid, x1, None]
+                ys += [y0, apex, y1, None]
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "rgba(0,0,0,0.45)",
+                                                                      "width": 1.5, "shape": "spline"},
+                                     name=f"top {len(top)} by |{label}|", hoverinfo="skip"))
+    lim = float(np.nanmax(np.abs(vals[inw]))) if inw.any() and len(vals) else 1.0
+    lim = lim if lim > 0 else 1.0
+    caxis = ({"colorscale": ATTRIBUTION_COLORSCALE, "cmin": -lim, "cmax": lim, "cmid": 0.0} if diverging
+             else {"colorscale": ATTENTION_COLORSCALE, "cmin": 0.0, "cmax": lim})
+    caxis["colorbar"] = {"title": {"text": label}, "thickness": 14, "len": 0.8}
+    fig.update_layout(barmode="overlay", height=height, title={"text": title} if title else None,
+                      dragmode="zoom", hovermode="closest", plot_bgcolor="white", coloraxis=caxis,
+                      margin={"l": 60, "r": 20, "t": 40 if title else 10, "b": 40},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
+                      yaxis=_pitch_axis(pmin, pmax),
+                      xaxis={"title": {"text": "time (quarter notes)"}, "showgrid": False, "zeroline": False})
+    return fig
+
+
+def attribution_roll(table: pd.DataFrame, *, bar_starts_q=None, track_names=None, title: str | None = None,
+                     height: int = 480) -> go.Figure:
+    """An ``explain.attribute_notes`` table on the piano roll (diverging colours; the target note
+    of a note task outlined, from ``table.attrs["target"]``)."""
+    target = table.attrs.get("target") if hasattr(table, "attrs") else None
+    inw = table["in_window"].to_numpy(bool) if "in_window" in table.columns else None
+    label = f"{table.attrs.get('method', 'attribution')} attribution" if hasattr(table, "attrs") else "attribution"
+    return value_roll(table, table["attribution"].to_numpy(float), label=label, diverging=True,
+                      selected=target, in_window=inw, bar_starts_q=bar_starts_q, track_names=track_names,
+                      title=title, height=height)
+
+
+def attention_roll(df: pd.DataFrame, weights, note: int, *, arcs: int = 8, bar_starts_q=None, track_names=None,
+                   title: str | None = None, height: int = 480) -> go.Figure:
+    """Where note ``note`` looks: ``weights`` (N,) from ``explain.note_attention`` as colour, arcs
+    to the ``arcs`` most attended notes; notes with weight 0 outside its window are grey."""
+    w = np.asarray(weights, dtype=float)
+    inw = w > 0
+    inw[int(note)] = True
+    return value_roll(df, w, label="attention", diverging=False, selected=int(note), in_window=inw,
+                      bar_starts_q=bar_starts_q, track_names=track_names, title=title, height=height, arcs=arcs)
+
+
+def attribution_scatter(ig: pd.DataFrame, occlusion: pd.DataFrame, *, title: str = "") -> go.Figure:
+    """IG (x) against occlusion (y) attribution per note (in-window notes), hover = note index."""
+    sel = ig["in_window"].to_numpy(bool) & occlusion["in_window"].to_numpy(bool)
+    fig = go.Figure(go.Scatter(x=ig["attribution"].to_numpy(float)[sel],
+                               y=occlusion["attribution"].to_numpy(float)[sel], mode="markers",
+                               customdata=ig["note"].to_numpy()[sel], marker={"size": 6, "opacity": 0.7},
+                               hovertemplate="note %{customdata}<br>IG %{x:.4g}<br>occlusion %{y:.4g}<extra></extra>"))
+    fig.update_layout(title={"text": title} if title else None, height=360,
+                      xaxis={"title": {"text": "integrated gradients"}},
+                      yaxis={"title": {"text": "occlusion"}}, margin={"l": 60, "r": 10, "t": 40 if title else 10,
+                                                                        "b": 40})
+    return fig
+
+
+def before_after_bars(before: Sequence[tuple], after: Sequence[tuple], *, title: str = "",
+                      value_label: str = "probability") -> go.Figure:
+    """Grouped bars of ``[(class, value), ...]`` before and after an edit (class order of ``before``)."""
+    classes = [str(c) for c, _ in before]
+    b = {str(c): float(v) for c, v in before}
+    a = {str(c): float(v) for c, v in after}
+    classes += [c for c in a if c not in b]
+    fig = go.Figure([go.Bar(name="before", x=classes, y=[b.get(c, 0.0) for c in classes], marker_color="#9e9e9e"),
+                     go.Bar(name="after the edit", x=classes, y=[a.get(c, 0.0) for c in classes],
+                            marker_color="#4c78a8")])
+    fig.update_layout(barmode="group", title={"text": title} if title else None, height=320,
+                      yaxis={"title": {"text": value_label}}, margin={"l": 60, "r": 10, "t": 40 if title else 10,
+                                                                         "b": 40})
+    return fig
+
+
+__all__ += ["value_roll", "attribution_roll", "attention_roll", "attribution_scatter", "before_after_bars"]

@@ -196,3 +196,47 @@ def test_explore_compare_train(browser, server):
     assert curve.locator(".scatterlayer path.js-line").count() >= 1
     page.screenshot(path=str(SHOTS / "train.png"))
     page.close()
+
+
+def test_why_page(browser, server, tmp_path):
+    """The Why page in the browser: attributions of a fine-tuned model (made here from the
+    model in use), attention, counterfactuals and masker tabs; screenshots why_*.png."""
+    from smu_explain.finetune import build_model
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    model_a, _ = server["models"]
+    encoder = model_a if model_a is not None else DEMO_A
+    ft_dir = build_model("emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=encoder, seed=0).save_pretrained(
+        tmp_path / "emotion-ft")
+    page = browser.new_page(viewport={"width": 1500, "height": 1700})
+    page.set_default_timeout(120_000)
+    page.goto(server["url"])
+    wait_idle(page)
+    nav(page, "Why")
+    page.get_by_text("Why did the model decide?").first.wait_for()
+    if model_a is not None:
+        use_folder(page, "Model (masker and attention)", model_a)
+    sample = "bach_bwv66_6.mid"
+    if (ROOT / "sample_midi" / sample).exists():
+        choose(page, "Sample piece", sample)
+        wait_idle(page)
+    choose(page, "Fine-tuned model", "other folder...")
+    box = page.get_by_label("Fine-tuned model folder")
+    box.fill(str(ft_dir))
+    box.press("Enter")
+    wait_idle(page)
+    page.get_by_role("button", name="Explain the prediction").click()
+    page.get_by_text("IG completeness").wait_for()
+    wait_idle(page)
+    assert page.locator(".js-plotly-plot").filter(has_text="integrated gradients").count() >= 1
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(SHOTS / "why_attributions.png"))
+    for tab, shot, text in (("Attention", "why_attention.png", "attention"),
+                            ("Counterfactuals", "why_counterfactual.png", "after the edit"),
+                            ("Masker", "why_masker.png", "score change")):
+        page.get_by_role("tab", name=tab).click()
+        wait_idle(page)
+        page.locator(".js-plotly-plot").filter(has_text=text).first.wait_for(state="visible")
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.screenshot(path=str(SHOTS / shot))
+    page.close()

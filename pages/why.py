@@ -1,0 +1,400 @@
+"""Why: explanations of single decisions, note by note.
+
+Tabs: Attributions (which notes pushed a fine-tuned model to its prediction: integrated
+gradients and occlusion), Attention (which notes a selected note looks at), Counterfactuals
+(edit the piece and see the prediction and the masker scores change; download the edit as
+MIDI), Masker (why the masker scores a note as it does). Every error is shown as a message,
+never as a traceback.
+"""
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from smu_explain import appstate as A
+from smu_explain import plots
+from smu_explain.errors import SMUCheckpointError, SMUInputError
+
+K_WHY = "smu_why"  # the views shown last, for the HTML export
+FT_FORMAT = "smu_explain.finetuned"
+FT_HELP = ("No fine-tuned model found. Make one with `smu finetune`, e.g. "
+           "`smu finetune --task emotion --from models/demo-adversarial --out models/emotion-ft` "
+           "(or `--task composer`, or `--task folder --folder MY_MIDIS --labels labels.csv`), then pick "
+           "the folder here: every folder under models/ holding a fine-tuned config.json is listed.")
+
+st.title("Why did the model decide?")
+st.caption("Explanations of single decisions, note by note: which notes pushed a fine-tuned model to "
+           "its prediction, where a note looks, what changes when you edit the music, and why the "
+           "masker scores a note as it does.")
+
+c1, c2 = st.columns([3, 3])
+with c1:
+    choice = A.piece_picker("why")
+with c2:
+    model_path = A.model_picker("Model (masker and attention)", "why_model", A.K_MODEL_A, "demo adversarial")
+
+piece = A.load_piece(choice)
+if piece is None:
+    if choice is None:
+        st.info("Pick a sample piece or upload a MIDI / MusicXML file.")
+    st.stop()
+name, data = choice
+views = st.session_state.setdefault(K_WHY, {})
+views.clear()
+views["piece"] = name
+
+
+def guarded(fn, *args, **kw):
+    """Call a library function; show a plain error (never a traceback) and return None on failure."""
+    try:
+        return fn(*args, **kw)
+    except SMUCheckpointError as e:
+        st.error(f"Cannot load the model: {e.reason} ({e.path})")
+    except SMUInputError as e:
+        st.error(f"Cannot explain this: {e.reason}")
+    except ValueError as e:
+        st.error(f"The model cannot read this piece: {e}")
+    except Exception as e:  # keep the page alive whatever the model does
+        st.error(f"The explanation failed: {type(e).__name__}: {e}")
+    return None
+
+
+# ----------------------------------------------------------------------------- models and caches
+
+def _mtime(path) -> float:
+    try:
+        return Path(path, "model.safetensors").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _is_finetuned(d: Path) -> bool:
+    try:
+        meta = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FT_FORMAT
+
+
+def finetuned_choices() -> dict[str, Path]:
+    """Fine-tuned folders: those kept with the chosen model, and every folder (and sub-folder)
+    under models/ with a fine-tuned config.json."""
+    out: dict[str, Path] = {}
+    if model_path:
+        for d in A.task_heads(model_path):
+            out[str(d)] = d
+    if A.MODELS_DIR.is_dir():
+        for d in sorted(A.MODELS_DIR.iterdir()):
+            if not d.is_dir():
+                continue
+            for cand in [d] + sorted(x for x in d.iterdir() if x.is_dir()):
+                if _is_finetuned(cand):
+                    out.setdefault(f"models/{cand.relative_to(A.MODELS_DIR)}", cand)
+    return out
+
+
+@st.cache_resource(show_spinner="Loading the fine-tuned model...", max_entries=4)
+def load_finetuned(path: str, mtime: float):
+    from smu_explain.finetune import FineTuneModel
+    from smu_explain.tokenizer import Tokenizer, TokenizerConfig
+
+    model = FineTuneModel.from_pretrained(path).eval()
+    cfg = model.info.get("tokenizer")
+    if not isinstance(cfg, dict):
+        raise SMUCheckpointError(path, "the fine-tuned model has no tokenizer config")
+    return model, Tokenizer(TokenizerConfig.from_dict(cfg))
+
+
+@st.cache_data(show_spinner="Computing integrated gradients and occlusion...", max_entries=16)
+def attributions_cached(path: str, mtime: float, key: str, target, cls: int | None, steps: int, _piece):
+    from smu_explain.explain import attribution_agreement
+
+    model, tok = load_finetuned(path, mtime)
+    return attribution_agreement(model, tok, _piece, target, steps=steps, cls=cls)
+
+
+@st.cache_data(show_spinner="Reading the attention...", max_entries=32)
+def attention_cached(path: str, mtime: float, key: str, note: int, layer, head, rollout: bool, _piece):
+    from smu_explain.explain import note_attention
+
+    model, tok = A.load_model(path)
+    return note_attention(model, tok, _piece, note, layer=layer, head=head, rollout=rollout)
+
+
+@st.cache_data(show_spinner="Explaining the masker's score...", max_entries=32)
+def masker_cached(path: str, mtime: float, key: str, note: int, n_masks: int, ratio: float, seed: int, _piece):
+    from smu_explain.explain import explain_masker_note
+
+    model, tok = A.load_model(path)
+    return explain_masker_note(model, tok, _piece, note, n_masks=n_masks, ratio=ratio, seed=seed)
+
+
+def parse_notes(text: str, n: int) -> list[int] | None:
+    """'3, 5-9' -> [3, 5, 6, 7, 8, 9]; empty -> None (all notes). SMUInputError on bad text."""
+    text = text.strip()
+    if not text:
+        return None
+    out: list[int] = []
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                a, b = (int(x) for x in part.split("-", 1))
+                out += list(range(min(a, b), max(a, b) + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise SMUInputError("notes", f"cannot read {part!r}: write note numbers like 3, 5-9") from None
+    bad = [i for i in out if not 0 <= i < n]
+    if bad:
+        raise SMUInputError("notes", f"note {bad[0]} is not in the piece (0..{n - 1})")
+    return sorted(set(out))
+
+
+# ----------------------------------------------------------------------------- shared controls
+
+notes_df = plots.piece_frame(piece)
+n_notes = len(notes_df)
+ratio = float(st.session_state.get(A.K_RATIO, 0.15))
+if st.session_state.get("why_note_for") != A.piece_key(data) or st.session_state.get("why_note", 0) >= n_notes:
+    st.session_state["why_note"] = min(n_notes - 1, n_notes // 2)
+    st.session_state["why_note_for"] = A.piece_key(data)
+note = int(st.number_input("Note to explain (its number; attention, masker and note tasks use it)",
+                           0, n_notes - 1, key="why_note"))
+row = notes_df.iloc[note]
+st.markdown(f"Note {note}: **{plots.pitch_name(int(row['pitch']))}** at bar.beat "
+            f"{plots.bar_beat_label(row['bar'], row['beat'])}, {row['duration_q']:g} quarters.")
+
+ft_choices = finetuned_choices()
+tab_attr, tab_att, tab_cf, tab_mask = st.tabs(["Attributions", "Attention", "Counterfactuals", "Masker"])
+
+# ----------------------------------------------------------------------------- attributions
+ft_path = None
+with tab_attr:
+    st.caption("Which notes pushed the fine-tuned model towards its prediction. Integrated gradients "
+               "(on the notes' input embeddings, from a baseline where every note is the MASK token) "
+               "and occlusion (each note replaced by MASK in turn) explain the same class probability; "
+               "red = for the class, blue = against. Long pieces: each window is explained and the "
+               "attributions are averaged over the windows, as the fine-tuner averages their probabilities.")
+    labels = list(ft_choices) + [A.OTHER_FOLDER]
+    ft_choice = st.selectbox("Fine-tuned model", labels, key="why_ft_choice")
+    if ft_choice == A.OTHER_FOLDER:
+        txt = st.text_input("Fine-tuned model folder", value="", key="why_ft_path")
+        if txt.strip():
+            ft_path = Path(txt.strip()).expanduser()
+        elif not ft_choices:
+            st.info(FT_HELP)
+        else:
+            st.info("Type the path of a fine-tuned model folder.")
+    else:
+        ft_path = ft_choices[ft_choice]
+    ft = guarded(load_finetuned, str(Path(ft_path).resolve()), _mtime(ft_path)) if ft_path else None
+    if ft is not None:
+        ft_model, ft_tok = ft
+        st.caption(f"Task **{ft_model.task}** ({ft_model.level} level), classes: {', '.join(ft_model.classes)}.")
+        a1, a2 = st.columns(2)
+        with a1:
+            steps = int(st.select_slider("Integration steps", [8, 16, 32, 64], value=32, key="why_steps"))
+        with a2:
+            cls_label = st.selectbox("Class to explain", ["the prediction"] + ft_model.classes, key="why_cls")
+        cls = None if cls_label == "the prediction" else ft_model.classes.index(cls_label)
+        target = note if ft_model.level == "note" else None
+        run_key = (str(ft_path), A.piece_key(data), target, cls, steps)
+        if st.button("Explain the prediction", key="why_attr_go", type="primary"):
+            st.session_state["why_attr_for"] = run_key
+        if st.session_state.get("why_attr_for") == run_key:
+            res = guarded(attributions_cached, str(Path(ft_path).resolve()), _mtime(ft_path),
+                          A.piece_key(data), target, cls, steps, piece)
+            if res is not None:
+                ig, occ = res["ig"], res["occlusion"]
+                what = f"note {target}" if target is not None else "the piece"
+                m1, m2, m3 = st.columns(3)
+                m1.metric("Explained class", res["class"])
+                m2.metric("Probability", f"{ig.attrs['value']:.3f}",
+                          help="piece level: mean over the windows")
+                m3.metric("IG vs occlusion (Spearman)",
+                          "-" if np.isnan(res["spearman"]) else f"{res['spearman']:.2f}")
+                fig_ig = plots.attribution_roll(ig, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
+                                                title=f"integrated gradients: why {what} is {res['class']}")
+                st.plotly_chart(fig_ig, key="why_ig_roll", config={"displaylogo": False})
+                fig_occ = plots.attribution_roll(occ, bar_starts_q=piece.bar_starts_q,
+                                                 track_names=piece.track_names,
+                                                 title=f"occlusion: why {what} is {res['class']}")
+                st.plotly_chart(fig_occ, key="why_occ_roll", config={"displaylogo": False})
+                fig_sc = plots.attribution_scatter(ig, occ, title="IG against occlusion, one dot per note")
+                st.plotly_chart(fig_sc, key="why_scatter", config={"displaylogo": False})
+                st.caption(f"IG completeness: the attributions sum to {ig['attribution'].sum():.4f}; "
+                           f"f(piece) - f(all MASK) = {ig.attrs['value'] - ig.attrs['baseline_value']:.4f} "
+                           f"({steps} steps). Spearman over {res['n']} notes.")
+                top = ig.assign(occlusion=occ["attribution"]).reindex(
+                    ig["attribution"].abs().sort_values(ascending=False).index).head(12)
+                top = top[["note", "pitch", "bar", "beat", "attribution", "occlusion"]].rename(
+                    columns={"attribution": "IG"})
+                st.dataframe(top, hide_index=True, key="why_attr_table")
+                views["attributions"] = {
+                    "text": f"Task {ft_model.task}; explained class {res['class']} for {what} "
+                            f"(probability {ig.attrs['value']:.3f}); {steps} IG steps, MASK baseline; "
+                            f"Spearman IG vs occlusion {res['spearman']:.2f} over {res['n']} notes.",
+                    "figures": [fig_ig, fig_occ, fig_sc], "tables": [top]}
+        else:
+            st.info("Press **Explain the prediction** (IG and occlusion run the model many times).")
+
+# the masker / attention model
+mt = guarded(A.load_model, model_path) if model_path else None
+
+# ----------------------------------------------------------------------------- attention
+with tab_att:
+    st.caption("Which notes the selected note looks at: the attention weights of one layer and head "
+               "(or their mean), or attention rollout through all layers. Computed in the note's "
+               "window; darker = more attention; lines = the most attended notes.")
+    if mt is None:
+        st.info("Choose a model above to see its attention.")
+    else:
+        model, tok = mt
+        L, H = model.config.n_layers, model.config.n_heads
+        b1, b2 = st.columns(2)
+        with b1:
+            layer_opt = st.selectbox("Layer", ["rollout (all layers)"] + [f"layer {i + 1}" for i in range(L)],
+                                     index=L, key="why_layer")
+        with b2:
+            head_opt = st.selectbox("Head", ["mean of the heads"] + [f"head {h + 1}" for h in range(H)],
+                                    key="why_head", disabled=layer_opt.startswith("rollout"))
+        rollout = layer_opt.startswith("rollout")
+        layer = None if rollout else int(layer_opt.split()[1]) - 1
+        head = None if rollout or head_opt.startswith("mean") else int(head_opt.split()[1]) - 1
+        w = guarded(attention_cached, str(Path(model_path).resolve()), _mtime(model_path), A.piece_key(data),
+                    note, layer, head, rollout, piece)
+        if w is not None:
+            fig_att = plots.attention_roll(notes_df, w, note, arcs=8, bar_starts_q=piece.bar_starts_q,
+                                           track_names=piece.track_names,
+                                           title=f"note {note}: {layer_opt}, {head_opt if not rollout else ''}")
+            st.plotly_chart(fig_att, key="why_att_roll", config={"displaylogo": False})
+            order = np.argsort(-w, kind="stable")[:10]
+            att_top = notes_df.iloc[order][["note", "pitch", "bar", "beat"]].assign(attention=w[order])
+            st.dataframe(att_top, hide_index=True, key="why_att_table")
+            views["attention"] = {"text": f"Note {note}; {layer_opt}; {'' if rollout else head_opt}.",
+                                  "figures": [fig_att], "tables": [att_top]}
+
+# ----------------------------------------------------------------------------- counterfactuals
+with tab_cf:
+    from smu_explain import counterfactual as cf
+
+    st.caption("Edit the piece and ask again: the masker's view (and the fine-tuned prediction, when "
+               "one is chosen on the Attributions tab) before and after, side by side.")
+    e1, e2 = st.columns([2, 3])
+    with e1:
+        kind = st.selectbox("Edit", ["transpose", "delete notes", "shift a passage", "change velocity"],
+                            key="why_cf_kind")
+    edited = None
+    with e2:
+        if kind == "shift a passage":
+            s1, s2, s3 = st.columns(3)
+            end_q = float(np.ceil(piece.onset_q.max() + 1e-9))
+            start_q = s1.number_input("From quarter", 0.0, end_q, 0.0, step=1.0, key="why_cf_from")
+            stop_q = s2.number_input("To quarter", 0.0, end_q + 1.0, min(4.0, end_q + 1.0), step=1.0,
+                                     key="why_cf_to")
+            by_q = s3.number_input("Move by (quarters)", -8.0, 8.0, 1.0, step=0.5, key="why_cf_by")
+            edited = guarded(cf.shift_passage, piece, start_q, stop_q, by_q)
+        else:
+            sel_text = st.text_input("Notes (e.g. 3, 5-9; empty = all notes)", value=str(note),
+                                     key="why_cf_notes")
+            sel = guarded(parse_notes, sel_text, n_notes)
+            if sel is not None or not sel_text.strip():
+                cfg = mt[1].config if mt is not None else None
+                if kind == "transpose":
+                    semis = int(st.number_input("Semitones", -24, 24, 1, key="why_cf_semis"))
+                    edited = guarded(cf.transpose, piece, semis, sel, config=cfg)
+                elif kind == "delete notes":
+                    edited = guarded(cf.delete_notes, piece, sel if sel is not None else range(n_notes))
+                else:
+                    vel = int(st.number_input("New velocity", 1, 127, 40, key="why_cf_vel"))
+                    edited = guarded(cf.change_velocity, piece, sel, velocity=vel)
+    if edited is not None:
+        edited_bytes = guarded(cf.to_midi_bytes, edited)
+        if edited_bytes is not None:
+            st.download_button("Download the edited piece (MIDI)", data=edited_bytes,
+                               file_name=f"{Path(name).stem}_edited.mid", mime="audio/midi",
+                               key="why_cf_download")
+            st.caption(f"{len(piece)} notes before, {len(edited)} after.")
+            cf_figs = []
+            if model_path and mt is not None:
+                before = guarded(A.overlay, model_path, data, piece, ratio)
+                after = guarded(A.overlay, model_path, edited_bytes, edited, ratio)
+                if before is not None and after is not None:
+                    fig_cf = plots.side_by_side_rolls([before, after], ["before", "after the edit"],
+                                                      bar_starts_q=None, track_names=piece.track_names,
+                                                      height=460)
+                    st.plotly_chart(fig_cf, key="why_cf_rolls", config={"displaylogo": False})
+                    cf_figs.append(fig_cf)
+                    d1, d2 = st.columns(2)
+                    d1.metric("Mean masker score before", f"{before['score'].mean():.3f}")
+                    d2.metric("after", f"{after['score'].mean():.3f}",
+                              delta=f"{after['score'].mean() - before['score'].mean():+.3f}")
+            else:
+                st.info("Choose a model above to see the masker's view before and after.")
+            if ft_path is not None and ft is not None:
+                pb = guarded(A.downstream, ft_path, data, piece)
+                pa = guarded(A.downstream, ft_path, edited_bytes, edited)
+                if pb is not None and pa is not None:
+                    unit = "probability" if pb["level"] == "sequence" else "share of notes"
+                    fig_pred = plots.before_after_bars(pb["classes"], pa["classes"],
+                                                       title=f"{pb['task']} prediction", value_label=unit)
+                    st.plotly_chart(fig_pred, key="why_cf_pred", config={"displaylogo": False})
+                    cf_figs.append(fig_pred)
+                    st.caption(f"Prediction before: **{pb['classes'][0][0]}**, after: **{pa['classes'][0][0]}**.")
+            else:
+                st.caption("Choose a fine-tuned model on the Attributions tab to see its prediction change too.")
+            if cf_figs:
+                views["counterfactual"] = {"text": f"Edit: {kind}.", "figures": cf_figs}
+
+# ----------------------------------------------------------------------------- masker
+with tab_mask:
+    st.caption("Why the masker scores the selected note as it does: its score, the notes whose "
+               "masking changes that score most (occlusion on the masker), and how hard the note is "
+               "for the recoverer under seeded random masks that include it (a high loss is what the "
+               "masker is trained to find: it picks or freezes such notes).")
+    if mt is None:
+        st.info("Choose a model above to explain its masker.")
+    else:
+        k1, k2 = st.columns(2)
+        n_masks = int(k1.number_input("Random masks", 1, 64, 8, key="why_n_masks"))
+        seed = int(k2.number_input("Seed", 0, 10_000, 0, key="why_seed"))
+        res = guarded(masker_cached, str(Path(model_path).resolve()), _mtime(model_path), A.piece_key(data),
+                      note, n_masks, ratio, seed, piece)
+        if res is not None:
+            m1, m2 = st.columns(2)
+            m1.metric("Masker score", f"{res['score']:.3f}")
+            m2.metric("Recoverer loss (mean over masks)", f"{res['mean_loss']:.3f}",
+                      help="cross-entropy summed over the note's attributes; per-attribute columns below")
+            occ = res["occlusion"]
+            fig_m = plots.value_roll(occ, occ["change"].to_numpy(float), label="score change", diverging=True,
+                                     selected=note, in_window=occ["in_window"].to_numpy(bool), arcs=6,
+                                     bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
+                                     title=f"note {note}: change of its masker score when each note is masked")
+            st.plotly_chart(fig_m, key="why_mask_roll", config={"displaylogo": False})
+            top_m = res["top"][["note", "pitch", "bar", "beat", "change"]]
+            st.dataframe(top_m, hide_index=True, key="why_mask_top")
+            st.dataframe(res["losses"], hide_index=True, key="why_mask_losses")
+            views["masker"] = {"text": f"Note {note}: masker score {res['score']:.3f}; recoverer loss "
+                                       f"{res['mean_loss']:.3f} (mean of {n_masks} random masks at ratio "
+                                       f"{ratio:.0%}, seed {seed}).",
+                               "figures": [fig_m], "tables": [top_m, res["losses"]]}
+
+# ----------------------------------------------------------------------------- export
+st.subheader("Export")
+shown = [k for k in ("attributions", "attention", "counterfactual", "masker") if k in views]
+if shown:
+    from smu_explain.report import build_report, why_sections
+
+    html = build_report(f"Why: {name}", why_sections(views), subtitle=f"piece: {name}; note {note}")
+    st.download_button("Download these explanations (HTML)", data=html.encode("utf-8"),
+                       file_name=f"smu_why_{datetime.now().strftime('%Y%m%d-%H%M')}.html", mime="text/html",
+                       key="why_report")
+    st.caption("Included: " + ", ".join(shown) + ".")
+else:
+    st.caption("Nothing to export yet.")
