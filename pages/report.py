@@ -6,20 +6,25 @@ import numpy as np
 import streamlit as st
 
 from smu_explain import plots
-from smu_explain.report import ReportSection, build_report
+from smu_explain.report import ReportSection, build_report, why_sections
 
 st.title("Report")
 st.caption("One HTML file with the comparison's figures and tables (plotly.js embedded, no "
            "internet needed to open it): for people who do not run the app.")
 
 comp = st.session_state.get("smu_compare")
-if not comp or not comp.get("metrics"):
-    st.info("No comparison yet. Open the Compare page, choose two models and a piece; then come "
-            "back here to export it.")
+# The Why page's latest views (attributions, attention, counterfactual, masker), if any.
+why = why_sections(st.session_state.get("smu_why") or {})
+if (not comp or not comp.get("metrics")) and not why:
+    st.info("No comparison yet. Open the Compare page, choose two models and a piece (and, "
+            "optionally, the Why page's views); then come back here to export it.")
     st.stop()
+if not comp or not comp.get("metrics"):
+    comp = None
 
-names = list(comp["models"].keys())
-title = st.text_input("Report title", value=f"{names[0]} vs {names[1]}", key="report_title")
+names = list(comp["models"].keys()) if comp else ["Why", "explanations"]
+title = st.text_input("Report title", value=f"{names[0]} vs {names[1]}" if comp else "Why the model decided",
+                      key="report_title")
 notes_text = st.text_area("Notes for the reader (optional)", value="", key="report_notes")
 
 
@@ -75,12 +80,11 @@ def build_sections(comp: dict) -> list[ReportSection]:
     return sections
 
 
-sections = build_sections(comp)
+sections = (build_sections(comp) if comp else []) + why
 st.markdown("**Contents:** " + ", ".join(s.heading for s in sections))
-html = build_report(title, sections,
-                    subtitle=f"piece: {comp.get('piece', '-')}; masking ratio {comp['ratio']:.0%}; "
-                             f"seed {comp['seed']}",
-                    intro=notes_text)
+subtitle = (f"piece: {comp.get('piece', '-')}; masking ratio {comp['ratio']:.0%}; seed {comp['seed']}"
+            if comp else f"piece: {(st.session_state.get('smu_why') or {}).get('piece', '-')}")
+html = build_report(title, sections, subtitle=subtitle, intro=notes_text)
 stamp = datetime.now().strftime("%Y%m%d-%H%M")
 st.download_button("Download the HTML report", data=html.encode("utf-8"),
                    file_name=f"smu_report_{stamp}.html", mime="text/html", type="primary",

@@ -35,3 +35,20 @@ def test_download_after_compare(tmp_path):
     assert "Bias view" in texts(rep) and "Metrics" in texts(rep)
     [btn] = rep.get("download_button")
     assert "Download the HTML report" in btn.proto.label
+
+
+def test_why_views_alone_make_a_report():
+    """The Why page's last views are exported even without a comparison."""
+    import plotly.graph_objects as go
+
+    rep = AppTest.from_file(page("report.py"), default_timeout=60)
+    rep.session_state["smu_why"] = {
+        "piece": "x.mid",
+        "masker": {"text": "Note 3: masker score 0.7", "figures": [go.Figure()]},
+    }
+    rep.run()
+    assert not rep.exception, rep.exception
+    assert "Why the masker scores a note as it does" in texts(rep)
+    assert not any("No comparison yet" in i.value for i in rep.info)
+    [btn] = rep.get("download_button")
+    assert "Download the HTML report" in btn.proto.label
