@@ -98,24 +98,21 @@ IGNORE_INDEX = -100
 
 
 # --------------------------------------------------------------------------- roots
+def _setting_path(value: str | os.PathLike | None, env: str, default: Path) -> Path:
+    """``value`` if given, else the environment variable ``env`` if set, else ``default``."""
+    if value is not None:
+        return Path(value)
+    return Path(os.environ[env]) if os.environ.get(env) else default
+
+
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """The data root: ``root`` if given, else ``$SMU_DATA_ROOT``, else ``<repo>/../shared/data``."""
-    if root is not None:
-        return Path(root)
-    env = os.environ.get("SMU_DATA_ROOT")
-    if env:
-        return Path(env)
-    return REPO_ROOT.parent / "shared" / "data"
+    return _setting_path(root, "SMU_DATA_ROOT", REPO_ROOT.parent / "shared" / "data")
 
 
 def cache_dir(path: str | os.PathLike | None = None) -> Path:
     """Token cache folder: ``path``, else ``$SMU_CACHE_DIR``, else ``~/.cache/smu_explain``."""
-    if path is not None:
-        return Path(path)
-    env = os.environ.get("SMU_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path.home() / ".cache" / "smu_explain"
+    return _setting_path(path, "SMU_CACHE_DIR", Path.home() / ".cache" / "smu_explain")
 
 
 def _require_dir(path: Path, what: str) -> Path:
