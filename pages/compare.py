@@ -70,6 +70,9 @@ with tab_piece:
             st.plotly_chart(fig, key="compare_rolls", config={"displaylogo": False, "scrollZoom": True})
             st.caption("Colour = each model's masker score; red outline = the notes it would mask at "
                        f"{ratio:.0%}.")
+            for p in models.values():
+                if warn := A.untrained_masker_note(p):
+                    st.warning(warn)
 
             st.subheader("Recovery accuracy under the same random masks")
             st.caption(f"Every note is masked once, together with a seeded random {ratio:.0%} of its "

@@ -69,6 +69,8 @@ event = st.plotly_chart(fig, key="explore_roll", on_select="rerun", selection_mo
                         config={"scrollZoom": True, "displaylogo": False})
 if over is not None and table is None:
     table = run_model(A.explain, model_path, data, piece, ratio, seed)
+if over is not None and (warn := A.untrained_masker_note(model_path)):
+    st.warning(warn)
 if over is None:
     st.caption("No model loaded: notes are coloured by track. Choose a model to see the masker overlay.")
 else:

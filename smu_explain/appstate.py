@@ -209,6 +209,26 @@ def _load_model(path: str, mtime: float):
     return model, tokenizer
 
 
+def untrained_masker_note(path: str | Path) -> str | None:
+    """A warning when the model at ``path`` was not pre-trained adversarially.
+
+    Only the adversarial strategy trains the masker head; a random- or bar-masking
+    model's head is still at its initialisation, so its scores, picks and frozen
+    notes carry no meaning. Returns None for an adversarial model.
+    """
+    try:
+        model, _ = load_model(path)
+    except SMUCheckpointError:
+        return None
+    info = getattr(model, "checkpoint_info", {}) or {}
+    name = (info.get("strategy") or {}).get("name")
+    if name == "adversarial":
+        return None
+    how = f"the {name} strategy" if name else "an unknown strategy"
+    return (f"{Path(path).name} was pre-trained with {how}: its masker head was never trained, so its "
+            "masker scores, picks and frozen notes are those of an untrained head (shown for comparison only).")
+
+
 def load_model(path: str | Path):
     """(model, tokenizer) of a checkpoint folder; raises ``SMUCheckpointError``."""
     p = Path(path)

@@ -6,8 +6,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = ROOT / "pages"
 
 
-def make_model(path: Path, seed: int = 0, size: str = "tiny") -> Path:
-    """A randomly initialised MidiBert (``size``) saved with its tokenizer config."""
+def make_model(path: Path, seed: int = 0, size: str = "tiny", strategy: str | None = None) -> Path:
+    """A randomly initialised MidiBert (``size``) saved with its tokenizer config
+    (and, if given, the name of the strategy it was pre-trained with)."""
     import torch
 
     from smu_explain.model import MidiBert, ModelConfig
@@ -16,7 +17,10 @@ def make_model(path: Path, seed: int = 0, size: str = "tiny") -> Path:
     torch.manual_seed(seed)
     tok = Tokenizer(TokenizerConfig())
     model = MidiBert(ModelConfig.named(size, tok.vocab_sizes, tok.attributes))
-    model.save_pretrained(path, extra={"tokenizer": tok.config.to_dict()})
+    extra = {"tokenizer": tok.config.to_dict()}
+    if strategy:
+        extra["strategy"] = {"name": strategy}
+    model.save_pretrained(path, extra=extra)
     return Path(path)
 
 

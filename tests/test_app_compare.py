@@ -27,7 +27,11 @@ def run_page(models):
     return at.run()
 
 
-def test_without_models_asks_for_two():
+def test_without_models_asks_for_two(tmp_path, monkeypatch):
+    # a checkout without the demo models (e.g. before `make demo-models`)
+    monkeypatch.setattr(A, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(A, "MODELS_DIR", tmp_path / "no-models")
+    monkeypatch.setattr(A, "DEMO_MODELS", {k: tmp_path / "no-models" / v.name for k, v in A.DEMO_MODELS.items()})
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
     assert any("Choose two models" in i.value for i in at.info)
@@ -97,3 +101,13 @@ def test_downstream_predictions_from_a_finetuned_head(tmp_path):
     # a fine-tuned folder chosen as the model itself loads through its encoder
     at2 = run_page((a / "finetuned" / "emotion", b))
     assert not at2.exception and not at2.error
+
+
+def test_untrained_masker_is_flagged(tmp_path):
+    """Only an adversarial model has a trained masker head; a random-mask model is flagged."""
+    adv = make_model(tmp_path / "adv", seed=1, strategy="adversarial")
+    rnd = make_model(tmp_path / "rnd", seed=2, strategy="random")
+    at = run_page((adv, rnd))
+    assert not at.exception, at.exception
+    flagged = [w.value for w in at.warning if "masker head was never trained" in w.value]
+    assert len(flagged) == 1 and flagged[0].startswith("rnd was pre-trained with the random strategy")

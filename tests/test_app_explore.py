@@ -122,6 +122,7 @@ def test_oversize_file_states_the_limit():
 
 def test_missing_and_broken_model_folders(tmp_path):
     at = run_page()
+    at.session_state[A.K_MODEL_A] = None  # nothing chosen before: the path box starts empty
     at.selectbox(key="explore_model_choice").set_value(A.OTHER_FOLDER).run()
     assert any("Type the path" in i.value for i in at.info)
     at.text_input(key="explore_model_path").set_value(str(tmp_path / "nowhere")).run()

@@ -228,7 +228,9 @@ def test_why_page(browser, server, tmp_path):
     page.get_by_role("button", name="Explain the prediction").click()
     page.get_by_text("IG completeness").wait_for()
     wait_idle(page)
-    assert page.locator(".js-plotly-plot").filter(has_text="integrated gradients").count() >= 1
+    ig_plot = page.locator(".js-plotly-plot").filter(has_text="integrated gradients")
+    ig_plot.first.wait_for(state="visible")  # Plotly draws after Streamlit goes idle
+    assert ig_plot.count() >= 1
     assert page.locator('[data-testid="stException"]').count() == 0
     page.screenshot(path=str(SHOTS / "why_attributions.png"))
     for tab, shot, text in (("Attention", "why_attention.png", "attention"),
