@@ -156,3 +156,14 @@ def data_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"real datasets not found at {root} (set SMU_DATA_ROOT)")
     return root
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch thread (small models: faster, and deterministic sums)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -18,12 +18,7 @@ from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.tokenizer import Tokenizer, TokenizerConfig, read_piece
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TOK = Tokenizer(TokenizerConfig(max_len=16, stride=8))

@@ -19,12 +19,7 @@ from smu_explain.tokenizer import MASK_ID, Tokenizer, TokenizerConfig
 from smu_explain.trainer import TrainConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TOK = Tokenizer(TokenizerConfig(max_len=8))

@@ -21,12 +21,7 @@ from smu_explain.trainer import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def synth_dataset(n_pieces=4, notes=24, max_len=8, seed=0):
