@@ -22,11 +22,7 @@ with c3:
     st.session_state[A.K_RATIO] = ratio
     seed = int(st.number_input("Seed", 0, 10_000, 0, key="explore_seed"))
 
-piece = A.load_piece(choice)
-if piece is None:
-    if choice is None:
-        st.info("Pick a sample piece or upload a MIDI / MusicXML file.")
-    st.stop()
+piece = A.piece_or_stop(choice)
 
 name, data = choice
 

@@ -36,11 +36,7 @@ with c1:
 with c2:
     model_path = A.model_picker("Model (masker and attention)", "why_model", A.K_MODEL_A, "demo adversarial")
 
-piece = A.load_piece(choice)
-if piece is None:
-    if choice is None:
-        st.info("Pick a sample piece or upload a MIDI / MusicXML file.")
-    st.stop()
+piece = A.piece_or_stop(choice)
 name, data = choice
 views = st.session_state.setdefault(K_WHY, {})
 views.clear()

@@ -171,6 +171,17 @@ def load_piece(choice: tuple[str, bytes] | None):
     return piece
 
 
+def piece_or_stop(choice: tuple[str, bytes] | None):
+    """``load_piece``, or stop the page: with a hint when nothing is chosen yet, after
+    ``load_piece``'s error when the file is bad."""
+    piece = load_piece(choice)
+    if piece is None:
+        if choice is None:
+            st.info("Pick a sample piece or upload a MIDI / MusicXML file.")
+        st.stop()
+    return piece
+
+
 # ----------------------------------------------------------------------------- models
 
 def _weights_mtime(path: Path) -> float:
