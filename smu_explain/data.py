@@ -298,13 +298,14 @@ def _apply_split(refs: Sequence[PieceRef], assign: Mapping[str, str], key: Calla
     return splits
 
 
-def _load_json(path: Path) -> Any:
+def _load_json(path: Path, missing: str = "split file not found", broken: str = "not valid JSON") -> Any:
+    """JSON from ``path``; ``SMUInputError`` (with the given reasons) when missing or broken."""
     if not path.is_file():
-        raise SMUInputError(path, "split file not found")
+        raise SMUInputError(path, missing)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise SMUInputError(path, f"not valid JSON ({e})") from None
+        raise SMUInputError(path, f"{broken} ({e})") from None
 
 
 def midibert_split(root: str | os.PathLike | None, dataset: str) -> dict[str, str]:
@@ -1202,13 +1203,8 @@ def save_tokenized(built: BuiltTask, tokenizer: Any, out_dir: str | os.PathLike,
 
 
 def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(out_dir) / "manifest.json"
-    if not path.is_file():
-        raise SMUInputError(path, "not a tokenized dataset (manifest.json missing)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise SMUInputError(path, f"broken manifest ({e})") from None
+    return _load_json(Path(out_dir) / "manifest.json",
+                      missing="not a tokenized dataset (manifest.json missing)", broken="broken manifest")
 
 
 def tokenizer_from_manifest(out_dir: str | os.PathLike):
