@@ -14,6 +14,7 @@ pages = [
     st.Page("pages/why.py", title="Why", icon=":material/psychology_alt:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/report.py", title="Report", icon=":material/description:"),
+    st.Page("pages/study.py", title="Study", icon=":material/science:"),
 ]
 nav = st.navigation(pages)
 

@@ -1,0 +1,60 @@
+"""Study: the reproduction study's results (adversarial vs random masking), read from docs/study/.
+
+Shows the three-line summary, RESULTS.md and the data-efficiency figure once
+`smu study` has written them; until then, which stages are done and what each
+cost, so a half-finished study is visible as such (nothing here is computed
+in the app: the numbers are the study's own JSON files).
+"""
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from smu_explain import study
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "docs" / "study"
+RESULTS_MD = ROOT / "docs" / "RESULTS.md"
+
+st.title("Study: does letting a masker choose beat random masking?")
+st.caption("Our own measurement, on real data (POP909, ASAP, EMOPIA, Pop1K7), of the paper's claim. "
+           "Run it with `smu study --preset cpu`; this page reads what it wrote under docs/study/.")
+
+results_path = RESULTS_DIR / "results.json"
+if results_path.is_file():
+    try:
+        results = study.read_json(results_path)
+    except Exception as e:  # a broken file must not take the page down
+        st.error(f"Cannot read {results_path.name}: {e}")
+        st.stop()
+    st.subheader("In three lines")
+    for line in results.get("summary") or study.study_summary(results):
+        st.markdown(f"- {line}")
+    if results.get("efficiency"):
+        st.plotly_chart(study.data_efficiency_figure(results["efficiency"]), key="study_efficiency")
+    if RESULTS_MD.is_file():
+        with st.expander("Full results (docs/RESULTS.md)", expanded=False):
+            st.markdown(RESULTS_MD.read_text(encoding="utf-8"))
+    st.stop()
+
+st.info("The study has not finished yet: no docs/study/results.json. Below, the stages of the cpu preset "
+        "and those already done (each stage writes its own JSON; `smu study --preset cpu` resumes).")
+preset = study.get_preset("cpu")
+rows = []
+for stage in study.plan_stages(preset):
+    path = RESULTS_DIR / f"{stage.name}.json"
+    row = {"stage": stage.name, "status": "to do", "estimate (min)": stage.est_min,
+           "wall (min)": None, "tokens": None, "peak RSS (MB)": None}
+    if path.is_file():
+        try:
+            cost = study.read_json(path).get("cost") or {}
+            row.update({"status": "done", "wall (min)": round(cost.get("wall_s", 0) / 60, 1),
+                        "tokens": cost.get("tokens"), "peak RSS (MB)": cost.get("peak_rss_mb")})
+        except Exception as e:
+            row["status"] = f"unreadable ({e})"
+    rows.append(row)
+table = pd.DataFrame(rows)
+done = int((table["status"] == "done").sum())
+st.metric("Stages done", f"{done} of {len(table)}")
+st.dataframe(table, hide_index=True, key="study_stages")

@@ -1,0 +1,41 @@
+"""Study page (AppTest): stage status before the study ends, the summary after."""
+
+import json
+
+from streamlit.testing.v1 import AppTest
+
+from app_helpers import page, texts
+
+
+def copy_page(tmp_path):
+    """The page reads docs/ next to its own folder: run a copy of it inside tmp_path."""
+    script = tmp_path / "pages" / "study.py"
+    script.parent.mkdir()
+    script.write_text(open(page("study.py")).read())
+    return str(script)
+
+
+def test_partial_study_lists_stages(tmp_path):
+    d = tmp_path / "docs" / "study"
+    d.mkdir(parents=True)
+    (d / "data.json").write_text(json.dumps({"cost": {"wall_s": 120.0, "tokens": 0, "peak_rss_mb": 700.0}}))
+    at = AppTest.from_file(copy_page(tmp_path), default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert any("has not finished yet" in i.value for i in at.info)
+    table = at.dataframe[0].value
+    row = table.set_index("stage").loc["data"]
+    assert row["status"] == "done" and row["wall (min)"] == 2.0
+    assert (table["status"] == "to do").sum() == len(table) - 1
+    assert at.metric[0].value == f"1 of {len(table)}"
+
+
+def test_finished_study_shows_the_summary(tmp_path):
+    d = tmp_path / "docs" / "study"
+    d.mkdir(parents=True)
+    (d / "results.json").write_text(json.dumps({"summary": ["Gain: +1.0 points.", "Cost: 2 h.", "Errs: velocity."]}))
+    (tmp_path / "docs" / "RESULTS.md").write_text("# Results\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    at = AppTest.from_file(copy_page(tmp_path), default_timeout=60).run()
+    assert not at.exception, at.exception
+    t = texts(at)
+    assert "Gain: +1.0 points." in t and "Errs: velocity." in t
+    assert not at.info
