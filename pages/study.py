@@ -38,9 +38,22 @@ if results_path.is_file():
             st.markdown(RESULTS_MD.read_text(encoding="utf-8"))
     st.stop()
 
-st.info("The study has not finished yet: no docs/study/results.json. Below, the stages of the cpu preset "
-        "and those already done (each stage writes its own JSON; `smu study --preset cpu` resumes).")
-preset = study.get_preset("cpu")
+def recorded_preset() -> str:
+    """The preset named by the stage results already written (default: cpu)."""
+    for path in sorted(RESULTS_DIR.glob("*.json")):
+        try:
+            name = study.read_json(path).get("preset")
+        except Exception:
+            continue
+        if name:
+            return str(name)
+    return "cpu"
+
+
+preset = study.get_preset(recorded_preset())
+st.info(f"The study has not finished yet: no docs/study/results.json. Below, the stages of the "
+        f"{preset.name} preset and those already done (each stage writes its own JSON; "
+        f"`smu study --preset {preset.name}` resumes).")
 rows = []
 for stage in study.plan_stages(preset):
     path = RESULTS_DIR / f"{stage.name}.json"
