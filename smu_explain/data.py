@@ -816,30 +816,27 @@ class TokenCache:
         _atomic_savez(path, arrays)
 
 
-def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+def _atomic_replace(path: Path, mode: str, write: Callable[[Any], None]) -> None:
+    """Write through ``write(fh)`` into a temporary sibling, then ``os.replace`` it onto
+    ``path``: readers see the old file or the whole new one, never half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            write(fh)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    _atomic_replace(path, "wb", lambda fh: np.savez(fh, **arrays))
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_replace(path, "w", lambda fh: fh.write(text))
 
 
 def window_spans(tokenizer: Any, piece: Any, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -391,11 +391,9 @@ class StudyPaths:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from .trainer import atomic_write_text  # lazy: keeps `smu --help` free of torch
+
+    atomic_write_text(path, text)
 
 
 def _plain(o: Any) -> Any:
