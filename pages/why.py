@@ -105,11 +105,17 @@ def load_finetuned(path: str, mtime: float):
 
 
 @st.cache_data(show_spinner="Computing integrated gradients and occlusion...", max_entries=16)
-def attributions_cached(path: str, mtime: float, key: str, target, cls: int | None, steps: int, _piece):
+def attributions_cached(path: str, mtime: float, key: str, target, cls: int | None, steps: int,
+                        occlusion_notes: int | None, precision: str, _piece):
     from smu_explain.explain import attribution_agreement
 
     model, tok = load_finetuned(path, mtime)
-    return attribution_agreement(model, tok, _piece, target, steps=steps, cls=cls)
+    return attribution_agreement(model, tok, _piece, target, steps=steps, cls=cls,
+                                 occlusion_notes=occlusion_notes, precision=precision)
+
+
+OCCLUSION_CHOICES = {"a sample of 128 notes (fast)": 128, "a sample of 512 notes": 512,
+                     "every note (slow: one pass per note)": None}
 
 
 @st.cache_data(show_spinner="Reading the attention...", max_entries=32)
@@ -193,19 +199,27 @@ with tab_attr:
     if ft is not None:
         ft_model, ft_tok = ft
         st.caption(f"Task **{ft_model.task}** ({ft_model.level} level), classes: {', '.join(ft_model.classes)}.")
-        a1, a2 = st.columns(2)
+        a1, a2, a3 = st.columns(3)
         with a1:
-            steps = int(st.select_slider("Integration steps", [8, 16, 32, 64], value=32, key="why_steps"))
+            steps = int(st.select_slider("Integration steps", [8, 16, 32, 64], value=16, key="why_steps"))
         with a2:
             cls_label = st.selectbox("Class to explain", ["the prediction"] + ft_model.classes, key="why_cls")
+        with a3:
+            occ_label = st.selectbox("Occlusion check on", list(OCCLUSION_CHOICES), key="why_occ_notes",
+                                     help="Occlusion runs the model once per occluded note; a seeded random "
+                                          "sample checks IG at a fraction of the cost.")
+        occ_notes = OCCLUSION_CHOICES[occ_label]
+        precision = "bf16" if st.toggle("bf16 IG passes (about 2x faster on CPUs with bf16 units; "
+                                        "the completeness gap shows the error)", value=False,
+                                        key="why_bf16") else "fp32"
         cls = None if cls_label == "the prediction" else ft_model.classes.index(cls_label)
         target = note if ft_model.level == "note" else None
-        run_key = (str(ft_path), A.piece_key(data), target, cls, steps)
+        run_key = (str(ft_path), A.piece_key(data), target, cls, steps, occ_notes, precision)
         if st.button("Explain the prediction", key="why_attr_go", type="primary"):
             st.session_state["why_attr_for"] = run_key
         if st.session_state.get("why_attr_for") == run_key:
             res = guarded(attributions_cached, str(Path(ft_path).resolve()), _mtime(ft_path),
-                          A.piece_key(data), target, cls, steps, piece)
+                          A.piece_key(data), target, cls, steps, occ_notes, precision, piece)
             if res is not None:
                 ig, occ = res["ig"], res["occlusion"]
                 what = f"note {target}" if target is not None else "the piece"
@@ -226,7 +240,8 @@ with tab_attr:
                 st.plotly_chart(fig_sc, key="why_scatter", config={"displaylogo": False})
                 st.caption(f"IG completeness: the attributions sum to {ig['attribution'].sum():.4f}; "
                            f"f(piece) - f(all MASK) = {ig.attrs['value'] - ig.attrs['baseline_value']:.4f} "
-                           f"({steps} steps). Spearman over {res['n']} notes.")
+                           f"({steps} steps, {precision}). Occlusion measured {occ.attrs['n_measured']} of "
+                           f"{int(occ['in_window'].sum())} notes; Spearman over {res['n']} notes.")
                 top = ig.assign(occlusion=occ["attribution"]).reindex(
                     ig["attribution"].abs().sort_values(ascending=False).index).head(12)
                 top = top[["note", "pitch", "bar", "beat", "attribution", "occlusion"]].rename(
@@ -234,7 +249,8 @@ with tab_attr:
                 st.dataframe(top, hide_index=True, key="why_attr_table")
                 views["attributions"] = {
                     "text": f"Task {ft_model.task}; explained class {res['class']} for {what} "
-                            f"(probability {ig.attrs['value']:.3f}); {steps} IG steps, MASK baseline; "
+                            f"(probability {ig.attrs['value']:.3f}); {steps} IG steps ({precision}), MASK "
+                            f"baseline; occlusion on {occ.attrs['n_measured']} notes; "
                             f"Spearman IG vs occlusion {res['spearman']:.2f} over {res['n']} notes.",
                     "figures": [fig_ig, fig_occ, fig_sc], "tables": [top]}
         else:

@@ -828,6 +828,10 @@ def value_roll(df: pd.DataFrame, values, *, label: str, diverging: bool, selecte
     out = ~inw
     if out.any():
         fig.add_trace(_note_trace(df[out], "outside the window", color="#e0e0e0", track_names=track_names))
+    unmeasured = inw & ~np.isfinite(vals)  # e.g. notes left out of a sampled occlusion
+    if unmeasured.any():
+        fig.add_trace(_note_trace(df[unmeasured], "not measured", color="#c8c8c8", track_names=track_names))
+        inw = inw & np.isfinite(vals)
     body = inw & ~sel
     fig.add_trace(_value_trace(df[body], vals[body], f"notes (colour = {label})", coloraxis="coloraxis",
                                track_names=track_names, label=label))
@@ -893,8 +897,11 @@ def attention_roll(df: pd.DataFrame, weights, note: int, *, arcs: int = 8, bar_s
 
 
 def attribution_scatter(ig: pd.DataFrame, occlusion: pd.DataFrame, *, title: str = "") -> go.Figure:
-    """IG (x) against occlusion (y) attribution per note (in-window notes), hover = note index."""
-    sel = ig["in_window"].to_numpy(bool) & occlusion["in_window"].to_numpy(bool)
+    """IG (x) against occlusion (y) attribution per note (notes measured by both), hover = note index."""
+    def ok(t):
+        return t["measured" if "measured" in t.columns else "in_window"].to_numpy(bool)
+
+    sel = ok(ig) & ok(occlusion)
     fig = go.Figure(go.Scatter(x=ig["attribution"].to_numpy(float)[sel],
                                y=occlusion["attribution"].to_numpy(float)[sel], mode="markers",
                                customdata=ig["note"].to_numpy()[sel], marker={"size": 6, "opacity": 0.7},

@@ -242,3 +242,75 @@ def test_why_figures(seq_model, note_model, bert, piece):
     assert len(sc.data[0].x) == int(ig["in_window"].sum())
     bars = plots.before_after_bars([("a", 0.7), ("b", 0.3)], [("b", 0.6), ("a", 0.4)])
     assert list(bars.data[1].y) == [0.4, 0.6]
+
+
+# ----------------------------------------------------------------------------- fast modes (issue 6 speed)
+
+def test_sampled_occlusion_equals_full_on_the_sample(note_model, seq_model, piece):
+    full = attribute_notes(seq_model, TOK, piece, None, "occlusion", output="prob", batch_size=7)
+    part = attribute_notes(seq_model, TOK, piece, None, "occlusion", output="prob", batch_size=7,
+                           max_notes=11, seed=3)
+    m = part["measured"].to_numpy()
+    assert m.sum() == 11 == part.attrs["n_measured"]
+    assert full["measured"].all() and full.attrs["n_measured"] == len(piece)
+    np.testing.assert_allclose(part.loc[m, "attribution"], full.loc[m, "attribution"], rtol=0, atol=1e-12)
+    assert part.loc[~m, "attribution"].isna().all()
+    # sampled notes are occluded in every window that holds them: far fewer passes than full occlusion
+    assert part.attrs["n_forward"] < full.attrs["n_forward"] / 2
+    # the sample is seeded
+    again = attribute_notes(seq_model, TOK, piece, None, "occlusion", max_notes=11, seed=3)
+    assert (again["measured"] == part["measured"]).all()
+    ig = attribute_notes(seq_model, TOK, piece, None, "ig", steps=8)
+    assert spearman_n(ig, part) == 11
+    # a note task: only notes inside the target's windows can be sampled; outside stays exactly 0
+    occ = attribute_notes(note_model, TOK, piece, 20, "occlusion", max_notes=5, seed=0)
+    assert occ["measured"].sum() == 5 and occ.loc[occ["measured"], "in_window"].all()
+    assert (occ.loc[~occ["in_window"], "attribution"] == 0.0).all()
+
+
+def spearman_n(a, b):
+    from smu_explain.explain import spearman_agreement
+
+    return spearman_agreement(a, b)["n"]
+
+
+def test_bf16_passes_keep_ig_close_and_completeness_visible(piece):
+    model = task_model("emotion", ["Q1", "Q2", "Q3", "Q4"], dtype=torch.float32, smooth=True)
+    ref = attribute_notes(model, TOK, piece, None, "ig", steps=64, batch_size=64)
+    fast = attribute_notes(model, TOK, piece, None, "ig", steps=64, batch_size=64, precision="bf16")
+    assert fast.attrs["precision"] == "bf16"
+    # f(x) and f(baseline) are fp32 in both; the path gradients differ (bf16 rounding) but not much
+    assert fast.attrs["value"] == ref.attrs["value"]
+    assert not np.allclose(fast["attribution"], ref["attribution"], rtol=0, atol=0)
+    from scipy.stats import spearmanr
+
+    assert spearmanr(fast["attribution"], ref["attribution"]).statistic > 0.9
+    delta = ref.attrs["value"] - ref.attrs["baseline_value"]
+    assert abs(fast.attrs["completeness_gap"]) < 0.1 * abs(delta)
+    # occlusion refuses bf16 (single-note effects fall below its resolution)
+    with pytest.raises(SMUInputError, match="fp32 only"):
+        attribute_notes(model, TOK, piece, None, "occlusion", precision="bf16")
+    res = attribution_agreement(model, TOK, piece, steps=8, precision="bf16")
+    assert res["ig"].attrs["precision"] == "bf16" and res["occlusion"].attrs["precision"] == "fp32"
+
+
+def test_fast_mode_arguments_checked(seq_model, piece):
+    with pytest.raises(SMUInputError, match="precision"):
+        attribute_notes(seq_model, TOK, piece, None, precision="fp8")
+    with pytest.raises(SMUInputError, match="max_notes"):
+        attribute_notes(seq_model, TOK, piece, None, "occlusion", max_notes=0)
+
+
+def test_attribution_roll_greys_unmeasured_notes(seq_model, piece):
+    from smu_explain import plots
+
+    occ = attribute_notes(seq_model, TOK, piece, None, "occlusion", max_notes=9, seed=1)
+    fig = plots.attribution_roll(occ)
+    names = [t.name for t in fig.data]
+    assert "not measured" in names
+    grey = fig.data[names.index("not measured")]
+    assert len(grey.x) == len(piece) - 9
+    res = attribution_agreement(seq_model, TOK, piece, steps=8, occlusion_notes=9, seed=1)
+    assert res["n"] == 9
+    sc = plots.attribution_scatter(res["ig"], res["occlusion"])
+    assert len(sc.data[0].x) == 9
