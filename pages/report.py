@@ -5,8 +5,16 @@ from datetime import datetime
 import numpy as np
 import streamlit as st
 
-from smu_explain import plots
-from smu_explain.report import ReportSection, build_report, why_sections
+from pathlib import Path
+
+from smu_explain import plots, study
+from smu_explain.report import ReportSection, build_report, study_sections, why_sections
+
+import os
+
+# the study's results.json (SMU_STUDY_RESULTS overrides the path, e.g. for a study run elsewhere)
+STUDY_RESULTS = Path(os.environ.get("SMU_STUDY_RESULTS")
+                     or Path(__file__).resolve().parents[1] / "docs" / "study" / "results.json")
 
 st.title("Report")
 st.caption("One HTML file with the comparison's figures and tables (plotly.js embedded, no "
@@ -15,7 +23,17 @@ st.caption("One HTML file with the comparison's figures and tables (plotly.js em
 comp = st.session_state.get("smu_compare")
 # The Why page's latest views (attributions, attention, counterfactual, masker), if any.
 why = why_sections(st.session_state.get("smu_why") or {})
-if (not comp or not comp.get("metrics")) and not why:
+# The reproduction study (docs/study/results.json), when `smu study` has written it.
+study_results = {}
+if STUDY_RESULTS.is_file():
+    try:
+        study_results = study.read_json(STUDY_RESULTS)
+    except Exception as e:  # a broken file must not take the page down
+        st.warning(f"The study's results cannot be read ({e}); the report leaves them out.")
+include_study = bool(study_results) and st.checkbox("Include the reproduction study (docs/study/results.json)",
+                                                    value=True, key="report_study")
+study_part = study_sections(study_results) if include_study else []
+if (not comp or not comp.get("metrics")) and not why and not study_part:
     st.info("No comparison yet. Open the Compare page, choose two models and a piece (and, "
             "optionally, the Why page's views); then come back here to export it.")
     st.stop()
@@ -23,8 +41,9 @@ if not comp or not comp.get("metrics"):
     comp = None
 
 names = list(comp["models"].keys()) if comp else ["Why", "explanations"]
-title = st.text_input("Report title", value=f"{names[0]} vs {names[1]}" if comp else "Why the model decided",
-                      key="report_title")
+default_title = (f"{names[0]} vs {names[1]}" if comp else "Why the model decided" if why
+                 else "Adversarial vs random masking: the reproduction study")
+title = st.text_input("Report title", value=default_title, key="report_title")
 notes_text = st.text_area("Notes for the reader (optional)", value="", key="report_notes")
 
 
@@ -80,10 +99,11 @@ def build_sections(comp: dict) -> list[ReportSection]:
     return sections
 
 
-sections = (build_sections(comp) if comp else []) + why
+sections = (build_sections(comp) if comp else []) + why + study_part
 st.markdown("**Contents:** " + ", ".join(s.heading for s in sections))
 subtitle = (f"piece: {comp.get('piece', '-')}; masking ratio {comp['ratio']:.0%}; seed {comp['seed']}"
-            if comp else f"piece: {(st.session_state.get('smu_why') or {}).get('piece', '-')}")
+            if comp else f"piece: {(st.session_state.get('smu_why') or {}).get('piece', '-')}" if why
+            else f"smu study --preset {study_results.get('preset', {}).get('name', '?')}")
 html = build_report(title, sections, subtitle=subtitle, intro=notes_text)
 stamp = datetime.now().strftime("%Y%m%d-%H%M")
 st.download_button("Download the HTML report", data=html.encode("utf-8"),

@@ -31,8 +31,35 @@ if results_path.is_file():
     st.subheader("In three lines")
     for line in results.get("summary") or study.study_summary(results):
         st.markdown(f"- {line}")
+    agg = results.get("finetune", {}).get("rows", [])
+    if agg:
+        st.subheader("Test accuracy (%), mean ± std over seeds")
+        h, rows = study.results_table(agg, "test_acc", list(results.get("tasks", [])))
+        st.dataframe(pd.DataFrame(rows, columns=h), hide_index=True, key="study_acc")
     if results.get("efficiency"):
+        st.subheader("Data efficiency")
         st.plotly_chart(study.data_efficiency_figure(results["efficiency"]), key="study_efficiency")
+    figs = study.analysis_figures(results.get("analysis", {}))
+    if figs:
+        ana = results["analysis"]
+        st.subheader("What the masker picks and freezes")
+        st.caption(f"{ana.get('n_notes', 0):,} notes of validation pieces "
+                   f"({', '.join(f'{k} {v}' for k, v in (ana.get('pieces_per_source') or {}).items())}); "
+                   f"frozen = the top {ana.get('freeze_top', 0.3):.0%} of a piece's notes by masker score.")
+        c1, c2 = st.columns(2)
+        with c1:
+            st.plotly_chart(figs["spearman"], key="study_spearman")
+        with c2:
+            if "freeze_history" in figs:
+                st.plotly_chart(figs["freeze_history"], key="study_freeze_history")
+        st.plotly_chart(figs["by_class"], key="study_by_class")
+        examples = [k for k in figs if k.startswith("example_")]
+        if examples:
+            st.markdown(f"**Frozen notes from real pieces** ({ana.get('examples_frozen_by', '')})")
+            cols = st.columns(min(3, len(examples)))
+            for i, k in enumerate(examples):
+                with cols[i % len(cols)]:
+                    st.plotly_chart(figs[k], key=f"study_{k}")
     if RESULTS_MD.is_file():
         with st.expander("Full results (docs/RESULTS.md)", expanded=False):
             st.markdown(RESULTS_MD.read_text(encoding="utf-8"))

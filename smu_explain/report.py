@@ -113,3 +113,41 @@ def why_sections(views: dict[str, dict[str, Any]]) -> list[ReportSection]:
 
 
 __all__ += ["why_sections", "WHY_HEADINGS"]
+
+
+# ----------------------------------------------------------------------------- the study (issue 5)
+
+STUDY_HEADING = "Study: does letting a masker choose beat random masking?"
+
+
+def study_sections(results: dict[str, Any]) -> list[ReportSection]:
+    """Report sections of the reproduction study from its ``results.json`` dict: the three-line
+    summary, the accuracy table (mean ± std over seeds), data efficiency and the masker
+    analysis, with the Study page's own figure builders. Empty when ``results`` is empty."""
+    from . import study
+
+    if not results:
+        return []
+    tasks = list(results.get("tasks", []))
+    agg = results.get("finetune", {}).get("rows", [])
+    out = [ReportSection(STUDY_HEADING, "\n\n".join(results.get("summary") or study.study_summary(results)))]
+    if agg:
+        h, rows = study.results_table(agg, "test_acc", tasks)
+        out.append(ReportSection("Study: test accuracy (%), mean ± std over seeds",
+                                 "Our own fine-tuning runs on our splits (docs/RESULTS.md has macro-F1, the "
+                                 "published numbers and the paired test).",
+                                 tables=[pd.DataFrame(rows, columns=h)]))
+    if results.get("efficiency"):
+        out.append(ReportSection("Study: data efficiency",
+                                 "Test accuracy with 10-100% of the labelled training pieces.",
+                                 figures=[study.data_efficiency_figure(results["efficiency"])]))
+    figs = study.analysis_figures(results.get("analysis", {}))
+    if figs:
+        out.append(ReportSection("Study: what the masker picks and freezes",
+                                 "Masker scores and frozen notes on validation pieces of POP909, ASAP and "
+                                 "EMOPIA; the freeze book over training; frozen notes from real pieces.",
+                                 figures=list(figs.values())))
+    return out
+
+
+__all__ += ["study_sections", "STUDY_HEADING"]

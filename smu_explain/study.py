@@ -911,6 +911,128 @@ def data_efficiency_figure(efficiency: Mapping[str, Any]):
     return fig
 
 
+GROUPING_TITLES = {"register": "pitch register", "metric": "metrical position", "duration": "duration class",
+                   "role": "track role (POP909)", "velocity": "velocity bin"}
+
+
+def masker_class_figure(by_class: Mapping[str, Sequence[Mapping[str, Any]]]):
+    """Plotly figure: per note class (one column per grouping of ``analysis["by_class"]``),
+    the adversarial masker's mean score (top row) and the frozen share (bottom row); hover
+    adds the number of notes and the random model's mean recovery loss."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    groups = [g for g, rows in by_class.items() if rows]
+    cols = max(1, len(groups))
+    fig = make_subplots(rows=2, cols=cols, shared_yaxes=True, vertical_spacing=0.16, horizontal_spacing=0.03,
+                        subplot_titles=[GROUPING_TITLES.get(g, g) for g in groups] + [""] * cols)
+    for j, g in enumerate(groups, start=1):
+        rows = by_class[g]
+        x = [str(r["class"]) for r in rows]
+        hover = [f"{r['n']:,} notes; random model's loss {r['random_loss']:.2f}" if r.get("random_loss") is not None
+                 else f"{r['n']:,} notes" for r in rows]
+        fig.add_trace(go.Bar(x=x, y=[r.get("score") for r in rows], marker_color="#d62728", name="mean score",
+                             showlegend=j == 1, legendgroup="score", hovertext=hover), row=1, col=j)
+        fig.add_trace(go.Bar(x=x, y=[None if r.get("frozen") is None else 100 * r["frozen"] for r in rows],
+                             marker_color="#7f7f7f", name="frozen (%)", showlegend=j == 1, legendgroup="frozen",
+                             hovertext=hover), row=2, col=j)
+        fig.update_xaxes(tickangle=-40, tickfont={"size": 9}, row=2, col=j)
+        fig.update_xaxes(showticklabels=False, row=1, col=j)
+    scores = [r["score"] for g in groups for r in by_class[g] if r.get("score") is not None]
+    if scores:  # scores of a weak masker sit close together: zoom on their range, not on 0..1
+        lo, hi = min(scores), max(scores)
+        pad = max(0.1 * (hi - lo), 0.005)
+        fig.update_yaxes(range=[max(0.0, lo - pad), min(1.0, hi + pad)], row=1)
+    frozen = [100 * r["frozen"] for g in groups for r in by_class[g] if r.get("frozen") is not None]
+    fig.update_yaxes(range=[0, max(1.0, 1.1 * max(frozen, default=100.0))], row=2)
+    fig.update_yaxes(title_text="mean masker score", row=1, col=1)
+    fig.update_yaxes(title_text="frozen (%)", row=2, col=1)
+    fig.update_layout(width=230 * cols + 80, height=480, margin={"l": 60, "r": 10, "t": 80, "b": 110},
+                      title={"text": "what the masker scores high and freezes, by note class (validation pieces)"},
+                      legend={"orientation": "h", "y": 1.2, "x": 1.0, "xanchor": "right"})
+    return fig
+
+
+def freeze_history_figure(history: Sequence[Mapping[str, Any]]):
+    """Plotly figure: the freeze book over training (``analysis["freeze_history"]``): frozen
+    share, Jaccard overlap with the previous update and with the last one, per epoch."""
+    import plotly.graph_objects as go
+
+    ep = [h["epoch"] for h in history]
+    fig = go.Figure()
+    for key, name, color, dash in (("frozen_frac", "frozen share of the training notes", "#7f7f7f", None),
+                                   ("jaccard_prev", "Jaccard with the previous update", "#1f77b4", "dot"),
+                                   ("kept_from_prev", "previous frozen notes still frozen", "#2ca02c", "dash"),
+                                   ("jaccard_last", "Jaccard with the last update", "#d62728", "dashdot")):
+        fig.add_trace(go.Scatter(x=ep, y=[None if h.get(key) is None else 100 * h[key] for h in history],
+                                 mode="lines+markers", name=name, line={"color": color, "dash": dash}))
+    fig.update_layout(width=560, height=320, margin={"l": 50, "r": 10, "t": 40, "b": 40},
+                      title={"text": "the frozen set over training (adversarial run)"},
+                      xaxis={"title": {"text": "epoch (freeze-book update)"}, "dtick": 1},
+                      yaxis={"title": {"text": "%"}, "range": [0, 105]},
+                      legend={"font": {"size": 10}})
+    return fig
+
+
+def spearman_figure(analysis: Mapping[str, Any]):
+    """Plotly figure: Spearman correlation of the masker score with the random model's and
+    the adversarial model's own per-note recovery loss, per validation source and overall."""
+    import plotly.graph_objects as go
+
+    names = list(analysis.get("sources", {})) + ["all"]
+    rows = [analysis["sources"][n] for n in names[:-1]] + [analysis]
+    fig = go.Figure()
+    for key, name, color in (("spearman_random_loss", "with the random model's loss", "#1f77b4"),
+                             ("spearman_own_loss", "with the adversarial model's own loss", "#d62728")):
+        fig.add_trace(go.Bar(x=names, y=[(r.get(key) or {}).get("rho") for r in rows], name=name,
+                             marker_color=color,
+                             hovertext=[f"n = {(r.get(key) or {}).get('n')}, p = {(r.get(key) or {}).get('p')}"
+                                        for r in rows]))
+    fig.update_layout(barmode="group", width=520, height=320, margin={"l": 50, "r": 10, "t": 40, "b": 40},
+                      title={"text": "does the masker score the notes that are hard to recover?"},
+                      yaxis={"title": {"text": "Spearman rho"}, "range": [-1, 1]},
+                      legend={"orientation": "h", "y": -0.15, "font": {"size": 10}})
+    return fig
+
+
+def frozen_example_figure(example: Mapping[str, Any]):
+    """Small piano roll of one frozen example (``analysis["examples"][i]``): its context notes
+    coloured by masker score, frozen notes grey hatched, the example note marked by an arrow."""
+    import pandas as pd
+
+    from . import plots
+
+    ctx = example.get("context", {})
+    df = pd.DataFrame(ctx.get("notes", []))
+    for col, default in (("velocity", 64), ("track", 0), ("bar", 0), ("beat", 0.0), ("frozen", False),
+                         ("picked", False)):
+        if col not in df.columns:
+            df[col] = default
+    names = ctx.get("track_names") or None
+    fig = plots.piano_roll(df, bar_starts_q=ctx.get("bar_starts_q") or None, track_names=names,
+                           title=f"{example.get('piece')} ({example.get('source')}), note {example.get('note')}",
+                           height=280)
+    fig.add_annotation(x=example["onset_q"] + example["duration_q"] / 2, y=example["pitch"], text="frozen",
+                       showarrow=True, arrowhead=2, ax=0, ay=-30, font={"size": 10})
+    fig.update_layout(width=480, showlegend=False, title={"font": {"size": 11}},
+                      margin={"l": 50, "r": 10, "t": 30, "b": 30})
+    return fig
+
+
+def analysis_figures(analysis: Mapping[str, Any]) -> dict[str, Any]:
+    """Every masker-analysis figure by name (empty when there is no analysis): ``spearman``,
+    ``by_class``, ``freeze_history`` (when there are snapshots), ``example_<i>``."""
+    if not analysis:
+        return {}
+    figs: dict[str, Any] = {"spearman": spearman_figure(analysis),
+                            "by_class": masker_class_figure(analysis.get("by_class", {}))}
+    if analysis.get("freeze_history"):
+        figs["freeze_history"] = freeze_history_figure(analysis["freeze_history"])
+    for i, ex in enumerate(analysis.get("examples", [])):
+        figs[f"example_{i + 1}"] = frozen_example_figure(ex)
+    return figs
+
+
 def save_figure(fig, stem: Path) -> list[Path]:
     """``stem.png`` when kaleido is installed, else ``stem.html`` (plotly.js from the CDN,
     so the file stays small); always ``stem.json`` (the figure, for the app)."""
@@ -1276,10 +1398,10 @@ def render_results_md(results: Mapping[str, Any]) -> str:
         L.append("Test accuracy (%) with a fraction of the labelled training pieces (mask fine-tuning on, same "
                  "steps and seeds). Last column: the fraction at which the model reaches the no-pre-training "
                  "model's mean accuracy with 100% of the data (linear interpolation between measured fractions).")
-        figs = results.get("figures", {}).get("data_efficiency", [])
-        if figs:
+        img = _md_image(results, "data_efficiency")
+        if img:
             L.append("")
-            L.append("Figure: " + ", ".join(f"`{f}`" for f in figs))
+            L.append(f"![data efficiency]({img})")
     else:
         L.append("Not run.")
     L.append("")
@@ -1326,6 +1448,12 @@ def render_results_md(results: Mapping[str, Any]) -> str:
                                     [[h["epoch"], h["step"], _pct(h["frozen_frac"]), _f2(h["jaccard_prev"]),
                                       _pct(h["kept_from_prev"]), _f2(h["jaccard_last"])] for h in hist]))
             L.append("")
+        for name, alt in (("masker_spearman", "Spearman correlations"), ("masker_by_class", "score and frozen "
+                          "share by note class"), ("masker_freeze_history", "frozen set over training")):
+            img = _md_image(results, name)
+            if img:
+                L.append(f"![{alt}]({img})")
+                L.append("")
         ex = ana.get("examples", [])
         if ex:
             L.append(f"Frozen notes from real pieces ({ana.get('examples_frozen_by')}):")
@@ -1334,10 +1462,24 @@ def render_results_md(results: Mapping[str, Any]) -> str:
                                     [[e["piece"], e["note"], e["pitch"], _f2(e["onset_q"]), _f2(e["duration_q"]),
                                       _f2(e["score"])] for e in ex]))
             L.append("")
+            imgs = [_md_image(results, f"masker_example_{i + 1}") for i in range(len(ex))]
+            if any(imgs):
+                L.append(" ".join(f"![frozen note {i + 1}]({img})" for i, img in enumerate(imgs) if img))
+                L.append("")
     else:
         L.append("Not run.")
     L.append("")
     return "\n".join(L)
+
+
+def _md_image(results: Mapping[str, Any], name: str) -> str | None:
+    """The figure ``name`` as a path relative to RESULTS.md (in docs/): its PNG, else its HTML."""
+    files = results.get("figures", {}).get(name, [])
+    for ext in (".png", ".html"):
+        for f in files:
+            if f.endswith(ext):
+                return f[len("docs/"):] if f.startswith("docs/") else f
+    return None
 
 
 def _p(p: float | None) -> str:
@@ -1798,6 +1940,10 @@ class Study:
             fig = data_efficiency_figure(results["efficiency"])
             figs = [str(f) for f in save_figure(fig, self.paths.results_dir / "data_efficiency")]
         results["figures"] = {"data_efficiency": [_rel(f) for f in figs]}
+        for name, fig in analysis_figures(results.get("analysis", {})).items():
+            saved = [str(f) for f in save_figure(fig, self.paths.results_dir / f"masker_{name}")]
+            results["figures"][f"masker_{name}"] = [_rel(f) for f in saved]
+            figs += saved
         results["summary"] = study_summary(results)
         write_json(self.paths.results_dir / "results.json", results)
         _atomic_write(self.paths.results_md, render_results_md(results))

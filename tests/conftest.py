@@ -167,3 +167,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory):
+    """The whole tiny-preset study (seconds), run once per session in a temporary folder:
+    ``{"paths", "study", "executed", "wall"}``. Tests that change its files re-run what they delete."""
+    import time
+
+    from smu_explain import study as S
+
+    base = tmp_path_factory.mktemp("study")
+    paths = S.StudyPaths.make(base / "runs", base / "results", base / "RESULTS.md")
+    st = S.Study("tiny", paths, quiet=True)
+    t0 = time.perf_counter()
+    executed = st.run()
+    return {"paths": paths, "study": st, "executed": executed, "wall": time.perf_counter() - t0}

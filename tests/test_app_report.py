@@ -10,6 +10,7 @@ from smu_explain import appstate as A
 @pytest.fixture(autouse=True)
 def runs_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("SMU_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("SMU_STUDY_RESULTS", str(tmp_path / "no_study" / "results.json"))
 
 
 def test_no_comparison_yet():
@@ -52,3 +53,28 @@ def test_why_views_alone_make_a_report():
     assert not any("No comparison yet" in i.value for i in rep.info)
     [btn] = rep.get("download_button")
     assert "Download the HTML report" in btn.proto.label
+
+
+def test_study_section_in_the_report(tiny_study, monkeypatch):
+    """With the study's results.json present, the export includes the Study sections."""
+    from smu_explain.report import STUDY_HEADING, build_report, study_sections
+    from smu_explain.study import read_json
+
+    path = tiny_study["paths"].results_dir / "results.json"
+    monkeypatch.setenv("SMU_STUDY_RESULTS", str(path))
+    rep = AppTest.from_file(page("report.py"), default_timeout=60).run()
+    assert not rep.exception, rep.exception
+    assert rep.checkbox(key="report_study").value is True
+    t = texts(rep)
+    assert STUDY_HEADING in t and "Study: what the masker picks and freezes" in t
+    [btn] = rep.get("download_button")
+    # the HTML itself: the summary lines, the accuracy table, every masker figure
+    results = read_json(path)
+    secs = study_sections(results)
+    html = build_report("study", secs)
+    for line in results["summary"]:
+        assert line.replace("'", "&#x27;") in html
+    n_figs = sum(len(s.figures) for s in secs)
+    assert n_figs == 1 + 3 + len(results["analysis"]["examples"])
+    assert html.count('class="plotly-graph-div"') == n_figs
+    assert study_sections({}) == []

@@ -39,3 +39,28 @@ def test_finished_study_shows_the_summary(tmp_path):
     t = texts(at)
     assert "Gain: +1.0 points." in t and "Errs: velocity." in t
     assert not at.info
+
+
+def test_finished_study_page_shows_tables_and_masker_figures(tmp_path, tiny_study):
+    import shutil
+
+    d = tmp_path / "docs" / "study"
+    d.mkdir(parents=True)
+    shutil.copy(tiny_study["paths"].results_dir / "results.json", d / "results.json")
+    results = json.loads((d / "results.json").read_text())
+    at = AppTest.from_file(copy_page(tmp_path), default_timeout=60).run()
+    assert not at.exception, at.exception
+    t = texts(at)
+    for line in results["summary"]:
+        assert line in t
+    # accuracy table: one row per (model, mask fine-tuning), one column per task
+    acc = at.dataframe[0].value
+    assert list(acc.columns) == ["model"] + results["tasks"]
+    assert len(acc) == 6
+    charts = [c for c in at.get("plotly_chart")]
+    # data efficiency + Spearman + freeze history + by class + 3 examples
+    assert len(charts) == 1 + 3 + len(results["analysis"]["examples"])
+    heads = [h.value for h in at.subheader]
+    assert heads == ["In three lines", "Test accuracy (%), mean ± std over seeds", "Data efficiency",
+                     "What the masker picks and freezes"]
+    assert "Frozen notes from real pieces" in t

@@ -22,13 +22,8 @@ from smu_explain import study as S
 # ----------------------------------------------------------------------------- the tiny study
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    base = tmp_path_factory.mktemp("study")
-    paths = S.StudyPaths.make(base / "runs", base / "results", base / "RESULTS.md")
-    st = S.Study("tiny", paths, quiet=True)
-    t0 = time.perf_counter()
-    executed = st.run()
-    return {"paths": paths, "study": st, "executed": executed, "wall": time.perf_counter() - t0}
+def tiny(tiny_study):
+    return tiny_study  # conftest.py: run once per session, shared with the Study page's tests
 
 
 def test_tiny_study_runs_every_stage_and_writes_results(tiny):
@@ -82,6 +77,41 @@ def test_tiny_study_runs_every_stage_and_writes_results(tiny):
     assert "97.92" in md and "Pianist8" in md
     assert len(results["summary"]) == 3
     assert (paths.results_dir / "data_efficiency.json").is_file()
+    # the masker-analysis figures are saved beside the results and listed in results.json
+    for name in ("spearman", "by_class", "freeze_history", "example_1", "example_2", "example_3"):
+        assert any(f.endswith(f"masker_{name}.json") for f in results["figures"][f"masker_{name}"])
+        assert (paths.results_dir / f"masker_{name}.json").is_file(), name
+    assert "![" in md and "masker_by_class" in md
+
+
+def test_masker_analysis_figures_show_the_numbers(tiny):
+    results = json.loads((tiny["paths"].results_dir / "results.json").read_text())
+    ana = results["analysis"]
+    figs = S.analysis_figures(ana)
+    assert set(figs) == {"spearman", "by_class", "freeze_history", "example_1", "example_2", "example_3"}
+    # by class: one score bar and one frozen bar per grouping, values = the class tables
+    groups = [g for g, rows in ana["by_class"].items() if rows]
+    bars = figs["by_class"].data
+    assert len(bars) == 2 * len(groups)
+    for i, g in enumerate(groups):
+        rows = ana["by_class"][g]
+        assert list(bars[2 * i].x) == [r["class"] for r in rows]
+        assert list(bars[2 * i].y) == pytest.approx([r["score"] for r in rows])
+        assert list(bars[2 * i + 1].y) == pytest.approx([100 * (r["frozen"] or 0) for r in rows])
+    # Spearman: per source and overall, both correlations
+    sp = figs["spearman"].data
+    assert list(sp[0].x) == list(ana["sources"]) + ["all"]
+    assert sp[0].y[-1] == pytest.approx(ana["spearman_random_loss"]["rho"])
+    assert sp[1].y[-1] == pytest.approx(ana["spearman_own_loss"]["rho"])
+    fh = figs["freeze_history"].data[0]
+    assert list(fh.y) == pytest.approx([100 * h["frozen_frac"] for h in ana["freeze_history"]])
+    # an example: its context notes drawn, the note marked
+    ex = ana["examples"][0]
+    fig = figs["example_1"]
+    drawn = sum(len(t.x) for t in fig.data if t.type == "bar")
+    assert drawn == len(ex["context"]["notes"])
+    assert fig.layout.annotations[0].y == ex["pitch"]
+    assert S.analysis_figures({}) == {}
 
 
 def test_second_run_executes_nothing(tiny):
