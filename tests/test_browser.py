@@ -200,14 +200,18 @@ def test_explore_compare_train(browser, server):
 
 def test_why_page(browser, server, tmp_path):
     """The Why page in the browser: attributions of a fine-tuned model (made here from the
-    model in use), attention, counterfactuals and masker tabs; screenshots why_*.png."""
+    model in use, or ``$SMU_E2E_FINETUNED``: a real fine-tuned folder, e.g. the study's
+    composer model), attention, counterfactuals and masker tabs; screenshots why_*.png
+    (why_*-<folder name>.png with ``$SMU_E2E_FINETUNED``)."""
     from smu_explain.finetune import build_model
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     model_a, _ = server["models"]
     encoder = model_a if model_a is not None else DEMO_A
-    ft_dir = build_model("emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=encoder, seed=0).save_pretrained(
-        tmp_path / "emotion-ft")
+    given = os.environ.get("SMU_E2E_FINETUNED")
+    suffix = f"-{Path(given).name}" if given else ""
+    ft_dir = Path(given) if given else build_model(
+        "emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=encoder, seed=0).save_pretrained(tmp_path / "emotion-ft")
     page = browser.new_page(viewport={"width": 1500, "height": 1700})
     page.set_default_timeout(120_000)
     page.goto(server["url"])
@@ -232,13 +236,34 @@ def test_why_page(browser, server, tmp_path):
     ig_plot.first.wait_for(state="visible")  # Plotly draws after Streamlit goes idle
     assert ig_plot.count() >= 1
     assert page.locator('[data-testid="stException"]').count() == 0
-    page.screenshot(path=str(SHOTS / "why_attributions.png"))
-    for tab, shot, text in (("Attention", "why_attention.png", "attention"),
-                            ("Counterfactuals", "why_counterfactual.png", "after the edit"),
-                            ("Masker", "why_masker.png", "score change")):
+    page.screenshot(path=str(SHOTS / f"why_attributions{suffix}.png"))
+    for tab, shot, text in (("Attention", f"why_attention{suffix}.png", "attention"),
+                            ("Counterfactuals", f"why_counterfactual{suffix}.png", "after the edit"),
+                            ("Masker", f"why_masker{suffix}.png", "score change")):
         page.get_by_role("tab", name=tab).click()
         wait_idle(page)
         page.locator(".js-plotly-plot").filter(has_text=text).first.wait_for(state="visible")
         assert page.locator('[data-testid="stException"]').count() == 0
         page.screenshot(path=str(SHOTS / shot))
+    page.close()
+
+
+def test_study_page(browser, server):
+    """The Study page in the browser: the three-line summary and, once the study has
+    finished (docs/study/results.json), its figures; screenshot study.png."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1500, "height": 2600})
+    page.set_default_timeout(120_000)
+    page.goto(server["url"])
+    wait_idle(page)
+    nav(page, "Study")
+    page.get_by_text("does letting a masker choose beat random masking?").first.wait_for()
+    wait_idle(page)
+    if (ROOT / "docs" / "study" / "results.json").is_file():
+        page.get_by_text("In three lines").first.wait_for()
+        page.locator(".js-plotly-plot").filter(has_text="masker").first.wait_for(state="visible")
+    else:
+        page.get_by_text("has not finished yet").first.wait_for()
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(SHOTS / "study.png"), full_page=True)
     page.close()
