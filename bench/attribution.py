@@ -7,7 +7,7 @@ it times, side by side in one process, these modes of ``explain.attribution_agre
 - ``reference``: fp32, ``--ref-steps`` IG steps (default 32), occlusion of every note
   (the pre-speed-up behaviour; skip with ``--no-reference``);
 - ``fast``: fp32, ``--steps`` IG steps (default 16), occlusion of a seeded sample of
-  ``--occlusion-notes`` notes (default 128);
+  ``--occlusion-notes`` notes (default 64);
 - ``fast_bf16``: the same with IG's path points in bf16 (``precision="bf16"``; occlusion
   is always fp32).
 
@@ -116,7 +116,7 @@ def main() -> None:
     ap.add_argument("--size", default="small", choices=["tiny", "small", "base"])
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--ref-steps", type=int, default=32)
-    ap.add_argument("--occlusion-notes", type=int, default=128)
+    ap.add_argument("--occlusion-notes", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--no-reference", action="store_true", help="skip the slow reference mode")

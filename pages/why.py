@@ -17,6 +17,7 @@ import streamlit as st
 from smu_explain import appstate as A
 from smu_explain import plots
 from smu_explain.errors import SMUCheckpointError, SMUInputError
+from smu_explain.explain import fast_precision
 
 K_WHY = "smu_why"  # the views shown last, for the HTML export
 FT_FORMAT = "smu_explain.finetuned"
@@ -114,7 +115,7 @@ def attributions_cached(path: str, mtime: float, key: str, target, cls: int | No
                                  occlusion_notes=occlusion_notes, precision=precision)
 
 
-OCCLUSION_CHOICES = {"a sample of 128 notes (fast)": 128, "a sample of 512 notes": 512,
+OCCLUSION_CHOICES = {"a sample of 64 notes (fast)": 64, "a sample of 256 notes": 256,
                      "every note (slow: one pass per note)": None}
 
 
@@ -210,7 +211,8 @@ with tab_attr:
                                           "sample checks IG at a fraction of the cost.")
         occ_notes = OCCLUSION_CHOICES[occ_label]
         precision = "bf16" if st.toggle("bf16 IG passes (about 2x faster on CPUs with bf16 units; "
-                                        "the completeness gap shows the error)", value=False,
+                                        "the completeness gap shows the error)",
+                                        value=fast_precision(next(ft_model.parameters()).device) == "bf16",
                                         key="why_bf16") else "fp32"
         cls = None if cls_label == "the prediction" else ft_model.classes.index(cls_label)
         target = note if ft_model.level == "note" else None

@@ -438,6 +438,20 @@ def _mask_tokens_like(t: torch.Tensor) -> torch.Tensor:
     return torch.full_like(t, MASK_ID)
 
 
+def fast_precision(device: str | torch.device = "cpu") -> str:
+    """"bf16" where bf16 IG passes are fast (a CUDA GPU with bf16, or a CPU with bf16 units:
+    avx512_bf16 / amx_bf16 in /proc/cpuinfo), else "fp32" (emulated bf16 would be slower)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = f.read()
+    except OSError:
+        return "fp32"
+    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
+
+
 def _autocast(device: torch.device, precision: str):
     """bf16 autocast for the batched interior passes (``precision="bf16"``), else a no-op."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -314,3 +314,19 @@ def test_attribution_roll_greys_unmeasured_notes(seq_model, piece):
     assert res["n"] == 9
     sc = plots.attribution_scatter(res["ig"], res["occlusion"])
     assert len(sc.data[0].x) == 9
+
+
+def test_fast_precision_reads_the_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+
+    from smu_explain.explain import fast_precision
+
+    real_open = builtins.open
+    for flags, want in (("fpu avx2 avx512f avx512_bf16", "bf16"), ("fpu amx_bf16 amx_tile", "bf16"),
+                        ("fpu avx2 avx512f", "fp32")):
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"flags\t\t: {flags}\n")
+        monkeypatch.setattr(builtins, "open",
+                            lambda p, *a, **k: real_open(info if p == "/proc/cpuinfo" else p, *a, **k))
+        assert fast_precision("cpu") == want
+    monkeypatch.setattr(builtins, "open", real_open)
