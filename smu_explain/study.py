@@ -1436,7 +1436,7 @@ def render_results_md(results: Mapping[str, Any]) -> str:
             L.append(f"By {g}:")
             L.append("")
             L.append(markdown_table(["class", "notes", "mean score", "frozen", "random model's loss"],
-                                    [[r["class"], r["n"], _f2(r.get("score")), _pct(r.get("frozen")),
+                                    [[r["class"], r["n"], _f3(r.get("score")), _pct(r.get("frozen")),
                                       _f2(r.get("random_loss"))] for r in rowsg]))
             L.append("")
         hist = ana.get("freeze_history", [])
@@ -1460,7 +1460,7 @@ def render_results_md(results: Mapping[str, Any]) -> str:
             L.append("")
             L.append(markdown_table(["piece", "note", "pitch", "onset (quarters)", "duration (q)", "score"],
                                     [[e["piece"], e["note"], e["pitch"], _f2(e["onset_q"]), _f2(e["duration_q"]),
-                                      _f2(e["score"])] for e in ex]))
+                                      _f3(e["score"])] for e in ex]))
             L.append("")
             imgs = [_md_image(results, f"masker_example_{i + 1}") for i in range(len(ex))]
             if any(imgs):
@@ -1488,6 +1488,10 @@ def _p(p: float | None) -> str:
 
 def _f2(x: float | None) -> str:
     return "—" if x is None else f"{x:.2f}"
+
+
+def _f3(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
 
 
 def _pct(x: float | None) -> str:
