@@ -201,8 +201,8 @@ def test_explore_compare_train(browser, server):
 def test_why_page(browser, server, tmp_path):
     """The Why page in the browser: attributions of a fine-tuned model (made here from the
     model in use, or ``$SMU_E2E_FINETUNED``: a real fine-tuned folder, e.g. the study's
-    composer model), attention, counterfactuals and masker tabs; screenshots why_*.png
-    (why_*-<folder name>.png with ``$SMU_E2E_FINETUNED``)."""
+    composer model; ``$SMU_E2E_MODEL``: the masker/attention model), attention, counterfactuals
+    and masker tabs; screenshots why_*.png (why_*-<folder name>.png with ``$SMU_E2E_FINETUNED``)."""
     from smu_explain.finetune import build_model
 
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -218,8 +218,9 @@ def test_why_page(browser, server, tmp_path):
     wait_idle(page)
     nav(page, "Why")
     page.get_by_text("Why did the model decide?").first.wait_for()
-    if model_a is not None:
-        use_folder(page, "Model (masker and attention)", model_a)
+    masker_model = os.environ.get("SMU_E2E_MODEL") or model_a  # e.g. the study's adversarial encoder
+    if masker_model is not None:
+        use_folder(page, "Model (masker and attention)", Path(masker_model))
     sample = "bach_bwv66_6.mid"
     if (ROOT / "sample_midi" / sample).exists():
         choose(page, "Sample piece", sample)
