@@ -906,7 +906,7 @@ def data_efficiency_figure(efficiency: Mapping[str, Any]):
         fig.update_xaxes(type="log", tickvals=[0.1, 0.25, 0.5, 1.0], ticktext=["10%", "25%", "50%", "100%"],
                          title_text="labelled training pieces", row=1, col=j)
     fig.update_yaxes(title_text="test accuracy (%)", row=1, col=1)
-    fig.update_layout(width=320 * max(1, len(tasks)) + 80, height=320, margin={"l": 50, "r": 10, "t": 40, "b": 50},
+    fig.update_layout(width=320 * max(1, len(tasks)) + 80, height=340, margin={"l": 50, "r": 10, "t": 70, "b": 50},
                       title={"text": "data efficiency (dashed: no pre-training, 100% of the data)"})
     return fig
 
