@@ -48,6 +48,7 @@ __all__ = [
     "loss_curves",
     "masker_stats_figure",
     "accuracy_bars",
+    "metric_beats",
     "register_class",
     "metric_class",
     "duration_class",
@@ -688,6 +689,18 @@ _CLASSIFIERS = {
 }
 
 
+def metric_beats(df: pd.DataFrame) -> np.ndarray:
+    """The beat in bar that ``metric_class`` should read: the tokenizer's quantised position
+    (``true_position`` of an explain table: quarters after the token bar's start, what the
+    model sees) when present, else the raw ``beat`` (performed or offset MIDI, e.g. POP909's
+    notes 1/12 quarter after the grid, would otherwise all read as ``other``)."""
+    if "true_position" in df.columns:
+        pos = pd.to_numeric(df["true_position"], errors="coerce").to_numpy(dtype=float)
+        if np.isfinite(pos).all():
+            return pos
+    return df["beat"].to_numpy(dtype=float)
+
+
 def bias_table(df: pd.DataFrame, by: str, *, mask_col: str | None = None,
                attrs: Sequence[str] | None = None) -> pd.DataFrame:
     """Recovery accuracy per class of notes (the bias view).
@@ -708,7 +721,7 @@ def bias_table(df: pd.DataFrame, by: str, *, mask_col: str | None = None,
         attrs = [c[len("correct_"):] for c in df.columns if c.startswith("correct_")]
     rows = []
     if len(df):
-        groups = fn(df[col].to_numpy())
+        groups = fn(metric_beats(df) if by == "metric" else df[col].to_numpy())
         for a in attrs:
             c = f"correct_{a}"
             if c not in df.columns:

@@ -1071,11 +1071,11 @@ GROUPINGS = ("register", "metric", "duration", "role", "velocity")
 
 
 def note_classes(df, piece: Any) -> dict[str, np.ndarray]:
-    """Per note of an explain table: register, metric position, duration class (plots.py's
-    rules), track role (POP909 track names; ``other`` elsewhere) and MidiBERT velocity bin."""
-    from .plots import duration_class, metric_class, register_class
+    """Per note of an explain table: register, metric position (of the quantised position,
+    ``plots.metric_beats``), duration class (plots.py's rules), track role (POP909 track names; ``other`` elsewhere) and MidiBERT velocity bin."""
+    from .plots import duration_class, metric_beats, metric_class, register_class
 
-    return {"register": register_class(df["pitch"].to_numpy()), "metric": metric_class(df["beat"].to_numpy()),
+    return {"register": register_class(df["pitch"].to_numpy()), "metric": metric_class(metric_beats(df)),
             "duration": duration_class(df["duration_q"].to_numpy()), "role": _role_class(piece),
             "velocity": _velocity_class(df["velocity"].to_numpy())}
 
@@ -1217,8 +1217,8 @@ def study_summary(results: Mapping[str, Any]) -> list[str]:
             pt = results.get("paired", {}).get("overall", {})
             sig = "significant" if pt.get("significant") else "not significant"
             p = pt.get("t_p")
-            line1 += f", and by {100 * mean_rand:+.1f} over random masking ({sig}" + \
-                (f", p = {p:.2g})." if p is not None else ").")
+            line1 += f", and by {100 * mean_rand:+.1f} over random masking (paired test over every task, " \
+                     f"seed and mask setting: {sig}" + (f", p = {p:.2g})." if p is not None else ").")
         else:
             line1 += "."
     else:

@@ -279,3 +279,17 @@ def test_prediction_bars_marks_truth():
     bar = fig.data[0]
     assert list(bar.y) == ["64", "60", "62"]  # best on top
     assert list(bar.marker.color) == ["#9e9e9e", "#2ca02c", "#9e9e9e"]
+
+
+def test_metric_class_reads_the_quantised_position_when_there_is_one():
+    # POP909-like raw timing: every note 1/12 quarter after the grid
+    df = pd.DataFrame({"beat": [1 / 12, 1 + 1 / 12, 0.5 + 1 / 12, 0.25 + 1 / 12],
+                       "true_position": [0.0, 1.0, 0.5, 0.25], "correct_pitch": [1, 0, 1, 1]})
+    assert list(plots.metric_class(df["beat"].to_numpy())) == ["other"] * 4
+    assert list(plots.metric_class(plots.metric_beats(df))) == ["downbeat", "on beat", "8th off-beat", "other"]
+    t = plots.bias_table(df, "metric")
+    assert list(t["group"]) == ["downbeat", "on beat", "8th off-beat", "other"]
+    # without the explain column, or with an undecodable one, the raw beat is used
+    assert list(plots.metric_beats(df.drop(columns="true_position"))) == list(df["beat"])
+    bad = df.assign(true_position=[0.0, None, 0.5, 0.25])
+    assert list(plots.metric_beats(bad)) == list(df["beat"])

@@ -318,14 +318,15 @@ def test_study_summary_lines():
                                      {"melody": 0.85, "emotion": 0.5}, significant=False))
     assert len(lines) == 3
     assert lines[0].startswith("Accuracy:") and "+7.5 points" in lines[0] and "melody +5.0" in lines[0]
-    assert "+6.0 over random masking (not significant, p = 0.4)" in lines[0]
+    assert "+6.0 over random masking (paired test over every task, seed and mask setting: not significant, " \
+           "p = 0.4)" in lines[0]
     assert lines[1] == ("Cost: 8,000 pre-training steps (32.8 M tokens) per model, 2.78 h of 2-CPU test box for "
                         "the whole study, peak memory 2.0 GiB.")
     assert "weakest task emotion (60.0%" in lines[2]
     assert "true Q3 predicted as Q2 (75% of Q3)" in lines[2]
     assert "duration class '< 1/8 (<0.5 q)'" in lines[2]
     lines = S.study_summary(_results({"melody": 0.8}, {"melody": 0.9}, {"melody": 0.85}, significant=True))
-    assert "-5.0 points" in lines[0] and "(significant, p = 0.01)" in lines[0]
+    assert "-5.0 points" in lines[0] and "mask setting: significant, p = 0.01)" in lines[0]
     assert S.study_summary({})[0].startswith("Accuracy: no comparable")
 
 
