@@ -265,6 +265,8 @@ def test_study_page(browser, server):
         page.locator(".js-plotly-plot").filter(has_text="masker").first.wait_for(state="visible")
     else:
         page.get_by_text("has not finished yet").first.wait_for()
+        page.get_by_text("Stages done").first.wait_for()
+    wait_idle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
     page.screenshot(path=str(SHOTS / "study.png"), full_page=True)
     page.close()

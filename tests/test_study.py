@@ -292,7 +292,7 @@ def test_crossing_fraction_interpolates():
     assert eff["crossing"]["adversarial"]["fraction"] == pytest.approx(0.75)
     assert eff["crossing"]["random"]["status"] == "not reached"
     fig = S.data_efficiency_figure({"emotion": eff})
-    assert len(fig.data) == 3 and fig.layout.height == 320
+    assert len(fig.data) == 3 and fig.layout.height == 340
 
 
 # ----------------------------------------------------------------------------- summary
