@@ -1,16 +1,14 @@
 """Report: export the last comparison as one self-contained HTML file."""
 
+import os
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
-from pathlib import Path
-
 from smu_explain import plots, study
 from smu_explain.report import ReportSection, build_report, study_sections, why_sections
-
-import os
 
 # the study's results.json (SMU_STUDY_RESULTS overrides the path, e.g. for a study run elsewhere)
 STUDY_RESULTS = Path(os.environ.get("SMU_STUDY_RESULTS")

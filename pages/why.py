@@ -7,7 +7,6 @@ MIDI), Masker (why the masker scores a note as it does). Every error is shown as
 never as a traceback.
 """
 
-import json
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from smu_explain.errors import SMUCheckpointError, SMUInputError
 from smu_explain.explain import fast_precision
 
 K_WHY = "smu_why"  # the views shown last, for the HTML export
-FT_FORMAT = "smu_explain.finetuned"
 FT_HELP = ("No fine-tuned model found. Make one with `smu finetune`, e.g. "
            "`smu finetune --task emotion --from models/demo-adversarial --out models/emotion-ft` "
            "(or `--task composer`, or `--task folder --folder MY_MIDIS --labels labels.csv`), then pick "
@@ -68,14 +66,6 @@ def _mtime(path) -> float:
         return 0.0
 
 
-def _is_finetuned(d: Path) -> bool:
-    try:
-        meta = json.loads((d / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("format") == FT_FORMAT
-
-
 def finetuned_choices() -> dict[str, Path]:
     """Fine-tuned folders: those kept with the chosen model, and every folder (and sub-folder)
     under models/ with a fine-tuned config.json."""
@@ -88,7 +78,7 @@ def finetuned_choices() -> dict[str, Path]:
             if not d.is_dir():
                 continue
             for cand in [d] + sorted(x for x in d.iterdir() if x.is_dir()):
-                if _is_finetuned(cand):
+                if A.is_finetuned(cand):
                     out.setdefault(f"models/{cand.relative_to(A.MODELS_DIR)}", cand)
     return out
 

@@ -200,7 +200,7 @@ def _load_model(path: str, mtime: float):
 
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     meta = MidiBert.read_checkpoint_config(path) if Path(path, "config.json").is_file() else {}
-    if meta.get("format") == "smu_explain.finetuned":
+    if meta.get("format") == FINETUNED_FORMAT:
         # a fine-tuned folder: its encoder (with the pre-trained heads and masker) is the model
         from .finetune import FineTuneModel
 
@@ -495,7 +495,9 @@ def accuracy_of(frame: pd.DataFrame) -> dict[str, float]:
 FINETUNED_FORMAT = "smu_explain.finetuned"
 
 
-def _is_finetuned(d: Path) -> bool:
+def is_finetuned(d: Path) -> bool:
+    """Whether folder ``d`` holds a fine-tuned model (its config.json has format
+    ``smu_explain.finetuned``); unreadable or missing configs are not."""
     import json
 
     try:
@@ -510,10 +512,10 @@ def task_heads(model_path: str | Path) -> list[Path]:
     model, and its sub-folders (and ``finetuned/*``) whose ``config.json`` has format
     ``smu_explain.finetuned`` (as written by ``finetune.FineTuneModel.save_pretrained``)."""
     p = Path(model_path)
-    found = [p] if _is_finetuned(p) else []
+    found = [p] if is_finetuned(p) else []
     for base in (p, p / "finetuned"):
         if base.is_dir():
-            found += [d for d in sorted(base.iterdir()) if d.is_dir() and _is_finetuned(d)]
+            found += [d for d in sorted(base.iterdir()) if d.is_dir() and is_finetuned(d)]
     return found
 
 

@@ -637,15 +637,12 @@ def attribute_notes(model, tokenizer, piece, target: int | None = None, method: 
 
 
 def spearman_agreement(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, float]:
-    """Spearman rank correlation of two attribution tables' ``attribution`` over the notes
-    measured in both (``measured``, else ``in_window``) -> ``{"spearman", "pvalue", "n"}``
-    (NaN when fewer than 3 notes or one attribution is constant)."""
+    """Spearman rank correlation of two ``attribute_notes`` tables' ``attribution`` over the
+    notes measured in both -> ``{"spearman", "pvalue", "n"}`` (NaN when fewer than 3 notes or
+    one attribution is constant)."""
     from scipy.stats import spearmanr
 
-    def ok(t):
-        return t["measured" if "measured" in t.columns else "in_window"].to_numpy(bool)
-
-    sel = ok(a) & ok(b)
+    sel = a["measured"].to_numpy(bool) & b["measured"].to_numpy(bool)
     x, y = a["attribution"].to_numpy(float)[sel], b["attribution"].to_numpy(float)[sel]
     n = int(sel.sum())
     if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:

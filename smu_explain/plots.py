@@ -911,10 +911,7 @@ def attention_roll(df: pd.DataFrame, weights, note: int, *, arcs: int = 8, bar_s
 
 def attribution_scatter(ig: pd.DataFrame, occlusion: pd.DataFrame, *, title: str = "") -> go.Figure:
     """IG (x) against occlusion (y) attribution per note (notes measured by both), hover = note index."""
-    def ok(t):
-        return t["measured" if "measured" in t.columns else "in_window"].to_numpy(bool)
-
-    sel = ok(ig) & ok(occlusion)
+    sel = ig["measured"].to_numpy(bool) & occlusion["measured"].to_numpy(bool)
     fig = go.Figure(go.Scatter(x=ig["attribution"].to_numpy(float)[sel],
                                y=occlusion["attribution"].to_numpy(float)[sel], mode="markers",
                                customdata=ig["note"].to_numpy()[sel], marker={"size": 6, "opacity": 0.7},

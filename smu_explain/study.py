@@ -1033,23 +1033,27 @@ def analysis_figures(analysis: Mapping[str, Any]) -> dict[str, Any]:
     return figs
 
 
-def save_figure(fig, stem: Path) -> list[Path]:
-    """``stem.png`` when kaleido is installed, else ``stem.html`` (plotly.js from the CDN,
-    so the file stays small); always ``stem.json`` (the figure, for the app)."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    out = []
+def save_figures(figs: Mapping[str, Any], folder: Path) -> dict[str, list[Path]]:
+    """Each figure as ``folder/<name>.png`` when kaleido is installed (all PNGs in one kaleido
+    session, so the browser starts once), else ``<name>.html`` (plotly.js from the CDN, so the
+    file stays small); always ``<name>.json`` (the figure, for the app). -> {name: paths}."""
+    import plotly.io as pio
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(figs)
     try:
         import kaleido  # noqa: F401
 
-        fig.write_image(str(stem.with_suffix(".png")), scale=1)
-        out.append(stem.with_suffix(".png"))
+        pio.write_images([figs[n] for n in names], [str(folder / f"{n}.png") for n in names], scale=1)
+        ext = ".png"
     except Exception:  # kaleido missing or unable to start a browser
-        fig.write_html(str(stem.with_suffix(".html")), include_plotlyjs="cdn", full_html=True)
-        out.append(stem.with_suffix(".html"))
-    _atomic_write(stem.with_suffix(".json"), fig.to_json())
-    out.append(stem.with_suffix(".json"))
-    return out
+        for n in names:
+            figs[n].write_html(str(folder / f"{n}.html"), include_plotlyjs="cdn", full_html=True)
+        ext = ".html"
+    for n in names:
+        _atomic_write(folder / f"{n}.json", figs[n].to_json())
+    return {n: [folder / f"{n}{ext}", folder / f"{n}.json"] for n in names}
 
 
 # ============================================================================ masker analysis helpers
@@ -1939,15 +1943,12 @@ class Study:
     # ------------------------------------------------------------------ report
     def _run_report(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
         results = build_results(self.paths, self.preset, self.stages)
-        figs = []
+        figures = {f"masker_{name}": fig for name, fig in analysis_figures(results.get("analysis", {})).items()}
         if results.get("efficiency"):
-            fig = data_efficiency_figure(results["efficiency"])
-            figs = [str(f) for f in save_figure(fig, self.paths.results_dir / "data_efficiency")]
-        results["figures"] = {"data_efficiency": [_rel(f) for f in figs]}
-        for name, fig in analysis_figures(results.get("analysis", {})).items():
-            saved = [str(f) for f in save_figure(fig, self.paths.results_dir / f"masker_{name}")]
-            results["figures"][f"masker_{name}"] = [_rel(f) for f in saved]
-            figs += saved
+            figures = {"data_efficiency": data_efficiency_figure(results["efficiency"]), **figures}
+        saved = save_figures(figures, self.paths.results_dir)
+        results["figures"] = {"data_efficiency": [], **{n: [_rel(f) for f in ps] for n, ps in saved.items()}}
+        figs = [str(f) for ps in saved.values() for f in ps]
         results["summary"] = study_summary(results)
         write_json(self.paths.results_dir / "results.json", results)
         _atomic_write(self.paths.results_md, render_results_md(results))

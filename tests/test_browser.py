@@ -121,6 +121,17 @@ def use_folder(page, select_label: str, path: Path, nth: int = 0):
     wait_idle(page)
 
 
+def open_app(browser, server, height: int, timeout: int = 120_000, title: str | None = None):
+    """A new 1500-pixel-wide page on the app, idle, on page ``title`` when given."""
+    page = browser.new_page(viewport={"width": 1500, "height": height})
+    page.set_default_timeout(timeout)
+    page.goto(server["url"])
+    wait_idle(page)
+    if title:
+        nav(page, title)
+    return page
+
+
 def nav(page, title: str):
     page.locator('[data-testid="stSidebarNavLink"]').filter(has_text=title).first.click()
     wait_idle(page)
@@ -212,11 +223,7 @@ def test_why_page(browser, server, tmp_path):
     suffix = f"-{Path(given).name}" if given else ""
     ft_dir = Path(given) if given else build_model(
         "emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=encoder, seed=0).save_pretrained(tmp_path / "emotion-ft")
-    page = browser.new_page(viewport={"width": 1500, "height": 1700})
-    page.set_default_timeout(120_000)
-    page.goto(server["url"])
-    wait_idle(page)
-    nav(page, "Why")
+    page = open_app(browser, server, 1700, title="Why")
     page.get_by_text("Why did the model decide?").first.wait_for()
     masker_model = os.environ.get("SMU_E2E_MODEL") or model_a  # e.g. the study's adversarial encoder
     if masker_model is not None:
@@ -253,11 +260,7 @@ def test_study_page(browser, server):
     """The Study page in the browser: the three-line summary and, once the study has
     finished (docs/study/results.json), its figures; screenshot study.png."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": 1500, "height": 2600})
-    page.set_default_timeout(120_000)
-    page.goto(server["url"])
-    wait_idle(page)
-    nav(page, "Study")
+    page = open_app(browser, server, 2600, title="Study")
     page.get_by_text("does letting a masker choose beat random masking?").first.wait_for()
     wait_idle(page)
     if (ROOT / "docs" / "study" / "results.json").is_file():
