@@ -352,8 +352,8 @@ def recovery_accuracy(model, dataset, ratio: float = 0.15, seed: int = 0, batch_
 # - Agreement: Spearman rank correlation of the two attributions over the notes
 #   measured by both (scipy.stats.spearmanr).
 # - Attention: the fused SDPA path returns no weights; for explanations only, each
-#   block's softmax(q k^T / sqrt(head_dim)) is recomputed from the block's own
-#   ``ln1`` and ``qkv`` projection (training is untouched). Weights of a note are
+#   block's softmax(q k^T / sqrt(head_dim)) comes from ``SelfAttention.attention_probs``
+#   (the same q, k as training, rotary positions included; training is untouched). Weights of a note are
 #   read in the window where the note is farthest from an edge (as explain_piece).
 #   Rollout (Abnar & Zuidema 2020): per layer the head mean A, A' = 0.5 A + 0.5 I
 #   with rows renormalised, R = A'_last ... A'_1.
@@ -363,8 +363,6 @@ def recovery_accuracy(model, dataset, ratio: float = 0.15, seed: int = 0, batch_
 #   recoverer's loss on the note under ``n_masks`` seeded random masks of
 #   round(ratio * L) notes that all include the note (mean over masks).
 # =============================================================================
-
-import math as _math
 
 from .errors import SMUInputError as _SMUInputError
 
@@ -388,14 +386,7 @@ def note_embeddings(encoder, tokens: torch.Tensor) -> torch.Tensor:
 
 def encode_embeddings(encoder, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """The rest of ``MidiBert.encode`` from per-note embeddings x (B, L, A * emb_dim) -> hidden (B, L, D)."""
-    B, L, _ = x.shape
-    if L > encoder.config.max_len:
-        raise ValueError(f"sequence length {L} exceeds max_len={encoder.config.max_len}")
-    h = encoder.drop(encoder.in_proj(x) + encoder.pos.weight[:L])
-    mask = encoder._attn_mask(attention_mask, B, L)
-    for blk in encoder.blocks:
-        h = blk(h, mask)
-    return encoder.ln_f(h)
+    return encoder.encode_embedded(x, attention_mask)
 
 
 def _is_task_model(model) -> bool:
@@ -671,7 +662,7 @@ def attribution_agreement(model, tokenizer, piece, target: int | None = None, st
 @torch.no_grad()
 def attention_weights(model, tokens) -> np.ndarray:
     """Attention probabilities of one window, tokens (L, A) -> (n_layers, n_heads, L, L); every
-    row sums to 1. Recomputed from each block's ``ln1`` + ``qkv`` (explanation path only)."""
+    row sums to 1. From each block's ``SelfAttention.attention_probs`` (explanation path only)."""
     enc = _encoder_of(model)
     tok = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=next(enc.parameters()).device)
     if tok.dim() != 2:
@@ -679,14 +670,10 @@ def attention_weights(model, tokens) -> np.ndarray:
     was = enc.training
     enc.eval()
     try:
-        h = enc.drop(enc.in_proj(note_embeddings(enc, tok[None])) + enc.pos.weight[: tok.shape[0]])
+        h = enc.embed_notes(note_embeddings(enc, tok[None]))
         out = []
         for blk in enc.blocks:
-            B, L, D = h.shape
-            H = blk.attn.n_heads
-            q, k, _ = blk.attn.qkv(blk.ln1(h)).view(B, L, 3, H, D // H).permute(2, 0, 3, 1, 4)
-            w = torch.softmax((q.double() @ k.double().transpose(-1, -2)) / _math.sqrt(D // H), dim=-1)
-            out.append(w[0].cpu().numpy())
+            out.append(blk.attn.attention_probs(blk.ln1(h), None)[0].cpu().numpy())
             h = blk(h, None)
     finally:
         enc.train(was)

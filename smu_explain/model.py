@@ -7,9 +7,27 @@ Rules (see docs/ARCHITECTURE.md "Model"):
   column per attribute, id 0 = PAD, 1 = MASK, regular ids from 2).
 - Each attribute has its own embedding table (``emb_dim`` wide); the A vectors
   are concatenated and projected to ``d_model``.
-- Positions: learned absolute position embeddings, one per index
-  ``0 .. max_len-1``, added after the projection. Sequences longer than
-  ``max_len`` are refused (window them first, see ``Tokenizer.windows``).
+- Positions (``config.position``):
+  * ``"rope"`` (default for new models): rotary position encoding (Su et al. 2021)
+    in every attention layer: q and k of each head are rotated by an angle
+    proportional to the note's index in the window (rotate-half form, frequencies
+    ``rope_base ** (-2i / head_dim)``), so q.k depends on the *relative* distance
+    of two notes; nothing is added to the embeddings. This deviates from
+    MidiBERT's learned absolute positions on purpose: with absolute positions a
+    note cannot easily attend to "the note next to me" (each of the max_len
+    vectors must learn it on its own) and recovery stayed at the level of
+    no-model rules for thousands of steps; rotary positions give that for free
+    (measured in docs/PRETRAINING.md).
+  * ``"absolute"`` (MidiBERT, and every checkpoint saved before ``position``
+    existed): learned absolute position embeddings, one per index
+    ``0 .. max_len-1``, added after the projection.
+  Sequences longer than ``max_len`` are refused (window them first, see
+  ``Tokenizer.windows``).
+- Initialisation (``config.init``, training only): ``"torch"`` (default for new
+  models) keeps PyTorch's own initialisation (Linear: Kaiming-uniform, Embedding:
+  N(0, 1)), measured to learn fastest here; ``"normal"`` is the GPT-2/BERT scheme
+  (N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layers)) that older
+  checkpoints were trained with.
 - Encoder blocks are pre-LayerNorm (x + Attn(LN(x)); x + MLP(LN(x))), GELU MLP,
   a final LayerNorm. Attention is ``torch.nn.functional.scaled_dot_product_attention``
   (the fused kernels) with q, k, v from a single Linear. Padding keys are
@@ -69,6 +87,14 @@ class ModelConfig:
     dropout: float = 0.1
     masker_hidden: int = 256
     layer_norm_eps: float = 1e-5
+    position: str = "rope"  # "rope" | "absolute" (see the module docstring)
+    rope_base: float = 10000.0
+    init: str = "torch"  # "torch" | "normal" (training only)
+
+    POSITIONS = ("rope", "absolute")
+    INITS = ("torch", "normal")
+    # What a config.json written before a field existed meant (old checkpoints load as trained).
+    LEGACY_DEFAULTS = {"position": "absolute", "init": "normal"}
 
     # Named sizes: tiny (< 1M parameters, tests/demos), small (4 x 256), base (12 x 768, the paper's).
     SIZES = {
@@ -92,6 +118,12 @@ class ModelConfig:
             raise ValueError("max_len and n_layers must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1): {self.dropout}")
+        if self.position not in self.POSITIONS:
+            raise ValueError(f"position must be one of {self.POSITIONS}, got {self.position!r}")
+        if self.init not in self.INITS:
+            raise ValueError(f"init must be one of {self.INITS}, got {self.init!r}")
+        if self.position == "rope" and self.head_dim % 2:
+            raise ValueError(f"rotary positions need an even head_dim, got {self.head_dim}")
 
     @classmethod
     def named(cls, name: str, vocab_sizes: list[int], attributes: list[str], **overrides: Any) -> "ModelConfig":
@@ -115,7 +147,7 @@ class ModelConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown model config keys: {unknown}")
-        return cls(**d)
+        return cls(**{**cls.LEGACY_DEFAULTS, **d})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -127,21 +159,60 @@ class ModelConfig:
 
 # ----------------------------------------------------------------------------- blocks
 
+def rope_tables(max_len: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin), each (max_len, head_dim): the rotary angles pos * base**(-2i/head_dim),
+    repeated over the two halves of a head (rotate-half form)."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    ang = torch.arange(max_len, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    ang = torch.cat([ang, ang], dim=-1)
+    return ang.cos().float(), ang.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (..., L, hd) by the angles of its positions (cos, sin: (L, hd))."""
+    h = x.shape[-1] // 2
+    rot = torch.cat([-x[..., h:], x[..., :h]], dim=-1)
+    return x * cos.to(x.dtype) + rot * sin.to(x.dtype)
+
+
 class SelfAttention(nn.Module):
-    """Multi-head self-attention, fused qkv projection, SDPA kernel, no attention-prob dropout."""
+    """Multi-head self-attention, fused qkv projection, SDPA kernel, no attention-prob dropout;
+    q and k rotated by their positions when ``config.position == "rope"``."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads = cfg.n_heads
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.rope = cfg.position == "rope"
+        if self.rope:
+            cos, sin = rope_tables(cfg.max_len, cfg.head_dim, cfg.rope_base)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, L, D = x.shape
         # (B, L, 3, H, hd) -> three (B, H, L, hd) views; SDPA accepts the strided views.
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        if self.rope:
+            cos, sin = self.rope_cos[:L], self.rope_sin[:L]
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self._qkv(x)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
+
+    def attention_probs(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention probabilities (B, H, L, L) that ``forward`` uses (in float64; the fused
+        kernel returns none): softmax(q k^T / sqrt(head_dim)) with padding keys excluded."""
+        q, k, _ = self._qkv(x)
+        w = (q.double() @ k.double().transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            w = w.masked_fill(~mask, float("-inf"))
+        return torch.softmax(w, dim=-1)
 
 
 class Block(nn.Module):
@@ -173,18 +244,19 @@ class MidiBert(nn.Module):
         c = config
         self.embeddings = nn.ModuleList(nn.Embedding(v, c.emb_dim) for v in c.vocab_sizes)
         self.in_proj = nn.Linear(c.emb_dim * len(c.vocab_sizes), c.d_model)
-        self.pos = nn.Embedding(c.max_len, c.d_model)
+        self.pos = nn.Embedding(c.max_len, c.d_model) if c.position == "absolute" else None
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
         self.ln_f = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
         self.out_heads = nn.ModuleList(nn.Linear(c.d_model, v) for v in c.vocab_sizes)
         self.masker_head = nn.Sequential(
             nn.Linear(c.d_model, c.masker_hidden), nn.ReLU(), nn.Linear(c.masker_hidden, 1))
-        self.apply(self._init_weights)
-        # GPT-2 style: scale the residual output projections by 1/sqrt(2 * n_layers).
-        for blk in self.blocks:
-            for lin in (blk.attn.proj, blk.fc_out):
-                nn.init.normal_(lin.weight, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layers))
+        if c.init == "normal":
+            self.apply(self._init_weights)
+            # GPT-2 style: scale the residual output projections by 1/sqrt(2 * n_layers).
+            for blk in self.blocks:
+                for lin in (blk.attn.proj, blk.fc_out):
+                    nn.init.normal_(lin.weight, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layers))
         self.checkpoint_info: dict[str, Any] = {}
         self.register_buffer("_vocab_limits", torch.tensor(c.vocab_sizes), persistent=False)
 
@@ -202,7 +274,8 @@ class MidiBert(nn.Module):
         """Parameter count; ``non_embedding`` leaves out the embedding tables (attributes + positions)."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= sum(e.weight.numel() for e in self.embeddings) + self.pos.weight.numel()
+            n -= sum(e.weight.numel() for e in self.embeddings)
+            n -= self.pos.weight.numel() if self.pos is not None else 0
         return n
 
     # --------------------------------------------------------------- forward pieces
@@ -225,12 +298,26 @@ class MidiBert(nn.Module):
                 raise ValueError(f"tokens out of the model's vocabulary: {what}; "
                                  "was the piece encoded with the tokenizer saved with this model?")
         x = torch.cat([emb(tokens[..., j]) for j, emb in enumerate(self.embeddings)], dim=-1)
-        x = self.in_proj(x) + self.pos.weight[:L]
-        x = self.drop(x)
+        return self.encode_embedded(x, attention_mask)
+
+    def embed_notes(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenated attribute embeddings (B, L, A * emb_dim) -> block input (B, L, D):
+        the projection, plus absolute positions where the model has them, then dropout."""
+        h = self.in_proj(x)
+        if self.pos is not None:
+            h = h + self.pos.weight[: x.shape[1]]
+        return self.drop(h)
+
+    def encode_embedded(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The rest of ``encode`` from concatenated attribute embeddings x (B, L, A * emb_dim)."""
+        B, L, _ = x.shape
+        if L > self.config.max_len:
+            raise ValueError(f"sequence length {L} exceeds max_len={self.config.max_len}; window the piece first")
+        h = self.embed_notes(x)
         mask = self._attn_mask(attention_mask, B, L)
         for blk in self.blocks:
-            x = blk(x, mask)
-        return self.ln_f(x)
+            h = blk(h, mask)
+        return self.ln_f(h)
 
     @staticmethod
     def _attn_mask(attention_mask: torch.Tensor | None, B: int, L: int) -> torch.Tensor | None:

@@ -163,7 +163,7 @@ def test_attention_rows_sum_to_one_and_match_sdpa(bert, piece):
     # the recomputed weights reproduce the fused attention output of the first block
     with torch.no_grad():
         tok = torch.from_numpy(wt)[None]
-        h = bert.in_proj(note_embeddings(bert, tok)) + bert.pos.weight[:L]
+        h = bert.embed_notes(note_embeddings(bert, tok))
         blk = bert.blocks[0]
         x = blk.ln1(h)
         v = blk.attn.qkv(x).view(1, L, 3, blk.attn.n_heads, -1)[:, :, 2].transpose(1, 2)

@@ -175,3 +175,69 @@ def test_unwrap():
     assert unwrap(Wrapper(Wrapper(m))) is m
     with pytest.raises(TypeError):
         unwrap(torch.nn.Linear(2, 2))
+
+
+# ----------------------------------------------------------------------------- positions
+
+def test_rope_scores_depend_only_on_relative_distance():
+    from smu_explain.model import apply_rope, rope_tables
+
+    g = torch.Generator().manual_seed(0)
+    cos, sin = rope_tables(64, 16)
+    q, k = torch.randn(16, generator=g), torch.randn(16, generator=g)
+
+    def score(i: int, j: int) -> float:
+        qi = apply_rope(q[None], cos[i:i + 1], sin[i:i + 1])[0]
+        kj = apply_rope(k[None], cos[j:j + 1], sin[j:j + 1])[0]
+        return float(qi @ kj)
+
+    for i, j, s in ((3, 5, 10), (0, 7, 40), (20, 2, 30)):
+        assert score(i, j) == pytest.approx(score(i + s, j + s), abs=1e-4)
+    assert score(3, 5) != pytest.approx(score(3, 9), abs=1e-3)  # but distance matters
+    # a rotation keeps norms
+    assert float(apply_rope(q[None], cos[9:10], sin[9:10]).norm()) == pytest.approx(float(q.norm()), rel=1e-5)
+
+
+def cfg(**kw) -> ModelConfig:
+    return ModelConfig.named("tiny", VOCAB, ATTRS, **kw)
+
+
+def test_position_modes_and_legacy_configs(tmp_path):
+    rope = MidiBert(cfg(position="rope"))
+    absolute = MidiBert(cfg(position="absolute"))
+    assert rope.pos is None and absolute.pos is not None
+    assert not any("pos" in k.split(".")[0] for k in rope.state_dict())
+    assert rope.num_parameters() == absolute.num_parameters() - absolute.pos.weight.numel()
+    # new configs default to rope + torch init; a config.json written before the fields existed
+    # means absolute positions and the N(0, 0.02) init it was trained with
+    assert ModelConfig(**{**cfg().to_dict(), "position": "rope"}).position == "rope"
+    legacy = cfg(position="absolute").to_dict()
+    del legacy["position"], legacy["init"], legacy["rope_base"]
+    old = ModelConfig.from_dict(legacy)
+    assert (old.position, old.init) == ("absolute", "normal")
+    with pytest.raises(ValueError, match="position"):
+        cfg(position="alibi")
+    with pytest.raises(ValueError, match="init"):
+        cfg(init="xavier")
+    # an old checkpoint (no position key, a pos table in the weights) still loads
+    absolute.save_pretrained(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / CONFIG_NAME).read_text())
+    for key in ("position", "init", "rope_base"):
+        del meta["model"][key]
+    (tmp_path / "old" / CONFIG_NAME).write_text(json.dumps(meta))
+    back = MidiBert.from_pretrained(tmp_path / "old")
+    assert back.config.position == "absolute"
+    assert torch.equal(back.pos.weight, absolute.pos.weight)
+
+
+@pytest.mark.parametrize("position", ["rope", "absolute"])
+def test_attention_probs_reproduce_the_fused_attention(position):
+    m = MidiBert(cfg(position=position)).eval()
+    x = torch.randn(2, 12, m.config.d_model, generator=torch.Generator().manual_seed(1))
+    attn = m.blocks[0].attn
+    w = attn.attention_probs(x).float()  # (B, H, L, L)
+    B, L, D = x.shape
+    v = attn.qkv(x).view(B, L, 3, attn.n_heads, D // attn.n_heads)[:, :, 2].transpose(1, 2)
+    mine = attn.proj((w @ v).transpose(1, 2).reshape(B, L, D))
+    assert torch.allclose(mine, attn(x, None), atol=1e-5)
+    torch.testing.assert_close(w.sum(-1), torch.ones(B, attn.n_heads, L))
