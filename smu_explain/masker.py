@@ -38,7 +38,12 @@ adversarial (Zhao 2025)
     2. Selectable = real token and not frozen in the freeze book. The top
        ``ratio`` of selectable tokens of each sample by score are picked (the
        ratio may be drawn per sample from ``ratio_range``; optional Gaussian
-       ``score_noise`` is added to the scores before ranking).
+       ``score_noise`` is added to the scores before ranking). Option
+       ``explore`` (default 0, the paper): that share of each sample's picks is
+       drawn uniformly at random from the selectable tokens the masker did not
+       pick, so the recoverer also sees random masks and the masker gets targets
+       on tokens it scores low (without it, it only ever hears about its own top
+       picks; see docs/PRETRAINING.md).
     3. 80/10/10 corruption as above; recoverer loss with 'inverse_accuracy'
        weights by default.
     4. Masker targets, per sample: of that sample's picked tokens, the top
@@ -99,6 +104,7 @@ class StrategyConfig:
     acc_momentum: float = 0.9   # EMA momentum of the per-attribute accuracy
     min_acc: float = 0.01       # floor of a_j in the inverse-accuracy weights
     score_noise: float = 0.0    # std of Gaussian noise added to masker scores before ranking
+    explore: float = 0.0        # adversarial: share of each sample's picks drawn uniformly at random
     label_frac: float = 0.3     # top/bottom fraction of picked tokens that get masker targets 1/0
     masker_weight: float = 1.0  # weight of the masker BCE in the total loss
     masker_grad: str = "head"   # 'head' | 'full'
@@ -136,6 +142,8 @@ class StrategyConfig:
             raise ValueError("freeze_top and unfreeze_frac must be in [0, 1]")
         if self.score_noise < 0:
             raise ValueError("score_noise must be >= 0")
+        if not 0.0 <= self.explore <= 1.0:
+            raise ValueError(f"explore must be in [0, 1], got {self.explore}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -732,7 +740,16 @@ class AdversarialStrategy(Strategy):
         s = scores.detach().float()
         if self.config.score_noise > 0:
             s = s + self.config.score_noise * rng.tokens(normal=True)
-        return top_ratio(s, selectable, self.ratio_for(rng))
+        if self.config.explore <= 0:
+            return top_ratio(s, selectable, self.ratio_for(rng))
+        # explore: the masker picks round((1 - explore) * k) by score, the rest of the k are
+        # drawn uniformly from the selectable tokens it did not pick.
+        k = n_to_pick(selectable.sum(dim=1), self.ratio_for(rng))
+        k_rand = torch.round(k.double() * self.config.explore).long()
+        by_masker = (_ranks_desc(s.masked_fill(~selectable, float("-inf"))) < (k - k_rand)[:, None]) & selectable
+        rest = selectable & ~by_masker
+        u = rng.tokens().float().masked_fill(~rest, float("-inf"))
+        return by_masker | ((_ranks_desc(u) < k_rand[:, None]) & rest)
 
     @torch.no_grad()
     def clean_scores(self, model, batch: dict) -> dict[str, torch.Tensor]:
