@@ -294,3 +294,32 @@ def test_rules_figure_values(piece):
     for t, r in zip(marks, B.RULES):
         assert list(t.x) == list(tok.attributes)
         assert list(t.y) == pytest.approx([rules[r][a] for a in tok.attributes])
+
+
+# ----------------------------------------------------------------------------- the app
+
+def test_explore_page_shows_the_rules(tmp_path, monkeypatch):
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    from app_helpers import ROOT, make_model, page, texts
+    from smu_explain import appstate as A
+    from smu_explain.tokenizer import read_piece
+
+    monkeypatch.setenv("SMU_RUNS_DIR", str(tmp_path / "runs"))
+    model_dir = make_model(tmp_path / "tiny", seed=1)
+    at = AppTest.from_file(page("explore.py"), default_timeout=60)
+    at.session_state[A.K_MODEL_A] = str(model_dir)
+    at.run()
+    assert not at.exception, at.exception
+    assert "Did this model learn?" in texts(at)
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    [fig] = [s for s in specs if any(str(t.get("name", "")).startswith("rule: ") for t in s["data"])]
+    model, tok = A.load_model(model_dir)
+    piece = read_piece(ROOT / "sample_midi" / at.selectbox(key="explore_sample").value, config=tok.config)
+    want = B.piece_rules(tok, piece, ratio=0.15, seed=0, max_len=model.config.max_len)
+    marks = {t["name"]: t for t in fig["data"] if t["name"].startswith("rule: ")}
+    for r in B.RULES:
+        t = marks[f"rule: {B.RULE_LABELS[r]}"]
+        assert t["y"] == pytest.approx([want[r][a] for a in t["x"]])
