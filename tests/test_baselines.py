@@ -323,3 +323,20 @@ def test_explore_page_shows_the_rules(tmp_path, monkeypatch):
     for r in B.RULES:
         t = marks[f"rule: {B.RULE_LABELS[r]}"]
         assert t["y"] == pytest.approx([want[r][a] for a in t["x"]])
+
+
+def test_cli_evaluate_prints_the_rules(tmp_path, tiny_midi_dir, capsys):
+    import json
+
+    from app_helpers import make_model
+    from smu_explain.cli import file_datasets, main
+
+    model_dir = make_model(tmp_path / "tiny", seed=1)
+    out = tmp_path / "e.json"
+    assert main(["evaluate", "--model", str(model_dir), "--paths", str(tiny_midi_dir), "--no-cache",
+                 "--json", str(out)]) == 0
+    assert "beats every rule" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    ds, _, _ = file_datasets([str(tiny_midi_dir)], Tokenizer(TokenizerConfig()), 0.0, 0, False, None)
+    assert res["rules"] == B.rule_accuracy(ds, ratio=0.15, seed=0, batch_size=16)
+    assert res["beats_rules"] == B.beats_rules(res["recovery_accuracy"], res["rules"])
