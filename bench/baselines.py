@@ -7,11 +7,12 @@ split seed 0), and for every ``--model``: its recovery accuracy on exactly the s
 notes (``explain.recovery_accuracy``, the same batches and seed), whether it beats every
 rule per attribute (``baselines.beats_rules``) and, unless ``--no-context-check``, the
 accuracy with the unmasked context replaced by random tokens
-(``baselines.context_destroyed_accuracy``, uniform) and the drop.
+(``baselines.context_destroyed_accuracy``, ``--context-mode`` uniform or shuffle) and the drop.
 
     python bench/baselines.py [--model DIR ...] [--data-root /work/shared/data]
                               [--split val] [--ratio 0.15] [--seed 0] [--batch-size 16]
                               [--max-batches N] [--threads N] [--no-context-check]
+                              [--context-mode uniform|shuffle]
 
 Re-run it on new models: ``python bench/baselines.py --model models/demo-random
 --model models/demo-adversarial``.
@@ -48,6 +49,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-batches", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--no-context-check", action="store_true")
+    ap.add_argument("--context-mode", default="uniform", choices=("uniform", "shuffle"),
+                    help="context destroyed by uniform random tokens or by shuffling the unmasked tokens")
     args = ap.parse_args(argv)
 
     import torch
@@ -98,13 +101,13 @@ def main(argv=None) -> int:
         t1 = time.perf_counter()
         res["seconds"] = {"recovery": round(t1 - t0, 2)}
         if not args.no_context_check:
-            ruined = B.context_destroyed_accuracy(model, entry["ds"], **kw)
+            ruined = B.context_destroyed_accuracy(model, entry["ds"], mode=args.context_mode, **kw)
             res["context_destroyed"] = ruined
             res["context_drop"] = {a: acc[a] - ruined[a] for a in acc}
             res["seconds"]["context_destroyed"] = round(time.perf_counter() - t1, 2)
         models[path] = res
     out = {"data": f"POP909 {args.split} songs (melody task split: {task.split_info})", "ratio": args.ratio,
-           "seed": args.seed, "batch_size": args.batch_size, "max_batches": args.max_batches,
+           "seed": args.seed, "batch_size": args.batch_size, "context_mode": args.context_mode, "max_batches": args.max_batches,
            "torch_threads": torch.get_num_threads(),
            "rules_are": {r: B.RULE_LABELS[r] for r in B.RULES}, "window": B.WINDOW,
            "tokenizers": [s["out"] for s in sets.values()], "models": models}
