@@ -79,8 +79,13 @@ with tab_piece:
                        f"window (seed {seed}): the same masks for both models.")
             accs = {n: A.accuracy_of(t) for n, t in tables.items()}
             n_masked = len(next(iter(tables.values())))
-            st.plotly_chart(plots.accuracy_bars(accs, title=f"per attribute ({n_masked} notes)"),
+            rules = A.rules(next(iter(models.values())), data, piece, ratio, seed)
+            st.plotly_chart(plots.rules_figure(accs, rules, title=f"per attribute ({n_masked} notes)"),
                             key="compare_acc")
+            st.caption("Marks = rules that use no model, on the same masked notes (a model must beat "
+                       "copying the neighbour). " + " ".join(f"**{n}**: {A.rules_verdict(a, rules)}"
+                                                             for n, a in accs.items()))
+            comp["rules"] = rules
 
             st.subheader("Bias view")
             st.caption("Where does each model fail? Recovery accuracy of the masked notes by pitch "
@@ -156,9 +161,12 @@ with tab_folder:
             if all(len(f) for f in frames.values()):
                 n_files = next(iter(frames.values()))["file"].nunique()
                 facc = {n: A.accuracy_of(f) for n, f in frames.items()}
-                st.plotly_chart(plots.accuracy_bars(facc, title=f"recovery over {n_files} files "
-                                                    f"(seeded random masks, {ratio:.0%})"),
+                frules = A.folder_rules(next(iter(models.values())), folder, ratio, seed, max_files)
+                st.plotly_chart(plots.rules_figure(facc, frules, title=f"recovery over {n_files} files "
+                                                   f"(seeded random masks, {ratio:.0%})"),
                                 key="compare_folder_acc")
+                st.caption("Marks = the no-model rules on the same masked notes. " +
+                           " ".join(f"**{n}**: {A.rules_verdict(a, frules)}" for n, a in facc.items()))
                 fby = st.selectbox("Group notes by", ["register", "metric", "duration"],
                                    key="compare_folder_by")
                 fattrs = list(next(iter(facc.values())).keys())

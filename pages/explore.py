@@ -74,6 +74,12 @@ else:
                "it would mask at this ratio. Grey hatched = frozen. Click a note to inspect it; drag "
                "to zoom, double-click to reset.")
 
+if table is not None:  # did the model learn? its recovery next to the no-model rules (METHOD.md 9)
+    acc, rules = A.accuracy_of(table), A.rules(model_path, data, piece, ratio, seed)
+    st.caption("**Did this model learn?** " + A.rules_verdict(acc, rules))
+    with st.expander("Recovery accuracy vs the no-model rules (same masked notes)"):
+        st.plotly_chart(plots.rules_figure({"this model": acc}, rules), key="explore_rules")
+
 # ----------------------------------------------------------------------------- note inspector
 st.subheader("Inspect a note")
 selected = plots.note_from_selection(fig, getattr(event, "selection", None) if event else None)

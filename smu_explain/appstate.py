@@ -492,6 +492,58 @@ def accuracy_of(frame: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+@st.cache_data(show_spinner="Computing the no-model rules...", max_entries=32)
+def rules_cached(model_path: str, mtime: float, key: str, ratio: float, seed: int,
+                 _pieces: Any) -> dict[str, dict[str, float]]:
+    from .baselines import piece_rules
+
+    model, tokenizer = _load_model(model_path, mtime)
+    return piece_rules(tokenizer, _pieces, ratio=ratio, seed=seed, max_len=model.config.max_len)
+
+
+def rules(model_path: str, data: bytes, piece, ratio: float, seed: int = 0) -> dict[str, dict[str, float]]:
+    """The no-model rules (``baselines.piece_rules``) on the masks of :func:`explain` for the
+    same model, piece, ratio and seed: {rule: {attribute: accuracy}}."""
+    p = Path(model_path)
+    return rules_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), float(ratio), int(seed), piece)
+
+
+@st.cache_data(show_spinner="Computing the no-model rules on the folder...", max_entries=16)
+def folder_rules_cached(model_path: str, mtime: float, folder: str, stamp: tuple, ratio: float,
+                        seed: int) -> dict[str, dict[str, float]]:
+    from .baselines import piece_rules
+    from .tokenizer import read_piece
+
+    model, tokenizer = _load_model(model_path, mtime)
+    pieces = []
+    for name, _ in stamp:  # the files folder_explain_cached reads; unreadable ones are skipped there too
+        try:
+            piece = read_piece(Path(folder) / name, config=tokenizer.config)
+        except SMUInputError:
+            continue
+        if len(piece):
+            pieces.append(piece)
+    return piece_rules(tokenizer, pieces, ratio=ratio, seed=seed, max_len=model.config.max_len)
+
+
+def folder_rules(model_path: str, folder: str | Path, ratio: float, seed: int = 0,
+                 max_files: int = 40) -> dict[str, dict[str, float]]:
+    """The no-model rules on the files :func:`folder_explain` scores (their notes pooled)."""
+    files = folder_files(folder, max_files)
+    stamp = tuple((f.name, f.stat().st_mtime) for f in files)
+    p = Path(model_path)
+    return folder_rules_cached(str(p.resolve()), _weights_mtime(p), str(Path(folder).resolve()),
+                               stamp, float(ratio), int(seed))
+
+
+def rules_verdict(model_acc: dict[str, float], rules_acc: dict[str, dict[str, float]]) -> str:
+    """One plain paragraph: per attribute model vs the best rule, then the summary."""
+    from .baselines import verdict
+
+    lines, summary = verdict(model_acc, rules_acc)
+    return "; ".join(lines) + ". " + summary if lines else summary
+
+
 FINETUNED_FORMAT = "smu_explain.finetuned"
 
 

@@ -555,11 +555,27 @@ def cmd_evaluate(args) -> int:
         acc = recovery_accuracy(model, ds, ratio=args.ratio, seed=args.seed, batch_size=args.batch_size)
         full = {"kind": "pretrained", "ratio": args.ratio, "windows": len(ds), "recovery_accuracy": acc}
         print(f"recovery accuracy ({args.ratio:.0%} of tokens masked, fixed seed {args.seed}, {len(ds)} windows):")
-        for a, v in acc.items():
-            print(f"  {a:<10} {v:.4f}")
+        _print_with_rules(full, ds, args, model.config.attributes)
     if args.json:
         atomic_write_text(args.json, json.dumps(full, indent=2, default=str))
     return 0
+
+
+def _print_with_rules(full: dict[str, Any], ds, args, attributes) -> None:
+    """Recovery accuracy per attribute next to the no-model rules (METHOD.md 9) on the same
+    masked notes, and whether the model beats every rule; adds them to ``full``."""
+    from .baselines import RULES, beats_rules, rule_accuracy
+
+    acc = full["recovery_accuracy"]
+    rules = rule_accuracy(ds, ratio=args.ratio, seed=args.seed, batch_size=args.batch_size, attributes=attributes)
+    beats = beats_rules(acc, rules)
+    full.update(rules=rules, beats_rules=beats)
+    print(f"  {'attribute':<10} {'model':>7} " + " ".join(f"{r:>14}" for r in RULES) + "  beats every rule")
+    for a, v in acc.items():
+        print(f"  {a:<10} {v:7.4f} " + " ".join(f"{rules[r][a]:14.4f}" for r in RULES)
+              + f"  {'yes' if beats[a] else 'NO'}")
+    print("  (rules use no model: most frequent value in these windows, copy the nearest unmasked note "
+          "before (else after), most frequent of the unmasked notes within 8 places; docs/METHOD.md 9)")
 
 
 # ============================================================================ explain

@@ -640,6 +640,36 @@ def accuracy_bars(accs: Mapping[str, Mapping[str, float]], *,
     return fig
 
 
+RULE_MARK_COLOURS = {"most_frequent": "#7f7f7f", "copy_neighbour": "#000000", "window_mode": "#d62728"}
+
+
+def add_rule_marks(fig: go.Figure, rules: Mapping[str, Mapping[str, float]]) -> go.Figure:
+    """Draw the no-model rules (``baselines.rule_accuracy`` / ``piece_rules``: {rule: {attribute:
+    accuracy}}) on an ``accuracy_bars`` figure as horizontal marks, one trace per rule
+    (x = attribute, y = the rule's accuracy). Returns ``fig``."""
+    from .baselines import RULE_LABELS
+
+    for rule, acc in rules.items():
+        attrs = [a for a, v in acc.items() if v is not None and np.isfinite(v)]
+        vals = [float(acc[a]) for a in attrs]
+        fig.add_trace(go.Scatter(
+            name=f"rule: {RULE_LABELS.get(rule, rule)}", x=attrs, y=vals, mode="markers",
+            marker={"symbol": "line-ew-open", "size": 46,
+                    "line": {"width": 3, "color": RULE_MARK_COLOURS.get(rule, "#444444")}},
+            hovertemplate="%{x}: %{y:.1%}<extra>" + RULE_LABELS.get(rule, rule) + "</extra>"))
+    return fig
+
+
+def rules_figure(model_acc: Mapping[str, Mapping[str, float]], rules: Mapping[str, Mapping[str, float]], *,
+                 title: str = "recovery accuracy vs the no-model rules") -> go.Figure:
+    """Bars = each model's recovery accuracy per attribute ({model: {attribute: acc}});
+    horizontal marks = the no-model rules ({rule: {attribute: acc}}). A model has learned an
+    attribute only where its bar rises above every mark."""
+    fig = add_rule_marks(accuracy_bars(model_acc, title=title), rules)
+    fig.update_layout(legend={"orientation": "h", "y": -0.15})
+    return fig
+
+
 REGISTER_EDGES = [(None, 48, "low (< C3)"), (48, 60, "C3-B3"), (60, 72, "C4-B4"),
                   (72, 84, "C5-B5"), (84, None, "high (>= C6)")]
 METRIC_ORDER = ["downbeat", "on beat", "8th off-beat", "other"]

@@ -1,0 +1,410 @@
+"""No-model baselines for masked-note recovery (docs/METHOD.md section 9).
+
+A pre-trained encoder is judged by its recovery accuracy: a seeded random 15% of
+the real notes of each window are replaced by MASK (every attribute) and the
+model guesses each attribute of each masked note. That number only means
+something next to rules that use no model. This module computes three such
+rules on EXACTLY the masked notes the model is scored on:
+
+- on a dataset / loader: the masks of ``masker.validation_mask`` for the same
+  batches (batch ``i`` of the loader, ``seed``), i.e. the masks of
+  ``masker.validate`` and ``explain.recovery_accuracy`` (``rule_accuracy``);
+- on one piece (the app): the masks of ``explain.explain_piece``: the piece's
+  windows (``explain._windows``), each window's notes split into
+  K = round(1 / ratio) seeded random groups, group g masked in copy g, every
+  note scored in the window where it is farthest from an edge (``piece_rules``,
+  comparable to ``appstate.accuracy_of`` of the explain table).
+
+The rules, per attribute, on the token ids as they are (the ``bar`` attribute is
+the number of token bars advanced since the previous note, mostly 0 and 1, and
+the first note of every window is re-based to 0; position = onset step in its
+bar; pitch; duration steps):
+
+``most_frequent``
+    Always guess the most frequent regular id (>= N_SPECIAL) of the attribute.
+    Counted over every real token of the evaluated windows themselves
+    (masked or not; padding never counts) unless ``train_counts`` is given
+    (per-attribute id counts, e.g. ``token_counts`` of a training split).
+    Ties: the smallest id. The published POP909 numbers use the evaluated
+    windows.
+``copy_neighbour``
+    Copy the attribute of the nearest unmasked note BEFORE the masked note in
+    the same window; when no note before it is unmasked (the first note of a
+    window, or all notes before it masked), the nearest unmasked note after it.
+    Masked notes and padding are never copied. A window with no unmasked note
+    gives no guess (counted wrong).
+``window_mode``
+    The most frequent id among the unmasked notes within ``window`` (8) places
+    either side in the same window (positions i-8 .. i+8, so at most 16 notes;
+    masked notes and padding are not counted). Ties: the smallest id. No
+    unmasked note in that range gives no guess (counted wrong).
+
+Accuracy = correct guesses / masked notes, per attribute. A model "beats the
+rules" on an attribute when its accuracy is strictly above the best of the three
+(``beats_rules``).
+
+Second check (``context_destroyed_accuracy``): the same masks, but every
+unmasked real note of the window is replaced by random tokens (uniform over each
+attribute's regular ids, or ``mode="shuffle"``: the unmasked tokens of the batch
+permuted per attribute, which keeps the value frequencies). A model that uses the
+context loses accuracy; one at the unigram stage does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from .tokenizer import MASK_ID, N_SPECIAL, PAD_ID
+
+RULES = ("most_frequent", "copy_neighbour", "window_mode")
+RULE_LABELS = {"most_frequent": "most frequent value", "copy_neighbour": "copy the neighbour",
+               "window_mode": "mode of the 16 neighbours"}
+WINDOW = 8
+NO_GUESS = -1
+DEFAULT_ATTRIBUTES = ("bar", "position", "pitch", "duration")
+
+
+# ----------------------------------------------------------------------------- the rules on arrays
+
+def copy_neighbour_source(known: np.ndarray) -> np.ndarray:
+    """(B, L) index of the note each position copies: the nearest ``known`` position before it,
+    else the nearest after it; -1 when the row has no known position (see module docstring)."""
+    known = np.asarray(known, dtype=bool)
+    B, L = known.shape
+    idx = np.broadcast_to(np.arange(L), (B, L))
+    prev = np.maximum.accumulate(np.where(known, idx, -1), axis=1)
+    # prev at i includes i itself; a masked i is not known, so prev < i there
+    nxt = np.minimum.accumulate(np.where(known, idx, L)[:, ::-1], axis=1)[:, ::-1]
+    src = np.where(prev >= 0, prev, nxt)
+    return np.where(src < L, src, -1)
+
+
+def window_mode_ids(values: np.ndarray, known: np.ndarray, window: int = WINDOW) -> np.ndarray:
+    """(B, L) most frequent id among the known positions within ``window`` places either side
+    (ties: smallest id); ``NO_GUESS`` where none is known. ``values``: (B, L) ids >= 0."""
+    values = np.asarray(values, dtype=np.int64)
+    known = np.asarray(known, dtype=bool)
+    B, L = values.shape
+    V = int(values.max()) + 1 if values.size else 1
+    onehot = np.zeros((B, L + 1, V), dtype=np.int32)
+    b, i = np.nonzero(known)
+    onehot[b, i + 1, values[b, i]] = 1
+    cum = np.cumsum(onehot, axis=1)  # cum[:, k] = counts over positions < k
+    pos = np.arange(L)
+    hi = np.minimum(pos + window + 1, L)
+    lo = np.maximum(pos - window, 0)
+    counts = cum[:, hi] - cum[:, lo]  # (B, L, V)
+    best = counts.argmax(-1)  # first maximum = smallest id
+    return np.where(counts.max(-1) > 0, best, NO_GUESS)
+
+
+def rule_predictions(tokens: np.ndarray, picked: np.ndarray, attention_mask: np.ndarray | None = None,
+                     most_frequent_ids: np.ndarray | None = None, window: int = WINDOW) -> dict[str, np.ndarray]:
+    """{rule: (B, L, A) guessed ids} for every position (read them at the picked ones).
+
+    ``tokens`` (B, L, A) or (L, A); ``picked`` the masked notes; ``attention_mask``
+    the real notes (default: pitch id != PAD). ``most_frequent`` is included only
+    when ``most_frequent_ids`` (A,) is given. ``NO_GUESS`` (-1) = no guess.
+    """
+    tokens = np.asarray(tokens, dtype=np.int64)
+    squeeze = tokens.ndim == 2
+    if squeeze:
+        tokens, picked = tokens[None], np.asarray(picked)[None]
+        attention_mask = None if attention_mask is None else np.asarray(attention_mask)[None]
+    am = (tokens[..., 0] != PAD_ID) if attention_mask is None else np.asarray(attention_mask, dtype=bool)
+    known = am & ~np.asarray(picked, dtype=bool)
+    B, L, A = tokens.shape
+    out: dict[str, np.ndarray] = {}
+    if most_frequent_ids is not None:
+        out["most_frequent"] = np.broadcast_to(np.asarray(most_frequent_ids, dtype=np.int64), (B, L, A)).copy()
+    src = copy_neighbour_source(known)
+    copied = np.take_along_axis(tokens, np.maximum(src, 0)[..., None], axis=1)
+    out["copy_neighbour"] = np.where((src >= 0)[..., None], copied, NO_GUESS)
+    out["window_mode"] = np.stack([window_mode_ids(tokens[..., j], known, window) for j in range(A)], axis=-1)
+    if squeeze:
+        out = {k: v[0] for k, v in out.items()}
+    return out
+
+
+def _add_counts(h: np.ndarray | None, ids: np.ndarray) -> np.ndarray:
+    c = np.bincount(np.asarray(ids, dtype=np.int64).ravel())
+    if h is None:
+        return c
+    n = max(len(h), len(c))
+    return np.pad(h, (0, n - len(h))) + np.pad(c, (0, n - len(c)))
+
+
+def mode_of_counts(counts: np.ndarray) -> int:
+    """The most frequent regular id (>= N_SPECIAL) of an id-count vector (ties: smallest id)."""
+    c = np.asarray(counts, dtype=np.float64).copy()
+    if len(c) <= N_SPECIAL or c[N_SPECIAL:].sum() == 0:
+        return NO_GUESS
+    c[:N_SPECIAL] = -1
+    return int(np.argmax(c))
+
+
+# ----------------------------------------------------------------------------- datasets / loaders
+
+def _attributes(data: Any, n: int, attributes: Iterable[str] | None) -> list[str]:
+    if attributes is not None:
+        return list(attributes)
+    for obj in (data, getattr(data, "dataset", None)):
+        tok = getattr(obj, "tokenizer", None)
+        if tok is not None and len(getattr(tok, "attributes", ())) == n:
+            return list(tok.attributes)
+    return list(DEFAULT_ATTRIBUTES) if n == len(DEFAULT_ATTRIBUTES) else [f"attr{j}" for j in range(n)]
+
+
+def _batches(data: Any, batch_size: int, max_batches: int | None):
+    from .explain import _as_loader  # the loader recovery_accuracy uses (same batches, same masks)
+
+    for i, batch in enumerate(_as_loader(data, batch_size)):
+        if max_batches is not None and i >= max_batches:
+            break
+        yield i, batch
+
+
+def token_counts(data: Any, batch_size: int = 16, attributes: Iterable[str] | None = None,
+                 max_batches: int | None = None) -> dict[str, np.ndarray]:
+    """{attribute: counts per id} over every real token of a dataset / loader (e.g. a
+    training split, for ``rule_accuracy(..., train_counts=...)``)."""
+    from .masker import attention_mask_of
+
+    hist: list[np.ndarray | None] = []
+    A = 0
+    for _, batch in _batches(data, batch_size, max_batches):
+        tok = batch["tokens"].cpu().numpy()
+        am = attention_mask_of(batch).cpu().numpy()
+        A = tok.shape[-1]
+        hist = hist or [None] * A
+        for j in range(A):
+            hist[j] = _add_counts(hist[j], tok[..., j][am])
+    names = _attributes(data, A, attributes)
+    return {a: (h if h is not None else np.zeros(0, np.int64)) for a, h in zip(names, hist)}
+
+
+def rule_stats(data: Any, ratio: float = 0.15, seed: int = 0, batch_size: int = 16,
+               max_batches: int | None = None, train_counts: Mapping[str, Any] | Any = None,
+               attributes: Iterable[str] | None = None, window: int = WINDOW) -> dict[str, Any]:
+    """``rule_accuracy`` with its working: ``rules`` {rule: {attr: acc}}, ``n_tokens`` (masked
+    notes scored), ``most_frequent_ids`` {attr: id}, ``counts_from`` ('evaluated windows'
+    or 'train_counts')."""
+    from .masker import attention_mask_of, validation_mask
+
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    n = 0
+    correct: dict[str, np.ndarray] = {}
+    all_hist: list[np.ndarray | None] = []
+    target_hist: list[np.ndarray | None] = []
+    A = 0
+    for i, batch in _batches(data, batch_size, max_batches):
+        am_t = attention_mask_of(batch)
+        picked = validation_mask(am_t.cpu(), i, ratio, seed).numpy()
+        tok = batch["tokens"].cpu().numpy().astype(np.int64)
+        am = am_t.cpu().numpy()
+        A = tok.shape[-1]
+        if not all_hist:
+            all_hist, target_hist = [None] * A, [None] * A
+        targets = tok[picked]  # (n, A)
+        n += len(targets)
+        for rule, pred in rule_predictions(tok, picked, am, None, window).items():
+            correct[rule] = correct.get(rule, np.zeros(A, np.int64)) + (pred[picked] == targets).sum(0)
+        for j in range(A):
+            all_hist[j] = _add_counts(all_hist[j], tok[..., j][am])
+            target_hist[j] = _add_counts(target_hist[j], targets[:, j])
+    if n == 0:
+        raise ValueError("rule_accuracy: the dataset has no tokens")
+    names = _attributes(data, A, attributes)
+    if train_counts is not None and not isinstance(train_counts, Mapping):
+        train_counts = token_counts(train_counts, batch_size, names)
+    counts = [np.asarray(train_counts[a]) for a in names] if train_counts is not None else all_hist
+    mf = [mode_of_counts(c) for c in counts]
+    mf_correct = np.array([target_hist[j][m] if 0 <= m < len(target_hist[j]) else 0 for j, m in enumerate(mf)])
+    correct = {"most_frequent": mf_correct, **correct}
+    rules = {r: {a: float(correct[r][j] / n) for j, a in enumerate(names)} for r in RULES}
+    return {"rules": rules, "n_tokens": int(n), "most_frequent_ids": dict(zip(names, mf)),
+            "counts_from": "train_counts" if train_counts is not None else "evaluated windows",
+            "ratio": float(ratio), "seed": int(seed), "window": int(window)}
+
+
+def rule_accuracy(data: Any, ratio: float = 0.15, seed: int = 0, batch_size: int = 16,
+                  max_batches: int | None = None, train_counts: Mapping[str, Any] | Any = None,
+                  attributes: Iterable[str] | None = None, window: int = WINDOW) -> dict[str, dict[str, float]]:
+    """{rule: {attribute: accuracy}} of the three no-model rules (module docstring) on the
+    notes that ``explain.recovery_accuracy(model, data, ratio, seed, batch_size)`` masks.
+
+    ``data``: a DataLoader / iterable of collated batches, or a map-style dataset of
+    samples (collated in order, ``batch_size`` per batch), as ``recovery_accuracy``.
+    ``train_counts``: {attribute: id counts} or a dataset / loader to count on, for the
+    most-frequent rule (default: the evaluated windows themselves).
+    ``attributes``: names (default: the dataset's tokenizer's, else bar/position/pitch/duration).
+    """
+    return rule_stats(data, ratio, seed, batch_size, max_batches, train_counts, attributes, window)["rules"]
+
+
+# ----------------------------------------------------------------------------- one piece (the app)
+
+def piece_rule_table(tokenizer, pieces, ratio: float = 0.15, seed: int = 0, *, max_len: int | None = None,
+                     train_counts: Mapping[str, Any] | None = None, window: int = WINDOW
+                     ) -> dict[str, np.ndarray]:
+    """{rule: (N, A) bool} correct per note and attribute, for one piece or a list of pieces
+    (notes concatenated in order), under ``explain.explain_piece``'s masks (module docstring).
+
+    ``max_len``: the model's (windows as ``explain_piece`` cuts them; default the
+    tokenizer's). The most-frequent rule counts over every window of all the pieces
+    (or ``train_counts``).
+    """
+    from .explain import _gather, _owners, _windows
+
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    if not isinstance(pieces, (list, tuple)):
+        pieces = [pieces]
+    attrs = list(tokenizer.attributes)
+    A = len(attrs)
+    max_len = int(max_len or tokenizer.config.max_len)
+    K = max(1, int(round(1.0 / ratio)))
+    hist: list[np.ndarray | None] = [None] * A
+    per_piece = []  # (true ids (N, A), {rule: (N, A) bool})
+    for piece in pieces:
+        N = len(piece)
+        if N == 0:
+            continue
+        wins = _windows(tokenizer, piece, tokenizer.encode(piece), max_len)
+        owner, owner_pos = _owners(wins, N)
+        ok: dict[str, list[np.ndarray]] = {"copy_neighbour": [], "window_mode": []}
+        for w, (wt, _) in enumerate(wins):
+            wt = np.asarray(wt, dtype=np.int64)
+            L = len(wt)
+            for j in range(A):
+                hist[j] = _add_counts(hist[j], wt[:, j])
+            # explain_piece's groups: a seeded permutation of the window, group g masked in copy g
+            group = np.empty(L, dtype=np.int64)
+            group[np.random.default_rng([int(seed), w]).permutation(L)] = np.arange(L) % K
+            G = min(K, L)
+            picked = group[None, :] == np.arange(G)[:, None]  # (G, L)
+            preds = rule_predictions(np.broadcast_to(wt, (G, L, A)), picked, np.ones((G, L), bool), None, window)
+            for rule, pred in preds.items():
+                # each position is masked in exactly one copy: read it there
+                ok[rule].append(pred[group, np.arange(L)] == wt)
+        true_ids = _gather([np.asarray(wt, dtype=np.int64) for wt, _ in wins], owner, owner_pos)
+        per_piece.append((true_ids, {r: _gather(v, owner, owner_pos) for r, v in ok.items()}))
+    if not per_piece:
+        return {r: np.zeros((0, A), dtype=bool) for r in RULES}
+    counts = [np.asarray(train_counts[a]) for a in attrs] if train_counts is not None else hist
+    mf = np.array([mode_of_counts(c) for c in counts])
+    true_all = np.concatenate([t for t, _ in per_piece])
+    out = {"most_frequent": true_all == mf[None, :]}
+    for rule in ("copy_neighbour", "window_mode"):
+        out[rule] = np.concatenate([o[rule] for _, o in per_piece])
+    return out
+
+
+def piece_rules(tokenizer, piece, ratio: float = 0.15, seed: int = 0, *, max_len: int | None = None,
+                train_counts: Mapping[str, Any] | None = None, window: int = WINDOW) -> dict[str, dict[str, float]]:
+    """{rule: {attribute: accuracy}} on a piece (or a list of pieces, pooled) under the masks of
+    ``explain.explain_piece(model, tokenizer, piece, ratio, seed=seed)`` with a model of
+    ``max_len``: the reference marks for ``appstate.accuracy_of`` of that explain table."""
+    table = piece_rule_table(tokenizer, piece, ratio, seed, max_len=max_len, train_counts=train_counts,
+                             window=window)
+    attrs = list(tokenizer.attributes)
+    return {r: {a: (float(ok[:, j].mean()) if len(ok) else float("nan")) for j, a in enumerate(attrs)}
+            for r, ok in table.items()}
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+def best_rule(rules: Mapping[str, Mapping[str, float]]) -> dict[str, tuple[str, float]]:
+    """{attribute: (rule, accuracy)} of the best rule per attribute (ties: the first in RULES order)."""
+    attrs = list(next(iter(rules.values())).keys()) if rules else []
+    out = {}
+    for a in attrs:
+        cand = [(r, float(rules[r][a])) for r in rules if a in rules[r] and np.isfinite(rules[r][a])]
+        if cand:
+            out[a] = max(cand, key=lambda x: x[1])
+    return out
+
+
+def beats_rules(model_acc: Mapping[str, float], rules: Mapping[str, Mapping[str, float]]) -> dict[str, bool]:
+    """{attribute: model accuracy strictly above every rule} for the attributes in both."""
+    best = best_rule(rules)
+    return {a: bool(float(model_acc[a]) > best[a][1]) for a in model_acc if a in best}
+
+
+def verdict(model_acc: Mapping[str, float], rules: Mapping[str, Mapping[str, float]]) -> tuple[list[str], str]:
+    """Plain sentences: one per attribute ('pitch: 0.09 vs copy the neighbour 0.05 - learned')
+    and a summary line."""
+    best = best_rule(rules)
+    beats = beats_rules(model_acc, rules)
+    lines = [f"{a}: {float(model_acc[a]):.3f} vs {RULE_LABELS.get(best[a][0], best[a][0])} {best[a][1]:.3f} - "
+             + ("learned" if beats[a] else "not above the rule") for a in beats]
+    if beats and all(beats.values()):
+        summary = "Above every no-model rule on every attribute: the model uses the context."
+    elif beats and not any(beats.values()):
+        summary = ("Not above the no-model rules on any attribute: what this model shows "
+                   "(masker scores, guesses, attributions) is close to noise.")
+    elif beats:
+        weak = ", ".join(a for a, ok in beats.items() if not ok)
+        summary = (f"Not above the no-model rules on {weak}: what this model shows about "
+                   f"{'that attribute' if ',' not in weak else 'those attributes'} is close to noise.")
+    else:
+        summary = "No attribute to compare."
+    return lines, summary
+
+
+# ----------------------------------------------------------------------------- context destroyed
+
+def context_destroyed_accuracy(model, data: Any, ratio: float = 0.15, seed: int = 0, batch_size: int = 16,
+                               max_batches: int | None = None, mode: str = "uniform") -> dict[str, float]:
+    """{attribute: accuracy} of ``model`` on the masks of ``recovery_accuracy`` (same batches,
+    ``seed``) when every unmasked real note is replaced by random tokens: ``mode='uniform'``
+    (each attribute uniform over its regular ids) or ``'shuffle'`` (the unmasked tokens of
+    the batch permuted, per attribute). Random draws: a CPU generator seeded by
+    (seed, batch index, 1). Compare with ``recovery_accuracy``: a model that uses the
+    context loses accuracy; one at the unigram stage does not."""
+    import torch
+
+    from .masker import attention_mask_of, per_token_correct, validation_mask
+    from .model import unwrap
+
+    if mode not in ("uniform", "shuffle"):
+        raise ValueError(f"mode must be 'uniform' or 'shuffle', not {mode!r}")
+    m = unwrap(model)
+    attrs = list(m.config.attributes)
+    vocab = list(m.config.vocab_sizes)
+    device = next(m.parameters()).device
+    was_training = model.training
+    model.eval()
+    n, correct = 0, np.zeros(len(attrs), np.int64)
+    try:
+        with torch.no_grad():
+            for i, batch in _batches(data, batch_size, max_batches):
+                tokens = batch["tokens"].cpu().long()
+                am = attention_mask_of(batch).cpu()
+                picked = validation_mask(am, i, ratio, seed)
+                ctx = am & ~picked
+                g = torch.Generator().manual_seed(
+                    int(np.random.SeedSequence([int(seed), int(i), 1]).generate_state(1)[0]))
+                noisy = tokens.clone()
+                if mode == "uniform":
+                    span = torch.tensor([v - N_SPECIAL for v in vocab], dtype=torch.float64)
+                    rnd = (torch.rand(tokens.shape, generator=g, dtype=torch.float64) * span).long()
+                    rnd = torch.minimum(rnd, span.long() - 1) + N_SPECIAL
+                    noisy[ctx] = rnd[ctx]
+                else:
+                    vals = tokens[ctx]  # (n_ctx, A)
+                    noisy[ctx] = torch.stack([vals[torch.randperm(len(vals), generator=g), j]
+                                              for j in range(len(attrs))], dim=1)
+                noisy[picked] = MASK_ID
+                out = model(noisy.to(device), am.to(device), heads_at=picked.to(device))
+                targets = tokens[picked].to(device)
+                correct += per_token_correct(out["logits"], targets).sum(0).cpu().numpy()
+                n += int(targets.shape[0])
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("context_destroyed_accuracy: the dataset has no tokens")
+    return {a: float(correct[j] / n) for j, a in enumerate(attrs)}

@@ -1,0 +1,342 @@
+"""No-model baselines (METHOD.md 9): hand-computed rules, identical masks, context check, figure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from smu_explain import baselines as B
+from smu_explain import plots
+from smu_explain.explain import explain_piece, recovery_accuracy
+from smu_explain.masker import validation_mask
+from smu_explain.model import MidiBert, ModelConfig
+from smu_explain.tokenizer import MASK_ID, N_SPECIAL, PAD_ID, Tokenizer, TokenizerConfig
+
+NG = B.NO_GUESS
+
+
+# ----------------------------------------------------------------------------- the rules by hand
+
+def test_copy_neighbour_previous_else_next():
+    # known = unmasked real notes; masked at 0, 2, 3
+    known = np.array([[0, 1, 0, 0, 1, 1]], dtype=bool)
+    src = B.copy_neighbour_source(known)
+    # 0: nothing before -> next (1); 2, 3: the previous unmasked note (1), even though 4 is
+    # nearer to 3: "previous, else next"
+    assert src[0, [0, 2, 3]].tolist() == [1, 1, 1]
+    tokens = np.array([[[5], [6], [7], [8], [9], [10]]])
+    picked = ~known
+    pred = B.rule_predictions(tokens, picked, np.ones((1, 6), bool))["copy_neighbour"]
+    assert pred[0, [0, 2, 3], 0].tolist() == [6, 6, 6]
+
+
+def test_copy_neighbour_never_copies_padding_or_masked():
+    tokens = np.array([[[5], [6], [7], [9], [9]]])
+    am = np.array([[1, 1, 1, 0, 0]], dtype=bool)  # the last two are padding (odd ids on purpose)
+    picked = np.array([[1, 1, 1, 0, 0]], dtype=bool)  # every real note masked
+    pred = B.rule_predictions(tokens, picked, am)["copy_neighbour"]
+    assert pred[0, :3, 0].tolist() == [NG, NG, NG]
+    # the first note of a window copies the next unmasked one; padding after the end is skipped
+    picked = np.array([[1, 0, 1, 0, 0]], dtype=bool)
+    pred = B.rule_predictions(tokens, picked, am)["copy_neighbour"]
+    assert pred[0, [0, 2], 0].tolist() == [6, 6]
+
+
+def test_window_mode_by_hand():
+    v = np.array([[4, 4, 7, 9, 7, 7, 4, 5, 5, 5]])
+    known = np.ones_like(v, dtype=bool)
+    known[0, 5] = False  # masked
+    # window 2 around 5: positions 3, 4, 6, 7 -> values 9, 7, 4, 5: a 4-way tie -> smallest id 4
+    assert B.window_mode_ids(v, known, window=2)[0, 5] == 4
+    # window 3: 2..8 minus 5 -> 7, 9, 7, 4, 5, 5: 5 and 7 tie -> 5
+    assert B.window_mode_ids(v, known, window=3)[0, 5] == 5
+    # window 8 (the rule): everything but position 5 -> 4:3, 5:3, 7:2, 9:1 -> 4
+    assert B.window_mode_ids(v, known)[0, 5] == 4
+    # masked neighbours do not count
+    known[0, [0, 1, 6]] = False
+    assert B.window_mode_ids(v, known)[0, 5] == 5
+
+
+def test_window_mode_all_neighbours_masked_and_padding():
+    v = np.array([[3, 3, 3, 8, 8, 8]])
+    am = np.array([[1, 1, 1, 1, 0, 0]], dtype=bool)
+    picked = np.array([[1, 1, 1, 0, 0, 0]], dtype=bool)
+    pred = B.rule_predictions(v[..., None], picked, am)["window_mode"][..., 0]
+    # only note 3 is known: padding's 8s never count, masked 3s neither
+    assert pred[0, :3].tolist() == [8, 8, 8]
+    picked[0, 3] = True
+    pred = B.rule_predictions(v[..., None], picked, am)["window_mode"][..., 0]
+    assert pred[0, :4].tolist() == [NG] * 4
+    # a note 9 places away is outside the window
+    v = np.array([[2] * 12])
+    known = np.zeros((1, 12), bool)
+    known[0, 10] = True
+    got = B.window_mode_ids(v, known)[0]
+    assert got[1] == NG and got[2] == 2
+
+
+def test_most_frequent_ignores_specials_ties_smallest():
+    # ids 0/1 (PAD, MASK) never win; ids 3 and 4 tie -> the smaller
+    assert B.mode_of_counts(np.array([100, 100, 3, 5, 5])) == 3
+    assert B.mode_of_counts(np.array([0, 9, 1, 0])) == 2
+    assert B.mode_of_counts(np.array([4, 4])) == NG
+
+
+# ----------------------------------------------------------------------------- datasets
+
+def _samples(seed=0, n=5, A=4, vocab=(6, 8, 10, 7)):
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        L = int(rng.integers(3, 30))
+        t = np.stack([rng.integers(N_SPECIAL, v, L) for v in vocab[:A]], axis=1)
+        t[:, 2] = np.where(rng.random(L) < 0.5, t[:, 2], 5)  # some structure: a frequent pitch
+        out.append({"tokens": torch.from_numpy(t), "note_ids": torch.arange(L), "piece_id": 0,
+                    "window_start": 0})
+    return out
+
+
+def _naive(samples, batch_size, ratio, seed, train_counts=None):
+    """The rules written as plain loops over the notes masked by validation_mask."""
+    from smu_explain.data import collate
+
+    A = samples[0]["tokens"].shape[1]
+    counts = [dict() for _ in range(A)]
+    masked = []  # (sample tokens, real length, position)
+    for i in range(0, len(samples), batch_size):
+        batch = collate(samples[i:i + batch_size])
+        picked = validation_mask(batch["attention_mask"], i // batch_size, ratio, seed).numpy()
+        for b, s in enumerate(samples[i:i + batch_size]):
+            t = s["tokens"].numpy()
+            for row in t:
+                for j in range(A):
+                    counts[j][row[j]] = counts[j].get(row[j], 0) + 1
+            for p in np.flatnonzero(picked[b]):
+                masked.append((t, picked[b][: len(t)], p))
+    if train_counts is not None:
+        counts = [dict(enumerate(train_counts[a])) for a in B.DEFAULT_ATTRIBUTES[:A]]
+    mf = [min((k for k in c if k >= N_SPECIAL), key=lambda k: (-c[k], k)) for c in counts]
+    ok = {r: np.zeros(A) for r in B.RULES}
+    for t, pk, p in masked:
+        L = len(t)
+        prev = [q for q in range(p - 1, -1, -1) if not pk[q]]
+        nxt = [q for q in range(p + 1, L) if not pk[q]]
+        src = prev[0] if prev else (nxt[0] if nxt else None)
+        near = [q for q in range(max(0, p - 8), min(L, p + 9)) if q != p and not pk[q]]
+        for j in range(A):
+            ok["most_frequent"][j] += t[p, j] == mf[j]
+            ok["copy_neighbour"][j] += src is not None and t[src, j] == t[p, j]
+            if near:
+                vals = [t[q, j] for q in near]
+                best = min(set(vals), key=lambda v: (-vals.count(v), v))
+                ok["window_mode"][j] += best == t[p, j]
+    n = len(masked)
+    return {r: dict(zip(B.DEFAULT_ATTRIBUTES[:A], (ok[r] / n).tolist())) for r in B.RULES}
+
+
+@pytest.mark.parametrize("ratio,batch_size", [(0.15, 2), (0.4, 3)])
+def test_rule_accuracy_matches_a_loop_on_validation_masks(ratio, batch_size):
+    samples = _samples()
+    got = B.rule_accuracy(samples, ratio=ratio, seed=3, batch_size=batch_size)
+    want = _naive(samples, batch_size, ratio, 3)
+    for r in B.RULES:
+        assert got[r] == pytest.approx(want[r]), r
+    counts = {a: np.bincount(np.r_[[9] * 50, [N_SPECIAL] * 3], minlength=12) for a in B.DEFAULT_ATTRIBUTES}
+    got = B.rule_stats(samples, ratio=ratio, seed=3, batch_size=batch_size, train_counts=counts)
+    assert got["counts_from"] == "train_counts"
+    assert got["most_frequent_ids"] == {a: 9 for a in B.DEFAULT_ATTRIBUTES}
+    assert got["rules"]["most_frequent"] == pytest.approx(
+        _naive(samples, batch_size, ratio, 3, counts)["most_frequent"])
+
+
+def test_train_counts_from_a_dataset():
+    train = _samples(seed=1)
+    c = B.token_counts(train)
+    assert c["pitch"][5] == max(c["pitch"])
+    a = B.rule_accuracy(_samples(), train_counts=train)
+    b = B.rule_accuracy(_samples(), train_counts=c)
+    assert a == b
+
+
+# ----------------------------------------------------------------------------- same masks as the model
+
+class CopyModel(torch.nn.Module):
+    """A 'model' that applies the copy-the-neighbour rule to what it is given (MASK = masked),
+    written independently of baselines.py: if the masks differ, the numbers differ."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, tokens, attention_mask=None, heads_at=None, masker=False, **kw):
+        B_, L, A = tokens.shape
+        am = attention_mask if attention_mask is not None else tokens[..., 0] != PAD_ID
+        if masker:
+            return {"masker_logits": torch.zeros(B_, L)}
+        logits = [[] for _ in range(A)]
+        for b, p in heads_at.nonzero().tolist():
+            known = [q for q in range(L) if am[b, q] and tokens[b, q, 0] != MASK_ID]
+            before = [q for q in known if q < p]
+            after = [q for q in known if q > p]
+            src = before[-1] if before else (after[0] if after else None)
+            for j in range(A):
+                row = torch.zeros(self.config.vocab_sizes[j])
+                if src is not None:
+                    row[tokens[b, src, j]] = 1.0
+                logits[j].append(row)
+        return {"logits": [torch.stack(x) for x in logits]}
+
+
+def _cfg(tok, max_len=512):
+    return ModelConfig.named("tiny", tok.vocab_sizes, tok.attributes, max_len=max_len)
+
+
+def test_rule_masks_are_recovery_accuracys_masks():
+    tok = Tokenizer()
+    samples = _samples(vocab=tuple(tok.vocab_sizes))
+    for s in samples:
+        s["tokens"][:, 1] = s["tokens"][:, 1].clamp(max=tok.vocab_sizes[1] - 1)
+    model = CopyModel(_cfg(tok))
+    for bs in (2, 4):
+        acc = recovery_accuracy(model, samples, ratio=0.2, seed=1, batch_size=bs)
+        rules = B.rule_accuracy(samples, ratio=0.2, seed=1, batch_size=bs)
+        assert acc == pytest.approx(rules["copy_neighbour"])
+
+
+@pytest.fixture
+def piece(tmp_path, make_midi):
+    rng = np.random.default_rng(0)
+    notes = [(i * 240, 240 * int(rng.integers(1, 4)), int(rng.choice([60, 62, 64, 67, 72])), 80)
+             for i in range(70)]
+    return Tokenizer(TokenizerConfig(max_len=32)).read(make_midi(tmp_path, notes, name="p.mid"))
+
+
+@pytest.mark.parametrize("max_len", [32, 20])  # the tokenizer's windows, and the model's shorter ones
+def test_piece_rules_use_explain_piece_masks(piece, max_len):
+    tok = Tokenizer(TokenizerConfig(max_len=32))
+    model = CopyModel(_cfg(tok, max_len))
+    table = explain_piece(model, tok, piece, ratio=0.25, seed=4, top_k=1)
+    per_note = B.piece_rule_table(tok, piece, ratio=0.25, seed=4, max_len=max_len)
+    for j, a in enumerate(tok.attributes):
+        assert np.array_equal(table[f"correct_{a}"].to_numpy(), per_note["copy_neighbour"][:, j]), a
+    rules = B.piece_rules(tok, piece, ratio=0.25, seed=4, max_len=max_len)
+    assert rules["copy_neighbour"]["pitch"] == pytest.approx(table["correct_pitch"].mean())
+    # most frequent: counted over the windows the model saw (bar re-based per window)
+    true_bar = table["true_bar"].to_numpy()
+    assert 0.0 <= rules["most_frequent"]["bar"] <= 1.0 and len(true_bar) == len(piece)
+    # a list of pieces pools the notes
+    two = B.piece_rule_table(tok, [piece, piece], ratio=0.25, seed=4, max_len=max_len)
+    assert two["window_mode"].shape == (2 * len(piece), len(tok.attributes))
+
+
+def test_piece_rules_empty():
+    tok = Tokenizer()
+    assert B.piece_rule_table(tok, [], ratio=0.15)["copy_neighbour"].shape == (0, 4)
+
+
+# ----------------------------------------------------------------------------- verdicts, context check
+
+def test_beats_rules_and_verdict():
+    rules = {"most_frequent": {"pitch": 0.046, "bar": 0.95},
+             "copy_neighbour": {"pitch": 0.05, "bar": 0.90},
+             "window_mode": {"pitch": 0.04, "bar": 0.95}}
+    assert B.best_rule(rules) == {"pitch": ("copy_neighbour", 0.05), "bar": ("most_frequent", 0.95)}
+    assert B.beats_rules({"pitch": 0.09, "bar": 0.95}, rules) == {"pitch": True, "bar": False}
+    lines, summary = B.verdict({"pitch": 0.09, "bar": 0.95}, rules)
+    assert lines[0] == "pitch: 0.090 vs copy the neighbour 0.050 - learned"
+    assert "not above" in lines[1] and "bar" in summary and "noise" in summary
+    _, summary = B.verdict({"pitch": 0.01, "bar": 0.5}, rules)
+    assert "any attribute" in summary
+    _, summary = B.verdict({"pitch": 0.5, "bar": 0.99}, rules)
+    assert summary.startswith("Above every")
+
+
+class UnigramModel(CopyModel):
+    def forward(self, tokens, attention_mask=None, heads_at=None, masker=False, **kw):
+        n = int(heads_at.sum())
+        return {"logits": [torch.zeros(n, v).index_fill_(1, torch.tensor([N_SPECIAL + 1]), 1.0)
+                           for v in self.config.vocab_sizes]}
+
+
+def test_context_destroyed():
+    tok = Tokenizer()
+    samples = _samples(vocab=tuple(tok.vocab_sizes), n=8)
+    for s in samples:  # long constant runs: copying the neighbour works on clean context
+        s["tokens"][:] = s["tokens"][:1]
+    copy = CopyModel(_cfg(tok))
+    clean = recovery_accuracy(copy, samples, ratio=0.15, batch_size=4)
+    assert clean == {a: 1.0 for a in tok.attributes}
+    for mode in ("uniform", "shuffle"):
+        ruined = B.context_destroyed_accuracy(copy, samples, ratio=0.15, batch_size=4, mode=mode)
+        assert all(ruined[a] < 0.9 for a in ("position", "pitch", "duration")), (mode, ruined)
+    uni = UnigramModel(_cfg(tok))
+    assert B.context_destroyed_accuracy(uni, samples, batch_size=4) == recovery_accuracy(uni, samples, batch_size=4)
+    torch.manual_seed(0)
+    real = MidiBert(_cfg(tok)).eval()
+    out = B.context_destroyed_accuracy(real, samples, batch_size=4)
+    assert set(out) == set(tok.attributes) and all(0.0 <= v <= 1.0 for v in out.values())
+    with pytest.raises(ValueError):
+        B.context_destroyed_accuracy(real, samples, mode="nope")
+
+
+# ----------------------------------------------------------------------------- figure
+
+def test_rules_figure_values(piece):
+    tok = Tokenizer(TokenizerConfig(max_len=32))
+    rules = B.piece_rules(tok, piece, ratio=0.25, seed=4)
+    model_acc = {"m": {a: 0.5 for a in tok.attributes}}
+    fig = plots.rules_figure(model_acc, rules)
+    assert fig.data[0].type == "bar" and list(fig.data[0].y) == [0.5] * 4
+    marks = fig.data[1:]
+    assert [t.name for t in marks] == [f"rule: {B.RULE_LABELS[r]}" for r in B.RULES]
+    for t, r in zip(marks, B.RULES):
+        assert list(t.x) == list(tok.attributes)
+        assert list(t.y) == pytest.approx([rules[r][a] for a in tok.attributes])
+
+
+# ----------------------------------------------------------------------------- the app
+
+def test_explore_page_shows_the_rules(tmp_path, monkeypatch):
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    from app_helpers import ROOT, make_model, page, texts
+    from smu_explain import appstate as A
+    from smu_explain.tokenizer import read_piece
+
+    monkeypatch.setenv("SMU_RUNS_DIR", str(tmp_path / "runs"))
+    model_dir = make_model(tmp_path / "tiny", seed=1)
+    at = AppTest.from_file(page("explore.py"), default_timeout=60)
+    at.session_state[A.K_MODEL_A] = str(model_dir)
+    at.run()
+    assert not at.exception, at.exception
+    assert "Did this model learn?" in texts(at)
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    [fig] = [s for s in specs if any(str(t.get("name", "")).startswith("rule: ") for t in s["data"])]
+    model, tok = A.load_model(model_dir)
+    piece = read_piece(ROOT / "sample_midi" / at.selectbox(key="explore_sample").value, config=tok.config)
+    want = B.piece_rules(tok, piece, ratio=0.15, seed=0, max_len=model.config.max_len)
+    marks = {t["name"]: t for t in fig["data"] if t["name"].startswith("rule: ")}
+    for r in B.RULES:
+        t = marks[f"rule: {B.RULE_LABELS[r]}"]
+        assert t["y"] == pytest.approx([want[r][a] for a in t["x"]])
+
+
+def test_cli_evaluate_prints_the_rules(tmp_path, tiny_midi_dir, capsys):
+    import json
+
+    from app_helpers import make_model
+    from smu_explain.cli import file_datasets, main
+
+    model_dir = make_model(tmp_path / "tiny", seed=1)
+    out = tmp_path / "e.json"
+    assert main(["evaluate", "--model", str(model_dir), "--paths", str(tiny_midi_dir), "--no-cache",
+                 "--json", str(out)]) == 0
+    assert "beats every rule" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    ds, _, _ = file_datasets([str(tiny_midi_dir)], Tokenizer(TokenizerConfig()), 0.0, 0, False, None)
+    assert res["rules"] == B.rule_accuracy(ds, ratio=0.15, seed=0, batch_size=16)
+    assert res["beats_rules"] == B.beats_rules(res["recovery_accuracy"], res["rules"])
