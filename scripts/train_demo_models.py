@@ -5,12 +5,18 @@ differs. Data: the POP909 training split (MIT licence; its validation and test
 songs stay out) plus sample_midi/ (public domain). Not Pop1K7 (licence unstated)
 and not ASAP/EMOPIA (non-commercial share-alike), so the weights can be shipped.
 
-The two runs go side by side, one CPU thread each. Training state (optimizer,
-checkpoint.pt) stays in the work folder; only config.json, the weights cast to
-float16 (to keep the repo lean; they load back into float32) and the progress
-log are copied into models/demo-<strategy>/.
+The settings live in models/demo_config.json: the model (size and overrides,
+e.g. rotary positions), the training schedule, and per-strategy settings (the
+adversarial demo may use options of the method, stated there and in
+models/README.md). Runs go side by side (``threads_per_run`` CPU threads each),
+or one at a time with ``--only``; bf16 autocast is used where the CPU has bf16
+units (``bf16: "auto"``). Training state (optimizer, checkpoint.pt) stays in the
+work folder, so a stopped run resumes where it was; only config.json, the
+weights cast to float16 (to keep the repo lean; they load back into float32) and
+the progress log are copied into models/demo-<strategy>/.
 
     python scripts/train_demo_models.py [--config models/demo_config.json] [--work DIR]
+                                        [--only random|adversarial] [--steps N] [--no-ship]
 """
 
 from __future__ import annotations
@@ -65,34 +71,56 @@ def ship(run_dir: Path, dest: Path, cfg: dict) -> None:
     os.replace(tmp, dest)
 
 
+def run_config(cfg: dict, strategy: str) -> dict:
+    """The ``smu pretrain --config`` JSON of one strategy's run."""
+    return {"size": cfg["model_config"], "model": dict(cfg.get("model", {})),
+            "tokenizer": {"max_len": cfg["max_len"]}, "train": dict(cfg.get("train", {})),
+            "strategy": dict(cfg.get("strategy_settings", {}).get(strategy, {}))}
+
+
+def use_bf16(cfg: dict) -> bool:
+    want = cfg.get("bf16", "auto")
+    if want == "auto":
+        from smu_explain.explain import fast_precision
+        return fast_precision("cpu") == "bf16"
+    return bool(want)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "models" / "demo_config.json"))
     ap.add_argument("--work", default=str(Path.home() / "smu_runs" / "demo"))
     ap.add_argument("--steps", type=int, help="override the config's step budget (quick checks)")
+    ap.add_argument("--only", choices=["random", "adversarial"], help="train one of the two")
+    ap.add_argument("--no-ship", action="store_true", help="train only; do not copy into models/")
     args = ap.parse_args()
     cfg = json.loads(Path(args.config).read_text())
     if args.steps:
         cfg["steps"] = args.steps
+    strategies = [args.only] if args.only else list(cfg["strategies"])
     files = training_files(cfg)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(cfg["threads_per_run"]))
+    bf16 = use_bf16(cfg)
     procs = {}
     t0 = time.time()
-    for strategy in cfg["strategies"]:
+    for strategy in strategies:
         out = work / strategy
         resume = (out / "checkpoint.pt").exists()
+        run_cfg = work / f"{strategy}.run.json"
+        run_cfg.write_text(json.dumps(run_config(cfg, strategy), indent=1))
         cmd = [sys.executable, "-m", "smu_explain.cli", "pretrain", "--strategy", strategy,
-               "--config", cfg["model_config"], "--steps", str(cfg["steps"]),
+               "--config", str(run_cfg), "--steps", str(cfg["steps"]),
                "--batch-size", str(cfg["batch_size"]), "--max-len", str(cfg["max_len"]),
                "--lr", str(cfg["lr"]), "--seed", str(cfg["seed"]),
                "--eval-every", str(cfg["eval_every"]), "--log-every", str(cfg["log_every"]),
                "--checkpoint-every", str(cfg["eval_every"]), "--no-bar", "--out", str(out),
-               "--data", *files] + (["--resume"] if resume else [])
+               "--data", *files] + (["--bf16"] if bf16 else []) + (["--resume"] if resume else [])
         log = open(work / f"{strategy}.log", "a")
         procs[strategy] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT), out)
-        print(f"{strategy}: training in {out} ({len(files)} files, log {work / (strategy + '.log')})", flush=True)
+        print(f"{strategy}: training in {out} ({len(files)} files, bf16 {bf16}, "
+              f"log {work / (strategy + '.log')})", flush=True)
     failed = False
     for strategy, (proc, out) in procs.items():
         rc = proc.wait()
@@ -100,8 +128,9 @@ def main() -> int:
             print(f"{strategy}: failed with exit code {rc}; see the log", flush=True)
             failed = True
             continue
-        ship(out, ROOT / "models" / f"demo-{strategy}", cfg)
-        print(f"{strategy}: shipped to models/demo-{strategy}", flush=True)
+        if not args.no_ship:
+            ship(out, ROOT / "models" / f"demo-{strategy}", cfg)
+            print(f"{strategy}: shipped to models/demo-{strategy}", flush=True)
     print(f"wall time {time.time() - t0:.0f} s", flush=True)
     return 1 if failed else 0
 
