@@ -11,6 +11,17 @@ Fixtures
 ``data_root``        Path of the real datasets (SMU_DATA_ROOT or ../shared/data); skips
                      the test with a clear reason when absent.
 
+Hypothesis profiles
+-------------------
+``ci``   ``derandomize=True`` (the examples are a function of the test: every CI run
+         tries the same ones), no example database, failing examples printed as
+         ``@reproduce_failure`` blobs, no deadline.
+``dev``  hypothesis' defaults (random exploration, local example database), no deadline.
+The profile is ``SMU_HYPOTHESIS_PROFILE`` when set, else ``ci`` when ``CI`` is true
+(``true``/``1``/``yes``, as CI services set it), else ``dev``; ``pytest
+--hypothesis-profile=NAME`` overrides both. Tests set only ``max_examples`` and
+health checks in their own ``@settings``, so the profile's ``derandomize`` holds.
+
 Notes are given in ticks, as tuples ``(onset_tick, duration_tick, pitch[, velocity])``.
 """
 
@@ -24,6 +35,26 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def hypothesis_profile_name(environ=os.environ) -> str:
+    """The hypothesis profile for this run (see the module docstring)."""
+    name = environ.get("SMU_HYPOTHESIS_PROFILE", "").strip()
+    if name:
+        return name
+    return "ci" if environ.get("CI", "").strip().lower() in ("true", "1", "yes") else "dev"
+
+
+def _register_hypothesis_profiles() -> None:
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, database=None, print_blob=True, deadline=None)
+    settings.register_profile("dev", deadline=None)
+    settings.load_profile(hypothesis_profile_name())
+
+
+# at import, before the test modules build their @settings (they inherit from the loaded profile)
+_register_hypothesis_profiles()
 
 
 def _note_list(notes: Iterable[Sequence[int]]):
