@@ -279,8 +279,8 @@ from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 
-# only max_examples here: derandomize etc. come from the profile (tests/conftest.py)
-@settings(max_examples=200)
+# derandomize and the database come from the hypothesis profile (tests/conftest.py)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 64).map(lambda k: k * 0.5), st.integers(0, 13), st.sampled_from([1, 2, 3, 4, 8, 16, 32])),
                 max_size=8),
        st.integers(0, 80).map(lambda k: k * 0.5))
