@@ -11,6 +11,9 @@ Fixtures
 ``data_root``        Path of the real datasets (SMU_DATA_ROOT or ../shared/data); skips
                      the test with a clear reason when absent.
 
+Helpers: :func:`wait_until` (poll a condition with a generous timeout; tests wait on events,
+never on fixed wall-clock budgets, so a loaded machine only makes them slower).
+
 Hypothesis profiles
 -------------------
 ``ci``   ``derandomize=True`` (the examples are a function of the test: every CI run
@@ -43,6 +46,24 @@ def hypothesis_profile_name(environ=os.environ) -> str:
     if name:
         return name
     return "ci" if environ.get("CI", "").strip().lower() in ("true", "1", "yes") else "dev"
+
+
+WAIT_TIMEOUT_S = 120.0
+
+
+def wait_until(condition, what: str = "the condition", timeout: float = WAIT_TIMEOUT_S, interval: float = 0.05):
+    """Poll ``condition()`` until it returns something truthy and return that; fail the test
+    (AssertionError naming ``what``) after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
 
 
 def _register_hypothesis_profiles() -> None:
