@@ -41,11 +41,15 @@ Bars (time signatures)
       are ignored.
     * Implausible (artefact) metres: a time signature whose bar is shorter than
       ``min_bar_quarters`` (1.5 quarters: 1/4, 2/8, 1/8, ... ) is *not* a metre.
-      It is ignored and the previous metre (4/4 at the start) continues, except when
-      it spans exactly one of its own bars, i.e. the next time signature comes
-      exactly one short bar later: then it is kept as that single short bar (the
-      way a pickup or one odd bar is written). POP909's 1/4 events, which last the
-      whole song, are thus ignored and such songs are read as 4/4.
+      It is ignored, except when it spans exactly one of its own bars, i.e. the next
+      time signature comes exactly one short bar later: then it is kept as that single
+      short bar (the way a pickup or one odd bar is written). An ignored short event
+      reads as a restatement, at its tick, of the last metre that is not short (4/4
+      when there is none): that metre continues. So a short metre never runs on: after
+      a kept short bar, an ignored short event that follows it brings the last regular
+      metre back (``1/4`` at 0 and ``1/4`` at 1 give one 1-quarter bar, then 4/4).
+      POP909's 1/4 events, which last the whole song, are thus ignored and such songs
+      are read as 4/4.
     * A change takes effect at the next bar line at or after its tick (the current
       bar is completed first). If several changes fall on the same bar line, the last
       one wins.
@@ -510,15 +514,21 @@ def build_bar_grid(
             n_ignored += 1
         else:
             valid.append((t, n, d))
-    # 2. implausible short metres: keep only when they span exactly one of their bars
+    # 2. implausible short metres: keep only when they span exactly one of their bars;
+    #    an ignored one restates the last plausible metre at its tick (that metre continues,
+    #    also after a single short bar kept just before it)
     kept = []
+    plausible = (4, 4)
     for i, (t, n, d) in enumerate(valid):
         blen = 4.0 * n / d
         if blen < min_bar_quarters - _EPS:
             nxt = valid[i + 1][0] if i + 1 < len(valid) else None
             if nxt is None or abs((nxt - t) - blen) > _EPS:
                 n_ignored += 1
+                kept.append((t, *plausible))
                 continue
+        else:
+            plausible = (n, d)
         kept.append((t, n, d))
     # 3. walk the events: a change takes effect at the next bar line at or after it
     starts_parts: list[np.ndarray] = []

@@ -11,6 +11,20 @@ Fixtures
 ``data_root``        Path of the real datasets (SMU_DATA_ROOT or ../shared/data); skips
                      the test with a clear reason when absent.
 
+Helpers: :func:`wait_until` (poll a condition with a generous timeout; tests wait on events,
+never on fixed wall-clock budgets, so a loaded machine only makes them slower).
+
+Hypothesis profiles
+-------------------
+``ci``   ``derandomize=True`` (the examples are a function of the test: every CI run
+         tries the same ones), no example database, failing examples printed as
+         ``@reproduce_failure`` blobs, no deadline.
+``dev``  hypothesis' defaults (random exploration, local example database), no deadline.
+The profile is ``SMU_HYPOTHESIS_PROFILE`` when set, else ``ci`` when ``CI`` is true
+(``true``/``1``/``yes``, as CI services set it), else ``dev``; ``pytest
+--hypothesis-profile=NAME`` overrides both. Tests set only ``max_examples`` and
+health checks in their own ``@settings``, so the profile's ``derandomize`` holds.
+
 Notes are given in ticks, as tuples ``(onset_tick, duration_tick, pitch[, velocity])``.
 """
 
@@ -24,6 +38,44 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def hypothesis_profile_name(environ=os.environ) -> str:
+    """The hypothesis profile for this run (see the module docstring)."""
+    name = environ.get("SMU_HYPOTHESIS_PROFILE", "").strip()
+    if name:
+        return name
+    return "ci" if environ.get("CI", "").strip().lower() in ("true", "1", "yes") else "dev"
+
+
+WAIT_TIMEOUT_S = 120.0
+
+
+def wait_until(condition, what: str = "the condition", timeout: float = WAIT_TIMEOUT_S, interval: float = 0.05):
+    """Poll ``condition()`` until it returns something truthy and return that; fail the test
+    (AssertionError naming ``what``) after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _register_hypothesis_profiles() -> None:
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, database=None, print_blob=True, deadline=None)
+    settings.register_profile("dev", deadline=None)
+    settings.load_profile(hypothesis_profile_name())
+
+
+# at import, before the test modules build their @settings (they inherit from the loaded profile)
+_register_hypothesis_profiles()
 
 
 def _note_list(notes: Iterable[Sequence[int]]):

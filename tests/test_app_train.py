@@ -1,13 +1,14 @@
 """Train page (AppTest): start a run through the form, see it listed, cancel it, see a crash's log."""
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from smu_explain.runs import RunRegistry
+
+from conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = str(ROOT / "pages" / "train.py")
@@ -25,6 +26,16 @@ def env(tmp_path, monkeypatch):
 
 def _registry(runs):
     return RunRegistry(runs, launcher=[sys.executable, FAKE_CLI])
+
+
+def _wait_status(reg, run_id, statuses):
+    """Until the run has left 'running' for one of ``statuses`` (generous timeout)."""
+    def reached():
+        reg.poll()
+        return reg.get(run_id).status in statuses
+
+    wait_until(reached, f"run {run_id} to become {sorted(statuses)}")
+    return reg.get(run_id)
 
 
 def _texts(at):
@@ -52,19 +63,14 @@ def test_start_and_cancel_a_run(env, monkeypatch):
     assert run.params == {"strategy": "adversarial", "data": str(ROOT / "sample_midi"),
                           "config": "tiny", "steps": 5000, "extra_args": ["--log-every", "50", "--no-bar"]}
     # progress shows up on a rerun (the fragment polls every second in the browser)
-    deadline = time.time() + 15
-    while not any(r.get("event") == "step" for r in reg.progress(run.id)) and time.time() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: any(r.get("event") == "step" for r in reg.progress(run.id)), "a step of the run")
     at.run()
     assert "Status: **running**" in _texts(at)
     cancel = [b for b in at.button if b.label == "Cancel run"]
     assert cancel
     cancel[0].click().run()
     assert not at.exception
-    deadline = time.time() + 15
-    while reg.get(run.id).status == "running" and time.time() < deadline:
-        time.sleep(0.1)
-    assert reg.get(run.id).status == "cancelled"
+    assert _wait_status(reg, run.id, {"cancelled", "failed", "done"}).status == "cancelled"
     at.run()
     assert "Status: **cancelled**" in _texts(at)
 
@@ -84,9 +90,7 @@ def test_second_run_is_queued(env):
 def test_crashed_run_shows_its_log_tail(env):
     reg = _registry(env)
     run = reg.submit(strategy="random", data=ROOT / "sample_midi", steps=10, extra_args=["--mode", "crash"])
-    deadline = time.time() + 15
-    while reg.get(run.id).status == "running" and time.time() < deadline:
-        time.sleep(0.1)
+    _wait_status(reg, run.id, {"failed", "done", "cancelled"})
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
     assert any("The run failed" in e.value for e in at.error)
@@ -108,10 +112,7 @@ def test_finished_run_is_selectable_as_a_model(env):
 
     reg = _registry(env)
     run = reg.submit(strategy="random", data=ROOT / "sample_midi", steps=3)
-    deadline = time.time() + 15
-    while reg.get(run.id).status == "running" and time.time() < deadline:
-        time.sleep(0.1)
-    assert reg.get(run.id).status == "done"
+    assert _wait_status(reg, run.id, {"done", "failed", "cancelled"}).status == "done"
     out = Path(run.out_dir)
     out.rmdir()  # the fake CLI made it empty; save a real model there
     make_model(out, seed=5)

@@ -162,6 +162,8 @@ def _read_or_typed_error(data: bytes):
     return piece
 
 
+# derandomize and the database come from the hypothesis profile (tests/conftest.py: 'ci'
+# under CI=true or SMU_HYPOTHESIS_PROFILE=ci); no deadline, whatever the profile (loaded machines)
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
@@ -187,6 +189,41 @@ def test_fuzz_bit_flips(rich_midi_bytes, flips):
     for pos, bit in flips:
         b[pos % len(b)] ^= 1 << bit
     _read_or_typed_error(bytes(b))
+
+
+def test_fuzz_tests_follow_the_hypothesis_profile():
+    """No fuzz test overrides what the profile decides (CI: derandomized, no database)."""
+    profile = settings.default
+    fuzz = [f for f in globals().values() if hasattr(f, "_hypothesis_internal_use_settings")]
+    assert {f.__name__ for f in fuzz} >= {"test_fuzz_random_bytes", "test_fuzz_truncations", "test_fuzz_bit_flips"}
+    for f in fuzz:
+        s = f._hypothesis_internal_use_settings
+        assert s.derandomize == profile.derandomize and s.database == profile.database, f.__name__
+        assert s.deadline is None, f.__name__
+
+
+def test_hypothesis_profile_choice_and_ci_reproducibility():
+    from conftest import hypothesis_profile_name
+
+    assert hypothesis_profile_name({}) == "dev"
+    assert hypothesis_profile_name({"CI": "true"}) == "ci" and hypothesis_profile_name({"CI": "1"}) == "ci"
+    assert hypothesis_profile_name({"CI": "false"}) == "dev"
+    assert hypothesis_profile_name({"CI": "true", "SMU_HYPOTHESIS_PROFILE": "dev"}) == "dev"
+    assert hypothesis_profile_name({"SMU_HYPOTHESIS_PROFILE": "ci"}) == "ci"
+    ci = settings.get_profile("ci")
+    assert ci.derandomize and ci.database is None
+    # under the ci profile two runs of one test draw the same examples
+    seen: list[list[bytes]] = []
+
+    @settings(ci, max_examples=25)
+    @given(st.binary(max_size=50))
+    def draw(b):
+        seen[-1].append(b)
+
+    for _ in range(2):
+        seen.append([])
+        draw()
+    assert seen[0] == seen[1] and len(set(seen[0])) > 5
 
 
 # ---------------------------------------------------------------- size

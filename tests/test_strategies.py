@@ -167,6 +167,99 @@ def test_masker_targets_small_samples():
     assert target[2, 0] == 0 and target[2, 2] == 1 and not labelled[2, 1]  # 0.1 bottom, 0.7 top
 
 
+def test_masker_targets_hand_computed_every_sample():
+    """Known losses, 6 samples with 10, 7, 5, 4, 3 and 2 picks: per sample the top
+    round(0.3 n) (at most n // 2) get target 1, as many at the bottom get 0, the rest none."""
+    s = AdversarialStrategy(StrategyConfig(name="adversarial", freeze=False))
+    L = 12
+    per_sample = [  # (picked positions, their losses)
+        ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [5.0, 0.1, 9.0, 0.3, 7.0, 0.2, 6.0, 8.0, 0.4, 1.0]),
+        ([1, 3, 5, 7, 9, 10, 11], [0.5, 3.0, 0.1, 2.0, 1.0, 0.2, 4.0]),
+        ([0, 2, 4, 6, 8], [1.0, 2.0, 3.0, 4.0, 5.0]),
+        ([11, 10, 9, 8], [0.7, 0.1, 0.9, 0.3]),
+        ([4, 5, 6], [2.0, 3.0, 1.0]),
+        ([0, 11], [0.9, 0.8]),
+    ]
+    expected = [  # (positions with target 1, positions with target 0)
+        ({2, 7, 4}, {1, 5, 3}),      # k = 3
+        ({11, 3}, {5, 10}),          # k = round(2.1) = 2
+        ({8, 6}, {0, 2}),            # k = round(1.5) = 2 = 5 // 2
+        ({9}, {10}),                 # k = round(1.2) = 1
+        ({5}, {6}),                  # k = round(0.9) = 1
+        ({0}, {11}),                 # k = 1
+    ]
+    picked = torch.zeros(len(per_sample), L, dtype=torch.bool)
+    grid = torch.zeros(len(per_sample), L)
+    for b, (pos, loss) in enumerate(per_sample):
+        picked[b, pos] = True
+        grid[b, pos] = torch.tensor(loss)
+    labelled, target = s.masker_targets(picked, grid[picked])  # row-major order, as documented
+    for b, (top, bottom) in enumerate(expected):
+        assert set(labelled[b].nonzero().flatten().tolist()) == top | bottom, f"sample {b}"
+        assert set((target[b] * labelled[b]).nonzero().flatten().tolist()) == top, f"sample {b}"
+    assert not (labelled & ~picked).any() and not (target.bool() & ~labelled).any()
+
+
+class _Capture(torch.nn.Module):
+    """Wraps a model; keeps the masker logits of the grad-enabled call with their gradient."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+        self.masker_logits = None
+
+    def forward(self, *args, **kw):
+        out = self.module(*args, **kw)
+        if torch.is_grad_enabled() and "masker_logits" in out:
+            out["masker_logits"].retain_grad()
+            self.masker_logits = out["masker_logits"]
+        return out
+
+
+def test_one_bce_step_moves_high_loss_scores_up_and_low_loss_scores_down(monkeypatch, one_torch_thread):
+    """In the adversarial loss, d loss / d masker logit is < 0 for the high-loss picks (target 1),
+    > 0 for the low-loss picks (target 0) and 0 elsewhere; one SGD step on the masker head
+    raises the mean clean score of the high-loss picks and lowers that of the low-loss picks
+    (per sample: the high-loss picks gain more than the low-loss ones)."""
+    m = tiny(3).eval()
+    s = make_strategy("adversarial", freeze=False)  # masker_grad='head': only the BCE reaches the head
+    seen = {}
+    orig = s.masker_targets
+
+    def spy(picked, token_loss):
+        labelled, target = orig(picked, token_loss)
+        seen.update(picked=picked, loss=token_loss, labelled=labelled, target=target)
+        return labelled, target
+
+    monkeypatch.setattr(s, "masker_targets", spy)
+    batch = make_batch(B=6, L=40, lengths=[40, 37, 33, 30, 26, 21], seed=2)
+    am = batch["attention_mask"]
+    before = s.clean_scores(m, batch)["masker_logits"].clone()
+    cap = _Capture(m)
+    loss, _ = s.loss(cap, batch, {"generator": torch.Generator().manual_seed(0)})
+    loss.backward()
+    labelled, target, grad = seen["labelled"], seen["target"], cap.masker_logits.grad
+    top, bottom = labelled & (target == 1), labelled & (target == 0)
+    assert top.sum(1).min() >= 1 and bottom.sum(1).min() >= 1  # every sample has labels
+    # the targets follow the recovery loss: every top pick lost more than every bottom pick
+    lgrid = torch.zeros(am.shape)
+    lgrid[seen["picked"]] = seen["loss"]
+    for b in range(am.shape[0]):
+        assert lgrid[b][top[b]].min() > lgrid[b][bottom[b]].max(), f"sample {b}"
+    assert (grad[top] < 0).all() and (grad[bottom] > 0).all() and (grad[~labelled] == 0).all()
+    # one plain gradient step on the masker head alone
+    with torch.no_grad():
+        for p in m.masker_head.parameters():
+            p -= 0.1 * p.grad
+    after = s.clean_scores(m, batch)["masker_logits"]
+    delta = after - before
+    # measured (AVX-512): +0.013 / -0.045 over the batch (passes on AVX2 and default kernels too);
+    # per sample the top picks gain at least 0.0075 more than the bottom picks
+    assert delta[top].mean() > 0.005 and delta[bottom].mean() < -0.005
+    for b in range(am.shape[0]):
+        assert delta[b][top[b]].mean() - delta[b][bottom[b]].mean() > 1e-3, f"sample {b}"
+
+
 def test_loss_feeds_detached_per_token_recovery_loss_to_targets(monkeypatch):
     m = tiny().eval()
     s = make_strategy("adversarial", freeze=False)
@@ -369,45 +462,83 @@ def test_sample_masks_do_not_depend_on_the_batch(name, kw):
 # ---------------------------------------------------------------- behaviour
 
 def _parity_batch(g: torch.Generator, B: int = 32, L: int = 32):
-    """Toy pieces: notes at odd steps have a random pitch (not inferable from context),
-    notes at even steps follow a scale (inferable). The phase varies per sample, so the
-    masker must read the content (the position attribute), not the absolute index."""
-    off = torch.randint(0, 16, (B, 1), generator=g)
+    """Toy pieces: notes at odd steps have a random pitch (unpredictable), notes at even
+    steps all have pitch 20 (predictable). The phase (position attribute) shifts by an even
+    number of steps per sample, so the recoverer can tell a masked even slot from an odd one
+    by its index alone and the even notes become predictable within a few dozen steps; the
+    masker can read the parity from the content (position, pitch) or the index."""
+    off = torch.randint(0, 8, (B, 1), generator=g) * 2
     idx = torch.arange(L)[None] + off
     pos = idx % 16 + N_SPECIAL
     bar = torch.where(pos == N_SPECIAL, 3, 2)
-    scale = 2 + torch.randint(0, 10, (B, 1), generator=g) + (idx % 8) * 2
     odd = idx % 2 == 1
-    pitch = torch.where(odd, torch.randint(2, 40, (B, L), generator=g), scale)
+    pitch = torch.where(odd, torch.randint(2, 40, (B, L), generator=g), torch.full((B, L), 20))
     tokens = torch.stack([bar, pos, pitch, torch.full((B, L), 5)], -1)
     return {"tokens": tokens, "attention_mask": torch.ones(B, L, dtype=torch.bool)}, odd
 
 
-@pytest.mark.slow
-def test_adversarial_masker_learns_to_pick_unpredictable_tokens():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same numerics everywhere
-    try:
-        _learn_parity()
-    finally:
-        torch.set_num_threads(threads)
+class _RandomScoreMasker(AdversarialStrategy):
+    """Control: an adversarial strategy whose masker scores are random numbers."""
+
+    def clean_scores(self, model, batch):
+        out = super().clean_scores(model, batch)
+        return dict(out, masker_logits=torch.randn(out["masker_logits"].shape, generator=self._g))
+
+    def __init__(self, seed: int):
+        super().__init__(StrategyConfig(name="adversarial", freeze=False))
+        self._g = torch.Generator().manual_seed(seed)
 
 
-def _learn_parity():
-    torch.manual_seed(0)
-    m = MidiBert(ModelConfig.named("tiny", [6, 20, 40, 10], ATTRS, max_len=32, dropout=0.0))
-    s = make_strategy("adversarial", freeze=False)  # masker_grad='head'
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(0)
-    hard_share = []
-    for step in range(450):
+LEARN_SEEDS = (0, 1, 2, 3)
+LEARN_STEPS = 60  # every seed reaches 1.0 after 20 steps (AVX-512, AVX2, default kernels)
+
+
+def _hard_share(model, selector, seed: int, n_batches: int = 4) -> float:
+    """Share of odd (unpredictable) notes among the picks of ``selector`` on fresh batches."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    shares = []
+    for _ in range(n_batches):
         batch, odd = _parity_batch(g)
-        if step >= 350:
-            picked = s.select(m, batch, torch.Generator().manual_seed(step))
-            hard_share.append(odd[picked].float().mean().item())
-        loss, _ = s.loss(m, batch)
+        shares.append(odd[selector.select(model, batch)].float().mean().item())
+    return float(np.mean(shares))
+
+
+def _train_parity(seed: int, steps: int = LEARN_STEPS) -> MidiBert:
+    """Adversarial pre-training on the toy pieces. ``score_noise`` (exploration) keeps some
+    predictable notes among the picks, so the masker keeps getting informative targets."""
+    torch.manual_seed(seed)
+    m = MidiBert(ModelConfig.named("tiny", [6, 20, 40, 10], ATTRS, max_len=32, dropout=0.0))
+    s = make_strategy("adversarial", freeze=False, score_noise=1.0)  # masker_grad='head'
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        batch, _ = _parity_batch(g)
+        loss, _ = s.loss(m, batch, {"generator": torch.Generator().manual_seed(step)})
         loss.backward()
         opt.step()
         opt.zero_grad()
-    # random picking would give 0.5: the masker has found the tokens the recoverer cannot infer
-    assert np.mean(hard_share) > 0.9
+    return m
+
+
+def _beats_chance(shares: list[float]) -> bool:
+    """The learning check: chance (random picking) is 0.5; every seed must reach 0.8 and
+    the mean over seeds 0.9."""
+    return min(shares) >= 0.8 and float(np.mean(shares)) >= 0.9
+
+
+@pytest.mark.slow
+def test_adversarial_masker_learns_to_pick_unpredictable_tokens(one_torch_thread):
+    learned, untrained, random_scores = [], [], []
+    for seed in LEARN_SEEDS:
+        untrained.append(_hard_share(_train_parity(seed, steps=0), make_strategy("adversarial", freeze=False), seed))
+        m = _train_parity(seed)
+        # picks of the trained masker, noise-free
+        learned.append(_hard_share(m, make_strategy("adversarial", freeze=False), seed))
+        # the same check with a masker that scores at random (same model, same batches)
+        random_scores.append(_hard_share(m, _RandomScoreMasker(seed), seed))
+    print("hard share per seed: learned", np.round(learned, 3), "untrained", np.round(untrained, 3),
+          "random scores", np.round(random_scores, 3))
+    assert _beats_chance(learned), learned
+    assert not _beats_chance(random_scores), random_scores
+    assert all(abs(r - 0.5) < 0.1 for r in random_scores), random_scores
+    assert not _beats_chance(untrained), untrained
