@@ -669,11 +669,12 @@ def cmd_explain(args) -> int:
     from .finetune import FINETUNED_FORMAT
 
     where = Path(args.model)
-    if MidiBert.read_checkpoint_config(where).get("format") == FINETUNED_FORMAT:
+    meta = MidiBert.read_checkpoint_config(where)
+    if meta.get("format") == FINETUNED_FORMAT:
         raise SMUInputError(where, "is a fine-tuned model; explain needs a pre-trained one (its masker and "
                                    "attribute heads), e.g. the folder given to finetune --from")
+    tokenizer = _model_tokenizer(meta, where)
     model = MidiBert.from_pretrained(where)
-    tokenizer = _model_tokenizer(model.checkpoint_info, where)
     piece = tokenizer.read(args.piece)
     print(f"explaining {len(piece.pitch)} notes of {args.piece} ...", file=sys.stderr)
     df = explain_piece(model.eval(), tokenizer, piece, ratio=args.ratio, top_k=args.top_k, seed=args.seed)
