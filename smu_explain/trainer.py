@@ -581,6 +581,8 @@ class ProgressFile(Callback):
         if self._f is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._f = open(self.path, "a", encoding="utf-8")
+            if _ends_mid_line(self.path):  # a torn or foreign last line: start a fresh one
+                self._f.write("\n")
         rec = {"event": event, "time": time.time(), "wall_s": round(time.time() - self.t0, 3)}
         rec.update(fields_)
         self._f.write(json.dumps(rec, default=_json_plain) + "\n")
@@ -638,6 +640,18 @@ class ProgressFile(Callback):
         if self._f is not None:
             self._f.close()
             self._f = None
+
+
+def _ends_mid_line(path: Path) -> bool:
+    """True when the regular file ``path`` is not empty and does not end with a newline."""
+    try:
+        with open(path, "rb") as f:
+            if not os.fstat(f.fileno()).st_size or not os.path.isfile(path):
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
 
 
 def _json_plain(o: Any) -> Any:
