@@ -103,7 +103,7 @@ def make_fixtures(root: Path) -> dict[str, Path]:
     f["lr_str"] = root / "lr_str.json"
     f["lr_str"].write_text(json.dumps({"size": "tiny", "train": {"lr": "fast"}}))
     f["steps_str"] = root / "steps_str.json"
-    f["steps_str"].write_text(json.dumps({"size": "tiny", "train": {"steps": "many"}}))
+    f["steps_str"].write_text(json.dumps({"size": "tiny", "train": {"warmup_steps": "many"}}))
     f["model_layers_float"] = root / "model_layers_float.json"
     f["model_layers_float"].write_text(json.dumps({"size": "tiny", "model": {"n_layers": 2.5}}))
 
@@ -168,7 +168,7 @@ def cases(f: dict[str, Path], tmp: Path):
          lambda r: r.returncode == 2 and "pickle weights" in r.stderr),
         ("run config lr string", pre + ["--data", str(f["good"]), "--out", str(tmp / "o_lr"),
                                         "--config", str(f["lr_str"])], "error"),
-        ("run config steps string", pre + ["--data", str(f["good"]), "--out", str(tmp / "o_st"),
+        ("run config warmup_steps string", pre + ["--data", str(f["good"]), "--out", str(tmp / "o_st"),
                                            "--config", str(f["steps_str"])], "error"),
         ("run config n_layers 2.5", pre + ["--data", str(f["good"]), "--out", str(tmp / "o_nl"),
                                            "--config", str(f["model_layers_float"])], "error"),
