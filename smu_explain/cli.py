@@ -17,6 +17,10 @@ Rules:
   command-line flags win over the file.
 - ``--resume`` continues the run in ``--out`` exactly (model, tokenizer and strategy
   settings are read back from that folder; ``--steps`` may extend it).
+- ``pretrain`` / ``finetune`` hold an exclusive lock on ``--out`` (``OUT/.smu.lock``):
+  a second run on the same folder is refused. ``--progress`` must be a regular file.
+- Numeric flags are range-checked (``check_flags``); any OSError (disk full, ...) is one
+  ``error:`` line with exit 2, like ``SMUWriteError``.
 """
 
 from __future__ import annotations

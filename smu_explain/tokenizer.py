@@ -19,6 +19,12 @@ Reading (:func:`read_piece`)
       resolution outside ``1..MAX_TICKS_PER_QUARTER`` (30000) ticks per quarter, a
       piece longer than ``MAX_PIECE_QUARTERS`` quarters, no notes, only drum notes,
       no notes in the pitch range, any error inside symusic or music21.
+    * Scores: MusicXML numbers music21 would loop over (``<fifths>``, ``<beats>``,
+      ``<repeat times>``, ...) are checked against sane bounds before music21 runs
+      (:func:`check_score_xml`), a .mxl must be a zip holding a score, and the music21
+      conversion is bounded by ``SCORE_PARSE_TIMEOUT_S`` with its warnings silenced.
+      Grace notes are removed (``Piece.dropped["grace_notes"]``); repeats are expanded
+      as music21 does, and ``Piece.stats`` says ``notes_written`` and ``repeat_notes_added``.
     * Drums (symusic ``is_drum`` tracks, i.e. MIDI channel 10) are excluded. Notes
       outside ``[pitch_min, pitch_max]`` are dropped. Both are counted by reason in
       ``Piece.dropped``. All other tracks are merged; every note keeps ``track``
