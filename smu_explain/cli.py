@@ -17,6 +17,10 @@ Rules:
   command-line flags win over the file.
 - ``--resume`` continues the run in ``--out`` exactly (model, tokenizer and strategy
   settings are read back from that folder; ``--steps`` may extend it).
+- ``pretrain`` / ``finetune`` hold an exclusive lock on ``--out`` (``OUT/.smu.lock``):
+  a second run on the same folder is refused. ``--progress`` must be a regular file.
+- Numeric flags are range-checked (``check_flags``); any OSError (disk full, ...) is one
+  ``error:`` line with exit 2, like ``SMUWriteError``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import argparse
 import json
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,6 +39,7 @@ SIZES = ("tiny", "small", "base")
 FINETUNE_TASKS = ("melody", "velocity", "composer", "emotion", "folder")
 MUSIC_SUFFIXES = (".mid", ".midi", ".kar", ".smf", ".xml", ".musicxml", ".mxl", ".krn", ".abc")
 EXIT_INPUT, EXIT_TRAINING, EXIT_SIGTERM, EXIT_SIGINT = 2, 1, 143, 130
+LOCK_NAME = ".smu.lock"
 
 
 class _Cancelled(BaseException):
@@ -206,12 +212,72 @@ def _fail_status(progress_path: Path | None, status: str, message: str) -> None:
         return
     from .trainer import read_progress, ProgressFile
 
-    recs = read_progress(progress_path)
-    if recs and recs[-1].get("event") == "status":
-        return  # the trainer already wrote the final line
-    pf = ProgressFile(progress_path)
-    pf.write("status", status=status, message=message, step=0)
-    pf.close()
+    try:  # best effort: never hide the error being reported
+        recs = read_progress(progress_path)
+        if recs and recs[-1].get("event") == "status":
+            return  # the trainer already wrote the final line
+        pf = ProgressFile(progress_path)
+        try:
+            pf.write("status", status=status, message=message, step=0)
+        finally:
+            pf.close()
+    except OSError:
+        pass
+
+
+def _check_progress_path(path: Path) -> None:
+    """A progress file must be a regular file (or not exist yet): refuse devices, FIFOs, folders."""
+    import stat
+
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise SMUInputError(path, f"--progress: cannot use this path ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SMUInputError(path, "--progress must be a regular file (not a folder, device or pipe)")
+
+
+@contextmanager
+def run_lock(out: Path):
+    """Hold an exclusive lock on the run folder ``out`` (``out/.smu.lock``, fcntl.flock).
+
+    A second ``smu pretrain``/``finetune`` on the same ``--out`` while one is running is
+    refused with ``SMUInputError`` instead of interleaving progress files and overwriting
+    the model. Under torchrun only rank 0 takes the lock. The lock file is left in place.
+    """
+    import fcntl
+    import os
+
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise SMUInputError(out, f"cannot use this output folder ({e.strerror or e})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = ""
+            try:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            except OSError:
+                pass
+            raise SMUInputError(out, "another smu run is writing to this folder"
+                                     + (f" (pid {holder})" if holder else "")
+                                     + "; wait for it to finish or choose another --out") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 # ============================================================================ pretrain
@@ -242,10 +308,16 @@ def add_pretrain_parser(sub) -> argparse.ArgumentParser:
 
 def cmd_pretrain(args) -> int:
     out = Path(args.out)
+    progress_path = Path(args.progress) if args.progress else out / "progress.jsonl"
+    _check_progress_path(progress_path)
+    with run_lock(out):
+        return _cmd_pretrain_locked(args, out, progress_path)
+
+
+def _cmd_pretrain_locked(args, out: Path, progress_path: Path) -> int:
     if not args.resume and (out / "checkpoint.pt").is_file():  # checked before touching any progress file
         raise SMUInputError(out, "already holds a training run (checkpoint.pt); use --resume to continue "
                                  "it or choose another --out")
-    progress_path = Path(args.progress) if args.progress else out / "progress.jsonl"
     previous = {s: signal.signal(s, _raise_cancelled) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         return _pretrain(args, out, progress_path)
@@ -266,7 +338,7 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
 
     from . import data
     from .masker import StrategyConfig, make_strategy
-    from .model import MidiBert, ModelConfig
+    from .model import MidiBert, ModelConfig, checkpoint_model_config, checkpoint_tokenizer
     from .trainer import Trainer, install_stop_signals
 
     run = resolve_run_config(args.config)
@@ -274,11 +346,10 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
         meta = MidiBert.read_checkpoint_config(out)
         if not (out / "checkpoint.pt").is_file():
             raise SMUCheckpointError(out, "no checkpoint.pt to resume from")
-        tok_cfg = meta.get("tokenizer")
-        if not isinstance(tok_cfg, dict):
+        if not isinstance(meta.get("tokenizer"), dict):
             raise SMUCheckpointError(out / "config.json", 'no "tokenizer" section; cannot resume')
-        tokenizer = _tokenizer_from_dict(tok_cfg, out / "config.json")
-        model_cfg = ModelConfig.from_dict(meta["model"])
+        model_cfg = checkpoint_model_config(meta, out / "config.json")
+        tokenizer = checkpoint_tokenizer(meta, out / "config.json")
         strat_cfg = dict(meta.get("strategy") or {})
         if strat_cfg.get("name", args.strategy) != args.strategy:
             raise SMUInputError(out, f"this run used --strategy {strat_cfg.get('name')}, not {args.strategy}")
@@ -428,13 +499,19 @@ def add_finetune_parser(sub) -> argparse.ArgumentParser:
 
 
 def _model_tokenizer(meta: dict[str, Any], where: Path):
-    tok = meta.get("tokenizer")
-    if not isinstance(tok, dict):
-        raise SMUCheckpointError(where / "config.json", 'no "tokenizer" section; cannot tokenize data for this model')
-    return _tokenizer_from_dict(tok, where / "config.json")
+    from .model import checkpoint_tokenizer
+
+    return checkpoint_tokenizer(meta, where / "config.json")
 
 
 def cmd_finetune(args) -> int:
+    progress = Path(args.progress) if args.progress else Path(args.out) / "progress.jsonl"
+    _check_progress_path(progress)
+    with run_lock(Path(args.out)):
+        return _cmd_finetune_locked(args)
+
+
+def _cmd_finetune_locked(args) -> int:
     from . import data
     from .finetune import build_model, finetune
     from .model import MidiBert
@@ -612,11 +689,12 @@ def cmd_explain(args) -> int:
     from .finetune import FINETUNED_FORMAT
 
     where = Path(args.model)
-    if MidiBert.read_checkpoint_config(where).get("format") == FINETUNED_FORMAT:
+    meta = MidiBert.read_checkpoint_config(where)
+    if meta.get("format") == FINETUNED_FORMAT:
         raise SMUInputError(where, "is a fine-tuned model; explain needs a pre-trained one (its masker and "
                                    "attribute heads), e.g. the folder given to finetune --from")
+    tokenizer = _model_tokenizer(meta, where)
     model = MidiBert.from_pretrained(where)
-    tokenizer = _model_tokenizer(model.checkpoint_info, where)
     piece = tokenizer.read(args.piece)
     print(f"explaining {len(piece.pitch)} notes of {args.piece} ...", file=sys.stderr)
     df = explain_piece(model.eval(), tokenizer, piece, ratio=args.ratio, top_k=args.top_k, seed=args.seed)
@@ -662,10 +740,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_flags(args) -> None:
+    """Range checks of the numeric flags argparse cannot express (SMUInputError naming the flag)."""
+    import math
+
+    def bad(flag: str, rule: str, v) -> SMUInputError:
+        return SMUInputError(flag, f"must be {rule}, got {v}")
+
+    v = getattr(args, "val_fraction", None)
+    if v is not None and not (math.isfinite(v) and 0 <= v < 1):
+        raise bad("--val-fraction", "in [0, 1)", v)
+    for flag, low in (("top_k", 1), ("rows", 0), ("limit", 1), ("batch_size", 1), ("patience", 1),
+                      ("max_len", 1), ("epochs", 1), ("steps", 1)):
+        v = getattr(args, flag, None)
+        if v is not None and v < low:
+            raise bad("--" + flag.replace("_", "-"), f">= {low}", v)
+    for flag, hi_open in (("ratio", False), ("mask_ratio", True)):
+        v = getattr(args, flag, None)
+        if v is not None and not (math.isfinite(v) and 0 <= v <= 1 and not (hi_open and v == 1)):
+            raise bad("--" + flag.replace("_", "-"), "in [0, 1)" if hi_open else "in [0, 1]", v)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_flags(args)
         return int(args.func(args) or 0)
     except SMUInputError as e:  # includes SMUCheckpointError
         print(f"error: {e}", file=sys.stderr)
@@ -673,7 +773,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SMUTrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_TRAINING
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+    except OSError as e:  # missing files, permissions, a full disk ...
         print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:

@@ -758,10 +758,28 @@ def config_hash(tokenizer: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def read_route(ref: PieceRef) -> str:
+    """How ``read_ref`` reads this file: 'midi', the score extension ('.xml', '.abc', ...),
+    'retimed' (ASAP performance + beat annotations), or '' for an unsupported extension.
+
+    Part of the cache key, so a cache hit is always the result of a fresh read of the same
+    bytes by the same route: bytes cached as a valid '.abc' are not served for a '.mid'."""
+    from .tokenizer import MIDI_EXTENSIONS, SCORE_EXTENSIONS
+
+    if ref.annotations is not None:
+        return "retimed"
+    ext = Path(ref.path).suffix.lower()
+    if ext in MIDI_EXTENSIONS:
+        return "midi"
+    return ext if ext in SCORE_EXTENSIONS else ""
+
+
 def content_hash(ref: PieceRef) -> str:
-    """SHA-256 of the MIDI bytes (plus the annotation bytes when the file is re-timed)."""
+    """SHA-256 of the file bytes (plus the annotation bytes when the file is re-timed)
+    and of the reading route (:func:`read_route`)."""
     try:
         h = _sha256_file(Path(ref.path))
+        h.update(b"\0route\0" + read_route(ref).encode())
         if ref.annotations is not None:
             h.update(b"\0annotations\0")
             _sha256_file(Path(ref.annotations), h)
@@ -823,7 +841,9 @@ def _atomic_replace(path: Path, mode: str, write: Callable[[Any], None]) -> None
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             write(fh)
-        os.chmod(tmp, 0o644)
+        from .trainer import default_file_mode
+
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0o600; follow the umask like open()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -875,6 +895,10 @@ def _encode_arrays(ref: PieceRef, tokenizer: Any) -> dict[str, np.ndarray]:
         "velocity": np.asarray(piece.velocity, dtype=np.int16),
         "track": np.asarray(piece.track, dtype=np.int32),
         "track_names": np.asarray([str(n) for n in piece.track_names] or [""], dtype=np.str_),
+        # what reading did besides keeping notes (dropped by reason, notes added by repeats)
+        "read_info": np.asarray(json.dumps(
+            {**{f"dropped_{k}": int(v) for k, v in piece.dropped.items()},
+             "repeat_notes_added": int(piece.stats.get("repeat_notes_added", 0))})),
     }
 
 
@@ -896,6 +920,7 @@ class EncodedPiece:
     first_rows: np.ndarray  # (W, A) int64
     note_labels: np.ndarray | None = None  # (N,) for note tasks
     label: int | None = None  # sequence label
+    read_info: dict[str, int] = field(default_factory=dict)  # dropped_<reason>, repeat_notes_added
 
     @property
     def n_notes(self) -> int:
@@ -930,8 +955,12 @@ def encode_ref(ref: PieceRef, tokenizer: Any, task: str = "pretrain",
     arrays = None
     cpath = None
     if cache is not None and cache.enabled:
+        if not read_route(ref):  # the checks of a fresh read come first (same refusal)
+            read_ref(ref, tokenizer)
         cpath = cache.path_for(ref, tokenizer)
         arrays = cache.load(cpath)
+        if arrays is not None and "read_info" not in arrays:  # an entry of an older layout: re-read
+            arrays = None
         if arrays is not None:
             cache.hits += 1
     if arrays is None:
@@ -946,7 +975,15 @@ def encode_ref(ref: PieceRef, tokenizer: Any, task: str = "pretrain",
         note_labels = NOTE_LABELERS[task](_NoteInfo(arrays), ref.path)
     return EncodedPiece(ref.name, ref.group, ref.source, str(ref.path), arrays["tokens"].astype(np.int64),
                         arrays["win_spans"].astype(np.int64), arrays["win_first"].astype(np.int64),
-                        note_labels, ref.label)
+                        note_labels, ref.label, read_info=_read_info(arrays))
+
+
+def _read_info(arrays: Mapping[str, np.ndarray]) -> dict[str, int]:
+    try:
+        info = json.loads(str(arrays["read_info"]))
+        return {str(k): int(v) for k, v in info.items()} if isinstance(info, dict) else {}
+    except (KeyError, ValueError, TypeError):
+        return {}
 
 
 def check_tokenizer_for_task(tokenizer: Any, task: str) -> None:
@@ -1113,8 +1150,13 @@ class BuiltTask:
     def summary(self) -> dict[str, Any]:
         per = {}
         for s, ds in self.datasets.items():
+            read: dict[str, int] = {}
+            for p in ds.pieces:
+                for k, v in p.read_info.items():
+                    read[k] = read.get(k, 0) + int(v)
             per[s] = {"pieces": len(ds.pieces), "windows": len(ds),
                       "notes": int(sum(p.n_notes for p in ds.pieces)),
+                      "read": {k: v for k, v in sorted(read.items()) if v},
                       "tokens": int(sum(int((p.spans[:, 1] - p.spans[:, 0]).sum()) for p in ds.pieces)),
                       "groups": len({p.group for p in ds.pieces})}
             if self.task.classes:
@@ -1311,6 +1353,10 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         raise SystemExit(f"smu tokenize: {e}") from None
     cache = TokenCache(args.cache_dir, enabled=not args.no_cache)
     built = build_datasets(task, tok, cache, progress=True, seed=args.seed, limit=args.limit)
+    if not any(len(ds.pieces) for ds in built.datasets.values()):
+        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in built.skipped[:3])
+        raise SMUInputError(args.path or data_root(), f"no usable file: all {len(built.skipped)} file(s) were "
+                                                      f"skipped ({reasons or 'no files'}); nothing written")
     out = save_tokenized(built, tok, args.out, extra={"data_path": str(args.path or data_root()),
                                                       "seed": args.seed})
     summ = built.summary()
@@ -1325,6 +1371,16 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         print(line)
     print(f"total: {pieces} pieces, {notes} notes, {tokens} tokens (in windows); "
           f"cache {cache.hits} hits, {cache.misses} misses")
+    read: dict[str, int] = {}
+    for v in summ.values():
+        for k, n in v.get("read", {}).items():
+            read[k] = read.get(k, 0) + n
+    if read:
+        said = [f"{n} {k[len('dropped_'):].replace('_', ' ')} dropped" for k, n in read.items()
+                if k.startswith("dropped_")]
+        if read.get("repeat_notes_added"):
+            said.append(f"{read['repeat_notes_added']} notes added by expanding repeats")
+        print("reading: " + ", ".join(said))
     print(f"skipped {len(built.skipped)} file(s)" + (":" if built.skipped else ""))
     for path, reason in built.skipped:
         print(f"  {path}: {reason}")

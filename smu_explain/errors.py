@@ -19,3 +19,8 @@ class SMUCheckpointError(SMUInputError):
 
 class SMUTrainingError(RuntimeError):
     """Training cannot go on (NaN/inf loss, ...); the last good checkpoint is kept."""
+
+
+class SMUWriteError(SMUInputError):
+    """An output could not be written (disk full, read-only folder, ...); the previous
+    version of the file is left as it was."""

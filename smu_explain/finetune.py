@@ -50,9 +50,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import SMUCheckpointError, SMUInputError
-from .model import CONFIG_NAME, WEIGHTS_NAME, MidiBert, ModelConfig
+from .model import (
+    CONFIG_NAME, WEIGHTS_NAME, MidiBert, ModelConfig, check_weights_header, checkpoint_model_config,
+)
 from .trainer import (
-    Callback, EarlyStopping, Trainer, TrainConfig, atomic_write_text, sample_generator,
+    Callback, EarlyStopping, Trainer, TrainConfig, atomic_write_text, default_file_mode, sample_generator,
 )
 
 try:
@@ -187,6 +189,7 @@ class FineTuneModel(nn.Module):
         tmp = directory / f".{WEIGHTS_NAME}.tmp{os.getpid()}"
         try:
             save_file(state, str(tmp), metadata={"format": FINETUNED_FORMAT})
+            os.chmod(tmp, default_file_mode())  # safetensors writes 0o600
             os.replace(tmp, directory / WEIGHTS_NAME)
         finally:
             if tmp.exists():
@@ -208,14 +211,22 @@ class FineTuneModel(nn.Module):
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
             raise SMUCheckpointError(directory, f"no {WEIGHTS_NAME} in the checkpoint folder")
+        config = checkpoint_model_config(meta, directory / CONFIG_NAME)
         try:
-            config = ModelConfig.from_dict(meta["model"])
             head = meta.get("head", {})
             info = {k: v for k, v in meta.items()
                     if k not in ("format", "format_version", "model", "task", "level", "classes", "head")}
-            model = cls(MidiBert(config), meta["task"], meta["classes"], head.get("head_hidden", 256),
-                        head.get("dropout", 0.1), head.get("pool_hops", 4), info=info)
-        except (KeyError, TypeError, ValueError) as e:
+
+            def build():
+                return cls(MidiBert(config), meta["task"], meta["classes"], head.get("head_hidden", 256),
+                           head.get("dropout", 0.1), head.get("pool_hops", 4), info=info)
+
+            # sizes checked against the weights file's header (meta device) before allocating
+            check_weights_header(weights, build)
+            model = build()
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            if isinstance(e, SMUCheckpointError):
+                raise
             raise SMUCheckpointError(directory / CONFIG_NAME, f"invalid fine-tuned config ({e})") from None
         try:
             state = load_file(str(weights), device="cpu")

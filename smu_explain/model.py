@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import shutil
 import tempfile
@@ -104,26 +105,7 @@ class ModelConfig:
     }
 
     def __post_init__(self) -> None:
-        self.vocab_sizes = [int(v) for v in self.vocab_sizes]
-        self.attributes = [str(a) for a in self.attributes]
-        if len(self.vocab_sizes) != len(self.attributes) or not self.attributes:
-            raise ValueError(
-                f"vocab_sizes ({len(self.vocab_sizes)}) and attributes ({len(self.attributes)}) "
-                "must be non-empty and of equal length")
-        if any(v < 3 for v in self.vocab_sizes):
-            raise ValueError(f"every vocabulary needs PAD, MASK and at least one value: {self.vocab_sizes}")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
-        if self.max_len < 1 or self.n_layers < 1:
-            raise ValueError("max_len and n_layers must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1): {self.dropout}")
-        if self.position not in self.POSITIONS:
-            raise ValueError(f"position must be one of {self.POSITIONS}, got {self.position!r}")
-        if self.init not in self.INITS:
-            raise ValueError(f"init must be one of {self.INITS}, got {self.init!r}")
-        if self.position == "rope" and self.head_dim % 2:
-            raise ValueError(f"rotary positions need an even head_dim, got {self.head_dim}")
+        _validate_model_config(self)
 
     @classmethod
     def named(cls, name: str, vocab_sizes: list[int], attributes: list[str], **overrides: Any) -> "ModelConfig":
@@ -155,6 +137,79 @@ class ModelConfig:
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
         return cls.from_dict(json.loads(text))
+
+
+# Upper bounds of a plausible config (far above "base"); anything beyond is refused before
+# a model is built, so a few bytes of config.json cannot ask for hundreds of GB.
+MAX_CONFIG = {"d_model": 16384, "n_layers": 256, "n_heads": 256, "d_ff": 65536, "emb_dim": 8192,
+              "max_len": 1 << 20, "masker_hidden": 16384, "vocab": 1 << 20}
+MAX_PARAMETERS = 4e9
+
+
+def _config_int(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` as an int in ``[low, high]`` (bools, floats and strings are refused)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        v = operator.index(value)  # int and numpy integers; not 4.5, "4" or True
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    if not low <= v <= high:
+        raise ValueError(f"{name} must be in {low}..{high}, got {v}")
+    return int(v)
+
+
+def _config_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _validate_model_config(c: "ModelConfig") -> None:
+    """Type and range checks of every ModelConfig field (ValueError naming the field)."""
+    if not isinstance(c.vocab_sizes, (list, tuple)) or not isinstance(c.attributes, (list, tuple)):
+        raise ValueError("vocab_sizes and attributes must be lists")
+    # every vocabulary needs PAD, MASK and at least one value
+    c.vocab_sizes = [_config_int("vocab_sizes[]", v, 3, MAX_CONFIG["vocab"]) for v in c.vocab_sizes]
+    if not all(isinstance(a, str) for a in c.attributes):
+        raise ValueError(f"attributes must be strings, got {c.attributes!r}")
+    c.attributes = [str(a) for a in c.attributes]
+    if len(c.vocab_sizes) != len(c.attributes) or not c.attributes:
+        raise ValueError(
+            f"vocab_sizes ({len(c.vocab_sizes)}) and attributes ({len(c.attributes)}) "
+            "must be non-empty and of equal length")
+    for name in ("d_model", "n_layers", "n_heads", "d_ff", "emb_dim", "max_len", "masker_hidden"):
+        setattr(c, name, _config_int(name, getattr(c, name), 1, MAX_CONFIG[name]))
+    if c.d_model % c.n_heads:
+        raise ValueError(f"d_model={c.d_model} is not divisible by n_heads={c.n_heads}")
+    c.dropout = _config_float("dropout", c.dropout)
+    if not 0.0 <= c.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1): {c.dropout}")
+    c.layer_norm_eps = _config_float("layer_norm_eps", c.layer_norm_eps)
+    if not 0.0 < c.layer_norm_eps < 1.0:
+        raise ValueError(f"layer_norm_eps must be in (0, 1): {c.layer_norm_eps}")
+    if c.position not in c.POSITIONS:
+        raise ValueError(f"position must be one of {c.POSITIONS}, got {c.position!r}")
+    if c.init not in c.INITS:
+        raise ValueError(f"init must be one of {c.INITS}, got {c.init!r}")
+    c.rope_base = _config_float("rope_base", c.rope_base)
+    if not 1.0 < c.rope_base < 1e9:
+        raise ValueError(f"rope_base must be in (1, 1e9): {c.rope_base}")
+    if c.position == "rope" and (c.d_model // c.n_heads) % 2:
+        raise ValueError(f"rotary positions need an even head_dim, got {c.d_model // c.n_heads}")
+    n = _estimated_parameters(c)
+    if n > MAX_PARAMETERS:
+        raise ValueError(f"about {n:.3g} parameters (d_model={c.d_model}, n_layers={c.n_layers}, d_ff={c.d_ff}, "
+                         f"max_len={c.max_len}) is implausibly large (> {MAX_PARAMETERS:.0e})")
+
+
+def _estimated_parameters(c: "ModelConfig") -> int:
+    """Rough parameter count of ``MidiBert(c)`` (embeddings, blocks, heads), without building it."""
+    a = len(c.vocab_sizes)
+    emb = sum(c.vocab_sizes) * c.emb_dim + a * c.emb_dim * c.d_model + c.max_len * c.d_model
+    block = 4 * c.d_model * c.d_model + 2 * c.d_model * c.d_ff
+    heads = sum(c.vocab_sizes) * c.d_model + c.d_model * c.masker_hidden
+    return int(emb + c.n_layers * block + heads)
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -442,10 +497,16 @@ class MidiBert(nn.Module):
             raise SMUCheckpointError(directory, "checkpoint folder not found")
         cfg_path = directory / CONFIG_NAME
         if not cfg_path.is_file():
+            if not (directory / WEIGHTS_NAME).is_file():
+                _refuse_pickles(directory)
             raise SMUCheckpointError(directory, f"no {CONFIG_NAME} in the checkpoint folder")
         try:
+            if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
+                raise SMUCheckpointError(cfg_path, f"config.json is larger than {MAX_CONFIG_BYTES} bytes")
             meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except OSError as e:
+            raise SMUCheckpointError(cfg_path, f"cannot read config.json ({e.strerror or e})") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise SMUCheckpointError(cfg_path, f"config.json is not valid JSON ({e})") from None
         if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
             raise SMUCheckpointError(cfg_path, 'config.json has no "model" section; not a smu_explain checkpoint')
@@ -465,19 +526,12 @@ class MidiBert(nn.Module):
             raise SMUCheckpointError(directory, "checkpoint folder not found")
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
-            pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
-            if pickles:
-                raise SMUCheckpointError(
-                    directory,
-                    f"holds pickle weights ({', '.join(pickles)}) and no {WEIGHTS_NAME}; pickle files can run "
-                    "arbitrary code when loaded, so smu_explain refuses them. Convert them to safetensors "
-                    "in a trusted environment, or re-train/re-save with smu_explain.")
+            _refuse_pickles(directory)
             raise SMUCheckpointError(directory, f"no {WEIGHTS_NAME} in the checkpoint folder")
         meta = cls.read_checkpoint_config(directory)
-        try:
-            config = ModelConfig.from_dict(meta["model"])
-        except (TypeError, ValueError) as e:
-            raise SMUCheckpointError(directory / CONFIG_NAME, f"invalid model config: {e}") from None
+        config = checkpoint_model_config(meta, directory / CONFIG_NAME)
+        # Sizes are checked against the weights file's header before anything is allocated.
+        check_weights_header(weights, lambda: cls(config))
 
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -487,28 +541,101 @@ class MidiBert(nn.Module):
             raise SMUCheckpointError(weights, f"corrupt or unreadable safetensors file ({e})") from None
 
         model = cls(config)
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"missing tensors {_few(missing)}")
-            if unexpected:
-                parts.append(f"unexpected tensors {_few(unexpected)}")
-            raise SMUCheckpointError(weights, "weights do not match config.json: " + "; ".join(parts))
-        bad = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-               if tuple(state[k].shape) != tuple(v.shape)]
-        if bad:
-            raise SMUCheckpointError(weights, f"tensor shapes do not match config.json: {_few(bad)}")
-        if any(not state[k].is_floating_point() for k in expected):
-            raise SMUCheckpointError(weights, "weights must be floating point tensors")
         model.load_state_dict(state, strict=True)
         model.checkpoint_info = {k: v for k, v in meta.items() if k != "model"}
         return model.to(map_location)
 
 
 # ----------------------------------------------------------------------------- helpers
+
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
+def _refuse_pickles(directory: Path) -> None:
+    """SMUCheckpointError if ``directory`` holds pickle weights (never opened)."""
+    try:
+        pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    except OSError:
+        return
+    if pickles:
+        raise SMUCheckpointError(
+            directory,
+            f"holds pickle weights ({', '.join(pickles)}) and no {WEIGHTS_NAME}; pickle files can run "
+            "arbitrary code when loaded, so smu_explain refuses them. Convert them to safetensors "
+            "in a trusted environment, or re-train/re-save with smu_explain.")
+
+
+def checkpoint_model_config(meta: dict[str, Any], where: str | os.PathLike) -> ModelConfig:
+    """The ``ModelConfig`` of a checkpoint's config.json; ``SMUCheckpointError`` naming ``where``."""
+    try:
+        return ModelConfig.from_dict(meta["model"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise SMUCheckpointError(where, f"invalid model config: {e}") from None
+
+
+def checkpoint_tokenizer(meta: dict[str, Any], where: str | os.PathLike):
+    """The ``Tokenizer`` of a checkpoint's "tokenizer" section, checked against its model config.
+
+    ``SMUCheckpointError`` naming ``where`` when the section is missing or invalid, or its
+    attributes / vocabularies / window length do not fit the model.
+    """
+    from .tokenizer import Tokenizer, TokenizerConfig
+
+    config = checkpoint_model_config(meta, where)
+    tok = meta.get("tokenizer")
+    if not isinstance(tok, dict):
+        raise SMUCheckpointError(where, 'no "tokenizer" section; cannot tokenize data for this model')
+    try:
+        tokenizer = Tokenizer(TokenizerConfig.from_dict(tok))
+    except (TypeError, ValueError, KeyError) as e:
+        raise SMUCheckpointError(where, f"invalid tokenizer section: {e}") from None
+    attrs, vocab = list(tokenizer.attributes), [int(v) for v in tokenizer.vocab_sizes]
+    if attrs != config.attributes or vocab != config.vocab_sizes:
+        raise SMUCheckpointError(
+            where, f"the tokenizer section does not match the model: tokenizer attributes {attrs} with "
+                   f"vocabularies {vocab}, model {config.attributes} with {config.vocab_sizes}")
+    if tokenizer.config.max_len > config.max_len:
+        raise SMUCheckpointError(where, f"the tokenizer's windows ({tokenizer.config.max_len} tokens) are "
+                                        f"longer than the model's max_len ({config.max_len})")
+    return tokenizer
+
+
+def weights_header(weights: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{tensor name: (shape, dtype)} from a safetensors file's header; no tensor data is read."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            out = {}
+            for k in f.keys():
+                sl = f.get_slice(k)
+                out[k] = (tuple(int(d) for d in sl.get_shape()), str(sl.get_dtype()))
+            return out
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise SMUCheckpointError(weights, f"corrupt or unreadable safetensors file ({e})") from None
+
+
+def check_weights_header(weights: str | os.PathLike, build: Callable[[], nn.Module]) -> None:
+    """Compare the tensor names and shapes of ``weights`` with those of ``build()``, built on
+    the meta device (no memory allocated). ``SMUCheckpointError`` on any difference."""
+    header = weights_header(weights)
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+    missing = sorted(set(expected) - set(header))
+    unexpected = sorted(set(header) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected tensors {_few(unexpected)}")
+        raise SMUCheckpointError(weights, "weights do not match config.json: " + "; ".join(parts))
+    bad = [f"{k} {header[k][0]} != {v}" for k, v in expected.items() if header[k][0] != v]
+    if bad:
+        raise SMUCheckpointError(weights, f"tensor shapes do not match config.json: {_few(bad)}")
+    if any(not dt.startswith(("F", "BF")) for _, dt in header.values()):
+        raise SMUCheckpointError(weights, "weights must be floating point tensors")
+
 
 def unwrap(model: nn.Module) -> MidiBert:
     """The MidiBert inside a DDP / torch.compile wrapper (or the model itself; any module

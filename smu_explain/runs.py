@@ -124,24 +124,58 @@ class RunInfo:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
+#: Progress files are read at most this far back from their end, and lines longer than
+#: this are skipped, so an endless or binary file cannot exhaust memory.
+JSONL_MAX_BYTES = 64 * 1024 * 1024
+JSONL_MAX_LINE = 1024 * 1024
+
+
+def read_jsonl(path: str | os.PathLike, max_bytes: int = JSONL_MAX_BYTES,
+               max_line: int = JSONL_MAX_LINE) -> list[dict]:
     """Parsed lines of a JSONL file; a missing file gives ``[]``.
 
-    A torn last line (the writer is mid-write) and any other line that is not
-    a JSON object are skipped.
+    Reading is bounded and incremental: only regular files are read (a device such as
+    /dev/zero or a FIFO gives ``[]``), at most the last ``max_bytes`` of the file, line
+    by line; a line longer than ``max_line`` bytes, a line that is not UTF-8, a torn last
+    line (the writer is mid-write) and any other line that is not a JSON object are skipped.
     """
+    import stat as _stat
+
     p = Path(path)
-    if not p.is_file():
+    try:
+        st = os.stat(p)
+        if not _stat.S_ISREG(st.st_mode):
+            return []
+        f = open(p, "rb")
+    except OSError:
         return []
     out = []
-    with open(p, "r", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
+    with f:
+        budget = max_bytes
+        if st.st_size > max_bytes:  # keep the tail: skip to the first line start in it
+            f.seek(st.st_size - max_bytes)
+            budget -= len(f.readline(max_bytes))
+        while budget > 0:
+            line = f.readline(min(max_line + 1, budget))
             if not line:
+                break
+            budget -= len(line)
+            if len(line) > max_line:  # overlong: skip the rest of it, within the budget
+                while budget > 0 and not line.endswith(b"\n"):
+                    line = f.readline(min(max_line + 1, budget))
+                    if not line:
+                        break
+                    budget -= len(line)
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
+                text = line.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                continue
+            if not text:
+                continue
+            try:
+                obj = json.loads(text)
+            except (json.JSONDecodeError, RecursionError):
                 continue
             if isinstance(obj, dict):
                 out.append(obj)

@@ -19,6 +19,12 @@ Reading (:func:`read_piece`)
       resolution outside ``1..MAX_TICKS_PER_QUARTER`` (30000) ticks per quarter, a
       piece longer than ``MAX_PIECE_QUARTERS`` quarters, no notes, only drum notes,
       no notes in the pitch range, any error inside symusic or music21.
+    * Scores: MusicXML numbers music21 would loop over (``<fifths>``, ``<beats>``,
+      ``<repeat times>``, ...) are checked against sane bounds before music21 runs
+      (:func:`check_score_xml`), a .mxl must be a zip holding a score, and the music21
+      conversion is bounded by ``SCORE_PARSE_TIMEOUT_S`` with its warnings silenced.
+      Grace notes are removed (``Piece.dropped["grace_notes"]``); repeats are expanded
+      as music21 does, and ``Piece.stats`` says ``notes_written`` and ``repeat_notes_added``.
     * Drums (symusic ``is_drum`` tracks, i.e. MIDI channel 10) are excluded. Notes
       outside ``[pitch_min, pitch_max]`` are dropped. Both are counted by reason in
       ``Piece.dropped``. All other tracks are merged; every note keeps ``track``
@@ -419,30 +425,170 @@ def _score_pickup_quarters(score) -> float:
     return bar - pad
 
 
-def _score_to_midi_bytes(data: bytes, path_str: str, source) -> tuple[bytes, float]:
+#: Wall-clock bound of one music21 parse + MIDI conversion (seconds); longer is refused.
+SCORE_PARSE_TIMEOUT_S = 120.0
+
+# Numeric MusicXML fields that music21 loops over (or that make no sense beyond these
+# bounds), checked before music21 sees the file: <fifths>99999999</fifths> loops once per
+# fifth, <beats>99999999</beats> once per beat, <repeat times="99999999"> once per repeat.
+_XML_ELEMENT_BOUNDS = {
+    "fifths": (-14, 14), "beats": (1, 256), "beat-type": (1, 256), "divisions": (1e-3, 1e6),
+    "octave": (-1, 10), "alter": (-4, 4), "key-alter": (-4, 4), "key-octave": (-1, 10),
+    "actual-notes": (1, 1000), "normal-notes": (1, 1000), "multiple-rest": (1, 10000),
+    "measure-repeat": (0, 1000), "beat-repeat": (0, 1000), "staves": (1, 64), "staff": (1, 64),
+    "chromatic": (-127, 127), "diatonic": (-100, 100), "octave-change": (-10, 10), "tremolo": (0, 8),
+    "duration": (0, 1e8),
+}
+_XML_ATTRIBUTE_BOUNDS = {"times": (0, 100)}  # <repeat times="N">
+_XML_ELEMENT_RE = None
+_XML_ATTRIBUTE_RE = None
+
+
+def check_score_xml(text: bytes, path_str: str) -> None:
+    """Refuse MusicXML whose numeric fields are out of sane bounds (see ``_XML_ELEMENT_BOUNDS``)
+    before music21 parses it (some make it loop for hours). Linear in the text size."""
+    import re
+
+    global _XML_ELEMENT_RE, _XML_ATTRIBUTE_RE
+    if _XML_ELEMENT_RE is None:
+        tags = "|".join(re.escape(t) for t in sorted(_XML_ELEMENT_BOUNDS, key=len, reverse=True))
+        _XML_ELEMENT_RE = re.compile(rb"<(" + tags.encode() + rb")(?:\s[^<>]*)?>\s*([^<]{0,64}?)\s*</\1\s*>")
+        _XML_ATTRIBUTE_RE = re.compile(rb"\s(times)\s*=\s*[\"']([^\"']{0,64})[\"']")
+    for rx, bounds, what in ((_XML_ELEMENT_RE, _XML_ELEMENT_BOUNDS, "<{}>"),
+                             (_XML_ATTRIBUTE_RE, _XML_ATTRIBUTE_BOUNDS, "{}=")):
+        for m in rx.finditer(text):
+            tag = m.group(1).decode()
+            lo, hi = bounds[tag]
+            for part in re.split(rb"[+,\s]+", m.group(2).strip()):  # "3+2" beats, "1, 2" endings
+                if not part:
+                    continue
+                try:
+                    v = float(part)
+                except ValueError:
+                    continue  # not a number: music21 reports it
+                if not (math.isfinite(v) and lo <= v <= hi):
+                    raise SMUInputError(path_str, f"implausible score: {what.format(tag)} {part.decode(errors='replace')} "
+                                                  f"(accepted {lo:g}..{hi:g}); refused before parsing")
+
+
+def _musicxml_payload(data: bytes, path_str: str, ext: str) -> bytes | None:
+    """The MusicXML text to check: the file itself, or the score(s) inside a .mxl (zip);
+    None for formats that are not MusicXML (.krn, .abc)."""
+    head = data[:512].lstrip()
+    if ext == ".mxl" or data[:2] == b"PK":
+        import io
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                members = [i for i in z.infolist() if not i.filename.startswith("META-INF/")
+                           and i.filename.lower().endswith((".xml", ".musicxml"))]
+                if not members:
+                    raise SMUInputError(path_str, "compressed MusicXML (.mxl) without a score inside")
+                if sum(i.file_size for i in members) > 4 * MAX_FILE_BYTES:
+                    raise SMUInputError(path_str, "compressed MusicXML (.mxl) expands to more than "
+                                                  f"{4 * MAX_FILE_BYTES} bytes")
+                return b"\n".join(z.read(i) for i in members)
+        except SMUInputError:
+            raise
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, RuntimeError) as e:
+            raise SMUInputError(path_str, f"not a valid compressed MusicXML (.mxl) file ({e})") from None
+    if ext in (".xml", ".musicxml") or head[:5] == b"<?xml" or head[:6] == b"<score":
+        return data
+    return None
+
+
+class _ScoreTimeout(Exception):
+    """Raised inside the music21 worker thread when it ran past SCORE_PARSE_TIMEOUT_S."""
+
+
+def _run_bounded(fn, timeout: float, path_str: str):
+    """``fn()`` in a worker thread, at most ``timeout`` seconds; then the thread is stopped
+    (an exception is raised inside it; music21's loops are Python code) and the score refused."""
+    import ctypes
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed back to the caller
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="smu-music21", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(t.ident), ctypes.py_object(_ScoreTimeout))
+        t.join(10)
+        raise SMUInputError(path_str, f"reading the score with music21 took longer than {timeout:g} s; refused")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _score_note_info(score) -> dict[str, Any]:
+    """Remove grace notes from ``score`` (music21's MIDI drops them, except after expanding
+    repeats, where it garbles them into long notes) and count: written notes (tied
+    continuations once), grace notes removed, and whether repeats are marked."""
+    written = grace = 0
+    for n in list(score.recurse().notes):
+        k = len(getattr(n, "pitches", ())) or 1
+        if n.duration.isGrace:
+            grace += k
+            site = n.activeSite
+            if site is not None:
+                site.remove(n)
+        elif n.tie is None or n.tie.type == "start":
+            written += k
+    repeats = bool(len(score.recurse().getElementsByClass("RepeatMark")))
+    return {"written": written, "grace": grace, "repeats": repeats}
+
+
+def _score_to_midi_bytes(data: bytes, path_str: str, source) -> tuple[bytes, float, dict[str, Any]]:
     """Convert a MusicXML/Humdrum/ABC score to MIDI bytes with music21.
 
-    Returns (MIDI bytes, pickup length in quarters or 0.0). music21's MIDI puts a
+    Returns (MIDI bytes, pickup length in quarters or 0.0, note info). music21's MIDI puts a
     pickup measure at tick 0 and loses its partial length; the reader restores it.
+    MusicXML numeric fields are checked first (``check_score_xml``), the conversion is
+    bounded by ``SCORE_PARSE_TIMEOUT_S`` and music21's warnings are not printed.
+    Note info: ``written`` notes, ``grace`` notes (music21's MIDI drops them) and
+    ``repeats`` (music21 expands repeats, so the MIDI may hold more notes than written).
     """
-    try:
+    ext = Path(str(source)).suffix.lower() if isinstance(source, (str, os.PathLike)) else ""
+    payload = _musicxml_payload(data, path_str, ext)
+    if payload is not None:
+        check_score_xml(payload, path_str)
+
+    def convert():
+        import contextlib
+        import io
+        import warnings
+
         import music21
         from music21.midi import translate
 
-        if isinstance(source, (str, os.PathLike)):
-            score = music21.converter.parse(str(source))
-        else:
-            score = music21.converter.parse(data)
-        pickup = _score_pickup_quarters(score)
-        mf = translate.music21ObjectToMidiFile(score)
-        out = mf.writestr()
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            if isinstance(source, (str, os.PathLike)):
+                score = music21.converter.parse(str(source))
+            else:
+                score = music21.converter.parse(data)
+            info = _score_note_info(score)
+            pickup = _score_pickup_quarters(score)
+            mf = translate.music21ObjectToMidiFile(score)
+            return mf.writestr(), pickup, info
+
+    try:
+        out, pickup, info = _run_bounded(convert, SCORE_PARSE_TIMEOUT_S, path_str)
     except SMUInputError:
         raise
     except Exception as e:  # music21 raises many unrelated types on bad input
         raise SMUInputError(path_str, f"cannot read score with music21: {type(e).__name__}: {e}") from e
     if not out:
         raise SMUInputError(path_str, "music21 produced no MIDI data")
-    return bytes(out), pickup
+    return bytes(out), pickup, info
 
 
 def _with_pickup(ts_events: list[tuple[float, int, int]], pickup_q: float) -> list[tuple[float, int, int]]:
@@ -576,8 +722,9 @@ def read_piece(source, name: str | None = None, *, config: "TokenizerConfig | No
     if name is None:
         name = Path(path_str).stem if isinstance(source, (str, os.PathLike)) else "piece"
     data, kind = _load_bytes(source, path_str)
+    score_info = None
     if kind == "score":
-        data, pickup_q = _score_to_midi_bytes(data, path_str, source)
+        data, pickup_q, score_info = _score_to_midi_bytes(data, path_str, source)
     else:
         pickup_q = 0.0
     tpq = validate_midi_bytes(data, path_str)
@@ -588,11 +735,17 @@ def read_piece(source, name: str | None = None, *, config: "TokenizerConfig | No
     except Exception as e:
         raise SMUInputError(path_str, f"unreadable MIDI: {type(e).__name__}: {e}") from e
     try:
-        return _piece_from_score(score, tpq, name, path_str, cfg, pickup_q)
+        piece = _piece_from_score(score, tpq, name, path_str, cfg, pickup_q)
     except SMUInputError:
         raise
     except Exception as e:  # noqa: BLE001 - odd content must surface as a typed input error
         raise SMUInputError(path_str, f"unusable MIDI content: {type(e).__name__}: {e}") from e
+    if score_info is not None:  # say what music21 did: grace notes dropped, repeats expanded
+        piece.dropped["grace_notes"] = int(score_info["grace"])
+        piece.stats["notes_written"] = int(score_info["written"])
+        piece.stats["repeat_notes_added"] = (max(0, piece.stats["notes_read"] - int(score_info["written"]))
+                                             if score_info["repeats"] else 0)
+    return piece
 
 
 def _piece_from_score(score, tpq: int, name: str, path_str: str, cfg: TokenizerConfig,

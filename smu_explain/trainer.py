@@ -59,7 +59,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import SMUCheckpointError, SMUInputError, SMUTrainingError
+from .errors import SMUCheckpointError, SMUInputError, SMUTrainingError, SMUWriteError
 
 CHECKPOINT_NAME = "checkpoint.pt"
 TRAIN_CONFIG_NAME = "train_config.json"
@@ -68,6 +68,13 @@ STATE_FORMAT = "smu_explain.train_state"
 STATE_VERSION = 1
 
 _MASK64 = (1 << 64) - 1
+
+# Checkpoint sanity (Trainer.checkpoint_problem): weights beyond this magnitude mean a
+# diverged run; a loss moving average this many times its lowest (after LOSS_MIN_STEPS
+# steps) means an exploding one. Such states are never written as checkpoints.
+WEIGHT_LIMIT = 1e4
+LOSS_EXPLODE_FACTOR = 10.0
+LOSS_MIN_STEPS = 10
 
 
 # ============================================================================ seeding
@@ -155,6 +162,36 @@ class TrainConfig:
         def bad(reason: str) -> SMUInputError:
             return SMUInputError("train config", reason)
 
+        def is_int(v) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+        def is_num(v) -> bool:
+            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+        for k in ("steps", "epochs", "eval_batch_size", "eval_batches"):
+            v = getattr(self, k)
+            if v is not None and not is_int(v):
+                raise bad(f"{k} must be an integer or null, got {v!r}")
+        for k in ("batch_size", "warmup_steps", "seed", "checkpoint_every", "eval_every", "log_every",
+                  "num_workers"):
+            if not is_int(getattr(self, k)):
+                raise bad(f"{k} must be an integer, got {getattr(self, k)!r}")
+        for k in ("lr", "weight_decay", "grad_clip", "min_lr_ratio"):
+            v = getattr(self, k)
+            if not is_num(v) or not math.isfinite(v):
+                raise bad(f"{k} must be a finite number, got {v!r}")
+        if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2 or \
+                not all(is_num(b) and 0 <= b < 1 for b in self.betas):
+            raise bad(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        for k in ("schedule", "device", "out_dir"):
+            if not isinstance(getattr(self, k), str):
+                raise bad(f"{k} must be a string, got {getattr(self, k)!r}")
+        if not isinstance(self.bf16, bool):
+            raise bad(f"bf16 must be true or false, got {self.bf16!r}")
+        if self.eval_batch_size is not None and self.eval_batch_size < 1:
+            raise bad(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        if self.eval_batches is not None and self.eval_batches < 1:
+            raise bad(f"eval_batches must be >= 1, got {self.eval_batches}")
         if self.steps is None and self.epochs is None:
             raise bad("set steps or epochs")
         if self.steps is not None and int(self.steps) < 1:
@@ -236,18 +273,44 @@ def resolve_device(name: str) -> torch.device:
 # ============================================================================ files
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
+    """Write ``text`` to ``path``: a regular file (or a new one) is replaced atomically
+    (temporary sibling, fsync, ``os.replace``); a symlink is followed (its target is
+    written, the link stays); a device, FIFO or other non-regular file is written through
+    (never replaced by a regular file). A failed write leaves the old file as it was."""
+    import stat as _stat
+
+    path = Path(os.path.realpath(path))  # follow symlinks: write their target, keep the link
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not _stat.S_ISREG(mode):
+        if _stat.S_ISDIR(mode):
+            raise IsADirectoryError(21, "is a folder, not a file", str(path))
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, _stat.S_IMODE(mode))  # keep the replaced file's permissions
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary sibling, fsync, then ``os.replace`` (never a half file)."""
+    """``torch.save`` to a temporary sibling, fsync, then ``os.replace`` (never a half file).
+
+    A failed write (disk full, ...) removes the temporary file, leaves ``path`` as it was
+    and raises ``SMUWriteError`` (torch reports a full disk as a RuntimeError of its zip
+    writer; both are turned into one clear error)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -257,9 +320,41 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        raise SMUWriteError(path, f"could not write the checkpoint ({_write_error_reason(e)}); "
+                                  "the previous checkpoint is kept") from None
     finally:
         if tmp.exists():
-            tmp.unlink()
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+def default_file_mode() -> int:
+    """0o666 minus the process umask: the mode ``open()`` gives a new file (e.g. 0o644).
+
+    Tools that create files privately (safetensors, mkstemp: 0o600) are chmod-ed to this."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)  # not thread-safe, hence the /proc way first
+    os.umask(old)
+    return 0o666 & ~old
+
+
+def _write_error_reason(e: BaseException) -> str:
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    ctx = e.__context__ or e.__cause__
+    if isinstance(ctx, OSError) and ctx.strerror:
+        return ctx.strerror
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return first[:200]
 
 
 def _encode_plain(obj: Any) -> Any:
@@ -486,6 +581,8 @@ class ProgressFile(Callback):
         if self._f is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._f = open(self.path, "a", encoding="utf-8")
+            if _ends_mid_line(self.path):  # a torn or foreign last line: start a fresh one
+                self._f.write("\n")
         rec = {"event": event, "time": time.time(), "wall_s": round(time.time() - self.t0, 3)}
         rec.update(fields_)
         self._f.write(json.dumps(rec, default=_json_plain) + "\n")
@@ -545,6 +642,18 @@ class ProgressFile(Callback):
             self._f = None
 
 
+def _ends_mid_line(path: Path) -> bool:
+    """True when the regular file ``path`` is not empty and does not end with a newline."""
+    try:
+        with open(path, "rb") as f:
+            if not os.fstat(f.fileno()).st_size or not os.path.isfile(path):
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
+
+
 def _json_plain(o: Any) -> Any:
     if isinstance(o, (np.generic,)):
         return o.item()
@@ -556,21 +665,12 @@ def _json_plain(o: Any) -> Any:
 
 
 def read_progress(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Parse a progress file; a half-written last line (the writer died mid-line) is skipped."""
-    out = []
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return out
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    """Parse a progress file, bounded and tolerant (see ``runs.read_jsonl``): a half-written
+    last line (the writer died mid-line), binary junk and overlong lines are skipped, and a
+    device or an endless file is never read into memory."""
+    from .runs import read_jsonl
+
+    return read_jsonl(path)
 
 
 class TqdmProgress(Callback):
@@ -677,6 +777,9 @@ class Trainer:
         self.last_metrics: dict[str, float] = {}
         self.last_checkpoint_step: int | None = None
         self._stop: tuple[str, str] | None = None  # (status, message)
+        self._loss_ema: float | None = None  # moving average of the training loss (sanity of checkpoints)
+        self._loss_best: float | None = None
+        self._loss_n = 0
         self._last_eval_step: int | None = None
         self.dist = DistInfo()
         self.device = torch.device("cpu")
@@ -841,8 +944,51 @@ class Trainer:
                              if isinstance(v, (int, float))},
         }
 
+    def checkpoint_problem(self) -> str | None:
+        """Why the current weights / loss are not worth keeping as a checkpoint, or None.
+
+        Not sane: a non-finite weight, a weight larger than ``WEIGHT_LIMIT`` in magnitude
+        (a diverging learning rate), or a loss (moving average) more than
+        ``LOSS_EXPLODE_FACTOR`` times (and more than 1.0 above) the lowest moving average of
+        this run so far (a loss near 0 that wobbles is not an explosion).
+        """
+        big = 0.0
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if not bool(torch.isfinite(p).all()):
+                    return f"non-finite values in the weights ({name})"
+                big = max(big, float(p.detach().abs().max())) if p.numel() else big
+        if big > WEIGHT_LIMIT:
+            return f"the weights have diverged (largest magnitude {big:.3g} > {WEIGHT_LIMIT:.0e})"
+        ema, best = self._loss_ema, self._loss_best
+        if ema is not None and best is not None and self._loss_n >= LOSS_MIN_STEPS and \
+                ema > LOSS_EXPLODE_FACTOR * best and ema - best > 1.0:
+            return (f"the loss is exploding (moving average {ema:.4g} > {LOSS_EXPLODE_FACTOR:g} x its lowest "
+                    f"{best:.4g})")
+        return None
+
+    def _track_loss(self, lval: float) -> None:
+        self._loss_n += 1
+        self._loss_ema = lval if self._loss_ema is None else 0.9 * self._loss_ema + 0.1 * lval
+        if self._loss_n >= LOSS_MIN_STEPS:
+            self._loss_best = self._loss_ema if self._loss_best is None else min(self._loss_best, self._loss_ema)
+
+    def _kept_message(self) -> str:
+        if self.last_checkpoint_step is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint (step {self.last_checkpoint_step}) is kept in {self.checkpoint_path()}"
+
     def save_checkpoint(self) -> Path:
-        """Write the training state (and the model folder, if the model can save itself)."""
+        """Write the training state (and the model folder, if the model can save itself).
+
+        Only sane states are kept (``checkpoint_problem``): otherwise ``SMUTrainingError``
+        names the step and the last good checkpoint, which stays as it was. A failed write
+        (disk full) raises ``SMUWriteError`` and leaves the previous checkpoint intact.
+        """
+        problem = self.checkpoint_problem()  # same answer on every rank (same weights, reduced loss)
+        if problem is not None:
+            raise SMUTrainingError(f"step {self.step}: {problem}; not saving this checkpoint, "
+                                   f"{self._kept_message()}")
         state = self.state_dict()  # collective (RNG gather) on every rank
         path = self.checkpoint_path()
         if self.dist.is_main:
@@ -851,7 +997,18 @@ class Trainer:
                 extra = {"training": {"step": self.step, "epoch": self.epoch,
                                       "objective": type(self.objective).__name__}}
                 extra.update(self.save_extra)
-                self.model.save_pretrained(self.out_dir, extra=extra)
+                try:
+                    self.model.save_pretrained(self.out_dir, extra=extra)
+                    weights = self.out_dir / "model.safetensors"
+                    if weights.is_file():  # safetensors creates it 0o600; other outputs follow the umask
+                        os.chmod(weights, default_file_mode())
+                except (OSError, RuntimeError) as e:
+                    raise SMUWriteError(self.out_dir, f"could not write the model files "
+                                                      f"({_write_error_reason(e)})") from None
+                except Exception as e:  # safetensors reports a full disk as SafetensorError
+                    if type(e).__name__ != "SafetensorError":
+                        raise
+                    raise SMUWriteError(self.out_dir, f"could not write the model files ({e})") from None
             self.last_checkpoint_step = self.step
             self._fire("on_checkpoint", path)
         self._barrier()
@@ -865,6 +1022,9 @@ class Trainer:
         except RuntimeError as e:
             raise SMUCheckpointError(src, f"model weights do not fit this model ({str(e).splitlines()[0]})") from None
         self.model.to(self.device)
+        problem = self.checkpoint_problem()
+        if problem is not None:
+            raise SMUCheckpointError(src, f"not a sane checkpoint to resume from: {problem}")
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -1034,6 +1194,7 @@ class Trainer:
                 lval = float(lval.item())
                 if not math.isfinite(lval):
                     raise SMUTrainingError(self._nan_message("loss", lval))
+                self._track_loss(lval)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if c.grad_clip > 0:
@@ -1085,9 +1246,7 @@ class Trainer:
         self._fire("on_epoch_end", finished)
 
     def _nan_message(self, what: str, value: float) -> str:
-        last = (f"the last good checkpoint (step {self.last_checkpoint_step}) is kept in {self.checkpoint_path()}"
-                if self.last_checkpoint_step is not None else "no checkpoint was written yet")
-        return f"non-finite {what} ({value}) at step {self.step + 1}; training stopped, {last}"
+        return f"non-finite {what} ({value}) at step {self.step + 1}; training stopped, {self._kept_message()}"
 
 
 class _DeviceLoader:
