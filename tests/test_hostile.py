@@ -100,7 +100,7 @@ BAD_MODEL = {
     "parameters huge": ({"d_model": 16384, "n_layers": 200, "n_heads": 16, "d_ff": 65536}, "implausibly large"),
     "eps string": ({"layer_norm_eps": "x"}, "layer_norm_eps"),
     "bool layers": ({"n_layers": True}, "n_layers"),
-    "in bounds, not the weights' sizes": ({"max_len": 4096}, "tensor shapes do not match"),
+    "in bounds, not the weights' sizes": ({"d_ff": 1000}, "tensor shapes do not match"),
     "more layers than the weights": ({"n_layers": 3}, "missing tensors"),
 }
 
@@ -118,7 +118,7 @@ def test_bad_model_config_is_a_checkpoint_error_before_allocating(case, model_di
 
 
 def test_sizes_are_checked_on_the_meta_device_not_allocated(model_dir, tmp_path, monkeypatch):
-    d = edited(model_dir, tmp_path / "m", lambda m: m["model"].update(max_len=100_000))
+    d = edited(model_dir, tmp_path / "m", lambda m: m["model"].update(d_ff=60_000))
     built = []
     real = MidiBert.__init__
 
@@ -143,7 +143,8 @@ def test_fine_tuned_checkpoint_sizes_checked_too(model_dir, tmp_path):
     (d / "config.json").write_text(json.dumps(meta))
     with pytest.raises(SMUCheckpointError, match="max_len"):
         FineTuneModel.from_pretrained(d)
-    meta["model"]["max_len"] = 100_000
+    meta["model"]["max_len"] = 512  # rotary positions: max_len is not in the weights
+    meta["model"]["d_ff"] = 60_000
     (d / "config.json").write_text(json.dumps(meta))
     with pytest.raises(SMUCheckpointError, match="tensor shapes"):
         FineTuneModel.from_pretrained(d)
