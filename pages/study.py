@@ -35,7 +35,8 @@ if results_path.is_file():
     if agg:
         st.subheader("Test accuracy (%), mean ± std over seeds")
         h, rows = study.results_table(agg, "test_acc", list(results.get("tasks", [])))
-        st.dataframe(pd.DataFrame(rows, columns=h), hide_index=True, key="study_acc")
+        acc = pd.DataFrame(rows, columns=h)
+        st.dataframe(acc.astype(object).where(acc.notna(), "-"), hide_index=True, key="study_acc")
     if results.get("efficiency"):
         st.subheader("Data efficiency")
         st.plotly_chart(study.data_efficiency_figure(results["efficiency"]), key="study_efficiency")
@@ -96,5 +97,6 @@ for stage in study.plan_stages(preset):
     rows.append(row)
 table = pd.DataFrame(rows)
 done = int((table["status"] == "done").sum())
+table = table.astype(object).where(table.notna(), "-")  # "-" for not measured yet, never "None"
 st.metric("Stages done", f"{done} of {len(table)}")
 st.dataframe(table, hide_index=True, key="study_stages")

@@ -53,6 +53,9 @@ __all__ = [
     "score_spread_text",
     "bar_label_step",
     "metrics_display",
+    "readable_notes",
+    "readable_column",
+    "readable_table",
     "piece_frame",
     "reconstruction_frame",
     "piano_roll",
@@ -360,6 +363,18 @@ def _bar_grid(df: pd.DataFrame, bar_starts_q) -> tuple[np.ndarray, float]:
     return bars, end
 
 
+def _first_bar_index(df: pd.DataFrame, bars: np.ndarray) -> int:
+    """0-based bar index (in its piece) of the first bar line in ``bars``, read from the
+    notes' ``bar``/``beat`` columns: a few bars cut from a piece keep their real numbers."""
+    if not len(df) or not len(bars) or "bar" not in df.columns or "beat" not in df.columns:
+        return 0
+    start = float(df["onset_q"].iloc[0] - df["beat"].iloc[0])
+    j = int(np.argmin(np.abs(bars - start)))
+    if abs(bars[j] - start) > 1e-3:
+        return 0
+    return max(0, int(df["bar"].iloc[0]) - j)
+
+
 def _time_axis(df: pd.DataFrame, bar_starts_q, *, x_range=None,
                initial_bars: int | None = INITIAL_BARS) -> dict:
     """The time axis of a roll (quarter notes) with the bar grid as axis grid lines.
@@ -372,7 +387,7 @@ def _time_axis(df: pd.DataFrame, bar_starts_q, *, x_range=None,
     bars, end = _bar_grid(df, bar_starts_q)
     n = len(bars)
     k = bar_label_step(n)
-    numbers = np.arange(1, n + 1)
+    numbers = np.arange(1, n + 1) + _first_bar_index(df, bars)
     major = (numbers % k == 0) | (numbers == 1) if k > 1 else np.ones(n, dtype=bool)
     axis: dict = {
         "title": {"text": "bar"}, "zeroline": False,
@@ -983,6 +998,42 @@ def metrics_display(table: pd.DataFrame, *, highlight: bool = True):
     if highlight and "difference" in table.columns:
         styled = styled.map(colour, subset=["difference"])
     return styled
+
+
+def readable_notes(df: pd.DataFrame, values: Sequence[str] = (), *, digits: int = 3) -> pd.DataFrame:
+    """A notes table for people: ``note`` (its number), ``pitch`` as a note name, ``when``
+    (``bar 13, beat 1``), then the ``values`` columns rounded to ``digits`` decimals, named
+    by :func:`stat_label` when they are training-style names (``loss_bar`` -> ``bar loss``)."""
+    out = pd.DataFrame(index=df.index)
+    if "note" in df.columns:
+        out["note"] = df["note"].to_numpy()
+    if "pitch" in df.columns:
+        out["pitch"] = [pitch_name(int(p)) for p in df["pitch"].to_numpy()]
+    if "bar" in df.columns and "beat" in df.columns:
+        out["when"] = [bar_beat_label(b, t) for b, t in zip(df["bar"].to_numpy(), df["beat"].to_numpy())]
+    for c in values:
+        if c in df.columns:
+            out[readable_column(c)] = pd.to_numeric(df[c], errors="coerce").round(digits)
+    return out.reset_index(drop=True)
+
+
+def readable_column(column: str) -> str:
+    """A column name for people: ``loss_pitch`` -> ``pitch loss``, ``loss`` -> ``loss (all
+    attributes)``, ``mask`` -> ``random mask``; other names with spaces for underscores."""
+    if column == "loss":
+        return "loss (all attributes)"
+    if column.startswith("loss_"):
+        return f"{column[len('loss_'):]} loss"
+    return {"mask": "random mask"}.get(column, column.replace("_", " "))
+
+
+def readable_table(df: pd.DataFrame, *, digits: int = 3) -> pd.DataFrame:
+    """Any small numeric table for people: :func:`readable_column` names, floats rounded."""
+    out = df.copy()
+    for c in out.columns:
+        if pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].round(digits)
+    return out.rename(columns={c: readable_column(str(c)) for c in out.columns})
 
 
 def prediction_bars(topk: Sequence[tuple], *, title: str = "", truth=None) -> go.Figure:

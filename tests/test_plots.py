@@ -402,3 +402,25 @@ def test_metrics_display_formats_each_row():
     for cell in (">50.0%<", ">55.0%<", ">+5.0%<", ">68<", ">0.481<", ">-<", ">3.21<"):
         assert cell in html, cell
     assert "68.000" not in html and "None" not in html and "nan" not in html
+
+
+def test_study_by_class_axis_starts_at_zero_and_example_titles_fit():
+    from smu_explain import study
+
+    by_class = {"register": [{"class": "C4-B4", "n": 10, "score": 0.47, "frozen": 0.3},
+                             {"class": "C5-B5", "n": 12, "score": 0.49, "frozen": 0.35}]}
+    fig = study.masker_class_figure(by_class)
+    assert fig.layout.yaxis.range[0] == 0.0  # never zoomed on 0.46-0.50
+    notes = [{"note": i, "pitch": 60 + i, "velocity": 64, "track": 0, "onset_q": 40.0 + i, "duration_q": 1.0,
+              "bar": 10 + i // 4, "beat": float(i % 4), "score": 0.5, "frozen": i == 2, "picked": False}
+             for i in range(8)]
+    ex = {"piece": "asap/Bach/Prelude/bwv_854/Richardson01M_a_very_long_performer_name", "source": "asap",
+          "note": 2, "onset_q": 42.0, "duration_q": 1.0, "pitch": 62,
+          "context": {"notes": notes, "bar_starts_q": [40.0, 44.0], "track_names": ["piano"]}}
+    f = study.frozen_example_figure(ex)
+    first_line = f.layout.title.text.split("<br>")[0]
+    assert len(first_line) <= 42 and "asap, note 2" in f.layout.title.text
+    assert f.layout.annotations[0].ay > 0  # the arrow comes from below, away from the title
+    assert f.layout.coloraxis.showscale is False
+    # the bars keep their numbers in the piece (bar index 10 -> "11"), not 1, 2 of the excerpt
+    assert list(f.layout.xaxis.ticktext) == ["11", "12"]
