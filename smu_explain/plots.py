@@ -54,6 +54,7 @@ __all__ = [
     "bar_label_step",
     "metrics_display",
     "readable_notes",
+    "display_table",
     "readable_column",
     "readable_table",
     "piece_frame",
@@ -998,6 +999,21 @@ def metrics_display(table: pd.DataFrame, *, highlight: bool = True):
     if highlight and "difference" in table.columns:
         styled = styled.map(colour, subset=["difference"])
     return styled
+
+
+def display_table(df: pd.DataFrame, *, digits: int = 2) -> pd.DataFrame:
+    """A table of mixed values as text for showing: numbers rounded (:func:`fmt_number`),
+    ``-`` for a missing value (never ``None`` / ``nan``), everything else as it reads."""
+    def cell(v):
+        if v is None or (isinstance(v, float) and not np.isfinite(v)):
+            return "-"
+        if isinstance(v, (bool, np.bool_)):
+            return "yes" if v else "no"
+        if isinstance(v, (int, float, np.integer, np.floating)):
+            return fmt_number(v, digits)
+        return str(v)
+
+    return df.astype(object).map(cell)
 
 
 def readable_notes(df: pd.DataFrame, values: Sequence[str] = (), *, digits: int = 3) -> pd.DataFrame:
