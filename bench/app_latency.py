@@ -216,10 +216,12 @@ def _timed(out: dict, name: str, action, page, runs: "_Runs | None" = None, time
     t0 = time.perf_counter()
     try:
         action()
-        if runs is not None:
-            deadline = time.time() + timeout
+        if runs is not None and runs.finished > 0:
+            deadline = time.time() + 60
             while runs.finished <= before and time.time() < deadline:
                 page.wait_for_timeout(20)
+            if runs.finished <= before:
+                raise TimeoutError("no script_finished message within 60 s")
             took = time.perf_counter() - t0
             _wait_idle(page)
         else:
