@@ -84,7 +84,8 @@ else:
                f"frozen, {int(over['picked'].sum()):,} notes. Grey hatched = the {n_frozen:,} frozen notes "
                "(the top 30% by score, never masked). Click a note to inspect it; drag to zoom, "
                "double-click to reset.")
-    st.caption(plots.score_spread_text(over["score"]).capitalize() + ".")
+    spread = plots.score_spread_text(over["score"])
+    st.caption(spread[:1].upper() + spread[1:] + ".")
 
 # ----------------------------------------------------------------------------- note inspector
 st.subheader("Inspect a note")

@@ -532,7 +532,8 @@ def score_spread_text(scores) -> str:
                       "ranking, not as strong preferences",
             "weakly": "the masker separates the notes only weakly",
             "clearly": "the masker clearly separates the notes"}[sp["verdict"]]
-    return (f"raw masker scores {sp['min']:.2f}-{sp['max']:.2f}, IQR {sp['iqr']:.2f} "
+    iqr = f"{sp['iqr']:.2f}" if sp["iqr"] >= 0.01 else f"{sp['iqr']:.3f}"
+    return (f"raw masker scores {sp['min']:.2f}-{sp['max']:.2f}, IQR {iqr} "
             f"(on a 0-1 scale): {what}")
 
 

@@ -200,7 +200,7 @@ def test_explore_compare_train(browser, server):
         use_folder(page, "Model B", model_b, nth=1)
     page.get_by_text("Recovery accuracy under the same random masks").wait_for()
     page.get_by_text("Bias view").wait_for()
-    page.locator('[data-testid="stDataFrame"]').first.wait_for()
+    page.locator('[data-testid="stTable"]').first.wait_for()  # the metrics table (st.table, every row)
     wait_idle(page)
     assert page.locator(".js-plotly-plot").count() >= 3
     assert page.locator('[data-testid="stException"]').count() == 0
