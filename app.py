@@ -29,4 +29,9 @@ except OSError as e:  # an unwritable runs dir must not take the app down
 with st.sidebar:
     st.caption("smu_explain: see which notes a symbolic-music BERT finds hard, "
                "and what its masker decides to hide.")
-nav.run()
+try:
+    nav.run()
+finally:
+    # after the first page is drawn (never before: the first roll must not wait for it), fill
+    # the caches in the background with what the other pages and samples show first
+    appstate.start_warm_up()

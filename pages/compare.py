@@ -68,8 +68,10 @@ with tab_piece:
                                            bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
                                            height=480)
             st.plotly_chart(fig, key="compare_rolls", config={"displaylogo": False, "scrollZoom": True})
-            st.caption("Colour = each model's masker score; red outline = the notes it would mask at "
-                       f"{ratio:.0%}.")
+            st.caption("Colour = the rank of each model's masker score within the piece (100% = its "
+                       f"highest); red outline = the notes it would mask at {ratio:.0%} of its notes that "
+                       "are not frozen (grey hatched: its top 30% by score, never masked). "
+                       + " ".join(f"{n}: {plots.score_spread_text(t['score'])}." for n, t in tables.items()))
             for p in models.values():
                 if warn := A.untrained_masker_note(p):
                     st.warning(warn)
@@ -183,16 +185,8 @@ with tab_folder:
 if comp.get("metrics"):
     st.subheader("Metrics")
     table = plots.metrics_comparison(comp["metrics"])
-
-    def _colour(v):
-        if not isinstance(v, (int, float)) or np.isnan(v) or abs(v) < 1e-12:
-            return ""
-        return "background-color: #d9f2d9" if v > 0 else "background-color: #f8d7d7"
-
-    styled = table.style.format("{:.3f}", na_rep="-")
-    if "difference" in table.columns:
-        styled = styled.map(_colour, subset=["difference"])
-    st.dataframe(styled, width="stretch")
+    # a static table: every row visible (no inner scrolling), each row in its own format
+    st.table(plots.metrics_display(table))
     st.caption("difference = B - A; green where B is higher, red where lower.")
     comp["metrics_table"] = table
     st.session_state["smu_compare"] = comp

@@ -48,7 +48,12 @@ m1.metric("Notes", f"{len(notes):,}")
 m2.metric("Bars", f"{len(piece.bar_starts_q):,}")
 m3.metric("Length", f"{float(piece.end_sec.max()):.0f} s")
 if over is not None:
-    m4.metric("Picked by the masker", f"{int(over['picked'].sum()):,}")
+    n_frozen = int(over["frozen"].sum())
+    n_free = len(over) - n_frozen
+    m4.metric("Picked by the masker", f"{int(over['picked'].sum()):,}",
+              help=f"{ratio:.0%} of the {n_free:,} notes that are not frozen. The {n_frozen:,} frozen notes "
+                   "(the top 30% by masker score) are never masked, so the masker picks fewer notes than "
+                   f"{ratio:.0%} of the whole piece.")
 
 show_ghost = False
 table = None
@@ -67,12 +72,20 @@ if over is not None and table is None:
     table = run_model(A.explain, model_path, data, piece, ratio, seed)
 if over is not None and (warn := A.untrained_masker_note(model_path)):
     st.warning(warn)
+n_bars = len(piece.bar_starts_q)
+view = (f"Showing bars 1-{plots.INITIAL_BARS} of {n_bars:,}: drag the slider under the roll (or pan) "
+        "to move through the piece. " if n_bars > plots.INITIAL_BARS else "")
 if over is None:
-    st.caption("No model loaded: notes are coloured by track. Choose a model to see the masker overlay.")
+    st.caption(view + "No model loaded: notes are coloured by track. Choose a model to see the masker overlay.")
 else:
-    st.caption("Colour = masker score (high = hard to recover from context). Red outline = the notes "
-               "it would mask at this ratio. Grey hatched = frozen. Click a note to inspect it; drag "
-               "to zoom, double-click to reset.")
+    st.caption(view + "Colour = how high the masker scores a note compared with the rest of the piece "
+               "(its rank: 100% = the highest score; high = hard to recover from context). Red outline = "
+               f"the notes it would mask at this ratio: {ratio:.0%} of the {n_free:,} notes that are not "
+               f"frozen, {int(over['picked'].sum()):,} notes. Grey hatched = the {n_frozen:,} frozen notes "
+               "(the top 30% by score, never masked). Click a note to inspect it; drag to zoom, "
+               "double-click to reset.")
+    spread = plots.score_spread_text(over["score"])
+    st.caption(spread[:1].upper() + spread[1:] + ".")
 
 if table is not None:  # did the model learn? its recovery next to the no-model rules (METHOD.md 9)
     acc, rules = A.accuracy_of(table), A.rules(model_path, data, piece, ratio, seed)
@@ -100,16 +113,17 @@ note_idx = int(st.number_input("Note number (or click a note in the roll)", 0, l
 row = (table if table is not None else notes).iloc[note_idx]
 track_label = (piece.track_names[int(row["track"])] if 0 <= int(row["track"]) < len(piece.track_names)
                else str(int(row["track"])))
-info = (f"**{plots.pitch_name(int(row['pitch']))}** at bar.beat "
-        f"{plots.bar_beat_label(row['bar'], row['beat'])}, {row['duration_q']:g} quarters, "
+info = (f"**{plots.pitch_name(int(row['pitch']))}** at "
+        f"{plots.bar_beat_label(row['bar'], row['beat'])}, {plots.fmt_quarters(row['duration_q'])} long, "
         f"velocity {int(row['velocity'])}, track {track_label}")
 st.markdown(info)
 if table is not None:
     state = "frozen (never masked)" if bool(row.get("frozen", False)) else (
         "picked by the masker at this ratio" if bool(row["picked"]) else "not picked at this ratio")
-    st.markdown(f"Masker score **{float(row['score']):.3f}** - {state}.")
+    rank = float((table["score"] < float(row["score"])).mean())
+    st.markdown(f"Masker score **{float(row['score']):.3f}** (higher than {rank:.0%} of the piece) - {state}.")
     attrs = [c[len("topk_"):] for c in table.columns if c.startswith("topk_")]
-    truth = {a: row.get(f"true_{a}") for a in attrs}  # the true token, decoded
+    truth = {a: plots.value_label(a, row.get(f"true_{a}")) for a in attrs}  # the true token, decoded
     st.caption(f"The model's top guesses for each attribute of this note when it is masked "
                f"(together with a random {ratio:.0%} of its neighbours); green = the true value.")
     cols = st.columns(max(1, len(attrs)))
@@ -122,7 +136,8 @@ if table is not None:
                 ok = row.get(f"correct_{a}")
                 verdict = "" if ok is None or (isinstance(ok, float) and np.isnan(ok)) else (
                     " - correct" if bool(ok) else " - wrong")
-                st.plotly_chart(plots.prediction_bars(topk, title=f"{a}{verdict}", truth=truth.get(a)),
+                named = [(plots.value_label(a, v), p) for v, p in topk]  # note names, rounded values
+                st.plotly_chart(plots.prediction_bars(named, title=f"{a}{verdict}", truth=truth.get(a)),
                                 key=f"explore_pred_{a}", config={"displayModeBar": False})
     if not has_any:
         st.info("No predictions for this note.")

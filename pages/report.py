@@ -4,7 +4,6 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
 from smu_explain import plots, study
@@ -45,12 +44,6 @@ title = st.text_input("Report title", value=default_title, key="report_title")
 notes_text = st.text_area("Notes for the reader (optional)", value="", key="report_notes")
 
 
-def colour(v):
-    if not isinstance(v, (int, float)) or np.isnan(v) or abs(v) < 1e-12:
-        return ""
-    return "background: #d9f2d9" if v > 0 else "background: #f8d7d7"
-
-
 def build_sections(comp: dict) -> list[ReportSection]:
     sections = []
     ratio, seed = comp["ratio"], comp["seed"]
@@ -89,9 +82,7 @@ def build_sections(comp: dict) -> list[ReportSection]:
             f"Recovery over a folder ({f['n_files']} files)", f"Folder: {f['path']}.",
             figures=[plots.accuracy_bars(f["accs"])]))
     table = plots.metrics_comparison(comp["metrics"])
-    styled = table.style.format("{:.3f}", na_rep="-")
-    if "difference" in table.columns:
-        styled = styled.map(colour, subset=["difference"])
+    styled = plots.metrics_display(table)
     sections.append(ReportSection("Metrics", "difference = second model - first model.",
                                   tables=[styled]))
     return sections

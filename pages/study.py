@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from smu_explain import study
+from smu_explain import plots, study
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "docs" / "study"
@@ -35,7 +35,8 @@ if results_path.is_file():
     if agg:
         st.subheader("Test accuracy (%), mean ± std over seeds")
         h, rows = study.results_table(agg, "test_acc", list(results.get("tasks", [])))
-        st.dataframe(pd.DataFrame(rows, columns=h), hide_index=True, key="study_acc")
+        acc = pd.DataFrame(rows, columns=h)
+        st.dataframe(plots.display_table(acc), hide_index=True, key="study_acc")
     if results.get("efficiency"):
         st.subheader("Data efficiency")
         st.plotly_chart(study.data_efficiency_figure(results["efficiency"]), key="study_efficiency")
@@ -96,5 +97,6 @@ for stage in study.plan_stages(preset):
     rows.append(row)
 table = pd.DataFrame(rows)
 done = int((table["status"] == "done").sum())
+table = plots.display_table(table, digits=1)  # "-" for not measured yet, never "None"
 st.metric("Stages done", f"{done} of {len(table)}")
 st.dataframe(table, hide_index=True, key="study_stages")

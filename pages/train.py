@@ -57,6 +57,7 @@ def live_runs():
         "strategy": r.params.get("strategy"), "size": r.params.get("config"),
         "steps": r.params.get("steps"), "created": r.created,
     } for r in reversed(runs)])
+    table = plots.display_table(table)  # "-" for a missing value, never "None"
     queued = [r for r in runs if r.status == "queued"]
     st.markdown(f"**Runs** ({sum(r.status == 'running' for r in runs)} running, "
                 f"{len(queued)} queued, at most {registry.max_concurrent} at a time)")

@@ -109,22 +109,6 @@ OCCLUSION_CHOICES = {"a sample of 64 notes (fast)": 64, "a sample of 256 notes":
                      "every note (slow: one pass per note)": None}
 
 
-@st.cache_data(show_spinner="Reading the attention...", max_entries=32)
-def attention_cached(path: str, mtime: float, key: str, note: int, layer, head, rollout: bool, _piece):
-    from smu_explain.explain import note_attention
-
-    model, tok = A.load_model(path)
-    return note_attention(model, tok, _piece, note, layer=layer, head=head, rollout=rollout)
-
-
-@st.cache_data(show_spinner="Explaining the masker's score...", max_entries=32)
-def masker_cached(path: str, mtime: float, key: str, note: int, n_masks: int, ratio: float, seed: int, _piece):
-    from smu_explain.explain import explain_masker_note
-
-    model, tok = A.load_model(path)
-    return explain_masker_note(model, tok, _piece, note, n_masks=n_masks, ratio=ratio, seed=seed)
-
-
 def parse_notes(text: str, n: int) -> list[int] | None:
     """'3, 5-9' -> [3, 5, 6, 7, 8, 9]; empty -> None (all notes). SMUInputError on bad text."""
     text = text.strip()
@@ -155,13 +139,13 @@ notes_df = plots.piece_frame(piece)
 n_notes = len(notes_df)
 ratio = float(st.session_state.get(A.K_RATIO, 0.15))
 if st.session_state.get("why_note_for") != A.piece_key(data) or st.session_state.get("why_note", 0) >= n_notes:
-    st.session_state["why_note"] = min(n_notes - 1, n_notes // 2)
+    st.session_state["why_note"] = A.why_default_note(n_notes)
     st.session_state["why_note_for"] = A.piece_key(data)
 note = int(st.number_input("Note to explain (its number; attention, masker and note tasks use it)",
                            0, n_notes - 1, key="why_note"))
 row = notes_df.iloc[note]
-st.markdown(f"Note {note}: **{plots.pitch_name(int(row['pitch']))}** at bar.beat "
-            f"{plots.bar_beat_label(row['bar'], row['beat'])}, {row['duration_q']:g} quarters.")
+st.markdown(f"Note {note}: **{plots.pitch_name(int(row['pitch']))}** at "
+            f"{plots.bar_beat_label(row['bar'], row['beat'])}, {plots.fmt_quarters(row['duration_q'])} long.")
 
 ft_choices = finetuned_choices()
 tab_attr, tab_att, tab_cf, tab_mask = st.tabs(["Attributions", "Attention", "Counterfactuals", "Masker"])
@@ -236,7 +220,7 @@ with tab_attr:
                            f"{int(occ['in_window'].sum())} notes; Spearman over {res['n']} notes.")
                 top = ig.assign(occlusion=occ["attribution"]).reindex(
                     ig["attribution"].abs().sort_values(ascending=False).index).head(12)
-                top = top[["note", "pitch", "bar", "beat", "attribution", "occlusion"]].rename(
+                top = plots.readable_notes(top, ["attribution", "occlusion"], digits=4).rename(
                     columns={"attribution": "IG"})
                 st.dataframe(top, hide_index=True, key="why_attr_table")
                 views["attributions"] = {
@@ -271,15 +255,14 @@ with tab_att:
         rollout = layer_opt.startswith("rollout")
         layer = None if rollout else int(layer_opt.split()[1]) - 1
         head = None if rollout or head_opt.startswith("mean") else int(head_opt.split()[1]) - 1
-        w = guarded(attention_cached, str(Path(model_path).resolve()), _mtime(model_path), A.piece_key(data),
-                    note, layer, head, rollout, piece)
+        w = guarded(A.attention, model_path, data, piece, note, layer, head, rollout)
         if w is not None:
             fig_att = plots.attention_roll(notes_df, w, note, arcs=8, bar_starts_q=piece.bar_starts_q,
                                            track_names=piece.track_names,
                                            title=f"note {note}: {layer_opt}, {head_opt if not rollout else ''}")
             st.plotly_chart(fig_att, key="why_att_roll", config={"displaylogo": False})
             order = np.argsort(-w, kind="stable")[:10]
-            att_top = notes_df.iloc[order][["note", "pitch", "bar", "beat"]].assign(attention=w[order])
+            att_top = plots.readable_notes(notes_df.iloc[order].assign(attention=w[order]), ["attention"])
             st.dataframe(att_top, hide_index=True, key="why_att_table")
             views["attention"] = {"text": f"Note {note}; {layer_opt}; {'' if rollout else head_opt}.",
                                   "figures": [fig_att], "tables": [att_top]}
@@ -311,7 +294,8 @@ with tab_cf:
             if sel is not None or not sel_text.strip():
                 cfg = mt[1].config if mt is not None else None
                 if kind == "transpose":
-                    semis = int(st.number_input("Semitones", -24, 24, 1, key="why_cf_semis"))
+                    semis = int(st.number_input("Semitones", -24, 24, A.WHY_DEFAULTS["semitones"],
+                                                key="why_cf_semis"))
                     edited = guarded(cf.transpose, piece, semis, sel, config=cfg)
                 elif kind == "delete notes":
                     edited = guarded(cf.delete_notes, piece, sel if sel is not None else range(n_notes))
@@ -366,10 +350,9 @@ with tab_mask:
         st.info("Choose a model above to explain its masker.")
     else:
         k1, k2 = st.columns(2)
-        n_masks = int(k1.number_input("Random masks", 1, 64, 8, key="why_n_masks"))
-        seed = int(k2.number_input("Seed", 0, 10_000, 0, key="why_seed"))
-        res = guarded(masker_cached, str(Path(model_path).resolve()), _mtime(model_path), A.piece_key(data),
-                      note, n_masks, ratio, seed, piece)
+        n_masks = int(k1.number_input("Random masks", 1, 64, A.WHY_DEFAULTS["n_masks"], key="why_n_masks"))
+        seed = int(k2.number_input("Seed", 0, 10_000, A.WHY_DEFAULTS["seed"], key="why_seed"))
+        res = guarded(A.masker_note, model_path, data, piece, note, n_masks, ratio, seed)
         if res is not None:
             m1, m2 = st.columns(2)
             m1.metric("Masker score", f"{res['score']:.3f}")
@@ -381,13 +364,14 @@ with tab_mask:
                                      bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
                                      title=f"note {note}: change of its masker score when each note is masked")
             st.plotly_chart(fig_m, key="why_mask_roll", config={"displaylogo": False})
-            top_m = res["top"][["note", "pitch", "bar", "beat", "change"]]
+            top_m = plots.readable_notes(res["top"], ["change"]).rename(columns={"change": "score change"})
             st.dataframe(top_m, hide_index=True, key="why_mask_top")
-            st.dataframe(res["losses"], hide_index=True, key="why_mask_losses")
+            losses = plots.readable_table(res["losses"]).rename(columns={"n masked": "notes masked"})
+            st.dataframe(losses, hide_index=True, key="why_mask_losses")
             views["masker"] = {"text": f"Note {note}: masker score {res['score']:.3f}; recoverer loss "
                                        f"{res['mean_loss']:.3f} (mean of {n_masks} random masks at ratio "
                                        f"{ratio:.0%}, seed {seed}).",
-                               "figures": [fig_m], "tables": [top_m, res["losses"]]}
+                               "figures": [fig_m], "tables": [top_m, losses]}
 
 # ----------------------------------------------------------------------------- export
 st.subheader("Export")

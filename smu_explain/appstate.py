@@ -40,6 +40,9 @@ DEMO_MODELS = {
     "demo random": MODELS_DIR / "demo-random",
 }
 MAX_UPLOAD_MB = 20
+# pieces with more notes are refused with a message before any model runs (about 30 minutes
+# of dense piano music; the model pass grows with the notes: ~1 s per 1,000 notes on 2 cores)
+MAX_NOTES = 20_000
 UPLOAD_TYPES = ["mid", "midi", "kar", "smf", "xml", "musicxml", "mxl"]
 OTHER_FOLDER = "other folder..."
 
@@ -147,15 +150,62 @@ def piece_picker(key: str = "piece") -> tuple[str, bytes] | None:
     try:
         check_upload_size(up.name, up.size)
     except SMUInputError as e:
-        st.error(f"Cannot use this upload: {e}")
+        st.error(f"Cannot use {up.name}: {plain_reason(e.reason)}")
         return None
     data = up.getvalue()
     st.session_state[K_PIECE] = st.session_state[K_UPLOAD] = (up.name, data)
     return up.name, data
 
 
+_PLAIN = [  # (pattern in a reader's reason, what a person is told)
+    (r"truncated MIDI file: header declares (\d+) tracks?, found (\d+)",
+     lambda m: f"the file is cut short: it should hold {m[1]} tracks but only {m[2]} are there. "
+               "Export or download it again."),
+    (r"truncated MIDI (file|header)",
+     lambda m: "the file is cut short or damaged (part of it is missing). Export or download it again."),
+    (r"bad MIDI header length", lambda m: "the file's header is damaged. Export or download it again."),
+    (r"not a MIDI file \(no 'MThd' header\) nor a MusicXML score",
+     lambda m: "this is neither a MIDI file nor a MusicXML score."),
+    (r"not a MIDI file", lambda m: "this is not a MIDI file."),
+    (r"MIDI type 2", lambda m: "it is a type-2 MIDI file (several independent songs), which the app cannot read."),
+    (r"SMPTE time division",
+     lambda m: "the file counts time in video frames (SMPTE), not in beats, so it has no bars to show."),
+    (r"implausible resolution: (\d+) ticks",
+     lambda m: f"the file states an impossible timing resolution ({int(m[1]):,} ticks per beat)."),
+    (r"file too large \((\d+) bytes > (\d+)\)",
+     lambda m: f"the file is {int(m[1]) / 1e6:.1f} MB; the limit is {int(m[2]) / 1e6:.0f} MB."),
+    (r"empty file", lambda m: "the file is empty."),
+    (r"^no notes$", lambda m: "the file has no notes."),
+    (r"unreadable MIDI|unusable MIDI content",
+     lambda m: "the MIDI data inside the file is damaged and cannot be read."),
+]
+
+
+def plain_reason(reason: str) -> str:
+    """A reader's error reason in words a person reads (no chunk names, bytes or exception
+    types): ``truncated MIDI file: chunk b'MTrk' at byte 41 ...`` -> ``the file is cut short
+    or damaged ...``. Reasons without a known pattern come back unchanged."""
+    import re
+
+    for pattern, say in _PLAIN:
+        m = re.search(pattern, str(reason))
+        if m:
+            return say(m)
+    return str(reason)
+
+
+def too_many_notes(name: str, n: int) -> str | None:
+    """The refusal message for a piece above ``MAX_NOTES`` notes, else None."""
+    if n <= MAX_NOTES:
+        return None
+    return (f"{name} has {n:,} notes: more than the app's limit of {MAX_NOTES:,} notes per piece, so the "
+            f"model is not run on it (it would take minutes). Cut it into shorter excerpts (a movement "
+            f"or a section, at most {MAX_NOTES:,} notes each) and upload those.")
+
+
 def load_piece(choice: tuple[str, bytes] | None):
-    """Read the chosen piece; on bad input shows ``st.error`` and returns None."""
+    """Read the chosen piece; on bad input (unreadable, no notes, more than ``MAX_NOTES``
+    notes) shows ``st.error`` in plain words and returns None."""
     if choice is None:
         return None
     name, data = choice
@@ -163,10 +213,13 @@ def load_piece(choice: tuple[str, bytes] | None):
         check_upload_size(name, len(data))
         piece = read_piece_cached(data, name)
     except SMUInputError as e:
-        st.error(f"Cannot read {name}: {e.reason}")
+        st.error(f"Cannot read {name}: {plain_reason(e.reason)}")
         return None
     if len(piece) == 0:
         st.error(f"{name}: the piece has no notes to show.")
+        return None
+    if msg := too_many_notes(name, len(piece)):
+        st.error(msg)
         return None
     return piece
 
@@ -624,3 +677,126 @@ def downstream_cached(head_dir: str, mtime: float, key: str, _piece: Any) -> dic
 def downstream(head_dir: str | Path, data: bytes, piece) -> dict:
     p = Path(head_dir)
     return downstream_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), piece)
+
+
+# ----------------------------------------------------------------------------- Why page caches
+
+@st.cache_data(show_spinner="Reading the attention...", max_entries=32)
+def attention_cached(path: str, mtime: float, key: str, note: int, layer, head, rollout: bool, _piece):
+    """``explain.note_attention`` of a note (cached by model, piece, note, layer, head)."""
+    from .explain import note_attention
+
+    model, tok = _load_model(path, mtime)
+    return note_attention(model, tok, _piece, note, layer=layer, head=head, rollout=rollout)
+
+
+@st.cache_data(show_spinner="Explaining the masker's score...", max_entries=32)
+def masker_note_cached(path: str, mtime: float, key: str, note: int, n_masks: int, ratio: float, seed: int,
+                       _piece):
+    """``explain.explain_masker_note`` of a note (cached by model, piece, note and settings)."""
+    from .explain import explain_masker_note
+
+    model, tok = _load_model(path, mtime)
+    return explain_masker_note(model, tok, _piece, note, n_masks=n_masks, ratio=ratio, seed=seed)
+
+
+def attention(path, data: bytes, piece, note: int, layer, head, rollout: bool):
+    p = Path(path)
+    return attention_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), int(note), layer, head,
+                            bool(rollout), piece)
+
+
+def masker_note(path, data: bytes, piece, note: int, n_masks: int, ratio: float, seed: int):
+    p = Path(path)
+    return masker_note_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), int(note), int(n_masks),
+                              float(ratio), int(seed), piece)
+
+
+# Why page defaults (the warm-up computes what the page shows first with them)
+WHY_DEFAULTS = {"n_masks": 8, "seed": 0, "semitones": 1}
+
+
+def why_default_note(n_notes: int) -> int:
+    """The note the Why page starts on: the middle of the piece."""
+    return min(n_notes - 1, n_notes // 2)
+
+
+# ----------------------------------------------------------------------------- warm-up
+
+DEFAULT_RATIO = 0.15
+
+
+def _warm(status: dict) -> None:
+    """Fill the caches with what the pages show first, in the order people open them:
+    both demo models; for the first sample: Explore's overlay and explain table for both
+    models (Compare), the Why page's default attention, masker and counterfactual views;
+    then the other samples; then Compare's sample-folder evaluation. Runs in a daemon
+    thread of the server process (the caches are process-wide); errors are recorded, never
+    raised."""
+    import logging
+    import time
+
+    # the cached functions' spinners have no page to draw on in this thread: keep the log quiet
+    for name in ("streamlit.runtime.scriptrunner_utils.script_run_context",
+                 "streamlit.runtime.caching.cache_data_api", "streamlit"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    t0 = time.perf_counter()
+
+    def step(what, fn, *args):
+        t = time.perf_counter()
+        try:
+            fn(*args)
+            status["done"].append((what, round(time.perf_counter() - t, 2)))
+        except Exception as e:  # a missing model or a bad sample must not stop the rest
+            status["errors"].append((what, f"{type(e).__name__}: {e}"))
+
+    models = [str(p) for p in DEMO_MODELS.values() if (p / "model.safetensors").is_file()]
+    for m in models:
+        step(f"load {Path(m).name}", load_model, m)
+    samples = list_samples()
+    for i, sample in enumerate(samples):
+        try:
+            data = sample.read_bytes()
+            piece = read_piece_cached(data, sample.name)
+        except Exception as e:
+            status["errors"].append((sample.name, str(e)))
+            continue
+        if len(piece) == 0 or len(piece) > MAX_NOTES:
+            continue
+        for m in models:
+            step(f"overlay {sample.name} {Path(m).name}", overlay, m, data, piece, DEFAULT_RATIO)
+            step(f"explain {sample.name} {Path(m).name}", explain, m, data, piece, DEFAULT_RATIO, 0)
+        if i == 0 and models:
+            step(f"why {sample.name}", _warm_why, models[0], data, piece)
+    for m in models:
+        step(f"folder {Path(m).name}", folder_explain, m, SAMPLE_DIR, DEFAULT_RATIO, 0)
+    status["finished_s"] = round(time.perf_counter() - t0, 2)
+
+
+def _warm_why(model_path: str, data: bytes, piece) -> None:
+    from . import counterfactual as cf
+
+    model, tok = load_model(model_path)
+    note = why_default_note(len(piece))
+    attention(model_path, data, piece, note, model.config.n_layers - 1, None, False)
+    masker_note(model_path, data, piece, note, WHY_DEFAULTS["n_masks"], DEFAULT_RATIO, WHY_DEFAULTS["seed"])
+    edited = cf.transpose(piece, WHY_DEFAULTS["semitones"], [note], config=tok.config)
+    overlay(model_path, cf.to_midi_bytes(edited), edited, DEFAULT_RATIO)
+
+
+@st.cache_resource(show_spinner=False)
+def _warm_up_status() -> dict:
+    import threading
+
+    status: dict = {"done": [], "errors": [], "finished_s": None}
+    threading.Thread(target=_warm, args=(status,), name="smu-warm-up", daemon=True).start()
+    return status
+
+
+def start_warm_up() -> dict | None:
+    """Start (once per server process) the background warm-up of :func:`_warm`; returns its
+    status dict (``done``: [(what, seconds)], ``errors``, ``finished_s``). ``$SMU_NO_WARMUP=1``
+    switches it off (tests)."""
+    if os.environ.get("SMU_NO_WARMUP"):
+        return None
+    return _warm_up_status()

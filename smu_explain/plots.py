@@ -13,8 +13,14 @@ Rules every builder follows:
   index) maps back to a note with :func:`note_from_selection`.
 - Time is in quarter notes on the beat grid (``onset_q`` / ``duration_q``);
   bar lines come from ``bar_starts_q`` (or, without it, the first onset of
-  each bar index), beat lines every quarter note inside each bar. Both grids
-  are one ``go.Scatter`` trace each (segments separated by ``None``).
+  each bar index) and are the time axis' own grid lines, labelled with bar
+  numbers (every k-th bar on long pieces, see :func:`bar_label_step`; beats
+  as faint minor lines on short ones): no trace or shape per line. Long pieces
+  open on their first ``INITIAL_BARS`` bars.
+- Legends sit under the time axis title (container-anchored), never on a plot.
+- Words: note names (never MIDI numbers), ``bar 13, beat 1`` (never ``13.1``),
+  numbers rounded (:func:`fmt_number`), training statistics by human names
+  (:func:`stat_label`).
 - The pitch axis labels every C with its name (MIDI 60 = ``C4``).
 
 Notes tables follow the explain-table contract of ``ARCHITECTURE.md``:
@@ -38,6 +44,19 @@ __all__ = [
     "SCORE_COLORSCALE",
     "pitch_name",
     "bar_beat_label",
+    "fmt_number",
+    "fmt_quarters",
+    "value_label",
+    "stat_label",
+    "score_rank",
+    "score_spread",
+    "score_spread_text",
+    "bar_label_step",
+    "metrics_display",
+    "readable_notes",
+    "display_table",
+    "readable_column",
+    "readable_table",
     "piece_frame",
     "reconstruction_frame",
     "piano_roll",
@@ -89,18 +108,69 @@ def pitch_name(pitch: int) -> str:
 
 
 def bar_beat_label(bar: float, beat: float) -> str:
-    """1-based ``bar.beat`` label from 0-based bar index and float beat in bar.
-
-    Beats are quarter notes counted from the bar start. A note on the third
-    beat of the first bar is ``1.3``; an off-beat onset keeps its fraction of
-    a beat: half-way through beat 3 of bar 1 is ``1.3+0.5``.
-    """
+    """The one way the app names a moment: ``bar 13, beat 1`` (1-based) from a 0-based bar
+    index and a float beat in the bar (quarter notes from the bar line). An off-beat onset
+    keeps its fraction of a beat, rounded: half-way through beat 3 of bar 1 is
+    ``bar 1, beat 3.5``; a triplet onset ``beat 1.33``."""
     b = int(bar) + 1
-    whole = int(np.floor(float(beat) + 1e-9))
-    frac = float(beat) - whole
-    if frac < 1e-6:
-        return f"{b}.{whole + 1}"
-    return f"{b}.{whole + 1}+{frac:.2g}"
+    x = round(float(beat) + 1.0, 2)
+    return f"bar {b}, beat {fmt_number(x)}"
+
+
+def fmt_number(x: float, digits: int = 2) -> str:
+    """A number rounded for reading: at most ``digits`` decimals, no trailing zeros
+    (0.167956 -> ``0.17``, 68.0 -> ``68``, 1,234.5 -> ``1,234.5``); NaN/None -> ``-``."""
+    if x is None:
+        return "-"
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if not np.isfinite(v):
+        return "-"
+    v = round(v, digits)
+    if v == int(v):
+        return f"{int(v):,}"
+    return f"{v:,.{digits}f}".rstrip("0").rstrip(".")
+
+
+def fmt_quarters(q: float) -> str:
+    """A duration in quarter notes for reading: ``1 quarter``, ``0.17 quarters``."""
+    return f"{fmt_number(q)} quarter" + ("" if fmt_number(q) == "1" else "s")
+
+
+def value_label(attribute: str, value) -> str:
+    """A decoded token value as a person reads it: pitch as a note name (67 -> ``G4``),
+    duration in quarters (``0.5 q``), bar skips and positions rounded; others as numbers."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not np.isfinite(v) or v < 0:
+        return "-"
+    if attribute == "pitch":
+        return pitch_name(int(round(v)))
+    if attribute in ("duration", "position"):
+        return f"{fmt_number(v)} q"
+    return fmt_number(v)
+
+
+STAT_LABELS = {
+    "loss": "total", "recovery_loss": "recovery", "masker_loss": "masker loss",
+    "score_mean": "mean masker score", "frozen_in_batch": "frozen notes per batch",
+    "n_picked": "picked notes per batch", "n_labelled": "labelled notes per batch",
+}
+
+
+def stat_label(column: str) -> str:
+    """A human label for a training statistic (``masker_loss`` -> ``masker loss``,
+    ``ce_pitch`` / ``loss_pitch`` -> ``pitch``, ``acc_bar`` -> ``bar accuracy``)."""
+    if column in STAT_LABELS:
+        return STAT_LABELS[column]
+    for pre, fmt in (("ce_", "{}"), ("loss_", "{}"), ("acc_", "{} accuracy"), ("w_", "{} weight")):
+        if column.startswith(pre):
+            return fmt.format(column[len(pre):])
+    return column.replace("_", " ")
 
 
 # ---------------------------------------------------------------- tables
@@ -196,7 +266,8 @@ def reconstruction_frame(df: pd.DataFrame, picked_col: str = "picked", *, full: 
 # ---------------------------------------------------------------- piano roll
 
 def _hover_customdata(df: pd.DataFrame, track_names: list[str] | None) -> np.ndarray:
-    """customdata columns: note, pitch name, bar.beat, duration, velocity, track, score."""
+    """customdata columns: note, pitch name, "bar N, beat B", duration (rounded), velocity,
+    track, masker score (3 decimals), rank of the score in the piece (percent)."""
     n = len(df)
     note = df["note"].to_numpy() if "note" in df.columns else np.arange(n)
     names = [pitch_name(p) for p in df["pitch"].to_numpy()]
@@ -204,7 +275,7 @@ def _hover_customdata(df: pd.DataFrame, track_names: list[str] | None) -> np.nda
         bb = [bar_beat_label(b, t) for b, t in zip(df["bar"].to_numpy(), df["beat"].to_numpy())]
     else:
         bb = ["?"] * n
-    dur = np.round(df["duration_q"].to_numpy(dtype=float), 3)
+    dur = [fmt_number(d) for d in df["duration_q"].to_numpy(dtype=float)]
     vel = df["velocity"].to_numpy() if "velocity" in df.columns else np.full(n, -1)
     if "track" in df.columns:
         tr = df["track"].to_numpy()
@@ -214,23 +285,24 @@ def _hover_customdata(df: pd.DataFrame, track_names: list[str] | None) -> np.nda
             tracks = [str(int(t)) for t in tr]
     else:
         tracks = ["0"] * n
-    score = (np.round(df["score"].to_numpy(dtype=float), 3) if "score" in df.columns
-             else np.full(n, np.nan))
+    score = ([fmt_number(v, 3) for v in df["score"].to_numpy(dtype=float)] if "score" in df.columns
+             else ["-"] * n)
+    rank = ([f"{v:.0f}%" for v in df["score_rank"].to_numpy(dtype=float)] if "score_rank" in df.columns
+            else ["-"] * n)
     return np.array(
-        list(zip(note.tolist(), names, bb, dur.tolist(), np.asarray(vel).tolist(), tracks,
-                 score.tolist())),
+        list(zip(note.tolist(), names, bb, dur, np.asarray(vel).tolist(), tracks, score, rank)),
         dtype=object,
-    ).reshape(n, 7)
+    ).reshape(n, 8)
 
 
 _HOVER = (
     "<b>%{customdata[1]}</b> (note %{customdata[0]})<br>"
-    "bar.beat %{customdata[2]}<br>"
-    "duration %{customdata[3]} q<br>"
+    "%{customdata[2]}<br>"
+    "duration %{customdata[3]} quarters<br>"
     "velocity %{customdata[4]}<br>"
     "track %{customdata[5]}"
 )
-_HOVER_SCORE = _HOVER + "<br>masker score %{customdata[6]}"
+_HOVER_SCORE = _HOVER + "<br>masker score %{customdata[6]} (higher than %{customdata[7]} of the piece)"
 
 
 def _note_trace(df: pd.DataFrame, name: str, *, color, line_color=None, line_width=0.0,
@@ -242,7 +314,8 @@ def _note_trace(df: pd.DataFrame, name: str, *, color, line_color=None, line_wid
     if line_color is not None:
         marker["line"]["color"] = line_color
     if coloraxis is not None:
-        marker["color"] = df["score"].to_numpy(dtype=float)
+        col = "score_rank" if "score_rank" in df.columns else "score"
+        marker["color"] = df[col].to_numpy(dtype=float)
         marker["coloraxis"] = coloraxis
     else:
         marker["color"] = color
@@ -265,9 +338,20 @@ def _note_trace(df: pd.DataFrame, name: str, *, color, line_color=None, line_wid
     )
 
 
-def _grid_lines(df: pd.DataFrame, bar_starts_q, y0: float, y1: float,
-                beat_q: float = 1.0) -> tuple[list, list, list, list]:
-    """x/y arrays for bar and beat lines (segments separated by None)."""
+INITIAL_BARS = 16  # a long piece opens on its first 16 bars; the rest is a drag (or the slider) away
+
+
+def bar_label_step(n_bars: int, max_labels: int = 48) -> int:
+    """Label (and draw darker) every k-th bar so a whole-piece view holds at most
+    ``max_labels`` bar numbers: 1 up to 48 bars, then 2, 4, 5, 10, 20, 50, ..."""
+    for k in (1, 2, 4, 5, 10, 20, 25, 50, 100, 200, 500, 1000):
+        if n_bars / k <= max_labels:
+            return k
+    return int(np.ceil(n_bars / max_labels))
+
+
+def _bar_grid(df: pd.DataFrame, bar_starts_q) -> tuple[np.ndarray, float]:
+    """(bar starts in quarters up to the last note, end of the last note)."""
     end = float((df["onset_q"] + df["duration_q"]).max()) if len(df) else 0.0
     if bar_starts_q is not None and len(bar_starts_q):
         bars = np.asarray(bar_starts_q, dtype=float)
@@ -277,33 +361,62 @@ def _grid_lines(df: pd.DataFrame, bar_starts_q, y0: float, y1: float,
     else:
         bars = np.arange(0.0, end + 4.0, 4.0)
     bars = bars[bars <= end + 1e-9] if len(bars) else bars
-    bounds = np.append(bars, max(end, bars[-1] + 4.0 if len(bars) else end))
-    beats: list[float] = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        k = a + beat_q
-        while k < b - 1e-9:
-            beats.append(float(k))
-            k += beat_q
-    bx, by, tx, ty = [], [], [], []
-    for x in bars:
-        bx += [float(x), float(x), None]
-        by += [y0, y1, None]
-    for x in beats:
-        tx += [x, x, None]
-        ty += [y0, y1, None]
-    return bx, by, tx, ty
+    return bars, end
 
 
-def _add_grid(fig: go.Figure, df: pd.DataFrame, bar_starts_q, y0, y1, row=None, col=None,
-              showlegend=True) -> None:
-    bx, by, tx, ty = _grid_lines(df, bar_starts_q, y0, y1)
-    kw = {} if row is None else {"row": row, "col": col}
-    fig.add_trace(go.Scatter(x=tx, y=ty, mode="lines", name="beats",
-                             line={"color": STATE_COLORS["beat_line"], "width": 1},
-                             hoverinfo="skip", showlegend=False, legendgroup="grid"), **kw)
-    fig.add_trace(go.Scatter(x=bx, y=by, mode="lines", name="bars",
-                             line={"color": STATE_COLORS["bar_line"], "width": 1},
-                             hoverinfo="skip", showlegend=False, legendgroup="grid"), **kw)
+def _first_bar_index(df: pd.DataFrame, bars: np.ndarray) -> int:
+    """0-based bar index (in its piece) of the first bar line in ``bars``, read from the
+    notes' ``bar``/``beat`` columns: a few bars cut from a piece keep their real numbers."""
+    if not len(df) or not len(bars) or "bar" not in df.columns or "beat" not in df.columns:
+        return 0
+    start = float(df["onset_q"].iloc[0] - df["beat"].iloc[0])
+    j = int(np.argmin(np.abs(bars - start)))
+    if abs(bars[j] - start) > 1e-3:
+        return 0
+    return max(0, int(df["bar"].iloc[0]) - j)
+
+
+def _time_axis(df: pd.DataFrame, bar_starts_q, *, x_range=None,
+               initial_bars: int | None = INITIAL_BARS) -> dict:
+    """The time axis of a roll (quarter notes) with the bar grid as axis grid lines.
+
+    Grid lines are the axis' own (drawn only for the part in view, never one trace or
+    shape per line): darker lines with the bar number every ``bar_label_step`` bars,
+    faint lines at the other bars (or, when every bar is labelled, at each beat).
+    Pieces longer than ``initial_bars`` open on their first ``initial_bars`` bars.
+    """
+    bars, end = _bar_grid(df, bar_starts_q)
+    n = len(bars)
+    k = bar_label_step(n)
+    numbers = np.arange(1, n + 1) + _first_bar_index(df, bars)
+    major = (numbers % k == 0) | (numbers == 1) if k > 1 else np.ones(n, dtype=bool)
+    axis: dict = {
+        "title": {"text": "bar"}, "zeroline": False,
+        "tickmode": "array", "tickvals": bars[major].tolist(),
+        "ticktext": [str(b) for b in numbers[major]], "tickangle": 0,
+        "showgrid": True, "gridcolor": STATE_COLORS["bar_line"], "gridwidth": 1,
+    }
+    if k > 1:
+        minor = bars[~major].tolist()
+    else:
+        bounds = np.append(bars, max(end, bars[-1] + 4.0)) if n else np.zeros(0)
+        minor = [float(x) for a, b in zip(bounds[:-1], bounds[1:])
+                 for x in np.arange(a + 1.0, b - 1e-9, 1.0)] if n <= 200 else []
+    if minor:
+        axis["minor"] = {"tickmode": "array", "tickvals": minor, "showgrid": True, "ticks": "",
+                         "gridcolor": STATE_COLORS["beat_line"], "gridwidth": 1}
+    if x_range is not None:
+        axis["range"] = [float(x_range[0]), float(x_range[1])]
+    elif initial_bars and n > initial_bars:
+        axis["range"] = [float(bars[0]), float(bars[initial_bars])]
+    return axis
+
+
+def _legend_below(fig_height: int) -> tuple[dict, int]:
+    """(legend, bottom margin): a horizontal legend at the very bottom of the figure, under
+    the time axis' labels and title, never on the plot area or the axis title."""
+    return ({"orientation": "h", "yref": "container", "y": 0.0, "yanchor": "bottom", "x": 0.0,
+             "xanchor": "left"}, 100)
 
 
 def _pitch_axis(pmin: int, pmax: int) -> dict:
@@ -381,38 +494,90 @@ def _roll_traces(df: pd.DataFrame, *, track_names=None, show_score=True, picked_
     return traces
 
 
-def _score_axis(frames: Sequence[pd.DataFrame]) -> dict:
-    """Shared colour axis of masker scores: the scores' own range (to 0.01), so a masker
-    whose scores sit close together (an early or weak one) still shows its ranking."""
-    vals = np.concatenate([f["score"].dropna().to_numpy(dtype=float) for f in frames
-                           if "score" in f.columns] or [np.array([0.0, 1.0])])
-    lo = float(np.floor(vals.min() * 100) / 100) if len(vals) else 0.0
-    hi = float(np.ceil(vals.max() * 100) / 100) if len(vals) else 1.0
-    if hi - lo < 0.02:
-        lo, hi = max(0.0, lo - 0.01), min(1.0, hi + 0.01)
-    return {"colorscale": SCORE_COLORSCALE, "cmin": lo, "cmax": hi,
-            "colorbar": {"title": {"text": "masker score"}, "thickness": 14, "len": 0.8}}
+def score_rank(scores) -> np.ndarray:
+    """Each score's rank within its piece as a percentile, 0..100 (the share of the piece's
+    notes with a lower score; ties share their mean rank); NaN stays NaN."""
+    v = np.asarray(scores, dtype=float)
+    out = np.full(len(v), np.nan)
+    ok = np.isfinite(v)
+    m = int(ok.sum())
+    if m == 1:
+        out[ok] = 50.0
+    elif m > 1:
+        out[ok] = (pd.Series(v[ok]).rank(method="average").to_numpy() - 1) / (m - 1) * 100.0
+    return out
+
+
+def score_spread(scores) -> dict:
+    """How spread a piece's raw masker scores are: ``min``, ``max``, ``iqr`` (75th - 25th
+    percentile) and ``verdict``: ``barely`` (IQR < 0.05: the masker hardly tells the notes
+    apart, its ranking is close to noise), ``weakly`` (< 0.15) or ``clearly``."""
+    v = np.asarray(scores, dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return {"min": np.nan, "max": np.nan, "iqr": np.nan, "verdict": "no scores"}
+    q1, q3 = np.percentile(v, [25, 75])
+    iqr = float(q3 - q1)
+    verdict = "barely" if iqr < 0.05 else "weakly" if iqr < 0.15 else "clearly"
+    return {"min": float(v.min()), "max": float(v.max()), "iqr": iqr, "verdict": verdict}
+
+
+def score_spread_text(scores) -> str:
+    """One sentence on the raw score spread, e.g. ``raw masker scores 0.47-0.49, IQR 0.01:
+    the masker barely distinguishes the notes ...``."""
+    sp = score_spread(scores)
+    if sp["verdict"] == "no scores":
+        return "no masker scores"
+    what = {"barely": "the masker barely distinguishes the notes, so read the colours as a weak "
+                      "ranking, not as strong preferences",
+            "weakly": "the masker separates the notes only weakly",
+            "clearly": "the masker clearly separates the notes"}[sp["verdict"]]
+    iqr = f"{sp['iqr']:.2f}" if sp["iqr"] >= 0.01 else f"{sp['iqr']:.3f}"
+    return (f"raw masker scores {sp['min']:.2f}-{sp['max']:.2f}, IQR {iqr} "
+            f"(on a 0-1 scale): {what}")
+
+
+def _with_rank(df: pd.DataFrame) -> pd.DataFrame:
+    if "score" in df.columns and "score_rank" not in df.columns and df["score"].notna().any():
+        return df.assign(score_rank=score_rank(df["score"]))
+    return df
+
+
+def _score_axis(frames: Sequence[pd.DataFrame] = ()) -> dict:
+    """Shared colour axis of masker scores: each note's rank in its piece (0-100%), a fixed
+    scale, so the colours mean the same whatever range the raw scores span (a weak masker's
+    0.47-0.49 is not stretched into a full-range rainbow); the raw spread goes in words
+    (:func:`score_spread_text`)."""
+    return {"colorscale": SCORE_COLORSCALE, "cmin": 0.0, "cmax": 100.0,
+            "colorbar": {"title": {"text": "masker score<br>rank in piece"}, "thickness": 14, "len": 0.8,
+                         "ticksuffix": "%", "tickvals": [0, 25, 50, 75, 100]}}
 
 
 def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
                track_names: Sequence[str] | None = None, show_score: bool = True,
                picked_col: str = "picked", ghost: pd.DataFrame | None = None,
                title: str | None = None, height: int = 480,
-               x_range: tuple[float, float] | None = None) -> go.Figure:
-    """Piano roll of a notes table: time (quarters) x pitch, bar/beat grid, C labels.
+               x_range: tuple[float, float] | None = None,
+               initial_bars: int | None = INITIAL_BARS) -> go.Figure:
+    """Piano roll of a notes table: time (quarters, labelled in bars) x pitch, C labels.
 
     - Without a ``score`` column (or ``show_score=False``): one trace per track,
       coloured from a fixed palette.
-    - With ``score``: unpicked notes coloured by masker score on a shared
-      colour axis (colorbar "masker score", spanning the scores' range); notes with ``picked_col``
+    - With ``score``: unpicked notes coloured by the rank of their masker score in the
+      piece (0-100%, :func:`score_rank`) on a shared colour axis; notes with ``picked_col``
       True drawn with the same colours and a thick red outline; notes with
       ``frozen`` True grey and hatched (a frozen note is never drawn as picked).
     - ``ghost``: a notes table (see :func:`reconstruction_frame`) drawn on top,
       semi-transparent orange.
-    Hover on a note shows pitch name, bar.beat, duration (q), velocity, track
-    (and masker score). ``dragmode`` is zoom; pan from the mode bar.
+    - Bars: axis grid lines (see :func:`_time_axis`); a piece of more than
+      ``initial_bars`` bars opens on its first ``initial_bars`` with a range slider
+      under the roll to reach the rest (``x_range`` overrides the opening view).
+    Hover on a note shows pitch name, bar and beat, duration (quarters), velocity, track
+    (and masker score with its rank). ``dragmode`` is zoom; pan from the mode bar.
     """
     track_names = _track_names(track_names) if track_names is not None else None
+    if show_score:
+        df = _with_rank(df)
     fig = go.Figure()
     if len(df):
         pmin, pmax = int(df["pitch"].min()), int(df["pitch"].max())
@@ -420,22 +585,25 @@ def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
             pmin, pmax = min(pmin, int(ghost["pitch"].min())), max(pmax, int(ghost["pitch"].max()))
     else:
         pmin, pmax = 60, 72
-    _add_grid(fig, df, bar_starts_q, pmin - 1.5, pmax + 1.5)
     for tr in _roll_traces(df, track_names=track_names, show_score=show_score,
                            picked_col=picked_col, ghost=ghost):
         fig.add_trace(tr)
+    xaxis = _time_axis(df, bar_starts_q, x_range=x_range, initial_bars=initial_bars)
+    long_piece = "range" in xaxis and x_range is None
+    if long_piece:
+        xaxis["rangeslider"] = {"visible": True, "thickness": 0.08}
+    legend, bottom = _legend_below(height)
     fig.update_layout(
         barmode="overlay",
-        height=height,
+        height=height + (60 if long_piece else 0),
         title={"text": title} if title else None,
         dragmode="zoom",
         hovermode="closest",
-        margin={"l": 60, "r": 20, "t": 40 if title else 10, "b": 40},
-        legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
+        margin={"l": 60, "r": 20, "t": 40 if title else 10, "b": bottom},
+        legend=legend,
         plot_bgcolor="white",
         yaxis=_pitch_axis(pmin, pmax),
-        xaxis={"title": {"text": "time (quarter notes)"}, "showgrid": False, "zeroline": False,
-               **({"range": list(x_range)} if x_range else {})},
+        xaxis=xaxis,
     )
     if show_score and "score" in df.columns and df["score"].notna().any():
         fig.update_layout(coloraxis=_score_axis([df]))
@@ -446,12 +614,14 @@ def side_by_side_rolls(frames: Sequence[pd.DataFrame], titles: Sequence[str], *,
                        bar_starts_q=None, track_names=None, show_score: bool = True,
                        ghosts: Sequence[pd.DataFrame | None] | None = None,
                        masked_cols: Sequence[str | None] | None = None,
-                       height: int = 460) -> go.Figure:
-    """Several piano rolls in one figure, side by side, sharing the pitch axis.
+                       height: int = 460, initial_bars: int | None = INITIAL_BARS) -> go.Figure:
+    """Several piano rolls in one figure, side by side, sharing the pitch axis and the
+    time axis (zooming one panel zooms all; long pieces open on their first bars).
 
     Each panel is built like :func:`piano_roll` (``masked_cols[i]`` switches a
     panel to "concrete draw" colouring: masked notes red, others neutral).
-    The legend appears once; all score panels share one colour axis.
+    The legend appears once, under the panels and their axis titles; all score panels
+    share one colour axis (rank in piece).
     """
     n = len(frames)
     fig = make_subplots(rows=1, cols=n, shared_yaxes=True, subplot_titles=list(titles),
@@ -464,22 +634,23 @@ def side_by_side_rolls(frames: Sequence[pd.DataFrame], titles: Sequence[str], *,
     names = _track_names(track_names) if track_names is not None else None
     any_score = False
     for i, df in enumerate(frames):
-        _add_grid(fig, df, bar_starts_q, pmin - 1.5, pmax + 1.5, row=1, col=i + 1)
+        if show_score and masked_cols[i] is None:
+            df = _with_rank(df)
         for tr in _roll_traces(df, track_names=names, show_score=show_score,
                                ghost=ghosts[i], masked_col=masked_cols[i], showlegend=(i == 0)):
             fig.add_trace(tr, row=1, col=i + 1)
+        fig.update_xaxes(**_time_axis(df, bar_starts_q, initial_bars=initial_bars), row=1, col=i + 1)
         any_score |= (show_score and masked_cols[i] is None and "score" in df.columns
                       and df["score"].notna().any())
+    legend, bottom = _legend_below(height)
     fig.update_layout(barmode="overlay", height=height, dragmode="zoom", plot_bgcolor="white",
-                      hovermode="closest",
-                      margin={"l": 60, "r": 20, "t": 60, "b": 40},
-                      legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0})
+                      hovermode="closest", margin={"l": 60, "r": 20, "t": 60, "b": bottom}, legend=legend)
     fig.update_yaxes(**_pitch_axis(pmin, pmax), row=1, col=1)
     for i in range(2, n + 1):
         fig.update_yaxes(showgrid=True, gridcolor="rgba(200,200,200,0.35)", row=1, col=i)
-    fig.update_xaxes(title_text="time (quarter notes)", showgrid=False, zeroline=False)
+        fig.update_xaxes(matches="x", row=1, col=i)
     if any_score:
-        fig.update_layout(coloraxis=_score_axis([f for f, m in zip(frames, masked_cols) if m is None]))
+        fig.update_layout(coloraxis=_score_axis())
     return fig
 
 
@@ -589,7 +760,7 @@ def loss_curves(progress: pd.DataFrame, *, title: str = "training loss") -> go.F
         cols = [c for c in ("loss", "recovery_loss") if c in progress.columns]
         cols += _numeric_cols(progress, ["ce", "loss"], exclude=set(cols))
     for c in cols:
-        name = {"loss": "total", "recovery_loss": "recovery"}.get(c, c.split("_", 1)[-1])
+        name = stat_label(c)
         fig.add_trace(go.Scatter(x=progress["step"], y=progress[c], mode="lines", name=name,
                                  line={"width": 3 if c == "loss" else 1.5}))
     fig.update_layout(title={"text": title}, xaxis_title="step", yaxis_title="loss", height=340,
@@ -603,19 +774,36 @@ def loss_curves(progress: pd.DataFrame, *, title: str = "training loss") -> go.F
 MASKER_STAT_PREFIXES = ("masker", "score", "frozen", "freeze")
 
 
+def _is_count(progress: pd.DataFrame, col: str) -> bool:
+    """A statistic counted in notes (frozen_in_batch, n_picked, ...), not a 0-1 quantity."""
+    vals = pd.to_numeric(progress[col], errors="coerce")
+    return col.startswith("n_") or col.endswith("_in_batch") or bool((vals.abs() > 1.5).any())
+
+
 def masker_stats_figure(progress: pd.DataFrame, *, title: str = "masker statistics") -> go.Figure:
-    """Lines for every numeric masker statistic against step.
+    """Lines for every numeric masker statistic against step, by human names.
 
     Columns starting with ``masker``, ``score``, ``frozen`` or ``freeze``
-    (e.g. ``masker_loss``, ``score_mean``, ``frozen_in_batch``); the random
-    strategy has none, which the figure says.
+    (e.g. ``masker_loss``, ``score_mean``, ``frozen_in_batch``). Counts of notes
+    (``frozen_in_batch``, ~1,000) go on a right-hand axis of their own, so they do not
+    flatten the 0-1 statistics (loss, mean score) on the left. The random strategy has
+    none, which the figure says.
     """
     fig = go.Figure()
     cols = _numeric_cols(progress, MASKER_STAT_PREFIXES) if len(progress) else []
+    counts = [c for c in cols if _is_count(progress, c)]
     for c in cols:
-        fig.add_trace(go.Scatter(x=progress["step"], y=progress[c], mode="lines", name=c))
-    fig.update_layout(title={"text": title}, xaxis_title="step", height=340,
-                      margin={"l": 50, "r": 20, "t": 50, "b": 40}, hovermode="x unified")
+        fig.add_trace(go.Scatter(x=progress["step"], y=progress[c], mode="lines", name=stat_label(c),
+                                 yaxis="y2" if c in counts else "y",
+                                 line={"dash": "dot"} if c in counts else {}))
+    legend, bottom = _legend_below(340)
+    fig.update_layout(title={"text": title}, xaxis_title="step", height=380,
+                      yaxis={"title": {"text": "loss / score"}, "rangemode": "tozero"},
+                      margin={"l": 50, "r": 60, "t": 50, "b": bottom}, hovermode="x unified",
+                      legend=legend)
+    if counts:
+        fig.update_layout(yaxis2={"title": {"text": "notes (dotted)"}, "overlaying": "y", "side": "right",
+                                  "rangemode": "tozero", "showgrid": False})
     if not cols:
         fig.add_annotation(text="no masker statistics (random strategy or no progress yet)",
                            showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
@@ -777,11 +965,15 @@ def bias_figure(tables: Mapping[str, pd.DataFrame], attribute: str, *, by_label:
         sub = t[t["attribute"] == attribute]
         fig.add_trace(go.Bar(name=model, x=sub["group"].tolist(), y=sub["accuracy"].tolist(),
                              marker_color=TRACK_PALETTE[i % len(TRACK_PALETTE)],
-                             text=[f"{a:.0%} (n={n})" for a, n in zip(sub["accuracy"], sub["n"])],
-                             textposition="outside"))
-    fig.update_layout(barmode="group", height=360,
+                             text=[f"{a:.0%}<br>n={n:,}" for a, n in zip(sub["accuracy"], sub["n"])],
+                             textposition="outside", textangle=0, textfont={"size": 10},
+                             cliponaxis=False,
+                             hovertemplate="%{x}: %{y:.1%}<extra>" + str(model) + "</extra>"))
+    fig.update_layout(barmode="group", height=380, bargap=0.25, bargroupgap=0.08,
                       title={"text": title or f"{attribute} recovery by {by_label or 'group'}"},
-                      yaxis={"range": [0, 1.1], "tickformat": ".0%", "title": {"text": "accuracy"}},
+                      yaxis={"range": [0, 1.2], "tickformat": ".0%", "title": {"text": "accuracy"},
+                             "tickvals": [0, 0.25, 0.5, 0.75, 1.0]},
+                      uniformtext={"minsize": 8, "mode": "show"},
                       margin={"l": 50, "r": 20, "t": 50, "b": 40})
     return fig
 
@@ -803,6 +995,92 @@ def metrics_comparison(metrics: Mapping[str, Mapping[str, float]]) -> pd.DataFra
     if len(names) == 2:
         table["difference"] = table[names[1]] - table[names[0]]
     return table
+
+
+def _metric_format(metric: str):
+    m = metric.lower()
+    if m.startswith("recovery") or "accuracy" in m:
+        return lambda v: "-" if v is None or not np.isfinite(v) else f"{v:.1%}"
+    if m.startswith("frozen notes") or m.startswith("picked notes") or m.startswith("notes"):
+        return lambda v: "-" if v is None or not np.isfinite(v) else f"{v:,.0f}"
+    if "parameters" in m:
+        return lambda v: "-" if v is None or not np.isfinite(v) else f"{v:.2f}"
+    return lambda v: "-" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+
+def metrics_display(table: pd.DataFrame, *, highlight: bool = True):
+    """A :func:`metrics_comparison` table ready to show: every row in its own format
+    (recoveries as percentages, counts of notes as whole numbers, scores with 3
+    decimals), ``-`` for missing values, the ``difference`` column green where the
+    second model is higher and red where lower. Returns a pandas ``Styler``."""
+    def colour(v):
+        if not isinstance(v, (int, float)) or np.isnan(v) or abs(v) < 1e-12:
+            return ""
+        return "background-color: #d9f2d9" if v > 0 else "background-color: #f8d7d7"
+
+    styled = table.style
+    plain = [c for c in table.columns if c != "difference"]
+    for metric in table.index:
+        fmt = _metric_format(str(metric))
+        if plain:
+            styled = styled.format(fmt, subset=pd.IndexSlice[[metric], plain])
+        if "difference" in table.columns:
+            styled = styled.format(lambda v, f=fmt: ("+" if v is not None and np.isfinite(v) and v > 0 else "")
+                                   + f(v), subset=pd.IndexSlice[[metric], ["difference"]])
+    if highlight and "difference" in table.columns:
+        styled = styled.map(colour, subset=["difference"])
+    return styled
+
+
+def display_table(df: pd.DataFrame, *, digits: int = 2) -> pd.DataFrame:
+    """A table of mixed values as text for showing: numbers rounded (:func:`fmt_number`),
+    ``-`` for a missing value (never ``None`` / ``nan``), everything else as it reads."""
+    def cell(v):
+        if v is None or (isinstance(v, float) and not np.isfinite(v)):
+            return "-"
+        if isinstance(v, (bool, np.bool_)):
+            return "yes" if v else "no"
+        if isinstance(v, (int, float, np.integer, np.floating)):
+            return fmt_number(v, digits)
+        return str(v)
+
+    return df.astype(object).map(cell)
+
+
+def readable_notes(df: pd.DataFrame, values: Sequence[str] = (), *, digits: int = 3) -> pd.DataFrame:
+    """A notes table for people: ``note`` (its number), ``pitch`` as a note name, ``when``
+    (``bar 13, beat 1``), then the ``values`` columns rounded to ``digits`` decimals, named
+    by :func:`stat_label` when they are training-style names (``loss_bar`` -> ``bar loss``)."""
+    out = pd.DataFrame(index=df.index)
+    if "note" in df.columns:
+        out["note"] = df["note"].to_numpy()
+    if "pitch" in df.columns:
+        out["pitch"] = [pitch_name(int(p)) for p in df["pitch"].to_numpy()]
+    if "bar" in df.columns and "beat" in df.columns:
+        out["when"] = [bar_beat_label(b, t) for b, t in zip(df["bar"].to_numpy(), df["beat"].to_numpy())]
+    for c in values:
+        if c in df.columns:
+            out[readable_column(c)] = pd.to_numeric(df[c], errors="coerce").round(digits)
+    return out.reset_index(drop=True)
+
+
+def readable_column(column: str) -> str:
+    """A column name for people: ``loss_pitch`` -> ``pitch loss``, ``loss`` -> ``loss (all
+    attributes)``, ``mask`` -> ``random mask``; other names with spaces for underscores."""
+    if column == "loss":
+        return "loss (all attributes)"
+    if column.startswith("loss_"):
+        return f"{column[len('loss_'):]} loss"
+    return {"mask": "random mask"}.get(column, column.replace("_", " "))
+
+
+def readable_table(df: pd.DataFrame, *, digits: int = 3) -> pd.DataFrame:
+    """Any small numeric table for people: :func:`readable_column` names, floats rounded."""
+    out = df.copy()
+    for c in out.columns:
+        if pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].round(digits)
+    return out.rename(columns={c: readable_column(str(c)) for c in out.columns})
 
 
 def prediction_bars(topk: Sequence[tuple], *, title: str = "", truth=None) -> go.Figure:
@@ -867,7 +1145,6 @@ def value_roll(df: pd.DataFrame, values, *, label: str, diverging: bool, selecte
     sel = (notes == int(selected)) if selected is not None else np.zeros(len(df), dtype=bool)
     fig = go.Figure()
     pmin, pmax = (int(df["pitch"].min()), int(df["pitch"].max())) if len(df) else (60, 72)
-    _add_grid(fig, df, bar_starts_q, pmin - 1.5, pmax + 1.5)
     out = ~inw
     if out.any():
         fig.add_trace(_note_trace(df[out], "outside the window", color="#e0e0e0", track_names=track_names))
@@ -907,12 +1184,18 @@ def value_roll(df: pd.DataFrame, values, *, label: str, diverging: bool, selecte
     caxis = ({"colorscale": ATTRIBUTION_COLORSCALE, "cmin": -lim, "cmax": lim, "cmid": 0.0} if diverging
              else {"colorscale": ATTENTION_COLORSCALE, "cmin": 0.0, "cmax": lim})
     caxis["colorbar"] = {"title": {"text": label}, "thickness": 14, "len": 0.8}
+    legend, bottom = _legend_below(height)
+    xaxis = _time_axis(df, bar_starts_q)
+    if selected is not None and sel.any() and "range" in xaxis:  # open on the bars around the selected note
+        bars, _ = _bar_grid(df, bar_starts_q)
+        x0 = float(df["onset_q"].to_numpy()[sel][0])
+        i = int(np.clip(np.searchsorted(bars, x0, side="right") - 1 - INITIAL_BARS // 2, 0,
+                        max(0, len(bars) - 1 - INITIAL_BARS)))
+        xaxis["range"] = [float(bars[i]), float(bars[min(len(bars) - 1, i + INITIAL_BARS)])]
     fig.update_layout(barmode="overlay", height=height, title={"text": title} if title else None,
                       dragmode="zoom", hovermode="closest", plot_bgcolor="white", coloraxis=caxis,
-                      margin={"l": 60, "r": 20, "t": 40 if title else 10, "b": 40},
-                      legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
-                      yaxis=_pitch_axis(pmin, pmax),
-                      xaxis={"title": {"text": "time (quarter notes)"}, "showgrid": False, "zeroline": False})
+                      margin={"l": 60, "r": 20, "t": 40 if title else 10, "b": bottom},
+                      legend=legend, yaxis=_pitch_axis(pmin, pmax), xaxis=xaxis)
     return fig
 
 

@@ -939,10 +939,9 @@ def masker_class_figure(by_class: Mapping[str, Sequence[Mapping[str, Any]]]):
         fig.update_xaxes(tickangle=-40, tickfont={"size": 9}, row=2, col=j)
         fig.update_xaxes(showticklabels=False, row=1, col=j)
     scores = [r["score"] for g in groups for r in by_class[g] if r.get("score") is not None]
-    if scores:  # scores of a weak masker sit close together: zoom on their range, not on 0..1
-        lo, hi = min(scores), max(scores)
-        pad = max(0.1 * (hi - lo), 0.005)
-        fig.update_yaxes(range=[max(0.0, lo - pad), min(1.0, hi + pad)], row=1)
+    # the score axis starts at 0 (never at the scores' minimum: a weak masker's 0.47 vs 0.49 must
+    # not look like a big difference); the values are in the hover
+    fig.update_yaxes(range=[0.0, min(1.0, max(0.5, 1.1 * max(scores, default=1.0)))], row=1)
     frozen = [100 * r["frozen"] for g in groups for r in by_class[g] if r.get("frozen") is not None]
     fig.update_yaxes(range=[0, max(1.0, 1.1 * max(frozen, default=100.0))], row=2)
     fig.update_yaxes(title_text="mean masker score", row=1, col=1)
@@ -1009,13 +1008,17 @@ def frozen_example_figure(example: Mapping[str, Any]):
         if col not in df.columns:
             df[col] = default
     names = ctx.get("track_names") or None
+    piece = str(example.get("piece", ""))
+    short = piece if len(piece) <= 42 else "..." + piece[-39:]  # the file name end, not cut by the frame
     fig = plots.piano_roll(df, bar_starts_q=ctx.get("bar_starts_q") or None, track_names=names,
-                           title=f"{example.get('piece')} ({example.get('source')}), note {example.get('note')}",
-                           height=280)
+                           title=f"{short}<br><span style='font-size:10px'>{example.get('source')}, "
+                                 f"note {example.get('note')}</span>", height=300)
+    # the arrow comes from below the note: from above it ran into the title
     fig.add_annotation(x=example["onset_q"] + example["duration_q"] / 2, y=example["pitch"], text="frozen",
-                       showarrow=True, arrowhead=2, ax=0, ay=-30, font={"size": 10})
-    fig.update_layout(width=480, showlegend=False, title={"font": {"size": 11}},
-                      margin={"l": 50, "r": 10, "t": 30, "b": 30})
+                       showarrow=True, arrowhead=2, ax=0, ay=30, font={"size": 10}, bgcolor="white")
+    fig.update_layout(width=420, showlegend=False, title={"font": {"size": 11}, "x": 0.02, "y": 0.97,
+                                                          "yanchor": "top"},
+                      coloraxis_showscale=False, margin={"l": 50, "r": 10, "t": 55, "b": 40})
     return fig
 
 

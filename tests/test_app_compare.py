@@ -44,7 +44,9 @@ def test_two_models_on_a_piece(models):
     assert heads == ["Recovery accuracy under the same random masks", "Bias view",
                      "Downstream predictions", "Metrics"]
     assert any("None: neither model folder holds a fine-tuned task head" in i.value for i in at.info)
-    table = at.dataframe[0].value
+    # a static table (every row shown, no inner scrolling), each row in its own format
+    assert not at.dataframe
+    table = at.table[0].value
     assert list(table.columns) == ["model-one", "model-two", "difference"]
     row = table.loc["recovery pitch (piece)"]
     assert row["difference"] == pytest.approx(row["model-two"] - row["model-one"])
@@ -70,7 +72,7 @@ def test_folder_evaluation_skips_bad_files(models, tiny_midi_dir):
     assert any("1 file(s) skipped" in w.value and "junk.mid" in w.value for w in at.warning)
     comp = at.session_state["smu_compare"]
     assert comp["folder"]["n_files"] == 4
-    assert "recovery pitch (folder)" in at.dataframe[0].value.index
+    assert "recovery pitch (folder)" in at.table[0].value.index
 
 
 def test_missing_folder_is_an_error(models, tmp_path):

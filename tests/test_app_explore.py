@@ -62,6 +62,10 @@ def test_model_overlay_ratio_slider_and_inspector(model_dir):
     assert not at.exception
     assert int(metric(at, "Picked by the masker")) == round(0.40 * (n - round(0.3 * n)))
     assert at.session_state[A.K_RATIO] == pytest.approx(0.40)
+    # the UI says why "picked" is below the ratio: frozen notes are never masked
+    m = next(m for m in at.metric if m.label == "Picked by the masker")
+    assert "frozen" in m.help and "not frozen" in m.help
+    assert "frozen notes" in texts(at) and "raw masker scores" in texts(at).lower()
     # the inspector shows the chosen note and the model's top guesses for it
     at.number_input(key="explore_note").set_value(3).run()
     assert not at.exception
@@ -72,6 +76,7 @@ def test_model_overlay_ratio_slider_and_inspector(model_dir):
 
     piece = read_piece(ROOT / "sample_midi" / SAMPLES[0])
     assert f"**{pitch_name(int(piece.pitch[3]))}**" in text
+    assert "bar.beat" not in text and ", beat " in text  # one form: "bar 13, beat 1"
     # ghost layer, one masking draw and audio all render without error
     at.toggle(key="explore_ghost").set_value(True).run()
     at.button(key="explore_draw").click().run()
@@ -85,7 +90,7 @@ def test_model_overlay_ratio_slider_and_inspector(model_dir):
 
 @pytest.mark.parametrize("name,data,why", [
     ("notes.txt", b"these are my notes, not music", "unsupported file type"),
-    ("song.mid", b"these are my notes, not music", "not a MIDI file"),
+    ("song.mid", b"these are my notes, not music", "neither a MIDI file nor a MusicXML score"),
     ("broken.mid", b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\x00\x00\x10\x00\x90", "Cannot read broken.mid"),
 ])
 def test_bad_uploads_are_errors(name, data, why):
@@ -162,3 +167,32 @@ def test_fast_overlay_matches_explain_table(model_dir, ratio):
     assert (over["frozen"] == full["frozen"]).all()
     assert (over["picked"] == full["picked"]).all()
     assert over["picked"].sum() == max(1, round(ratio * (len(piece) - round(0.3 * len(piece)))))
+
+
+def test_huge_upload_is_refused_within_60_s(midi_bytes):
+    """A 100,000-note upload ends in a plain refusal (the note limit), never a silent spinner."""
+    import time
+
+    notes = [(i * 60, 50, 48 + (i * 7) % 36) for i in range(100_000)]
+    data = midi_bytes(notes)
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state[A.K_PIECE] = ("huge.mid", data)
+    t0 = time.perf_counter()
+    at.run()
+    took = time.perf_counter() - t0
+    assert not at.exception
+    assert took < 60, took
+    err = " ".join(e.value for e in at.error)
+    assert "100,000 notes" in err and f"{A.MAX_NOTES:,}" in err and "shorter excerpts" in err
+    assert not at.get("plotly_chart")  # the model never ran
+
+
+def test_damaged_file_is_described_in_plain_words():
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state[A.K_PIECE] = ("cut.mid", b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\x00\x00\x10\x00\x90")
+    at.run()
+    err = " ".join(e.value for e in at.error)
+    assert "cut short" in err and "MTrk" not in err and "byte" not in err
+    assert A.plain_reason("truncated MIDI file: chunk b'MTrk' at byte 41 claims 4096 bytes, 1 left").startswith(
+        "the file is cut short")
+    assert A.plain_reason("something new") == "something new"

@@ -24,8 +24,9 @@ def test_partial_study_lists_stages(tmp_path):
     assert any("has not finished yet" in i.value for i in at.info)
     table = at.dataframe[0].value
     row = table.set_index("stage").loc["data"]
-    assert row["status"] == "done" and row["wall (min)"] == 2.0
+    assert row["status"] == "done" and row["wall (min)"] == "2"
     assert (table["status"] == "to do").sum() == len(table) - 1
+    assert row["tokens"] == "0" and table.set_index("stage").drop("data")["wall (min)"].eq("-").all()  # no "None"
     assert at.metric[0].value == f"1 of {len(table)}"
 
 

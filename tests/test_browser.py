@@ -137,6 +137,22 @@ def nav(page, title: str):
     wait_idle(page)
 
 
+def boxes_overlap(a, b) -> bool:
+    return not (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
+                or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+
+
+def assert_legend_clear(plot):
+    """The legend of a Plotly chart overlaps neither a plot area nor an x-axis title."""
+    legend = plot.locator("g.legend").first.bounding_box()
+    assert legend is not None
+    for i in range(plot.locator(".nsewdrag").count()):  # one drag rectangle per plot area
+        assert not boxes_overlap(legend, plot.locator(".nsewdrag").nth(i).bounding_box()), "legend on a plot"
+    for i in range(plot.locator(".g-xtitle text, .g-x2title text").count()):
+        title = plot.locator(".g-xtitle text, .g-x2title text").nth(i).bounding_box()
+        assert not boxes_overlap(legend, title), "legend on an axis title"
+
+
 def test_explore_compare_train(browser, server):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1500, "height": 1900})
@@ -161,6 +177,14 @@ def test_explore_compare_train(browser, server):
     wait_idle(page)
     page.get_by_text("The model's top guesses for each attribute").wait_for()
     assert page.locator('[data-testid="stException"]').count() == 0
+    assert_legend_clear(roll)
+    # words: "bar N, beat B" (one form), note names, the score spread, why "picked" < ratio
+    body = page.locator("section.main, [data-testid='stMain']").first.inner_text()
+    assert "bar.beat" not in body and re.search(r"at bar \d+, beat \d", body)
+    assert "raw masker scores" in body.lower() and "not frozen" in body
+    pitch_chart = page.locator(".js-plotly-plot").filter(has_text="pitch -").first
+    labels = pitch_chart.locator(".ytick text").all_text_contents()  # SVG text: no innerText
+    assert labels and all(re.fullmatch(r"[A-G]#?-?\d", t) for t in labels), labels
     page.screenshot(path=str(SHOTS / "explore.png"))
     # clicking a note in the roll selects it in the inspector
     note_box = page.get_by_label("Note number (or click a note in the roll)")
@@ -176,11 +200,25 @@ def test_explore_compare_train(browser, server):
         use_folder(page, "Model B", model_b, nth=1)
     page.get_by_text("Recovery accuracy under the same random masks").wait_for()
     page.get_by_text("Bias view").wait_for()
-    page.locator('[data-testid="stDataFrame"]').first.wait_for()
+    page.locator('[data-testid="stTable"]').first.wait_for()  # the metrics table (st.table, every row)
     wait_idle(page)
     assert page.locator(".js-plotly-plot").count() >= 3
     assert page.locator('[data-testid="stException"]').count() == 0
-    page.screenshot(path=str(SHOTS / "compare.png"))
+    assert_legend_clear(page.locator(".js-plotly-plot").first)  # the two-panel rolls
+    # the metrics table shows every row (no inner scrolling), numbers rounded, no "None"
+    table = page.locator('[data-testid="stTable"]').first
+    table.scroll_into_view_if_needed()
+    assert table.evaluate("e => [e, ...e.querySelectorAll('*')].every(x => x.scrollHeight <= x.clientHeight + 1"
+                          " || getComputedStyle(x).overflowY === 'visible')"), "the table scrolls inside"
+    text = table.inner_text()
+    assert "frozen notes" in text and "None" not in text and not re.search(r"\d\.\d{4}", text)
+    assert not re.search(r"frozen notes\s+\d+\.\d", text)  # a count, not "68.000"
+    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+
+    nav(page, "Report")
+    page.get_by_role("button", name="Download the HTML report").wait_for()
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(SHOTS / "report.png"))
 
     nav(page, "Train")
     page.get_by_text("Train a small model").first.wait_for()
@@ -205,7 +243,25 @@ def test_explore_compare_train(browser, server):
     assert later > first, "the training curve did not update"
     curve = page.locator(".js-plotly-plot").filter(has_text="training loss").first
     assert curve.locator(".scatterlayer path.js-line").count() >= 1
+    assert "None" not in page.locator('[data-testid="stDataFrame"]').first.inner_text()
     page.screenshot(path=str(SHOTS / "train.png"))
+    page.close()
+
+
+def test_huge_upload_is_refused_in_the_browser(browser, server, tmp_path):
+    """A 100,000-note upload ends in a plain refusal within 60 s, never a silent spinner."""
+    from conftest import midi_bytes
+
+    big = tmp_path / "huge_100k.mid"
+    big.write_bytes(midi_bytes([(i * 60, 50, 48 + (i * 7) % 36) for i in range(100_000)]))
+    page = open_app(browser, server, 1000)
+    page.get_by_text("upload MIDI / MusicXML").first.click()
+    wait_idle(page)
+    t0 = time.time()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(big))
+    page.get_by_text("shorter excerpts").first.wait_for(timeout=60_000)
+    assert time.time() - t0 < 60
+    assert "100,000 notes" in page.locator('[data-testid="stAlert"]').first.inner_text()
     page.close()
 
 

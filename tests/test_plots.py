@@ -53,9 +53,11 @@ def test_pitch_names():
 
 
 def test_bar_beat_labels():
-    assert plots.bar_beat_label(0, 0.0) == "1.1"
-    assert plots.bar_beat_label(2, 2.0) == "3.3"
-    assert plots.bar_beat_label(0, 2.5) == "1.3+0.5"
+    assert plots.bar_beat_label(0, 0.0) == "bar 1, beat 1"
+    assert plots.bar_beat_label(12, 0.0) == "bar 13, beat 1"
+    assert plots.bar_beat_label(2, 2.0) == "bar 3, beat 3"
+    assert plots.bar_beat_label(0, 2.5) == "bar 1, beat 3.5"
+    assert plots.bar_beat_label(0, 1 / 3) == "bar 1, beat 1.33"
 
 
 def test_piano_roll_score_overlay_states():
@@ -77,14 +79,15 @@ def test_piano_roll_score_overlay_states():
         np.testing.assert_allclose(tr.x, df.duration_q[ids])
         np.testing.assert_allclose(tr.y, df.pitch[ids])
     # colours: score on a shared colour axis with a colorbar; picked outlined red; frozen grey hatched
-    np.testing.assert_allclose(plain.marker.color, df.score[note_ids(plain)])
+    # colour = the score's rank in the piece (0-100 %) on a fixed scale, whatever the raw range
+    rank = plots.score_rank(df.score)
+    np.testing.assert_allclose(plain.marker.color, rank[note_ids(plain)])
     assert plain.marker.coloraxis == picked.marker.coloraxis == "coloraxis"
-    assert fig.layout.coloraxis.colorbar.title.text == "masker score"
-    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0.0, 1.0)  # the scores' range
+    assert "rank in piece" in fig.layout.coloraxis.colorbar.title.text
+    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0.0, 100.0)
     narrow = plots.piano_roll(df.assign(score=np.linspace(0.503, 0.517, len(df))))
-    assert (narrow.layout.coloraxis.cmin, narrow.layout.coloraxis.cmax) == (0.5, 0.52)
-    flat = plots.piano_roll(df.assign(score=0.505))
-    assert (flat.layout.coloraxis.cmin, flat.layout.coloraxis.cmax) == pytest.approx((0.49, 0.52))
+    assert (narrow.layout.coloraxis.cmin, narrow.layout.coloraxis.cmax) == (0.0, 100.0)
+    assert "masker score %{customdata[6]}" in plain.hovertemplate
     assert picked.marker.line.color == plots.STATE_COLORS["picked_outline"]
     assert picked.marker.line.width > plain.marker.line.width
     assert frozen.marker.color == plots.STATE_COLORS["frozen"]
@@ -102,18 +105,21 @@ def test_piano_roll_without_model_colours_by_track():
     assert "coloraxis" not in fig.layout or fig.layout.coloraxis.colorbar.title.text is None
     # hover: pitch name, bar.beat, duration, velocity, track name
     cd = rh.customdata[1]  # note 2: pitch 70 = A#4, onset 1.0 -> bar 1 beat 2
-    assert list(cd[:6]) == [2, "A#4", "1.2", 0.5, 50, "right hand"]
-    for word in ("customdata[1]", "bar.beat", "duration", "velocity", "track"):
+    assert list(cd[:6]) == [2, "A#4", "bar 1, beat 2", "0.5", 50, "right hand"]
+    for word in ("customdata[1]", "customdata[2]", "duration", "velocity", "track"):
         assert word in rh.hovertemplate
 
 
 def test_grid_and_octave_labels():
     df = notes_table(n=20)  # onsets 0..9.5 q: bars at 0, 4, 8
     fig = plots.piano_roll(df, bar_starts_q=[0.0, 4.0, 8.0])
-    bars, beats = trace(fig, "bars"), trace(fig, "beats")
-    assert [x for x in bars.x if x is not None][::2] == [0.0, 4.0, 8.0]
-    beat_x = sorted(set(x for x in beats.x if x is not None))
-    assert beat_x == [1.0, 2.0, 3.0, 5.0, 6.0, 7.0, 9.0, 10.0, 11.0]
+    # bars = the time axis' grid lines, labelled with 1-based bar numbers; beats = minor lines
+    ax = fig.layout.xaxis
+    assert list(ax.tickvals) == [0.0, 4.0, 8.0] and list(ax.ticktext) == ["1", "2", "3"]
+    assert ax.showgrid and ax.title.text == "bar"
+    assert list(ax.minor.tickvals) == [1.0, 2.0, 3.0, 5.0, 6.0, 7.0, 9.0, 10.0, 11.0]
+    assert ax.range is None and not (ax.rangeslider and ax.rangeslider.visible)  # short: whole piece
+    assert all(not isinstance(t, go.Scatter) for t in fig.data)  # no trace per grid line
     assert len(fig.layout.shapes) == 0  # never one shape per note or line
     ticks = dict(zip(fig.layout.yaxis.tickvals, fig.layout.yaxis.ticktext))
     assert ticks[60] == "C4" and ticks[72] == "C5"
@@ -123,7 +129,7 @@ def test_grid_and_octave_labels():
 def test_grid_without_bar_starts_uses_bar_column():
     df = notes_table(n=20)
     fig = plots.piano_roll(df)
-    assert [x for x in trace(fig, "bars").x if x is not None][::2] == [0.0, 4.0, 8.0]
+    assert list(fig.layout.xaxis.tickvals) == [0.0, 4.0, 8.0]
 
 
 def test_ghost_reconstruction_layer():
@@ -180,7 +186,7 @@ def test_note_from_selection():
     df = notes_table()
     fig = plots.piano_roll(df)
     ci = [i for i, t in enumerate(fig.data) if t.name == "picked by masker (outlined)"][0]
-    sel = {"points": [{"curve_number": ci, "point_index": 1}, {"curve_number": 0, "point_index": 0},
+    sel = {"points": [{"curve_number": ci, "point_index": 1}, {"curve_number": ci, "point_index": 9999},
                       {"curve_number": ci, "point_index": 1}]}
     expected = note_ids(fig.data[ci])[1]
     assert plots.note_from_selection(fig, sel) == [expected]
@@ -222,11 +228,11 @@ def test_progress_frame_and_curves():
     assert "val_loss" not in prog.columns  # eval lines are not steps
     assert {"loss", "ce_pitch", "ce_duration", "masker_loss", "frozen_in_batch"} <= set(prog.columns)
     fig = plots.loss_curves(prog)
-    assert {t.name for t in fig.data} == {"total", "pitch", "duration"}
+    assert {t.name for t in fig.data} == {"total", "pitch", "duration"}  # human names
     assert list(trace(fig, "pitch").y) == [2.0, 1.5]
     assert list(trace(fig, "total").y) == [3.0, 2.0]
     m = plots.masker_stats_figure(prog)
-    assert {t.name for t in m.data} == {"masker_loss", "score_mean", "frozen_in_batch"}
+    assert {t.name for t in m.data} == {"masker loss", "mean masker score", "frozen notes per batch"}
     # older/other naming: loss_<attr>
     old = plots.progress_frame([{"step": 1, "loss": 1.0, "loss_pitch": 0.5}])
     assert {t.name for t in plots.loss_curves(old).data} == {"total", "pitch"}
@@ -293,3 +299,128 @@ def test_metric_class_reads_the_quantised_position_when_there_is_one():
     assert list(plots.metric_beats(df.drop(columns="true_position"))) == list(df["beat"])
     bad = df.assign(true_position=[0.0, None, 0.5, 0.25])
     assert list(plots.metric_beats(bad)) == list(df["beat"])
+
+
+# ---------------------------------------------------------------- issue 12: long pieces, layout, words
+
+def long_table(n_bars=427, per_bar=13):
+    rng = np.random.default_rng(3)
+    on = np.sort(rng.uniform(0, 4 * n_bars - 0.5, n_bars * per_bar))
+    return pd.DataFrame({"note": np.arange(len(on)), "pitch": rng.integers(40, 90, len(on)), "velocity": 70,
+                         "track": 0, "onset_q": on, "duration_q": 0.5, "bar": (on // 4).astype(int),
+                         "beat": on % 4, "score": rng.uniform(0.47, 0.49, len(on))})
+
+
+def test_long_piece_opens_on_16_bars_with_a_range_slider_and_thinned_bar_labels():
+    df = long_table()  # a 5,500-note movement of 427 bars
+    bars = np.arange(427) * 4.0
+    fig = plots.piano_roll(df, bar_starts_q=bars)
+    ax = fig.layout.xaxis
+    assert list(ax.range) == [0.0, 64.0]  # bars 1-16
+    assert ax.rangeslider.visible
+    # labelled (darker) bar lines every k bars, the others faint minor lines: no grey wall
+    k = plots.bar_label_step(427)
+    assert k == 10 and len(ax.tickvals) <= 48
+    assert list(ax.ticktext[:3]) == ["1", "10", "20"]
+    assert len(ax.tickvals) + len(ax.minor.tickvals) == 427
+    assert ax.minor.gridcolor == plots.STATE_COLORS["beat_line"]  # faint
+    assert plots.bar_label_step(16) == 1 and plots.bar_label_step(72) == 2
+    # a short piece is shown whole, every bar labelled
+    short = plots.piano_roll(df[df.onset_q < 40], bar_starts_q=bars[:10])
+    assert short.layout.xaxis.range is None and len(short.layout.xaxis.tickvals) == 10
+    # side by side: both panels open on the same 16 bars and zoom together
+    two = plots.side_by_side_rolls([df, df], ["A", "B"], bar_starts_q=bars)
+    assert list(two.layout.xaxis.range) == [0.0, 64.0] and two.layout.xaxis2.matches == "x"
+
+
+def test_legends_sit_below_the_axis_title_never_on_the_plot():
+    df = notes_table()
+    figs = [plots.piano_roll(df), plots.masking_draw_figure(df, df.picked.to_numpy(), df.picked.to_numpy()),
+            plots.side_by_side_rolls([df, df], ["before", "after the edit"]),
+            plots.value_roll(df, df.score.to_numpy(), label="x", diverging=True)]
+    for fig in figs:
+        lg = fig.layout.legend
+        # anchored to the bottom of the whole figure (container), with a bottom margin that holds
+        # the tick labels (~20 px), the axis title (~25 px) and one legend row (~25 px)
+        assert lg.yref == "container" and lg.y == 0 and lg.yanchor == "bottom" and lg.orientation == "h"
+        assert fig.layout.margin.b >= 90
+
+
+def test_score_rank_and_spread_words():
+    r = plots.score_rank([0.47, 0.49, 0.48, np.nan])
+    np.testing.assert_allclose(r[:3], [0.0, 100.0, 50.0])
+    assert np.isnan(r[3])
+    sp = plots.score_spread(np.random.default_rng(0).uniform(0.47, 0.49, 200))
+    assert sp["verdict"] == "barely" and sp["iqr"] < 0.02
+    text = plots.score_spread_text(np.random.default_rng(0).uniform(0.47, 0.49, 200))
+    assert text.startswith("raw masker scores 0.47-0.49, IQR 0.01") and "barely distinguishes" in text
+    assert plots.score_spread([0.1, 0.9, 0.2, 0.8])["verdict"] == "clearly"
+
+
+def test_numbers_and_values_read_as_words():
+    assert plots.fmt_number(0.167956) == "0.17" and plots.fmt_number(68.0) == "68"
+    assert plots.fmt_number(None) == "-" and plots.fmt_number(float("nan")) == "-"
+    assert plots.fmt_quarters(0.167956) == "0.17 quarters" and plots.fmt_quarters(1.0) == "1 quarter"
+    assert plots.value_label("pitch", 67) == "G4" and plots.value_label("pitch", 66.0) == "F#4"
+    assert plots.value_label("duration", 0.5) == "0.5 q"
+    assert plots.stat_label("masker_loss") == "masker loss" and plots.stat_label("loss_bar") == "bar"
+    assert plots.stat_label("frozen_in_batch") == "frozen notes per batch"
+    # hover: durations rounded
+    fig = plots.piano_roll(notes_table().assign(duration_q=0.167956))
+    assert fig.data[0].customdata[0][3] == "0.17"
+
+
+def test_masker_counts_get_their_own_axis():
+    prog = pd.DataFrame({"step": [1, 2, 3], "masker_loss": [0.69, 0.68, 0.66], "score_mean": [0.5, 0.49, 0.48],
+                         "frozen_in_batch": [0.0, 1150.0, 1148.0]})
+    fig = plots.masker_stats_figure(prog)
+    by = {t.name: t for t in fig.data}
+    assert by["frozen notes per batch"].yaxis == "y2"
+    assert by["masker loss"].yaxis == "y" and by["mean masker score"].yaxis == "y"
+    assert fig.layout.yaxis2.overlaying == "y" and fig.layout.yaxis2.side == "right"
+
+
+def test_bias_bar_labels_are_short_lines():
+    df = notes_table(n=60)
+    df["correct_pitch"] = np.arange(len(df)) % 3 > 0
+    t = plots.bias_table(df, "register")
+    fig = plots.bias_figure({"A": t, "B": t}, "pitch")
+    for tr in fig.data:
+        for text in tr.text:
+            lines = text.split("<br>")
+            assert len(lines) == 2 and all(len(x) <= 8 for x in lines), text  # "99%" / "n=2,073"
+        assert tr.textangle == 0
+    assert fig.layout.yaxis.range[0] == 0
+
+
+def test_metrics_display_formats_each_row():
+    t = plots.metrics_comparison({"A": {"recovery pitch (piece)": 0.5, "frozen notes": 68.0,
+                                        "masker score mean": 0.48123, "parameters (M)": 3.21},
+                                  "B": {"recovery pitch (piece)": 0.55, "frozen notes": 68.0,
+                                        "masker score mean": np.nan, "parameters (M)": 3.21}})
+    html = plots.metrics_display(t).to_html()
+    for cell in (">50.0%<", ">55.0%<", ">+5.0%<", ">68<", ">0.481<", ">-<", ">3.21<"):
+        assert cell in html, cell
+    assert "68.000" not in html and "None" not in html and "nan" not in html
+
+
+def test_study_by_class_axis_starts_at_zero_and_example_titles_fit():
+    from smu_explain import study
+
+    by_class = {"register": [{"class": "C4-B4", "n": 10, "score": 0.47, "frozen": 0.3},
+                             {"class": "C5-B5", "n": 12, "score": 0.49, "frozen": 0.35}]}
+    fig = study.masker_class_figure(by_class)
+    assert fig.layout.yaxis.range[0] == 0.0  # never zoomed on 0.46-0.50
+    notes = [{"note": i, "pitch": 60 + i, "velocity": 64, "track": 0, "onset_q": 40.0 + i, "duration_q": 1.0,
+              "bar": 10 + i // 4, "beat": float(i % 4), "score": 0.5, "frozen": i == 2, "picked": False}
+             for i in range(8)]
+    ex = {"piece": "asap/Bach/Prelude/bwv_854/Richardson01M_a_very_long_performer_name", "source": "asap",
+          "note": 2, "onset_q": 42.0, "duration_q": 1.0, "pitch": 62,
+          "context": {"notes": notes, "bar_starts_q": [40.0, 44.0], "track_names": ["piano"]}}
+    f = study.frozen_example_figure(ex)
+    first_line = f.layout.title.text.split("<br>")[0]
+    assert len(first_line) <= 42 and "asap, note 2" in f.layout.title.text
+    assert f.layout.annotations[0].ay > 0  # the arrow comes from below, away from the title
+    assert f.layout.coloraxis.showscale is False
+    # the bars keep their numbers in the piece (bar index 10 -> "11"), not 1, 2 of the excerpt
+    assert list(f.layout.xaxis.ticktext) == ["11", "12"]
