@@ -839,7 +839,8 @@ def loss_curves(progress: pd.DataFrame, *, title: str = "training loss") -> go.F
         fig.add_trace(go.Scatter(x=progress["step"], y=progress[c], mode="lines", name=name,
                                  line={"width": 3 if c == "loss" else 1.5}))
     fig.update_layout(title={"text": title}, xaxis_title="step", yaxis_title="loss", height=340,
-                      margin={"l": 50, "r": 20, "t": 50, "b": 40}, hovermode="x unified")
+                      margin={"l": 50, "r": 20, "t": 50, "b": 40}, hovermode="x unified",
+                      xaxis=_step_axis(progress))
     if not cols:
         fig.add_annotation(text="no progress yet", showarrow=False, x=0.5, y=0.5,
                            xref="paper", yref="paper")
@@ -853,6 +854,23 @@ def _is_count(progress: pd.DataFrame, col: str) -> bool:
     """A statistic counted in notes (frozen_in_batch, n_picked, ...), not a 0-1 quantity."""
     vals = pd.to_numeric(progress[col], errors="coerce")
     return col.startswith("n_") or col.endswith("_in_batch") or bool((vals.abs() > 1.5).any())
+
+
+def _step_axis(progress: pd.DataFrame) -> dict:
+    """Whole steps only: a run's first few logged steps get one tick per step (not 1, 1.5, 2)."""
+    axis: dict = {"tickformat": ",d"}
+    steps = pd.to_numeric(progress["step"], errors="coerce").dropna() if "step" in progress.columns else []
+    if len(steps) and float(steps.max() - steps.min()) <= 10:
+        axis.update({"tickmode": "linear", "tick0": 0, "dtick": 1})
+    return axis
+
+
+def _count_axis(values: np.ndarray) -> dict:
+    """A 0-based axis of note counts with whole-number ticks (0, 1, 2 or 0, 200, 400, ...)."""
+    top = float(np.nanmax(values)) if len(values) and np.isfinite(values).any() else 0.0
+    top = max(top * 1.1, 4.0)
+    step = next(s * 10 ** e for e in range(0, 9) for s in (1, 2, 5) if top / (s * 10 ** e) <= 5)
+    return {"range": [0, top], "tickmode": "linear", "tick0": 0, "dtick": step, "tickformat": ",d"}
 
 
 def masker_stats_figure(progress: pd.DataFrame, *, title: str = "masker statistics") -> go.Figure:
@@ -872,13 +890,14 @@ def masker_stats_figure(progress: pd.DataFrame, *, title: str = "masker statisti
                                  yaxis="y2" if c in counts else "y",
                                  line={"dash": "dot"} if c in counts else {}))
     legend, bottom = _legend_below(340)
-    fig.update_layout(title={"text": title}, xaxis_title="step", height=380,
+    fig.update_layout(title={"text": title}, xaxis_title="step", height=380, xaxis=_step_axis(progress),
                       yaxis={"title": {"text": "loss / score"}, "rangemode": "tozero"},
                       margin={"l": 50, "r": 60, "t": 50, "b": bottom}, hovermode="x unified",
                       legend=legend)
     if counts:
+        vals = np.concatenate([pd.to_numeric(progress[c], errors="coerce").to_numpy(dtype=float) for c in counts])
         fig.update_layout(yaxis2={"title": {"text": "notes (dotted)"}, "overlaying": "y", "side": "right",
-                                  "rangemode": "tozero", "showgrid": False})
+                                  "showgrid": False, **_count_axis(vals)})
     if not cols:
         fig.add_annotation(text="no masker statistics (random strategy or no progress yet)",
                            showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")

@@ -412,6 +412,14 @@ def test_masker_counts_get_their_own_axis():
     assert by["frozen notes per batch"].yaxis == "y2"
     assert by["masker loss"].yaxis == "y" and by["mean masker score"].yaxis == "y"
     assert fig.layout.yaxis2.overlaying == "y" and fig.layout.yaxis2.side == "right"
+    # whole numbers on both: counts (0, 500, 1,000) and steps (1, 2, 3; not 1.5)
+    assert fig.layout.yaxis2.tickformat == ",d" and fig.layout.yaxis2.dtick == 500
+    assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tickformat == ",d"
+    zero = plots.masker_stats_figure(prog.assign(frozen_in_batch=0.0))  # no 0.274, 0.547 ticks
+    assert zero.layout.yaxis2.dtick == 1 and list(zero.layout.yaxis2.range) == [0, 4.0]
+    assert plots.loss_curves(prog.assign(loss=1.0)).layout.xaxis.dtick == 1
+    long = plots.loss_curves(pd.DataFrame({"step": np.arange(0, 500, 10), "loss": 1.0}))
+    assert long.layout.xaxis.dtick is None and long.layout.xaxis.tickformat == ",d"
 
 
 def test_bias_bar_labels_are_short_lines():
