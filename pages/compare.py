@@ -122,7 +122,7 @@ with tab_piece:
                     if res["level"] == "note":
                         st.caption(f"mean confidence {res['notes']['confidence'].mean():.0%}")
             if not any_head:
-                st.info("None: neither model folder holds a fine-tuned task head, so there are no "
+                st.info("Neither model folder holds a fine-tuned task head, so there are no "
                         "downstream predictions to show.")
 
             metrics = {}

@@ -55,13 +55,27 @@ if over is not None:
                    "(the top 30% by masker score) are never masked, so the masker picks fewer notes than "
                    f"{ratio:.0%} of the whole piece.")
 
+# The model's guesses (inspector, ghost layer, accuracy, reconstruction) need every note masked
+# once: a model pass per group of notes. The masks depend on the ratio only through the number of
+# groups (A.mask_groups); a ratio with another number keeps the default ratio's guesses (cached,
+# warmed up) with the picks of the new ratio, unless the guesses are asked for at this ratio.
+same_masks = A.mask_groups(ratio) == A.mask_groups(A.DEFAULT_RATIO)
+context = ratio
+if over is not None and not same_masks:
+    exact = st.toggle(f"Re-run the model's guesses with {ratio:.0%} of the notes masked",
+                      value=False, key="explore_exact",
+                      help=f"Below, the model's guesses, the ghost layer, the accuracy and the reconstruction "
+                           f"come from masks of {A.DEFAULT_RATIO:.0%} of the notes around each note (ready at "
+                           f"once). Switch on to run the model again with {ratio:.0%} masked: a few "
+                           "seconds on a long piece.")
+    context = ratio if exact else A.DEFAULT_RATIO
 show_ghost = False
 table = None
 if over is not None:
     show_ghost = st.toggle("Show the model's reconstruction of the picked notes (ghost layer)",
                            value=False, key="explore_ghost")
     if show_ghost:
-        table = run_model(A.explain, model_path, data, piece, ratio, seed)
+        table = run_model(A.explain, model_path, data, piece, ratio, seed, context)
 ghost = plots.reconstruction_frame(table) if table is not None else None
 fig = plots.piano_roll(notes, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
                        ghost=ghost, title=f"{name}" + (" - masker overlay" if over is not None else ""),
@@ -69,7 +83,7 @@ fig = plots.piano_roll(notes, bar_starts_q=piece.bar_starts_q, track_names=piece
 event = st.plotly_chart(fig, key="explore_roll", on_select="rerun", selection_mode="points",
                         config={"scrollZoom": True, "displaylogo": False})
 if over is not None and table is None:
-    table = run_model(A.explain, model_path, data, piece, ratio, seed)
+    table = run_model(A.explain, model_path, data, piece, ratio, seed, context)
 if over is not None and (warn := A.untrained_masker_note(model_path)):
     st.warning(warn)
 n_bars = len(piece.bar_starts_q)
@@ -88,8 +102,9 @@ else:
     st.caption(spread[:1].upper() + spread[1:] + ".")
 
 if table is not None:  # did the model learn? its recovery next to the no-model rules (METHOD.md 9)
-    acc, rules = A.accuracy_of(table), A.rules(model_path, data, piece, ratio, seed)
-    st.caption("**Did this model learn?** " + A.rules_verdict(acc, rules))
+    acc, rules = A.accuracy_of(table), A.rules(model_path, data, piece, context, seed)
+    masks = "" if same_masks or context == ratio else f" (with {context:.0%} of the notes masked)"
+    st.caption(f"**Did this model learn{masks}?** " + A.rules_verdict(acc, rules))
     with st.expander("Recovery accuracy vs the no-model rules (same masked notes)"):
         st.plotly_chart(plots.rules_figure({"this model": acc}, rules), key="explore_rules")
 
@@ -125,7 +140,7 @@ if table is not None:
     attrs = [c[len("topk_"):] for c in table.columns if c.startswith("topk_")]
     truth = {a: plots.value_label(a, row.get(f"true_{a}")) for a in attrs}  # the true token, decoded
     st.caption(f"The model's top guesses for each attribute of this note when it is masked "
-               f"(together with a random {ratio:.0%} of its neighbours); green = the true value.")
+               f"(together with a random {context:.0%} of its neighbours); green = the true value.")
     cols = st.columns(max(1, len(attrs)))
     has_any = False
     for col, a in zip(cols, attrs):
@@ -161,8 +176,8 @@ if table is not None:
 # ----------------------------------------------------------------------------- listening
 st.subheader("Listen")
 if st.button("Render audio", key="explore_audio"):
-    st.session_state["explore_audio_for"] = (A.piece_key(data), model_path, ratio, seed)
-if st.session_state.get("explore_audio_for") == (A.piece_key(data), model_path, ratio, seed):
+    st.session_state["explore_audio_for"] = (A.piece_key(data), model_path, ratio, seed, context)
+if st.session_state.get("explore_audio_for") == (A.piece_key(data), model_path, ratio, seed, context):
     original = A.render_audio(notes[["pitch", "velocity", "start_sec", "end_sec", "program", "track"]])
     a1, a2 = st.columns(2)
     with a1:

@@ -89,7 +89,7 @@ def build_sections(comp: dict) -> list[ReportSection]:
 
 
 sections = (build_sections(comp) if comp else []) + why + study_part
-st.markdown("**Contents:** " + ", ".join(s.heading for s in sections))
+st.markdown("**Contents**\n" + "".join(f"\n- {s.heading}" for s in sections))
 subtitle = (f"piece: {comp.get('piece', '-')}; masking ratio {comp['ratio']:.0%}; seed {comp['seed']}"
             if comp else f"piece: {(st.session_state.get('smu_why') or {}).get('piece', '-')}" if why
             else f"smu study --preset {study_results.get('preset', {}).get('name', '?')}")

@@ -55,7 +55,7 @@ def live_runs():
     table = pd.DataFrame([{
         "run": r.id, "status": r.status,
         "strategy": r.params.get("strategy"), "size": r.params.get("config"),
-        "steps": r.params.get("steps"), "created": r.created,
+        "steps": r.params.get("steps"), "created": str(r.created or "")[:16].replace("T", " "),
     } for r in reversed(runs)])
     table = plots.display_table(table)  # "-" for a missing value, never "None"
     queued = [r for r in runs if r.status == "queued"]

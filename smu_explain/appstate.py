@@ -52,6 +52,7 @@ K_UPLOAD = "smu_upload"  # (name, bytes) of the last upload
 K_MODEL_A = "smu_model_a"
 K_MODEL_B = "smu_model_b"
 K_RATIO = "smu_ratio"
+DEFAULT_RATIO = 0.15  # the masking ratio the pages open on (and the warm-up fills the caches for)
 
 
 # ----------------------------------------------------------------------------- registry
@@ -361,14 +362,47 @@ def piece_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:20]
 
 
+def mask_groups(ratio: float) -> int:
+    """How ``explain.explain_piece`` masks the notes at ``ratio``: each window's notes split
+    into ``round(1 / ratio)`` seeded groups, one group masked per copy. This number (with the
+    seed) is the only way the ratio enters its predictions, losses and accuracies: ratios with
+    the same number share them (0.14 and 0.15: 7 groups; 0.16-0.18: 6)."""
+    return max(1, int(round(1.0 / float(ratio))))
+
+
+def picks_at(score, frozen, ratio: float) -> np.ndarray:
+    """The notes the masker picks at ``ratio``: the ``round(ratio * n)`` (at least 1) highest
+    scores among the ``n`` notes that are not frozen, ties to the lower note index: the
+    ``picked`` rule of ``explain.explain_piece`` (without a freeze book), from the scores alone."""
+    score = np.asarray(score, dtype=float)
+    frozen = np.asarray(frozen, dtype=bool)
+    free = np.flatnonzero(~frozen)
+    free = free[np.argsort(-score[free], kind="stable")]
+    k = min(len(free), max(1 if len(free) else 0, int(round(float(ratio) * len(free)))))
+    picked = np.zeros(len(score), dtype=bool)
+    picked[free[:k]] = True
+    return picked
+
+
+def with_picks(frame: pd.DataFrame, ratio: float) -> pd.DataFrame:
+    """A copy of a table with ``score`` and ``frozen`` whose ``picked`` column is the pick at
+    ``ratio`` (:func:`picks_at`): a new ratio costs a sort, never a model pass."""
+    out = frame.copy()
+    if len(out):
+        out["picked"] = picks_at(out["score"].to_numpy(dtype=float),
+                                 out["frozen"].fillna(False).to_numpy(dtype=bool), ratio)
+    return out
+
+
 @st.cache_data(show_spinner="Running the model on the piece...", max_entries=32)
-def explain_cached(model_path: str, mtime: float, key: str, ratio: float, seed: int,
+def explain_cached(model_path: str, mtime: float, key: str, groups: int, seed: int,
                    _piece: Any) -> pd.DataFrame:
-    """The explain table (``explain.explain_piece``) of a piece; cached by model, piece, ratio, seed."""
+    """The explain table (``explain.explain_piece``) of a piece with its notes masked in
+    ``groups`` groups (:func:`mask_groups`); cached by model, piece, groups and seed."""
     from .explain import explain_piece
 
     model, tokenizer = _load_model(model_path, mtime)
-    return explain_piece(model, tokenizer, _piece, ratio=ratio, seed=seed)
+    return explain_piece(model, tokenizer, _piece, ratio=1.0 / groups, seed=seed)
 
 
 def masker_overlay(model, tokenizer, piece, ratio: float, freeze_top: float = 0.3,
@@ -423,32 +457,36 @@ def masker_overlay(model, tokenizer, piece, ratio: float, freeze_top: float = 0.
     order = np.argsort(-score, kind="stable")
     frozen = np.zeros(n, dtype=bool)
     frozen[order[:int(round(freeze_top * n))]] = True
-    free = order[~frozen[order]]
-    k = min(len(free), max(1 if len(free) else 0, int(round(ratio * len(free)))))
-    picked = np.zeros(n, dtype=bool)
-    picked[free[:k]] = True
     df["score"] = score
-    df["picked"] = picked
+    df["picked"] = picks_at(score, frozen, ratio)
     df["frozen"] = frozen
     return df
 
 
 @st.cache_data(show_spinner="Scoring the notes with the masker...", max_entries=32)
-def overlay_cached(model_path: str, mtime: float, key: str, ratio: float, _piece: Any) -> pd.DataFrame:
+def scores_cached(model_path: str, mtime: float, key: str, _piece: Any) -> pd.DataFrame:
+    """:func:`masker_overlay` of a piece (scores and frozen notes do not depend on the ratio)."""
     model, tokenizer = _load_model(model_path, mtime)
-    return masker_overlay(model, tokenizer, _piece, ratio)
+    return masker_overlay(model, tokenizer, _piece, DEFAULT_RATIO)
 
 
 def overlay(model_path: str, data: bytes, piece, ratio: float) -> pd.DataFrame:
-    """Cached :func:`masker_overlay` of a piece for a model folder."""
+    """:func:`masker_overlay` of a piece for a model folder at ``ratio``: one cached model pass
+    per piece and model; another ratio only re-derives ``picked`` (:func:`with_picks`)."""
     p = Path(model_path)
-    return overlay_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), float(ratio), piece)
+    return with_picks(scores_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), piece), ratio)
 
 
-def explain(model_path: str, data: bytes, piece, ratio: float, seed: int = 0) -> pd.DataFrame:
+def explain(model_path: str, data: bytes, piece, ratio: float, seed: int = 0,
+            context_ratio: float | None = None) -> pd.DataFrame:
+    """The explain table of a piece for a model folder: predictions, losses and accuracies from
+    the masks of ``context_ratio`` (default ``ratio``; cached by :func:`mask_groups`), ``picked``
+    at ``ratio`` (:func:`with_picks`). Pass ``context_ratio=DEFAULT_RATIO`` to reuse the table
+    of the default ratio when only the picks have to follow a new ratio."""
     p = Path(model_path)
-    return explain_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), float(ratio),
-                          int(seed), piece)
+    groups = mask_groups(ratio if context_ratio is None else context_ratio)
+    table = explain_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), groups, int(seed), piece)
+    return with_picks(table, ratio)
 
 
 def random_draw(n: int, ratio: float, seed: int, selectable: np.ndarray | None = None) -> np.ndarray:
@@ -546,19 +584,20 @@ def accuracy_of(frame: pd.DataFrame) -> dict[str, float]:
 
 
 @st.cache_data(show_spinner="Computing the no-model rules...", max_entries=32)
-def rules_cached(model_path: str, mtime: float, key: str, ratio: float, seed: int,
+def rules_cached(model_path: str, mtime: float, key: str, groups: int, seed: int,
                  _pieces: Any) -> dict[str, dict[str, float]]:
     from .baselines import piece_rules
 
     model, tokenizer = _load_model(model_path, mtime)
-    return piece_rules(tokenizer, _pieces, ratio=ratio, seed=seed, max_len=model.config.max_len)
+    return piece_rules(tokenizer, _pieces, ratio=1.0 / groups, seed=seed, max_len=model.config.max_len)
 
 
 def rules(model_path: str, data: bytes, piece, ratio: float, seed: int = 0) -> dict[str, dict[str, float]]:
     """The no-model rules (``baselines.piece_rules``) on the masks of :func:`explain` for the
-    same model, piece, ratio and seed: {rule: {attribute: accuracy}}."""
+    same model, piece, ratio (its :func:`mask_groups`) and seed: {rule: {attribute: accuracy}}."""
     p = Path(model_path)
-    return rules_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), float(ratio), int(seed), piece)
+    return rules_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), mask_groups(ratio), int(seed),
+                        piece)
 
 
 @st.cache_data(show_spinner="Computing the no-model rules on the folder...", max_entries=16)
@@ -590,10 +629,14 @@ def folder_rules(model_path: str, folder: str | Path, ratio: float, seed: int = 
 
 
 def rules_verdict(model_acc: dict[str, float], rules_acc: dict[str, dict[str, float]]) -> str:
-    """One plain paragraph: per attribute model vs the best rule, then the summary."""
+    """One plain paragraph: per attribute model vs the best rule, then the summary; accuracies
+    as percentages with one decimal, like the charts ('pitch: 11.5% vs ... 11.5%')."""
+    import re
+
     from .baselines import verdict
 
     lines, summary = verdict(model_acc, rules_acc)
+    lines = [re.sub(r"(?<![\w.])(\d+\.\d{3})(?![\w.])", lambda m: f"{float(m.group(1)):.1%}", ln) for ln in lines]
     return "; ".join(lines) + ". " + summary if lines else summary
 
 
@@ -723,7 +766,6 @@ def why_default_note(n_notes: int) -> int:
 
 # ----------------------------------------------------------------------------- warm-up
 
-DEFAULT_RATIO = 0.15
 
 
 def _warm(status: dict) -> None:

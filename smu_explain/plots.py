@@ -11,12 +11,15 @@ Rules every builder follows:
 - Every note trace carries ``customdata`` whose first column is the note index
   (column ``note`` of the table), so a selection event (curve number, point
   index) maps back to a note with :func:`note_from_selection`.
-- Time is in quarter notes on the beat grid (``onset_q`` / ``duration_q``);
+- Time comes in quarter notes on the beat grid (``onset_q`` / ``duration_q``);
   bar lines come from ``bar_starts_q`` (or, without it, the first onset of
-  each bar index) and are the time axis' own grid lines, labelled with bar
-  numbers (every k-th bar on long pieces, see :func:`bar_label_step`; beats
-  as faint minor lines on short ones): no trace or shape per line. Long pieces
-  open on their first ``INITIAL_BARS`` bars.
+  each bar index) and are the time axis' own grid lines: no trace or shape per
+  line. Up to ``MAX_BAR_LABELS`` bars the x axis is in quarters with every bar
+  labelled and beats as faint minor lines; longer pieces get x in bar numbers
+  (:class:`BarAxis`: bar b spans [b, b + 1) whatever its metre) with Plotly's
+  automatic integer ticks, which follow the zoom (every bar in the opening
+  view, every 50th on a 400-bar whole). Long pieces open on their first
+  ``INITIAL_BARS`` bars.
 - Legends sit under the time axis title (container-anchored), never on a plot.
 - Words: note names (never MIDI numbers), ``bar 13, beat 1`` (never ``13.1``),
   numbers rounded (:func:`fmt_number`), training statistics by human names
@@ -325,8 +328,8 @@ def _note_trace(df: pd.DataFrame, name: str, *, color, line_color=None, line_wid
     return go.Bar(
         name=name,
         orientation="h",
-        base=df["onset_q"].to_numpy(dtype=float),
-        x=df["duration_q"].to_numpy(dtype=float),
+        base=df["_x0" if "_x0" in df.columns else "onset_q"].to_numpy(dtype=float),
+        x=df["_xlen" if "_xlen" in df.columns else "duration_q"].to_numpy(dtype=float),
         y=df["pitch"].to_numpy(dtype=float),
         width=NOTE_HEIGHT,
         marker=marker,
@@ -339,19 +342,21 @@ def _note_trace(df: pd.DataFrame, name: str, *, color, line_color=None, line_wid
 
 
 INITIAL_BARS = 16  # a long piece opens on its first 16 bars; the rest is a drag (or the slider) away
+MAX_BAR_LABELS = 48  # up to this many bars every bar is labelled; longer pieces get a zoomable bar axis
 
 
-def bar_label_step(n_bars: int, max_labels: int = 48) -> int:
-    """Label (and draw darker) every k-th bar so a whole-piece view holds at most
-    ``max_labels`` bar numbers: 1 up to 48 bars, then 2, 4, 5, 10, 20, 50, ..."""
+def bar_label_step(n_bars: int, max_labels: int = MAX_BAR_LABELS) -> int:
+    """Every k-th bar labelled so that ``n_bars`` bars hold at most ``max_labels`` labels:
+    1 up to 48 bars, then 2, 4, 5, 10, 20, 50, ... (the spacing Plotly's automatic ticks pick
+    on the bar axis of a long piece's whole view)."""
     for k in (1, 2, 4, 5, 10, 20, 25, 50, 100, 200, 500, 1000):
         if n_bars / k <= max_labels:
             return k
     return int(np.ceil(n_bars / max_labels))
 
 
-def _bar_grid(df: pd.DataFrame, bar_starts_q) -> tuple[np.ndarray, float]:
-    """(bar starts in quarters up to the last note, end of the last note)."""
+def _bar_layout(df: pd.DataFrame, bar_starts_q) -> tuple[np.ndarray, np.ndarray, float]:
+    """(bar starts in quarters up to the last note, their lengths, end of the last note)."""
     end = float((df["onset_q"] + df["duration_q"]).max()) if len(df) else 0.0
     if bar_starts_q is not None and len(bar_starts_q):
         bars = np.asarray(bar_starts_q, dtype=float)
@@ -360,7 +365,17 @@ def _bar_grid(df: pd.DataFrame, bar_starts_q) -> tuple[np.ndarray, float]:
         bars = np.sort(starts.to_numpy(dtype=float))
     else:
         bars = np.arange(0.0, end + 4.0, 4.0)
-    bars = bars[bars <= end + 1e-9] if len(bars) else bars
+    if not len(bars):
+        return bars, bars, end
+    last = float(bars[-1] - bars[-2]) if len(bars) > 1 else 4.0
+    lengths = np.diff(np.append(bars, bars[-1] + (last if last > 0 else 4.0)))
+    keep = bars <= end + 1e-9
+    return bars[keep], lengths[keep], end
+
+
+def _bar_grid(df: pd.DataFrame, bar_starts_q) -> tuple[np.ndarray, float]:
+    """(bar starts in quarters up to the last note, end of the last note)."""
+    bars, _, end = _bar_layout(df, bar_starts_q)
     return bars, end
 
 
@@ -376,40 +391,86 @@ def _first_bar_index(df: pd.DataFrame, bars: np.ndarray) -> int:
     return max(0, int(df["bar"].iloc[0]) - j)
 
 
-def _time_axis(df: pd.DataFrame, bar_starts_q, *, x_range=None,
-               initial_bars: int | None = INITIAL_BARS) -> dict:
-    """The time axis of a roll (quarter notes) with the bar grid as axis grid lines.
+class BarAxis:
+    """The time axis of a long piece in bar numbers: x = ``first + i + (q - start_i) / length_i``
+    for a time ``q`` (quarters) in the i-th bar, so bar ``b`` spans ``[b, b + 1)`` whatever its
+    metre, and Plotly's automatic ticks (integers only, see :func:`_tick_guard`) label every bar
+    when zoomed in and thin out (2, 5, 10, 50, ...) when zoomed out."""
 
-    Grid lines are the axis' own (drawn only for the part in view, never one trace or
-    shape per line): darker lines with the bar number every ``bar_label_step`` bars,
-    faint lines at the other bars (or, when every bar is labelled, at each beat).
-    Pieces longer than ``initial_bars`` open on their first ``initial_bars`` bars.
+    def __init__(self, bars: np.ndarray, lengths: np.ndarray, first: int):
+        self.bars, self.lengths, self.first = bars, lengths, int(first)
+
+    def __call__(self, q) -> np.ndarray:
+        q = np.asarray(q, dtype=float)
+        i = np.clip(np.searchsorted(self.bars, q, side="right") - 1, 0, len(self.bars) - 1)
+        return self.first + i + (q - self.bars[i]) / self.lengths[i]
+
+    def place(self, df: pd.DataFrame | None) -> pd.DataFrame | None:
+        """``df`` with ``_x0`` / ``_xlen``: where its notes start and how long they are on this axis."""
+        if df is None or not len(df):
+            return df
+        on = df["onset_q"].to_numpy(dtype=float)
+        x0 = self(on)
+        return df.assign(_x0=x0, _xlen=self(on + df["duration_q"].to_numpy(dtype=float)) - x0)
+
+
+def _bar_axis(df: pd.DataFrame, bar_starts_q, bar_axis: bool | None) -> BarAxis | None:
+    """The :class:`BarAxis` of a roll, or None for an axis in quarters: ``bar_axis=None`` picks
+    bars when the piece has more than ``MAX_BAR_LABELS`` bars (where labelling every bar would
+    crowd the whole view and thinned fixed labels would leave a zoomed view with one or two)."""
+    bars, lengths, _ = _bar_layout(df, bar_starts_q)
+    if not len(bars) or not (bar_axis or (bar_axis is None and len(bars) > MAX_BAR_LABELS)):
+        return None
+    return BarAxis(bars, lengths, 1 + _first_bar_index(df, bars))
+
+
+def _tick_guard(axis: BarAxis, y: float, xaxis: str = "x", yaxis: str = "y") -> go.Bar:
+    """An invisible zero-height vertical bar trace at two consecutive bar numbers (the first one
+    twice): Plotly spaces the automatic ticks of the position axis of overlapping bars at least
+    one position apart, aligned on the positions (``Axes.minDtick``; it needs a repeated
+    position), so the bar axis' ticks never fall between bar lines ("12.5")."""
+    return go.Bar(x=[axis.first, axis.first, axis.first + 1], y=[0.0] * 3, base=[y] * 3, orientation="v",
+                  width=1e-6,
+                  marker={"opacity": 0.0, "line": {"width": 0}}, hoverinfo="skip", showlegend=False,
+                  name="bar ticks", xaxis=xaxis, yaxis=yaxis)
+
+
+def _time_axis(df: pd.DataFrame, bar_starts_q, *, x_range=None,
+               initial_bars: int | None = INITIAL_BARS, axis: BarAxis | None = None) -> dict:
+    """The time axis of a roll with the bar grid as axis grid lines (never one trace or shape
+    per line); pieces longer than ``initial_bars`` open on their first ``initial_bars`` bars.
+
+    - ``axis`` None (up to ``MAX_BAR_LABELS`` bars): x in quarters; every bar line labelled with
+      its number (fixed ticks), each beat a faint minor line.
+    - ``axis`` a :class:`BarAxis` (longer pieces): x in bar numbers; automatic integer ticks
+      that follow the zoom (every bar in the opening 16-bar view, every 50th on the whole of a
+      400-bar piece), darker lines at the labelled bars, a faint line at every bar.
+    ``x_range`` is in quarters either way.
     """
     bars, end = _bar_grid(df, bar_starts_q)
     n = len(bars)
-    k = bar_label_step(n)
-    numbers = np.arange(1, n + 1) + _first_bar_index(df, bars)
-    major = (numbers % k == 0) | (numbers == 1) if k > 1 else np.ones(n, dtype=bool)
-    axis: dict = {
-        "title": {"text": "bar"}, "zeroline": False,
-        "tickmode": "array", "tickvals": bars[major].tolist(),
-        "ticktext": [str(b) for b in numbers[major]], "tickangle": 0,
-        "showgrid": True, "gridcolor": STATE_COLORS["bar_line"], "gridwidth": 1,
-    }
-    if k > 1:
-        minor = bars[~major].tolist()
+    ax: dict = {"title": {"text": "bar"}, "zeroline": False, "tickangle": 0,
+                "showgrid": True, "gridcolor": STATE_COLORS["bar_line"], "gridwidth": 1}
+    if axis is not None:
+        ax.update({"tickmode": "auto", "tickformat": "d", "nticks": 20})
+        minor = [float(axis.first + i) for i in range(n)]
+        x_of = axis
+        opening = [float(axis.first), float(axis.first + min(n, initial_bars or n))]
     else:
+        numbers = np.arange(1, n + 1) + _first_bar_index(df, bars)
+        ax.update({"tickmode": "array", "tickvals": bars.tolist(), "ticktext": [str(b) for b in numbers]})
         bounds = np.append(bars, max(end, bars[-1] + 4.0)) if n else np.zeros(0)
-        minor = [float(x) for a, b in zip(bounds[:-1], bounds[1:])
-                 for x in np.arange(a + 1.0, b - 1e-9, 1.0)] if n <= 200 else []
+        minor = [float(x) for a, b in zip(bounds[:-1], bounds[1:]) for x in np.arange(a + 1.0, b - 1e-9, 1.0)]
+        x_of = lambda q: np.asarray(q, dtype=float)  # noqa: E731
+        opening = [float(bars[0]), float(bars[initial_bars])] if initial_bars and n > initial_bars else None
     if minor:
-        axis["minor"] = {"tickmode": "array", "tickvals": minor, "showgrid": True, "ticks": "",
-                         "gridcolor": STATE_COLORS["beat_line"], "gridwidth": 1}
+        ax["minor"] = {"tickmode": "array", "tickvals": minor, "showgrid": True, "ticks": "",
+                       "gridcolor": STATE_COLORS["beat_line"], "gridwidth": 1}
     if x_range is not None:
-        axis["range"] = [float(x_range[0]), float(x_range[1])]
+        ax["range"] = [float(x_of(x_range[0])), float(x_of(x_range[1]))]
     elif initial_bars and n > initial_bars:
-        axis["range"] = [float(bars[0]), float(bars[initial_bars])]
-    return axis
+        ax["range"] = opening
+    return ax
 
 
 def _legend_below(fig_height: int) -> tuple[dict, int]:
@@ -558,7 +619,7 @@ def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
                picked_col: str = "picked", ghost: pd.DataFrame | None = None,
                title: str | None = None, height: int = 480,
                x_range: tuple[float, float] | None = None,
-               initial_bars: int | None = INITIAL_BARS) -> go.Figure:
+               initial_bars: int | None = INITIAL_BARS, bar_axis: bool | None = None) -> go.Figure:
     """Piano roll of a notes table: time (quarters, labelled in bars) x pitch, C labels.
 
     - Without a ``score`` column (or ``show_score=False``): one trace per track,
@@ -571,7 +632,9 @@ def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
       semi-transparent orange.
     - Bars: axis grid lines (see :func:`_time_axis`); a piece of more than
       ``initial_bars`` bars opens on its first ``initial_bars`` with a range slider
-      under the roll to reach the rest (``x_range`` overrides the opening view).
+      under the roll to reach the rest (``x_range``, in quarters, overrides the opening view).
+      x is in quarters up to ``MAX_BAR_LABELS`` bars, in bar numbers beyond (``bar_axis``
+      True/False forces one, see :func:`_bar_axis`), so the bar labels follow the zoom.
     Hover on a note shows pitch name, bar and beat, duration (quarters), velocity, track
     (and masker score with its rank). ``dragmode`` is zoom; pan from the mode bar.
     """
@@ -585,10 +648,15 @@ def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
             pmin, pmax = min(pmin, int(ghost["pitch"].min())), max(pmax, int(ghost["pitch"].max()))
     else:
         pmin, pmax = 60, 72
+    axis = _bar_axis(df, bar_starts_q, bar_axis)
+    if axis is not None:
+        df, ghost = axis.place(df), axis.place(ghost)
     for tr in _roll_traces(df, track_names=track_names, show_score=show_score,
                            picked_col=picked_col, ghost=ghost):
         fig.add_trace(tr)
-    xaxis = _time_axis(df, bar_starts_q, x_range=x_range, initial_bars=initial_bars)
+    if axis is not None:
+        fig.add_trace(_tick_guard(axis, pmin))
+    xaxis = _time_axis(df, bar_starts_q, x_range=x_range, initial_bars=initial_bars, axis=axis)
     long_piece = "range" in xaxis and x_range is None
     if long_piece:
         xaxis["rangeslider"] = {"visible": True, "thickness": 0.08}
@@ -614,7 +682,8 @@ def side_by_side_rolls(frames: Sequence[pd.DataFrame], titles: Sequence[str], *,
                        bar_starts_q=None, track_names=None, show_score: bool = True,
                        ghosts: Sequence[pd.DataFrame | None] | None = None,
                        masked_cols: Sequence[str | None] | None = None,
-                       height: int = 460, initial_bars: int | None = INITIAL_BARS) -> go.Figure:
+                       height: int = 460, initial_bars: int | None = INITIAL_BARS,
+                       bar_axis: bool | None = None) -> go.Figure:
     """Several piano rolls in one figure, side by side, sharing the pitch axis and the
     time axis (zooming one panel zooms all; long pieces open on their first bars).
 
@@ -636,10 +705,16 @@ def side_by_side_rolls(frames: Sequence[pd.DataFrame], titles: Sequence[str], *,
     for i, df in enumerate(frames):
         if show_score and masked_cols[i] is None:
             df = _with_rank(df)
+        axis = _bar_axis(df, bar_starts_q, bar_axis)
+        ghost = ghosts[i]
+        if axis is not None:
+            df, ghost = axis.place(df), axis.place(ghost)
         for tr in _roll_traces(df, track_names=names, show_score=show_score,
-                               ghost=ghosts[i], masked_col=masked_cols[i], showlegend=(i == 0)):
+                               ghost=ghost, masked_col=masked_cols[i], showlegend=(i == 0)):
             fig.add_trace(tr, row=1, col=i + 1)
-        fig.update_xaxes(**_time_axis(df, bar_starts_q, initial_bars=initial_bars), row=1, col=i + 1)
+        if axis is not None:
+            fig.add_trace(_tick_guard(axis, pmin), row=1, col=i + 1)
+        fig.update_xaxes(**_time_axis(df, bar_starts_q, initial_bars=initial_bars, axis=axis), row=1, col=i + 1)
         any_score |= (show_score and masked_cols[i] is None and "score" in df.columns
                       and df["score"].notna().any())
     legend, bottom = _legend_below(height)
@@ -764,7 +839,8 @@ def loss_curves(progress: pd.DataFrame, *, title: str = "training loss") -> go.F
         fig.add_trace(go.Scatter(x=progress["step"], y=progress[c], mode="lines", name=name,
                                  line={"width": 3 if c == "loss" else 1.5}))
     fig.update_layout(title={"text": title}, xaxis_title="step", yaxis_title="loss", height=340,
-                      margin={"l": 50, "r": 20, "t": 50, "b": 40}, hovermode="x unified")
+                      margin={"l": 50, "r": 20, "t": 50, "b": 40}, hovermode="x unified",
+                      xaxis=_step_axis(progress))
     if not cols:
         fig.add_annotation(text="no progress yet", showarrow=False, x=0.5, y=0.5,
                            xref="paper", yref="paper")
@@ -778,6 +854,23 @@ def _is_count(progress: pd.DataFrame, col: str) -> bool:
     """A statistic counted in notes (frozen_in_batch, n_picked, ...), not a 0-1 quantity."""
     vals = pd.to_numeric(progress[col], errors="coerce")
     return col.startswith("n_") or col.endswith("_in_batch") or bool((vals.abs() > 1.5).any())
+
+
+def _step_axis(progress: pd.DataFrame) -> dict:
+    """Whole steps only: a run's first few logged steps get one tick per step (not 1, 1.5, 2)."""
+    axis: dict = {"tickformat": ",d"}
+    steps = pd.to_numeric(progress["step"], errors="coerce").dropna() if "step" in progress.columns else []
+    if len(steps) and float(steps.max() - steps.min()) <= 10:
+        axis.update({"tickmode": "linear", "tick0": 0, "dtick": 1})
+    return axis
+
+
+def _count_axis(values: np.ndarray) -> dict:
+    """A 0-based axis of note counts with whole-number ticks (0, 1, 2 or 0, 200, 400, ...)."""
+    top = float(np.nanmax(values)) if len(values) and np.isfinite(values).any() else 0.0
+    top = max(top * 1.1, 4.0)
+    step = next(s * 10 ** e for e in range(0, 9) for s in (1, 2, 5) if top / (s * 10 ** e) <= 5)
+    return {"range": [0, top], "tickmode": "linear", "tick0": 0, "dtick": step, "tickformat": ",d"}
 
 
 def masker_stats_figure(progress: pd.DataFrame, *, title: str = "masker statistics") -> go.Figure:
@@ -797,13 +890,14 @@ def masker_stats_figure(progress: pd.DataFrame, *, title: str = "masker statisti
                                  yaxis="y2" if c in counts else "y",
                                  line={"dash": "dot"} if c in counts else {}))
     legend, bottom = _legend_below(340)
-    fig.update_layout(title={"text": title}, xaxis_title="step", height=380,
+    fig.update_layout(title={"text": title}, xaxis_title="step", height=380, xaxis=_step_axis(progress),
                       yaxis={"title": {"text": "loss / score"}, "rangemode": "tozero"},
                       margin={"l": 50, "r": 60, "t": 50, "b": bottom}, hovermode="x unified",
                       legend=legend)
     if counts:
+        vals = np.concatenate([pd.to_numeric(progress[c], errors="coerce").to_numpy(dtype=float) for c in counts])
         fig.update_layout(yaxis2={"title": {"text": "notes (dotted)"}, "overlaying": "y", "side": "right",
-                                  "rangemode": "tozero", "showgrid": False})
+                                  "showgrid": False, **_count_axis(vals)})
     if not cols:
         fig.add_annotation(text="no masker statistics (random strategy or no progress yet)",
                            showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
@@ -1131,7 +1225,7 @@ def _value_trace(df: pd.DataFrame, values: np.ndarray, name: str, *, coloraxis: 
 
 def value_roll(df: pd.DataFrame, values, *, label: str, diverging: bool, selected: int | None = None,
                in_window=None, bar_starts_q=None, track_names=None, title: str | None = None,
-               height: int = 480, arcs: int = 0) -> go.Figure:
+               height: int = 480, arcs: int = 0, bar_axis: bool | None = None) -> go.Figure:
     """Piano roll with one number per note as colour (see the section rules).
 
     ``values`` (N,) aligned with ``df`` rows; ``in_window`` (N,) bool (default all True):
@@ -1145,6 +1239,10 @@ def value_roll(df: pd.DataFrame, values, *, label: str, diverging: bool, selecte
     sel = (notes == int(selected)) if selected is not None else np.zeros(len(df), dtype=bool)
     fig = go.Figure()
     pmin, pmax = (int(df["pitch"].min()), int(df["pitch"].max())) if len(df) else (60, 72)
+    axis = _bar_axis(df, bar_starts_q, bar_axis)
+    x_of = axis if axis is not None else (lambda q: np.asarray(q, dtype=float))
+    if axis is not None:
+        df = axis.place(df)
     out = ~inw
     if out.any():
         fig.add_trace(_note_trace(df[out], "outside the window", color="#e0e0e0", track_names=track_names))
@@ -1163,14 +1261,14 @@ def value_roll(df: pd.DataFrame, values, *, label: str, diverging: bool, selecte
             cand = np.flatnonzero(inw & ~sel)
             top = cand[np.argsort(-np.abs(vals[cand]), kind="stable")[:int(arcs)]]
             s = int(np.flatnonzero(sel)[0])
-            x0 = float(df["onset_q"].iloc[s] + df["duration_q"].iloc[s] / 2)
+            x0 = float(x_of(df["onset_q"].iloc[s] + df["duration_q"].iloc[s] / 2))
             y0 = float(df["pitch"].iloc[s])
             xs, ys = [], []
             for j in top:
-                x1 = float(df["onset_q"].iloc[j] + df["duration_q"].iloc[j] / 2)
+                x1 = float(x_of(df["onset_q"].iloc[j] + df["duration_q"].iloc[j] / 2))
                 y1 = float(df["pitch"].iloc[j])
                 mid = (x0 + x1) / 2
-                lift = min(2.0 + abs(x1 - x0) * 0.15, 6.0)
+                lift = min(2.0 + abs(x1 - x0) * (0.6 if axis is not None else 0.15), 6.0)
                 apex = max(y0, y1) + lift
                 if apex > pmax + 1.0:  # bend downwards rather than leave the plot
                     apex = min(y0, y1) - lift
@@ -1185,13 +1283,17 @@ def value_roll(df: pd.DataFrame, values, *, label: str, diverging: bool, selecte
              else {"colorscale": ATTENTION_COLORSCALE, "cmin": 0.0, "cmax": lim})
     caxis["colorbar"] = {"title": {"text": label}, "thickness": 14, "len": 0.8}
     legend, bottom = _legend_below(height)
-    xaxis = _time_axis(df, bar_starts_q)
+    xaxis = _time_axis(df, bar_starts_q, axis=axis)
+    if axis is not None:
+        fig.add_trace(_tick_guard(axis, pmin))
     if selected is not None and sel.any() and "range" in xaxis:  # open on the bars around the selected note
         bars, _ = _bar_grid(df, bar_starts_q)
         x0 = float(df["onset_q"].to_numpy()[sel][0])
         i = int(np.clip(np.searchsorted(bars, x0, side="right") - 1 - INITIAL_BARS // 2, 0,
                         max(0, len(bars) - 1 - INITIAL_BARS)))
-        xaxis["range"] = [float(bars[i]), float(bars[min(len(bars) - 1, i + INITIAL_BARS)])]
+        j = min(len(bars) - 1, i + INITIAL_BARS)
+        xaxis["range"] = ([float(axis.first + i), float(axis.first + j)] if axis is not None
+                          else [float(bars[i]), float(bars[j])])
     fig.update_layout(barmode="overlay", height=height, title={"text": title} if title else None,
                       dragmode="zoom", hovermode="closest", plot_bgcolor="white", coloraxis=caxis,
                       margin={"l": 60, "r": 20, "t": 40 if title else 10, "b": bottom},

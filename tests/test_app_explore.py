@@ -66,6 +66,12 @@ def test_model_overlay_ratio_slider_and_inspector(model_dir):
     m = next(m for m in at.metric if m.label == "Picked by the masker")
     assert "frozen" in m.help and "not frozen" in m.help
     assert "frozen notes" in texts(at) and "raw masker scores" in texts(at).lower()
+    # a new ratio keeps the default ratio's guesses (no new model pass) until asked for
+    assert "a random 15% of its neighbours" in texts(at)
+    at.toggle(key="explore_exact").set_value(True).run()
+    assert not at.exception
+    assert "a random 40% of its neighbours" in texts(at)
+    assert int(metric(at, "Picked by the masker")) == round(0.40 * (n - round(0.3 * n)))
     # the inspector shows the chosen note and the model's top guesses for it
     at.number_input(key="explore_note").set_value(3).run()
     assert not at.exception
@@ -196,3 +202,30 @@ def test_damaged_file_is_described_in_plain_words():
     assert A.plain_reason("truncated MIDI file: chunk b'MTrk' at byte 41 claims 4096 bytes, 1 left").startswith(
         "the file is cut short")
     assert A.plain_reason("something new") == "something new"
+
+
+def test_new_ratio_reuses_scores_and_guesses(model_dir):
+    """Another ratio re-derives only ``picked``: the same as explain_piece at that ratio; the
+    guesses come from the cached table of the masks asked for (one table per number of groups)."""
+    from smu_explain.explain import explain_piece
+    from smu_explain.tokenizer import read_piece
+
+    path = ROOT / "sample_midi" / SAMPLES[0]
+    data, piece = path.read_bytes(), read_piece(path)
+    model, tok = A._load_model.__wrapped__(str(model_dir), 0.0)
+    at_30 = explain_piece(model, tok, piece, ratio=0.30, seed=0)
+    at_15 = explain_piece(model, tok, piece, ratio=0.15, seed=0)
+    # picks at 0.30 with the guesses of 0.15 (the page's default) ...
+    quick = A.explain(str(model_dir), data, piece, 0.30, 0, A.DEFAULT_RATIO)
+    assert (quick["picked"] == at_30["picked"]).all() and (quick["frozen"] == at_30["frozen"]).all()
+    assert (quick["pred_pitch"] == at_15["pred_pitch"]).all() and quick["loss_pitch"].equals(at_15["loss_pitch"])
+    # ... or every column as explain_piece at 0.30 when asked
+    exact = A.explain(str(model_dir), data, piece, 0.30, 0)
+    cols = [c for c in at_30.columns if not c.startswith("topk_")]
+    assert exact[cols].equals(at_30[cols])
+    # 0.14 masks in 7 groups like 0.15: same guesses, its own picks
+    assert A.mask_groups(0.14) == A.mask_groups(0.15) == 7 and A.mask_groups(0.16) == 6
+    at_14 = explain_piece(model, tok, piece, ratio=0.14, seed=0)
+    assert A.explain(str(model_dir), data, piece, 0.14, 0)[cols].equals(at_14[cols])
+    over = A.overlay(str(model_dir), data, piece, 0.30)
+    assert (over["picked"] == at_30["picked"]).all()

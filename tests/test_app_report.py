@@ -32,7 +32,7 @@ def test_download_after_compare(tmp_path):
     rep.run()
     assert not rep.exception, rep.exception
     assert rep.text_input(key="report_title").value == "adv vs rnd"
-    assert "Contents:** What each masker picks" in texts(rep)
+    assert "**Contents**\n\n- What each masker picks" in texts(rep)
     assert "Bias view" in texts(rep) and "Metrics" in texts(rep)
     [btn] = rep.get("download_button")
     assert "Download the HTML report" in btn.proto.label

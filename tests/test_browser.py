@@ -137,6 +137,20 @@ def nav(page, title: str):
     wait_idle(page)
 
 
+def full_shot(page, path: Path, width: int = 1500):
+    """Screenshot of the whole page: Streamlit scrolls inside its main block, so a full-page
+    shot only shows the viewport; grow the viewport to the content for the shot, then restore."""
+    size = page.viewport_size
+    h = page.evaluate("() => Math.max(document.body.scrollHeight, ...[...document.querySelectorAll("
+                      "'[data-testid=stMain], [data-testid=stAppViewContainer], section.main')]"
+                      ".map(e => e.scrollHeight))")
+    page.set_viewport_size({"width": width, "height": min(int(h) + 40, 9000)})
+    page.wait_for_timeout(800)  # Plotly re-lays out its charts on resize
+    wait_idle(page)
+    page.screenshot(path=str(path))
+    page.set_viewport_size(size)
+
+
 def boxes_overlap(a, b) -> bool:
     return not (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
                 or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
@@ -213,7 +227,7 @@ def test_explore_compare_train(browser, server):
     text = table.inner_text()
     assert "frozen notes" in text and "None" not in text and not re.search(r"\d\.\d{4}", text)
     assert not re.search(r"frozen notes\s+\d+\.\d", text)  # a count, not "68.000"
-    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+    full_shot(page, SHOTS / "compare.png")
 
     nav(page, "Report")
     page.get_by_role("button", name="Download the HTML report").wait_for()

@@ -208,7 +208,7 @@ def test_thousands_of_notes_stay_few_traces_and_fast():
     fig.to_json()
     assert time.perf_counter() - t0 < 2.0
     assert len(fig.data) <= 6
-    assert sum(len(t.x) for t in fig.data if isinstance(t, go.Bar) and t.name != "reconstruction (ghost)") == n
+    assert sum(len(t.x) for t in fig.data if isinstance(t, go.Bar) and t.name not in ("reconstruction (ghost)", "bar ticks")) == n
 
 
 def test_progress_frame_and_curves():
@@ -311,26 +311,60 @@ def long_table(n_bars=427, per_bar=13):
                          "beat": on % 4, "score": rng.uniform(0.47, 0.49, len(on))})
 
 
-def test_long_piece_opens_on_16_bars_with_a_range_slider_and_thinned_bar_labels():
+def test_long_piece_opens_on_16_bars_with_a_range_slider_and_zoomable_bar_labels():
     df = long_table()  # a 5,500-note movement of 427 bars
     bars = np.arange(427) * 4.0
     fig = plots.piano_roll(df, bar_starts_q=bars)
     ax = fig.layout.xaxis
-    assert list(ax.range) == [0.0, 64.0]  # bars 1-16
+    # x in bar numbers: bar b spans [b, b + 1), so Plotly's automatic ticks follow the zoom
+    assert list(ax.range) == [1.0, 17.0]  # bars 1-16
     assert ax.rangeslider.visible
-    # labelled (darker) bar lines every k bars, the others faint minor lines: no grey wall
-    k = plots.bar_label_step(427)
-    assert k == 10 and len(ax.tickvals) <= 48
-    assert list(ax.ticktext[:3]) == ["1", "10", "20"]
-    assert len(ax.tickvals) + len(ax.minor.tickvals) == 427
-    assert ax.minor.gridcolor == plots.STATE_COLORS["beat_line"]  # faint
-    assert plots.bar_label_step(16) == 1 and plots.bar_label_step(72) == 2
-    # a short piece is shown whole, every bar labelled
+    assert ax.tickmode == "auto" and ax.tickvals is None and ax.tickformat == "d"
+    # a faint line at every bar (no grey wall: no beat lines), darker lines at the labelled bars
+    assert list(ax.minor.tickvals) == [float(b) for b in range(1, 428)]
+    assert ax.minor.gridcolor == plots.STATE_COLORS["beat_line"]
+    assert ax.gridcolor == plots.STATE_COLORS["bar_line"]
+    plain = trace(fig, "notes (colour = masker score)")
+    ids = note_ids(plain)
+    np.testing.assert_allclose(np.asarray(plain.base, float), 1 + df.onset_q[ids] / 4)
+    np.testing.assert_allclose(np.asarray(plain.x, float), df.duration_q[ids] / 4)
+    # the ticks Plotly picks (1-2-5 steps, about ``nticks`` per view): every bar in the opening
+    # 16-bar view, every 50th over the whole piece; never between bar lines (the tick guard)
+    guard = trace(fig, "bar ticks")
+    assert list(guard.x) == [1, 1, 2] and guard.orientation == "v" and not guard.showlegend
+    assert guard.hoverinfo == "skip" and guard.marker.opacity == 0
+    assert 16 / ax.nticks < 2  # -> Plotly's step is one bar
+    assert plots.bar_label_step(427, ax.nticks) >= 20 and plots.bar_label_step(16, ax.nticks) == 1
+    # the hover still speaks quarters and bar/beat
+    assert "quarters" in plain.hovertemplate and str(plain.customdata[0][2]).startswith("bar ")
+    # a ghost layer sits on the same axis
+    ghost = df.iloc[:5].assign(pitch=df.pitch.iloc[:5] + 1)
+    g = trace(plots.piano_roll(df, bar_starts_q=bars, ghost=ghost), "reconstruction (ghost)")
+    np.testing.assert_allclose(np.asarray(g.base, float), 1 + ghost.onset_q / 4)
+    # a metre change: a 3/4 bar spans one unit like a 4/4 one
+    mixed = np.concatenate([np.arange(60) * 4.0, 240 + np.arange(367) * 3.0])
+    m = plots.piano_roll(df.assign(onset_q=241.5, duration_q=1.5), bar_starts_q=mixed)
+    mt = trace(m, "notes (colour = masker score)")
+    np.testing.assert_allclose(np.asarray(mt.base, float), 61.5)  # bar 61 (3/4) + 1.5 of 3 quarters
+    np.testing.assert_allclose(np.asarray(mt.x, float), 0.5)
+    # up to 48 bars: x in quarters, every bar labelled (fixed ticks) and beats as minor lines
     short = plots.piano_roll(df[df.onset_q < 40], bar_starts_q=bars[:10])
     assert short.layout.xaxis.range is None and len(short.layout.xaxis.tickvals) == 10
+    forty = plots.piano_roll(df[df.onset_q < 190], bar_starts_q=bars[:48])
+    assert list(forty.layout.xaxis.range) == [0.0, 64.0] and len(forty.layout.xaxis.tickvals) == 48
+    assert not [t for t in forty.data if t.name == "bar ticks"]
     # side by side: both panels open on the same 16 bars and zoom together
     two = plots.side_by_side_rolls([df, df], ["A", "B"], bar_starts_q=bars)
-    assert list(two.layout.xaxis.range) == [0.0, 64.0] and two.layout.xaxis2.matches == "x"
+    assert list(two.layout.xaxis.range) == [1.0, 17.0] and two.layout.xaxis2.matches == "x"
+    assert [t.xaxis for t in two.data if t.name == "bar ticks"] == ["x", "x2"]
+    # the Why rolls: open around the selected note, arcs on the bar axis
+    vals = np.linspace(-1, 1, len(df))
+    sel = int(np.searchsorted(df.onset_q, 400.0))  # bar 101
+    v = plots.value_roll(df, vals, label="attribution", diverging=True, selected=sel, bar_starts_q=bars, arcs=3)
+    lo, hi = v.layout.xaxis.range
+    assert hi - lo == 16 and lo <= 1 + df.onset_q[sel] / 4 <= hi
+    arcs = next(t for t in v.data if t.name.startswith("top 3"))
+    assert abs(arcs.x[0] - (1 + (df.onset_q[sel] + 0.25) / 4)) < 1e-9
 
 
 def test_legends_sit_below_the_axis_title_never_on_the_plot():
@@ -378,6 +412,14 @@ def test_masker_counts_get_their_own_axis():
     assert by["frozen notes per batch"].yaxis == "y2"
     assert by["masker loss"].yaxis == "y" and by["mean masker score"].yaxis == "y"
     assert fig.layout.yaxis2.overlaying == "y" and fig.layout.yaxis2.side == "right"
+    # whole numbers on both: counts (0, 500, 1,000) and steps (1, 2, 3; not 1.5)
+    assert fig.layout.yaxis2.tickformat == ",d" and fig.layout.yaxis2.dtick == 500
+    assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tickformat == ",d"
+    zero = plots.masker_stats_figure(prog.assign(frozen_in_batch=0.0))  # no 0.274, 0.547 ticks
+    assert zero.layout.yaxis2.dtick == 1 and list(zero.layout.yaxis2.range) == [0, 4.0]
+    assert plots.loss_curves(prog.assign(loss=1.0)).layout.xaxis.dtick == 1
+    long = plots.loss_curves(pd.DataFrame({"step": np.arange(0, 500, 10), "loss": 1.0}))
+    assert long.layout.xaxis.dtick is None and long.layout.xaxis.tickformat == ",d"
 
 
 def test_bias_bar_labels_are_short_lines():
