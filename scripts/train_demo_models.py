@@ -17,6 +17,11 @@ the progress log are copied into models/demo-<strategy>/.
 
     python scripts/train_demo_models.py [--config models/demo_config.json] [--work DIR]
                                         [--only random|adversarial] [--steps N] [--no-ship]
+                                        [--finetune-only]
+
+After the encoders, the demo task head of ``finetune`` (melody on POP909, on the random
+demo encoder) is fine-tuned and shipped into models/demo-random/finetuned/melody/, so
+the Why page's attributions work out of the box.
 """
 
 from __future__ import annotations
@@ -66,9 +71,32 @@ def ship(run_dir: Path, dest: Path, cfg: dict) -> None:
     if "paths" in td:  # machine-specific absolute paths -> names relative to their source
         td["paths"] = [_portable(p) for p in td["paths"]]
     (tmp / "config.json").write_text(json.dumps(meta, indent=1))
-    shutil.copy(run_dir / "progress.jsonl", tmp / "progress.jsonl")
+    for extra in ("progress.jsonl", "results.json"):
+        if (run_dir / extra).is_file():
+            shutil.copy(run_dir / extra, tmp / extra)
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
+
+
+def finetune_demo_head(cfg: dict, work: Path, env: dict, bf16: bool) -> int:
+    """Fine-tune the task head of ``cfg["finetune"]`` on the shipped demo encoder and ship it
+    into models/demo-<from>/finetuned/<task>/ (where the app's Why page finds it)."""
+    ft = cfg["finetune"]
+    encoder = ROOT / "models" / f"demo-{ft['from']}"
+    out = work / f"finetune-{ft['from']}-{ft['task']}"
+    shutil.rmtree(out, ignore_errors=True)  # early stopping state is not resumable: start clean
+    cmd = [sys.executable, "-m", "smu_explain.cli", "finetune", "--task", ft["task"], "--from", str(encoder),
+           "--out", str(out), "--steps", str(ft["steps"]), "--batch-size", str(ft["batch_size"]),
+           "--lr", str(ft["lr"]), "--seed", str(cfg["seed"]), "--split-seed", str(cfg["pop909_split_seed"]),
+           "--eval-every", str(ft["eval_every"]), "--no-bar"] + (["--bf16"] if bf16 else [])
+    with open(work / f"finetune-{ft['task']}.log", "a") as log:
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    if rc != 0:
+        print(f"fine-tuning {ft['task']} failed with exit code {rc}; see the log", flush=True)
+        return rc
+    ship(out, encoder / "finetuned" / ft["task"], cfg)
+    print(f"{ft['task']}: shipped to {encoder / 'finetuned' / ft['task']}", flush=True)
+    return 0
 
 
 def run_config(cfg: dict, strategy: str) -> dict:
@@ -93,6 +121,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, help="override the config's step budget (quick checks)")
     ap.add_argument("--only", choices=["random", "adversarial"], help="train one of the two")
     ap.add_argument("--no-ship", action="store_true", help="train only; do not copy into models/")
+    ap.add_argument("--finetune-only", action="store_true",
+                    help="only fine-tune the demo task head on the shipped encoder (config 'finetune')")
     args = ap.parse_args()
     cfg = json.loads(Path(args.config).read_text())
     if args.steps:
@@ -105,6 +135,8 @@ def main() -> int:
     bf16 = use_bf16(cfg)
     procs = {}
     t0 = time.time()
+    if args.finetune_only:
+        return finetune_demo_head(cfg, work, env, bf16)
     for strategy in strategies:
         out = work / strategy
         resume = (out / "checkpoint.pt").exists()
@@ -131,6 +163,9 @@ def main() -> int:
         if not args.no_ship:
             ship(out, ROOT / "models" / f"demo-{strategy}", cfg)
             print(f"{strategy}: shipped to models/demo-{strategy}", flush=True)
+    ft = cfg.get("finetune")
+    if ft and not failed and not args.no_ship and ft["from"] in strategies:
+        failed = finetune_demo_head(cfg, work, env, bf16) != 0
     print(f"wall time {time.time() - t0:.0f} s", flush=True)
     return 1 if failed else 0
 
