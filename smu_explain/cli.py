@@ -594,7 +594,7 @@ def add_evaluate_parser(sub) -> argparse.ArgumentParser:
 def cmd_evaluate(args) -> int:
     from .finetune import FINETUNED_FORMAT, FineTuneModel, evaluate_model
     from .model import MidiBert
-    from .trainer import atomic_write_text
+    from .io import atomic_write_text
 
     where = Path(args.model)
     meta = MidiBert.read_checkpoint_config(where)
@@ -682,7 +682,7 @@ def add_explain_parser(sub) -> argparse.ArgumentParser:
 def cmd_explain(args) -> int:
     from .explain import explain_piece
     from .model import MidiBert
-    from .trainer import atomic_write_text
+    from .io import atomic_write_text
 
     if not 0 < args.ratio <= 1:
         raise SMUInputError("--ratio", f"must be in (0, 1], got {args.ratio}")

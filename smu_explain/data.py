@@ -71,7 +71,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +80,7 @@ import numpy as np
 import torch
 
 from .errors import SMUInputError
+from .io import atomic_write_stream
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test")
@@ -834,29 +834,12 @@ class TokenCache:
         _atomic_savez(path, arrays)
 
 
-def _atomic_replace(path: Path, mode: str, write: Callable[[Any], None]) -> None:
-    """Write through ``write(fh)`` into a temporary sibling, then ``os.replace`` it onto
-    ``path``: readers see the old file or the whole new one, never half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
-            write(fh)
-        from .trainer import default_file_mode
-
-        os.chmod(tmp, default_file_mode())  # mkstemp makes 0o600; follow the umask like open()
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    _atomic_replace(path, "wb", lambda fh: np.savez(fh, **arrays))
+    atomic_write_stream(path, lambda fh: np.savez(fh, **arrays))
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_replace(path, "w", lambda fh: fh.write(text))
+    atomic_write_stream(path, lambda fh: fh.write(text), binary=False)
 
 
 def window_spans(tokenizer: Any, piece: Any, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -50,11 +50,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import SMUCheckpointError, SMUInputError
+from .io import atomic_write_text, default_file_mode
 from .model import (
     CONFIG_NAME, WEIGHTS_NAME, MidiBert, ModelConfig, check_weights_header, checkpoint_model_config,
 )
 from .trainer import (
-    Callback, EarlyStopping, Trainer, TrainConfig, atomic_write_text, default_file_mode, sample_generator,
+    Callback, EarlyStopping, Trainer, TrainConfig, sample_generator,
 )
 
 try:

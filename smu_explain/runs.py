@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .errors import SMUInputError
+from .io import JSONL_MAX_BYTES, JSONL_MAX_LINE, atomic_write_text, read_jsonl  # noqa: F401
 
 __all__ = [
     "RUN_STATUSES",
@@ -122,64 +123,6 @@ class RunInfo:
     def from_dict(cls, d: dict[str, Any]) -> "RunInfo":
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
-
-
-#: Progress files are read at most this far back from their end, and lines longer than
-#: this are skipped, so an endless or binary file cannot exhaust memory.
-JSONL_MAX_BYTES = 64 * 1024 * 1024
-JSONL_MAX_LINE = 1024 * 1024
-
-
-def read_jsonl(path: str | os.PathLike, max_bytes: int = JSONL_MAX_BYTES,
-               max_line: int = JSONL_MAX_LINE) -> list[dict]:
-    """Parsed lines of a JSONL file; a missing file gives ``[]``.
-
-    Reading is bounded and incremental: only regular files are read (a device such as
-    /dev/zero or a FIFO gives ``[]``), at most the last ``max_bytes`` of the file, line
-    by line; a line longer than ``max_line`` bytes, a line that is not UTF-8, a torn last
-    line (the writer is mid-write) and any other line that is not a JSON object are skipped.
-    """
-    import stat as _stat
-
-    p = Path(path)
-    try:
-        st = os.stat(p)
-        if not _stat.S_ISREG(st.st_mode):
-            return []
-        f = open(p, "rb")
-    except OSError:
-        return []
-    out = []
-    with f:
-        budget = max_bytes
-        if st.st_size > max_bytes:  # keep the tail: skip to the first line start in it
-            f.seek(st.st_size - max_bytes)
-            budget -= len(f.readline(max_bytes))
-        while budget > 0:
-            line = f.readline(min(max_line + 1, budget))
-            if not line:
-                break
-            budget -= len(line)
-            if len(line) > max_line:  # overlong: skip the rest of it, within the budget
-                while budget > 0 and not line.endswith(b"\n"):
-                    line = f.readline(min(max_line + 1, budget))
-                    if not line:
-                        break
-                    budget -= len(line)
-                continue
-            try:
-                text = line.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                continue
-            if not text:
-                continue
-            try:
-                obj = json.loads(text)
-            except (json.JSONDecodeError, RecursionError):
-                continue
-            if isinstance(obj, dict):
-                out.append(obj)
-    return out
 
 
 def _final_status(progress_path: str | os.PathLike) -> dict | None:
@@ -292,9 +235,7 @@ class RunRegistry:
     def _save(self, run: RunInfo) -> None:
         d = self.root / run.id
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".{RUN_FILE}.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(run.to_dict(), indent=2), encoding="utf-8")
-        os.replace(tmp, d / RUN_FILE)
+        atomic_write_text(d / RUN_FILE, json.dumps(run.to_dict(), indent=2))
 
     def _load(self, run_dir: Path) -> RunInfo | None:
         try:

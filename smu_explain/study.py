@@ -94,6 +94,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import SMUInputError
+from .io import atomic_write_stream, atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULT_FORMAT = "smu_explain.study/1"
@@ -390,10 +391,7 @@ class StudyPaths:
         return self.results_dir / f"{stage}.json"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    from .trainer import atomic_write_text  # lazy: keeps `smu --help` free of torch
-
-    atomic_write_text(path, text)
+_atomic_write = atomic_write_text
 
 
 def _plain(o: Any) -> Any:
@@ -610,12 +608,11 @@ def save_freeze_snapshot(path: Path, book: Any, names: Sequence[str], epoch: int
     offsets = np.concatenate([[0], np.cumsum([len(f) for f in flags])]).astype(np.int64)
     allf = np.concatenate(flags) if flags else np.zeros(0, bool)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez_compressed(tmp, names=np.asarray([str(x) for x in (names or range(n))], dtype=np.str_),
-                        offsets=offsets, bits=np.packbits(allf.astype(bool)), n_bits=np.int64(len(allf)),
-                        epoch=np.int64(epoch), step=np.int64(step),
-                        stats=np.asarray(json.dumps(book.history[-1] if book.history else {})))
-    os.replace(tmp, path)
+    arrays = dict(names=np.asarray([str(x) for x in (names or range(n))], dtype=np.str_),
+                  offsets=offsets, bits=np.packbits(allf.astype(bool)), n_bits=np.int64(len(allf)),
+                  epoch=np.int64(epoch), step=np.int64(step),
+                  stats=np.asarray(json.dumps(book.history[-1] if book.history else {})))
+    atomic_write_stream(path, lambda fh: np.savez_compressed(fh, **arrays))
     return path
 
 

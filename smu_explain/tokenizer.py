@@ -125,6 +125,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import SMUInputError
+from .io import atomic_write_text
 
 __all__ = [
     "PAD_ID",
@@ -300,10 +301,7 @@ class TokenizerConfig:
         return cls.from_dict(json.loads(s))
 
     def save(self, path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json() + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path) -> "TokenizerConfig":

@@ -60,6 +60,7 @@ import torch
 import torch.nn as nn
 
 from .errors import SMUCheckpointError, SMUInputError, SMUTrainingError, SMUWriteError
+from .io import atomic_write_text, default_file_mode, read_jsonl  # noqa: F401  (re-exported: older imports)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 TRAIN_CONFIG_NAME = "train_config.json"
@@ -272,39 +273,6 @@ def resolve_device(name: str) -> torch.device:
 
 # ============================================================================ files
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path``: a regular file (or a new one) is replaced atomically
-    (temporary sibling, fsync, ``os.replace``); a symlink is followed (its target is
-    written, the link stays); a device, FIFO or other non-regular file is written through
-    (never replaced by a regular file). A failed write leaves the old file as it was."""
-    import stat as _stat
-
-    path = Path(os.path.realpath(path))  # follow symlinks: write their target, keep the link
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        mode = None
-    if mode is not None and not _stat.S_ISREG(mode):
-        if _stat.S_ISDIR(mode):
-            raise IsADirectoryError(21, "is a folder, not a file", str(path))
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, _stat.S_IMODE(mode))  # keep the replaced file's permissions
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary sibling, fsync, then ``os.replace`` (never a half file).
 
@@ -329,22 +297,6 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
                 tmp.unlink()
             except OSError:
                 pass
-
-
-def default_file_mode() -> int:
-    """0o666 minus the process umask: the mode ``open()`` gives a new file (e.g. 0o644).
-
-    Tools that create files privately (safetensors, mkstemp: 0o600) are chmod-ed to this."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    old = os.umask(0o022)  # not thread-safe, hence the /proc way first
-    os.umask(old)
-    return 0o666 & ~old
 
 
 def _write_error_reason(e: BaseException) -> str:
@@ -665,11 +617,9 @@ def _json_plain(o: Any) -> Any:
 
 
 def read_progress(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Parse a progress file, bounded and tolerant (see ``runs.read_jsonl``): a half-written
+    """Parse a progress file, bounded and tolerant (see ``io.read_jsonl``): a half-written
     last line (the writer died mid-line), binary junk and overlong lines are skipped, and a
     device or an endless file is never read into memory."""
-    from .runs import read_jsonl
-
     return read_jsonl(path)
 
 

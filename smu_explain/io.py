@@ -1,0 +1,171 @@
+"""File plumbing shared by the library, the CLI and the app (no torch, no numpy).
+
+- ``atomic_write_text`` / ``atomic_write_bytes`` / ``atomic_write_json``: a regular
+  file (or a new one) is replaced atomically (temporary sibling, fsync,
+  ``os.replace``), keeping the replaced file's permissions; a symlink is followed (its
+  target is written, the link stays); a device, FIFO or other non-regular file is
+  written through (never replaced by a regular file). A failed write leaves the old
+  file as it was.
+- ``atomic_write_stream``: for writers that need a file handle (``np.savez``): a
+  uniquely named temporary sibling (``mkstemp``) given the mode ``open()`` would give a
+  new file (``default_file_mode``), then ``os.replace``; readers see the old file or
+  the whole new one.
+- ``read_jsonl``: the bounded, tolerant reader of JSONL progress files.
+
+Checkpoints (``trainer.atomic_torch_save``, ``MidiBert.save_pretrained``) keep their
+own writers: they need torch and their own error semantics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat as _stat
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable
+
+__all__ = [
+    "JSONL_MAX_BYTES",
+    "JSONL_MAX_LINE",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_stream",
+    "atomic_write_text",
+    "default_file_mode",
+    "read_jsonl",
+]
+
+
+def default_file_mode() -> int:
+    """0o666 minus the process umask: the mode ``open()`` gives a new file (e.g. 0o644).
+
+    Tools that create files privately (safetensors, mkstemp: 0o600) are chmod-ed to this."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)  # not thread-safe, hence the /proc way first
+    os.umask(old)
+    return 0o666 & ~old
+
+
+def _atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
+    binary = isinstance(data, bytes)
+    kw: dict[str, Any] = {} if binary else {"encoding": "utf-8"}
+    mode_w = "wb" if binary else "w"
+    path = Path(os.path.realpath(path))  # follow symlinks: write their target, keep the link
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not _stat.S_ISREG(mode):
+        if _stat.S_ISDIR(mode):
+            raise IsADirectoryError(21, "is a folder, not a file", str(path))
+        with open(path, mode_w, **kw) as f:
+            f.write(data)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, mode_w, **kw) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, _stat.S_IMODE(mode))  # keep the replaced file's permissions
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see the module docstring)."""
+    _atomic_write(path, text)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see the module docstring)."""
+    _atomic_write(path, bytes(data))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, **dumps_kwargs: Any) -> None:
+    """``json.dumps(obj, **dumps_kwargs)`` written with ``atomic_write_text``."""
+    _atomic_write(path, json.dumps(obj, **dumps_kwargs))
+
+
+def atomic_write_stream(path: str | os.PathLike, write: Callable[[IO[Any]], Any], binary: bool = True) -> None:
+    """Write through ``write(fh)`` into a temporary sibling, then ``os.replace`` it onto
+    ``path``: readers see the old file or the whole new one, never half a file. The
+    folder must exist. A failure (even KeyboardInterrupt) removes the temporary file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
+            write(fh)
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0o600; follow the umask like open()
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+#: Progress files are read at most this far back from their end, and lines longer than
+#: this are skipped, so an endless or binary file cannot exhaust memory.
+JSONL_MAX_BYTES = 64 * 1024 * 1024
+JSONL_MAX_LINE = 1024 * 1024
+
+
+def read_jsonl(path: str | os.PathLike, max_bytes: int = JSONL_MAX_BYTES,
+               max_line: int = JSONL_MAX_LINE) -> list[dict]:
+    """Parsed lines of a JSONL file; a missing file gives ``[]``.
+
+    Reading is bounded and incremental: only regular files are read (a device such as
+    /dev/zero or a FIFO gives ``[]``), at most the last ``max_bytes`` of the file, line
+    by line; a line longer than ``max_line`` bytes, a line that is not UTF-8, a torn last
+    line (the writer is mid-write) and any other line that is not a JSON object are skipped.
+    """
+    p = Path(path)
+    try:
+        st = os.stat(p)
+        if not _stat.S_ISREG(st.st_mode):
+            return []
+        f = open(p, "rb")
+    except OSError:
+        return []
+    out = []
+    with f:
+        budget = max_bytes
+        if st.st_size > max_bytes:  # keep the tail: skip to the first line start in it
+            f.seek(st.st_size - max_bytes)
+            budget -= len(f.readline(max_bytes))
+        while budget > 0:
+            line = f.readline(min(max_line + 1, budget))
+            if not line:
+                break
+            budget -= len(line)
+            if len(line) > max_line:  # overlong: skip the rest of it, within the budget
+                while budget > 0 and not line.endswith(b"\n"):
+                    line = f.readline(min(max_line + 1, budget))
+                    if not line:
+                        break
+                    budget -= len(line)
+                continue
+            try:
+                text = line.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                continue
+            if not text:
+                continue
+            try:
+                obj = json.loads(text)
+            except (json.JSONDecodeError, RecursionError):
+                continue
+            if isinstance(obj, dict):
+                out.append(obj)
+    return out
