@@ -720,6 +720,45 @@ def cmd_explain(args) -> int:
     return 0
 
 
+# ============================================================================ tokenize
+
+#: ``data.TASKS``: repeated here because ``data`` imports torch (tests check they agree)
+TOKENIZE_TASKS = ("pretrain", "melody", "velocity", "composer", "emotion", "folder")
+
+
+def _cmd_tokenize(args: argparse.Namespace) -> int:
+    from .data import cmd_tokenize
+
+    return cmd_tokenize(args)
+
+
+def add_tokenize_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``smu tokenize`` on an argparse subparsers object (no torch until it runs)."""
+    p = subparsers.add_parser(
+        "tokenize", help="tokenize a task's dataset into npz + manifest",
+        description="Read a dataset (data root for pretrain/melody/velocity/composer/emotion, "
+                    "or a MIDI folder with --labels for folder), encode it and write "
+                    "<split>.npz, tokenizer.json and manifest.json in --out. Bad files are "
+                    "skipped and reported.")
+    p.add_argument("path", nargs="?", default=None,
+                   help="data root (default $SMU_DATA_ROOT or ../shared/data) or MIDI folder")
+    p.add_argument("--task", required=True, choices=TOKENIZE_TASKS)
+    p.add_argument("--labels", default=None, help="labels CSV (file,label[,group]) for --task folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--split", default="ours", choices=("ours", "midibert", "emopia"),
+                   help="split scheme (default ours: 80/10/10 by song/work)")
+    p.add_argument("--asap-source", default="both", choices=("score", "performance", "both"),
+                   help="ASAP files: score MIDIs, beat-re-timed performances, or both (default)")
+    p.add_argument("--max-len", type=int, default=None, help="window length (tokenizer default)")
+    p.add_argument("--stride", type=int, default=None, help="window stride (tokenizer default)")
+    p.add_argument("--cache-dir", default=None, help="token cache (default $SMU_CACHE_DIR or ~/.cache/smu_explain)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the token cache")
+    p.add_argument("--limit", type=int, default=None, help="at most N files per split (quick looks)")
+    p.set_defaults(func=_cmd_tokenize)
+    return p
+
+
 # ============================================================================ main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -733,10 +772,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_finetune_parser(sub)
     add_evaluate_parser(sub)
     add_explain_parser(sub)
-    from . import data, study
+    add_tokenize_parser(sub)
+    from .study import add_study_parser  # torch-free: the runner is imported when `smu study` runs
 
-    data.add_tokenize_parser(sub)
-    study.add_study_parser(sub)
+    add_study_parser(sub)
     return parser
 
 

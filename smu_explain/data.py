@@ -1273,30 +1273,10 @@ def load_tokenized(out_dir: str | os.PathLike, split: str, augment: bool = False
 
 # --------------------------------------------------------------------------- CLI
 def add_tokenize_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``smu tokenize`` on an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "tokenize", help="tokenize a task's dataset into npz + manifest",
-        description="Read a dataset (data root for pretrain/melody/velocity/composer/emotion, "
-                    "or a MIDI folder with --labels for folder), encode it and write "
-                    "<split>.npz, tokenizer.json and manifest.json in --out. Bad files are "
-                    "skipped and reported.")
-    p.add_argument("path", nargs="?", default=None,
-                   help="data root (default $SMU_DATA_ROOT or ../shared/data) or MIDI folder")
-    p.add_argument("--task", required=True, choices=TASKS)
-    p.add_argument("--labels", default=None, help="labels CSV (file,label[,group]) for --task folder")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
-    p.add_argument("--split", default="ours", choices=("ours", "midibert", "emopia"),
-                   help="split scheme (default ours: 80/10/10 by song/work)")
-    p.add_argument("--asap-source", default="both", choices=("score", "performance", "both"),
-                   help="ASAP files: score MIDIs, beat-re-timed performances, or both (default)")
-    p.add_argument("--max-len", type=int, default=None, help="window length (tokenizer default)")
-    p.add_argument("--stride", type=int, default=None, help="window stride (tokenizer default)")
-    p.add_argument("--cache-dir", default=None, help="token cache (default $SMU_CACHE_DIR or ~/.cache/smu_explain)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the token cache")
-    p.add_argument("--limit", type=int, default=None, help="at most N files per split (quick looks)")
-    p.set_defaults(func=cmd_tokenize)
-    return p
+    """Register ``smu tokenize`` (the parser lives in ``cli``, which imports this module lazily)."""
+    from .cli import add_tokenize_parser as add
+
+    return add(subparsers)
 
 
 def make_tokenizer(task: str, max_len: int | None = None, stride: int | None = None, **overrides: Any):

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -193,3 +194,24 @@ def test_explain_refuses_a_finetuned_model(pretrained, midi_dir, tmp_path, capsy
     capsys.readouterr()
     assert main(["explain", str(midi_dir / "piece0.mid"), "--model", str(out)]) == 2
     assert "fine-tuned model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["study", "--help"], ["tokenize", "--help"]])
+def test_help_does_not_import_torch(argv):
+    """`smu --help` (and the study / tokenize help) stays fast: torch is imported only when a
+    command runs (issue 13)."""
+    code = ("import sys, smu_explain.cli as c\n"
+            "try:\n    c.main(sys.argv[1:])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "loaded = sorted(m for m in ('torch', 'smu_explain.trainer', 'smu_explain.study.runner') "
+            "if m in sys.modules)\n"
+            "assert not loaded, loaded\n")
+    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 0, r.stderr
+    assert "usage: smu" in r.stdout
+
+
+def test_tokenize_tasks_match_data():
+    from smu_explain import cli, data
+
+    assert cli.TOKENIZE_TASKS == data.TASKS

@@ -1,0 +1,437 @@
+"""The study's report: ``results.json`` (``build_results``), summary lines and RESULTS.md."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .plan import _now, estimate_minutes, machine_info, pretrain_stage_names, PUBLISHED, PUBLISHED_MATCH, read_json, RESULT_FORMAT, Stage, StudyPaths, StudyPreset
+from .stats import aggregate_runs, format_crossing, format_mean_std, markdown_table, paired_test, published_table, results_table, row_label
+
+
+# ============================================================================ summary + RESULTS.md
+
+def _best_row(rows: Sequence[Mapping[str, Any]], model: str, mask: bool, task: str) -> Mapping[str, Any] | None:
+    for r in rows:
+        if r["model"] == model and r["mask_ft"] == mask and r["task"] == task and abs(r["fraction"] - 1) < 1e-9:
+            return r
+    return None
+
+
+def _fmt_minutes(s: float | None) -> str:
+    if s is None:
+        return "—"
+    return f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.2f} h"
+
+
+def study_summary(results: Mapping[str, Any]) -> list[str]:
+    """Three lines a manager can read: accuracy gained, what it cost, where the model still errs.
+
+    ``results`` = the dict of ``results.json``. Line 1 compares the adversarial model (mask
+    fine-tuning on) with no pre-training and with random masks (mean test accuracy over
+    tasks, and the paired test); line 2 gives pre-training steps, tokens, total wall time
+    and peak memory; line 3 names the weakest task, its most frequent confusion and the
+    note class the masker scores highest.
+    """
+    agg = results.get("finetune", {}).get("rows", [])
+    tasks = list(results.get("tasks", []))
+    deltas_none, deltas_rand = [], []
+    for t in tasks:
+        a = _best_row(agg, "adversarial", True, t)
+        n = _best_row(agg, "none", True, t)
+        r = _best_row(agg, "random", True, t)
+        if a and n and a["test_acc"]["mean"] is not None and n["test_acc"]["mean"] is not None:
+            deltas_none.append((t, a["test_acc"]["mean"] - n["test_acc"]["mean"]))
+        if a and r and a["test_acc"]["mean"] is not None and r["test_acc"]["mean"] is not None:
+            deltas_rand.append((t, a["test_acc"]["mean"] - r["test_acc"]["mean"]))
+    if deltas_none:
+        mean_none = float(np.mean([d for _, d in deltas_none]))
+        per = ", ".join(f"{t} {100 * d:+.1f}" for t, d in deltas_none)
+        line1 = f"Accuracy: adversarial pre-training changes test accuracy by {100 * mean_none:+.1f} points " \
+                f"on average over no pre-training ({per})"
+        if deltas_rand:
+            mean_rand = float(np.mean([d for _, d in deltas_rand]))
+            pt = results.get("paired", {}).get("overall", {})
+            sig = "significant" if pt.get("significant") else "not significant"
+            p = pt.get("t_p")
+            line1 += f", and by {100 * mean_rand:+.1f} over random masking (paired test over every task, " \
+                     f"seed and mask setting: {sig}" + (f", p = {p:.2g})." if p is not None else ").")
+        else:
+            line1 += "."
+    else:
+        line1 = "Accuracy: no comparable fine-tuning results yet."
+    b = results.get("budget", {})
+    steps, tokens = b.get("pretrain_steps"), b.get("pretrain_tokens_per_model")
+    wall = b.get("total_wall_s")
+    peak = b.get("peak_rss_mb")
+    line2 = (f"Cost: {steps or 0:,} pre-training steps ({(tokens or 0) / 1e6:.1f} M tokens) per model, "
+             f"{_fmt_minutes(wall)} of {b.get('machine_short', 'this machine')} for the whole study, "
+             f"peak memory {peak / 1024 if peak else 0:.1f} GiB"
+             + (f" (GPU {b['cuda_peak_mb'] / 1024:.1f} GiB)" if b.get("cuda_peak_mb") else "") + ".")
+    worst = None
+    for t in tasks:
+        a = _best_row(agg, "adversarial", True, t) or _best_row(agg, "none", True, t)
+        if a and a["test_acc"]["mean"] is not None and (worst is None or a["test_acc"]["mean"] < worst[1]):
+            worst = (t, a["test_acc"]["mean"], a)
+    if worst is None:
+        line3 = "Errors: no test results yet."
+    else:
+        t, acc, row = worst
+        conf = results.get("finetune", {}).get("confusion", {}).get(t, {}).get(row["model"])
+        classes = results.get("finetune", {}).get("classes", {}).get(t, [])
+        line3 = f"Errors: weakest task {t} ({100 * acc:.1f}% with the {row['model']} model)"
+        if conf and classes:
+            c = np.asarray(conf, dtype=np.float64)
+            off = c.copy()
+            np.fill_diagonal(off, 0)
+            if off.sum() > 0:
+                i, j = np.unravel_index(int(off.argmax()), off.shape)
+                share = off[i, j] / max(c[i].sum(), 1)
+                line3 += f"; most frequent confusion: true {classes[i]} predicted as {classes[j]} " \
+                         f"({share:.0%} of {classes[i]})"
+        hi = results.get("analysis", {}).get("highlights", {}).get("highest_score_class")
+        if hi:
+            line3 += f"; the masker scores {hi['grouping']} class '{hi['class']}' notes highest " \
+                     f"(mean score {hi['score']:.2f})"
+        line3 += "."
+    return [line1, line2, line3]
+
+
+def render_results_md(results: Mapping[str, Any]) -> str:
+    """RESULTS.md from ``results.json`` (every number comes from ``results``)."""
+    tasks = list(results.get("tasks", []))
+    agg = results.get("finetune", {}).get("rows", [])
+    b = results.get("budget", {})
+    preset = results.get("preset", {})
+    L: list[str] = []
+    L.append("# Reproduction study: adversarial vs random MLM pre-training")
+    L.append("")
+    L.append(f"Generated by `smu study --preset {preset.get('name')}` on {results.get('generated')} "
+             "(smu_explain/study.py); do not edit by hand: re-run the study. All numbers: "
+             "`docs/study/results.json`; schemas: `docs/study/README.md`.")
+    L.append("")
+    L.append("## Summary")
+    L.append("")
+    L += [f"- {s}" for s in results.get("summary", [])]
+    L.append("")
+    L.append("## Setup")
+    L.append("")
+    m = results.get("model", {})
+    mach = results.get("machine", {})
+    L.append(f"- Machine: {mach.get('cpu')} ({mach.get('cpu_count')} logical CPUs, torch {mach.get('torch')}, "
+             f"{mach.get('torch_threads')} threads, GPU: {mach.get('gpu') or 'none'}).")
+    L.append(f"- Model: {m.get('n_layers')} layers x {m.get('d_model')} (heads {m.get('n_heads')}, "
+             f"FF {m.get('d_ff')}, {m.get('emb_dim')}-d embedding per attribute), "
+             f"{(m.get('n_params') or 0) / 1e6:.2f} M parameters, windows of {m.get('max_len')} notes; "
+             f"tokens: compound words {m.get('attributes')} (no velocity input). "
+             "The paper: 12 x 768, 115 M parameters, sequence 1024.")
+    L.append(f"- Pre-training budget per strategy: {b.get('pretrain_steps', 0):,} steps x batch "
+             f"{b.get('pretrain_batch')} windows = {b.get('pretrain_tokens_per_model', 0) / 1e6:.1f} M real tokens "
+             f"(~{b.get('pretrain_epochs', 0):.1f} epochs), lr {preset.get('pretrain_lr')}, "
+             f"masking ratio {preset.get('mask_ratio')}, freeze every {preset.get('freeze_every')} epoch(s) "
+             f"(top {preset.get('freeze_top')}, unfreeze {preset.get('unfreeze_frac')}), "
+             f"one run per strategy (seed {preset.get('pretrain_seed')}).")
+    val_note = (f", on at most {preset['ft_val_windows']} validation windows of whole pieces balanced over "
+                "classes" if preset.get("ft_val_windows") else "")
+    L.append(f"- Fine-tuning: {preset.get('ft_steps')} steps x batch {preset.get('ft_batch')}, "
+             f"lr {preset.get('ft_lr')}, early stopping on validation accuracy (patience "
+             f"{preset.get('ft_patience')} evaluations every {preset.get('ft_eval_every')} steps{val_note}); "
+             f"seeds {preset.get('seeds')}; mask fine-tuning = 15% of the input tokens masked during training "
+             "only (no masking at evaluation).")
+    L.append(f"- Wall time of the whole study: {_fmt_minutes(b.get('total_wall_s'))} "
+             f"(pre-training {_fmt_minutes(b.get('pretrain_wall_s'))}); peak memory "
+             f"{(b.get('peak_rss_mb') or 0) / 1024:.2f} GiB RSS"
+             + (f", GPU {b['cuda_peak_mb'] / 1024:.2f} GiB" if b.get("cuda_peak_mb") else "") + ".")
+    est = results.get("estimate_minutes", {})
+    if est:
+        L.append(f"- The preset's estimate was {est.get('total', 0):.0f} min in all "
+                 f"(pre-training {est.get('pretrain', 0):.0f} min) on {preset.get('machine')}.")
+    L.append("")
+    L.append("### Data")
+    L.append("")
+    data = results.get("data", {})
+    rows = []
+    for task, d in data.get("tasks", {}).items():
+        sp = d.get("splits", {})
+        rows.append([task] + [f"{sp.get(s, {}).get('pieces', 0)} / {sp.get(s, {}).get('notes', 0):,}"
+                              for s in ("train", "val", "test")] + [d.get("split_info", "")])
+    L.append(markdown_table(["task", "train pieces / notes", "val", "test", "split"], rows))
+    L.append("")
+    L.append("Composer classification uses ASAP's 8 most-performed composers, split by work: a stand-in "
+             "for Pianist8 (not available), so its numbers do not compare directly with the published ones. "
+             "EMOPIA is split by song; POP909 by song. Pre-training data: Pop1K7 + POP909 + ASAP + EMOPIA "
+             "without any fine-tuning validation or test piece, with random transposition.")
+    L.append("")
+    if preset.get("notes"):
+        L.append("### What this preset trims")
+        L.append("")
+        L += [f"- {n}" for n in preset["notes"]]
+        L.append("")
+    for metric, title in (("test_acc", "Test accuracy (%)"), ("test_macro_f1", "Test macro-F1 (%)")):
+        L.append(f"## {title}, mean ± std over {len(preset.get('seeds', []))} fine-tuning seeds")
+        L.append("")
+        h, r = results_table(agg, metric, tasks)
+        L.append(markdown_table(h, r))
+        L.append("")
+    L.append("## Published numbers (accuracy %, docs/METHOD.md section 8)")
+    L.append("")
+    h, r = published_table(tasks)
+    L.append(markdown_table(h, r))
+    L.append("")
+    L.append("Ours beside theirs (test accuracy %, our mean over seeds; theirs from the paper's Table 3):")
+    L.append("")
+    rows = []
+    paper = next(iter(PUBLISHED.values()))
+    for (model, mask), pub in PUBLISHED_MATCH.items():
+        ours = []
+        for t in tasks:
+            rr = _best_row(agg, model, mask, t)
+            theirs = paper[pub].get(t)
+            ours.append(f"{format_mean_std(rr['test_acc']) if rr else '—'} / "
+                        f"{'—' if theirs is None else f'{theirs:.2f}'}")
+        rows.append([row_label(model, mask), pub.strip()] + ours)
+    L.append(markdown_table(["ours", "paper row"] + [f"{t} (ours / paper)" for t in tasks], rows))
+    L.append("")
+    L.append("## Does adversarial beat random masking at this scale?")
+    L.append("")
+    paired = results.get("paired", {})
+    ov = paired.get("overall")
+    if ov:
+        L.append(f"Paired over tasks x seeds x mask settings (n = {ov['n']} pairs of test accuracies, "
+                 f"adversarial - random): mean difference {100 * (ov['mean_diff'] or 0):+.2f} points, "
+                 f"{ov['wins']} wins / {ov['losses']} losses / {ov['ties']} ties, paired t-test p = "
+                 f"{_p(ov.get('t_p'))}, Wilcoxon p = {_p(ov.get('wilcoxon_p'))}.")
+        L.append("")
+        verdict = ("**Yes**: adversarial pre-training is significantly better than random masking here."
+                   if ov["significant"] and ov["mean_diff"] > 0 else
+                   "**No**: adversarial pre-training is significantly worse than random masking here."
+                   if ov["significant"] else
+                   "**Not shown**: at this scale the difference between adversarial and random masking is "
+                   "not statistically significant.")
+        L.append(verdict + " The seeds are fine-tuning seeds of one pre-training run per strategy, so this "
+                           "tests fine-tuning variance only.")
+        L.append("")
+        rows = [[t, pt["n"], f"{100 * (pt['mean_diff'] or 0):+.2f}", _p(pt.get("t_p")), _p(pt.get("wilcoxon_p")),
+                 "yes" if pt["significant"] else "no"] for t, pt in paired.get("per_task", {}).items()]
+        L.append(markdown_table(["task", "pairs", "mean diff (points)", "t-test p", "Wilcoxon p", "significant"],
+                                rows))
+    else:
+        L.append("No paired comparison (the adversarial or the random model is missing).")
+    L.append("")
+    L.append("## Data efficiency")
+    L.append("")
+    eff = results.get("efficiency", {})
+    if eff:
+        fr = sorted({p["fraction"] for e in eff.values() for c in e["curves"].values() for p in c})
+        rows = []
+        for t, e in eff.items():
+            for model, pts in e["curves"].items():
+                byf = {p["fraction"]: p for p in pts}
+                rows.append([t, model] + [format_mean_std(byf.get(f)) for f in fr]
+                            + [format_crossing(e["crossing"].get(model, {})) if model != "none" else "—"])
+        L.append(markdown_table(["task", "model"] + [f"{f:.0%}" for f in fr]
+                                + ["matches no-pre-training @100%"], rows))
+        L.append("")
+        L.append("Test accuracy (%) with a fraction of the labelled training pieces (mask fine-tuning on, same "
+                 "steps and seeds). Last column: the fraction at which the model reaches the no-pre-training "
+                 "model's mean accuracy with 100% of the data (linear interpolation between measured fractions).")
+        img = _md_image(results, "data_efficiency")
+        if img:
+            L.append("")
+            L.append(f"![data efficiency]({img})")
+    else:
+        L.append("Not run.")
+    L.append("")
+    L.append("## Cost of every stage")
+    L.append("")
+    rows = [[s, _fmt_minutes(c.get("wall_s")), f"{c.get('steps', 0):,}", f"{(c.get('tokens') or 0) / 1e6:.2f} M",
+             f"{(c.get('peak_rss_mb') or 0):.0f}", f"{c['cuda_peak_mb']:.0f}" if c.get("cuda_peak_mb") else "—"]
+            for s, c in results.get("cost", {}).items()]
+    L.append(markdown_table(["stage", "wall", "steps", "tokens", "peak RSS (MiB)", "CUDA peak (MiB)"], rows))
+    L.append("")
+    L.append("Peak RSS: " + (results.get("cost_note") or "per stage"))
+    L.append("")
+    L.append("## Masker analysis")
+    L.append("")
+    ana = results.get("analysis", {})
+    if ana:
+        pps = ", ".join(f"{k} {v}" for k, v in (ana.get("pieces_per_source") or {}).items())
+        L.append(f"Validation pieces per source: {pps}. Frozen here = the top "
+                 f"{ana.get('freeze_top', 0.3):.0%} of a piece's notes by masker score (the freeze rule applied "
+                 "once; the freeze book itself covers training pieces only).")
+        L.append("")
+        rows = [[src, _fmt_rho(s.get("spearman_random_loss")), _fmt_rho(s.get("spearman_own_loss")), s.get("n_notes")]
+                for src, s in ana.get("sources", {}).items()]
+        rows.append(["all", _fmt_rho(ana.get("spearman_random_loss")), _fmt_rho(ana.get("spearman_own_loss")),
+                     ana.get("n_notes")])
+        L.append(markdown_table(["source", "Spearman(score, random model's recovery loss)",
+                                 "Spearman(score, adversarial model's own loss)", "notes"], rows))
+        L.append("")
+        for g, rowsg in ana.get("by_class", {}).items():
+            if not rowsg:
+                continue
+            L.append(f"By {g}:")
+            L.append("")
+            L.append(markdown_table(["class", "notes", "mean score", "frozen", "random model's loss"],
+                                    [[r["class"], r["n"], _f3(r.get("score")), _pct(r.get("frozen")),
+                                      _f2(r.get("random_loss"))] for r in rowsg]))
+            L.append("")
+        hist = ana.get("freeze_history", [])
+        if hist:
+            L.append("Freeze book over training (adversarial run, training pieces):")
+            L.append("")
+            L.append(markdown_table(["epoch", "step", "frozen", "Jaccard with previous", "kept from previous",
+                                     "Jaccard with last"],
+                                    [[h["epoch"], h["step"], _pct(h["frozen_frac"]), _f2(h["jaccard_prev"]),
+                                      _pct(h["kept_from_prev"]), _f2(h["jaccard_last"])] for h in hist]))
+            L.append("")
+        for name, alt in (("masker_spearman", "Spearman correlations"), ("masker_by_class", "score and frozen "
+                          "share by note class"), ("masker_freeze_history", "frozen set over training")):
+            img = _md_image(results, name)
+            if img:
+                L.append(f"![{alt}]({img})")
+                L.append("")
+        ex = ana.get("examples", [])
+        if ex:
+            L.append(f"Frozen notes from real pieces ({ana.get('examples_frozen_by')}):")
+            L.append("")
+            L.append(markdown_table(["piece", "note", "pitch", "onset (quarters)", "duration (q)", "score"],
+                                    [[e["piece"], e["note"], e["pitch"], _f2(e["onset_q"]), _f2(e["duration_q"]),
+                                      _f3(e["score"])] for e in ex]))
+            L.append("")
+            imgs = [_md_image(results, f"masker_example_{i + 1}") for i in range(len(ex))]
+            if any(imgs):
+                L.append(" ".join(f"![frozen note {i + 1}]({img})" for i, img in enumerate(imgs) if img))
+                L.append("")
+    else:
+        L.append("Not run.")
+    L.append("")
+    return "\n".join(L)
+
+
+def _md_image(results: Mapping[str, Any], name: str) -> str | None:
+    """The figure ``name`` as a path relative to RESULTS.md (in docs/): its PNG, else its HTML."""
+    files = results.get("figures", {}).get(name, [])
+    for ext in (".png", ".html"):
+        for f in files:
+            if f.endswith(ext):
+                return f[len("docs/"):] if f.startswith("docs/") else f
+    return None
+
+
+def _p(p: float | None) -> str:
+    return "—" if p is None else f"{p:.3g}"
+
+
+def _f2(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+def _f3(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.0f}%"
+
+
+def _fmt_rho(s: Mapping[str, Any] | None) -> str:
+    if not s or s.get("rho") is None:
+        return "—"
+    return f"{s['rho']:+.3f} (p = {s['p']:.2g}, n = {s['n']})"
+
+
+def build_results(paths: StudyPaths, preset: StudyPreset, stages: Sequence[Stage]) -> dict[str, Any]:
+    """Everything in ``results.json`` from the stage results present (schema: docs/study/README.md)."""
+    def res(name: str) -> dict[str, Any] | None:
+        f = paths.result(name)
+        return read_json(f) if f.is_file() else None
+
+    results: dict[str, Any] = {"format": RESULT_FORMAT, "generated": _now(), "preset": preset.to_dict(),
+                               "tasks": list(preset.tasks), "estimate_minutes": estimate_minutes(preset),
+                               "machine": machine_info()}
+    data = res("data")
+    results["data"] = data["result"] if data else {}
+    # cost of every stage
+    cost, machines = {}, {}
+    for st in stages:
+        r = res(st.name)
+        if r and st.kind != "report":
+            cost[st.name] = r["cost"]
+            machines[st.name] = r.get("machine", {})
+    results["cost"] = cost
+    srcs = {c.get("peak_rss_source") for c in cost.values()}
+    results["cost_note"] = ", ".join(sorted(s for s in srcs if s)) or "n/a"
+    first = next(iter(machines.values()), None)
+    if first:
+        results["machine"] = first
+    # model + budget
+    pre_final = {}
+    for s in preset.strategies:
+        r = res(pretrain_stage_names(preset, s)[-1])
+        if r:
+            pre_final[s] = r["result"]
+    tok_attrs = results["data"].get("attributes", [])
+    n_params = next((r.get("n_params") for r in pre_final.values() if r.get("n_params")), None)
+    results["model"] = {**preset.model, "max_len": preset.max_len, "n_params": n_params, "attributes": tok_attrs}
+    results["pretrain"] = {s: {"total": r.get("total"), "recovery_accuracy": r.get("recovery_accuracy"),
+                               "val_metrics": r.get("val_metrics"), "freeze_events": r.get("freeze_events")}
+                           for s, r in pre_final.items()}
+    totals = [r.get("total") or {} for r in pre_final.values()]
+    pre_wall = sum(c["wall_s"] for n, c in cost.items() if n.startswith("pretrain-"))
+    all_peak = [c.get("peak_rss_mb") for c in cost.values() if c.get("peak_rss_mb") is not None]
+    all_cuda = [c.get("cuda_peak_mb") for c in cost.values() if c.get("cuda_peak_mb") is not None]
+    mach = results["machine"]
+    results["budget"] = {
+        "pretrain_steps": preset.pretrain_steps, "pretrain_batch": preset.pretrain_batch,
+        "pretrain_tokens_per_model": max((t.get("tokens", 0) for t in totals), default=0),
+        "pretrain_epochs": max((t.get("epochs", 0) for t in totals), default=0),
+        "pretrain_wall_s": pre_wall, "total_wall_s": sum(c["wall_s"] for c in cost.values()),
+        "finetune_tokens": sum(c.get("tokens", 0) for n, c in cost.items() if not n.startswith("pretrain-")),
+        "peak_rss_mb": max(all_peak) if all_peak else None, "cuda_peak_mb": max(all_cuda) if all_cuda else None,
+        "machine_short": (f"{mach.get('gpu')}" if mach.get("gpu") else f"{mach.get('cpu_count')}-CPU "
+                                                                     f"{mach.get('cpu')}"),
+    }
+    # fine-tuning
+    all_runs, classes, confusion = [], {}, {}
+    for t in preset.tasks:
+        r = res(f"finetune-{t}")
+        if not r:
+            continue
+        all_runs += r["result"]["runs"]
+        classes[t] = r["result"]["classes"]
+        confusion[t] = {}
+        for m in preset.ft_models:
+            mats = [np.asarray(x["test_confusion"]) for x in r["result"]["runs"]
+                    if x["model"] == m and x["mask_ft"] and x.get("test_confusion") is not None]
+            if mats:
+                confusion[t][m] = np.sum(mats, axis=0).tolist()
+    results["finetune"] = {"rows": aggregate_runs(all_runs), "runs": all_runs, "classes": classes,
+                           "confusion": confusion}
+    # paired comparison adversarial vs random (pairs: task, seed, mask)
+    paired: dict[str, Any] = {}
+    if "adversarial" in preset.strategies and "random" in preset.strategies and all_runs:
+        key = lambda r: (r["task"], r["seed"], r["mask_ft"])  # noqa: E731
+        adv = {key(r): r["test_acc"] for r in all_runs if r["model"] == "adversarial"}
+        rnd = {key(r): r["test_acc"] for r in all_runs if r["model"] == "random"}
+        common = sorted(set(adv) & set(rnd), key=str)
+        if common:
+            paired["overall"] = paired_test([adv[k] for k in common], [rnd[k] for k in common])
+            paired["per_task"] = {}
+            for t in preset.tasks:
+                ks = [k for k in common if k[0] == t]
+                if ks:
+                    paired["per_task"][t] = paired_test([adv[k] for k in ks], [rnd[k] for k in ks])
+            paired["pairs"] = "test accuracy of adversarial vs random, paired by (task, fine-tuning seed, mask-FT)"
+    results["paired"] = paired
+    # efficiency
+    eff = {}
+    for t in preset.efficiency_tasks:
+        r = res(f"efficiency-{t}")
+        if r:
+            eff[t] = {k: r["result"][k] for k in ("curves", "target", "crossing")}
+    results["efficiency"] = eff
+    ana = res("analysis")
+    results["analysis"] = ana["result"] if ana else {}
+    return results

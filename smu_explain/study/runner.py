@@ -1,0 +1,769 @@
+"""Runs the study's stages: ``Study``, the cost meter, trainer callbacks, fixture data.
+
+Imports the trainer (torch) at import time: ``smu_explain.study`` loads it lazily."""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import SMUInputError
+from ..io import atomic_write_text
+from .plan import _now, ANALYSIS_SOURCES, get_preset, log, machine_info, plan_stages, pretrain_stage_names, read_json, REPO_ROOT, RESULT_FORMAT, select_stages, Stage, StudyPaths, StudyPreset, write_json
+from .stats import aggregate_runs, efficiency_summary
+from .figures import analysis_figures, data_efficiency_figure, save_figures
+from .analysis import SNAPSHOT_GLOB, load_freeze_snapshot, masker_analysis, save_freeze_snapshot
+from .report import build_results, render_results_md, study_summary
+
+
+def _read_vm(key: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return float(line.split()[1]) / 1024.0  # kB -> MiB
+    except OSError:
+        return None
+    return None
+
+
+class CostMeter:
+    """Measures one stage: wall time, tokens, steps, peak RSS, CUDA peak (module docstring)."""
+
+    def __init__(self):
+        self.tokens = 0
+        self.steps = 0
+        self.wall_s = 0.0
+        self.peak_rss_mb: float | None = None
+        self.peak_source = ""
+        self.cuda_peak_mb: float | None = None
+
+    def __enter__(self) -> "CostMeter":
+        import torch
+
+        self._reset = False
+        try:  # Linux >= 4.0: "5" resets the peak RSS (VmHWM) of this process
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            self._reset = _read_vm("VmHWM") is not None
+        except OSError:
+            self._reset = False
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        self.wall_s = time.perf_counter() - self._t0
+        if self._reset:
+            self.peak_rss_mb = _read_vm("VmHWM")
+            self.peak_source = "VmHWM (reset at stage start)"
+        else:
+            r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            self.peak_rss_mb = r / 1024.0 if sys.platform != "darwin" else r / 2**20
+            self.peak_source = "ru_maxrss (process lifetime peak)"
+        if torch.cuda.is_available():
+            self.cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20
+
+    def add(self, tokens: int = 0, steps: int = 0) -> None:
+        self.tokens += int(tokens)
+        self.steps += int(steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"wall_s": round(self.wall_s, 3), "tokens": self.tokens, "steps": self.steps,
+                "peak_rss_mb": None if self.peak_rss_mb is None else round(self.peak_rss_mb, 1),
+                "peak_rss_source": self.peak_source,
+                "cuda_peak_mb": None if self.cuda_peak_mb is None else round(self.cuda_peak_mb, 1)}
+
+
+# ============================================================================ trainer callbacks
+
+def _callback_base():
+    from ..trainer import Callback
+
+    return Callback
+
+
+class TokenCounter(_callback_base()):
+    """Counts optimizer steps and the real tokens of their batches.
+
+    With ``state_file`` the counts (and the seconds spent) are written at every
+    checkpoint, with the checkpoint's step, so a run resumed from that checkpoint can
+    start from them (``load``): the counts then cover exactly the steps in the checkpoint.
+    """
+
+    def __init__(self, state_file: str | os.PathLike | None = None):
+        self.tokens = 0
+        self.steps = 0
+        self.wall_before = 0.0
+        self.state_file = Path(state_file) if state_file else None
+        self._t0 = time.perf_counter()
+
+    def load(self, step: int) -> bool:
+        """Start from the counts saved with the checkpoint of ``step`` (False if there are none)."""
+        if self.state_file is None or not self.state_file.is_file():
+            return False
+        d = read_json(self.state_file)
+        if int(d.get("step", -1)) != int(step):
+            return False
+        self.tokens, self.steps, self.wall_before = int(d["tokens"]), int(d["steps"]), float(d["wall_s"])
+        return True
+
+    @property
+    def wall_s(self) -> float:
+        return self.wall_before + time.perf_counter() - self._t0
+
+    def on_train_start(self, trainer):
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, trainer, info):
+        self.tokens += int(info.get("tokens", 0))
+        self.steps += 1
+
+    def on_checkpoint(self, trainer, path):
+        if self.state_file is not None:
+            write_json(self.state_file, {"step": trainer.step, "steps": self.steps, "tokens": self.tokens,
+                                         "wall_s": self.wall_s})
+
+
+class StopAtStep(_callback_base()):
+    """Ends the run normally (status ``done``, checkpoint written) once ``step`` steps are done:
+    the end of a pre-training chunk. The next chunk resumes the checkpoint."""
+
+    def __init__(self, step: int):
+        self.step = int(step)
+
+    def on_step_end(self, trainer, info):
+        if trainer.step >= self.step and trainer.step < trainer.total_steps:
+            trainer.request_stop(f"chunk ends at step {self.step} of {trainer.total_steps}", status="done")
+
+
+class FreezeSnapshots(_callback_base()):
+    """Saves the adversarial strategy's freeze book after every freeze event.
+
+    File ``<folder>/freeze_<epoch:05d>.npz`` (no pickles): ``names`` (P,) piece names of
+    the training set, ``offsets`` (P+1,), ``bits`` (np.packbits of the concatenated
+    per-note flags, True = frozen), ``n_bits``, ``epoch``, ``step`` and ``stats`` (the
+    freeze book's history entry, as a JSON string). Works across resumes: the event
+    count is the freeze book's ``history`` length.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+
+    def on_epoch_end(self, trainer, epoch):
+        book = getattr(trainer.objective, "freeze_book", None)
+        if book is None or not book.history or int(book.history[-1].get("epoch", -1)) != int(epoch):
+            return
+        names = list(getattr(trainer.train_set, "piece_names", None) or [])
+        save_freeze_snapshot(self.folder / f"freeze_{int(epoch):05d}.npz", book, names, int(epoch),
+                             int(trainer.step))
+
+
+# ============================================================================ fixture data
+
+def _write_midi(path: Path, tracks: Sequence[tuple[str, Sequence[tuple[int, int, int, int]]]],
+                tpq: int = 480, qpm: float = 120.0, metre: tuple[int, int] = (4, 4)) -> None:
+    from symusic import Note, Score, Tempo, TimeSignature, Track
+
+    score = Score(tpq)
+    for name, notes in tracks:
+        tr = Track(name=name, program=0, is_drum=False)
+        for t, d, p, v in notes:
+            tr.notes.append(Note(int(t), int(d), int(p), int(v)))
+        score.tracks.append(tr)
+    score.time_signatures.append(TimeSignature(0, metre[0], metre[1]))
+    score.tempos.append(Tempo(0, qpm=float(qpm)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(score.dumps_midi()))
+
+
+def _phrase(rng: np.random.Generator, n: int, low: int, high: int, step: int, dur: int,
+            vel: tuple[int, int], start: int = 0) -> list[tuple[int, int, int, int]]:
+    pitches = np.clip(low + np.cumsum(rng.integers(-2, 3, n)) % (high - low), 22, 107)
+    return [(start + i * step, dur, int(p), int(rng.integers(*vel))) for i, p in enumerate(pitches)]
+
+
+def make_fixture_data(root: str | os.PathLike, seed: int = 0, n_notes: int = 48) -> Path:
+    """Write a miniature copy of the real datasets' layout (shared/data/README.md) under ``root``.
+
+    POP909 (10 songs, tracks MELODY/BRIDGE/PIANO, varied velocities), Pop1K7 (4 files),
+    EMOPIA (12 songs x 2 clips, quadrant by song), ASAP (8 composers x 3 works, one
+    score and one performance each, ``metadata.csv``; performances without beat
+    annotations). Content differs by label (register, tempo, rhythm) so that labels
+    are learnable. Deterministic in ``seed``; returns ``root``.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for i in range(1, 11):
+        sid = f"{i:03d}"
+        _write_midi(root / "pop909" / "POP909" / sid / f"{sid}.mid", [
+            ("MELODY", _phrase(rng, n_notes // 2, 67, 84, 240, 220, (70, 120))),
+            ("BRIDGE", _phrase(rng, n_notes // 4, 60, 72, 480, 400, (40, 80), start=120)),
+            ("PIANO", _phrase(rng, n_notes // 2, 36, 55, 240, 460, (20, 70))),
+        ])
+    for i in range(4):
+        _write_midi(root / "pop1k7" / "midi_analyzed" / "src_001" / f"{i}.mid",
+                    [("piano", _phrase(rng, n_notes, 40, 80, 240, 240, (40, 100)))])
+    for s in range(12):
+        q = s % 4 + 1
+        for clip in range(2):
+            step = 120 if q in (1, 2) else 480
+            low = 60 if q in (1, 4) else 40
+            _write_midi(root / "emopia" / "midis" / f"Q{q}_song{s:02d}_{clip}.mid",
+                        [("piano", _phrase(rng, n_notes, low, low + 20, step, step, (40, 110)))],
+                        qpm=140 if q in (1, 2) else 80)
+    composers = ["Bach", "Beethoven", "Chopin", "Haydn", "Liszt", "Mozart", "Schubert", "Schumann"]
+    rows = []
+    for c, comp in enumerate(composers):
+        for w in range(3):
+            folder = f"{comp}/work{w}"
+            low = 30 + 5 * c
+            score = _phrase(rng, n_notes, low, low + 24, 120 * (1 + c % 4), 120 * (1 + c % 4), (50, 90))
+            _write_midi(root / "asap" / folder / "midi_score.mid", [("score", score)],
+                        metre=(3, 4) if c % 2 else (4, 4))
+            perf = [(t + int(rng.integers(0, 20)), d, p, v) for t, d, p, v in score]
+            _write_midi(root / "asap" / folder / "perf1.mid", [("performance", perf)])
+            rows.append({"composer": comp, "folder": folder, "midi_score": f"{folder}/midi_score.mid",
+                         "midi_performance": f"{folder}/perf1.mid", "performance_annotations": ""})
+    import csv
+
+    with open(root / "asap" / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    (root / "FIXTURE.txt").write_text("synthetic fixture data written by smu_explain.study.make_fixture_data\n")
+    return root
+
+
+# ============================================================================ the study
+
+class _Display:
+    """Stage-level progress lines on stderr plus the log file."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.total, self.quiet, self.t0, self.i = total, quiet, time.time(), 0
+
+    def start(self, st: Stage) -> None:
+        self.i += 1
+        msg = f"[{self.i}/{self.total}] {st.name}: running (estimate {st.est_min:.1f} min, elapsed " \
+              f"{(time.time() - self.t0) / 60:.1f} min)"
+        log.info(msg)
+        if not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    def skip(self, st: Stage, why: str) -> None:
+        self.i += 1
+        log.info(f"[{self.i}/{self.total}] {st.name}: skipped ({why})")
+        if not self.quiet:
+            print(f"[{self.i}/{self.total}] {st.name}: skipped ({why})", file=sys.stderr, flush=True)
+
+    def done(self, st: Stage, cost: Mapping[str, Any]) -> None:
+        msg = f"    {st.name}: done in {cost['wall_s']:.1f} s, {cost['steps']} steps, " \
+              f"{cost['tokens']} tokens, peak RSS {cost['peak_rss_mb']} MiB"
+        log.info(msg)
+        if not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+
+class Study:
+    """Runs the stages of one preset (see the module docstring)."""
+
+    def __init__(self, preset: StudyPreset | str, paths: StudyPaths | None = None, *, quiet: bool = False,
+                 device: str | None = None):
+        self.preset = get_preset(preset)
+        self.paths = paths or StudyPaths.make()
+        self.quiet = quiet
+        self.device = device or self.preset.device
+        self.stages = plan_stages(self.preset)
+        self._cache: dict[str, Any] = {}
+        self.executed: list[str] = []
+
+    # ------------------------------------------------------------------ data
+    @property
+    def data_root(self) -> Path:
+        if self.paths.data_root is not None:
+            return self.paths.data_root
+        if self.preset.fixture_data:
+            root = self.paths.runs_dir / "fixture_data"
+            if not (root / "FIXTURE.txt").is_file():
+                make_fixture_data(root)
+            return root
+        from ..data import data_root
+
+        return data_root()
+
+    def tokenizer(self):
+        if "tok" not in self._cache:
+            from ..data import make_tokenizer
+
+            self._cache["tok"] = make_tokenizer("velocity", max_len=self.preset.max_len)
+        return self._cache["tok"]
+
+    def token_cache(self):
+        from ..data import TokenCache, cache_dir
+
+        d = self.paths.cache_dir or (self.paths.runs_dir / "token_cache" if self.preset.fixture_data else cache_dir())
+        return TokenCache(d)
+
+    def task_data(self, task: str):
+        """``BuiltTask`` of ``task`` (pretrain or a fine-tuning task), built once per process."""
+        key = f"task:{task}"
+        if key not in self._cache:
+            from ..data import build_datasets, build_task
+
+            root = self.data_root
+            if not root.is_dir():
+                raise SMUInputError(root, "data root not found (pass --data-root or set SMU_DATA_ROOT)")
+            t = build_task(task, root, seed=0, asap_source=self.preset.asap_source)
+            limit = self.preset.pretrain_limit if task == "pretrain" else self.preset.ft_limit
+            self._cache[key] = build_datasets(t, self.tokenizer(), self.token_cache(),
+                                              augment_train=task == "pretrain", seed=self.preset.pretrain_seed,
+                                              progress=not self.quiet, limit=limit)
+        return self._cache[key]
+
+    def model_config(self):
+        from ..model import ModelConfig
+
+        tok = self.tokenizer()
+        return ModelConfig(vocab_sizes=list(tok.vocab_sizes), attributes=list(tok.attributes),
+                           max_len=self.preset.max_len, **self.preset.model)
+
+    def pretrain_dir(self, strategy: str) -> Path:
+        return self.paths.runs_dir / "pretrain" / strategy
+
+    # ------------------------------------------------------------------ status
+    def is_done(self, st: Stage) -> bool:
+        res = self.paths.result(st.name)
+        if st.kind != "report":
+            return res.is_file()
+        if not res.is_file():
+            return False
+        t = res.stat().st_mtime
+        return all(not self.paths.result(o.name).is_file() or self.paths.result(o.name).stat().st_mtime <= t
+                   for o in self.stages if o.kind != "report")
+
+    def check_results_dir(self) -> None:
+        """Refuse to mix presets: every existing result of this plan, and the runs folder
+        (its ``PRESET`` file), must come from this preset."""
+        mark = self.paths.runs_dir / "PRESET"
+        if mark.is_file() and mark.read_text().strip() != self.preset.name:
+            raise SMUInputError(mark, f"the runs folder belongs to preset {mark.read_text().strip()!r}, not "
+                                      f"{self.preset.name!r}; use another --runs-dir")
+        for st in self.stages:
+            f = self.paths.result(st.name)
+            if f.is_file():
+                other = read_json(f).get("preset")
+                if other != self.preset.name:
+                    raise SMUInputError(f, f"holds a result of preset {other!r}, not {self.preset.name!r}; "
+                                           "use another --results-dir (and --runs-dir) or delete those results")
+
+    def status(self) -> list[dict[str, Any]]:
+        return [{"stage": s.name, "kind": s.kind, "done": self.is_done(s), "est_min": s.est_min,
+                 "result": str(self.paths.result(s.name))} for s in self.stages]
+
+    # ------------------------------------------------------------------ run
+    def run(self, only: Sequence[str] | None = None) -> list[str]:
+        """Run every unfinished selected stage in order; returns the names executed."""
+        chosen = select_stages(self.stages, only)
+        self.check_results_dir()
+        self.paths.runs_dir.mkdir(parents=True, exist_ok=True)
+        (self.paths.runs_dir / "PRESET").write_text(self.preset.name + "\n")
+        handler = logging.FileHandler(self.paths.runs_dir / "study.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        disp = _Display(len(chosen), self.quiet)
+        log.info(f"study preset {self.preset.name}: runs {self.paths.runs_dir}, results {self.paths.results_dir}")
+        try:
+            for st in chosen:
+                if self.is_done(st):
+                    disp.skip(st, "result exists")
+                    continue
+                missing = [d for d in st.deps if not self.paths.result(d).is_file()]
+                if missing:
+                    raise SMUInputError(self.paths.result(missing[0]),
+                                        f"stage {st.name} needs {missing} first (run without --only, "
+                                        f"or with --only {missing[0]})")
+                disp.start(st)
+                started = _now()
+                try:
+                    with CostMeter() as meter:
+                        result = getattr(self, f"_run_{st.kind}")(st, meter)
+                except BaseException as e:
+                    log.error(f"    {st.name}: {type(e).__name__}: {e} (re-run to resume)")
+                    raise
+                cost = meter.to_dict()
+                doc = {"format": RESULT_FORMAT, "stage": st.name, "kind": st.kind, "preset": self.preset.name,
+                       "started": started, "finished": _now(), "cost": cost, "machine": machine_info(),
+                       "result": result}
+                write_json(self.paths.result(st.name), doc)
+                marker = self.paths.runs_dir / "stages" / st.name / "STARTED"
+                if marker.exists():
+                    marker.unlink()
+                self.executed.append(st.name)
+                disp.done(st, cost)
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+        return list(self.executed)
+
+    def _stage_dir(self, st: Stage) -> Path:
+        """The stage's run folder; cleared when the stage starts fresh (no STARTED marker)."""
+        d = self.paths.runs_dir / "stages" / st.name
+        marker = d / "STARTED"
+        if not marker.exists():
+            if d.exists():
+                shutil.rmtree(d)
+            d.mkdir(parents=True)
+            marker.write_text(_now() + "\n")
+        return d
+
+    # ------------------------------------------------------------------ stage: data
+    def _run_data(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
+        tok = self.tokenizer()
+        out: dict[str, Any] = {"data_root": str(self.data_root), "tokenizer": tok.config.to_dict(),
+                               "attributes": list(tok.attributes), "vocab_sizes": list(tok.vocab_sizes),
+                               "tasks": {}}
+        for task in ("pretrain",) + tuple(self.preset.tasks):
+            built = self.task_data(task)
+            out["tasks"][task] = {"classes": built.task.classes, "level": built.task.level,
+                                  "split_info": built.task.split_info, "splits": built.summary(),
+                                  "skipped": [{"path": p, "reason": r} for p, r in built.skipped]}
+        return out
+
+    # ------------------------------------------------------------------ stage: pretrain
+    def _pretrain_config(self, run_dir: Path):
+        from ..trainer import TrainConfig
+
+        p = self.preset
+        return TrainConfig(steps=p.pretrain_steps, batch_size=p.pretrain_batch, eval_batch_size=p.eval_batch,
+                           lr=p.pretrain_lr, warmup_steps=p.pretrain_warmup, schedule="cosine", min_lr_ratio=0.1,
+                           seed=p.pretrain_seed, device=self.device, bf16=p.bf16,
+                           checkpoint_every=max(1, p.pretrain_steps // max(4 * p.pretrain_chunks, 1)),
+                           eval_every=p.pretrain_eval_every, eval_batches=p.pretrain_eval_batches,
+                           log_every=max(1, min(50, p.pretrain_steps // 20)), out_dir=str(run_dir))
+
+    def _run_pretrain(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
+        import torch
+
+        from ..explain import recovery_accuracy
+        from ..masker import make_strategy
+        from ..model import MidiBert
+        from ..errors import SMUTrainingError
+        from ..trainer import (CHECKPOINT_NAME, ProgressFile, Trainer, TqdmProgress, install_stop_signals,
+                              load_train_state)
+
+        p = self.preset
+        strat, k, n = st.param("strategy"), st.param("chunk"), st.param("chunks")
+        run_dir = self.pretrain_dir(strat)
+        target = int(round(k * p.pretrain_steps / n))
+        prev_target = int(round((k - 1) * p.pretrain_steps / n))
+        ledger_path = run_dir / "ledger.json"
+        ledger = read_json(ledger_path) if ledger_path.is_file() else {"chunks": {}}
+        ckpt = run_dir / CHECKPOINT_NAME
+        ck_step = int(load_train_state(ckpt)["step"]) if ckpt.is_file() else None
+        rec = ledger["chunks"].get(str(k))
+        if rec is not None and ck_step is not None and ck_step >= target:
+            # this chunk's training is already in the checkpoint (its result was deleted): re-derive it
+            return dict(rec, reused=True, note="training of this chunk already in the run's checkpoint; "
+                                               "result re-derived from the run's ledger")
+        # the stage's STARTED marker tells an interrupted stage (resume) from a fresh one
+        marker = self.paths.runs_dir / "stages" / st.name / "STARTED"
+        resuming = marker.exists()
+        self._stage_dir(st)
+        if k == 1:
+            if not (resuming and ck_step is not None):
+                if run_dir.exists():
+                    shutil.rmtree(run_dir)
+                ck_step, ledger = None, {"chunks": {}}
+        elif ck_step is None or ck_step < prev_target:
+            raise SMUInputError(ckpt, f"{st.name} resumes the run at step {prev_target}, but the checkpoint "
+                                      f"is at {ck_step}; run {pretrain_stage_names(p, strat)[k - 2]} first")
+        built = self.task_data("pretrain")
+        train, val = built.datasets["train"], built.datasets["val"]
+        torch.manual_seed(p.pretrain_seed)
+        model = MidiBert(self.model_config())
+        strategy = make_strategy(strat, ratio=p.mask_ratio, seed=p.pretrain_seed, freeze_every=p.freeze_every,
+                                 freeze_top=p.freeze_top, unfreeze_frac=p.unfreeze_frac)
+        counter = TokenCounter(run_dir / f"counts_chunk{k}.json")
+        resumed_within = ck_step is not None and prev_target < ck_step < target and counter.load(ck_step)
+        cbs = [ProgressFile(run_dir / "progress.jsonl"), counter, StopAtStep(target)]
+        if strat == "adversarial":
+            cbs.append(FreezeSnapshots(run_dir / "freeze_snapshots"))
+        if not self.quiet:
+            cbs.append(TqdmProgress())
+        trainer = Trainer(model, strategy, train, val if len(val) else None, self._pretrain_config(run_dir), cbs)
+        trainer.save_extra = {"tokenizer": self.tokenizer().config.to_dict(),
+                              "strategy": strategy.config.to_dict() if hasattr(strategy, "config") else strat,
+                              "study": {"preset": p.name, "strategy": strat}}
+        if ck_step is not None and ck_step >= target:
+            # trained to the chunk's end before (stopped after its final checkpoint, before its
+            # result was written): nothing to train; the counts were saved with that checkpoint
+            counter.load(ck_step)
+            state = load_train_state(ckpt)
+            model = MidiBert.from_pretrained(run_dir)  # the weights saved with that checkpoint
+            trainer.step, trainer.epoch = int(state["step"]), int(state["epoch"])
+            res = {"status": "done", "message": f"already trained to step {ck_step} (checkpoint)",
+                   "metrics": dict(state.get("last_metrics") or {})}
+            events = [load_freeze_snapshot(f)["stats"]
+                      for f in sorted((run_dir / "freeze_snapshots").glob(SNAPSHOT_GLOB))]
+        else:
+            events = None
+            try:  # SIGTERM / Ctrl-C: checkpoint, then stop (only possible in the main thread)
+                restore = install_stop_signals(trainer)
+            except ValueError:
+                restore = (lambda: None)
+            try:
+                res = trainer.fit(resume=ck_step is not None and ck_step > 0)
+            finally:
+                restore()
+            if res["status"] != "done":
+                raise SMUTrainingError(f"{st.name} stopped at step {trainer.step} ({res['message']}); the "
+                                       f"checkpoint in {run_dir} is kept: run the study again to resume")
+        meter.add(counter.tokens, counter.steps)
+        wall = counter.wall_s  # includes the time before an interruption of this chunk, if resumed
+        rec = {"strategy": strat, "chunk": k, "chunks": n, "from_step": prev_target, "to_step": trainer.step,
+               "target_step": target, "steps": counter.steps, "tokens": counter.tokens, "wall_s": wall,
+               "resumed_within_chunk_at": ck_step if resumed_within else None,
+               "epoch": trainer.epoch, "status": res["status"], "message": res["message"],
+               "val_metrics": res["metrics"], "run_dir": str(run_dir),
+               "freeze_events": events if events is not None else
+               list(getattr(getattr(strategy, "freeze_book", None), "history", []) or [])}
+        if k == n:
+            rec["n_params"] = int(sum(q.numel() for q in model.parameters()))
+            rec["recovery_accuracy"] = recovery_accuracy(model, val, ratio=p.mask_ratio, seed=0,
+                                                         batch_size=p.eval_batch) if len(val) else {}
+            prev = [ledger["chunks"][c] for c in sorted(ledger["chunks"], key=int) if int(c) < k]
+            rec["total"] = {"steps": sum(c["steps"] for c in prev) + counter.steps,
+                            "tokens": sum(c["tokens"] for c in prev) + counter.tokens,
+                            "wall_s": sum(c["wall_s"] for c in prev) + wall,
+                            "epochs": trainer.step / max(trainer.batches_per_epoch, 1),
+                            "train_windows": len(train), "batches_per_epoch": trainer.batches_per_epoch}
+        ledger["chunks"][str(k)] = rec
+        write_json(ledger_path, ledger)
+        return rec
+
+    # ------------------------------------------------------------------ fine-tuning
+    def _encoder_model(self, task: str, classes: Sequence[str], model_name: str, seed: int):
+        """The fine-tuning model: a pre-trained encoder (``finetune.build_model``) or, for
+        ``none``, a fresh encoder of the study's size (build_model only knows named sizes)."""
+        import torch
+
+        from ..finetune import FineTuneModel, build_model
+        from ..model import MidiBert
+
+        if model_name == "none":
+            torch.manual_seed(seed)
+            enc = MidiBert(self.model_config())
+            torch.manual_seed(seed + 1)
+            return FineTuneModel(enc, task, classes, info={"pretrained": None})
+        return build_model(task, classes, pretrained=self.pretrain_dir(model_name), seed=seed)
+
+    def finetune_run(self, task: str, model_name: str, mask_ft: bool, seed: int, fraction: float,
+                     stage_dir: Path) -> dict[str, Any]:
+        """One fine-tuning run (cached in ``stage_dir`` while the stage is in progress)."""
+        from ..finetune import finetune
+        from ..trainer import TrainConfig
+
+        p = self.preset
+        name = f"{model_name}-mask{'on' if mask_ft else 'off'}-s{seed}-f{int(round(fraction * 100)):03d}"
+        run_dir = stage_dir / name
+        done = run_dir / "study_run.json"
+        if done.is_file():
+            return read_json(done)
+        built = self.task_data(task)
+        train = subset_dataset(built.datasets["train"], fraction, seed)
+        classes = built.task.classes
+        model = self._encoder_model(task, classes, model_name, seed)
+        bs = max(1, min(p.ft_batch, len(train)))
+        cfg = TrainConfig(steps=p.ft_steps, batch_size=bs, eval_batch_size=p.eval_batch, lr=p.ft_lr,
+                          warmup_steps=p.ft_warmup, schedule="linear", seed=seed, device=self.device, bf16=p.bf16,
+                          checkpoint_every=0, eval_every=p.ft_eval_every, eval_batches=p.ft_eval_batches,
+                          log_every=max(1, p.ft_steps // 10), out_dir=str(run_dir / "train"))
+        counter = TokenCounter()
+        t0 = time.perf_counter()
+        val = validation_subset(built.datasets["val"], p.ft_val_windows)
+        res = finetune(task, model, train, val, cfg, test_set=built.datasets["test"],
+                       mask_ratio=p.mask_ratio if mask_ft else 0.0, eval_mask=False, patience=p.ft_patience,
+                       callbacks=[counter], out_dir=run_dir)
+        wall = time.perf_counter() - t0
+        test = res.get("test", {})
+        rec = {"task": task, "model": model_name, "mask_ft": bool(mask_ft), "seed": int(seed),
+               "fraction": float(fraction), "n_train_pieces": len(train.pieces), "n_train_windows": len(train),
+               "n_val_pieces": len(val.pieces), "n_val_windows": len(val),
+               "batch_size": bs, "steps": counter.steps, "tokens": counter.tokens, "wall_s": wall,
+               "best_step": res.get("best_step"), "stopped": res.get("stopped"),
+               "val_acc": res["val"]["acc"], "val_macro_f1": res["val"]["macro_f1"],
+               "test_acc": test.get("acc"), "test_macro_f1": test.get("macro_f1"),
+               "test_confusion": test.get("confusion"), "test_n": test.get("n"),
+               "test_unit": test.get("unit")}
+        if not p.keep_finetuned:
+            shutil.rmtree(run_dir / "train", ignore_errors=True)
+            (run_dir / "model.safetensors").unlink(missing_ok=True)
+        write_json(done, rec)
+        return rec
+
+    def _runs(self, st: Stage, meter: CostMeter, specs: Sequence[tuple[str, bool, int, float]]
+              ) -> list[dict[str, Any]]:
+        task = st.param("task")
+        stage_dir = self._stage_dir(st)
+        bar = None
+        if not self.quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(specs), desc=st.name, unit="run", file=sys.stderr)
+        runs = []
+        try:
+            for model_name, mask, seed, frac in specs:
+                r = self.finetune_run(task, model_name, mask, seed, frac, stage_dir)
+                meter.add(r["tokens"], r["steps"])
+                runs.append(r)
+                log.info(f"    {st.name} {model_name} mask={mask} seed={seed} fraction={frac}: "
+                         f"test acc {r['test_acc']}, {r['wall_s']:.1f} s")
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(last=f"{model_name}/{'m' if mask else '-'}/s{seed}: {r['test_acc'] or 0:.3f}")
+        finally:
+            if bar is not None:
+                bar.close()
+        return runs
+
+    def _run_finetune(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
+        p = self.preset
+        specs = [(m, mk, s, 1.0) for m in p.ft_models for mk in p.mask_modes for s in p.seeds]
+        runs = self._runs(st, meter, specs)
+        built = self.task_data(st.param("task"))
+        return {"task": st.param("task"), "classes": built.task.classes, "split_info": built.task.split_info,
+                "runs": runs, "rows": aggregate_runs(runs)}
+
+    def _run_efficiency(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
+        p = self.preset
+        task = st.param("task")
+        specs = [(m, True, s, f) for m in p.efficiency_models for f in p.fractions if f < 1.0 for s in p.seeds]
+        runs = self._runs(st, meter, specs)
+        full = [r for r in read_json(self.paths.result(f"finetune-{task}"))["result"]["runs"]
+                if r["mask_ft"] and r["model"] in p.efficiency_models and r["seed"] in p.seeds]
+        return {"task": task, "runs": runs, "full_data_runs_from": f"finetune-{task}",
+                **efficiency_summary(runs + full, p.efficiency_models)}
+
+    # ------------------------------------------------------------------ analysis
+    def _run_analysis(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
+        from ..data import build_task
+        from ..model import MidiBert
+
+        p = self.preset
+        tok = self.tokenizer()
+        adv = MidiBert.from_pretrained(self.pretrain_dir("adversarial")).eval()
+        rnd = MidiBert.from_pretrained(self.pretrain_dir("random")).eval()
+        pieces = []
+        for source, task in ANALYSIS_SOURCES:
+            if task in p.tasks:
+                refs = build_task(task, self.data_root, seed=0, asap_source=p.asap_source).splits["val"]
+                pieces.append((source, spread_refs(refs, p.analysis_pieces)))
+        snaps = sorted((self.pretrain_dir("adversarial") / "freeze_snapshots").glob(SNAPSHOT_GLOB))
+        snapshots = [load_freeze_snapshot(s) for s in snaps]
+        pre_refs = {r.name: r for r in build_task("pretrain", self.data_root, seed=0,
+                                                  asap_source=p.asap_source).splits["train"]}
+        return masker_analysis(adv, rnd, tok, pieces, snapshots=snapshots, pretrain_refs=pre_refs,
+                               ratio=p.mask_ratio, freeze_top=p.freeze_top, n_examples=p.analysis_examples)
+
+    # ------------------------------------------------------------------ report
+    def _run_report(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
+        results = build_results(self.paths, self.preset, self.stages)
+        figures = {f"masker_{name}": fig for name, fig in analysis_figures(results.get("analysis", {})).items()}
+        if results.get("efficiency"):
+            figures = {"data_efficiency": data_efficiency_figure(results["efficiency"]), **figures}
+        saved = save_figures(figures, self.paths.results_dir)
+        results["figures"] = {"data_efficiency": [], **{n: [_rel(f) for f in ps] for n, ps in saved.items()}}
+        figs = [str(f) for ps in saved.values() for f in ps]
+        results["summary"] = study_summary(results)
+        write_json(self.paths.results_dir / "results.json", results)
+        atomic_write_text(self.paths.results_md, render_results_md(results))
+        return {"results": str(self.paths.results_dir / "results.json"), "results_md": str(self.paths.results_md),
+                "figures": figs, "summary": results["summary"]}
+
+
+def _rel(path: str | Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def subset_dataset(ds, fraction: float, seed: int):
+    """A ``TokenDataset`` with ``fraction`` of ``ds``'s pieces (at least 1).
+
+    Pieces are ordered by a permutation from ``default_rng(seed)``, so smaller fractions
+    are prefixes of larger ones (nested subsets). Sequence tasks are stratified: each
+    class keeps round(fraction * its pieces) pieces, at least 1. ``fraction`` = 1 returns ``ds``.
+    """
+    from ..data import TokenDataset
+
+    if fraction >= 1.0:
+        return ds
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    n = len(ds.pieces)
+    order = np.random.default_rng([int(seed), 7]).permutation(n)
+    if ds.level == "sequence":
+        keep: list[int] = []
+        labels = np.asarray([-1 if p.label is None else p.label for p in ds.pieces])
+        for c in sorted(set(labels.tolist())):
+            idx = [i for i in order if labels[i] == c]
+            keep += idx[: max(1, int(round(fraction * len(idx))))]
+        keep = sorted(keep, key=lambda i: int(np.flatnonzero(order == i)[0]))
+    else:
+        keep = list(order[: max(1, int(round(fraction * n)))])
+    return TokenDataset([ds.pieces[i] for i in keep], ds.level, ds.classes, ds.tokenizer, ds.augment, ds.seed)
+
+
+def validation_subset(ds, max_windows: int | None, seed: int = 0):
+    """The validation pieces used for early stopping: all of ``ds`` when it has at most
+    ``max_windows`` windows (or ``max_windows`` is None), else whole pieces taken in a
+    seeded random order, round-robin over the classes for sequence tasks (so every class
+    is represented), while they fit in ``max_windows`` windows (at least one piece).
+    A plain prefix of the (name-sorted) split would hold only the first composers."""
+    from ..data import TokenDataset
+
+    if max_windows is None or len(ds) <= max_windows:
+        return ds
+    order = list(np.random.default_rng([int(seed), 11]).permutation(len(ds.pieces)))
+    if ds.level == "sequence":
+        by_label: dict[int, list[int]] = {}
+        for i in order:
+            by_label.setdefault(-1 if ds.pieces[i].label is None else int(ds.pieces[i].label), []).append(i)
+        lists = [by_label[k] for k in sorted(by_label)]
+        order = [lst[d] for d in range(max(len(x) for x in lists)) for lst in lists if d < len(lst)]
+    keep, total = [], 0
+    for i in order:
+        w = ds.pieces[i].n_windows
+        if keep and total + w > max_windows:
+            continue
+        keep.append(i)
+        total += w
+    return TokenDataset([ds.pieces[i] for i in sorted(keep)], ds.level, ds.classes, ds.tokenizer, False, ds.seed)
+
+
+def spread_refs(refs: Sequence[Any], n: int) -> list[Any]:
+    """Up to ``n`` refs taken round-robin over their groups (groups and refs in name order):
+    one piece per song / work first, so a few analysed pieces cover as many groups as possible."""
+    by_group: dict[str, list[Any]] = {}
+    for r in sorted(refs, key=lambda r: r.name):
+        by_group.setdefault(r.group, []).append(r)
+    lists = [by_group[g] for g in sorted(by_group)]
+    out: list[Any] = []
+    depth = 0
+    while len(out) < n and any(depth < len(lst) for lst in lists):
+        out += [lst[depth] for lst in lists if depth < len(lst)][: n - len(out)]
+        depth += 1
+    return out
