@@ -23,6 +23,7 @@ demo: $(STAMP)
 
 ## Set up and run the test suite (what CI runs)
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 ## Tests against the real datasets (SMU_DATA_ROOT, default ../shared/data)

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from smu_explain.cli import main
 from smu_explain.finetune import FineTuneModel

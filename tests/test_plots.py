@@ -11,7 +11,6 @@ from smu_explain import plots
 
 
 def notes_table(n=12, *, score=True, seed=0):
-    rng = np.random.default_rng(seed)
     onset = np.arange(n) * 0.5
     df = pd.DataFrame({
         "note": np.arange(n),

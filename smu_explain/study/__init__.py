@@ -87,23 +87,65 @@ Modules (one owner per concept)
 
 
 from .analysis import (
-    GROUPINGS, SNAPSHOT_GLOB, class_order, class_table, freeze_history, load_freeze_snapshot, masker_analysis,
-    note_classes, note_context, save_freeze_snapshot, spearman,
+    GROUPINGS,
+    SNAPSHOT_GLOB,
+    class_order,
+    class_table,
+    freeze_history,
+    load_freeze_snapshot,
+    masker_analysis,
+    note_classes,
+    note_context,
+    save_freeze_snapshot,
+    spearman,
 )
 from .command import add_study_parser, cmd_study
 from .figures import (
-    GROUPING_TITLES, analysis_figures, data_efficiency_figure, freeze_history_figure, frozen_example_figure,
-    masker_class_figure, save_figures, spearman_figure,
+    GROUPING_TITLES,
+    analysis_figures,
+    data_efficiency_figure,
+    freeze_history_figure,
+    frozen_example_figure,
+    masker_class_figure,
+    save_figures,
+    spearman_figure,
 )
 from .plan import (
-    ANALYSIS_SOURCES, DEFAULT_FRACTIONS, FT_TASKS, PRESETS, PUBLISHED, PUBLISHED_MATCH, REPO_ROOT, RESULT_FORMAT,
-    Stage, StudyPaths, StudyPreset, default_runs_dir, estimate_minutes, get_preset, log, machine_info, plan_stages,
-    pretrain_stage_names, read_json, select_stages, write_json,
+    ANALYSIS_SOURCES,
+    DEFAULT_FRACTIONS,
+    FT_TASKS,
+    PRESETS,
+    PUBLISHED,
+    PUBLISHED_MATCH,
+    REPO_ROOT,
+    RESULT_FORMAT,
+    Stage,
+    StudyPaths,
+    StudyPreset,
+    default_runs_dir,
+    estimate_minutes,
+    get_preset,
+    log,
+    machine_info,
+    plan_stages,
+    pretrain_stage_names,
+    read_json,
+    select_stages,
+    write_json,
 )
 from .report import build_results, render_results_md, study_summary
 from .stats import (
-    aggregate_runs, crossing_fraction, efficiency_summary, format_crossing, format_mean_std, markdown_table,
-    mean_std, paired_test, published_table, results_table, row_label,
+    aggregate_runs,
+    crossing_fraction,
+    efficiency_summary,
+    format_crossing,
+    format_mean_std,
+    markdown_table,
+    mean_std,
+    paired_test,
+    published_table,
+    results_table,
+    row_label,
 )
 
 #: Names of ``runner`` (which imports torch), loaded on first access.

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
-
 import json
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import SMUInputError
 from ..io import atomic_write_stream
-
 
 # ============================================================================ masker analysis helpers
 

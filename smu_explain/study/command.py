@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-
-from .plan import estimate_minutes, PRESETS, read_json, select_stages, StudyPaths
-
+from .plan import PRESETS, StudyPaths, estimate_minutes, read_json, select_stages
 
 # ============================================================================ CLI
 

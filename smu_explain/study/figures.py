@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-
 from ..io import atomic_write_text
-
 
 # ============================================================================ figures
 

@@ -18,7 +18,6 @@ import numpy as np
 from ..errors import SMUInputError
 from ..io import atomic_write_text
 
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULT_FORMAT = "smu_explain.study/1"
 FT_TASKS = ("melody", "velocity", "composer", "emotion")

@@ -6,9 +6,29 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .plan import _now, estimate_minutes, machine_info, pretrain_stage_names, PUBLISHED, PUBLISHED_MATCH, read_json, RESULT_FORMAT, Stage, StudyPaths, StudyPreset
-from .stats import aggregate_runs, format_crossing, format_mean_std, markdown_table, paired_test, published_table, results_table, row_label
-
+from .plan import (
+    PUBLISHED,
+    PUBLISHED_MATCH,
+    RESULT_FORMAT,
+    Stage,
+    StudyPaths,
+    StudyPreset,
+    _now,
+    estimate_minutes,
+    machine_info,
+    pretrain_stage_names,
+    read_json,
+)
+from .stats import (
+    aggregate_runs,
+    format_crossing,
+    format_mean_std,
+    markdown_table,
+    paired_test,
+    published_table,
+    results_table,
+    row_label,
+)
 
 # ============================================================================ summary + RESULTS.md
 

@@ -17,11 +17,27 @@ import numpy as np
 
 from ..errors import SMUInputError
 from ..io import atomic_write_text
-from .plan import _now, ANALYSIS_SOURCES, get_preset, log, machine_info, plan_stages, pretrain_stage_names, read_json, REPO_ROOT, RESULT_FORMAT, select_stages, Stage, StudyPaths, StudyPreset, write_json
-from .stats import aggregate_runs, efficiency_summary
-from .figures import analysis_figures, data_efficiency_figure, save_figures
 from .analysis import SNAPSHOT_GLOB, load_freeze_snapshot, masker_analysis, save_freeze_snapshot
+from .figures import analysis_figures, data_efficiency_figure, save_figures
+from .plan import (
+    ANALYSIS_SOURCES,
+    REPO_ROOT,
+    RESULT_FORMAT,
+    Stage,
+    StudyPaths,
+    StudyPreset,
+    _now,
+    get_preset,
+    log,
+    machine_info,
+    plan_stages,
+    pretrain_stage_names,
+    read_json,
+    select_stages,
+    write_json,
+)
 from .report import build_results, render_results_md, study_summary
+from .stats import aggregate_runs, efficiency_summary
 
 
 def _read_vm(key: str) -> float | None:
@@ -456,12 +472,18 @@ class Study:
     def _run_pretrain(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
         import torch
 
+        from ..errors import SMUTrainingError
         from ..explain import recovery_accuracy
         from ..masker import make_strategy
         from ..model import MidiBert
-        from ..errors import SMUTrainingError
-        from ..trainer import (CHECKPOINT_NAME, ProgressFile, Trainer, TqdmProgress, install_stop_signals,
-                              load_train_state)
+        from ..trainer import (
+            CHECKPOINT_NAME,
+            ProgressFile,
+            TqdmProgress,
+            Trainer,
+            install_stop_signals,
+            load_train_state,
+        )
 
         p = self.preset
         strat, k, n = st.param("strategy"), st.param("chunk"), st.param("chunks")

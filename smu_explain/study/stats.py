@@ -9,7 +9,6 @@ import numpy as np
 
 from .plan import PUBLISHED
 
-
 # ============================================================================ statistics
 
 def mean_std(values: Iterable[float | None]) -> dict[str, Any]:
