@@ -119,10 +119,15 @@ def study_summary(results: Mapping[str, Any]) -> list[str]:
 
 
 def render_results_md(results: Mapping[str, Any]) -> str:
-    """RESULTS.md from ``results.json`` (every number comes from ``results``)."""
-    tasks = list(results.get("tasks", []))
-    agg = results.get("finetune", {}).get("rows", [])
-    b = results.get("budget", {})
+    """RESULTS.md from ``results.json`` (every number comes from ``results``), one part per section."""
+    L: list[str] = []
+    for part in _MD_PARTS:
+        L += part(results)
+    return "\n".join(L)
+
+
+def _md_header(results: Mapping[str, Any]) -> list[str]:
+    """Title and provenance line."""
     preset = results.get("preset", {})
     L: list[str] = []
     L.append("# Reproduction study: adversarial vs random MLM pre-training")
@@ -131,10 +136,24 @@ def render_results_md(results: Mapping[str, Any]) -> str:
              "(smu_explain/study.py); do not edit by hand: re-run the study. All numbers: "
              "`docs/study/results.json`; schemas: `docs/study/README.md`.")
     L.append("")
+    return L
+
+
+def _md_summary(results: Mapping[str, Any]) -> list[str]:
+    """The summary lines."""
+    L: list[str] = []
     L.append("## Summary")
     L.append("")
     L += [f"- {s}" for s in results.get("summary", [])]
     L.append("")
+    return L
+
+
+def _md_setup(results: Mapping[str, Any]) -> list[str]:
+    """Setup: machine, model, budgets, wall time, the data table, the preset's trims."""
+    b = results.get("budget", {})
+    preset = results.get("preset", {})
+    L: list[str] = []
     L.append("## Setup")
     L.append("")
     m = results.get("model", {})
@@ -188,12 +207,29 @@ def render_results_md(results: Mapping[str, Any]) -> str:
         L.append("")
         L += [f"- {n}" for n in preset["notes"]]
         L.append("")
+    return L
+
+
+def _md_scores(results: Mapping[str, Any]) -> list[str]:
+    """Test accuracy and macro-F1 tables (mean ± std over seeds)."""
+    tasks = list(results.get("tasks", []))
+    agg = results.get("finetune", {}).get("rows", [])
+    preset = results.get("preset", {})
+    L: list[str] = []
     for metric, title in (("test_acc", "Test accuracy (%)"), ("test_macro_f1", "Test macro-F1 (%)")):
         L.append(f"## {title}, mean ± std over {len(preset.get('seeds', []))} fine-tuning seeds")
         L.append("")
         h, r = results_table(agg, metric, tasks)
         L.append(markdown_table(h, r))
         L.append("")
+    return L
+
+
+def _md_published(results: Mapping[str, Any]) -> list[str]:
+    """The published numbers and ours beside them."""
+    tasks = list(results.get("tasks", []))
+    agg = results.get("finetune", {}).get("rows", [])
+    L: list[str] = []
     L.append("## Published numbers (accuracy %, docs/METHOD.md section 8)")
     L.append("")
     h, r = published_table(tasks)
@@ -213,6 +249,12 @@ def render_results_md(results: Mapping[str, Any]) -> str:
         rows.append([row_label(model, mask), pub.strip()] + ours)
     L.append(markdown_table(["ours", "paper row"] + [f"{t} (ours / paper)" for t in tasks], rows))
     L.append("")
+    return L
+
+
+def _md_paired(results: Mapping[str, Any]) -> list[str]:
+    """Adversarial vs random: the paired tests and the verdict."""
+    L: list[str] = []
     L.append("## Does adversarial beat random masking at this scale?")
     L.append("")
     paired = results.get("paired", {})
@@ -239,6 +281,12 @@ def render_results_md(results: Mapping[str, Any]) -> str:
     else:
         L.append("No paired comparison (the adversarial or the random model is missing).")
     L.append("")
+    return L
+
+
+def _md_efficiency(results: Mapping[str, Any]) -> list[str]:
+    """Data efficiency: accuracy per fraction of the labelled data, crossings, figure."""
+    L: list[str] = []
     L.append("## Data efficiency")
     L.append("")
     eff = results.get("efficiency", {})
@@ -263,6 +311,12 @@ def render_results_md(results: Mapping[str, Any]) -> str:
     else:
         L.append("Not run.")
     L.append("")
+    return L
+
+
+def _md_costs(results: Mapping[str, Any]) -> list[str]:
+    """Cost of every stage."""
+    L: list[str] = []
     L.append("## Cost of every stage")
     L.append("")
     rows = [[s, _fmt_minutes(c.get("wall_s")), f"{c.get('steps', 0):,}", f"{(c.get('tokens') or 0) / 1e6:.2f} M",
@@ -272,6 +326,12 @@ def render_results_md(results: Mapping[str, Any]) -> str:
     L.append("")
     L.append("Peak RSS: " + (results.get("cost_note") or "per stage"))
     L.append("")
+    return L
+
+
+def _md_masker(results: Mapping[str, Any]) -> list[str]:
+    """Masker analysis: correlations, classes, freeze history, examples."""
+    L: list[str] = []
     L.append("## Masker analysis")
     L.append("")
     ana = results.get("analysis", {})
@@ -327,7 +387,10 @@ def render_results_md(results: Mapping[str, Any]) -> str:
     else:
         L.append("Not run.")
     L.append("")
-    return "\n".join(L)
+    return L
+
+
+_MD_PARTS = (_md_header, _md_summary, _md_setup, _md_scores, _md_published, _md_paired, _md_efficiency, _md_costs, _md_masker)
 
 
 def _md_image(results: Mapping[str, Any], name: str) -> str | None:
