@@ -1,4 +1,4 @@
-"""The reproduction study's machinery (smu_explain/study.py) on the tiny preset.
+"""The reproduction study's machinery (smu_explain/study/) on the tiny preset.
 
 The tiny study runs once per module on fixture data written in a temporary folder
 (runs dir, results dir and RESULTS.md all under tmp), then the tests check its
