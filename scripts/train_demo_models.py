@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from smu_explain import data  # noqa: E402
+from smu_explain.io import default_file_mode  # noqa: E402
 
 
 def training_files(cfg: dict) -> list[str]:
@@ -56,6 +57,15 @@ def _portable(path: str) -> str:
     return p.name
 
 
+def _portable_pretrained(d: dict) -> None:
+    """Fine-tuned configs name their encoder folder ("pretrained"): keep it machine-independent."""
+    for k, v in d.items():
+        if k == "pretrained" and isinstance(v, str) and v != "none":
+            d[k] = _portable(v)
+        elif isinstance(v, dict):
+            _portable_pretrained(v)
+
+
 def ship(run_dir: Path, dest: Path, cfg: dict) -> None:
     import torch
     from safetensors.torch import load_file, save_file
@@ -66,14 +76,18 @@ def ship(run_dir: Path, dest: Path, cfg: dict) -> None:
     state = load_file(str(run_dir / "model.safetensors"))
     dtype = getattr(torch, cfg["ship_dtype"])
     save_file({k: v.to(dtype).contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
+    os.chmod(tmp / "model.safetensors", default_file_mode())  # safetensors writes 0600
     meta = json.loads((run_dir / "config.json").read_text())
     td = meta.get("training_data", {})
     if "paths" in td:  # machine-specific absolute paths -> names relative to their source
         td["paths"] = [_portable(p) for p in td["paths"]]
+    _portable_pretrained(meta)
     (tmp / "config.json").write_text(json.dumps(meta, indent=1))
-    for extra in ("progress.jsonl", "results.json"):
-        if (run_dir / extra).is_file():
-            shutil.copy(run_dir / extra, tmp / extra)
+    shutil.copy(run_dir / "progress.jsonl", tmp / "progress.jsonl")
+    if (run_dir / "results.json").is_file():
+        res = json.loads((run_dir / "results.json").read_text())
+        _portable_pretrained(res)
+        (tmp / "results.json").write_text(json.dumps(res, indent=1))
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
 
