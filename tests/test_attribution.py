@@ -322,11 +322,14 @@ def test_fast_precision_reads_the_cpu_flags(monkeypatch, tmp_path):
     from smu_explain.explain import fast_precision
 
     real_open = builtins.open
-    for flags, want in (("fpu avx2 avx512f avx512_bf16", "bf16"), ("fpu amx_bf16 amx_tile", "bf16"),
-                        ("fpu avx2 avx512f", "fp32")):
-        info = tmp_path / "cpuinfo"
-        info.write_text(f"flags\t\t: {flags}\n")
-        monkeypatch.setattr(builtins, "open",
-                            lambda p, *a, **k: real_open(info if p == "/proc/cpuinfo" else p, *a, **k))
-        assert fast_precision("cpu") == want
-    monkeypatch.setattr(builtins, "open", real_open)
+    for capability in ("AVX512", "AVX2", "DEFAULT"):
+        # the CPU's flags count only when PyTorch runs its AVX-512 kernels (ATEN_CPU_CAPABILITY)
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        for flags, want in (("fpu avx2 avx512f avx512_bf16", "bf16"), ("fpu amx_bf16 amx_tile", "bf16"),
+                            ("fpu avx2 avx512f", "fp32")):
+            info = tmp_path / "cpuinfo"
+            info.write_text(f"flags\t\t: {flags}\n")
+            monkeypatch.setattr(builtins, "open",
+                                lambda p, *a, **k: real_open(info if p == "/proc/cpuinfo" else p, *a, **k))
+            assert fast_precision("cpu") == (want if capability == "AVX512" else "fp32"), (capability, flags)
+        monkeypatch.setattr(builtins, "open", real_open)
