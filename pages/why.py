@@ -77,7 +77,9 @@ def finetuned_choices() -> dict[str, Path]:
         for d in sorted(A.MODELS_DIR.iterdir()):
             if not d.is_dir():
                 continue
-            for cand in [d] + sorted(x for x in d.iterdir() if x.is_dir()):
+            # the folder, its sub-folders, and the heads kept with it (d/finetuned/*)
+            cands = [d] + sorted(x for x in d.iterdir() if x.is_dir()) + A.task_heads(d)
+            for cand in cands:
                 if A.is_finetuned(cand):
                     out.setdefault(f"models/{cand.relative_to(A.MODELS_DIR)}", cand)
     return out

@@ -137,3 +137,18 @@ def test_note_task_model_explains_the_selected_note(model_dir, tmp_path):
     assert "for note 7 (probability" in at.session_state["smu_why"]["attributions"]["text"]
     # the counterfactual shows the note-level prediction (share of notes per class) before and after
     assert "Prediction before" in texts(at)
+
+
+def test_shipped_demo_head_is_offered_out_of_the_box():
+    """With the default models (no model chosen), the melody head shipped with demo-random
+    (models/demo-random/finetuned/melody) is the Why page's fine-tuned model, and it explains."""
+    head = A.MODELS_DIR / "demo-random" / "finetuned" / "melody"
+    if not A.is_finetuned(head):
+        pytest.skip("the demo melody head is not in models/")
+    at = run_page(why_steps=8)
+    assert not at.exception, at.exception
+    assert at.selectbox(key="why_ft_choice").value == "models/demo-random/finetuned/melody"
+    at.button(key="why_attr_go").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert metric(at, "Explained class") in ["melody", "bridge", "piano"]
