@@ -37,6 +37,40 @@ def make_batch(B: int = 4, L: int = 40, seed: int = 0, lengths=None) -> dict:
 
 # ---------------------------------------------------------------- selection
 
+@pytest.mark.parametrize("explore", [0.0, 0.5, 1.0])
+def test_explore_mixes_masker_picks_and_uniform_picks(explore):
+    """explore = e: of each sample's k picks, k - round(e k) are the masker's top scores and the
+    rest are drawn uniformly from the other selectable tokens (never padding or frozen)."""
+    s = make_strategy("adversarial", freeze=True, explore=explore)
+    batch = make_batch()
+    am = batch["attention_mask"]
+    for b in range(4):
+        s.freeze_book.register(b, 40)
+        s.freeze_book.flags[b][1::4] = True
+    frozen = s.frozen(batch)
+    selectable = am & ~frozen
+    scores = torch.arange(40, dtype=torch.float32).flip(0).expand(4, 40).clone()  # earlier = higher
+    k = n_to_pick(selectable.sum(1), 0.15)
+    k_rand = torch.round(k.double() * explore).long()
+    top = top_ratio(scores, selectable, 0.15)
+    draws = []
+    for seed in range(30):
+        picked = s._pick(scores, batch, torch.Generator().manual_seed(seed))
+        assert torch.equal(picked.sum(1), k)
+        assert not (picked & ~selectable).any()
+        for b in range(4):
+            sel = selectable[b].nonzero().squeeze(1)
+            by_masker = sel[: int(k[b] - k_rand[b])]  # the highest scores are the earliest tokens
+            assert picked[b, by_masker].all()
+        draws.append(picked & ~top)
+    if explore == 0.0:
+        assert not torch.stack(draws).any()  # the paper's method: the top-k, nothing else
+    else:
+        # the uniform share lands on many different tokens over the seeds, not a fixed set
+        assert int(torch.stack(draws).any(0).sum()) > 2 * int(k_rand.sum())
+
+
+
 @pytest.mark.parametrize("name", ["random", "adversarial", "bar"])
 def test_padding_and_frozen_never_selected(name):
     m = tiny()
