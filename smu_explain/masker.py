@@ -266,11 +266,15 @@ def n_to_pick(n_selectable: torch.Tensor, ratio: float | torch.Tensor) -> torch.
     return torch.minimum(torch.clamp(k, min=1), n_selectable) * (n_selectable > 0)
 
 
-def top_ratio(scores: torch.Tensor, selectable: torch.Tensor, ratio: float | torch.Tensor) -> torch.Tensor:
-    """(B, L) bool: per sample, the ``n_to_pick`` highest-scoring selectable positions."""
-    k = n_to_pick(selectable.sum(dim=1), ratio)
+def top_k(scores: torch.Tensor, selectable: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool: per sample b, the ``k[b]`` highest-scoring selectable positions."""
     masked = scores.float().masked_fill(~selectable, float("-inf"))
     return (_ranks_desc(masked) < k[:, None]) & selectable
+
+
+def top_ratio(scores: torch.Tensor, selectable: torch.Tensor, ratio: float | torch.Tensor) -> torch.Tensor:
+    """(B, L) bool: per sample, the ``n_to_pick`` highest-scoring selectable positions."""
+    return top_k(scores, selectable, n_to_pick(selectable.sum(dim=1), ratio))
 
 
 def corrupt(tokens: torch.Tensor, picked: torch.Tensor, vocab_sizes: list[int], mask_prob: float = 0.8,
@@ -746,10 +750,8 @@ class AdversarialStrategy(Strategy):
         # drawn uniformly from the selectable tokens it did not pick.
         k = n_to_pick(selectable.sum(dim=1), self.ratio_for(rng))
         k_rand = torch.round(k.double() * self.config.explore).long()
-        by_masker = (_ranks_desc(s.masked_fill(~selectable, float("-inf"))) < (k - k_rand)[:, None]) & selectable
-        rest = selectable & ~by_masker
-        u = rng.tokens().float().masked_fill(~rest, float("-inf"))
-        return by_masker | ((_ranks_desc(u) < k_rand[:, None]) & rest)
+        by_masker = top_k(s, selectable, k - k_rand)
+        return by_masker | top_k(rng.tokens(), selectable & ~by_masker, k_rand)
 
     @torch.no_grad()
     def clean_scores(self, model, batch: dict) -> dict[str, torch.Tensor]:
