@@ -59,13 +59,6 @@ def guarded(fn, *args, **kw):
 
 # ----------------------------------------------------------------------------- models and caches
 
-def _mtime(path) -> float:
-    try:
-        return Path(path, "model.safetensors").stat().st_mtime
-    except OSError:
-        return 0.0
-
-
 def finetuned_choices() -> dict[str, Path]:
     """Fine-tuned folders: those kept with the chosen model, and every folder (and sub-folder)
     under models/ with a fine-tuned config.json."""
@@ -77,11 +70,8 @@ def finetuned_choices() -> dict[str, Path]:
         for d in sorted(A.MODELS_DIR.iterdir()):
             if not d.is_dir():
                 continue
-            # the folder, its sub-folders, and the heads kept with it (d/finetuned/*)
-            cands = [d] + sorted(x for x in d.iterdir() if x.is_dir()) + A.task_heads(d)
-            for cand in cands:
-                if A.is_finetuned(cand):
-                    out.setdefault(f"models/{cand.relative_to(A.MODELS_DIR)}", cand)
+            for cand in A.task_heads(d):  # the folder, its sub-folders and d/finetuned/*
+                out.setdefault(f"models/{cand.relative_to(A.MODELS_DIR)}", cand)
     return out
 
 
@@ -172,7 +162,7 @@ with tab_attr:
             st.info("Type the path of a fine-tuned model folder.")
     else:
         ft_path = ft_choices[ft_choice]
-    ft = guarded(load_finetuned, str(Path(ft_path).resolve()), _mtime(ft_path)) if ft_path else None
+    ft = guarded(load_finetuned, str(Path(ft_path).resolve()), A._weights_mtime(Path(ft_path))) if ft_path else None
     if ft is not None:
         ft_model, ft_tok = ft
         st.caption(f"Task **{ft_model.task}** ({ft_model.level} level), classes: {', '.join(ft_model.classes)}.")
@@ -196,7 +186,7 @@ with tab_attr:
         if st.button("Explain the prediction", key="why_attr_go", type="primary"):
             st.session_state["why_attr_for"] = run_key
         if st.session_state.get("why_attr_for") == run_key:
-            res = guarded(attributions_cached, str(Path(ft_path).resolve()), _mtime(ft_path),
+            res = guarded(attributions_cached, str(Path(ft_path).resolve()), A._weights_mtime(Path(ft_path)),
                           A.piece_key(data), target, cls, steps, occ_notes, precision, piece)
             if res is not None:
                 ig, occ = res["ig"], res["occlusion"]

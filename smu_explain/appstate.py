@@ -631,12 +631,9 @@ def folder_rules(model_path: str, folder: str | Path, ratio: float, seed: int = 
 def rules_verdict(model_acc: dict[str, float], rules_acc: dict[str, dict[str, float]]) -> str:
     """One plain paragraph: per attribute model vs the best rule, then the summary; accuracies
     as percentages with one decimal, like the charts ('pitch: 11.5% vs ... 11.5%')."""
-    import re
-
     from .baselines import verdict
 
-    lines, summary = verdict(model_acc, rules_acc)
-    lines = [re.sub(r"(?<![\w.])(\d+\.\d{3})(?![\w.])", lambda m: f"{float(m.group(1)):.1%}", ln) for ln in lines]
+    lines, summary = verdict(model_acc, rules_acc, fmt="{:.1%}".format)
     return "; ".join(lines) + ". " + summary if lines else summary
 
 

@@ -52,7 +52,7 @@ context loses accuracy; one at the unigram stage does not.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -334,12 +334,13 @@ def beats_rules(model_acc: Mapping[str, float], rules: Mapping[str, Mapping[str,
     return {a: bool(float(model_acc[a]) > best[a][1]) for a in model_acc if a in best}
 
 
-def verdict(model_acc: Mapping[str, float], rules: Mapping[str, Mapping[str, float]]) -> tuple[list[str], str]:
+def verdict(model_acc: Mapping[str, float], rules: Mapping[str, Mapping[str, float]],
+            fmt: Callable[[float], str] = "{:.3f}".format) -> tuple[list[str], str]:
     """Plain sentences: one per attribute ('pitch: 0.09 vs copy the neighbour 0.05 - learned')
     and a summary line."""
     best = best_rule(rules)
     beats = beats_rules(model_acc, rules)
-    lines = [f"{a}: {float(model_acc[a]):.3f} vs {RULE_LABELS.get(best[a][0], best[a][0])} {best[a][1]:.3f} - "
+    lines = [f"{a}: {fmt(float(model_acc[a]))} vs {RULE_LABELS.get(best[a][0], best[a][0])} {fmt(best[a][1])} - "
              + ("learned" if beats[a] else "not above the rule") for a in beats]
     if beats and all(beats.values()):
         summary = "Above every no-model rule on every attribute: the model uses the context."

@@ -1,6 +1,6 @@
 """File plumbing shared by the library, the CLI and the app (no torch, no numpy).
 
-- ``atomic_write_text`` / ``atomic_write_bytes`` / ``atomic_write_json``: a regular
+- ``atomic_write_text``: a regular
   file (or a new one) is replaced atomically (temporary sibling, fsync,
   ``os.replace``), keeping the replaced file's permissions; a symlink is followed (its
   target is written, the link stays); a device, FIFO or other non-regular file is
@@ -28,8 +28,6 @@ from typing import IO, Any, Callable
 __all__ = [
     "JSONL_MAX_BYTES",
     "JSONL_MAX_LINE",
-    "atomic_write_bytes",
-    "atomic_write_json",
     "atomic_write_stream",
     "atomic_write_text",
     "default_file_mode",
@@ -86,16 +84,6 @@ def _atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically (see the module docstring)."""
     _atomic_write(path, text)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see the module docstring)."""
-    _atomic_write(path, bytes(data))
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any, **dumps_kwargs: Any) -> None:
-    """``json.dumps(obj, **dumps_kwargs)`` written with ``atomic_write_text``."""
-    _atomic_write(path, json.dumps(obj, **dumps_kwargs))
 
 
 def atomic_write_stream(path: str | os.PathLike, write: Callable[[IO[Any]], Any], binary: bool = True) -> None:

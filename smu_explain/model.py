@@ -62,6 +62,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import SMUCheckpointError
+from .io import default_file_mode
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -468,6 +469,7 @@ class MidiBert(nn.Module):
             tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
             try:
                 save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": CHECKPOINT_FORMAT})
+                os.chmod(tmp / WEIGHTS_NAME, default_file_mode())  # safetensors creates it 0o600
                 _write_text(tmp / CONFIG_NAME, text)
                 _fsync_path(tmp / WEIGHTS_NAME)
                 os.replace(tmp, directory)
@@ -479,6 +481,7 @@ class MidiBert(nn.Module):
             tmp_c = directory / f".{CONFIG_NAME}.tmp{os.getpid()}"
             try:
                 save_file(state, str(tmp_w), metadata={"format": CHECKPOINT_FORMAT})
+                os.chmod(tmp_w, default_file_mode())
                 _fsync_path(tmp_w)
                 _write_text(tmp_c, text)
                 os.replace(tmp_w, directory / WEIGHTS_NAME)

@@ -949,9 +949,6 @@ class Trainer:
                 extra.update(self.save_extra)
                 try:
                     self.model.save_pretrained(self.out_dir, extra=extra)
-                    weights = self.out_dir / "model.safetensors"
-                    if weights.is_file():  # safetensors creates it 0o600; other outputs follow the umask
-                        os.chmod(weights, default_file_mode())
                 except (OSError, RuntimeError) as e:
                     raise SMUWriteError(self.out_dir, f"could not write the model files "
                                                       f"({_write_error_reason(e)})") from None
