@@ -66,6 +66,18 @@ if results_path.is_file():
             st.markdown(RESULTS_MD.read_text(encoding="utf-8"))
     st.stop()
 
+
+def show_earlier(preset) -> None:
+    """Earlier runs of the preset (dated sections; their numbers stay reachable)."""
+    try:
+        md = study.earlier_report(preset)
+    except Exception as e:  # an unreadable old result must not take the page down
+        st.warning(f"The earlier run's results cannot be read ({e}).")
+        return
+    if md:
+        with st.expander("Earlier runs of this study (what changed and why)", expanded=False):
+            st.markdown(md)
+
 def recorded_preset() -> str:
     """The preset named by the stage results already written (default: cpu)."""
     for path in sorted(RESULTS_DIR.glob("*.json")):
@@ -100,3 +112,11 @@ done = int((table["status"] == "done").sum())
 table = plots.display_table(table, digits=1)  # "-" for not measured yet, never "None"
 st.metric("Stages done", f"{done} of {len(table)}")
 st.dataframe(table, hide_index=True, key="study_stages")
+try:
+    partial = study.partial_report(RESULTS_DIR, preset) if done else ""
+except Exception as e:  # a half-written or old-format result must not take the page down
+    partial, _ = "", st.warning(f"The finished stages' results cannot be summarised ({e}).")
+if partial:
+    st.subheader("Results so far")
+    st.markdown(partial)
+show_earlier(preset)

@@ -133,7 +133,7 @@ from .plan import (
     select_stages,
     write_json,
 )
-from .report import build_results, render_results_md, study_summary
+from .report import build_results, earlier_report, partial_report, render_results_md, study_summary
 from .stats import (
     aggregate_runs,
     crossing_fraction,
@@ -169,11 +169,12 @@ __all__ = [
     "ANALYSIS_SOURCES", "DEFAULT_FRACTIONS", "FT_TASKS", "GROUPINGS", "GROUPING_TITLES", "PRESETS", "PUBLISHED",
     "PUBLISHED_MATCH", "REPO_ROOT", "RESULT_FORMAT", "SNAPSHOT_GLOB", "Stage", "StudyPaths", "StudyPreset",
     "add_study_parser", "aggregate_runs", "analysis_figures", "build_results", "class_order", "class_table",
-    "cmd_study", "crossing_fraction", "data_efficiency_figure", "default_runs_dir", "efficiency_summary",
+    "cmd_study", "crossing_fraction", "data_efficiency_figure", "default_runs_dir", "earlier_report",
+    "efficiency_summary",
     "estimate_minutes", "format_crossing", "format_mean_std", "freeze_history", "freeze_history_figure",
     "frozen_example_figure", "get_preset", "load_freeze_snapshot", "log", "machine_info", "markdown_table",
     "masker_analysis", "masker_class_figure", "mean_std", "note_classes", "note_context", "paired_test",
-    "plan_stages", "pretrain_stage_names", "published_table", "read_json", "render_results_md", "results_table",
+    "partial_report", "plan_stages", "pretrain_stage_names", "published_table", "read_json", "render_results_md", "results_table",
     "row_label", "save_figures", "save_freeze_snapshot", "select_stages", "spearman", "spearman_figure",
     "study_summary", "write_json", *_RUNNER,
 ]

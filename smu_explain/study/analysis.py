@@ -29,6 +29,18 @@ def _role_class(piece: Any) -> np.ndarray:
 GROUPINGS = ("register", "metric", "duration", "role", "velocity")
 
 
+def score_spread(scores: np.ndarray) -> dict[str, Any]:
+    """How spread the masker's scores are: quartiles, interquartile range, 10th/90th
+    percentiles and std (a masker whose scores sit in a narrow band says little)."""
+    x = np.asarray(scores, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return {"n": 0}
+    q10, q25, q50, q75, q90 = np.percentile(x, [10, 25, 50, 75, 90])
+    return {"n": int(x.size), "p10": float(q10), "q1": float(q25), "median": float(q50), "q3": float(q75),
+            "p90": float(q90), "iqr": float(q75 - q25), "std": float(x.std())}
+
+
 def note_classes(df, piece: Any) -> dict[str, np.ndarray]:
     """Per note of an explain table: register, metric position (of the quantised position,
     ``plots.metric_beats``), duration class (plots.py's rules), track role (POP909 track names; ``other`` elsewhere) and MidiBERT velocity bin."""
@@ -203,6 +215,7 @@ def masker_analysis(adv_model, random_model, tokenizer, pieces: Sequence[tuple[s
         "n_notes": int(sum(len(x) for x in all_score)),
         "spearman_random_loss": spearman(cat(all_score), cat(all_rl)),
         "spearman_own_loss": spearman(cat(all_score), cat(all_own)),
+        "score_spread": score_spread(cat(all_score)),
         "sources": sources, "by_class": by_class, "skipped": skipped,
         "freeze_history": freeze_history(snapshots) if snapshots else [],
     }

@@ -63,6 +63,14 @@ class StudyPreset:
     ``est_minutes`` = estimated minutes per stage of each kind (``pretrain-<strategy>``
     overrides ``pretrain`` for one strategy's chunks) on the preset's target machine;
     ``notes`` = what the preset trims, printed in RESULTS.md.
+
+    Version 2 knobs (issue 14): ``pretrain_seeds`` (one encoder per strategy and seed;
+    default: ``pretrain_seed`` alone), ``strategy_settings`` (``StrategyConfig`` fields per
+    strategy, e.g. the adversarial ``explore``), ``variants`` (extra encoders for ablations:
+    name -> ``{"strategy": ..., **settings}``, first pre-training seed, not fine-tuned),
+    ``curve_steps`` > 0 (a fine-tuning learning curve per task on ``curve_models``; the
+    fine-tuning budget is then read off the curves), ``probe`` (a linear probe per task on
+    every frozen encoder) and ``bf16`` ``"auto"`` (bf16 where the CPU has bf16 kernels).
     """
 
     name: str
@@ -76,7 +84,10 @@ class StudyPreset:
     pretrain_warmup: int = 100
     pretrain_eval_every: int = 500
     pretrain_eval_batches: int | None = 20
-    pretrain_seed: int = 0
+    pretrain_seed: int = 0  # data augmentation seed (and the encoder seed when pretrain_seeds is empty)
+    pretrain_seeds: tuple[int, ...] = ()
+    strategy_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     pretrain_limit: int | None = None  # files per split (None = all)
     freeze_every: int = 1
     freeze_top: float = 0.3
@@ -94,6 +105,12 @@ class StudyPreset:
     ft_patience: int = 3
     ft_val_windows: int | None = None  # early-stopping validation subset size (None = whole val split)
     ft_limit: int | None = None  # files per split (None = all)
+    curve_steps: int = 0  # > 0: learning-curve stage per task, budget from the curves
+    curve_eval_every: int = 50
+    curve_models: tuple[str, ...] = ("random", "none")  # strategies (first seed's encoder) or "none"
+    curve_tol: float = 0.01  # the budget: first step within curve_tol of the curve's best
+    probe: bool = False
+    probe_max_rows: int = 100_000
     eval_batch: int = 64
     fractions: tuple[float, ...] = DEFAULT_FRACTIONS
     efficiency_tasks: tuple[str, ...] = ("composer", "emotion", "melody")
@@ -102,11 +119,14 @@ class StudyPreset:
     analysis_examples: int = 5
     asap_source: str = "both"
     keep_finetuned: bool = False  # keep fine-tuned weights (else only results are kept)
-    bf16: bool = False
+    bf16: bool | str = False  # True, False or "auto"
     device: str = "auto"
     fixture_data: bool = False  # default data root = generated fixture data in the runs folder
     est_minutes: dict[str, float] = field(default_factory=dict)
     machine: str = ""
+    # earlier runs of this preset kept for reference: [{"date", "preset", "results" (repo-relative
+    # results.json), "results_md", "why"}]; RESULTS.md shows each as a dated section
+    earlier: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,7 +137,35 @@ class StudyPreset:
 
     @property
     def ft_models(self) -> tuple[str, ...]:
+        """Model kinds that are fine-tuned: the strategies and "none" (no pre-training)."""
         return tuple(self.strategies) + ("none",)
+
+    @property
+    def seeds_pretrain(self) -> tuple[int, ...]:
+        return tuple(self.pretrain_seeds) or (int(self.pretrain_seed),)
+
+    def encoders(self) -> list["Encoder"]:
+        """Every pre-trained encoder: strategies x pre-training seeds, then the variants."""
+        seeds = self.seeds_pretrain
+        out = [Encoder(s if len(seeds) == 1 else f"{s}-s{seed}", s, int(seed),
+                       tuple(sorted(self.strategy_settings.get(s, {}).items())), variant=False)
+               for s in self.strategies for seed in seeds]
+        for name, spec in self.variants.items():
+            spec = dict(spec)
+            s = spec.pop("strategy")
+            settings = {**self.strategy_settings.get(s, {}), **spec}
+            out.append(Encoder(name, s, int(seeds[0]), tuple(sorted(settings.items())), variant=True))
+        return out
+
+    def encoder(self, name: str) -> "Encoder":
+        for e in self.encoders():
+            if e.name == name:
+                return e
+        raise KeyError(name)
+
+    def main_encoder(self, strategy: str) -> str:
+        """The encoder of ``strategy`` with the first pre-training seed (analysis, curves)."""
+        return next(e.name for e in self.encoders() if e.strategy == strategy and not e.variant)
 
     def check(self) -> "StudyPreset":
         bad = [t for t in self.tasks if t not in FT_TASKS]
@@ -127,6 +175,13 @@ class StudyPreset:
                                                 "and efficiency tasks from the preset's tasks")
         if any(s not in ("random", "adversarial", "bar") for s in self.strategies):
             raise SMUInputError("study preset", f"unknown strategy in {self.strategies}")
+        for name, spec in self.variants.items():
+            if spec.get("strategy") not in ("random", "adversarial", "bar") or name in self.strategies:
+                raise SMUInputError("study preset", f"variant {name!r} needs a known 'strategy' and its own name")
+        if self.curve_steps and any(m not in self.ft_models for m in self.curve_models):
+            raise SMUInputError("study preset", f"curve models {self.curve_models} must be among {self.ft_models}")
+        if self.bf16 not in (True, False, "auto"):
+            raise SMUInputError("study preset", f"bf16 must be true, false or 'auto', not {self.bf16!r}")
         if any(m not in self.ft_models for m in self.efficiency_models):
             raise SMUInputError("study preset", f"efficiency models {self.efficiency_models} must be among "
                                                 f"{self.ft_models}")
@@ -137,6 +192,17 @@ class StudyPreset:
         if True not in self.mask_modes:
             raise SMUInputError("study preset", "mask_modes must include True (the data-efficiency runs use it)")
         return self
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """One pre-training run of the study: its folder/stage name, strategy, seed, settings."""
+
+    name: str
+    strategy: str
+    seed: int
+    settings: tuple[tuple[str, Any], ...] = ()
+    variant: bool = False
 
 
 # Sizing of the cpu preset (measured 2026-11-29 on this 2-core machine while other jobs
@@ -157,7 +223,47 @@ PRESETS: dict[str, StudyPreset] = {
         machine="any (seconds)",
         notes=["tiny preset: fixture data and a toy model; the numbers test the machinery and mean nothing"]),
     "cpu": StudyPreset(
-        name="cpu", model=dict(d_model=128, n_layers=4, n_heads=4, d_ff=512, emb_dim=64, dropout=0.1),
+        name="cpu", model=dict(d_model=128, n_layers=4, n_heads=4, d_ff=512, emb_dim=64, dropout=0.1,
+                               position="rope", init="torch"),
+        max_len=256, strategies=("random", "adversarial"), pretrain_seeds=(0, 1),
+        strategy_settings={"adversarial": {"explore": 0.5}},
+        variants={"adversarial-freeze1": {"strategy": "adversarial", "freeze_every": 1}},
+        pretrain_steps=3000, pretrain_batch=16, pretrain_chunks=1, pretrain_lr=1e-3, pretrain_warmup=200,
+        pretrain_eval_every=1000, pretrain_eval_batches=20, freeze_every=15, seeds=(0, 1), mask_modes=(True,),
+        ft_steps=1000, ft_batch=16, ft_lr=3e-4, ft_warmup=20, ft_eval_every=50, ft_eval_batches=None,
+        ft_patience=4, ft_val_windows=512, eval_batch=64, fractions=(1.0,), efficiency_tasks=(),
+        curve_steps=1000, curve_eval_every=50, curve_models=("random", "none"), probe=True,
+        analysis_pieces=10, bf16="auto",
+        # measured 2026-12-02 (2 cores, AVX-512 + AMX bf16, torch 2.13): see docs/study/README.md
+        est_minutes={"data": 5, "pretrain": 14, "pretrain-adversarial": 18, "curve": 8, "finetune": 20,
+                     "probe": 4, "analysis": 6, "report": 0.5},
+        machine="2-core CPU (no GPU)",
+        notes=[
+            "model 4 layers x 128 (about 0.9 M parameters) with rotary positions (issue 11's recipe) instead of "
+            "12 x 768 (115 M), windows of 256 notes instead of 1024, 3 000 pre-training steps of 16 windows "
+            "(about 1.8 epochs)",
+            "two pre-training seeds per strategy; fine-tuning seeds 0 and 1 on each encoder (no pre-training: "
+            "seeds 0 and 1)",
+            "adversarial masking with explore 0.5 (half of each sample's picks uniform at random; "
+            "docs/PRETRAINING.md: the paper's deterministic top-k stalls at this scale)",
+            "freeze cadence: the paper's every 15 epochs (of a run of up to 500) means no freeze event in a "
+            "1.8-epoch run, so the main adversarial encoders never freeze; the variant adversarial-freeze1 "
+            "freezes after every epoch (one event, as the first run did) as the ablation",
+            "fine-tuning budget per task read off a learning curve (curve-<task>); mask fine-tuning on only; "
+            "no data-efficiency stage",
+        ],
+        earlier=[{"date": "2026-11-30", "preset": "cpu-v1", "results": "docs/study/2026-11-30-cpu-v1/results.json",
+                  "results_md": "docs/study/2026-11-30-cpu-v1/RESULTS.md",
+                  "why": "its encoders had learned almost nothing: learned absolute positions kept pre-training "
+                         "recovery at the level of rules that use no model (position 0.17 vs 0.50 for copying "
+                         "the neighbour), the adversarial masker never explored, the freeze book was updated "
+                         "every epoch (61% of training notes frozen) and fine-tuning stopped after 100 steps "
+                         "(velocity stayed at the majority class). This run uses rotary positions, explore 0.5, "
+                         "the paper's freeze cadence, two pre-training seeds and budgets read off learning curves"}]),
+    "cpu-v1": StudyPreset(
+        name="cpu-v1",
+        model=dict(d_model=128, n_layers=4, n_heads=4, d_ff=512, emb_dim=64, dropout=0.1, position="absolute",
+                   init="normal"),
         max_len=256, strategies=("random", "adversarial"), pretrain_steps=7200, pretrain_batch=16,
         pretrain_chunks=2, pretrain_lr=5e-4, pretrain_warmup=200, pretrain_eval_every=900,
         pretrain_eval_batches=20, freeze_every=1, seeds=(0, 1, 2), ft_steps=100, ft_batch=16, ft_lr=3e-4,
@@ -170,6 +276,8 @@ PRESETS: dict[str, StudyPreset] = {
                      "analysis": 5, "report": 0.5},
         machine="2-core CPU (no GPU)",
         notes=[
+            "the first run (2026-11-30), kept to reproduce it: learned absolute positions and N(0, 0.02) "
+            "initialisation, at which the encoders stayed at the no-model rules' level (docs/PRETRAINING.md)",
             "bar-masking pre-training is left out (a third 40-minute run does not fit in 3 h); the gpu preset has it",
             "model 4 layers x 128 (about 0.9 M parameters) instead of 12 x 768 (115 M), windows of 256 notes "
             "instead of 1024, 7 200 pre-training steps of 16 windows (at most 29.5 M tokens, about 4 epochs)",
@@ -220,9 +328,11 @@ class Stage:
         return dict(self.params).get(key, default)
 
 
-def pretrain_stage_names(preset: StudyPreset, strategy: str) -> list[str]:
+def pretrain_stage_names(preset: StudyPreset, encoder: str) -> list[str]:
+    """Stage names of one encoder's pre-training (``encoder``: an ``Encoder.name``; with one
+    pre-training seed the strategy's name)."""
     n = preset.pretrain_chunks
-    return [f"pretrain-{strategy}-{k}of{n}" for k in range(1, n + 1)]
+    return [f"pretrain-{encoder}-{k}of{n}" for k in range(1, n + 1)]
 
 
 def plan_stages(preset: StudyPreset | str) -> list[Stage]:
@@ -230,22 +340,34 @@ def plan_stages(preset: StudyPreset | str) -> list[Stage]:
     p = get_preset(preset)
     est = p.est_minutes
     stages = [Stage("data", "data", est_min=est.get("data", 0))]
-    final_pre: dict[str, str] = {}
-    for s in p.strategies:
-        names = pretrain_stage_names(p, s)
+    final_pre: dict[str, str] = {}  # encoder name -> its last pre-training stage
+    for enc in p.encoders():
+        names = pretrain_stage_names(p, enc.name)
         for k, name in enumerate(names, start=1):
             deps = ("data",) + ((names[k - 2],) if k > 1 else ())
-            stages.append(Stage(name, "pretrain", (("strategy", s), ("chunk", k), ("chunks", p.pretrain_chunks)),
-                                deps, est.get(f"pretrain-{s}", est.get("pretrain", 0))))
-        final_pre[s] = names[-1]
+            stages.append(Stage(name, "pretrain", (("encoder", enc.name), ("strategy", enc.strategy),
+                                                   ("seed", enc.seed), ("settings", enc.settings),
+                                                   ("chunk", k), ("chunks", p.pretrain_chunks)),
+                                deps, est.get(f"pretrain-{enc.strategy}", est.get("pretrain", 0))))
+        final_pre[enc.name] = names[-1]
+    main = {e.name: n for e, n in ((e, final_pre[e.name]) for e in p.encoders()) if not e.variant}
+    if p.curve_steps:
+        curve_deps = tuple(final_pre[p.main_encoder(m)] for m in p.curve_models if m != "none")
+        for t in p.tasks:
+            stages.append(Stage(f"curve-{t}", "curve", (("task", t),), ("data",) + curve_deps, est.get("curve", 0)))
     for t in p.tasks:
-        stages.append(Stage(f"finetune-{t}", "finetune", (("task", t),), ("data",) + tuple(final_pre.values()),
-                            est.get("finetune", 0)))
+        deps = ("data",) + ((f"curve-{t}",) if p.curve_steps else ()) + tuple(main.values())
+        stages.append(Stage(f"finetune-{t}", "finetune", (("task", t),), deps, est.get("finetune", 0)))
+    if p.probe:
+        for t in p.tasks:
+            stages.append(Stage(f"probe-{t}", "probe", (("task", t),), ("data",) + tuple(final_pre.values()),
+                                est.get("probe", 0)))
     for t in p.efficiency_tasks:
-        deps = ("data", f"finetune-{t}") + tuple(final_pre[m] for m in p.efficiency_models if m in final_pre)
+        deps = ("data", f"finetune-{t}") + tuple(final_pre[p.main_encoder(m)] for m in p.efficiency_models
+                                                 if m in p.strategies)
         stages.append(Stage(f"efficiency-{t}", "efficiency", (("task", t),), deps, est.get("efficiency", 0)))
-    ana_deps = ("data",) + tuple(final_pre[s] for s in ("adversarial", "random") if s in final_pre)
-    if "adversarial" in final_pre and "random" in final_pre:
+    if "adversarial" in p.strategies and "random" in p.strategies:
+        ana_deps = ("data",) + tuple(final_pre[e.name] for e in p.encoders() if e.strategy in ("adversarial", "random"))
         stages.append(Stage("analysis", "analysis", (), ana_deps, est.get("analysis", 0)))
     stages.append(Stage("report", "report", (), (), est.get("report", 0)))
     return stages

@@ -170,12 +170,21 @@ def _md_setup(results: Mapping[str, Any]) -> list[str]:
              f"(~{b.get('pretrain_epochs', 0):.1f} epochs), lr {preset.get('pretrain_lr')}, "
              f"masking ratio {preset.get('mask_ratio')}, freeze every {preset.get('freeze_every')} epoch(s) "
              f"(top {preset.get('freeze_top')}, unfreeze {preset.get('unfreeze_frac')}), "
-             f"one run per strategy (seed {preset.get('pretrain_seed')}).")
+             + (f"pre-training seeds {tuple(preset['pretrain_seeds'])} per strategy"
+                if len(preset.get("pretrain_seeds") or ()) > 1
+                else f"one run per strategy (seed {preset.get('pretrain_seed')})")
+             + (f"; strategy settings {preset['strategy_settings']}" if preset.get("strategy_settings") else "")
+             + (f"; ablation encoders {preset['variants']}" if preset.get("variants") else "") + ".")
     val_note = (f", on at most {preset['ft_val_windows']} validation windows of whole pieces balanced over "
                 "classes" if preset.get("ft_val_windows") else "")
-    L.append(f"- Fine-tuning: {preset.get('ft_steps')} steps x batch {preset.get('ft_batch')}, "
+    budgets = results.get("finetune", {}).get("budget_steps") or {}
+    steps_txt = (", ".join(f"{t} {n}" for t, n in budgets.items()) + " steps (read off the learning curves)"
+                 if budgets else f"{preset.get('ft_steps')} steps")
+    L.append(f"- Fine-tuning: {steps_txt} x batch {preset.get('ft_batch')}, "
              f"lr {preset.get('ft_lr')}, early stopping on validation accuracy (patience "
-             f"{preset.get('ft_patience')} evaluations every {preset.get('ft_eval_every')} steps{val_note}); "
+             f"{preset.get('ft_patience')} evaluations every "
+             f"{'budget / 5 (at most ' + str(preset.get('ft_eval_every')) + ')' if budgets else preset.get('ft_eval_every')}"
+             f" steps{val_note}); "
              f"seeds {preset.get('seeds')}; mask fine-tuning = 15% of the input tokens masked during training "
              "only (no masking at evaluation).")
     L.append(f"- Wall time of the whole study: {_fmt_minutes(b.get('total_wall_s'))} "
@@ -220,8 +229,113 @@ def _md_scores(results: Mapping[str, Any]) -> list[str]:
         L.append(f"## {title}, mean ± std over {len(preset.get('seeds', []))} fine-tuning seeds")
         L.append("")
         h, r = results_table(agg, metric, tasks)
+        maj = results.get("finetune", {}).get("majority") or {}
+        if metric == "test_acc" and maj:
+            r = r + [["majority class (no model)"] + [f"{100 * maj[t]['rate']:.1f}" if t in maj and
+                                                      maj[t].get("rate") is not None else "—" for t in tasks]]
         L.append(markdown_table(h, r))
         L.append("")
+    runs = results.get("finetune", {}).get("runs", [])
+    if any(r.get("pretrain_seed") is not None for r in runs):
+        L.append("Each pre-trained row pools its pre-training seeds x fine-tuning seeds; the majority row is the "
+                 "share of the test set's most frequent class in the scoring unit (notes or pieces).")
+        L.append("")
+    return L
+
+
+def _md_pretrain(results: Mapping[str, Any]) -> list[str]:
+    """Pre-training recovery per encoder beside the no-model rules (docs/METHOD.md 9)."""
+    pre = results.get("pretrain") or {}
+    if not any(v.get("rules") for v in pre.values()):
+        return []
+    attrs = list(next(iter(v["recovery_accuracy"] for v in pre.values() if v.get("recovery_accuracy")), {}))
+    L = ["## Did the encoders learn? Pre-training recovery vs the no-model rules", ""]
+    rows = []
+    rules = next(v["rules"] for v in pre.values() if v.get("rules"))
+    names = {"most_frequent": "rule: most frequent value", "copy_neighbour": "rule: copy the nearest neighbour",
+             "window_mode": "rule: most frequent among 16 neighbours"}
+    for rule, acc in rules.items():
+        rows.append([names.get(rule, rule)] + [_f3(acc.get(a)) for a in attrs] + [""])
+    for name, v in pre.items():
+        ra, beats = v.get("recovery_accuracy") or {}, v.get("beats_rules") or {}
+        ok = bool(beats) and all(beats.values())
+        rows.append([f"{name} (step {(v.get('total') or {}).get('steps', '?')})"]
+                    + [("**" + _f3(ra.get(a)) + "**") if beats.get(a) else _f3(ra.get(a)) for a in attrs]
+                    + ["yes" if ok else "no: " + ", ".join(a for a, b in beats.items() if not b)])
+    L.append(markdown_table(["encoder"] + attrs + ["beats every rule"], rows))
+    L.append("")
+    L.append("Recovery accuracy of a seeded random 15% of the pre-training validation notes replaced by MASK "
+             "(the same notes for every row; the most frequent value is counted on the evaluated windows). "
+             "Bold: above every rule on that attribute.")
+    L.append("")
+    return L
+
+
+def _md_curves(results: Mapping[str, Any]) -> list[str]:
+    """Fine-tuning learning curves and the budget read off them."""
+    curves = results.get("curves") or {}
+    if not curves:
+        return []
+    L = ["## Fine-tuning learning curves: where validation accuracy stops rising", ""]
+    rows = []
+    for t, c in curves.items():
+        for m, cv in c.get("curves", {}).items():
+            pts = cv.get("points", [])
+            show = pts[:: max(1, len(pts) // 6)] + ([pts[-1]] if pts and pts[-1] not in pts[:: max(1, len(pts) // 6)]
+                                                     else [])
+            rows.append([t, m, " ".join(f"{q['step']}:{100 * q['val_acc']:.0f}" for q in show),
+                         _pct(cv.get("best_val_acc")), cv.get("plateau_step"), f"{cv.get('epochs', 0):.1f}"])
+        rows.append([t, "**budget**", c.get("rule", ""), "", f"**{c.get('budget_steps')}**", ""])
+    L.append(markdown_table(["task", "model", "validation accuracy % at step", "best", "plateau step",
+                             "epochs"], rows))
+    L.append("")
+    L.append("One fine-tuning run per model (seed 0, mask fine-tuning on, no early stopping) on the validation "
+             "windows used for early stopping. The fine-tuning runs below get the budget (with early stopping).")
+    L.append("")
+    return L
+
+
+def _md_probe(results: Mapping[str, Any]) -> list[str]:
+    """The linear probe on the frozen encoders."""
+    probe = results.get("probe") or {}
+    if not probe:
+        return []
+    tasks = [t for t in results.get("tasks", []) if t in probe]
+    encs: list[str] = []
+    for t in tasks:
+        encs += [e for e in probe[t]["probes"] if e not in encs]
+    L = ["## Linear probe on the frozen encoders (test accuracy %)", ""]
+    rows = []
+    for e in encs:
+        label = "random init (no pre-training)" if e == "none" else e
+        rows.append([label] + [_pct1(probe[t]["probes"].get(e, {}).get("test_acc")) for t in tasks])
+    rows.append(["majority class (no model)"] + [_pct1((probe[t].get("majority") or {}).get("rate")) for t in tasks])
+    L.append(markdown_table(["encoder"] + tasks, rows))
+    L.append("")
+    L.append("A logistic regression on the encoder's final hidden states (notes: per token; pieces: mean over a "
+             "window, window probabilities averaged per piece), L2 chosen on validation; the encoder is not "
+             "trained. It measures what pre-training put into the representation.")
+    L.append("")
+    return L
+
+
+def _md_earlier(results: Mapping[str, Any]) -> list[str]:
+    """Earlier runs of the study, as dated sections (their numbers stay reachable)."""
+    L: list[str] = []
+    for e in results.get("earlier") or []:
+        L += [f"## Earlier run: {e.get('date')} (preset {e.get('preset')})", ""]
+        L.append(f"Replaced because {e.get('why')}. Full report: `{e.get('results_md')}`; numbers: "
+                 f"`{e.get('results')}`.")
+        L.append("")
+        if e.get("summary"):
+            L += [f"- {x}" for x in e["summary"]]
+            L.append("")
+        if e.get("rows"):
+            h, r = results_table(e["rows"], "test_acc", list(e.get("tasks", [])))
+            L.append("Its test accuracy (%), mean ± std over 3 fine-tuning seeds of one pre-training run:")
+            L.append("")
+            L.append(markdown_table(h, r))
+            L.append("")
     return L
 
 
@@ -271,8 +385,12 @@ def _md_paired(results: Mapping[str, Any]) -> list[str]:
                    if ov["significant"] else
                    "**Not shown**: at this scale the difference between adversarial and random masking is "
                    "not statistically significant.")
-        L.append(verdict + " The seeds are fine-tuning seeds of one pre-training run per strategy, so this "
-                           "tests fine-tuning variance only.")
+        n_pre = int(paired.get("pretrain_seeds") or 1)
+        L.append(verdict + (f" Pairs span {n_pre} pre-training seeds per strategy and the fine-tuning seeds, so "
+                            "the test covers pre-training variance too (with few pre-training runs it is still weak "
+                            "evidence about it)." if n_pre > 1 else
+                            " The seeds are fine-tuning seeds of one pre-training run per strategy, so this "
+                            "tests fine-tuning variance only."))
         L.append("")
         rows = [[t, pt["n"], f"{100 * (pt['mean_diff'] or 0):+.2f}", _p(pt.get("t_p")), _p(pt.get("wilcoxon_p")),
                  "yes" if pt["significant"] else "no"] for t, pt in paired.get("per_task", {}).items()]
@@ -390,7 +508,8 @@ def _md_masker(results: Mapping[str, Any]) -> list[str]:
     return L
 
 
-_MD_PARTS = (_md_header, _md_summary, _md_setup, _md_scores, _md_published, _md_paired, _md_efficiency, _md_costs, _md_masker)
+_MD_PARTS = (_md_header, _md_summary, _md_setup, _md_pretrain, _md_curves, _md_scores, _md_probe, _md_published,
+             _md_paired, _md_efficiency, _md_costs, _md_masker, _md_earlier)
 
 
 def _md_image(results: Mapping[str, Any], name: str) -> str | None:
@@ -451,15 +570,18 @@ def build_results(paths: StudyPaths, preset: StudyPreset, stages: Sequence[Stage
         results["machine"] = first
     # model + budget
     pre_final = {}
-    for s in preset.strategies:
-        r = res(pretrain_stage_names(preset, s)[-1])
+    for enc in preset.encoders():
+        r = res(pretrain_stage_names(preset, enc.name)[-1])
         if r:
-            pre_final[s] = r["result"]
+            pre_final[enc.name] = r["result"]
     tok_attrs = results["data"].get("attributes", [])
     n_params = next((r.get("n_params") for r in pre_final.values() if r.get("n_params")), None)
     results["model"] = {**preset.model, "max_len": preset.max_len, "n_params": n_params, "attributes": tok_attrs}
-    results["pretrain"] = {s: {"total": r.get("total"), "recovery_accuracy": r.get("recovery_accuracy"),
-                               "val_metrics": r.get("val_metrics"), "freeze_events": r.get("freeze_events")}
+    results["pretrain"] = {s: {"strategy": r.get("strategy", s), "seed": r.get("seed"),
+                               "settings": r.get("settings", {}), "total": r.get("total"),
+                               "recovery_accuracy": r.get("recovery_accuracy"), "rules": r.get("rules"),
+                               "beats_rules": r.get("beats_rules"), "val_metrics": r.get("val_metrics"),
+                               "freeze_events": r.get("freeze_events")}
                            for s, r in pre_final.items()}
     totals = [r.get("total") or {} for r in pre_final.values()]
     pre_wall = sum(c["wall_s"] for n, c in cost.items() if n.startswith("pretrain-"))
@@ -468,6 +590,7 @@ def build_results(paths: StudyPaths, preset: StudyPreset, stages: Sequence[Stage
     mach = results["machine"]
     results["budget"] = {
         "pretrain_steps": preset.pretrain_steps, "pretrain_batch": preset.pretrain_batch,
+        "pretrain_runs": len(pre_final),
         "pretrain_tokens_per_model": max((t.get("tokens", 0) for t in totals), default=0),
         "pretrain_epochs": max((t.get("epochs", 0) for t in totals), default=0),
         "pretrain_wall_s": pre_wall, "total_wall_s": sum(c["wall_s"] for c in cost.values()),
@@ -477,13 +600,17 @@ def build_results(paths: StudyPaths, preset: StudyPreset, stages: Sequence[Stage
                                                                      f"{mach.get('cpu')}"),
     }
     # fine-tuning
-    all_runs, classes, confusion = [], {}, {}
+    all_runs, classes, confusion, majority, budgets = [], {}, {}, {}, {}
     for t in preset.tasks:
         r = res(f"finetune-{t}")
         if not r:
             continue
         all_runs += r["result"]["runs"]
         classes[t] = r["result"]["classes"]
+        if r["result"].get("majority"):
+            majority[t] = r["result"]["majority"]
+        if r["result"].get("budget_steps"):
+            budgets[t] = r["result"]["budget_steps"]
         confusion[t] = {}
         for m in preset.ft_models:
             mats = [np.asarray(x["test_confusion"]) for x in r["result"]["runs"]
@@ -491,11 +618,13 @@ def build_results(paths: StudyPaths, preset: StudyPreset, stages: Sequence[Stage
             if mats:
                 confusion[t][m] = np.sum(mats, axis=0).tolist()
     results["finetune"] = {"rows": aggregate_runs(all_runs), "runs": all_runs, "classes": classes,
-                           "confusion": confusion}
-    # paired comparison adversarial vs random (pairs: task, seed, mask)
+                           "confusion": confusion, "majority": majority, "budget_steps": budgets}
+    results["curves"] = {t: r["result"] for t in preset.tasks if (r := res(f"curve-{t}"))}
+    results["probe"] = {t: r["result"] for t in preset.tasks if (r := res(f"probe-{t}"))}
+    # paired comparison adversarial vs random (pairs: task, pre-training seed, fine-tuning seed, mask)
     paired: dict[str, Any] = {}
     if "adversarial" in preset.strategies and "random" in preset.strategies and all_runs:
-        key = lambda r: (r["task"], r["seed"], r["mask_ft"])  # noqa: E731
+        key = lambda r: (r["task"], r.get("pretrain_seed"), r["seed"], r["mask_ft"])  # noqa: E731
         adv = {key(r): r["test_acc"] for r in all_runs if r["model"] == "adversarial"}
         rnd = {key(r): r["test_acc"] for r in all_runs if r["model"] == "random"}
         common = sorted(set(adv) & set(rnd), key=str)
@@ -506,7 +635,9 @@ def build_results(paths: StudyPaths, preset: StudyPreset, stages: Sequence[Stage
                 ks = [k for k in common if k[0] == t]
                 if ks:
                     paired["per_task"][t] = paired_test([adv[k] for k in ks], [rnd[k] for k in ks])
-            paired["pairs"] = "test accuracy of adversarial vs random, paired by (task, fine-tuning seed, mask-FT)"
+            paired["pairs"] = ("test accuracy of adversarial vs random, paired by (task, pre-training seed, "
+                               "fine-tuning seed, mask-FT)")
+            paired["pretrain_seeds"] = len(preset.seeds_pretrain)
     results["paired"] = paired
     # efficiency
     eff = {}
@@ -517,4 +648,49 @@ def build_results(paths: StudyPaths, preset: StudyPreset, stages: Sequence[Stage
     results["efficiency"] = eff
     ana = res("analysis")
     results["analysis"] = ana["result"] if ana else {}
+    results["earlier"] = earlier_runs(preset)
     return results
+
+
+def earlier_runs(preset: StudyPreset) -> list[dict[str, Any]]:
+    """Earlier runs kept beside this one (``preset.earlier``): date, folder, why it was
+    replaced, and its headline numbers read from its own results.json (when present)."""
+    from .plan import REPO_ROOT
+
+    out = []
+    for e in preset.earlier:
+        d = dict(e)
+        f = REPO_ROOT / e["results"]
+        if f.is_file():
+            old = read_json(f)
+            d["summary"] = old.get("summary", [])
+            d["rows"] = old.get("finetune", {}).get("rows", [])
+            d["tasks"] = old.get("tasks", [])
+            d["pretrain"] = {s: v.get("recovery_accuracy") for s, v in (old.get("pretrain") or {}).items()}
+        out.append(d)
+    return out
+
+
+def _pct1(x: float | None) -> str:
+    """A share as percent with one decimal ("—" when missing)."""
+    return "—" if x is None else f"{100 * x:.1f}"
+
+
+def partial_report(results_dir, preset: StudyPreset | str) -> str:
+    """Markdown of the sections that finished stages already allow while the study runs
+    (pre-training recovery vs the rules, learning curves, probes); "" when none."""
+    from pathlib import Path
+
+    from .plan import get_preset, plan_stages
+
+    p = get_preset(preset)
+    d = Path(results_dir)
+    res = build_results(StudyPaths(d, d, d / "RESULTS.md"), p, plan_stages(p))
+    return "\n".join(_md_pretrain(res) + _md_curves(res) + _md_probe(res))
+
+
+def earlier_report(preset: StudyPreset | str) -> str:
+    """Markdown of the preset's earlier runs (dated sections); "" when it has none."""
+    from .plan import get_preset
+
+    return "\n".join(_md_earlier({"earlier": earlier_runs(get_preset(preset))}))

@@ -5,6 +5,7 @@ Imports the trainer (torch) at import time: ``smu_explain.study`` loads it lazil
 from __future__ import annotations
 
 import logging
+import math
 import os
 import resource
 import shutil
@@ -354,8 +355,17 @@ class Study:
         return ModelConfig(vocab_sizes=list(tok.vocab_sizes), attributes=list(tok.attributes),
                            max_len=self.preset.max_len, **self.preset.model)
 
-    def pretrain_dir(self, strategy: str) -> Path:
-        return self.paths.runs_dir / "pretrain" / strategy
+    def pretrain_dir(self, encoder: str) -> Path:
+        """The run folder of one encoder (``Encoder.name``; the strategy's name with one seed)."""
+        return self.paths.runs_dir / "pretrain" / encoder
+
+    @property
+    def bf16(self) -> bool:
+        if self.preset.bf16 == "auto":
+            from ..explain import fast_precision
+
+            return fast_precision(self.device if self.device != "auto" else "cpu") == "bf16"
+        return bool(self.preset.bf16)
 
     # ------------------------------------------------------------------ status
     def is_done(self, st: Stage) -> bool:
@@ -458,13 +468,13 @@ class Study:
         return out
 
     # ------------------------------------------------------------------ stage: pretrain
-    def _pretrain_config(self, run_dir: Path):
+    def _pretrain_config(self, run_dir: Path, seed: int):
         from ..trainer import TrainConfig
 
         p = self.preset
         return TrainConfig(steps=p.pretrain_steps, batch_size=p.pretrain_batch, eval_batch_size=p.eval_batch,
                            lr=p.pretrain_lr, warmup_steps=p.pretrain_warmup, schedule="cosine", min_lr_ratio=0.1,
-                           seed=p.pretrain_seed, device=self.device, bf16=p.bf16,
+                           seed=seed, device=self.device, bf16=self.bf16,
                            checkpoint_every=max(1, p.pretrain_steps // max(4 * p.pretrain_chunks, 1)),
                            eval_every=p.pretrain_eval_every, eval_batches=p.pretrain_eval_batches,
                            log_every=max(1, min(50, p.pretrain_steps // 20)), out_dir=str(run_dir))
@@ -472,6 +482,7 @@ class Study:
     def _run_pretrain(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
         import torch
 
+        from ..baselines import beats_rules, rule_accuracy
         from ..errors import SMUTrainingError
         from ..explain import recovery_accuracy
         from ..masker import make_strategy
@@ -487,7 +498,10 @@ class Study:
 
         p = self.preset
         strat, k, n = st.param("strategy"), st.param("chunk"), st.param("chunks")
-        run_dir = self.pretrain_dir(strat)
+        enc_name = st.param("encoder", strat)
+        seed = int(st.param("seed", p.pretrain_seed))
+        settings = dict(st.param("settings", ()) or ())
+        run_dir = self.pretrain_dir(enc_name)
         target = int(round(k * p.pretrain_steps / n))
         prev_target = int(round((k - 1) * p.pretrain_steps / n))
         ledger_path = run_dir / "ledger.json"
@@ -510,13 +524,14 @@ class Study:
                 ck_step, ledger = None, {"chunks": {}}
         elif ck_step is None or ck_step < prev_target:
             raise SMUInputError(ckpt, f"{st.name} resumes the run at step {prev_target}, but the checkpoint "
-                                      f"is at {ck_step}; run {pretrain_stage_names(p, strat)[k - 2]} first")
+                                      f"is at {ck_step}; run {pretrain_stage_names(p, enc_name)[k - 2]} first")
         built = self.task_data("pretrain")
         train, val = built.datasets["train"], built.datasets["val"]
-        torch.manual_seed(p.pretrain_seed)
+        torch.manual_seed(seed)
         model = MidiBert(self.model_config())
-        strategy = make_strategy(strat, ratio=p.mask_ratio, seed=p.pretrain_seed, freeze_every=p.freeze_every,
-                                 freeze_top=p.freeze_top, unfreeze_frac=p.unfreeze_frac)
+        strategy = make_strategy(strat, **{"ratio": p.mask_ratio, "seed": seed, "freeze_every": p.freeze_every,
+                                           "freeze_top": p.freeze_top, "unfreeze_frac": p.unfreeze_frac,
+                                           **settings})
         counter = TokenCounter(run_dir / f"counts_chunk{k}.json")
         resumed_within = ck_step is not None and prev_target < ck_step < target and counter.load(ck_step)
         cbs = [ProgressFile(run_dir / "progress.jsonl"), counter, StopAtStep(target)]
@@ -524,10 +539,11 @@ class Study:
             cbs.append(FreezeSnapshots(run_dir / "freeze_snapshots"))
         if not self.quiet:
             cbs.append(TqdmProgress())
-        trainer = Trainer(model, strategy, train, val if len(val) else None, self._pretrain_config(run_dir), cbs)
+        trainer = Trainer(model, strategy, train, val if len(val) else None, self._pretrain_config(run_dir, seed),
+                          cbs)
         trainer.save_extra = {"tokenizer": self.tokenizer().config.to_dict(),
                               "strategy": strategy.config.to_dict() if hasattr(strategy, "config") else strat,
-                              "study": {"preset": p.name, "strategy": strat}}
+                              "study": {"preset": p.name, "strategy": strat, "encoder": enc_name, "seed": seed}}
         if ck_step is not None and ck_step >= target:
             # trained to the chunk's end before (stopped after its final checkpoint, before its
             # result was written): nothing to train; the counts were saved with that checkpoint
@@ -554,7 +570,7 @@ class Study:
                                        f"checkpoint in {run_dir} is kept: run the study again to resume")
         meter.add(counter.tokens, counter.steps)
         wall = counter.wall_s  # includes the time before an interruption of this chunk, if resumed
-        rec = {"strategy": strat, "chunk": k, "chunks": n, "from_step": prev_target, "to_step": trainer.step,
+        rec = {"strategy": strat, "encoder": enc_name, "seed": seed, "settings": settings, "chunk": k, "chunks": n, "from_step": prev_target, "to_step": trainer.step,
                "target_step": target, "steps": counter.steps, "tokens": counter.tokens, "wall_s": wall,
                "resumed_within_chunk_at": ck_step if resumed_within else None,
                "epoch": trainer.epoch, "status": res["status"], "message": res["message"],
@@ -565,6 +581,10 @@ class Study:
             rec["n_params"] = int(sum(q.numel() for q in model.parameters()))
             rec["recovery_accuracy"] = recovery_accuracy(model, val, ratio=p.mask_ratio, seed=0,
                                                          batch_size=p.eval_batch) if len(val) else {}
+            # the no-model rules on exactly the notes recovery_accuracy masked (docs/METHOD.md 9)
+            # (most frequent value: counted on the evaluated windows themselves)
+            rec["rules"] = rule_accuracy(val, ratio=p.mask_ratio, seed=0, batch_size=p.eval_batch) if len(val) else {}
+            rec["beats_rules"] = beats_rules(rec["recovery_accuracy"], rec["rules"]) if rec["rules"] else {}
             prev = [ledger["chunks"][c] for c in sorted(ledger["chunks"], key=int) if int(c) < k]
             rec["total"] = {"steps": sum(c["steps"] for c in prev) + counter.steps,
                             "tokens": sum(c["tokens"] for c in prev) + counter.tokens,
@@ -576,7 +596,7 @@ class Study:
         return rec
 
     # ------------------------------------------------------------------ fine-tuning
-    def _encoder_model(self, task: str, classes: Sequence[str], model_name: str, seed: int):
+    def _encoder_model(self, task: str, classes: Sequence[str], encoder: str, seed: int):
         """The fine-tuning model: a pre-trained encoder (``finetune.build_model``) or, for
         ``none``, a fresh encoder of the study's size (build_model only knows named sizes)."""
         import torch
@@ -584,18 +604,36 @@ class Study:
         from ..finetune import FineTuneModel, build_model
         from ..model import MidiBert
 
-        if model_name == "none":
+        if encoder == "none":
             torch.manual_seed(seed)
             enc = MidiBert(self.model_config())
             torch.manual_seed(seed + 1)
             return FineTuneModel(enc, task, classes, info={"pretrained": None})
-        return build_model(task, classes, pretrained=self.pretrain_dir(model_name), seed=seed)
+        return build_model(task, classes, pretrained=self.pretrain_dir(encoder), seed=seed)
+
+    def _ft_train_config(self, steps: int, eval_every: int, bs: int, seed: int, out: Path):
+        from ..trainer import TrainConfig
+
+        p = self.preset
+        return TrainConfig(steps=steps, batch_size=bs, eval_batch_size=p.eval_batch, lr=p.ft_lr,
+                           warmup_steps=min(p.ft_warmup, max(0, steps // 10)), schedule="linear", seed=seed,
+                           device=self.device, bf16=self.bf16, checkpoint_every=0, eval_every=eval_every,
+                           eval_batches=p.ft_eval_batches, log_every=max(1, steps // 10), out_dir=str(out))
+
+    def ft_budget(self, task: str) -> tuple[int, int]:
+        """(steps, eval_every) of the task's fine-tuning runs: the preset's, or with learning
+        curves the budget read off ``curve-<task>`` (evaluations every budget / 5 steps)."""
+        p = self.preset
+        if not p.curve_steps:
+            return p.ft_steps, p.ft_eval_every
+        steps = int(read_json(self.paths.result(f"curve-{task}"))["result"]["budget_steps"])
+        return steps, max(1, min(p.ft_eval_every, steps // 5))
 
     def finetune_run(self, task: str, model_name: str, mask_ft: bool, seed: int, fraction: float,
                      stage_dir: Path) -> dict[str, Any]:
-        """One fine-tuning run (cached in ``stage_dir`` while the stage is in progress)."""
+        """One fine-tuning run (cached in ``stage_dir`` while the stage is in progress).
+        ``model_name``: an encoder name (``Encoder.name``) or ``none``."""
         from ..finetune import finetune
-        from ..trainer import TrainConfig
 
         p = self.preset
         name = f"{model_name}-mask{'on' if mask_ft else 'off'}-s{seed}-f{int(round(fraction * 100)):03d}"
@@ -608,10 +646,8 @@ class Study:
         classes = built.task.classes
         model = self._encoder_model(task, classes, model_name, seed)
         bs = max(1, min(p.ft_batch, len(train)))
-        cfg = TrainConfig(steps=p.ft_steps, batch_size=bs, eval_batch_size=p.eval_batch, lr=p.ft_lr,
-                          warmup_steps=p.ft_warmup, schedule="linear", seed=seed, device=self.device, bf16=p.bf16,
-                          checkpoint_every=0, eval_every=p.ft_eval_every, eval_batches=p.ft_eval_batches,
-                          log_every=max(1, p.ft_steps // 10), out_dir=str(run_dir / "train"))
+        steps, eval_every = self.ft_budget(task)
+        cfg = self._ft_train_config(steps, eval_every, bs, seed, run_dir / "train")
         counter = TokenCounter()
         t0 = time.perf_counter()
         val = validation_subset(built.datasets["val"], p.ft_val_windows)
@@ -620,11 +656,13 @@ class Study:
                        callbacks=[counter], out_dir=run_dir)
         wall = time.perf_counter() - t0
         test = res.get("test", {})
-        rec = {"task": task, "model": model_name, "mask_ft": bool(mask_ft), "seed": int(seed),
+        enc = p.encoder(model_name) if model_name != "none" else None
+        rec = {"task": task, "model": enc.strategy if enc else "none", "encoder": model_name,
+               "pretrain_seed": enc.seed if enc else None, "mask_ft": bool(mask_ft), "seed": int(seed),
                "fraction": float(fraction), "n_train_pieces": len(train.pieces), "n_train_windows": len(train),
                "n_val_pieces": len(val.pieces), "n_val_windows": len(val),
-               "batch_size": bs, "steps": counter.steps, "tokens": counter.tokens, "wall_s": wall,
-               "best_step": res.get("best_step"), "stopped": res.get("stopped"),
+               "batch_size": bs, "budget_steps": steps, "steps": counter.steps, "tokens": counter.tokens,
+               "wall_s": wall, "best_step": res.get("best_step"), "stopped": res.get("stopped"),
                "val_acc": res["val"]["acc"], "val_macro_f1": res["val"]["macro_f1"],
                "test_acc": test.get("acc"), "test_macro_f1": test.get("macro_f1"),
                "test_confusion": test.get("confusion"), "test_n": test.get("n"),
@@ -660,21 +698,133 @@ class Study:
                 bar.close()
         return runs
 
+    def _majority(self, task: str) -> dict[str, Any]:
+        """The majority-class rate of the task's test split, in the scoring unit."""
+        from ..finetune import task_spec
+        from ..probe import majority_rate
+
+        built = self.task_data(task)
+        return majority_rate(built.datasets["test"], task_spec(task).level, len(built.task.classes))
+
     def _run_finetune(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
         p = self.preset
-        specs = [(m, mk, s, 1.0) for m in p.ft_models for mk in p.mask_modes for s in p.seeds]
+        encoders = [e.name for e in p.encoders() if not e.variant] + ["none"]
+        specs = [(m, mk, s, 1.0) for m in encoders for mk in p.mask_modes for s in p.seeds]
         runs = self._runs(st, meter, specs)
         built = self.task_data(st.param("task"))
+        steps, eval_every = self.ft_budget(st.param("task"))
         return {"task": st.param("task"), "classes": built.task.classes, "split_info": built.task.split_info,
+                "budget_steps": steps, "eval_every": eval_every, "majority": self._majority(st.param("task")),
                 "runs": runs, "rows": aggregate_runs(runs)}
 
-    def _run_efficiency(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
+    def _run_curve(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
+        """Learning curves: one long fine-tuning run per curve model (seed 0, mask fine-tuning
+        on, no early stopping), validation accuracy every ``curve_eval_every`` steps. The
+        budget: the first evaluated step within ``curve_tol`` of the curve's best, the
+        latest over the models, plus one evaluation interval."""
+        from ..finetune import finetune
+        from ..trainer import Callback
+
+        class _Curve(Callback):
+            def __init__(self):
+                self.points: list[dict[str, float]] = []
+
+            def on_eval(self, trainer, metrics):
+                self.points.append({"step": int(trainer.step), "val_acc": float(metrics.get("val_acc", "nan")),
+                                    "val_loss": float(metrics.get("val_loss", "nan"))})
+
         p = self.preset
         task = st.param("task")
-        specs = [(m, True, s, f) for m in p.efficiency_models for f in p.fractions if f < 1.0 for s in p.seeds]
+        stage_dir = self._stage_dir(st)
+        built = self.task_data(task)
+        val = validation_subset(built.datasets["val"], p.ft_val_windows)
+        train = built.datasets["train"]
+        curves, plateaus = {}, {}
+        for m in p.curve_models:
+            enc = "none" if m == "none" else p.main_encoder(m)
+            done = stage_dir / f"{enc}.json"
+            if done.is_file():
+                rec = read_json(done)
+            else:
+                model = self._encoder_model(task, built.task.classes, enc, 0)
+                bs = max(1, min(p.ft_batch, len(train)))
+                cfg = self._ft_train_config(p.curve_steps, p.curve_eval_every, bs, 0, stage_dir / enc / "train")
+                curve, counter = _Curve(), TokenCounter()
+                t0 = time.perf_counter()
+                finetune(task, model, train, val, cfg, test_set=None, mask_ratio=p.mask_ratio, eval_mask=False,
+                         patience=10**9, callbacks=[curve, counter], out_dir=stage_dir / enc)
+                shutil.rmtree(stage_dir / enc, ignore_errors=True)
+                rec = {"model": m, "encoder": enc, "points": curve.points, "steps": counter.steps,
+                       "tokens": counter.tokens, "wall_s": time.perf_counter() - t0,
+                       "epochs": counter.steps * bs / max(len(train), 1)}
+                write_json(done, rec)
+            meter.add(rec["tokens"], rec["steps"])
+            pts = [q for q in rec["points"] if math.isfinite(q["val_acc"])]
+            best = max((q["val_acc"] for q in pts), default=float("nan"))
+            plateaus[m] = next((q["step"] for q in pts if q["val_acc"] >= best - p.curve_tol), p.curve_steps)
+            curves[m] = {**rec, "best_val_acc": best, "plateau_step": plateaus[m]}
+        budget = min(p.curve_steps, max(plateaus.values(), default=p.curve_steps) + p.curve_eval_every)
+        return {"task": task, "curves": curves, "budget_steps": int(budget), "tol": p.curve_tol,
+                "rule": f"first evaluation within {p.curve_tol:.0%} of the curve's best validation accuracy, "
+                        f"latest over {list(p.curve_models)}, plus {p.curve_eval_every} steps",
+                "n_val_windows": len(val), "majority_val": self._majority_split(task, "val")}
+
+    def _majority_split(self, task: str, split: str) -> dict[str, Any]:
+        from ..finetune import task_spec
+        from ..probe import majority_rate
+
+        built = self.task_data(task)
+        return majority_rate(built.datasets[split], task_spec(task).level, len(built.task.classes))
+
+    def _run_probe(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
+        """A linear probe per frozen encoder (every encoder, variants included, and a randomly
+        initialised encoder as the control), on the task's full train/val/test splits."""
+        import torch
+
+        from ..finetune import task_spec
+        from ..model import MidiBert
+        from ..probe import linear_probe
+
+        p = self.preset
+        task = st.param("task")
+        stage_dir = self._stage_dir(st)
+        built = self.task_data(task)
+        level = task_spec(task).level
+        ds = built.datasets
+        out = {}
+        for enc in [e.name for e in p.encoders()] + ["none"]:
+            done = stage_dir / f"{enc}.json"
+            if done.is_file():
+                out[enc] = read_json(done)
+                continue
+            if enc == "none":
+                torch.manual_seed(0)
+                model = MidiBert(self.model_config())
+            else:
+                model = MidiBert.from_pretrained(self.pretrain_dir(enc))
+            t0 = time.perf_counter()
+            res = linear_probe(model, ds["train"], ds["val"], ds["test"], built.task.classes, level,
+                               max_train_rows=p.probe_max_rows, batch_size=p.eval_batch, seed=0)
+            rec = {"encoder": enc, "model": p.encoder(enc).strategy if enc != "none" else "none",
+                   "l2": res["l2"], "by_l2": res["by_l2"], "n_train_rows": res["n_train_rows"],
+                   "val_acc": res["val"]["acc"], "val_macro_f1": res["val"]["macro_f1"],
+                   "test_acc": res["test"]["acc"], "test_macro_f1": res["test"]["macro_f1"],
+                   "test_unit": res["test"].get("unit"), "test_n": res["test"].get("n"),
+                   "wall_s": time.perf_counter() - t0}
+            write_json(done, rec)
+            out[enc] = rec
+        return {"task": task, "probes": out, "majority": self._majority(task)}
+
+    def _run_efficiency(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
+        """Fractions of the labelled data, on the first pre-training seed's encoders."""
+        p = self.preset
+        task = st.param("task")
+        enc = {m: ("none" if m == "none" else p.main_encoder(m)) for m in p.efficiency_models}
+        specs = [(enc[m], True, s, f) for m in p.efficiency_models for f in p.fractions if f < 1.0 for s in p.seeds]
         runs = self._runs(st, meter, specs)
         full = [r for r in read_json(self.paths.result(f"finetune-{task}"))["result"]["runs"]
-                if r["mask_ft"] and r["model"] in p.efficiency_models and r["seed"] in p.seeds]
+                if r["mask_ft"] and r["model"] in p.efficiency_models and r.get("encoder", r["model"]) in enc.values()
+                and r["seed"] in p.seeds]
         return {"task": task, "runs": runs, "full_data_runs_from": f"finetune-{task}",
                 **efficiency_summary(runs + full, p.efficiency_models)}
 
@@ -685,19 +835,29 @@ class Study:
 
         p = self.preset
         tok = self.tokenizer()
-        adv = MidiBert.from_pretrained(self.pretrain_dir("adversarial")).eval()
-        rnd = MidiBert.from_pretrained(self.pretrain_dir("random")).eval()
+        adv_name, rnd_name = p.main_encoder("adversarial"), p.main_encoder("random")
+        adv = MidiBert.from_pretrained(self.pretrain_dir(adv_name)).eval()
+        rnd = MidiBert.from_pretrained(self.pretrain_dir(rnd_name)).eval()
         pieces = []
         for source, task in ANALYSIS_SOURCES:
             if task in p.tasks:
                 refs = build_task(task, self.data_root, seed=0, asap_source=p.asap_source).splits["val"]
                 pieces.append((source, spread_refs(refs, p.analysis_pieces)))
-        snaps = sorted((self.pretrain_dir("adversarial") / "freeze_snapshots").glob(SNAPSHOT_GLOB))
+        # the freeze history: the first adversarial encoder that froze (with the paper's cadence
+        # a short run has no freeze event; the ablation variant has)
+        snaps, frozen_by = [], None
+        for e in p.encoders():
+            found = sorted((self.pretrain_dir(e.name) / "freeze_snapshots").glob(SNAPSHOT_GLOB))
+            if e.strategy == "adversarial" and found:
+                snaps, frozen_by = found, e.name
+                break
         snapshots = [load_freeze_snapshot(s) for s in snaps]
         pre_refs = {r.name: r for r in build_task("pretrain", self.data_root, seed=0,
                                                   asap_source=p.asap_source).splits["train"]}
-        return masker_analysis(adv, rnd, tok, pieces, snapshots=snapshots, pretrain_refs=pre_refs,
-                               ratio=p.mask_ratio, freeze_top=p.freeze_top, n_examples=p.analysis_examples)
+        out = masker_analysis(adv, rnd, tok, pieces, snapshots=snapshots, pretrain_refs=pre_refs,
+                              ratio=p.mask_ratio, freeze_top=p.freeze_top, n_examples=p.analysis_examples)
+        out.update({"adversarial_encoder": adv_name, "random_encoder": rnd_name, "freeze_snapshots_of": frozen_by})
+        return out
 
     # ------------------------------------------------------------------ report
     def _run_report(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
