@@ -90,13 +90,14 @@ def three_minute_piece() -> bytes:
 
 
 def pick_model(arg: str | None, tmp: Path) -> tuple[Path, str]:
+    from smu_explain.checkpoint import read_config
     from smu_explain.model import MidiBert
 
     if arg:
         return Path(arg), "given"
     demo = ROOT / "models" / "demo-adversarial"
     if (demo / "config.json").is_file():
-        meta = MidiBert.read_checkpoint_config(demo)
+        meta = read_config(demo)
         if meta["model"].get("d_model") == 256:
             return demo, "demo-adversarial"
     import torch
@@ -116,13 +117,13 @@ def warm_latency(data: bytes, model_dir: Path, repeats: int) -> dict:
     import torch
 
     from smu_explain import plots
+    from smu_explain.checkpoint import load_checkpoint
     from smu_explain.appstate import masker_overlay
     from smu_explain.explain import explain_piece
-    from smu_explain.model import MidiBert
-    from smu_explain.tokenizer import Tokenizer, TokenizerConfig, read_piece
+    from smu_explain.tokenizer import read_piece
 
-    model = MidiBert.from_pretrained(model_dir).eval()
-    tok = Tokenizer(TokenizerConfig.from_dict(model.checkpoint_info["tokenizer"]))
+    ckpt = load_checkpoint(model_dir, kind="pretrained")
+    model, tok = ckpt.model.eval(), ckpt.tokenizer
 
     def once() -> dict:
         t0 = time.perf_counter()

@@ -7,9 +7,11 @@ modules never import it. Page scripts (``pages/*.py``) use these helpers for:
   model folders, the run registry (``$SMU_RUNS_DIR``, default ``./runs``;
   ``$SMU_MAX_RUNS`` concurrent runs, default 1; ``$SMU_CLI`` overrides the
   command prefix that runs the CLI, default ``python -m smu_explain.cli``);
-- cached loading: models with ``st.cache_resource`` (keyed by folder and the
-  weights' modification time, so a refreshed checkpoint reloads), pieces and
-  explain tables with ``st.cache_data``;
+- caching: models (``checkpoint.load_checkpoint``) with ``st.cache_resource`` (keyed
+  by folder and the weights' modification time, so a refreshed checkpoint reloads);
+  pieces, explain tables, masker views, task predictions, rules, attention... with
+  ``st.cache_data``. Every cached function calls one library function (``explain``,
+  ``baselines``, ``audio``, ``tokenizer``); none re-implements it;
 - widgets used on several pages (piece picker, model picker) that turn every
   bad input into an ``st.error`` and return ``None`` instead of raising;
 - state shared across pages lives in non-widget ``st.session_state`` keys
@@ -30,6 +32,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint
 from .errors import SMUCheckpointError, SMUInputError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -240,38 +243,38 @@ def piece_or_stop(choice: tuple[str, bytes] | None):
 
 def _weights_mtime(path: Path) -> float:
     try:
-        return (path / "model.safetensors").stat().st_mtime
+        return (path / WEIGHTS_NAME).stat().st_mtime
     except OSError:
         return 0.0
 
 
-@st.cache_resource(show_spinner="Loading model...", max_entries=8)
-def _load_model(path: str, mtime: float):
+def _set_threads() -> None:
     import torch
 
-    from .model import MidiBert
-    from .tokenizer import Tokenizer, TokenizerConfig
-
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    meta = MidiBert.read_checkpoint_config(path) if Path(path, "config.json").is_file() else {}
-    if meta.get("format") == FINETUNED_FORMAT:
-        # a fine-tuned folder: its encoder (with the pre-trained heads and masker) is the model
-        from .finetune import FineTuneModel
 
-        model = FineTuneModel.from_pretrained(path).encoder
-        info = {k: v for k, v in meta.items() if k != "model"}
-    else:
-        model = MidiBert.from_pretrained(path)
-        info = getattr(model, "checkpoint_info", {}) or {}
-    model.eval()
-    tok_cfg = info.get("tokenizer")
-    if not isinstance(tok_cfg, dict):
-        raise SMUCheckpointError(path, 'config.json has no "tokenizer" section; cannot read pieces for this model')
-    try:
-        tokenizer = Tokenizer(TokenizerConfig.from_dict(tok_cfg))
-    except (TypeError, ValueError) as e:
-        raise SMUCheckpointError(path, f"invalid tokenizer config: {e}") from None
-    return model, tokenizer
+
+@st.cache_resource(show_spinner="Loading model...", max_entries=8)
+def _load_model(path: str, mtime: float):
+    """``checkpoint.load_checkpoint``: (encoder in eval mode, tokenizer); a fine-tuned folder
+    gives its encoder (with the pre-trained heads and masker)."""
+    _set_threads()
+    ckpt = load_checkpoint(path)
+    return ckpt.encoder.eval(), ckpt.tokenizer
+
+
+@st.cache_resource(show_spinner="Loading the fine-tuned model...", max_entries=4)
+def _load_task_model(path: str, mtime: float):
+    """``checkpoint.load_checkpoint`` of a fine-tuned folder: (model in eval mode, tokenizer)."""
+    _set_threads()
+    ckpt = load_checkpoint(path, kind="finetuned")
+    return ckpt.model.eval(), ckpt.tokenizer
+
+
+def load_task_model(path: str | Path):
+    """(fine-tuned model, tokenizer) of a fine-tuned folder, cached; raises ``SMUCheckpointError``."""
+    p = Path(path)
+    return _load_task_model(str(p.resolve()), _weights_mtime(p))
 
 
 def untrained_masker_note(path: str | Path) -> str | None:
@@ -305,7 +308,7 @@ def model_choices() -> dict[str, Path]:
     out: dict[str, Path] = dict(DEMO_MODELS)
     if MODELS_DIR.is_dir():
         for d in sorted(MODELS_DIR.iterdir()):
-            if d.is_dir() and d not in out.values() and (d / "config.json").is_file():
+            if d.is_dir() and d not in out.values() and (d / CONFIG_NAME).is_file():
                 out[f"models/{d.name}"] = d
     try:
         for label, d in get_registry().model_dirs():
@@ -637,33 +640,6 @@ def rules_verdict(model_acc: dict[str, float], rules_acc: dict[str, dict[str, fl
     return "; ".join(lines) + ". " + summary if lines else summary
 
 
-FINETUNED_FORMAT = "smu_explain.finetuned"
-
-
-def is_finetuned(d: Path) -> bool:
-    """Whether folder ``d`` holds a fine-tuned model (its config.json has format
-    ``smu_explain.finetuned``); unreadable or missing configs are not."""
-    import json
-
-    try:
-        meta = json.loads((d / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("format") == FINETUNED_FORMAT
-
-
-def task_heads(model_path: str | Path) -> list[Path]:
-    """Fine-tuned task models kept with a model: the folder itself when it is a fine-tuned
-    model, and its sub-folders (and ``finetuned/*``) whose ``config.json`` has format
-    ``smu_explain.finetuned`` (as written by ``finetune.FineTuneModel.save_pretrained``)."""
-    p = Path(model_path)
-    found = [p] if is_finetuned(p) else []
-    for base in (p, p / "finetuned"):
-        if base.is_dir():
-            found += [d for d in sorted(base.iterdir()) if d.is_dir() and is_finetuned(d)]
-    return found
-
-
 @st.cache_data(show_spinner="Running the fine-tuned head...", max_entries=32)
 def downstream_cached(head_dir: str, mtime: float, key: str, _piece: Any) -> dict:
     """Predictions of a fine-tuned model on a piece.
@@ -676,14 +652,7 @@ def downstream_cached(head_dir: str, mtime: float, key: str, _piece: Any) -> dic
     """
     import torch
 
-    from .finetune import FineTuneModel
-    from .tokenizer import Tokenizer, TokenizerConfig
-
-    model = FineTuneModel.from_pretrained(head_dir).eval()
-    tok_cfg = model.info.get("tokenizer")
-    if not isinstance(tok_cfg, dict):
-        raise SMUCheckpointError(head_dir, "the fine-tuned model has no tokenizer config")
-    tokenizer = Tokenizer(TokenizerConfig.from_dict(tok_cfg))
+    model, tokenizer = _load_task_model(head_dir, mtime)
     n = len(_piece)
     C = len(model.classes)
     seq = np.zeros(C)
@@ -715,6 +684,7 @@ def downstream_cached(head_dir: str, mtime: float, key: str, _piece: Any) -> dic
 
 
 def downstream(head_dir: str | Path, data: bytes, piece) -> dict:
+    """:func:`downstream_cached` for a fine-tuned folder."""
     p = Path(head_dir)
     return downstream_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), piece)
 
@@ -789,7 +759,7 @@ def _warm(status: dict) -> None:
         except Exception as e:  # a missing model or a bad sample must not stop the rest
             status["errors"].append((what, f"{type(e).__name__}: {e}"))
 
-    models = [str(p) for p in DEMO_MODELS.values() if (p / "model.safetensors").is_file()]
+    models = [str(p) for p in DEMO_MODELS.values() if (p / WEIGHTS_NAME).is_file()]
     for m in models:
         step(f"load {Path(m).name}", load_model, m)
     samples = list_samples()
