@@ -116,7 +116,7 @@ def parse_notes(text: str, n: int) -> list[int] | None:
 
 # ----------------------------------------------------------------------------- shared controls
 
-notes_df = plots.piece_frame(piece)
+notes_df = piece.notes_table()
 n_notes = len(notes_df)
 ratio = float(st.session_state.get(A.K_RATIO, 0.15))
 if st.session_state.get("why_note_for") != A.piece_key(data) or st.session_state.get("why_note", 0) >= n_notes:

@@ -425,9 +425,7 @@ def masker_overlay(model, tokenizer, piece, ratio: float, freeze_top: float = 0.
     """
     import torch
 
-    from .plots import piece_frame
-
-    df = piece_frame(piece)
+    df = piece.notes_table()
     n = len(df)
     if tokenizer.config.max_len > model.config.max_len:
         from .explain import explain_piece

@@ -45,9 +45,6 @@ from .masker import n_to_pick, validate
 from .model import unwrap
 from .tokenizer import MASK_ID, N_SPECIAL, PAD_ID
 
-NOTE_COLUMNS = ["note", "pitch", "velocity", "track", "program", "start_sec", "end_sec",
-                "onset_q", "duration_q", "bar", "beat"]
-
 
 def decode_values(tokenizer, attribute: str, ids) -> np.ndarray:
     """Token ids of one attribute -> musical values (see module docstring); specials -> NaN/-1."""
@@ -163,7 +160,7 @@ def masker_view(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None, 
     numbers) from one clean pass per window: the cheap view (no recovery passes)."""
     m = unwrap(model)
     _check(m, tokenizer, ratio, freeze_book, piece_id)
-    df = piece.to_dataframe()[NOTE_COLUMNS].reset_index(drop=True)
+    df = piece.notes_table()
     N = len(df)
     if N == 0:
         return df.assign(score=pd.Series(dtype=float), picked=pd.Series(dtype=bool),
@@ -196,7 +193,7 @@ def explain_piece(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None
     device = next(m.parameters()).device
     A = len(attrs)
 
-    df = piece.to_dataframe()[NOTE_COLUMNS].reset_index(drop=True)
+    df = piece.notes_table()
     N = len(df)
     if N == 0:
         for col, dt in [("score", float), ("picked", bool), ("frozen", bool)]:
@@ -559,7 +556,7 @@ def attribute_notes(model, tokenizer, piece, target: int | None = None, method: 
     a uniform random sample (``seed``) of at most this many of the notes in counted windows,
     each in every counted window that holds it; the others get NaN and ``measured`` False
     (None = every note).
-    Returns the notes table (``NOTE_COLUMNS``) plus ``attribution``, ``in_window`` (the note
+    Returns the notes table (``Piece.notes_table``) plus ``attribution``, ``in_window`` (the note
     lies in a counted window) and ``measured`` (it has an attribution); ``df.attrs`` holds ``method``,
     ``class``, ``class_index``, ``output``, ``value`` (f(x), piece level), ``baseline_value``
     (f(all-MASK)), ``completeness_gap`` (sum of attributions - (value - baseline_value); IG),
@@ -619,7 +616,7 @@ def attribute_notes(model, tokenizer, piece, target: int | None = None, method: 
     K = max(1, len(counted))
     attr /= K
     attr[in_win & ~measured] = np.nan
-    df = piece.to_dataframe()[NOTE_COLUMNS].reset_index(drop=True)
+    df = piece.notes_table()
     df["attribution"] = attr
     df["in_window"] = in_win
     df["measured"] = measured
@@ -766,7 +763,7 @@ def masker_occlusion(model, tokenizer, piece, note: int, *, batch_size: int = 32
     finally:
         enc.train(was)
     change[p] = 0.0
-    df = piece.to_dataframe()[NOTE_COLUMNS].reset_index(drop=True)
+    df = piece.notes_table()
     full = np.zeros(len(piece))
     full[ids] = change
     inw = np.zeros(len(piece), dtype=bool)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from smu_explain.explain import NOTE_COLUMNS, explain_piece, masker_view, recovery_accuracy
+from smu_explain.explain import explain_piece, masker_view, recovery_accuracy
 from smu_explain.masker import FreezeBook, validate
 from smu_explain.model import MidiBert, ModelConfig
-from smu_explain.tokenizer import MASK_ID, Tokenizer, TokenizerConfig
+from smu_explain.tokenizer import MASK_ID, NOTE_COLUMNS, Tokenizer, TokenizerConfig
 
 
 @pytest.fixture
