@@ -408,72 +408,20 @@ def explain_cached(model_path: str, mtime: float, key: str, groups: int, seed: i
     return explain_piece(model, tokenizer, _piece, ratio=1.0 / groups, seed=seed)
 
 
-def masker_overlay(model, tokenizer, piece, ratio: float, freeze_top: float = 0.3,
-                   batch_size: int = 16) -> pd.DataFrame:
-    """The masker's view of a piece from ONE clean pass: the fast first view of Explore.
-
-    Same rules and numbers as the ``score`` / ``picked`` / ``frozen`` columns of
-    ``explain.explain_piece`` without a freeze book (tested against it): the
-    windows of ``tokenizer.encode_windows``; a note in several windows takes
-    its score from the window where it is farthest from an edge (first such
-    window on ties); ``frozen`` = the top ``freeze_top`` of the notes by score
-    (``round``); ``picked`` = the top ``ratio`` of the other notes
-    (``round``, at least 1). Ties keep the lower note index first. Returns
-    the piece's notes table plus ``score``, ``picked``, ``frozen``. When the
-    model's ``max_len`` is shorter than the tokenizer's, falls back to
-    ``explain_piece`` (which re-windows).
-    """
-    import torch
-
-    df = piece.notes_table()
-    n = len(df)
-    if tokenizer.config.max_len > model.config.max_len:
-        from .explain import explain_piece
-
-        full = explain_piece(model, tokenizer, piece, ratio=ratio, freeze_top=freeze_top)
-        return full[list(df.columns) + ["score", "picked", "frozen"]]
-    wins = tokenizer.encode_windows(piece)
-    score = np.zeros(n)
-    best = np.full(n, -1)
-    # batch windows of equal length only: no padding, so no attention mask and the fused kernels
-    by_len: dict[int, list[int]] = {}
-    for w, (wt, _) in enumerate(wins):
-        by_len.setdefault(len(wt), []).append(w)
-    win_scores: dict[int, np.ndarray] = {}
-    with torch.no_grad():
-        for L, members in by_len.items():
-            for i in range(0, len(members), batch_size):
-                chunk = members[i:i + batch_size]
-                tok = torch.from_numpy(np.stack([wins[w][0] for w in chunk]))
-                am = torch.ones(len(chunk), L, dtype=torch.bool)
-                s = torch.sigmoid(model(tok, am, masker=True)["masker_logits"].float()).numpy()
-                for r, w in enumerate(chunk):
-                    win_scores[w] = s[r]
-    for w, (_, ids) in enumerate(wins):  # in window order: the first window wins ties
-        pos = np.arange(len(ids))
-        cent = np.minimum(pos, len(ids) - 1 - pos)
-        better = cent > best[ids]
-        score[ids[better]] = win_scores[w][better]
-        best[ids[better]] = cent[better]
-    order = np.argsort(-score, kind="stable")
-    frozen = np.zeros(n, dtype=bool)
-    frozen[order[:int(round(freeze_top * n))]] = True
-    df["score"] = score
-    df["picked"] = picks_at(score, frozen, ratio)
-    df["frozen"] = frozen
-    return df
-
-
 @st.cache_data(show_spinner="Scoring the notes with the masker...", max_entries=32)
 def scores_cached(model_path: str, mtime: float, key: str, _piece: Any) -> pd.DataFrame:
-    """:func:`masker_overlay` of a piece (scores and frozen notes do not depend on the ratio)."""
+    """``explain.masker_view`` of a piece: the notes table with ``score`` / ``picked`` / ``frozen``
+    from one clean pass per window (scores and frozen notes do not depend on the ratio)."""
+    from .explain import masker_view
+
     model, tokenizer = _load_model(model_path, mtime)
-    return masker_overlay(model, tokenizer, _piece, DEFAULT_RATIO)
+    return masker_view(model, tokenizer, _piece, DEFAULT_RATIO)
 
 
 def overlay(model_path: str, data: bytes, piece, ratio: float) -> pd.DataFrame:
-    """:func:`masker_overlay` of a piece for a model folder at ``ratio``: one cached model pass
-    per piece and model; another ratio only re-derives ``picked`` (:func:`with_picks`)."""
+    """The masker's view (``explain.masker_view``) of a piece for a model folder at ``ratio``:
+    one cached model pass per piece and model; another ratio only re-derives ``picked``
+    (:func:`with_picks`)."""
     p = Path(model_path)
     return with_picks(scores_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), piece), ratio)
 
@@ -640,45 +588,12 @@ def rules_verdict(model_acc: dict[str, float], rules_acc: dict[str, dict[str, fl
 
 @st.cache_data(show_spinner="Running the fine-tuned head...", max_entries=32)
 def downstream_cached(head_dir: str, mtime: float, key: str, _piece: Any) -> dict:
-    """Predictions of a fine-tuned model on a piece.
-
-    Sequence tasks: softmax averaged over the piece's windows -> ``classes``
-    as ``[(class, probability), ...]`` best first. Note tasks: per note the
-    softmax averaged over the windows holding it -> ``notes`` table with
-    ``pred`` and ``confidence`` columns, and ``classes`` = share of notes per
-    predicted class.
-    """
-    import torch
+    """``explain.predict_piece`` of a fine-tuned model on a piece (cached by folder and piece),
+    plus ``name`` (the folder's name)."""
+    from .explain import predict_piece
 
     model, tokenizer = _load_task_model(head_dir, mtime)
-    n = len(_piece)
-    C = len(model.classes)
-    seq = np.zeros(C)
-    note_p = np.zeros((n, C))
-    note_k = np.zeros(n)
-    wins = tokenizer.encode_windows(_piece)
-    with torch.no_grad():
-        for w, ids in wins:
-            out = model(torch.from_numpy(w)[None], torch.ones(1, len(w), dtype=torch.bool))["logits"]
-            prob = torch.softmax(out.float(), dim=-1)[0].numpy()
-            if model.level == "sequence":
-                seq += prob
-            else:
-                note_p[ids] += prob
-                note_k[ids] += 1
-    result = {"task": model.task, "level": model.level, "name": Path(head_dir).name}
-    if model.level == "sequence":
-        seq /= max(1, len(wins))
-        order = np.argsort(-seq)
-        result["classes"] = [(model.classes[i], float(seq[i])) for i in order]
-    else:
-        note_p /= np.maximum(note_k, 1)[:, None]
-        pred = note_p.argmax(1)
-        result["notes"] = pd.DataFrame({"pred": [model.classes[i] for i in pred],
-                                        "confidence": note_p.max(1)})
-        counts = np.bincount(pred, minlength=C) / max(1, n)
-        result["classes"] = [(model.classes[i], float(counts[i])) for i in np.argsort(-counts)]
-    return result
+    return {**predict_piece(model, tokenizer, _piece), "name": Path(head_dir).name}
 
 
 def downstream(head_dir: str | Path, data: bytes, piece) -> dict:

@@ -544,6 +544,54 @@ def predict_task(model, tokenizer, piece, target: int | None = None) -> dict[str
             "n_windows": len(counted)}
 
 
+@torch.no_grad()
+def predict_piece(model, tokenizer, piece) -> dict[str, Any]:
+    """A fine-tuned model's predictions on a whole piece, averaged like finetune evaluates:
+    ``{"task", "level", "classes", "probs"}`` (+ ``"notes"`` for note tasks).
+
+    Sequence tasks: ``probs`` (C,) = the softmax averaged over the piece's windows;
+    ``classes`` = ``[(class, probability), ...]`` best first. Note tasks: ``probs`` (N, C) =
+    per note the softmax averaged over the windows holding it; ``notes`` = a table with the
+    predicted class ``pred`` and its probability ``confidence`` per note; ``classes`` = the share
+    of notes per predicted class, best first. One plain forward pass per window (the windows
+    of :func:`predict_task`, which explains one prediction through the attribution path)."""
+    if not _is_task_model(model):
+        raise _SMUInputError("model", "piece predictions need a fine-tuned model (finetune.FineTuneModel)")
+    enc = _encoder_of(model)
+    _check(enc, tokenizer, 0.15, None, None)
+    n, C = len(piece), len(model.classes)
+    wins = _windows(tokenizer, piece, tokenizer.encode(piece), enc.config.max_len) if n else []
+    device = next(model.parameters()).device
+    seq, note_p, note_k = np.zeros(C), np.zeros((n, C)), np.zeros(n)
+    was = model.training
+    model.eval()
+    try:
+        for w, ids in wins:
+            tok = torch.from_numpy(w)[None].to(device)
+            out = model(tok, torch.ones(1, len(w), dtype=torch.bool, device=device))["logits"]
+            prob = torch.softmax(out.float(), dim=-1)[0].cpu().numpy()
+            if model.level == "sequence":
+                seq += prob
+            else:
+                note_p[ids] += prob
+                note_k[ids] += 1
+    finally:
+        model.train(was)
+    result: dict[str, Any] = {"task": model.task, "level": model.level}
+    if model.level == "sequence":
+        seq /= max(1, len(wins))
+        result["probs"] = seq
+        result["classes"] = [(model.classes[i], float(seq[i])) for i in np.argsort(-seq)]
+    else:
+        note_p /= np.maximum(note_k, 1)[:, None]
+        pred = note_p.argmax(1)
+        result["probs"] = note_p
+        result["notes"] = pd.DataFrame({"pred": [model.classes[i] for i in pred], "confidence": note_p.max(1)})
+        counts = np.bincount(pred, minlength=C) / max(1, n)
+        result["classes"] = [(model.classes[i], float(counts[i])) for i in np.argsort(-counts)]
+    return result
+
+
 def attribute_notes(model, tokenizer, piece, target: int | None = None, method: str = "ig", steps: int = 16,
                     *, cls: int | str | None = None, output: str = "prob", batch_size: int = 16,
                     precision: str = "fp32", max_notes: int | None = None, seed: int = 0) -> pd.DataFrame:
