@@ -373,23 +373,11 @@ def mask_groups(ratio: float) -> int:
     return max(1, int(round(1.0 / float(ratio))))
 
 
-def picks_at(score, frozen, ratio: float) -> np.ndarray:
-    """The notes the masker picks at ``ratio``: the ``round(ratio * n)`` (at least 1) highest
-    scores among the ``n`` notes that are not frozen, ties to the lower note index: the
-    ``picked`` rule of ``explain.explain_piece`` (without a freeze book), from the scores alone."""
-    score = np.asarray(score, dtype=float)
-    frozen = np.asarray(frozen, dtype=bool)
-    free = np.flatnonzero(~frozen)
-    free = free[np.argsort(-score[free], kind="stable")]
-    k = min(len(free), max(1 if len(free) else 0, int(round(float(ratio) * len(free)))))
-    picked = np.zeros(len(score), dtype=bool)
-    picked[free[:k]] = True
-    return picked
-
-
 def with_picks(frame: pd.DataFrame, ratio: float) -> pd.DataFrame:
     """A copy of a table with ``score`` and ``frozen`` whose ``picked`` column is the pick at
-    ``ratio`` (:func:`picks_at`): a new ratio costs a sort, never a model pass."""
+    ``ratio`` (``explain.picks_at``): a new ratio costs a sort, never a model pass."""
+    from .explain import picks_at
+
     out = frame.copy()
     if len(out):
         out["picked"] = picks_at(out["score"].to_numpy(dtype=float),

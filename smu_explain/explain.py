@@ -139,7 +139,14 @@ def _frozen_picked(score: np.ndarray, ratio: float, freeze_book, piece_id, freez
         frozen[: min(N, len(fb))] = fb[:N]
     else:
         frozen = _top_fraction(score, np.ones(N, dtype=bool), freeze_top, at_least_one=False)
-    return frozen, _top_fraction(score, ~frozen, ratio, at_least_one=True)
+    return frozen, picks_at(score, frozen, ratio)
+
+
+def picks_at(score, frozen, ratio: float) -> np.ndarray:
+    """The ``picked`` rule: the round(ratio * n) (at least 1) highest scores among the n notes
+    that are not ``frozen``, ties to the lower note index (a new ratio costs a sort, no model pass)."""
+    return _top_fraction(np.asarray(score, dtype=float), ~np.asarray(frozen, dtype=bool), ratio,
+                         at_least_one=True)
 
 
 def _check(m, tokenizer, ratio: float, freeze_book, piece_id) -> None:

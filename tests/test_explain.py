@@ -203,3 +203,17 @@ def test_predict_piece_agrees_with_predict_task(tmp_path, make_midi):
         np.testing.assert_allclose(res["probs"][t], predict_task(note, TOK, piece, t)["probs"], atol=1e-5)
     assert res["notes"]["pred"].iloc[12] == predict_task(note, TOK, piece, 12)["class"]
     assert abs(sum(share for _, share in res["classes"]) - 1.0) < 1e-9
+
+
+def test_picks_at_is_explain_pieces_rule(model, tok, piece):
+    """picks_at (what the app re-derives when the ratio moves) gives explain_piece's picked column
+    from its score and frozen columns, ties included."""
+    from smu_explain.explain import picks_at
+
+    for ratio in (0.05, 0.15, 0.5):
+        full = explain_piece(model, tok, piece, ratio=ratio)
+        assert (picks_at(full.score, full.frozen, ratio) == full.picked.to_numpy()).all()
+    tied = np.array([0.5, 0.9, 0.5, 0.5, 0.1, 0.9])
+    frozen = np.array([False, True, False, False, False, False])
+    assert picks_at(tied, frozen, 0.5).tolist() == [True, False, False, False, False, True]  # round(2.5) = 2
+    assert picks_at(tied, np.ones(6, dtype=bool), 0.5).tolist() == [False] * 6
