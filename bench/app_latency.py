@@ -4,7 +4,7 @@
 1. ``bytes_to_roll_with_overlay``: from the bytes of a ~3-minute piece to a
    ready Plotly piano roll with the masker overlay, at the ``small`` model
    size, the way the Explore page draws its first view: ``read_piece`` ->
-   ``appstate.masker_overlay`` (one clean pass: scores, picked, frozen) ->
+   ``explain.masker_view`` (the app's overlay: one clean pass, scores, picked, frozen) ->
    ``plots.piano_roll`` -> ``Figure.to_json`` (what Streamlit sends).
    Uncached (the app caches it; this is the first view of a new piece). The
    first call is ``first_s`` (model just loaded); ``warm_s`` is the median of
@@ -90,13 +90,14 @@ def three_minute_piece() -> bytes:
 
 
 def pick_model(arg: str | None, tmp: Path) -> tuple[Path, str]:
+    from smu_explain.checkpoint import read_config
     from smu_explain.model import MidiBert
 
     if arg:
         return Path(arg), "given"
     demo = ROOT / "models" / "demo-adversarial"
     if (demo / "config.json").is_file():
-        meta = MidiBert.read_checkpoint_config(demo)
+        meta = read_config(demo)
         if meta["model"].get("d_model") == 256:
             return demo, "demo-adversarial"
     import torch
@@ -116,19 +117,18 @@ def warm_latency(data: bytes, model_dir: Path, repeats: int) -> dict:
     import torch
 
     from smu_explain import plots
-    from smu_explain.appstate import masker_overlay
-    from smu_explain.explain import explain_piece
-    from smu_explain.model import MidiBert
-    from smu_explain.tokenizer import Tokenizer, TokenizerConfig, read_piece
+    from smu_explain.checkpoint import load_checkpoint
+    from smu_explain.explain import explain_piece, masker_view
+    from smu_explain.tokenizer import read_piece
 
-    model = MidiBert.from_pretrained(model_dir).eval()
-    tok = Tokenizer(TokenizerConfig.from_dict(model.checkpoint_info["tokenizer"]))
+    ckpt = load_checkpoint(model_dir, kind="pretrained")
+    model, tok = ckpt.model.eval(), ckpt.tokenizer
 
     def once() -> dict:
         t0 = time.perf_counter()
         piece = read_piece(data, name="bench")
         t1 = time.perf_counter()
-        table = masker_overlay(model, tok, piece, 0.15)
+        table = masker_view(model, tok, piece, 0.15)  # the app's overlay
         t2 = time.perf_counter()
         fig = plots.piano_roll(table, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names)
         fig.to_json()

@@ -124,7 +124,8 @@ def main() -> None:
 
     import torch
 
-    from smu_explain.finetune import FineTuneModel, build_model
+    from smu_explain.checkpoint import load_checkpoint
+    from smu_explain.finetune import build_model
     from smu_explain.tokenizer import Tokenizer, TokenizerConfig, read_piece
 
     if args.threads:
@@ -133,8 +134,8 @@ def main() -> None:
     tok = Tokenizer(TokenizerConfig())
     loaded = None
     if args.model:
-        loaded = FineTuneModel.from_pretrained(args.model).eval()
-        tok = Tokenizer(TokenizerConfig.from_dict(loaded.info["tokenizer"]))
+        ckpt = load_checkpoint(args.model, kind="finetuned")
+        loaded, tok = ckpt.model.eval(), ckpt.tokenizer
     piece = read_piece(Path(args.midi) if args.midi else generated_midi(args.notes), name="bench",
                        config=tok.config)
     n_windows = len(tok.encode_windows(piece))

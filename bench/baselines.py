@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     from smu_explain import baselines as B
     from smu_explain import data
     from smu_explain.explain import recovery_accuracy
-    from smu_explain.model import MidiBert
+    from smu_explain.checkpoint import load_checkpoint
     from smu_explain.tokenizer import Tokenizer, TokenizerConfig
 
     if args.threads:
@@ -89,10 +89,10 @@ def main(argv=None) -> int:
         dataset_for(TokenizerConfig(**DEMO_TOKENIZER))
     models = {}
     for path in args.model:
-        meta = MidiBert.read_checkpoint_config(path)
-        cfg = TokenizerConfig.from_dict(meta["tokenizer"])
+        ckpt = load_checkpoint(path, kind="pretrained")
+        cfg = ckpt.tokenizer.config
         entry = dataset_for(cfg)
-        model = MidiBert.from_pretrained(path).eval()
+        model = ckpt.model.eval()
         t0 = time.perf_counter()
         acc = recovery_accuracy(model, entry["ds"], **kw)
         res = {"tokenizer": list(sets).index(cfg.to_json()), "recovery": acc,

@@ -45,15 +45,14 @@ def main(argv=None) -> int:
     from smu_explain import data
     from smu_explain.errors import SMUInputError
     from smu_explain.explain import explain_piece
-    from smu_explain.model import MidiBert
-    from smu_explain.tokenizer import Tokenizer, TokenizerConfig
+    from smu_explain.checkpoint import load_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    adv = MidiBert.from_pretrained(args.adversarial).eval()
-    rnd = MidiBert.from_pretrained(args.random).eval()
-    tok = Tokenizer(TokenizerConfig.from_dict(adv.checkpoint_info["tokenizer"]))
-    if TokenizerConfig.from_dict(rnd.checkpoint_info["tokenizer"]).to_dict() != tok.config.to_dict():
+    adv_ckpt = load_checkpoint(args.adversarial, kind="pretrained")
+    rnd_ckpt = load_checkpoint(args.random, kind="pretrained")
+    adv, rnd, tok = adv_ckpt.model.eval(), rnd_ckpt.model.eval(), adv_ckpt.tokenizer
+    if rnd_ckpt.tokenizer.config.to_dict() != tok.config.to_dict():
         raise SystemExit("the two models were trained with different tokenizers")
     attrs = list(tok.attributes)
     refs = data.melody_task(args.data_root).splits["val"][: args.songs]

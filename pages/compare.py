@@ -7,6 +7,7 @@ import streamlit as st
 
 from smu_explain import appstate as A
 from smu_explain import plots
+from smu_explain.checkpoint import task_heads
 
 st.title("Compare two models")
 st.caption("Both models see the same piece and the same seeded random masks, so differences in "
@@ -107,7 +108,7 @@ with tab_piece:
             st.subheader("Downstream predictions")
             any_head = False
             for n, p in models.items():
-                for head in A.task_heads(p):
+                for head in task_heads(p):
                     any_head = True
                     try:
                         res = A.downstream(head, data, piece)

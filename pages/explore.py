@@ -41,7 +41,7 @@ def run_model(fn, *args):
 # first view: the masker overlay from one clean pass (fast); the full explain table
 # (every note masked once: predictions, reconstruction) comes after the roll is drawn
 over = run_model(A.overlay, model_path, data, piece, ratio) if model_path else None
-notes = over if over is not None else plots.piece_frame(piece)
+notes = over if over is not None else piece.notes_table()
 
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Notes", f"{len(notes):,}")

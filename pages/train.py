@@ -7,6 +7,7 @@ import streamlit as st
 
 from smu_explain import appstate as A
 from smu_explain import plots
+from smu_explain.checkpoint import is_checkpoint
 from smu_explain.errors import SMUInputError
 from smu_explain.runs import SIZES, STRATEGIES
 
@@ -78,7 +79,7 @@ def live_runs():
             run = registry.cancel(run.id, wait=False)
             st.toast(f"Cancelling {run.id}...")
     out = Path(run.out_dir)
-    has_model = (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    has_model = is_checkpoint(out)
     if run.status == "done" and has_model:
         if b2.button("Open in Explore", key=f"open_{run.id}"):
             st.session_state[A.K_MODEL_A] = str(out)

@@ -15,6 +15,7 @@ import streamlit as st
 
 from smu_explain import appstate as A
 from smu_explain import plots
+from smu_explain.checkpoint import task_heads
 from smu_explain.errors import SMUCheckpointError, SMUInputError
 from smu_explain.explain import fast_precision
 
@@ -64,27 +65,15 @@ def finetuned_choices() -> dict[str, Path]:
     under models/ with a fine-tuned config.json."""
     out: dict[str, Path] = {}
     if model_path:
-        for d in A.task_heads(model_path):
+        for d in task_heads(model_path):
             out[str(d)] = d
     if A.MODELS_DIR.is_dir():
         for d in sorted(A.MODELS_DIR.iterdir()):
             if not d.is_dir():
                 continue
-            for cand in A.task_heads(d):  # the folder, its sub-folders and d/finetuned/*
+            for cand in task_heads(d):  # the folder, its sub-folders and d/finetuned/*
                 out.setdefault(f"models/{cand.relative_to(A.MODELS_DIR)}", cand)
     return out
-
-
-@st.cache_resource(show_spinner="Loading the fine-tuned model...", max_entries=4)
-def load_finetuned(path: str, mtime: float):
-    from smu_explain.finetune import FineTuneModel
-    from smu_explain.tokenizer import Tokenizer, TokenizerConfig
-
-    model = FineTuneModel.from_pretrained(path).eval()
-    cfg = model.info.get("tokenizer")
-    if not isinstance(cfg, dict):
-        raise SMUCheckpointError(path, "the fine-tuned model has no tokenizer config")
-    return model, Tokenizer(TokenizerConfig.from_dict(cfg))
 
 
 @st.cache_data(show_spinner="Computing integrated gradients and occlusion...", max_entries=16)
@@ -92,7 +81,7 @@ def attributions_cached(path: str, mtime: float, key: str, target, cls: int | No
                         occlusion_notes: int | None, precision: str, _piece):
     from smu_explain.explain import attribution_agreement
 
-    model, tok = load_finetuned(path, mtime)
+    model, tok = A.load_task_model(path)
     return attribution_agreement(model, tok, _piece, target, steps=steps, cls=cls,
                                  occlusion_notes=occlusion_notes, precision=precision)
 
@@ -127,7 +116,7 @@ def parse_notes(text: str, n: int) -> list[int] | None:
 
 # ----------------------------------------------------------------------------- shared controls
 
-notes_df = plots.piece_frame(piece)
+notes_df = piece.notes_table()
 n_notes = len(notes_df)
 ratio = float(st.session_state.get(A.K_RATIO, 0.15))
 if st.session_state.get("why_note_for") != A.piece_key(data) or st.session_state.get("why_note", 0) >= n_notes:
@@ -162,7 +151,7 @@ with tab_attr:
             st.info("Type the path of a fine-tuned model folder.")
     else:
         ft_path = ft_choices[ft_choice]
-    ft = guarded(load_finetuned, str(Path(ft_path).resolve()), A._weights_mtime(Path(ft_path))) if ft_path else None
+    ft = guarded(A.load_task_model, ft_path) if ft_path else None
     if ft is not None:
         ft_model, ft_tok = ft
         st.caption(f"Task **{ft_model.task}** ({ft_model.level} level), classes: {', '.join(ft_model.classes)}.")

@@ -65,12 +65,12 @@ def make_fixtures(root: Path) -> dict[str, Path]:
     f["good"] = good
     f["mid"] = good / "p0.mid"
 
-    def bad_model(name: str, change) -> Path:
+    def bad_model(name: str, change, file: str = "config.json") -> Path:
         d = root / name
         shutil.copytree(f["model"], d)
-        meta = json.loads((d / "config.json").read_text())
+        meta = json.loads((d / file).read_text())
         change(meta)
-        (d / "config.json").write_text(json.dumps(meta))
+        (d / file).write_text(json.dumps(meta))
         f[name] = d
         return d
 
@@ -80,7 +80,7 @@ def make_fixtures(root: Path) -> dict[str, Path]:
     bad_model("m_maxlen_huge", lambda m: m["model"].update(max_len=10 ** 9))
     bad_model("m_dmodel_huge", lambda m: m["model"].update(d_model=2 ** 22, d_ff=2 ** 22))
     bad_model("m_vocab_huge", lambda m: m["model"].update(vocab_sizes=[10 ** 9] * 4))
-    bad_model("m_tok_mismatch", lambda m: m["tokenizer"].update(use_velocity=True))
+    bad_model("m_tok_mismatch", lambda t: t.update(use_velocity=True), "tokenizer.json")
     bad_model("m_eps_str", lambda m: m["model"].update(layer_norm_eps="x"))
     pk = root / "pickle_only"
     pk.mkdir()

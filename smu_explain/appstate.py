@@ -7,9 +7,11 @@ modules never import it. Page scripts (``pages/*.py``) use these helpers for:
   model folders, the run registry (``$SMU_RUNS_DIR``, default ``./runs``;
   ``$SMU_MAX_RUNS`` concurrent runs, default 1; ``$SMU_CLI`` overrides the
   command prefix that runs the CLI, default ``python -m smu_explain.cli``);
-- cached loading: models with ``st.cache_resource`` (keyed by folder and the
-  weights' modification time, so a refreshed checkpoint reloads), pieces and
-  explain tables with ``st.cache_data``;
+- caching: models (``checkpoint.load_checkpoint``) with ``st.cache_resource`` (keyed
+  by folder and the weights' modification time, so a refreshed checkpoint reloads);
+  pieces, explain tables, masker views, task predictions, rules, attention... with
+  ``st.cache_data``. Every cached function calls one library function (``explain``,
+  ``baselines``, ``audio``, ``tokenizer``); none re-implements it;
 - widgets used on several pages (piece picker, model picker) that turn every
   bad input into an ``st.error`` and return ``None`` instead of raising;
 - state shared across pages lives in non-widget ``st.session_state`` keys
@@ -30,6 +32,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint
 from .errors import SMUCheckpointError, SMUInputError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -240,38 +243,38 @@ def piece_or_stop(choice: tuple[str, bytes] | None):
 
 def _weights_mtime(path: Path) -> float:
     try:
-        return (path / "model.safetensors").stat().st_mtime
+        return (path / WEIGHTS_NAME).stat().st_mtime
     except OSError:
         return 0.0
 
 
-@st.cache_resource(show_spinner="Loading model...", max_entries=8)
-def _load_model(path: str, mtime: float):
+def _set_threads() -> None:
     import torch
 
-    from .model import MidiBert
-    from .tokenizer import Tokenizer, TokenizerConfig
-
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    meta = MidiBert.read_checkpoint_config(path) if Path(path, "config.json").is_file() else {}
-    if meta.get("format") == FINETUNED_FORMAT:
-        # a fine-tuned folder: its encoder (with the pre-trained heads and masker) is the model
-        from .finetune import FineTuneModel
 
-        model = FineTuneModel.from_pretrained(path).encoder
-        info = {k: v for k, v in meta.items() if k != "model"}
-    else:
-        model = MidiBert.from_pretrained(path)
-        info = getattr(model, "checkpoint_info", {}) or {}
-    model.eval()
-    tok_cfg = info.get("tokenizer")
-    if not isinstance(tok_cfg, dict):
-        raise SMUCheckpointError(path, 'config.json has no "tokenizer" section; cannot read pieces for this model')
-    try:
-        tokenizer = Tokenizer(TokenizerConfig.from_dict(tok_cfg))
-    except (TypeError, ValueError) as e:
-        raise SMUCheckpointError(path, f"invalid tokenizer config: {e}") from None
-    return model, tokenizer
+
+@st.cache_resource(show_spinner="Loading model...", max_entries=8)
+def _load_model(path: str, mtime: float):
+    """``checkpoint.load_checkpoint``: (encoder in eval mode, tokenizer); a fine-tuned folder
+    gives its encoder (with the pre-trained heads and masker)."""
+    _set_threads()
+    ckpt = load_checkpoint(path)
+    return ckpt.encoder.eval(), ckpt.tokenizer
+
+
+@st.cache_resource(show_spinner="Loading the fine-tuned model...", max_entries=4)
+def _load_task_model(path: str, mtime: float):
+    """``checkpoint.load_checkpoint`` of a fine-tuned folder: (model in eval mode, tokenizer)."""
+    _set_threads()
+    ckpt = load_checkpoint(path, kind="finetuned")
+    return ckpt.model.eval(), ckpt.tokenizer
+
+
+def load_task_model(path: str | Path):
+    """(fine-tuned model, tokenizer) of a fine-tuned folder, cached; raises ``SMUCheckpointError``."""
+    p = Path(path)
+    return _load_task_model(str(p.resolve()), _weights_mtime(p))
 
 
 def untrained_masker_note(path: str | Path) -> str | None:
@@ -305,7 +308,7 @@ def model_choices() -> dict[str, Path]:
     out: dict[str, Path] = dict(DEMO_MODELS)
     if MODELS_DIR.is_dir():
         for d in sorted(MODELS_DIR.iterdir()):
-            if d.is_dir() and d not in out.values() and (d / "config.json").is_file():
+            if d.is_dir() and d not in out.values() and (d / CONFIG_NAME).is_file():
                 out[f"models/{d.name}"] = d
     try:
         for label, d in get_registry().model_dirs():
@@ -370,23 +373,11 @@ def mask_groups(ratio: float) -> int:
     return max(1, int(round(1.0 / float(ratio))))
 
 
-def picks_at(score, frozen, ratio: float) -> np.ndarray:
-    """The notes the masker picks at ``ratio``: the ``round(ratio * n)`` (at least 1) highest
-    scores among the ``n`` notes that are not frozen, ties to the lower note index: the
-    ``picked`` rule of ``explain.explain_piece`` (without a freeze book), from the scores alone."""
-    score = np.asarray(score, dtype=float)
-    frozen = np.asarray(frozen, dtype=bool)
-    free = np.flatnonzero(~frozen)
-    free = free[np.argsort(-score[free], kind="stable")]
-    k = min(len(free), max(1 if len(free) else 0, int(round(float(ratio) * len(free)))))
-    picked = np.zeros(len(score), dtype=bool)
-    picked[free[:k]] = True
-    return picked
-
-
 def with_picks(frame: pd.DataFrame, ratio: float) -> pd.DataFrame:
     """A copy of a table with ``score`` and ``frozen`` whose ``picked`` column is the pick at
-    ``ratio`` (:func:`picks_at`): a new ratio costs a sort, never a model pass."""
+    ``ratio`` (``explain.picks_at``): a new ratio costs a sort, never a model pass."""
+    from .explain import picks_at
+
     out = frame.copy()
     if len(out):
         out["picked"] = picks_at(out["score"].to_numpy(dtype=float),
@@ -405,74 +396,20 @@ def explain_cached(model_path: str, mtime: float, key: str, groups: int, seed: i
     return explain_piece(model, tokenizer, _piece, ratio=1.0 / groups, seed=seed)
 
 
-def masker_overlay(model, tokenizer, piece, ratio: float, freeze_top: float = 0.3,
-                   batch_size: int = 16) -> pd.DataFrame:
-    """The masker's view of a piece from ONE clean pass: the fast first view of Explore.
-
-    Same rules and numbers as the ``score`` / ``picked`` / ``frozen`` columns of
-    ``explain.explain_piece`` without a freeze book (tested against it): the
-    windows of ``tokenizer.encode_windows``; a note in several windows takes
-    its score from the window where it is farthest from an edge (first such
-    window on ties); ``frozen`` = the top ``freeze_top`` of the notes by score
-    (``round``); ``picked`` = the top ``ratio`` of the other notes
-    (``round``, at least 1). Ties keep the lower note index first. Returns
-    the piece's notes table plus ``score``, ``picked``, ``frozen``. When the
-    model's ``max_len`` is shorter than the tokenizer's, falls back to
-    ``explain_piece`` (which re-windows).
-    """
-    import torch
-
-    from .plots import piece_frame
-
-    df = piece_frame(piece)
-    n = len(df)
-    if tokenizer.config.max_len > model.config.max_len:
-        from .explain import explain_piece
-
-        full = explain_piece(model, tokenizer, piece, ratio=ratio, freeze_top=freeze_top)
-        return full[list(df.columns) + ["score", "picked", "frozen"]]
-    wins = tokenizer.encode_windows(piece)
-    score = np.zeros(n)
-    best = np.full(n, -1)
-    # batch windows of equal length only: no padding, so no attention mask and the fused kernels
-    by_len: dict[int, list[int]] = {}
-    for w, (wt, _) in enumerate(wins):
-        by_len.setdefault(len(wt), []).append(w)
-    win_scores: dict[int, np.ndarray] = {}
-    with torch.no_grad():
-        for L, members in by_len.items():
-            for i in range(0, len(members), batch_size):
-                chunk = members[i:i + batch_size]
-                tok = torch.from_numpy(np.stack([wins[w][0] for w in chunk]))
-                am = torch.ones(len(chunk), L, dtype=torch.bool)
-                s = torch.sigmoid(model(tok, am, masker=True)["masker_logits"].float()).numpy()
-                for r, w in enumerate(chunk):
-                    win_scores[w] = s[r]
-    for w, (_, ids) in enumerate(wins):  # in window order: the first window wins ties
-        pos = np.arange(len(ids))
-        cent = np.minimum(pos, len(ids) - 1 - pos)
-        better = cent > best[ids]
-        score[ids[better]] = win_scores[w][better]
-        best[ids[better]] = cent[better]
-    order = np.argsort(-score, kind="stable")
-    frozen = np.zeros(n, dtype=bool)
-    frozen[order[:int(round(freeze_top * n))]] = True
-    df["score"] = score
-    df["picked"] = picks_at(score, frozen, ratio)
-    df["frozen"] = frozen
-    return df
-
-
 @st.cache_data(show_spinner="Scoring the notes with the masker...", max_entries=32)
 def scores_cached(model_path: str, mtime: float, key: str, _piece: Any) -> pd.DataFrame:
-    """:func:`masker_overlay` of a piece (scores and frozen notes do not depend on the ratio)."""
+    """``explain.masker_view`` of a piece: the notes table with ``score`` / ``picked`` / ``frozen``
+    from one clean pass per window (scores and frozen notes do not depend on the ratio)."""
+    from .explain import masker_view
+
     model, tokenizer = _load_model(model_path, mtime)
-    return masker_overlay(model, tokenizer, _piece, DEFAULT_RATIO)
+    return masker_view(model, tokenizer, _piece, DEFAULT_RATIO)
 
 
 def overlay(model_path: str, data: bytes, piece, ratio: float) -> pd.DataFrame:
-    """:func:`masker_overlay` of a piece for a model folder at ``ratio``: one cached model pass
-    per piece and model; another ratio only re-derives ``picked`` (:func:`with_picks`)."""
+    """The masker's view (``explain.masker_view``) of a piece for a model folder at ``ratio``:
+    one cached model pass per piece and model; another ratio only re-derives ``picked``
+    (:func:`with_picks`)."""
     p = Path(model_path)
     return with_picks(scores_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), piece), ratio)
 
@@ -637,84 +574,18 @@ def rules_verdict(model_acc: dict[str, float], rules_acc: dict[str, dict[str, fl
     return "; ".join(lines) + ". " + summary if lines else summary
 
 
-FINETUNED_FORMAT = "smu_explain.finetuned"
-
-
-def is_finetuned(d: Path) -> bool:
-    """Whether folder ``d`` holds a fine-tuned model (its config.json has format
-    ``smu_explain.finetuned``); unreadable or missing configs are not."""
-    import json
-
-    try:
-        meta = json.loads((d / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("format") == FINETUNED_FORMAT
-
-
-def task_heads(model_path: str | Path) -> list[Path]:
-    """Fine-tuned task models kept with a model: the folder itself when it is a fine-tuned
-    model, and its sub-folders (and ``finetuned/*``) whose ``config.json`` has format
-    ``smu_explain.finetuned`` (as written by ``finetune.FineTuneModel.save_pretrained``)."""
-    p = Path(model_path)
-    found = [p] if is_finetuned(p) else []
-    for base in (p, p / "finetuned"):
-        if base.is_dir():
-            found += [d for d in sorted(base.iterdir()) if d.is_dir() and is_finetuned(d)]
-    return found
-
-
 @st.cache_data(show_spinner="Running the fine-tuned head...", max_entries=32)
 def downstream_cached(head_dir: str, mtime: float, key: str, _piece: Any) -> dict:
-    """Predictions of a fine-tuned model on a piece.
+    """``explain.predict_piece`` of a fine-tuned model on a piece (cached by folder and piece),
+    plus ``name`` (the folder's name)."""
+    from .explain import predict_piece
 
-    Sequence tasks: softmax averaged over the piece's windows -> ``classes``
-    as ``[(class, probability), ...]`` best first. Note tasks: per note the
-    softmax averaged over the windows holding it -> ``notes`` table with
-    ``pred`` and ``confidence`` columns, and ``classes`` = share of notes per
-    predicted class.
-    """
-    import torch
-
-    from .finetune import FineTuneModel
-    from .tokenizer import Tokenizer, TokenizerConfig
-
-    model = FineTuneModel.from_pretrained(head_dir).eval()
-    tok_cfg = model.info.get("tokenizer")
-    if not isinstance(tok_cfg, dict):
-        raise SMUCheckpointError(head_dir, "the fine-tuned model has no tokenizer config")
-    tokenizer = Tokenizer(TokenizerConfig.from_dict(tok_cfg))
-    n = len(_piece)
-    C = len(model.classes)
-    seq = np.zeros(C)
-    note_p = np.zeros((n, C))
-    note_k = np.zeros(n)
-    wins = tokenizer.encode_windows(_piece)
-    with torch.no_grad():
-        for w, ids in wins:
-            out = model(torch.from_numpy(w)[None], torch.ones(1, len(w), dtype=torch.bool))["logits"]
-            prob = torch.softmax(out.float(), dim=-1)[0].numpy()
-            if model.level == "sequence":
-                seq += prob
-            else:
-                note_p[ids] += prob
-                note_k[ids] += 1
-    result = {"task": model.task, "level": model.level, "name": Path(head_dir).name}
-    if model.level == "sequence":
-        seq /= max(1, len(wins))
-        order = np.argsort(-seq)
-        result["classes"] = [(model.classes[i], float(seq[i])) for i in order]
-    else:
-        note_p /= np.maximum(note_k, 1)[:, None]
-        pred = note_p.argmax(1)
-        result["notes"] = pd.DataFrame({"pred": [model.classes[i] for i in pred],
-                                        "confidence": note_p.max(1)})
-        counts = np.bincount(pred, minlength=C) / max(1, n)
-        result["classes"] = [(model.classes[i], float(counts[i])) for i in np.argsort(-counts)]
-    return result
+    model, tokenizer = _load_task_model(head_dir, mtime)
+    return {**predict_piece(model, tokenizer, _piece), "name": Path(head_dir).name}
 
 
 def downstream(head_dir: str | Path, data: bytes, piece) -> dict:
+    """:func:`downstream_cached` for a fine-tuned folder."""
     p = Path(head_dir)
     return downstream_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), piece)
 
@@ -789,7 +660,7 @@ def _warm(status: dict) -> None:
         except Exception as e:  # a missing model or a bad sample must not stop the rest
             status["errors"].append((what, f"{type(e).__name__}: {e}"))
 
-    models = [str(p) for p in DEMO_MODELS.values() if (p / "model.safetensors").is_file()]
+    models = [str(p) for p in DEMO_MODELS.values() if (p / WEIGHTS_NAME).is_file()]
     for m in models:
         step(f"load {Path(m).name}", load_model, m)
     samples = list_samples()

@@ -338,19 +338,18 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
 
     from . import data
     from .masker import StrategyConfig, make_strategy
-    from .model import MidiBert, ModelConfig, checkpoint_model_config, checkpoint_tokenizer
+    from .checkpoint import load_checkpoint
+    from .model import MidiBert, ModelConfig
     from .trainer import Trainer, install_stop_signals
 
     run = resolve_run_config(args.config)
     if args.resume:
-        meta = MidiBert.read_checkpoint_config(out)
+        # the run folder's model: its config, tokenizer and strategy (the weights come from checkpoint.pt)
+        ckpt = load_checkpoint(out, kind="pretrained")
         if not (out / "checkpoint.pt").is_file():
             raise SMUCheckpointError(out, "no checkpoint.pt to resume from")
-        if not isinstance(meta.get("tokenizer"), dict):
-            raise SMUCheckpointError(out / "config.json", 'no "tokenizer" section; cannot resume')
-        model_cfg = checkpoint_model_config(meta, out / "config.json")
-        tokenizer = checkpoint_tokenizer(meta, out / "config.json")
-        strat_cfg = dict(meta.get("strategy") or {})
+        model_cfg, tokenizer = ckpt.model.config, ckpt.tokenizer
+        strat_cfg = dict(ckpt.meta.get("strategy") or {})
         if strat_cfg.get("name", args.strategy) != args.strategy:
             raise SMUInputError(out, f"this run used --strategy {strat_cfg.get('name')}, not {args.strategy}")
         prev_train = out / "train_config.json"
@@ -498,12 +497,6 @@ def add_finetune_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _model_tokenizer(meta: dict[str, Any], where: Path):
-    from .model import checkpoint_tokenizer
-
-    return checkpoint_tokenizer(meta, where / "config.json")
-
-
 def cmd_finetune(args) -> int:
     progress = Path(args.progress) if args.progress else Path(args.out) / "progress.jsonl"
     _check_progress_path(progress)
@@ -513,8 +506,8 @@ def cmd_finetune(args) -> int:
 
 def _cmd_finetune_locked(args) -> int:
     from . import data
+    from .checkpoint import load_checkpoint
     from .finetune import build_model, finetune
-    from .model import MidiBert
 
     out = Path(args.out)
     if args.pretrained.lower() == "none":
@@ -524,8 +517,8 @@ def _cmd_finetune_locked(args) -> int:
             raise SMUInputError("--max-len", str(e)) from None
         pre = None
     else:
-        pre = Path(args.pretrained)
-        tokenizer = _model_tokenizer(MidiBert.read_checkpoint_config(pre), pre)
+        pre = load_checkpoint(Path(args.pretrained), kind="pretrained")
+        tokenizer = pre.tokenizer
     defaults = {"epochs": 10, "steps": None, "eval_every": 0, "checkpoint_every": 0, "batch_size": 16}
     cfg = _train_config(args, {}, str(out), defaults)
     sets, classes = task_datasets(args, args.task, tokenizer, augment=args.augment, seed=cfg.seed)
@@ -537,7 +530,7 @@ def _cmd_finetune_locked(args) -> int:
     model = build_model(args.task, classes, pretrained=pre, vocab_sizes=tokenizer.vocab_sizes,
                         attributes=tokenizer.attributes, size=args.size, max_len=tokenizer.config.max_len,
                         seed=cfg.seed)
-    model.info["tokenizer"] = tokenizer.config.to_dict()
+    model.checkpoint_info["tokenizer"] = tokenizer.config.to_dict()
     progress = Path(args.progress) if args.progress else out / "progress.jsonl"
     res = finetune(args.task, model, train, val, cfg, test_set=test, mask_ratio=args.mask_ratio,
                    eval_mask=args.eval_mask, patience=args.patience, collate_fn=data.collate,
@@ -592,15 +585,14 @@ def add_evaluate_parser(sub) -> argparse.ArgumentParser:
 
 
 def cmd_evaluate(args) -> int:
-    from .finetune import FINETUNED_FORMAT, FineTuneModel, evaluate_model
-    from .model import MidiBert
+    from .checkpoint import load_checkpoint
+    from .finetune import evaluate_model
     from .io import atomic_write_text
 
     where = Path(args.model)
-    meta = MidiBert.read_checkpoint_config(where)
-    tokenizer = _model_tokenizer(meta, where)
-    if meta.get("format") == FINETUNED_FORMAT:
-        model = FineTuneModel.from_pretrained(where)
+    ckpt = load_checkpoint(where)
+    model, tokenizer = ckpt.model, ckpt.tokenizer
+    if ckpt.kind == "finetuned":
         task = args.task or model.task
         if task != model.task:
             raise SMUInputError(where, f"this model was fine-tuned for {model.task}, not {task}")
@@ -613,12 +605,11 @@ def cmd_evaluate(args) -> int:
                                                                   f"{model.classes}")
         res = evaluate_model(model, ds, batch_size=args.batch_size, eval_mask=args.eval_mask, seed=args.seed)
         full = {"task": task, "level": model.level, "classes": model.classes, "eval_mask": args.eval_mask,
-                "mask_finetune_ratio": (meta.get("finetune") or {}).get("mask_finetune_ratio", 0.0), args.on: res}
+                "mask_finetune_ratio": (ckpt.meta.get("finetune") or {}).get("mask_finetune_ratio", 0.0), args.on: res}
         _print_scores(full, (args.on,))
     else:
         from .explain import recovery_accuracy
 
-        model = MidiBert.from_pretrained(where)
         if args.paths:
             ds, _, skipped = file_datasets(args.paths, tokenizer, 0.0, args.seed, False, _cache(args), args.limit)
             _print_skipped(skipped)
@@ -680,21 +671,15 @@ def add_explain_parser(sub) -> argparse.ArgumentParser:
 
 
 def cmd_explain(args) -> int:
+    from .checkpoint import load_checkpoint
     from .explain import explain_piece
-    from .model import MidiBert
     from .io import atomic_write_text
 
     if not 0 < args.ratio <= 1:
         raise SMUInputError("--ratio", f"must be in (0, 1], got {args.ratio}")
-    from .finetune import FINETUNED_FORMAT
-
-    where = Path(args.model)
-    meta = MidiBert.read_checkpoint_config(where)
-    if meta.get("format") == FINETUNED_FORMAT:
-        raise SMUInputError(where, "is a fine-tuned model; explain needs a pre-trained one (its masker and "
-                                   "attribute heads), e.g. the folder given to finetune --from")
-    tokenizer = _model_tokenizer(meta, where)
-    model = MidiBert.from_pretrained(where)
+    # a fine-tuned folder is refused: explain needs the masker and attribute heads of a pre-trained one
+    ckpt = load_checkpoint(Path(args.model), kind="pretrained")
+    model, tokenizer = ckpt.model, ckpt.tokenizer
     piece = tokenizer.read(args.piece)
     print(f"explaining {len(piece.pitch)} notes of {args.piece} ...", file=sys.stderr)
     df = explain_piece(model.eval(), tokenizer, piece, ratio=args.ratio, top_k=args.top_k, seed=args.seed)

@@ -45,9 +45,6 @@ from .masker import n_to_pick, validate
 from .model import unwrap
 from .tokenizer import MASK_ID, N_SPECIAL, PAD_ID
 
-NOTE_COLUMNS = ["note", "pitch", "velocity", "track", "program", "start_sec", "end_sec",
-                "onset_q", "duration_q", "bar", "beat"]
-
 
 def decode_values(tokenizer, attribute: str, ids) -> np.ndarray:
     """Token ids of one attribute -> musical values (see module docstring); specials -> NaN/-1."""
@@ -142,7 +139,14 @@ def _frozen_picked(score: np.ndarray, ratio: float, freeze_book, piece_id, freez
         frozen[: min(N, len(fb))] = fb[:N]
     else:
         frozen = _top_fraction(score, np.ones(N, dtype=bool), freeze_top, at_least_one=False)
-    return frozen, _top_fraction(score, ~frozen, ratio, at_least_one=True)
+    return frozen, picks_at(score, frozen, ratio)
+
+
+def picks_at(score, frozen, ratio: float) -> np.ndarray:
+    """The ``picked`` rule: the round(ratio * n) (at least 1) highest scores among the n notes
+    that are not ``frozen``, ties to the lower note index (a new ratio costs a sort, no model pass)."""
+    return _top_fraction(np.asarray(score, dtype=float), ~np.asarray(frozen, dtype=bool), ratio,
+                         at_least_one=True)
 
 
 def _check(m, tokenizer, ratio: float, freeze_book, piece_id) -> None:
@@ -163,7 +167,7 @@ def masker_view(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None, 
     numbers) from one clean pass per window: the cheap view (no recovery passes)."""
     m = unwrap(model)
     _check(m, tokenizer, ratio, freeze_book, piece_id)
-    df = piece.to_dataframe()[NOTE_COLUMNS].reset_index(drop=True)
+    df = piece.notes_table()
     N = len(df)
     if N == 0:
         return df.assign(score=pd.Series(dtype=float), picked=pd.Series(dtype=bool),
@@ -196,7 +200,7 @@ def explain_piece(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None
     device = next(m.parameters()).device
     A = len(attrs)
 
-    df = piece.to_dataframe()[NOTE_COLUMNS].reset_index(drop=True)
+    df = piece.notes_table()
     N = len(df)
     if N == 0:
         for col, dt in [("score", float), ("picked", bool), ("frozen", bool)]:
@@ -547,6 +551,54 @@ def predict_task(model, tokenizer, piece, target: int | None = None) -> dict[str
             "n_windows": len(counted)}
 
 
+@torch.no_grad()
+def predict_piece(model, tokenizer, piece) -> dict[str, Any]:
+    """A fine-tuned model's predictions on a whole piece, averaged like finetune evaluates:
+    ``{"task", "level", "classes", "probs"}`` (+ ``"notes"`` for note tasks).
+
+    Sequence tasks: ``probs`` (C,) = the softmax averaged over the piece's windows;
+    ``classes`` = ``[(class, probability), ...]`` best first. Note tasks: ``probs`` (N, C) =
+    per note the softmax averaged over the windows holding it; ``notes`` = a table with the
+    predicted class ``pred`` and its probability ``confidence`` per note; ``classes`` = the share
+    of notes per predicted class, best first. One plain forward pass per window (the windows
+    of :func:`predict_task`, which explains one prediction through the attribution path)."""
+    if not _is_task_model(model):
+        raise _SMUInputError("model", "piece predictions need a fine-tuned model (finetune.FineTuneModel)")
+    enc = _encoder_of(model)
+    _check(enc, tokenizer, 0.15, None, None)
+    n, C = len(piece), len(model.classes)
+    wins = _windows(tokenizer, piece, tokenizer.encode(piece), enc.config.max_len) if n else []
+    device = next(model.parameters()).device
+    seq, note_p, note_k = np.zeros(C), np.zeros((n, C)), np.zeros(n)
+    was = model.training
+    model.eval()
+    try:
+        for w, ids in wins:
+            tok = torch.from_numpy(w)[None].to(device)
+            out = model(tok, torch.ones(1, len(w), dtype=torch.bool, device=device))["logits"]
+            prob = torch.softmax(out.float(), dim=-1)[0].cpu().numpy()
+            if model.level == "sequence":
+                seq += prob
+            else:
+                note_p[ids] += prob
+                note_k[ids] += 1
+    finally:
+        model.train(was)
+    result: dict[str, Any] = {"task": model.task, "level": model.level}
+    if model.level == "sequence":
+        seq /= max(1, len(wins))
+        result["probs"] = seq
+        result["classes"] = [(model.classes[i], float(seq[i])) for i in np.argsort(-seq)]
+    else:
+        note_p /= np.maximum(note_k, 1)[:, None]
+        pred = note_p.argmax(1)
+        result["probs"] = note_p
+        result["notes"] = pd.DataFrame({"pred": [model.classes[i] for i in pred], "confidence": note_p.max(1)})
+        counts = np.bincount(pred, minlength=C) / max(1, n)
+        result["classes"] = [(model.classes[i], float(counts[i])) for i in np.argsort(-counts)]
+    return result
+
+
 def attribute_notes(model, tokenizer, piece, target: int | None = None, method: str = "ig", steps: int = 16,
                     *, cls: int | str | None = None, output: str = "prob", batch_size: int = 16,
                     precision: str = "fp32", max_notes: int | None = None, seed: int = 0) -> pd.DataFrame:
@@ -559,7 +611,7 @@ def attribute_notes(model, tokenizer, piece, target: int | None = None, method: 
     a uniform random sample (``seed``) of at most this many of the notes in counted windows,
     each in every counted window that holds it; the others get NaN and ``measured`` False
     (None = every note).
-    Returns the notes table (``NOTE_COLUMNS``) plus ``attribution``, ``in_window`` (the note
+    Returns the notes table (``Piece.notes_table``) plus ``attribution``, ``in_window`` (the note
     lies in a counted window) and ``measured`` (it has an attribution); ``df.attrs`` holds ``method``,
     ``class``, ``class_index``, ``output``, ``value`` (f(x), piece level), ``baseline_value``
     (f(all-MASK)), ``completeness_gap`` (sum of attributions - (value - baseline_value); IG),
@@ -619,7 +671,7 @@ def attribute_notes(model, tokenizer, piece, target: int | None = None, method: 
     K = max(1, len(counted))
     attr /= K
     attr[in_win & ~measured] = np.nan
-    df = piece.to_dataframe()[NOTE_COLUMNS].reset_index(drop=True)
+    df = piece.notes_table()
     df["attribution"] = attr
     df["in_window"] = in_win
     df["measured"] = measured
@@ -766,7 +818,7 @@ def masker_occlusion(model, tokenizer, piece, note: int, *, batch_size: int = 32
     finally:
         enc.train(was)
     change[p] = 0.0
-    df = piece.to_dataframe()[NOTE_COLUMNS].reset_index(drop=True)
+    df = piece.notes_table()
     full = np.zeros(len(piece))
     full[ids] = change
     inw = np.zeros(len(piece), dtype=bool)

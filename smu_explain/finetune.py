@@ -31,9 +31,10 @@ Rules:
 - Early stopping on the validation ``val_acc`` (patience in evaluations; equal
   accuracies are decided by the lower ``val_loss``); the best weights are kept and
   are what is saved and tested.
-- Saving: ``config.json`` (format ``smu_explain.finetuned``: encoder config, task,
-  classes, head settings, tokenizer, results) + ``model.safetensors``; loading reads
-  only JSON and safetensors (``SMUCheckpointError`` on anything else).
+- Saving and loading are checkpoint.py's: ``config.json`` (format ``smu_explain.finetuned``:
+  encoder config, task, classes, head settings, results) + ``model.safetensors`` +
+  ``tokenizer.json``; loading reads only JSON and safetensors (``SMUCheckpointError``
+  on anything else).
 """
 
 from __future__ import annotations
@@ -49,11 +50,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import SMUCheckpointError, SMUInputError
-from .io import atomic_write_text, default_file_mode
-from .model import (
-    CONFIG_NAME, WEIGHTS_NAME, MidiBert, ModelConfig, check_weights_header, checkpoint_model_config,
-)
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .errors import SMUInputError
+from .io import atomic_write_text
+from .model import MidiBert, ModelConfig
 from .trainer import (
     Callback, EarlyStopping, Trainer, TrainConfig, sample_generator,
 )
@@ -63,8 +63,6 @@ try:
 except ModuleNotFoundError:  # pragma: no cover - tokenizer.py is part of the package
     MASK_ID = 1
 
-FINETUNED_FORMAT = "smu_explain.finetuned"
-FINETUNED_VERSION = 1
 IGNORE_INDEX = -100
 
 
@@ -159,7 +157,9 @@ class FineTuneModel(nn.Module):
             self.head: nn.Module = TokenHead(d, len(classes), head_hidden, dropout)
         else:
             self.head = SequenceHead(d, len(classes), head_hidden, dropout, pool_hops)
-        self.info: dict[str, Any] = dict(info or {})
+        # metadata saved with the model (``info``; config.json's other keys, "tokenizer": its config
+        # dict), the same attribute as MidiBert.checkpoint_info
+        self.checkpoint_info: dict[str, Any] = dict(info or {})
 
     @property
     def config(self) -> ModelConfig:
@@ -176,68 +176,15 @@ class FineTuneModel(nn.Module):
         return {"head_hidden": self.head_hidden, "dropout": self.dropout, "pool_hops": self.pool_hops}
 
     def save_pretrained(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-        """``config.json`` + ``model.safetensors`` (weights first, each replaced atomically)."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        meta = {"format": FINETUNED_FORMAT, "format_version": FINETUNED_VERSION,
-                "model": self.encoder.config.to_dict(), "task": self.task, "level": self.level,
-                "classes": self.classes, "head": self.head_config()}
-        meta.update({k: v for k, v in self.info.items() if k not in meta})
-        meta.update({k: v for k, v in (extra or {}).items() if k not in ("format", "format_version", "model")})
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        tmp = directory / f".{WEIGHTS_NAME}.tmp{os.getpid()}"
-        try:
-            save_file(state, str(tmp), metadata={"format": FINETUNED_FORMAT})
-            os.chmod(tmp, default_file_mode())  # safetensors writes 0o600
-            os.replace(tmp, directory / WEIGHTS_NAME)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2, default=_plain))
-        return directory
+        """Write the checkpoint folder (``checkpoint.save_checkpoint``): config.json (format
+        ``smu_explain.finetuned``, encoder config, task, classes, head, ``checkpoint_info``,
+        ``extra``), model.safetensors and tokenizer.json (the "tokenizer" of ``checkpoint_info``)."""
+        return save_checkpoint(directory, self, extra)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "FineTuneModel":
-        """Load a folder written by ``save_pretrained`` (JSON + safetensors only)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        meta = MidiBert.read_checkpoint_config(directory)
-        if meta.get("format") != FINETUNED_FORMAT:
-            raise SMUCheckpointError(directory, "not a fine-tuned model (config.json format is "
-                                                f"{meta.get('format')!r}); use MidiBert.from_pretrained")
-        weights = directory / WEIGHTS_NAME
-        if not weights.is_file():
-            raise SMUCheckpointError(directory, f"no {WEIGHTS_NAME} in the checkpoint folder")
-        config = checkpoint_model_config(meta, directory / CONFIG_NAME)
-        try:
-            head = meta.get("head", {})
-            info = {k: v for k, v in meta.items()
-                    if k not in ("format", "format_version", "model", "task", "level", "classes", "head")}
-
-            def build():
-                return cls(MidiBert(config), meta["task"], meta["classes"], head.get("head_hidden", 256),
-                           head.get("dropout", 0.1), head.get("pool_hops", 4), info=info)
-
-            # sizes checked against the weights file's header (meta device) before allocating
-            check_weights_header(weights, build)
-            model = build()
-        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
-            if isinstance(e, SMUCheckpointError):
-                raise
-            raise SMUCheckpointError(directory / CONFIG_NAME, f"invalid fine-tuned config ({e})") from None
-        try:
-            state = load_file(str(weights), device="cpu")
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise SMUCheckpointError(weights, f"corrupt or unreadable safetensors file ({e})") from None
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise SMUCheckpointError(weights, f"weights do not match config.json ({str(e).splitlines()[0]})") from None
-        return model.to(map_location)
+        """Load a fine-tuned folder (``checkpoint.load_checkpoint``: JSON + safetensors only)."""
+        return load_checkpoint(directory, map_location, kind="finetuned", require_tokenizer=False).model
 
 
 def _plain(o: Any) -> Any:
@@ -248,16 +195,20 @@ def _plain(o: Any) -> Any:
     return str(o)
 
 
-def build_model(task: str, classes: Sequence[str], pretrained: str | os.PathLike | None = None,
+def build_model(task: str, classes: Sequence[str], pretrained: str | os.PathLike | Checkpoint | None = None,
                 vocab_sizes: Sequence[int] | None = None, attributes: Sequence[str] | None = None,
                 size: str = "small", max_len: int = 512, seed: int = 0, **head_kw: Any) -> FineTuneModel:
-    """Encoder from ``pretrained`` (a ``save_pretrained`` folder) or fresh (``size``), plus the head.
+    """Encoder from ``pretrained`` (a pre-trained checkpoint folder, or its loaded ``Checkpoint``)
+    or fresh (``size``), plus the head.
 
     The head's initial weights come from ``torch.manual_seed(seed)``.
     """
     if pretrained is not None:
-        encoder = MidiBert.from_pretrained(pretrained)
-        info = {"pretrained": str(pretrained), "tokenizer": encoder.checkpoint_info.get("tokenizer")}
+        ckpt = pretrained if isinstance(pretrained, Checkpoint) else load_checkpoint(
+            pretrained, kind="pretrained", require_tokenizer=False)
+        encoder = ckpt.encoder
+        info = {"pretrained": str(ckpt.folder),
+                "tokenizer": ckpt.tokenizer.config.to_dict() if ckpt.tokenizer is not None else None}
     else:
         if vocab_sizes is None or attributes is None:
             raise ValueError("a fresh encoder needs vocab_sizes and attributes")
@@ -509,7 +460,7 @@ def finetune(task: str, model: FineTuneModel, train_set, val_set, config: TrainC
                   seed=cfg.seed, collate_fn=collate_fn, device=dev)
     results: dict[str, Any] = {
         "task": task, "level": spec.level, "classes": list(model.classes),
-        "pretrained": model.info.get("pretrained"),
+        "pretrained": model.checkpoint_info.get("pretrained"),
         "mask_finetune_ratio": mask_ratio, "eval_mask": bool(eval_mask),
         "best_step": keep.step, "stopped": run["message"], "steps": run["step"],
         "val": evaluate_model(model, val_set, **common),

@@ -12,8 +12,9 @@
   the whole new one.
 - ``read_jsonl``: the bounded, tolerant reader of JSONL progress files.
 
-Checkpoints (``trainer.atomic_torch_save``, ``MidiBert.save_pretrained``) keep their
-own writers: they need torch and their own error semantics.
+Checkpoints keep their own writers for the weights (``trainer.atomic_torch_save``;
+``checkpoint.save_checkpoint`` for model.safetensors, whose JSON files go through
+``atomic_write_text``): they need torch and their own error semantics.
 """
 
 from __future__ import annotations

@@ -40,9 +40,10 @@ Rules (see docs/ARCHITECTURE.md "Model"):
 - ``masker(hidden)``: linear d_model -> masker_hidden, ReLU, linear -> 1, sigmoid:
   one score in (0, 1) per token. ``masker_logits`` is the same before the sigmoid
   (use it with ``binary_cross_entropy_with_logits``).
-- Checkpoints are a folder with ``config.json`` and ``model.safetensors``;
-  nothing is ever unpickled. Anything else (missing, corrupt, pickled, shape or
-  key mismatch) raises ``SMUCheckpointError``.
+- Saving and loading are ``checkpoint.py``'s (``save_pretrained`` / ``from_pretrained``
+  call it): a folder with ``config.json``, ``model.safetensors`` and ``tokenizer.json``;
+  nothing is ever unpickled; anything else (missing, corrupt, pickled, shape or key
+  mismatch) raises ``SMUCheckpointError``.
 """
 
 from __future__ import annotations
@@ -51,8 +52,6 @@ import json
 import math
 import operator
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -61,15 +60,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import SMUCheckpointError
-from .io import default_file_mode
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-CHECKPOINT_FORMAT = "smu_explain.midibert"
-CHECKPOINT_VERSION = 1
-# File names that hold pickles (torch.save / pickle): refused, never opened.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+from .checkpoint import load_checkpoint, save_checkpoint
 
 
 # ----------------------------------------------------------------------------- config
@@ -443,202 +434,23 @@ class MidiBert(nn.Module):
 
     # --------------------------------------------------------------- save / load
     def save_pretrained(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` into ``directory``, atomically.
-
-        ``config.json`` = {"format", "format_version", "model": <ModelConfig>, **extra}
-        (``extra`` carries e.g. "tokenizer" (its config dict), "strategy", "training_data").
-        A new folder is written as a temporary sibling and renamed into place; an
-        existing folder gets each file replaced atomically (weights first, then config).
-        Other files in an existing folder are left alone.
+        """Write the checkpoint folder (``checkpoint.save_checkpoint``): ``config.json``
+        ({"format", "format_version", "model": <ModelConfig>, **extra}), ``model.safetensors``
+        and, when ``extra`` has a "tokenizer" (config dict), ``tokenizer.json``; atomically.
+        ``extra`` carries e.g. "strategy", "training_data"; reserved keys raise ``ValueError``.
         """
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        extra = dict(extra or {})
-        for reserved in ("format", "format_version", "model"):
-            if reserved in extra:
-                raise ValueError(f"extra may not set the reserved key {reserved!r}")
-        meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
-                "model": self.config.to_dict(), **extra}
-        text = json.dumps(meta, indent=2, default=_json_default)
-        # contiguous CPU copies; safetensors refuses shared/non-contiguous storage.
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        if not directory.exists():
-            tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-            try:
-                save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": CHECKPOINT_FORMAT})
-                os.chmod(tmp / WEIGHTS_NAME, default_file_mode())  # safetensors creates it 0o600
-                _write_text(tmp / CONFIG_NAME, text)
-                _fsync_path(tmp / WEIGHTS_NAME)
-                os.replace(tmp, directory)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-        else:
-            tmp_w = directory / f".{WEIGHTS_NAME}.tmp{os.getpid()}"
-            tmp_c = directory / f".{CONFIG_NAME}.tmp{os.getpid()}"
-            try:
-                save_file(state, str(tmp_w), metadata={"format": CHECKPOINT_FORMAT})
-                os.chmod(tmp_w, default_file_mode())
-                _fsync_path(tmp_w)
-                _write_text(tmp_c, text)
-                os.replace(tmp_w, directory / WEIGHTS_NAME)
-                os.replace(tmp_c, directory / CONFIG_NAME)
-            finally:
-                for t in (tmp_w, tmp_c):
-                    if t.exists():
-                        t.unlink()
-        return directory
-
-    @staticmethod
-    def read_checkpoint_config(directory: str | os.PathLike) -> dict[str, Any]:
-        """The parsed ``config.json`` of a checkpoint folder (model config + tokenizer + extra)."""
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise SMUCheckpointError(directory, "checkpoint folder not found")
-        cfg_path = directory / CONFIG_NAME
-        if not cfg_path.is_file():
-            if not (directory / WEIGHTS_NAME).is_file():
-                _refuse_pickles(directory)
-            raise SMUCheckpointError(directory, f"no {CONFIG_NAME} in the checkpoint folder")
-        try:
-            if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
-                raise SMUCheckpointError(cfg_path, f"config.json is larger than {MAX_CONFIG_BYTES} bytes")
-            meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise SMUCheckpointError(cfg_path, f"cannot read config.json ({e.strerror or e})") from None
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise SMUCheckpointError(cfg_path, f"config.json is not valid JSON ({e})") from None
-        if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
-            raise SMUCheckpointError(cfg_path, 'config.json has no "model" section; not a smu_explain checkpoint')
-        return meta
+        return save_checkpoint(directory, self, extra)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "MidiBert":
-        """Load a folder written by ``save_pretrained``. Reads only JSON and safetensors.
-
-        Raises ``SMUCheckpointError`` when the folder is missing, holds only a pickle
-        (pytorch_model.bin, *.pt, *.pkl, ...: refused, never opened), or its
-        config/weights are broken, incomplete or of the wrong shapes.
-        The extra keys of config.json are kept in ``model.checkpoint_info``.
-        """
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise SMUCheckpointError(directory, "checkpoint folder not found")
-        weights = directory / WEIGHTS_NAME
-        if not weights.is_file():
-            _refuse_pickles(directory)
-            raise SMUCheckpointError(directory, f"no {WEIGHTS_NAME} in the checkpoint folder")
-        meta = cls.read_checkpoint_config(directory)
-        config = checkpoint_model_config(meta, directory / CONFIG_NAME)
-        # Sizes are checked against the weights file's header before anything is allocated.
-        check_weights_header(weights, lambda: cls(config))
-
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        try:
-            state = load_file(str(weights), device="cpu")
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise SMUCheckpointError(weights, f"corrupt or unreadable safetensors file ({e})") from None
-
-        model = cls(config)
-        model.load_state_dict(state, strict=True)
-        model.checkpoint_info = {k: v for k, v in meta.items() if k != "model"}
-        return model.to(map_location)
+        """Load a pre-trained folder (``checkpoint.load_checkpoint``, JSON and safetensors only;
+        ``SMUCheckpointError`` on anything missing, broken, pickled or of the wrong shapes).
+        The metadata saved with it (config.json's other keys, the tokenizer config) is kept in
+        ``model.checkpoint_info``."""
+        return load_checkpoint(directory, map_location, kind="pretrained", require_tokenizer=False).model
 
 
 # ----------------------------------------------------------------------------- helpers
-
-MAX_CONFIG_BYTES = 16 * 1024 * 1024
-
-
-def _refuse_pickles(directory: Path) -> None:
-    """SMUCheckpointError if ``directory`` holds pickle weights (never opened)."""
-    try:
-        pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
-    except OSError:
-        return
-    if pickles:
-        raise SMUCheckpointError(
-            directory,
-            f"holds pickle weights ({', '.join(pickles)}) and no {WEIGHTS_NAME}; pickle files can run "
-            "arbitrary code when loaded, so smu_explain refuses them. Convert them to safetensors "
-            "in a trusted environment, or re-train/re-save with smu_explain.")
-
-
-def checkpoint_model_config(meta: dict[str, Any], where: str | os.PathLike) -> ModelConfig:
-    """The ``ModelConfig`` of a checkpoint's config.json; ``SMUCheckpointError`` naming ``where``."""
-    try:
-        return ModelConfig.from_dict(meta["model"])
-    except (TypeError, ValueError, KeyError) as e:
-        raise SMUCheckpointError(where, f"invalid model config: {e}") from None
-
-
-def checkpoint_tokenizer(meta: dict[str, Any], where: str | os.PathLike):
-    """The ``Tokenizer`` of a checkpoint's "tokenizer" section, checked against its model config.
-
-    ``SMUCheckpointError`` naming ``where`` when the section is missing or invalid, or its
-    attributes / vocabularies / window length do not fit the model.
-    """
-    from .tokenizer import Tokenizer, TokenizerConfig
-
-    config = checkpoint_model_config(meta, where)
-    tok = meta.get("tokenizer")
-    if not isinstance(tok, dict):
-        raise SMUCheckpointError(where, 'no "tokenizer" section; cannot tokenize data for this model')
-    try:
-        tokenizer = Tokenizer(TokenizerConfig.from_dict(tok))
-    except (TypeError, ValueError, KeyError) as e:
-        raise SMUCheckpointError(where, f"invalid tokenizer section: {e}") from None
-    attrs, vocab = list(tokenizer.attributes), [int(v) for v in tokenizer.vocab_sizes]
-    if attrs != config.attributes or vocab != config.vocab_sizes:
-        raise SMUCheckpointError(
-            where, f"the tokenizer section does not match the model: tokenizer attributes {attrs} with "
-                   f"vocabularies {vocab}, model {config.attributes} with {config.vocab_sizes}")
-    if tokenizer.config.max_len > config.max_len:
-        raise SMUCheckpointError(where, f"the tokenizer's windows ({tokenizer.config.max_len} tokens) are "
-                                        f"longer than the model's max_len ({config.max_len})")
-    return tokenizer
-
-
-def weights_header(weights: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], str]]:
-    """{tensor name: (shape, dtype)} from a safetensors file's header; no tensor data is read."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(weights), framework="pt", device="cpu") as f:
-            out = {}
-            for k in f.keys():
-                sl = f.get_slice(k)
-                out[k] = (tuple(int(d) for d in sl.get_shape()), str(sl.get_dtype()))
-            return out
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise SMUCheckpointError(weights, f"corrupt or unreadable safetensors file ({e})") from None
-
-
-def check_weights_header(weights: str | os.PathLike, build: Callable[[], nn.Module]) -> None:
-    """Compare the tensor names and shapes of ``weights`` with those of ``build()``, built on
-    the meta device (no memory allocated). ``SMUCheckpointError`` on any difference."""
-    header = weights_header(weights)
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
-    missing = sorted(set(expected) - set(header))
-    unexpected = sorted(set(header) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing tensors {_few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected tensors {_few(unexpected)}")
-        raise SMUCheckpointError(weights, "weights do not match config.json: " + "; ".join(parts))
-    bad = [f"{k} {header[k][0]} != {v}" for k, v in expected.items() if header[k][0] != v]
-    if bad:
-        raise SMUCheckpointError(weights, f"tensor shapes do not match config.json: {_few(bad)}")
-    if any(not dt.startswith(("F", "BF")) for _, dt in header.values()):
-        raise SMUCheckpointError(weights, "weights must be floating point tensors")
-
 
 def unwrap(model: nn.Module) -> MidiBert:
     """The MidiBert inside a DDP / torch.compile wrapper (or the model itself; any module
@@ -650,34 +462,3 @@ def unwrap(model: nn.Module) -> MidiBert:
         if inner is None:
             raise TypeError(f"expected a MidiBert (possibly wrapped), got {type(model).__name__}")
         model = inner
-
-
-def _few(items: list[str], n: int = 5) -> str:
-    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if hasattr(o, "__dataclass_fields__"):
-        return asdict(o)
-    raise TypeError(f"cannot store {type(o).__name__} in config.json")
-
-
-def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -29,7 +29,7 @@ Rules every builder follows:
 Notes tables follow the explain-table contract of ``ARCHITECTURE.md``:
 ``note, pitch, velocity, track, onset_q, duration_q, bar, beat`` and, when a
 model has been run, ``score, picked, frozen, correct_<attr>, pred_<attr>,
-topk_<attr>``. :func:`piece_frame` turns a ``Piece`` into such a table.
+topk_<attr>``. ``Piece.notes_table()`` (tokenizer.py) is such a table.
 """
 
 from __future__ import annotations
@@ -60,7 +60,6 @@ __all__ = [
     "display_table",
     "readable_column",
     "readable_table",
-    "piece_frame",
     "reconstruction_frame",
     "piano_roll",
     "masking_draw_figure",
@@ -177,22 +176,6 @@ def stat_label(column: str) -> str:
 
 
 # ---------------------------------------------------------------- tables
-
-def piece_frame(piece) -> pd.DataFrame:
-    """Notes table of a ``Piece`` (duck-typed: needs the arrays named in ARCHITECTURE.md).
-
-    Columns: ``note`` (0..N-1), ``pitch``, ``velocity``, ``program``, ``track``,
-    ``start_sec``, ``end_sec``, ``onset_q``, ``duration_q``, ``bar``, ``beat``.
-    """
-    n = len(piece.pitch)
-    cols = {"note": np.arange(n)}
-    for name in ("pitch", "velocity", "program", "track", "start_sec", "end_sec",
-                 "onset_q", "duration_q", "bar", "beat"):
-        value = getattr(piece, name, None)
-        if value is not None:
-            cols[name] = np.asarray(value)
-    return pd.DataFrame(cols)
-
 
 def _track_names(piece_or_names) -> list[str] | None:
     if piece_or_names is None:

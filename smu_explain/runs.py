@@ -44,6 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from .checkpoint import is_checkpoint
 from .errors import SMUInputError
 from .io import JSONL_MAX_BYTES, JSONL_MAX_LINE, atomic_write_text, read_jsonl  # noqa: F401
 
@@ -471,6 +472,6 @@ class RunRegistry:
         out = []
         for r in reversed(self.list()):
             d = Path(r.out_dir)
-            if (d / "config.json").is_file() and (d / "model.safetensors").is_file():
+            if is_checkpoint(d):
                 out.append((f"run {r.label}", d))
         return out

@@ -131,6 +131,7 @@ __all__ = [
     "PAD_ID",
     "MASK_ID",
     "N_SPECIAL",
+    "NOTE_COLUMNS",
     "TRANSPOSE_RANGE",
     "MIDI_EXTENSIONS",
     "SCORE_EXTENSIONS",
@@ -147,6 +148,9 @@ PAD_ID = 0
 MASK_ID = 1
 N_SPECIAL = 2
 
+# The notes table of a piece (``Piece.notes_table``): the first columns of every per-note table.
+NOTE_COLUMNS = ["note", "pitch", "velocity", "track", "program", "start_sec", "end_sec",
+                "onset_q", "duration_q", "bar", "beat"]
 TOKENIZER_VERSION = 1  # part of TokenizerConfig.hash(): bump when encoding rules change
 
 TRANSPOSE_RANGE = tuple(range(-6, 6))  # -6..+5 semitones
@@ -202,26 +206,19 @@ class Piece:
     def n_notes(self) -> int:
         return len(self)
 
-    def to_dataframe(self):
-        """One row per note (pandas), columns named like the fields."""
+    def notes_table(self):
+        """The notes table (pandas): one row per note, the columns ``NOTE_COLUMNS`` (``note`` =
+        0..N-1, the note's index in the piece, then the fields of the same names). The one
+        builder of it: explain tables, the app's piano rolls and plots start from it."""
         import pandas as pd
 
-        return pd.DataFrame(
-            {
-                "note": np.arange(len(self)),
-                "pitch": self.pitch,
-                "velocity": self.velocity,
-                "track": self.track,
-                "program": self.program,
-                "note_index": self.note_index,
-                "start_sec": self.start_sec,
-                "end_sec": self.end_sec,
-                "onset_q": self.onset_q,
-                "duration_q": self.duration_q,
-                "bar": self.bar,
-                "beat": self.beat,
-            }
-        )
+        return pd.DataFrame({c: np.arange(len(self)) if c == "note" else getattr(self, c) for c in NOTE_COLUMNS})
+
+    def to_dataframe(self):
+        """:meth:`notes_table` plus ``note_index`` (the note's index in its source track)."""
+        df = self.notes_table()
+        df.insert(NOTE_COLUMNS.index("program") + 1, "note_index", self.note_index)
+        return df
 
     def subset(self, idx) -> "Piece":
         """A Piece with only the notes ``idx`` (same grid and metadata)."""

@@ -708,8 +708,9 @@ class Trainer:
     def __init__(self, model: nn.Module, objective: Any, train_set, val_set=None,
                  config: TrainConfig | None = None, callbacks: Iterable[Callback] = (),
                  collate_fn: Callable | None = None, save_extra: dict[str, Any] | None = None):
-        """``save_extra``: extra keys for the model folder's config.json (e.g. "tokenizer",
-        "strategy"), written with ``model.save_pretrained`` at every checkpoint."""
+        """``save_extra``: extra keys for the model folder (e.g. "strategy" for config.json, and
+        "tokenizer", which ``checkpoint.save_checkpoint`` writes as tokenizer.json), written with
+        ``model.save_pretrained`` at every checkpoint."""
         self.config = (config or TrainConfig()).validate()
         self.save_extra = dict(save_extra or {})
         self.model = model

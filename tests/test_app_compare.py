@@ -7,6 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from app_helpers import make_model, page, texts
 from smu_explain import appstate as A
+from smu_explain.checkpoint import task_heads
 
 PAGE = page("compare.py")
 
@@ -94,8 +95,8 @@ def test_downstream_predictions_from_a_finetuned_head(tmp_path):
     head.save_pretrained(a / "finetuned" / "emotion")
     note_head = build_model("melody", ["melody", "bridge", "piano"], pretrained=a)
     note_head.save_pretrained(a / "finetuned" / "melody")
-    assert [p.name for p in A.task_heads(a)] == ["emotion", "melody"]
-    assert A.task_heads(b) == []
+    assert [p.name for p in task_heads(a)] == ["emotion", "melody"]
+    assert task_heads(b) == []
     at = run_page((a, b))
     assert not at.exception, at.exception
     text = texts(at)

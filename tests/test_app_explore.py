@@ -157,8 +157,9 @@ def test_missing_and_broken_model_folders(tmp_path):
 
 @pytest.mark.parametrize("ratio", [0.15, 0.4])
 def test_fast_overlay_matches_explain_table(model_dir, ratio):
-    """The one-pass overlay of the first view gives explain_piece's score/picked/frozen."""
-    from smu_explain.explain import explain_piece
+    """The one-pass overlay of the first view (explain.masker_view, what appstate.overlay caches)
+    gives explain_piece's score/picked/frozen."""
+    from smu_explain.explain import explain_piece, masker_view
     from smu_explain.tokenizer import TokenizerConfig, read_piece
 
     model, tok = A._load_model.__wrapped__(str(model_dir), 0.0)
@@ -167,7 +168,7 @@ def test_fast_overlay_matches_explain_table(model_dir, ratio):
 
     tok = Tokenizer(TokenizerConfig(**{**tok.config.to_dict(), "max_len": 64, "stride": 48}))
     piece = read_piece(ROOT / "sample_midi" / SAMPLES[0])
-    over = A.masker_overlay(model, tok, piece, ratio)
+    over = masker_view(model, tok, piece, ratio)
     full = explain_piece(model, tok, piece, ratio=ratio)
     np.testing.assert_allclose(over["score"], full["score"], atol=1e-5)
     assert (over["frozen"] == full["frozen"]).all()

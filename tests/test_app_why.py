@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from app_helpers import ROOT, make_model, page, texts
 from smu_explain import appstate as A
+from smu_explain.checkpoint import is_finetuned
 
 PAGE = page("why.py")
 SAMPLE = "bach_bwv66_6.mid"
@@ -143,7 +144,7 @@ def test_shipped_demo_head_is_offered_out_of_the_box():
     """With the default models (no model chosen), the melody head shipped with demo-random
     (models/demo-random/finetuned/melody) is the Why page's fine-tuned model, and it explains."""
     head = A.MODELS_DIR / "demo-random" / "finetuned" / "melody"
-    if not A.is_finetuned(head):
+    if not is_finetuned(head):
         pytest.skip("the demo melody head is not in models/")
     at = run_page(why_steps=8)
     assert not at.exception, at.exception

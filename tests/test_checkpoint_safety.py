@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from smu_explain.errors import SMUCheckpointError
-from smu_explain.model import CONFIG_NAME, WEIGHTS_NAME, MidiBert, ModelConfig
+from smu_explain.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from smu_explain.model import MidiBert, ModelConfig
 
 ATTRS = ["bar", "position", "pitch", "duration"]
 VOCAB = [34, 34, 88, 66]

@@ -111,7 +111,7 @@ def test_finetune_folder_task_then_evaluate(pretrained, midi_dir, tmp_path, caps
     assert res["classes"] == ["high", "low"] and res["mask_finetune_ratio"] == 0.15
     assert res["val"]["n"] >= 1 and res["test"]["n"] >= 1
     model = FineTuneModel.from_pretrained(out)
-    assert model.task == "folder" and model.info["pretrained"] == str(pretrained)
+    assert model.task == "folder" and model.checkpoint_info["pretrained"] == str(pretrained)
     assert main(["evaluate", "--model", str(out), "--folder", str(midi_dir), "--labels",
                  str(midi_dir / "labels.csv"), "--no-cache", "--json", str(tmp_path / "s.json")]) == 0
     scores = json.loads((tmp_path / "s.json").read_text())["test"]

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from smu_explain.explain import NOTE_COLUMNS, explain_piece, masker_view, recovery_accuracy
+from smu_explain.explain import explain_piece, masker_view, recovery_accuracy
 from smu_explain.masker import FreezeBook, validate
 from smu_explain.model import MidiBert, ModelConfig
-from smu_explain.tokenizer import MASK_ID, Tokenizer, TokenizerConfig
+from smu_explain.tokenizer import MASK_ID, NOTE_COLUMNS, Tokenizer, TokenizerConfig
 
 
 @pytest.fixture
@@ -177,3 +177,43 @@ def test_masker_view_equals_explain_columns(model, tmp_path, make_midi):
     assert (view.picked == full.picked).all() and (view.frozen == full.frozen).all()
     # the true bar token is the one the model saw: the first note of the piece counts from its window's bar 0
     assert full.true_bar[0] == 0
+
+
+def test_predict_piece_agrees_with_predict_task(tmp_path, make_midi):
+    """The piece-level predictions (the app's downstream view) average the same windows as
+    predict_task (the attribution path), for sequence and note tasks."""
+    from smu_explain.explain import predict_piece, predict_task
+    from smu_explain.finetune import build_model
+
+    TOK = Tokenizer(TokenizerConfig(max_len=16, stride=10))
+    torch.manual_seed(0)
+    MidiBert(ModelConfig.named("tiny", TOK.vocab_sizes, TOK.attributes, max_len=16)).save_pretrained(
+        tmp_path / "pre", extra={"tokenizer": TOK.config})
+    pre = tmp_path / "pre"
+    piece = TOK.read(make_midi(tmp_path, [(i * 240, 240, 48 + (i * 5) % 30, 80) for i in range(40)], name="p.mid"))
+    seq = build_model("emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=pre, seed=1).eval()
+    res = predict_piece(seq, TOK, piece)
+    ref = predict_task(seq, TOK, piece)
+    np.testing.assert_allclose(res["probs"], ref["probs"], atol=1e-5)
+    assert res["classes"][0][0] == ref["class"] and res["task"] == "emotion" and res["level"] == "sequence"
+    note = build_model("melody", ["melody", "bridge", "piano"], pretrained=pre, seed=2).eval()
+    res = predict_piece(note, TOK, piece)
+    assert res["probs"].shape == (len(piece), 3) and len(res["notes"]) == len(piece)
+    for t in (0, 12, 39):
+        np.testing.assert_allclose(res["probs"][t], predict_task(note, TOK, piece, t)["probs"], atol=1e-5)
+    assert res["notes"]["pred"].iloc[12] == predict_task(note, TOK, piece, 12)["class"]
+    assert abs(sum(share for _, share in res["classes"]) - 1.0) < 1e-9
+
+
+def test_picks_at_is_explain_pieces_rule(model, tok, piece):
+    """picks_at (what the app re-derives when the ratio moves) gives explain_piece's picked column
+    from its score and frozen columns, ties included."""
+    from smu_explain.explain import picks_at
+
+    for ratio in (0.05, 0.15, 0.5):
+        full = explain_piece(model, tok, piece, ratio=ratio)
+        assert (picks_at(full.score, full.frozen, ratio) == full.picked.to_numpy()).all()
+    tied = np.array([0.5, 0.9, 0.5, 0.5, 0.1, 0.9])
+    frozen = np.array([False, True, False, False, False, False])
+    assert picks_at(tied, frozen, 0.5).tolist() == [True, False, False, False, False, True]  # round(2.5) = 2
+    assert picks_at(tied, np.ones(6, dtype=bool), 0.5).tolist() == [False] * 6

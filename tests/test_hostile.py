@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from smu_explain import tokenizer as T
+from smu_explain.checkpoint import read_config
 from smu_explain.cli import main, run_lock
 from smu_explain.errors import SMUCheckpointError, SMUInputError, SMUTrainingError, SMUWriteError
 from smu_explain.model import MidiBert, ModelConfig
@@ -79,11 +80,11 @@ def music(tmp_path_factory, make_midi):
     return d
 
 
-def edited(src: Path, dst: Path, change) -> Path:
+def edited(src: Path, dst: Path, change, file: str = "config.json") -> Path:
     shutil.copytree(src, dst)
-    meta = json.loads((dst / "config.json").read_text())
+    meta = json.loads((dst / file).read_text())
     change(meta)
-    (dst / "config.json").write_text(json.dumps(meta))
+    (dst / file).write_text(json.dumps(meta))
     return dst
 
 
@@ -150,12 +151,12 @@ def test_fine_tuned_checkpoint_sizes_checked_too(model_dir, tmp_path):
 
 
 def test_tokenizer_section_that_does_not_fit_the_model(model_dir, music, tmp_path, capsys):
-    d = edited(model_dir, tmp_path / "m", lambda m: m["tokenizer"].update(use_velocity=True))
+    d = edited(model_dir, tmp_path / "m", lambda t: t.update(use_velocity=True), "tokenizer.json")
     for argv in (["explain", str(music / "p0.mid"), "--model", str(d)],
                  ["evaluate", "--model", str(d), "--paths", str(music / "p0.mid"), "--no-cache"]):
         assert main(argv) == 2
         assert "does not match the model" in last_err(capsys)
-    d2 = edited(model_dir, tmp_path / "m2", lambda m: m["tokenizer"].update(max_len=64))
+    d2 = edited(model_dir, tmp_path / "m2", lambda t: t.update(max_len=64), "tokenizer.json")
     assert main(["explain", str(music / "p0.mid"), "--model", str(d2)]) == 2
     assert "longer than the model's max_len" in last_err(capsys)
 
@@ -165,7 +166,7 @@ def test_folder_with_only_a_pickle_says_it_refuses_the_pickle(tmp_path, music, c
     d.mkdir()
     (d / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")
     with pytest.raises(SMUCheckpointError, match="pickle weights"):
-        MidiBert.read_checkpoint_config(d)
+        read_config(d)
     assert main(["explain", str(music / "p0.mid"), "--model", str(d)]) == 2
     assert "refuses them" in last_err(capsys)
     assert main(["finetune", "--task", "composer", "--from", str(d), "--out", str(tmp_path / "o"),

@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from smu_explain.model import CONFIG_NAME, WEIGHTS_NAME, MidiBert, ModelConfig, unwrap
-from smu_explain.tokenizer import MASK_ID, N_SPECIAL, PAD_ID, Tokenizer
+from smu_explain.checkpoint import CONFIG_NAME, TOKENIZER_NAME, WEIGHTS_NAME
+from smu_explain.model import MidiBert, ModelConfig, unwrap
+from smu_explain.tokenizer import MASK_ID, N_SPECIAL, PAD_ID, Tokenizer, TokenizerConfig
 
 ATTRS = ["bar", "position", "pitch", "duration"]
 VOCAB = [34, 34, 88, 66]
@@ -145,11 +146,14 @@ def test_save_load_round_trip(tmp_path):
     m = tiny()
     x = rand_tokens(2, 16)
     d = tmp_path / "ckpt"
-    m.save_pretrained(d, extra={"tokenizer": Tokenizer().config.to_dict(), "strategy": {"name": "random"}})
-    assert sorted(p.name for p in d.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    tok = Tokenizer(TokenizerConfig(max_bar_skip=31, n_positions=32))  # the vocabularies of VOCAB
+    assert tok.vocab_sizes == VOCAB
+    m.save_pretrained(d, extra={"tokenizer": tok.config.to_dict(), "strategy": {"name": "random"}})
+    assert sorted(p.name for p in d.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME]
     assert not [p for p in tmp_path.iterdir() if p.name != "ckpt"]  # no temp leftovers
     meta = json.loads((d / CONFIG_NAME).read_text())
-    assert meta["model"]["vocab_sizes"] == VOCAB and meta["tokenizer"]["max_len"] == 512
+    assert meta["model"]["vocab_sizes"] == VOCAB and "tokenizer" not in meta  # the tokenizer has its own file
+    assert json.loads((d / TOKENIZER_NAME).read_text())["max_len"] == 512
     m2 = MidiBert.from_pretrained(d).eval()
     assert m2.checkpoint_info["strategy"] == {"name": "random"}
     assert torch.allclose(m.encode(x), m2.encode(x))
@@ -159,7 +163,7 @@ def test_save_load_round_trip(tmp_path):
     m.save_pretrained(d)
     m3 = MidiBert.from_pretrained(d)
     assert torch.allclose(m3.out_heads[0].bias, torch.full_like(m3.out_heads[0].bias, 0.5))
-    assert sorted(p.name for p in d.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    assert sorted(p.name for p in d.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]  # no stale tokenizer.json
     with pytest.raises(ValueError, match="reserved"):
         m.save_pretrained(tmp_path / "x", extra={"model": {}})
 

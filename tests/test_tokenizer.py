@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from smu_explain.tokenizer import (
     MASK_ID,
     N_SPECIAL,
+    NOTE_COLUMNS,
     PAD_ID,
     Tokenizer,
     TokenizerConfig,
@@ -321,3 +322,13 @@ def test_abc_is_read_through_music21(tmp_path):
     assert p.pitch.tolist() == [60, 62, 64, 65, 67, 69]
     assert p.bar.tolist() == [0, 0, 0, 1, 1, 1]
     assert p.time_signatures == [(0.0, 3, 4)]
+
+
+def test_one_notes_table(make_midi, tmp_path):
+    """Piece.notes_table is the notes table every per-note table starts from; to_dataframe adds note_index."""
+    piece = read_piece(make_midi(tmp_path, [(i * 240, 240, 60 + i, 70) for i in range(5)], name="n.mid"))
+    table = piece.notes_table()
+    assert table.columns.tolist() == NOTE_COLUMNS and table["note"].tolist() == list(range(5))
+    full = piece.to_dataframe()
+    assert full.drop(columns="note_index").equals(table)
+    assert full["note_index"].tolist() == piece.note_index.tolist()

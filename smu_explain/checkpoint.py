@@ -1,0 +1,493 @@
+"""Checkpoint folders: the one owner of the on-disk model format (save and load).
+
+A checkpoint is a folder with
+
+- ``config.json``: ``{"format", "format_version", "model": <ModelConfig>, ...}``.
+  ``format`` is ``smu_explain.midibert`` (a pre-trained encoder with its attribute and
+  masker heads: kind ``"pretrained"``) or ``smu_explain.finetuned`` (an encoder plus a
+  task head: kind ``"finetuned"``, with ``task``, ``level``, ``classes``, ``head``).
+  The other keys are the metadata saved with the model (``strategy``, ``training``,
+  ``training_data``, ``pretrained``, ``finetune``, ``results``...); loaded, they are the
+  model's ``checkpoint_info``.
+- ``model.safetensors``: the weights. Never a pickle: nothing is ever unpickled, and a
+  folder holding only pickle weights (``*.bin``, ``*.pt``, ...) is refused unopened.
+- ``tokenizer.json``: the ``TokenizerConfig`` the model reads music with
+  (``TokenizerConfig.to_json``), when the model has one. Folders written before this
+  file existed kept it as the ``"tokenizer"`` section of config.json; those still load
+  (the shipped models in ``models/`` and old runs). When both exist, tokenizer.json wins.
+
+Rules:
+
+- One writer, :func:`save_checkpoint`, for pre-training and fine-tuning
+  (``MidiBert.save_pretrained`` and ``FineTuneModel.save_pretrained`` call it; the
+  trainer saves through them). A new folder is written as a temporary sibling and
+  renamed into place; an existing folder gets each file replaced atomically (weights,
+  then tokenizer.json, then config.json; a stale tokenizer.json is removed when the
+  model has no tokenizer). Other files in the folder are left alone. The weights get
+  the mode ``open()`` gives a new file (``io.default_file_mode``; safetensors writes 0o600).
+- One loader, :func:`load_checkpoint` -> :class:`Checkpoint` (model, tokenizer, kind,
+  task, metadata), used by every reader (CLI, app, explain, fine-tuning, benches).
+  Anything wrong (missing, corrupt, pickled, too large, sizes that do not match the
+  weights, a tokenizer that does not fit the model) raises ``SMUCheckpointError``
+  naming the file and the reason. Sizes are checked against the safetensors header on
+  the meta device before any memory is allocated.
+- The tokenizer has its own pair :func:`save_tokenizer` / :func:`load_tokenizer`; it is
+  checked against the model config (attributes, vocabularies, window length) on load.
+
+This module imports neither torch nor the model at import time (``is_finetuned``,
+``task_heads`` and ``read_config`` stay cheap for the app and the CLI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import SMUCheckpointError
+from .io import atomic_write_text, default_file_mode
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch.nn as nn
+
+    from .model import MidiBert, ModelConfig
+    from .tokenizer import Tokenizer
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+TOKENIZER_NAME = "tokenizer.json"
+PRETRAINED_FORMAT = "smu_explain.midibert"
+PRETRAINED_VERSION = 1
+FINETUNED_FORMAT = "smu_explain.finetuned"
+FINETUNED_VERSION = 1
+KINDS = ("pretrained", "finetuned")
+# File names that hold pickles (torch.save / pickle): refused, never opened.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+# config.json keys of a fine-tuned folder that the model holds itself (not metadata)
+_FINETUNED_KEYS = ("format", "format_version", "model", "task", "level", "classes", "head")
+_RESERVED = ("format", "format_version", "model")
+
+
+# ----------------------------------------------------------------------------- the loaded checkpoint
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint folder.
+
+    ``model``: a ``MidiBert`` (kind ``"pretrained"``) or a ``finetune.FineTuneModel``
+    (kind ``"finetuned"``), on ``map_location``, in training mode like a fresh module.
+    ``tokenizer``: the ``Tokenizer`` saved with it (checked against the model), or None
+    when the folder has none. ``meta``: config.json as read.
+    """
+
+    folder: Path
+    kind: str
+    model: Any
+    tokenizer: "Tokenizer | None"
+    meta: dict[str, Any] = field(repr=False)
+
+    @property
+    def encoder(self) -> "MidiBert":
+        """The ``MidiBert``: the model itself, or the encoder of a fine-tuned model."""
+        return self.model.encoder if self.kind == "finetuned" else self.model
+
+    @property
+    def task(self) -> str | None:
+        """The fine-tuning task (``melody``, ``emotion``, ...), None for a pre-trained model."""
+        return self.model.task if self.kind == "finetuned" else None
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.model.classes) if self.kind == "finetuned" else []
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The metadata saved with the model (``model.checkpoint_info``)."""
+        return self.model.checkpoint_info
+
+
+# ----------------------------------------------------------------------------- reading config.json
+
+def read_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint folder; ``SMUCheckpointError`` when the folder
+    or the file is missing (a folder with only pickle weights says so), too large, not JSON, or
+    has no ``"model"`` section."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SMUCheckpointError(folder, "checkpoint folder not found")
+    cfg_path = folder / CONFIG_NAME
+    if not cfg_path.is_file():
+        if not (folder / WEIGHTS_NAME).is_file():
+            refuse_pickles(folder)
+        raise SMUCheckpointError(folder, f"no {CONFIG_NAME} in the checkpoint folder")
+    meta = _read_json(cfg_path)
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
+        raise SMUCheckpointError(cfg_path, 'config.json has no "model" section; not a smu_explain checkpoint')
+    return meta
+
+
+def _read_json(path: Path) -> Any:
+    name = path.name
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise SMUCheckpointError(path, f"{name} is larger than {MAX_CONFIG_BYTES} bytes")
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SMUCheckpointError(path, f"cannot read {name} ({e.strerror or e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise SMUCheckpointError(path, f"{name} is not valid JSON ({e})") from None
+
+
+def kind_of(meta: dict[str, Any]) -> str:
+    """``"finetuned"`` for a config.json of format ``smu_explain.finetuned``, else ``"pretrained"``."""
+    return "finetuned" if meta.get("format") == FINETUNED_FORMAT else "pretrained"
+
+
+def is_checkpoint(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds both ``config.json`` and ``model.safetensors`` (nothing is read)."""
+    d = Path(folder)
+    return (d / CONFIG_NAME).is_file() and (d / WEIGHTS_NAME).is_file()
+
+
+def is_finetuned(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a fine-tuned model (its config.json has format
+    ``smu_explain.finetuned``); unreadable or missing configs are not."""
+    p = Path(folder) / CONFIG_NAME
+    try:
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            return False
+        meta = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FINETUNED_FORMAT
+
+
+def task_heads(folder: str | os.PathLike) -> list[Path]:
+    """Fine-tuned task models kept with a model: the folder itself when it is a fine-tuned
+    model, and its sub-folders (and ``finetuned/*``) that are fine-tuned models."""
+    p = Path(folder)
+    found = [p] if is_finetuned(p) else []
+    for base in (p, p / "finetuned"):
+        if base.is_dir():
+            found += [d for d in sorted(base.iterdir()) if d.is_dir() and is_finetuned(d)]
+    return found
+
+
+def refuse_pickles(folder: Path) -> None:
+    """``SMUCheckpointError`` if ``folder`` holds pickle weights (they are never opened)."""
+    try:
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    except OSError:
+        return
+    if pickles:
+        raise SMUCheckpointError(
+            folder,
+            f"holds pickle weights ({', '.join(pickles)}) and no {WEIGHTS_NAME}; pickle files can run "
+            "arbitrary code when loaded, so smu_explain refuses them. Convert them to safetensors "
+            "in a trusted environment, or re-train/re-save with smu_explain.")
+
+
+def model_config(meta: dict[str, Any], where: str | os.PathLike) -> "ModelConfig":
+    """The ``ModelConfig`` of a checkpoint's config.json; ``SMUCheckpointError`` naming ``where``."""
+    from .model import ModelConfig
+
+    try:
+        return ModelConfig.from_dict(meta["model"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise SMUCheckpointError(where, f"invalid model config: {e}") from None
+
+
+# ----------------------------------------------------------------------------- the tokenizer
+
+def tokenizer_config_dict(tokenizer: Any) -> dict[str, Any] | None:
+    """A ``Tokenizer``, ``TokenizerConfig`` or config dict -> the config dict (None stays None)."""
+    if tokenizer is None:
+        return None
+    if hasattr(tokenizer, "config") and hasattr(tokenizer.config, "to_dict"):
+        return tokenizer.config.to_dict()
+    if hasattr(tokenizer, "to_dict"):
+        return tokenizer.to_dict()
+    if isinstance(tokenizer, dict):
+        return dict(tokenizer)
+    raise TypeError(f"not a tokenizer or tokenizer config: {type(tokenizer).__name__}")
+
+
+def save_tokenizer(folder: str | os.PathLike, tokenizer: Any) -> Path:
+    """Write ``tokenizer.json`` into ``folder`` atomically (``TokenizerConfig.save``).
+    ``tokenizer``: a ``Tokenizer``, ``TokenizerConfig`` or config dict."""
+    from .tokenizer import TokenizerConfig
+
+    cfg = TokenizerConfig.from_dict(tokenizer_config_dict(tokenizer))
+    path = Path(folder) / TOKENIZER_NAME
+    cfg.save(path)
+    return path
+
+
+def load_tokenizer(folder: str | os.PathLike, meta: dict[str, Any] | None = None, *,
+                   required: bool = True) -> "Tokenizer | None":
+    """The ``Tokenizer`` saved with a checkpoint: ``tokenizer.json``, else (older folders) the
+    ``"tokenizer"`` section of config.json. Checked against the model config of ``meta``
+    (default: the folder's config.json): same attributes and vocabularies, windows no longer
+    than the model's ``max_len``. None when the folder has no tokenizer and not ``required``;
+    ``SMUCheckpointError`` on anything else."""
+    from .tokenizer import Tokenizer, TokenizerConfig
+
+    folder = Path(folder)
+    meta = read_config(folder) if meta is None else meta
+    path = folder / TOKENIZER_NAME
+    if path.is_file():
+        where, tok = path, _read_json(path)
+        if not isinstance(tok, dict):
+            raise SMUCheckpointError(path, "tokenizer.json does not hold a tokenizer config (a JSON object)")
+    else:
+        where, tok = folder / CONFIG_NAME, meta.get("tokenizer")
+        if not isinstance(tok, dict):
+            if required:
+                raise SMUCheckpointError(folder, f"no {TOKENIZER_NAME} (nor a \"tokenizer\" section in "
+                                                 f"{CONFIG_NAME}); cannot read music for this model")
+            return None
+    config = model_config(meta, folder / CONFIG_NAME)
+    try:
+        tokenizer = Tokenizer(TokenizerConfig.from_dict(tok))
+    except (TypeError, ValueError, KeyError) as e:
+        raise SMUCheckpointError(where, f"invalid tokenizer config: {e}") from None
+    attrs, vocab = list(tokenizer.attributes), [int(v) for v in tokenizer.vocab_sizes]
+    if attrs != config.attributes or vocab != config.vocab_sizes:
+        raise SMUCheckpointError(
+            where, f"the tokenizer does not match the model: tokenizer attributes {attrs} with "
+                   f"vocabularies {vocab}, model {config.attributes} with {config.vocab_sizes}")
+    if tokenizer.config.max_len > config.max_len:
+        raise SMUCheckpointError(where, f"the tokenizer's windows ({tokenizer.config.max_len} tokens) are "
+                                        f"longer than the model's max_len ({config.max_len})")
+    return tokenizer
+
+
+# ----------------------------------------------------------------------------- weights
+
+def weights_header(weights: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{tensor name: (shape, dtype)} from a safetensors file's header; no tensor data is read."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            out = {}
+            for k in f.keys():
+                sl = f.get_slice(k)
+                out[k] = (tuple(int(d) for d in sl.get_shape()), str(sl.get_dtype()))
+            return out
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise SMUCheckpointError(weights, f"corrupt or unreadable safetensors file ({e})") from None
+
+
+def check_weights_header(weights: str | os.PathLike, build: Callable[[], "nn.Module"]) -> None:
+    """Compare the tensor names and shapes of ``weights`` with those of ``build()``, built on
+    the meta device (no memory allocated). ``SMUCheckpointError`` on any difference."""
+    import torch
+
+    header = weights_header(weights)
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+    missing = sorted(set(expected) - set(header))
+    unexpected = sorted(set(header) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected tensors {_few(unexpected)}")
+        raise SMUCheckpointError(weights, "weights do not match config.json: " + "; ".join(parts))
+    bad = [f"{k} {header[k][0]} != {v}" for k, v in expected.items() if header[k][0] != v]
+    if bad:
+        raise SMUCheckpointError(weights, f"tensor shapes do not match config.json: {_few(bad)}")
+    if any(not dt.startswith(("F", "BF")) for _, dt in header.values()):
+        raise SMUCheckpointError(weights, "weights must be floating point tensors")
+
+
+def _few(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+# ----------------------------------------------------------------------------- save
+
+def _is_finetuned_model(model: Any) -> bool:
+    return hasattr(model, "head") and hasattr(model, "encoder") and hasattr(model, "task")
+
+
+def save_checkpoint(folder: str | os.PathLike, model: Any, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (a ``MidiBert`` or a ``FineTuneModel``) into ``folder``: config.json +
+    model.safetensors + tokenizer.json, atomically (module docstring). Returns the folder.
+
+    config.json = {"format", "format_version", "model": <ModelConfig>, ...}: for a fine-tuned
+    model also ``task``, ``level``, ``classes``, ``head`` and its ``checkpoint_info``; then the
+    keys of ``extra`` (a pre-trained model: ``ValueError`` if ``extra`` sets a reserved key;
+    a fine-tuned one: reserved keys of ``extra`` are ignored). The tokenizer (``extra`` or
+    ``checkpoint_info`` key ``"tokenizer"``: a config dict, ``TokenizerConfig`` or
+    ``Tokenizer``) goes to tokenizer.json, never into config.json.
+    """
+    extra = dict(extra or {})
+    if _is_finetuned_model(model):
+        info = dict(getattr(model, "checkpoint_info", None) or {})
+        tokenizer = extra.pop("tokenizer", info.pop("tokenizer", None))
+        fmt = FINETUNED_FORMAT
+        meta = {"format": fmt, "format_version": FINETUNED_VERSION, "model": model.encoder.config.to_dict(),
+                "task": model.task, "level": model.level, "classes": list(model.classes),
+                "head": model.head_config()}
+        meta.update({k: v for k, v in info.items() if k not in meta})
+        meta.update({k: v for k, v in extra.items() if k not in _RESERVED})
+    else:
+        for reserved in _RESERVED:
+            if reserved in extra:
+                raise ValueError(f"extra may not set the reserved key {reserved!r}")
+        tokenizer = extra.pop("tokenizer", None)
+        fmt = PRETRAINED_FORMAT
+        meta = {"format": fmt, "format_version": PRETRAINED_VERSION, "model": model.config.to_dict(), **extra}
+    tok_dict = tokenizer_config_dict(tokenizer)
+    text = json.dumps(meta, indent=2, default=_json_default)
+    # contiguous CPU copies; safetensors refuses shared/non-contiguous storage.
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    return _write_folder(Path(folder), state, fmt, text, tok_dict)
+
+
+def _write_folder(folder: Path, state: dict, fmt: str, config_text: str, tokenizer: dict | None) -> Path:
+    from safetensors.torch import save_file
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if not folder.exists():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+        try:
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": fmt})
+            os.chmod(tmp / WEIGHTS_NAME, default_file_mode())  # safetensors creates it 0o600
+            _fsync_path(tmp / WEIGHTS_NAME)
+            if tokenizer is not None:
+                save_tokenizer(tmp, tokenizer)
+            atomic_write_text(tmp / CONFIG_NAME, config_text)
+            os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+    tmp_w = folder / f".{WEIGHTS_NAME}.tmp{os.getpid()}"
+    try:
+        save_file(state, str(tmp_w), metadata={"format": fmt})
+        os.chmod(tmp_w, default_file_mode())
+        _fsync_path(tmp_w)
+        os.replace(tmp_w, folder / WEIGHTS_NAME)
+    finally:
+        if tmp_w.exists():
+            tmp_w.unlink()
+    if tokenizer is not None:
+        save_tokenizer(folder, tokenizer)
+    else:
+        (folder / TOKENIZER_NAME).unlink(missing_ok=True)  # never pair new weights with a stale tokenizer
+    atomic_write_text(folder / CONFIG_NAME, config_text)
+    return folder
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "__dataclass_fields__"):
+        return asdict(o)
+    raise TypeError(f"cannot store {type(o).__name__} in config.json")
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- load
+
+_NOT_KIND = {
+    "pretrained": "is a fine-tuned model (config.json format {fmt!r}, task {task!r}); a pre-trained model is "
+                  "needed here (its masker and attribute heads), e.g. the folder given to finetune --from",
+    "finetuned": "not a fine-tuned model (config.json format is {fmt!r}); use MidiBert.from_pretrained",
+}
+
+
+def load_checkpoint(folder: str | os.PathLike, map_location: Any = "cpu", *, kind: str | None = None,
+                    require_tokenizer: bool = True) -> Checkpoint:
+    """Load a checkpoint folder (JSON and safetensors only) -> :class:`Checkpoint`.
+
+    ``kind``: ``"pretrained"`` / ``"finetuned"`` refuses the other kind before the weights are
+    read. ``require_tokenizer``: a folder without a tokenizer is refused (else its
+    ``tokenizer`` is None); a tokenizer that is there is always checked against the model.
+    ``SMUCheckpointError`` on a missing folder, pickle-only weights, a missing, corrupt or
+    oversized file, an invalid config, sizes that differ from the weights.
+    """
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SMUCheckpointError(folder, "checkpoint folder not found")
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        refuse_pickles(folder)
+        raise SMUCheckpointError(folder, f"no {WEIGHTS_NAME} in the checkpoint folder")
+    meta = read_config(folder)
+    found = kind_of(meta)
+    if kind is not None and found != kind:
+        raise SMUCheckpointError(folder, _kind_message(kind, meta))
+    config = model_config(meta, folder / CONFIG_NAME)
+    tokenizer = load_tokenizer(folder, meta, required=require_tokenizer)
+    info = {k: v for k, v in meta.items() if k not in (_FINETUNED_KEYS if found == "finetuned" else ("model",))}
+    info.pop("tokenizer", None)
+    if tokenizer is not None:
+        info["tokenizer"] = tokenizer.config.to_dict()
+    build = _pretrained_builder(config) if found == "pretrained" else _finetuned_builder(folder, meta, config)
+    # Sizes are checked against the weights file's header before anything is allocated.
+    check_weights_header(weights, build)
+    model = build()
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise SMUCheckpointError(weights, f"corrupt or unreadable safetensors file ({e})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise SMUCheckpointError(weights, f"weights do not match config.json ({str(e).splitlines()[0]})") from None
+    model.checkpoint_info = info
+    return Checkpoint(folder=folder, kind=found, model=model.to(map_location), tokenizer=tokenizer, meta=meta)
+
+
+def _kind_message(kind: str, meta: dict[str, Any]) -> str:
+    return _NOT_KIND[kind].format(fmt=meta.get("format"), task=meta.get("task"))
+
+
+def _pretrained_builder(config: "ModelConfig") -> Callable[[], Any]:
+    from .model import MidiBert
+
+    return lambda: MidiBert(config)
+
+
+def _finetuned_builder(folder: Path, meta: dict[str, Any], config: "ModelConfig") -> Callable[[], Any]:
+    from .finetune import FineTuneModel
+    from .model import MidiBert
+
+    head = meta.get("head", {})
+
+    def build():
+        try:
+            return FineTuneModel(MidiBert(config), meta["task"], meta["classes"], head.get("head_hidden", 256),
+                                 head.get("dropout", 0.1), head.get("pool_hops", 4))
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            if isinstance(e, SMUCheckpointError):
+                raise
+            raise SMUCheckpointError(folder / CONFIG_NAME, f"invalid fine-tuned config ({e})") from None
+
+    return build
