@@ -30,6 +30,31 @@ def test_partial_study_lists_stages(tmp_path):
     assert at.metric[0].value == f"1 of {len(table)}"
 
 
+def test_partial_study_shows_results_so_far_and_the_earlier_run(tmp_path):
+    """While the study runs: finished pre-training stages show recovery beside the no-model
+    rules; the earlier run (2026-11-30) stays reachable in an expander."""
+    d = tmp_path / "docs" / "study"
+    d.mkdir(parents=True)
+    acc = {"bar": 0.99, "position": 0.81, "pitch": 0.30, "duration": 0.36}
+    rules = {"most_frequent": {"bar": 0.95, "position": 0.07, "pitch": 0.05, "duration": 0.16},
+             "copy_neighbour": {"bar": 0.90, "position": 0.50, "pitch": 0.05, "duration": 0.20},
+             "window_mode": {"bar": 0.95, "position": 0.17, "pitch": 0.09, "duration": 0.22}}
+    (d / "data.json").write_text(json.dumps({"preset": "cpu", "cost": {"wall_s": 60.0, "tokens": 0}}))
+    (d / "pretrain-random-s0-1of1.json").write_text(json.dumps({
+        "preset": "cpu", "cost": {"wall_s": 600.0, "tokens": 1, "steps": 3000},
+        "result": {"strategy": "random", "seed": 0, "recovery_accuracy": acc, "rules": rules,
+                   "beats_rules": {a: True for a in acc}, "total": {"steps": 3000}}}))
+    at = AppTest.from_file(copy_page(tmp_path), default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert not at.warning, [w.value for w in at.warning]
+    assert "Results so far" in [h.value for h in at.subheader]
+    t = texts(at)
+    assert "Did the encoders learn?" in t and "random-s0 (step 3000)" in t and "**0.810**" in t
+    assert "rule: copy the nearest neighbour" in t
+    assert any("Earlier runs" in e.label for e in at.expander)
+    assert "Earlier run: 2026-11-30 (preset cpu-v1)" in t
+
+
 def test_finished_study_shows_the_summary(tmp_path):
     d = tmp_path / "docs" / "study"
     d.mkdir(parents=True)

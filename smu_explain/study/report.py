@@ -554,12 +554,12 @@ def build_results(paths: StudyPaths, preset: StudyPreset, stages: Sequence[Stage
                                "tasks": list(preset.tasks), "estimate_minutes": estimate_minutes(preset),
                                "machine": machine_info()}
     data = res("data")
-    results["data"] = data["result"] if data else {}
+    results["data"] = (data.get("result") or {}) if data else {}
     # cost of every stage
     cost, machines = {}, {}
     for st in stages:
         r = res(st.name)
-        if r and st.kind != "report":
+        if r and st.kind != "report" and "cost" in r:
             cost[st.name] = r["cost"]
             machines[st.name] = r.get("machine", {})
     results["cost"] = cost
