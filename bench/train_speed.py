@@ -82,7 +82,7 @@ class HFPeer(nn.Module):
         assert self.bert.config._attn_implementation == "sdpa", self.bert.config._attn_implementation
         self.out_heads = nn.ModuleList(nn.Linear(cfg.d_model, v) for v in cfg.vocab_sizes)
 
-    def forward(self, tokens, attention_mask=None, *, heads_at=None, heads=False, masker=False, masker_input=None):
+    def forward(self, tokens, attention_mask=None, *, heads_at=None, heads=False, masker=False):
         x = torch.cat([e(tokens[..., j]) for j, e in enumerate(self.embeddings)], dim=-1)
         hidden = self.bert(inputs_embeds=self.in_proj(x), attention_mask=attention_mask).last_hidden_state
         out = {"hidden": hidden}

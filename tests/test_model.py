@@ -86,9 +86,9 @@ def test_shapes_and_masker_range():
     out = m(x, am, heads_at=am, masker=True)
     assert [lg.shape for lg in out["logits"]] == [(int(am.sum()), v) for v in VOCAB]
     assert torch.allclose(out["logits"][2], logits[2][am], atol=1e-6)
-    out2 = m(x, am, masker_input=h.detach() * 0)
+    out2 = m(x, am, masker=True)
     assert "logits" not in out2
-    assert torch.allclose(out2["masker_logits"], m.masker_logits(torch.zeros_like(h)))
+    assert torch.allclose(out2["masker_logits"], m.masker_logits(out2["hidden"]))
 
 
 def test_padding_does_not_change_real_tokens():
