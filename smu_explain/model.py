@@ -279,6 +279,11 @@ class Block(nn.Module):
         x = x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)))))
         return x
 
+    def attention_probs(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention probabilities (B, H, L, L) this block's ``forward(x, mask)`` uses
+        (``SelfAttention.attention_probs`` of the normalised input), for explanations."""
+        return self.attn.attention_probs(self.ln1(x), mask)
+
 
 # ----------------------------------------------------------------------------- model
 

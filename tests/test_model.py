@@ -245,3 +245,5 @@ def test_attention_probs_reproduce_the_fused_attention(position):
     mine = attn.proj((w @ v).transpose(1, 2).reshape(B, L, D))
     assert torch.allclose(mine, attn(x, None), atol=1e-5)
     torch.testing.assert_close(w.sum(-1), torch.ones(B, attn.n_heads, L))
+    # the block's own view: the probabilities of its normalised input (what explain.py reads)
+    assert torch.equal(m.blocks[0].attention_probs(x), attn.attention_probs(m.blocks[0].ln1(x)))
