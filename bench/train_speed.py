@@ -46,6 +46,7 @@ import torch.nn as nn  # noqa: E402
 
 from smu_explain.masker import make_strategy  # noqa: E402
 from smu_explain.model import MidiBert, ModelConfig  # noqa: E402
+from smu_explain.names import SIZES  # noqa: E402
 
 ATTRS = ["bar", "position", "pitch", "duration"]
 FALLBACK_VOCAB = [34, 34, 88, 66]
@@ -148,7 +149,7 @@ class Variant:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--size", default="small", choices=["tiny", "small", "base"])
+    p.add_argument("--size", default="small", choices=SIZES)
     p.add_argument("--dtype", default="both", choices=["fp32", "bf16", "both"],
                    help="fp32, bf16 autocast, or both (default on CPU)")
     p.add_argument("--batch", type=int, default=8)

@@ -88,9 +88,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .model import MidiBert, unwrap
+from .names import STRATEGIES
 from .tokenizer import MASK_ID, N_SPECIAL, PAD_ID
 
-STRATEGIES = ("random", "adversarial", "bar")
 WEIGHTINGS = ("equal", "vocab", "inverse_accuracy")
 MASKER_GRAD = ("head", "full")
 
@@ -885,8 +885,10 @@ class AdversarialPasses(nn.Module):
 
 
 def make_strategy(name: str | StrategyConfig = "random", **cfg: Any) -> Strategy:
-    """Build a strategy from a name ('random' | 'adversarial' | 'bar') and config values,
-    or from a ``StrategyConfig``."""
+    """Build a strategy from a name (one of ``STRATEGIES``: 'random' | 'adversarial' | 'bar') and
+    config values, or from a ``StrategyConfig``."""
     config = name if isinstance(name, StrategyConfig) else StrategyConfig(name=name, **cfg)
-    cls = {"random": RandomStrategy, "adversarial": AdversarialStrategy, "bar": BarStrategy}[config.name]
-    return cls(config)
+    return _CLASSES[config.name](config)
+
+
+_CLASSES = {cls.name: cls for cls in (RandomStrategy, AdversarialStrategy, BarStrategy)}  # names.STRATEGIES

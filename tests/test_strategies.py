@@ -13,6 +13,7 @@ from smu_explain.masker import (
     top_ratio, validate, validation_mask,
 )
 from smu_explain.model import MidiBert, ModelConfig
+from smu_explain.names import STRATEGIES
 from smu_explain.tokenizer import MASK_ID, N_SPECIAL, PAD_ID
 
 ATTRS = ["bar", "position", "pitch", "duration"]
@@ -71,7 +72,7 @@ def test_explore_mixes_masker_picks_and_uniform_picks(explore):
 
 
 
-@pytest.mark.parametrize("name", ["random", "adversarial", "bar"])
+@pytest.mark.parametrize("name", STRATEGIES)
 def test_padding_and_frozen_never_selected(name):
     m = tiny()
     s = make_strategy(name, freeze=True) if name == "adversarial" else make_strategy(name)
