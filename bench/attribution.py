@@ -113,7 +113,9 @@ def main() -> None:
     ap.add_argument("--notes", type=int, default=1500)
     ap.add_argument("--midi", default=None)
     ap.add_argument("--model", default=None, help="a fine-tuned model folder (its task becomes the sequence task)")
-    ap.add_argument("--size", default="small", choices=["tiny", "small", "base"])
+    from smu_explain.names import SIZES
+
+    ap.add_argument("--size", default="small", choices=SIZES)
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--ref-steps", type=int, default=32)
     ap.add_argument("--occlusion-notes", type=int, default=64)

@@ -46,6 +46,7 @@ import torch.nn as nn  # noqa: E402
 
 from smu_explain.masker import make_strategy  # noqa: E402
 from smu_explain.model import MidiBert, ModelConfig  # noqa: E402
+from smu_explain.names import SIZES  # noqa: E402
 
 ATTRS = ["bar", "position", "pitch", "duration"]
 FALLBACK_VOCAB = [34, 34, 88, 66]
@@ -82,7 +83,7 @@ class HFPeer(nn.Module):
         assert self.bert.config._attn_implementation == "sdpa", self.bert.config._attn_implementation
         self.out_heads = nn.ModuleList(nn.Linear(cfg.d_model, v) for v in cfg.vocab_sizes)
 
-    def forward(self, tokens, attention_mask=None, *, heads_at=None, heads=False, masker=False, masker_input=None):
+    def forward(self, tokens, attention_mask=None, *, heads_at=None, heads=False, masker=False):
         x = torch.cat([e(tokens[..., j]) for j, e in enumerate(self.embeddings)], dim=-1)
         hidden = self.bert(inputs_embeds=self.in_proj(x), attention_mask=attention_mask).last_hidden_state
         out = {"hidden": hidden}
@@ -148,7 +149,7 @@ class Variant:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--size", default="small", choices=["tiny", "small", "base"])
+    p.add_argument("--size", default="small", choices=SIZES)
     p.add_argument("--dtype", default="both", choices=["fp32", "bf16", "both"],
                    help="fp32, bf16 autocast, or both (default on CPU)")
     p.add_argument("--batch", type=int, default=8)

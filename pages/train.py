@@ -9,7 +9,7 @@ from smu_explain import appstate as A
 from smu_explain import plots
 from smu_explain.checkpoint import is_checkpoint
 from smu_explain.errors import SMUInputError
-from smu_explain.runs import SIZES, STRATEGIES
+from smu_explain.names import SIZES, STRATEGIES
 
 st.title("Train a small model")
 st.caption("Each run is a separate `smu pretrain` process: it keeps going if you close the tab or "

@@ -56,14 +56,13 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from .tokenizer import MASK_ID, N_SPECIAL, PAD_ID
+from .tokenizer import BASE_ATTRIBUTES, MASK_ID, N_SPECIAL, PAD_ID
 
 RULES = ("most_frequent", "copy_neighbour", "window_mode")
 RULE_LABELS = {"most_frequent": "most frequent value", "copy_neighbour": "copy the neighbour",
                "window_mode": "mode of the 16 neighbours"}
 WINDOW = 8
 NO_GUESS = -1
-DEFAULT_ATTRIBUTES = ("bar", "position", "pitch", "duration")
 
 
 # ----------------------------------------------------------------------------- the rules on arrays
@@ -154,7 +153,7 @@ def _attributes(data: Any, n: int, attributes: Iterable[str] | None) -> list[str
         tok = getattr(obj, "tokenizer", None)
         if tok is not None and len(getattr(tok, "attributes", ())) == n:
             return list(tok.attributes)
-    return list(DEFAULT_ATTRIBUTES) if n == len(DEFAULT_ATTRIBUTES) else [f"attr{j}" for j in range(n)]
+    return list(BASE_ATTRIBUTES) if n == len(BASE_ATTRIBUTES) else [f"attr{j}" for j in range(n)]
 
 
 def _batches(data: Any, batch_size: int, max_batches: int | None):

@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import SMUCheckpointError, SMUInputError, SMUTrainingError
+from .names import FINETUNE_TASKS, SIZES, SPLIT_SCHEMES, STRATEGIES, TASKS
 
-SIZES = ("tiny", "small", "base")
-FINETUNE_TASKS = ("melody", "velocity", "composer", "emotion", "folder")
 MUSIC_SUFFIXES = (".mid", ".midi", ".kar", ".smf", ".xml", ".musicxml", ".mxl", ".krn", ".abc")
 EXIT_INPUT, EXIT_TRAINING, EXIT_SIGTERM, EXIT_SIGINT = 2, 1, 143, 130
 LOCK_NAME = ".smu.lock"
@@ -288,7 +287,7 @@ def add_pretrain_parser(sub) -> argparse.ArgumentParser:
                                    "tokenized dataset folder (smu tokenize). Writes OUT/config.json + "
                                    "model.safetensors (loadable while training runs), checkpoint.pt and a "
                                    "progress JSONL. SIGTERM/SIGINT: checkpoint, 'cancelled' status, exit.")
-    p.add_argument("--strategy", required=True, choices=("random", "adversarial", "bar"))
+    p.add_argument("--strategy", required=True, choices=STRATEGIES)
     p.add_argument("--data", required=True, nargs="+", metavar="PATH",
                    help="MIDI files and/or folders, or one tokenized dataset folder (manifest.json)")
     p.add_argument("--config", default="small", help="tiny | small | base | a JSON file (see smu --help)")
@@ -434,7 +433,7 @@ def _add_task_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data", default=None, help="a tokenized dataset folder (smu tokenize) instead of --data-root")
     g.add_argument("--folder", default=None, help="--task folder: the MIDI folder")
     g.add_argument("--labels", default=None, help="--task folder: labels CSV (file,label[,group])")
-    g.add_argument("--split", default="ours", choices=("ours", "midibert", "emopia"), help="split scheme")
+    g.add_argument("--split", default="ours", choices=SPLIT_SCHEMES, help="split scheme")
     g.add_argument("--split-seed", type=int, default=0, help="seed of the 80/10/10 split (default 0)")
     g.add_argument("--limit", type=int, default=None, help="at most N files per split (quick looks)")
     g.add_argument("--cache-dir", default=None, help="token cache folder")
@@ -707,10 +706,6 @@ def cmd_explain(args) -> int:
 
 # ============================================================================ tokenize
 
-#: ``data.TASKS``: repeated here because ``data`` imports torch (tests check they agree)
-TOKENIZE_TASKS = ("pretrain", "melody", "velocity", "composer", "emotion", "folder")
-
-
 def _cmd_tokenize(args: argparse.Namespace) -> int:
     from .data import cmd_tokenize
 
@@ -727,11 +722,11 @@ def add_tokenize_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "skipped and reported.")
     p.add_argument("path", nargs="?", default=None,
                    help="data root (default $SMU_DATA_ROOT or ../shared/data) or MIDI folder")
-    p.add_argument("--task", required=True, choices=TOKENIZE_TASKS)
+    p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--labels", default=None, help="labels CSV (file,label[,group]) for --task folder")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
-    p.add_argument("--split", default="ours", choices=("ours", "midibert", "emopia"),
+    p.add_argument("--split", default="ours", choices=SPLIT_SCHEMES,
                    help="split scheme (default ours: 80/10/10 by song/work)")
     p.add_argument("--asap-source", default="both", choices=("score", "performance", "both"),
                    help="ASAP files: score MIDIs, beat-re-timed performances, or both (default)")

@@ -81,10 +81,10 @@ import torch
 
 from .errors import SMUInputError
 from .io import atomic_write_stream
+from .names import SPLIT_SCHEMES, TASKS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test")
-TASKS = ("pretrain", "melody", "velocity", "composer", "emotion", "folder")
 #: bump when the way files are read/re-timed changes (invalidates the cache)
 READER_VERSION = "2"
 
@@ -366,7 +366,7 @@ def asap_splits(root=None, seed: int = 0, n_composers: int = 8, source: str = "b
 def emopia_splits(root=None, split: str = "ours", seed: int = 0
                   ) -> tuple[dict[str, list[PieceRef]], list[tuple[str, str]], str]:
     """EMOPIA clips split by song (ours), MidiBERT's clip lists, or EMOPIA's own by-song split."""
-    _check_split_name(split, ("ours", "midibert", "emopia"), "emopia")
+    _check_split_name(split, SPLIT_SCHEMES, "emopia")
     refs, skipped = emopia_refs(root)
     if split == "ours":
         assign = split_groups([r.group for r in refs], seed)

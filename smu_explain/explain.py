@@ -356,7 +356,7 @@ def recovery_accuracy(model, dataset, ratio: float = 0.15, seed: int = 0, batch_
 # - Agreement: Spearman rank correlation of the two attributions over the notes
 #   measured by both (scipy.stats.spearmanr).
 # - Attention: the fused SDPA path returns no weights; for explanations only, each
-#   block's softmax(q k^T / sqrt(head_dim)) comes from ``SelfAttention.attention_probs``
+#   block's softmax(q k^T / sqrt(head_dim)) comes from ``Block.attention_probs``
 #   (the same q, k as training, rotary positions included; training is untouched). Weights of a note are
 #   read in the window where the note is farthest from an edge (as explain_piece).
 #   Rollout (Abnar & Zuidema 2020): per layer the head mean A, A' = 0.5 A + 0.5 I
@@ -720,7 +720,7 @@ def attribution_agreement(model, tokenizer, piece, target: int | None = None, st
 @torch.no_grad()
 def attention_weights(model, tokens) -> np.ndarray:
     """Attention probabilities of one window, tokens (L, A) -> (n_layers, n_heads, L, L); every
-    row sums to 1. From each block's ``SelfAttention.attention_probs`` (explanation path only)."""
+    row sums to 1. From each block's ``Block.attention_probs`` (explanation path only)."""
     enc = _encoder_of(model)
     tok = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=next(enc.parameters()).device)
     if tok.dim() != 2:
@@ -731,7 +731,7 @@ def attention_weights(model, tokens) -> np.ndarray:
         h = enc.embed_notes(note_embeddings(enc, tok[None]))
         out = []
         for blk in enc.blocks:
-            out.append(blk.attn.attention_probs(blk.ln1(h), None)[0].cpu().numpy())
+            out.append(blk.attention_probs(h, None)[0].cpu().numpy())
             h = blk(h, None)
     finally:
         enc.train(was)

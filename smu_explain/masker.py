@@ -11,6 +11,10 @@ Every strategy has the same interface (docs/ARCHITECTURE.md "Strategies"):
   ``trainer.sample_generator(seed, step, sample_index)`` (independent of how the
   batch is sharded); otherwise ``step_state["generator"]`` or torch's global RNG.
   Exactly one grad-enabled ``model(...)`` call is made per step (DDP-safe).
+- ``train_module(model)``: the module that call goes through, what the trainer wraps in
+  DistributedDataParallel and gives to ``loss``: the model itself, or for the adversarial
+  strategy its ``AdversarialPasses`` (clean pass, pick, corrupt and recoverer pass in one
+  call; ``loss`` builds one around a bare MidiBert and refuses other wrappers of it).
 - ``end_epoch(epoch, model, loader)``: called by the trainer after each epoch
   (``epoch`` = 0-based index of the epoch that just finished). Only the
   adversarial strategy does something (its freeze book).
@@ -54,11 +58,12 @@ adversarial (Zhao 2025)
        positions; padding is never selectable.
     5. ``masker_grad='head'`` (default): the clean pass runs under no_grad, in
        eval mode (no dropout), and only the masker head learns from the BCE
-       (on the detached hidden states of the shared backbone; the head runs
-       inside the recoverer's forward call). ``'full'`` (the authors' code):
-       clean pass and recoverer pass run in one forward call (``corrupt_fn``),
-       in the model's mode, and the BCE also backpropagates into the shared
-       backbone through the clean pass (about 2x the cost of a random step).
+       (on the detached hidden states of the shared backbone). ``'full'``
+       (the authors' code):
+       clean pass and recoverer pass run in the model's mode, and the BCE also
+       backpropagates into the shared backbone through the clean pass (about 2x
+       the cost of a random step). Both modes run the whole step in one call of
+       ``AdversarialPasses`` (the module DDP wraps).
 
 bar (MusicBERT-style baseline)
     Whole bars of each sample are picked in random order until at least
@@ -79,12 +84,13 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .model import MidiBert, unwrap
+from .names import STRATEGIES
 from .tokenizer import MASK_ID, N_SPECIAL, PAD_ID
 
-STRATEGIES = ("random", "adversarial", "bar")
 WEIGHTINGS = ("equal", "vocab", "inverse_accuracy")
 MASKER_GRAD = ("head", "full")
 
@@ -649,6 +655,11 @@ class Strategy:
         return stats
 
     # ------------------------------------------------------------ interface
+    def train_module(self, model: nn.Module) -> nn.Module:
+        """The module whose one call is a step's gradient pass (what the trainer wraps in DDP and
+        gives to ``loss``): the model itself; the adversarial strategy's two passes wrap it."""
+        return model
+
     def select(self, model, batch: dict, rng: BatchRandom | torch.Generator | None = None) -> torch.Tensor:
         """(B, L) bool: the tokens this strategy picks for the batch (never padding or frozen)."""
         raise NotImplementedError
@@ -785,24 +796,36 @@ class AdversarialStrategy(Strategy):
         bottom = picked & (rank >= (n - k)[:, None])
         return top | bottom, top.float()
 
+    def train_module(self, model: nn.Module) -> "AdversarialPasses":
+        """The module the trainer wraps in DistributedDataParallel: this strategy's two passes
+        around ``model`` (a MidiBert), so a step's gradient passes are all inside ONE call."""
+        return AdversarialPasses(model, self)
+
+    def _passes(self, model: nn.Module) -> nn.Module:
+        """``model`` when it is (or wraps) this strategy's ``AdversarialPasses``; a new one around
+        a bare MidiBert. A wrapper (DDP, ...) of the bare MidiBert is refused: the two passes of a
+        step would be two calls of the wrapper (DDP cannot sync that)."""
+        inner = model
+        while inner is not None:
+            if isinstance(inner, AdversarialPasses):
+                if inner.strategy is not self:
+                    raise ValueError("these adversarial passes belong to another strategy object")
+                return model
+            inner = getattr(inner, "module", None) or getattr(inner, "_orig_mod", None)
+        if model is not unwrap(model):
+            raise TypeError(f"the adversarial strategy got a {type(model).__name__} around the MidiBert; "
+                            "wrap strategy.train_module(model) instead (its one call holds both passes)")
+        return AdversarialPasses(model, self)
+
     def loss(self, model, batch: dict, step_state: dict | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Clean pass, pick, corrupt, recoverer pass (``AdversarialPasses``: one call), then the
+        weighted recovery CE plus the masker BCE on per-sample loss-ranked targets."""
         m = unwrap(model)
         rng = BatchRandom(batch, step_state)
         tokens, am = batch["tokens"], attention_mask_of(batch)
         frozen = self.frozen(batch)
-        if self.config.masker_grad == "head":
-            clean = self.clean_scores(model, batch)
-            picked = self._pick(clean["masker_logits"], batch, rng, frozen)
-            # one grad pass: recoverer on the corrupted tokens + masker head on the detached clean hidden
-            out = model(self.corrupt(tokens, picked, m.config.vocab_sizes, rng), am, heads_at=picked,
-                        masker_input=clean["hidden"])
-        else:  # 'full': both passes inside ONE forward call; the BCE reaches the backbone via the clean pass
-            def corrupt_fn(masker_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                p = self._pick(masker_logits, batch, rng, frozen)
-                return self.corrupt(tokens, p, m.config.vocab_sizes, rng), p
-
-            out = model(tokens, am, corrupt_fn=corrupt_fn)
-            picked = out["picked"]
+        out = self._passes(model)(batch, rng, frozen)
+        picked = out["picked"]
         masker_logits = out["masker_logits"]
         rec_loss, tok_loss, w, extras = self.recovery_loss(m, tokens[picked], out.get("logits"), out["hidden"])
         labelled, target = self.masker_targets(picked, tok_loss)
@@ -823,9 +846,49 @@ class AdversarialStrategy(Strategy):
         return self.freeze_book.end_epoch(epoch, model, loader)
 
 
+class AdversarialPasses(nn.Module):
+    """One adversarial training step's gradient call: clean pass -> pick -> corrupt -> recoverer pass.
+
+    Wraps the encoder (``self.module``, named like DDP's so ``model.unwrap`` finds the MidiBert)
+    for one ``AdversarialStrategy`` (``strategy.train_module(model)``); under several ranks the
+    trainer wraps THIS module in DistributedDataParallel, so every pass that carries gradient
+    is inside the one call DDP sees. ``forward(batch, rng, frozen)`` with ``rng`` the step's
+    ``BatchRandom`` and ``frozen`` the (B, L) frozen tokens returns ``hidden`` (recoverer pass),
+    ``logits`` (per attribute, at ``picked``), ``masker_logits`` (B, L) of the clean tokens,
+    ``picked`` and ``clean_hidden``. The strategy's ``masker_grad``:
+
+    - ``'head'``: the clean pass runs without gradient in eval mode (``strategy.clean_scores``);
+      the recoverer pass and the masker head on the (detached) clean hidden states carry the
+      graph, so the masker BCE trains the masker head only.
+    - ``'full'``: the clean pass runs in the model's mode with its graph; the masker BCE also
+      reaches the shared backbone (about 2x the cost of a random step).
+    """
+
+    def __init__(self, model: nn.Module, strategy: "AdversarialStrategy"):
+        super().__init__()
+        self.module = model
+        self.strategy = strategy
+
+    def forward(self, batch: dict, rng: BatchRandom, frozen: torch.Tensor) -> dict[str, torch.Tensor]:
+        s, model = self.strategy, self.module
+        m = unwrap(model)
+        tokens, am = batch["tokens"], attention_mask_of(batch)
+        head_only = s.config.masker_grad == "head"
+        # the clean pass: no gradient, eval mode ('head'), or with its graph in the model's mode ('full')
+        clean = s.clean_scores(model, batch) if head_only else model(tokens, am, masker=True)
+        picked = s._pick(clean["masker_logits"].detach(), batch, rng, frozen)
+        out = model(s.corrupt(tokens, picked, m.config.vocab_sizes, rng), am, heads_at=picked)
+        # 'head': the masker head's graph starts at the clean pass's (detached) hidden states
+        masker_logits = m.masker_logits(clean["hidden"]) if head_only else clean["masker_logits"]
+        return {"hidden": out["hidden"], "logits": out["logits"], "masker_logits": masker_logits,
+                "picked": picked, "clean_hidden": clean["hidden"]}
+
+
 def make_strategy(name: str | StrategyConfig = "random", **cfg: Any) -> Strategy:
-    """Build a strategy from a name ('random' | 'adversarial' | 'bar') and config values,
-    or from a ``StrategyConfig``."""
+    """Build a strategy from a name (one of ``STRATEGIES``: 'random' | 'adversarial' | 'bar') and
+    config values, or from a ``StrategyConfig``."""
     config = name if isinstance(name, StrategyConfig) else StrategyConfig(name=name, **cfg)
-    cls = {"random": RandomStrategy, "adversarial": AdversarialStrategy, "bar": BarStrategy}[config.name]
-    return cls(config)
+    return _CLASSES[config.name](config)
+
+
+_CLASSES = {cls.name: cls for cls in (RandomStrategy, AdversarialStrategy, BarStrategy)}  # names.STRATEGIES

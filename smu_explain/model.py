@@ -54,7 +54,7 @@ import operator
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -279,6 +279,11 @@ class Block(nn.Module):
         x = x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)))))
         return x
 
+    def attention_probs(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention probabilities (B, H, L, L) this block's ``forward(x, mask)`` uses
+        (``SelfAttention.attention_probs`` of the normalised input), for explanations."""
+        return self.attn.attention_probs(self.ln1(x), mask)
+
 
 # ----------------------------------------------------------------------------- model
 
@@ -393,42 +398,23 @@ class MidiBert(nn.Module):
         return torch.sigmoid(self.masker_logits(hidden))
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-                heads_at: torch.Tensor | None = None, heads: bool = False,
-                masker: bool = False, masker_input: torch.Tensor | None = None,
-                corrupt_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+                heads_at: torch.Tensor | None = None, heads: bool = False, masker: bool = False,
                 ) -> dict[str, Any]:
-        """One call that strategies (and DDP wrappers) go through.
+        """One encoder pass: ``hidden`` (B, L, D) and, on request, ``logits``: per-attribute
+        logits at all positions when ``heads=True`` ((B, L, V_j) each) or only at the rows
+        where the (B, L) bool ``heads_at`` is True ((N, V_j) each, row order =
+        ``hidden[heads_at]``); ``masker_logits`` (B, L) of this pass when ``masker=True``.
 
-        Returns a dict with ``hidden`` (B, L, D) and, on request:
-        - ``logits``: per-attribute logits, at all positions when ``heads=True``
-          ((B, L, V_j) each) or only at the rows where the (B, L) bool ``heads_at``
-          is True ((N, V_j) each, row order = ``hidden[heads_at]``);
-        - ``masker_logits`` (B, L): from this pass's hidden when ``masker=True``, or from
-          ``masker_input`` (e.g. detached hidden states of a clean pass) when given.
-
-        ``corrupt_fn`` runs two passes in this one call (adversarial training with the
-        masker gradient flowing into the backbone, DDP-safe): the clean ``tokens`` are
-        encoded and scored by the masker (``masker_logits``, with graph), then
-        ``corrupt_fn(masker_logits.detach()) -> (corrupted tokens, picked (B, L) bool)``;
-        the corrupted tokens are encoded (``hidden``) and the heads run at ``picked``
-        (``logits``); ``picked`` and ``clean_hidden`` are returned too.
+        Strategies that need more than one pass per step own a module around this one
+        (``masker.AdversarialPasses``) and the trainer wraps that in DDP.
         """
-        if corrupt_fn is not None:
-            clean = self.encode(tokens, attention_mask)
-            masker_logits = self.masker_logits(clean)
-            corrupted, picked = corrupt_fn(masker_logits.detach())
-            hidden = self.encode(corrupted, attention_mask)
-            return {"hidden": hidden, "clean_hidden": clean, "masker_logits": masker_logits,
-                    "picked": picked, "logits": self.heads(hidden[picked])}
         hidden = self.encode(tokens, attention_mask)
         out: dict[str, Any] = {"hidden": hidden}
         if heads_at is not None:
             out["logits"] = self.heads(hidden[heads_at])
         elif heads:
             out["logits"] = self.heads(hidden)
-        if masker_input is not None:
-            out["masker_logits"] = self.masker_logits(masker_input)
-        elif masker:
+        if masker:
             out["masker_logits"] = self.masker_logits(hidden)
         return out
 
@@ -453,8 +439,9 @@ class MidiBert(nn.Module):
 # ----------------------------------------------------------------------------- helpers
 
 def unwrap(model: nn.Module) -> MidiBert:
-    """The MidiBert inside a DDP / torch.compile wrapper (or the model itself; any module
-    with a ``ModelConfig`` as ``.config`` and MidiBert's forward contract counts)."""
+    """The MidiBert inside a DDP / torch.compile wrapper or a strategy's step module (``.module``
+    or ``._orig_mod``, followed down), or the model itself; any module with a ``ModelConfig`` as
+    ``.config`` and MidiBert's forward contract counts."""
     while True:
         if isinstance(model, MidiBert) or isinstance(getattr(model, "config", None), ModelConfig):
             return model

@@ -47,12 +47,11 @@ from typing import Any, Iterator, Sequence
 from .checkpoint import is_checkpoint
 from .errors import SMUInputError
 from .io import JSONL_MAX_BYTES, JSONL_MAX_LINE, atomic_write_text, read_jsonl  # noqa: F401
+from .names import SIZES, STRATEGIES
 
 __all__ = [
     "RUN_STATUSES",
     "TERMINAL_STATUSES",
-    "STRATEGIES",
-    "SIZES",
     "RunInfo",
     "RunRegistry",
     "default_runs_dir",
@@ -61,8 +60,6 @@ __all__ = [
 
 RUN_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 TERMINAL_STATUSES = frozenset({"done", "failed", "cancelled"})
-STRATEGIES = ("random", "adversarial", "bar")
-SIZES = ("tiny", "small", "base")
 RUN_FILE = "run.json"
 
 # Popen handles of the runs this process started, so their exit codes are

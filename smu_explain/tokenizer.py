@@ -131,6 +131,7 @@ __all__ = [
     "PAD_ID",
     "MASK_ID",
     "N_SPECIAL",
+    "BASE_ATTRIBUTES",
     "NOTE_COLUMNS",
     "TRANSPOSE_RANGE",
     "MIDI_EXTENSIONS",
@@ -147,6 +148,8 @@ __all__ = [
 PAD_ID = 0
 MASK_ID = 1
 N_SPECIAL = 2
+#: the attributes of every token, in column order (``velocity``, ``program`` follow when enabled)
+BASE_ATTRIBUTES = ("bar", "position", "pitch", "duration")
 
 # The notes table of a piece (``Piece.notes_table``): the first columns of every per-note table.
 NOTE_COLUMNS = ["note", "pitch", "velocity", "track", "program", "start_sec", "end_sec",
@@ -870,7 +873,7 @@ class Tokenizer:
     def __init__(self, config: TokenizerConfig | None = None):
         self.config = config or TokenizerConfig()
         c = self.config
-        self.attributes: list[str] = ["bar", "position", "pitch", "duration"]
+        self.attributes: list[str] = list(BASE_ATTRIBUTES)
         if c.use_velocity:
             self.attributes.append("velocity")
         if c.use_program:

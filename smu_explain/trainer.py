@@ -30,7 +30,8 @@ Rules this module guarantees (docs/ARCHITECTURE.md "Training loop"):
   the step; nothing is written after the last good checkpoint; a ``failed`` status
   line is written to the progress file.
 - Multi-process: when ``RANK`` is set (torchrun), the trainer joins the process group
-  (``nccl`` on CUDA, ``gloo`` on CPU) and wraps the model in
+  (``nccl`` on CUDA, ``gloo`` on CPU) and wraps the model (or the objective's
+  ``train_module(model)``, the module of its one gradient call per step) in
   ``DistributedDataParallel``; gradients are averaged over ranks, so with
   sharding-invariant objectives ``W`` ranks x ``B/W`` equals 1 rank x ``B``. When
   ``RANK`` is unset it is a single plain process.
@@ -804,7 +805,11 @@ class Trainer:
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.train_model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            # the module of the objective's one gradient call per step (the adversarial strategy's
+            # two passes around the model; the model itself for the others) is what DDP wraps
+            module = self.objective.train_module(self.model) if hasattr(self.objective, "train_module") \
+                else self.model
+            self.train_model = DDP(module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                                    find_unused_parameters=True)
         else:
             self.train_model = self.model

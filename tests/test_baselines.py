@@ -11,7 +11,7 @@ from smu_explain import plots
 from smu_explain.explain import explain_piece, recovery_accuracy
 from smu_explain.masker import validation_mask
 from smu_explain.model import MidiBert, ModelConfig
-from smu_explain.tokenizer import MASK_ID, N_SPECIAL, PAD_ID, Tokenizer, TokenizerConfig
+from smu_explain.tokenizer import BASE_ATTRIBUTES, MASK_ID, N_SPECIAL, PAD_ID, Tokenizer, TokenizerConfig
 
 NG = B.NO_GUESS
 
@@ -115,7 +115,7 @@ def _naive(samples, batch_size, ratio, seed, train_counts=None):
             for p in np.flatnonzero(picked[b]):
                 masked.append((t, picked[b][: len(t)], p))
     if train_counts is not None:
-        counts = [dict(enumerate(train_counts[a])) for a in B.DEFAULT_ATTRIBUTES[:A]]
+        counts = [dict(enumerate(train_counts[a])) for a in BASE_ATTRIBUTES[:A]]
     mf = [min((k for k in c if k >= N_SPECIAL), key=lambda k: (-c[k], k)) for c in counts]
     ok = {r: np.zeros(A) for r in B.RULES}
     for t, pk, p in masked:
@@ -132,7 +132,7 @@ def _naive(samples, batch_size, ratio, seed, train_counts=None):
                 best = min(set(vals), key=lambda v: (-vals.count(v), v))
                 ok["window_mode"][j] += best == t[p, j]
     n = len(masked)
-    return {r: dict(zip(B.DEFAULT_ATTRIBUTES[:A], (ok[r] / n).tolist())) for r in B.RULES}
+    return {r: dict(zip(BASE_ATTRIBUTES[:A], (ok[r] / n).tolist())) for r in B.RULES}
 
 
 @pytest.mark.parametrize("ratio,batch_size", [(0.15, 2), (0.4, 3)])
@@ -142,10 +142,10 @@ def test_rule_accuracy_matches_a_loop_on_validation_masks(ratio, batch_size):
     want = _naive(samples, batch_size, ratio, 3)
     for r in B.RULES:
         assert got[r] == pytest.approx(want[r]), r
-    counts = {a: np.bincount(np.r_[[9] * 50, [N_SPECIAL] * 3], minlength=12) for a in B.DEFAULT_ATTRIBUTES}
+    counts = {a: np.bincount(np.r_[[9] * 50, [N_SPECIAL] * 3], minlength=12) for a in BASE_ATTRIBUTES}
     got = B.rule_stats(samples, ratio=ratio, seed=3, batch_size=batch_size, train_counts=counts)
     assert got["counts_from"] == "train_counts"
-    assert got["most_frequent_ids"] == {a: 9 for a in B.DEFAULT_ATTRIBUTES}
+    assert got["most_frequent_ids"] == {a: 9 for a in BASE_ATTRIBUTES}
     assert got["rules"]["most_frequent"] == pytest.approx(
         _naive(samples, batch_size, ratio, 3, counts)["most_frequent"])
 

@@ -208,9 +208,3 @@ def test_help_does_not_import_torch(argv):
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert r.returncode == 0, r.stderr
     assert "usage: smu" in r.stdout
-
-
-def test_tokenize_tasks_match_data():
-    from smu_explain import cli, data
-
-    assert cli.TOKENIZE_TASKS == data.TASKS

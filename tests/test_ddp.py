@@ -8,7 +8,9 @@ number of picked tokens), so the per-rank mean losses average to the global mean
 the two runs must agree up to the float error of the gradient all-reduce. The same
 processes then run the adversarial strategy for a few steps under DDP (it must work
 there; its inverse-accuracy weights follow each rank's own accuracy, so no equality is
-claimed) and write a checkpoint holding both ranks' RNG states and the freeze book.
+claimed) and write a checkpoint holding both ranks' RNG states and the freeze book; DDP
+wraps its two passes (``AdversarialPasses``), and in ``masker_grad='full'`` mode the ranks
+end with equal weights.
 """
 
 from __future__ import annotations
@@ -72,6 +74,13 @@ if tr.dist.rank == 0:
 adv = build(out + "/adversarial", objective=make_strategy("adversarial", freeze_every=1), steps=3)
 res = adv.fit()
 assert res["status"] == "done", res
+assert type(adv.train_model.module).__name__ == "AdversarialPasses"  # DDP wraps the step's one call
+full = build(out + "/adversarial_full", objective=make_strategy("adversarial", masker_grad="full"), steps=2)
+assert full.fit()["status"] == "done"
+w = torch.cat([p.detach().flatten() for p in full.model.parameters()])
+ws = [torch.zeros_like(w) for _ in range(2)]
+dist.all_gather(ws, w)
+assert torch.equal(ws[0], ws[1])  # the gradients of both passes were synced
 print("rank", tr.dist.rank, "ok", flush=True)
 '''
 

@@ -86,9 +86,9 @@ def test_shapes_and_masker_range():
     out = m(x, am, heads_at=am, masker=True)
     assert [lg.shape for lg in out["logits"]] == [(int(am.sum()), v) for v in VOCAB]
     assert torch.allclose(out["logits"][2], logits[2][am], atol=1e-6)
-    out2 = m(x, am, masker_input=h.detach() * 0)
+    out2 = m(x, am, masker=True)
     assert "logits" not in out2
-    assert torch.allclose(out2["masker_logits"], m.masker_logits(torch.zeros_like(h)))
+    assert torch.allclose(out2["masker_logits"], m.masker_logits(out2["hidden"]))
 
 
 def test_padding_does_not_change_real_tokens():
@@ -245,3 +245,5 @@ def test_attention_probs_reproduce_the_fused_attention(position):
     mine = attn.proj((w @ v).transpose(1, 2).reshape(B, L, D))
     assert torch.allclose(mine, attn(x, None), atol=1e-5)
     torch.testing.assert_close(w.sum(-1), torch.ones(B, attn.n_heads, L))
+    # the block's own view: the probabilities of its normalised input (what explain.py reads)
+    assert torch.equal(m.blocks[0].attention_probs(x), attn.attention_probs(m.blocks[0].ln1(x)))

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from smu_explain.masker import (
-    AdversarialStrategy, StrategyConfig, corrupt, make_strategy, n_to_pick, top_ratio, validate,
-    validation_mask,
+    AdversarialPasses, AdversarialStrategy, BatchRandom, StrategyConfig, corrupt, make_strategy, n_to_pick,
+    top_ratio, validate, validation_mask,
 )
 from smu_explain.model import MidiBert, ModelConfig
+from smu_explain.names import STRATEGIES
 from smu_explain.tokenizer import MASK_ID, N_SPECIAL, PAD_ID
 
 ATTRS = ["bar", "position", "pitch", "duration"]
@@ -71,7 +72,7 @@ def test_explore_mixes_masker_picks_and_uniform_picks(explore):
 
 
 
-@pytest.mark.parametrize("name", ["random", "adversarial", "bar"])
+@pytest.mark.parametrize("name", STRATEGIES)
 def test_padding_and_frozen_never_selected(name):
     m = tiny()
     s = make_strategy(name, freeze=True) if name == "adversarial" else make_strategy(name)
@@ -235,7 +236,8 @@ def test_masker_targets_hand_computed_every_sample():
 
 
 class _Capture(torch.nn.Module):
-    """Wraps a model; keeps the masker logits of the grad-enabled call with their gradient."""
+    """Wraps the step module (``strategy.train_module(model)``); keeps the masker logits of the
+    grad-enabled call with their gradient."""
 
     def __init__(self, module):
         super().__init__()
@@ -269,7 +271,7 @@ def test_one_bce_step_moves_high_loss_scores_up_and_low_loss_scores_down(monkeyp
     batch = make_batch(B=6, L=40, lengths=[40, 37, 33, 30, 26, 21], seed=2)
     am = batch["attention_mask"]
     before = s.clean_scores(m, batch)["masker_logits"].clone()
-    cap = _Capture(m)
+    cap = _Capture(s.train_module(m))
     loss, _ = s.loss(cap, batch, {"generator": torch.Generator().manual_seed(0)})
     loss.backward()
     labelled, target, grad = seen["labelled"], seen["target"], cap.masker_logits.grad
@@ -441,29 +443,49 @@ class Spy(torch.nn.Module):
         self.module = module
         self.calls = []
 
-    def forward(self, tokens, attention_mask=None, **kw):
-        call = {"grad": torch.is_grad_enabled(), "tokens": tokens.clone(), "kw": kw}
-        self.calls.append(call)
-        if kw.get("corrupt_fn") is not None:  # record what the in-forward corruption produced
-            fn = kw["corrupt_fn"]
-
-            def spy_fn(scores):
-                corrupted, picked = fn(scores)
-                call["tokens"] = corrupted.clone()
-                return corrupted, picked
-
-            kw = dict(kw, corrupt_fn=spy_fn)
-        return self.module(tokens, attention_mask, **kw)
+    def forward(self, *args, **kw):
+        self.calls.append({"grad": torch.is_grad_enabled()})
+        return self.module(*args, **kw)
 
 
 @pytest.mark.parametrize("name,kw", [("random", {}), ("bar", {}), ("adversarial", {"masker_grad": "head"}),
                                      ("adversarial", {"masker_grad": "full"})])
 def test_one_grad_pass_through_the_wrapper(name, kw):
-    spy = Spy(tiny())
-    loss, _ = make_strategy(name, **kw).loss(spy, make_batch())
+    """The trainer wraps ``strategy.train_module(model)`` in DDP: one grad-enabled call per step."""
+    s = make_strategy(name, **kw)
+    m = tiny()
+    spy = Spy(s.train_module(m))
+    loss, _ = s.loss(spy, make_batch())
     assert [c["grad"] for c in spy.calls].count(True) == 1
     loss.backward()
-    assert spy.module.out_heads[0].weight.grad is not None
+    assert m.out_heads[0].weight.grad is not None
+
+
+def test_adversarial_refuses_a_wrapper_of_the_bare_model():
+    """Around the bare MidiBert a wrapper (DDP) would see the step's passes as separate calls."""
+    s = make_strategy("adversarial", masker_grad="full")
+    assert isinstance(s.train_module(tiny()), AdversarialPasses)
+    assert make_strategy("random").train_module(m := tiny()) is m
+    with pytest.raises(TypeError, match="train_module"):
+        s.loss(Spy(tiny()), make_batch())
+    with pytest.raises(ValueError, match="another strategy"):
+        make_strategy("adversarial").loss(s.train_module(tiny()), make_batch())
+
+
+def _corrupted(strategy, model, batch: dict, state: dict) -> torch.Tensor:
+    """The corrupted tokens one ``loss`` call hands to the recoverer pass."""
+    seen = []
+    orig = strategy.corrupt
+
+    def spy(*args, **kw):
+        out = orig(*args, **kw)
+        seen.append(out.clone())
+        return out
+
+    strategy.corrupt = spy
+    strategy.loss(model, batch, state)
+    assert len(seen) == 1
+    return seen[0]
 
 
 @pytest.mark.parametrize("name,kw", [("random", {}), ("bar", {}), ("adversarial", {"ratio_range": (0.1, 0.3)}),
@@ -475,22 +497,82 @@ def test_sample_masks_do_not_depend_on_the_batch(name, kw):
     big = make_batch(B=3, L=40, lengths=[40, 26, 33], seed=4)
     big["sample_index"] = torch.tensor([10, 11, 12])
     state = {"seed": 5, "step": 7, "generator": torch.Generator().manual_seed(0)}
-    spy = Spy(m)
-    make_strategy(name, **kw).loss(spy, big, state)
-    got = [c for c in spy.calls if c["grad"]][0]
-    corrupted_big = got["tokens"]
+    corrupted_big = _corrupted(make_strategy(name, **kw), m, big, state)
     assert (corrupted_big != big["tokens"]).any()
     for b, n in enumerate([40, 26, 33]):
         one = {k: v[b:b + 1, :n] if k in ("tokens", "attention_mask", "note_ids") else v[b:b + 1]
                for k, v in big.items()}
-        spy1 = Spy(m)
-        make_strategy(name, **kw).loss(spy1, one, dict(state, generator=torch.Generator().manual_seed(99)))
-        got1 = [c for c in spy1.calls if c["grad"]][0]
-        assert torch.equal(got1["tokens"][0], corrupted_big[b, :n]), f"sample {b}"
+        got1 = _corrupted(make_strategy(name, **kw), m, one, dict(state, generator=torch.Generator().manual_seed(99)))
+        assert torch.equal(got1[0], corrupted_big[b, :n]), f"sample {b}"
     # and a different step gives different masks
-    spy2 = Spy(m)
-    make_strategy(name, **kw).loss(spy2, big, dict(state, step=8))
-    assert not torch.equal([c for c in spy2.calls if c["grad"]][0]["tokens"], corrupted_big)
+    assert not torch.equal(_corrupted(make_strategy(name, **kw), m, big, dict(state, step=8)), corrupted_big)
+
+
+def _old_adversarial_loss(s: AdversarialStrategy, m: MidiBert, batch: dict, step_state: dict) -> torch.Tensor:
+    """The adversarial loss as it was computed before ``AdversarialPasses``, when the two passes
+    were modes of ``MidiBert.forward`` ('head': ``masker_input=`` the clean hidden states of a
+    no-grad eval-mode pass; 'full': ``corrupt_fn=`` clean pass, pick and corrupt, recoverer pass
+    in one call), written plainly from the model's pieces: the reference for the test below."""
+    rng = BatchRandom(batch, step_state)
+    tokens, am = batch["tokens"], batch["attention_mask"]
+    frozen = s.frozen(batch)
+    if s.config.masker_grad == "head":
+        with torch.no_grad():
+            m.eval()
+            clean_hidden = m.encode(tokens, am)
+            picked = s._pick(m.masker_logits(clean_hidden), batch, rng, frozen)
+            m.train()
+        hidden = m.encode(s.corrupt(tokens, picked, VOCAB, rng), am)
+        logits = m.heads(hidden[picked])
+        masker_logits = m.masker_logits(clean_hidden)
+    else:
+        clean_hidden = m.encode(tokens, am)
+        masker_logits = m.masker_logits(clean_hidden)
+        picked = s._pick(masker_logits.detach(), batch, rng, frozen)
+        hidden = m.encode(s.corrupt(tokens, picked, VOCAB, rng), am)
+        logits = m.heads(hidden[picked])
+    rec_loss, tok_loss, w, extras = s.recovery_loss(m, tokens[picked], logits, hidden)
+    labelled, target = s.masker_targets(picked, tok_loss)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(masker_logits.float(), target, reduction="none")
+    loss = rec_loss + s.config.masker_weight * (bce * labelled).sum() / labelled.sum().clamp_min(1)
+    s._stats(m, loss, picked, extras, w)  # the accuracy EMA behind the next step's attribute weights
+    return loss
+
+
+@pytest.mark.parametrize("mode", ["head", "full"])
+@pytest.mark.parametrize("extras", [False, True], ids=["plain", "noise-explore-range-per-sample"])
+def test_adversarial_passes_reproduce_the_old_two_pass_forward(mode, extras):
+    """Three AdamW steps of a tiny model (dropout on, frozen notes, fixed seeds) give the same
+    losses and weights through ``AdversarialPasses`` as through the old two-pass forward."""
+    kw = dict(masker_grad=mode, freeze=True)
+    if extras:
+        kw.update(score_noise=0.2, explore=0.5, ratio_range=(0.1, 0.3))
+    runs = []
+    for step_loss in (lambda s, m, b, st: s.loss(m, b, st)[0], _old_adversarial_loss):
+        m = tiny().train()
+        s = make_strategy("adversarial", **kw)
+        for b in range(4):
+            s.freeze_book.register(b, 40)
+            s.freeze_book.flags[b][1::5] = True
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-3, foreach=False)
+        torch.manual_seed(123)  # dropout
+        losses = []
+        for step in range(3):
+            batch = make_batch(seed=step)
+            state = {"generator": torch.Generator().manual_seed(step)}
+            if extras:
+                batch["sample_index"] = torch.arange(4) + 10 * step
+                state.update(seed=7, step=step)
+            loss = step_loss(s, m, batch, state)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+        runs.append((torch.stack(losses), torch.cat([p.detach().flatten() for p in m.parameters()])))
+    (new_losses, new_w), (old_losses, old_w) = runs
+    assert torch.allclose(new_losses, old_losses, rtol=1e-5)
+    assert torch.allclose(new_w, old_w, rtol=1e-5)
+    assert (new_w - torch.cat([p.detach().flatten() for p in tiny().parameters()])).abs().max() > 1e-3
 
 
 # ---------------------------------------------------------------- behaviour
