@@ -17,10 +17,12 @@ import numpy as np
 
 from ..errors import SMUInputError
 from ..io import atomic_write_text
+from ..names import FINETUNE_TASKS, STRATEGIES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULT_FORMAT = "smu_explain.study/1"
-FT_TASKS = ("melody", "velocity", "composer", "emotion")
+#: The study's fine-tuning tasks: every fine-tuning task except a user's own folder.
+FT_TASKS = tuple(t for t in FINETUNE_TASKS if t != "folder")
 DEFAULT_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 #: Datasets of the masker analysis: (name, task whose validation split is used).
 ANALYSIS_SOURCES = (("pop909", "melody"), ("asap", "composer"), ("emopia", "emotion"))
@@ -76,7 +78,7 @@ class StudyPreset:
     name: str
     model: dict[str, Any]
     max_len: int
-    strategies: tuple[str, ...] = ("random", "adversarial", "bar")
+    strategies: tuple[str, ...] = STRATEGIES
     pretrain_steps: int = 1000
     pretrain_batch: int = 16
     pretrain_chunks: int = 1
@@ -173,10 +175,10 @@ class StudyPreset:
         if bad:
             raise SMUInputError("study preset", f"unknown or unused tasks {bad}; tasks must come from {FT_TASKS} "
                                                 "and efficiency tasks from the preset's tasks")
-        if any(s not in ("random", "adversarial", "bar") for s in self.strategies):
+        if any(s not in STRATEGIES for s in self.strategies):
             raise SMUInputError("study preset", f"unknown strategy in {self.strategies}")
         for name, spec in self.variants.items():
-            if spec.get("strategy") not in ("random", "adversarial", "bar") or name in self.strategies:
+            if spec.get("strategy") not in STRATEGIES or name in self.strategies:
                 raise SMUInputError("study preset", f"variant {name!r} needs a known 'strategy' and its own name")
         if self.curve_steps and any(m not in self.ft_models for m in self.curve_models):
             raise SMUInputError("study preset", f"curve models {self.curve_models} must be among {self.ft_models}")
@@ -287,7 +289,7 @@ PRESETS: dict[str, StudyPreset] = {
         ]),
     "gpu": StudyPreset(
         name="gpu", model=dict(d_model=768, n_layers=12, n_heads=12, d_ff=3072, emb_dim=256, dropout=0.1),
-        max_len=512, strategies=("random", "adversarial", "bar"), pretrain_steps=50_000, pretrain_batch=32,
+        max_len=512, strategies=STRATEGIES, pretrain_steps=50_000, pretrain_batch=32,
         pretrain_chunks=4, pretrain_lr=1e-4, pretrain_warmup=2000, pretrain_eval_every=5000,
         pretrain_eval_batches=50, freeze_every=5, seeds=(0, 1, 2), ft_steps=3000, ft_batch=16, ft_lr=2e-5,
         ft_warmup=100, ft_eval_every=300, ft_eval_batches=None, ft_patience=3, eval_batch=64,

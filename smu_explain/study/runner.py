@@ -11,6 +11,7 @@ import resource
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -292,6 +293,26 @@ class _Display:
             print(msg, file=sys.stderr, flush=True)
 
 
+@dataclass
+class _Chunk:
+    """One pre-training chunk's plan (``Study._chunk_plan``); ``ck_step`` / ``ledger`` change
+    when a fresh first chunk clears the run, ``resumed_within`` is set by ``_train_chunk``."""
+
+    strategy: str
+    k: int
+    n: int
+    encoder: str
+    seed: int
+    settings: dict[str, Any]
+    run_dir: Path
+    target: int
+    prev_target: int
+    ledger: dict[str, Any]
+    ckpt: Path
+    ck_step: int | None
+    resumed_within: bool = False
+
+
 class Study:
     """Runs the stages of one preset (see the module docstring)."""
 
@@ -480,120 +501,151 @@ class Study:
                            log_every=max(1, min(50, p.pretrain_steps // 20)), out_dir=str(run_dir))
 
     def _run_pretrain(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
-        import torch
+        """One chunk of one encoder's pre-training: plan it, resume or start it, train it to
+        the chunk's target step, record it (the last chunk also measures the encoder)."""
+        c = self._chunk_plan(st)
+        rec = c.ledger["chunks"].get(str(c.k))
+        if rec is not None and c.ck_step is not None and c.ck_step >= c.target:
+            # this chunk's training is already in the checkpoint (its result was deleted): re-derive it
+            return dict(rec, reused=True, note="training of this chunk already in the run's checkpoint; "
+                                               "result re-derived from the run's ledger")
+        self._prepare_chunk(st, c)
+        model, trainer, strategy, counter, res, events = self._train_chunk(st, c)
+        meter.add(counter.tokens, counter.steps)
+        rec = self._chunk_record(c, trainer, strategy, counter, res, events)
+        if c.k == c.n:
+            rec.update(self._final_measures(model, c, counter, trainer, rec["wall_s"]))
+        c.ledger["chunks"][str(c.k)] = rec
+        write_json(c.run_dir / "ledger.json", c.ledger)
+        return rec
 
-        from ..baselines import beats_rules, rule_accuracy
-        from ..errors import SMUTrainingError
-        from ..explain import recovery_accuracy
-        from ..masker import make_strategy
-        from ..model import MidiBert
-        from ..trainer import (
-            CHECKPOINT_NAME,
-            ProgressFile,
-            TqdmProgress,
-            Trainer,
-            install_stop_signals,
-            load_train_state,
-        )
+    def _chunk_plan(self, st: Stage) -> "_Chunk":
+        """Where the chunk stands: its encoder, steps, ledger and the run's checkpoint step."""
+        from ..trainer import CHECKPOINT_NAME, load_train_state
 
         p = self.preset
         strat, k, n = st.param("strategy"), st.param("chunk"), st.param("chunks")
         enc_name = st.param("encoder", strat)
-        seed = int(st.param("seed", p.pretrain_seed))
-        settings = dict(st.param("settings", ()) or ())
         run_dir = self.pretrain_dir(enc_name)
-        target = int(round(k * p.pretrain_steps / n))
-        prev_target = int(round((k - 1) * p.pretrain_steps / n))
         ledger_path = run_dir / "ledger.json"
-        ledger = read_json(ledger_path) if ledger_path.is_file() else {"chunks": {}}
         ckpt = run_dir / CHECKPOINT_NAME
-        ck_step = int(load_train_state(ckpt)["step"]) if ckpt.is_file() else None
-        rec = ledger["chunks"].get(str(k))
-        if rec is not None and ck_step is not None and ck_step >= target:
-            # this chunk's training is already in the checkpoint (its result was deleted): re-derive it
-            return dict(rec, reused=True, note="training of this chunk already in the run's checkpoint; "
-                                               "result re-derived from the run's ledger")
-        # the stage's STARTED marker tells an interrupted stage (resume) from a fresh one
+        return _Chunk(strategy=strat, k=k, n=n, encoder=enc_name, seed=int(st.param("seed", p.pretrain_seed)),
+                      settings=dict(st.param("settings", ()) or ()), run_dir=run_dir,
+                      target=int(round(k * p.pretrain_steps / n)), prev_target=int(round((k - 1) * p.pretrain_steps / n)),
+                      ledger=read_json(ledger_path) if ledger_path.is_file() else {"chunks": {}}, ckpt=ckpt,
+                      ck_step=int(load_train_state(ckpt)["step"]) if ckpt.is_file() else None)
+
+    def _prepare_chunk(self, st: Stage, c: "_Chunk") -> None:
+        """A first chunk started fresh clears the run folder; a later chunk needs the previous
+        chunk's checkpoint. The stage's STARTED marker tells an interrupted stage (resume)
+        from a fresh one."""
         marker = self.paths.runs_dir / "stages" / st.name / "STARTED"
         resuming = marker.exists()
         self._stage_dir(st)
-        if k == 1:
-            if not (resuming and ck_step is not None):
-                if run_dir.exists():
-                    shutil.rmtree(run_dir)
-                ck_step, ledger = None, {"chunks": {}}
-        elif ck_step is None or ck_step < prev_target:
-            raise SMUInputError(ckpt, f"{st.name} resumes the run at step {prev_target}, but the checkpoint "
-                                      f"is at {ck_step}; run {pretrain_stage_names(p, enc_name)[k - 2]} first")
+        if c.k == 1:
+            if not (resuming and c.ck_step is not None):
+                if c.run_dir.exists():
+                    shutil.rmtree(c.run_dir)
+                c.ck_step, c.ledger = None, {"chunks": {}}
+        elif c.ck_step is None or c.ck_step < c.prev_target:
+            raise SMUInputError(c.ckpt, f"{st.name} resumes the run at step {c.prev_target}, but the checkpoint "
+                                        f"is at {c.ck_step}; run "
+                                        f"{pretrain_stage_names(self.preset, c.encoder)[c.k - 2]} first")
+
+    def _train_chunk(self, st: Stage, c: "_Chunk"):
+        """Build the encoder, strategy and trainer; train to the chunk's target (or reload the
+        checkpoint that already got there). Returns (model, trainer, strategy, counter,
+        fit result, freeze events or None)."""
+        import torch
+
+        from ..errors import SMUTrainingError
+        from ..masker import make_strategy
+        from ..model import MidiBert
+        from ..trainer import ProgressFile, TqdmProgress, Trainer, install_stop_signals, load_train_state
+
+        p = self.preset
         built = self.task_data("pretrain")
         train, val = built.datasets["train"], built.datasets["val"]
-        torch.manual_seed(seed)
+        torch.manual_seed(c.seed)
         model = MidiBert(self.model_config())
-        strategy = make_strategy(strat, **{"ratio": p.mask_ratio, "seed": seed, "freeze_every": p.freeze_every,
-                                           "freeze_top": p.freeze_top, "unfreeze_frac": p.unfreeze_frac,
-                                           **settings})
-        counter = TokenCounter(run_dir / f"counts_chunk{k}.json")
-        resumed_within = ck_step is not None and prev_target < ck_step < target and counter.load(ck_step)
-        cbs = [ProgressFile(run_dir / "progress.jsonl"), counter, StopAtStep(target)]
-        if strat == "adversarial":
-            cbs.append(FreezeSnapshots(run_dir / "freeze_snapshots"))
+        strategy = make_strategy(c.strategy, **{"ratio": p.mask_ratio, "seed": c.seed,
+                                                "freeze_every": p.freeze_every, "freeze_top": p.freeze_top,
+                                                "unfreeze_frac": p.unfreeze_frac, **c.settings})
+        counter = TokenCounter(c.run_dir / f"counts_chunk{c.k}.json")
+        c.resumed_within = (c.ck_step is not None and c.prev_target < c.ck_step < c.target
+                            and counter.load(c.ck_step))
+        cbs = [ProgressFile(c.run_dir / "progress.jsonl"), counter, StopAtStep(c.target)]
+        if c.strategy == "adversarial":
+            cbs.append(FreezeSnapshots(c.run_dir / "freeze_snapshots"))
         if not self.quiet:
             cbs.append(TqdmProgress())
-        trainer = Trainer(model, strategy, train, val if len(val) else None, self._pretrain_config(run_dir, seed),
-                          cbs)
+        trainer = Trainer(model, strategy, train, val if len(val) else None,
+                          self._pretrain_config(c.run_dir, c.seed), cbs)
         trainer.save_extra = {"tokenizer": self.tokenizer().config.to_dict(),
-                              "strategy": strategy.config.to_dict() if hasattr(strategy, "config") else strat,
-                              "study": {"preset": p.name, "strategy": strat, "encoder": enc_name, "seed": seed}}
-        if ck_step is not None and ck_step >= target:
+                              "strategy": strategy.config.to_dict() if hasattr(strategy, "config") else c.strategy,
+                              "study": {"preset": p.name, "strategy": c.strategy, "encoder": c.encoder,
+                                        "seed": c.seed}}
+        if c.ck_step is not None and c.ck_step >= c.target:
             # trained to the chunk's end before (stopped after its final checkpoint, before its
             # result was written): nothing to train; the counts were saved with that checkpoint
-            counter.load(ck_step)
-            state = load_train_state(ckpt)
-            model = MidiBert.from_pretrained(run_dir)  # the weights saved with that checkpoint
+            counter.load(c.ck_step)
+            state = load_train_state(c.ckpt)
+            model = MidiBert.from_pretrained(c.run_dir)  # the weights saved with that checkpoint
             trainer.step, trainer.epoch = int(state["step"]), int(state["epoch"])
-            res = {"status": "done", "message": f"already trained to step {ck_step} (checkpoint)",
+            res = {"status": "done", "message": f"already trained to step {c.ck_step} (checkpoint)",
                    "metrics": dict(state.get("last_metrics") or {})}
             events = [load_freeze_snapshot(f)["stats"]
-                      for f in sorted((run_dir / "freeze_snapshots").glob(SNAPSHOT_GLOB))]
-        else:
-            events = None
-            try:  # SIGTERM / Ctrl-C: checkpoint, then stop (only possible in the main thread)
-                restore = install_stop_signals(trainer)
-            except ValueError:
-                restore = (lambda: None)
-            try:
-                res = trainer.fit(resume=ck_step is not None and ck_step > 0)
-            finally:
-                restore()
-            if res["status"] != "done":
-                raise SMUTrainingError(f"{st.name} stopped at step {trainer.step} ({res['message']}); the "
-                                       f"checkpoint in {run_dir} is kept: run the study again to resume")
-        meter.add(counter.tokens, counter.steps)
-        wall = counter.wall_s  # includes the time before an interruption of this chunk, if resumed
-        rec = {"strategy": strat, "encoder": enc_name, "seed": seed, "settings": settings, "chunk": k, "chunks": n, "from_step": prev_target, "to_step": trainer.step,
-               "target_step": target, "steps": counter.steps, "tokens": counter.tokens, "wall_s": wall,
-               "resumed_within_chunk_at": ck_step if resumed_within else None,
-               "epoch": trainer.epoch, "status": res["status"], "message": res["message"],
-               "val_metrics": res["metrics"], "run_dir": str(run_dir),
-               "freeze_events": events if events is not None else
-               list(getattr(getattr(strategy, "freeze_book", None), "history", []) or [])}
-        if k == n:
-            rec["n_params"] = int(sum(q.numel() for q in model.parameters()))
-            rec["recovery_accuracy"] = recovery_accuracy(model, val, ratio=p.mask_ratio, seed=0,
-                                                         batch_size=p.eval_batch) if len(val) else {}
-            # the no-model rules on exactly the notes recovery_accuracy masked (docs/METHOD.md 9)
-            # (most frequent value: counted on the evaluated windows themselves)
-            rec["rules"] = rule_accuracy(val, ratio=p.mask_ratio, seed=0, batch_size=p.eval_batch) if len(val) else {}
-            rec["beats_rules"] = beats_rules(rec["recovery_accuracy"], rec["rules"]) if rec["rules"] else {}
-            prev = [ledger["chunks"][c] for c in sorted(ledger["chunks"], key=int) if int(c) < k]
-            rec["total"] = {"steps": sum(c["steps"] for c in prev) + counter.steps,
-                            "tokens": sum(c["tokens"] for c in prev) + counter.tokens,
-                            "wall_s": sum(c["wall_s"] for c in prev) + wall,
-                            "epochs": trainer.step / max(trainer.batches_per_epoch, 1),
-                            "train_windows": len(train), "batches_per_epoch": trainer.batches_per_epoch}
-        ledger["chunks"][str(k)] = rec
-        write_json(ledger_path, ledger)
-        return rec
+                      for f in sorted((c.run_dir / "freeze_snapshots").glob(SNAPSHOT_GLOB))]
+            return model, trainer, strategy, counter, res, events
+        try:  # SIGTERM / Ctrl-C: checkpoint, then stop (only possible in the main thread)
+            restore = install_stop_signals(trainer)
+        except ValueError:
+            restore = (lambda: None)
+        try:
+            res = trainer.fit(resume=c.ck_step is not None and c.ck_step > 0)
+        finally:
+            restore()
+        if res["status"] != "done":
+            raise SMUTrainingError(f"{st.name} stopped at step {trainer.step} ({res['message']}); the "
+                                   f"checkpoint in {c.run_dir} is kept: run the study again to resume")
+        return model, trainer, strategy, counter, res, None
+
+    @staticmethod
+    def _chunk_record(c: "_Chunk", trainer, strategy, counter: "TokenCounter", res: Mapping[str, Any],
+                      events: list | None) -> dict[str, Any]:
+        """The chunk's result (and ledger entry)."""
+        return {"strategy": c.strategy, "encoder": c.encoder, "seed": c.seed, "settings": c.settings,
+                "chunk": c.k, "chunks": c.n, "from_step": c.prev_target, "to_step": trainer.step,
+                "target_step": c.target, "steps": counter.steps, "tokens": counter.tokens,
+                "wall_s": counter.wall_s,  # includes the time before an interruption of this chunk, if resumed
+                "resumed_within_chunk_at": c.ck_step if c.resumed_within else None,
+                "epoch": trainer.epoch, "status": res["status"], "message": res["message"],
+                "val_metrics": res["metrics"], "run_dir": str(c.run_dir),
+                "freeze_events": events if events is not None else
+                list(getattr(getattr(strategy, "freeze_book", None), "history", []) or [])}
+
+    def _final_measures(self, model, c: "_Chunk", counter: "TokenCounter", trainer, wall: float) -> dict[str, Any]:
+        """After the last chunk: parameters, recovery accuracy beside the no-model rules on the
+        same masked notes (docs/METHOD.md 9), and the run's totals over its chunks."""
+        from ..baselines import beats_rules, rule_accuracy
+        from ..explain import recovery_accuracy
+
+        p = self.preset
+        built = self.task_data("pretrain")
+        train, val = built.datasets["train"], built.datasets["val"]
+        out: dict[str, Any] = {"n_params": int(sum(q.numel() for q in model.parameters()))}
+        out["recovery_accuracy"] = recovery_accuracy(model, val, ratio=p.mask_ratio, seed=0,
+                                                     batch_size=p.eval_batch) if len(val) else {}
+        # (most frequent value: counted on the evaluated windows themselves)
+        out["rules"] = rule_accuracy(val, ratio=p.mask_ratio, seed=0, batch_size=p.eval_batch) if len(val) else {}
+        out["beats_rules"] = beats_rules(out["recovery_accuracy"], out["rules"]) if out["rules"] else {}
+        prev = [c.ledger["chunks"][k] for k in sorted(c.ledger["chunks"], key=int) if int(k) < c.k]
+        out["total"] = {"steps": sum(x["steps"] for x in prev) + counter.steps,
+                        "tokens": sum(x["tokens"] for x in prev) + counter.tokens,
+                        "wall_s": sum(x["wall_s"] for x in prev) + wall,
+                        "epochs": trainer.step / max(trainer.batches_per_epoch, 1),
+                        "train_windows": len(train), "batches_per_epoch": trainer.batches_per_epoch}
+        return out
 
     # ------------------------------------------------------------------ fine-tuning
     def _encoder_model(self, task: str, classes: Sequence[str], encoder: str, seed: int):
