@@ -157,17 +157,48 @@ def masker_analysis(adv_model, random_model, tokenizer, pieces: Sequence[tuple[s
     ``n_examples`` frozen notes with their context: from the last freeze snapshot on
     POP909/ASAP/EMOPIA training pieces when there is one, else from the validation pieces.
     """
+    scored = _score_pieces(adv_model, random_model, tokenizer, pieces, ratio, freeze_top)
+    cat = _cat
+    out: dict[str, Any] = {
+        "ratio": ratio, "freeze_top": freeze_top,
+        "pieces_per_source": {s: v["pieces"] for s, v in scored["sources"].items()},
+        "n_notes": int(sum(len(x) for x in scored["score"])),
+        "spearman_random_loss": spearman(cat(scored["score"]), cat(scored["random_loss"])),
+        "spearman_own_loss": spearman(cat(scored["score"]), cat(scored["own_loss"])),
+        "score_spread": score_spread(cat(scored["score"])),
+        "sources": scored["sources"], "by_class": _class_tables(scored["by_group"]), "skipped": scored["skipped"],
+        "freeze_history": freeze_history(snapshots) if snapshots else [],
+    }
+    out["highlights"] = {"highest_score_class": _highest_score_class(out["by_class"], out["n_notes"])}
+    examples: list[dict[str, Any]] = []
+    if snapshots and pretrain_refs:
+        last = max(snapshots, key=lambda s: s["epoch"])
+        out["examples_frozen_by"] = f"the freeze book after epoch {last['epoch']} (step {last['step']}), " \
+                                    "training pieces"
+        examples = _snapshot_examples(adv_model, tokenizer, last, pretrain_refs, ratio, n_examples)
+    if not examples:
+        out["examples_frozen_by"] = f"the top-{freeze_top:.0%} rule on validation pieces (no freeze snapshot)"
+        examples = _validation_examples(scored["tables"], n_examples)
+    out["examples"] = examples
+    return out
+
+
+def _cat(xs: Sequence[np.ndarray]) -> np.ndarray:
+    return np.concatenate(xs) if xs else np.zeros(0)
+
+
+def _score_pieces(adv_model, random_model, tokenizer, pieces, ratio: float, freeze_top: float) -> dict[str, Any]:
+    """Explain every piece with both models: per-note masker score, the random model's and
+    the adversarial model's own recovery loss, note classes; per-source Spearman."""
     from ..data import read_ref
-    from ..explain import explain_piece, masker_view
-    from ..masker import FreezeBook
+    from ..explain import explain_piece
 
     attrs = list(tokenizer.attributes)
     all_score, all_rl, all_own = [], [], []
     by_group: dict[str, dict[str, list]] = {g: {"cls": [], "score": [], "frozen": [], "picked": [],
                                                 "random_loss": []} for g in GROUPINGS}
     sources: dict[str, Any] = {}
-    val_tables = []
-    skipped = []
+    tables, skipped = [], []
     for source, refs in pieces:
         s_score, s_rl, s_own = [], [], []
         n_p = 0
@@ -194,88 +225,93 @@ def masker_analysis(adv_model, random_model, tokenizer, pieces: Sequence[tuple[s
                 by_group[g]["frozen"].append(da["frozen"].to_numpy())
                 by_group[g]["picked"].append(da["picked"].to_numpy())
                 by_group[g]["random_loss"].append(rl)
-            val_tables.append((source, ref, piece, da))
+            tables.append((source, ref, piece, da))
             n_p += 1
-        cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0))
         sources[source] = {"pieces": n_p, "n_notes": int(sum(len(x) for x in s_score)),
-                           "spearman_random_loss": spearman(cat(s_score), cat(s_rl)),
-                           "spearman_own_loss": spearman(cat(s_score), cat(s_own)),
-                           "mean_score": float(cat(s_score).mean()) if s_score else None}
+                           "spearman_random_loss": spearman(_cat(s_score), _cat(s_rl)),
+                           "spearman_own_loss": spearman(_cat(s_score), _cat(s_own)),
+                           "mean_score": float(_cat(s_score).mean()) if s_score else None}
         all_score += s_score; all_rl += s_rl; all_own += s_own
-    cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0))
-    by_class = {}
+    return {"score": all_score, "random_loss": all_rl, "own_loss": all_own, "by_group": by_group,
+            "sources": sources, "tables": tables, "skipped": skipped}
+
+
+def _class_tables(by_group: Mapping[str, Mapping[str, list]]) -> dict[str, list[dict[str, Any]]]:
+    """Score, frozen and picked shares and the random model's loss per note class, per grouping."""
+    out: dict[str, list[dict[str, Any]]] = {}
     for g, d in by_group.items():
-        if not d["cls"]:
-            by_class[g] = []
-            continue
-        by_class[g] = class_table({k: cat(d[k]) for k in ("score", "frozen", "picked", "random_loss")},
-                                  cat(d["cls"]), class_order(g))
-    out: dict[str, Any] = {
-        "ratio": ratio, "freeze_top": freeze_top, "pieces_per_source": {s: v["pieces"] for s, v in sources.items()},
-        "n_notes": int(sum(len(x) for x in all_score)),
-        "spearman_random_loss": spearman(cat(all_score), cat(all_rl)),
-        "spearman_own_loss": spearman(cat(all_score), cat(all_own)),
-        "score_spread": score_spread(cat(all_score)),
-        "sources": sources, "by_class": by_class, "skipped": skipped,
-        "freeze_history": freeze_history(snapshots) if snapshots else [],
-    }
-    # highlights for the summary: the class with the highest mean score (classes with >= 20 notes, or any)
+        out[g] = class_table({k: _cat(d[k]) for k in ("score", "frozen", "picked", "random_loss")},
+                             _cat(d["cls"]), class_order(g)) if d["cls"] else []
+    return out
+
+
+def _highest_score_class(by_class: Mapping[str, list[dict[str, Any]]], n_notes: int) -> dict[str, Any] | None:
+    """The class with the highest mean score (classes with >= 20 notes, or any, for the summary)."""
     best = None
     for g, rows in by_class.items():
         for r in rows:
-            if r["score"] is None or r["n"] < min(20, max(1, out["n_notes"] // 50)):
+            if r["score"] is None or r["n"] < min(20, max(1, n_notes // 50)):
                 continue
             if best is None or r["score"] > best["score"]:
                 best = {"grouping": g, "class": r["class"], "score": r["score"], "n": r["n"]}
-    out["highlights"] = {"highest_score_class": best}
-    # examples
+    return best
+
+
+def _snapshot_examples(adv_model, tokenizer, last: Mapping[str, Any], pretrain_refs: Mapping[str, Any],
+                       ratio: float, n_examples: int) -> list[dict[str, Any]]:
+    """Frozen notes of the last freeze snapshot on POP909/ASAP/EMOPIA training pieces, taken
+    round-robin over the sources in a seeded order; the highest-scoring frozen note of each."""
+    from ..data import read_ref
+    from ..explain import masker_view
+    from ..masker import FreezeBook
+
+    cands = [nm for nm in sorted(last["flags"]) if nm in pretrain_refs
+             and pretrain_refs[nm].source in ("pop909", "asap", "emopia") and last["flags"][nm].any()]
+    rng = np.random.default_rng(0)
+    by_src: dict[str, list[str]] = {}
+    for nm in cands:
+        by_src.setdefault(pretrain_refs[nm].source, []).append(nm)
+    order: list[str] = []
+    lists = [list(rng.permutation(v)) for _, v in sorted(by_src.items())]
+    while any(lists) and len(order) < 4 * n_examples:
+        for lst in lists:
+            if lst:
+                order.append(str(lst.pop(0)))
     examples: list[dict[str, Any]] = []
-    if snapshots and pretrain_refs:
-        last = max(snapshots, key=lambda s: s["epoch"])
-        out["examples_frozen_by"] = f"the freeze book after epoch {last['epoch']} (step {last['step']}), " \
-                                    "training pieces"
-        cands = [nm for nm in sorted(last["flags"]) if nm in pretrain_refs
-                 and pretrain_refs[nm].source in ("pop909", "asap", "emopia") and last["flags"][nm].any()]
-        rng = np.random.default_rng(0)
-        by_src: dict[str, list[str]] = {}
-        for nm in cands:
-            by_src.setdefault(pretrain_refs[nm].source, []).append(nm)
-        order: list[str] = []
-        lists = [list(rng.permutation(v)) for _, v in sorted(by_src.items())]
-        while any(lists) and len(order) < 4 * n_examples:
-            for lst in lists:
-                if lst:
-                    order.append(str(lst.pop(0)))
-        for nm in order:
-            if len(examples) >= n_examples:
-                break
-            ref = pretrain_refs[nm]
-            try:
-                piece = read_ref(ref, tokenizer)
-            except SMUInputError:
-                continue
-            flags = last["flags"][nm]
-            book = FreezeBook()
-            fr = np.zeros(len(piece.pitch), bool)
-            fr[: min(len(fr), len(flags))] = flags[: len(fr)]
-            book.flags = {0: fr}
-            # scores from the adversarial model; frozen = the book's flags; picked = top ratio of the rest
-            df = masker_view(adv_model, tokenizer, piece, ratio=ratio, freeze_book=book, piece_id=0)
-            if not fr.any():
-                continue
-            note = int(df.loc[fr, "score"].idxmax())
-            examples.append(_example(ref, piece, df, note, source=ref.source, split="pretrain train"))
-    if not examples:
-        out["examples_frozen_by"] = f"the top-{freeze_top:.0%} rule on validation pieces (no freeze snapshot)"
-        for source, ref, piece, da in val_tables:
-            if len(examples) >= n_examples:
-                break
-            if not da["frozen"].any():
-                continue
-            note = int(da.loc[da["frozen"], "score"].idxmax())
-            examples.append(_example(ref, piece, da, note, source=source, split="val"))
-    out["examples"] = examples
-    return out
+    for nm in order:
+        if len(examples) >= n_examples:
+            break
+        ref = pretrain_refs[nm]
+        try:
+            piece = read_ref(ref, tokenizer)
+        except SMUInputError:
+            continue
+        flags = last["flags"][nm]
+        book = FreezeBook()
+        fr = np.zeros(len(piece.pitch), bool)
+        fr[: min(len(fr), len(flags))] = flags[: len(fr)]
+        book.flags = {0: fr}
+        # scores from the adversarial model; frozen = the book's flags; picked = top ratio of the rest
+        df = masker_view(adv_model, tokenizer, piece, ratio=ratio, freeze_book=book, piece_id=0)
+        if not fr.any():
+            continue
+        note = int(df.loc[fr, "score"].idxmax())
+        examples.append(_example(ref, piece, df, note, source=ref.source, split="pretrain train"))
+    return examples
+
+
+def _validation_examples(tables, n_examples: int) -> list[dict[str, Any]]:
+    """Without a freeze snapshot: the highest-scoring note of the top-``freeze_top`` rule on
+    the validation pieces."""
+    examples: list[dict[str, Any]] = []
+    for source, ref, piece, da in tables:
+        if len(examples) >= n_examples:
+            break
+        if not da["frozen"].any():
+            continue
+        note = int(da.loc[da["frozen"], "score"].idxmax())
+        examples.append(_example(ref, piece, da, note, source=source, split="val"))
+    return examples
 
 
 def _example(ref, piece, df, note: int, source: str, split: str) -> dict[str, Any]:
