@@ -84,6 +84,8 @@ def ship(run_dir: Path, dest: Path, cfg: dict) -> None:
     _portable_pretrained(meta)
     (tmp / "config.json").write_text(json.dumps(meta, indent=1))
     shutil.copy(run_dir / "progress.jsonl", tmp / "progress.jsonl")
+    if (run_dir / "tokenizer.json").is_file():  # checkpoint.py's format (older runs keep it in config.json)
+        shutil.copy(run_dir / "tokenizer.json", tmp / "tokenizer.json")
     if (run_dir / "results.json").is_file():
         res = json.loads((run_dir / "results.json").read_text())
         _portable_pretrained(res)
