@@ -249,7 +249,6 @@ def _md_pretrain(results: Mapping[str, Any]) -> list[str]:
     if not any(v.get("rules") for v in pre.values()):
         return []
     attrs = list(next(iter(v["recovery_accuracy"] for v in pre.values() if v.get("recovery_accuracy")), {}))
-    L = ["## Did the encoders learn? Pre-training recovery vs the no-model rules", ""]
     rows = []
     rules = next(v["rules"] for v in pre.values() if v.get("rules"))
     names = {"most_frequent": "rule: most frequent value", "copy_neighbour": "rule: copy the nearest neighbour",
@@ -262,13 +261,16 @@ def _md_pretrain(results: Mapping[str, Any]) -> list[str]:
         rows.append([f"{name} (step {(v.get('total') or {}).get('steps', '?')})"]
                     + [("**" + _f3(ra.get(a)) + "**") if beats.get(a) else _f3(ra.get(a)) for a in attrs]
                     + ["yes" if ok else "no: " + ", ".join(a for a, b in beats.items() if not b)])
-    L.append(markdown_table(["encoder"] + attrs + ["beats every rule"], rows))
-    L.append("")
-    L.append("Recovery accuracy of a seeded random 15% of the pre-training validation notes replaced by MASK "
-             "(the same notes for every row; the most frequent value is counted on the evaluated windows). "
-             "Bold: above every rule on that attribute.")
-    L.append("")
-    return L
+    return _md_section("Did the encoders learn? Pre-training recovery vs the no-model rules",
+                       ["encoder"] + attrs + ["beats every rule"], rows,
+                       "Recovery accuracy of a seeded random 15% of the pre-training validation notes replaced by "
+                       "MASK (the same notes for every row; the most frequent value is counted on the evaluated "
+                       "windows). Bold: above every rule on that attribute.")
+
+
+def _md_section(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], caption: str) -> list[str]:
+    """A RESULTS.md section: heading, one table, one caption paragraph."""
+    return [f"## {title}", "", markdown_table(header, rows), "", caption, ""]
 
 
 def _md_curves(results: Mapping[str, Any]) -> list[str]:
@@ -276,7 +278,6 @@ def _md_curves(results: Mapping[str, Any]) -> list[str]:
     curves = results.get("curves") or {}
     if not curves:
         return []
-    L = ["## Fine-tuning learning curves: where validation accuracy stops rising", ""]
     rows = []
     for t, c in curves.items():
         for m, cv in c.get("curves", {}).items():
@@ -286,13 +287,11 @@ def _md_curves(results: Mapping[str, Any]) -> list[str]:
             rows.append([t, m, " ".join(f"{q['step']}:{100 * q['val_acc']:.0f}" for q in show),
                          _pct(cv.get("best_val_acc")), cv.get("plateau_step"), f"{cv.get('epochs', 0):.1f}"])
         rows.append([t, "**budget**", c.get("rule", ""), "", f"**{c.get('budget_steps')}**", ""])
-    L.append(markdown_table(["task", "model", "validation accuracy % at step", "best", "plateau step",
-                             "epochs"], rows))
-    L.append("")
-    L.append("One fine-tuning run per model (seed 0, mask fine-tuning on, no early stopping) on the validation "
-             "windows used for early stopping. The fine-tuning runs below get the budget (with early stopping).")
-    L.append("")
-    return L
+    return _md_section("Fine-tuning learning curves: where validation accuracy stops rising",
+                       ["task", "model", "validation accuracy % at step", "best", "plateau step", "epochs"], rows,
+                       "One fine-tuning run per model (seed 0, mask fine-tuning on, no early stopping) on the "
+                       "validation windows used for early stopping. The fine-tuning runs below get the budget "
+                       "(with early stopping).")
 
 
 def _md_probe(results: Mapping[str, Any]) -> list[str]:
@@ -304,19 +303,15 @@ def _md_probe(results: Mapping[str, Any]) -> list[str]:
     encs: list[str] = []
     for t in tasks:
         encs += [e for e in probe[t]["probes"] if e not in encs]
-    L = ["## Linear probe on the frozen encoders (test accuracy %)", ""]
     rows = []
     for e in encs:
         label = "random init (no pre-training)" if e == "none" else e
         rows.append([label] + [_pct1(probe[t]["probes"].get(e, {}).get("test_acc")) for t in tasks])
     rows.append(["majority class (no model)"] + [_pct1((probe[t].get("majority") or {}).get("rate")) for t in tasks])
-    L.append(markdown_table(["encoder"] + tasks, rows))
-    L.append("")
-    L.append("A logistic regression on the encoder's final hidden states (notes: per token; pieces: mean over a "
-             "window, window probabilities averaged per piece), L2 chosen on validation; the encoder is not "
-             "trained. It measures what pre-training put into the representation.")
-    L.append("")
-    return L
+    return _md_section("Linear probe on the frozen encoders (test accuracy %)", ["encoder"] + tasks, rows,
+                       "A logistic regression on the encoder's final hidden states (notes: per token; pieces: mean "
+                       "over a window, window probabilities averaged per piece), L2 chosen on validation; the "
+                       "encoder is not trained. It measures what pre-training put into the representation.")
 
 
 def _md_earlier(results: Mapping[str, Any]) -> list[str]:
