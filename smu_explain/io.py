@@ -19,12 +19,14 @@ Checkpoints keep their own writers for the weights (``trainer.atomic_torch_save`
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import stat as _stat
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Mapping
 
 __all__ = [
     "JSONL_MAX_BYTES",
@@ -158,3 +160,10 @@ def read_jsonl(path: str | os.PathLike, max_bytes: int = JSONL_MAX_BYTES,
             if isinstance(obj, dict):
                 out.append(obj)
     return out
+
+
+def unknown_fields(cls: type, d: Mapping[str, Any]) -> list[str]:
+    """Keys of ``d`` that are not fields of the dataclass ``cls`` (sorted): the one check every
+    config's ``from_dict`` makes before building (each raises its own error with them)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return sorted(set(d) - known)

@@ -79,7 +79,7 @@ notes (RNG seeded by (seed, epoch, piece id), so a resumed run repeats it).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -87,6 +87,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .io import unknown_fields
 from .model import MidiBert, unwrap
 from .names import STRATEGIES
 from .tokenizer import MASK_ID, N_SPECIAL, PAD_ID
@@ -159,8 +160,7 @@ class StrategyConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StrategyConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = unknown_fields(cls, d)
         if unknown:
             raise ValueError(f"unknown strategy config keys: {unknown}")
         d = dict(d)

@@ -52,7 +52,7 @@ import json
 import math
 import operator
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .io import unknown_fields
 
 
 # ----------------------------------------------------------------------------- config
@@ -117,8 +118,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = unknown_fields(cls, d)
         if unknown:
             raise ValueError(f"unknown model config keys: {unknown}")
         return cls(**{**cls.LEGACY_DEFAULTS, **d})

@@ -125,7 +125,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import SMUInputError
-from .io import atomic_write_text
+from .io import atomic_write_text, unknown_fields
 
 __all__ = [
     "PAD_ID",
@@ -290,10 +290,9 @@ class TokenizerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TokenizerConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
+        unknown = unknown_fields(cls, d)
         if unknown:
-            raise ValueError(f"unknown TokenizerConfig keys: {sorted(unknown)}")
+            raise ValueError(f"unknown TokenizerConfig keys: {unknown}")
         return cls(**d)
 
     @classmethod

@@ -61,7 +61,7 @@ import torch
 import torch.nn as nn
 
 from .errors import SMUCheckpointError, SMUInputError, SMUTrainingError, SMUWriteError
-from .io import atomic_write_text, default_file_mode, read_jsonl  # noqa: F401  (re-exported: older imports)
+from .io import atomic_write_text, default_file_mode, read_jsonl, unknown_fields  # noqa: F401  (re-exported: older imports)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 TRAIN_CONFIG_NAME = "train_config.json"
@@ -225,10 +225,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = unknown_fields(cls, d)
         if unknown:
-            raise SMUInputError("train config", f"unknown keys {unknown}; known: {sorted(known)}")
+            known = sorted(f.name for f in fields(cls))
+            raise SMUInputError("train config", f"unknown keys {unknown}; known: {known}")
         return cls(**d)
 
     @classmethod
