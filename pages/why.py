@@ -119,11 +119,18 @@ def parse_notes(text: str, n: int) -> list[int] | None:
 notes_df = piece.notes_table()
 n_notes = len(notes_df)
 ratio = float(st.session_state.get(A.K_RATIO, 0.15))
-if st.session_state.get("why_note_for") != A.piece_key(data) or st.session_state.get("why_note", 0) >= n_notes:
-    st.session_state["why_note"] = A.why_default_note(n_notes)
+# the note: the middle of a new piece, else the one chosen last, also after a visit to another page
+# (Streamlit drops a widget's state when its page is left: "why_note_value" keeps it)
+if (st.session_state.get("why_note_for") != A.piece_key(data)
+        or not 0 <= st.session_state.get("why_note_value", 0) < n_notes):
+    st.session_state["why_note_value"] = A.why_default_note(n_notes)
     st.session_state["why_note_for"] = A.piece_key(data)
+    st.session_state.pop("why_note", None)
+if not 0 <= st.session_state.get("why_note", -1) < n_notes:
+    st.session_state["why_note"] = st.session_state["why_note_value"]
 note = int(st.number_input("Note to explain (its number; attention, masker and note tasks use it)",
                            0, n_notes - 1, key="why_note"))
+st.session_state["why_note_value"] = note
 row = notes_df.iloc[note]
 st.markdown(f"Note {note}: **{plots.pitch_name(int(row['pitch']))}** at "
             f"{plots.bar_beat_label(row['bar'], row['beat'])}, {plots.fmt_quarters(row['duration_q'])} long.")

@@ -365,6 +365,12 @@ def piece_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:20]
 
 
+def ratio_key(ratio: float) -> float:
+    """A masking ratio as a cache key: the slider's value to 4 decimals (its step is 0.01), so
+    the same ratio reached by different steps (0.16 - 0.01 and 0.15) is one entry."""
+    return round(float(ratio), 4)
+
+
 def mask_groups(ratio: float) -> int:
     """How ``explain.explain_piece`` masks the notes at ``ratio``: each window's notes split
     into ``round(1 / ratio)`` seeded groups, one group masked per copy. This number (with the
@@ -602,13 +608,23 @@ def attention_cached(path: str, mtime: float, key: str, note: int, layer, head, 
 
 
 @st.cache_data(show_spinner="Explaining the masker's score...", max_entries=32)
-def masker_note_cached(path: str, mtime: float, key: str, note: int, n_masks: int, ratio: float, seed: int,
-                       _piece):
-    """``explain.explain_masker_note`` of a note (cached by model, piece, note and settings)."""
-    from .explain import explain_masker_note
+def masker_occlusion_cached(path: str, mtime: float, key: str, note: int, _piece):
+    """``explain.masker_occlusion`` of a note (cached by model, piece and note: one model pass per
+    note of its window, whatever the masking ratio, mask count and seed)."""
+    from .explain import masker_occlusion
 
     model, tok = _load_model(path, mtime)
-    return explain_masker_note(model, tok, _piece, note, n_masks=n_masks, ratio=ratio, seed=seed)
+    return masker_occlusion(model, tok, _piece, note)
+
+
+@st.cache_data(show_spinner="Measuring the recoverer's loss...", max_entries=64)
+def masker_losses_cached(path: str, mtime: float, key: str, note: int, n_masks: int, ratio: float, seed: int,
+                         _piece):
+    """``explain.masker_recovery_losses`` of a note (cached by model, piece, note and masks)."""
+    from .explain import masker_recovery_losses
+
+    model, tok = _load_model(path, mtime)
+    return masker_recovery_losses(model, tok, _piece, note, n_masks=n_masks, ratio=ratio, seed=seed)
 
 
 def attention(path, data: bytes, piece, note: int, layer, head, rollout: bool):
@@ -618,9 +634,16 @@ def attention(path, data: bytes, piece, note: int, layer, head, rollout: bool):
 
 
 def masker_note(path, data: bytes, piece, note: int, n_masks: int, ratio: float, seed: int):
+    """``explain.explain_masker_note`` of a note from two caches: the occlusion (the costly part:
+    one pass per note of the window) by note only, the recoverer's losses by note and masks, so
+    a new ratio, mask count or seed re-runs only the masks."""
+    from .explain import masker_note_summary
+
     p = Path(path)
-    return masker_note_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), int(note), int(n_masks),
-                              float(ratio), int(seed), piece)
+    args = (str(p.resolve()), _weights_mtime(p), piece_key(data), int(note))
+    occ = masker_occlusion_cached(*args, piece)
+    losses = masker_losses_cached(*args, int(n_masks), ratio_key(ratio), int(seed), piece)
+    return masker_note_summary(occ, losses, int(note))
 
 
 # Why page defaults (the warm-up computes what the page shows first with them)
