@@ -93,26 +93,48 @@ def check_upload_size(name: str, size: int) -> None:
         raise SMUInputError(name, f"file is {size / 1e6:.1f} MB; the limit is {MAX_UPLOAD_MB} MB")
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def read_piece_cached(data: bytes, name: str):
-    """``tokenizer.read_piece`` on bytes (cached by content). Raises ``SMUInputError``."""
-    return _read(data, name)
+@st.cache_data(show_spinner=False, max_entries=128)
+def _read_piece_cached(data: bytes, name: str, fields: tuple | None):
+    return _read(data, name, fields)
 
 
-def _read(data: bytes, name: str):
-    from .tokenizer import read_piece
+def read_piece_cached(data: bytes, name: str, fields: tuple | None = None):
+    """``tokenizer.read_piece`` on bytes (cached by content), with the default tokenizer config or
+    the ``fields`` values (:func:`read_fields`) of a model's. Raises ``SMUInputError``."""
+    return _read_piece_cached(data, name, fields)  # one call form: one cache entry per file
 
+
+def read_fields(config) -> tuple | None:
+    """The values of a tokenizer config that ``read_piece`` uses (``tokenizer.READ_FIELDS``), or
+    None when they are the defaults: such a config reads a file as the pages read it."""
+    from .tokenizer import READ_FIELDS, TokenizerConfig
+
+    vals = tuple(getattr(config, f) for f in READ_FIELDS)
+    return None if vals == tuple(getattr(TokenizerConfig(), f) for f in READ_FIELDS) else vals
+
+
+def read_key(data: bytes, fields: tuple | None = None) -> str:
+    """The cache key of a piece read from ``data`` with ``fields`` (:func:`read_fields`): its
+    :func:`piece_key` for the default reading, so every page and the folder evaluation share the
+    model passes of a file."""
+    return piece_key(data) if fields is None else f"{piece_key(data)}:{fields}"
+
+
+def _read(data: bytes, name: str, fields: tuple | None = None):
+    from .tokenizer import READ_FIELDS, TokenizerConfig, read_piece
+
+    config = TokenizerConfig(**dict(zip(READ_FIELDS, fields))) if fields is not None else None
     # read_piece(bytes) sniffs MIDI by its header; score formats need the extension,
     # so score uploads go through a temporary file with the original suffix.
     suffix = Path(name).suffix.lower()
     if data[:4] == b"MThd" or suffix in (".mid", ".midi", ".kar", ".smf"):
-        return read_piece(data, name=Path(name).stem)
+        return read_piece(data, name=Path(name).stem, config=config)
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="smu_upload_") as tmp:
         p = Path(tmp) / (Path(name).name or "upload")
         p.write_bytes(data)
-        piece = read_piece(p, name=Path(name).stem)
+        piece = read_piece(p, name=Path(name).stem, config=config)
     return piece
 
 
@@ -470,44 +492,72 @@ def folder_files(folder: str | Path, max_files: int = 40) -> list[Path]:
     return files[:max_files]
 
 
-@st.cache_data(show_spinner="Evaluating on the folder...", max_entries=16)
-def folder_explain_cached(model_path: str, mtime: float, folder: str, stamp: tuple, ratio: float,
-                          seed: int) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """Explain tables of every file of a folder, concatenated with a ``file`` column.
-
-    ``stamp`` (file names + mtimes) keys the cache. Files that cannot be read
-    are skipped and returned as ``(name, reason)``.
-    """
-    from .explain import explain_piece
-    from .tokenizer import read_piece
-
-    model, tokenizer = _load_model(model_path, mtime)
-    frames, skipped = [], []
+def _folder_pieces(folder: str, stamp: tuple, fields: tuple | None):
+    """(name, bytes, piece, None) per readable file of ``stamp`` (file names + mtimes) and
+    (name, None, None, reason) per file that cannot be used; each file is parsed once
+    (:func:`read_piece_cached`) for the explain tables and the rules."""
+    out = []
     for name, _ in stamp:
-        path = Path(folder) / name
         try:
-            piece = read_piece(path, config=tokenizer.config)
+            data = (Path(folder) / name).read_bytes()
+            piece = read_piece_cached(data, name, fields)
         except SMUInputError as e:
-            skipped.append((name, e.reason))
+            out.append((name, None, None, e.reason))
+            continue
+        except OSError as e:
+            out.append((name, None, None, str(e)))
             continue
         if len(piece) == 0:
-            skipped.append((name, "no notes"))
+            out.append((name, None, None, "no notes"))
+        else:
+            out.append((name, data, piece, None))
+    return out
+
+
+@st.cache_data(show_spinner="Evaluating on the folder...", max_entries=16)
+def folder_explain_cached(model_path: str, mtime: float, folder: str, stamp: tuple, groups: int,
+                          seed: int) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Explain tables of every file of a folder with the notes masked in ``groups`` groups
+    (:func:`mask_groups`), concatenated with a ``file`` column (no ``topk_`` columns).
+
+    ``stamp`` (file names + mtimes) keys the cache. Each file's table is :func:`explain_cached`'s
+    (shared with the pages and the warm-up: a sample evaluated on Explore is not run again).
+    Files that cannot be read are skipped and returned as ``(name, reason)``.
+    """
+    model, tokenizer = _load_model(model_path, mtime)
+    fields = read_fields(tokenizer.config)
+    frames, skipped = [], []
+    for name, data, piece, why in _folder_pieces(folder, stamp, fields):
+        if piece is None:
+            skipped.append((name, why))
             continue
-        f = explain_piece(model, tokenizer, piece, ratio=ratio, seed=seed, top_k=1)
+        f = explain_cached(model_path, mtime, read_key(data, fields), groups, seed, piece)
+        f = f.drop(columns=[c for c in f.columns if c.startswith("topk_")])
         f.insert(0, "file", name)
-        frames.append(f.drop(columns=[c for c in f.columns if c.startswith("topk_")]))
+        frames.append(f)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return table, skipped
 
 
 def folder_explain(model_path: str, folder: str | Path, ratio: float, seed: int = 0,
                    max_files: int = 40):
-    """(concatenated explain table, skipped files) over a folder; ``SMUInputError`` if unusable."""
+    """(concatenated explain table, skipped files) over a folder; ``SMUInputError`` if unusable.
+    Cached by the ratio's :func:`mask_groups`; ``picked`` follows ``ratio`` (per file)."""
     files = folder_files(folder, max_files)
     stamp = tuple((f.name, f.stat().st_mtime) for f in files)
     p = Path(model_path)
-    return folder_explain_cached(str(p.resolve()), _weights_mtime(p), str(Path(folder).resolve()),
-                                 stamp, float(ratio), int(seed))
+    table, skipped = folder_explain_cached(str(p.resolve()), _weights_mtime(p), str(Path(folder).resolve()),
+                                           stamp, mask_groups(ratio), int(seed))
+    if len(table):
+        from .explain import picks_at
+
+        picked = np.zeros(len(table), dtype=bool)
+        for _, idx in table.groupby("file", sort=False).indices.items():
+            sub = table.iloc[idx]
+            picked[idx] = picks_at(sub["score"].to_numpy(dtype=float),
+                                   sub["frozen"].fillna(False).to_numpy(dtype=bool), ratio)
+        table = table.assign(picked=picked)
+    return table, skipped
 
 
 def accuracy_of(frame: pd.DataFrame) -> dict[str, float]:
@@ -544,31 +594,26 @@ def rules(model_path: str, data: bytes, piece, ratio: float, seed: int = 0) -> d
 
 
 @st.cache_data(show_spinner="Computing the no-model rules on the folder...", max_entries=16)
-def folder_rules_cached(model_path: str, mtime: float, folder: str, stamp: tuple, ratio: float,
+def folder_rules_cached(model_path: str, mtime: float, folder: str, stamp: tuple, groups: int,
                         seed: int) -> dict[str, dict[str, float]]:
     from .baselines import piece_rules
-    from .tokenizer import read_piece
 
     model, tokenizer = _load_model(model_path, mtime)
-    pieces = []
-    for name, _ in stamp:  # the files folder_explain_cached reads; unreadable ones are skipped there too
-        try:
-            piece = read_piece(Path(folder) / name, config=tokenizer.config)
-        except SMUInputError:
-            continue
-        if len(piece):
-            pieces.append(piece)
-    return piece_rules(tokenizer, pieces, ratio=ratio, seed=seed, max_len=model.config.max_len)
+    # the files folder_explain_cached reads (parsed once for both); unreadable ones are skipped there too
+    pieces = [piece for _, _, piece, _ in _folder_pieces(folder, stamp, read_fields(tokenizer.config))
+              if piece is not None]
+    return piece_rules(tokenizer, pieces, ratio=1.0 / groups, seed=seed, max_len=model.config.max_len)
 
 
 def folder_rules(model_path: str, folder: str | Path, ratio: float, seed: int = 0,
                  max_files: int = 40) -> dict[str, dict[str, float]]:
-    """The no-model rules on the files :func:`folder_explain` scores (their notes pooled)."""
+    """The no-model rules on the files :func:`folder_explain` scores (their notes pooled), cached
+    by the ratio's :func:`mask_groups` like the explain tables."""
     files = folder_files(folder, max_files)
     stamp = tuple((f.name, f.stat().st_mtime) for f in files)
     p = Path(model_path)
     return folder_rules_cached(str(p.resolve()), _weights_mtime(p), str(Path(folder).resolve()),
-                               stamp, float(ratio), int(seed))
+                               stamp, mask_groups(ratio), int(seed))
 
 
 def rules_verdict(model_acc: dict[str, float], rules_acc: dict[str, dict[str, float]]) -> str:
