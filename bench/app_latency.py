@@ -16,13 +16,21 @@
    piano roll drawn in headless Chromium (bars present in the Plotly SVG).
    Target: <= 5 s on an idle 2-core machine. Skipped (reported as null with a reason)
    when Chromium or Playwright is missing or ``--no-browser`` is given.
+   ``first_roll_sent_s``: when the roll's chart element arrived on the websocket (the rest is
+   the browser loading Plotly and drawing); ``cpu_to_first_roll``: CPU seconds of the server
+   and the browser from the page's request to the roll.
 3. ``pages``: in the same browser session, every page's first render and each main
-   control, ``cold`` (the first time) and ``warm`` (the same again), in seconds until
-   Streamlit is idle again (no running widget, no stale element): Explore (another
+   control, ``cold`` (the first time) and ``warm`` (the same again), in seconds from the
+   action until the script run it started has finished and the page is idle and drawn
+   again (no running widget, no stale element, two animation frames painted: what a person
+   waits for; ``server_s``: until the run's ``script_finished``): Explore (another
    sample, the ratio slider, a note number), Compare (first render, the ratio slider,
-   the sample-folder evaluation), Why, Train, Report, Study. Each timing carries the
-   machine's load average (``os.getloadavg``, 1 minute) when it ended. Targets: any
-   control <= 1 s warm, Why <= 5 s warm.
+   the sample-folder evaluation), Why, Train, Report, Study. An action that starts no
+   run is reported as an error at once (it changed nothing). Each timing carries the CPU
+   seconds the server and the browser spent on it (``server_cpu_s``, ``browser_cpu_s``:
+   comparable on a loaded machine, unlike the seconds) and the machine's load average
+   (``os.getloadavg``, 1 minute) when it ended. Targets: any control <= 1 s warm, Why
+   <= 5 s warm.
 
 The piece: ``--midi PATH``, else a generated 3-minute piece (120 qpm, 4/4,
 90 bars: an eighth-note melody over a quarter-note bass and half-note chords,
@@ -165,14 +173,72 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (Linux /proc; 0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _process_tree() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command name) of every process (Linux /proc)."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                head, tail = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)
+                out[int(d)] = (int(tail.split()[1]), head.split("(", 1)[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+class _Cpu:
+    """CPU seconds of the Streamlit server (its process and children) and of the headless
+    browser (the chromium processes started under this one), read from /proc: unlike wall
+    clock they hardly move with the machine's load (``None`` where /proc is missing)."""
+
+    def __init__(self, server_pid: int):
+        self.server_pid = server_pid
+
+    def snapshot(self) -> dict[str, float] | None:
+        if not Path("/proc/self/stat").exists():
+            return None
+        tree = _process_tree()
+        kids: dict[int, list[int]] = {}
+        for pid, (ppid, _) in tree.items():
+            kids.setdefault(ppid, []).append(pid)
+
+        def below(root: int) -> list[int]:
+            out, todo = [], [root]
+            while todo:
+                p = todo.pop()
+                out.append(p)
+                todo += kids.get(p, [])
+            return out
+
+        server = set(below(self.server_pid))
+        browser = [p for p in below(os.getpid()) if p not in server and "chrom" in tree.get(p, (0, ""))[1].lower()]
+        return {"server": sum(_cpu_seconds(p) for p in server), "browser": sum(_cpu_seconds(p) for p in browser)}
+
+    @staticmethod
+    def delta(a, b) -> dict[str, float]:
+        if a is None or b is None:
+            return {}
+        return {f"{k}_cpu_s": round(b[k] - a[k], 2) for k in a}
+
+
 class _Runs:
-    """Counts the script runs the server reports finished (``script_finished`` forward
-    messages on the app's websocket): a control is answered when its run has finished."""
+    """Watches the app's websocket: counts the script runs the server starts (``new_session``
+    forward messages) and finishes (``script_finished``)."""
 
     def __init__(self, page):
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
-        self.finished = 0
+        self.started = self.finished = 0
+        self.first_chart_at: float | None = None  # perf_counter of the first plotly chart element
         self._msg = ForwardMsg
 
         def on_ws(ws):
@@ -185,65 +251,128 @@ class _Runs:
             try:
                 m = self._msg()
                 m.ParseFromString(bytes(payload))
-                if m.WhichOneof("type") == "script_finished":
+                kind = m.WhichOneof("type")
+                if kind == "new_session":
+                    self.started += 1
+                elif kind == "script_finished":
                     self.finished += 1
+                elif (kind == "delta" and self.first_chart_at is None and m.delta.WhichOneof("type") == "new_element"
+                      and m.delta.new_element.WhichOneof("type") == "plotly_chart"):
+                    self.first_chart_at = time.perf_counter()
             except Exception:
                 pass
 
 
-def _wait_idle(page, timeout: float = 300.0) -> None:
-    """Until the run is over: no running-status widget, no stale element, calm for 0.3 s."""
+def _busy(page) -> bool:
+    """Streamlit is still running or redrawing: its running-status widget, or elements of the last
+    run not yet replaced (``data-stale``)."""
+    return page.evaluate("() => !!document.querySelector('[data-testid=\"stStatusWidget\"], [data-stale=\"true\"]')")
+
+
+def _drawn(page) -> None:
+    """Returns once the browser has painted a frame after every task queued so far (the React
+    updates and the Plotly draws of the last messages): two animation frames."""
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(0))))")
+
+
+def _settle(page, timeout: float = 300.0, calm_s: float = 0.3) -> float:
+    """Waits until the page is not busy, then until it is drawn; returns the perf_counter of that
+    moment, after checking it stays calm for ``calm_s`` (not counted: if a late message makes it
+    busy again, the wait goes on and the later moment counts)."""
     deadline = time.time() + timeout
-    calm = None
-    page.wait_for_timeout(150)  # let the rerun start
     while time.time() < deadline:
-        busy = (page.locator('[data-testid="stStatusWidget"]').count() > 0
-                or page.locator('[data-stale="true"]').count() > 0)
-        if busy:
-            calm = None
-        elif calm is None:
-            calm = time.time()
-        elif time.time() - calm > 0.3:
-            return
-        page.wait_for_timeout(50)
-    raise TimeoutError("the app did not finish its run")
+        if _busy(page):
+            page.wait_for_timeout(30)
+            continue
+        _drawn(page)
+        done = time.perf_counter()
+        calm_until = time.time() + calm_s
+        while time.time() < calm_until and not _busy(page):
+            page.wait_for_timeout(30)
+        if not _busy(page):
+            return done
+    raise TimeoutError("the app did not finish its run and drawing")
 
 
-def _timed(out: dict, name: str, action, page, runs: "_Runs | None" = None, timeout: float = 300.0) -> None:
-    """Seconds from the action to the end of the script run it started (``script_finished``);
-    then waits for the page to settle before the next action."""
-    before = runs.finished if runs else 0
+def _timed(out: dict, name: str, action, page, runs: _Runs, cpu: _Cpu, timeout: float = 300.0,
+           start_timeout: float = 15.0) -> None:
+    """One control, timed as a person waits for it: from the action to the page being idle and
+    drawn after the script run the action started (``s``); ``server_s`` = until that run's
+    ``script_finished``. An action that starts no run within ``start_timeout`` is a bench error
+    (it changed nothing: e.g. a value that was already set), reported as such at once. CPU
+    seconds of the server and the browser over the step come with it (``server_cpu_s``,
+    ``browser_cpu_s``; the server's include its background warm-up thread)."""
+    started, finished = runs.started, runs.finished
+    c0 = cpu.snapshot()
     t0 = time.perf_counter()
     try:
         action()
-        if runs is not None and runs.finished > 0:
-            deadline = time.time() + 60
-            while runs.finished <= before and time.time() < deadline:
-                page.wait_for_timeout(20)
-            if runs.finished <= before:
-                raise TimeoutError("no script_finished message within 60 s")
-            took = time.perf_counter() - t0
-            _wait_idle(page)
-        else:
-            _wait_idle(page)
-            took = time.perf_counter() - t0 - 0.3  # minus the calm window
-        out[name] = {"s": round(took, 2), "load": _load()}
+        deadline = time.time() + start_timeout
+        while runs.started <= started and time.time() < deadline:
+            page.wait_for_timeout(20)
+        if runs.started <= started:
+            raise TimeoutError(f"the action started no script run within {start_timeout:.0f} s (nothing changed?)")
+        deadline = time.time() + timeout
+        while runs.finished <= finished and time.time() < deadline:
+            page.wait_for_timeout(20)
+        if runs.finished <= finished:
+            raise TimeoutError(f"the script run did not finish within {timeout:.0f} s")
+        server_s = time.perf_counter() - t0
+        took = _settle(page, timeout) - t0
+        out[name] = {"s": round(took, 2), "server_s": round(server_s, 2), **cpu.delta(c0, cpu.snapshot()),
+                     "load": _load()}
     except Exception as e:  # one failing control must not lose the others
-        out[name] = {"error": f"{type(e).__name__}: {e}"[:200], "load": _load()}
+        out[name] = {"error": f"{type(e).__name__}: {e}"[:300], "load": _load()}
+        try:
+            page.keyboard.press("Escape")  # close a menu left open
+            _settle(page, 60)
+        except Exception:
+            pass
 
 
-def _pages(page, url: str, runs: "_Runs | None" = None) -> dict:
+def _choose(page, label: str, option: str) -> None:
+    """Picks ``option`` in the selectbox ``label`` (a combobox input whose value is the choice).
+
+    A click on the input opens its menu, except the click that moves the focus away from a
+    number input that was just committed with Enter: that one only blurs it (the menu stays
+    shut, ``aria-expanded`` false, and no option ever shows). So: click until the menu is open,
+    then click the option (typing its name first if the menu does not list it)."""
+    box = page.get_by_role("combobox", name=label, exact=True)
+    if box.input_value() == option:
+        raise ValueError(f"{option} is already chosen in {label}: choosing it again starts no run")
+    for _ in range(4):
+        box.click()
+        try:
+            page.wait_for_function("e => e.getAttribute('aria-expanded') === 'true'", arg=box.element_handle(),
+                                   timeout=2_000)
+            break
+        except Exception:
+            continue
+    else:
+        raise TimeoutError(f"the {label} menu did not open")
+    opt = page.get_by_role("option", name=option, exact=True).first
+    if not opt.count():
+        box.fill(option)  # the menu filters on what is typed
+    opt.click()
+
+
+def _set_number(page, label: str, delta: int = 1) -> None:
+    """Moves the number input ``label`` by ``delta`` (or by -delta at its maximum) and commits it
+    with Enter (Streamlit sends a number input's value on Enter or when it loses focus)."""
+    box = page.get_by_label(label)
+    cur = int(float(box.input_value()))
+    hi = box.get_attribute("max")
+    new = cur + delta if hi is None or cur + delta <= float(hi) else cur - delta
+    box.fill(str(new))
+    box.press("Enter")
+
+
+def _pages(page, runs: _Runs, cpu: _Cpu) -> dict:
     """Cold then warm timings of every page's first render and main controls (see the docstring)."""
     samples = sorted(p.name for p in (ROOT / "sample_midi").glob("*.mid"))
 
     def nav(title):
         return lambda: page.locator('[data-testid="stSidebarNavLink"]').filter(has_text=title).first.click()
-
-    def choose(label, option):
-        def act():
-            page.get_by_role("combobox", name=label, exact=True).click()
-            page.get_by_role("option", name=option, exact=True).first.click()
-        return act
 
     def slider(key_right=True):
         def act():
@@ -253,14 +382,7 @@ def _pages(page, url: str, runs: "_Runs | None" = None) -> dict:
         return act
 
     def timed(res, name, action):
-        _timed(res, name, action, page, runs)
-
-    def note_number(v):
-        def act():
-            box = page.get_by_label("Note number (or click a note in the roll)")
-            box.fill(str(v))
-            box.press("Enter")
-        return act
+        _timed(res, name, action, page, runs, cpu)
 
     def folder_eval():
         page.get_by_role("tab", name="A dataset folder").click()
@@ -269,15 +391,15 @@ def _pages(page, url: str, runs: "_Runs | None" = None) -> dict:
     out: dict = {}
     for phase in ("cold", "warm"):
         res: dict = {}
-        # the same values in both phases (ratio 0.15 -> 0.16 -> 0.15): "warm" repeats "cold"
+        # the same values in both phases (ratio 0.15 -> 0.16 -> 0.15, note n -> n + 1): "warm" repeats "cold"
         timed(res, "explore_page", nav("Explore"))
         if len(samples) > 2:
-            timed(res, "explore_other_sample", choose("Sample piece", samples[2]))
+            timed(res, "explore_other_sample", lambda: _choose(page, "Sample piece", samples[2]))
         timed(res, "explore_ratio_slider_up", slider(True))
         timed(res, "explore_ratio_slider_back", slider(False))
-        timed(res, "explore_note_number", note_number(5))
+        timed(res, "explore_note_number", lambda: _set_number(page, "Note number (or click a note in the roll)"))
         if samples:
-            timed(res, "explore_back_to_first_sample", choose("Sample piece", samples[0]))
+            timed(res, "explore_back_to_first_sample", lambda: _choose(page, "Sample piece", samples[0]))
         timed(res, "compare_page", nav("Compare"))
         timed(res, "compare_ratio_slider_up", slider(True))
         timed(res, "compare_ratio_slider_back", slider(False))
@@ -289,6 +411,7 @@ def _pages(page, url: str, runs: "_Runs | None" = None) -> dict:
         out[phase] = res
     warm = [v["s"] for k, v in out["warm"].items() if "s" in v and k != "why_page"]
     out["max_warm_control_s"] = max(warm) if warm else None
+    out["failed_steps"] = [f"{ph}.{k}" for ph in ("cold", "warm") for k, v in out[ph].items() if "error" in v]
     out["targets"] = {"control_warm_s": 1.0, "why_warm_s": 5.0}
     return out
 
@@ -310,6 +433,7 @@ def cold_start(timeout: float = 90.0, pages: bool = True) -> dict:
         proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless",
                                  "true", "--server.port", str(port)], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cpu = _Cpu(proc.pid)
         try:
             url = f"http://127.0.0.1:{port}"
             while True:
@@ -325,16 +449,21 @@ def cold_start(timeout: float = 90.0, pages: bool = True) -> dict:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(timeout * 1000)
             runs = _Runs(page)
+            c0 = cpu.snapshot()
             page.goto(url)
             page.wait_for_selector(".js-plotly-plot .barlayer path", timeout=timeout * 1000)
             t_roll = time.perf_counter() - t0
+            c1 = cpu.snapshot()
             overlay = page.locator("text=picked by masker").count() > 0
             result.update({"server_healthy_s": round(t_health, 2), "first_piano_roll_s": round(t_roll, 2),
+                           "first_roll_sent_s": (round(runs.first_chart_at - t0, 2) if runs.first_chart_at
+                                                 else None),
+                           "cpu_to_first_roll": cpu.delta(c0, c1),
                            "with_masker_overlay": overlay, "load_at_first_roll": _load(),
                            "target_s": 5.0, "meets_target": t_roll <= 5.0})
             if pages:
-                _wait_idle(page)
-                result["pages"] = _pages(page, url, runs)
+                _settle(page)
+                result["pages"] = _pages(page, runs, cpu)
         finally:
             proc.terminate()
             try:
