@@ -29,6 +29,7 @@ except OSError as e:  # an unwritable runs dir must not take the app down
 with st.sidebar:
     st.caption("smu_explain: see which notes a symbolic-music BERT finds hard, "
                "and what its masker decides to hide.")
+    appstate.preload_plotly()  # the browser compiles Plotly while the page's model loads
 try:
     nav.run()
 finally:

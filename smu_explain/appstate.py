@@ -700,6 +700,33 @@ def why_default_note(n_notes: int) -> int:
     return min(n_notes - 1, n_notes // 2)
 
 
+# ----------------------------------------------------------------------------- browser
+
+def _plotly_chunk() -> str | None:
+    """File name of the Plotly chunk of Streamlit's frontend (``static/js/PlotlyChart.<hash>.js``
+    in the installed streamlit), or None when there is not exactly one."""
+    found = sorted((Path(st.__file__).parent / "static" / "static" / "js").glob("PlotlyChart.*.js"))
+    return found[0].name if len(found) == 1 else None
+
+
+def preload_plotly() -> None:
+    """Has the browser load and compile Streamlit's Plotly chunk (about 4.7 MB of JavaScript)
+    now, while the server loads the model, instead of when the first chart arrives: without it
+    the first piano roll waits for both, one after the other. Draws nothing (a script in an
+    ``st.html`` element, put at the end of the sidebar); the chunk is imported under the URL the
+    frontend imports it from, so the frontend then finds it ready. Does nothing where the chunk
+    or ``st.html(unsafe_allow_javascript=...)`` is missing (another Streamlit version)."""
+    import inspect
+
+    name = _plotly_chunk()
+    if name is None or "unsafe_allow_javascript" not in inspect.signature(st.html).parameters:
+        return
+    js = ("(() => { const s = document.querySelector('script[src*=\"/static/js/index.\"]');"
+          f"import(new URL({name!r}, s ? s.src : new URL('static/js/', document.baseURI)))"
+          ".catch(() => {}); })();")
+    st.html(f"<script>{js}</script>", unsafe_allow_javascript=True)
+
+
 # ----------------------------------------------------------------------------- warm-up
 
 
