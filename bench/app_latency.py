@@ -295,13 +295,20 @@ def _settle(page, timeout: float = 300.0, calm_s: float = 0.3) -> float:
 
 
 def _timed(out: dict, name: str, action, page, runs: _Runs, cpu: _Cpu, timeout: float = 300.0,
-           start_timeout: float = 15.0) -> None:
-    """One control, timed as a person waits for it: from the action to the page being idle and
-    drawn after the script run the action started (``s``); ``server_s`` = until that run's
-    ``script_finished``. An action that starts no run within ``start_timeout`` is a bench error
-    (it changed nothing: e.g. a value that was already set), reported as such at once. CPU
-    seconds of the server and the browser over the step come with it (``server_cpu_s``,
-    ``browser_cpu_s``; the server's include its background warm-up thread)."""
+           start_timeout: float = 15.0, prepare=None) -> None:
+    """One control, timed as a person waits for it: from the action (the click, key or Enter
+    that commits it; ``prepare``, untimed, does what comes before: opening a menu, typing a
+    number) to the page being idle and drawn after the script run the action started (``s``);
+    ``server_s`` = until that run's ``script_finished``. An action that starts no run within
+    ``start_timeout`` is a bench error (it changed nothing: e.g. a value that was already set),
+    reported as such at once. CPU seconds of the server and the browser over the step come with
+    it (``server_cpu_s``, ``browser_cpu_s``; the server's include its background warm-up)."""
+    try:
+        if prepare is not None:
+            prepare()
+    except Exception as e:
+        out[name] = {"error": f"{type(e).__name__}: {e}"[:300], "load": _load()}
+        return
     started, finished = runs.started, runs.finished
     c0 = cpu.snapshot()
     t0 = time.perf_counter()
@@ -330,41 +337,53 @@ def _timed(out: dict, name: str, action, page, runs: _Runs, cpu: _Cpu, timeout: 
             pass
 
 
-def _choose(page, label: str, option: str) -> None:
-    """Picks ``option`` in the selectbox ``label`` (a combobox input whose value is the choice).
-
-    A click on the input opens its menu, except the click that moves the focus away from a
-    number input that was just committed with Enter: that one only blurs it (the menu stays
-    shut, ``aria-expanded`` false, and no option ever shows). So: click until the menu is open,
-    then click the option (typing its name first if the menu does not list it)."""
+def _choose(page, label: str, option: str):
+    """(prepare, action) picking ``option`` in the selectbox ``label`` (a combobox input whose
+    value is the choice). prepare opens the menu: a click on the input opens it, except the
+    click that moves the focus away from a number input just committed with Enter, which only
+    blurs that input (the menu stays shut, ``aria-expanded`` false, no option ever shows: the
+    old bench waited 90 s for one), so it clicks until the menu is open. action clicks the
+    option (typing its name first if the menu does not list it)."""
     box = page.get_by_role("combobox", name=label, exact=True)
-    if box.input_value() == option:
-        raise ValueError(f"{option} is already chosen in {label}: choosing it again starts no run")
-    for _ in range(4):
-        box.click()
-        try:
-            page.wait_for_function("e => e.getAttribute('aria-expanded') === 'true'", arg=box.element_handle(),
-                                   timeout=2_000)
-            break
-        except Exception:
-            continue
-    else:
-        raise TimeoutError(f"the {label} menu did not open")
-    opt = page.get_by_role("option", name=option, exact=True).first
-    if not opt.count():
-        box.fill(option)  # the menu filters on what is typed
-    opt.click()
+
+    def prepare():
+        if box.input_value() == option:
+            raise ValueError(f"{option} is already chosen in {label}: choosing it again starts no run")
+        for _ in range(4):
+            box.click()
+            try:
+                page.wait_for_function("e => e.getAttribute('aria-expanded') === 'true'",
+                                       arg=box.element_handle(), timeout=2_000)
+                break
+            except Exception:
+                continue
+        else:
+            raise TimeoutError(f"the {label} menu did not open")
+        if not page.get_by_role("option", name=option, exact=True).count():
+            box.fill(option)  # the menu filters on what is typed
+
+    return prepare, lambda: page.get_by_role("option", name=option, exact=True).first.click()
 
 
-def _set_number(page, label: str, delta: int = 1) -> None:
-    """Moves the number input ``label`` by ``delta`` (or by -delta at its maximum) and commits it
-    with Enter (Streamlit sends a number input's value on Enter or when it loses focus)."""
+def _number(page, label: str, delta: int = 1):
+    """(prepare, action) moving the number input ``label`` by ``delta`` (by -delta at its
+    maximum): prepare types the new value, action commits it with Enter (Streamlit sends a
+    number input's value on Enter or blur). Typing the value it already holds starts no run:
+    the old bench typed 5 into a box that showed 5 and waited 60 s for a run."""
     box = page.get_by_label(label)
-    cur = int(float(box.input_value()))
-    hi = box.get_attribute("max")
-    new = cur + delta if hi is None or cur + delta <= float(hi) else cur - delta
-    box.fill(str(new))
-    box.press("Enter")
+
+    def prepare():
+        cur = int(float(box.input_value()))
+        hi = box.get_attribute("max")
+        box.fill(str(cur + delta if hi is None or cur + delta <= float(hi) else cur - delta))
+
+    return prepare, lambda: box.press("Enter")
+
+
+def _slider(page, right: bool = True):
+    """(prepare, action): focus the first slider, then one arrow key (one step)."""
+    s = page.get_by_role("slider").first
+    return s.focus, lambda: s.press("ArrowRight" if right else "ArrowLeft")
 
 
 def _pages(page, runs: _Runs, cpu: _Cpu) -> dict:
@@ -372,21 +391,15 @@ def _pages(page, runs: _Runs, cpu: _Cpu) -> dict:
     samples = sorted(p.name for p in (ROOT / "sample_midi").glob("*.mid"))
 
     def nav(title):
-        return lambda: page.locator('[data-testid="stSidebarNavLink"]').filter(has_text=title).first.click()
+        return None, lambda: page.locator('[data-testid="stSidebarNavLink"]').filter(has_text=title).first.click()
 
-    def slider(key_right=True):
-        def act():
-            s = page.get_by_role("slider").first
-            s.focus()
-            s.press("ArrowRight" if key_right else "ArrowLeft")
-        return act
-
-    def timed(res, name, action):
-        _timed(res, name, action, page, runs, cpu)
+    def timed(res, name, steps):
+        prepare, action = steps
+        _timed(res, name, action, page, runs, cpu, prepare=prepare)
 
     def folder_eval():
-        page.get_by_role("tab", name="A dataset folder").click()
-        page.get_by_role("button", name="Evaluate both models on the folder").click()
+        return (lambda: page.get_by_role("tab", name="A dataset folder").click(),
+                lambda: page.get_by_role("button", name="Evaluate both models on the folder").click())
 
     out: dict = {}
     for phase in ("cold", "warm"):
@@ -394,16 +407,16 @@ def _pages(page, runs: _Runs, cpu: _Cpu) -> dict:
         # the same values in both phases (ratio 0.15 -> 0.16 -> 0.15, note n -> n + 1): "warm" repeats "cold"
         timed(res, "explore_page", nav("Explore"))
         if len(samples) > 2:
-            timed(res, "explore_other_sample", lambda: _choose(page, "Sample piece", samples[2]))
-        timed(res, "explore_ratio_slider_up", slider(True))
-        timed(res, "explore_ratio_slider_back", slider(False))
-        timed(res, "explore_note_number", lambda: _set_number(page, "Note number (or click a note in the roll)"))
+            timed(res, "explore_other_sample", _choose(page, "Sample piece", samples[2]))
+        timed(res, "explore_ratio_slider_up", _slider(page, True))
+        timed(res, "explore_ratio_slider_back", _slider(page, False))
+        timed(res, "explore_note_number", _number(page, "Note number (or click a note in the roll)"))
         if samples:
-            timed(res, "explore_back_to_first_sample", lambda: _choose(page, "Sample piece", samples[0]))
+            timed(res, "explore_back_to_first_sample", _choose(page, "Sample piece", samples[0]))
         timed(res, "compare_page", nav("Compare"))
-        timed(res, "compare_ratio_slider_up", slider(True))
-        timed(res, "compare_ratio_slider_back", slider(False))
-        timed(res, "compare_sample_folder", folder_eval)
+        timed(res, "compare_ratio_slider_up", _slider(page, True))
+        timed(res, "compare_ratio_slider_back", _slider(page, False))
+        timed(res, "compare_sample_folder", folder_eval())
         timed(res, "why_page", nav("Why"))
         timed(res, "train_page", nav("Train"))
         timed(res, "report_page", nav("Report"))
