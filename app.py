@@ -31,7 +31,8 @@ with st.sidebar:
                "and what its masker decides to hide.")
     appstate.preload_plotly()  # the browser compiles Plotly while the page's model loads
 try:
-    nav.run()
+    with appstate.user_run():  # the background warm-up pauses while a page runs
+        nav.run()
 finally:
     # after the first page is drawn (never before: the first roll must not wait for it), fill
     # the caches in the background with what the other pages and samples show first

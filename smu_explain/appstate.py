@@ -21,10 +21,13 @@ modules never import it. Page scripts (``pages/*.py``) use these helpers for:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -731,15 +734,48 @@ def preload_plotly() -> None:
 
 
 
+# what the sessions are doing, for the warm-up to keep out of their way
+_ACTIVITY = {"running": 0, "last_end": 0.0}
+_ACTIVITY_LOCK = threading.Lock()
+QUIET_S = 1.0  # the warm-up waits this long after a page run ends (the browser draws meanwhile)
+
+
+@contextlib.contextmanager
+def user_run():
+    """``with appstate.user_run(): nav.run()`` (app.py): marks a page run of a session, so the
+    background warm-up pauses between its steps while one runs and for ``QUIET_S`` after."""
+    with _ACTIVITY_LOCK:
+        _ACTIVITY["running"] += 1
+    try:
+        yield
+    finally:
+        with _ACTIVITY_LOCK:
+            _ACTIVITY["running"] -= 1
+            _ACTIVITY["last_end"] = time.monotonic()
+
+
+def _wait_for_quiet(poll_s: float = 0.05) -> float:
+    """Blocks while a page run is on or ended less than ``QUIET_S`` ago; returns the seconds waited."""
+    t0 = time.monotonic()
+    while True:
+        with _ACTIVITY_LOCK:
+            busy = _ACTIVITY["running"] > 0 or time.monotonic() - _ACTIVITY["last_end"] < QUIET_S
+        if not busy:
+            return time.monotonic() - t0
+        time.sleep(poll_s)
+
+
 def _warm(status: dict) -> None:
     """Fill the caches with what the pages show first, in the order people open them:
-    both demo models; for the first sample: Explore's overlay and explain table for both
-    models (Compare), the Why page's default attention, masker and counterfactual views;
-    then the other samples; then Compare's sample-folder evaluation. Runs in a daemon
-    thread of the server process (the caches are process-wide); errors are recorded, never
-    raised."""
+    both demo models; for the first sample: Explore's overlay, explain table and no-model
+    rules for both models (Compare), the Why page's default attention, masker and
+    counterfactual views; then the other samples; then Compare's sample-folder evaluation
+    (its explain tables are the samples', only its rules are new). Runs in a daemon thread of
+    the server process (the caches are process-wide) and steps aside for the sessions: each
+    step waits until no page run is on and the last ended ``QUIET_S`` ago (``waited_s``), so
+    a click is not slowed by the warm-up beyond the step under way. Errors are recorded,
+    never raised."""
     import logging
-    import time
 
     # the cached functions' spinners have no page to draw on in this thread: keep the log quiet
     for name in ("streamlit.runtime.scriptrunner_utils.script_run_context",
@@ -748,6 +784,7 @@ def _warm(status: dict) -> None:
     t0 = time.perf_counter()
 
     def step(what, fn, *args):
+        status["waited_s"] = round(status.get("waited_s", 0.0) + _wait_for_quiet(), 2)
         t = time.perf_counter()
         try:
             fn(*args)
@@ -771,10 +808,14 @@ def _warm(status: dict) -> None:
         for m in models:
             step(f"overlay {sample.name} {Path(m).name}", overlay, m, data, piece, DEFAULT_RATIO)
             step(f"explain {sample.name} {Path(m).name}", explain, m, data, piece, DEFAULT_RATIO, 0)
+        if models:  # the marks beside the recovery accuracy (Explore: model A; Compare: the first)
+            step(f"rules {sample.name}", rules, models[0], data, piece, DEFAULT_RATIO, 0)
         if i == 0 and models:
             step(f"why {sample.name}", _warm_why, models[0], data, piece)
     for m in models:
         step(f"folder {Path(m).name}", folder_explain, m, SAMPLE_DIR, DEFAULT_RATIO, 0)
+    if models:
+        step("folder rules", folder_rules, models[0], SAMPLE_DIR, DEFAULT_RATIO, 0)
     status["finished_s"] = round(time.perf_counter() - t0, 2)
 
 
@@ -791,8 +832,6 @@ def _warm_why(model_path: str, data: bytes, piece) -> None:
 
 @st.cache_resource(show_spinner=False)
 def _warm_up_status() -> dict:
-    import threading
-
     status: dict = {"done": [], "errors": [], "finished_s": None}
     threading.Thread(target=_warm, args=(status,), name="smu-warm-up", daemon=True).start()
     return status

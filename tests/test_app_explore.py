@@ -230,3 +230,21 @@ def test_new_ratio_reuses_scores_and_guesses(model_dir):
     assert A.explain(str(model_dir), data, piece, 0.14, 0)[cols].equals(at_14[cols])
     over = A.overlay(str(model_dir), data, piece, 0.30)
     assert (over["picked"] == at_30["picked"]).all()
+
+
+def test_warm_up_waits_for_quiet(monkeypatch):
+    """The warm-up steps aside for the sessions: no step starts while a page run is on or
+    within QUIET_S of its end."""
+    import threading
+    import time
+
+    monkeypatch.setattr(A, "QUIET_S", 0.3)
+    seen = []
+    with A.user_run():
+        t = threading.Thread(target=lambda: seen.append(A._wait_for_quiet(0.01)))
+        t.start()
+        time.sleep(0.4)
+        assert t.is_alive()  # still waiting: a run is on
+    t.join(5)
+    assert not t.is_alive() and seen[0] >= 0.4 + 0.3 - 0.05
+    assert A._wait_for_quiet(0.01) == pytest.approx(0.0, abs=0.35)  # quiet: at most the rest of QUIET_S
