@@ -61,8 +61,11 @@ if over is not None:
 # warmed up) with the picks of the new ratio, unless the guesses are asked for at this ratio.
 same_masks = A.mask_groups(ratio) == A.mask_groups(A.DEFAULT_RATIO)
 context = ratio
+# the toggle comes and goes with the ratio: it gets a slot that is always there, since the browser
+# rebuilds every element after one that appears or goes (the roll, the charts: twice the drawing)
+exact_slot = st.empty()
 if over is not None and not same_masks:
-    exact = st.toggle(f"Re-run the model's guesses with {ratio:.0%} of the notes masked",
+    exact = exact_slot.toggle(f"Re-run the model's guesses with {ratio:.0%} of the notes masked",
                       value=False, key="explore_exact",
                       help=f"Below, the model's guesses, the ghost layer, the accuracy and the reconstruction "
                            f"come from masks of {A.DEFAULT_RATIO:.0%} of the notes around each note (ready at "
