@@ -136,7 +136,20 @@ st.markdown(f"Note {note}: **{plots.pitch_name(int(row['pitch']))}** at "
             f"{plots.bar_beat_label(row['bar'], row['beat'])}, {plots.fmt_quarters(row['duration_q'])} long.")
 
 ft_choices = finetuned_choices()
-tab_attr, tab_att, tab_cf, tab_mask = st.tabs(["Attributions", "Attention", "Counterfactuals", "Masker"])
+# the open tab reruns the page when it changes: a figure is sent only with its tab open (a closed
+# tab's figures were drawn by the browser on every run, then again when their tab was opened); the
+# views are still computed for every tab (cached), for the HTML export
+tab_attr, tab_att, tab_cf, tab_mask = st.tabs(["Attributions", "Attention", "Counterfactuals", "Masker"],
+                                              key="why_tab", on_change="rerun")
+
+
+def chart(tab, fig, key: str) -> None:
+    """``st.plotly_chart`` of ``fig`` in ``tab`` when the tab is open (or its state unknown), else an
+    empty slot: the elements after it keep their places, so the browser does not rebuild them."""
+    slot = st.empty()
+    if getattr(tab, "open", None) is not False:
+        slot.plotly_chart(fig, key=key, config={"displaylogo": False})
+
 
 # ----------------------------------------------------------------------------- attributions
 ft_path = None
@@ -195,13 +208,13 @@ with tab_attr:
                           "-" if np.isnan(res["spearman"]) else f"{res['spearman']:.2f}")
                 fig_ig = plots.attribution_roll(ig, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
                                                 title=f"integrated gradients: why {what} is {res['class']}")
-                st.plotly_chart(fig_ig, key="why_ig_roll", config={"displaylogo": False})
+                chart(tab_attr, fig_ig, "why_ig_roll")
                 fig_occ = plots.attribution_roll(occ, bar_starts_q=piece.bar_starts_q,
                                                  track_names=piece.track_names,
                                                  title=f"occlusion: why {what} is {res['class']}")
-                st.plotly_chart(fig_occ, key="why_occ_roll", config={"displaylogo": False})
+                chart(tab_attr, fig_occ, "why_occ_roll")
                 fig_sc = plots.attribution_scatter(ig, occ, title="IG against occlusion, one dot per note")
-                st.plotly_chart(fig_sc, key="why_scatter", config={"displaylogo": False})
+                chart(tab_attr, fig_sc, "why_scatter")
                 st.caption(f"IG completeness: the attributions sum to {ig['attribution'].sum():.4f}; "
                            f"f(piece) - f(all MASK) = {ig.attrs['value'] - ig.attrs['baseline_value']:.4f} "
                            f"({steps} steps, {precision}). Occlusion measured {occ.attrs['n_measured']} of "
@@ -248,7 +261,7 @@ with tab_att:
             fig_att = plots.attention_roll(notes_df, w, note, arcs=8, bar_starts_q=piece.bar_starts_q,
                                            track_names=piece.track_names,
                                            title=f"note {note}: {layer_opt}, {head_opt if not rollout else ''}")
-            st.plotly_chart(fig_att, key="why_att_roll", config={"displaylogo": False})
+            chart(tab_att, fig_att, "why_att_roll")
             order = np.argsort(-w, kind="stable")[:10]
             att_top = plots.readable_notes(notes_df.iloc[order].assign(attention=w[order]), ["attention"])
             st.dataframe(att_top, hide_index=True, key="why_att_table")
@@ -305,7 +318,7 @@ with tab_cf:
                     fig_cf = plots.side_by_side_rolls([before, after], ["before", "after the edit"],
                                                       bar_starts_q=None, track_names=piece.track_names,
                                                       height=460)
-                    st.plotly_chart(fig_cf, key="why_cf_rolls", config={"displaylogo": False})
+                    chart(tab_cf, fig_cf, "why_cf_rolls")
                     cf_figs.append(fig_cf)
                     d1, d2 = st.columns(2)
                     d1.metric("Mean masker score before", f"{before['score'].mean():.3f}")
@@ -320,7 +333,7 @@ with tab_cf:
                     unit = "probability" if pb["level"] == "sequence" else "share of notes"
                     fig_pred = plots.before_after_bars(pb["classes"], pa["classes"],
                                                        title=f"{pb['task']} prediction", value_label=unit)
-                    st.plotly_chart(fig_pred, key="why_cf_pred", config={"displaylogo": False})
+                    chart(tab_cf, fig_pred, "why_cf_pred")
                     cf_figs.append(fig_pred)
                     st.caption(f"Prediction before: **{pb['classes'][0][0]}**, after: **{pa['classes'][0][0]}**.")
             else:
@@ -351,7 +364,7 @@ with tab_mask:
                                      selected=note, in_window=occ["in_window"].to_numpy(bool), arcs=6,
                                      bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
                                      title=f"note {note}: change of its masker score when each note is masked")
-            st.plotly_chart(fig_m, key="why_mask_roll", config={"displaylogo": False})
+            chart(tab_mask, fig_m, "why_mask_roll")
             top_m = plots.readable_notes(res["top"], ["change"]).rename(columns={"change": "score change"})
             st.dataframe(top_m, hide_index=True, key="why_mask_top")
             losses = plots.readable_table(res["losses"]).rename(columns={"n masked": "notes masked"})

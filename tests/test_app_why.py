@@ -200,3 +200,22 @@ def test_masker_note_reruns_only_the_masks_for_a_new_ratio(model_dir, monkeypatc
     ref = explain.explain_masker_note(model, tok, piece, note, n_masks=3, ratio=0.3, seed=0)
     assert got["score"] == pytest.approx(ref["score"]) and got["mean_loss"] == pytest.approx(ref["mean_loss"])
     assert got["top"]["note"].tolist() == ref["top"]["note"].tolist()
+
+
+def test_a_figure_is_sent_only_with_its_tab_open(model_dir):
+    """The browser draws the figures of the open tab only (the tabs rerun the page when one is
+    opened); every view is still computed for the HTML export."""
+    at = run_page(**{A.K_MODEL_A: str(model_dir)})
+
+    def charts(at):
+        return {c.proto.id.rsplit("-", 1)[-1] for c in at.get("plotly_chart")}
+
+    assert charts(at) == set()  # Attributions: nothing explained yet
+    for tab, key in (("Attention", "why_att_roll"), ("Counterfactuals", "why_cf_rolls"),
+                     ("Masker", "why_mask_roll")):
+        at.session_state["why_tab"] = tab
+        at.run()
+        assert not at.exception, at.exception
+        shown = charts(at)
+        assert key in shown and all(c.startswith(key.rsplit("_", 1)[0]) for c in shown), (tab, shown)
+        assert "Included: attention, counterfactual, masker." in texts(at)
