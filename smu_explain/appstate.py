@@ -8,7 +8,9 @@ modules never import it. Page scripts (``pages/*.py``) use these helpers for:
   ``$SMU_MAX_RUNS`` concurrent runs, default 1; ``$SMU_CLI`` overrides the
   command prefix that runs the CLI, default ``python -m smu_explain.cli``);
 - caching: models (``checkpoint.load_checkpoint``) with ``st.cache_resource`` (keyed
-  by folder and the weights' modification time, so a refreshed checkpoint reloads);
+  by folder and the weights' modification time, so a refreshed checkpoint reloads; torch
+  runs on ``$SMU_TORCH_THREADS`` threads, default one core fewer than the machine's, see
+  :func:`torch_threads`);
   pieces, explain tables, masker views, task predictions, rules, attention... with
   ``st.cache_data``. Every cached function calls one library function (``explain``,
   ``baselines``, ``audio``, ``tokenizer``); none re-implements it;
@@ -273,10 +275,22 @@ def _weights_mtime(path: Path) -> float:
         return 0.0
 
 
+def torch_threads() -> int:
+    """Torch's intra-op threads in the app: ``$SMU_TORCH_THREADS``, else one core fewer than the
+    machine has (at least 1, at most 4). The browser that shows the app usually runs on the same
+    machine: on 2 cores, two torch threads left it none while a model pass ran (the first roll was
+    drawn while the explain table was computed), and on a busy machine they cost 2.4 times the CPU
+    of one (the OpenMP threads wait for each other) and took 2.4 times as long."""
+    n = os.environ.get("SMU_TORCH_THREADS", "").strip()
+    if n.isdigit() and int(n) > 0:
+        return int(n)
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
+
+
 def _set_threads() -> None:
     import torch
 
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    torch.set_num_threads(torch_threads())
 
 
 @st.cache_resource(show_spinner="Loading model...", max_entries=8)
