@@ -25,7 +25,8 @@
    again (no running widget, no stale element, two animation frames painted: what a person
    waits for; ``server_s``: until the run's ``script_finished``): Explore (another
    sample, the ratio slider, a note number), Compare (first render, the ratio slider,
-   the sample-folder evaluation), Why, Train, Report, Study. An action that starts no
+   the sample-folder evaluation), Why (the page, then its Attention and Masker tabs and back),
+   Train, Report, Study. An action that starts no
    run is reported as an error at once (it changed nothing). Each timing carries the CPU
    seconds the server and the browser spent on it (``server_cpu_s``, ``browser_cpu_s``:
    comparable on a loaded machine, unlike the seconds) and the machine's load average
@@ -295,13 +296,15 @@ def _settle(page, timeout: float = 300.0, calm_s: float = 0.3) -> float:
 
 
 def _timed(out: dict, name: str, action, page, runs: _Runs, cpu: _Cpu, timeout: float = 300.0,
-           start_timeout: float = 15.0, prepare=None) -> None:
+           start_timeout: float = 15.0, prepare=None, run_expected: bool = True) -> None:
     """One control, timed as a person waits for it: from the action (the click, key or Enter
     that commits it; ``prepare``, untimed, does what comes before: opening a menu, typing a
     number) to the page being idle and drawn after the script run the action started (``s``);
     ``server_s`` = until that run's ``script_finished``. An action that starts no run within
     ``start_timeout`` is a bench error (it changed nothing: e.g. a value that was already set),
-    reported as such at once. CPU seconds of the server and the browser over the step come with
+    reported as such at once, unless ``run_expected`` is False (a tab that the browser switches
+    by itself): then, with no run after a second, the step is timed to the page drawn
+    (``server_s`` None). CPU seconds of the server and the browser over the step come with
     it (``server_cpu_s``, ``browser_cpu_s``; the server's include its background warm-up)."""
     try:
         if prepare is not None:
@@ -314,19 +317,21 @@ def _timed(out: dict, name: str, action, page, runs: _Runs, cpu: _Cpu, timeout: 
     t0 = time.perf_counter()
     try:
         action()
-        deadline = time.time() + start_timeout
+        deadline = time.time() + (start_timeout if run_expected else 1.0)
         while runs.started <= started and time.time() < deadline:
             page.wait_for_timeout(20)
-        if runs.started <= started:
+        server_s = None
+        if runs.started > started:
+            deadline = time.time() + timeout
+            while runs.finished <= finished and time.time() < deadline:
+                page.wait_for_timeout(20)
+            if runs.finished <= finished:
+                raise TimeoutError(f"the script run did not finish within {timeout:.0f} s")
+            server_s = round(time.perf_counter() - t0, 2)
+        elif run_expected:
             raise TimeoutError(f"the action started no script run within {start_timeout:.0f} s (nothing changed?)")
-        deadline = time.time() + timeout
-        while runs.finished <= finished and time.time() < deadline:
-            page.wait_for_timeout(20)
-        if runs.finished <= finished:
-            raise TimeoutError(f"the script run did not finish within {timeout:.0f} s")
-        server_s = time.perf_counter() - t0
         took = _settle(page, timeout) - t0
-        out[name] = {"s": round(took, 2), "server_s": round(server_s, 2), **cpu.delta(c0, cpu.snapshot()),
+        out[name] = {"s": round(took, 2), "server_s": server_s, **cpu.delta(c0, cpu.snapshot()),
                      "load": _load()}
     except Exception as e:  # one failing control must not lose the others
         out[name] = {"error": f"{type(e).__name__}: {e}"[:300], "load": _load()}
@@ -393,9 +398,12 @@ def _pages(page, runs: _Runs, cpu: _Cpu) -> dict:
     def nav(title):
         return None, lambda: page.locator('[data-testid="stSidebarNavLink"]').filter(has_text=title).first.click()
 
-    def timed(res, name, steps):
+    def timed(res, name, steps, run_expected=True):
         prepare, action = steps
-        _timed(res, name, action, page, runs, cpu, prepare=prepare)
+        _timed(res, name, action, page, runs, cpu, prepare=prepare, run_expected=run_expected)
+
+    def tab(title):
+        return None, lambda: page.get_by_role("tab", name=title, exact=True).click()
 
     def folder_eval():
         return (lambda: page.get_by_role("tab", name="A dataset folder").click(),
@@ -418,6 +426,9 @@ def _pages(page, runs: _Runs, cpu: _Cpu) -> dict:
         timed(res, "compare_ratio_slider_back", _slider(page, False))
         timed(res, "compare_sample_folder", folder_eval())
         timed(res, "why_page", nav("Why"))
+        timed(res, "why_attention_tab", tab("Attention"), run_expected=False)
+        timed(res, "why_masker_tab", tab("Masker"), run_expected=False)
+        timed(res, "why_back_to_first_tab", tab("Attributions"), run_expected=False)
         timed(res, "train_page", nav("Train"))
         timed(res, "report_page", nav("Report"))
         timed(res, "study_page", nav("Study"))
