@@ -751,7 +751,7 @@ def preload_plotly() -> None:
 # what the sessions are doing, for the warm-up to keep out of their way
 _ACTIVITY = {"running": 0, "last_end": 0.0}
 _ACTIVITY_LOCK = threading.Lock()
-QUIET_S = 1.0  # the warm-up waits this long after a page run ends (the browser draws meanwhile)
+QUIET_S = 0.5  # the warm-up waits this long after a page run ends (the browser draws meanwhile)
 
 
 @contextlib.contextmanager
