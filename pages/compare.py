@@ -67,9 +67,11 @@ with tab_piece:
         # the picks): they are drawn before the recovery passes of a new ratio run
         overlays = per_model(A.overlay, ratio)
         if overlays:
-            fig = plots.side_by_side_rolls(list(overlays.values()), list(overlays.keys()),
-                                           bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
-                                           height=480)
+            fig = A.figure(("compare rolls", tuple((n, *A.model_key(p)) for n, p in models.items()),
+                            A.piece_key(data), A.ratio_key(ratio)),
+                           lambda: plots.side_by_side_rolls(list(overlays.values()), list(overlays.keys()),
+                                                            bar_starts_q=piece.bar_starts_q,
+                                                            track_names=piece.track_names, height=480))
             st.plotly_chart(fig, key="compare_rolls", config={"displaylogo": False, "scrollZoom": True})
             st.caption("Colour = the rank of each model's masker score within the piece (100% = its "
                        f"highest); red outline = the notes it would mask at {ratio:.0%} of its notes that "

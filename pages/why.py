@@ -258,9 +258,12 @@ with tab_att:
         head = None if rollout or head_opt.startswith("mean") else int(head_opt.split()[1]) - 1
         w = guarded(A.attention, model_path, data, piece, note, layer, head, rollout)
         if w is not None:
-            fig_att = plots.attention_roll(notes_df, w, note, arcs=8, bar_starts_q=piece.bar_starts_q,
-                                           track_names=piece.track_names,
-                                           title=f"note {note}: {layer_opt}, {head_opt if not rollout else ''}")
+            fig_att = A.figure(
+                ("why attention", *A.model_key(model_path), A.piece_key(data), note, layer, head, rollout, layer_opt,
+                 head_opt),
+                lambda: plots.attention_roll(notes_df, w, note, arcs=8, bar_starts_q=piece.bar_starts_q,
+                                             track_names=piece.track_names,
+                                             title=f"note {note}: {layer_opt}, {head_opt if not rollout else ''}"))
             chart(tab_att, fig_att, "why_att_roll")
             order = np.argsort(-w, kind="stable")[:10]
             att_top = plots.readable_notes(notes_df.iloc[order].assign(attention=w[order]), ["attention"])
@@ -315,9 +318,12 @@ with tab_cf:
                 before = guarded(A.overlay, model_path, data, piece, ratio)
                 after = guarded(A.overlay, model_path, edited_bytes, edited, ratio)
                 if before is not None and after is not None:
-                    fig_cf = plots.side_by_side_rolls([before, after], ["before", "after the edit"],
-                                                      bar_starts_q=None, track_names=piece.track_names,
-                                                      height=460)
+                    fig_cf = A.figure(
+                        ("why counterfactual", *A.model_key(model_path), A.piece_key(data),
+                         A.piece_key(edited_bytes), A.ratio_key(ratio)),
+                        lambda: plots.side_by_side_rolls([before, after], ["before", "after the edit"],
+                                                         bar_starts_q=None, track_names=piece.track_names,
+                                                         height=460))
                     chart(tab_cf, fig_cf, "why_cf_rolls")
                     cf_figs.append(fig_cf)
                     d1, d2 = st.columns(2)
@@ -360,10 +366,12 @@ with tab_mask:
             m2.metric("Recoverer loss (mean over masks)", f"{res['mean_loss']:.3f}",
                       help="cross-entropy summed over the note's attributes; per-attribute columns below")
             occ = res["occlusion"]
-            fig_m = plots.value_roll(occ, occ["change"].to_numpy(float), label="score change", diverging=True,
-                                     selected=note, in_window=occ["in_window"].to_numpy(bool), arcs=6,
-                                     bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
-                                     title=f"note {note}: change of its masker score when each note is masked")
+            fig_m = A.figure(  # the occlusion: by model, piece and note (not the masks)
+                ("why masker", *A.model_key(model_path), A.piece_key(data), note),
+                lambda: plots.value_roll(occ, occ["change"].to_numpy(float), label="score change", diverging=True,
+                                         selected=note, in_window=occ["in_window"].to_numpy(bool), arcs=6,
+                                         bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
+                                         title=f"note {note}: change of its masker score when each note is masked"))
             chart(tab_mask, fig_m, "why_mask_roll")
             top_m = plots.readable_notes(res["top"], ["change"]).rename(columns={"change": "score change"})
             st.dataframe(top_m, hide_index=True, key="why_mask_top")

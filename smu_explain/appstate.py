@@ -404,6 +404,27 @@ def piece_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:20]
 
 
+def model_key(path: str | Path) -> tuple[str, float]:
+    """(resolved folder, weights' modification time): a model folder in a cache key."""
+    p = Path(path)
+    return str(p.resolve()), _weights_mtime(p)
+
+
+@st.cache_resource(show_spinner=False, max_entries=96)
+def _figure_cached(key: tuple, _build):
+    return _build()
+
+
+def figure(key: tuple, build):
+    """The figure ``build()`` makes, built once per ``key`` for the whole server: a rerun that
+    changes nothing a figure shows (another note in the inspector, a tab opened, a page visited
+    again) does not build it again (a piano roll's Plotly objects cost 0.05-0.2 s of CPU).
+    ``key`` names everything the figure shows (:func:`model_key`, :func:`piece_key`,
+    :func:`ratio_key`, the settings); the figure is shared, so nobody changes it
+    (``st.plotly_chart`` copies it)."""
+    return _figure_cached(tuple(key), build)
+
+
 def ratio_key(ratio: float) -> float:
     """A masking ratio as a cache key: the slider's value to 4 decimals (its step is 0.01), so
     the same ratio reached by different steps (0.16 - 0.01 and 0.15) is one entry."""
