@@ -503,7 +503,8 @@ def main() -> int:
     ap.add_argument("--midi")
     ap.add_argument("--model")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: the app's, appstate.torch_threads)")
     ap.add_argument("--no-browser", action="store_true")
     ap.add_argument("--no-pages", action="store_true", help="browser: only the first roll, not every page")
     args = ap.parse_args()
@@ -512,8 +513,9 @@ def main() -> int:
     import torch
 
     logging.getLogger("streamlit").setLevel(logging.ERROR)  # appstate's caches outside a server
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from smu_explain.appstate import torch_threads
+
+    torch.set_num_threads(args.threads or torch_threads())
     data = Path(args.midi).read_bytes() if args.midi else three_minute_piece()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, model_kind = pick_model(args.model, Path(tmp))
