@@ -29,8 +29,10 @@ except OSError as e:  # an unwritable runs dir must not take the app down
 with st.sidebar:
     st.caption("smu_explain: see which notes a symbolic-music BERT finds hard, "
                "and what its masker decides to hide.")
+    appstate.preload_plotly()  # the browser compiles Plotly while the page's model loads
 try:
-    nav.run()
+    with appstate.user_run():  # the background warm-up pauses while a page runs
+        nav.run()
 finally:
     # after the first page is drawn (never before: the first roll must not wait for it), fill
     # the caches in the background with what the other pages and samples show first

@@ -52,31 +52,37 @@ with tab_piece:
     else:
         name, data = choice
         comp["piece"] = name
-        tables, params = {}, {}
-        try:
-            for n, p in models.items():
-                tables[n] = A.explain(p, data, piece, ratio, seed)
-                model, _ = A.load_model(p)
-                params[n] = model.num_parameters() / 1e6
-        except A.SMUInputError as e:
-            st.error(f"A model cannot read this piece: {e.reason}")
-            tables = {}
-        except Exception as e:  # keep the page alive whatever a model does
-            st.error(f"A model failed on this piece: {type(e).__name__}: {e}")
-            tables = {}
-        if tables:
-            fig = plots.side_by_side_rolls(list(tables.values()), list(tables.keys()),
-                                           bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
-                                           height=480)
+
+        def per_model(fn, *args) -> dict:
+            """{model name: fn(path, data, piece, *args)}; {} after a plain error (never a traceback)."""
+            try:
+                return {n: fn(p, data, piece, *args) for n, p in models.items()}
+            except A.SMUInputError as e:
+                st.error(f"A model cannot read this piece: {e.reason}")
+            except Exception as e:  # keep the page alive whatever a model does
+                st.error(f"A model failed on this piece: {type(e).__name__}: {e}")
+            return {}
+
+        # the rolls need the masker's view only (one cached clean pass per model; a new ratio re-derives
+        # the picks): they are drawn before the recovery passes of a new ratio run
+        overlays = per_model(A.overlay, ratio)
+        if overlays:
+            fig = A.figure(("compare rolls", tuple((n, *A.model_key(p)) for n, p in models.items()),
+                            A.piece_key(data), A.ratio_key(ratio)),
+                           lambda: plots.side_by_side_rolls(list(overlays.values()), list(overlays.keys()),
+                                                            bar_starts_q=piece.bar_starts_q,
+                                                            track_names=piece.track_names, height=480))
             st.plotly_chart(fig, key="compare_rolls", config={"displaylogo": False, "scrollZoom": True})
             st.caption("Colour = the rank of each model's masker score within the piece (100% = its "
                        f"highest); red outline = the notes it would mask at {ratio:.0%} of its notes that "
                        "are not frozen (grey hatched: its top 30% by score, never masked). "
-                       + " ".join(f"{n}: {plots.score_spread_text(t['score'])}." for n, t in tables.items()))
+                       + " ".join(f"{n}: {plots.score_spread_text(t['score'])}." for n, t in overlays.items()))
             for p in models.values():
                 if warn := A.untrained_masker_note(p):
                     st.warning(warn)
-
+        tables = per_model(A.explain, ratio, seed) if overlays else {}
+        params = {n: A.load_model(p)[0].num_parameters() / 1e6 for n, p in models.items()} if tables else {}
+        if tables:
             st.subheader("Recovery accuracy under the same random masks")
             st.caption(f"Every note is masked once, together with a seeded random {ratio:.0%} of its "
                        f"window (seed {seed}): the same masks for both models.")

@@ -61,8 +61,11 @@ if over is not None:
 # warmed up) with the picks of the new ratio, unless the guesses are asked for at this ratio.
 same_masks = A.mask_groups(ratio) == A.mask_groups(A.DEFAULT_RATIO)
 context = ratio
+# the toggle comes and goes with the ratio: it gets a slot that is always there, since the browser
+# rebuilds every element after one that appears or goes (the roll, the charts: twice the drawing)
+exact_slot = st.empty()
 if over is not None and not same_masks:
-    exact = st.toggle(f"Re-run the model's guesses with {ratio:.0%} of the notes masked",
+    exact = exact_slot.toggle(f"Re-run the model's guesses with {ratio:.0%} of the notes masked",
                       value=False, key="explore_exact",
                       help=f"Below, the model's guesses, the ghost layer, the accuracy and the reconstruction "
                            f"come from masks of {A.DEFAULT_RATIO:.0%} of the notes around each note (ready at "
@@ -76,10 +79,13 @@ if over is not None:
                            value=False, key="explore_ghost")
     if show_ghost:
         table = run_model(A.explain, model_path, data, piece, ratio, seed, context)
-ghost = plots.reconstruction_frame(table) if table is not None else None
-fig = plots.piano_roll(notes, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
-                       ghost=ghost, title=f"{name}" + (" - masker overlay" if over is not None else ""),
-                       height=520)
+roll_key = ("explore roll", name, A.piece_key(data),
+            (*A.model_key(model_path), A.ratio_key(ratio)) if over is not None else None,
+            (seed, A.mask_groups(context)) if table is not None else None)
+fig = A.figure(roll_key, lambda: plots.piano_roll(
+    notes, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
+    ghost=plots.reconstruction_frame(table) if table is not None else None,
+    title=f"{name}" + (" - masker overlay" if over is not None else ""), height=520))
 event = st.plotly_chart(fig, key="explore_roll", on_select="rerun", selection_mode="points",
                         config={"scrollZoom": True, "displaylogo": False})
 if over is not None and table is None:

@@ -119,17 +119,37 @@ def parse_notes(text: str, n: int) -> list[int] | None:
 notes_df = piece.notes_table()
 n_notes = len(notes_df)
 ratio = float(st.session_state.get(A.K_RATIO, 0.15))
-if st.session_state.get("why_note_for") != A.piece_key(data) or st.session_state.get("why_note", 0) >= n_notes:
-    st.session_state["why_note"] = A.why_default_note(n_notes)
+# the note: the middle of a new piece, else the one chosen last, also after a visit to another page
+# (Streamlit drops a widget's state when its page is left: "why_note_value" keeps it)
+if (st.session_state.get("why_note_for") != A.piece_key(data)
+        or not 0 <= st.session_state.get("why_note_value", 0) < n_notes):
+    st.session_state["why_note_value"] = A.why_default_note(n_notes)
     st.session_state["why_note_for"] = A.piece_key(data)
+    st.session_state.pop("why_note", None)
+if not 0 <= st.session_state.get("why_note", -1) < n_notes:
+    st.session_state["why_note"] = st.session_state["why_note_value"]
 note = int(st.number_input("Note to explain (its number; attention, masker and note tasks use it)",
                            0, n_notes - 1, key="why_note"))
+st.session_state["why_note_value"] = note
 row = notes_df.iloc[note]
 st.markdown(f"Note {note}: **{plots.pitch_name(int(row['pitch']))}** at "
             f"{plots.bar_beat_label(row['bar'], row['beat'])}, {plots.fmt_quarters(row['duration_q'])} long.")
 
 ft_choices = finetuned_choices()
-tab_attr, tab_att, tab_cf, tab_mask = st.tabs(["Attributions", "Attention", "Counterfactuals", "Masker"])
+# the open tab reruns the page when it changes: a figure is sent only with its tab open (a closed
+# tab's figures were drawn by the browser on every run, then again when their tab was opened); the
+# views are still computed for every tab (cached), for the HTML export
+tab_attr, tab_att, tab_cf, tab_mask = st.tabs(["Attributions", "Attention", "Counterfactuals", "Masker"],
+                                              key="why_tab", on_change="rerun")
+
+
+def chart(tab, fig, key: str) -> None:
+    """``st.plotly_chart`` of ``fig`` in ``tab`` when the tab is open (or its state unknown), else an
+    empty slot: the elements after it keep their places, so the browser does not rebuild them."""
+    slot = st.empty()
+    if getattr(tab, "open", None) is not False:
+        slot.plotly_chart(fig, key=key, config={"displaylogo": False})
+
 
 # ----------------------------------------------------------------------------- attributions
 ft_path = None
@@ -188,13 +208,13 @@ with tab_attr:
                           "-" if np.isnan(res["spearman"]) else f"{res['spearman']:.2f}")
                 fig_ig = plots.attribution_roll(ig, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
                                                 title=f"integrated gradients: why {what} is {res['class']}")
-                st.plotly_chart(fig_ig, key="why_ig_roll", config={"displaylogo": False})
+                chart(tab_attr, fig_ig, "why_ig_roll")
                 fig_occ = plots.attribution_roll(occ, bar_starts_q=piece.bar_starts_q,
                                                  track_names=piece.track_names,
                                                  title=f"occlusion: why {what} is {res['class']}")
-                st.plotly_chart(fig_occ, key="why_occ_roll", config={"displaylogo": False})
+                chart(tab_attr, fig_occ, "why_occ_roll")
                 fig_sc = plots.attribution_scatter(ig, occ, title="IG against occlusion, one dot per note")
-                st.plotly_chart(fig_sc, key="why_scatter", config={"displaylogo": False})
+                chart(tab_attr, fig_sc, "why_scatter")
                 st.caption(f"IG completeness: the attributions sum to {ig['attribution'].sum():.4f}; "
                            f"f(piece) - f(all MASK) = {ig.attrs['value'] - ig.attrs['baseline_value']:.4f} "
                            f"({steps} steps, {precision}). Occlusion measured {occ.attrs['n_measured']} of "
@@ -238,10 +258,13 @@ with tab_att:
         head = None if rollout or head_opt.startswith("mean") else int(head_opt.split()[1]) - 1
         w = guarded(A.attention, model_path, data, piece, note, layer, head, rollout)
         if w is not None:
-            fig_att = plots.attention_roll(notes_df, w, note, arcs=8, bar_starts_q=piece.bar_starts_q,
-                                           track_names=piece.track_names,
-                                           title=f"note {note}: {layer_opt}, {head_opt if not rollout else ''}")
-            st.plotly_chart(fig_att, key="why_att_roll", config={"displaylogo": False})
+            fig_att = A.figure(
+                ("why attention", *A.model_key(model_path), A.piece_key(data), note, layer, head, rollout, layer_opt,
+                 head_opt),
+                lambda: plots.attention_roll(notes_df, w, note, arcs=8, bar_starts_q=piece.bar_starts_q,
+                                             track_names=piece.track_names,
+                                             title=f"note {note}: {layer_opt}, {head_opt if not rollout else ''}"))
+            chart(tab_att, fig_att, "why_att_roll")
             order = np.argsort(-w, kind="stable")[:10]
             att_top = plots.readable_notes(notes_df.iloc[order].assign(attention=w[order]), ["attention"])
             st.dataframe(att_top, hide_index=True, key="why_att_table")
@@ -295,10 +318,13 @@ with tab_cf:
                 before = guarded(A.overlay, model_path, data, piece, ratio)
                 after = guarded(A.overlay, model_path, edited_bytes, edited, ratio)
                 if before is not None and after is not None:
-                    fig_cf = plots.side_by_side_rolls([before, after], ["before", "after the edit"],
-                                                      bar_starts_q=None, track_names=piece.track_names,
-                                                      height=460)
-                    st.plotly_chart(fig_cf, key="why_cf_rolls", config={"displaylogo": False})
+                    fig_cf = A.figure(
+                        ("why counterfactual", *A.model_key(model_path), A.piece_key(data),
+                         A.piece_key(edited_bytes), A.ratio_key(ratio)),
+                        lambda: plots.side_by_side_rolls([before, after], ["before", "after the edit"],
+                                                         bar_starts_q=None, track_names=piece.track_names,
+                                                         height=460))
+                    chart(tab_cf, fig_cf, "why_cf_rolls")
                     cf_figs.append(fig_cf)
                     d1, d2 = st.columns(2)
                     d1.metric("Mean masker score before", f"{before['score'].mean():.3f}")
@@ -313,7 +339,7 @@ with tab_cf:
                     unit = "probability" if pb["level"] == "sequence" else "share of notes"
                     fig_pred = plots.before_after_bars(pb["classes"], pa["classes"],
                                                        title=f"{pb['task']} prediction", value_label=unit)
-                    st.plotly_chart(fig_pred, key="why_cf_pred", config={"displaylogo": False})
+                    chart(tab_cf, fig_pred, "why_cf_pred")
                     cf_figs.append(fig_pred)
                     st.caption(f"Prediction before: **{pb['classes'][0][0]}**, after: **{pa['classes'][0][0]}**.")
             else:
@@ -340,11 +366,13 @@ with tab_mask:
             m2.metric("Recoverer loss (mean over masks)", f"{res['mean_loss']:.3f}",
                       help="cross-entropy summed over the note's attributes; per-attribute columns below")
             occ = res["occlusion"]
-            fig_m = plots.value_roll(occ, occ["change"].to_numpy(float), label="score change", diverging=True,
-                                     selected=note, in_window=occ["in_window"].to_numpy(bool), arcs=6,
-                                     bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
-                                     title=f"note {note}: change of its masker score when each note is masked")
-            st.plotly_chart(fig_m, key="why_mask_roll", config={"displaylogo": False})
+            fig_m = A.figure(  # the occlusion: by model, piece and note (not the masks)
+                ("why masker", *A.model_key(model_path), A.piece_key(data), note),
+                lambda: plots.value_roll(occ, occ["change"].to_numpy(float), label="score change", diverging=True,
+                                         selected=note, in_window=occ["in_window"].to_numpy(bool), arcs=6,
+                                         bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
+                                         title=f"note {note}: change of its masker score when each note is masked"))
+            chart(tab_mask, fig_m, "why_mask_roll")
             top_m = plots.readable_notes(res["top"], ["change"]).rename(columns={"change": "score change"})
             st.dataframe(top_m, hide_index=True, key="why_mask_top")
             losses = plots.readable_table(res["losses"]).rename(columns={"n masked": "notes masked"})

@@ -8,7 +8,9 @@ modules never import it. Page scripts (``pages/*.py``) use these helpers for:
   ``$SMU_MAX_RUNS`` concurrent runs, default 1; ``$SMU_CLI`` overrides the
   command prefix that runs the CLI, default ``python -m smu_explain.cli``);
 - caching: models (``checkpoint.load_checkpoint``) with ``st.cache_resource`` (keyed
-  by folder and the weights' modification time, so a refreshed checkpoint reloads);
+  by folder and the weights' modification time, so a refreshed checkpoint reloads; torch
+  runs on ``$SMU_TORCH_THREADS`` threads, default one core fewer than the machine's, see
+  :func:`torch_threads`);
   pieces, explain tables, masker views, task predictions, rules, attention... with
   ``st.cache_data``. Every cached function calls one library function (``explain``,
   ``baselines``, ``audio``, ``tokenizer``); none re-implements it;
@@ -21,10 +23,13 @@ modules never import it. Page scripts (``pages/*.py``) use these helpers for:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,26 +98,48 @@ def check_upload_size(name: str, size: int) -> None:
         raise SMUInputError(name, f"file is {size / 1e6:.1f} MB; the limit is {MAX_UPLOAD_MB} MB")
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def read_piece_cached(data: bytes, name: str):
-    """``tokenizer.read_piece`` on bytes (cached by content). Raises ``SMUInputError``."""
-    return _read(data, name)
+@st.cache_data(show_spinner=False, max_entries=128)
+def _read_piece_cached(data: bytes, name: str, fields: tuple | None):
+    return _read(data, name, fields)
 
 
-def _read(data: bytes, name: str):
-    from .tokenizer import read_piece
+def read_piece_cached(data: bytes, name: str, fields: tuple | None = None):
+    """``tokenizer.read_piece`` on bytes (cached by content), with the default tokenizer config or
+    the ``fields`` values (:func:`read_fields`) of a model's. Raises ``SMUInputError``."""
+    return _read_piece_cached(data, name, fields)  # one call form: one cache entry per file
 
+
+def read_fields(config) -> tuple | None:
+    """The values of a tokenizer config that ``read_piece`` uses (``tokenizer.READ_FIELDS``), or
+    None when they are the defaults: such a config reads a file as the pages read it."""
+    from .tokenizer import READ_FIELDS, TokenizerConfig
+
+    vals = tuple(getattr(config, f) for f in READ_FIELDS)
+    return None if vals == tuple(getattr(TokenizerConfig(), f) for f in READ_FIELDS) else vals
+
+
+def read_key(data: bytes, fields: tuple | None = None) -> str:
+    """The cache key of a piece read from ``data`` with ``fields`` (:func:`read_fields`): its
+    :func:`piece_key` for the default reading, so every page and the folder evaluation share the
+    model passes of a file."""
+    return piece_key(data) if fields is None else f"{piece_key(data)}:{fields}"
+
+
+def _read(data: bytes, name: str, fields: tuple | None = None):
+    from .tokenizer import READ_FIELDS, TokenizerConfig, read_piece
+
+    config = TokenizerConfig(**dict(zip(READ_FIELDS, fields))) if fields is not None else None
     # read_piece(bytes) sniffs MIDI by its header; score formats need the extension,
     # so score uploads go through a temporary file with the original suffix.
     suffix = Path(name).suffix.lower()
     if data[:4] == b"MThd" or suffix in (".mid", ".midi", ".kar", ".smf"):
-        return read_piece(data, name=Path(name).stem)
+        return read_piece(data, name=Path(name).stem, config=config)
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="smu_upload_") as tmp:
         p = Path(tmp) / (Path(name).name or "upload")
         p.write_bytes(data)
-        piece = read_piece(p, name=Path(name).stem)
+        piece = read_piece(p, name=Path(name).stem, config=config)
     return piece
 
 
@@ -248,10 +275,22 @@ def _weights_mtime(path: Path) -> float:
         return 0.0
 
 
+def torch_threads() -> int:
+    """Torch's intra-op threads in the app: ``$SMU_TORCH_THREADS``, else one core fewer than the
+    machine has (at least 1, at most 4). The browser that shows the app usually runs on the same
+    machine: on 2 cores, two torch threads left it none while a model pass ran (the first roll was
+    drawn while the explain table was computed), and on a busy machine they cost 2.4 times the CPU
+    of one (the OpenMP threads wait for each other) and took 2.4 times as long."""
+    n = os.environ.get("SMU_TORCH_THREADS", "").strip()
+    if n.isdigit() and int(n) > 0:
+        return int(n)
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
+
+
 def _set_threads() -> None:
     import torch
 
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    torch.set_num_threads(torch_threads())
 
 
 @st.cache_resource(show_spinner="Loading model...", max_entries=8)
@@ -365,6 +404,33 @@ def piece_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:20]
 
 
+def model_key(path: str | Path) -> tuple[str, float]:
+    """(resolved folder, weights' modification time): a model folder in a cache key."""
+    p = Path(path)
+    return str(p.resolve()), _weights_mtime(p)
+
+
+@st.cache_resource(show_spinner=False, max_entries=96)
+def _figure_cached(key: tuple, _build):
+    return _build()
+
+
+def figure(key: tuple, build):
+    """The figure ``build()`` makes, built once per ``key`` for the whole server: a rerun that
+    changes nothing a figure shows (another note in the inspector, a tab opened, a page visited
+    again) does not build it again (a piano roll's Plotly objects cost 0.05-0.2 s of CPU).
+    ``key`` names everything the figure shows (:func:`model_key`, :func:`piece_key`,
+    :func:`ratio_key`, the settings); the figure is shared, so nobody changes it
+    (``st.plotly_chart`` copies it)."""
+    return _figure_cached(tuple(key), build)
+
+
+def ratio_key(ratio: float) -> float:
+    """A masking ratio as a cache key: the slider's value to 4 decimals (its step is 0.01), so
+    the same ratio reached by different steps (0.16 - 0.01 and 0.15) is one entry."""
+    return round(float(ratio), 4)
+
+
 def mask_groups(ratio: float) -> int:
     """How ``explain.explain_piece`` masks the notes at ``ratio``: each window's notes split
     into ``round(1 / ratio)`` seeded groups, one group masked per copy. This number (with the
@@ -464,44 +530,72 @@ def folder_files(folder: str | Path, max_files: int = 40) -> list[Path]:
     return files[:max_files]
 
 
-@st.cache_data(show_spinner="Evaluating on the folder...", max_entries=16)
-def folder_explain_cached(model_path: str, mtime: float, folder: str, stamp: tuple, ratio: float,
-                          seed: int) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """Explain tables of every file of a folder, concatenated with a ``file`` column.
-
-    ``stamp`` (file names + mtimes) keys the cache. Files that cannot be read
-    are skipped and returned as ``(name, reason)``.
-    """
-    from .explain import explain_piece
-    from .tokenizer import read_piece
-
-    model, tokenizer = _load_model(model_path, mtime)
-    frames, skipped = [], []
+def _folder_pieces(folder: str, stamp: tuple, fields: tuple | None):
+    """(name, bytes, piece, None) per readable file of ``stamp`` (file names + mtimes) and
+    (name, None, None, reason) per file that cannot be used; each file is parsed once
+    (:func:`read_piece_cached`) for the explain tables and the rules."""
+    out = []
     for name, _ in stamp:
-        path = Path(folder) / name
         try:
-            piece = read_piece(path, config=tokenizer.config)
+            data = (Path(folder) / name).read_bytes()
+            piece = read_piece_cached(data, name, fields)
         except SMUInputError as e:
-            skipped.append((name, e.reason))
+            out.append((name, None, None, e.reason))
+            continue
+        except OSError as e:
+            out.append((name, None, None, str(e)))
             continue
         if len(piece) == 0:
-            skipped.append((name, "no notes"))
+            out.append((name, None, None, "no notes"))
+        else:
+            out.append((name, data, piece, None))
+    return out
+
+
+@st.cache_data(show_spinner="Evaluating on the folder...", max_entries=16)
+def folder_explain_cached(model_path: str, mtime: float, folder: str, stamp: tuple, groups: int,
+                          seed: int) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Explain tables of every file of a folder with the notes masked in ``groups`` groups
+    (:func:`mask_groups`), concatenated with a ``file`` column (no ``topk_`` columns).
+
+    ``stamp`` (file names + mtimes) keys the cache. Each file's table is :func:`explain_cached`'s
+    (shared with the pages and the warm-up: a sample evaluated on Explore is not run again).
+    Files that cannot be read are skipped and returned as ``(name, reason)``.
+    """
+    model, tokenizer = _load_model(model_path, mtime)
+    fields = read_fields(tokenizer.config)
+    frames, skipped = [], []
+    for name, data, piece, why in _folder_pieces(folder, stamp, fields):
+        if piece is None:
+            skipped.append((name, why))
             continue
-        f = explain_piece(model, tokenizer, piece, ratio=ratio, seed=seed, top_k=1)
+        f = explain_cached(model_path, mtime, read_key(data, fields), groups, seed, piece)
+        f = f.drop(columns=[c for c in f.columns if c.startswith("topk_")])
         f.insert(0, "file", name)
-        frames.append(f.drop(columns=[c for c in f.columns if c.startswith("topk_")]))
+        frames.append(f)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return table, skipped
 
 
 def folder_explain(model_path: str, folder: str | Path, ratio: float, seed: int = 0,
                    max_files: int = 40):
-    """(concatenated explain table, skipped files) over a folder; ``SMUInputError`` if unusable."""
+    """(concatenated explain table, skipped files) over a folder; ``SMUInputError`` if unusable.
+    Cached by the ratio's :func:`mask_groups`; ``picked`` follows ``ratio`` (per file)."""
     files = folder_files(folder, max_files)
     stamp = tuple((f.name, f.stat().st_mtime) for f in files)
     p = Path(model_path)
-    return folder_explain_cached(str(p.resolve()), _weights_mtime(p), str(Path(folder).resolve()),
-                                 stamp, float(ratio), int(seed))
+    table, skipped = folder_explain_cached(str(p.resolve()), _weights_mtime(p), str(Path(folder).resolve()),
+                                           stamp, mask_groups(ratio), int(seed))
+    if len(table):
+        from .explain import picks_at
+
+        picked = np.zeros(len(table), dtype=bool)
+        for _, idx in table.groupby("file", sort=False).indices.items():
+            sub = table.iloc[idx]
+            picked[idx] = picks_at(sub["score"].to_numpy(dtype=float),
+                                   sub["frozen"].fillna(False).to_numpy(dtype=bool), ratio)
+        table = table.assign(picked=picked)
+    return table, skipped
 
 
 def accuracy_of(frame: pd.DataFrame) -> dict[str, float]:
@@ -538,31 +632,26 @@ def rules(model_path: str, data: bytes, piece, ratio: float, seed: int = 0) -> d
 
 
 @st.cache_data(show_spinner="Computing the no-model rules on the folder...", max_entries=16)
-def folder_rules_cached(model_path: str, mtime: float, folder: str, stamp: tuple, ratio: float,
+def folder_rules_cached(model_path: str, mtime: float, folder: str, stamp: tuple, groups: int,
                         seed: int) -> dict[str, dict[str, float]]:
     from .baselines import piece_rules
-    from .tokenizer import read_piece
 
     model, tokenizer = _load_model(model_path, mtime)
-    pieces = []
-    for name, _ in stamp:  # the files folder_explain_cached reads; unreadable ones are skipped there too
-        try:
-            piece = read_piece(Path(folder) / name, config=tokenizer.config)
-        except SMUInputError:
-            continue
-        if len(piece):
-            pieces.append(piece)
-    return piece_rules(tokenizer, pieces, ratio=ratio, seed=seed, max_len=model.config.max_len)
+    # the files folder_explain_cached reads (parsed once for both); unreadable ones are skipped there too
+    pieces = [piece for _, _, piece, _ in _folder_pieces(folder, stamp, read_fields(tokenizer.config))
+              if piece is not None]
+    return piece_rules(tokenizer, pieces, ratio=1.0 / groups, seed=seed, max_len=model.config.max_len)
 
 
 def folder_rules(model_path: str, folder: str | Path, ratio: float, seed: int = 0,
                  max_files: int = 40) -> dict[str, dict[str, float]]:
-    """The no-model rules on the files :func:`folder_explain` scores (their notes pooled)."""
+    """The no-model rules on the files :func:`folder_explain` scores (their notes pooled), cached
+    by the ratio's :func:`mask_groups` like the explain tables."""
     files = folder_files(folder, max_files)
     stamp = tuple((f.name, f.stat().st_mtime) for f in files)
     p = Path(model_path)
     return folder_rules_cached(str(p.resolve()), _weights_mtime(p), str(Path(folder).resolve()),
-                               stamp, float(ratio), int(seed))
+                               stamp, mask_groups(ratio), int(seed))
 
 
 def rules_verdict(model_acc: dict[str, float], rules_acc: dict[str, dict[str, float]]) -> str:
@@ -602,13 +691,23 @@ def attention_cached(path: str, mtime: float, key: str, note: int, layer, head, 
 
 
 @st.cache_data(show_spinner="Explaining the masker's score...", max_entries=32)
-def masker_note_cached(path: str, mtime: float, key: str, note: int, n_masks: int, ratio: float, seed: int,
-                       _piece):
-    """``explain.explain_masker_note`` of a note (cached by model, piece, note and settings)."""
-    from .explain import explain_masker_note
+def masker_occlusion_cached(path: str, mtime: float, key: str, note: int, _piece):
+    """``explain.masker_occlusion`` of a note (cached by model, piece and note: one model pass per
+    note of its window, whatever the masking ratio, mask count and seed)."""
+    from .explain import masker_occlusion
 
     model, tok = _load_model(path, mtime)
-    return explain_masker_note(model, tok, _piece, note, n_masks=n_masks, ratio=ratio, seed=seed)
+    return masker_occlusion(model, tok, _piece, note)
+
+
+@st.cache_data(show_spinner="Measuring the recoverer's loss...", max_entries=64)
+def masker_losses_cached(path: str, mtime: float, key: str, note: int, n_masks: int, ratio: float, seed: int,
+                         _piece):
+    """``explain.masker_recovery_losses`` of a note (cached by model, piece, note and masks)."""
+    from .explain import masker_recovery_losses
+
+    model, tok = _load_model(path, mtime)
+    return masker_recovery_losses(model, tok, _piece, note, n_masks=n_masks, ratio=ratio, seed=seed)
 
 
 def attention(path, data: bytes, piece, note: int, layer, head, rollout: bool):
@@ -618,9 +717,16 @@ def attention(path, data: bytes, piece, note: int, layer, head, rollout: bool):
 
 
 def masker_note(path, data: bytes, piece, note: int, n_masks: int, ratio: float, seed: int):
+    """``explain.explain_masker_note`` of a note from two caches: the occlusion (the costly part:
+    one pass per note of the window) by note only, the recoverer's losses by note and masks, so
+    a new ratio, mask count or seed re-runs only the masks."""
+    from .explain import masker_note_summary
+
     p = Path(path)
-    return masker_note_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), int(note), int(n_masks),
-                              float(ratio), int(seed), piece)
+    args = (str(p.resolve()), _weights_mtime(p), piece_key(data), int(note))
+    occ = masker_occlusion_cached(*args, piece)
+    losses = masker_losses_cached(*args, int(n_masks), ratio_key(ratio), int(seed), piece)
+    return masker_note_summary(occ, losses, int(note))
 
 
 # Why page defaults (the warm-up computes what the page shows first with them)
@@ -632,19 +738,79 @@ def why_default_note(n_notes: int) -> int:
     return min(n_notes - 1, n_notes // 2)
 
 
+# ----------------------------------------------------------------------------- browser
+
+def _plotly_chunk() -> str | None:
+    """File name of the Plotly chunk of Streamlit's frontend (``static/js/PlotlyChart.<hash>.js``
+    in the installed streamlit), or None when there is not exactly one."""
+    found = sorted((Path(st.__file__).parent / "static" / "static" / "js").glob("PlotlyChart.*.js"))
+    return found[0].name if len(found) == 1 else None
+
+
+def preload_plotly() -> None:
+    """Has the browser load and compile Streamlit's Plotly chunk (about 4.7 MB of JavaScript)
+    now, while the server loads the model, instead of when the first chart arrives: without it
+    the first piano roll waits for both, one after the other. Draws nothing (a script in an
+    ``st.html`` element, put at the end of the sidebar); the chunk is imported under the URL the
+    frontend imports it from, so the frontend then finds it ready. Does nothing where the chunk
+    or ``st.html(unsafe_allow_javascript=...)`` is missing (another Streamlit version)."""
+    import inspect
+
+    name = _plotly_chunk()
+    if name is None or "unsafe_allow_javascript" not in inspect.signature(st.html).parameters:
+        return
+    js = ("(() => { const s = document.querySelector('script[src*=\"/static/js/index.\"]');"
+          f"import(new URL({name!r}, s ? s.src : new URL('static/js/', document.baseURI)))"
+          ".catch(() => {}); })();")
+    st.html(f"<script>{js}</script>", unsafe_allow_javascript=True)
+
+
 # ----------------------------------------------------------------------------- warm-up
 
 
 
+# what the sessions are doing, for the warm-up to keep out of their way
+_ACTIVITY = {"running": 0, "last_end": 0.0}
+_ACTIVITY_LOCK = threading.Lock()
+QUIET_S = 0.5  # the warm-up waits this long after a page run ends (the browser draws meanwhile)
+
+
+@contextlib.contextmanager
+def user_run():
+    """``with appstate.user_run(): nav.run()`` (app.py): marks a page run of a session, so the
+    background warm-up pauses between its steps while one runs and for ``QUIET_S`` after."""
+    with _ACTIVITY_LOCK:
+        _ACTIVITY["running"] += 1
+    try:
+        yield
+    finally:
+        with _ACTIVITY_LOCK:
+            _ACTIVITY["running"] -= 1
+            _ACTIVITY["last_end"] = time.monotonic()
+
+
+def _wait_for_quiet(poll_s: float = 0.05) -> float:
+    """Blocks while a page run is on or ended less than ``QUIET_S`` ago; returns the seconds waited."""
+    t0 = time.monotonic()
+    while True:
+        with _ACTIVITY_LOCK:
+            busy = _ACTIVITY["running"] > 0 or time.monotonic() - _ACTIVITY["last_end"] < QUIET_S
+        if not busy:
+            return time.monotonic() - t0
+        time.sleep(poll_s)
+
+
 def _warm(status: dict) -> None:
     """Fill the caches with what the pages show first, in the order people open them:
-    both demo models; for the first sample: Explore's overlay and explain table for both
-    models (Compare), the Why page's default attention, masker and counterfactual views;
-    then the other samples; then Compare's sample-folder evaluation. Runs in a daemon
-    thread of the server process (the caches are process-wide); errors are recorded, never
-    raised."""
+    both demo models; for the first sample: Explore's overlay, explain table and no-model
+    rules for both models (Compare), the Why page's default attention, masker and
+    counterfactual views; then the other samples; then Compare's sample-folder evaluation
+    (its explain tables are the samples', only its rules are new). Runs in a daemon thread of
+    the server process (the caches are process-wide) and steps aside for the sessions: each
+    step waits until no page run is on and the last ended ``QUIET_S`` ago (``waited_s``), so
+    a click is not slowed by the warm-up beyond the step under way. Errors are recorded,
+    never raised."""
     import logging
-    import time
 
     # the cached functions' spinners have no page to draw on in this thread: keep the log quiet
     for name in ("streamlit.runtime.scriptrunner_utils.script_run_context",
@@ -653,6 +819,7 @@ def _warm(status: dict) -> None:
     t0 = time.perf_counter()
 
     def step(what, fn, *args):
+        status["waited_s"] = round(status.get("waited_s", 0.0) + _wait_for_quiet(), 2)
         t = time.perf_counter()
         try:
             fn(*args)
@@ -676,10 +843,14 @@ def _warm(status: dict) -> None:
         for m in models:
             step(f"overlay {sample.name} {Path(m).name}", overlay, m, data, piece, DEFAULT_RATIO)
             step(f"explain {sample.name} {Path(m).name}", explain, m, data, piece, DEFAULT_RATIO, 0)
+        if models:  # the marks beside the recovery accuracy (Explore: model A; Compare: the first)
+            step(f"rules {sample.name}", rules, models[0], data, piece, DEFAULT_RATIO, 0)
         if i == 0 and models:
             step(f"why {sample.name}", _warm_why, models[0], data, piece)
     for m in models:
         step(f"folder {Path(m).name}", folder_explain, m, SAMPLE_DIR, DEFAULT_RATIO, 0)
+    if models:
+        step("folder rules", folder_rules, models[0], SAMPLE_DIR, DEFAULT_RATIO, 0)
     status["finished_s"] = round(time.perf_counter() - t0, 2)
 
 
@@ -696,8 +867,6 @@ def _warm_why(model_path: str, data: bytes, piece) -> None:
 
 @st.cache_resource(show_spinner=False)
 def _warm_up_status() -> dict:
-    import threading
-
     status: dict = {"done": [], "errors": [], "finished_s": None}
     threading.Thread(target=_warm, args=(status,), name="smu-warm-up", daemon=True).start()
     return status

@@ -284,13 +284,42 @@ def weights_header(weights: str | os.PathLike) -> dict[str, tuple[tuple[int, ...
         raise SMUCheckpointError(weights, f"corrupt or unreadable safetensors file ({e})") from None
 
 
+# the random initialisers a module's constructor calls (torch.nn.init and the Tensor methods)
+_RANDOM_FILLS = frozenset({"normal_", "uniform_", "trunc_normal_", "random_", "bernoulli_", "exponential_",
+                           "cauchy_", "log_normal_", "geometric_", "kaiming_uniform_", "kaiming_normal_",
+                           "xavier_uniform_", "xavier_normal_", "orthogonal_", "sparse_"})
+
+
+def _SkipRandomFills():
+    """A torch function mode under which random initialisers of meta tensors do nothing.
+
+    A meta tensor holds no numbers, so there is nothing to fill; but torch runs the random
+    fills of meta tensors through its Python reference kernels, whose first call imports
+    ``torch._dynamo`` (about 1 s of CPU, once per process: most of the app's first model load,
+    and nothing else the app runs needs it). Only these in-place fills are skipped: every
+    shape comes from the module's constructor as before."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    class SkipRandomFills(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if getattr(func, "__name__", "") in _RANDOM_FILLS:
+                t = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes it by name
+                if isinstance(t, torch.Tensor) and t.is_meta:
+                    return t
+            return func(*args, **kwargs)
+
+    return SkipRandomFills()
+
+
 def check_weights_header(weights: str | os.PathLike, build: Callable[[], "nn.Module"]) -> None:
     """Compare the tensor names and shapes of ``weights`` with those of ``build()``, built on
     the meta device (no memory allocated). ``SMUCheckpointError`` on any difference."""
     import torch
 
     header = weights_header(weights)
-    with torch.device("meta"):
+    with torch.device("meta"), _SkipRandomFills():
         expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
     missing = sorted(set(expected) - set(header))
     unexpected = sorted(set(header) - set(expected))

@@ -874,6 +874,14 @@ def explain_masker_note(model, tokenizer, piece, note: int, *, n_masks: int = 8,
     notes by |change|), "losses" (per mask), "mean_loss", "mean_loss_<attr>"}``."""
     occ = masker_occlusion(model, tokenizer, piece, note)
     losses = masker_recovery_losses(model, tokenizer, piece, note, n_masks=n_masks, ratio=ratio, seed=seed)
+    return masker_note_summary(occ, losses, note, top=top)
+
+
+def masker_note_summary(occ: pd.DataFrame, losses: pd.DataFrame, note: int, *, top: int = 10) -> dict[str, Any]:
+    """:func:`explain_masker_note` from its two parts: the ``masker_occlusion`` table of ``note``
+    (one pass per note of its window; it does not depend on the masks) and its
+    ``masker_recovery_losses`` (one pass per mask), so a caller can keep the first while the
+    masks change."""
     cand = occ[occ["in_window"] & (occ["note"] != int(note))]
     top_df = cand.reindex(cand["change"].abs().sort_values(ascending=False).index).head(int(top))
     out = {"score": occ.attrs["score"], "occlusion": occ, "top": top_df.reset_index(drop=True),

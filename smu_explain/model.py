@@ -208,9 +208,11 @@ def _estimated_parameters(c: "ModelConfig") -> int:
 
 def rope_tables(max_len: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(cos, sin), each (max_len, head_dim): the rotary angles pos * base**(-2i/head_dim),
-    repeated over the two halves of a head (rotate-half form)."""
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-    ang = torch.arange(max_len, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    repeated over the two halves of a head (rotate-half form). Computed on the CPU whatever the
+    default device (a module moves its buffers with it): under ``torch.device("meta")``, where
+    checkpoint.py builds a model to read its shapes, meta arithmetic would import torch._dynamo."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64, device="cpu") / head_dim)
+    ang = torch.arange(max_len, dtype=torch.float64, device="cpu")[:, None] * inv_freq[None, :]
     ang = torch.cat([ang, ang], dim=-1)
     return ang.cos().float(), ang.sin().float()
 

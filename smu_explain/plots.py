@@ -20,6 +20,14 @@ Rules every builder follows:
   automatic integer ticks, which follow the zoom (every bar in the opening
   view, every 50th on a 400-bar whole). Long pieces open on their first
   ``INITIAL_BARS`` bars.
+- Notes coloured by a number (masker score rank, attribution, attention) carry their colours
+  as strings (:func:`scale_colours`: Plotly's own interpolation of the colour scale), never
+  as numbers on the colour axis: the Plotly build Streamlit ships logs a console stack trace
+  for every numeric colour of every bar on every draw (about 1,000 on one piano roll), which
+  was most of the browser's time for a redraw. The colour bar comes from an invisible
+  one-point trace on the layout's colour axis (:func:`_colorbar_trace`); each bar trace keeps
+  the scale (``colorscale``/``cmin``/``cmax``, no scale shown) so its legend swatch is the
+  scale's middle colour, as before.
 - Legends sit under the time axis title (container-anchored), never on a plot.
 - Words: note names (never MIDI numbers), ``bar 13, beat 1`` (never ``13.1``),
   numbers rounded (:func:`fmt_number`), training statistics by human names
@@ -34,6 +42,7 @@ topk_<attr>``. ``Piece.notes_table()`` (tokenizer.py) is such a table.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -98,6 +107,7 @@ TRACK_PALETTE = [
     "#eeca3b", "#ff9da6", "#9d755d", "#bab0ac", "#f58518",
 ]
 SCORE_COLORSCALE = "Viridis"
+SCORE_SCALE = {"colorscale": SCORE_COLORSCALE, "cmin": 0.0, "cmax": 100.0}  # rank in piece, 0-100 %
 NOTE_HEIGHT = 0.8
 
 
@@ -291,18 +301,59 @@ _HOVER = (
 _HOVER_SCORE = _HOVER + "<br>masker score %{customdata[6]} (higher than %{customdata[7]} of the piece)"
 
 
+@functools.lru_cache(maxsize=16)
+def _scale_stops(colorscale: str) -> tuple[np.ndarray, np.ndarray]:
+    """(positions 0..1, RGB rows) of a named Plotly colour scale."""
+    from plotly.colors import convert_colors_to_same_type, get_colorscale, unlabel_rgb
+
+    scale = get_colorscale(colorscale)
+    pos = np.array([float(p) for p, _ in scale])
+    rgb = np.array([unlabel_rgb(convert_colors_to_same_type(c, "rgb")[0][0]) for _, c in scale], dtype=float)
+    return pos, rgb
+
+
+def scale_colours(values, colorscale: str, cmin: float, cmax: float, *, nan_colour: str = "#444") -> list[str]:
+    """The colour Plotly draws for each value on ``colorscale`` from ``cmin`` to ``cmax`` (values
+    outside clamped, linear RGB interpolation between the stops, channels rounded as plotly.js
+    rounds them), as ``"#rrggbb"`` strings; NaN gets ``nan_colour`` (Plotly's default line
+    colour, what it draws for a missing number)."""
+    v = np.asarray(values, dtype=float).reshape(-1)
+    pos, rgb = _scale_stops(colorscale)
+    span = float(cmax) - float(cmin)
+    t = np.clip((v - float(cmin)) / span, 0.0, 1.0) if span > 0 else np.zeros_like(v)
+    ok = np.isfinite(t)
+    chans = np.zeros((len(v), 3), dtype=np.int64)
+    if ok.any():
+        chans[ok] = np.floor(np.stack([np.interp(t[ok], pos, rgb[:, k]) for k in range(3)], axis=1) + 0.5)
+    return [f"#{r:02x}{g:02x}{b:02x}" if good else nan_colour for (r, g, b), good in zip(chans.tolist(), ok.tolist())]
+
+
+def _colorbar_trace(scale: Mapping, xaxis: str = "x", yaxis: str = "y") -> go.Scatter:
+    """An invisible one-point trace on the layout's colour axis: it draws the colour bar of
+    notes coloured with :func:`scale_colours` (bars with string colours show none)."""
+    return go.Scatter(x=[None], y=[None], mode="markers", name="colour scale", showlegend=False,
+                      hoverinfo="skip", marker={"color": [float(scale["cmin"])], "coloraxis": "coloraxis"},
+                      xaxis=xaxis, yaxis=yaxis)
+
+
 def _note_trace(df: pd.DataFrame, name: str, *, color, line_color=None, line_width=0.0,
-                pattern: str | None = None, opacity: float = 1.0, coloraxis: str | None = None,
-                track_names=None, hover: str = _HOVER, legendgroup: str | None = None,
+                pattern: str | None = None, opacity: float = 1.0, scale: Mapping | None = None,
+                values=None, track_names=None, hover: str = _HOVER, legendgroup: str | None = None,
                 showlegend: bool = True, extra_hover: str = "") -> go.Bar:
-    """One horizontal bar trace drawing every note of ``df`` (may be empty)."""
+    """One horizontal bar trace drawing every note of ``df`` (may be empty).
+
+    ``scale`` (``colorscale``, ``cmin``, ``cmax``): each note coloured by its value on that
+    scale (``values``, default the ``score_rank`` or ``score`` column), as colour strings
+    (:func:`scale_colours`; see the module docstring)."""
     marker: dict = {"line": {"width": line_width}}
     if line_color is not None:
         marker["line"]["color"] = line_color
-    if coloraxis is not None:
-        col = "score_rank" if "score_rank" in df.columns else "score"
-        marker["color"] = df[col].to_numpy(dtype=float)
-        marker["coloraxis"] = coloraxis
+    if scale is not None:
+        if values is None:
+            values = df["score_rank" if "score_rank" in df.columns else "score"].to_numpy(dtype=float)
+        marker["color"] = scale_colours(values, scale["colorscale"], scale["cmin"], scale["cmax"])
+        marker.update(colorscale=scale["colorscale"], cmin=float(scale["cmin"]), cmax=float(scale["cmax"]),
+                      showscale=False)
     else:
         marker["color"] = color
     if pattern:  # hatch drawn over the fill colour
@@ -503,10 +554,10 @@ def _roll_traces(df: pd.DataFrame, *, track_names=None, show_score=True, picked_
     elif has_score:
         picked = _bool_col(df, picked_col) & ~frozen
         traces.append(_note_trace(df[~picked & ~frozen], "notes (colour = masker score)",
-                                  color=None, coloraxis="coloraxis", track_names=track_names,
+                                  color=None, scale=SCORE_SCALE, track_names=track_names,
                                   hover=_HOVER_SCORE, showlegend=showlegend))
         traces.append(_note_trace(df[picked], "picked by masker (outlined)", color=None,
-                                  coloraxis="coloraxis", line_color=STATE_COLORS["picked_outline"],
+                                  scale=SCORE_SCALE, line_color=STATE_COLORS["picked_outline"],
                                   line_width=2.5, track_names=track_names, hover=_HOVER_SCORE,
                                   showlegend=showlegend))
     else:
@@ -592,7 +643,7 @@ def _score_axis(frames: Sequence[pd.DataFrame] = ()) -> dict:
     scale, so the colours mean the same whatever range the raw scores span (a weak masker's
     0.47-0.49 is not stretched into a full-range rainbow); the raw spread goes in words
     (:func:`score_spread_text`)."""
-    return {"colorscale": SCORE_COLORSCALE, "cmin": 0.0, "cmax": 100.0,
+    return {**SCORE_SCALE,
             "colorbar": {"title": {"text": "masker score<br>rank in piece"}, "thickness": 14, "len": 0.8,
                          "ticksuffix": "%", "tickvals": [0, 25, 50, 75, 100]}}
 
@@ -657,6 +708,7 @@ def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
         xaxis=xaxis,
     )
     if show_score and "score" in df.columns and df["score"].notna().any():
+        fig.add_trace(_colorbar_trace(SCORE_SCALE))
         fig.update_layout(coloraxis=_score_axis([df]))
     return fig
 
@@ -708,6 +760,7 @@ def side_by_side_rolls(frames: Sequence[pd.DataFrame], titles: Sequence[str], *,
         fig.update_yaxes(showgrid=True, gridcolor="rgba(200,200,200,0.35)", row=1, col=i)
         fig.update_xaxes(matches="x", row=1, col=i)
     if any_score:
+        fig.add_trace(_colorbar_trace(SCORE_SCALE), row=1, col=1)
         fig.update_layout(coloraxis=_score_axis())
     return fig
 
@@ -1192,15 +1245,14 @@ ATTRIBUTION_COLORSCALE = "RdBu_r"
 ATTENTION_COLORSCALE = "Oranges"
 
 
-def _value_trace(df: pd.DataFrame, values: np.ndarray, name: str, *, coloraxis: str, track_names=None,
+def _value_trace(df: pd.DataFrame, values: np.ndarray, name: str, *, scale: Mapping, track_names=None,
                  label: str = "value", line_color=None, line_width=0.0, showlegend=True) -> go.Bar:
     if line_color is None:  # a thin outline keeps near-zero (near-white) notes visible
         line_color, line_width = "rgba(90, 90, 90, 0.45)", 0.6
+    vals = np.asarray(values, dtype=float)
     tr = _note_trace(df, name, color="#000000", line_color=line_color, line_width=line_width,
-                     track_names=track_names, showlegend=showlegend)
-    tr.marker.color = np.asarray(values, dtype=float)
-    tr.marker.coloraxis = coloraxis
-    tr.text = [f"{v:.4g}" for v in np.asarray(values, dtype=float)]
+                     track_names=track_names, showlegend=showlegend, scale=scale, values=vals)
+    tr.text = [f"{v:.4g}" for v in vals]
     tr.textposition = "none"
     tr.hovertemplate = _HOVER + f"<br>{label} %{{text}}<extra>{name}</extra>"
     return tr
@@ -1227,17 +1279,23 @@ def value_roll(df: pd.DataFrame, values, *, label: str, diverging: bool, selecte
     if axis is not None:
         df = axis.place(df)
     out = ~inw
+    unmeasured = inw & ~np.isfinite(vals)  # e.g. notes left out of a sampled occlusion
+    measured = inw & np.isfinite(vals)
+    lim = float(np.nanmax(np.abs(vals[measured]))) if measured.any() and len(vals) else 1.0
+    lim = lim if lim > 0 else 1.0
+    caxis = ({"colorscale": ATTRIBUTION_COLORSCALE, "cmin": -lim, "cmax": lim, "cmid": 0.0} if diverging
+             else {"colorscale": ATTENTION_COLORSCALE, "cmin": 0.0, "cmax": lim})
+    scale = {k: caxis[k] for k in ("colorscale", "cmin", "cmax")}
     if out.any():
         fig.add_trace(_note_trace(df[out], "outside the window", color="#e0e0e0", track_names=track_names))
-    unmeasured = inw & ~np.isfinite(vals)  # e.g. notes left out of a sampled occlusion
     if unmeasured.any():
         fig.add_trace(_note_trace(df[unmeasured], "not measured", color="#c8c8c8", track_names=track_names))
-        inw = inw & np.isfinite(vals)
+        inw = measured
     body = inw & ~sel
-    fig.add_trace(_value_trace(df[body], vals[body], f"notes (colour = {label})", coloraxis="coloraxis",
+    fig.add_trace(_value_trace(df[body], vals[body], f"notes (colour = {label})", scale=scale,
                                track_names=track_names, label=label))
     if sel.any():
-        fig.add_trace(_value_trace(df[sel], vals[sel], "selected note", coloraxis="coloraxis",
+        fig.add_trace(_value_trace(df[sel], vals[sel], "selected note", scale=scale,
                                    track_names=track_names, label=label, line_color="#000000",
                                    line_width=3.0))
         if arcs > 0:
@@ -1260,15 +1318,12 @@ def value_roll(df: pd.DataFrame, values, *, label: str, diverging: bool, selecte
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "rgba(0,0,0,0.45)",
                                                                       "width": 1.5, "shape": "spline"},
                                      name=f"top {len(top)} by |{label}|", hoverinfo="skip"))
-    lim = float(np.nanmax(np.abs(vals[inw]))) if inw.any() and len(vals) else 1.0
-    lim = lim if lim > 0 else 1.0
-    caxis = ({"colorscale": ATTRIBUTION_COLORSCALE, "cmin": -lim, "cmax": lim, "cmid": 0.0} if diverging
-             else {"colorscale": ATTENTION_COLORSCALE, "cmin": 0.0, "cmax": lim})
     caxis["colorbar"] = {"title": {"text": label}, "thickness": 14, "len": 0.8}
     legend, bottom = _legend_below(height)
     xaxis = _time_axis(df, bar_starts_q, axis=axis)
     if axis is not None:
         fig.add_trace(_tick_guard(axis, pmin))
+    fig.add_trace(_colorbar_trace(scale))
     if selected is not None and sel.any() and "range" in xaxis:  # open on the bars around the selected note
         bars, _ = _bar_grid(df, bar_starts_q)
         x0 = float(df["onset_q"].to_numpy()[sel][0])

@@ -708,11 +708,15 @@ def build_bar_grid(
     return np.concatenate(starts_parts), np.concatenate(lens_parts), merged, n_ignored
 
 
+# the TokenizerConfig fields read_piece uses: configs equal on these read a file into the same Piece
+READ_FIELDS = ("pitch_min", "pitch_max", "min_bar_quarters")
+
+
 def read_piece(source, name: str | None = None, *, config: "TokenizerConfig | None" = None) -> Piece:
     """Read a MIDI file / score (path or bytes) into a :class:`Piece` (see module rules).
 
-    ``config`` supplies the pitch range and the artefact-metre threshold (defaults:
-    ``TokenizerConfig()``). Raises :class:`SMUInputError` for every unusable input.
+    ``config`` supplies the pitch range and the artefact-metre threshold (``READ_FIELDS``;
+    defaults: ``TokenizerConfig()``). Raises :class:`SMUInputError` for every unusable input.
     """
     cfg = config or TokenizerConfig()
     path_str = _display_name(source)

@@ -2,6 +2,7 @@
 
 import re
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -124,3 +125,41 @@ def test_rules_verdict_speaks_percentages_like_the_charts():
     assert "pitch: 11.5% vs most frequent value 7.3% - learned" in text
     assert "bar: 94.2% vs most frequent value 94.2% - learned" in text
     assert not re.search(r"\d\.\d{3}", text)
+
+
+def test_folder_evaluation_reads_each_file_once_and_shares_the_pieces_model_passes(models, tiny_midi_dir,
+                                                                                  monkeypatch):
+    """The folder's explain tables and rules parse each file once, reuse the explain table of a
+    piece already evaluated (the page's, the warm-up's), run again only for another number of
+    mask groups (0.16 and 0.17: 6 groups), and equal what explain_piece gives on each file."""
+    from smu_explain import explain, tokenizer
+    from smu_explain.baselines import piece_rules
+
+    for cached in (A._read_piece_cached, A.explain_cached, A.folder_explain_cached, A.folder_rules_cached):
+        cached.clear()  # the files' contents may be cached by another test
+    calls = {"read": 0, "explain": 0}
+    real_read, real_explain = tokenizer.read_piece, explain.explain_piece
+    monkeypatch.setattr(tokenizer, "read_piece",
+                        lambda *a, **k: calls.__setitem__("read", calls["read"] + 1) or real_read(*a, **k))
+    monkeypatch.setattr(explain, "explain_piece",
+                        lambda *a, **k: calls.__setitem__("explain", calls["explain"] + 1) or real_explain(*a, **k))
+    model_dir = str(models[0])
+    a = (tiny_midi_dir / "a.mid").read_bytes()
+    A.explain(model_dir, a, A.read_piece_cached(a, "a.mid"), 0.16, 0)  # as the page would
+    calls.update(read=0, explain=0)
+    table, skipped = A.folder_explain(model_dir, tiny_midi_dir, 0.16, 0)
+    rules = A.folder_rules(model_dir, tiny_midi_dir, 0.16, 0)
+    assert skipped == [] and calls == {"read": 3, "explain": 3}  # b, c, d: read once, a: no pass
+    again, _ = A.folder_explain(model_dir, tiny_midi_dir, 0.17, 0)
+    assert A.folder_rules(model_dir, tiny_midi_dir, 0.17, 0) == rules and calls["explain"] == 3
+    monkeypatch.undo()
+    model, tok = A.load_model(model_dir)
+    pieces = [real_read(tiny_midi_dir / f, config=tok.config) for f in ("a.mid", "b.mid", "c.mid", "d.mid")]
+    for f, piece in zip(("a.mid", "b.mid", "c.mid", "d.mid"), pieces):
+        ref = real_explain(model, tok, piece, ratio=0.16, seed=0, top_k=1)
+        got = table[table["file"] == f].drop(columns="file").reset_index(drop=True)
+        ref = ref.drop(columns=[c for c in ref.columns if c.startswith("topk_")])
+        pd.testing.assert_frame_equal(got, ref, check_dtype=False)
+        assert (again[again["file"] == f]["picked"].to_numpy() ==
+                real_explain(model, tok, piece, ratio=0.17, seed=0, top_k=1)["picked"].to_numpy()).all()
+    assert rules == piece_rules(tok, pieces, ratio=0.16, seed=0, max_len=model.config.max_len)

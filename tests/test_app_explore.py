@@ -230,3 +230,47 @@ def test_new_ratio_reuses_scores_and_guesses(model_dir):
     assert A.explain(str(model_dir), data, piece, 0.14, 0)[cols].equals(at_14[cols])
     over = A.overlay(str(model_dir), data, piece, 0.30)
     assert (over["picked"] == at_30["picked"]).all()
+
+
+def test_warm_up_waits_for_quiet(monkeypatch):
+    """The warm-up steps aside for the sessions: no step starts while a page run is on or
+    within QUIET_S of its end."""
+    import threading
+    import time
+
+    monkeypatch.setattr(A, "QUIET_S", 0.3)
+    seen = []
+    with A.user_run():
+        t = threading.Thread(target=lambda: seen.append(A._wait_for_quiet(0.01)))
+        t.start()
+        time.sleep(0.4)
+        assert t.is_alive()  # still waiting: a run is on
+    t.join(5)
+    assert not t.is_alive() and seen[0] >= 0.4 + 0.3 - 0.05
+    assert A._wait_for_quiet(0.01) == pytest.approx(0.0, abs=0.35)  # quiet: at most the rest of QUIET_S
+
+
+def test_roll_follows_the_ratio_and_figures_are_built_once_per_key(model_dir, monkeypatch):
+    """The roll comes from appstate.figure (built once per key): it still shows the picks of the
+    ratio on screen, also when a ratio comes back (its figure then from the cache)."""
+    import json
+
+    from smu_explain import plots
+
+    builds = []
+    real = plots.piano_roll
+    monkeypatch.setattr(plots, "piano_roll", lambda *a, **k: builds.append(1) or real(*a, **k))
+
+    def picked_in_roll(at):
+        spec = json.loads(next(c for c in at.get("plotly_chart") if c.proto.id.endswith("explore_roll")).proto.spec)
+        return len(next(t for t in spec["data"] if t.get("name") == "picked by masker (outlined)")["customdata"])
+
+    at = run_page(**{A.K_MODEL_A: str(model_dir)})
+    for ratio in (0.15, 0.4, 0.15):
+        at.slider(key="explore_ratio").set_value(ratio).run()
+        assert not at.exception
+        assert picked_in_roll(at) == int(metric(at, "Picked by the masker"))
+    n = len(builds)
+    at.number_input(key="explore_note").set_value(2).run()  # the roll shows the same: not built again
+    at.slider(key="explore_ratio").set_value(0.4).run()
+    assert len(builds) == n and picked_in_roll(at) == int(metric(at, "Picked by the masker"))

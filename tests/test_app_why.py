@@ -153,3 +153,69 @@ def test_shipped_demo_head_is_offered_out_of_the_box():
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert metric(at, "Explained class") in ["melody", "bridge", "piano"]
+
+
+def test_the_note_survives_a_visit_to_another_page(model_dir):
+    """Streamlit drops a page's widget state when another page runs: coming back shows the note
+    chosen last (it used to fall back to note 0, a new costly masker explanation), and a new
+    piece starts on its middle note again."""
+    at = run_page(**{A.K_MODEL_A: str(model_dir)})
+    n = len(A.read_piece_cached((ROOT / "sample_midi" / SAMPLE).read_bytes(), SAMPLE))
+    assert at.number_input(key="why_note").value == A.why_default_note(n)
+    at.number_input(key="why_note").set_value(5).run()
+
+    def come_back(at, **change):  # a new run that keeps the session's other keys, not the widgets'
+        kept = {k: at.session_state[k] for k in (A.K_MODEL_A, A.K_PIECE, "why_note_value", "why_note_for")}
+        return run_page(**{**kept, **change})
+
+    at = come_back(at)
+    assert not at.exception, at.exception
+    assert at.number_input(key="why_note").value == 5 and "Note 5:" in texts(at)
+    other = "bach_bwv269.mid"
+    at = come_back(at, **{A.K_PIECE: (other, (ROOT / "sample_midi" / other).read_bytes())})
+    n2 = len(A.read_piece_cached((ROOT / "sample_midi" / other).read_bytes(), other))
+    assert at.number_input(key="why_note").value == A.why_default_note(n2)
+
+
+def test_masker_note_reruns_only_the_masks_for_a_new_ratio(model_dir, monkeypatch):
+    """The occlusion (one pass per note of the window) is cached by note alone; a new ratio, mask
+    count or seed re-runs only the recoverer's masks, and the same ratio reached another way
+    (0.16 - 0.01) is the same entry. The result equals explain.explain_masker_note."""
+    from smu_explain import explain
+
+    calls = []
+    real_occ, real_loss = explain.masker_occlusion, explain.masker_recovery_losses
+    monkeypatch.setattr(explain, "masker_occlusion", lambda *a, **k: calls.append("occ") or real_occ(*a, **k))
+    monkeypatch.setattr(explain, "masker_recovery_losses",
+                        lambda *a, **k: calls.append("loss") or real_loss(*a, **k))
+    data = (ROOT / "sample_midi" / SAMPLE).read_bytes()
+    piece = A.read_piece_cached(data, SAMPLE)
+    note = 11
+    A.masker_note(model_dir, data, piece, note, 3, 0.15, 0)
+    got = A.masker_note(model_dir, data, piece, note, 3, 0.3, 0)
+    A.masker_note(model_dir, data, piece, note, 3, 0.16 - 0.01, 0)
+    assert calls == ["occ", "loss", "loss"]
+    model, tok = A.load_model(model_dir)
+    monkeypatch.undo()
+    ref = explain.explain_masker_note(model, tok, piece, note, n_masks=3, ratio=0.3, seed=0)
+    assert got["score"] == pytest.approx(ref["score"]) and got["mean_loss"] == pytest.approx(ref["mean_loss"])
+    assert got["top"]["note"].tolist() == ref["top"]["note"].tolist()
+
+
+def test_a_figure_is_sent_only_with_its_tab_open(model_dir):
+    """The browser draws the figures of the open tab only (the tabs rerun the page when one is
+    opened); every view is still computed for the HTML export."""
+    at = run_page(**{A.K_MODEL_A: str(model_dir)})
+
+    def charts(at):
+        return {c.proto.id.rsplit("-", 1)[-1] for c in at.get("plotly_chart")}
+
+    assert charts(at) == set()  # Attributions: nothing explained yet
+    for tab, key in (("Attention", "why_att_roll"), ("Counterfactuals", "why_cf_rolls"),
+                     ("Masker", "why_mask_roll")):
+        at.session_state["why_tab"] = tab
+        at.run()
+        assert not at.exception, at.exception
+        shown = charts(at)
+        assert key in shown and all(c.startswith(key.rsplit("_", 1)[0]) for c in shown), (tab, shown)
+        assert "Included: attention, counterfactual, masker." in texts(at)

@@ -224,10 +224,12 @@ def test_why_figures(seq_model, note_model, bert, piece):
     assert "outside the window" in names and "selected note" in names
     body = next(t for t in fig.data if t.name.startswith("notes (colour"))
     sel = ig["in_window"].to_numpy() & (ig["note"] != 20).to_numpy()
-    np.testing.assert_allclose(np.asarray(body.marker.color, float), ig["attribution"].to_numpy()[sel])
+    np.testing.assert_allclose([float(t) for t in body.text], ig["attribution"].to_numpy()[sel], rtol=1e-3)
     assert [int(c[0]) for c in body.customdata] == ig["note"][sel].tolist()
     lim = np.abs(ig.loc[ig["in_window"], "attribution"]).max()
     assert fig.layout.coloraxis.cmin == pytest.approx(-lim) and fig.layout.coloraxis.cmax == pytest.approx(lim)
+    # the colours: each value on the diverging scale (strings; the colour bar is the layout's axis)
+    assert list(body.marker.color) == plots.scale_colours(ig["attribution"].to_numpy()[sel], "RdBu_r", -lim, lim)
 
     w = note_attention(bert, TOK, piece, 12)
     df = ig[["note", "pitch", "velocity", "track", "onset_q", "duration_q", "bar", "beat"]]

@@ -191,3 +191,21 @@ def test_task_heads_and_folder_predicates(tmp_path):
     assert C.is_checkpoint(pre) and not C.is_checkpoint(pre / "junk")
     assert C.is_finetuned(pre / "melody") and not C.is_finetuned(pre) and not C.is_finetuned(pre / "junk")
     assert C.kind_of(C.read_config(pre / "melody")) == "finetuned"
+
+
+def test_loading_never_imports_torch_dynamo(tmp_path):
+    """The shape check builds the model on the meta device without meta arithmetic (random fills
+    skipped, rotary tables on the CPU): meta kernels import torch._dynamo on first use, about a
+    second of CPU before the app's first piano roll that nothing else it runs needs."""
+    import subprocess
+    import sys
+
+    pre = pretrained(tmp_path / "pre")
+    ft = build_model("emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=pre, seed=0).save_pretrained(tmp_path / "ft")
+    code = ("import sys\nfrom smu_explain.checkpoint import load_checkpoint\n"
+            f"load_checkpoint({str(pre)!r}); load_checkpoint({str(ft)!r}, kind='finetuned')\n"
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"

@@ -79,9 +79,14 @@ def test_piano_roll_score_overlay_states():
         np.testing.assert_allclose(tr.y, df.pitch[ids])
     # colours: score on a shared colour axis with a colorbar; picked outlined red; frozen grey hatched
     # colour = the score's rank in the piece (0-100 %) on a fixed scale, whatever the raw range
+    # (as colour strings on the scale, see plots' docstring; the colour bar is a one-point trace on the axis)
     rank = plots.score_rank(df.score)
-    np.testing.assert_allclose(plain.marker.color, rank[note_ids(plain)])
-    assert plain.marker.coloraxis == picked.marker.coloraxis == "coloraxis"
+    assert list(plain.marker.color) == plots.scale_colours(rank[note_ids(plain)], "Viridis", 0.0, 100.0)
+    assert list(picked.marker.color) == plots.scale_colours(rank[note_ids(picked)], "Viridis", 0.0, 100.0)
+    for tr in (plain, picked):  # the legend swatch: the scale's middle colour, no second colour bar
+        assert (tr.marker.colorscale is not None, tr.marker.cmin, tr.marker.cmax, tr.marker.showscale) == (
+            True, 0.0, 100.0, False)
+    assert [t.marker.coloraxis for t in fig.data if t.marker.coloraxis] == ["coloraxis"]
     assert "rank in piece" in fig.layout.coloraxis.colorbar.title.text
     assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0.0, 100.0)
     narrow = plots.piano_roll(df.assign(score=np.linspace(0.503, 0.517, len(df))))
@@ -118,7 +123,7 @@ def test_grid_and_octave_labels():
     assert ax.showgrid and ax.title.text == "bar"
     assert list(ax.minor.tickvals) == [1.0, 2.0, 3.0, 5.0, 6.0, 7.0, 9.0, 10.0, 11.0]
     assert ax.range is None and not (ax.rangeslider and ax.rangeslider.visible)  # short: whole piece
-    assert all(not isinstance(t, go.Scatter) for t in fig.data)  # no trace per grid line
+    assert all(not isinstance(t, go.Scatter) for t in fig.data if t.name != "colour scale")  # none per grid line
     assert len(fig.layout.shapes) == 0  # never one shape per note or line
     ticks = dict(zip(fig.layout.yaxis.tickvals, fig.layout.yaxis.ticktext))
     assert ticks[60] == "C4" and ticks[72] == "C5"
@@ -465,3 +470,19 @@ def test_study_by_class_axis_starts_at_zero_and_example_titles_fit():
     assert f.layout.coloraxis.showscale is False
     # the bars keep their numbers in the piece (bar index 10 -> "11"), not 1, 2 of the excerpt
     assert list(f.layout.xaxis.ticktext) == ["11", "12"]
+
+
+def test_scale_colours_match_plotly():
+    """scale_colours gives Plotly's colours (plotly.colors' interpolation of the same scale),
+    clamps values outside [cmin, cmax] and draws NaN in Plotly's default line colour."""
+    from plotly.colors import hex_to_rgb, sample_colorscale, unlabel_rgb
+
+    vals = [0.0, 12.5, 50.0, 77.7, 100.0]
+    ours = plots.scale_colours(vals, "Viridis", 0.0, 100.0)
+    ref = sample_colorscale("Viridis", [v / 100 for v in vals])
+    for a, b in zip(ours, ref):
+        assert np.allclose(hex_to_rgb(a), unlabel_rgb(b), atol=1.0), (a, b)  # it truncates, plotly.js rounds
+    assert plots.scale_colours([-5.0, 200.0, np.nan], "RdBu_r", -1.0, 1.0) == [
+        plots.scale_colours([-1.0], "RdBu_r", -1.0, 1.0)[0], plots.scale_colours([1.0], "RdBu_r", -1.0, 1.0)[0],
+        "#444"]
+    assert plots.scale_colours([], "Viridis", 0.0, 1.0) == []
