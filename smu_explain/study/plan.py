@@ -236,7 +236,9 @@ PRESETS: dict[str, StudyPreset] = {
         ft_patience=4, ft_val_windows=512, eval_batch=64, fractions=(1.0,), efficiency_tasks=(),
         curve_steps=1000, curve_eval_every=50, curve_models=("random", "none"), probe=True,
         analysis_pieces=10, bf16="auto",
-        # measured 2026-12-02 (2 cores, AVX-512 + AMX bf16, torch 2.13): see docs/study/README.md
+        # estimates (2 cores, bf16): the old 4 x 128 steps (0.24 s random, 0.30 s adversarial) at
+        # 3 000 steps plus evaluations. Not yet confirmed on a quiet machine: the first two stages
+        # (2026-12-02) shared the CPU with other jobs (load 3-8) and took 29 and 81 min.
         est_minutes={"data": 5, "pretrain": 14, "pretrain-adversarial": 18, "curve": 8, "finetune": 20,
                      "probe": 4, "analysis": 6, "report": 0.5},
         machine="2-core CPU (no GPU)",
@@ -253,6 +255,9 @@ PRESETS: dict[str, StudyPreset] = {
             "freezes after every epoch (one event, as the first run did) as the ablation",
             "fine-tuning budget per task read off a learning curve (curve-<task>); mask fine-tuning on only; "
             "no data-efficiency stage",
+            "the stages run on 2026-12-02 (data, pretrain-random-s0, pretrain-random-s1) shared the 2-core machine "
+            "with other jobs (load 3-8), so their wall times overstate the cost; the per-step cost of each "
+            "strategy measured side by side is in docs/benchmarks/train_speed.json",
         ],
         earlier=[{"date": "2026-11-30", "preset": "cpu-v1", "results": "docs/study/2026-11-30-cpu-v1/results.json",
                   "results_md": "docs/study/2026-11-30-cpu-v1/RESULTS.md",
