@@ -750,13 +750,13 @@ class Study:
                 bar.close()
         return runs
 
-    def _majority(self, task: str) -> dict[str, Any]:
-        """The majority-class rate of the task's test split, in the scoring unit."""
+    def _majority(self, task: str, split: str = "test") -> dict[str, Any]:
+        """The majority-class rate of the task's ``split``, in the scoring unit."""
         from ..finetune import task_spec
         from ..probe import majority_rate
 
         built = self.task_data(task)
-        return majority_rate(built.datasets["test"], task_spec(task).level, len(built.task.classes))
+        return majority_rate(built.datasets[split], task_spec(task).level, len(built.task.classes))
 
     def _run_finetune(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
         p = self.preset
@@ -819,14 +819,7 @@ class Study:
         return {"task": task, "curves": curves, "budget_steps": int(budget), "tol": p.curve_tol,
                 "rule": f"first evaluation within {p.curve_tol:.0%} of the curve's best validation accuracy, "
                         f"latest over {list(p.curve_models)}, plus {p.curve_eval_every} steps",
-                "n_val_windows": len(val), "majority_val": self._majority_split(task, "val")}
-
-    def _majority_split(self, task: str, split: str) -> dict[str, Any]:
-        from ..finetune import task_spec
-        from ..probe import majority_rate
-
-        built = self.task_data(task)
-        return majority_rate(built.datasets[split], task_spec(task).level, len(built.task.classes))
+                "n_val_windows": len(val), "majority_val": self._majority(task, "val")}
 
     def _run_probe(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
         """A linear probe per frozen encoder (every encoder, variants included, and a randomly
