@@ -14,7 +14,8 @@ c1, c2, c3 = st.columns([3, 3, 2])
 with c1:
     choice = A.piece_picker("explore")
 with c2:
-    model_path = A.model_picker("Model", "explore_model", A.K_MODEL_A, "demo adversarial")
+    # a demo model is loaded after the first roll, drawn from the scores stored beside it
+    model_path = A.model_picker("Model", "explore_model", A.K_MODEL_A, "demo adversarial", defer_load=True)
 with c3:
     ratio = st.slider("Masking ratio", 0.05, 0.50, float(st.session_state.get(A.K_RATIO, 0.15)),
                       step=0.01, key="explore_ratio",
@@ -33,6 +34,8 @@ def run_model(fn, *args):
         return fn(*args)
     except A.SMUInputError as e:
         st.error(f"The model cannot read this piece: {e.reason}")
+    except A.SMUCheckpointError as e:
+        st.error(f"Cannot load the model: {e.reason} ({e.path})")
     except Exception as e:  # keep the page alive whatever the model does
         st.error(f"The model failed on this piece: {type(e).__name__}: {e}")
     return None

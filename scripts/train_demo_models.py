@@ -17,11 +17,13 @@ the progress log are copied into models/demo-<strategy>/.
 
     python scripts/train_demo_models.py [--config models/demo_config.json] [--work DIR]
                                         [--only random|adversarial] [--steps N] [--no-ship]
-                                        [--finetune-only]
+                                        [--finetune-only] [--scores-only]
 
 After the encoders, the demo task head of ``finetune`` (melody on POP909, on the random
 demo encoder) is fine-tuned and shipped into models/demo-random/finetuned/melody/, so
-the Why page's attributions work out of the box.
+the Why page's attributions work out of the box. Beside each shipped encoder,
+masker_scores.json holds its masker's view of the sample pieces (tied to the weights by
+their sha256; ``--scores-only`` re-makes it), so the app's first roll needs no model pass.
 """
 
 from __future__ import annotations
@@ -90,8 +92,19 @@ def ship(run_dir: Path, dest: Path, cfg: dict) -> None:
         res = json.loads((run_dir / "results.json").read_text())
         _portable_pretrained(res)
         (tmp / "results.json").write_text(json.dumps(res, indent=1))
+    store_scores(tmp)
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
+
+
+def store_scores(model_dir: Path) -> None:
+    """The masker's view of every sample piece, stored beside the shipped weights
+    (masker_scores.json): the app draws its first roll from it before loading torch."""
+    from smu_explain.explain import store_masker_scores
+
+    samples = sorted((ROOT / "sample_midi").glob("*.mid"))
+    path = store_masker_scores(model_dir, samples)
+    print(f"{model_dir.name}: masker scores of {len(samples)} sample pieces in {path.name}", flush=True)
 
 
 def finetune_demo_head(cfg: dict, work: Path, env: dict, bf16: bool) -> int:
@@ -139,8 +152,14 @@ def main() -> int:
     ap.add_argument("--no-ship", action="store_true", help="train only; do not copy into models/")
     ap.add_argument("--finetune-only", action="store_true",
                     help="only fine-tune the demo task head on the shipped encoder (config 'finetune')")
+    ap.add_argument("--scores-only", action="store_true",
+                    help="only store the sample pieces' masker scores beside the shipped encoders")
     args = ap.parse_args()
     cfg = json.loads(Path(args.config).read_text())
+    if args.scores_only:
+        for strategy in [args.only] if args.only else list(cfg["strategies"]):
+            store_scores(ROOT / "models" / f"demo-{strategy}")
+        return 0
     if args.steps:
         cfg["steps"] = args.steps
     strategies = [args.only] if args.only else list(cfg["strategies"])

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint
+from .checkpoint import CONFIG_NAME, SCORES_NAME, WEIGHTS_NAME, load_checkpoint, load_masker_scores
 from .errors import SMUCheckpointError, SMUInputError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -357,8 +357,10 @@ def model_choices() -> dict[str, Path]:
     return out
 
 
-def model_picker(label: str, key: str, state_key: str, default: str) -> str | None:
+def model_picker(label: str, key: str, state_key: str, default: str, defer_load: bool = False) -> str | None:
     """Choose a model folder; returns its path when it loads, else shows why and returns None.
+    ``defer_load``: a folder with masker scores stored for its weights (:func:`stored_scores`)
+    is returned unloaded (the page loads it after its first roll, and reports a failure then).
 
     A missing demo model gives ``st.info`` (how to get it), a broken folder
     ``st.error`` with the ``SMUCheckpointError`` reason.
@@ -389,19 +391,61 @@ def model_picker(label: str, key: str, state_key: str, default: str) -> str | No
                     "Train it with `smu pretrain` (or on the Train page) and pick the run's folder, "
                     "or choose another model folder.")
             return None
-    try:
-        load_model(path)
-    except SMUCheckpointError as e:
-        st.error(f"Cannot load the model: {e.reason} ({e.path})")
-        return None
+    if not (defer_load and stored_scores(path)):
+        try:
+            load_model(path)
+        except SMUCheckpointError as e:
+            st.error(f"Cannot load the model: {e.reason} ({e.path})")
+            return None
     st.session_state[state_key] = str(path)
     return str(path)
 
 
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _stored_scores(path: str, weights_mtime: float, scores_mtime: float) -> dict:
+    return {sha[:PIECE_KEY_LEN]: entry for sha, entry in load_masker_scores(path).items()}
+
+
+def stored_scores(path: str | Path) -> dict:
+    """The masker scores stored beside a model's weights (``checkpoint.load_masker_scores``:
+    {:func:`piece_key` of a file: entry}, ``{}`` when none or stale), read once per file version. A folder
+    whose stored scores match its weights was loaded when they were made: the pages draw the
+    first masker overlay of those pieces from them and load the model after the roll."""
+    p = Path(path)
+    try:
+        stamp = (p / SCORES_NAME).stat().st_mtime
+    except OSError:
+        return {}
+    return _stored_scores(str(p.resolve()), _weights_mtime(p), stamp)
+
+
+def stored_view(model_path: str | Path, key: str, piece) -> pd.DataFrame | None:
+    """``explain.masker_view`` of a piece (``key``: its :func:`piece_key`) at ``DEFAULT_RATIO``
+    from the scores stored beside the model (:func:`stored_scores`), or None when it is not there."""
+    entry = stored_scores(model_path).get(key)
+    try:
+        if entry is None or int(entry["n_notes"]) != len(piece) or ratio_key(entry["ratio"]) != ratio_key(
+                DEFAULT_RATIO) or len(entry["score"]) != len(piece):
+            return None
+        df = piece.notes_table()
+        df["score"] = np.asarray(entry["score"], dtype=np.float64)
+        for col in ("picked", "frozen"):
+            flags = np.zeros(len(df), dtype=bool)
+            flags[np.asarray(entry[col], dtype=np.int64)] = True
+            df[col] = flags
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    return df
+
+
 # ----------------------------------------------------------------------------- explain
 
+PIECE_KEY_LEN = 20
+
+
 def piece_key(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:20]
+    """A file's bytes in a cache key: the first ``PIECE_KEY_LEN`` hex digits of their sha256."""
+    return hashlib.sha256(data).hexdigest()[:PIECE_KEY_LEN]
 
 
 def model_key(path: str | Path) -> tuple[str, float]:
@@ -466,6 +510,9 @@ def explain_cached(model_path: str, mtime: float, key: str, groups: int, seed: i
 def scores_cached(model_path: str, mtime: float, key: str, _piece: Any) -> pd.DataFrame:
     """``explain.masker_view`` of a piece: the notes table with ``score`` / ``picked`` / ``frozen``
     from one clean pass per window (scores and frozen notes do not depend on the ratio)."""
+    stored = stored_view(model_path, key, _piece)
+    if stored is not None:
+        return stored
     from .explain import masker_view
 
     model, tokenizer = _load_model(model_path, mtime)
@@ -477,7 +524,9 @@ def overlay(model_path: str, data: bytes, piece, ratio: float) -> pd.DataFrame:
     one cached model pass per piece and model; another ratio only re-derives ``picked``
     (:func:`with_picks`)."""
     p = Path(model_path)
-    return with_picks(scores_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), piece), ratio)
+    table = scores_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), piece)
+    # the table's picks are those of DEFAULT_RATIO (the first view; no re-derivation, no torch)
+    return table if ratio_key(ratio) == ratio_key(DEFAULT_RATIO) else with_picks(table, ratio)
 
 
 def explain(model_path: str, data: bytes, piece, ratio: float, seed: int = 0,

@@ -40,6 +40,7 @@ This module imports neither torch nor the model at import time (``is_finetuned``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -520,3 +521,54 @@ def _finetuned_builder(folder: Path, meta: dict[str, Any], config: "ModelConfig"
             raise SMUCheckpointError(folder / CONFIG_NAME, f"invalid fine-tuned config ({e})") from None
 
     return build
+
+
+# ----------------------------------------------------------------------------- stored masker scores
+
+SCORES_NAME = "masker_scores.json"
+SCORES_FORMAT = "smu_explain.masker_scores"
+SCORES_VERSION = 1
+
+
+def weights_digest(folder: str | os.PathLike) -> str:
+    """sha256 (hex) of a folder's weights file: what a file stored beside the weights was made from."""
+    h = hashlib.sha256()
+    with open(Path(folder) / WEIGHTS_NAME, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_masker_scores(folder: str | os.PathLike, pieces: dict[str, dict[str, Any]]) -> Path:
+    """Write ``masker_scores.json`` beside a model's weights (atomically): the masker's view of
+    some pieces (``explain.store_masker_scores`` makes the entries), so the app can draw a
+    sample's masker overlay before it has even imported torch. ``pieces`` maps the sha256 of
+    a file's bytes to ``{"name", "n_notes", "ratio", "score", "frozen", "picked"}`` (scores as
+    floats, frozen and picked as note indices). The entry is tied to the weights by their
+    sha256: once the weights change it is stale and :func:`load_masker_scores` ignores it."""
+    folder = Path(folder)
+    doc = {"format": SCORES_FORMAT, "format_version": SCORES_VERSION,
+           "weights_sha256": weights_digest(folder), "pieces": pieces}
+    path = folder / SCORES_NAME
+    atomic_write_text(path, json.dumps(doc, separators=(",", ":")) + "\n")
+    return path
+
+
+def load_masker_scores(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The pieces of a folder's ``masker_scores.json`` (:func:`save_masker_scores`), or ``{}`` when
+    the file is absent, unreadable, of another format, or made from other weights. Never raises:
+    the stored view is a shortcut, and without it the app runs the model."""
+    folder = Path(folder)
+    path = folder / SCORES_NAME
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
+            return {}
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if (not isinstance(doc, dict) or doc.get("format") != SCORES_FORMAT
+                or doc.get("format_version") != SCORES_VERSION or not isinstance(doc.get("pieces"), dict)):
+            return {}
+        if doc.get("weights_sha256") != weights_digest(folder):
+            return {}
+    except (OSError, ValueError):
+        return {}
+    return doc["pieces"]

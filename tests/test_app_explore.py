@@ -274,3 +274,41 @@ def test_roll_follows_the_ratio_and_figures_are_built_once_per_key(model_dir, mo
     at.number_input(key="explore_note").set_value(2).run()  # the roll shows the same: not built again
     at.slider(key="explore_ratio").set_value(0.4).run()
     assert len(builds) == n and picked_in_roll(at) == int(metric(at, "Picked by the masker"))
+
+
+def test_stored_masker_scores_draw_the_first_overlay_without_the_model(tmp_path, monkeypatch):
+    """A sample whose masker view is stored beside the weights (checkpoint.save_masker_scores) is
+    drawn from that file: the overlay never loads the model (the page loads it after the roll),
+    another ratio re-derives the picks from the stored scores, stale weights fall back to the model."""
+    import hashlib
+
+    from smu_explain.checkpoint import save_masker_scores
+    from smu_explain.explain import picks_at
+    from smu_explain.tokenizer import read_piece
+
+    folder = make_model(tmp_path / "stored", seed=2)
+    data = (ROOT / "sample_midi" / SAMPLES[0]).read_bytes()
+    piece = read_piece(data, name="x")
+    n = len(piece)
+    scores = np.linspace(0.0, 1.0, n)
+    # deliberately not the model's view: three picks, nothing frozen
+    save_masker_scores(folder, {hashlib.sha256(data).hexdigest(): {
+        "name": SAMPLES[0], "n_notes": n, "ratio": A.DEFAULT_RATIO, "score": scores.tolist(),
+        "frozen": [], "picked": [0, 1, 2]}})
+    at = run_page(**{A.K_MODEL_A: str(folder)})
+    assert not at.exception, at.exception
+    assert int(metric(at, "Picked by the masker")) == 3
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(A, "_load_model", no_model)
+    view = A.overlay(str(folder), data, piece, A.DEFAULT_RATIO)
+    assert np.flatnonzero(view["picked"]).tolist() == [0, 1, 2] and not view["frozen"].any()
+    np.testing.assert_array_equal(A.overlay(str(folder), data, piece, 0.3)["picked"],
+                                  picks_at(scores, np.zeros(n, dtype=bool), 0.3))
+    monkeypatch.undo()
+    make_model(folder, seed=3)  # new weights: the stored view is stale, the model scores the piece
+    at = run_page(**{A.K_MODEL_A: str(folder)})
+    assert not at.exception, at.exception
+    assert int(metric(at, "Picked by the masker")) == max(1, round(0.15 * (n - round(0.3 * n))))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import scale_notes
 from smu_explain import checkpoint as C
 from smu_explain.cli import main
 from smu_explain.errors import SMUCheckpointError
@@ -209,3 +210,51 @@ def test_loading_never_imports_torch_dynamo(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+def test_stored_masker_scores_are_masker_view_and_go_stale_with_the_weights(tmp_path, make_midi):
+    """explain.store_masker_scores keeps masker_view's columns beside the weights; another set of
+    weights (a re-save) or a broken file makes load_masker_scores give nothing, never an error."""
+    import hashlib
+
+    import numpy as np
+
+    from smu_explain.explain import masker_view, store_masker_scores
+    from smu_explain.tokenizer import read_piece
+
+    pre = pretrained(tmp_path / "pre")
+    files = [make_midi(tmp_path, scale_notes(30 + 10 * i, step=120 + 60 * i), name=f"p{i}.mid") for i in range(2)]
+    store_masker_scores(pre, files)
+    stored = C.load_masker_scores(pre)
+    assert set(stored) == {hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    ck = C.load_checkpoint(pre)
+    for f in files:
+        view = masker_view(ck.encoder.eval(), ck.tokenizer, read_piece(f.read_bytes(), name=f.stem), 0.15)
+        entry = stored[hashlib.sha256(f.read_bytes()).hexdigest()]
+        assert entry["n_notes"] == len(view) and entry["name"] == f.name
+        np.testing.assert_allclose(entry["score"], view["score"].to_numpy(), rtol=1e-6, atol=1e-7)
+        assert entry["frozen"] == np.flatnonzero(view["frozen"]).tolist()
+        assert entry["picked"] == np.flatnonzero(view["picked"]).tolist()
+    # other weights: stale (the file is kept, the entries ignored)
+    pretrained(pre, seed=1)
+    assert (pre / C.SCORES_NAME).is_file() and C.load_masker_scores(pre) == {}
+    store_masker_scores(pre, files[:1])
+    assert len(C.load_masker_scores(pre)) == 1
+    (pre / C.SCORES_NAME).write_text("{not json")
+    assert C.load_masker_scores(pre) == {}
+    (pre / C.SCORES_NAME).unlink()
+    assert C.load_masker_scores(pre) == {}
+
+
+@pytest.mark.parametrize("folder", ["demo-adversarial", "demo-random"])
+def test_shipped_models_store_every_samples_masker_scores(folder):
+    """The shipped masker_scores.json fits the shipped weights and holds every sample piece
+    (re-make with ``python scripts/train_demo_models.py --scores-only`` after re-training)."""
+    import hashlib
+
+    d = ROOT / "models" / folder
+    if not (d / C.WEIGHTS_NAME).is_file():
+        pytest.skip(f"models/{folder} is not there")
+    stored = C.load_masker_scores(d)
+    samples = sorted((ROOT / "sample_midi").glob("*.mid"))
+    assert samples and {hashlib.sha256(f.read_bytes()).hexdigest() for f in samples} <= set(stored)
