@@ -1240,3 +1240,38 @@ def install_stop_signals(trainer: Trainer, signals: Sequence[int] = (signal.SIGT
             signal.signal(s, h)
 
     return restore
+
+
+def step_seconds(model: nn.Module, objectives: dict[str, Any], batch: dict[str, Any], *, rounds: int = 5,
+                 warmup: int = 1, steps: int = 2, bf16: bool = False, lr: float = 1e-4) -> dict[str, list[float]]:
+    """Seconds per training step (forward, backward, clipped AdamW step, as :class:`Trainer`
+    does) of ``model`` on ``batch`` under each objective (a masking strategy), measured side by
+    side: every round runs each objective ``steps`` times in turn, so load from other processes
+    falls on all of them alike. Compare the objectives within one call (their minima or
+    medians), not absolute times across machines or calls. ``warmup`` rounds are not recorded.
+    The model's weights change (a copy is the caller's choice)."""
+    device = next(model.parameters()).device
+    batch = _to_device(batch, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    ctx = (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+    times: dict[str, list[float]] = {name: [] for name in objectives}
+    model.train()
+    for r in range(warmup + rounds):
+        for name, objective in objectives.items():
+            module = objective.train_module(model) if hasattr(objective, "train_module") else model
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                with ctx():
+                    loss, _ = objective.loss(module, batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if r >= warmup:
+                times[name].append((time.perf_counter() - t0) / steps)
+    return times

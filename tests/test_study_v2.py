@@ -107,6 +107,20 @@ def test_results_md_has_the_new_sections_and_the_earlier_run(v2):
         assert head in md, head
     assert "its encoders had not learned" in md and "old line one" in md and "43.0 ± 1.0" in md
     assert "pre-training seeds (0, 1) per strategy" in md
+    # the three summary lines answer the questions; the errors follow them
+    summary = v2["results"]["summary"]
+    assert [line.split(" ")[0] for line in summary] == ["Does", "By", "At"]
+    assert "paired test over 8 pairs" in summary[0]  # 2 tasks x 2 pre-training seeds x 2 fine-tuning seeds
+    assert "linear probe on the frozen encoders" in summary[1]
+    assert "a random-mask step" in summary[2] and "measured side by side" in summary[2]
+    assert "Where the models still err: weakest task" in md
+
+
+def test_analysis_measures_the_strategies_step_cost_side_by_side(v2):
+    cost = json.loads((v2["paths"].results_dir / "analysis.json").read_text())["result"]["step_cost"]
+    assert set(cost["step_s"]) == {"random", "adversarial"} and cost["over_random"]["random"] == 1.0
+    assert all(len(t) == cost["rounds"] and min(t) > 0 for t in cost["step_s_all"].values())
+    assert cost["over_random"]["adversarial"] > 0
 
 
 def test_logistic_probe_separates_separable_classes_and_majority_rate():

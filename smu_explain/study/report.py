@@ -45,77 +45,127 @@ def _fmt_minutes(s: float | None) -> str:
     return f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.2f} h"
 
 
-def study_summary(results: Mapping[str, Any]) -> list[str]:
-    """Three lines a manager can read: accuracy gained, what it cost, where the model still errs.
+def _task_means(rows: Sequence[Mapping[str, Any]], tasks: Sequence[str], model: str, other: str
+                ) -> list[tuple[str, float]]:
+    """(task, test accuracy of ``model`` minus ``other``) for the tasks where both have a mean
+    (full data, mask fine-tuning on)."""
+    out = []
+    for t in tasks:
+        a, b = _best_row(rows, model, True, t), _best_row(rows, other, True, t)
+        if a and b and a["test_acc"]["mean"] is not None and b["test_acc"]["mean"] is not None:
+            out.append((t, a["test_acc"]["mean"] - b["test_acc"]["mean"]))
+    return out
 
-    ``results`` = the dict of ``results.json``. Line 1 compares the adversarial model (mask
-    fine-tuning on) with no pre-training and with random masks (mean test accuracy over
-    tasks, and the paired test); line 2 gives pre-training steps, tokens, total wall time
-    and peak memory; line 3 names the weakest task, its most frequent confusion and the
-    note class the masker scores highest.
+
+def _probe_means(results: Mapping[str, Any]) -> dict[str, float]:
+    """Mean test accuracy of the linear probe per model (strategy, variants left out; 'none' =
+    the randomly initialised encoder) over the tasks and pre-training seeds."""
+    per: dict[str, list[float]] = {}
+    variants = set((results.get("preset") or {}).get("variants") or {})
+    for task in results.get("probe", {}).values():
+        by_model: dict[str, list[float]] = {}
+        for enc, rec in (task.get("probes") or {}).items():
+            if enc in variants or rec.get("test_acc") is None:
+                continue
+            by_model.setdefault(rec["model"], []).append(float(rec["test_acc"]))
+        for m, accs in by_model.items():
+            per.setdefault(m, []).append(float(np.mean(accs)))
+    return {m: float(np.mean(v)) for m, v in per.items() if v}
+
+
+def study_summary(results: Mapping[str, Any]) -> list[str]:
+    """Three lines a manager can read, answering: does adversarial masking help here, by how
+    much, at what cost.
+
+    ``results`` = the dict of ``results.json``. Line 1: the verdict, from the paired test of
+    adversarial against random masking (mean test accuracy over tasks; pairs of task,
+    pre-training seed, fine-tuning seed and mask setting). Line 2: by how much, per task
+    against random masks, both against no pre-training, and the linear probe on the frozen
+    encoders. Line 3: the cost, a pre-training step of each strategy measured side by side
+    (the analysis stage), the steps and tokens per encoder, the whole study's wall time and
+    peak memory. Where the fine-tuned models still err: :func:`errors_note`.
     """
     agg = results.get("finetune", {}).get("rows", [])
     tasks = list(results.get("tasks", []))
-    deltas_none, deltas_rand = [], []
-    for t in tasks:
-        a = _best_row(agg, "adversarial", True, t)
-        n = _best_row(agg, "none", True, t)
-        r = _best_row(agg, "random", True, t)
-        if a and n and a["test_acc"]["mean"] is not None and n["test_acc"]["mean"] is not None:
-            deltas_none.append((t, a["test_acc"]["mean"] - n["test_acc"]["mean"]))
-        if a and r and a["test_acc"]["mean"] is not None and r["test_acc"]["mean"] is not None:
-            deltas_rand.append((t, a["test_acc"]["mean"] - r["test_acc"]["mean"]))
-    if deltas_none:
-        mean_none = float(np.mean([d for _, d in deltas_none]))
-        per = ", ".join(f"{t} {100 * d:+.1f}" for t, d in deltas_none)
-        line1 = f"Accuracy: adversarial pre-training changes test accuracy by {100 * mean_none:+.1f} points " \
-                f"on average over no pre-training ({per})"
-        if deltas_rand:
-            mean_rand = float(np.mean([d for _, d in deltas_rand]))
-            pt = results.get("paired", {}).get("overall", {})
+    vs_rand = _task_means(agg, tasks, "adversarial", "random")
+    pt = results.get("paired", {}).get("overall", {}) or {}
+    if vs_rand:
+        mean_rand = float(np.mean([d for _, d in vs_rand]))
+        p = pt.get("t_p")
+        if pt.get("significant"):
+            verdict = "Yes" if (pt.get("mean_diff") or mean_rand) > 0 else "No, it does worse"
+        else:
+            verdict = "Not measurably"
+        line1 = (f"Does adversarial masking help here? {verdict}: fine-tuned encoders pre-trained with it score "
+                 f"{100 * mean_rand:+.1f} points of test accuracy against random masking, averaged over "
+                 f"{len(vs_rand)} task{'s' if len(vs_rand) != 1 else ''}")
+        if pt.get("n"):
             sig = "significant" if pt.get("significant") else "not significant"
-            p = pt.get("t_p")
-            line1 += f", and by {100 * mean_rand:+.1f} over random masking (paired test over every task, " \
-                     f"seed and mask setting: {sig}" + (f", p = {p:.2g})." if p is not None else ").")
+            line1 += (f" (paired test over {pt['n']} pairs of task, pre-training seed and fine-tuning seed: {sig}"
+                      + (f", p = {p:.2g})." if p is not None else ")."))
         else:
             line1 += "."
     else:
-        line1 = "Accuracy: no comparable fine-tuning results yet."
+        line1 = "Does adversarial masking help here? No comparable fine-tuning results yet."
+    parts = []
+    if vs_rand:
+        parts.append("against random masks " + ", ".join(f"{t} {100 * d:+.1f}" for t, d in vs_rand))
+    for m in ("adversarial", "random"):
+        vs_none = _task_means(agg, tasks, m, "none")
+        if vs_none:
+            parts.append(f"{m} over no pre-training {100 * float(np.mean([d for _, d in vs_none])):+.1f} on average")
+    probe = _probe_means(results)
+    if "adversarial" in probe and "random" in probe:
+        parts.append(f"a linear probe on the frozen encoders: adversarial {100 * probe['adversarial']:.1f}% vs "
+                     f"random {100 * probe['random']:.1f}%"
+                     + (f" (random init {100 * probe['none']:.1f}%)" if "none" in probe else ""))
+    line2 = ("By how much (test accuracy points): " + "; ".join(parts) + ".") if parts else \
+        "By how much: no results yet."
     b = results.get("budget", {})
     steps, tokens = b.get("pretrain_steps"), b.get("pretrain_tokens_per_model")
-    wall = b.get("total_wall_s")
-    peak = b.get("peak_rss_mb")
-    line2 = (f"Cost: {steps or 0:,} pre-training steps ({(tokens or 0) / 1e6:.1f} M tokens) per model, "
-             f"{_fmt_minutes(wall)} of {b.get('machine_short', 'this machine')} for the whole study, "
-             f"peak memory {peak / 1024 if peak else 0:.1f} GiB"
-             + (f" (GPU {b['cuda_peak_mb'] / 1024:.1f} GiB)" if b.get("cuda_peak_mb") else "") + ".")
+    wall, peak = b.get("total_wall_s"), b.get("peak_rss_mb")
+    cost = (results.get("analysis", {}) or {}).get("step_cost") or {}
+    ratio = (cost.get("over_random") or {}).get("adversarial")
+    line3 = "At what cost: "
+    if ratio:
+        ms = cost["step_s"]
+        line3 += (f"an adversarial pre-training step takes {ratio:.2f}x a random-mask step ({1000 * ms['adversarial']:.0f}"
+                  f" vs {1000 * ms['random']:.0f} ms, measured side by side: a clean pass and the masker come on "
+                  "top); ")
+    line3 += (f"{steps or 0:,} pre-training steps ({(tokens or 0) / 1e6:.1f} M tokens) per encoder; the whole study "
+              f"{_fmt_minutes(wall)} of {b.get('machine_short', 'this machine')}, peak memory "
+              f"{peak / 1024 if peak else 0:.1f} GiB"
+              + (f" (GPU {b['cuda_peak_mb'] / 1024:.1f} GiB)" if b.get("cuda_peak_mb") else "") + ".")
+    return [line1, line2, line3]
+
+
+def errors_note(results: Mapping[str, Any]) -> str | None:
+    """Where the fine-tuned models still err: the weakest task (adversarial model, else no
+    pre-training), its most frequent confusion, and the note class the masker scores highest."""
+    agg = results.get("finetune", {}).get("rows", [])
     worst = None
-    for t in tasks:
+    for t in results.get("tasks", []):
         a = _best_row(agg, "adversarial", True, t) or _best_row(agg, "none", True, t)
         if a and a["test_acc"]["mean"] is not None and (worst is None or a["test_acc"]["mean"] < worst[1]):
             worst = (t, a["test_acc"]["mean"], a)
     if worst is None:
-        line3 = "Errors: no test results yet."
-    else:
-        t, acc, row = worst
-        conf = results.get("finetune", {}).get("confusion", {}).get(t, {}).get(row["model"])
-        classes = results.get("finetune", {}).get("classes", {}).get(t, [])
-        line3 = f"Errors: weakest task {t} ({100 * acc:.1f}% with the {row['model']} model)"
-        if conf and classes:
-            c = np.asarray(conf, dtype=np.float64)
-            off = c.copy()
-            np.fill_diagonal(off, 0)
-            if off.sum() > 0:
-                i, j = np.unravel_index(int(off.argmax()), off.shape)
-                share = off[i, j] / max(c[i].sum(), 1)
-                line3 += f"; most frequent confusion: true {classes[i]} predicted as {classes[j]} " \
-                         f"({share:.0%} of {classes[i]})"
-        hi = results.get("analysis", {}).get("highlights", {}).get("highest_score_class")
-        if hi:
-            line3 += f"; the masker scores {hi['grouping']} class '{hi['class']}' notes highest " \
-                     f"(mean score {hi['score']:.2f})"
-        line3 += "."
-    return [line1, line2, line3]
+        return None
+    t, acc, row = worst
+    conf = results.get("finetune", {}).get("confusion", {}).get(t, {}).get(row["model"])
+    classes = results.get("finetune", {}).get("classes", {}).get(t, [])
+    out = f"Weakest task {t} ({100 * acc:.1f}% with the {row['model']} model)"
+    if conf and classes:
+        c = np.asarray(conf, dtype=np.float64)
+        off = c.copy()
+        np.fill_diagonal(off, 0)
+        if off.sum() > 0:
+            i, j = np.unravel_index(int(off.argmax()), off.shape)
+            share = off[i, j] / max(c[i].sum(), 1)
+            out += f"; most frequent confusion: true {classes[i]} predicted as {classes[j]} ({share:.0%} of {classes[i]})"
+    hi = results.get("analysis", {}).get("highlights", {}).get("highest_score_class")
+    if hi:
+        out += f"; the masker scores {hi['grouping']} class '{hi['class']}' notes highest (mean score {hi['score']:.2f})"
+    return out + "."
 
 
 def render_results_md(results: Mapping[str, Any]) -> str:
@@ -146,6 +196,8 @@ def _md_summary(results: Mapping[str, Any]) -> list[str]:
     L.append("")
     L += [f"- {s}" for s in results.get("summary", [])]
     L.append("")
+    if note := errors_note(results):
+        L += [f"Where the models still err: {note[0].lower()}{note[1:]}", ""]
     return L
 
 

@@ -901,7 +901,40 @@ class Study:
                                                   asap_source=p.asap_source).splits["train"]}
         out = masker_analysis(adv, rnd, tok, pieces, snapshots=snapshots, pretrain_refs=pre_refs,
                               ratio=p.mask_ratio, freeze_top=p.freeze_top, n_examples=p.analysis_examples)
-        out.update({"adversarial_encoder": adv_name, "random_encoder": rnd_name, "freeze_snapshots_of": frozen_by})
+        out.update({"adversarial_encoder": adv_name, "random_encoder": rnd_name, "freeze_snapshots_of": frozen_by,
+                    "step_cost": self._step_cost()})
+        return out
+
+    def _step_cost(self, rounds: int = 5) -> dict[str, Any]:
+        """What a pre-training step of each strategy costs, measured side by side (the stages'
+        wall times depend on what else the machine ran): the study's model, a batch of its
+        pre-training windows, the strategies with the study's settings (freezing off: the freeze
+        book changes which notes are picked, not the work), its bf16 setting."""
+        import torch
+
+        from ..data import collate
+        from ..masker import make_strategy
+        from ..model import MidiBert
+        from ..trainer import resolve_device, step_seconds
+
+        p = self.preset
+        train = self.task_data("pretrain").datasets["train"]
+        n = max(1, min(p.pretrain_batch, len(train)))
+        batch = collate([train[i] for i in range(n)])
+        batch["sample_index"] = torch.arange(n)
+        torch.manual_seed(0)
+        model = MidiBert(self.model_config()).to(resolve_device(self.device))
+        strategies = {s: make_strategy(s, **{"ratio": p.mask_ratio, "seed": 0, **p.strategy_settings.get(s, {}),
+                                             "freeze": False})
+                      for s in p.strategies}
+        times = step_seconds(model, strategies, batch, rounds=rounds, warmup=1, steps=2, bf16=self.bf16)
+        best = {s: min(t) for s, t in times.items()}
+        out: dict[str, Any] = {"step_s": {s: round(v, 4) for s, v in best.items()},
+                               "step_s_all": {s: [round(x, 4) for x in t] for s, t in times.items()},
+                               "batch": n, "max_len": p.max_len, "bf16": self.bf16, "rounds": rounds,
+                               "how": "interleaved rounds, best round per strategy"}
+        if "random" in best and best["random"] > 0:
+            out["over_random"] = {s: round(v / best["random"], 3) for s, v in best.items()}
         return out
 
     # ------------------------------------------------------------------ report
