@@ -145,3 +145,14 @@ def test_logistic_probe_separates_separable_classes_and_majority_rate():
     assert majority_rate(D, "note", 3) == {"class": 1, "rate": 0.6, "n": 5, "counts": [1, 3, 1]}
     D.pieces = [P(label=2), P(label=2), P(label=0)]
     assert majority_rate(D, "sequence", 3)["rate"] == pytest.approx(2 / 3)
+
+
+def test_curves_table_states_the_majority_rate():
+    from smu_explain.study.report import _md_curves
+
+    md = "\n".join(_md_curves({"curves": {"melody": {
+        "curves": {"random": {"points": [{"step": 50, "val_acc": 0.7}, {"step": 100, "val_acc": 0.8}],
+                              "best_val_acc": 0.8, "plateau_step": 100, "epochs": 1.0}},
+        "majority_val": {"class": 2, "rate": 0.64}, "budget_steps": 150, "rule": "r"}}}))
+    assert "| melody | majority class (no model) | the most frequent validation class, always | 64% |" in md
+    assert md.index("majority class") < md.index("**budget**")

@@ -338,6 +338,9 @@ def _md_curves(results: Mapping[str, Any]) -> list[str]:
                                                      else [])
             rows.append([t, m, " ".join(f"{q['step']}:{100 * q['val_acc']:.0f}" for q in show),
                          _pct(cv.get("best_val_acc")), cv.get("plateau_step"), f"{cv.get('epochs', 0):.1f}"])
+        if (maj := c.get("majority_val") or {}).get("rate") is not None:
+            rows.append([t, "majority class (no model)", "the most frequent validation class, always", _pct(maj["rate"]),
+                         "", ""])
         rows.append([t, "**budget**", c.get("rule", ""), "", f"**{c.get('budget_steps')}**", ""])
     return _md_section("Fine-tuning learning curves: where validation accuracy stops rising",
                        ["task", "model", "validation accuracy % at step", "best", "plateau step", "epochs"], rows,
