@@ -405,11 +405,19 @@ def test_cost_meter_measures_time_and_memory():
         buf = np.ones(20_000_000, dtype=np.uint8)  # ~19 MiB touched
         buf[::4096] = 2
         m.add(tokens=100, steps=2)
+        t0 = time.process_time()
+        while time.process_time() - t0 < 0.2:  # CPU work the meter must see
+            buf[::4096] += 1
         time.sleep(0.01)
     d = m.to_dict()
-    assert d["wall_s"] >= 0.01 and d["tokens"] == 100 and d["steps"] == 2
+    assert d["wall_s"] >= 0.21 and d["tokens"] == 100 and d["steps"] == 2
     assert d["peak_rss_mb"] is not None and d["peak_rss_mb"] > 19
     assert d["peak_rss_source"]
+    assert 0.15 <= d["cpu_s"] and len(d["load_1min"]) == 2 and all(x is None or x >= 0 for x in d["load_1min"])
+    from smu_explain.study.report import _md_costs
+
+    md = "\n".join(_md_costs({"cost": {"pretrain-x": d, "old": {"wall_s": 60}}}))
+    assert "| old | 1.0 min | — | — |" in md and "load (1 min, start → end)" in md
 
 
 def test_class_table_orders_and_counts():

@@ -487,12 +487,20 @@ def _md_costs(results: Mapping[str, Any]) -> list[str]:
     L: list[str] = []
     L.append("## Cost of every stage")
     L.append("")
-    rows = [[s, _fmt_minutes(c.get("wall_s")), f"{c.get('steps', 0):,}", f"{(c.get('tokens') or 0) / 1e6:.2f} M",
+    def load(c: Mapping[str, Any]) -> str:
+        xs = [x for x in c.get("load_1min") or [] if x is not None]
+        return " → ".join(f"{x:.1f}" for x in xs) if xs else "—"
+
+    rows = [[s, _fmt_minutes(c.get("wall_s")), f"{c['cpu_s'] / 60:.1f} min" if c.get("cpu_s") else "—", load(c),
+             f"{c.get('steps', 0):,}", f"{(c.get('tokens') or 0) / 1e6:.2f} M",
              f"{(c.get('peak_rss_mb') or 0):.0f}", f"{c['cuda_peak_mb']:.0f}" if c.get("cuda_peak_mb") else "—"]
             for s, c in results.get("cost", {}).items()]
-    L.append(markdown_table(["stage", "wall", "steps", "tokens", "peak RSS (MiB)", "CUDA peak (MiB)"], rows))
+    L.append(markdown_table(["stage", "wall", "CPU", "load (1 min, start → end)", "steps", "tokens",
+                             "peak RSS (MiB)", "CUDA peak (MiB)"], rows))
     L.append("")
-    L.append("Peak RSS: " + (results.get("cost_note") or "per stage"))
+    L.append("Peak RSS: " + (results.get("cost_note") or "per stage") + ". Wall times include whatever else the "
+             "machine ran at the time (CPU and load are recorded from this run on; stages before show —): compare "
+             "strategies by the side-by-side step cost of the summary, not by these.")
     L.append("")
     return L
 

@@ -53,7 +53,10 @@ def _read_vm(key: str) -> float | None:
 
 
 class CostMeter:
-    """Measures one stage: wall time, tokens, steps, peak RSS, CUDA peak (module docstring)."""
+    """Measures one stage: wall time, tokens, steps, peak RSS, CUDA peak (module docstring), and
+    the process's CPU seconds and the machine's 1-minute load at the start and the end: a stage
+    that shared the machine shows a load above its own threads and a wall time above its CPU
+    time per thread."""
 
     def __init__(self):
         self.tokens = 0
@@ -76,12 +79,16 @@ class CostMeter:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         self._t0 = time.perf_counter()
+        self._cpu0 = _cpu_seconds()
+        self.load = [_load1()]
         return self
 
     def __exit__(self, *exc) -> None:
         import torch
 
         self.wall_s = time.perf_counter() - self._t0
+        self.cpu_s = _cpu_seconds() - self._cpu0
+        self.load.append(_load1())
         if self._reset:
             self.peak_rss_mb = _read_vm("VmHWM")
             self.peak_source = "VmHWM (reset at stage start)"
@@ -100,7 +107,22 @@ class CostMeter:
         return {"wall_s": round(self.wall_s, 3), "tokens": self.tokens, "steps": self.steps,
                 "peak_rss_mb": None if self.peak_rss_mb is None else round(self.peak_rss_mb, 1),
                 "peak_rss_source": self.peak_source,
-                "cuda_peak_mb": None if self.cuda_peak_mb is None else round(self.cuda_peak_mb, 1)}
+                "cuda_peak_mb": None if self.cuda_peak_mb is None else round(self.cuda_peak_mb, 1),
+                "cpu_s": round(getattr(self, "cpu_s", 0.0), 1),
+                "load_1min": [None if x is None else round(x, 2) for x in getattr(self, "load", [])]}
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _load1() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 # ============================================================================ trainer callbacks
