@@ -17,7 +17,7 @@ the progress log are copied into models/demo-<strategy>/.
 
     python scripts/train_demo_models.py [--config models/demo_config.json] [--work DIR]
                                         [--only random|adversarial] [--steps N] [--no-ship]
-                                        [--finetune-only] [--scores-only]
+                                        [--finetune-only] [--scores-only] [--threads N]
 
 After the encoders, the demo task head of ``finetune`` (melody on POP909, on the random
 demo encoder) is fine-tuned and shipped into models/demo-random/finetuned/melody/, so
@@ -68,7 +68,7 @@ def _portable_pretrained(d: dict) -> None:
             _portable_pretrained(v)
 
 
-def ship(run_dir: Path, dest: Path, cfg: dict) -> None:
+def ship(run_dir: Path, dest: Path, cfg: dict, scores: bool = True) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -92,7 +92,8 @@ def ship(run_dir: Path, dest: Path, cfg: dict) -> None:
         res = json.loads((run_dir / "results.json").read_text())
         _portable_pretrained(res)
         (tmp / "results.json").write_text(json.dumps(res, indent=1))
-    store_scores(tmp)
+    if scores:  # an encoder: the sample pieces' masker view beside it
+        store_scores(tmp)
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
 
@@ -123,7 +124,7 @@ def finetune_demo_head(cfg: dict, work: Path, env: dict, bf16: bool) -> int:
     if rc != 0:
         print(f"fine-tuning {ft['task']} failed with exit code {rc}; see the log", flush=True)
         return rc
-    ship(out, encoder / "finetuned" / ft["task"], cfg)
+    ship(out, encoder / "finetuned" / ft["task"], cfg, scores=False)
     print(f"{ft['task']}: shipped to {encoder / 'finetuned' / ft['task']}", flush=True)
     return 0
 
@@ -133,6 +134,12 @@ def run_config(cfg: dict, strategy: str) -> dict:
     return {"size": cfg["model_config"], "model": dict(cfg.get("model", {})),
             "tokenizer": {"max_len": cfg["max_len"]}, "train": dict(cfg.get("train", {})),
             "strategy": dict(cfg.get("strategy_settings", {}).get(strategy, {}))}
+
+
+def steps_of(cfg: dict, strategy: str) -> int:
+    """The step budget of one strategy's demo model: ``steps_by_strategy`` where the config has
+    one for it (a model trained on after the other was shipped), else ``steps``."""
+    return int(cfg.get("steps_by_strategy", {}).get(strategy, cfg["steps"]))
 
 
 def use_bf16(cfg: dict) -> bool:
@@ -152,6 +159,8 @@ def main() -> int:
     ap.add_argument("--no-ship", action="store_true", help="train only; do not copy into models/")
     ap.add_argument("--finetune-only", action="store_true",
                     help="only fine-tune the demo task head on the shipped encoder (config 'finetune')")
+    ap.add_argument("--threads", type=int,
+                    help="CPU threads per run (default: the config's threads_per_run, sized for both side by side)")
     ap.add_argument("--scores-only", action="store_true",
                     help="only store the sample pieces' masker scores beside the shipped encoders")
     args = ap.parse_args()
@@ -162,11 +171,12 @@ def main() -> int:
         return 0
     if args.steps:
         cfg["steps"] = args.steps
+        cfg.pop("steps_by_strategy", None)
     strategies = [args.only] if args.only else list(cfg["strategies"])
     files = training_files(cfg)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(cfg["threads_per_run"]))
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads or cfg["threads_per_run"]))
     bf16 = use_bf16(cfg)
     procs = {}
     t0 = time.time()
@@ -178,7 +188,7 @@ def main() -> int:
         run_cfg = work / f"{strategy}.run.json"
         run_cfg.write_text(json.dumps(run_config(cfg, strategy), indent=1))
         cmd = [sys.executable, "-m", "smu_explain.cli", "pretrain", "--strategy", strategy,
-               "--config", str(run_cfg), "--steps", str(cfg["steps"]),
+               "--config", str(run_cfg), "--steps", str(steps_of(cfg, strategy)),
                "--batch-size", str(cfg["batch_size"]), "--max-len", str(cfg["max_len"]),
                "--lr", str(cfg["lr"]), "--seed", str(cfg["seed"]),
                "--eval-every", str(cfg["eval_every"]), "--log-every", str(cfg["log_every"]),
