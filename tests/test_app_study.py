@@ -44,12 +44,21 @@ def test_partial_study_shows_results_so_far_and_the_earlier_run(tmp_path):
         "preset": "cpu", "cost": {"wall_s": 600.0, "tokens": 1, "steps": 3000},
         "result": {"strategy": "random", "seed": 0, "recovery_accuracy": acc, "rules": rules,
                    "beats_rules": {a: True for a in acc}, "total": {"steps": 3000}}}))
+    runs = [{"task": "melody", "model": m, "encoder": e, "mask_ft": True, "fraction": 1.0, "seed": s,
+             "pretrain_seed": 0 if m != "none" else None, "test_acc": a + 0.01 * s, "test_macro_f1": a - 0.1}
+            for m, e, a in (("random", "random-s0", 0.82), ("none", "none", 0.80)) for s in (0, 1)]
+    (d / "finetune-melody.json").write_text(json.dumps({
+        "preset": "cpu", "cost": {"wall_s": 900.0, "tokens": 1, "steps": 600},
+        "result": {"task": "melody", "classes": ["melody", "bridge", "piano"], "runs": runs,
+                   "majority": {"class": 2, "rate": 0.643}, "budget_steps": 600}}))
     at = AppTest.from_file(copy_page(tmp_path), default_timeout=60).run()
     assert not at.exception, at.exception
     assert not at.warning, [w.value for w in at.warning]
     assert "Results so far" in [h.value for h in at.subheader]
     t = texts(at)
     assert "Did the encoders learn?" in t and "random-s0 (step 3000)" in t and "**0.810**" in t
+    # a fine-tuning task that finished shows its test accuracy beside the majority class
+    assert "| random masks, mask-FT on | 82.5 ± 0.7 |" in t and "| majority class (no model) | 64.3 |" in t
     assert "rule: copy the nearest neighbour" in t
     assert any("Earlier runs" in e.label for e in at.expander)
     assert "Earlier run: 2026-11-30 (preset cpu-v1)" in t

@@ -736,7 +736,8 @@ def _pct1(x: float | None) -> str:
 
 def partial_report(results_dir, preset: StudyPreset | str) -> str:
     """Markdown of the sections that finished stages already allow while the study runs
-    (pre-training recovery vs the rules, learning curves, probes); "" when none."""
+    (pre-training recovery vs the rules, learning curves, the fine-tuning tasks done so far,
+    probes); "" when none."""
     from pathlib import Path
 
     from .plan import get_preset, plan_stages
@@ -744,7 +745,8 @@ def partial_report(results_dir, preset: StudyPreset | str) -> str:
     p = get_preset(preset)
     d = Path(results_dir)
     res = build_results(StudyPaths(d, d, d / "RESULTS.md"), p, plan_stages(p))
-    return "\n".join(_md_pretrain(res) + _md_curves(res) + _md_probe(res))
+    scores = _md_scores(res) if res.get("finetune", {}).get("rows") else []
+    return "\n".join(_md_pretrain(res) + _md_curves(res) + scores + _md_probe(res))
 
 
 def earlier_report(preset: StudyPreset | str) -> str:
