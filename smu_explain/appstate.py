@@ -424,8 +424,8 @@ def stored_view(model_path: str | Path, key: str, piece) -> pd.DataFrame | None:
     from the scores stored beside the model (:func:`stored_scores`), or None when it is not there."""
     entry = stored_scores(model_path).get(key)
     try:
-        if entry is None or int(entry["n_notes"]) != len(piece) or ratio_key(entry["ratio"]) != ratio_key(
-                DEFAULT_RATIO) or len(entry["score"]) != len(piece):
+        if (entry is None or len(entry["score"]) != len(piece)
+                or ratio_key(entry["ratio"]) != ratio_key(DEFAULT_RATIO)):
             return None
         df = piece.notes_table()
         df["score"] = np.asarray(entry["score"], dtype=np.float64)

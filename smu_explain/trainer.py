@@ -1256,10 +1256,11 @@ def step_seconds(model: nn.Module, objectives: dict[str, Any], batch: dict[str, 
     opt = torch.optim.AdamW(params, lr=lr)
     ctx = (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
     times: dict[str, list[float]] = {name: [] for name in objectives}
+    modules = {name: o.train_module(model) if hasattr(o, "train_module") else model for name, o in objectives.items()}
     model.train()
     for r in range(warmup + rounds):
         for name, objective in objectives.items():
-            module = objective.train_module(model) if hasattr(objective, "train_module") else model
+            module = modules[name]
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
