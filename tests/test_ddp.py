@@ -81,6 +81,10 @@ w = torch.cat([p.detach().flatten() for p in full.model.parameters()])
 ws = [torch.zeros_like(w) for _ in range(2)]
 dist.all_gather(ws, w)
 assert torch.equal(ws[0], ws[1])  # the gradients of both passes were synced
+# the group was made here, so it is torn down here: exiting with gloo's threads alive can
+# abort the interpreter ("terminate called without an active exception")
+dist.barrier()
+dist.destroy_process_group()
 print("rank", tr.dist.rank, "ok", flush=True)
 '''
 
