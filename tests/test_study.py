@@ -160,7 +160,14 @@ def test_interrupted_finetune_stage_keeps_finished_runs(tiny):
     d = st._stage_dir(stage)  # fresh: marker written, folder empty
     first = st.finetune_run("emotion", "none", True, 0, 0.5, d)
     again = st.finetune_run("emotion", "none", True, 0, 0.5, d)
-    assert again == first
+    assert again.pop("earlier_sitting") is True and again == first and "earlier_sitting" not in first
+    # the stage's cost counts the run of the earlier sitting in its wall time
+    with S.CostMeter() as meter:
+        runs = st._runs(stage, meter, [("none", True, 0, 0.5)])
+    cost = meter.to_dict()
+    assert runs[0]["test_acc"] == first["test_acc"] and cost["resumed_runs"] == 1
+    assert cost["resumed_wall_s"] == pytest.approx(first["wall_s"], abs=1e-3) and cost["wall_s"] >= first["wall_s"]
+    assert cost["steps"] == first["steps"]
     st2 = S.Study("tiny", paths, quiet=True)
     assert st2._stage_dir(stage) == d and (d / "none-maskon-s0-f050" / "study_run.json").is_file()
     (d / "STARTED").unlink()
@@ -418,6 +425,19 @@ def test_cost_meter_measures_time_and_memory():
 
     md = "\n".join(_md_costs({"cost": {"pretrain-x": d, "old": {"wall_s": 60}}}))
     assert "| old | 1.0 min | — | — |" in md and "load (1 min, start → end)" in md
+    # a stage resumed before the meter counted earlier sittings: its runs' wall times count
+    from smu_explain.study.report import _resumed_cost
+
+    runs = [{"wall_s": 100.0}, {"wall_s": 120.0}, {"wall_s": 110.0}]
+    old = {"cost": {"wall_s": 120.0, "cpu_s": 230.0}, "result": {"runs": runs}}
+    c = _resumed_cost(old)
+    assert c["wall_s"] == pytest.approx(330.0) and c["wall_s_last_sitting"] == 120.0 and c["resumed_runs"] == -1
+    whole = {"cost": {"wall_s": 335.0}, "result": {"runs": runs}}  # one sitting: unchanged
+    assert _resumed_cost(whole) == {"wall_s": 335.0}
+    counted = {"cost": {"wall_s": 335.0, "resumed_runs": 2, "resumed_wall_s": 220.0}, "result": {"runs": runs}}
+    assert _resumed_cost(counted) == counted["cost"]
+    md = "\n".join(_md_costs({"cost": {"finetune-x": c}}))
+    assert "| finetune-x (resumed) | 5.5 min | 3.8 min (last sitting) |" in md
 
 
 def test_class_table_orders_and_counts():

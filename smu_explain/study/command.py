@@ -18,7 +18,7 @@ def add_study_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "and costs, analyse the masker, and write docs/study/*.json + docs/RESULTS.md. Stages whose "
                     "result JSON exists are skipped; delete one to re-run it.")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
-                   help="size of the study: cpu (<= 3 h on 2 cores), gpu (larger), tiny (seconds, fixture data)")
+                   help="size of the study: cpu (about 5 h on 2 cores, stages of <= 30 min), gpu (larger), tiny (seconds, fixture data)")
     p.add_argument("--runs-dir", default=None,
                    help="checkpoints and run folders (default $SMU_RUNS_DIR or ~/smu_runs/study)")
     p.add_argument("--data-root", default=None,

@@ -236,10 +236,10 @@ PRESETS: dict[str, StudyPreset] = {
         ft_patience=4, ft_val_windows=512, eval_batch=64, fractions=(1.0,), efficiency_tasks=(),
         curve_steps=1000, curve_eval_every=50, curve_models=("random", "none"), probe=True,
         analysis_pieces=10, bf16="auto",
-        # estimates (2 cores, bf16): the old 4 x 128 steps (0.24 s random, 0.30 s adversarial) at
-        # 3 000 steps plus evaluations. Not yet confirmed on a quiet machine: the first two stages
-        # (2026-12-02) shared the CPU with other jobs (load 3-8) and took 29 and 81 min.
-        est_minutes={"data": 5, "pretrain": 14, "pretrain-adversarial": 18, "curve": 8, "finetune": 20,
+        # estimates (2 cores, bf16), measured in the 2026-12-02 run: adversarial pre-training 15-17 min
+        # alone (random 29 and 81 min shared the CPU with other jobs, load 3-8; a random step costs
+        # less than an adversarial one), curves 7-10 min, fine-tuning stages 24-28 min.
+        est_minutes={"data": 5, "pretrain": 14, "pretrain-adversarial": 18, "curve": 9, "finetune": 27,
                      "probe": 4, "analysis": 6, "report": 0.5},
         machine="2-core CPU (no GPU)",
         notes=[

@@ -56,7 +56,9 @@ class CostMeter:
     """Measures one stage: wall time, tokens, steps, peak RSS, CUDA peak (module docstring), and
     the process's CPU seconds and the machine's 1-minute load at the start and the end: a stage
     that shared the machine shows a load above its own threads and a wall time above its CPU
-    time per thread."""
+    time per thread. A fine-tuning stage resumed after an interruption counts the wall time of
+    the runs finished before it (``resumed_runs``, ``resumed_wall_s``); its CPU seconds and
+    load are this sitting's."""
 
     def __init__(self):
         self.tokens = 0
@@ -65,6 +67,8 @@ class CostMeter:
         self.peak_rss_mb: float | None = None
         self.peak_source = ""
         self.cuda_peak_mb: float | None = None
+        self.resumed_runs = 0  # fine-tuning runs finished in an earlier sitting of this stage
+        self.resumed_wall_s = 0.0  # and their wall time (counted in ``wall_s``)
 
     def __enter__(self) -> "CostMeter":
         import torch
@@ -86,7 +90,7 @@ class CostMeter:
     def __exit__(self, *exc) -> None:
         import torch
 
-        self.wall_s = time.perf_counter() - self._t0
+        self.wall_s = time.perf_counter() - self._t0 + self.resumed_wall_s
         self.cpu_s = _cpu_seconds() - self._cpu0
         self.load.append(_load1())
         if self._reset:
@@ -109,7 +113,8 @@ class CostMeter:
                 "peak_rss_source": self.peak_source,
                 "cuda_peak_mb": None if self.cuda_peak_mb is None else round(self.cuda_peak_mb, 1),
                 "cpu_s": round(getattr(self, "cpu_s", 0.0), 1),
-                "load_1min": [None if x is None else round(x, 2) for x in getattr(self, "load", [])]}
+                "load_1min": [None if x is None else round(x, 2) for x in getattr(self, "load", [])],
+                "resumed_runs": self.resumed_runs, "resumed_wall_s": round(self.resumed_wall_s, 3)}
 
 
 def _cpu_seconds() -> float:
@@ -713,8 +718,8 @@ class Study:
         name = f"{model_name}-mask{'on' if mask_ft else 'off'}-s{seed}-f{int(round(fraction * 100)):03d}"
         run_dir = stage_dir / name
         done = run_dir / "study_run.json"
-        if done.is_file():
-            return read_json(done)
+        if done.is_file():  # finished before the stage was interrupted
+            return {**read_json(done), "earlier_sitting": True}
         built = self.task_data(task)
         train = subset_dataset(built.datasets["train"], fraction, seed)
         classes = built.task.classes
@@ -760,6 +765,9 @@ class Study:
         try:
             for model_name, mask, seed, frac in specs:
                 r = self.finetune_run(task, model_name, mask, seed, frac, stage_dir)
+                if r.get("earlier_sitting"):
+                    meter.resumed_runs += 1
+                    meter.resumed_wall_s += float(r["wall_s"])
                 meter.add(r["tokens"], r["steps"])
                 runs.append(r)
                 log.info(f"    {st.name} {model_name} mask={mask} seed={seed} fraction={frac}: "
