@@ -21,6 +21,32 @@ st.title("Study: does letting a masker choose beat random masking?")
 st.caption("Our own measurement, on real data (POP909, ASAP, EMOPIA, Pop1K7), of the paper's claim. "
            "Run it with `smu study --preset cpu`; this page reads what it wrote under docs/study/.")
 
+
+def show_earlier(preset) -> None:
+    """Earlier runs of the preset (a preset or its name; dated sections, so their numbers stay
+    reachable)."""
+    try:
+        md = study.earlier_report(preset)
+    except Exception as e:  # an unreadable old result must not take the page down
+        st.warning(f"The earlier run's results cannot be read ({e}).")
+        return
+    if md:
+        with st.expander("Earlier runs of this study (what changed and why)", expanded=False):
+            st.markdown(md)
+
+
+def recorded_preset() -> str:
+    """The preset named by the stage results already written (default: cpu)."""
+    for path in sorted(RESULTS_DIR.glob("*.json")):
+        try:
+            name = study.read_json(path).get("preset")
+        except Exception:
+            continue
+        if name:
+            return str(name)
+    return "cpu"
+
+
 results_path = RESULTS_DIR / "results.json"
 if results_path.is_file():
     try:
@@ -31,12 +57,20 @@ if results_path.is_file():
     st.subheader("In three lines")
     for line in results.get("summary") or study.study_summary(results):
         st.markdown(f"- {line}")
+    if (pre := study.pretrain_table(results)) is not None:
+        st.subheader(study.PRETRAIN_TITLE)
+        st.dataframe(pd.DataFrame(pre[1], columns=pre[0]), hide_index=True, key="study_pretrain")
+        st.caption(study.PRETRAIN_CAPTION)
     agg = results.get("finetune", {}).get("rows", [])
     if agg:
         st.subheader("Test accuracy (%), mean ± std over seeds")
-        h, rows = study.results_table(agg, "test_acc", list(results.get("tasks", [])))
+        h, rows = study.scores_table(results)  # the majority class's rate is the last row
         acc = pd.DataFrame(rows, columns=h)
         st.dataframe(plots.display_table(acc), hide_index=True, key="study_acc")
+    if (probe := study.probe_table(results)) is not None:
+        st.subheader(study.PROBE_TITLE)
+        st.dataframe(pd.DataFrame(probe[1], columns=probe[0]), hide_index=True, key="study_probe")
+        st.caption(study.PROBE_CAPTION)
     if results.get("efficiency"):
         st.subheader("Data efficiency")
         st.plotly_chart(study.data_efficiency_figure(results["efficiency"]), key="study_efficiency")
@@ -64,31 +98,8 @@ if results_path.is_file():
     if RESULTS_MD.is_file():
         with st.expander("Full results (docs/RESULTS.md)", expanded=False):
             st.markdown(RESULTS_MD.read_text(encoding="utf-8"))
+    show_earlier(results.get("preset", {}).get("name") or recorded_preset())
     st.stop()
-
-
-def show_earlier(preset) -> None:
-    """Earlier runs of the preset (dated sections; their numbers stay reachable)."""
-    try:
-        md = study.earlier_report(preset)
-    except Exception as e:  # an unreadable old result must not take the page down
-        st.warning(f"The earlier run's results cannot be read ({e}).")
-        return
-    if md:
-        with st.expander("Earlier runs of this study (what changed and why)", expanded=False):
-            st.markdown(md)
-
-def recorded_preset() -> str:
-    """The preset named by the stage results already written (default: cpu)."""
-    for path in sorted(RESULTS_DIR.glob("*.json")):
-        try:
-            name = study.read_json(path).get("preset")
-        except Exception:
-            continue
-        if name:
-            return str(name)
-    return "cpu"
-
 
 preset = study.get_preset(recorded_preset())
 st.info(f"The study has not finished yet: no docs/study/results.json. Below, the stages of the "

@@ -128,15 +128,20 @@ def study_sections(results: dict[str, Any]) -> list[ReportSection]:
 
     if not results:
         return []
-    tasks = list(results.get("tasks", []))
     agg = results.get("finetune", {}).get("rows", [])
     out = [ReportSection(STUDY_HEADING, "\n\n".join(results.get("summary") or study.study_summary(results)))]
+    if (pre := study.pretrain_table(results)) is not None:
+        out.append(ReportSection("Study: " + study.PRETRAIN_TITLE, study.PRETRAIN_CAPTION,
+                                 tables=[pd.DataFrame(pre[1], columns=pre[0])]))
     if agg:
-        h, rows = study.results_table(agg, "test_acc", tasks)
+        h, rows = study.scores_table(results)
         out.append(ReportSection("Study: test accuracy (%), mean ± std over seeds",
-                                 "Our own fine-tuning runs on our splits (docs/RESULTS.md has macro-F1, the "
-                                 "published numbers and the paired test).",
+                                 "Our own fine-tuning runs on our splits, beside the majority class (docs/RESULTS.md "
+                                 "has macro-F1, the learning curves, the published numbers and the paired test).",
                                  tables=[pd.DataFrame(rows, columns=h)]))
+    if (probe := study.probe_table(results)) is not None:
+        out.append(ReportSection("Study: " + study.PROBE_TITLE, study.PROBE_CAPTION,
+                                 tables=[pd.DataFrame(probe[1], columns=probe[0])]))
     if results.get("efficiency"):
         out.append(ReportSection("Study: data efficiency",
                                  "Test accuracy with 10-100% of the labelled training pieces.",
@@ -147,6 +152,14 @@ def study_sections(results: dict[str, Any]) -> list[ReportSection]:
                                  "Masker scores and frozen notes on validation pieces of POP909, ASAP and "
                                  "EMOPIA; the freeze book over training; frozen notes from real pieces.",
                                  figures=list(figs.values())))
+    for e in results.get("earlier") or []:
+        if e.get("rows"):
+            h, rows = study.results_table(e["rows"], "test_acc", list(e.get("tasks", [])))
+            out.append(ReportSection(f"Study: earlier run of {e.get('date', '?')} ({e.get('preset', '')})",
+                                     f"Replaced because {e.get('why', 'of the reasons in docs/RESULTS.md')}. "
+                                     f"Its test accuracy (%), mean ± std over seeds; full report: "
+                                     f"{e.get('results_md') or e.get('results', '')}.",
+                                     tables=[pd.DataFrame(rows, columns=h)]))
     return out
 
 

@@ -74,6 +74,9 @@ def test_finished_study_shows_the_summary(tmp_path):
     t = texts(at)
     assert "Gain: +1.0 points." in t and "Errs: velocity." in t
     assert not at.info
+    # the earlier run of the (default) cpu preset stays reachable as a dated section
+    assert any("Earlier runs" in e.label for e in at.expander)
+    assert "Earlier run: 2026-11-30 (preset cpu-v1)" in t
 
 
 def test_finished_study_page_shows_tables_and_masker_figures(tmp_path, tiny_study):
@@ -88,14 +91,18 @@ def test_finished_study_page_shows_tables_and_masker_figures(tmp_path, tiny_stud
     t = texts(at)
     for line in results["summary"]:
         assert line in t
-    # accuracy table: one row per (model, mask fine-tuning), one column per task
-    acc = at.dataframe[0].value
+    # pre-training recovery beside the no-model rules, then the accuracy table: one row per
+    # (model, mask fine-tuning) and the majority class, one column per task
+    pre = at.dataframe[0].value
+    assert pre.iloc[0, 0] == "rule: most frequent value" and list(pre.columns)[-1] == "beats every rule"
+    acc = at.dataframe[1].value
     assert list(acc.columns) == ["model"] + results["tasks"]
-    assert len(acc) == 6
+    assert len(acc) == 7 and acc.iloc[-1, 0] == "majority class (no model)"
     charts = [c for c in at.get("plotly_chart")]
     # data efficiency + Spearman + freeze history + by class + 3 examples
     assert len(charts) == 1 + 3 + len(results["analysis"]["examples"])
     heads = [h.value for h in at.subheader]
-    assert heads == ["In three lines", "Test accuracy (%), mean ± std over seeds", "Data efficiency",
+    assert heads == ["In three lines", "Did the encoders learn? Pre-training recovery vs the no-model rules",
+                     "Test accuracy (%), mean ± std over seeds", "Data efficiency",
                      "What the masker picks and freezes"]
     assert "Frozen notes from real pieces" in t

@@ -566,3 +566,12 @@ def test_validation_subset_is_balanced_and_bounded(tiny):
     assert len({p.label for p in sub.pieces}) == len(sub.pieces) == 8 // max(windows)
     one = S.validation_subset(val, 1)
     assert len(one.pieces) == 1 and len(one) in windows  # at least one piece, even if too big
+
+
+def test_results_md_shows_png_figures_and_links_html_ones():
+    from smu_explain.study.report import _md_image
+
+    res = {"figures": {"a": ["docs/study/a.png", "docs/study/a.json"], "b": ["docs/study/b.html", "docs/study/b.json"]}}
+    assert _md_image(res, "a", "A") == "![A](study/a.png)"
+    assert _md_image(res, "b", "B") == "[B (interactive figure)](study/b.html)"
+    assert _md_image(res, "c", "C") is None

@@ -156,3 +156,44 @@ def test_curves_table_states_the_majority_rate():
         "majority_val": {"class": 2, "rate": 0.64}, "budget_steps": 150, "rule": "r"}}}))
     assert "| melody | majority class (no model) | the most frequent validation class, always | 64% |" in md
     assert md.index("majority class") < md.index("**budget**")
+
+
+def test_report_export_and_study_page_show_the_v2_results(v2, tmp_path):
+    """The HTML export and the finished Study page show the pre-training recovery beside the
+    rules, the accuracy table with the majority class, the probe and the earlier run."""
+    from streamlit.testing.v1 import AppTest
+
+    from app_helpers import page, texts
+    from smu_explain.report import build_report, study_sections
+
+    res = {**v2["results"], "earlier": S.report.earlier_runs(v2["preset"])}
+    secs = {s.heading: s for s in study_sections(res)}
+    pre = secs["Study: " + S.PRETRAIN_TITLE].tables[0]
+    assert list(pre["encoder"])[:3] == ["rule: most frequent value", "rule: copy the nearest neighbour",
+                                        "rule: most frequent among 16 neighbours"]
+    assert "adversarial-freeze1 (step 24)" in list(pre["encoder"]) and "**" not in pre.to_string()
+    acc = secs["Study: test accuracy (%), mean ± std over seeds"].tables[0]
+    maj = v2["results"]["finetune"]["majority"]
+    assert list(acc.iloc[-1]) == ["majority class (no model)"] + [f"{100 * maj[t]['rate']:.1f}"
+                                                                   for t in ("melody", "emotion")]
+    probe = secs["Study: " + S.PROBE_TITLE].tables[0]
+    assert "random init (no pre-training)" in list(probe["encoder"]) and len(probe) == 7
+    old = secs["Study: earlier run of 2026-11-30 (cpu-v1)"]
+    assert "its encoders had not learned" in old.text and "43.0 ± 1.0" in old.tables[0].to_string()
+    html = build_report("study", list(secs.values()))
+    assert "rule: copy the nearest neighbour" in html and "majority class (no model)" in html
+    # the page, on these results (the earlier run comes from the preset the results name)
+    d = tmp_path / "docs" / "study"
+    d.mkdir(parents=True)
+    (d / "results.json").write_text(json.dumps({**v2["results"], "preset": {"name": "cpu"}}))
+    script = tmp_path / "pages" / "study.py"
+    script.parent.mkdir()
+    script.write_text(open(page("study.py")).read())
+    at = AppTest.from_file(str(script), default_timeout=60).run()
+    assert not at.exception, at.exception
+    heads = [h.value for h in at.subheader]
+    assert heads[:4] == ["In three lines", S.PRETRAIN_TITLE, "Test accuracy (%), mean ± std over seeds",
+                         S.PROBE_TITLE]
+    assert at.dataframe[1].value.iloc[-1, 0] == "majority class (no model)"
+    assert any("Earlier runs" in e.label for e in at.expander)
+    assert "Earlier run: 2026-11-30 (preset cpu-v1)" in texts(at)

@@ -133,7 +133,21 @@ from .plan import (
     select_stages,
     write_json,
 )
-from .report import build_results, earlier_report, errors_note, partial_report, render_results_md, study_summary
+from .report import (
+    PRETRAIN_CAPTION,
+    PRETRAIN_TITLE,
+    PROBE_CAPTION,
+    PROBE_TITLE,
+    build_results,
+    earlier_report,
+    errors_note,
+    partial_report,
+    pretrain_table,
+    probe_table,
+    render_results_md,
+    scores_table,
+    study_summary,
+)
 from .stats import (
     aggregate_runs,
     crossing_fraction,
@@ -176,5 +190,6 @@ __all__ = [
     "masker_analysis", "masker_class_figure", "mean_std", "note_classes", "note_context", "paired_test",
     "partial_report", "plan_stages", "pretrain_stage_names", "published_table", "read_json", "render_results_md", "results_table",
     "row_label", "save_figures", "save_freeze_snapshot", "select_stages", "spearman", "spearman_figure",
-    "study_summary", "errors_note", "write_json", *_RUNNER,
+    "study_summary", "errors_note", "write_json", "PRETRAIN_CAPTION", "PRETRAIN_TITLE", "PROBE_CAPTION",
+    "PROBE_TITLE", "pretrain_table", "probe_table", "scores_table", *_RUNNER,
 ]

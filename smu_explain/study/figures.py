@@ -74,9 +74,9 @@ def masker_class_figure(by_class: Mapping[str, Sequence[Mapping[str, Any]]]):
     fig.update_yaxes(range=[0, max(1.0, 1.1 * max(frozen, default=100.0))], row=2)
     fig.update_yaxes(title_text="mean masker score", row=1, col=1)
     fig.update_yaxes(title_text="frozen (%)", row=2, col=1)
-    fig.update_layout(width=230 * cols + 80, height=480, margin={"l": 60, "r": 10, "t": 80, "b": 110},
+    fig.update_layout(width=230 * cols + 80, height=500, margin={"l": 60, "r": 10, "t": 100, "b": 110},
                       title={"text": "what the masker scores high and freezes, by note class (validation pieces)"},
-                      legend={"orientation": "h", "y": 1.2, "x": 1.0, "xanchor": "right"})
+                      legend={"orientation": "h", "y": 1.1, "yanchor": "bottom", "x": 0.0, "xanchor": "left"})
     return fig
 
 

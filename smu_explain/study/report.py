@@ -271,6 +271,18 @@ def _md_setup(results: Mapping[str, Any]) -> list[str]:
     return L
 
 
+def scores_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Test accuracy (%) per model and task, mean ± std over seeds, with the majority class's
+    rate as the last row (header, rows)."""
+    tasks = list(results.get("tasks", []))
+    h, r = results_table(results.get("finetune", {}).get("rows", []), "test_acc", tasks)
+    maj = results.get("finetune", {}).get("majority") or {}
+    if maj:
+        r = r + [["majority class (no model)"] + [f"{100 * maj[t]['rate']:.1f}" if t in maj and
+                                                  maj[t].get("rate") is not None else "—" for t in tasks]]
+    return h, r
+
+
 def _md_scores(results: Mapping[str, Any]) -> list[str]:
     """Test accuracy and macro-F1 tables (mean ± std over seeds)."""
     tasks = list(results.get("tasks", []))
@@ -280,11 +292,7 @@ def _md_scores(results: Mapping[str, Any]) -> list[str]:
     for metric, title in (("test_acc", "Test accuracy (%)"), ("test_macro_f1", "Test macro-F1 (%)")):
         L.append(f"## {title}, mean ± std over {len(preset.get('seeds', []))} fine-tuning seeds")
         L.append("")
-        h, r = results_table(agg, metric, tasks)
-        maj = results.get("finetune", {}).get("majority") or {}
-        if metric == "test_acc" and maj:
-            r = r + [["majority class (no model)"] + [f"{100 * maj[t]['rate']:.1f}" if t in maj and
-                                                      maj[t].get("rate") is not None else "—" for t in tasks]]
+        h, r = scores_table(results) if metric == "test_acc" else results_table(agg, metric, tasks)
         L.append(markdown_table(h, r))
         L.append("")
     runs = results.get("finetune", {}).get("runs", [])
@@ -295,11 +303,32 @@ def _md_scores(results: Mapping[str, Any]) -> list[str]:
     return L
 
 
+PRETRAIN_TITLE = "Did the encoders learn? Pre-training recovery vs the no-model rules"
+PRETRAIN_CAPTION = ("Recovery accuracy of a seeded random 15% of the pre-training validation notes replaced by "
+                    "MASK (the same notes for every row; the most frequent value is counted on the evaluated "
+                    "windows).")
+PROBE_TITLE = "Linear probe on the frozen encoders (test accuracy %)"
+PROBE_CAPTION = ("A logistic regression on the encoder's final hidden states (notes: per token; pieces: mean "
+                 "over a window, window probabilities averaged per piece), L2 chosen on validation; the "
+                 "encoder is not trained. It measures what pre-training put into the representation.")
+
+
 def _md_pretrain(results: Mapping[str, Any]) -> list[str]:
     """Pre-training recovery per encoder beside the no-model rules (docs/METHOD.md 9)."""
+    t = pretrain_table(results, bold=True)
+    if t is None:
+        return []
+    return _md_section(PRETRAIN_TITLE, *t, PRETRAIN_CAPTION + " Bold: above every rule on that attribute.")
+
+
+def pretrain_table(results: Mapping[str, Any], bold: bool = False
+                   ) -> tuple[list[str], list[list[str]]] | None:
+    """Recovery per attribute of every encoder below the no-model rules' (header, rows); the
+    last column says whether it beats every rule. ``bold``: markdown bold where a value
+    beats every rule. None when no pre-training result has the rules."""
     pre = results.get("pretrain") or {}
     if not any(v.get("rules") for v in pre.values()):
-        return []
+        return None
     attrs = list(next(iter(v["recovery_accuracy"] for v in pre.values() if v.get("recovery_accuracy")), {}))
     rows = []
     rules = next(v["rules"] for v in pre.values() if v.get("rules"))
@@ -311,13 +340,9 @@ def _md_pretrain(results: Mapping[str, Any]) -> list[str]:
         ra, beats = v.get("recovery_accuracy") or {}, v.get("beats_rules") or {}
         ok = bool(beats) and all(beats.values())
         rows.append([f"{name} (step {(v.get('total') or {}).get('steps', '?')})"]
-                    + [("**" + _f3(ra.get(a)) + "**") if beats.get(a) else _f3(ra.get(a)) for a in attrs]
+                    + [("**" + _f3(ra.get(a)) + "**") if bold and beats.get(a) else _f3(ra.get(a)) for a in attrs]
                     + ["yes" if ok else "no: " + ", ".join(a for a, b in beats.items() if not b)])
-    return _md_section("Did the encoders learn? Pre-training recovery vs the no-model rules",
-                       ["encoder"] + attrs + ["beats every rule"], rows,
-                       "Recovery accuracy of a seeded random 15% of the pre-training validation notes replaced by "
-                       "MASK (the same notes for every row; the most frequent value is counted on the evaluated "
-                       "windows). Bold: above every rule on that attribute.")
+    return ["encoder"] + attrs + ["beats every rule"], rows
 
 
 def _md_section(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], caption: str) -> list[str]:
@@ -351,9 +376,16 @@ def _md_curves(results: Mapping[str, Any]) -> list[str]:
 
 def _md_probe(results: Mapping[str, Any]) -> list[str]:
     """The linear probe on the frozen encoders."""
+    t = probe_table(results)
+    return _md_section(PROBE_TITLE, *t, PROBE_CAPTION) if t else []
+
+
+def probe_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """Linear-probe test accuracy (%) per encoder and task, the majority class last (header,
+    rows); None when no probe ran."""
     probe = results.get("probe") or {}
     if not probe:
-        return []
+        return None
     tasks = [t for t in results.get("tasks", []) if t in probe]
     encs: list[str] = []
     for t in tasks:
@@ -363,10 +395,7 @@ def _md_probe(results: Mapping[str, Any]) -> list[str]:
         label = "random init (no pre-training)" if e == "none" else e
         rows.append([label] + [_pct1(probe[t]["probes"].get(e, {}).get("test_acc")) for t in tasks])
     rows.append(["majority class (no model)"] + [_pct1((probe[t].get("majority") or {}).get("rate")) for t in tasks])
-    return _md_section("Linear probe on the frozen encoders (test accuracy %)", ["encoder"] + tasks, rows,
-                       "A logistic regression on the encoder's final hidden states (notes: per token; pieces: mean "
-                       "over a window, window probabilities averaged per piece), L2 chosen on validation; the "
-                       "encoder is not trained. It measures what pre-training put into the representation.")
+    return ["encoder"] + tasks, rows
 
 
 def _md_earlier(results: Mapping[str, Any]) -> list[str]:
@@ -446,6 +475,13 @@ def _md_paired(results: Mapping[str, Any]) -> list[str]:
                  "yes" if pt["significant"] else "no"] for t, pt in paired.get("per_task", {}).items()]
         L.append(markdown_table(["task", "pairs", "mean diff (points)", "t-test p", "Wilcoxon p", "significant"],
                                 rows))
+        if any(pt["n"] < 6 for pt in paired.get("per_task", {}).values()):
+            L.append("")
+            L.append("Significant: t-test p < 0.05 and, from 6 pairs on, Wilcoxon p < 0.05 too. With fewer than 6 "
+                     "pairs Wilcoxon's smallest possible p is above 0.05 (0.125 with 4), so the t-test decides "
+                     "alone; a task's pairs share " + (f"{n_pre} pre-training runs per strategy, so a per-task 'yes' "
+                                                       "is weak evidence." if n_pre > 1 else
+                                                       "one pre-training run per strategy."))
     else:
         L.append("No paired comparison (the adversarial or the random model is missing).")
     L.append("")
@@ -472,10 +508,10 @@ def _md_efficiency(results: Mapping[str, Any]) -> list[str]:
         L.append("Test accuracy (%) with a fraction of the labelled training pieces (mask fine-tuning on, same "
                  "steps and seeds). Last column: the fraction at which the model reaches the no-pre-training "
                  "model's mean accuracy with 100% of the data (linear interpolation between measured fractions).")
-        img = _md_image(results, "data_efficiency")
+        img = _md_image(results, "data_efficiency", "data efficiency")
         if img:
             L.append("")
-            L.append(f"![data efficiency]({img})")
+            L.append(img)
     else:
         L.append("Not run.")
     L.append("")
@@ -571,9 +607,9 @@ def _md_masker(results: Mapping[str, Any]) -> list[str]:
             L.append("")
         for name, alt in (("masker_spearman", "Spearman correlations"), ("masker_by_class", "score and frozen "
                           "share by note class"), ("masker_freeze_history", "frozen set over training")):
-            img = _md_image(results, name)
+            img = _md_image(results, name, alt)
             if img:
-                L.append(f"![{alt}]({img})")
+                L.append(img)
                 L.append("")
         ex = ana.get("examples", [])
         if ex:
@@ -583,9 +619,12 @@ def _md_masker(results: Mapping[str, Any]) -> list[str]:
                                     [[e["piece"], e["note"], e["pitch"], _f2(e["onset_q"]), _f2(e["duration_q"]),
                                       _f3(e["score"])] for e in ex]))
             L.append("")
-            imgs = [_md_image(results, f"masker_example_{i + 1}") for i in range(len(ex))]
+            imgs = [_md_image(results, f"masker_example_{i + 1}", f"frozen note {i + 1}") for i in range(len(ex))]
             if any(imgs):
-                L.append(" ".join(f"![frozen note {i + 1}]({img})" for i, img in enumerate(imgs) if img))
+                L.append(" ".join(img for img in imgs if img))
+                L.append("")
+                L.append("Each roll: the example's neighbourhood, notes coloured by masker score, frozen notes grey "
+                         "hatched, the notes the masker would pick at 15% outlined red; the arrow marks the example.")
                 L.append("")
     else:
         L.append("Not run.")
@@ -597,13 +636,15 @@ _MD_PARTS = (_md_header, _md_summary, _md_setup, _md_pretrain, _md_curves, _md_s
              _md_paired, _md_efficiency, _md_costs, _md_masker, _md_earlier)
 
 
-def _md_image(results: Mapping[str, Any], name: str) -> str | None:
-    """The figure ``name`` as a path relative to RESULTS.md (in docs/): its PNG, else its HTML."""
+def _md_image(results: Mapping[str, Any], name: str, alt: str) -> str | None:
+    """The figure ``name`` in RESULTS.md (in docs/): its PNG as an image, else a link to its
+    interactive HTML (markdown cannot show an HTML page as an image); None without either."""
     files = results.get("figures", {}).get(name, [])
     for ext in (".png", ".html"):
         for f in files:
             if f.endswith(ext):
-                return f[len("docs/"):] if f.startswith("docs/") else f
+                rel = f[len("docs/"):] if f.startswith("docs/") else f
+                return f"![{alt}]({rel})" if ext == ".png" else f"[{alt} (interactive figure)]({rel})"
     return None
 
 
