@@ -335,6 +335,7 @@ def test_study_page(browser, server):
     wait_idle(page)
     if (ROOT / "docs" / "study" / "results.json").is_file():
         page.get_by_text("In three lines").first.wait_for()
+        page.get_by_text("Did the encoders learn?").first.wait_for()  # recovery beside the no-model rules
         page.locator(".js-plotly-plot").filter(has_text="masker").first.wait_for(state="visible")
     else:
         page.get_by_text("has not finished yet").first.wait_for()

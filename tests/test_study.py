@@ -575,3 +575,15 @@ def test_results_md_shows_png_figures_and_links_html_ones():
     assert _md_image(res, "a", "A") == "![A](study/a.png)"
     assert _md_image(res, "b", "B") == "[B (interactive figure)](study/b.html)"
     assert _md_image(res, "c", "C") is None
+
+
+def test_freeze_history_figure_with_one_update_says_so():
+    one = [{"epoch": 0, "step": 1791, "frozen_frac": 0.27, "jaccard_prev": None, "kept_from_prev": None,
+            "jaccard_last": 1.0}]
+    fig = S.freeze_history_figure(one)
+    assert [t.name for t in fig.data] == ["frozen share of the training notes"] and fig.layout.showlegend
+    assert "one freeze-book update" in fig.layout.annotations[0].text and "step 1791" in fig.layout.annotations[0].text
+    two = one + [{"epoch": 1, "step": 3582, "frozen_frac": 0.4, "jaccard_prev": 0.5, "kept_from_prev": 0.7,
+                  "jaccard_last": 1.0}]
+    fig = S.freeze_history_figure(two)
+    assert len(fig.data) == 4 and not fig.layout.annotations

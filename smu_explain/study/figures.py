@@ -74,9 +74,10 @@ def masker_class_figure(by_class: Mapping[str, Sequence[Mapping[str, Any]]]):
     fig.update_yaxes(range=[0, max(1.0, 1.1 * max(frozen, default=100.0))], row=2)
     fig.update_yaxes(title_text="mean masker score", row=1, col=1)
     fig.update_yaxes(title_text="frozen (%)", row=2, col=1)
-    fig.update_layout(width=230 * cols + 80, height=500, margin={"l": 60, "r": 10, "t": 100, "b": 110},
+    # no legend: each row's y-axis title names its bars (a legend ran into the title)
+    fig.update_layout(width=230 * cols + 80, height=480, margin={"l": 60, "r": 10, "t": 80, "b": 110},
                       title={"text": "what the masker scores high and freezes, by note class (validation pieces)"},
-                      legend={"orientation": "h", "y": 1.1, "yanchor": "bottom", "x": 0.0, "xanchor": "left"})
+                      showlegend=False)
     return fig
 
 
@@ -87,17 +88,24 @@ def freeze_history_figure(history: Sequence[Mapping[str, Any]]):
 
     ep = [h["epoch"] for h in history]
     fig = go.Figure()
-    for key, name, color, dash in (("frozen_frac", "frozen share of the training notes", "#7f7f7f", None),
-                                   ("jaccard_prev", "Jaccard with the previous update", "#1f77b4", "dot"),
-                                   ("kept_from_prev", "previous frozen notes still frozen", "#2ca02c", "dash"),
-                                   ("jaccard_last", "Jaccard with the last update", "#d62728", "dashdot")):
+    lines = (("frozen_frac", "frozen share of the training notes", "#7f7f7f", None),
+             ("jaccard_prev", "Jaccard with the previous update", "#1f77b4", "dot"),
+             ("kept_from_prev", "previous frozen notes still frozen", "#2ca02c", "dash"),
+             ("jaccard_last", "Jaccard with the last update", "#d62728", "dashdot"))
+    if len(history) == 1:  # nothing to compare with: the overlaps would be empty or trivially 100%
+        lines = lines[:1]
+        h = history[0]
+        fig.add_annotation(x=0.5, y=0.9, xref="paper", yref="paper", showarrow=False, font={"size": 11},
+                           text=f"one freeze-book update in this run (after epoch {h['epoch']}, step "
+                                f"{h.get('step', '?')}):<br>no later update to compare it with")
+    for key, name, color, dash in lines:
         fig.add_trace(go.Scatter(x=ep, y=[None if h.get(key) is None else 100 * h[key] for h in history],
                                  mode="lines+markers", name=name, line={"color": color, "dash": dash}))
     fig.update_layout(width=560, height=320, margin={"l": 50, "r": 10, "t": 40, "b": 40},
                       title={"text": "the frozen set over training (adversarial run)"},
                       xaxis={"title": {"text": "epoch (freeze-book update)"}, "dtick": 1},
                       yaxis={"title": {"text": "%"}, "range": [0, 105]},
-                      legend={"font": {"size": 10}})
+                      legend={"font": {"size": 10}}, showlegend=True)  # also with one line: it names it
     return fig
 
 
