@@ -81,7 +81,10 @@ def test_tiny_study_runs_every_stage_and_writes_results(tiny):
     for name in ("spearman", "by_class", "freeze_history", "example_1", "example_2", "example_3"):
         assert any(f.endswith(f"masker_{name}.json") for f in results["figures"][f"masker_{name}"])
         assert (paths.results_dir / f"masker_{name}.json").is_file(), name
-    assert "![" in md and "masker_by_class" in md
+    # a PNG (kaleido installed) is shown as an image, an HTML figure is linked
+    png = "![score and frozen share by note class](" in md and "masker_by_class.png)" in md
+    html = "[score and frozen share by note class (interactive figure)](" in md and "masker_by_class.html)" in md
+    assert png or html, md
 
 
 def test_masker_analysis_figures_show_the_numbers(tiny):
