@@ -257,7 +257,7 @@ PRESETS: dict[str, StudyPreset] = {
             "no data-efficiency stage",
             "the stages run on 2026-12-02 (data, pretrain-random-s0, pretrain-random-s1) shared the 2-core machine "
             "with other jobs (load 3-8), so their wall times overstate the cost; the per-step cost of each "
-            "strategy measured side by side is in docs/benchmarks/train_speed.json",
+            "strategy, measured side by side by the analysis stage, is in the summary's cost line",
         ],
         earlier=[{"date": "2026-11-30", "preset": "cpu-v1", "results": "docs/study/2026-11-30-cpu-v1/results.json",
                   "results_md": "docs/study/2026-11-30-cpu-v1/RESULTS.md",
