@@ -22,11 +22,11 @@ st.caption("Our own measurement, on real data (POP909, ASAP, EMOPIA, Pop1K7), of
            "Run it with `smu study --preset cpu`; this page reads what it wrote under docs/study/.")
 
 
-def show_earlier(preset) -> None:
+def show_earlier(preset, entries=None) -> None:
     """Earlier runs of the preset (a preset or its name; dated sections, so their numbers stay
-    reachable)."""
+    reachable); ``entries``: those a finished study's results.json already holds."""
     try:
-        md = study.earlier_report(preset)
+        md = study.earlier_report(preset, entries)
     except Exception as e:  # an unreadable old result must not take the page down
         st.warning(f"The earlier run's results cannot be read ({e}).")
         return
@@ -98,7 +98,7 @@ if results_path.is_file():
     if RESULTS_MD.is_file():
         with st.expander("Full results (docs/RESULTS.md)", expanded=False):
             st.markdown(RESULTS_MD.read_text(encoding="utf-8"))
-    show_earlier(results.get("preset", {}).get("name") or recorded_preset())
+    show_earlier(results.get("preset", {}).get("name") or recorded_preset(), results.get("earlier"))
     st.stop()
 
 preset = study.get_preset(recorded_preset())

@@ -153,8 +153,8 @@ def study_sections(results: dict[str, Any]) -> list[ReportSection]:
                                  "EMOPIA; the freeze book over training; frozen notes from real pieces.",
                                  figures=list(figs.values())))
     for e in results.get("earlier") or []:
-        if e.get("rows"):
-            h, rows = study.results_table(e["rows"], "test_acc", list(e.get("tasks", [])))
+        if (t := study.earlier_table(e)) is not None:
+            h, rows = t
             out.append(ReportSection(f"Study: earlier run of {e.get('date', '?')} ({e.get('preset', '')})",
                                      f"Replaced because {e.get('why', 'of the reasons in docs/RESULTS.md')}. "
                                      f"Its test accuracy (%), mean ± std over seeds; full report: "

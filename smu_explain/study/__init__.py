@@ -140,6 +140,7 @@ from .report import (
     PROBE_TITLE,
     build_results,
     earlier_report,
+    earlier_table,
     errors_note,
     partial_report,
     pretrain_table,
@@ -191,5 +192,5 @@ __all__ = [
     "partial_report", "plan_stages", "pretrain_stage_names", "published_table", "read_json", "render_results_md", "results_table",
     "row_label", "save_figures", "save_freeze_snapshot", "select_stages", "spearman", "spearman_figure",
     "study_summary", "errors_note", "write_json", "PRETRAIN_CAPTION", "PRETRAIN_TITLE", "PROBE_CAPTION",
-    "PROBE_TITLE", "pretrain_table", "probe_table", "scores_table", *_RUNNER,
+    "PROBE_TITLE", "earlier_table", "pretrain_table", "probe_table", "scores_table", *_RUNNER,
 ]

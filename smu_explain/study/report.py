@@ -409,13 +409,20 @@ def _md_earlier(results: Mapping[str, Any]) -> list[str]:
         if e.get("summary"):
             L += [f"- {x}" for x in e["summary"]]
             L.append("")
-        if e.get("rows"):
-            h, r = results_table(e["rows"], "test_acc", list(e.get("tasks", [])))
+        if (t := earlier_table(e)) is not None:
             L.append("Its test accuracy (%), mean ± std over 3 fine-tuning seeds of one pre-training run:")
             L.append("")
-            L.append(markdown_table(h, r))
+            L.append(markdown_table(*t))
             L.append("")
     return L
+
+
+def earlier_table(earlier: Mapping[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """An earlier run's test accuracy table (header, rows), from an ``earlier_runs`` entry;
+    None when its results were not found."""
+    if not earlier.get("rows"):
+        return None
+    return results_table(earlier["rows"], "test_acc", list(earlier.get("tasks", [])))
 
 
 def _md_published(results: Mapping[str, Any]) -> list[str]:
@@ -817,8 +824,11 @@ def partial_report(results_dir, preset: StudyPreset | str) -> str:
     return "\n".join(_md_pretrain(res) + _md_curves(res) + scores + _md_probe(res))
 
 
-def earlier_report(preset: StudyPreset | str) -> str:
-    """Markdown of the preset's earlier runs (dated sections); "" when it has none."""
+def earlier_report(preset: StudyPreset | str, entries: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """Markdown of the preset's earlier runs (dated sections); "" when it has none. ``entries``:
+    the runs already read (``results.json``'s ``earlier``), else they are read for ``preset``."""
     from .plan import get_preset
 
-    return "\n".join(_md_earlier({"earlier": earlier_runs(get_preset(preset))}))
+    if entries is None:
+        entries = earlier_runs(get_preset(preset))
+    return "\n".join(_md_earlier({"earlier": entries}))

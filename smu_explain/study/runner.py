@@ -67,6 +67,8 @@ class CostMeter:
         self.peak_rss_mb: float | None = None
         self.peak_source = ""
         self.cuda_peak_mb: float | None = None
+        self.cpu_s = 0.0
+        self.load: list[float | None] = []  # 1-minute load at the start and the end
         self.resumed_runs = 0  # fine-tuning runs finished in an earlier sitting of this stage
         self.resumed_wall_s = 0.0  # and their wall time (counted in ``wall_s``)
 
@@ -112,8 +114,8 @@ class CostMeter:
                 "peak_rss_mb": None if self.peak_rss_mb is None else round(self.peak_rss_mb, 1),
                 "peak_rss_source": self.peak_source,
                 "cuda_peak_mb": None if self.cuda_peak_mb is None else round(self.cuda_peak_mb, 1),
-                "cpu_s": round(getattr(self, "cpu_s", 0.0), 1),
-                "load_1min": [None if x is None else round(x, 2) for x in getattr(self, "load", [])],
+                "cpu_s": round(self.cpu_s, 1),
+                "load_1min": [None if x is None else round(x, 2) for x in self.load],
                 "resumed_runs": self.resumed_runs, "resumed_wall_s": round(self.resumed_wall_s, 3)}
 
 
