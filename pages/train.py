@@ -9,13 +9,18 @@ from smu_explain import appstate as A
 from smu_explain import plots
 from smu_explain.checkpoint import is_checkpoint
 from smu_explain.errors import SMUInputError
+from smu_explain.markup import md_escape
 from smu_explain.names import SIZES, STRATEGIES
 
 st.title("Train a small model")
 st.caption("Each run is a separate `smu pretrain` process: it keeps going if you close the tab or "
            "restart the app, and its folder is selectable as a model once it has saved weights.")
 
-registry = A.get_registry()
+try:
+    registry = A.get_registry()
+except SMUInputError as e:
+    st.error(f"The run registry cannot be opened: {md_escape(e)}")
+    st.stop()
 
 with st.form("train_form"):
     c1, c2, c3, c4 = st.columns([2, 3, 1, 1])
@@ -28,16 +33,16 @@ with st.form("train_form"):
     submitted = st.form_submit_button("Start run", type="primary")
 
 if submitted:
-    data = A.SAMPLE_DIR if data_choice == "sample_midi/" else Path(folder.strip()).expanduser()
+    data = A.SAMPLE_DIR if data_choice == "sample_midi/" else folder.strip()  # submit() checks the path
     if data_choice == "a folder" and not folder.strip():
         st.error("Type the path of a folder of MIDI files.")
     else:
         try:
             # about 100 progress lines per run for the live curves; no terminal bar in the log
             run = registry.submit(strategy=strategy, data=data, config=size, steps=steps,
-                                  extra_args=["--log-every", str(max(1, steps // 100)), "--no-bar"])
+                                  log_every=max(1, steps // 100), no_bar=True)
         except SMUInputError as e:
-            st.error(f"Cannot start the run: {e}")
+            st.error(f"Cannot start the run: {md_escape(e)}")
         else:
             st.session_state["train_watch"] = run.id
             if run.status == "queued":
@@ -50,6 +55,11 @@ if submitted:
 @st.fragment(run_every="1s")
 def live_runs():
     runs = registry.poll()
+    skipped = registry.skipped()
+    if skipped:
+        st.warning(f"{len(skipped)} folder(s) in the runs folder were skipped: their records are not usable "
+                   "(nothing in them is run or signalled).")
+        st.dataframe(pd.DataFrame(skipped[:50], columns=["folder", "reason"]), hide_index=True)
     if not runs:
         st.info("No runs yet. Start one above.")
         return
@@ -79,7 +89,7 @@ def live_runs():
             run = registry.cancel(run.id, wait=False)
             st.toast(f"Cancelling {run.id}...")
     out = Path(run.out_dir)
-    has_model = is_checkpoint(out)
+    has_model = not out.is_symlink() and is_checkpoint(out)
     if run.status == "done" and has_model:
         if b2.button("Open in Explore", key=f"open_{run.id}"):
             st.session_state[A.K_MODEL_A] = str(out)
@@ -91,7 +101,7 @@ def live_runs():
 
     msg = f"Status: **{run.status}**"
     if run.message:
-        msg += f" - {run.message}"
+        msg += f" - {md_escape(run.message)}"
     if run.cancel_requested and run.status == "running":
         msg += " (cancel requested)"
     st.markdown(msg)
@@ -109,7 +119,7 @@ def live_runs():
         st.plotly_chart(plots.masker_stats_figure(progress), key=f"masker_{run.id}",
                         config={"displaylogo": False})
     if run.status == "failed":
-        st.error(f"The run failed: {run.message}")
+        st.error(f"The run failed: {md_escape(run.message)}")
         st.markdown("Last lines of its log:")
         st.code(registry.log_tail(run.id, 30) or "(empty log)", language="text")
     elif run.status in ("running", "cancelled"):

@@ -2,44 +2,68 @@
 
 A run is a ``smu pretrain`` subprocess (never a thread of the app). Rules:
 
-- Root folder: ``root`` argument, else ``$SMU_RUNS_DIR``, else ``./runs``.
-  One folder per run, ``<root>/<run id>/`` holding ``run.json`` (the record:
-  ``id, command, pid, status, created, out_dir, progress_path, log_path`` plus
-  ``params, started, finished, returncode, cancel_requested, message``), the
+- Root folder: ``root`` argument, else ``$SMU_RUNS_DIR``, else ``./runs``; a root
+  that names a file, or ``$SMU_MAX_RUNS`` that is not a whole number >= 1, is an
+  ``SMUInputError`` with the reason.
+- One folder per run, ``<root>/<run id>/`` holding ``run.json`` (the record), the
   run's ``log.txt`` (stdout + stderr), ``progress.jsonl`` and ``out/`` (the
   checkpoint folder, selectable as a model once written).
+- **The files are data, never instructions** (issue 28). ``run.json`` holds no
+  command line and no paths: a queued run's command is re-built by this module
+  from its validated parameters (``strategy`` and ``config`` from the known names,
+  ``steps`` and ``log_every`` bounded whole numbers, ``data`` an existing folder,
+  ``no_bar`` / ``no_cache`` booleans), with this registry's own launcher; the log,
+  progress and output paths are always ``<root>/<id>/log.txt`` etc., whatever the
+  record says, and are used only when they resolve inside the run's own folder
+  (a symlink pointing out is ignored: no log shown, nothing written through it).
+  Run ids are validated (``[A-Za-z0-9][A-Za-z0-9._-]*``, no ``..``, the folder's
+  own name); ``get("../..")`` is "no such run".
+- **A process is signalled only when the registry can prove it started it**: either
+  this process holds its ``Popen`` handle, or the pid of the record is alive with
+  the recorded kernel start time, leads its own process group, *and* its
+  environment carries this run's marker ``SMU_RUN_MARKER=<id>:<secret>`` (set by
+  :meth:`RunRegistry._start`, a 128-bit random secret stored in the record). A
+  number read from a file alone never reaches ``kill``: a record naming pid 1 (or
+  any process it did not start) is "not alive", so the run is derived as finished.
+  After the leader exits, stragglers of a cancelled run are found by the same
+  marker (same process group and the marker in their environment) and killed one
+  by one.
+- A malformed record (not a JSON object, wrong types, an unknown status, bad
+  parameters, a symlinked or oversize run.json, a folder name that is not a valid
+  id) is skipped and reported by :meth:`RunRegistry.skipped` (the Train page lists
+  them), never an exception.
 - Status is one of ``queued, running, done, failed, cancelled`` and is derived,
-  not trusted: a run with a pid is running while that process is alive (same
-  pid *and* same kernel start time, so a recycled pid does not count; zombies
-  count as dead). Once dead, the last ``{"event": "status"}`` line of its
-  progress file decides (done / failed / cancelled); without one, a run whose
-  cancel was requested is ``cancelled`` and any other is ``failed`` (crashed:
-  show its log tail). Terminal statuses are written back to ``run.json``.
-- At most ``max_concurrent`` runs (argument, else ``$SMU_MAX_RUNS``, else 1)
-  run at once; :meth:`RunRegistry.submit` queues the rest and
-  :meth:`RunRegistry.poll` starts queued runs, oldest first, whenever a slot
-  is free. A file lock (``<root>/.lock``) serialises state changes, so several
-  app sessions (or an app restart) never start a queued run twice.
+  not trusted: a run is running while its proven process is alive (zombies count as
+  dead). Once dead, the last ``{"event": "status"}`` line of its progress file
+  decides (done / failed / cancelled); without one, a run whose cancel was
+  requested is ``cancelled`` and any other is ``failed`` (crashed: show its log
+  tail). Terminal statuses are written back to ``run.json``.
+- At most ``max_concurrent`` runs run at once; :meth:`RunRegistry.submit` queues the
+  rest and :meth:`RunRegistry.poll` starts queued runs, oldest first, whenever a slot
+  is free. A file lock (``<root>/.lock``) serialises state changes, so several app
+  sessions (or an app restart) never start a queued run twice.
 - Subprocesses start in their own session (process group) with
-  ``start_new_session=True``: they survive a browser refresh and an app
-  restart, and :meth:`RunRegistry.cancel` signals the whole group: SIGTERM,
-  then SIGKILL after ``grace_s`` seconds if the group is still alive
-  (``wait=False`` returns at once and a later :meth:`poll` escalates).
-- The library never imports streamlit; the app keeps one registry per root
-  in ``st.cache_resource``.
+  ``start_new_session=True``: they survive a browser refresh and an app restart, and
+  :meth:`RunRegistry.cancel` signals the whole group: SIGTERM, then SIGKILL after
+  ``grace_s`` seconds if the group is still alive (``wait=False`` returns at once and
+  a later :meth:`poll` escalates).
+- The library never imports streamlit; the app keeps one registry per root in
+  ``st.cache_resource``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
+import stat as _stat
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -50,20 +74,32 @@ from .io import JSONL_MAX_BYTES, JSONL_MAX_LINE, atomic_write_text, read_jsonl  
 from .names import SIZES, STRATEGIES
 
 __all__ = [
+    "MAX_STEPS",
     "RUN_STATUSES",
     "TERMINAL_STATUSES",
     "RunInfo",
     "RunRegistry",
     "default_runs_dir",
+    "max_runs_from_env",
     "read_jsonl",
+    "valid_run_id",
 ]
 
 RUN_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 TERMINAL_STATUSES = frozenset({"done", "failed", "cancelled"})
 RUN_FILE = "run.json"
+LOG_FILE, PROGRESS_FILE, OUT_DIR = "log.txt", "progress.jsonl", "out"
+MARKER_ENV = "SMU_RUN_MARKER"
+MAX_STEPS = 10_000_000
+MAX_RECORD_BYTES = 256 * 1024  # a run.json is ~1 kB; anything far larger is not ours
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SECRET_RE = re.compile(r"[0-9a-f]{32}")
+# the run options a record may carry (beyond strategy/data/config/steps), with their CLI flags
+_INT_OPTIONS = {"log_every": "--log-every"}
+_FLAG_OPTIONS = {"no_bar": "--no-bar", "no_cache": "--no-cache"}
 
 # Popen handles of the runs this process started, so their exit codes are
-# collected (no zombies) and known. Keyed by run id.
+# collected (no zombies) and known. Keyed by (registry root, run id).
 _HANDLES: dict[str, subprocess.Popen] = {}
 
 
@@ -72,24 +108,45 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get("SMU_RUNS_DIR") or "runs")
 
 
+def max_runs_from_env(default: int = 1) -> int:
+    """``$SMU_MAX_RUNS`` as a whole number >= 1 (``default`` when unset); else ``SMUInputError``."""
+    raw = (os.environ.get("SMU_MAX_RUNS") or "").strip()
+    if not raw:
+        return default
+    if not re.fullmatch(r"[0-9]{1,4}", raw) or int(raw) < 1:
+        raise SMUInputError("SMU_MAX_RUNS", f"must be a whole number from 1 to 9999, not {raw[:40]!r}")
+    return int(raw)
+
+
+def valid_run_id(run_id: Any) -> bool:
+    """True for a string that can name a run folder: letters, digits, ``._-``, no ``..``."""
+    return isinstance(run_id, str) and bool(_ID_RE.fullmatch(run_id)) and ".." not in run_id
+
+
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 @dataclass
 class RunInfo:
-    """The record of one run (the content of its ``run.json``)."""
+    """The record of one run (``run.json``) plus the paths the registry derives for it.
+
+    ``out_dir``, ``progress_path`` and ``log_path`` are never read from the record:
+    they are ``<root>/<id>/out`` etc.
+    """
 
     id: str
-    command: list[str]
     status: str
     created: str
-    out_dir: str
-    progress_path: str
-    log_path: str
+    params: dict[str, Any] = field(default_factory=dict)
+    run_dir: str = ""
     pid: int | None = None
     pid_start: int | None = None  # kernel start time of the process (clock ticks), Linux
-    params: dict[str, Any] = field(default_factory=dict)
+    secret: str = ""  # the marker's secret: the run's process has SMU_RUN_MARKER=<id>:<secret>
     started: str | None = None
     finished: str | None = None
     returncode: int | None = None
@@ -97,13 +154,29 @@ class RunInfo:
     killed: bool = False
     message: str = ""
 
+    # the fields written to run.json (run_dir is where it lives, not what it says)
+    _STORED = ("id", "status", "created", "params", "pid", "pid_start", "secret", "started", "finished",
+               "returncode", "cancel_requested", "killed", "message")
+
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
     @property
-    def run_dir(self) -> Path:
-        return Path(self.log_path).parent
+    def out_dir(self) -> str:
+        return str(Path(self.run_dir) / OUT_DIR)
+
+    @property
+    def progress_path(self) -> str:
+        return str(Path(self.run_dir) / PROGRESS_FILE)
+
+    @property
+    def log_path(self) -> str:
+        return str(Path(self.run_dir) / LOG_FILE)
+
+    @property
+    def marker(self) -> str:
+        return f"{self.id}:{self.secret}"
 
     @property
     def label(self) -> str:
@@ -115,12 +188,69 @@ class RunInfo:
         return f"{self.id} ({', '.join(bits)}) - {self.status}" if bits else f"{self.id} - {self.status}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: getattr(self, k) for k in self._STORED}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunInfo":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def from_record(cls, d: Any, run_dir: Path) -> "RunInfo":
+        """Validate a parsed run.json found in ``run_dir``; ``ValueError`` says what is wrong."""
+        if not isinstance(d, dict):
+            raise ValueError(f"the record is a JSON {type(d).__name__}, not an object")
+        if d.get("id") != run_dir.name:
+            raise ValueError("its id does not match its folder name")
+        if d.get("status") not in RUN_STATUSES:
+            raise ValueError(f"unknown status {str(d.get('status'))[:40]!r}")
+        for k in ("created", "secret", "message"):
+            if not isinstance(d.get(k, ""), str):
+                raise ValueError(f"{k!r} is not a string")
+        for k in ("started", "finished"):
+            if d.get(k) is not None and not isinstance(d[k], str):
+                raise ValueError(f"{k!r} is not a string")
+        for k in ("pid", "pid_start", "returncode"):
+            v = d.get(k)
+            if v is not None and not (_is_int(v) and -(2 ** 31) <= v < 2 ** 63):
+                raise ValueError(f"{k!r} is not a whole number")
+        if d.get("pid") is not None and d["pid"] < 1:
+            raise ValueError("'pid' is not a process id")
+        c = d.get("cancel_requested")
+        if c is not None and not (isinstance(c, (int, float)) and not isinstance(c, bool) and c == c
+                                  and abs(c) < 1e12):
+            raise ValueError("'cancel_requested' is not a time")
+        if not isinstance(d.get("killed", False), bool):
+            raise ValueError("'killed' is not true/false")
+        if d.get("secret") and not _SECRET_RE.fullmatch(d["secret"]):
+            raise ValueError("'secret' is malformed")
+        params = validate_params(d.get("params"))
+        return cls(id=d["id"], status=d["status"], created=d.get("created", ""), params=params,
+                   run_dir=str(run_dir), pid=d.get("pid"), pid_start=d.get("pid_start"),
+                   secret=d.get("secret", ""), started=d.get("started"), finished=d.get("finished"),
+                   returncode=d.get("returncode"), cancel_requested=c, killed=d.get("killed", False),
+                   message=d.get("message", "")[:2000])
+
+
+def validate_params(p: Any) -> dict[str, Any]:
+    """The run parameters, checked (``ValueError`` with the reason): what a command is built from."""
+    if not isinstance(p, dict):
+        raise ValueError("'params' is not an object")
+    p = {k: v for k, v in p.items() if k != "extra_args"}  # records before issue 28: never used now
+    unknown = set(p) - {"strategy", "data", "config", "steps", *_INT_OPTIONS, *_FLAG_OPTIONS}
+    if unknown:
+        raise ValueError(f"unknown parameters {sorted(map(str, unknown))[:5]}")
+    if p.get("strategy") not in STRATEGIES:
+        raise ValueError(f"unknown strategy; one of {', '.join(STRATEGIES)}")
+    if p.get("config") not in SIZES:
+        raise ValueError(f"unknown model size; one of {', '.join(SIZES)}")
+    if not (_is_int(p.get("steps")) and 1 <= p["steps"] <= MAX_STEPS):
+        raise ValueError(f"the number of steps must be a whole number from 1 to {MAX_STEPS:,}")
+    data = p.get("data")
+    if not (isinstance(data, str) and data.startswith("/") and "\0" not in data and len(data) < 4096):
+        raise ValueError("'data' is not an absolute folder path")
+    for k in _INT_OPTIONS:
+        if k in p and not (_is_int(p[k]) and 1 <= p[k] <= MAX_STEPS):
+            raise ValueError(f"{k!r} must be a whole number from 1 to {MAX_STEPS:,}")
+    for k in _FLAG_OPTIONS:
+        if k in p and not isinstance(p[k], bool):
+            raise ValueError(f"{k!r} must be true or false")
+    return dict(p)
 
 
 def _final_status(progress_path: str | os.PathLike) -> dict | None:
@@ -131,68 +261,67 @@ def _final_status(progress_path: str | os.PathLike) -> dict | None:
     return None
 
 
-def _proc_start_time(pid: int) -> int | None:
-    """Kernel start time of ``pid`` (field 22 of /proc/<pid>/stat); None if unknown."""
+# ----------------------------------------------------------------------------- processes (Linux /proc)
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/<pid>/stat (state, ppid, pgrp, ...); None if unreadable."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        raw = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
         return None
     # the command name (field 2) is in parentheses and may contain spaces
-    rest = raw[raw.rfind(")") + 2:].split()
+    return raw[raw.rfind(")") + 2:].split()
+
+
+def _proc_start_time(pid: int) -> int | None:
+    """Kernel start time of ``pid`` (field 22 of /proc/<pid>/stat); None if unknown."""
+    rest = _proc_stat(pid)
     try:
-        return int(rest[19])
+        return int(rest[19]) if rest else None
     except (IndexError, ValueError):
         return None
 
 
-def _proc_state(pid: int) -> str | None:
+def _proc_has_marker(pid: int, marker: str) -> bool:
+    """True when ``SMU_RUN_MARKER=<marker>`` is in the process's environment."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = raw[raw.rfind(")") + 2:].split()
-    return rest[0] if rest else None
+        env = Path(f"/proc/{int(pid)}/environ").read_bytes()
+    except (OSError, ValueError):
+        return False
+    return f"{MARKER_ENV}={marker}".encode() in env.split(b"\0")
 
 
-def _pid_alive(pid: int | None, start: int | None) -> bool:
-    """True while ``pid`` runs and is the same process (start time) and is not a zombie."""
-    if not pid:
+def _proven(run: RunInfo) -> bool:
+    """True while the run's recorded pid is a live, non-zombie process that this registry
+    started: same kernel start time, leader of its own process group, the run's marker
+    in its environment. Anything less and the pid is not ours to signal."""
+    pid = run.pid
+    if not (_is_int(pid) and pid > 1 and pid != os.getpid() and run.pid_start is not None and run.secret):
+        return False
+    rest = _proc_stat(pid)
+    if not rest or rest[0] in ("Z", "X"):
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        pgrp, start = int(rest[2]), int(rest[19])
+    except (IndexError, ValueError):
         return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    state = _proc_state(pid)
-    if state in ("Z", "X"):
-        return False
-    if start is not None:
-        now = _proc_start_time(pid)
-        if now is not None and now != start:
-            return False
-    return True
+    return start == run.pid_start and pgrp == pid and _proc_has_marker(pid, run.marker)
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    """Send ``sig`` to the process group led by ``pid`` (fallback: the pid alone)."""
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        return
-    except PermissionError:
+def _marked_members(pgid: int, marker: str) -> list[int]:
+    """Live processes of group ``pgid`` that carry ``marker`` (a cancelled run's stragglers)."""
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        rest = _proc_stat(int(entry.name))
         try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+            if rest and rest[0] not in ("Z", "X") and int(rest[2]) == pgid \
+                    and _proc_has_marker(int(entry.name), marker):
+                out.append(int(entry.name))
+        except (IndexError, ValueError):
+            continue
+    return out
 
 
 class RunRegistry:
@@ -200,7 +329,8 @@ class RunRegistry:
 
     ``launcher`` is the command prefix that runs the CLI (default
     ``[sys.executable, "-m", "smu_explain.cli"]``); tests substitute a small
-    fake CLI. ``env`` adds variables to the subprocess environment.
+    fake CLI. ``env`` adds variables to the subprocess environment. Both come from
+    code, never from a run's files.
     """
 
     def __init__(self, root: str | os.PathLike | None = None, *, max_concurrent: int | None = None,
@@ -208,143 +338,281 @@ class RunRegistry:
                  env: dict[str, str] | None = None):
         self.root = Path(root) if root is not None else default_runs_dir()
         if max_concurrent is None:
-            max_concurrent = int(os.environ.get("SMU_MAX_RUNS", "1") or 1)
-        if max_concurrent < 1:
-            raise ValueError("max_concurrent must be >= 1")
+            max_concurrent = max_runs_from_env()
+        if not _is_int(max_concurrent) or max_concurrent < 1:
+            raise SMUInputError("max_concurrent", "must be a whole number >= 1")
         self.max_concurrent = int(max_concurrent)
         self.launcher = list(launcher) if launcher else [sys.executable, "-m", "smu_explain.cli"]
         self.grace_s = float(grace_s)
         self.env = dict(env or {})
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not self.root.is_dir():
+                raise NotADirectoryError(str(self.root))
+        except (OSError, RuntimeError) as e:
+            reason = "names a file, not a folder" if isinstance(e, (FileExistsError, NotADirectoryError)) \
+                else f"cannot be used as the runs folder ({e.__class__.__name__}: {e.strerror or e})" \
+                if isinstance(e, OSError) else f"cannot be used as the runs folder ({e})"
+            raise SMUInputError(str(self.root)[:300], f"runs folder (SMU_RUNS_DIR) {reason}") from None
+        self._real_root = self.root.resolve()
 
     # ------------------------------------------------------------ persistence
     @contextmanager
     def _lock(self) -> Iterator[None]:
         import fcntl
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _run_dir(self, run_id: str) -> Path | None:
+        """``<root>/<run_id>`` when the id is valid and the folder is a real folder in the root."""
+        if not valid_run_id(run_id):
+            return None
+        d = self.root / run_id
+        try:
+            if d.is_symlink() or not d.is_dir() or d.resolve().parent != self._real_root:
+                return None
+        except OSError:
+            return None
+        return d
+
+    def _inside(self, run: RunInfo, name: str) -> Path | None:
+        """``<run dir>/<name>`` unless it is a symlink or resolves outside the run's folder."""
+        p = Path(run.run_dir) / name
+        try:
+            if p.is_symlink() or p.resolve().parent != Path(run.run_dir).resolve():
+                return None
+        except OSError:
+            return None
+        return p
 
     def _save(self, run: RunInfo) -> None:
-        d = self.root / run.id
+        d = Path(run.run_dir)
         d.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(d / RUN_FILE, json.dumps(run.to_dict(), indent=2))
+        target = d / RUN_FILE
+        if target.is_symlink():  # never write through a planted link
+            target.unlink()
+        atomic_write_text(target, json.dumps(run.to_dict(), indent=2))
 
-    def _load(self, run_dir: Path) -> RunInfo | None:
+    def _load(self, run_dir: Path) -> RunInfo:
+        """The validated record of ``run_dir``; ``ValueError`` with the reason when it is not usable."""
+        p = run_dir / RUN_FILE
         try:
-            return RunInfo.from_dict(json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError, TypeError):
-            return None
+            st = os.lstat(p)
+        except OSError:
+            raise ValueError("no run.json") from None
+        if not _stat.S_ISREG(st.st_mode):
+            raise ValueError("run.json is not a regular file")
+        if st.st_size > MAX_RECORD_BYTES:
+            raise ValueError(f"run.json is larger than {MAX_RECORD_BYTES // 1024} kB")
+        try:
+            with open(p, "rb") as f:
+                raw = f.read(MAX_RECORD_BYTES + 1)
+            d = json.loads(raw.decode("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise ValueError(f"run.json is not readable JSON ({e.__class__.__name__})") from None
+        return RunInfo.from_record(d, run_dir)
+
+    def _scan(self) -> tuple[list[RunInfo], list[tuple[str, str]]]:
+        runs, skipped = [], []
+        try:
+            entries = sorted(os.scandir(self.root), key=lambda e: e.name)
+        except OSError as e:
+            return [], [(str(self.root), f"cannot list the runs folder: {e.strerror}")]
+        for e in entries:
+            if e.name.startswith(".") or not e.is_dir(follow_symlinks=False):
+                continue
+            d = self._run_dir(e.name)
+            if d is None:
+                skipped.append((e.name[:80], "the folder name is not a valid run id"))
+                continue
+            try:
+                runs.append(self._load(d))
+            except ValueError as err:
+                skipped.append((e.name, str(err)))
+        runs.sort(key=lambda r: (r.created, r.id))
+        return runs, skipped
 
     def _all(self) -> list[RunInfo]:
-        runs = []
-        if not self.root.is_dir():
-            return runs
-        for d in self.root.iterdir():
-            if d.is_dir() and (d / RUN_FILE).is_file():
-                r = self._load(d)
-                if r is not None:
-                    runs.append(r)
-        runs.sort(key=lambda r: (r.created, r.id))
-        return runs
+        return self._scan()[0]
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """(folder name, reason) of every folder under the root whose record was not usable."""
+        return self._scan()[1]
 
     # ------------------------------------------------------------ commands
     def build_command(self, *, strategy: str, data: str, config: str, steps: int, out_dir: Path,
-                      progress_path: Path, extra_args: Sequence[str] = ()) -> list[str]:
+                      progress_path: Path, log_every: int | None = None, no_bar: bool = False,
+                      no_cache: bool = False) -> list[str]:
         """The ``pretrain`` command line of a run (launcher prefix + arguments)."""
-        return [*self.launcher, "pretrain", "--strategy", strategy, "--data", str(data),
-                "--config", config, "--steps", str(int(steps)), "--out", str(out_dir),
-                "--progress", str(progress_path), *map(str, extra_args)]
+        cmd = [*self.launcher, "pretrain", "--strategy", strategy, "--data", str(data),
+               "--config", config, "--steps", str(int(steps)), "--out", str(out_dir),
+               "--progress", str(progress_path)]
+        if log_every is not None:
+            cmd += ["--log-every", str(int(log_every))]
+        cmd += [flag for k, flag in _FLAG_OPTIONS.items() if {"no_bar": no_bar, "no_cache": no_cache}[k]]
+        return cmd
+
+    def command_for(self, run: RunInfo) -> list[str]:
+        """The command a run's parameters stand for (re-validated; ``SMUInputError`` if they are bad)."""
+        try:
+            p = validate_params(run.params)
+        except ValueError as e:
+            raise SMUInputError(run.id, str(e)) from None
+        return self.build_command(strategy=p["strategy"], data=p["data"], config=p["config"], steps=p["steps"],
+                                  out_dir=Path(run.out_dir), progress_path=Path(run.progress_path),
+                                  log_every=p.get("log_every"), no_bar=p.get("no_bar", False),
+                                  no_cache=p.get("no_cache", False))
 
     def _new_id(self, strategy: str) -> str:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         return f"{stamp}-{strategy}-{secrets.token_hex(2)}"
 
-    def submit(self, *, strategy: str, data: str | os.PathLike, config: str = "tiny",
-               steps: int = 50, extra_args: Sequence[str] = (), start: bool = True) -> RunInfo:
+    def submit(self, *, strategy: str, data: str | os.PathLike, config: str = "tiny", steps: int = 50,
+               log_every: int | None = None, no_bar: bool = False, no_cache: bool = False,
+               start: bool = True) -> RunInfo:
         """Register a new pretraining run; start it now if a slot is free, else queue it.
 
         Raises ``SMUInputError`` for an unknown strategy or size, a step count
-        below 1 or a data folder that does not exist.
+        out of range, or a data folder that does not exist.
         """
         if strategy not in STRATEGIES:
             raise SMUInputError(strategy, f"unknown strategy; choose one of {', '.join(STRATEGIES)}")
         if config not in SIZES:
             raise SMUInputError(config, f"unknown model size; choose one of {', '.join(SIZES)}")
-        if int(steps) < 1:
-            raise SMUInputError(str(steps), "the number of steps must be at least 1")
-        data_path = Path(data)
-        if not data_path.exists():
-            raise SMUInputError(data_path, "training data folder not found")
+        if not _is_int(steps) or not 1 <= steps <= MAX_STEPS:
+            raise SMUInputError(str(steps)[:40], f"the number of steps must be from 1 to {MAX_STEPS:,}")
+        try:
+            data_path = Path(data).expanduser().resolve()
+            ok = data_path.is_dir()
+        except (OSError, RuntimeError, ValueError) as e:
+            raise SMUInputError(str(data)[:300], f"not a usable folder path ({e.__class__.__name__})") from None
+        if not ok:
+            raise SMUInputError(str(data)[:300], "training data folder not found")
+        params: dict[str, Any] = {"strategy": strategy, "data": str(data_path), "config": config, "steps": steps}
+        if log_every is not None:
+            params["log_every"] = log_every
+        if no_bar:
+            params["no_bar"] = True
+        if no_cache:
+            params["no_cache"] = True
+        try:
+            params = validate_params(params)
+        except ValueError as e:
+            raise SMUInputError(str(data)[:300], str(e)) from None
         run_id = self._new_id(strategy)
-        run_dir = (self.root / run_id).resolve()
-        out_dir, progress, log = run_dir / "out", run_dir / "progress.jsonl", run_dir / "log.txt"
-        cmd = self.build_command(strategy=strategy, data=str(data_path.resolve()), config=config,
-                                 steps=int(steps), out_dir=out_dir, progress_path=progress,
-                                 extra_args=extra_args)
-        run = RunInfo(id=run_id, command=cmd, status="queued", created=_now_iso(),
-                      out_dir=str(out_dir), progress_path=str(progress), log_path=str(log),
-                      params={"strategy": strategy, "data": str(data_path), "config": config,
-                              "steps": int(steps), "extra_args": list(map(str, extra_args))})
+        run = RunInfo(id=run_id, status="queued", created=_now_iso(), params=params,
+                      run_dir=str(self.root / run_id), secret=secrets.token_hex(16))
         with self._lock():
+            (self.root / run_id).mkdir()
             self._save(run)
         if start:
             self.poll()
         return self.get(run_id)
 
     def _start(self, run: RunInfo) -> RunInfo:
-        """Launch a queued run's subprocess (caller holds the lock)."""
-        Path(run.log_path).parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        log = open(run.log_path, "ab")
+        """Launch a queued run's subprocess (caller holds the lock); the command is re-built
+        from the validated parameters, the paths from the run's folder."""
         try:
-            proc = subprocess.Popen(run.command, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                                    cwd=str(Path.cwd()))
+            cmd = self.command_for(run)
+            if not Path(run.params["data"]).is_dir():
+                raise SMUInputError(run.params["data"], "training data folder not found")
+            for name in (LOG_FILE, PROGRESS_FILE, OUT_DIR):
+                if self._inside(run, name) is None:
+                    raise SMUInputError(name, "is a link out of the run's folder; not started")
+        except SMUInputError as e:
+            run.status, run.finished, run.message = "failed", _now_iso(), f"not started: {e}"
+            self._save(run)
+            return run
+        if not run.secret:
+            run.secret = secrets.token_hex(16)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env, MARKER_ENV: run.marker}
+        try:
+            log = os.open(run.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
         except OSError as e:
-            log.close()
+            run.status, run.finished = "failed", _now_iso()
+            run.message = f"could not open the run's log: {e.strerror}"
+            self._save(run)
+            return run
+        try:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, start_new_session=True, cwd=str(Path.cwd()))
+        except OSError as e:
             run.status, run.finished = "failed", _now_iso()
             run.message = f"could not start the training command: {e}"
             self._save(run)
             return run
-        log.close()
-        _HANDLES[run.id] = proc
+        finally:
+            os.close(log)
+        _HANDLES[self._key(run)] = proc
         run.pid, run.pid_start = proc.pid, _proc_start_time(proc.pid)
         run.status, run.started = "running", _now_iso()
         self._save(run)
         return run
+
+    def _key(self, run: RunInfo) -> str:
+        return f"{self._real_root}/{run.id}"
+
+    # ------------------------------------------------------------ signals
+    def _signal(self, run: RunInfo, sig: int) -> bool:
+        """Send ``sig`` to the run's process group, only if it is proven to be ours."""
+        handle = _HANDLES.get(self._key(run))
+        if handle is not None:
+            if handle.poll() is not None:
+                return False
+            pgid = handle.pid  # start_new_session: the child leads its own group
+        elif _proven(run):
+            pgid = run.pid
+        else:
+            return False
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def _kill_stragglers(self, run: RunInfo) -> None:
+        """SIGKILL what is left of a cancelled run's group (found by its marker) after the leader exited."""
+        if not (run.pid and run.secret):
+            return
+        for pid in _marked_members(run.pid, run.marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     # ------------------------------------------------------------ status
     def _refresh(self, run: RunInfo) -> RunInfo:
         """Derive a started run's status from its process and progress file (caller holds the lock)."""
         if run.status != "running":
             return run
-        handle = _HANDLES.get(run.id)
+        handle = _HANDLES.get(self._key(run))
         if handle is not None:
             rc = handle.poll()
             alive = rc is None
             if rc is not None:
                 run.returncode = rc
         else:
-            alive = _pid_alive(run.pid, run.pid_start)
+            alive = _proven(run)
         if alive:
             if run.cancel_requested is not None and time.time() - run.cancel_requested > self.grace_s:
-                _signal_group(run.pid, signal.SIGKILL)
-                run.killed = True
-                self._save(run)
+                if self._signal(run, signal.SIGKILL):
+                    run.killed = True
+                    self._save(run)
             return run
         # the leader is gone; make sure no straggler of its group survives a cancel
-        if run.cancel_requested is not None and run.pid and _group_alive(run.pid):
-            _signal_group(run.pid, signal.SIGKILL)
-        final = _final_status(run.progress_path)
+        if run.cancel_requested is not None:
+            self._kill_stragglers(run)
+        progress = self._inside(run, PROGRESS_FILE)
+        final = _final_status(progress) if progress is not None else None
         if final is not None:
             run.status = final["status"]
-            run.message = str(final.get("message") or "")
+            run.message = str(final.get("message") or "")[:2000]
         elif run.cancel_requested is not None:
             run.status = "cancelled"
             run.message = "cancelled" + (" (killed after the grace period)" if run.killed else "")
@@ -355,14 +623,14 @@ class RunRegistry:
         if run.status == "failed" and not run.message:
             run.message = "training failed; see its log"
         run.finished = _now_iso()
-        _HANDLES.pop(run.id, None)
+        _HANDLES.pop(self._key(run), None)
         self._save(run)
         return run
 
     def poll(self) -> list[RunInfo]:
         """Refresh every run's status, escalate overdue cancels, start queued runs in free slots.
 
-        Returns all runs, oldest first.
+        Returns all runs, oldest first (malformed records are left out: see :meth:`skipped`).
         """
         with self._lock():
             runs = [self._refresh(r) for r in self._all()]
@@ -384,16 +652,19 @@ class RunRegistry:
         """Queued runs in the order they will start."""
         return [r for r in self.list() if r.status == "queued"]
 
+    def _get_locked(self, run_id: str) -> RunInfo:
+        d = self._run_dir(run_id)
+        if d is None:
+            raise SMUInputError(str(run_id)[:80], "no such run")
+        try:
+            return self._load(d)
+        except ValueError as e:
+            raise SMUInputError(str(run_id)[:80], f"run record is unusable: {e}") from None
+
     def get(self, run_id: str) -> RunInfo:
-        """One run by id (status refreshed); ``SMUInputError`` if there is none."""
-        d = self.root / run_id
-        if not (d / RUN_FILE).is_file():
-            raise SMUInputError(d, "no such run")
+        """One run by id (status refreshed); ``SMUInputError`` if there is none or it is malformed."""
         with self._lock():
-            run = self._load(d)
-            if run is None:
-                raise SMUInputError(d / RUN_FILE, "run record is unreadable")
-            return self._refresh(run)
+            return self._refresh(self._get_locked(run_id))
 
     # ------------------------------------------------------------ control
     def cancel(self, run_id: str, *, grace_s: float | None = None, wait: bool = True) -> RunInfo:
@@ -402,14 +673,12 @@ class RunRegistry:
         With ``wait`` the call waits up to ``grace_s`` (default: the registry's)
         for the process to exit, then sends SIGKILL to its group. Without
         ``wait`` it returns at once; :meth:`poll` kills it once the grace period
-        is over. Cancelling a finished run changes nothing.
+        is over. Cancelling a finished run changes nothing. Only a process proven to
+        be the run's is ever signalled.
         """
         grace = self.grace_s if grace_s is None else float(grace_s)
         with self._lock():
-            run = self._load(self.root / run_id)
-            if run is None:
-                raise SMUInputError(self.root / run_id, "no such run")
-            run = self._refresh(run)
+            run = self._refresh(self._get_locked(run_id))
             if run.status == "queued":
                 run.status, run.finished, run.message = "cancelled", _now_iso(), "cancelled before it started"
                 self._save(run)
@@ -419,7 +688,7 @@ class RunRegistry:
             if run.cancel_requested is None:
                 run.cancel_requested = time.time()
                 self._save(run)
-            _signal_group(run.pid, signal.SIGTERM)
+            self._signal(run, signal.SIGTERM)
         if not wait:
             return self.get(run_id)
         deadline = time.time() + grace
@@ -429,9 +698,8 @@ class RunRegistry:
                 return run
             time.sleep(0.05)
         with self._lock():
-            run = self._load(self.root / run_id)
-            if run.status == "running":
-                _signal_group(run.pid, signal.SIGKILL)
+            run = self._get_locked(run_id)
+            if run.status == "running" and self._signal(run, signal.SIGKILL):
                 run.killed = True
                 self._save(run)
         for _ in range(100):
@@ -444,31 +712,36 @@ class RunRegistry:
     # ------------------------------------------------------------ reading
     def progress(self, run_id: str) -> list[dict]:
         """The run's progress records (parsed JSONL lines; a torn last line is skipped)."""
-        run = self._load(self.root / run_id)
-        if run is None:
-            raise SMUInputError(self.root / run_id, "no such run")
-        return read_jsonl(run.progress_path)
+        with self._lock():
+            run = self._get_locked(run_id)
+        p = self._inside(run, PROGRESS_FILE)
+        return read_jsonl(p) if p is not None else []
 
     def log_tail(self, run_id: str, n_lines: int = 40, max_bytes: int = 64_000) -> str:
         """The last ``n_lines`` lines of the run's log (stdout + stderr); '' if none yet."""
-        run = self._load(self.root / run_id)
-        if run is None:
-            raise SMUInputError(self.root / run_id, "no such run")
-        p = Path(run.log_path)
-        if not p.is_file():
+        with self._lock():
+            run = self._get_locked(run_id)
+        p = self._inside(run, LOG_FILE)
+        if p is None:
             return ""
-        with open(p, "rb") as f:
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return ""
+        with os.fdopen(fd, "rb") as f:
+            if not _stat.S_ISREG(os.fstat(fd).st_mode):
+                return ""
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - max_bytes))
-            text = f.read().decode("utf-8", errors="replace")
+            text = f.read(max_bytes).decode("utf-8", errors="replace")
         return "\n".join(text.splitlines()[-n_lines:])
 
     def model_dirs(self) -> list[tuple[str, Path]]:
         """(label, out dir) of every run whose out dir holds a saved model, newest first."""
         out = []
         for r in reversed(self.list()):
-            d = Path(r.out_dir)
-            if is_checkpoint(d):
+            d = self._inside(r, OUT_DIR)
+            if d is not None and is_checkpoint(d):
                 out.append((f"run {r.label}", d))
         return out

@@ -24,8 +24,8 @@ def env(tmp_path, monkeypatch):
     return runs
 
 
-def _registry(runs):
-    return RunRegistry(runs, launcher=[sys.executable, FAKE_CLI])
+def _registry(runs, mode="ok"):
+    return RunRegistry(runs, launcher=[sys.executable, FAKE_CLI], env={"FAKE_CLI_MODE": mode})
 
 
 def _wait_status(reg, run_id, statuses):
@@ -61,7 +61,7 @@ def test_start_and_cancel_a_run(env, monkeypatch):
     [run] = reg.list()
     assert run.status == "running"
     assert run.params == {"strategy": "adversarial", "data": str(ROOT / "sample_midi"),
-                          "config": "tiny", "steps": 5000, "extra_args": ["--log-every", "50", "--no-bar"]}
+                          "config": "tiny", "steps": 5000, "log_every": 50, "no_bar": True}
     # progress shows up on a rerun (the fragment polls every second in the browser)
     wait_until(lambda: any(r.get("event") == "step" for r in reg.progress(run.id)), "a step of the run")
     at.run()
@@ -76,8 +76,8 @@ def test_start_and_cancel_a_run(env, monkeypatch):
 
 
 def test_second_run_is_queued(env):
-    reg = _registry(env)
-    reg.submit(strategy="random", data=ROOT / "sample_midi", steps=5000, extra_args=["--mode", "slow"])
+    reg = _registry(env, "slow")
+    reg.submit(strategy="random", data=ROOT / "sample_midi", steps=5000)
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     at.button[0].click().run()
     assert not at.exception
@@ -88,8 +88,8 @@ def test_second_run_is_queued(env):
 
 
 def test_crashed_run_shows_its_log_tail(env):
-    reg = _registry(env)
-    run = reg.submit(strategy="random", data=ROOT / "sample_midi", steps=10, extra_args=["--mode", "crash"])
+    reg = _registry(env, "crash")
+    run = reg.submit(strategy="random", data=ROOT / "sample_midi", steps=10)
     _wait_status(reg, run.id, {"failed", "done", "cancelled"})
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception

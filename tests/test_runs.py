@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from smu_explain.errors import SMUInputError
-from smu_explain.runs import RunInfo, RunRegistry, _HANDLES, read_jsonl
+from smu_explain.runs import RunRegistry, _HANDLES, read_jsonl
 
 from conftest import WAIT_TIMEOUT_S, wait_until
 
@@ -23,9 +23,11 @@ def data_dir(tmp_path):
     return d
 
 
-def make_registry(root, **kw):
+def make_registry(root, mode="ok", **kw):
+    """A registry whose runs are the fake CLI in ``mode`` (ok, slow, crash, stubborn)."""
     kw.setdefault("launcher", [sys.executable, FAKE_CLI])
     kw.setdefault("grace_s", 2.0)
+    kw.setdefault("env", {"FAKE_CLI_MODE": mode})
     return RunRegistry(root, **kw)
 
 
@@ -53,11 +55,14 @@ def test_run_completes_and_record_is_on_disk(tmp_path, data_dir):
     assert run.status in ("running", "done")
     run = wait_for(reg, run.id, {"done"})
     rec = json.loads((tmp_path / "runs" / run.id / "run.json").read_text())
-    for key in ("id", "command", "pid", "status", "created", "out_dir", "progress_path", "log_path"):
+    for key in ("id", "pid", "pid_start", "status", "created", "params", "secret"):
         assert key in rec
-    assert rec["status"] == "done"
-    assert rec["command"][2] == "pretrain" and rec["command"][rec["command"].index("--steps") + 1] == "5"
-    assert "--progress" in rec["command"] and rec["progress_path"] in rec["command"]
+    # no command line and no paths on disk: both are re-built by the registry (issue 28)
+    assert not {"command", "out_dir", "progress_path", "log_path"} & set(rec)
+    assert rec["status"] == "done" and rec["params"]["steps"] == 5
+    cmd = reg.command_for(run)
+    assert cmd[2] == "pretrain" and cmd[cmd.index("--steps") + 1] == "5"
+    assert cmd[cmd.index("--progress") + 1] == str(tmp_path / "runs" / run.id / "progress.jsonl")
     steps = [r for r in reg.progress(run.id) if r.get("event") == "step"]
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5]
     assert "fake training started" in reg.log_tail(run.id)
@@ -93,8 +98,8 @@ def test_bad_submissions_are_refused(tmp_path, data_dir):
 
 
 def test_crash_is_failed_with_log_tail(tmp_path, data_dir):
-    reg = make_registry(tmp_path)
-    run = reg.submit(strategy="random", data=data_dir, steps=10, extra_args=["--mode", "crash"])
+    reg = make_registry(tmp_path, mode="crash")
+    run = reg.submit(strategy="random", data=data_dir, steps=10)
     run = wait_for(reg, run.id, {"failed", "done", "cancelled"})
     assert run.status == "failed"
     assert run.returncode == 1
@@ -105,8 +110,8 @@ def test_crash_is_failed_with_log_tail(tmp_path, data_dir):
 def test_cancel_sends_sigterm_and_run_reports_cancelled(tmp_path, data_dir):
     # a long grace period: on a loaded machine the process may take a while to handle SIGTERM;
     # "not killed" proves it stopped on SIGTERM within the grace period, without a stopwatch
-    reg = make_registry(tmp_path, grace_s=60.0)
-    run = reg.submit(strategy="random", data=data_dir, steps=500, extra_args=["--mode", "slow"])
+    reg = make_registry(tmp_path, mode="slow", grace_s=60.0)
+    run = reg.submit(strategy="random", data=data_dir, steps=500)
     wait_for_progress(run)
     run = reg.cancel(run.id)
     assert run.status == "cancelled"
@@ -115,8 +120,8 @@ def test_cancel_sends_sigterm_and_run_reports_cancelled(tmp_path, data_dir):
 
 
 def test_cancel_escalates_to_sigkill(tmp_path, data_dir):
-    reg = make_registry(tmp_path, grace_s=0.5)
-    run = reg.submit(strategy="random", data=data_dir, steps=500, extra_args=["--mode", "stubborn"])
+    reg = make_registry(tmp_path, mode="stubborn", grace_s=0.5)
+    run = reg.submit(strategy="random", data=data_dir, steps=500)
     wait_for_progress(run)  # the fake CLI has installed its (stubborn) SIGTERM handler
     run = reg.cancel(run.id)
     assert run.status == "cancelled"
@@ -125,8 +130,8 @@ def test_cancel_escalates_to_sigkill(tmp_path, data_dir):
 
 
 def test_non_blocking_cancel_escalates_on_poll(tmp_path, data_dir):
-    reg = make_registry(tmp_path, grace_s=0.3)
-    run = reg.submit(strategy="random", data=data_dir, steps=500, extra_args=["--mode", "stubborn"])
+    reg = make_registry(tmp_path, mode="stubborn", grace_s=0.3)
+    run = reg.submit(strategy="random", data=data_dir, steps=500)
     wait_for_progress(run)
     run = reg.cancel(run.id, wait=False)
     assert run.status == "running" and run.cancel_requested is not None
@@ -135,8 +140,8 @@ def test_non_blocking_cancel_escalates_on_poll(tmp_path, data_dir):
 
 
 def test_queue_respects_max_concurrent(tmp_path, data_dir):
-    reg = make_registry(tmp_path, max_concurrent=1)
-    a = reg.submit(strategy="random", data=data_dir, steps=500, extra_args=["--mode", "slow"])
+    reg = make_registry(tmp_path, mode="slow", max_concurrent=1)
+    a = reg.submit(strategy="random", data=data_dir, steps=500)
     b = reg.submit(strategy="adversarial", data=data_dir, steps=3)
     assert reg.get(a.id).status == "running"
     assert reg.get(b.id).status == "queued"
@@ -151,8 +156,8 @@ def test_queue_respects_max_concurrent(tmp_path, data_dir):
 
 
 def test_cancel_queued_run(tmp_path, data_dir):
-    reg = make_registry(tmp_path, max_concurrent=1)
-    a = reg.submit(strategy="random", data=data_dir, steps=500, extra_args=["--mode", "slow"])
+    reg = make_registry(tmp_path, mode="slow", max_concurrent=1)
+    a = reg.submit(strategy="random", data=data_dir, steps=500)
     b = reg.submit(strategy="random", data=data_dir, steps=3)
     assert reg.cancel(b.id).status == "cancelled"
     reg.cancel(a.id)
@@ -163,9 +168,9 @@ def test_cancel_queued_run(tmp_path, data_dir):
 
 def test_registry_survives_restart(tmp_path, data_dir):
     """A new registry (an app restart: no Popen handles) still follows and cancels the run."""
-    reg = make_registry(tmp_path)
-    run = reg.submit(strategy="random", data=data_dir, steps=500, extra_args=["--mode", "slow"])
-    handle = _HANDLES.pop(run.id)  # forget the handle, as a restarted app would
+    reg = make_registry(tmp_path, mode="slow")
+    run = reg.submit(strategy="random", data=data_dir, steps=500)
+    handle = _HANDLES.pop(reg._key(run))  # forget the handle, as a restarted app would
     try:
         reg2 = make_registry(tmp_path)
         assert reg2.get(run.id).status == "running"
@@ -180,33 +185,35 @@ def test_registry_survives_restart(tmp_path, data_dir):
             handle.wait()
 
 
+def _record(root, run_id, **kw):
+    """Write a run.json by hand (as an older app, a crash or a stranger would leave it)."""
+    d = root / run_id
+    d.mkdir()
+    rec = {"id": run_id, "status": "running", "created": "2020-01-01T00:00:00+00:00",
+           "params": {"strategy": "random", "data": str(root), "config": "tiny", "steps": 5},
+           "secret": "0" * 32, **kw}
+    (d / "run.json").write_text(json.dumps(rec))
+    return d
+
+
 def test_dead_pid_without_status_line_is_failed(tmp_path):
     """A record whose process is gone (e.g. the machine rebooted) is a crash, not 'running'."""
     reg = make_registry(tmp_path)
-    d = tmp_path / "old-run"
-    d.mkdir()
-    rec = RunInfo(id="old-run", command=["x"], status="running", created="2020-01-01T00:00:00+00:00",
-                  out_dir=str(d / "out"), progress_path=str(d / "progress.jsonl"),
-                  log_path=str(d / "log.txt"), pid=2 ** 22 + 12345, pid_start=1)
-    (d / "run.json").write_text(json.dumps(rec.to_dict()))
+    d = _record(tmp_path, "old-run", pid=2 ** 22 + 12345, pid_start=1)
     (d / "progress.jsonl").write_text(json.dumps({"event": "step", "step": 1, "loss": 1.0}) + "\n")
     assert reg.get("old-run").status == "failed"
     # and a finished one is read from its final status line
     (d / "progress.jsonl").write_text(json.dumps({"event": "status", "status": "done", "step": 1}) + "\n{\"torn")
-    rec.status = "running"
-    (d / "run.json").write_text(json.dumps(rec.to_dict()))
+    rec = json.loads((d / "run.json").read_text())
+    rec["status"] = "running"
+    (d / "run.json").write_text(json.dumps(rec))
     assert reg.get("old-run").status == "done"
 
 
 def test_recycled_pid_is_not_our_run(tmp_path):
     reg = make_registry(tmp_path)
-    d = tmp_path / "r"
-    d.mkdir()
     # our own pid is alive, but with another start time it is not the run's process
-    rec = RunInfo(id="r", command=["x"], status="running", created="2020", out_dir=str(d / "out"),
-                  progress_path=str(d / "p.jsonl"), log_path=str(d / "log.txt"), pid=os.getpid(),
-                  pid_start=1)
-    (d / "run.json").write_text(json.dumps(rec.to_dict()))
+    _record(tmp_path, "r", pid=os.getpid(), pid_start=1)
     assert reg.get("r").status == "failed"
 
 
@@ -235,14 +242,14 @@ def test_real_cli_run_finishes_and_cancels(tmp_path):
     root = Path(__file__).resolve().parents[1]
     reg = RunRegistry(tmp_path / "runs", grace_s=10.0, env={"OMP_NUM_THREADS": "1"})
     run = reg.submit(strategy="adversarial", data=root / "sample_midi", config="tiny", steps=3,
-                     extra_args=["--log-every", "1", "--no-bar", "--no-cache"])
+                     log_every=1, no_bar=True, no_cache=True)
     run = wait_for(reg, run.id, {"done", "failed", "cancelled"}, timeout=300)
     assert run.status == "done", reg.log_tail(run.id)
     assert [r["step"] for r in reg.progress(run.id) if r.get("event") == "step"] == [1, 2, 3]
     [(label, out)] = reg.model_dirs()
     assert out == Path(run.out_dir) and run.id in label
     long = reg.submit(strategy="random", data=root / "sample_midi", config="tiny", steps=100_000,
-                      extra_args=["--log-every", "1", "--no-bar", "--no-cache"])
+                      log_every=1, no_bar=True, no_cache=True)
     wait_until(lambda: any(r.get("event") == "step" for r in reg.progress(long.id)),
                f"the first step of {long.id}", timeout=300, interval=0.2)
     long = reg.cancel(long.id)
