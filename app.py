@@ -21,11 +21,12 @@ nav = st.navigation(pages)
 # queued training runs start when a slot frees: every page load polls the registry
 # (the Train page also polls every second while it is open)
 from smu_explain import appstate  # noqa: E402
+from smu_explain.markup import md_escape  # noqa: E402
 
 try:
     appstate.get_registry().poll()
-except OSError as e:  # an unwritable runs dir must not take the app down
-    st.sidebar.warning(f"Run registry unavailable: {e}")
+except (OSError, appstate.SMUInputError) as e:  # an unusable runs dir must not take the app down
+    st.sidebar.warning(f"Run registry unavailable: {md_escape(e)}")
 with st.sidebar:
     st.caption("smu_explain: see which notes a symbolic-music BERT finds hard, "
                "and what its masker decides to hide.")

@@ -8,6 +8,7 @@ import streamlit as st
 from smu_explain import appstate as A
 from smu_explain import plots
 from smu_explain.checkpoint import task_heads
+from smu_explain.markup import md_escape
 
 st.title("Compare two models")
 st.caption("Both models see the same piece and the same seeded random masks, so differences in "
@@ -58,9 +59,9 @@ with tab_piece:
             try:
                 return {n: fn(p, data, piece, *args) for n, p in models.items()}
             except A.SMUInputError as e:
-                st.error(f"A model cannot read this piece: {e.reason}")
+                st.error(f"A model cannot read this piece: {md_escape(e.reason)}")
             except Exception as e:  # keep the page alive whatever a model does
-                st.error(f"A model failed on this piece: {type(e).__name__}: {e}")
+                st.error(f"A model failed on this piece: {type(e).__name__}: {md_escape(e)}")
             return {}
 
         # the rolls need the masker's view only (one cached clean pass per model; a new ratio re-derives
@@ -76,7 +77,8 @@ with tab_piece:
             st.caption("Colour = the rank of each model's masker score within the piece (100% = its "
                        f"highest); red outline = the notes it would mask at {ratio:.0%} of its notes that "
                        "are not frozen (grey hatched: its top 30% by score, never masked). "
-                       + " ".join(f"{n}: {plots.score_spread_text(t['score'])}." for n, t in overlays.items()))
+                       + " ".join(f"{md_escape(n)}: {plots.score_spread_text(t['score'])}."
+                                  for n, t in overlays.items()))
             for p in models.values():
                 if warn := A.untrained_masker_note(p):
                     st.warning(warn)
@@ -92,7 +94,7 @@ with tab_piece:
             st.plotly_chart(plots.rules_figure(accs, rules, title=f"per attribute ({n_masked} notes)"),
                             key="compare_acc")
             st.caption("Marks = rules that use no model, on the same masked notes (a model must beat "
-                       "copying the neighbour). " + " ".join(f"**{n}**: {A.rules_verdict(a, rules)}"
+                       "copying the neighbour). " + " ".join(f"**{md_escape(n)}**: {A.rules_verdict(a, rules)}"
                                                              for n, a in accs.items()))
             comp["rules"] = rules
 
@@ -119,11 +121,13 @@ with tab_piece:
                     try:
                         res = A.downstream(head, data, piece)
                     except (A.SMUInputError, ValueError, RuntimeError) as e:
-                        st.error(f"{n}: cannot run the fine-tuned model {head.name}: {e}")
+                        st.error(f"{md_escape(n)}: cannot run the fine-tuned model {md_escape(head.name)}: "
+                                 f"{md_escape(e)}")
                         continue
                     what = ("predicted class (probability, mean over windows)" if res["level"] == "sequence"
                             else "share of notes per predicted class")
-                    st.markdown(f"**{n}** - task **{res['task']}** ({head.name}): {what}")
+                    st.markdown(f"**{md_escape(n)}** - task **{md_escape(res['task'])}** ({md_escape(head.name)}): "
+                                f"{what}")
                     st.plotly_chart(plots.prediction_bars(res["classes"][:6]),
                                     key=f"compare_head_{n}_{head.name}", config={"displayModeBar": False})
                     if res["level"] == "note":
@@ -159,14 +163,14 @@ with tab_folder:
         try:
             results = {n: A.folder_explain(p, folder, ratio, seed, max_files) for n, p in models.items()}
         except A.SMUInputError as e:
-            st.error(f"Cannot evaluate on this folder: {e}")
+            st.error(f"Cannot evaluate on this folder: {md_escape(e)}")
             results = {}
         if results:
             frames = {n: r[0] for n, r in results.items()}
             skipped = next(iter(results.values()))[1]
             if skipped:
                 st.warning(f"{len(skipped)} file(s) skipped: " +
-                           "; ".join(f"{f}: {why}" for f, why in skipped[:5]))
+                           "; ".join(f"{md_escape(f)}: {md_escape(why)}" for f, why in skipped[:5]))
             if all(len(f) for f in frames.values()):
                 n_files = next(iter(frames.values()))["file"].nunique()
                 facc = {n: A.accuracy_of(f) for n, f in frames.items()}
@@ -175,7 +179,7 @@ with tab_folder:
                                                    f"(seeded random masks, {ratio:.0%})"),
                                 key="compare_folder_acc")
                 st.caption("Marks = the no-model rules on the same masked notes. " +
-                           " ".join(f"**{n}**: {A.rules_verdict(a, frules)}" for n, a in facc.items()))
+                           " ".join(f"**{md_escape(n)}**: {A.rules_verdict(a, frules)}" for n, a in facc.items()))
                 fby = st.selectbox("Group notes by", ["register", "metric", "duration"],
                                    key="compare_folder_by")
                 fattrs = list(next(iter(facc.values())).keys())
@@ -193,7 +197,8 @@ if comp.get("metrics"):
     st.subheader("Metrics")
     table = plots.metrics_comparison(comp["metrics"])
     # a static table: every row visible (no inner scrolling), each row in its own format
-    st.table(plots.metrics_display(table))
+    # st.table renders Markdown in headers and cells: the model names (column headers) escaped
+    st.table(plots.metrics_display(table.rename(columns=lambda c: c if c == "difference" else md_escape(c))))
     st.caption("difference = B - A; green where B is higher, red where lower.")
     comp["metrics_table"] = table
     st.session_state["smu_compare"] = comp

@@ -5,6 +5,7 @@ import streamlit as st
 
 from smu_explain import appstate as A
 from smu_explain import plots
+from smu_explain.markup import md_escape
 
 st.title("Explore a piece")
 st.caption("Which notes does the masker find hard to recover, which would it hide, and what "
@@ -32,12 +33,12 @@ def run_model(fn, *args):
     """Call a model helper; show a plain error (never a traceback) and return None on failure."""
     try:
         return fn(*args)
-    except A.SMUInputError as e:
-        st.error(f"The model cannot read this piece: {e.reason}")
     except A.SMUCheckpointError as e:
-        st.error(f"Cannot load the model: {e.reason} ({e.path})")
+        st.error(A.model_error(e))
+    except A.SMUInputError as e:
+        st.error(f"The model cannot read this piece: {md_escape(e.reason)}")
     except Exception as e:  # keep the page alive whatever the model does
-        st.error(f"The model failed on this piece: {type(e).__name__}: {e}")
+        st.error(f"The model failed on this piece: {type(e).__name__}: {md_escape(e)}")
     return None
 
 
@@ -139,7 +140,7 @@ track_label = (piece.track_names[int(row["track"])] if 0 <= int(row["track"]) < 
                else str(int(row["track"])))
 info = (f"**{plots.pitch_name(int(row['pitch']))}** at "
         f"{plots.bar_beat_label(row['bar'], row['beat'])}, {plots.fmt_quarters(row['duration_q'])} long, "
-        f"velocity {int(row['velocity'])}, track {track_label}")
+        f"velocity {int(row['velocity'])}, track {md_escape(track_label)}")
 st.markdown(info)
 if table is not None:
     state = "frozen (never masked)" if bool(row.get("frozen", False)) else (

@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from smu_explain import plots, study
+from smu_explain.markup import md_escape
 from smu_explain.report import ReportSection, build_report, study_sections, why_sections
 
 # the study's results.json (SMU_STUDY_RESULTS overrides the path, e.g. for a study run elsewhere)
@@ -26,7 +27,7 @@ if STUDY_RESULTS.is_file():
     try:
         study_results = study.read_json(STUDY_RESULTS)
     except Exception as e:  # a broken file must not take the page down
-        st.warning(f"The study's results cannot be read ({e}); the report leaves them out.")
+        st.warning(f"The study's results cannot be read ({md_escape(e)}); the report leaves them out.")
 include_study = bool(study_results) and st.checkbox("Include the reproduction study (docs/study/results.json)",
                                                     value=True, key="report_study")
 study_part = study_sections(study_results) if include_study else []
@@ -89,7 +90,7 @@ def build_sections(comp: dict) -> list[ReportSection]:
 
 
 sections = (build_sections(comp) if comp else []) + why + study_part
-st.markdown("**Contents**\n" + "".join(f"\n- {s.heading}" for s in sections))
+st.markdown("**Contents**\n" + "".join(f"\n- {md_escape(s.heading)}" for s in sections))
 subtitle = (f"piece: {comp.get('piece', '-')}; masking ratio {comp['ratio']:.0%}; seed {comp['seed']}"
             if comp else f"piece: {(st.session_state.get('smu_why') or {}).get('piece', '-')}" if why
             else f"smu study --preset {study_results.get('preset', {}).get('name', '?')}")

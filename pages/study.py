@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from smu_explain import plots, study
+from smu_explain.markup import md_escape
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "docs" / "study"
@@ -28,7 +29,7 @@ def show_earlier(preset, entries=None) -> None:
     try:
         md = study.earlier_report(preset, entries)
     except Exception as e:  # an unreadable old result must not take the page down
-        st.warning(f"The earlier run's results cannot be read ({e}).")
+        st.warning(f"The earlier run's results cannot be read ({md_escape(e)}).")
         return
     if md:
         with st.expander("Earlier runs of this study (what changed and why)", expanded=False):
@@ -52,7 +53,7 @@ if results_path.is_file():
     try:
         results = study.read_json(results_path)
     except Exception as e:  # a broken file must not take the page down
-        st.error(f"Cannot read {results_path.name}: {e}")
+        st.error(f"Cannot read {md_escape(results_path.name)}: {md_escape(e)}")
         st.stop()
     st.subheader("In three lines")
     for line in results.get("summary") or study.study_summary(results):
@@ -126,7 +127,7 @@ st.dataframe(table, hide_index=True, key="study_stages")
 try:
     partial = study.partial_report(RESULTS_DIR, preset) if done else ""
 except Exception as e:  # a half-written or old-format result must not take the page down
-    partial, _ = "", st.warning(f"The finished stages' results cannot be summarised ({e}).")
+    partial, _ = "", st.warning(f"The finished stages' results cannot be summarised ({md_escape(e)}).")
 if partial:
     st.subheader("Results so far")
     st.markdown(partial)

@@ -15,9 +15,10 @@ import streamlit as st
 
 from smu_explain import appstate as A
 from smu_explain import plots
-from smu_explain.checkpoint import task_heads
+from smu_explain.checkpoint import task_heads, user_folder
 from smu_explain.errors import SMUCheckpointError, SMUInputError
 from smu_explain.explain import fast_precision
+from smu_explain.markup import md_escape
 
 K_WHY = "smu_why"  # the views shown last, for the HTML export
 FT_HELP = ("No fine-tuned model found. Make one with `smu finetune`, e.g. "
@@ -48,13 +49,13 @@ def guarded(fn, *args, **kw):
     try:
         return fn(*args, **kw)
     except SMUCheckpointError as e:
-        st.error(f"Cannot load the model: {e.reason} ({e.path})")
+        st.error(A.model_error(e))
     except SMUInputError as e:
-        st.error(f"Cannot explain this: {e.reason}")
+        st.error(f"Cannot explain this: {md_escape(e.reason)}")
     except ValueError as e:
-        st.error(f"The model cannot read this piece: {e}")
+        st.error(f"The model cannot read this piece: {md_escape(e)}")
     except Exception as e:  # keep the page alive whatever the model does
-        st.error(f"The explanation failed: {type(e).__name__}: {e}")
+        st.error(f"The explanation failed: {type(e).__name__}: {md_escape(e)}")
     return None
 
 
@@ -164,7 +165,7 @@ with tab_attr:
     if ft_choice == A.OTHER_FOLDER:
         txt = st.text_input("Fine-tuned model folder", value="", key="why_ft_path")
         if txt.strip():
-            ft_path = Path(txt.strip()).expanduser()
+            ft_path = guarded(user_folder, txt)
         elif not ft_choices:
             st.info(FT_HELP)
         else:
@@ -174,7 +175,8 @@ with tab_attr:
     ft = guarded(A.load_task_model, ft_path) if ft_path else None
     if ft is not None:
         ft_model, ft_tok = ft
-        st.caption(f"Task **{ft_model.task}** ({ft_model.level} level), classes: {', '.join(ft_model.classes)}.")
+        st.caption(f"Task **{md_escape(ft_model.task)}** ({md_escape(ft_model.level)} level), classes: "
+                   f"{md_escape(', '.join(map(str, ft_model.classes)))}.")
         a1, a2, a3 = st.columns(3)
         with a1:
             steps = int(st.select_slider("Integration steps", [8, 16, 32, 64], value=16, key="why_steps"))
@@ -341,7 +343,8 @@ with tab_cf:
                                                        title=f"{pb['task']} prediction", value_label=unit)
                     chart(tab_cf, fig_pred, "why_cf_pred")
                     cf_figs.append(fig_pred)
-                    st.caption(f"Prediction before: **{pb['classes'][0][0]}**, after: **{pa['classes'][0][0]}**.")
+                    st.caption(f"Prediction before: **{md_escape(pb['classes'][0][0])}**, "
+                               f"after: **{md_escape(pa['classes'][0][0])}**.")
             else:
                 st.caption("Choose a fine-tuned model on the Attributions tab to see its prediction change too.")
             if cf_figs:

@@ -37,8 +37,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from .checkpoint import CONFIG_NAME, SCORES_NAME, WEIGHTS_NAME, load_checkpoint, load_masker_scores
+from .checkpoint import (CONFIG_NAME, SCORES_NAME, WEIGHTS_NAME, load_checkpoint, load_masker_scores,
+                         user_folder)
 from .errors import SMUCheckpointError, SMUInputError
+from .markup import md_escape
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT / "sample_midi"
@@ -175,13 +177,13 @@ def piece_picker(key: str = "piece") -> tuple[str, bytes] | None:
         if earlier is None and current and current[0] not in names:
             earlier = current
         if earlier is not None:
-            st.caption(f"Using the earlier upload: {earlier[0]}")
+            st.caption(f"Using the earlier upload: {md_escape(earlier[0])}")
             st.session_state[K_PIECE] = earlier
         return earlier
     try:
         check_upload_size(up.name, up.size)
     except SMUInputError as e:
-        st.error(f"Cannot use {up.name}: {plain_reason(e.reason)}")
+        st.error(f"Cannot use {md_escape(up.name)}: {md_escape(plain_reason(e.reason))}")
         return None
     data = up.getvalue()
     st.session_state[K_PIECE] = st.session_state[K_UPLOAD] = (up.name, data)
@@ -226,10 +228,10 @@ def plain_reason(reason: str) -> str:
 
 
 def too_many_notes(name: str, n: int) -> str | None:
-    """The refusal message for a piece above ``MAX_NOTES`` notes, else None."""
+    """The refusal message (Markdown, ``name`` escaped) for a piece above ``MAX_NOTES`` notes, else None."""
     if n <= MAX_NOTES:
         return None
-    return (f"{name} has {n:,} notes: more than the app's limit of {MAX_NOTES:,} notes per piece, so the "
+    return (f"{md_escape(name)} has {n:,} notes: more than the app's limit of {MAX_NOTES:,} notes per piece, so the "
             f"model is not run on it (it would take minutes). Cut it into shorter excerpts (a movement "
             f"or a section, at most {MAX_NOTES:,} notes each) and upload those.")
 
@@ -244,10 +246,10 @@ def load_piece(choice: tuple[str, bytes] | None):
         check_upload_size(name, len(data))
         piece = read_piece_cached(data, name)
     except SMUInputError as e:
-        st.error(f"Cannot read {name}: {plain_reason(e.reason)}")
+        st.error(f"Cannot read {md_escape(name)}: {md_escape(plain_reason(e.reason))}")
         return None
     if len(piece) == 0:
-        st.error(f"{name}: the piece has no notes to show.")
+        st.error(f"{md_escape(name)}: the piece has no notes to show.")
         return None
     if msg := too_many_notes(name, len(piece)):
         st.error(msg)
@@ -317,7 +319,7 @@ def load_task_model(path: str | Path):
 
 
 def untrained_masker_note(path: str | Path) -> str | None:
-    """A warning when the model at ``path`` was not pre-trained adversarially.
+    """A warning (Markdown, names escaped) when the model at ``path`` was not pre-trained adversarially.
 
     Only the adversarial strategy trains the masker head; a random- or bar-masking
     model's head is still at its initialisation, so its scores, picks and frozen
@@ -331,8 +333,8 @@ def untrained_masker_note(path: str | Path) -> str | None:
     name = (info.get("strategy") or {}).get("name")
     if name == "adversarial":
         return None
-    how = f"the {name} strategy" if name else "an unknown strategy"
-    return (f"{Path(path).name} was pre-trained with {how}: its masker head was never trained, so its "
+    how = f"the {md_escape(name)} strategy" if name else "an unknown strategy"
+    return (f"{md_escape(Path(path).name)} was pre-trained with {how}: its masker head was never trained, so its "
             "masker scores, picks and frozen notes are those of an untrained head (shown for comparison only).")
 
 
@@ -383,7 +385,11 @@ def model_picker(label: str, key: str, state_key: str, default: str, defer_load:
         if not path_text.strip():
             st.info("Type the path of a model folder.")
             return None
-        path = Path(path_text.strip()).expanduser()
+        try:
+            path = user_folder(path_text)
+        except SMUInputError as e:
+            st.error(f"Cannot use this model folder: {md_escape(e.reason)}")
+            return None
     else:
         path = choices[choice]
         if choice in DEMO_MODELS and not path.exists():
@@ -395,10 +401,15 @@ def model_picker(label: str, key: str, state_key: str, default: str, defer_load:
         try:
             load_model(path)
         except SMUCheckpointError as e:
-            st.error(f"Cannot load the model: {e.reason} ({e.path})")
+            st.error(model_error(e))
             return None
     st.session_state[state_key] = str(path)
     return str(path)
+
+
+def model_error(e: SMUInputError) -> str:
+    """The message (Markdown, escaped) of a model folder that does not load."""
+    return f"Cannot load the model: {md_escape(e.reason)} ({md_escape(e.path)})"
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import SMUCheckpointError
+from .errors import SMUCheckpointError, SMUInputError
 from .io import atomic_write_text, default_file_mode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,6 +69,9 @@ KINDS = ("pretrained", "finetuned")
 # File names that hold pickles (torch.save / pickle): refused, never opened.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
+# longest folder path accepted (Linux PATH_MAX; a name in it at most NAME_MAX bytes)
+MAX_PATH_BYTES = 4095
+MAX_NAME_BYTES = 255
 # config.json keys of a fine-tuned folder that the model holds itself (not metadata)
 _FINETUNED_KEYS = ("format", "format_version", "model", "task", "level", "classes", "head")
 _RESERVED = ("format", "format_version", "model")
@@ -117,13 +120,13 @@ class Checkpoint:
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint folder; ``SMUCheckpointError`` when the folder
     or the file is missing (a folder with only pickle weights says so), too large, not JSON, or
-    has no ``"model"`` section."""
-    folder = Path(folder)
-    if not folder.is_dir():
+    has no ``"model"`` section, or the path itself is unusable (:func:`checked_path`)."""
+    folder = checked_path(folder)
+    if not _is(folder, "dir"):
         raise SMUCheckpointError(folder, "checkpoint folder not found")
     cfg_path = folder / CONFIG_NAME
-    if not cfg_path.is_file():
-        if not (folder / WEIGHTS_NAME).is_file():
+    if not _is(cfg_path, "file"):
+        if not _is(folder / WEIGHTS_NAME, "file"):
             refuse_pickles(folder)
         raise SMUCheckpointError(folder, f"no {CONFIG_NAME} in the checkpoint folder")
     meta = _read_json(cfg_path)
@@ -137,11 +140,77 @@ def _read_json(path: Path) -> Any:
     try:
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise SMUCheckpointError(path, f"{name} is larger than {MAX_CONFIG_BYTES} bytes")
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise SMUCheckpointError(path, f"cannot read {name} ({e.strerror or e})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except UnicodeDecodeError as e:
         raise SMUCheckpointError(path, f"{name} is not valid JSON ({e})") from None
+    return loads_json(text, path)
+
+
+def loads_json(text: str, where: str | os.PathLike) -> Any:
+    """``json.loads`` whose every failure is an ``SMUCheckpointError`` naming ``where``: not JSON,
+    an integer of more digits than Python converts (``sys.get_int_max_str_digits``, a
+    ``ValueError`` of json.loads), nesting deeper than the interpreter's stack (``RecursionError``)."""
+    name = Path(where).name
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SMUCheckpointError(where, f"{name} is not valid JSON ({e})") from None
+    except ValueError as e:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise SMUCheckpointError(where, f"{name} holds a number too long to read ({e})") from None
+    except RecursionError:
+        raise SMUCheckpointError(where, f"{name} is nested too deeply to read") from None
+
+
+def checked_path(path: str | os.PathLike, error: type[SMUInputError] = SMUCheckpointError) -> Path:
+    """``path`` as a ``Path`` a file system call can take, ``~`` / ``~user`` expanded; ``error``
+    (an ``SMUInputError``) with the reason for one that none can: an empty path, a NUL character,
+    an unknown user in ``~user`` (``Path.expanduser`` raises ``RuntimeError``), more than
+    ``MAX_PATH_BYTES`` bytes in all or ``MAX_NAME_BYTES`` in one name (``stat`` raises
+    ``ENAMETOOLONG``), text the file system cannot encode."""
+    text = os.fspath(path)
+    shown = (text[:60] + "...") if isinstance(text, str) and len(text) > 64 else text
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if not text.strip():
+        raise error(shown, "empty path")
+    if "\0" in text:
+        raise error(shown, "the path holds a NUL character")
+    try:
+        raw = os.fsencode(text)
+    except UnicodeError:
+        raise error(shown, "the path holds characters the file system cannot encode") from None
+    if len(raw) > MAX_PATH_BYTES:
+        raise error(shown, f"the path is {len(raw):,} bytes long; at most {MAX_PATH_BYTES:,} are allowed")
+    long_names = [n for n in raw.split(b"/") if len(n) > MAX_NAME_BYTES]
+    if long_names:
+        raise error(shown, f"a name in the path is {len(long_names[0]):,} bytes long; at most "
+                           f"{MAX_NAME_BYTES} are allowed")
+    p = Path(text)
+    if text.startswith("~"):
+        try:
+            p = p.expanduser()
+        except RuntimeError:
+            user = text[1:].split("/", 1)[0]
+            raise error(shown, f"no such user {user!r} (the path starts with ~{user})" if user else
+                        "cannot find the home folder for ~") from None
+    return p
+
+
+def user_folder(text: str | os.PathLike) -> Path:
+    """A folder path a person typed (surrounding blanks stripped): :func:`checked_path` with
+    ``SMUInputError``."""
+    return checked_path(os.fspath(text).strip() if isinstance(text, str) else text, SMUInputError)
+
+
+def _is(path: Path, what: str) -> bool:
+    """``path.is_dir()`` / ``is_file()`` with every ``OSError`` (a too-long name, a loop, no
+    permission) as False instead of raised."""
+    try:
+        return path.is_dir() if what == "dir" else path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def kind_of(meta: dict[str, Any]) -> str:
@@ -151,19 +220,22 @@ def kind_of(meta: dict[str, Any]) -> str:
 
 def is_checkpoint(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` holds both ``config.json`` and ``model.safetensors`` (nothing is read)."""
-    d = Path(folder)
-    return (d / CONFIG_NAME).is_file() and (d / WEIGHTS_NAME).is_file()
+    try:
+        d = checked_path(folder)
+    except SMUInputError:
+        return False
+    return _is(d / CONFIG_NAME, "file") and _is(d / WEIGHTS_NAME, "file")
 
 
 def is_finetuned(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` holds a fine-tuned model (its config.json has format
     ``smu_explain.finetuned``); unreadable or missing configs are not."""
-    p = Path(folder) / CONFIG_NAME
     try:
+        p = checked_path(folder) / CONFIG_NAME
         if p.stat().st_size > MAX_CONFIG_BYTES:
             return False
         meta = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+    except (OSError, ValueError, RecursionError):  # SMUInputError is a ValueError
         return False
     return isinstance(meta, dict) and meta.get("format") == FINETUNED_FORMAT
 
@@ -171,11 +243,17 @@ def is_finetuned(folder: str | os.PathLike) -> bool:
 def task_heads(folder: str | os.PathLike) -> list[Path]:
     """Fine-tuned task models kept with a model: the folder itself when it is a fine-tuned
     model, and its sub-folders (and ``finetuned/*``) that are fine-tuned models."""
-    p = Path(folder)
+    try:
+        p = checked_path(folder)
+    except SMUInputError:
+        return []
     found = [p] if is_finetuned(p) else []
     for base in (p, p / "finetuned"):
-        if base.is_dir():
-            found += [d for d in sorted(base.iterdir()) if d.is_dir() and is_finetuned(d)]
+        if _is(base, "dir"):
+            try:
+                found += [d for d in sorted(base.iterdir()) if _is(d, "dir") and is_finetuned(d)]
+            except OSError:
+                pass
     return found
 
 
@@ -459,11 +537,11 @@ def load_checkpoint(folder: str | os.PathLike, map_location: Any = "cpu", *, kin
     """
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    folder = Path(folder)
-    if not folder.is_dir():
+    folder = checked_path(folder)
+    if not _is(folder, "dir"):
         raise SMUCheckpointError(folder, "checkpoint folder not found")
     weights = folder / WEIGHTS_NAME
-    if not weights.is_file():
+    if not _is(weights, "file"):
         refuse_pickles(folder)
         raise SMUCheckpointError(folder, f"no {WEIGHTS_NAME} in the checkpoint folder")
     meta = read_config(folder)
@@ -487,12 +565,28 @@ def load_checkpoint(folder: str | os.PathLike, map_location: Any = "cpu", *, kin
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise SMUCheckpointError(weights, f"corrupt or unreadable safetensors file ({e})") from None
+    refuse_non_finite(state, weights)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise SMUCheckpointError(weights, f"weights do not match config.json ({str(e).splitlines()[0]})") from None
     model.checkpoint_info = info
     return Checkpoint(folder=folder, kind=found, model=model.to(map_location), tokenizer=tokenizer, meta=meta)
+
+
+def refuse_non_finite(state: dict[str, Any], weights: str | os.PathLike) -> None:
+    """``SMUCheckpointError`` naming the first floating-point tensor of ``state`` that holds a NaN
+    or an infinity (and how many of its values do): such a model gives NaN scores that look like
+    results."""
+    import torch
+
+    for name, t in state.items():
+        if t.is_floating_point() or t.is_complex():
+            bad = ~torch.isfinite(t)
+            if bool(bad.any()):
+                raise SMUCheckpointError(weights, f"tensor {name!r} holds {int(bad.sum()):,} NaN or infinite "
+                                                  f"value(s) of {t.numel():,}; the model cannot give meaningful "
+                                                  "scores (was training diverging when it was saved?)")
 
 
 def _kind_message(kind: str, meta: dict[str, Any]) -> str:
@@ -558,12 +652,12 @@ def load_masker_scores(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """The pieces of a folder's ``masker_scores.json`` (:func:`save_masker_scores`), or ``{}`` when
     the file is absent, unreadable, of another format, or made from other weights. Never raises:
     the stored view is a shortcut, and without it the app runs the model."""
-    folder = Path(folder)
-    path = folder / SCORES_NAME
     try:
-        if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
+        folder = checked_path(folder)
+        path = folder / SCORES_NAME
+        if not _is(path, "file") or path.stat().st_size > MAX_CONFIG_BYTES:
             return {}
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = loads_json(path.read_text(encoding="utf-8"), path)  # too deep / long numbers: SMUCheckpointError
         if (not isinstance(doc, dict) or doc.get("format") != SCORES_FORMAT
                 or doc.get("format_version") != SCORES_VERSION or not isinstance(doc.get("pieces"), dict)):
             return {}

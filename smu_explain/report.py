@@ -9,17 +9,22 @@ Rules:
   the order given; each section has a heading, an optional text paragraph and
   any number of figures (``plotly.graph_objects.Figure``) and tables
   (``pandas.DataFrame``, or a pandas ``Styler`` to keep highlighting).
-- All user-supplied text is HTML-escaped.
+- All user-supplied text is HTML-escaped (``markup.html_escape``): title, headings, text,
+  and in tables the column and index labels and names, text cells and captions (a DataFrame by
+  ``to_html(escape=True)``, a Styler by :func:`_escaped_styler`, since ``Styler.to_html`` escapes
+  nothing).
 """
 
 from __future__ import annotations
 
-import html
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import pandas as pd
+
+from .markup import html_escape
 
 __all__ = ["ReportSection", "build_report"]
 
@@ -49,9 +54,38 @@ class ReportSection:
 def _table_html(table: Any) -> str:
     if isinstance(table, pd.DataFrame):
         return table.to_html(float_format=lambda v: f"{v:.4g}", border=0, escape=True)
-    if hasattr(table, "to_html"):  # pandas Styler
-        return table.to_html()
+    if type(table).__name__ == "Styler" and hasattr(table, "to_html"):  # pandas Styler (needs jinja2)
+        return _escaped_styler(table).to_html()
     raise TypeError(f"tables must be DataFrames or Stylers, got {type(table).__name__}")
+
+
+def _changes(values: Any) -> bool:
+    """Whether any of ``values`` reads differently once HTML-escaped (text with ``& < > " '``)."""
+    return any(isinstance(v, str) and html_escape(v) != v for v in values)
+
+
+def _escaped_styler(styler: Any) -> Any:
+    """A copy of ``styler`` whose text from the data is HTML-escaped: column and index labels
+    (every level), the index and column names, text cells and the caption. ``Styler.to_html``
+    escapes none of them. Only labels and columns that hold such characters get the escaping
+    formatter (which replaces a formatter set on them); the others keep theirs."""
+    s = copy.deepcopy(styler)
+    data = styler.data
+    for axis, labels in ((0, data.index), (1, data.columns)):
+        for level in range(labels.nlevels):
+            if _changes(labels.get_level_values(level)):
+                s = s.format_index(escape="html", axis=axis, level=level)
+        if _changes(labels.names):
+            if hasattr(s, "format_index_names"):  # pandas >= 3.0
+                s = s.format_index_names(escape="html", axis=axis)
+            else:  # no way to escape the names: leave them out
+                s = s.hide(names=True, axis=axis)
+    text_cols = [c for i, c in enumerate(data.columns) if _changes(data.iloc[:, i].tolist())]
+    if text_cols:
+        s = s.format(escape="html", subset=text_cols)
+    if isinstance(s.caption, str) and _changes([s.caption]):
+        s = s.set_caption(html_escape(s.caption))
+    return s
 
 
 def build_report(title: str, sections: Sequence[ReportSection], *, subtitle: str = "",
@@ -60,20 +94,20 @@ def build_report(title: str, sections: Sequence[ReportSection], *, subtitle: str
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>",
+        f"<title>{html_escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
+        f"<h1>{html_escape(title)}</h1>",
     ]
     if subtitle:
-        parts.append(f'<p class="sub">{html.escape(subtitle)}</p>')
+        parts.append(f'<p class="sub">{html_escape(subtitle)}</p>')
     if intro:
-        parts.append(f"<p>{html.escape(intro)}</p>")
+        parts.append(f"<p>{html_escape(intro)}</p>")
     js_done = False
     for sec in sections:
-        parts.append(f"<h2>{html.escape(sec.heading)}</h2>")
+        parts.append(f"<h2>{html_escape(sec.heading)}</h2>")
         if sec.text:
             for para in str(sec.text).split("\n\n"):
-                parts.append(f"<p>{html.escape(para)}</p>")
+                parts.append(f"<p>{html_escape(para)}</p>")
         for fig in sec.figures:
             parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if not js_done else False,
                                      include_mathjax=False, config={"displaylogo": False}))
