@@ -3,6 +3,8 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8501
+# localhost only by default; HOST=0.0.0.0 serves the network (Train is then off unless SMU_ALLOW_TRAIN=1)
+HOST ?= localhost
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-data bench venv clean demo-models
@@ -19,7 +21,7 @@ venv: $(STAMP)
 
 ## Set up and open the app on its built-in defaults (sample_midi/ + demo models)
 demo: $(STAMP)
-	$(BIN)/streamlit run app.py --server.port $(PORT)
+	$(BIN)/streamlit run app.py --server.port $(PORT) --server.address $(HOST)
 
 ## Set up and run the test suite (what CI runs)
 test: $(STAMP)

@@ -11,10 +11,16 @@ from smu_explain.checkpoint import is_checkpoint
 from smu_explain.errors import SMUInputError
 from smu_explain.markup import md_escape
 from smu_explain.names import SIZES, STRATEGIES
+from smu_explain.runs import training_allowed
 
 st.title("Train a small model")
 st.caption("Each run is a separate `smu pretrain` process: it keeps going if you close the tab or "
            "restart the app, and its folder is selectable as a model once it has saved weights.")
+
+allowed, why_not = training_allowed(st.get_option("server.address"))
+if not allowed:
+    st.info(why_not)
+    st.stop()
 
 try:
     registry = A.get_registry()

@@ -38,8 +38,14 @@ A run is a ``smu pretrain`` subprocess (never a thread of the app). Rules:
   decides (done / failed / cancelled); without one, a run whose cancel was
   requested is ``cancelled`` and any other is ``failed`` (crashed: show its log
   tail). Terminal statuses are written back to ``run.json``.
-- At most ``max_concurrent`` runs run at once; :meth:`RunRegistry.submit` queues the
-  rest and :meth:`RunRegistry.poll` starts queued runs, oldest first, whenever a slot
+- Who may train (issue 24): :func:`training_allowed` - on by default only when the app
+  listens on a loopback address; served beyond localhost (``make demo HOST=0.0.0.0``) the
+  Train page is off unless the operator sets ``SMU_ALLOW_TRAIN=1`` (``0`` turns it off
+  everywhere).
+- At most ``max_concurrent`` runs run at once (``$SMU_MAX_RUNS``, default 1) and at most
+  ``max_queued`` wait (``$SMU_MAX_QUEUED``, default 4; a submit beyond it is an
+  ``SMUInputError``: "the queue is full"), so a room of viewers cannot pile up work;
+  :meth:`RunRegistry.submit` queues the rest and :meth:`RunRegistry.poll` starts queued runs, oldest first, whenever a slot
   is free. A file lock (``<root>/.lock``) serialises state changes, so several app
   sessions (or an app restart) never start a queued run twice.
 - Subprocesses start in their own session (process group) with
@@ -81,6 +87,7 @@ __all__ = [
     "RunRegistry",
     "default_runs_dir",
     "max_runs_from_env",
+    "training_allowed",
     "read_jsonl",
     "valid_run_id",
 ]
@@ -108,14 +115,35 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get("SMU_RUNS_DIR") or "runs")
 
 
-def max_runs_from_env(default: int = 1) -> int:
-    """``$SMU_MAX_RUNS`` as a whole number >= 1 (``default`` when unset); else ``SMUInputError``."""
-    raw = (os.environ.get("SMU_MAX_RUNS") or "").strip()
+def max_runs_from_env(default: int = 1, name: str = "SMU_MAX_RUNS") -> int:
+    """``$SMU_MAX_RUNS`` (or ``name``) as a whole number >= 1 (``default`` when unset); else ``SMUInputError``."""
+    raw = (os.environ.get(name) or "").strip()
     if not raw:
         return default
     if not re.fullmatch(r"[0-9]{1,4}", raw) or int(raw) < 1:
-        raise SMUInputError("SMU_MAX_RUNS", f"must be a whole number from 1 to 9999, not {raw[:40]!r}")
+        raise SMUInputError(name, f"must be a whole number from 1 to 9999, not {raw[:40]!r}")
     return int(raw)
+
+
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def training_allowed(server_address: str | None) -> tuple[bool, str]:
+    """(allowed, reason if not): may this server start training runs for whoever asks?
+
+    ``SMU_ALLOW_TRAIN=1`` / ``0`` decides when set; otherwise training is on only when the
+    server listens on a loopback address (``""`` or ``0.0.0.0`` mean every interface)."""
+    flag = (os.environ.get("SMU_ALLOW_TRAIN") or "").strip().lower()
+    if flag in ("1", "true", "yes", "on"):
+        return True, ""
+    if flag in ("0", "false", "no", "off"):
+        return False, "Training is turned off on this server (SMU_ALLOW_TRAIN=0)."
+    addr = (server_address or "").strip().strip("[]")
+    if addr in LOOPBACK or addr.startswith("127."):
+        return True, ""
+    where = addr if addr not in ("", "0.0.0.0", "::") else "every network interface"
+    return False, (f"This server listens on {where}, so anyone who can reach it could start training "
+                   "processes: training is off. The operator can turn it on with SMU_ALLOW_TRAIN=1.")
 
 
 def valid_run_id(run_id: Any) -> bool:
@@ -335,13 +363,16 @@ class RunRegistry:
 
     def __init__(self, root: str | os.PathLike | None = None, *, max_concurrent: int | None = None,
                  launcher: Sequence[str] | None = None, grace_s: float = 5.0,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, max_queued: int | None = None):
         self.root = Path(root) if root is not None else default_runs_dir()
         if max_concurrent is None:
             max_concurrent = max_runs_from_env()
-        if not _is_int(max_concurrent) or max_concurrent < 1:
-            raise SMUInputError("max_concurrent", "must be a whole number >= 1")
-        self.max_concurrent = int(max_concurrent)
+        if max_queued is None:
+            max_queued = max_runs_from_env(4, "SMU_MAX_QUEUED")
+        for name, v in (("max_concurrent", max_concurrent), ("max_queued", max_queued)):
+            if not _is_int(v) or v < 1:
+                raise SMUInputError(name, "must be a whole number >= 1")
+        self.max_concurrent, self.max_queued = int(max_concurrent), int(max_queued)
         self.launcher = list(launcher) if launcher else [sys.executable, "-m", "smu_explain.cli"]
         self.grace_s = float(grace_s)
         self.env = dict(env or {})
@@ -509,6 +540,10 @@ class RunRegistry:
         run = RunInfo(id=run_id, status="queued", created=_now_iso(), params=params,
                       run_dir=str(self.root / run_id), secret=secrets.token_hex(16))
         with self._lock():
+            waiting = sum(r.status == "queued" for r in self._all())
+            if waiting >= self.max_queued:
+                raise SMUInputError("queue", f"the queue is full ({waiting} runs waiting, at most "
+                                    f"{self.max_queued}: SMU_MAX_QUEUED); start it when one has begun")
             (self.root / run_id).mkdir()
             self._save(run)
         if start:

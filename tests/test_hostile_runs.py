@@ -335,3 +335,52 @@ def test_bad_training_folders_are_typed_errors(tmp_path, folder):
     with pytest.raises(SMUInputError):
         reg.submit(strategy="random", data=folder, steps=3)
     assert reg.list() == [] and reg.skipped() == []
+
+
+# ----------------------------------------------------------------------------- served beyond localhost (issue 24)
+
+@pytest.mark.parametrize("address,env,allowed", [
+    ("localhost", None, True), ("127.0.0.1", None, True), ("::1", None, True), ("[::1]", None, True),
+    ("0.0.0.0", None, False), ("", None, False), ("192.168.1.5", None, False), ("::", None, False),
+    ("0.0.0.0", "1", True), ("localhost", "0", False), ("0.0.0.0", "maybe", False),
+])
+def test_training_is_off_beyond_localhost_unless_allowed(monkeypatch, address, env, allowed):
+    if env is None:
+        monkeypatch.delenv("SMU_ALLOW_TRAIN", raising=False)
+    else:
+        monkeypatch.setenv("SMU_ALLOW_TRAIN", env)
+    ok, why = R.training_allowed(address)
+    assert ok is allowed and (why == "") is allowed
+
+
+def test_train_page_is_off_when_served_to_the_network(tmp_path, monkeypatch):
+    from streamlit import config
+
+    monkeypatch.delenv("SMU_ALLOW_TRAIN", raising=False)
+    monkeypatch.setenv("SMU_RUNS_DIR", str(tmp_path / "runs"))
+    old = config.get_option("server.address")
+    config.set_option("server.address", "0.0.0.0")
+    try:
+        at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=60).run()
+    finally:
+        config.set_option("server.address", old)
+    assert not at.exception
+    assert any("SMU_ALLOW_TRAIN=1" in i.value.replace("\\", "") for i in at.info)
+    assert not at.button  # no form: nothing can be started
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_queue_is_capped(tmp_path):
+    reg = make_registry(tmp_path / "runs", env={"FAKE_CLI_MODE": "slow"}, max_concurrent=1, max_queued=2,
+                        grace_s=5.0)
+    first = reg.submit(strategy="random", data=tmp_path, steps=500)
+    try:
+        reg.submit(strategy="random", data=tmp_path, steps=3)
+        reg.submit(strategy="random", data=tmp_path, steps=3)
+        with pytest.raises(SMUInputError, match="queue is full"):
+            reg.submit(strategy="random", data=tmp_path, steps=3)
+        assert len(reg.queue()) == 2
+    finally:
+        for r in reg.list():
+            reg.cancel(r.id)
+    assert reg.get(first.id).status == "cancelled"
