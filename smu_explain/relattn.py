@@ -1,0 +1,505 @@
+"""BERT with relative positions of our own: the published MidiBERT / Adversarial-MidiBERT
+encoders, exact and at the speed of their matmuls.
+
+Rules (issue 26):
+
+- ``BertEncoder`` is ``transformers``' ``BertModel`` (post-LayerNorm BERT) with the same
+  state-dict key names (``embeddings.{word_embeddings,position_embeddings,token_type_embeddings,
+  LayerNorm}``, ``encoder.layer.N.attention.self.{query,key,value,distance_embedding}``,
+  ``attention.output.{dense,LayerNorm}``, ``intermediate.dense``, ``output.{dense,LayerNorm}``,
+  ``pooler.dense``), so a published checkpoint loads into it unchanged. MidiBERT feeds its
+  compound-token embeddings (after its own projection) as ``inputs_embeds``; ``input_ids`` work
+  too when the config has a word-embedding table (``vocab_size > 0``).
+- ``position_embedding_type``: ``"absolute"`` (a learned vector per index added to the input),
+  ``"relative_key"`` or ``"relative_key_query"`` (Shaw et al. 2018 / Huang et al. 2020, as in
+  transformers 4.x): each layer has ``distance_embedding``, a table of ``2 M - 1`` vectors of
+  ``head_dim`` (M = ``max_position_embeddings``), row ``(l - r) + M - 1`` for query l and key r,
+  and the attention logits are ``(q_l.k_r + q_l.e(l-r) [+ k_r.e(l-r)]) / sqrt(head_dim)`` plus
+  the padding mask (``(1 - mask) * finfo.min`` like transformers). Sequences longer than M are
+  refused (``ValueError``).
+- How we compute it (``relative_position_bias``): never the [L, L, head_dim] tensor of
+  transformers' einsum. For a block of b queries the distances they see form one contiguous run
+  of ``L + b - 1`` table rows, so the query term is one matmul ``q_block @ table_run^T``
+  ([b, L + b - 1]) followed by the "skewing" of Music Transformer (Huang et al. 2018): a strided
+  view that reads row i shifted by ``b - 1 - i`` (no copy, no gather). The key term is the same
+  computation for keys against the reversed table (``k_r.e(l - r) = k_r.e'(r - l)``), transposed.
+  Blocks of ``REL_BLOCK`` queries cost ``L (L + b - 1) d`` multiply-adds per term instead of the
+  ``L (2L - 1) d`` of one [L, 2L - 1] product (about half at L = 1000). The sum, already divided
+  by sqrt(head_dim), is the additive float ``attn_mask`` of
+  ``torch.nn.functional.scaled_dot_product_attention``, which scales q.k itself: the three terms
+  are divided by sqrt(head_dim) together, as transformers does.
+- Dropout on the attention probabilities (``attention_probs_dropout_prob``) only in training
+  (SDPA's ``dropout_p``); hidden dropout as BERT's.
+- The switch for checking: ``impl="transformers"`` (argument of ``BertEncoder``) or the
+  environment variable ``SMU_RELATTN=transformers`` runs ``transformers``' own eager
+  ``BertModel`` on the very same parameters (its modules are ours, shared, so gradients land
+  on ours too). ``transformers >= 5`` has no relative positions (its ``BertModel`` silently
+  drops ``distance_embedding``): asking it for a relative config raises
+  ``TransformersRelativeError`` (an ``SMUCheckpointError``), never a warning. ``impl="ours"``
+  (default) needs no ``transformers`` at all. ``smu_explain.model.MidiBert`` with
+  ``position="relative_key_query"`` uses the same ``relative_position_bias``; there the switch
+  computes the bias with transformers' algorithm (``relative_scores_reference``, the [L, L, d]
+  einsum) instead.
+- Loading: ``load_bert_state_dict(model, state_dict, prefix=)`` is strict: any missing,
+  unexpected or mis-shaped key is an ``SMUCheckpointError`` listing them; a relative checkpoint
+  loaded into an absolute model (its distance embeddings would be dropped) is one of those.
+  The non-persistent buffers ``embeddings.position_ids`` / ``token_type_ids`` that old
+  checkpoints carry are accepted only with their canonical values.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import SMUCheckpointError
+
+POSITION_TYPES = ("absolute", "relative_key", "relative_key_query")
+RELATIVE = ("relative_key", "relative_key_query")
+IMPLS = ("ours", "transformers")
+ENV_IMPL = "SMU_RELATTN"
+REL_BLOCK = 128  # queries per block of the relative-bias matmuls (see the module docstring)
+
+
+class TransformersRelativeError(SMUCheckpointError):
+    """The installed ``transformers`` cannot run relative positions (5.x dropped them)."""
+
+
+def default_impl(impl: str | None = None) -> str:
+    """``impl``, else ``$SMU_RELATTN``, else ``"ours"``; anything else is a ``ValueError``."""
+    impl = impl or os.environ.get(ENV_IMPL, "").strip() or "ours"
+    if impl not in IMPLS:
+        raise ValueError(f"relative attention impl must be one of {IMPLS}, got {impl!r} (from ${ENV_IMPL}?)")
+    return impl
+
+
+# ----------------------------------------------------------------------------- the bias
+
+def _skew(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """x (..., rows, rows + cols - 1), contiguous -> view (..., rows, cols) with
+    out[i, c] = x[i, c + rows - 1 - i] (Music Transformer's skewing, as a strided view)."""
+    width = rows + cols - 1
+    if rows == 1:
+        return x
+    flat = x.reshape(*x.shape[:-2], rows * width)
+    # element (i, c + rows - 1 - i) sits at (rows - 1) + i * (width - 1) + c
+    return flat[..., rows - 1: rows - 1 + rows * (width - 1)].unflatten(-1, (rows, width - 1))[..., :cols]
+
+
+def _relative_term(x: torch.Tensor, table: torch.Tensor, max_position: int, flip: bool, block: int,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, L, L) with t[l, r] = x_l . table[(l - r) + M - 1] (``flip=False``) or
+    x_l . table[(r - l) + M - 1] (``flip=True``), computed in blocks of queries, never [L, L, d].
+
+    Without autograd (inference), the blocks are written into a preallocated tensor or, with
+    ``out``, added to ``out`` transposed (``out[r, l] += t[l, r]``), so nothing but the result
+    and one block is ever alive."""
+    L = x.shape[-2]
+    M = max_position
+    # the run of distances that queries s..s+b-1 see, s + b - 1 down to s - L + 1 (descending),
+    # is one slice of the reversed table (of the table itself for the flipped e'(delta) = e(-delta))
+    base = table if flip else table.flip(0)
+    inplace = out is not None or not (torch.is_grad_enabled() and (x.requires_grad or table.requires_grad))
+    blocks = []
+    dest = None
+    for s in range(0, L, block):
+        b = min(block, L - s)
+        run = base[M - s - b: M + L - 1 - s]  # (L + b - 1, d)
+        prod = x[..., s: s + b, :] @ run.transpose(0, 1).to(x.dtype)  # (B, H, b, L + b - 1)
+        t = _skew(prod, b, L)  # (B, H, b, L): column r <-> distance +-(s + i - r)
+        if out is not None:
+            out[..., :, s: s + b].add_(t.transpose(-1, -2))
+        elif inplace:
+            if dest is None:
+                dest = prod.new_empty(*x.shape[:-1], L)
+            dest[..., s: s + b, :] = t
+        else:
+            blocks.append(t)
+    if out is not None:
+        return out
+    if dest is not None:
+        return dest
+    return blocks[0].contiguous() if len(blocks) == 1 else torch.cat(blocks, dim=-2)
+
+
+def relative_position_bias(q: torch.Tensor, k: torch.Tensor, table: torch.Tensor, max_position: int,
+                           kind: str = "relative_key_query", scale: float | None = None,
+                           block: int = REL_BLOCK) -> torch.Tensor:
+    """The relative-position logits (B, H, L, L) of transformers 4.x's BertSelfAttention,
+    times ``scale`` (default 1/sqrt(head_dim)): ``q_l.e(l-r)`` plus, for
+    ``"relative_key_query"``, ``k_r.e(l-r)``; ``e(delta) = table[delta + max_position - 1]``.
+    q, k: (B, H, L, d); table: (2 * max_position - 1, d)."""
+    if kind not in RELATIVE:
+        raise ValueError(f"kind must be one of {RELATIVE}, got {kind!r}")
+    L, d = q.shape[-2], q.shape[-1]
+    if L > max_position:
+        raise ValueError(f"sequence length {L} exceeds max_position_embeddings={max_position}")
+    if table.shape != (2 * max_position - 1, d):
+        raise ValueError(f"distance table must be ({2 * max_position - 1}, {d}), got {tuple(table.shape)}")
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    bias = _relative_term(q * scale, table, max_position, flip=False, block=block)
+    if kind == "relative_key_query":
+        # k_r . e(l - r) = k_r . e'(r - l): the query computation for keys, transposed
+        ks = k * scale
+        if torch.is_grad_enabled() and (k.requires_grad or q.requires_grad or table.requires_grad):
+            # autograd: plain cat + add (in-place slice writes would copy the whole grad per block)
+            bias = bias + _relative_term(ks, table, max_position, flip=True, block=block).transpose(-1, -2)
+        else:  # inference: added block by block into the bias, no second (B, H, L, L) tensor
+            bias = _relative_term(ks, table, max_position, flip=True, block=block, out=bias)
+    return bias
+
+
+def relative_scores_reference(q: torch.Tensor, k: torch.Tensor, table: torch.Tensor, max_position: int,
+                              kind: str = "relative_key_query", scale: float | None = None) -> torch.Tensor:
+    """The same as ``relative_position_bias`` by transformers 4.x's algorithm (the [L, L, d]
+    tensor of distance embeddings and two einsums): slow, for checking (``SMU_RELATTN=transformers``)."""
+    L, d = q.shape[-2], q.shape[-1]
+    if L > max_position:
+        raise ValueError(f"sequence length {L} exceeds max_position_embeddings={max_position}")
+    pos = torch.arange(L, device=q.device)
+    emb = table[pos[:, None] - pos[None, :] + max_position - 1].to(q.dtype)  # (L, L, d)
+    s = torch.einsum("bhld,lrd->bhlr", q, emb)
+    if kind == "relative_key_query":
+        s = s + torch.einsum("bhrd,lrd->bhlr", k, emb)
+    return s * (1.0 / math.sqrt(d) if scale is None else scale)
+
+
+def extended_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B, L) 1/0 mask -> (B, 1, 1, L) additive float mask ``(1 - m) * finfo(dtype).min``
+    (transformers' ``get_extended_attention_mask``), or None when nothing is masked."""
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must be (B, L), got {tuple(attention_mask.shape)}")
+    if bool(attention_mask.bool().all()):
+        return None
+    m = attention_mask.to(dtype)
+    return ((1.0 - m) * torch.finfo(dtype).min)[:, None, None, :]
+
+
+# ----------------------------------------------------------------------------- config
+
+@dataclass
+class BertEncoderConfig:
+    """The fields of ``transformers.BertConfig`` that shape a BERT encoder (same names)."""
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    position_embedding_type: str = "relative_key_query"
+    type_vocab_size: int = 2
+    vocab_size: int = 0  # 0: no word-embedding table (inputs_embeds only)
+    layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    hidden_act: str = "gelu"
+    add_pooling_layer: bool = False
+    pad_token_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.position_embedding_type not in POSITION_TYPES:
+            raise ValueError(f"position_embedding_type must be one of {POSITION_TYPES}, "
+                             f"got {self.position_embedding_type!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
+                             f"num_attention_heads={self.num_attention_heads}")
+        if self.hidden_act not in ("gelu", "relu", "gelu_new"):
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def relative(self) -> bool:
+        return self.position_embedding_type in RELATIVE
+
+    @classmethod
+    def from_hf(cls, hf_config: Any, add_pooling_layer: bool = False) -> "BertEncoderConfig":
+        """From a ``transformers.BertConfig`` (or anything with its attribute names)."""
+        kw = {f.name: getattr(hf_config, f.name) for f in fields(cls)
+              if f.name != "add_pooling_layer" and hasattr(hf_config, f.name)}
+        return cls(**kw, add_pooling_layer=add_pooling_layer)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _activation(name: str):
+    if name == "gelu":
+        return F.gelu
+    if name == "gelu_new":
+        return lambda x: F.gelu(x, approximate="tanh")
+    return F.relu
+
+
+# ----------------------------------------------------------------------------- modules
+
+class BertSelfAttention(nn.Module):
+    """query / key / value (+ distance_embedding) and the attention itself (SDPA)."""
+
+    def __init__(self, c: BertEncoderConfig):
+        super().__init__()
+        self.n_heads, self.head_dim = c.num_attention_heads, c.head_dim
+        self.query = nn.Linear(c.hidden_size, c.hidden_size)
+        self.key = nn.Linear(c.hidden_size, c.hidden_size)
+        self.value = nn.Linear(c.hidden_size, c.hidden_size)
+        self.kind = c.position_embedding_type
+        self.max_position = c.max_position_embeddings
+        self.dropout_p = c.attention_probs_dropout_prob
+        if c.relative:
+            self.distance_embedding = nn.Embedding(2 * c.max_position_embeddings - 1, c.head_dim)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape
+        return x.view(B, L, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        B, L, D = h.shape
+        q, k, v = self._heads(self.query(h)), self._heads(self.key(h)), self._heads(self.value(h))
+        bias = mask
+        if self.kind in RELATIVE:
+            rel = relative_position_bias(q, k, self.distance_embedding.weight, self.max_position, self.kind)
+            bias = rel if mask is None else rel + mask.to(rel.dtype)
+        elif bias is not None:
+            bias = bias.to(q.dtype)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                           dropout_p=self.dropout_p if self.training else 0.0)
+        return y.transpose(1, 2).reshape(B, L, D)
+
+
+class _DenseNorm(nn.Module):
+    """``dense`` -> dropout -> ``LayerNorm(x + residual)`` (BertSelfOutput / BertOutput)."""
+
+    def __init__(self, d_in: int, c: BertEncoderConfig):
+        super().__init__()
+        self.dense = nn.Linear(d_in, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class _Attention(nn.Module):
+    def __init__(self, c: BertEncoderConfig):
+        super().__init__()
+        self.self = BertSelfAttention(c)
+        self.output = _DenseNorm(c.hidden_size, c)
+
+
+class _Intermediate(nn.Module):
+    def __init__(self, c: BertEncoderConfig):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.intermediate_size)
+
+
+class BertLayer(nn.Module):
+    """Post-LN BERT layer: LN(x + Attn(x)); LN(h + W2 act(W1 h))."""
+
+    def __init__(self, c: BertEncoderConfig):
+        super().__init__()
+        self.attention = _Attention(c)
+        self.intermediate = _Intermediate(c)
+        self.output = _DenseNorm(c.intermediate_size, c)
+        self.act = _activation(c.hidden_act)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        h = self.attention.output(self.attention.self(x, mask), x)
+        return self.output(self.act(self.intermediate.dense(h)), h)
+
+
+class _Embeddings(nn.Module):
+    def __init__(self, c: BertEncoderConfig):
+        super().__init__()
+        if c.vocab_size > 0:
+            self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
+        self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
+        self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+        self.absolute = c.position_embedding_type == "absolute"
+
+    def forward(self, inputs_embeds: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        L = inputs_embeds.shape[1]
+        if token_type_ids is None:
+            x = inputs_embeds + self.token_type_embeddings.weight[0]
+        else:
+            x = inputs_embeds + self.token_type_embeddings(token_type_ids)
+        if self.absolute:
+            x = x + self.position_embeddings.weight[:L]
+        return self.dropout(self.LayerNorm(x))
+
+
+class _Encoder(nn.Module):
+    def __init__(self, c: BertEncoderConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(c) for _ in range(c.num_hidden_layers))
+
+
+class _Pooler(nn.Module):
+    def __init__(self, c: BertEncoderConfig):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(h[:, 0]))
+
+
+class BertEncoder(nn.Module):
+    """transformers' ``BertModel`` (encoder only: no decoder, cache or head masks), same keys.
+
+    ``forward(inputs_embeds=, attention_mask=, input_ids=, token_type_ids=)`` -> last hidden
+    state (B, L, hidden); ``pooled(hidden)`` is BERT's pooler (when ``add_pooling_layer``).
+    ``impl``: ``"ours"`` | ``"transformers"`` (default: ``$SMU_RELATTN`` or ours; see the module
+    docstring)."""
+
+    def __init__(self, config: BertEncoderConfig, impl: str | None = None):
+        super().__init__()
+        self.config = config
+        self.impl = default_impl(impl)
+        self.embeddings = _Embeddings(config)
+        self.encoder = _Encoder(config)
+        self.pooler = _Pooler(config) if config.add_pooling_layer else None
+        self._hf: list[nn.Module] = []  # the transformers twin, built on first use (not a submodule)
+        if self.impl == "transformers":
+            check_transformers_relative(config)
+
+    def forward(self, inputs_embeds: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                input_ids: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if (inputs_embeds is None) == (input_ids is None):
+            raise ValueError("give exactly one of inputs_embeds and input_ids")
+        if input_ids is not None:
+            if self.config.vocab_size <= 0:
+                raise ValueError("this encoder has no word embeddings (vocab_size=0): give inputs_embeds")
+            inputs_embeds = self.embeddings.word_embeddings(input_ids)
+        B, L, _ = inputs_embeds.shape
+        if L > self.config.max_position_embeddings:
+            raise ValueError(f"sequence length {L} exceeds max_position_embeddings="
+                             f"{self.config.max_position_embeddings}")
+        if self.impl == "transformers":
+            am = torch.ones(B, L, device=inputs_embeds.device) if attention_mask is None else attention_mask
+            out = self.transformers_twin()(inputs_embeds=inputs_embeds, attention_mask=am,
+                                           token_type_ids=token_type_ids)
+            return out.last_hidden_state
+        h = self.embeddings(inputs_embeds, token_type_ids)
+        mask = extended_mask(attention_mask, h.dtype)
+        for layer in self.encoder.layer:
+            h = layer(h, mask)
+        return h
+
+    def pooled(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.pooler is None:
+            raise ValueError("this encoder was built without a pooler (add_pooling_layer=False)")
+        return self.pooler(hidden)
+
+    def transformers_twin(self) -> nn.Module:
+        """transformers' eager ``BertModel`` whose modules are this encoder's (shared parameters)."""
+        if not self._hf:
+            self._hf.append(transformers_bert(self.config, share_with=self))
+        return self._hf[0]
+
+
+# ----------------------------------------------------------------------------- transformers
+
+def transformers_major() -> int:
+    import transformers
+    return int(transformers.__version__.split(".")[0])
+
+
+def check_transformers_relative(config: BertEncoderConfig) -> None:
+    """Refuse (``TransformersRelativeError``) a relative config on transformers >= 5, whose
+    ``BertModel`` accepts it but drops the distance embeddings."""
+    if config.relative and transformers_major() >= 5:
+        import transformers
+        raise TransformersRelativeError(
+            "transformers", f"transformers {transformers.__version__} has no relative positions "
+            f"(position_embedding_type={config.position_embedding_type!r}): its BertModel would drop "
+            "every distance_embedding; use impl='ours' or transformers>=4.57,<5")
+
+
+def transformers_bert(config: BertEncoderConfig, share_with: BertEncoder | None = None) -> nn.Module:
+    """transformers' eager ``BertModel`` for ``config`` (refused on transformers >= 5 for relative
+    configs). With ``share_with``, its modules are replaced by that encoder's (same parameters)."""
+    check_transformers_relative(config)
+    from transformers import BertConfig, BertModel
+    hf_cfg = BertConfig(**{k: v for k, v in config.to_dict().items() if k != "add_pooling_layer"},
+                        attn_implementation="eager")
+    hf_cfg.vocab_size = max(config.vocab_size, 1)
+    if share_with is None:
+        model = BertModel(hf_cfg, add_pooling_layer=config.add_pooling_layer)
+    else:
+        with torch.device("meta"):
+            model = BertModel(hf_cfg, add_pooling_layer=config.add_pooling_layer)
+        for name, mod in share_with.named_modules():
+            if name and not list(mod.children()) and isinstance(mod, (nn.Linear, nn.Embedding, nn.LayerNorm)):
+                parent, _, leaf = name.rpartition(".")
+                setattr(model.get_submodule(parent), leaf, mod)
+        if config.vocab_size <= 0:
+            model.embeddings.word_embeddings = nn.Embedding(1, config.hidden_size)
+        for buf, value in (("position_ids", torch.arange(config.max_position_embeddings)[None]),
+                           ("token_type_ids", torch.zeros(1, config.max_position_embeddings, dtype=torch.long))):
+            model.embeddings.register_buffer(buf, value, persistent=False)
+        left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+        if left:
+            raise RuntimeError(f"transformers' BertModel has tensors this encoder lacks: {left}")
+        model.to(next(share_with.parameters()).device)
+        model.train(share_with.training)
+    _check_distance_embeddings(model, config)
+    return model
+
+
+def _check_distance_embeddings(model: nn.Module, config: BertEncoderConfig) -> None:
+    """A relative config whose built model has no ``distance_embedding`` in some layer is refused."""
+    if not config.relative:
+        return
+    lacking = [i for i, layer in enumerate(model.encoder.layer)
+               if not hasattr(layer.attention.self, "distance_embedding")]
+    if lacking:
+        raise TransformersRelativeError(
+            type(model).__name__, f"layers {lacking} have no distance_embedding: this BertModel would drop "
+            f"the {config.position_embedding_type} distance embeddings of the checkpoint")
+
+
+# ----------------------------------------------------------------------------- loading
+
+_CANONICAL_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+
+
+def load_bert_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], prefix: str = "",
+                         source: str = "<state_dict>") -> None:
+    """Load the keys of ``state_dict`` under ``prefix`` (e.g. ``"bert."``) into ``model``, strictly:
+    any missing, unexpected or mis-shaped tensor raises ``SMUCheckpointError`` listing them (a
+    relative checkpoint into an absolute model: its ``distance_embedding`` keys are unexpected).
+    Keys outside ``prefix`` are not this model's and are left alone."""
+    own = model.state_dict()
+    given = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    problems = []
+    for key in _CANONICAL_BUFFERS:
+        if key in given and key not in own:
+            t = given.pop(key)
+            n = t.shape[-1] if t.dim() else 0
+            want = torch.arange(n)[None] if key.endswith("position_ids") else torch.zeros(1, n, dtype=torch.long)
+            if t.shape != want.shape or not torch.equal(t.long().cpu(), want):
+                problems.append(f"{prefix}{key}: not the canonical buffer")
+    missing = sorted(set(own) - set(given))
+    unexpected = sorted(set(given) - set(own))
+    shapes = sorted(f"{prefix}{k}: {tuple(given[k].shape)} in the checkpoint, {tuple(own[k].shape)} in the model"
+                    for k in set(own) & set(given) if tuple(given[k].shape) != tuple(own[k].shape))
+    if missing:
+        problems.append("missing: " + ", ".join(prefix + k for k in missing))
+    if unexpected:
+        problems.append("unexpected (would be dropped): " + ", ".join(prefix + k for k in unexpected))
+    if shapes:
+        problems.append("shape mismatch: " + "; ".join(shapes))
+    if problems:
+        raise SMUCheckpointError(source, "weights do not fit the model: " + " | ".join(problems))
+    model.load_state_dict(given, strict=True)
