@@ -39,6 +39,7 @@ import streamlit as st
 
 from .checkpoint import (CONFIG_NAME, SCORES_NAME, WEIGHTS_NAME, load_checkpoint, load_masker_scores,
                          user_folder)
+from . import limits
 from .errors import SMUCheckpointError, SMUInputError
 from .markup import md_escape
 
@@ -50,9 +51,8 @@ DEMO_MODELS = {
     "demo random": MODELS_DIR / "demo-random",
 }
 MAX_UPLOAD_MB = 20
-# pieces with more notes are refused with a message before any model runs (about 30 minutes
-# of dense piano music; the model pass grows with the notes: ~1 s per 1,000 notes on 2 cores)
-MAX_NOTES = 20_000
+# pieces with more notes are refused with a message before any model runs (limits.py; smu explain too)
+MAX_NOTES = limits.MAX_NOTES
 UPLOAD_TYPES = ["mid", "midi", "kar", "smf", "xml", "musicxml", "mxl"]
 OTHER_FOLDER = "other folder..."
 

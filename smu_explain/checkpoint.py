@@ -516,6 +516,99 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+# ----------------------------------------------------------------------------- memory
+
+# bytes per parameter (fp32): loading holds the weights read from the file and the model's own
+# copy at once; training holds weights, gradients and Adam's two moments (activations come on top)
+BYTES_PER_PARAMETER = {"load": 8, "training": 16, "training_loaded": 12}
+
+
+def _cgroup_room() -> int | None:
+    """Bytes left under this process's cgroup (v2 ``memory.max`` - ``memory.current``, or v1's
+    ``limit_in_bytes`` - ``usage_in_bytes``), None when unlimited or unknown."""
+    pairs = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+             ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+    for limit_file, usage_file in pairs:
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:
+            return max(0, int(limit) - usage)
+        return None
+    return None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still take: ``MemAvailable`` of /proc/meminfo (else the
+    free pages of ``os.sysconf``), lowered to what the cgroup (a container's limit) leaves;
+    None when the machine does not say."""
+    found = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    if found is None:
+        try:
+            found = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            found = None
+    room = _cgroup_room()
+    if room is not None:
+        found = room if found is None else min(found, room)
+    return found
+
+
+def _gpu_free(device: Any) -> int | None:
+    """Free bytes on a CUDA ``device`` (``cuda``, ``cuda:N``), None for other devices."""
+    name = str(device or "")
+    if not name.startswith("cuda"):
+        return None
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return int(torch.cuda.mem_get_info(torch.device(name))[0])
+    except (RuntimeError, ValueError, AssertionError):
+        return None
+
+
+def check_memory(n_parameters: int, where: str | os.PathLike, *, purpose: str = "load", device: Any = None,
+                 error: type[SMUInputError] = SMUCheckpointError) -> None:
+    """``error`` (naming ``where``, with the numbers) when a model of ``n_parameters`` parameters
+    cannot fit the memory the machine has now (:func:`available_memory`; on a CUDA ``device`` also
+    the GPU's free memory), for ``purpose``: ``"load"`` (8 bytes per parameter),
+    ``"training"`` (16: weights, gradients, Adam's two moments) or ``"training_loaded"`` (12: the
+    weights are already in memory). Called before anything is allocated; a machine that does not
+    say how much memory it has is not refused."""
+    per = BYTES_PER_PARAMETER[purpose]
+    need = int(n_parameters) * per
+    what = {"load": "to load", "training": "to train", "training_loaded": "to train"}[purpose]
+    for room, place in ((available_memory(), "memory available on this machine"),
+                        (_gpu_free(device), f"free memory on {device}")):
+        if room is not None and need > room:
+            raise error(where, f"a model of {n_parameters:,} parameters needs about {need / 1e9:.1f} GB {what} "
+                               f"({per} bytes per parameter{', before activations' if per > 8 else ''}); "
+                               f"the {place} is {room / 1e9:.1f} GB. Use a smaller model (d_model, n_layers, "
+                               "d_ff, max_len) or a machine with more memory.")
+
+
+def parameters_in_header(header: dict[str, tuple[tuple[int, ...], str]]) -> int:
+    """The number of values in a safetensors header (:func:`weights_header`)."""
+    n = 0
+    for shape, _ in header.values():
+        k = 1
+        for d in shape:
+            k *= int(d)
+        n += k
+    return n
+
+
 # ----------------------------------------------------------------------------- load
 
 _NOT_KIND = {
@@ -555,7 +648,9 @@ def load_checkpoint(folder: str | os.PathLike, map_location: Any = "cpu", *, kin
     if tokenizer is not None:
         info["tokenizer"] = tokenizer.config.to_dict()
     build = _pretrained_builder(config) if found == "pretrained" else _finetuned_builder(folder, meta, config)
-    # Sizes are checked against the weights file's header before anything is allocated.
+    # Sizes are checked against the weights file's header, and the memory they take against the
+    # memory the machine has, before anything is allocated.
+    check_memory(parameters_in_header(weights_header(weights)), weights, purpose="load")
     check_weights_header(weights, build)
     model = build()
 

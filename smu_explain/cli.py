@@ -34,11 +34,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import SMUCheckpointError, SMUInputError, SMUTrainingError
+from .limits import MAX_NOTES
 from .names import FINETUNE_TASKS, SIZES, SPLIT_SCHEMES, STRATEGIES, TASKS
 
 MUSIC_SUFFIXES = (".mid", ".midi", ".kar", ".smf", ".xml", ".musicxml", ".mxl", ".krn", ".abc")
 EXIT_INPUT, EXIT_TRAINING, EXIT_SIGTERM, EXIT_SIGINT = 2, 1, 143, 130
 LOCK_NAME = ".smu.lock"
+MAX_LR = 1.0  # a peak learning rate above this is a typo (Adam diverges at once)
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding (and the data loaders') takes at most 32 bits
 
 
 class _Cancelled(BaseException):
@@ -178,7 +181,13 @@ def _train_config(args, base: dict[str, Any], out: str, defaults: dict[str, Any]
     if getattr(args, "bf16", False):
         d["bf16"] = True
     d["out_dir"] = out
-    return TrainConfig.from_dict(d).validate()
+    cfg = TrainConfig.from_dict(d).validate()
+    where = getattr(args, "config", None) or "train config"
+    if not cfg.lr <= MAX_LR:
+        raise SMUInputError(where, f"lr must be in (0, {MAX_LR:g}], got {cfg.lr:g}")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise SMUInputError(where, f"seed must be in 0..{MAX_SEED} (2**32 - 1), got {_short_int(cfg.seed)}")
+    return cfg
 
 
 def _add_train_flags(p: argparse.ArgumentParser, steps_default: str) -> None:
@@ -337,8 +346,8 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
 
     from . import data
     from .masker import StrategyConfig, make_strategy
-    from .checkpoint import load_checkpoint
-    from .model import MidiBert, ModelConfig
+    from .checkpoint import check_memory, load_checkpoint
+    from .model import MidiBert, ModelConfig, _estimated_parameters
     from .trainer import Trainer, install_stop_signals
 
     run = resolve_run_config(args.config)
@@ -380,6 +389,10 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
     if model_cfg.max_len < tokenizer.config.max_len:
         raise SMUInputError(args.config, f"model max_len {model_cfg.max_len} < tokenizer windows "
                                          f"{tokenizer.config.max_len}")
+    # the weights, gradients and Adam's moments must fit the machine's memory: checked before any is made
+    check_memory(_estimated_parameters(model_cfg), out if args.resume else (args.config or "--config"),
+                 purpose="training_loaded" if args.resume else "training", device=_device(cfg.device),
+                 error=SMUInputError)
 
     augment = not args.no_augment
     if _is_tokenized_dir(args.data):
@@ -505,8 +518,9 @@ def cmd_finetune(args) -> int:
 
 def _cmd_finetune_locked(args) -> int:
     from . import data
-    from .checkpoint import load_checkpoint
+    from .checkpoint import check_memory, load_checkpoint
     from .finetune import build_model, finetune
+    from .model import ModelConfig, _estimated_parameters
 
     out = Path(args.out)
     if args.pretrained.lower() == "none":
@@ -526,6 +540,13 @@ def _cmd_finetune_locked(args) -> int:
         raise SMUInputError(args.data or args.data_root or args.folder or args.task, "no training windows")
     if len(train) < cfg.batch_size:
         cfg.batch_size = len(train)
+    # weights, gradients and Adam's moments against the machine's memory, before the model is made
+    n_params = (pre.model.num_parameters() if pre is not None else
+                _estimated_parameters(ModelConfig.named(args.size, tokenizer.vocab_sizes, tokenizer.attributes,
+                                                        max_len=tokenizer.config.max_len)))
+    check_memory(n_params, args.pretrained if pre is not None else f"--size {args.size}",
+                 purpose="training_loaded" if pre is not None else "training", device=_device(cfg.device),
+                 error=SMUInputError)
     model = build_model(args.task, classes, pretrained=pre, vocab_sizes=tokenizer.vocab_sizes,
                         attributes=tokenizer.attributes, size=args.size, max_len=tokenizer.config.max_len,
                         seed=cfg.seed)
@@ -537,6 +558,15 @@ def _cmd_finetune_locked(args) -> int:
     _print_scores(res, ("val", "test"))
     print(f"model and results.json in {out}")
     return 0
+
+
+def _device(name: str) -> str:
+    """The device a run's ``device`` setting means (``auto``: cuda when there is one)."""
+    if name == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
 
 
 def _print_scores(res: dict[str, Any], splits: Sequence[str]) -> None:
@@ -662,6 +692,8 @@ def add_explain_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="predictions kept per attribute (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rows", type=int, default=40, help="rows printed (0 = all; default 40)")
+    p.add_argument("--max-notes", type=int, default=MAX_NOTES,
+                   help=f"refuse pieces with more notes (default {MAX_NOTES:,}, the app's limit)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--json", default=None, help="write the table as JSON records")
     g.add_argument("--csv", default=None, help="write the table as CSV")
@@ -680,6 +712,10 @@ def cmd_explain(args) -> int:
     ckpt = load_checkpoint(Path(args.model), kind="pretrained")
     model, tokenizer = ckpt.model, ckpt.tokenizer
     piece = tokenizer.read(args.piece)
+    if len(piece.pitch) > args.max_notes:
+        raise SMUInputError(args.piece, f"{len(piece.pitch):,} notes: more than the limit of {args.max_notes:,} "
+                                        "notes per piece (explaining masks every note once: minutes to hours). "
+                                        "Cut it into shorter excerpts, or raise --max-notes.")
     print(f"explaining {len(piece.pitch)} notes of {args.piece} ...", file=sys.stderr)
     df = explain_piece(model.eval(), tokenizer, piece, ratio=args.ratio, top_k=args.top_k, seed=args.seed)
     if args.json:
@@ -770,7 +806,7 @@ def check_flags(args) -> None:
     if v is not None and not (math.isfinite(v) and 0 <= v < 1):
         raise bad("--val-fraction", "in [0, 1)", v)
     for flag, low in (("top_k", 1), ("rows", 0), ("limit", 1), ("batch_size", 1), ("patience", 1),
-                      ("max_len", 1), ("epochs", 1), ("steps", 1)):
+                      ("max_len", 1), ("epochs", 1), ("steps", 1), ("max_notes", 1)):
         v = getattr(args, flag, None)
         if v is not None and v < low:
             raise bad("--" + flag.replace("_", "-"), f">= {low}", v)
@@ -778,6 +814,18 @@ def check_flags(args) -> None:
         v = getattr(args, flag, None)
         if v is not None and not (math.isfinite(v) and 0 <= v <= 1 and not (hi_open and v == 1)):
             raise bad("--" + flag.replace("_", "-"), "in [0, 1)" if hi_open else "in [0, 1]", v)
+    v = getattr(args, "lr", None)
+    if v is not None and not (math.isfinite(v) and 0 < v <= MAX_LR):
+        raise bad("--lr", f"a number in (0, {MAX_LR:g}]", v)
+    for flag in ("seed", "split_seed"):
+        v = getattr(args, flag, None)
+        if v is not None and not 0 <= v <= MAX_SEED:
+            raise bad("--" + flag.replace("_", "-"), f"in 0..{MAX_SEED} (2**32 - 1)", _short_int(v))
+
+
+def _short_int(v: int) -> str:
+    """An integer for a message: in full up to 30 digits, else its size in bits."""
+    return str(v) if abs(v) < 10 ** 30 else f"{'-' if v < 0 else ''}a {abs(v).bit_length()}-bit number"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .limits import MAX_NOTES  # noqa: F401  (the note cap of smu explain and the app)
 from .masker import n_to_pick, validate
 from .model import unwrap
 from .tokenizer import MASK_ID, N_SPECIAL, PAD_ID
