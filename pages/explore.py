@@ -5,7 +5,7 @@ import streamlit as st
 
 from smu_explain import appstate as A
 from smu_explain import plots
-from smu_explain.markup import md_escape
+from smu_explain.markup import html_escape, md_escape
 
 st.title("Explore a piece")
 st.caption("Which notes does the masker find hard to recover, which would it hide, and what "
@@ -89,7 +89,7 @@ roll_key = ("explore roll", name, A.piece_key(data),
 fig = A.figure(roll_key, lambda: plots.piano_roll(
     notes, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
     ghost=plots.reconstruction_frame(table) if table is not None else None,
-    title=f"{name}" + (" - masker overlay" if over is not None else ""), height=520))
+    title=html_escape(name) + (" - masker overlay" if over is not None else ""), height=520))
 event = st.plotly_chart(fig, key="explore_roll", on_select="rerun", selection_mode="points",
                         config={"scrollZoom": True, "displaylogo": False})
 if over is not None and table is None:

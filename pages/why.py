@@ -18,7 +18,7 @@ from smu_explain import plots
 from smu_explain.checkpoint import task_heads, user_folder
 from smu_explain.errors import SMUCheckpointError, SMUInputError
 from smu_explain.explain import fast_precision
-from smu_explain.markup import md_escape
+from smu_explain.markup import html_escape, md_escape
 
 K_WHY = "smu_why"  # the views shown last, for the HTML export
 FT_HELP = ("No fine-tuned model found. Make one with `smu finetune`, e.g. "
@@ -209,11 +209,11 @@ with tab_attr:
                 m3.metric("IG vs occlusion (Spearman)",
                           "-" if np.isnan(res["spearman"]) else f"{res['spearman']:.2f}")
                 fig_ig = plots.attribution_roll(ig, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
-                                                title=f"integrated gradients: why {what} is {res['class']}")
+                                                title=f"integrated gradients: why {what} is {html_escape(res['class'])}")
                 chart(tab_attr, fig_ig, "why_ig_roll")
                 fig_occ = plots.attribution_roll(occ, bar_starts_q=piece.bar_starts_q,
                                                  track_names=piece.track_names,
-                                                 title=f"occlusion: why {what} is {res['class']}")
+                                                 title=f"occlusion: why {what} is {html_escape(res['class'])}")
                 chart(tab_attr, fig_occ, "why_occ_roll")
                 fig_sc = plots.attribution_scatter(ig, occ, title="IG against occlusion, one dot per note")
                 chart(tab_attr, fig_sc, "why_scatter")
@@ -340,7 +340,7 @@ with tab_cf:
                 if pb is not None and pa is not None:
                     unit = "probability" if pb["level"] == "sequence" else "share of notes"
                     fig_pred = plots.before_after_bars(pb["classes"], pa["classes"],
-                                                       title=f"{pb['task']} prediction", value_label=unit)
+                                                       title=f"{html_escape(pb['task'])} prediction", value_label=unit)
                     chart(tab_cf, fig_pred, "why_cf_pred")
                     cf_figs.append(fig_pred)
                     st.caption(f"Prediction before: **{md_escape(pb['classes'][0][0])}**, "

@@ -123,6 +123,21 @@ def test_app_model_picker_bad_path(kind):
     assert any("Cannot use this model folder" in e.value for e in at.error), texts(at)
 
 
+def test_why_page_finetuned_folder_bad_path(model_dir):
+    from app_helpers import ROOT
+
+    sample = sorted((ROOT / "sample_midi").glob("*.mid"))[0]
+    at = AppTest.from_file(page("why.py"), default_timeout=120)
+    at.session_state[A.K_PIECE] = (sample.name, sample.read_bytes())
+    at.session_state[A.K_MODEL_A] = str(model_dir)
+    at.run()
+    at.selectbox(key="why_ft_choice").set_value(A.OTHER_FOLDER).run()
+    for bad in (BAD_PATHS["unknown user"], BAD_PATHS["5,000 characters"]):
+        at.text_input(key="why_ft_path").set_value(bad).run()
+        assert not at.exception, at.exception
+        assert any("no such user" in e.value or "5,000 bytes" in e.value for e in at.error), texts(at)
+
+
 # ----------------------------------------------------------------------------- JSON beyond the parser
 
 HUGE_INT = "9" * 5000
