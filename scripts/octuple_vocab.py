@@ -116,6 +116,7 @@ def build_json(data: bytes, source: str) -> dict:
                     "checked to mirror itself and re-written here as one token list per attribute, "
                     "id = index in the list"),
             "generator": "PianoBART Data/data_generation/make_dict.py",
+            "reconstructed": False,  # read from the published file itself
         },
         "attributes": list(ATTRIBUTES),
         "specials": list(SPECIALS),

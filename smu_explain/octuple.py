@@ -56,19 +56,29 @@ bar-line metres and seconds per note: then time signatures come from
 ``piece.time_signatures`` and the tempo at a note is estimated from the seconds between
 its onset and the next distinct onset (exact unless a tempo change lies between them).
 
+Checked against the authors' own encoder: PianoBART's ``convert.py`` (``MIDI_to_encoding``
+and the 256-bar segmentation of ``F``), run outside this project with miditoolkit 1.0.1,
+gives the same rows as :meth:`encode` on every file of sample_midi and on files with
+5/8, 7/8, 3/4, 6/8, 9/4, 12/8, 3/16, metre changes inside bars, tempo events outside
+16..256 qpm, two tempo events at one tick and bars up to 798 (tests/test_octuple.py keeps one
+of those outputs as a literal).
+
 Deviations from the authors' pipeline (one row per note of the piece, always): the
-authors drop notes after 2^16 positions (``trunc_pos``) and split pieces longer than
-256 bars into separate sequences ending in EOS; here every note keeps its row, in the
-piece's order, and :meth:`encode_windows` cuts windows of ``max_len`` (1024, the
-authors' sequence length) rows.
+project's reader drops drum tracks (the authors encode them as instrument 128, pitch
+128 + p); the authors drop notes after 2^16 positions (``trunc_pos``) and split pieces
+longer than 256 bars into separate sequences ending in EOS; here every note keeps its
+row, in the piece's order (the authors sort the rows as tuples), and
+:meth:`encode_windows` cuts windows of ``max_len`` (1024, the authors' sequence length)
+rows. A gap of more than 255 empty bars gets the segment of its bar here; the authors'
+loop opens only one new segment per note (its bar id would leave the vocabulary).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -157,7 +167,8 @@ class OctupleTokenizer:
     Offers the CP :class:`~smu_explain.tokenizer.Tokenizer`'s surface where it applies:
     ``attributes``, ``vocab_sizes``, ``index``, ``read``, ``encode``, ``windows``,
     ``encode_windows``, ``decode_values``, ``decode_notes``; ``decode`` gives the notes
-    table (pandas), ``pad_ids`` / ``mask_ids`` replace CP's constant ``PAD_ID`` / ``MASK_ID``.
+    table (pandas), ``pad_ids`` / ``mask_ids`` replace CP's constant ``PAD_ID`` / ``MASK_ID``,
+    ``to_dict`` / ``from_dict`` describe it (CP: ``TokenizerConfig.to_dict``).
     """
 
     name = "octuple"
@@ -574,14 +585,33 @@ class OctupleTokenizer:
         df["qpm"] = self.tempo_values[t[:, self.index["tempo"]]]
         return df
 
-    @cached_property
-    def config_dict(self) -> dict:
-        """What identifies this tokenizer (for a checkpoint's tokenizer.json)."""
+    def vocab_hash(self) -> str:
+        """sha256 (16 hex chars) of the token lists: the vocabulary's identity, whatever the file's layout."""
+        payload = json.dumps([self.tokens[a] for a in self.attributes], separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        """What identifies this tokenizer (for a checkpoint's tokenizer.json): kind, window
+        settings, attributes, sizes and the vocabulary's hash."""
         return {
             "kind": self.name,
-            "vocab_sha256_source": self.vocab["provenance"].get("sha256"),
-            "attributes": self.attributes,
-            "vocab_sizes": self.vocab_sizes,
             "max_len": self.max_len,
             "stride": self.stride,
+            "attributes": list(self.attributes),
+            "vocab_sizes": list(self.vocab_sizes),
+            "vocab_hash": self.vocab_hash(),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict, vocab_path=None) -> "OctupleTokenizer":
+        """The tokenizer :meth:`to_dict` described; ValueError when the vocabulary differs."""
+        if not isinstance(d, dict) or d.get("kind") != cls.name:
+            raise ValueError(f"not an Octuple tokenizer description: kind {d.get('kind') if isinstance(d, dict) else d!r}")
+        unknown = set(d) - {"kind", "max_len", "stride", "attributes", "vocab_sizes", "vocab_hash"}
+        if unknown:
+            raise ValueError(f"unknown Octuple tokenizer keys: {sorted(unknown)}")
+        tk = cls(vocab_path, max_len=d.get("max_len", 1024), stride=d.get("stride"))
+        for key in ("attributes", "vocab_sizes", "vocab_hash"):
+            if key in d and d[key] != tk.to_dict()[key]:
+                raise ValueError(f"Octuple tokenizer {key} {d[key]!r} differ from this vocabulary's {tk.to_dict()[key]!r}")
+        return tk

@@ -313,3 +313,40 @@ def test_decode_rejects_masks_and_skips_padding(tk):
         tk.decode_notes(ids + 1000)
     assert tk.decode_values("pitch", [60, tk.pad_ids[3]]).tolist() == [60, -1]
     assert tk.decode_values("timesig", [tk.ts_index[(7, 8)]]).tolist() == [7008]
+
+
+# PianoBART's convert.py MIDI_to_encoding (their code, run once outside this project with
+# miditoolkit 1.0.1) on the file below: sorted rows (bar, position, program, pitch,
+# duration, velocity, timesig, tempo). Metre changes inside bars (3/4 at beat 3 of bar 1,
+# 7/8 half a beat into bar 4), two tempo events at one tick, odd durations and onsets.
+AUTHORS_CHANGE_MID = [
+    (0, 0, 0, 60, 32, 20, 9, 32), (0, 16, 0, 60, 44, 20, 9, 32), (0, 32, 0, 60, 50, 20, 9, 32),
+    (0, 48, 0, 60, 50, 20, 9, 32), (1, 0, 0, 60, 54, 20, 9, 32), (1, 16, 0, 60, 54, 20, 9, 32),
+    (1, 32, 0, 60, 56, 20, 8, 32), (1, 48, 0, 60, 56, 20, 8, 30), (2, 0, 0, 60, 56, 20, 8, 30),
+    (2, 16, 0, 60, 58, 20, 8, 30), (2, 32, 0, 60, 58, 20, 8, 30), (3, 0, 0, 60, 58, 20, 8, 30),
+    (3, 16, 0, 60, 58, 20, 8, 30), (3, 32, 0, 60, 58, 20, 8, 30), (4, 0, 0, 60, 58, 20, 8, 30),
+    (4, 16, 0, 60, 58, 20, 20, 30), (4, 32, 0, 60, 58, 20, 20, 30), (5, 0, 0, 60, 58, 20, 20, 30),
+    (5, 16, 0, 60, 58, 20, 20, 30), (5, 32, 0, 60, 58, 20, 20, 30), (5, 48, 0, 60, 58, 20, 18, 30),
+    (6, 8, 0, 60, 58, 20, 18, 30), (6, 24, 0, 60, 58, 20, 18, 30), (7, 0, 0, 60, 58, 20, 18, 30),
+    (7, 16, 0, 60, 58, 20, 18, 30), (7, 32, 0, 60, 58, 20, 18, 30), (8, 8, 0, 60, 62, 20, 18, 30),
+    (8, 24, 0, 60, 62, 20, 18, 30), (9, 0, 0, 60, 65, 20, 18, 30), (9, 16, 0, 60, 68, 20, 18, 30),
+]
+
+
+def test_matches_the_authors_encoder(tk, midi_bytes):
+    notes = [(q * TPQ + 13 * (q % 2), TPQ * (q % 7 + 1) * 3, 60, 80) for q in range(30)]
+    data = midi_bytes(notes, time_signatures=[(0, 4, 4), (6 * TPQ, 3, 4), (14 * TPQ + TPQ // 2, 7, 8), (20 * TPQ, 5, 8)],
+                      tempo_changes=[(0, 100.0), (7 * TPQ + 1, 60.0), (7 * TPQ + 1, 90.0)])
+    ids = tk.encode(tk.read(data, name="change_mid"))
+    assert sorted(map(tuple, ids.tolist())) == AUTHORS_CHANGE_MID
+
+
+def test_description_round_trip(tk, tmp_path):
+    d = tk.to_dict()
+    assert d["kind"] == "octuple" and d["vocab_sizes"] == tk.vocab_sizes and d["max_len"] == 1024
+    again = OctupleTokenizer.from_dict(json.loads(json.dumps(d)))
+    assert again.to_dict() == d
+    with pytest.raises(ValueError, match="vocab_sizes"):
+        OctupleTokenizer.from_dict({**d, "vocab_sizes": [2] * 8})
+    with pytest.raises(ValueError, match="not an Octuple"):
+        OctupleTokenizer.from_dict({"kind": "cp"})
