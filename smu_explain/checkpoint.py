@@ -148,19 +148,19 @@ def _read_json(path: Path) -> Any:
     return loads_json(text, path)
 
 
-def loads_json(text: str, where: str | os.PathLike) -> Any:
-    """``json.loads`` whose every failure is an ``SMUCheckpointError`` naming ``where``: not JSON,
+def loads_json(text: str, where: str | os.PathLike, error: type[SMUInputError] = SMUCheckpointError) -> Any:
+    """``json.loads`` whose every failure is an ``error`` (``SMUCheckpointError``) naming ``where``: not JSON,
     an integer of more digits than Python converts (``sys.get_int_max_str_digits``, a
     ``ValueError`` of json.loads), nesting deeper than the interpreter's stack (``RecursionError``)."""
     name = Path(where).name
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise SMUCheckpointError(where, f"{name} is not valid JSON ({e})") from None
+        raise error(where, f"{name} is not valid JSON ({e})") from None
     except ValueError as e:  # "Exceeds the limit (4300 digits) for integer string conversion"
-        raise SMUCheckpointError(where, f"{name} holds a number too long to read ({e})") from None
+        raise error(where, f"{name} holds a number too long to read ({e})") from None
     except RecursionError:
-        raise SMUCheckpointError(where, f"{name} is nested too deeply to read") from None
+        raise error(where, f"{name} is nested too deeply to read") from None
 
 
 def checked_path(path: str | os.PathLike, error: type[SMUInputError] = SMUCheckpointError) -> Path:

@@ -62,10 +62,13 @@ def _load_json(path: str | Path, what: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise SMUInputError(p, f"{what} not found")
+    from .checkpoint import loads_json
+
     try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
         raise SMUInputError(p, f"{what} is not valid JSON ({e})") from None
+    d = loads_json(text, p, SMUInputError)  # not JSON, numbers over the digit limit, too deep
     if not isinstance(d, dict):
         raise SMUInputError(p, f"{what} must be a JSON object")
     return d

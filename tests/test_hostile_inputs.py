@@ -188,6 +188,15 @@ def test_cli_config_with_huge_int(copy_of, music, capsys):
     assert "nested too deeply" in last_err(capsys)
 
 
+@pytest.mark.parametrize("spoil", ["huge int", "deep"])
+def test_cli_run_config_beyond_the_parser(spoil, music, tmp_path, capsys):
+    cfg = tmp_path / "run.json"
+    cfg.write_text(deep() if spoil == "deep" else '{"size": "tiny", "train": {"seed": ' + HUGE_INT + "}}")
+    assert main(["pretrain", "--strategy", "random", "--data", str(music), "--out", str(tmp_path / "run"),
+                 "--config", str(cfg)]) == 2
+    assert ("nested too deeply" if spoil == "deep" else "too long") in last_err(capsys)
+
+
 # ----------------------------------------------------------------------------- learning rates, seeds
 
 BAD_LRS = ["1e300", "nan", "inf", "-inf", "-1e-4", "0", "2"]
