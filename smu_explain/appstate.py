@@ -329,8 +329,9 @@ def untrained_masker_note(path: str | Path) -> str | None:
         model, _ = load_model(path)
     except SMUCheckpointError:
         return None
-    info = getattr(model, "checkpoint_info", {}) or {}
-    name = (info.get("strategy") or {}).get("name")
+    info = getattr(model, "checkpoint_info", None)
+    strategy = info.get("strategy") if isinstance(info, dict) else None  # config.json: any JSON at all
+    name = strategy.get("name") if isinstance(strategy, dict) else None
     if name == "adversarial":
         return None
     how = f"the {md_escape(name)} strategy" if name else "an unknown strategy"

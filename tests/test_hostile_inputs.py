@@ -197,6 +197,22 @@ def test_cli_run_config_beyond_the_parser(spoil, music, tmp_path, capsys):
     assert ("nested too deeply" if spoil == "deep" else "too long") in last_err(capsys)
 
 
+@pytest.mark.parametrize("strategy", ["oops", ["a"], {"name": ["a", "b"]}, {"name": 5}])
+def test_config_metadata_of_any_type(copy_of, strategy):
+    """config.json's metadata is shown (the masker warning names the strategy): any JSON type is a
+    warning, never an exception."""
+    d = copy_of()
+    meta = json.loads((d / CONFIG_NAME).read_text())
+    meta["strategy"] = strategy
+    (d / CONFIG_NAME).write_text(json.dumps(meta))
+    assert A.untrained_masker_note(d)
+    at = AppTest.from_file(page("explore.py"), default_timeout=60)
+    at.session_state[A.K_MODEL_A] = str(d)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("masker head was never trained" in w.value for w in at.warning)
+
+
 # ----------------------------------------------------------------------------- learning rates, seeds
 
 BAD_LRS = ["1e300", "nan", "inf", "-inf", "-1e-4", "0", "2"]
