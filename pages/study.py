@@ -91,7 +91,7 @@ if results_path.is_file():
         st.plotly_chart(figs["by_class"], key="study_by_class")
         examples = [k for k in figs if k.startswith("example_")]
         if examples:
-            st.markdown(f"**Frozen notes from real pieces** ({ana.get('examples_frozen_by', '')})")
+            st.markdown(f"**Frozen notes from real pieces** ({md_escape(ana.get('examples_frozen_by', ''))})")
             cols = st.columns(min(3, len(examples)))
             for i, k in enumerate(examples):
                 with cols[i % len(cols)]:
