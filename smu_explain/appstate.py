@@ -51,6 +51,11 @@ DEMO_MODELS = {
     "demo random": MODELS_DIR / "demo-random",
 }
 MAX_UPLOAD_MB = 20
+# every file the app reads is read in a worker process with these bounds (sandbox.read_piece_bounded);
+# pieces above READ_MAX_NOTES notes stay in the worker (those above MAX_NOTES are refused after reading)
+READ_MAX_MEMORY_BYTES = 2 * 1024 ** 3
+READ_TIMEOUT_S = 60.0
+READ_MAX_NOTES = 1_000_000
 # pieces with more notes are refused with a message before any model runs (limits.py; smu explain too)
 MAX_NOTES = limits.MAX_NOTES
 UPLOAD_TYPES = ["mid", "midi", "kar", "smf", "xml", "musicxml", "mxl"]
@@ -128,21 +133,17 @@ def read_key(data: bytes, fields: tuple | None = None) -> str:
 
 
 def _read(data: bytes, name: str, fields: tuple | None = None):
-    from .tokenizer import READ_FIELDS, TokenizerConfig, read_piece
+    """Read ``data`` (an upload, a sample, a folder's file) the bounded way: in a worker process
+    limited to ``READ_MAX_MEMORY_BYTES`` of memory and ``READ_TIMEOUT_S`` seconds
+    (``sandbox.read_piece_bounded``), stored under a name the app makes ("input" + a suffix the
+    tokenizer reads, told by ``name``'s suffix or the content); ``name`` is only data (the piece
+    name, the error's file name). Pieces above ``READ_MAX_NOTES`` notes never leave the worker."""
+    from .sandbox import read_piece_bounded
+    from .tokenizer import READ_FIELDS, TokenizerConfig
 
     config = TokenizerConfig(**dict(zip(READ_FIELDS, fields))) if fields is not None else None
-    # read_piece(bytes) sniffs MIDI by its header; score formats need the extension,
-    # so score uploads go through a temporary file with the original suffix.
-    suffix = Path(name).suffix.lower()
-    if data[:4] == b"MThd" or suffix in (".mid", ".midi", ".kar", ".smf"):
-        return read_piece(data, name=Path(name).stem, config=config)
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="smu_upload_") as tmp:
-        p = Path(tmp) / (Path(name).name or "upload")
-        p.write_bytes(data)
-        piece = read_piece(p, name=Path(name).stem, config=config)
-    return piece
+    return read_piece_bounded(data, filename=name, config=config, max_memory_bytes=READ_MAX_MEMORY_BYTES,
+                              timeout_s=READ_TIMEOUT_S, max_notes=READ_MAX_NOTES)
 
 
 def piece_picker(key: str = "piece") -> tuple[str, bytes] | None:

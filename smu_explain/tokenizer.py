@@ -19,12 +19,16 @@ Reading (:func:`read_piece`)
       resolution outside ``1..MAX_TICKS_PER_QUARTER`` (30000) ticks per quarter, a
       piece longer than ``MAX_PIECE_QUARTERS`` quarters, no notes, only drum notes,
       no notes in the pitch range, any error inside symusic or music21.
-    * Scores: MusicXML numbers music21 would loop over (``<fifths>``, ``<beats>``,
-      ``<repeat times>``, ...) are checked against sane bounds before music21 runs
-      (:func:`check_score_xml`), a .mxl must be a zip holding a score, and the music21
-      conversion is bounded by ``SCORE_PARSE_TIMEOUT_S`` with its warnings silenced.
-      Grace notes are removed (``Piece.dropped["grace_notes"]``); repeats are expanded
-      as music21 does, and ``Piece.stats`` says ``notes_written`` and ``repeat_notes_added``.
+    * Scores are parsed and checked against the bounds below before music21 builds anything,
+      and music21 then reads exactly what was checked (see "Bounds"). A .mxl is read from the
+      rootfile its META-INF/container.xml names. The music21 conversion is bounded by
+      ``SCORE_PARSE_TIMEOUT_S`` with its warnings silenced. Grace notes are removed
+      (``Piece.dropped["grace_notes"]``); repeats are expanded as music21 does, and
+      ``Piece.stats`` says ``notes_written`` and ``repeat_notes_added``.
+    * MIDI times: symusic keeps ticks in 32 bits. A file whose delta times sum past 2^31 ticks
+      (but not 2^32) is read right (:func:`midi_last_tick` walks the deltas; times are taken
+      modulo 2^32: the probe's note lands at quarter 80,529.6); past 2^32 ticks it is refused
+      with that reason (or as "piece too long" past ``MAX_PIECE_QUARTERS``).
     * Drums (symusic ``is_drum`` tracks, i.e. MIDI channel 10) are excluded. Notes
       outside ``[pitch_min, pitch_max]`` are dropped. Both are counted by reason in
       ``Piece.dropped``. All other tracks are merged; every note keeps ``track``
@@ -33,6 +37,36 @@ Reading (:func:`read_piece`)
     * Overlapping notes of the same pitch are kept as they are (no merging, no
       truncation); zero-length notes are kept (their token gets the minimum duration).
     * Notes are sorted by (onset tick, pitch, track, note_index).
+
+Bounds (what a file may ask of the reader; all refusals are ``SMUInputError``)
+    * Every file: at most ``MAX_FILE_BYTES`` (64 MiB) on disk; MIDI: 1..30000 ticks per
+      quarter, last onset at most ``MAX_PIECE_QUARTERS`` (1,000,000) quarters, events below
+      2^32 ticks.
+    * Scores, on the *parsed* values, before music21: at most ``MAX_SCORE_NOTES`` (20,000)
+      notes, ``MAX_SCORE_MEASURES`` (5,000) measures/bar lines and ``MAX_SCORE_PARTS`` (64)
+      parts/spines/voices/tunes.
+      - MusicXML (.xml, .musicxml, the .mxl rootfile): parsed by the XML parser first (any
+        declared encoding, UTF-16 included; CDATA, comments, character and internal entities
+        resolved, so none can hide a value; external entities are never fetched; the parser
+        stops at the first bound broken), at most ``MAX_XML_ELEMENTS`` (1,000,000) elements,
+        the numbers of ``_XML_ELEMENT_BOUNDS`` (``<fifths>`` -14..14, ``<beats>`` 1..256 also
+        summed over "3+2", ``<beat-type>`` 1..256, ``<divisions>`` 0.001..1e6, ``<octave>``
+        -1..10, ``<alter>`` -4..4, ``<actual-notes>``/``<normal-notes>`` 1..1000,
+        ``<multiple-rest>`` 1..10000, ``<staves>`` 1..64, ``<duration>`` 0..1e8, ...) and
+        ``<repeat times>`` 0..100; the root must be ``<score-partwise>``; music21 reads the
+        checked tree written out again. A .mxl's container is at most 1 MiB, its score at most
+        ``MAX_FILE_BYTES`` inflated (the declared size, which zipfile enforces); member names
+        are looked up, never used as paths.
+      - Humdrum (.krn), per record: at most 64 spines; ``*M`` metres numerator (summed) and
+        denominator 1..256; ``*MM`` tempo 0..10000; ``*k[...]`` at most 14 accidentals;
+        ``*>[...]`` at most 100 labels; every recip (duration) number 0..1024.
+      - ABC (.abc): ``M:`` numerator (summed) and denominator 1..256, ``L:`` numbers 0..1024,
+        ``Q:`` 0..10000 (header lines and inline ``[M:...]`` fields); every number of the music
+        (length multipliers and divisors, tuplets, endings) 0..1024.
+    * music21's conversion: ``SCORE_PARSE_TIMEOUT_S`` (55 s) wall time in this process.
+    * Memory: a read in this process is bounded by the limits above only; the app reads every
+      file with :func:`smu_explain.sandbox.read_piece_bounded` (a worker process: 2 GiB of
+      address space beyond its imports, 60 s), so no file can take the server's memory.
 
 Time
     * Time is on the beat grid from ticks: ``onset_q = tick / ticks_per_quarter``;
@@ -141,6 +175,10 @@ __all__ = [
     "Tokenizer",
     "read_piece",
     "validate_midi_bytes",
+    "midi_last_tick",
+    "check_score_xml",
+    "check_score_humdrum",
+    "check_score_abc",
     "transpose",
     "random_transpose",
 ]
@@ -363,6 +401,66 @@ def validate_midi_bytes(data: bytes, path="<bytes>") -> int:
     return division
 
 
+#: symusic keeps times as 32-bit ticks: a file whose delta times sum past this wraps round.
+_INT32_TICKS = 2 ** 31
+
+
+def midi_last_tick(data: bytes) -> int:
+    """The largest absolute tick of the file: the greatest sum of a track's delta times (a
+    walk over the events of every MTrk chunk: delta, status with running status, meta/sysex
+    lengths). Linear in the size, no allocation per event. Used to tell apart a time past
+    2^31 ticks, which symusic (32-bit ticks) wraps round, from a true negative time."""
+    n = len(data)
+    if n < 14:
+        return 0
+    (hlen,) = struct.unpack(">I", data[4:8])
+    pos = 8 + hlen
+    best = 0
+    while pos + 8 <= n:
+        ctype = data[pos:pos + 4]
+        (clen,) = struct.unpack(">I", data[pos + 4:pos + 8])
+        i, end = pos + 8, min(pos + 8 + clen, n)
+        pos = end
+        if ctype != b"MTrk":
+            continue
+        t = running = 0
+        while i < end:
+            b = data[i]
+            i += 1
+            d = b & 0x7F
+            while b & 0x80 and i < end:
+                b = data[i]
+                i += 1
+                d = (d << 7) | (b & 0x7F)
+            t += d
+            if i >= end:
+                break
+            s = data[i]
+            if s & 0x80:
+                i += 1
+            elif running:
+                s = running
+            else:
+                break  # a data byte without a status: the rest of the chunk is unreadable
+            if s < 0xF0:
+                running = s
+                i += 1 if 0xC0 <= s < 0xE0 else 2
+            elif s == 0xFF or s in (0xF0, 0xF7):
+                if s == 0xFF:
+                    i += 1  # meta type
+                ln = 0
+                while i < end:
+                    b = data[i]
+                    i += 1
+                    ln = (ln << 7) | (b & 0x7F)
+                    if not b & 0x80:
+                        break
+                i += ln
+            # other system messages carry no length in a file: skip the status byte only
+        best = max(best, t)
+    return best
+
+
 def _display_name(source) -> str:
     return str(source) if isinstance(source, (str, os.PathLike)) else "<bytes>"
 
@@ -377,7 +475,12 @@ def _load_bytes(source, path_str: str) -> tuple[bytes, str]:
             raise SMUInputError(path_str, f"file too large ({len(data)} bytes > {MAX_FILE_BYTES})")
         if data[:4] == b"MThd":
             return data, "midi"
-        head = data[:512].lstrip()
+        head = data[:512]
+        for bom, enc in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
+            if head.startswith(bom):  # an XML text with a byte-order mark: look at its characters
+                head = head[len(bom):].decode(enc, errors="ignore").encode("ascii", errors="ignore")
+                break
+        head = head.lstrip()
         if head[:5] == b"<?xml" or head[:14] == b"<score-partwis" or data[:2] == b"PK":
             return data, "score"
         raise SMUInputError(path_str, "not a MIDI file (no 'MThd' header) nor a MusicXML score")
@@ -423,11 +526,22 @@ def _score_pickup_quarters(score) -> float:
 
 
 #: Wall-clock bound of one music21 parse + MIDI conversion (seconds); longer is refused.
-SCORE_PARSE_TIMEOUT_S = 120.0
+#: (The app reads every file in a worker process with its own bounds: smu_explain/sandbox.py.)
+SCORE_PARSE_TIMEOUT_S = 55.0
+
+#: Bounds on a score's size, checked on the parsed values before music21 builds anything:
+#: music21 reads MusicXML superlinearly (2,000 measures / 8,000 notes 6.7 s, 4,000 / 16,000 22 s
+#: on the 2-core dev machine), so larger scores are refused rather than read for minutes.
+MAX_SCORE_NOTES = 20_000
+MAX_SCORE_MEASURES = 5_000  # all parts together (MusicXML <measure>, Humdrum/ABC bar lines)
+MAX_SCORE_PARTS = 64  # MusicXML <score-part>, Humdrum spines (after splits), ABC voices
+MAX_XML_ELEMENTS = 1_000_000
+MAX_SCORE_LINE_FIELDS = MAX_SCORE_PARTS  # fields of one Humdrum record
+MAX_MXL_CONTAINER_BYTES = 1024 * 1024
 
 # Numeric MusicXML fields that music21 loops over (or that make no sense beyond these
-# bounds), checked before music21 sees the file: <fifths>99999999</fifths> loops once per
-# fifth, <beats>99999999</beats> once per beat, <repeat times="99999999"> once per repeat.
+# bounds), checked on the parsed XML before music21 sees it: <fifths>99999999</fifths> loops
+# once per fifth, <beats>99999999</beats> once per beat, <repeat times="99999999"> once per repeat.
 _XML_ELEMENT_BOUNDS = {
     "fifths": (-14, 14), "beats": (1, 256), "beat-type": (1, 256), "divisions": (1e-3, 1e6),
     "octave": (-1, 10), "alter": (-4, 4), "key-alter": (-4, 4), "key-octave": (-1, 10),
@@ -437,62 +551,254 @@ _XML_ELEMENT_BOUNDS = {
     "duration": (0, 1e8),
 }
 _XML_ATTRIBUTE_BOUNDS = {"times": (0, 100)}  # <repeat times="N">
-_XML_ELEMENT_RE = None
-_XML_ATTRIBUTE_RE = None
+# Humdrum / ABC numbers (see check_score_humdrum / check_score_abc)
+_METER_BOUNDS = (1, 256)  # numerator (the sum of "3+2" parts) and denominator
+_TEMPO_BOUNDS = (0, 10_000)  # quarters (or beats) per minute
+_RHYTHM_BOUNDS = (0, 1024)  # Humdrum recip values, ABC length multipliers/divisors, tuplets, endings
+_KEY_ACCIDENTALS = 14
 
 
-def check_score_xml(text: bytes, path_str: str) -> None:
-    """Refuse MusicXML whose numeric fields are out of sane bounds (see ``_XML_ELEMENT_BOUNDS``)
-    before music21 parses it (some make it loop for hours). Linear in the text size."""
+def _implausible(path_str: str, what: str, value, lo, hi) -> SMUInputError:
+    return SMUInputError(path_str, f"implausible score: {what} {value} (accepted {lo:g}..{hi:g}); "
+                                   "refused before music21 reads it")
+
+
+def _check_number(path_str: str, what: str, text: str, bounds, *, plus: bool = False) -> None:
+    """Every number in ``text`` ("3+2" beats, "1, 2" endings) within ``bounds``; with ``plus``
+    their sum too. Text that is not a number is left to music21 (it reports it)."""
     import re
 
-    global _XML_ELEMENT_RE, _XML_ATTRIBUTE_RE
-    if _XML_ELEMENT_RE is None:
-        tags = "|".join(re.escape(t) for t in sorted(_XML_ELEMENT_BOUNDS, key=len, reverse=True))
-        _XML_ELEMENT_RE = re.compile(rb"<(" + tags.encode() + rb")(?:\s[^<>]*)?>\s*([^<]{0,64}?)\s*</\1\s*>")
-        _XML_ATTRIBUTE_RE = re.compile(rb"\s(times)\s*=\s*[\"']([^\"']{0,64})[\"']")
-    for rx, bounds, what in ((_XML_ELEMENT_RE, _XML_ELEMENT_BOUNDS, "<{}>"),
-                             (_XML_ATTRIBUTE_RE, _XML_ATTRIBUTE_BOUNDS, "{}=")):
-        for m in rx.finditer(text):
-            tag = m.group(1).decode()
-            lo, hi = bounds[tag]
-            for part in re.split(rb"[+,\s]+", m.group(2).strip()):  # "3+2" beats, "1, 2" endings
-                if not part:
-                    continue
-                try:
-                    v = float(part)
-                except ValueError:
-                    continue  # not a number: music21 reports it
-                if not (math.isfinite(v) and lo <= v <= hi):
-                    raise SMUInputError(path_str, f"implausible score: {what.format(tag)} {part.decode(errors='replace')} "
-                                                  f"(accepted {lo:g}..{hi:g}); refused before parsing")
-
-
-def _musicxml_payload(data: bytes, path_str: str, ext: str) -> bytes | None:
-    """The MusicXML text to check: the file itself, or the score(s) inside a .mxl (zip);
-    None for formats that are not MusicXML (.krn, .abc)."""
-    head = data[:512].lstrip()
-    if ext == ".mxl" or data[:2] == b"PK":
-        import io
-        import zipfile
-
+    lo, hi = bounds
+    total = 0.0
+    for part in re.split(r"[+,\s]+", text.strip()):
+        if not part:
+            continue
         try:
-            with zipfile.ZipFile(io.BytesIO(data)) as z:
-                members = [i for i in z.infolist() if not i.filename.startswith("META-INF/")
+            v = float(part)
+        except ValueError:
+            continue
+        if not (math.isfinite(v) and lo <= v <= hi):
+            raise _implausible(path_str, what, part[:64], lo, hi)
+        total += v
+    if plus and total > hi:
+        raise _implausible(path_str, what, text.strip()[:64], lo, hi)
+
+
+def _count(path_str: str, counts: dict[str, int], what: str, limit: int, k: int = 1) -> None:
+    counts[what] = counts.get(what, 0) + k
+    if counts[what] > limit:
+        raise SMUInputError(path_str, f"score too large: more than {limit:,} {what}; refused before music21 reads it")
+
+
+def check_score_xml(source, path_str: str):
+    """Parse MusicXML (bytes, any encoding the XML declares; or an already parsed element tree)
+    and check the *parsed* values music21 will read against sane bounds (``_XML_ELEMENT_BOUNDS``,
+    ``<repeat times>``, ``MAX_SCORE_NOTES`` / ``MAX_SCORE_MEASURES`` / ``MAX_SCORE_PARTS``,
+    ``MAX_XML_ELEMENTS``). CDATA, comments, character and internal entities are resolved by the
+    XML parser first, so they cannot hide a value; the parser stops at the first bound broken, so
+    a huge score is refused before it is built. Returns the root element (music21 reads this very
+    tree). Raises ``SMUInputError``."""
+    import io
+    import xml.etree.ElementTree as ET
+
+    if not isinstance(source, (bytes, bytearray, memoryview)):
+        root, elements = source, source.iter()
+        events = (("end", el) for el in elements)
+    else:
+        try:
+            events = ET.iterparse(io.BytesIO(bytes(source)), events=("end",))
+        except ET.ParseError as e:  # pragma: no cover - iterparse raises lazily
+            raise SMUInputError(path_str, f"not well-formed MusicXML: {e}") from None
+        root = None
+    counts: dict[str, int] = {}
+    try:
+        for _, el in events:
+            _count(path_str, counts, "XML elements", MAX_XML_ELEMENTS)
+            tag = el.tag.rsplit("}", 1)[-1] if isinstance(el.tag, str) else ""
+            if tag in _XML_ELEMENT_BOUNDS:
+                _check_number(path_str, f"<{tag}>", "".join(el.itertext())[:4096], _XML_ELEMENT_BOUNDS[tag],
+                              plus=tag == "beats")
+            for attr, bounds in _XML_ATTRIBUTE_BOUNDS.items():
+                if attr in el.attrib:
+                    _check_number(path_str, f"{attr}=", el.attrib[attr][:4096], bounds)
+            if tag == "note":
+                _count(path_str, counts, "notes", MAX_SCORE_NOTES)
+            elif tag == "measure":
+                _count(path_str, counts, "measures", MAX_SCORE_MEASURES)
+            elif tag == "score-part":
+                _count(path_str, counts, "parts", MAX_SCORE_PARTS)
+            root = el
+    except ET.ParseError as e:
+        raise SMUInputError(path_str, f"not well-formed MusicXML: {e}") from None
+    if root is None:
+        raise SMUInputError(path_str, "empty MusicXML document")
+    return root
+
+
+def _mxl_rootfile(data: bytes, path_str: str) -> bytes:
+    """The score of a .mxl (zip): the rootfile META-INF/container.xml names (the first
+    ``<rootfile full-path>``), or, without a container, the only/first .xml member outside
+    META-INF. Member names are only looked up, never used as paths; the container is bounded
+    by ``MAX_MXL_CONTAINER_BYTES`` and the score by ``MAX_FILE_BYTES`` (its declared size,
+    which zipfile enforces while inflating)."""
+    import io
+    import xml.etree.ElementTree as ET
+    import zipfile
+
+    def read_member(z, info, limit: int, what: str) -> bytes:
+        if info.file_size > limit:
+            raise SMUInputError(path_str, f"compressed MusicXML (.mxl): {what} expands to {info.file_size} "
+                                          f"bytes (> {limit})")
+        return z.read(info)
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            infos = {}
+            for i in z.infolist():
+                infos.setdefault(i.filename, i)
+            container = infos.get("META-INF/container.xml")
+            if container is not None:
+                try:
+                    croot = ET.fromstring(read_member(z, container, MAX_MXL_CONTAINER_BYTES, "META-INF/container.xml"))
+                except ET.ParseError as e:
+                    raise SMUInputError(path_str, f"compressed MusicXML (.mxl): META-INF/container.xml is not "
+                                                  f"well-formed ({e})") from None
+                name = next((el.get("full-path") for el in croot.iter()
+                             if isinstance(el.tag, str) and el.tag.rsplit("}", 1)[-1] == "rootfile"
+                             and el.get("full-path")), None)
+                if name is None:
+                    raise SMUInputError(path_str, "compressed MusicXML (.mxl): META-INF/container.xml names no rootfile")
+                if name not in infos:
+                    raise SMUInputError(path_str, f"compressed MusicXML (.mxl): the rootfile {name[:200]!r} named in "
+                                                  "META-INF/container.xml is not in the archive")
+                member = infos[name]
+            else:
+                members = [i for i in infos.values() if not i.filename.startswith("META-INF/")
                            and i.filename.lower().endswith((".xml", ".musicxml"))]
                 if not members:
                     raise SMUInputError(path_str, "compressed MusicXML (.mxl) without a score inside")
-                if sum(i.file_size for i in members) > 4 * MAX_FILE_BYTES:
-                    raise SMUInputError(path_str, "compressed MusicXML (.mxl) expands to more than "
-                                                  f"{4 * MAX_FILE_BYTES} bytes")
-                return b"\n".join(z.read(i) for i in members)
-        except SMUInputError:
-            raise
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, RuntimeError) as e:
-            raise SMUInputError(path_str, f"not a valid compressed MusicXML (.mxl) file ({e})") from None
-    if ext in (".xml", ".musicxml") or head[:5] == b"<?xml" or head[:6] == b"<score":
-        return data
-    return None
+                member = members[0]
+            return read_member(z, member, MAX_FILE_BYTES, "the score")
+    except SMUInputError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, RuntimeError,
+            NotImplementedError) as e:
+        raise SMUInputError(path_str, f"not a valid compressed MusicXML (.mxl) file ({e})") from None
+
+
+def _score_text(data: bytes) -> str:
+    """Humdrum / ABC text: UTF-8 (a BOM is dropped), else Latin-1 (every byte is a character)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def check_score_humdrum(text: str, path_str: str) -> None:
+    """Refuse Humdrum (**kern) whose parsed records break the bounds before music21 reads it:
+    fields per record (spines, ``MAX_SCORE_LINE_FIELDS``), metres ``*M<n>/<d>`` (n, the sum of
+    "3+2" parts, and d in ``_METER_BOUNDS``), tempi ``*MM`` (``_TEMPO_BOUNDS``), key signatures
+    ``*k[...]`` (at most ``_KEY_ACCIDENTALS`` accidentals), expansion lists ``*>[...]``
+    (at most 100 labels), recip (duration) numbers of every data token (``_RHYTHM_BOUNDS``),
+    notes (``MAX_SCORE_NOTES``) and measures (``=`` records, ``MAX_SCORE_MEASURES``)."""
+    import re
+
+    counts: dict[str, int] = {}
+    meter = re.compile(r"^\*M(\d[\d+]*)/(\d+)")
+    tempo = re.compile(r"^\*MM([^\t]*)")
+    recip = re.compile(r"(\d+)(?:%(\d+))?")
+    for line in text.splitlines():
+        if not line or line.startswith("!"):
+            continue
+        fields = line.split("\t")
+        spines = len(fields) + fields.count("*^")  # a split makes two spines of one from the next record
+        if spines > MAX_SCORE_LINE_FIELDS:
+            raise SMUInputError(path_str, f"score too large: a Humdrum record with {spines:,} spines "
+                                          f"(accepted 1..{MAX_SCORE_LINE_FIELDS}); refused before music21 reads it")
+        if line.startswith("="):
+            _count(path_str, counts, "measures", MAX_SCORE_MEASURES)
+            continue
+        for f in fields:
+            if f.startswith("*"):
+                if m := meter.match(f):
+                    _check_number(path_str, "metre numerator", m[1], _METER_BOUNDS, plus=True)
+                    _check_number(path_str, "metre denominator", m[2], (0, _METER_BOUNDS[1]))
+                elif m := tempo.match(f):
+                    _check_number(path_str, "tempo *MM", m[1], _TEMPO_BOUNDS)
+                elif f.startswith("*k[") and len(f) > 4 + 2 * _KEY_ACCIDENTALS:
+                    raise _implausible(path_str, "key signature", f[:64], 0, _KEY_ACCIDENTALS)
+                elif f.startswith("*>") and f.count(",") >= 100:
+                    raise _implausible(path_str, "expansion list of", f"{f.count(',') + 1} labels", 1, 100)
+                continue
+            if f.startswith("!") or f == ".":
+                continue
+            for sub in f.split(" "):  # chords: space-separated notes of one spine
+                for m in recip.finditer(sub):
+                    _check_number(path_str, "duration", m[1], _RHYTHM_BOUNDS)
+                    if m[2]:
+                        _check_number(path_str, "duration", m[2], _RHYTHM_BOUNDS)
+                if "r" not in sub and re.search(r"[a-gA-G]", sub):
+                    _count(path_str, counts, "notes", MAX_SCORE_NOTES)
+
+
+def check_score_abc(text: str, path_str: str) -> None:
+    """Refuse ABC whose parsed fields and numbers break the bounds before music21 reads it:
+    ``M:`` (numerator, the sum of "2+3" parts, and denominator in ``_METER_BOUNDS``), ``L:``
+    (``_RHYTHM_BOUNDS``), ``Q:`` (``_TEMPO_BOUNDS``), in header lines and inline ``[M:...]``
+    fields; every number of the music (note length multipliers and divisors, tuplets, repeat
+    endings) in ``_RHYTHM_BOUNDS``; tunes (``X:``) and voices (``V:``) at most
+    ``MAX_SCORE_PARTS``; notes ``MAX_SCORE_NOTES``; bar lines ``MAX_SCORE_MEASURES``."""
+    import re
+
+    counts: dict[str, int] = {}
+    field = re.compile(r"^([A-Za-z+]):(.*)$")
+    inline = re.compile(r"\[([A-Za-z]):([^\]]*)\]")
+    voices: set[str] = set()
+
+    def check_field(key: str, value: str) -> None:
+        if key == "M":
+            m = re.match(r"\s*\(?([\d+\s]+)\)?\s*/\s*(\d+)", value)
+            if m:
+                _check_number(path_str, "M:", m[1], _METER_BOUNDS, plus=True)
+                _check_number(path_str, "M:", m[2], (0, _METER_BOUNDS[1]))
+            else:
+                _check_number(path_str, "M:", re.sub(r"[^\d+,\s.]", " ", value), _METER_BOUNDS)
+        elif key == "L":
+            _check_number(path_str, "L:", re.sub(r"[^\d.]", " ", value), _RHYTHM_BOUNDS)
+        elif key == "Q":
+            _check_number(path_str, "Q:", re.sub(r'"[^"]*"|[^\d.]', " ", value), _TEMPO_BOUNDS)
+        elif key == "X":
+            _count(path_str, counts, "tunes", MAX_SCORE_PARTS)
+        elif key == "V":
+            voices.add(value.strip().split(" ")[0][:64])
+            if len(voices) > MAX_SCORE_PARTS:
+                raise SMUInputError(path_str, f"score too large: more than {MAX_SCORE_PARTS} voices; "
+                                              "refused before music21 reads it")
+
+    for raw in text.splitlines():
+        line = raw.split("%", 1)[0] if not raw.startswith("%%") else ""
+        if not line.strip():
+            continue
+        if m := field.match(line):
+            check_field(m[1], m[2])
+            continue
+        for m in inline.finditer(line):
+            check_field(m[1], m[2])
+        music = inline.sub(" ", line)
+        music = re.sub(r'"[^"]*"|![^!]*!|\+[^+]*\+|\{[^}]*\}', " ", music)  # annotations, decorations, grace groups
+        for m in re.finditer(r"\d+", music):
+            _check_number(path_str, "note length / tuplet / ending", m[0][:64], _RHYTHM_BOUNDS)
+        _count(path_str, counts, "notes", MAX_SCORE_NOTES, len(re.findall(r"[A-Ga-g]", music)))
+        _count(path_str, counts, "measures", MAX_SCORE_MEASURES, len(re.findall(r"\|+", music)))
+
+
+def _score_format(data: bytes, source) -> str:
+    """'musicxml', 'mxl', 'humdrum' or 'abc': by the path's extension (a zip is a .mxl whatever
+    its name), bytes by their content (XML or zip)."""
+    ext = Path(str(source)).suffix.lower() if isinstance(source, (str, os.PathLike)) else ""
+    if data[:2] == b"PK" or ext == ".mxl":
+        return "mxl"
+    return {".krn": "humdrum", ".abc": "abc"}.get(ext, "musicxml")
 
 
 class _ScoreTimeout(Exception):
@@ -548,15 +854,27 @@ def _score_to_midi_bytes(data: bytes, path_str: str, source) -> tuple[bytes, flo
 
     Returns (MIDI bytes, pickup length in quarters or 0.0, note info). music21's MIDI puts a
     pickup measure at tick 0 and loses its partial length; the reader restores it.
-    MusicXML numeric fields are checked first (``check_score_xml``), the conversion is
-    bounded by ``SCORE_PARSE_TIMEOUT_S`` and music21's warnings are not printed.
+    The score is parsed and its values checked first (``check_score_xml`` on the .mxl's rootfile
+    or the XML, ``check_score_humdrum``, ``check_score_abc``); music21 then reads exactly what
+    was checked (the checked XML tree serialised again, the decoded text), the conversion is bounded by
+    ``SCORE_PARSE_TIMEOUT_S`` and music21's warnings are not printed.
     Note info: ``written`` notes, ``grace`` notes (music21's MIDI drops them) and
     ``repeats`` (music21 expands repeats, so the MIDI may hold more notes than written).
     """
-    ext = Path(str(source)).suffix.lower() if isinstance(source, (str, os.PathLike)) else ""
-    payload = _musicxml_payload(data, path_str, ext)
-    if payload is not None:
-        check_score_xml(payload, path_str)
+    fmt = _score_format(data, source)
+    if fmt in ("mxl", "musicxml"):
+        root = check_score_xml(_mxl_rootfile(data, path_str) if fmt == "mxl" else data, path_str)
+        tag = root.tag.rsplit("}", 1)[-1] if isinstance(root.tag, str) else ""
+        if root.tag != "score-partwise":
+            raise SMUInputError(path_str, f"not a score-partwise MusicXML document (root element <{tag[:64]}>)")
+        import xml.etree.ElementTree as ET
+
+        # music21 reads the checked tree written out again: no DTD, entity, CDATA or comment left
+        text = ET.tostring(root, encoding="unicode")
+        del root
+    else:
+        text = _score_text(data)
+        (check_score_humdrum if fmt == "humdrum" else check_score_abc)(text, path_str)
 
     def convert():
         import contextlib
@@ -568,10 +886,7 @@ def _score_to_midi_bytes(data: bytes, path_str: str, source) -> tuple[bytes, flo
 
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
-            if isinstance(source, (str, os.PathLike)):
-                score = music21.converter.parse(str(source))
-            else:
-                score = music21.converter.parse(data)
+            score = music21.converter.parse(text, format="musicxml" if fmt == "mxl" else fmt)
             info = _score_note_info(score)
             pickup = _score_pickup_quarters(score)
             mf = translate.music21ObjectToMidiFile(score)
@@ -581,6 +896,8 @@ def _score_to_midi_bytes(data: bytes, path_str: str, source) -> tuple[bytes, flo
         out, pickup, info = _run_bounded(convert, SCORE_PARSE_TIMEOUT_S, path_str)
     except SMUInputError:
         raise
+    except MemoryError as e:  # (the sandbox's worker tells its memory limit from the cause)
+        raise SMUInputError(path_str, "reading the score with music21 ran out of memory; refused") from e
     except Exception as e:  # music21 raises many unrelated types on bad input
         raise SMUInputError(path_str, f"cannot read score with music21: {type(e).__name__}: {e}") from e
     if not out:
@@ -612,9 +929,9 @@ def _tempo_seconds(ticks: np.ndarray, tempo_ticks: np.ndarray, tempo_mspq: np.nd
     return seg_sec[k] + (ticks - tempo_ticks[k]).astype(np.float64) * sec_per_tick[k]
 
 
-def _tempo_map(score) -> tuple[np.ndarray, np.ndarray]:
+def _tempo_map(score, ticks=None) -> tuple[np.ndarray, np.ndarray]:
     t = score.tempos.numpy()
-    times = np.asarray(t["time"], dtype=np.int64)
+    times = np.asarray(t["time"], dtype=np.int64) if ticks is None else ticks(t["time"])
     mspq = np.asarray(t["mspq"], dtype=np.int64)
     ok = (mspq > 0) & (times >= 0)
     times, mspq = times[ok], mspq[ok]
@@ -735,8 +1052,15 @@ def read_piece(source, name: str | None = None, *, config: "TokenizerConfig | No
         score = symusic.Score.from_midi(data)
     except Exception as e:
         raise SMUInputError(path_str, f"unreadable MIDI: {type(e).__name__}: {e}") from e
+    last_tick = midi_last_tick(data)
+    if last_tick >= 2 * _INT32_TICKS:
+        if last_tick / tpq > MAX_PIECE_QUARTERS:
+            raise SMUInputError(path_str, f"piece too long: an event at quarter {last_tick / tpq:,.0f} "
+                                          f"(> {MAX_PIECE_QUARTERS:,})")
+        raise SMUInputError(path_str, f"an event at tick {last_tick:,} (quarter {last_tick / tpq:,.0f}): times past "
+                                      f"2^32 ticks cannot be placed by the MIDI reader (32-bit ticks); refused")
     try:
-        piece = _piece_from_score(score, tpq, name, path_str, cfg, pickup_q)
+        piece = _piece_from_score(score, tpq, name, path_str, cfg, pickup_q, wrapped=last_tick >= _INT32_TICKS)
     except SMUInputError:
         raise
     except Exception as e:  # noqa: BLE001 - odd content must surface as a typed input error
@@ -750,7 +1074,13 @@ def read_piece(source, name: str | None = None, *, config: "TokenizerConfig | No
 
 
 def _piece_from_score(score, tpq: int, name: str, path_str: str, cfg: TokenizerConfig,
-                      pickup_q: float = 0.0) -> Piece:
+                      pickup_q: float = 0.0, wrapped: bool = False) -> Piece:
+    """``wrapped``: the file's delta times sum past 2^31 ticks (but not 2^32), so symusic's
+    32-bit times past 2^31 came back negative: they are read modulo 2^32."""
+    def ticks(a) -> np.ndarray:
+        a = np.asarray(a, dtype=np.int64)
+        return a % (2 * _INT32_TICKS) if wrapped else a
+
     if score.ticks_per_quarter != tpq:  # symusic read something else than the header says
         tpq = int(score.ticks_per_quarter)
         if not 1 <= tpq <= MAX_TICKS_PER_QUARTER:
@@ -768,8 +1098,8 @@ def _piece_from_score(score, tpq: int, name: str, path_str: str, cfg: TokenizerC
             n_drum += nn
             continue
         a = tr.notes.numpy()
-        cols["time"].append(np.asarray(a["time"], dtype=np.int64))
-        cols["dur"].append(np.asarray(a["duration"], dtype=np.int64))
+        cols["time"].append(ticks(a["time"]))
+        cols["dur"].append(ticks(a["duration"]))
         cols["pitch"].append(np.asarray(a["pitch"]).astype(np.int16))
         cols["vel"].append(np.asarray(a["velocity"]).astype(np.int16))
         cols["track"].append(np.full(nn, ti, dtype=np.int32))
@@ -817,13 +1147,13 @@ def _piece_from_score(score, tpq: int, name: str, path_str: str, cfg: TokenizerC
         raise SMUInputError(
             path_str, f"piece too long: last onset at {last_q:.0f} quarters (> {MAX_PIECE_QUARTERS})")
 
-    tempo_ticks, tempo_mspq = _tempo_map(score)
+    tempo_ticks, tempo_mspq = _tempo_map(score, ticks)
     start_sec = _tempo_seconds(time, tempo_ticks, tempo_mspq, tpq)
     end_sec = _tempo_seconds(time + dur, tempo_ticks, tempo_mspq, tpq)
 
     ts = score.time_signatures.numpy()
     ts_events = list(zip(
-        (np.asarray(ts["time"], dtype=np.int64) / float(tpq)).tolist(),
+        (ticks(ts["time"]) / float(tpq)).tolist(),
         np.asarray(ts["numerator"]).astype(int).tolist(),
         np.asarray(ts["denominator"]).astype(int).tolist(),
     ))

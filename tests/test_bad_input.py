@@ -132,7 +132,7 @@ def test_missing_file_and_directory(tmp_path):
 def test_broken_musicxml(tmp_path):
     p = tmp_path / "bad.musicxml"
     p.write_text("<?xml version='1.0'?><score-partwise><part id='P1'><measure><note>")
-    _expect_error(p, "music21")
+    _expect_error(p, "not well-formed MusicXML")  # parsed (and its values checked) before music21
     q = tmp_path / "bad.mxl"
     q.write_bytes(b"PK\x03\x04garbage")
     _expect_error(q, "not a valid compressed MusicXML (.mxl)")  # checked as a zip before music21
