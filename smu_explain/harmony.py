@@ -76,8 +76,9 @@ Other labels
     ``repeated``: same pitch as the previous note of its voice. ``duration`` and ``register``:
     the classes of ``plots.duration_class`` / ``plots.register_class`` (the study's classes).
     ``role``: POP909 track names MELODY / BRIDGE / PIANO -> ``melody`` / ``bridge`` /
-    ``accompaniment``; ``other`` for any other track (so files without POP909 tracks are all
-    ``other``).
+    ``accompaniment``, only in a POP909-style file (every track that has notes named one of the
+    three, MELODY among them); every note of any other file is ``other`` (a "Piano" part of a sonata is not an
+    accompaniment).
 """
 
 from __future__ import annotations
@@ -340,6 +341,9 @@ def voice_position(piece) -> np.ndarray:
 
 def _role(piece) -> np.ndarray:
     names = [str(x).strip().upper() for x in piece.track_names]
+    used = {names[t] if 0 <= t < len(names) else "" for t in np.unique(np.asarray(piece.track, dtype=int))}
+    if not used <= set(ROLES) or "MELODY" not in used:  # not a POP909 file
+        return np.full(len(piece), "other", dtype=object)
     return np.asarray([ROLES.get(names[t] if 0 <= t < len(names) else "", "other")
                        for t in np.asarray(piece.track, dtype=int)], dtype=object)
 

@@ -109,6 +109,8 @@ def test_voice_position_and_roles(midi_bytes):
     assert role[72] == "melody" and role[67] == "bridge" and role[48] == "accompaniment"
     other = harmony.analyze(_piece(midi_bytes, ("Soprano", [(0, 1, 72)])))
     assert list(other["role"]) == ["other"]
+    sonata = harmony.analyze(_piece(midi_bytes, ("Piano", [(0, 1, 72)]), ("Piano", [(0, 1, 48)])))
+    assert list(sonata["role"]) == ["other", "other"]  # not a POP909 file: no roles
 
 
 def test_voices_follow_nearest_pitch(midi_bytes):

@@ -1,0 +1,357 @@
+"""What the masker picks, measured per class of note, with bootstrap intervals over pieces.
+
+``measure_picks(model, tokenizer, pieces)`` joins the masker's view of each piece
+(``explain.masker_view``: ``score``, ``picked``, ``frozen``) with the music-theory labels of
+``harmony.analyze`` and returns a JSON-serialisable dict; ``class_effects(frames)`` is the
+same measurement on ready tables (no model); ``summary_sentence(result)`` is the one sentence
+for a manager; ``markdown_table(result)`` the table for docs and reports. Torch is imported
+only by ``measure_picks`` / ``measure_folder`` (through ``explain``).
+
+The rules
+---------
+Per note
+    ``score``: the masker score (0..1). ``picked``: 1 when the masker picks it at ``ratio``
+    (the top ``ratio`` of the piece's not-frozen notes, ``explain.picks_at``). ``frozen``: 1
+    when frozen: from no freeze book, the top-a rule applied once (the top ``freeze_top``, 30%,
+    of the piece's notes by score; ``explain.masker_view``), so it is another cut of the score.
+Per class (every class of every label column, ``harmony.LABEL_COLUMNS``; booleans read as
+``chord tone`` / ``non-chord tone`` and ``repeated`` / ``not repeated``)
+    * ``score`` / ``picked`` / ``frozen``: the mean over the class's notes of all pieces
+      pooled (mean score, share picked, share frozen);
+    * ``*_diff``: that minus the same mean over all other notes (raw difference);
+    * ``*_adj``: the difference controlled for duration and register: notes are put in
+      duration x register bins (``plots.duration_class`` x ``plots.register_class``, 4 x 5);
+      in each bin the class's mean minus the mean of the bin's other notes, averaged over the
+      bins weighted by the class's notes there (bins without other notes are left out; a
+      stratified comparison, like a regression with bin dummies and no interaction, but read
+      directly). So a class whose notes are long or high shows no ``*_adj`` effect for that
+      reason alone. Not computed for the duration and register columns themselves (None).
+Intervals
+    Percentile bootstrap over pieces: ``n_boot`` (1,000) resamples of the pieces with
+    replacement (``numpy.random.default_rng(seed)``; the same resamples for every column), every
+    number above recomputed on each (the bins' means too); the interval is the
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the resamples where it is defined.
+    The point estimate is the full sample's. Differences that cannot be computed are None.
+    With fewer than ``MIN_PIECES`` (3) pieces (the app's view of one piece) the resampled units
+    are spans of ``BLOCK_BARS`` (4) bars of the pieces instead (a block bootstrap: neighbouring
+    notes are not independent, 4-bar spans roughly are); ``result["resampled"]`` says which.
+The sentence (``summary_sentence``)
+    Names a class only when its ``score_adj`` interval excludes 0 and the class has at least
+    ``MIN_NOTES`` notes in at least ``min(MIN_PIECES, pieces)`` pieces; up to three classes
+    above and two below, largest first (the same class under two names, e.g. ``chord tone``
+    of ``harmony`` and of ``chord_tone``, once). When none qualifies it says "no clear pattern
+    beyond duration and register", and then names the duration or register class whose raw
+    difference is largest, if its interval excludes 0. With 8 columns and ~30 classes, a few
+    95% intervals exclude 0 by chance; the sentence reports intervals, not a corrected test.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .harmony import HARMONY_ORDER, LABEL_COLUMNS, METRIC_WEIGHTS, ROLE_ORDER, VOICE_POSITIONS, analyze
+
+MEASURES = ("score", "picked", "frozen")
+CONTROLS = ("duration", "register")
+BOOL_NAMES = {"chord_tone": ("chord tone", "non-chord tone"), "repeated": ("repeated", "not repeated")}
+MIN_NOTES = 20
+MIN_PIECES = 3
+BLOCK_BARS = 4
+ZERO = 1e-9  # differences smaller than this are rounding, not a difference
+
+#: how the sentence names each class (column, class) -> plural noun phrase
+PHRASES: dict[tuple[str, str], str] = {
+    ("harmony", "chord tone"): "chord tones", ("harmony", "passing"): "passing tones",
+    ("harmony", "neighbour"): "neighbour tones", ("harmony", "suspension/appoggiatura"): "suspensions and appoggiaturas",
+    ("harmony", "pedal"): "pedal notes", ("harmony", "other NCT"): "other non-chord tones",
+    ("chord_tone", "chord tone"): "chord tones", ("chord_tone", "non-chord tone"): "non-chord tones",
+    ("voice_position", "bass"): "bass notes", ("voice_position", "inner"): "inner-voice notes",
+    ("voice_position", "top"): "top-voice notes", ("voice_position", "solo"): "notes sounding alone",
+    ("metric", "downbeat"): "downbeat notes", ("metric", "beat"): "notes on a beat other than the downbeat",
+    ("metric", "off-beat"): "off-beat notes",
+    ("repeated", "repeated"): "repeated notes", ("repeated", "not repeated"): "notes that are not repeats",
+    ("role", "melody"): "melody-track notes", ("role", "bridge"): "bridge-track notes",
+    ("role", "accompaniment"): "accompaniment-track notes", ("role", "other"): "notes of non-POP909 tracks",
+}
+
+
+def phrase(column: str, cls: str) -> str:
+    if (column, cls) in PHRASES:
+        return PHRASES[(column, cls)]
+    if column == "duration":
+        return f"notes of duration {cls}"
+    if column == "register":
+        return f"notes in register {cls}"
+    return f"notes labelled {cls} ({column})"
+
+
+def class_order(column: str) -> list[str]:
+    """The musical order of a label column's classes."""
+    from .plots import DURATION_ORDER, REGISTER_EDGES
+
+    return {"harmony": list(HARMONY_ORDER), "voice_position": list(VOICE_POSITIONS), "metric": list(METRIC_WEIGHTS),
+            "role": list(ROLE_ORDER), "duration": list(DURATION_ORDER), "register": [e[2] for e in REGISTER_EDGES],
+            **{c: list(v) for c, v in BOOL_NAMES.items()}}.get(column, [])
+
+
+def _labels(df: pd.DataFrame, column: str) -> np.ndarray:
+    v = df[column].to_numpy()
+    if column in BOOL_NAMES:
+        yes, no = BOOL_NAMES[column]
+        return np.where(v.astype(bool), yes, no).astype(object)
+    return v.astype(str).astype(object)
+
+
+# --------------------------------------------------------------------------- the measurement
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def _effects(cnt: np.ndarray, sx: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
+    """Every number of one column for piece weights ``w`` (R, P): cnt (P, C, B), sx (P, C, B, M)."""
+    n_cb = np.einsum("rp,pcb->rcb", w, cnt)
+    s_cbm = np.einsum("rp,pcbm->rcbm", w, sx)
+    n_c, s_cm = n_cb.sum(2), s_cbm.sum(2)
+    n_all, s_all = n_c.sum(1, keepdims=True), s_cm.sum(1, keepdims=True)
+    mean = _ratio(s_cm, n_c[..., None])
+    rest = _ratio(s_all - s_cm, (n_all - n_c)[..., None])
+    n_b, s_bm = n_cb.sum(1, keepdims=True), s_cbm.sum(1, keepdims=True)
+    rest_b = _ratio(s_bm - s_cbm, (n_b - n_cb)[..., None])  # (R, C, B, M): other notes of the bin
+    mean_cb = _ratio(s_cbm, n_cb[..., None])
+    ok = (n_cb > 0) & (n_b - n_cb > 0)
+    wt = np.where(ok, n_cb, 0.0)[..., None]
+    gap = np.where(ok[..., None], mean_cb - rest_b, 0.0)
+    adj = _ratio((wt * gap).sum(2), wt.sum(2))
+    return {"mean": mean, "diff": mean - rest, "adj": adj}
+
+
+def _interval(point: float, boots: np.ndarray, level: float) -> dict[str, Any]:
+    b = boots[np.isfinite(boots)]
+    if not math.isfinite(point):
+        return {"est": None, "lo": None, "hi": None}
+    if b.size == 0:
+        return {"est": float(point), "lo": None, "hi": None}
+    lo, hi = np.quantile(b, [(1 - level) / 2, (1 + level) / 2])
+    return {"est": float(point), "lo": float(lo), "hi": float(hi)}
+
+
+def _boot_weights(n_pieces: int, n_boot: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_pieces, size=(n_boot, n_pieces))
+    w = np.zeros((n_boot, n_pieces))
+    np.add.at(w, (np.repeat(np.arange(n_boot), n_pieces), draws.ravel()), 1.0)
+    return w
+
+
+def class_effects(frames: Sequence[pd.DataFrame], *, columns: Sequence[str] = LABEL_COLUMNS,
+                  n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """The per-class table of several pieces' note tables (each with ``score``, ``picked``,
+    ``frozen`` and the label ``columns``; rules in the module docstring). No model needed."""
+    frames = [f for f in frames if len(f)]
+    n_real = len(frames)
+    by_blocks = 0 < n_real < MIN_PIECES and all("bar" in f.columns for f in frames)
+    out: dict[str, Any] = {"n_pieces": n_real, "n_notes": int(sum(len(f) for f in frames)), "n_boot": int(n_boot),
+                           "seed": int(seed), "level": float(level),
+                           "resampled": f"{BLOCK_BARS}-bar blocks" if by_blocks else "pieces", "columns": {}}
+    if n_real == 0:
+        out["overall"] = {m: None for m in MEASURES}
+        return out
+    allf = pd.concat(frames, ignore_index=True)
+    real = np.repeat(np.arange(n_real), [len(f) for f in frames])
+    if by_blocks:  # too few pieces to resample: resample spans of BLOCK_BARS bars instead
+        _, piece = np.unique(np.stack([real, allf["bar"].to_numpy(dtype=np.int64) // BLOCK_BARS]), axis=1,
+                             return_inverse=True)
+        piece = piece.ravel()
+    else:
+        piece = real
+    P = int(piece.max()) + 1
+    out["n_groups"] = P
+    x = np.stack([allf[m].to_numpy(dtype=float) for m in MEASURES], axis=1)
+    out["overall"] = {m: float(x[:, j].mean()) for j, m in enumerate(MEASURES)}
+    bins = pd.Series(_labels(allf, "duration")).str.cat(pd.Series(_labels(allf, "register")), sep=" | ")
+    bin_codes, bin_names = pd.factorize(bins, sort=True)
+    B = len(bin_names)
+    w_full = np.ones((1, P))
+    w_boot = _boot_weights(P, n_boot, seed) if n_boot > 0 else np.zeros((0, P))
+    for col in columns:
+        labels = _labels(allf, col)
+        present = set(labels)
+        classes = [c for c in class_order(col) if c in present] + sorted(present - set(class_order(col)))
+        code = {c: i for i, c in enumerate(classes)}
+        ci = np.asarray([code[v] for v in labels], dtype=np.int64)
+        C = len(classes)
+        cnt = np.zeros((P, C, B))
+        np.add.at(cnt, (piece, ci, bin_codes), 1.0)
+        sx = np.zeros((P, C, B, len(MEASURES)))
+        for j in range(len(MEASURES)):
+            np.add.at(sx[..., j], (piece, ci, bin_codes), x[:, j])
+        full = _effects(cnt, sx, w_full)
+        boot = _effects(cnt, sx, w_boot) if n_boot > 0 else {k: np.zeros((0,) + v.shape[1:]) for k, v in full.items()}
+        rows = []
+        for c_i, c in enumerate(classes):
+            row: dict[str, Any] = {"class": c, "n_notes": int(cnt[:, c_i].sum()),
+                                   "n_pieces": int(np.unique(real[ci == c_i]).size),
+                                   "share_of_notes": float(cnt[:, c_i].sum() / len(allf))}
+            for j, m in enumerate(MEASURES):
+                row[m] = _interval(full["mean"][0, c_i, j], boot["mean"][:, c_i, j], level)
+                row[f"{m}_diff"] = _interval(full["diff"][0, c_i, j], boot["diff"][:, c_i, j], level)
+                row[f"{m}_adj"] = (None if col in CONTROLS
+                                   else _interval(full["adj"][0, c_i, j], boot["adj"][:, c_i, j], level))
+            rows.append(row)
+        out["columns"][col] = rows
+    return out
+
+
+def label_table(model, tokenizer, piece, *, ratio: float = 0.15, freeze_top: float = 0.3) -> pd.DataFrame:
+    """``explain.masker_view`` of a piece joined with ``harmony.analyze`` (one row per note)."""
+    from .explain import masker_view
+
+    view = masker_view(model, tokenizer, piece, ratio, freeze_top=freeze_top)
+    labels = analyze(piece)
+    keep = [c for c in labels.columns if c not in view.columns]
+    return pd.concat([view.reset_index(drop=True), labels[keep].reset_index(drop=True)], axis=1)
+
+
+def measure_picks(model, tokenizer, pieces: Iterable, *, ratio: float = 0.15, freeze_top: float = 0.3,
+                  n_boot: int = 1000, seed: int = 0, level: float = 0.95, model_name: str = "",
+                  progress: Callable[[int, str], None] | None = None) -> dict[str, Any]:
+    """What ``model``'s masker picks in ``pieces`` (``Piece`` objects), per class, with intervals
+    and the sentence: :func:`class_effects` on :func:`label_table` of each piece."""
+    frames, names = [], []
+    for i, piece in enumerate(pieces):
+        frames.append(label_table(model, tokenizer, piece, ratio=ratio, freeze_top=freeze_top))
+        names.append(str(getattr(piece, "name", i)))
+        if progress is not None:
+            progress(i, names[-1])
+    res = class_effects(frames, n_boot=n_boot, seed=seed, level=level)
+    res.update({"model": model_name, "ratio": float(ratio), "freeze_top": float(freeze_top), "pieces": names,
+                "frozen_rule": "top freeze_top of each piece by score (no freeze book)",
+                "method": "per class: pooled means; *_diff = minus all other notes; *_adj = within duration x "
+                          "register bins minus the bin's other notes, weighted by the class's notes; "
+                          "percentile bootstrap over pieces"})
+    res["sentence"] = summary_sentence(res)
+    return res
+
+
+def measure_folder(folder, files: Sequence, **kwargs) -> dict[str, Any]:
+    """:func:`measure_picks` for the pre-trained checkpoint ``folder`` on music ``files`` (read
+    with the checkpoint's tokenizer; ``model_name`` defaults to the folder's name)."""
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(folder, kind="pretrained")
+    model = ckpt.encoder.eval()
+    pieces = (ckpt.tokenizer.read(Path(f), name=Path(f).stem) for f in files)
+    kwargs.setdefault("model_name", Path(folder).name)
+    return measure_picks(model, ckpt.tokenizer, pieces, **kwargs)
+
+
+# --------------------------------------------------------------------------- words
+
+def _excludes_zero(iv: Mapping[str, Any] | None) -> bool:
+    """The interval lies above or below 0 (by more than rounding: ``ZERO``)."""
+    return bool(iv) and iv.get("lo") is not None and iv.get("hi") is not None and (iv["lo"] > ZERO or iv["hi"] < -ZERO)
+
+
+def _fmt(iv: Mapping[str, Any]) -> str:
+    return f"{iv['est']:+.3f} [{iv['lo']:+.3f}, {iv['hi']:+.3f}]"
+
+
+def significant(result: Mapping[str, Any], *, measure: str = "score") -> list[dict[str, Any]]:
+    """The classes the sentence may name: ``{column, class, phrase, effect}`` whose controlled
+    difference (``<measure>_adj``) interval excludes 0, enough notes and pieces, largest first."""
+    need_pieces = min(MIN_PIECES, int(result.get("n_pieces", 0)))  # one piece: its 4-bar blocks were resampled
+    seen: set[str] = set()
+    found = []
+    for col, rows in result.get("columns", {}).items():
+        if col in CONTROLS:
+            continue
+        for row in rows:
+            iv = row.get(f"{measure}_adj")
+            if row["n_notes"] < MIN_NOTES or row["n_pieces"] < need_pieces or not _excludes_zero(iv):
+                continue
+            found.append({"column": col, "class": row["class"], "phrase": phrase(col, row["class"]), "effect": iv})
+    found.sort(key=lambda f: (-abs(f["effect"]["est"]), f["column"], f["class"]))
+    unique = []
+    for f in found:
+        if f["phrase"] not in seen:
+            seen.add(f["phrase"])
+            unique.append(f)
+    return unique
+
+
+def _list(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def summary_sentence(result: Mapping[str, Any]) -> str:
+    """One sentence for a manager from the intervals of ``result`` (rules in the module docstring)."""
+    who = f"{result['model']}'s masker" if result.get("model") else "The masker"
+    n = int(result.get("n_pieces", 0))
+    level = int(round(100 * float(result.get("level", 0.95))))
+    over = f"{level}% intervals over {n} piece{'s' if n != 1 else ''}"
+    if result.get("resampled", "pieces") != "pieces":
+        over += f", resampling {result['resampled']}"
+    if n == 0:
+        return f"{who} was measured on no pieces, so there is no pattern to report."
+    sig = significant(result)
+    up = [f for f in sig if f["effect"]["est"] > 0][:3]
+    down = [f for f in sig if f["effect"]["est"] < 0][:2]
+    if up or down:
+        parts = []
+        if up:
+            parts.append(_list([f"{f['phrase']} ({_fmt(f['effect'])})" for f in up]) + " higher")
+        if down:
+            parts.append(_list([f"{f['phrase']} ({_fmt(f['effect'])})" for f in down]) + " lower")
+        return (f"Beyond duration and register, {'the masker' if who == 'The masker' else who} "
+                f"scores {' and '.join(parts)} than notes of the same duration and register "
+                f"(score difference, {over}).")
+    tail = ""
+    raw = [(col, row) for col in CONTROLS for row in result.get("columns", {}).get(col, [])
+           if row["n_notes"] >= MIN_NOTES and _excludes_zero(row.get("score_diff"))]
+    if raw:
+        col, row = max(raw, key=lambda cr: (abs(cr[1]["score_diff"]["est"]), cr[0], cr[1]["class"]))
+        way = "higher" if row["score_diff"]["est"] > 0 else "lower"
+        tail = (f"; what it does separate follows duration and register, e.g. it scores "
+                f"{phrase(col, row['class'])} {way} than the rest ({_fmt(row['score_diff'])})")
+    return (f"{who} shows no clear pattern beyond duration and register: no harmonic, voice, metric or track "
+            f"class scores differently from notes of the same duration and register ({over}){tail}.")
+
+
+def markdown_table(result: Mapping[str, Any], *, columns: Sequence[str] | None = None) -> str:
+    """The per-class table as markdown: notes, mean score, share picked, share frozen, and the
+    differences controlled for duration and register, each with its interval."""
+    def cell(iv, pct=False):
+        if not iv or iv.get("est") is None:
+            return "—"
+        k, f = (100, "{:.1f}") if pct else (1, "{:.3f}")
+        if iv.get("lo") is None:
+            return f.format(iv["est"] * k)
+        return f"{f.format(iv['est'] * k)} [{f.format(iv['lo'] * k)}, {f.format(iv['hi'] * k)}]"
+
+    def diff(iv, pct=False):
+        if not iv or iv.get("est") is None:
+            return "—"
+        k, g = (100, "{:+.1f}") if pct else (1, "{:+.3f}")
+        if iv.get("lo") is None:
+            return g.format(iv["est"] * k)
+        mark = " *" if _excludes_zero(iv) else ""
+        return f"{g.format(iv['est'] * k)} [{g.format(iv['lo'] * k)}, {g.format(iv['hi'] * k)}]{mark}"
+
+    lines = ["| label | class | notes | pieces | mean score | picked % | frozen % | score vs rest | "
+             "score vs same duration x register | picked % vs same duration x register |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for col, rows in result.get("columns", {}).items():
+        if columns is not None and col not in columns:
+            continue
+        for row in rows:
+            lines.append(f"| {col} | {row['class']} | {row['n_notes']} | {row['n_pieces']} | {cell(row['score'])} | "
+                         f"{cell(row['picked'], True)} | {cell(row['frozen'], True)} | {diff(row['score_diff'])} | "
+                         f"{diff(row.get('score_adj'))} | {diff(row.get('picked_adj'), True)} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,184 @@
+"""smu_explain.picks: the per-class measurement of what the masker picks, its intervals and its sentence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from smu_explain import picks
+from smu_explain.harmony import LABEL_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = sorted((ROOT / "sample_midi").glob("*.mid"))[:4]
+
+
+def _intervals(result):
+    for col, rows in result["columns"].items():
+        for row in rows:
+            for key, iv in row.items():
+                if isinstance(iv, dict):
+                    yield col, row["class"], key, iv
+
+
+def _check_shape(result, n_pieces):
+    assert result["n_pieces"] == n_pieces
+    assert list(result["columns"]) == list(LABEL_COLUMNS)
+    for col, rows in result["columns"].items():
+        assert sum(r["n_notes"] for r in rows) == result["n_notes"], col
+        for r in rows:
+            for m in picks.MEASURES:
+                assert {"est", "lo", "hi"} <= set(r[m])
+                assert (r[f"{m}_adj"] is None) == (col in picks.CONTROLS)
+    json.dumps(result, allow_nan=False)  # JSON, no NaN
+
+
+def _contains(result):
+    for col, cls, key, iv in _intervals(result):
+        if iv["est"] is not None and iv["lo"] is not None:
+            assert iv["lo"] - 1e-9 <= iv["est"] <= iv["hi"] + 1e-9, (col, cls, key, iv)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from app_helpers import make_model
+
+    from smu_explain.checkpoint import load_checkpoint
+
+    folder = make_model(tmp_path_factory.mktemp("m") / "tiny", seed=0)
+    ckpt = load_checkpoint(folder, kind="pretrained")
+    return folder, ckpt.encoder.eval(), ckpt.tokenizer
+
+
+def test_measure_picks_with_a_tiny_model(tiny):
+    folder, model, tok = tiny
+    pieces = [tok.read(p).subset(np.arange(120)) for p in SAMPLES]
+    res = picks.measure_picks(model, tok, pieces, n_boot=200, seed=3, model_name="tiny")
+    _check_shape(res, len(pieces))
+    _contains(res)
+    assert res["pieces"] == [p.name for p in pieces] and res["model"] == "tiny"
+    assert 0 < res["overall"]["picked"] < 0.2 and abs(res["overall"]["frozen"] - 0.3) < 0.02
+    assert isinstance(res["sentence"], str) and res["sentence"]
+    again = picks.measure_picks(model, tok, pieces, n_boot=200, seed=3, model_name="tiny")
+    assert json.dumps(again, sort_keys=True) == json.dumps(res, sort_keys=True)  # deterministic given the seed
+    table = picks.markdown_table(res)
+    assert table.count("\n") == 2 + sum(len(r) for r in res["columns"].values())
+
+
+def test_measure_folder(tiny):
+    folder, _, _ = tiny
+    res = picks.measure_folder(folder, SAMPLES[:2], n_boot=50)
+    _check_shape(res, 2)
+    assert res["model"] == "tiny"
+
+
+# --------------------------------------------------------------------------- synthetic score tables
+
+DUR = ["< 1/8 (<0.5 q)", ">= 1/2 (>= 2 q)"]
+REG = ["C4-B4", "C5-B5"]
+
+
+def _frames(score_fn, *, passing_long: bool = False, noise: float = 0.0, n_pieces: int = 12, n: int = 200,
+            seed: int = 0):
+    """Note tables with random labels; ``score_fn(frame) -> scores``; picked/frozen from the score."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_pieces):
+        harm = rng.choice(["chord tone", "passing", "neighbour"], n, p=[0.7, 0.2, 0.1])
+        u = rng.random(n)
+        long = np.where(harm == "passing", u < 0.9, u < 0.3) if passing_long else u < 0.5
+        f = pd.DataFrame({
+            "bar": np.arange(n) // 8,
+            "harmony": harm, "chord_tone": harm == "chord tone",
+            "voice_position": rng.choice(["bass", "inner", "top"], n), "metric": rng.choice(["downbeat", "off-beat"], n),
+            "repeated": rng.random(n) < 0.2, "duration": np.where(long, DUR[1], DUR[0]),
+            "register": rng.choice(REG, n), "role": "other"})
+        f["score"] = np.clip(score_fn(f) + noise * rng.standard_normal(n), 0, 1)
+        order = np.argsort(-f["score"].to_numpy(), kind="stable")
+        f["frozen"] = False
+        f.loc[order[: int(0.3 * n)], "frozen"] = True
+        f["picked"] = False
+        f.loc[order[int(0.3 * n): int(0.45 * n)], "picked"] = True
+        out.append(f)
+    return out
+
+
+def _by_duration(f):
+    return 0.2 + 0.4 * (f["duration"] == DUR[1]).to_numpy()
+
+
+def test_a_class_clearly_higher_is_named():
+    frames = _frames(lambda f: _by_duration(f) + 0.3 * (f["harmony"] == "passing").to_numpy(), noise=0.02)
+    res = picks.class_effects(frames, n_boot=300, seed=0)
+    row = next(r for r in res["columns"]["harmony"] if r["class"] == "passing")
+    assert row["score_adj"]["lo"] > 0.2
+    res["model"] = "demo"
+    s = picks.summary_sentence(res)
+    assert "passing tones" in s and "higher" in s and "no clear pattern" not in s
+    assert "bass notes" not in s  # unrelated classes are not named
+    _contains(res)
+
+
+def test_long_notes_do_not_pass_for_harmony():
+    """Passing tones are mostly long and the score follows duration only: raw difference, no controlled one."""
+    frames = _frames(_by_duration, passing_long=True)
+    res = picks.class_effects(frames, n_boot=300, seed=0)
+    row = next(r for r in res["columns"]["harmony"] if r["class"] == "passing")
+    assert row["score_diff"]["lo"] > 0.1  # raw: passing tones look favoured
+    assert abs(row["score_adj"]["est"]) < 1e-9  # within duration x register: nothing
+    s = picks.summary_sentence(res)
+    assert "no clear pattern beyond duration and register" in s
+    assert "passing" not in s and "duration" in s
+
+
+def test_sentence_changes_with_the_numbers():
+    def result(lo, hi, n_notes=500):
+        iv = {"est": (lo + hi) / 2, "lo": lo, "hi": hi}
+        row = {"class": "off-beat", "n_notes": n_notes, "n_pieces": 10, "share_of_notes": 0.5,
+               **{m: iv for m in ("score", "picked", "frozen")},
+               **{f"{m}_{k}": iv for m in ("score", "picked", "frozen") for k in ("diff", "adj")}}
+        return {"n_pieces": 10, "level": 0.95, "model": "m", "columns": {"metric": [row]}}
+
+    up, down, none = (picks.summary_sentence(result(*x)) for x in [(0.05, 0.09), (-0.09, -0.05), (-0.02, 0.04)])
+    assert "off-beat notes" in up and "higher" in up
+    assert "off-beat notes" in down and "lower" in down
+    assert "off-beat" not in none and "no clear pattern beyond duration and register" in none
+    assert len({up, down, none}) == 3
+    assert "+0.070" in up  # the numbers come from the intervals
+    few = picks.summary_sentence(result(0.05, 0.09, n_notes=5))
+    assert "no clear pattern" in few  # too few notes to name
+    assert "no pieces" in picks.summary_sentence({"n_pieces": 0, "columns": {}})
+
+
+def test_deterministic_and_seeded():
+    frames = _frames(_by_duration, noise=0.1, seed=1)
+    a = picks.class_effects(frames, n_boot=200, seed=5)
+    b = picks.class_effects(frames, n_boot=200, seed=5)
+    c = picks.class_effects(frames, n_boot=200, seed=6)
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    assert json.dumps(a, sort_keys=True) != json.dumps(c, sort_keys=True)
+    # the point estimates do not depend on the resamples
+    est = [iv["est"] for *_, iv in _intervals(a)]
+    assert est == [iv["est"] for *_, iv in _intervals(c)]
+    _contains(a)
+    _contains(c)
+
+
+def test_one_piece_and_empty():
+    res = picks.class_effects(_frames(_by_duration, n_pieces=1), n_boot=50)
+    _check_shape(res, 1)
+    assert res["resampled"] == "4-bar blocks" and res["n_groups"] == 7  # 200 notes, 8 a bar: 25 bars
+    assert "no clear pattern" in picks.summary_sentence(res)
+    one = picks.class_effects(_frames(lambda f: _by_duration(f) + 0.3 * (f["metric"] == "off-beat").to_numpy(),
+                                      n_pieces=1, noise=0.02), n_boot=200)
+    row = next(r for r in one["columns"]["metric"] if r["class"] == "off-beat")
+    assert row["score_adj"]["hi"] > row["score_adj"]["lo"]  # blocks give a real interval
+    assert "off-beat notes" in picks.summary_sentence(one) and "4-bar blocks" in picks.summary_sentence(one)
+    many = picks.class_effects(_frames(_by_duration, n_pieces=3), n_boot=20)
+    assert many["resampled"] == "pieces" and many["n_groups"] == 3
+    empty = picks.class_effects([], n_boot=10)
+    assert empty["n_pieces"] == 0 and empty["columns"] == {}
+    json.dumps(empty, allow_nan=False)
