@@ -1,4 +1,4 @@
-"""The ``smu`` console script: pretrain, finetune, evaluate, explain, tokenize, study.
+"""The ``smu`` console script: pretrain, finetune, evaluate, explain, tokenize, import, study.
 
 Rules:
 
@@ -778,6 +778,39 @@ def add_tokenize_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+# ============================================================================ import
+
+def add_import_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "import", help="open a published checkpoint (Adversarial-MidiBERT, MidiBERT-Piano) as a smu_explain model",
+        description="Read a publisher's weights - a Hugging Face snapshot folder (config.json + "
+                    "model.safetensors) or a .ckpt/.pth/.pt/.bin file (torch.load weights_only) or a "
+                    ".safetensors file - check every tensor against the published architecture and write "
+                    "this project's checkpoint folder to --out (see smu_explain/published.py).")
+    p.add_argument("src", help="snapshot folder or weights file")
+    p.add_argument("--out", required=True, help="output folder (a smu_explain checkpoint)")
+    p.add_argument("--layout", choices=("midibert-cp", "adversarial-octuple"), default=None,
+                   help="force the layout (default: from the number of attributes)")
+    p.add_argument("--position", choices=("absolute", "relative_key", "relative_key_query"), default=None,
+                   help="the checkpoint's position scheme when config.json does not say (default "
+                        "relative_key_query when the weights have distance embeddings)")
+    p.add_argument("--heads", type=int, default=None, help="attention heads (absolute positions only)")
+    p.set_defaults(func=cmd_import)
+    return p
+
+
+def cmd_import(args) -> int:
+    from .published import import_checkpoint
+
+    if Path(args.out).exists() and any(Path(args.out).iterdir()):
+        raise SMUInputError(args.out, "the output folder exists and is not empty; choose a new one")
+    report = import_checkpoint(args.src, args.out, layout=args.layout, position=args.position, heads=args.heads)
+    for line in report.lines():
+        print(line)
+    print(f"written: {args.out} (open it in the app's model picker or with any smu command)")
+    return 0
+
+
 # ============================================================================ main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -792,6 +825,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_explain_parser(sub)
     add_tokenize_parser(sub)
+    add_import_parser(sub)
     from .study import add_study_parser  # torch-free: the runner is imported when `smu study` runs
 
     add_study_parser(sub)

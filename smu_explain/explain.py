@@ -748,6 +748,9 @@ def attention_weights(model, tokens) -> np.ndarray:
     """Attention probabilities of one window, tokens (L, A) -> (n_layers, n_heads, L, L); every
     row sums to 1. From each block's ``Block.attention_probs`` (explanation path only)."""
     enc = _encoder_of(model)
+    if getattr(enc.config, "arch", "smu") != "smu":
+        raise ValueError("attention maps are drawn for this project's own encoders only; an imported BERT "
+                         "model's attention is not shown")
     tok = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=next(enc.parameters()).device)
     if tok.dim() != 2:
         raise ValueError(f"tokens must be (L, A), got {tuple(tok.shape)}")

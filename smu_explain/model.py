@@ -21,8 +21,23 @@ Rules (see docs/ARCHITECTURE.md "Model"):
   * ``"absolute"`` (MidiBERT, and every checkpoint saved before ``position``
     existed): learned absolute position embeddings, one per index
     ``0 .. max_len-1``, added after the projection.
+  * ``"relative_key_query"`` (the published MidiBERT / Adversarial-MidiBERT scheme, in our
+    pre-LN blocks): every attention layer has ``distance_embedding``, a table of
+    ``2 max_len - 1`` vectors of head_dim, and adds ``q_l.e(l-r) + k_r.e(l-r)`` to ``q_l.k_r``
+    before the 1/sqrt(head_dim) scaling; computed by ``relattn.relative_attention`` (strided
+    views of blocked matmuls + SDPA, never the [L, L, head_dim] tensor). The switch
+    ``SMU_RELATTN=transformers`` (read when the model is built) computes the same bias with
+    transformers 4.x's algorithm instead (``relattn.relative_scores_reference``), for checking.
   Sequences longer than ``max_len`` are refused (window them first, see
   ``Tokenizer.windows``).
+- Architecture (``config.arch``): ``"smu"`` (default) is this project's pre-LayerNorm encoder
+  below; ``"bert"`` is the published MidiBERT / Adversarial-MidiBERT encoder (issue 20):
+  attribute embeddings scaled by ``emb_scale`` (sqrt(emb_dim) for them), concatenated,
+  ``in_proj``, then ``relattn.BertEncoder`` (transformers' post-LayerNorm ``BertModel`` on
+  ``inputs_embeds``, same key names under ``bert.``, positions ``"absolute"``,
+  ``"relative_key"`` or ``"relative_key_query"``, computed exactly and fast by
+  :mod:`smu_explain.relattn`), no final LayerNorm; the same heads and masker head. Imported
+  checkpoints (``smu import``, :mod:`smu_explain.published`) are this architecture.
 - Initialisation (``config.init``, training only): ``"torch"`` (default for new
   models) keeps PyTorch's own initialisation (Linear: Kaiming-uniform, Embedding:
   N(0, 1)), measured to learn fastest here; ``"normal"`` is the GPT-2/BERT scheme
@@ -60,6 +75,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import relattn
 from .checkpoint import load_checkpoint, save_checkpoint
 from .io import unknown_fields
 
@@ -81,11 +97,16 @@ class ModelConfig:
     dropout: float = 0.1
     masker_hidden: int = 256
     layer_norm_eps: float = 1e-5
-    position: str = "rope"  # "rope" | "absolute" (see the module docstring)
+    position: str = "rope"  # "rope" | "absolute" | "relative_key_query" (see the module docstring)
     rope_base: float = 10000.0
     init: str = "torch"  # "torch" | "normal" (training only)
+    arch: str = "smu"  # "smu" (pre-LN, this project's) | "bert" (the published post-LN BERT)
+    emb_scale: float = 1.0  # "bert": attribute embeddings are multiplied by this (sqrt(emb_dim) published)
+    type_vocab_size: int = 2  # "bert": BERT's token-type table (only type 0 is used)
 
-    POSITIONS = ("rope", "absolute")
+    POSITIONS = ("rope", "absolute", "relative_key_query")
+    ARCHS = ("smu", "bert")
+    BERT_POSITIONS = ("absolute", "relative_key", "relative_key_query")
     INITS = ("torch", "normal")
     # What a config.json written before a field existed meant (old checkpoints load as trained).
     LEGACY_DEFAULTS = {"position": "absolute", "init": "normal"}
@@ -180,8 +201,15 @@ def _validate_model_config(c: "ModelConfig") -> None:
     c.layer_norm_eps = _config_float("layer_norm_eps", c.layer_norm_eps)
     if not 0.0 < c.layer_norm_eps < 1.0:
         raise ValueError(f"layer_norm_eps must be in (0, 1): {c.layer_norm_eps}")
-    if c.position not in c.POSITIONS:
-        raise ValueError(f"position must be one of {c.POSITIONS}, got {c.position!r}")
+    if c.arch not in c.ARCHS:
+        raise ValueError(f"arch must be one of {c.ARCHS}, got {c.arch!r}")
+    positions = c.BERT_POSITIONS if c.arch == "bert" else c.POSITIONS
+    if c.position not in positions:
+        raise ValueError(f"position must be one of {positions} (arch {c.arch!r}), got {c.position!r}")
+    c.emb_scale = _config_float("emb_scale", c.emb_scale)
+    if not 0.0 < c.emb_scale < 1e6:
+        raise ValueError(f"emb_scale must be in (0, 1e6): {c.emb_scale}")
+    c.type_vocab_size = _config_int("type_vocab_size", c.type_vocab_size, 1, 1024)
     if c.init not in c.INITS:
         raise ValueError(f"init must be one of {c.INITS}, got {c.init!r}")
     c.rope_base = _config_float("rope_base", c.rope_base)
@@ -200,6 +228,10 @@ def _estimated_parameters(c: "ModelConfig") -> int:
     a = len(c.vocab_sizes)
     emb = sum(c.vocab_sizes) * c.emb_dim + a * c.emb_dim * c.d_model + c.max_len * c.d_model
     block = 4 * c.d_model * c.d_model + 2 * c.d_model * c.d_ff
+    if c.position == "relative_key_query" and getattr(c, "arch", "smu") != "bert":  # our blocks' distance tables
+        block += (2 * c.max_len - 1) * (c.d_model // c.n_heads)
+    if c.arch == "bert" and c.position.startswith("relative"):
+        block += (2 * c.max_len - 1) * (c.d_model // c.n_heads)
     heads = sum(c.vocab_sizes) * c.d_model + c.d_model * c.masker_hidden
     return int(emb + c.n_layers * block + heads)
 
@@ -226,7 +258,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention, fused qkv projection, SDPA kernel, no attention-prob dropout;
-    q and k rotated by their positions when ``config.position == "rope"``."""
+    q and k rotated by their positions when ``config.position == "rope"``; a relative-position
+    bias (``relattn``) when ``config.position == "relative_key_query"``."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -238,6 +271,11 @@ class SelfAttention(nn.Module):
             cos, sin = rope_tables(cfg.max_len, cfg.head_dim, cfg.rope_base)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+        self.relative = cfg.position == "relative_key_query"
+        if self.relative:
+            self.max_len = cfg.max_len
+            self.distance_embedding = nn.Embedding(2 * cfg.max_len - 1, cfg.head_dim)
+            self.rel_impl = relattn.default_impl()  # $SMU_RELATTN, read once here
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, L, D = x.shape
@@ -251,14 +289,36 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         B, L, D = x.shape
         q, k, v = self._qkv(x)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if self.relative:
+            y = self._relative(q, k, v, mask)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
+
+    @staticmethod
+    def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        """The boolean key mask as an additive float mask (0 kept, finfo.min excluded)."""
+        if mask is None:
+            return None
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+    def _relative(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        table, kind = self.distance_embedding.weight, "relative_key_query"
+        add = self._additive(mask, q.dtype)
+        if self.rel_impl == "transformers":
+            bias = relattn.relative_scores_reference(q, k, table, self.max_len, kind)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias if add is None else bias + add)
+        return relattn.relative_attention(q, k, v, table, self.max_len, kind, add)
 
     def attention_probs(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The attention probabilities (B, H, L, L) that ``forward`` uses (in float64; the fused
-        kernel returns none): softmax(q k^T / sqrt(head_dim)) with padding keys excluded."""
+        kernel returns none): softmax(q k^T / sqrt(head_dim)) with padding keys excluded (plus the
+        relative-position logits with ``position="relative_key_query"``)."""
         q, k, _ = self._qkv(x)
         w = (q.double() @ k.double().transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        if self.relative:
+            w = w + relattn.relative_position_bias(q.double(), k.double(), self.distance_embedding.weight.double(),
+                                                   self.max_len)
         if mask is not None:
             w = w.masked_fill(~mask, float("-inf"))
         return torch.softmax(w, dim=-1)
@@ -298,10 +358,22 @@ class MidiBert(nn.Module):
         c = config
         self.embeddings = nn.ModuleList(nn.Embedding(v, c.emb_dim) for v in c.vocab_sizes)
         self.in_proj = nn.Linear(c.emb_dim * len(c.vocab_sizes), c.d_model)
-        self.pos = nn.Embedding(c.max_len, c.d_model) if c.position == "absolute" else None
         self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
-        self.ln_f = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
+        if c.arch == "bert":
+            from .relattn import BertEncoder, BertEncoderConfig
+
+            self.pos = None
+            self.bert = BertEncoder(BertEncoderConfig(
+                hidden_size=c.d_model, num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads,
+                intermediate_size=c.d_ff, max_position_embeddings=c.max_len, position_embedding_type=c.position,
+                type_vocab_size=c.type_vocab_size, vocab_size=0, layer_norm_eps=c.layer_norm_eps,
+                hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.dropout))
+            self.blocks = nn.ModuleList()  # the layers are self.bert's
+            self.ln_f = nn.Identity()  # post-LN: BERT's layers end normalised
+        else:
+            self.pos = nn.Embedding(c.max_len, c.d_model) if c.position == "absolute" else None
+            self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
+            self.ln_f = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
         self.out_heads = nn.ModuleList(nn.Linear(c.d_model, v) for v in c.vocab_sizes)
         self.masker_head = nn.Sequential(
             nn.Linear(c.d_model, c.masker_hidden), nn.ReLU(), nn.Linear(c.masker_hidden, 1))
@@ -330,6 +402,7 @@ class MidiBert(nn.Module):
         if non_embedding:
             n -= sum(e.weight.numel() for e in self.embeddings)
             n -= self.pos.weight.numel() if self.pos is not None else 0
+            n -= sum(b.attn.distance_embedding.weight.numel() for b in self.blocks if b.attn.relative)
         return n
 
     # --------------------------------------------------------------- forward pieces
@@ -356,7 +429,10 @@ class MidiBert(nn.Module):
 
     def embed_notes(self, x: torch.Tensor) -> torch.Tensor:
         """Concatenated attribute embeddings (B, L, A * emb_dim) -> block input (B, L, D):
-        the projection, plus absolute positions where the model has them, then dropout."""
+        the projection, plus absolute positions where the model has them, then dropout
+        (``arch="bert"``: the scaled projection only; BERT's embedding layer does the rest)."""
+        if self.config.arch == "bert":
+            return self.in_proj(x * self.config.emb_scale)
         h = self.in_proj(x)
         if self.pos is not None:
             h = h + self.pos.weight[: x.shape[1]]
@@ -368,6 +444,10 @@ class MidiBert(nn.Module):
         if L > self.config.max_len:
             raise ValueError(f"sequence length {L} exceeds max_len={self.config.max_len}; window the piece first")
         h = self.embed_notes(x)
+        if self.config.arch == "bert":
+            if attention_mask is not None and attention_mask.shape != (B, L):
+                raise ValueError(f"attention_mask must be ({B}, {L}), got {tuple(attention_mask.shape)}")
+            return self.bert(inputs_embeds=h, attention_mask=attention_mask)
         mask = self._attn_mask(attention_mask, B, L)
         for blk in self.blocks:
             h = blk(h, mask)

@@ -1,0 +1,221 @@
+"""Importing published checkpoints (issue 20): proof without the real weights.
+
+A randomly initialised reference is built the way each publisher builds its model: a
+``transformers.BertModel`` (relative_key_query, the 4.x line that has it) plus the authors'
+embedding / projection / head layout with their key names and shapes. It is saved the way the
+publisher saves it (MidiBERT-Piano: a pickled ``model.ckpt`` with a ``state_dict``;
+Adversarial-MidiBERT: a Hugging Face snapshot folder, ``config.json`` + ``model.safetensors``),
+imported with ``smu import``, and the imported model's outputs must match the reference's on
+real sample_midi tokens. A checkpoint with one tensor renamed or reshaped is a typed error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+transformers = pytest.importorskip("transformers")
+if int(transformers.__version__.split(".")[0]) >= 5:  # pragma: no cover - the test extra pins <5
+    pytest.skip("the reference needs transformers 4.x (5.x has no relative positions)", allow_module_level=True)
+
+from smu_explain.checkpoint import load_checkpoint  # noqa: E402
+from smu_explain.cli import main  # noqa: E402
+from smu_explain.errors import SMUCheckpointError  # noqa: E402
+from smu_explain.published import import_checkpoint, vocab_permutation  # noqa: E402
+from smu_explain.tokenizer import Tokenizer, TokenizerConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = sorted((ROOT / "sample_midi").glob("*.mid"))
+CP_SIZES = (4, 18, 88, 66)
+
+
+class Embeddings(nn.Module):
+    """The publishers' attribute embedding: a table scaled by sqrt(width) (key ``lut``)."""
+
+    def __init__(self, n, d):
+        super().__init__()
+        self.lut = nn.Embedding(n, d)
+        self.d = d
+
+    def forward(self, x):
+        return self.lut(x) * math.sqrt(self.d)
+
+
+class ReferenceMidiBert(nn.Module):
+    """MidiBERT's layout with its key names: ``bert`` (transformers), ``word_emb.{j}.lut``, ``in_linear``."""
+
+    def __init__(self, sizes, emb=16, hidden=32, layers=2, heads=4, max_len=64, tw_attention=False):
+        super().__init__()
+        cfg = transformers.BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                                      intermediate_size=2 * hidden, max_position_embeddings=max_len,
+                                      position_embedding_type="relative_key_query", attn_implementation="eager")
+        self.bert = transformers.BertModel(cfg)
+        self.word_emb = nn.ModuleList(Embeddings(n, emb) for n in sizes)
+        self.in_linear = nn.Linear(emb * len(sizes), hidden)
+        if tw_attention:  # Adversarial-MidiBERT keeps an unused tw_attention in its state dict
+            e = emb * len(sizes)
+            self.attention_linear = nn.Sequential(nn.Linear(e, e // 2), nn.ReLU(), nn.Linear(e // 2, e // 2),
+                                                  nn.ReLU(), nn.Linear(e // 2, e), nn.Sigmoid())
+
+    def forward(self, ids, attn):
+        x = self.in_linear(torch.cat([e(ids[..., j]) for j, e in enumerate(self.word_emb)], dim=-1))
+        return self.bert(inputs_embeds=x, attention_mask=attn).last_hidden_state
+
+
+class ReferenceLM(nn.Module):
+    """Adversarial-MidiBERT's MidiBertLM + Masker: ``midibert.*``, ``mask_lm.proj.{j}``, ``masker.linear``."""
+
+    def __init__(self, sizes, **kw):
+        super().__init__()
+        self.midibert = ReferenceMidiBert(sizes, tw_attention=True, **kw)
+        h = self.midibert.in_linear.out_features
+        self.mask_lm = nn.Module()
+        self.mask_lm.proj = nn.ModuleList(nn.Linear(h, n) for n in sizes)
+        self.masker = nn.Module()
+        self.masker.linear = nn.Sequential(nn.Dropout(0.1), nn.Linear(h, 256), nn.ReLU(), nn.Linear(256, 1),
+                                           nn.Sigmoid())
+
+
+def _randomise(model):
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model.eval()
+
+
+def _their_ids(our_tokens: np.ndarray, layout: str, sizes) -> torch.Tensor:
+    """Our token ids -> the publisher's (the inverse of the import's permutation)."""
+    cols = [np.asarray(vocab_permutation(layout, j, n))[our_tokens[..., j]] for j, n in enumerate(sizes)]
+    return torch.as_tensor(np.stack(cols, axis=-1))
+
+
+def _cp_batch(max_len=64):
+    """Two windows of real sample_midi tokens (CP, MidiBERT's binning), the second padded."""
+    tok = Tokenizer(TokenizerConfig(max_bar_skip=1, max_len=max_len))
+    seqs = []
+    for f in SAMPLES[:2]:
+        t = tok.encode(tok.read(f))[:max_len]
+        seqs.append(t)
+    seqs[1] = seqs[1][: max_len // 2]
+    L = max(len(s) for s in seqs)
+    out = np.zeros((len(seqs), L, 4), dtype=np.int64)
+    am = np.zeros((len(seqs), L), dtype=bool)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = s
+        am[i, : len(s)] = True
+    return out, am
+
+
+@pytest.fixture(scope="module")
+def midibert_ckpt(tmp_path_factory):
+    """MidiBERT-Piano's way: torch.save({"epoch", "state_dict": midibert.state_dict(), ...}, model.ckpt)."""
+    torch.manual_seed(0)
+    ref = _randomise(ReferenceMidiBert(CP_SIZES))
+    path = tmp_path_factory.mktemp("midibert") / "model.ckpt"
+    torch.save({"epoch": 3, "state_dict": ref.state_dict(), "best_acc": 0.5,
+                "optimizer": {"state": {}, "param_groups": [{"lr": 2e-5}]}}, path)
+    return ref, path
+
+
+def test_midibert_ckpt_imports_and_matches_the_reference(midibert_ckpt, tmp_path):
+    ref, path = midibert_ckpt
+    report = import_checkpoint(path, tmp_path / "imported")
+    assert report.layout == "midibert-cp" and not report.has_recovery_heads and not report.has_masker
+    assert report.attributes == ["bar", "position", "pitch", "duration"]
+    assert "bert.pooler.dense.weight" in report.dropped and "bert.embeddings.word_embeddings.weight" in report.dropped
+    ck = load_checkpoint(tmp_path / "imported", kind="pretrained")
+    model = ck.model.eval()
+    assert ck.tokenizer.config.max_bar_skip == 1 and ck.tokenizer.vocab_sizes == list(CP_SIZES)
+    ours, am = _cp_batch()
+    with torch.no_grad():
+        want = ref(_their_ids(ours, "midibert-cp", CP_SIZES), torch.as_tensor(am).long())
+        got = model.encode(torch.as_tensor(ours), torch.as_tensor(am))
+    m = torch.as_tensor(am)
+    assert torch.allclose(got[m], want[m], atol=1e-5, rtol=0), (got[m] - want[m]).abs().max()
+
+
+def test_cli_import_prints_what_it_found(midibert_ckpt, tmp_path, capsys):
+    _, path = midibert_ckpt
+    assert main(["import", str(path), "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "midibert-cp" in out and "parameters" in out and "recovery heads: no" in out
+    assert (tmp_path / "m" / "config.json").is_file() and (tmp_path / "m" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("damage", ["rename", "reshape", "extra", "drop"])
+def test_a_damaged_checkpoint_is_a_typed_error_and_writes_nothing(midibert_ckpt, tmp_path, damage):
+    ref, _ = midibert_ckpt
+    sd = dict(ref.state_dict())
+    key = "bert.encoder.layer.1.attention.self.distance_embedding.weight"
+    if damage == "rename":
+        sd["bert.encoder.layer.1.attention.self.distance_embeddings.weight"] = sd.pop(key)
+    elif damage == "reshape":
+        sd[key] = sd[key][:-2]
+    elif damage == "extra":
+        sd["bert.encoder.layer.1.attention.self.surprise"] = torch.zeros(3)
+    else:
+        del sd["bert.encoder.layer.1.output.dense.weight"]
+    path = tmp_path / "bad.ckpt"
+    torch.save({"state_dict": sd}, path)
+    with pytest.raises(SMUCheckpointError) as e:
+        import_checkpoint(path, tmp_path / "out")
+    assert "distance_embedding" in str(e.value) or "output.dense" in str(e.value) or "surprise" in str(e.value)
+    assert not (tmp_path / "out").exists()
+    assert main(["import", str(path), "--out", str(tmp_path / "out2")]) == 2
+    assert not (tmp_path / "out2").exists()
+
+
+def test_a_pickle_that_names_a_class_is_refused(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"state_dict": Evil()}))
+    with pytest.raises(SMUCheckpointError, match="weights_only"):
+        import_checkpoint(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80\x04garbage", b"PK\x03\x04truncated"])
+def test_truncated_or_empty_files_are_typed_errors(tmp_path, content):
+    path = tmp_path / "w.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(SMUCheckpointError):
+        import_checkpoint(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_config_that_lies_is_refused(midibert_ckpt, tmp_path):
+    from safetensors.torch import save_file
+
+    ref, _ = midibert_ckpt
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, snap / "model.safetensors")
+    (snap / "config.json").write_text(json.dumps({"hidden_size": 768, "num_hidden_layers": 2}))
+    with pytest.raises(SMUCheckpointError, match="contradicts"):
+        import_checkpoint(snap, tmp_path / "out")
+    (snap / "config.json").write_text(json.dumps({"hidden_size": 32, "num_hidden_layers": 2,
+                                                  "position_embedding_type": "relative_key_query"}))
+    import_checkpoint(snap, tmp_path / "out")  # the truth is accepted
+
+
+def test_nan_weights_are_refused(midibert_ckpt, tmp_path):
+    ref, _ = midibert_ckpt
+    sd = dict(ref.state_dict())
+    sd["in_linear.weight"] = sd["in_linear.weight"].clone()
+    sd["in_linear.weight"][0, 0] = float("nan")
+    path = tmp_path / "nan.ckpt"
+    torch.save({"state_dict": sd}, path)
+    with pytest.raises(SMUCheckpointError, match="NaN"):
+        import_checkpoint(path, tmp_path / "out")
