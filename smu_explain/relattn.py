@@ -81,51 +81,89 @@ def default_impl(impl: str | None = None) -> str:
 
 # ----------------------------------------------------------------------------- the bias
 
-def _skew(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    """x (..., rows, rows + cols - 1), contiguous -> view (..., rows, cols) with
-    out[i, c] = x[i, c + rows - 1 - i] (Music Transformer's skewing, as a strided view)."""
-    width = rows + cols - 1
-    if rows == 1:
-        return x
-    flat = x.reshape(*x.shape[:-2], rows * width)
-    # element (i, c + rows - 1 - i) sits at (rows - 1) + i * (width - 1) + c
-    return flat[..., rows - 1: rows - 1 + rows * (width - 1)].unflatten(-1, (rows, width - 1))[..., :cols]
+def _diagonal_view(x: torch.Tensor, rows: int, cols: int, row_stride: int, col_stride: int) -> torch.Tensor:
+    """The (..., rows, cols) strided view of the last two dims of contiguous ``x`` whose element
+    (i, c) is x's flat element ``i * row_stride + c * col_stride`` (the "skewing" of Music
+    Transformer, Huang et al. 2018, without the padding copy: no two elements coincide here)."""
+    lead = x.shape[:-2]
+    size = x.shape[-2] * x.shape[-1]
+    strides = [size * math.prod(lead[i + 1:]) for i in range(len(lead))]
+    return x.as_strided((*lead, rows, cols), (*strides, row_stride, col_stride), x.storage_offset())
 
 
-def _relative_term(x: torch.Tensor, table: torch.Tensor, max_position: int, flip: bool, block: int,
-                   out: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, H, L, L) with t[l, r] = x_l . table[(l - r) + M - 1] (``flip=False``) or
-    x_l . table[(r - l) + M - 1] (``flip=True``), computed in blocks of queries, never [L, L, d].
+def _relative_bias_reversed(q: torch.Tensor, k_rev: torch.Tensor, table: torch.Tensor, max_position: int,
+                            kind: str, block: int, mask_rev: torch.Tensor | None = None) -> torch.Tensor:
+    """The relative logits with the keys in reverse order: out[l, c] = bias[l, L - 1 - c].
 
-    Without autograd (inference), the blocks are written into a preallocated tensor or, with
-    ``out``, added to ``out`` transposed (``out[r, l] += t[l, r]``), so nothing but the result
-    and one block is ever alive."""
-    L = x.shape[-2]
+    In that frame both terms are plain strided views of one matmul per block (see the module
+    docstring); q and k_rev come already scaled. For queries l = s..s+b-1 (and for reversed keys
+    c = s..s+b-1 alike) the distances seen are s - L + 1 .. s + b - 1: ``run``, W = L + b - 1
+    consecutive table rows.
+      query term: X = q_blk @ run^T (b, W); bias_rev[s + i, c] = X[i, i + c]   (strides W + 1, 1)
+      key term:   P = run @ k_blk^T (W, b); bias_rev[l, s + i] = P[l + i, i]   (strides b, b + 1)
+    ``mask_rev`` (B, 1, 1, L), reversed too, is added on the way. Without autograd everything is
+    written into one preallocated tensor; with it, blocks are concatenated (cheap backward)."""
+    B, H, L, _ = q.shape
     M = max_position
-    # the run of distances that queries s..s+b-1 see, s + b - 1 down to s - L + 1 (descending),
-    # is one slice of the reversed table (of the table itself for the flipped e'(delta) = e(-delta))
-    base = table if flip else table.flip(0)
-    inplace = out is not None or not (torch.is_grad_enabled() and (x.requires_grad or table.requires_grad))
-    blocks = []
-    dest = None
-    for s in range(0, L, block):
-        b = min(block, L - s)
-        run = base[M - s - b: M + L - 1 - s]  # (L + b - 1, d)
-        prod = x[..., s: s + b, :] @ run.transpose(0, 1).to(x.dtype)  # (B, H, b, L + b - 1)
-        t = _skew(prod, b, L)  # (B, H, b, L): column r <-> distance +-(s + i - r)
-        if out is not None:
-            out[..., :, s: s + b].add_(t.transpose(-1, -2))
-        elif inplace:
-            if dest is None:
-                dest = prod.new_empty(*x.shape[:-1], L)
-            dest[..., s: s + b, :] = t
-        else:
-            blocks.append(t)
-    if out is not None:
-        return out
-    if dest is not None:
-        return dest
-    return blocks[0].contiguous() if len(blocks) == 1 else torch.cat(blocks, dim=-2)
+    grad = torch.is_grad_enabled() and (q.requires_grad or k_rev.requires_grad or table.requires_grad)
+    table = table.to(q.dtype)
+    starts = range(0, L, block)
+
+    def run(s: int, b: int) -> torch.Tensor:  # distances s - L + 1 .. s + b - 1
+        return table[M - L + s: M + s + b - 1]
+
+    def q_rows(s: int, b: int) -> torch.Tensor:  # bias_rev[s:s+b, :], query term
+        return _diagonal_view(torch.matmul(q[..., s: s + b, :], run(s, b).t()), b, L, L + b, 1)
+
+    def k_cols(s: int, b: int) -> torch.Tensor:  # bias_rev[:, s:s+b], key term
+        return _diagonal_view(torch.matmul(run(s, b), k_rev[..., s: s + b, :].transpose(-1, -2)), L, b, b, b + 1)
+
+    sizes = [(s, min(block, L - s)) for s in starts]
+    if grad:
+        rows = [q_rows(s, b) for s, b in sizes]
+        bias = rows[0].contiguous() if len(rows) == 1 else torch.cat(rows, dim=-2)
+        if kind == "relative_key_query":
+            cols = [k_cols(s, b) for s, b in sizes]
+            bias = bias + (cols[0] if len(cols) == 1 else torch.cat(cols, dim=-1))
+        return bias if mask_rev is None else bias + mask_rev.to(bias.dtype)
+    out = None
+    for s, b in sizes:
+        qt = q_rows(s, b)
+        if out is None:
+            out = qt.new_empty(B, H, L, L)
+        out[..., s: s + b, :] = qt
+    if kind == "relative_key_query":
+        for s, b in sizes:
+            out[..., :, s: s + b].add_(k_cols(s, b))
+    if mask_rev is not None:
+        out.add_(mask_rev.to(out.dtype))
+    return out
+
+
+def _check_relative(q: torch.Tensor, table: torch.Tensor, max_position: int, kind: str) -> None:
+    if kind not in RELATIVE:
+        raise ValueError(f"kind must be one of {RELATIVE}, got {kind!r}")
+    L, d = q.shape[-2], q.shape[-1]
+    if L > max_position:
+        raise ValueError(f"sequence length {L} exceeds max_position_embeddings={max_position}")
+    if table.shape != (2 * max_position - 1, d):
+        raise ValueError(f"distance table must be ({2 * max_position - 1}, {d}), got {tuple(table.shape)}")
+
+
+def relative_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor, max_position: int,
+                       kind: str = "relative_key_query", mask: torch.Tensor | None = None, dropout_p: float = 0.0,
+                       block: int = REL_BLOCK) -> torch.Tensor:
+    """softmax((q k^T + q.e(l-r) [+ k.e(l-r)]) / sqrt(d) + mask) v, as transformers 4.x computes
+    it, through SDPA. q, k, v (B, H, L, d); ``mask``: additive float (B, 1, 1, L) or None.
+
+    The keys (and values, and the mask) are handed to SDPA in reverse order: attention does not
+    depend on the order of the keys, and in that order the relative bias is built from views."""
+    _check_relative(q, table, max_position, kind)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    k_rev, v_rev = k.flip(-2), v.flip(-2)
+    mask_rev = None if mask is None else mask.flip(-1)
+    bias = _relative_bias_reversed(q * scale, k_rev * scale, table, max_position, kind, block, mask_rev)
+    return F.scaled_dot_product_attention(q, k_rev, v_rev, attn_mask=bias, dropout_p=dropout_p)
 
 
 def relative_position_bias(q: torch.Tensor, k: torch.Tensor, table: torch.Tensor, max_position: int,
@@ -134,25 +172,11 @@ def relative_position_bias(q: torch.Tensor, k: torch.Tensor, table: torch.Tensor
     """The relative-position logits (B, H, L, L) of transformers 4.x's BertSelfAttention,
     times ``scale`` (default 1/sqrt(head_dim)): ``q_l.e(l-r)`` plus, for
     ``"relative_key_query"``, ``k_r.e(l-r)``; ``e(delta) = table[delta + max_position - 1]``.
-    q, k: (B, H, L, d); table: (2 * max_position - 1, d)."""
-    if kind not in RELATIVE:
-        raise ValueError(f"kind must be one of {RELATIVE}, got {kind!r}")
-    L, d = q.shape[-2], q.shape[-1]
-    if L > max_position:
-        raise ValueError(f"sequence length {L} exceeds max_position_embeddings={max_position}")
-    if table.shape != (2 * max_position - 1, d):
-        raise ValueError(f"distance table must be ({2 * max_position - 1}, {d}), got {tuple(table.shape)}")
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    bias = _relative_term(q * scale, table, max_position, flip=False, block=block)
-    if kind == "relative_key_query":
-        # k_r . e(l - r) = k_r . e'(r - l): the query computation for keys, transposed
-        ks = k * scale
-        if torch.is_grad_enabled() and (k.requires_grad or q.requires_grad or table.requires_grad):
-            # autograd: plain cat + add (in-place slice writes would copy the whole grad per block)
-            bias = bias + _relative_term(ks, table, max_position, flip=True, block=block).transpose(-1, -2)
-        else:  # inference: added block by block into the bias, no second (B, H, L, L) tensor
-            bias = _relative_term(ks, table, max_position, flip=True, block=block, out=bias)
-    return bias
+    q, k: (B, H, L, d); table: (2 * max_position - 1, d). (``relative_attention`` uses the same
+    computation with the keys reversed, and never flips the (B, H, L, L) result back.)"""
+    _check_relative(q, table, max_position, kind)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    return _relative_bias_reversed(q * scale, k.flip(-2) * scale, table, max_position, kind, block).flip(-1)
 
 
 def relative_scores_reference(q: torch.Tensor, k: torch.Tensor, table: torch.Tensor, max_position: int,
@@ -265,14 +289,12 @@ class BertSelfAttention(nn.Module):
     def forward(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         B, L, D = h.shape
         q, k, v = self._heads(self.query(h)), self._heads(self.key(h)), self._heads(self.value(h))
-        bias = mask
+        p = self.dropout_p if self.training else 0.0
         if self.kind in RELATIVE:
-            rel = relative_position_bias(q, k, self.distance_embedding.weight, self.max_position, self.kind)
-            bias = rel if mask is None else rel + mask.to(rel.dtype)
-        elif bias is not None:
-            bias = bias.to(q.dtype)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
-                                           dropout_p=self.dropout_p if self.training else 0.0)
+            y = relative_attention(q, k, v, self.distance_embedding.weight, self.max_position, self.kind, mask, p)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask.to(q.dtype),
+                                               dropout_p=p)
         return y.transpose(1, 2).reshape(B, L, D)
 
 

@@ -291,19 +291,21 @@ def test_too_long_is_refused():
 def test_uses_fewer_flops_than_one_full_product():
     """The blocked bias never builds [L, L, d] and its matmuls are well under 2 x L (2L - 1) d."""
     counted = []
-    real = torch.Tensor.__matmul__
+    real = torch.matmul
 
     def counting(a, b):
-        counted.append(a.shape[-2] * a.shape[-1] * b.shape[-1] * int(np.prod(a.shape[:-2])))
+        lead = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        counted.append(a.shape[-2] * a.shape[-1] * b.shape[-1] * int(np.prod(lead)))
         return real(a, b)
 
     q = torch.randn(1, 1, 1000, 8)
     with torch.no_grad():
-        torch.Tensor.__matmul__ = counting
+        torch.matmul = counting
         try:
             relative_position_bias(q, q, torch.randn(2047, 8), 1024)
         finally:
-            torch.Tensor.__matmul__ = real
+            torch.matmul = real
+    assert counted and max(counted) < 1000 * 1999 * 8 / 4  # blocks, not one (L, 2L - 1) product
     assert sum(counted) < 0.6 * 2 * 1000 * 1999 * 8
 
 
@@ -311,3 +313,69 @@ def test_module_names_match_transformers():
     ref, ours = make_models(layers=1)
     assert set(ours.state_dict()) == set(ref.state_dict())
     assert isinstance(ours.encoder.layer[0].attention.self.distance_embedding, nn.Embedding)
+
+
+# ----------------------------------------------------------------------------- MidiBert's option
+
+def _midibert(position: str = "relative_key_query", **kw):
+    from smu_explain.model import MidiBert, ModelConfig
+    tok = Tokenizer()
+    torch.manual_seed(0)
+    return MidiBert(ModelConfig.named("tiny", tok.vocab_sizes, tok.attributes, position=position, max_len=64, **kw))
+
+
+def test_midibert_relative_trains_a_step_and_round_trips(tmp_path):
+    from smu_explain.model import MidiBert
+    m = _midibert(dropout=0.0)
+    assert all(b.attn.distance_embedding.weight.shape == (127, 32) for b in m.blocks)
+    tokens = torch.from_numpy(real_tokens(2 * 40)).view(2, 40, -1)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[1, 30:] = False
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    out = m(tokens, mask, heads=True)
+    loss = sum(nn.functional.cross_entropy(lg[mask], tokens[..., j][mask]) for j, lg in enumerate(out["logits"]))
+    loss.backward()
+    assert all(b.attn.distance_embedding.weight.grad.abs().sum() > 0 for b in m.blocks)
+    opt.step()
+    m.eval()
+    m.save_pretrained(tmp_path / "rel")
+    back = MidiBert.from_pretrained(tmp_path / "rel").eval()
+    assert back.config.position == "relative_key_query"
+    with torch.no_grad():
+        assert torch.equal(back.encode(tokens, mask), m.encode(tokens, mask))
+    # the distance tables are part of the checkpoint: a model without them refuses it
+    absolute = _midibert("absolute")
+    from safetensors.torch import load_file
+    with pytest.raises(SMUCheckpointError, match="distance_embedding"):
+        load_bert_state_dict(absolute, load_file(tmp_path / "rel" / "model.safetensors"))
+
+
+def test_midibert_relative_matches_the_reference_and_its_attention_probs(monkeypatch):
+    m = _midibert().eval()
+    tokens = torch.from_numpy(real_tokens(2 * 50)).view(2, 50, -1)
+    mask = torch.ones(2, 50, dtype=torch.bool)
+    mask[1, 35:] = False
+    with torch.no_grad():
+        ours = m.encode(tokens, mask)
+        monkeypatch.setenv(relattn.ENV_IMPL, "transformers")  # transformers' algorithm, same weights
+        ref = _midibert().eval()
+        ref.load_state_dict(m.state_dict())
+        assert ref.blocks[0].attn.rel_impl == "transformers"
+        close(ours, ref.encode(tokens, mask), 1e-5)
+        # explanations read the same attention the forward pass uses
+        blk = m.blocks[0]
+        x = m.embed_notes(torch.cat([e(tokens[..., j]) for j, e in enumerate(m.embeddings)], dim=-1))
+        am = m._attn_mask(mask, 2, 50)
+        w = blk.attention_probs(x, am).float()
+        attn = blk.attn
+        v = attn.qkv(blk.ln1(x)).view(2, 50, 3, attn.n_heads, -1)[:, :, 2].transpose(1, 2)
+        mine = attn.proj((w @ v).transpose(1, 2).reshape(2, 50, -1))
+        close(mine, attn(blk.ln1(x), am), 1e-5)
+
+
+def test_midibert_other_positions_unchanged():
+    """rope and absolute models have no distance tables and draw the same initial weights as before."""
+    for position in ("rope", "absolute"):
+        m = _midibert(position)
+        assert not any("distance_embedding" in k for k in m.state_dict())
+        assert not any(b.attn.relative for b in m.blocks)
