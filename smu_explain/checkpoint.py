@@ -284,9 +284,12 @@ def model_config(meta: dict[str, Any], where: str | os.PathLike) -> "ModelConfig
 # ----------------------------------------------------------------------------- the tokenizer
 
 def tokenizer_config_dict(tokenizer: Any) -> dict[str, Any] | None:
-    """A ``Tokenizer``, ``TokenizerConfig`` or config dict -> the config dict (None stays None)."""
+    """A ``Tokenizer``, ``TokenizerConfig`` or config dict -> the config dict (None stays None);
+    an ``octuple.OctupleIds`` -> its description (``{"kind": "octuple", ...}``)."""
     if tokenizer is None:
         return None
+    if getattr(tokenizer, "name", None) == "octuple" and hasattr(tokenizer, "to_dict"):
+        return tokenizer.to_dict()
     if hasattr(tokenizer, "config") and hasattr(tokenizer.config, "to_dict"):
         return tokenizer.config.to_dict()
     if hasattr(tokenizer, "to_dict"):
@@ -301,9 +304,14 @@ def save_tokenizer(folder: str | os.PathLike, tokenizer: Any) -> Path:
     ``tokenizer``: a ``Tokenizer``, ``TokenizerConfig`` or config dict."""
     from .tokenizer import TokenizerConfig
 
-    cfg = TokenizerConfig.from_dict(tokenizer_config_dict(tokenizer))
+    d = tokenizer_config_dict(tokenizer)
     path = Path(folder) / TOKENIZER_NAME
-    cfg.save(path)
+    if d.get("kind") == "octuple":  # imported Adversarial-MidiBERT: Octuple tokens (octuple.OctupleIds)
+        from .octuple import OctupleIds
+
+        atomic_write_text(path, json.dumps(OctupleIds.from_dict(d).to_dict(), sort_keys=True) + "\n")
+        return path
+    TokenizerConfig.from_dict(d).save(path)
     return path
 
 
@@ -332,7 +340,12 @@ def load_tokenizer(folder: str | os.PathLike, meta: dict[str, Any] | None = None
             return None
     config = model_config(meta, folder / CONFIG_NAME)
     try:
-        tokenizer = Tokenizer(TokenizerConfig.from_dict(tok))
+        if tok.get("kind") == "octuple":
+            from .octuple import OctupleIds
+
+            tokenizer = OctupleIds.from_dict(tok)
+        else:
+            tokenizer = Tokenizer(TokenizerConfig.from_dict(tok))
     except (TypeError, ValueError, KeyError) as e:
         raise SMUCheckpointError(where, f"invalid tokenizer config: {e}") from None
     attrs, vocab = list(tokenizer.attributes), [int(v) for v in tokenizer.vocab_sizes]
@@ -646,7 +659,7 @@ def load_checkpoint(folder: str | os.PathLike, map_location: Any = "cpu", *, kin
     info = {k: v for k, v in meta.items() if k not in (_FINETUNED_KEYS if found == "finetuned" else ("model",))}
     info.pop("tokenizer", None)
     if tokenizer is not None:
-        info["tokenizer"] = tokenizer.config.to_dict()
+        info["tokenizer"] = tokenizer_config_dict(tokenizer)
     build = _pretrained_builder(config) if found == "pretrained" else _finetuned_builder(folder, meta, config)
     # Sizes are checked against the weights file's header, and the memory they take against the
     # memory the machine has, before anything is allocated.

@@ -79,6 +79,7 @@ import hashlib
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -615,3 +616,100 @@ class OctupleTokenizer:
             if key in d and d[key] != tk.to_dict()[key]:
                 raise ValueError(f"Octuple tokenizer {key} {d[key]!r} differ from this vocabulary's {tk.to_dict()[key]!r}")
         return tk
+
+
+# ----------------------------------------------------------------------------- this project's ids
+
+@dataclass(frozen=True)
+class OctupleIdsConfig:
+    """The settings the rest of the library reads from ``tokenizer.config`` (windows, reading,
+    the units of decoded positions and durations), for :class:`OctupleIds`."""
+
+    max_len: int = 1024
+    stride: int | None = None
+    pos_per_quarter: int = 16  # decoded positions are in 1/16 quarter
+    dur_per_quarter: int = 16  # decoded durations too
+    pitch_min: int = 0  # read every pitch: Octuple has all 128
+    pitch_max: int = 127
+    min_bar_quarters: float = 1.5
+
+    @property
+    def effective_stride(self) -> int:
+        return self.max_len if self.stride is None else self.stride
+
+
+class OctupleIds:
+    """:class:`OctupleTokenizer` with this project's id convention, for imported models
+    (``smu import``, :mod:`smu_explain.published`): per attribute, PAD = 0, MASK = 1, the
+    authors' regular value ``v`` = ``v + 2``, their other specials (SOS, EOS, CLS, SEP) keep their
+    ids. ``perm[j][i]`` is the authors' id of our id ``i`` (the import permutes the embedding and
+    head rows by it, so the model computes the same function on these ids). Same surface as the
+    CP ``Tokenizer`` where the library uses it; ``to_dict`` is tokenizer.json
+    (``{"kind": "octuple", "ids": "smu", ...}``)."""
+
+    name = "octuple"
+
+    def __init__(self, max_len: int = 1024, stride: int | None = None, vocab_path=None):
+        self.inner = OctupleTokenizer(vocab_path, max_len=max_len, stride=stride)
+        self.config = OctupleIdsConfig(max_len=max_len, stride=stride)
+        self.attributes = list(self.inner.attributes)
+        self.index = dict(self.inner.index)
+        self.vocab_sizes = list(self.inner.vocab_sizes)
+        self.perm = [np.asarray(ids_permutation(n, size), dtype=np.int64)
+                     for n, size in zip(self.inner.n_values, self.vocab_sizes)]
+        self._ours = [np.argsort(p) for p in self.perm]  # authors' id -> ours
+
+    def __repr__(self) -> str:
+        return f"OctupleIds(max_len={self.config.max_len}, stride={self.config.stride})"
+
+    def to_ours(self, tokens: np.ndarray) -> np.ndarray:
+        t = np.asarray(tokens, dtype=np.int64)
+        out = np.empty_like(t)
+        for j in range(t.shape[-1]):
+            out[..., j] = self._ours[j][t[..., j]]
+        return out
+
+    def to_theirs(self, tokens: np.ndarray) -> np.ndarray:
+        t = np.asarray(tokens, dtype=np.int64)
+        out = np.empty_like(t)
+        for j in range(t.shape[-1]):
+            out[..., j] = self.perm[j][t[..., j]]
+        return out
+
+    def read(self, source, name: str | None = None) -> Piece:
+        return self.inner.read(source, name)
+
+    def encode(self, piece: Piece) -> np.ndarray:
+        return self.to_ours(self.inner.encode(piece))
+
+    def windows(self, n_tokens: int) -> list[slice]:
+        return self.inner.windows(n_tokens)
+
+    def encode_windows(self, piece: Piece, tokens: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        if tokens is None:
+            tokens = self.encode(piece)
+        return [(tokens[sl].copy(), np.arange(sl.start, sl.stop, dtype=np.int64)) for sl in self.windows(len(tokens))]
+
+    def decode_values(self, attribute: str, ids) -> np.ndarray:
+        j = self.index[attribute]
+        ids = np.asarray(ids, dtype=np.int64)
+        return self.inner.decode_values(attribute, self.perm[j][np.clip(ids, 0, len(self.perm[j]) - 1)])
+
+    def decode_notes(self, tokens: np.ndarray, name: str = "decoded") -> Piece:
+        return self.inner.decode_notes(self.to_theirs(tokens), name)
+
+    def to_dict(self) -> dict:
+        return {**self.inner.to_dict(), "ids": "smu"}
+
+    @classmethod
+    def from_dict(cls, d: dict, vocab_path=None) -> "OctupleIds":
+        if not isinstance(d, dict) or d.get("ids") != "smu":
+            raise ValueError("not a description of Octuple tokens with this project's ids ('ids': 'smu')")
+        inner = OctupleTokenizer.from_dict({k: v for k, v in d.items() if k != "ids"}, vocab_path)
+        return cls(max_len=inner.max_len, stride=inner.stride, vocab_path=vocab_path)
+
+
+def ids_permutation(n_values: int, size: int) -> list[int]:
+    """Our id -> the authors' id, for an attribute of ``n_values`` regular values then
+    ``size - n_values`` specials starting with PAD, MASK: [PAD, MASK, 0..n-1, SOS, EOS, ...]."""
+    return [n_values, n_values + 1, *range(n_values), *range(n_values + 2, size)]

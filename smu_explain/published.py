@@ -124,10 +124,9 @@ def vocab_permutation(layout: str, attribute: int, size: int) -> list[int]:
             return [2, 3, 1, 0]
         return [n, n + 1, *range(n)]
     if layout == "adversarial-octuple":
-        from .octuple import their_specials  # the number of regular values in their vocabulary
+        from .octuple import OctupleTokenizer, ids_permutation
 
-        n = their_specials(attribute, size)
-        return [n, n + 1, *range(n), *range(n + 2, size)]
+        return ids_permutation(OctupleTokenizer().n_values[attribute], size)
     raise SMUCheckpointError(layout, "unknown layout")
 
 
@@ -337,9 +336,9 @@ def _layout(vocab_sizes: list[int], where: Path, forced: str | None) -> Layout:
         raise SMUCheckpointError(where, f"layout {name} has {len(lay.attributes)} attributes, the weights {n}")
     want = lay.vocab_sizes
     if name == "adversarial-octuple":
-        from .octuple import publisher_vocab_sizes
+        from .octuple import OctupleTokenizer
 
-        want = tuple(publisher_vocab_sizes())
+        want = tuple(OctupleTokenizer().vocab_sizes)
     if want and tuple(vocab_sizes) != tuple(want):
         raise SMUCheckpointError(where, f"vocabulary sizes {vocab_sizes} are not {name}'s {list(want)}")
     return lay
@@ -403,9 +402,9 @@ def _tokenizer_for(layout: Layout, max_len: int):
         from .tokenizer import Tokenizer, TokenizerConfig
 
         return Tokenizer(TokenizerConfig(max_bar_skip=1, max_len=max_len))
-    from .octuple import OctupleTokenizer
+    from .octuple import OctupleIds
 
-    return OctupleTokenizer.published(max_len=max_len)
+    return OctupleIds(max_len=max_len)
 
 
 def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *, layout: str | None = None,
@@ -453,10 +452,14 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *, layout:
         position=shapes["position_embedding_type"], has_recovery_heads=has_heads, has_masker=has_masker,
         dropped=dropped)
     tok = _tokenizer_for(lay, shapes["max_position_embeddings"])
-    extra = {"tokenizer": tok.config.to_dict(), "strategy": {"name": lay.strategy},
+    extra = {"tokenizer": tok.to_dict() if layout_is_octuple(lay) else tok.config.to_dict(), "strategy": {"name": lay.strategy},
              "imported": report.to_dict()}
     model.save_pretrained(out, extra=extra)
     return report
+
+
+def layout_is_octuple(layout: Layout) -> bool:
+    return layout.tokenizer == "octuple"
 
 
 def imported_info(model_or_meta: Any) -> dict[str, Any]:

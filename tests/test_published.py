@@ -219,3 +219,72 @@ def test_nan_weights_are_refused(midibert_ckpt, tmp_path):
     torch.save({"state_dict": sd}, path)
     with pytest.raises(SMUCheckpointError, match="NaN"):
         import_checkpoint(path, tmp_path / "out")
+
+
+# ----------------------------------------------------------------------------- Adversarial-MidiBERT (Octuple, HF snapshot)
+
+def _octuple_batch(max_len=64):
+    from smu_explain.octuple import OctupleIds
+
+    tok = OctupleIds(max_len=max_len)
+    seqs = [tok.encode(tok.read(f))[:max_len] for f in SAMPLES[:2]]
+    seqs[1] = seqs[1][: max_len // 2]
+    L = max(len(s) for s in seqs)
+    out = np.zeros((2, L, 8), dtype=np.int64)
+    am = np.zeros((2, L), dtype=bool)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = s
+        am[i, : len(s)] = True
+    return tok, out, am
+
+
+@pytest.fixture(scope="module")
+def adversarial_snapshot(tmp_path_factory):
+    """Adversarial-MidiBERT's way on the Hub: a folder with config.json + model.safetensors."""
+    from safetensors.torch import save_file
+
+    from smu_explain.octuple import OctupleTokenizer
+
+    sizes = OctupleTokenizer().vocab_sizes
+    torch.manual_seed(1)
+    ref = _randomise(ReferenceLM(sizes))
+    snap = tmp_path_factory.mktemp("hub") / "Adversarial-MidiBERT"
+    snap.mkdir()
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, snap / "model.safetensors")
+    (snap / "config.json").write_text(json.dumps({"hidden_size": 32, "num_hidden_layers": 2,
+                                                  "max_position_embeddings": 64,
+                                                  "position_embedding_type": "relative_key_query"}))
+    return ref, sizes, snap
+
+
+def test_adversarial_snapshot_imports_and_matches_the_reference(adversarial_snapshot, tmp_path):
+    ref, sizes, snap = adversarial_snapshot
+    report = import_checkpoint(snap, tmp_path / "adv")
+    assert report.layout == "adversarial-octuple" and report.has_recovery_heads and report.has_masker
+    assert any(k.startswith("midibert.attention_linear") or k.startswith("attention_linear") for k in report.dropped)
+    ck = load_checkpoint(tmp_path / "adv", kind="pretrained")
+    model = ck.model.eval()
+    tok, ours, am = _octuple_batch()
+    assert type(ck.tokenizer).__name__ == "OctupleIds" and ck.tokenizer.vocab_sizes == list(sizes)
+    theirs = torch.as_tensor(tok.to_theirs(ours))
+    m = torch.as_tensor(am)
+    with torch.no_grad():
+        want = ref.midibert(theirs, m.long())
+        out = model(torch.as_tensor(ours), m, heads=True, masker=True)
+        got = out["hidden"]
+        assert torch.allclose(got[m], want[m], atol=1e-5, rtol=0)
+        # recovery heads: the same logits, rows in our id order
+        for j, head in enumerate(ref.mask_lm.proj):
+            want_j = head(want)[..., torch.as_tensor(tok.perm[j])]
+            assert torch.allclose(out["logits"][j][m], want_j[m], atol=1e-5, rtol=0)
+        # the masker head: the same score (the authors' Masker ends in a sigmoid)
+        want_s = ref.masker.linear(want).squeeze(-1)
+        assert torch.allclose(torch.sigmoid(out["masker_logits"])[m], want_s[m], atol=1e-5, rtol=0)
+
+
+def test_octuple_ids_round_trip_the_authors_ids():
+    tok, ours, am = _octuple_batch()
+    assert (ours[am] >= 2).all()  # real notes never take PAD / MASK ids
+    assert np.array_equal(tok.to_ours(tok.to_theirs(ours)), ours)
+    piece = tok.read(SAMPLES[0])
+    assert np.array_equal(tok.to_theirs(tok.encode(piece)), tok.inner.encode(piece))
