@@ -405,6 +405,9 @@ def model_picker(label: str, key: str, state_key: str, default: str, defer_load:
         except SMUCheckpointError as e:
             st.error(model_error(e))
             return None
+    if problem := stored_scores_problem(path):
+        st.caption(f"The masker scores stored beside this model cannot be read ({md_escape(problem)}); "
+                   "the model is run instead.")
     st.session_state[state_key] = str(path)
     return str(path)
 
@@ -415,8 +418,28 @@ def model_error(e: SMUInputError) -> str:
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _stored_scores(path: str, weights_mtime: float, scores_mtime: float) -> dict:
-    return {sha[:PIECE_KEY_LEN]: entry for sha, entry in load_masker_scores(path).items()}
+def _stored_scores(path: str, weights_mtime: float, scores_mtime: float) -> tuple[dict, str | None]:
+    """({piece key: entry}, None), or ({}, why) when the file is there but cannot be read."""
+    try:
+        pieces = load_masker_scores(path, strict=True)
+    except SMUCheckpointError as e:
+        return {}, e.reason
+    return {sha[:PIECE_KEY_LEN]: entry for sha, entry in pieces.items()}, None
+
+
+def _stored(path: str | Path) -> tuple[dict, str | None]:
+    p = Path(path)
+    try:
+        stamp = (p / SCORES_NAME).stat().st_mtime
+    except OSError:
+        return {}, None
+    return _stored_scores(str(p.resolve()), _weights_mtime(p), stamp)
+
+
+def stored_scores_problem(path: str | Path) -> str | None:
+    """Why the masker scores stored beside a model cannot be read (too large, not JSON, a number
+    over the digit limit, nested too deeply), None when they can or there are none."""
+    return _stored(path)[1]
 
 
 def stored_scores(path: str | Path) -> dict:
@@ -424,12 +447,7 @@ def stored_scores(path: str | Path) -> dict:
     {:func:`piece_key` of a file: entry}, ``{}`` when none or stale), read once per file version. A folder
     whose stored scores match its weights was loaded when they were made: the pages draw the
     first masker overlay of those pieces from them and load the model after the roll."""
-    p = Path(path)
-    try:
-        stamp = (p / SCORES_NAME).stat().st_mtime
-    except OSError:
-        return {}
-    return _stored_scores(str(p.resolve()), _weights_mtime(p), stamp)
+    return _stored(path)[0]
 
 
 def stored_view(model_path: str | Path, key: str, piece) -> pd.DataFrame | None:

@@ -756,21 +756,37 @@ def save_masker_scores(folder: str | os.PathLike, pieces: dict[str, dict[str, An
     return path
 
 
-def load_masker_scores(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
+def load_masker_scores(folder: str | os.PathLike, *, strict: bool = False) -> dict[str, dict[str, Any]]:
     """The pieces of a folder's ``masker_scores.json`` (:func:`save_masker_scores`), or ``{}`` when
-    the file is absent, unreadable, of another format, or made from other weights. Never raises:
-    the stored view is a shortcut, and without it the app runs the model."""
+    the file is absent, of another format, or made from other weights, and (unless ``strict``)
+    when it cannot be read. Never raises unless ``strict``: the stored view is a shortcut, and
+    without it the app runs the model. ``strict``: a file that is there but cannot be read (too
+    large, not JSON, a number over Python's digit limit, nested too deeply, an I/O error) is an
+    ``SMUCheckpointError`` with the reason (the app says why it runs the model)."""
+    path = Path(SCORES_NAME)
     try:
         folder = checked_path(folder)
         path = folder / SCORES_NAME
-        if not _is(path, "file") or path.stat().st_size > MAX_CONFIG_BYTES:
+        if not _is(path, "file"):
             return {}
-        doc = loads_json(path.read_text(encoding="utf-8"), path)  # too deep / long numbers: SMUCheckpointError
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise SMUCheckpointError(path, f"{SCORES_NAME} is larger than {MAX_CONFIG_BYTES} bytes")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise SMUCheckpointError(path, f"{SCORES_NAME} is not valid JSON ({e})") from None
+        doc = loads_json(text, path)  # not JSON, too deep, numbers too long: SMUCheckpointError
         if (not isinstance(doc, dict) or doc.get("format") != SCORES_FORMAT
                 or doc.get("format_version") != SCORES_VERSION or not isinstance(doc.get("pieces"), dict)):
             return {}
         if doc.get("weights_sha256") != weights_digest(folder):
             return {}
-    except (OSError, ValueError):
+    except SMUCheckpointError:
+        if strict:
+            raise
+        return {}
+    except OSError as e:
+        if strict:
+            raise SMUCheckpointError(path, f"cannot read {SCORES_NAME} ({e.strerror or e})") from None
         return {}
     return doc["pieces"]

@@ -173,12 +173,18 @@ def test_masker_scores_beyond_the_parser(copy_of, spoil):
     d = copy_of()
     (d / SCORES_NAME).write_text(deep() if spoil == "deep" else '{"format": ' + HUGE_INT + "}")
     assert load_masker_scores(d) == {}  # a shortcut only: the app runs the model instead
+    with pytest.raises(SMUCheckpointError) as e:
+        load_masker_scores(d, strict=True)
+    why = "nested too deeply" if spoil == "deep" else "too long"
+    assert why in e.value.reason
     A._stored_scores.clear()
     at = AppTest.from_file(page("explore.py"), default_timeout=60)
     at.session_state[A.K_MODEL_A] = str(d)
     at.run()
     assert not at.exception, at.exception
     assert not at.error, texts(at)
+    assert any("masker scores stored beside this model cannot be read" in c.value and why in c.value
+               for c in at.caption), texts(at)
 
 
 def test_cli_config_with_huge_int(copy_of, music, capsys):
