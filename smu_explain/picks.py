@@ -32,14 +32,16 @@ Intervals
     number above recomputed on each (the bins' means too); the interval is the
     ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the resamples where it is defined.
     The point estimate is the full sample's. Differences that cannot be computed are None.
-    With fewer than ``MIN_PIECES`` (3) pieces (the app's view of one piece) the resampled units
+    With fewer than ``RESAMPLE_PIECES`` (5) pieces (the app's view of one piece) the resampled units
     are spans of ``BLOCK_BARS`` (4) bars of the pieces instead (a block bootstrap: neighbouring
     notes are not independent, 4-bar spans roughly are); ``result["resampled"]`` says which.
 The sentence (``summary_sentence``)
     Names a class only when its ``score_adj`` interval excludes 0 and the class has at least
     ``MIN_NOTES`` notes in at least ``min(MIN_PIECES, pieces)`` pieces; up to three classes
     above and two below, largest first (the same class under two names, e.g. ``chord tone``
-    of ``harmony`` and of ``chord_tone``, once). When none qualifies it says "no clear pattern
+    of ``harmony`` and of ``chord_tone``, once; of a two-class column, whose effects mirror each
+    other, only the smaller class; ``role`` ``other``, "not a POP909 file", never).
+    It gives the point estimates; the intervals are in the table. When none qualifies it says "no clear pattern
     beyond duration and register", and then names the duration or register class whose raw
     difference is largest, if its interval excludes 0. With 8 columns and ~30 classes, a few
     95% intervals exclude 0 by chance; the sentence reports intervals, not a corrected test.
@@ -61,6 +63,9 @@ CONTROLS = ("duration", "register")
 BOOL_NAMES = {"chord_tone": ("chord tone", "non-chord tone"), "repeated": ("repeated", "not repeated")}
 MIN_NOTES = 20
 MIN_PIECES = 3
+RESAMPLE_PIECES = 5  # fewer pieces than this: resample BLOCK_BARS-bar blocks
+#: classes that are no musical class: ``role`` ``other`` = "not a POP909 file"
+UNNAMED = {("role", "other")}
 BLOCK_BARS = 4
 ZERO = 1e-9  # differences smaller than this are rounding, not a difference
 
@@ -156,7 +161,7 @@ def class_effects(frames: Sequence[pd.DataFrame], *, columns: Sequence[str] = LA
     ``frozen`` and the label ``columns``; rules in the module docstring). No model needed."""
     frames = [f for f in frames if len(f)]
     n_real = len(frames)
-    by_blocks = 0 < n_real < MIN_PIECES and all("bar" in f.columns for f in frames)
+    by_blocks = 0 < n_real < RESAMPLE_PIECES and all("bar" in f.columns for f in frames)
     out: dict[str, Any] = {"n_pieces": n_real, "n_notes": int(sum(len(f) for f in frames)), "n_boot": int(n_boot),
                            "seed": int(seed), "level": float(level),
                            "resampled": f"{BLOCK_BARS}-bar blocks" if by_blocks else "pieces", "columns": {}}
@@ -272,7 +277,10 @@ def significant(result: Mapping[str, Any], *, measure: str = "score") -> list[di
     for col, rows in result.get("columns", {}).items():
         if col in CONTROLS:
             continue
+        larger = max(rows, key=lambda r: r["n_notes"])["class"] if len(rows) == 2 else None
         for row in rows:
+            if (col, row["class"]) in UNNAMED or row["class"] == larger:  # two classes mirror each other
+                continue
             iv = row.get(f"{measure}_adj")
             if row["n_notes"] < MIN_NOTES or row["n_pieces"] < need_pieces or not _excludes_zero(iv):
                 continue
@@ -306,12 +314,12 @@ def summary_sentence(result: Mapping[str, Any]) -> str:
     if up or down:
         parts = []
         if up:
-            parts.append(_list([f"{f['phrase']} ({_fmt(f['effect'])})" for f in up]) + " higher")
+            parts.append(_list([f"{f['phrase']} ({f['effect']['est']:+.3f})" for f in up]) + " higher")
         if down:
-            parts.append(_list([f"{f['phrase']} ({_fmt(f['effect'])})" for f in down]) + " lower")
+            parts.append(_list([f"{f['phrase']} ({f['effect']['est']:+.3f})" for f in down]) + " lower")
         return (f"Beyond duration and register, {'the masker' if who == 'The masker' else who} "
-                f"scores {' and '.join(parts)} than notes of the same duration and register "
-                f"(score difference, {over}).")
+                f"scores {', and '.join(parts)} than notes of the same duration and register "
+                f"(mean score differences; their {over} exclude zero).")
     tail = ""
     raw = [(col, row) for col in CONTROLS for row in result.get("columns", {}).get(col, [])
            if row["n_notes"] >= MIN_NOTES and _excludes_zero(row.get("score_diff"))]

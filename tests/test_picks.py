@@ -147,7 +147,7 @@ def test_sentence_changes_with_the_numbers():
     assert "off-beat notes" in down and "lower" in down
     assert "off-beat" not in none and "no clear pattern beyond duration and register" in none
     assert len({up, down, none}) == 3
-    assert "+0.070" in up  # the numbers come from the intervals
+    assert "+0.070" in up and "-0.070" in down  # the numbers come from the result
     few = picks.summary_sentence(result(0.05, 0.09, n_notes=5))
     assert "no clear pattern" in few  # too few notes to name
     assert "no pieces" in picks.summary_sentence({"n_pieces": 0, "columns": {}})
@@ -177,8 +177,10 @@ def test_one_piece_and_empty():
     row = next(r for r in one["columns"]["metric"] if r["class"] == "off-beat")
     assert row["score_adj"]["hi"] > row["score_adj"]["lo"]  # blocks give a real interval
     assert "off-beat notes" in picks.summary_sentence(one) and "4-bar blocks" in picks.summary_sentence(one)
-    many = picks.class_effects(_frames(_by_duration, n_pieces=3), n_boot=20)
-    assert many["resampled"] == "pieces" and many["n_groups"] == 3
+    few = picks.class_effects(_frames(_by_duration, n_pieces=3), n_boot=20)
+    assert few["resampled"] == "4-bar blocks"
+    many = picks.class_effects(_frames(_by_duration, n_pieces=5), n_boot=20)
+    assert many["resampled"] == "pieces" and many["n_groups"] == 5
     empty = picks.class_effects([], n_boot=10)
     assert empty["n_pieces"] == 0 and empty["columns"] == {}
     json.dumps(empty, allow_nan=False)
