@@ -37,7 +37,13 @@ def md_escape(text: object) -> str:
     ``\\!\\[x\\](http://h/b.png)``."""
     s = _NEWLINES.sub(" ", str(text))
     s = _INLINE.sub(r"\\\1", s)
-    return _BLOCK_START.sub(lambda m: m[1] + "\\" + m[2] if len(m[2]) == 1 else m[1] + m[2][:-1] + "\\" + m[2][-1], s)
+    return _BLOCK_START.sub(_escape_block_start, s)
+
+
+def _escape_block_start(m: re.Match) -> str:
+    """``- `` -> ``\\- ``, ``12. `` -> ``12\\. ``: the character that makes the block escaped."""
+    lead, mark = m[1], m[2]
+    return lead + mark[:-1] + "\\" + mark[-1]
 
 
 def html_escape(text: object) -> str:
