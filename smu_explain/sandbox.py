@@ -127,7 +127,10 @@ def read_piece_bounded(source, name: str | None = None, *, filename: str | None 
         display = str(source)
     if name is None:
         name = (piece_name(filename) if filename is not None else "piece") if is_bytes else Path(str(source)).stem
-    folder = Path(tempfile.mkdtemp(prefix="smu_read_"))
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="smu_read_"))
+    except OSError as e:
+        raise SMUInputError(display, f"cannot store the file for reading ({e.strerror or e})") from None
     try:
         if is_bytes:
             data = bytes(source)
@@ -138,7 +141,10 @@ def read_piece_bounded(source, name: str | None = None, *, filename: str | None 
             elif suffix.lower() not in READ_SUFFIXES:
                 raise SMUInputError(display, f"unsupported file type {suffix[:16]!r}")
             path = folder / ("input" + suffix.lower())
-            path.write_bytes(data)
+            try:
+                path.write_bytes(data)
+            except OSError as e:
+                raise SMUInputError(display, f"cannot store the file for reading ({e.strerror or e})") from None
             del data
         else:
             path = Path(source)
@@ -153,6 +159,8 @@ def read_piece_bounded(source, name: str | None = None, *, filename: str | None 
                                       timeout=timeout_s, close_fds=True, cwd=folder)
             except subprocess.TimeoutExpired:  # run() has killed and reaped the worker
                 raise SMUInputError(display, f"reading the file took longer than {timeout_s:g} s; refused") from None
+            except OSError as e:  # no process could be started (process or memory limits of the server)
+                raise SMUInputError(display, f"cannot start the reader ({e.strerror or e})") from None
         return _answer(folder, proc.returncode, display, name, max_memory_bytes)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -43,7 +43,7 @@ Bounds (what a file may ask of the reader; all refusals are ``SMUInputError``)
       quarter, last onset at most ``MAX_PIECE_QUARTERS`` (1,000,000) quarters, events below
       2^32 ticks.
     * Scores, on the *parsed* values, before music21: at most ``MAX_SCORE_NOTES`` (20,000)
-      notes, ``MAX_SCORE_MEASURES`` (5,000) measures/bar lines and ``MAX_SCORE_PARTS`` (64)
+      notes, ``MAX_SCORE_MEASURES`` (3,000) measures/bar lines and ``MAX_SCORE_PARTS`` (64)
       parts/spines/voices/tunes.
       - MusicXML (.xml, .musicxml, the .mxl rootfile): parsed by the XML parser first (any
         declared encoding, UTF-16 included; CDATA, comments, character and internal entities
@@ -531,9 +531,11 @@ SCORE_PARSE_TIMEOUT_S = 55.0
 
 #: Bounds on a score's size, checked on the parsed values before music21 builds anything:
 #: music21 reads MusicXML superlinearly (2,000 measures / 8,000 notes 6.7 s, 4,000 / 16,000 22 s
-#: on the 2-core dev machine), so larger scores are refused rather than read for minutes.
+#: on the 2-core dev machine; 5,000 / 20,000 ran past 55 s with 4 processes sharing its 2 cores),
+#: so larger scores are refused rather than read for minutes. ``SCORE_PARSE_TIMEOUT_S`` still
+#: bounds what passes (a dense score under these bounds on a busy machine).
 MAX_SCORE_NOTES = 20_000
-MAX_SCORE_MEASURES = 5_000  # all parts together (MusicXML <measure>, Humdrum/ABC bar lines)
+MAX_SCORE_MEASURES = 3_000  # all parts together (MusicXML <measure>, Humdrum/ABC bar lines)
 MAX_SCORE_PARTS = 64  # MusicXML <score-part>, Humdrum spines (after splits), ABC voices
 MAX_XML_ELEMENTS = 1_000_000
 MAX_SCORE_LINE_FIELDS = MAX_SCORE_PARTS  # fields of one Humdrum record
@@ -569,8 +571,11 @@ def _check_number(path_str: str, what: str, text: str, bounds, *, plus: bool = F
     import re
 
     lo, hi = bounds
+    text = text.strip()
+    if len(text) > 256:  # no sane number is this long; a long text could hide one past a cut
+        raise _implausible(path_str, what, text[:32] + "...", lo, hi)
     total = 0.0
-    for part in re.split(r"[+,\s]+", text.strip()):
+    for part in re.split(r"[+,\s]+", text):
         if not part:
             continue
         try:
@@ -616,11 +621,11 @@ def check_score_xml(source, path_str: str):
             _count(path_str, counts, "XML elements", MAX_XML_ELEMENTS)
             tag = el.tag.rsplit("}", 1)[-1] if isinstance(el.tag, str) else ""
             if tag in _XML_ELEMENT_BOUNDS:
-                _check_number(path_str, f"<{tag}>", "".join(el.itertext())[:4096], _XML_ELEMENT_BOUNDS[tag],
+                _check_number(path_str, f"<{tag}>", "".join(el.itertext()), _XML_ELEMENT_BOUNDS[tag],
                               plus=tag == "beats")
             for attr, bounds in _XML_ATTRIBUTE_BOUNDS.items():
                 if attr in el.attrib:
-                    _check_number(path_str, f"{attr}=", el.attrib[attr][:4096], bounds)
+                    _check_number(path_str, f"{attr}=", el.attrib[attr], bounds)
             if tag == "note":
                 _count(path_str, counts, "notes", MAX_SCORE_NOTES)
             elif tag == "measure":

@@ -97,6 +97,8 @@ HIDDEN_BEATS = {
     "padded": score_xml(beats="\n   +99999999   \n"),
     "sum of parts": score_xml(beats="200+200"),
     "attribute whitespace": score_xml().replace("<beats>4</beats>", "<beats  >99999999</beats >"),
+    "past a long padding": score_xml(beats=" " * 5000 + "99999999"),
+    "in a child's tail": score_xml(beats="<x/>99999999"),
 }
 
 
@@ -425,16 +427,39 @@ def test_an_out_of_memory_read_is_a_typed_error():
     assert len(read_piece_bounded(data, filename="big.mid", max_memory_bytes=512 * 1024 ** 2)) == 200_000
 
 
-def test_a_too_long_read_is_a_typed_error_and_the_worker_is_gone(tmp_path):
+def test_a_too_long_read_is_a_typed_error_and_nothing_is_left(tmp_path, monkeypatch):
+    import tempfile
+
+    folders = []
+    real = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: folders.append(real(*a, **k)) or folders[-1])
     p = tmp_path / "t.abc"
     p.write_text("X:1\nM:3/4\nL:1/4\nK:C\nC D E | F G A |\n")
     t0 = time.perf_counter()
     with pytest.raises(SMUInputError, match="took longer than 0.2 s"):
         read_piece_bounded(p, timeout_s=0.2)  # music21 alone takes longer than that to start
     assert time.perf_counter() - t0 < 5
-    assert not [d for d in os.listdir(os.environ.get("TMPDIR", "/tmp")) if d.startswith("smu_read_")
-                and (Path(os.environ.get("TMPDIR", "/tmp")) / d / "request.json").exists()
-                and str(p) in (Path(os.environ.get("TMPDIR", "/tmp")) / d / "request.json").read_text()]
+    with pytest.raises(SMUInputError, match="took longer than 0.2 s"):
+        read_piece_bounded(p.read_bytes(), filename="t.abc", timeout_s=0.2)
+    assert len(folders) == 2 and not any(os.path.exists(f) for f in folders)  # worker's folder removed
+
+
+def test_a_server_that_cannot_store_or_start_the_reader_gives_a_typed_error(monkeypatch):
+    import subprocess
+    import tempfile
+
+    data = midi_bytes(scale_notes(4))
+
+    def no_space(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", no_space)
+    with pytest.raises(SMUInputError, match="cannot store the file"):
+        read_piece_bounded(data, filename="x.mid")
+    monkeypatch.undo()
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError(11, "Resource busy")))
+    with pytest.raises(SMUInputError, match="cannot start the reader"):
+        read_piece_bounded(data, filename="x.mid")
 
 
 def test_too_many_notes_stay_in_the_worker():
