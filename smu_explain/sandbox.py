@@ -9,8 +9,11 @@ for scores, music21) and hands back the :class:`~smu_explain.tokenizer.Piece` or
   (~120 MB for MIDI, ~160 MB with music21) plus ``max_memory_bytes`` (default 2 GiB), so a file
   whose reading needs more fails inside the worker ("the file needs more than 2 GB of memory to
   read") instead of taking the memory of the process that asked;
-* is killed after ``timeout_s`` seconds of wall time (default 60 s; ``RLIMIT_CPU`` backs it),
-  so a file that makes a reader loop is refused ("took longer than 60 s");
+* is killed after ``timeout_s`` seconds of wall time (default 60 s, waiting for a slot
+  included; ``RLIMIT_CPU`` backs it), so a file that makes a reader loop is refused ("took
+  longer than 60 s");
+* runs with at most ``MAX_CONCURRENT_READS`` (2) others of one process, so simultaneous
+  uploads cannot multiply the memory bound;
 * reads a copy of the bytes stored under a name this module makes (``input`` + a suffix from
   :data:`READ_SUFFIXES`, :func:`stored_suffix`) in a private temporary folder; the user's file
   name is only data (the piece's name and the error's path), never a path;
@@ -33,6 +36,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +45,17 @@ import numpy as np
 from .errors import SMUInputError
 from .tokenizer import MIDI_EXTENSIONS, SCORE_EXTENSIONS, Piece, TokenizerConfig
 
-__all__ = ["DEFAULT_MAX_MEMORY_BYTES", "DEFAULT_TIMEOUT_S", "READ_SUFFIXES", "piece_name", "read_piece_bounded",
+__all__ = ["DEFAULT_MAX_MEMORY_BYTES", "DEFAULT_TIMEOUT_S", "MAX_CONCURRENT_READS", "READ_SUFFIXES", "piece_name", "read_piece_bounded",
            "stored_suffix"]
 
 DEFAULT_MAX_MEMORY_BYTES = 2 * 1024 ** 3
 DEFAULT_TIMEOUT_S = 60.0
 #: the suffixes a stored upload may get: every format the tokenizer reads
 READ_SUFFIXES = tuple(MIDI_EXTENSIONS) + tuple(SCORE_EXTENSIONS)
+#: workers that may run at once in one process (each may take ``max_memory_bytes``): further
+#: reads wait for a slot, at most their ``timeout_s``, then are refused as "busy"
+MAX_CONCURRENT_READS = 2
+_SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT_READS)
 _MAX_RESULT_JSON_BYTES = 64 * 1024 * 1024
 _EXIT_MEMORY = 3  # the worker ran out of memory where it could not even write its answer
 _REQUEST, _RESULT, _ARRAYS, _STDERR = "request.json", "result.json", "arrays.npz", "stderr.txt"
@@ -121,10 +130,20 @@ def read_piece_bounded(source, name: str | None = None, *, filename: str | None 
     input, a read that needs more memory or time than allowed included.
     """
     is_bytes = isinstance(source, (bytes, bytearray, memoryview))
-    if is_bytes:
-        display = str(filename if filename is not None else name if name is not None else "<bytes>")
-    else:
-        display = str(source)
+    display = str(filename if filename is not None else name if name is not None else "<bytes>") if is_bytes \
+        else str(source)
+    t0 = time.monotonic()
+    if not _SLOTS.acquire(timeout=timeout_s):
+        raise SMUInputError(display, f"the server is busy reading other files (waited {timeout_s:g} s); try again")
+    try:
+        return _read_bounded(source, is_bytes, display, name, filename, config, suffix, max_memory_bytes,
+                             max(0.1, timeout_s - (time.monotonic() - t0)), timeout_s, max_notes)
+    finally:
+        _SLOTS.release()
+
+
+def _read_bounded(source, is_bytes, display, name, filename, config, suffix, max_memory_bytes, time_left,
+                  timeout_s, max_notes) -> Piece:
     if name is None:
         name = (piece_name(filename) if filename is not None else "piece") if is_bytes else Path(str(source)).stem
     try:
@@ -156,7 +175,7 @@ def read_piece_bounded(source, name: str | None = None, *, filename: str | None 
         with open(folder / _STDERR, "wb") as err:
             try:
                 proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=_worker_env(),
-                                      timeout=timeout_s, close_fds=True, cwd=folder)
+                                      timeout=time_left, close_fds=True, cwd=folder)
             except subprocess.TimeoutExpired:  # run() has killed and reaped the worker
                 raise SMUInputError(display, f"reading the file took longer than {timeout_s:g} s; refused") from None
             except OSError as e:  # no process could be started (process or memory limits of the server)

@@ -462,6 +462,21 @@ def test_a_server_that_cannot_store_or_start_the_reader_gives_a_typed_error(monk
         read_piece_bounded(data, filename="x.mid")
 
 
+def test_reads_wait_for_a_free_worker_slot_within_their_time(monkeypatch):
+    import threading
+
+    assert sandbox.MAX_CONCURRENT_READS >= 1
+    data = midi_bytes(scale_notes(4))
+    monkeypatch.setattr(sandbox, "_SLOTS", threading.BoundedSemaphore(1))
+    sandbox._SLOTS.acquire()  # another read holds the only slot
+    t0 = time.perf_counter()
+    with pytest.raises(SMUInputError, match="busy reading other files"):
+        read_piece_bounded(data, filename="x.mid", timeout_s=0.3)
+    assert time.perf_counter() - t0 < 2
+    threading.Timer(0.2, sandbox._SLOTS.release).start()  # freed while this read waits
+    assert len(read_piece_bounded(data, filename="x.mid", timeout_s=20)) == 4
+
+
 def test_too_many_notes_stay_in_the_worker():
     data = midi_bytes(scale_notes(50))
     with pytest.raises(SMUInputError, match="too many notes: 50 .the limit is 49."):
