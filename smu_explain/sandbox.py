@@ -166,7 +166,7 @@ def _read_bounded(source, is_bytes, display, name, filename, config, suffix, max
                 raise SMUInputError(display, f"cannot store the file for reading ({e.strerror or e})") from None
             del data
         else:
-            path = Path(source)
+            path = Path(source).absolute()  # the worker runs in its own folder
         request = {"path": os.fspath(path), "name": name, "max_memory_bytes": int(max_memory_bytes),
                    "timeout_s": float(timeout_s), "max_notes": max_notes,
                    "config": config.to_dict() if config is not None else None}

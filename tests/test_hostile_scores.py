@@ -274,12 +274,9 @@ def test_bad_mxl_rootfiles_are_typed_errors(members, cont, words, no_music21):
 def test_mxl_member_names_are_never_paths_and_sizes_are_bounded(tmp_path, monkeypatch):
     evil = "../../../../" + str(tmp_path / "escaped.xml").lstrip("/")
     data = mxl([(evil, score_xml()), ("/abs/olute.xml", DECOY)], container(evil))
-    cwd = os.getcwd()
-    monkeypatch.chdir(tmp_path)
-    try:
+    with monkeypatch.context() as m:
+        m.chdir(tmp_path)
         assert read_piece(data).pitch.tolist() == [60] * 4
-    finally:
-        os.chdir(cwd)
     assert not (tmp_path / "escaped.xml").exists() and sorted(os.listdir(tmp_path)) == []
     # a bomb: the declared size of the score (enforced by zipfile while inflating) is bounded
     monkeypatch.setattr(T, "MAX_FILE_BYTES", 4096)
@@ -403,7 +400,7 @@ def test_app_reads_uploads_in_the_bounded_worker(monkeypatch):
 # ------------------------------------------------------------------ the bounded reader
 
 
-def test_bounded_read_gives_the_same_piece_as_a_read_in_process(tmp_path):
+def test_bounded_read_gives_the_same_piece_as_a_read_in_process(tmp_path, monkeypatch):
     import dataclasses
 
     data = midi_bytes(scale_notes(300), time_signatures=[(0, 3, 4)], tempo_changes=[(0, 90)])
@@ -416,6 +413,12 @@ def test_bounded_read_gives_the_same_piece_as_a_read_in_process(tmp_path):
     k = tmp_path / "t.krn"
     k.write_text("**kern\n*M3/4\n=1\n4c\n4d\n4e\n=2\n2.f\n*-\n")
     assert read_piece_bounded(k).pitch.tolist() == read_piece(k).pitch.tolist() == [60, 62, 64, 65]
+    monkeypatch.chdir(tmp_path)  # a relative path (as the CLI gets one) is read from the caller's folder
+    p = read_piece_bounded("t.krn", config=T.TokenizerConfig(pitch_min=61))
+    assert p.pitch.tolist() == [62, 64, 65] and p.source == "t.krn" and p.name == "t"
+    with pytest.raises(SMUInputError, match="file not found") as info:
+        read_piece_bounded("missing.mid")
+    assert info.value.path == "missing.mid"
 
 
 def test_an_out_of_memory_read_is_a_typed_error():
