@@ -55,10 +55,11 @@ def chord_check(root, n: int) -> dict:
         for i in pick:
             r = harmony.chord_accuracy(read_piece(files[i]), harmony.marker_chords(files[i]), unit)
             hits += r.get("root_hits", 0)
-            units += r["n_units"]
-        out[unit] = {"root_accuracy": hits / units if units else None, "units": units, "hits": hits}
+            units += r["n_beats"]
+        out[unit] = {"root_accuracy": hits / units if units else None, "beats": units, "hits": hits}
     return {"pieces": len(pick), "by_unit": out,
-            "rule": "each unit vs the Pop1K7 marker in effect at its middle; units with no marker chord left out; "
+            "rule": "beat by beat: the chord of the unit holding the beat's middle vs the Pop1K7 marker in effect "
+                    "there; beats with no marker chord left out; "
                     "pieces: 100 drawn (seed 1) from those outside the 60 (seed 0) used to tune the weights"}
 
 
@@ -84,8 +85,8 @@ def render(results: dict, args, chords: dict | None, seconds: float) -> str:
         acc = chords["by_unit"]
         lines += ["**Chord labels checked:** root accuracy against Pop1K7's chord markers (made by a rule-based "
                   f"recogniser, not by hand) on {chords['pieces']} pieces: "
-                  + ", ".join(f"{u} units {v['root_accuracy']:.3f} ({v['units']:,} units)" for u, v in acc.items())
-                  + "; the analysis uses half-bar units.", ""]
+                  + ", ".join(f"{u} units {v['root_accuracy']:.3f}" for u, v in acc.items())
+                  + f" (beat by beat, {acc['auto']['beats']:,} beats); the analysis uses `auto` units.", ""]
     for key, res in results.items():
         title = {"pop909": "POP909 validation songs", "asap": "ASAP scores", "all": "Both sets pooled"}.get(key, key)
         lines += [f"## {title} ({res['n_pieces']} pieces, {res['n_notes']:,} notes; model `{res['model']}`)", "",

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from smu_explain import harmony
 from smu_explain.tokenizer import read_piece
@@ -137,8 +139,8 @@ def test_chord_accuracy_and_markers(midi_bytes, tmp_path):
 
     piece = _piece(midi_bytes, C_THEN_G)
     assert harmony.chord_accuracy(piece, [(0.0, 0, "M"), (2.0, 7, "M")])["root_accuracy"] == 1.0
-    half = harmony.chord_accuracy(piece, [(0.0, 0, "M"), (2.0, 2, "m"), (3.5, -1, "N")])
-    assert half["n_units"] == 2 and half["root_hits"] == 1
+    half = harmony.chord_accuracy(piece, [(0.0, 0, "M"), (2.0, 2, "m"), (3.25, -1, "N")])
+    assert half["n_beats"] == 3 and half["root_hits"] == 2  # beat by beat; the 4th beat has no reference chord
     score = Score(Q)
     for t, text in [(0, "global_bpm_90"), (0, "N_N_N"), (Q, "A#_m7_F"), (2 * Q, "C_M_C")]:
         score.markers.append(TextMeta(t, text))
@@ -193,3 +195,41 @@ def test_busy_file_with_metre_and_tempo_changes(rich_midi_bytes, tiny_midi_dir):
         assert df[list(harmony.LABEL_COLUMNS)].notna().all().all()
     roles = set(harmony.analyze(pieces[0])["role"])
     assert roles == {"melody", "accompaniment"}
+
+
+# --------------------------------------------------------------------------- anything the tokenizer reads
+
+_notes = st.lists(st.tuples(st.integers(0, 40 * Q), st.integers(0, 8 * Q), st.integers(22, 107)), min_size=1,
+                  max_size=40)
+_metres = st.lists(st.tuples(st.integers(0, 30 * Q), st.integers(1, 13), st.sampled_from([1, 2, 4, 8, 16])),
+                   max_size=3)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(a=_notes, b=_notes, metres=_metres, names=st.sampled_from([("MELODY", "PIANO"), ("x", "y"), ("BRIDGE", "")]))
+def test_any_readable_piece(midi_bytes, a, b, metres, names):
+    data = midi_bytes(tracks=[{"name": names[0], "notes": a}, {"name": names[1], "notes": b}],
+                      time_signatures=sorted(metres))
+    piece = read_piece(data, name="fuzz")
+    df = harmony.analyze(piece)
+    assert len(df) == len(piece)
+    assert df[list(harmony.LABEL_COLUMNS)].notna().all().all()
+    assert set(df["harmony"]) <= set(harmony.HARMONY_ORDER)
+    assert set(df["metric"]) <= set(harmony.METRIC_WEIGHTS)
+    for unit in harmony.UNITS:
+        ch = harmony.chords(piece, unit)
+        assert (ch["end_q"] > ch["start_q"]).all()
+
+
+def test_auto_units_follow_the_harmonic_rhythm(midi_bytes):
+    # a chorale-like bar, one chord a beat (C F G C), then a bar of one chord (C)
+    block = [(0, 60, 64, 67), (1, 60, 65, 69), (2, 59, 62, 67), (3, 60, 64, 67)]
+    notes = [(b, 1, p) for b, *ps in block for p in ps] + [(b, 1, 48 if b in (0, 3) else 53 if b == 1 else 43)
+                                                          for b, *_ in block]
+    notes += [(4, 4, 48), (4, 4, 64), (4, 4, 67), (4, 4, 72)]
+    piece = _piece(midi_bytes, ("PIANO", notes))
+    auto = harmony.chords(piece)
+    assert list(auto["chord"]) == ["C:maj", "F:maj", "G:maj", "C:maj", "C:maj", "C:maj"]
+    assert list(auto["start_q"][:4]) == [0, 1, 2, 3] and len(auto) == 6  # bar 1: its two halves, unsplit
+    assert len(harmony.chords(piece, "half-bar")) == 4
+    assert harmony.analyze(piece)["chord_tone"].all()
