@@ -54,10 +54,10 @@ with tab_piece:
         name, data = choice
         comp["piece"] = name
 
-        def per_model(fn, *args) -> dict:
+        def per_model(fn, *args, among: dict | None = None) -> dict:
             """{model name: fn(path, data, piece, *args)}; {} after a plain error (never a traceback)."""
             try:
-                return {n: fn(p, data, piece, *args) for n, p in models.items()}
+                return {n: fn(p, data, piece, *args) for n, p in (models if among is None else among).items()}
             except A.SMUInputError as e:
                 st.error(f"A model cannot read this piece: {md_escape(e.reason)}")
             except Exception as e:  # keep the page alive whatever a model does
@@ -82,15 +82,20 @@ with tab_piece:
             for p in models.values():
                 if warn := A.untrained_masker_note(p):
                     st.warning(warn)
-        tables = per_model(A.explain, ratio, seed) if overlays else {}
-        params = {n: A.load_model(p)[0].num_parameters() / 1e6 for n, p in models.items()} if tables else {}
+        # a published encoder imported without recovery heads cannot guess notes: said, and left out
+        no_recovery = {n: note for n, p in models.items() if (note := A.recovery_note(p))}
+        for note in no_recovery.values():
+            st.info(note)
+        recovering = {n: p for n, p in models.items() if n not in no_recovery}
+        tables = per_model(A.explain, ratio, seed, among=recovering) if overlays and recovering else {}
+        params = {n: A.load_model(p)[0].num_parameters() / 1e6 for n, p in recovering.items()} if tables else {}
         if tables:
             st.subheader("Recovery accuracy under the same random masks")
             st.caption(f"Every note is masked once, together with a seeded random {ratio:.0%} of its "
                        f"window (seed {seed}): the same masks for both models.")
             accs = {n: A.accuracy_of(t) for n, t in tables.items()}
             n_masked = len(next(iter(tables.values())))
-            rules = A.rules(next(iter(models.values())), data, piece, ratio, seed)
+            rules = A.rules(next(iter(recovering.values())), data, piece, ratio, seed)
             st.plotly_chart(plots.rules_figure(accs, rules, title=f"per attribute ({n_masked} notes)"),
                             key="compare_acc")
             st.caption("Marks = rules that use no model, on the same masked notes (a model must beat "
@@ -137,7 +142,7 @@ with tab_piece:
                         "downstream predictions to show.")
 
             metrics = {}
-            for n in models:
+            for n in tables:
                 t = tables[n]
                 m = {f"recovery {a} (piece)": v for a, v in accs[n].items()}
                 if accs[n]:

@@ -78,7 +78,10 @@ if over is not None and not same_masks:
     context = ratio if exact else A.DEFAULT_RATIO
 show_ghost = False
 table = None
-if over is not None:
+no_recovery = A.recovery_note(model_path) if over is not None else None
+if no_recovery:
+    st.info(no_recovery)
+if over is not None and not no_recovery:
     show_ghost = st.toggle("Show the model's reconstruction of the picked notes (ghost layer)",
                            value=False, key="explore_ghost")
     if show_ghost:
@@ -92,7 +95,7 @@ fig = A.figure(roll_key, lambda: plots.piano_roll(
     title=html_escape(name) + (" - masker overlay" if over is not None else ""), height=520))
 event = st.plotly_chart(fig, key="explore_roll", on_select="rerun", selection_mode="points",
                         config={"scrollZoom": True, "displaylogo": False})
-if over is not None and table is None:
+if over is not None and table is None and not no_recovery:
     table = run_model(A.explain, model_path, data, piece, ratio, seed, context)
 if over is not None and (warn := A.untrained_masker_note(model_path)):
     st.warning(warn)

@@ -80,13 +80,18 @@ def _registry(root: str, max_runs: int, launcher: tuple[str, ...]):
 
 
 def get_registry():
-    """The run registry for ``$SMU_RUNS_DIR`` (one shared object per root)."""
-    from .runs import default_runs_dir
+    """The run registry for ``$SMU_RUNS_DIR`` (one shared object per root).
 
-    root = str(default_runs_dir().resolve())
+    Raises ``SMUInputError`` when ``$SMU_RUNS_DIR`` or ``$SMU_MAX_RUNS`` is unusable."""
+    from .runs import default_runs_dir, max_runs_from_env
+
+    try:
+        root = str(default_runs_dir().expanduser().resolve())
+    except (OSError, RuntimeError) as e:
+        raise SMUInputError("SMU_RUNS_DIR", f"not a usable folder path ({e.__class__.__name__})") from None
     launcher = tuple(shlex.split(os.environ["SMU_CLI"])) if os.environ.get("SMU_CLI") else (
         sys.executable, "-m", "smu_explain.cli")
-    return _registry(root, int(os.environ.get("SMU_MAX_RUNS", "1") or 1), launcher)
+    return _registry(root, max_runs_from_env(), launcher)
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -331,6 +336,10 @@ def untrained_masker_note(path: str | Path) -> str | None:
     except SMUCheckpointError:
         return None
     info = getattr(model, "checkpoint_info", None)
+    imported = info.get("imported") if isinstance(info, dict) else None
+    if isinstance(imported, dict) and imported.get("has_masker") is False:
+        return (f"{md_escape(Path(path).name)} is a published checkpoint without a masker head (the file holds "
+                "none): every note scores the same, so the masker's picks and frozen notes below mean nothing.")
     strategy = info.get("strategy") if isinstance(info, dict) else None  # config.json: any JSON at all
     name = strategy.get("name") if isinstance(strategy, dict) else None
     if name == "adversarial":
@@ -338,6 +347,23 @@ def untrained_masker_note(path: str | Path) -> str | None:
     how = f"the {md_escape(name)} strategy" if name else "an unknown strategy"
     return (f"{md_escape(Path(path).name)} was pre-trained with {how}: its masker head was never trained, so its "
             "masker scores, picks and frozen notes are those of an untrained head (shown for comparison only).")
+
+
+def recovery_note(path: str | Path) -> str | None:
+    """A sentence (Markdown, names escaped) when the model at ``path`` cannot recover notes: a
+    published checkpoint imported without its recovery heads (MidiBERT-Piano's ``model.ckpt``
+    holds the encoder only). None otherwise (and when the model cannot be loaded)."""
+    try:
+        model, _ = load_model(path)
+    except SMUCheckpointError:
+        return None
+    info = getattr(model, "checkpoint_info", None)
+    imported = info.get("imported") if isinstance(info, dict) else None
+    if isinstance(imported, dict) and imported.get("has_recovery_heads") is False:
+        return (f"{md_escape(Path(path).name)} is a published encoder without its recovery heads (the checkpoint "
+                "holds the encoder only), so it cannot guess masked notes: its guesses, recovery accuracy and "
+                "reconstruction are not shown.")
+    return None
 
 
 def load_model(path: str | Path):
@@ -356,7 +382,7 @@ def model_choices() -> dict[str, Path]:
     try:
         for label, d in get_registry().model_dirs():
             out[label] = d
-    except OSError:
+    except (OSError, SMUInputError):  # an unusable runs folder: the Train page says why
         pass
     return out
 

@@ -35,6 +35,7 @@ validation of ``masker.validate`` reduced to ``{attribute: accuracy}``.
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -113,13 +114,16 @@ def _owners(wins: list[tuple[np.ndarray, np.ndarray]], N: int) -> tuple[np.ndarr
     return owner, owner_pos
 
 
-def _window_scores(model, wins, device: torch.device, batch_size: int) -> list[np.ndarray]:
+def _window_scores(model, wins, device: torch.device, batch_size: int, precision: str = "fp32"
+                   ) -> list[np.ndarray]:
     """Masker scores of each clean window (batched)."""
     out: list[np.ndarray] = []
     for i in range(0, len(wins), batch_size):
         chunk = [wt for wt, _ in wins[i:i + batch_size]]
         tok, am = _pad(chunk, device)
-        s = torch.sigmoid(model(tok, am, masker=True)["masker_logits"].float()).cpu().numpy()
+        with _autocast(device, precision):
+            logits = model(tok, am, masker=True)["masker_logits"]
+        s = torch.sigmoid(logits.float()).cpu().numpy()
         out += [s[j, : len(c)] for j, c in enumerate(chunk)]
     return out
 
@@ -164,10 +168,12 @@ def _check(m, tokenizer, ratio: float, freeze_book, piece_id) -> None:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def masker_view(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None, *, piece_id: int | None = None,
-                freeze_top: float = 0.3, batch_size: int = 32) -> pd.DataFrame:
+                freeze_top: float = 0.3, batch_size: int = 32, precision: str = "fp32") -> pd.DataFrame:
     """The ``score`` / ``picked`` / ``frozen`` columns of ``explain_piece`` (same rules, same
-    numbers) from one clean pass per window: the cheap view (no recovery passes)."""
+    numbers) from one clean pass per window: the cheap view (no recovery passes).
+    ``precision="bf16"``: the passes under bf16 autocast (:func:`fast_precision` says where it is fast)."""
     m = unwrap(model)
     _check(m, tokenizer, ratio, freeze_book, piece_id)
     df = piece.notes_table()
@@ -180,7 +186,8 @@ def masker_view(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None, 
     was_training = model.training
     model.eval()
     try:
-        score = _gather(_window_scores(model, wins, next(m.parameters()).device, batch_size), owner, owner_pos)
+        score = _gather(_window_scores(model, wins, next(m.parameters()).device, batch_size, precision),
+                        owner, owner_pos)
     finally:
         model.train(was_training)
     frozen, picked = _frozen_picked(score, ratio, freeze_book, piece_id, freeze_top)
@@ -216,9 +223,10 @@ def store_masker_scores(folder, files: Iterable, ratio: float = 0.15) -> Path:
 @torch.no_grad()
 def explain_piece(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None, top_k: int = 3,
                   seed: int = 0, *, piece_id: int | None = None, freeze_top: float = 0.3,
-                  batch_size: int = 32) -> pd.DataFrame:
+                  batch_size: int = 32, precision: str = "fp32") -> pd.DataFrame:
     """One row per note of ``piece``: note fields, ``score``, ``picked``, ``frozen`` and, per
-    attribute ``a``, ``loss_a``, ``correct_a``, ``pred_a``, ``topk_a``, ``true_a`` (rules above)."""
+    attribute ``a``, ``loss_a``, ``correct_a``, ``pred_a``, ``topk_a``, ``true_a`` (rules above).
+    ``precision="bf16"`` runs the model passes under bf16 autocast (probabilities in fp32)."""
     m = unwrap(model)
     attrs = list(m.config.attributes)
     _check(m, tokenizer, ratio, freeze_book, piece_id)
@@ -245,7 +253,7 @@ def explain_piece(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None
     model.eval()
     try:
         # 1) masker scores on the clean windows
-        win_scores = _window_scores(model, wins, device, batch_size)
+        win_scores = _window_scores(model, wins, device, batch_size, precision)
 
         # 2) recovery: K masked copies per window, batched
         K = max(1, int(round(1.0 / ratio)))
@@ -266,7 +274,8 @@ def explain_piece(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None
             for r, (_, sel) in enumerate(chunk):
                 masked[r, : len(sel)] = torch.from_numpy(sel)
             target = tok[masked]  # (n, A)
-            out = model(tok.masked_fill(masked[..., None], MASK_ID), am, heads_at=masked)
+            with _autocast(device, precision):
+                out = model(tok.masked_fill(masked[..., None], MASK_ID), am, heads_at=masked)
             rows, cols = (x.cpu().numpy() for x in masked.nonzero(as_tuple=True))
             per_attr = []
             for j, lg in enumerate(out["logits"]):
@@ -748,15 +757,14 @@ def attention_weights(model, tokens) -> np.ndarray:
     """Attention probabilities of one window, tokens (L, A) -> (n_layers, n_heads, L, L); every
     row sums to 1. From each block's ``Block.attention_probs`` (explanation path only)."""
     enc = _encoder_of(model)
-    if getattr(enc.config, "arch", "smu") != "smu":
-        raise ValueError("attention maps are drawn for this project's own encoders only; an imported BERT "
-                         "model's attention is not shown")
     tok = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=next(enc.parameters()).device)
     if tok.dim() != 2:
         raise ValueError(f"tokens must be (L, A), got {tuple(tok.shape)}")
     was = enc.training
     enc.eval()
     try:
+        if getattr(enc.config, "arch", "smu") == "bert":
+            return _bert_attention_weights(enc, tok)
         h = enc.embed_notes(note_embeddings(enc, tok[None]))
         out = []
         for blk in enc.blocks:
@@ -764,6 +772,28 @@ def attention_weights(model, tokens) -> np.ndarray:
             h = blk(h, None)
     finally:
         enc.train(was)
+    return np.stack(out)
+
+
+def _bert_attention_weights(enc, tok: torch.Tensor) -> np.ndarray:
+    """``attention_weights`` of an ``arch="bert"`` encoder (imported models): per layer,
+    softmax((q.k + the relative-position logits) / sqrt(head_dim)) in float64, as the layer's
+    forward computes it (``relattn``)."""
+    from .relattn import RELATIVE, relative_position_bias
+
+    c = enc.config
+    h = enc.bert.embeddings(enc.embed_notes(note_embeddings(enc, tok[None])), None)
+    H, L = c.n_heads, tok.shape[0]
+    out = []
+    for layer in enc.bert.encoder.layer:
+        sa = layer.attention.self
+        q = sa.query(h).view(1, L, H, -1).transpose(1, 2).double()
+        k = sa.key(h).view(1, L, H, -1).transpose(1, 2).double()
+        w = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        if c.position in RELATIVE:
+            w = w + relative_position_bias(q, k, sa.distance_embedding.weight.double(), c.max_len, c.position)
+        out.append(torch.softmax(w, dim=-1)[0].cpu().numpy())
+        h = layer(h, None)
     return np.stack(out)
 
 

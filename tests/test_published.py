@@ -288,3 +288,69 @@ def test_octuple_ids_round_trip_the_authors_ids():
     assert np.array_equal(tok.to_ours(tok.to_theirs(ours)), ours)
     piece = tok.read(SAMPLES[0])
     assert np.array_equal(tok.to_theirs(tok.encode(piece)), tok.inner.encode(piece))
+
+
+def test_attention_maps_of_an_imported_model_are_transformers_own(adversarial_snapshot, tmp_path):
+    """Why's attention view of an imported model: the probabilities transformers' eager BERT returns."""
+    from smu_explain.explain import attention_weights
+
+    ref, sizes, snap = adversarial_snapshot
+    import_checkpoint(snap, tmp_path / "adv")
+    model = load_checkpoint(tmp_path / "adv", kind="pretrained").model.eval()
+    tok, ours, am = _octuple_batch()
+    row = ours[0][am[0]]
+    with torch.no_grad():
+        x = ref.midibert.in_linear(torch.cat([e(torch.as_tensor(tok.to_theirs(row))[None, :, j])
+                                              for j, e in enumerate(ref.midibert.word_emb)], dim=-1))
+        want = ref.midibert.bert(inputs_embeds=x, output_attentions=True).attentions
+    got = attention_weights(model, row)
+    assert got.shape == (len(want), want[0].shape[1], len(row), len(row))
+    for layer, w in enumerate(want):
+        assert np.allclose(got[layer], w[0].double().numpy(), atol=1e-5), layer
+
+
+# ----------------------------------------------------------------------------- the app opens imported models
+
+def _run(page, **state):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "pages" / page), default_timeout=300)
+    for k, v in state.items():
+        at.session_state[k] = v
+    return at.run()
+
+
+def test_explore_and_why_open_imported_models(midibert_ckpt, adversarial_snapshot, tmp_path, monkeypatch):
+    from smu_explain import appstate as A
+
+    monkeypatch.setenv("SMU_RUNS_DIR", str(tmp_path / "runs"))
+    import_checkpoint(midibert_ckpt[1], tmp_path / "midibert-piano")
+    import_checkpoint(adversarial_snapshot[2], tmp_path / "adversarial-midibert")
+    # MidiBERT-Piano's checkpoint: the encoder only -> plain sentences, no masker view, no guesses
+    at = _run("explore.py", **{A.K_MODEL_A: str(tmp_path / "midibert-piano")})
+    assert not at.exception and not at.error
+    assert any("without a masker head" in w.value for w in at.warning)
+    assert any("without its recovery heads" in i.value for i in at.info)
+    # Adversarial-MidiBERT's layout: masker view and recovery, no warning about heads
+    at = _run("explore.py", **{A.K_MODEL_A: str(tmp_path / "adversarial-midibert")})
+    assert not at.exception and not at.error
+    assert not any("masker head" in w.value for w in at.warning)
+    assert any("Did this model learn" in c.value for c in at.caption)
+    at = _run("why.py", **{A.K_MODEL_A: str(tmp_path / "adversarial-midibert")})
+    assert not at.exception and not at.error
+
+
+def test_compare_sets_an_imported_model_beside_a_project_model(adversarial_snapshot, midibert_ckpt, tmp_path,
+                                                               monkeypatch):
+    from app_helpers import make_model
+    from smu_explain import appstate as A
+
+    monkeypatch.setenv("SMU_RUNS_DIR", str(tmp_path / "runs"))
+    ours = make_model(tmp_path / "ours", seed=3)
+    import_checkpoint(adversarial_snapshot[2], tmp_path / "adversarial-midibert")
+    import_checkpoint(midibert_ckpt[1], tmp_path / "midibert-piano")
+    at = _run("compare.py", **{A.K_MODEL_A: str(tmp_path / "adversarial-midibert"), A.K_MODEL_B: str(ours)})
+    assert not at.exception and not at.error
+    at = _run("compare.py", **{A.K_MODEL_A: str(ours), A.K_MODEL_B: str(tmp_path / "midibert-piano")})
+    assert not at.exception and not at.error
+    assert any("without its recovery heads" in i.value for i in at.info)
