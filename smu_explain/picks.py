@@ -4,8 +4,8 @@
 (``explain.masker_view``: ``score``, ``picked``, ``frozen``) with the music-theory labels of
 ``harmony.analyze`` and returns a JSON-serialisable dict; ``class_effects(frames)`` is the
 same measurement on ready tables (no model); ``summary_sentence(result)`` is the one sentence
-for a manager; ``markdown_table(result)`` the table for docs and reports. Torch is imported
-only by ``measure_picks`` / ``measure_folder`` (through ``explain``).
+for a manager; ``markdown_table(result)`` the table for docs and reports; ``run_command`` the
+body of ``smu picks``. Torch is imported only when a model runs (through ``explain``).
 
 The rules
 ---------
@@ -247,14 +247,70 @@ def measure_picks(model, tokenizer, pieces: Iterable, *, ratio: float = 0.15, fr
 
 def measure_folder(folder, files: Sequence, **kwargs) -> dict[str, Any]:
     """:func:`measure_picks` for the pre-trained checkpoint ``folder`` on music ``files`` (read
-    with the checkpoint's tokenizer; ``model_name`` defaults to the folder's name)."""
+    with the checkpoint's tokenizer; ``model_name`` defaults to the folder's name). A file the
+    tokenizer refuses is left out and listed in ``result["skipped"]`` as ``[name, reason]``."""
     from .checkpoint import load_checkpoint
+    from .errors import SMUInputError
 
     ckpt = load_checkpoint(folder, kind="pretrained")
     model = ckpt.encoder.eval()
-    pieces = (ckpt.tokenizer.read(Path(f), name=Path(f).stem) for f in files)
+    skipped: list[list[str]] = []
+
+    def pieces():
+        for f in files:
+            try:
+                yield ckpt.tokenizer.read(Path(f), name=Path(f).stem)
+            except SMUInputError as exc:
+                skipped.append([Path(f).name, str(exc)])
+
     kwargs.setdefault("model_name", Path(folder).name)
-    return measure_picks(model, ckpt.tokenizer, pieces, **kwargs)
+    res = measure_picks(model, ckpt.tokenizer, pieces(), **kwargs)
+    res["skipped"] = skipped
+    return res
+
+
+def music_files(inputs: Sequence, max_pieces: int | None = None) -> list[Path]:
+    """The music files of ``inputs`` (files, and folders searched recursively for the extensions
+    the tokenizer reads), sorted by path within each input; the first ``max_pieces`` when given."""
+    from .errors import SMUInputError
+    from .tokenizer import MIDI_EXTENSIONS, SCORE_EXTENSIONS
+
+    exts = {e.lower() for e in (*MIDI_EXTENSIONS, *SCORE_EXTENSIONS)}
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise SMUInputError(p, "not found")
+    return out[:max_pieces] if max_pieces else out
+
+
+def run_command(model, inputs: Sequence, *, ratio: float = 0.15, n_boot: int = 1000, seed: int = 0,
+                max_pieces: int | None = None, json_out=None, markdown_out=None) -> dict[str, Any]:
+    """The body of ``smu picks``: measure ``model`` on the music of ``inputs`` and write the
+    result as JSON (``json_out``) and a markdown page (``markdown_out``) when given."""
+    import json
+
+    from .errors import SMUInputError
+    from .io import atomic_write_text
+
+    if not 0 < ratio <= 1:
+        raise SMUInputError("--ratio", f"must be in (0, 1], got {ratio}")
+    if n_boot < 0:
+        raise SMUInputError("--n-boot", f"must be >= 0, got {n_boot}")
+    files = music_files(inputs, max_pieces)
+    if not files:
+        raise SMUInputError(", ".join(map(str, inputs)), "no music files (.mid, .midi, .xml, .musicxml, .mxl, ...)")
+    res = measure_folder(model, files, ratio=ratio, n_boot=n_boot, seed=seed)
+    if json_out:
+        atomic_write_text(json_out, json.dumps(res, indent=1, allow_nan=False) + "\n")
+    if markdown_out:
+        atomic_write_text(markdown_out, f"# What {res['model']}'s masker picks\n\n> {res['sentence']}\n\n"
+                                        + markdown_table(res))
+    return res
 
 
 # --------------------------------------------------------------------------- words

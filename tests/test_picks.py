@@ -184,3 +184,27 @@ def test_one_piece_and_empty():
     empty = picks.class_effects([], n_boot=10)
     assert empty["n_pieces"] == 0 and empty["columns"] == {}
     json.dumps(empty, allow_nan=False)
+
+
+def test_run_command_writes_json_and_markdown(tiny, tmp_path):
+    from smu_explain.errors import SMUInputError
+
+    folder, _, _ = tiny
+    music = tmp_path / "music"
+    music.mkdir()
+    for p in SAMPLES[:2]:
+        (music / p.name).write_bytes(p.read_bytes())
+    (music / "broken.mid").write_bytes(b"not midi")
+    (music / "notes.txt").write_text("ignored")
+    res = picks.run_command(folder, [music], n_boot=30, json_out=tmp_path / "p.json", markdown_out=tmp_path / "p.md")
+    assert res["n_pieces"] == 2 and [s[0] for s in res["skipped"]] == ["broken.mid"]
+    assert json.loads((tmp_path / "p.json").read_text())["sentence"] == res["sentence"]
+    assert res["sentence"] in (tmp_path / "p.md").read_text()
+    assert len(picks.music_files([music], max_pieces=1)) == 1
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SMUInputError, match="no music files"):
+        picks.run_command(folder, [tmp_path / "empty"], n_boot=1)
+    with pytest.raises(SMUInputError, match="not found"):
+        picks.run_command(folder, [tmp_path / "missing.mid"], n_boot=1)
+    with pytest.raises(SMUInputError, match="ratio"):
+        picks.run_command(folder, [music], ratio=0)
