@@ -395,6 +395,13 @@ def test_app_reads_uploads_in_the_bounded_worker(monkeypatch):
     monkeypatch.setattr(A, "READ_MAX_MEMORY_BYTES", 16 * 1024 ** 2)
     with pytest.raises(SMUInputError, match="needs more than 16 MB of memory"):
         A._read(midi_bytes(scale_notes(200_000, step=120, dur=120)), "big.mid")
+    # only the repository's samples, byte for byte, are read in the app's process
+    sample = A.list_samples()[0]
+    calls.clear()
+    assert len(A._read(sample.read_bytes(), sample.name)) > 0 and calls == []
+    with pytest.raises(SMUInputError, match="needs more than 16 MB"):  # a sample's name, other bytes
+        A._read(midi_bytes(scale_notes(200_000, step=120, dur=120)), sample.name)
+    assert len(calls) == 1
 
 
 # ------------------------------------------------------------------ the bounded reader
