@@ -11,7 +11,7 @@ from smu_explain.checkpoint import is_checkpoint
 from smu_explain.errors import SMUInputError
 from smu_explain.markup import md_escape
 from smu_explain.names import SIZES, STRATEGIES
-from smu_explain.runs import training_allowed
+from smu_explain.runs import time_left, training_allowed
 
 st.title("Train a small model")
 st.caption("Each run is a separate `smu pretrain` process: it keeps going if you close the tab or "
@@ -35,7 +35,10 @@ with st.form("train_form"):
     data_choice = c2.radio("Data", ["sample_midi/", "a folder"], horizontal=True, key="train_data_choice")
     folder = c2.text_input("Folder of MIDI files (when 'a folder')", value="", key="train_folder")
     size = c3.selectbox("Size", [s for s in SIZES if s != "base"], key="train_size")
-    steps = int(c4.number_input("Steps", 1, 100_000, 200, step=50, key="train_steps"))
+    # 30 steps of the tiny model: about a minute on a 2-core machine (sample_midi/ is one batch a step)
+    steps = int(c4.number_input("Steps", 1, 100_000, 30, step=10, key="train_steps",
+                                help="Each step is one batch. The tiny model on sample_midi/ takes about 2 s "
+                                     "a step on a 2-core machine: 30 steps are about a minute."))
     submitted = st.form_submit_button("Start run", type="primary")
 
 if submitted:
@@ -51,11 +54,17 @@ if submitted:
             st.error(f"Cannot start the run: {md_escape(e)}")
         else:
             st.session_state["train_watch"] = run.id
+            st.session_state["train_watch_select"] = run.id  # the started run is the one watched
             if run.status == "queued":
                 st.info(f"Run {run.id} is queued: {registry.max_concurrent} run(s) at a time "
                         "(SMU_MAX_RUNS). It starts when a slot frees.")
             else:
                 st.success(f"Started run {run.id}.")
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s} s" if s < 90 else f"{s // 60} min {s % 60:02d} s"
 
 
 @st.fragment(run_every="1s")
@@ -116,7 +125,9 @@ def live_runs():
     total = run.params.get("steps") or 0
     if len(progress) and total:
         done = int(progress["step"].max())
-        st.progress(min(1.0, done / total), text=f"step {done} / {total}")
+        left = time_left(registry.progress(run.id), total) if run.status == "running" else None
+        eta = "" if left is None else f" - about {_duration(left)} left"
+        st.progress(min(1.0, done / total), text=f"step {done} / {total}{eta}")
     c1, c2 = st.columns(2)
     with c1:
         st.plotly_chart(plots.loss_curves(progress), key=f"loss_{run.id}",

@@ -87,6 +87,7 @@ __all__ = [
     "RunRegistry",
     "default_runs_dir",
     "max_runs_from_env",
+    "time_left",
     "training_allowed",
     "read_jsonl",
     "valid_run_id",
@@ -279,6 +280,21 @@ def validate_params(p: Any) -> dict[str, Any]:
         if k in p and not isinstance(p[k], bool):
             raise ValueError(f"{k!r} must be true or false")
     return dict(p)
+
+
+def time_left(records: list[dict], total_steps: int) -> float | None:
+    """Seconds a run still needs, from its progress records (``step`` and ``wall_s``): the
+    seconds per step since its first step (start-up left out) times the steps left. None
+    before two steps are known."""
+    pts = sorted({int(r["step"]): float(r["wall_s"]) for r in records
+                  if isinstance(r.get("step"), int) and isinstance(r.get("wall_s"), (int, float))
+                  and r["step"] >= 1}.items())
+    if len(pts) < 2 or not total_steps:
+        return None
+    (s0, w0), (s1, w1) = pts[0], pts[-1]
+    if s1 <= s0 or w1 < w0:
+        return None
+    return max(0.0, (int(total_steps) - s1) * (w1 - w0) / (s1 - s0))
 
 
 def _final_status(progress_path: str | os.PathLike) -> dict | None:

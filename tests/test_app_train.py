@@ -129,3 +129,35 @@ def test_finished_run_is_selectable_as_a_model(env):
     ex.selectbox(key="explore_model_choice").set_value(label).run()
     assert not ex.exception and not ex.error
     assert any(m.label == "Picked by the masker" for m in ex.metric)
+
+
+def test_a_started_run_is_the_one_watched_with_the_time_left(env, monkeypatch):
+    """Issue 27.5: after Start run the page watches the new run (not the one watched before) and
+    says how long it has left."""
+    monkeypatch.setenv("SMU_MAX_RUNS", "2")
+    monkeypatch.setenv("FAKE_CLI_MODE", "slow")
+    reg = _registry(env, "slow")
+    old = reg.submit(strategy="random", data=ROOT / "sample_midi", steps=5000)
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert at.selectbox(key="train_watch_select").value == old.id
+    at.number_input(key="train_steps").set_value(400)
+    at.button[0].click().run()
+    assert not at.exception
+    new = next(r for r in reg.list() if r.id != old.id)
+    assert at.selectbox(key="train_watch_select").value == new.id
+    wait_until(lambda: len([r for r in reg.progress(new.id) if r.get("event") == "step"]) >= 3, "three steps")
+    at.run()
+    assert "left" in " ".join(p.value["text"] if isinstance(p.value, dict) else str(p.text) for p in at.get("progress"))
+    for r in reg.list():
+        reg.cancel(r.id)
+
+
+def test_time_left_from_progress_records():
+    from smu_explain.runs import time_left
+
+    recs = [{"event": "start", "step": 0, "wall_s": 0.0}] + [
+        {"event": "step", "step": s, "wall_s": 10.0 + 2.0 * (s - 1)} for s in range(1, 6)]
+    assert time_left(recs, 30) == pytest.approx(25 * 2.0)  # start-up (10 s) left out
+    assert time_left(recs[:2], 30) is None  # one step is not a rate
+    assert time_left(recs, 5) == 0.0
+    assert time_left([{"step": "x", "wall_s": 1}], 30) is None
