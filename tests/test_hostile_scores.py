@@ -513,3 +513,33 @@ def test_the_answer_is_never_a_pickle(monkeypatch):
             sandbox._answer(folder, 0, "x.mid", "x", 1)
     finally:
         __import__("shutil").rmtree(folder)
+
+
+# ------------------------------------------------------------------ the Explore page end to end
+
+
+@pytest.mark.parametrize("name, data, error", [
+    ("旋律" * 100 + ".mid", midi_bytes(scale_notes(12)), None),  # 600 bytes: over a file name's limit
+    ("a\x00b/../c.mid", midi_bytes(scale_notes(12)), None),
+    ("s\x00/" * 50 + ".musicxml", score_xml(beats="<![CDATA[99999999]]>").encode(), "Cannot read"),
+    ("tune.abc", b"X:1\nM:99999999/4\nL:1/4\nK:C\nC D E F|\n", "Cannot read"),
+])
+def test_explore_page_takes_hostile_upload_names_and_scores_without_a_traceback(name, data, error, tmp_path,
+                                                                                 monkeypatch):
+    pytest.importorskip("streamlit")
+    from app_helpers import page
+    from streamlit.testing.v1 import AppTest
+
+    from smu_explain import appstate as A
+
+    monkeypatch.setenv("SMU_RUNS_DIR", str(tmp_path / "runs"))
+    at = AppTest.from_file(page("explore.py"), default_timeout=60)
+    at.session_state[A.K_PIECE] = (name, data)
+    at.run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    if error is None:
+        assert not errors, errors
+        assert at.get("plotly_chart")  # the piece is drawn
+    else:
+        assert any(error in e for e in errors), errors
