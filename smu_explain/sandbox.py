@@ -106,7 +106,8 @@ def stored_suffix(name: str, data: bytes) -> str:
 def _worker_env() -> dict[str, str]:
     env = dict(os.environ)
     for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[k] = "1"  # one thread: no per-thread arenas eating the address-space limit
+        env[k] = "1"  # one thread: no per-thread buffers eating the address-space limit
+    env["MALLOC_ARENA_MAX"] = "2"  # the music21 timer thread must not reserve another 64 MB arena
     package_root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("PYTHONSTARTUP", None)
