@@ -698,6 +698,9 @@ def add_explain_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--max-notes", type=int, default=MAX_NOTES,
                    help=f"refuse pieces with more notes (default {MAX_NOTES:,}, the app's limit)")
     g = p.add_mutually_exclusive_group()
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="model passes in fp32 (default) or under bf16 autocast; auto = bf16 where the CPU has "
+                        "bf16 units (faster for published-size models, numbers differ in the last digits)")
     g.add_argument("--json", default=None, help="write the table as JSON records")
     g.add_argument("--csv", default=None, help="write the table as CSV")
     p.set_defaults(func=cmd_explain)
@@ -720,7 +723,18 @@ def cmd_explain(args) -> int:
                                         "notes per piece (explaining masks every note once: minutes to hours). "
                                         "Cut it into shorter excerpts, or raise --max-notes.")
     print(f"explaining {len(piece.pitch)} notes of {args.piece} ...", file=sys.stderr)
-    df = explain_piece(model.eval(), tokenizer, piece, ratio=args.ratio, top_k=args.top_k, seed=args.seed)
+    imported = (getattr(model, "checkpoint_info", None) or {}).get("imported")
+    if isinstance(imported, dict):
+        for has, what in (("has_masker", "a masker head: score, picked and frozen"),
+                          ("has_recovery_heads", "recovery heads: loss, correct and pred")):
+            if imported.get(has) is False:
+                print(f"warning: {args.model} is a published checkpoint without {what} carry no meaning",
+                      file=sys.stderr)
+    from .explain import fast_precision
+
+    precision = fast_precision("cpu") if args.precision == "auto" else args.precision
+    df = explain_piece(model.eval(), tokenizer, piece, ratio=args.ratio, top_k=args.top_k, seed=args.seed,
+                       precision=precision)
     if args.json:
         atomic_write_text(args.json, df.to_json(orient="records", indent=1))
         print(f"wrote {len(df)} rows to {args.json}")

@@ -354,3 +354,11 @@ def test_compare_sets_an_imported_model_beside_a_project_model(adversarial_snaps
     at = _run("compare.py", **{A.K_MODEL_A: str(ours), A.K_MODEL_B: str(tmp_path / "midibert-piano")})
     assert not at.exception and not at.error
     assert any("without its recovery heads" in i.value for i in at.info)
+
+
+def test_smu_explain_warns_about_absent_heads(midibert_ckpt, tmp_path, capsys):
+    _, path = midibert_ckpt
+    import_checkpoint(path, tmp_path / "mp")
+    assert main(["explain", str(SAMPLES[0]), "--model", str(tmp_path / "mp"), "--rows", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "without a masker head" in err and "without recovery heads" in err
