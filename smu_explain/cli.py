@@ -717,7 +717,14 @@ def cmd_explain(args) -> int:
     # a fine-tuned folder is refused: explain needs the masker and attribute heads of a pre-trained one
     ckpt = load_checkpoint(Path(args.model), kind="pretrained")
     model, tokenizer = ckpt.model, ckpt.tokenizer
-    piece = tokenizer.read(args.piece)
+    from .tokenizer import TokenizerConfig
+
+    if isinstance(tokenizer.config, TokenizerConfig):  # bounded in memory and time (sandbox.py)
+        from .sandbox import read_piece_bounded
+
+        piece = read_piece_bounded(args.piece, config=tokenizer.config, max_notes=None)
+    else:  # Octuple tokens read tempo events in process (bounded by the parsed-value checks)
+        piece = tokenizer.read(args.piece)
     if len(piece.pitch) > args.max_notes:
         raise SMUInputError(args.piece, f"{len(piece.pitch):,} notes: more than the limit of {args.max_notes:,} "
                                         "notes per piece (explaining masks every note once: minutes to hours). "
