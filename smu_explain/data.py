@@ -304,8 +304,8 @@ def _load_json(path: Path, missing: str = "split file not found", broken: str = 
         raise SMUInputError(path, missing)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise SMUInputError(path, f"{broken} ({e})") from None
+    except (ValueError, RecursionError) as e:  # not JSON, too many digits, nested too deep
+        raise SMUInputError(path, f"{broken} ({str(e)[:200] or e.__class__.__name__})") from None
 
 
 def midibert_split(root: str | os.PathLike | None, dataset: str) -> dict[str, str]:

@@ -237,8 +237,9 @@ class TrainConfig:
             d = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise SMUInputError(path, "train config file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SMUInputError(path, f"not a readable JSON train config ({e})") from None
+        except (OSError, ValueError, RecursionError) as e:  # not JSON, too many digits, too deep
+            raise SMUInputError(path, f"not a readable JSON train config ({str(e)[:200] or e.__class__.__name__})"
+                                ) from None
         if not isinstance(d, dict):
             raise SMUInputError(path, "train config must be a JSON object")
         return cls.from_dict(d)

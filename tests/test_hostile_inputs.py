@@ -370,3 +370,18 @@ def test_nan_weights_in_the_app(copy_of):
     at.run()
     assert not at.exception, at.exception
     assert any("NaN or infinite" in e.value for e in at.error), texts(at)
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"x": ' + "9" * 5000 + "}", "{not json"])
+def test_other_json_readers_give_typed_errors(tmp_path, text):
+    """The split lists, a train config and a study result: deep nesting, a 5,000-digit number or
+    broken text are typed errors (issue 28, item 4's class), not a RecursionError / ValueError."""
+    from smu_explain.data import _load_json
+    from smu_explain.study.plan import read_json
+    from smu_explain.trainer import TrainConfig
+
+    p = tmp_path / "x.json"
+    p.write_text(text)
+    for read in (_load_json, TrainConfig.load, read_json):
+        with pytest.raises(SMUInputError):
+            read(p)

@@ -480,8 +480,8 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SMUInputError(path, "study result not found") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise SMUInputError(path, f"unreadable study result ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:  # not JSON, too many digits, too deep
+        raise SMUInputError(path, f"unreadable study result ({str(e)[:200] or e.__class__.__name__})") from None
 
 
 def machine_info() -> dict[str, Any]:
