@@ -9,7 +9,8 @@ Pieces: a seeded sample (``--seed``) of our POP909 validation split (``data.pop9
 measured on its own and pooled (``picks.class_effects``: bootstrap over pieces; the pooled
 table leaves out ``role``, which there would only tell the two data sets apart). The chord
 check compares ``harmony.chords`` with Pop1K7's chord markers on ``--chord-check`` pieces
-that were not used to choose the template weights. Needs the data root (``SMU_DATA_ROOT`` or
+that were not used to choose the template weights. ``--control`` (demo-random, whose masker head
+was never trained) is measured on the same pieces as a baseline. Needs the data root (``SMU_DATA_ROOT`` or
 ../shared/data); one CPU thread by default (``--threads``).
 """
 
@@ -63,7 +64,38 @@ def chord_check(root, n: int) -> dict:
                     "pieces: 100 drawn (seed 1) from those outside the 60 (seed 0) used to tune the weights"}
 
 
-def render(results: dict, args, chords: dict | None, seconds: float) -> str:
+def headline(res: dict, control: dict) -> list[str]:
+    """The pooled sentences of the model and the control, and the classes either names, in units of
+    each model's score standard deviation (the control head's scores spread far less)."""
+    from smu_explain import picks
+
+    def rows_of(r):
+        return {(col, row["class"]): row for col, rows in r["columns"].items() for row in rows}
+
+    a, c = rows_of(res), rows_of(control)
+    keys = [(f["column"], f["class"]) for f in picks.significant(res) + picks.significant(control)]
+    keys = list(dict.fromkeys(keys))
+    sa, sc = res["overall"]["score_sd"], control["overall"]["score_sd"]
+
+    def cell(row, sd):
+        iv = row.get("score_adj") if row else None
+        if not iv or iv.get("est") is None:
+            return "—"
+        star = " *" if picks.excludes_zero(iv) else ""
+        return f"{iv['est'] / sd:+.2f} [{iv['lo'] / sd:+.2f}, {iv['hi'] / sd:+.2f}]{star}"
+
+    out = [f"## Headline (both sets pooled: {res['n_pieces']} pieces, {res['n_notes']:,} notes)", "",
+           f"> {res['sentence']}", "", "Control, a masker head that was never trained (see the last section):", "",
+           f"> {control['sentence']}", "",
+           f"The classes either sentence names, score difference vs notes of the same duration and register in "
+           f"units of each model's score standard deviation ({res['model']}: {sa:.3f}, {control['model']}: {sc:.3f}); "
+           "95% intervals over pieces, `*` = excludes 0:", "",
+           f"| label | class | {res['model']} | {control['model']} (untrained head) |", "|---|---|---|---|"]
+    out += [f"| {col} | {cls} | {cell(a.get((col, cls)), sa)} | {cell(c.get((col, cls)), sc)} |" for col, cls in keys]
+    return out + [""]
+
+
+def render(results: dict, args, chords: dict | None, seconds: float, control: dict | None = None) -> str:
     from smu_explain import picks
 
     lines = ["# What the demo masker picks, in music's words", "",
@@ -87,12 +119,24 @@ def render(results: dict, args, chords: dict | None, seconds: float) -> str:
                   f"recogniser, not by hand) on {chords['pieces']} pieces: "
                   + ", ".join(f"{u} units {v['root_accuracy']:.3f}" for u, v in acc.items())
                   + f" (beat by beat, {acc['auto']['beats']:,} beats); the analysis uses `auto` units.", ""]
+    if control:
+        lines += headline(results["all"], control)
     for key, res in results.items():
         title = {"pop909": "POP909 validation songs", "asap": "ASAP scores", "all": "Both sets pooled"}.get(key, key)
         lines += [f"## {title} ({res['n_pieces']} pieces, {res['n_notes']:,} notes; model `{res['model']}`)", "",
                   f"> {res['sentence']}", "",
                   f"Overall: mean score {res['overall']['score']:.3f}, picked {res['overall']['picked']:.1%}, "
                   f"frozen {res['overall']['frozen']:.1%}.", "", picks.markdown_table(res)]
+    if control:
+        lines += [f"## Control: `{control['model']}`, a masker head that was never trained (same {control['n_pieces']} "
+                  "pieces, pooled)", "",
+                  "demo-random was pre-trained with random masks, so its masker head is still its random "
+                  "initialisation: a random read-out of the encoder's features. What it 'prefers' is what any "
+                  "read-out of these features would show; a pattern of demo-adversarial's that this head shares is "
+                  "a property of the encoder and of the notes, not something the adversarial masker learned. Its "
+                  "scores are squeezed into a narrow band, so compare signs and the frozen % (a rank: the top 30% "
+                  "of each piece), not score sizes.", "",
+                  f"> {control['sentence']}", "", picks.markdown_table(control)]
     return "\n".join(lines)
 
 
@@ -106,6 +150,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--ratio", type=float, default=0.15)
     ap.add_argument("--chord-check", type=int, default=100, help="Pop1K7 pieces for the chord check (0: skip)")
+    ap.add_argument("--control", default=str(ROOT / "models" / "demo-random"),
+                    help="a model whose masker head was never trained, measured on the same pieces (pooled); '' = none")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out-dir", default=str(ROOT / "docs"))
     args = ap.parse_args(argv)
@@ -121,22 +167,23 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.time()
     root = data_root(args.data_root)
-    ckpt = load_checkpoint(args.model, kind="pretrained")
-    model, tok = ckpt.encoder.eval(), ckpt.tokenizer
-    name = Path(args.model).name
     sets = {"pop909": sample(pop909_splits(root)[0]["val"], args.n_pop909, args.seed),
             "asap": sample(asap_refs(root, source="score"), args.n_asap, args.seed)}
-    frames: dict[str, list] = {}
-    names: dict[str, list[str]] = {}
-    for key, refs in sets.items():
-        frames[key], names[key] = [], []
-        for i, ref in enumerate(refs):
-            piece = tok.read(ref.path, name=ref.name)
-            frames[key].append(picks.label_table(model, tok, piece, ratio=args.ratio))
-            names[key].append(ref.name)
-            log(f"{key} {i + 1}/{len(refs)} {ref.name}: {len(piece)} notes")
-    results = {}
-    for key in [*sets, "all"]:
+    names = {key: [r.name for r in refs] for key, refs in sets.items()}
+
+    def frames_of(folder):
+        ckpt = load_checkpoint(folder, kind="pretrained")
+        model, tok = ckpt.encoder.eval(), ckpt.tokenizer
+        frames: dict[str, list] = {}
+        for key, refs in sets.items():
+            frames[key] = []
+            for i, ref in enumerate(refs):
+                piece = tok.read(ref.path, name=ref.name)
+                frames[key].append(picks.label_table(model, tok, piece, ratio=args.ratio))
+                log(f"{Path(folder).name} {key} {i + 1}/{len(refs)} {ref.name}: {len(piece)} notes")
+        return frames
+
+    def effects(frames, key, name):
         fr = frames[key] if key != "all" else [f for k in sets for f in frames[k]]
         cols = [c for c in LABEL_COLUMNS if not (key == "all" and c == "role")]  # pooled, role = the data set
         res = picks.class_effects(fr, columns=cols, n_boot=args.n_boot, seed=args.seed)
@@ -144,8 +191,15 @@ def main(argv=None) -> int:
                     "pieces": names[key] if key != "all" else [n for k in sets for n in names[k]],
                     "frozen_rule": "top 30% of each piece by score (no freeze book)"})
         res["sentence"] = picks.summary_sentence(res)
-        results[key] = res
-        log(f"{key}: {res['sentence']}")
+        log(f"{name} {key}: {res['sentence']}")
+        return res
+
+    name = Path(args.model).name
+    frames = frames_of(args.model)
+    results = {key: effects(frames, key, name) for key in [*sets, "all"]}
+    control = None
+    if args.control:
+        control = effects(frames_of(args.control), "all", Path(args.control).name)
     chords = None
     if args.chord_check > 0:
         try:
@@ -155,10 +209,10 @@ def main(argv=None) -> int:
             log(f"chord check skipped: {exc}")
     seconds = time.time() - t0
     out = Path(args.out_dir)
-    doc = {"results": results, "chord_check": chords, "seconds": round(seconds, 1), "threads": args.threads,
+    doc = {"results": results, "control": control, "chord_check": chords, "seconds": round(seconds, 1), "threads": args.threads,
            "seed": args.seed, "model": name}
     atomic_write_text(out / "masker_picks.json", json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    atomic_write_text(out / "MASKER_PICKS.md", render(results, args, chords, seconds))
+    atomic_write_text(out / "MASKER_PICKS.md", render(results, args, chords, seconds, control))
     log(f"wrote {out / 'masker_picks.json'} and {out / 'MASKER_PICKS.md'} in {seconds:.0f} s")
     return 0
 

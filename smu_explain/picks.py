@@ -19,6 +19,8 @@ Per class (every class of every label column, ``harmony.LABEL_COLUMNS``; boolean
     * ``score`` / ``picked`` / ``frozen``: the mean over the class's notes of all pieces
       pooled (mean score, share picked, share frozen);
     * ``*_diff``: that minus the same mean over all other notes (raw difference);
+      (``overall``: the same means over all notes, and ``score_sd``, the scores' standard deviation,
+      to compare effects between models whose scores spread differently);
     * ``*_adj``: the difference controlled for duration and register: notes are put in
       duration x register bins (``plots.duration_class`` x ``plots.register_class``, 4 x 5);
       in each bin the class's mean minus the mean of the bin's other notes, averaged over the
@@ -166,7 +168,7 @@ def class_effects(frames: Sequence[pd.DataFrame], *, columns: Sequence[str] = LA
                            "seed": int(seed), "level": float(level),
                            "resampled": f"{BLOCK_BARS}-bar blocks" if by_blocks else "pieces", "columns": {}}
     if n_real == 0:
-        out["overall"] = {m: None for m in MEASURES}
+        out["overall"] = {**{m: None for m in MEASURES}, "score_sd": None}
         return out
     allf = pd.concat(frames, ignore_index=True)
     real = np.repeat(np.arange(n_real), [len(f) for f in frames])
@@ -179,7 +181,7 @@ def class_effects(frames: Sequence[pd.DataFrame], *, columns: Sequence[str] = LA
     P = int(piece.max()) + 1
     out["n_groups"] = P
     x = np.stack([allf[m].to_numpy(dtype=float) for m in MEASURES], axis=1)
-    out["overall"] = {m: float(x[:, j].mean()) for j, m in enumerate(MEASURES)}
+    out["overall"] = {**{m: float(x[:, j].mean()) for j, m in enumerate(MEASURES)}, "score_sd": float(x[:, 0].std())}
     bins = pd.Series(_labels(allf, "duration")).str.cat(pd.Series(_labels(allf, "register")), sep=" | ")
     bin_codes, bin_names = pd.factorize(bins, sort=True)
     B = len(bin_names)
@@ -315,7 +317,7 @@ def run_command(model, inputs: Sequence, *, ratio: float = 0.15, n_boot: int = 1
 
 # --------------------------------------------------------------------------- words
 
-def _excludes_zero(iv: Mapping[str, Any] | None) -> bool:
+def excludes_zero(iv: Mapping[str, Any] | None) -> bool:
     """The interval lies above or below 0 (by more than rounding: ``ZERO``)."""
     return bool(iv) and iv.get("lo") is not None and iv.get("hi") is not None and (iv["lo"] > ZERO or iv["hi"] < -ZERO)
 
@@ -338,7 +340,7 @@ def significant(result: Mapping[str, Any], *, measure: str = "score") -> list[di
             if (col, row["class"]) in UNNAMED or row["class"] == larger:  # two classes mirror each other
                 continue
             iv = row.get(f"{measure}_adj")
-            if row["n_notes"] < MIN_NOTES or row["n_pieces"] < need_pieces or not _excludes_zero(iv):
+            if row["n_notes"] < MIN_NOTES or row["n_pieces"] < need_pieces or not excludes_zero(iv):
                 continue
             found.append({"column": col, "class": row["class"], "phrase": phrase(col, row["class"]), "effect": iv})
     found.sort(key=lambda f: (-abs(f["effect"]["est"]), f["column"], f["class"]))
@@ -361,7 +363,7 @@ def summary_sentence(result: Mapping[str, Any]) -> str:
     level = int(round(100 * float(result.get("level", 0.95))))
     over = f"{level}% intervals over {n} piece{'s' if n != 1 else ''}"
     if result.get("resampled", "pieces") != "pieces":
-        over += f", resampling {result['resampled']}"
+        over += f" (resampling {result['resampled']})"
     if n == 0:
         return f"{who} was measured on no pieces, so there is no pattern to report."
     sig = significant(result)
@@ -375,10 +377,10 @@ def summary_sentence(result: Mapping[str, Any]) -> str:
             parts.append(_list([f"{f['phrase']} ({f['effect']['est']:+.3f})" for f in down]) + " lower")
         return (f"Beyond duration and register, {'the masker' if who == 'The masker' else who} "
                 f"scores {', and '.join(parts)} than notes of the same duration and register "
-                f"(mean score differences; their {over} exclude zero).")
+                f"(mean score differences whose {over} exclude zero).")
     tail = ""
     raw = [(col, row) for col in CONTROLS for row in result.get("columns", {}).get(col, [])
-           if row["n_notes"] >= MIN_NOTES and _excludes_zero(row.get("score_diff"))]
+           if row["n_notes"] >= MIN_NOTES and excludes_zero(row.get("score_diff"))]
     if raw:
         col, row = max(raw, key=lambda cr: (abs(cr[1]["score_diff"]["est"]), cr[0], cr[1]["class"]))
         way = "higher" if row["score_diff"]["est"] > 0 else "lower"
@@ -405,7 +407,7 @@ def markdown_table(result: Mapping[str, Any], *, columns: Sequence[str] | None =
         k, g = (100, "{:+.1f}") if pct else (1, "{:+.3f}")
         if iv.get("lo") is None:
             return g.format(iv["est"] * k)
-        mark = " *" if _excludes_zero(iv) else ""
+        mark = " *" if excludes_zero(iv) else ""
         return f"{g.format(iv['est'] * k)} [{g.format(iv['lo'] * k)}, {g.format(iv['hi'] * k)}]{mark}"
 
     lines = ["| label | class | notes | pieces | mean score | picked % | frozen % | score vs rest | "
