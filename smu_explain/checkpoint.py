@@ -382,8 +382,11 @@ _RANDOM_FILLS = frozenset({"normal_", "uniform_", "trunc_normal_", "random_", "b
                            "xavier_uniform_", "xavier_normal_", "orthogonal_", "sparse_"})
 
 
-def _SkipRandomFills():
-    """A torch function mode under which random initialisers of meta tensors do nothing.
+def _SkipRandomFills(any_device: bool = False):
+    """A torch function mode under which random initialisers of meta tensors do nothing
+    (``any_device``: of every tensor - for a model whose every parameter is loaded next,
+    strictly, so no random number is ever seen; a 90 M-parameter model builds in a fraction of
+    the time its random initialisation takes).
 
     A meta tensor holds no numbers, so there is nothing to fill; but torch runs the random
     fills of meta tensors through its Python reference kernels, whose first call imports
@@ -398,7 +401,7 @@ def _SkipRandomFills():
             kwargs = kwargs or {}
             if getattr(func, "__name__", "") in _RANDOM_FILLS:
                 t = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes it by name
-                if isinstance(t, torch.Tensor) and t.is_meta:
+                if isinstance(t, torch.Tensor) and (t.is_meta or any_device):
                     return t
             return func(*args, **kwargs)
 
@@ -665,7 +668,8 @@ def load_checkpoint(folder: str | os.PathLike, map_location: Any = "cpu", *, kin
     # memory the machine has, before anything is allocated.
     check_memory(parameters_in_header(weights_header(weights)), weights, purpose="load")
     check_weights_header(weights, build)
-    model = build()
+    with _SkipRandomFills(any_device=True):  # every parameter is overwritten by the strict load below
+        model = build()
 
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -686,10 +690,17 @@ def refuse_non_finite(state: dict[str, Any], weights: str | os.PathLike) -> None
     """``SMUCheckpointError`` naming the first floating-point tensor of ``state`` that holds a NaN
     or an infinity (and how many of its values do): such a model gives NaN scores that look like
     results."""
+    import math
+
     import torch
 
     for name, t in state.items():
         if t.is_floating_point() or t.is_complex():
+            # fast path: any NaN or infinity makes the sum NaN or infinite (one pass over the memory,
+            # no boolean copy); a finite sum proves the tensor finite. A sum that overflowed is
+            # checked value by value below, like a tensor that holds a NaN.
+            if t.is_floating_point() and math.isfinite(float(t.sum())):
+                continue
             bad = ~torch.isfinite(t)
             if bool(bad.any()):
                 raise SMUCheckpointError(weights, f"tensor {name!r} holds {int(bad.sum()):,} NaN or infinite "

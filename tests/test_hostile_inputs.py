@@ -385,3 +385,21 @@ def test_other_json_readers_give_typed_errors(tmp_path, text):
     for read in (_load_json, TrainConfig.load, read_json):
         with pytest.raises(SMUInputError):
             read(p)
+
+
+def test_refuse_non_finite_fast_path_is_exact():
+    """The sum-based fast path neither misses a NaN / infinity nor refuses finite values whose
+    sum overflows (they are checked value by value)."""
+    from smu_explain.checkpoint import refuse_non_finite
+    from smu_explain.errors import SMUCheckpointError
+
+    big = torch.full((8,), 3e38)  # finite; its float32 sum is inf
+    refuse_non_finite({"w": big, "b": torch.zeros(3, dtype=torch.bfloat16)}, "w.safetensors")
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        t = torch.zeros(1000)
+        t[123] = bad
+        with pytest.raises(SMUCheckpointError, match="1 NaN or infinite"):
+            refuse_non_finite({"w": t}, "w.safetensors")
+    mixed = torch.tensor([float("inf"), -float("inf"), 1.0])  # sum is NaN
+    with pytest.raises(SMUCheckpointError, match="2 NaN or infinite"):
+        refuse_non_finite({"w": mixed}, "w.safetensors")
