@@ -114,6 +114,25 @@ class Checkpoint:
         """The metadata saved with the model (``model.checkpoint_info``)."""
         return self.model.checkpoint_info
 
+    # the notebook API (docs/QUICKSTART.md): read a piece with this model's tokenizer, explain it
+    def read(self, source: Any, name: str | None = None) -> Any:
+        """A ``Piece`` read from a file path or bytes the way this model reads music."""
+        if self.tokenizer is None:
+            raise SMUCheckpointError(self.folder, "this checkpoint has no tokenizer; cannot read music for it")
+        return self.tokenizer.read(source, name)
+
+    def explain(self, piece: Any, ratio: float = 0.15, **kw: Any) -> Any:
+        """One row per note (``explain.explain_piece``): the masker's ``score`` / ``picked`` /
+        ``frozen`` and, per attribute, the recovery when the note is masked (``correct_pitch``, ...).
+        ``piece``: a ``Piece`` or anything :meth:`read` takes."""
+        from .explain import explain_piece
+
+        if self.kind != "pretrained":
+            raise SMUCheckpointError(self.folder, "explain needs a pre-trained model (masker and attribute heads)")
+        if not hasattr(piece, "notes_table"):
+            piece = self.read(piece)
+        return explain_piece(self.model.eval(), self.tokenizer, piece, ratio, **kw)
+
 
 # ----------------------------------------------------------------------------- reading config.json
 
