@@ -74,7 +74,8 @@ ZERO = 1e-9  # differences smaller than this are rounding, not a difference
 #: how the sentence names each class (column, class) -> plural noun phrase
 PHRASES: dict[tuple[str, str], str] = {
     ("harmony", "chord tone"): "chord tones", ("harmony", "passing"): "passing tones",
-    ("harmony", "neighbour"): "neighbour tones", ("harmony", "suspension/appoggiatura"): "suspensions and appoggiaturas",
+    ("harmony", "neighbour"): "neighbour tones",
+    ("harmony", "suspension/appoggiatura"): "suspensions and appoggiaturas",
     ("harmony", "pedal"): "pedal notes", ("harmony", "other NCT"): "other non-chord tones",
     ("chord_tone", "chord tone"): "chord tones", ("chord_tone", "non-chord tone"): "non-chord tones",
     ("voice_position", "bass"): "bass notes", ("voice_position", "inner"): "inner-voice notes",
@@ -421,3 +422,233 @@ def markdown_table(result: Mapping[str, Any], *, columns: Sequence[str] | None =
                          f"{cell(row['picked'], True)} | {cell(row['frozen'], True)} | {diff(row['score_diff'])} | "
                          f"{diff(row.get('score_adj'))} | {diff(row.get('picked_adj'), True)} |")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- one draw of one piece
+# The Explore page's "Draw a masking": a uniform random draw and the masker's pick of the same
+# number of notes, what the model recovers under each, and what the picked notes have in common.
+
+#: the label columns a draw's profile reads (``role`` only where the piece has POP909 tracks)
+DRAW_COLUMNS = ("chord_tone", "voice_position", "metric", "duration", "register", "repeated", "role")
+#: a class is named when its difference's interval excludes 0, the picks hold (or would hold, drawn
+#: at random) at least this many of its notes, and the difference is at least ``DRAW_MIN_DIFF``
+#: (5 points of the picks' share)
+DRAW_MIN_PICKED = 3
+DRAW_MIN_DIFF = 0.05
+
+
+def random_like(picked, selectable=None, seed: int = 0) -> np.ndarray:
+    """A uniform random mask of as many notes as ``picked`` holds, drawn among ``selectable``
+    (default: every note; the app passes the notes that are not frozen), seeded by ``seed``."""
+    picked = np.asarray(picked, dtype=bool)
+    sel = np.ones(len(picked), dtype=bool) if selectable is None else np.asarray(selectable, dtype=bool)
+    if len(sel) != len(picked):
+        raise ValueError("picked and selectable must have one entry per note")
+    idx = np.flatnonzero(sel)
+    k = min(int(picked.sum()), idx.size)
+    out = np.zeros(len(picked), dtype=bool)
+    if k:
+        out[np.random.default_rng(int(seed)).choice(idx, size=k, replace=False)] = True
+    return out
+
+
+def mask_recovery(model, tokenizer, piece, masks: Mapping[str, Any], *, batch_size: int = 16,
+                  precision: str = "fp32") -> dict[str, dict[str, Any]]:
+    """What ``model`` recovers when the notes of each mask are hidden all at once (replaced by
+    MASK in every window of the piece that holds them; a note is read in its owner window, the
+    one where it is farthest from an edge, as in ``explain.explain_piece``).
+
+    ``masks``: {name: bool array over the piece's notes}. Returns {name: {"n": masked notes,
+    "accuracy": {attribute: share of the masked notes whose value is the model's top guess},
+    "mean": the mean over the attributes}} (accuracies None when the mask is empty)."""
+    import torch
+
+    from .explain import _autocast, _owners, _pad, _windows
+    from .model import unwrap
+    from .tokenizer import MASK_ID, N_SPECIAL
+
+    m = unwrap(model)
+    attrs = list(m.config.attributes)
+    N = len(piece)
+    arrays = {k: np.asarray(v, dtype=bool) for k, v in masks.items()}
+    for k, v in arrays.items():
+        if len(v) != N:
+            raise ValueError(f"mask {k!r} has {len(v)} entries for {N} notes")
+    out: dict[str, dict[str, Any]] = {}
+    empty = {"n": 0, "accuracy": {a: None for a in attrs}, "mean": None}
+    if N == 0:
+        return {k: dict(empty) for k in arrays}
+    tokens = tokenizer.encode(piece)
+    wins = _windows(tokenizer, piece, tokens, m.config.max_len)
+    owner, _ = _owners(wins, N)
+    device = next(m.parameters()).device
+    was = model.training
+    model.eval()
+    try:
+        for name, mask in arrays.items():
+            if not mask.any():
+                out[name] = dict(empty)
+                continue
+            correct = np.zeros((N, len(attrs)), dtype=bool)
+            jobs = [w for w, (_, ids) in enumerate(wins) if mask[ids].any() and (owner[ids[mask[ids]]] == w).any()]
+            for i in range(0, len(jobs), batch_size):
+                chunk = jobs[i:i + batch_size]
+                tok, am = _pad([wins[w][0] for w in chunk], device)
+                hide = torch.zeros_like(am)
+                for r, w in enumerate(chunk):
+                    hide[r, : len(wins[w][1])] = torch.from_numpy(mask[wins[w][1]])
+                with torch.no_grad(), _autocast(device, precision):
+                    res = model(tok.masked_fill(hide[..., None], MASK_ID), am, heads_at=hide)
+                rows, cols = (x.cpu().numpy() for x in hide.nonzero(as_tuple=True))
+                target = tok[hide].cpu().numpy()
+                win = np.asarray(chunk)[rows]
+                note = np.asarray([wins[w][1][c] for w, c in zip(win, cols)], dtype=np.int64)
+                mine = owner[note] == win  # read each note in its owner window
+                for j, lg in enumerate(res["logits"]):
+                    lg = lg.float()
+                    lg[:, :N_SPECIAL] = -torch.inf  # guesses are regular values only
+                    ok = lg.argmax(-1).cpu().numpy() == target[:, j]
+                    correct[note[mine], j] = ok[mine]
+            sel = np.flatnonzero(mask)
+            acc = {a: float(correct[sel, j].mean()) for j, a in enumerate(attrs)}
+            out[name] = {"n": int(sel.size), "accuracy": acc, "mean": float(np.mean(list(acc.values())))}
+    finally:
+        model.train(was)
+    return out
+
+
+def recovery_sentence(rec: Mapping[str, Mapping[str, Any]], *, random: str = "random",
+                      masker: str = "masker") -> str:
+    """One sentence on a draw's outcome from :func:`mask_recovery`'s result: how much the model
+    recovers under the random draw and under the masker's pick, and which was harder."""
+    a, b = rec.get(random), rec.get(masker)
+    if not a or not b or a.get("mean") is None or b.get("mean") is None:
+        return "No notes were hidden, so there is nothing to recover."
+    n = int(b["n"])
+    diff = 100 * (b["mean"] - a["mean"])
+    if abs(diff) < 0.05:
+        how = "both draws were equally hard for it"
+    elif diff < 0:
+        how = f"the masker's pick was harder by {-diff:.1f} points"
+    else:
+        how = f"the random draw was harder by {diff:.1f} points: this time the masker did not find harder notes"
+    return (f"With {n} note{'s' if n != 1 else ''} hidden, the model put back {a['mean']:.0%} of their "
+            f"attributes under the random draw and {b['mean']:.0%} under the masker's pick (mean over "
+            f"{', '.join(a['accuracy'])}): {how}.")
+
+
+def _block_ids(table: pd.DataFrame) -> np.ndarray:
+    """4-bar spans (``BLOCK_BARS``) of the notes: the units a one-piece bootstrap resamples."""
+    if "bar" not in table.columns or not len(table):
+        return np.zeros(len(table), dtype=np.int64)
+    _, inv = np.unique(table["bar"].to_numpy(dtype=np.int64) // BLOCK_BARS, return_inverse=True)
+    return inv.ravel()
+
+
+def pick_profile(labels: pd.DataFrame, picked, pool=None, *, columns: Sequence[str] = DRAW_COLUMNS,
+                 n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """What the ``picked`` notes of one piece have in common: per class of each label column
+    (``harmony.analyze``'s labels, plus ``bar`` for the resampling), the share of the picked
+    notes in the class against its share of the ``pool`` (the notes a random draw picks from;
+    default every note), and the difference with a percentile bootstrap interval over the
+    piece's ``BLOCK_BARS``-bar spans (``n_boot`` resamples, ``numpy.random.default_rng(seed)``).
+    ``role`` is read only when some note has a POP909 track role. JSON-serialisable.
+
+    Returns {"n_picked", "n_pool", "n_blocks", "level", "columns": {column: [{"class",
+    "n_picked", "n_pool", "share_picked", "share_pool", "diff": {est, lo, hi}, "clear"}]}};
+    ``clear``: the interval excludes 0, the picks hold (or a random draw of as many notes would
+    hold) at least ``DRAW_MIN_PICKED`` notes of the class and the difference is at least
+    ``DRAW_MIN_DIFF``."""
+    picked = np.asarray(picked, dtype=bool)
+    pool = np.ones(len(picked), dtype=bool) if pool is None else np.asarray(pool, dtype=bool)
+    if len(labels) != len(picked) or len(pool) != len(picked):
+        raise ValueError("labels, picked and pool must have one row per note")
+    pool = pool | picked
+    block = _block_ids(labels)
+    B = int(block.max()) + 1 if len(block) else 0
+    out: dict[str, Any] = {"n_picked": int(picked.sum()), "n_pool": int(pool.sum()), "n_blocks": B,
+                           "level": float(level), "n_boot": int(n_boot), "seed": int(seed), "columns": {}}
+    if not picked.any():
+        return out
+    w = _boot_weights(B, n_boot, seed) if n_boot > 0 and B > 1 else np.zeros((0, B))
+    for col in columns:
+        if col not in labels.columns:
+            continue
+        lab = _labels(labels, col)
+        if col == "role" and not any(v in ROLE_ORDER[:3] for v in lab):
+            continue
+        present = set(lab[pool])
+        classes = [c for c in class_order(col) if c in present] + sorted(present - set(class_order(col)))
+        code = {c: i for i, c in enumerate(classes)}
+        C = len(classes)
+        pc = np.zeros((B, C))
+        qc = np.zeros((B, C))
+        ci = np.asarray([code.get(v, -1) for v in lab])
+        np.add.at(pc, (block[picked], ci[picked]), 1.0)
+        np.add.at(qc, (block[pool], ci[pool]), 1.0)
+        sp_full = pc.sum(0) / pc.sum()
+        sq_full = qc.sum(0) / qc.sum()
+        if len(w):
+            wp, wq = w @ pc, w @ qc
+            sp = _ratio(wp, wp.sum(1, keepdims=True))
+            sq = _ratio(wq, wq.sum(1, keepdims=True))
+            boots = sp - sq
+        else:
+            boots = np.zeros((0, C))
+        rows = []
+        for c_i, c in enumerate(classes):
+            iv = _interval(float(sp_full[c_i] - sq_full[c_i]), boots[:, c_i], level)
+            n_pick = int(pc[:, c_i].sum())
+            expected = float(sq_full[c_i]) * out["n_picked"]  # its notes among the picks if picked at random
+            clear = (excludes_zero(iv) and max(n_pick, expected) >= DRAW_MIN_PICKED and abs(iv["est"]) >= DRAW_MIN_DIFF
+                     and (col, c) not in UNNAMED)
+            rows.append({"class": c, "n_picked": n_pick, "n_pool": int(qc[:, c_i].sum()),
+                         "share_picked": float(sp_full[c_i]), "share_pool": float(sq_full[c_i]),
+                         "diff": iv, "clear": bool(clear)})
+        out["columns"][col] = rows
+    return out
+
+
+def pick_sentence(profile: Mapping[str, Any], *, pool: str = "the notes a random draw picks from") -> str:
+    """One sentence on what the picked notes have in common (:func:`pick_profile`): up to three
+    classes over-represented among the picks and two under-represented, largest first, each
+    with its share of the picks against its share of the ``pool``; only ``clear`` classes
+    (of a two-class column only the over-represented side); else it says no class stands out."""
+    n = int(profile.get("n_picked", 0))
+    if n == 0:
+        return "The masker picked no notes, so there is nothing to describe."
+    level = int(round(100 * float(profile.get("level", 0.95))))
+    found = []
+    for col, rows in profile.get("columns", {}).items():
+        for row in rows:
+            if not row["clear"] or (len(rows) == 2 and row["diff"]["est"] < 0):
+                continue
+            found.append((col, row))
+    found.sort(key=lambda cr: (-abs(cr[1]["diff"]["est"]), cr[0], cr[1]["class"]))
+    seen: set[str] = set()
+    up, down = [], []
+    for col, row in found:
+        ph = phrase(col, row["class"])
+        if ph in seen:
+            continue
+        seen.add(ph)
+        text = f"{ph} ({row['share_picked']:.0%} of the picks vs {row['share_pool']:.0%})"
+        (up if row["diff"]["est"] > 0 else down).append(text)
+    up, down = up[:3], down[:2]
+    blocks = int(profile.get("n_blocks", 0))
+    how = f"{level}% intervals over the piece's {blocks} spans of {BLOCK_BARS} bars"
+    if up or down:
+        how = "differences whose " + how + " exclude zero"
+    if not up and not down:
+        if blocks < 2:
+            return (f"The piece is too short ({blocks} span of {BLOCK_BARS} bars) to say what the "
+                    f"{n} picked notes have in common.")
+        return (f"The {n} picked notes look like the rest: no class of note (chord or non-chord tone, "
+                f"voice, beat, duration, register, repeats) is clearly more or less common among them "
+                f"than among {pool} ({how}).")
+    parts = []
+    if up:
+        parts.append("more often " + _list(up))
+    if down:
+        parts.append("less often " + _list(down))
+    return f"Compared with {pool}, the masker's {n} picks are {', and '.join(parts)} ({how})."

@@ -93,7 +93,8 @@ def _frames(score_fn, *, passing_long: bool = False, noise: float = 0.0, n_piece
         f = pd.DataFrame({
             "bar": np.arange(n) // 8,
             "harmony": harm, "chord_tone": harm == "chord tone",
-            "voice_position": rng.choice(["bass", "inner", "top"], n), "metric": rng.choice(["downbeat", "off-beat"], n),
+            "voice_position": rng.choice(["bass", "inner", "top"], n),
+            "metric": rng.choice(["downbeat", "off-beat"], n),
             "repeated": rng.random(n) < 0.2, "duration": np.where(long, DUR[1], DUR[0]),
             "register": rng.choice(REG, n), "role": "other"})
         f["score"] = np.clip(score_fn(f) + noise * rng.standard_normal(n), 0, 1)
@@ -208,3 +209,100 @@ def test_run_command_writes_json_and_markdown(tiny, tmp_path):
         picks.run_command(folder, [tmp_path / "missing.mid"], n_boot=1)
     with pytest.raises(SMUInputError, match="ratio"):
         picks.run_command(folder, [music], ratio=0)
+
+
+# --------------------------------------------------------------------------- one draw (Explore)
+
+def _draw_labels(n_bars: int = 32, per_bar: int = 8) -> pd.DataFrame:
+    """A synthetic labelled piece: per bar, the same 8 notes (2 bass, 6 inner; alternating
+    downbeat/off-beat), so every 4-bar span holds the same mix of classes."""
+    n = n_bars * per_bar
+    k = np.arange(n) % per_bar
+    return pd.DataFrame({"bar": np.arange(n) // per_bar,
+                         "voice_position": np.where(k < 2, "bass", "inner"),
+                         "metric": np.where(k % 2 == 0, "downbeat", "off-beat"),
+                         "chord_tone": k != 5})
+
+
+def test_random_like_draws_as_many_notes_among_the_selectable():
+    picked = np.zeros(50, dtype=bool)
+    picked[[3, 7, 9]] = True
+    sel = np.arange(50) >= 10
+    a = picks.random_like(picked, sel, seed=4)
+    assert a.sum() == 3 and not a[:10].any()
+    assert np.array_equal(a, picks.random_like(picked, sel, seed=4))  # seeded
+    assert picks.random_like(picked, np.zeros(50, bool), seed=0).sum() == 0
+    with pytest.raises(ValueError):
+        picks.random_like(picked, np.ones(3, bool))
+
+
+def test_pick_profile_names_a_clear_class():
+    lab = _draw_labels()
+    picked = (lab["voice_position"] == "bass").to_numpy()  # the masker picks every bass note
+    prof = picks.pick_profile(lab, picked, n_boot=200, seed=0)
+    rows = {r["class"]: r for r in prof["columns"]["voice_position"]}
+    assert rows["bass"]["share_picked"] == pytest.approx(1.0)
+    assert rows["bass"]["share_pool"] == pytest.approx(0.25)
+    assert rows["bass"]["clear"] and rows["inner"]["clear"]
+    assert not any(r["clear"] for r in prof["columns"]["metric"])  # half downbeats, as in the piece
+    s = picks.pick_sentence(prof)
+    assert "more often bass notes (100% of the picks vs 25%)" in s
+    assert "inner-voice" not in s  # two classes present: their effects mirror, the smaller side is named
+    assert "downbeat" not in s
+    json.dumps(prof, allow_nan=False)
+    assert prof == picks.pick_profile(lab, picked, n_boot=200, seed=0)  # deterministic for a seed
+
+
+def test_pick_profile_says_when_nothing_stands_out():
+    lab = _draw_labels()
+    picked = np.zeros(len(lab), dtype=bool)
+    picked[::2] = True  # per bar: one bass, three inner, all downbeats... not the same mix on metric
+    lab["metric"] = "downbeat"
+    prof = picks.pick_profile(lab, picked, columns=("voice_position", "metric"), n_boot=100, seed=1)
+    assert not any(r["clear"] for rows in prof["columns"].values() for r in rows)
+    assert "look like the rest" in picks.pick_sentence(prof)
+    assert "nothing to describe" in picks.pick_sentence(picks.pick_profile(lab, np.zeros(len(lab), bool)))
+    short = picks.pick_profile(lab.iloc[:8], picked[:8], n_boot=50)
+    assert "too short" in picks.pick_sentence(short)
+    with pytest.raises(ValueError):
+        picks.pick_profile(lab, picked[:5])
+
+
+def test_two_class_column_names_one_side_only():
+    lab = _draw_labels()
+    picked = (~lab["chord_tone"]).to_numpy()  # only the non-chord tones
+    s = picks.pick_sentence(picks.pick_profile(lab, picked, columns=("chord_tone",), n_boot=100))
+    assert "more often non-chord tones" in s and "less often chord tones" not in s
+
+
+def test_mask_recovery_and_its_sentence(tiny):
+    _, model, tok = tiny
+    piece = tok.read(SAMPLES[0]).subset(np.arange(150))
+    n = len(piece)
+    picked = np.zeros(n, dtype=bool)
+    picked[::7] = True
+    rnd = picks.random_like(picked, seed=2)
+    rec = picks.mask_recovery(model, tok, piece, {"random": rnd, "masker": picked, "none": np.zeros(n, bool)})
+    for k in ("random", "masker"):
+        assert rec[k]["n"] == int(picked.sum())
+        assert list(rec[k]["accuracy"]) == list(tok.attributes)
+        assert all(0.0 <= v <= 1.0 for v in rec[k]["accuracy"].values())
+        assert rec[k]["mean"] == pytest.approx(np.mean(list(rec[k]["accuracy"].values())))
+    assert rec["none"]["n"] == 0 and rec["none"]["mean"] is None
+    assert rec == picks.mask_recovery(model, tok, piece, {"random": rnd, "masker": picked,
+                                                          "none": np.zeros(n, bool)})
+    s = picks.recovery_sentence(rec)
+    assert s.startswith(f"With {int(picked.sum())} notes hidden")
+    assert "random draw" in s and "masker's pick" in s
+    assert "nothing to recover" in picks.recovery_sentence({"random": rec["none"], "masker": rec["none"]})
+    with pytest.raises(ValueError):
+        picks.mask_recovery(model, tok, piece, {"bad": np.zeros(3, bool)})
+
+
+def test_recovery_sentence_says_which_was_harder():
+    def r(mean):
+        return {"n": 10, "accuracy": {"pitch": mean}, "mean": mean}
+
+    assert "masker's pick was harder by 20.0 points" in picks.recovery_sentence({"random": r(0.8), "masker": r(0.6)})
+    assert "random draw was harder" in picks.recovery_sentence({"random": r(0.5), "masker": r(0.7)})
+    assert "equally hard" in picks.recovery_sentence({"random": r(0.5), "masker": r(0.5)})
