@@ -86,6 +86,8 @@ __all__ = [
     "bias_figure",
     "metrics_comparison",
     "prediction_bars",
+    "PALETTE",
+    "model_colours",
 ]
 
 NOTE_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
@@ -107,6 +109,17 @@ TRACK_PALETTE = [
     "#eeca3b", "#ff9da6", "#9d755d", "#bab0ac", "#f58518",
 ]
 SCORE_COLORSCALE = "Viridis"
+#: The colours of the recovery figures on every page (Explore, Compare, the report): the no-model
+#: rules' marks, the demo models' bars (a model keeps its colour from page to page, whichever side
+#: of a comparison it is on) and the colours other models take in turn. One palette, used by
+#: :func:`accuracy_bars`, :func:`add_rule_marks` and :func:`bias_figure` (via :func:`model_colours`).
+PALETTE = {
+    "rules": {"most_frequent": "#7f7f7f", "copy_neighbour": "#000000", "window_mode": "#8c564b"},
+    "models": {"demo adversarial": "#e45756", "demo random": "#4c78a8"},
+    "others": ["#54a24b", "#b279a2", "#72b7b2", "#eeca3b", "#9d755d", "#f58518", "#ff9da6", "#bab0ac"],
+}
+#: opacity of a score overlay whose masker head is untrained (its scores carry no information)
+FADED_OPACITY = 0.3
 SCORE_SCALE = {"colorscale": SCORE_COLORSCALE, "cmin": 0.0, "cmax": 100.0}  # rank in piece, 0-100 %
 NOTE_HEIGHT = 0.8
 
@@ -537,8 +550,9 @@ def _bool_col(df: pd.DataFrame, col: str) -> np.ndarray:
 
 def _roll_traces(df: pd.DataFrame, *, track_names=None, show_score=True, picked_col="picked",
                  ghost: pd.DataFrame | None = None, masked_col: str | None = None,
-                 showlegend=True) -> list[go.Bar]:
-    """The note traces of one roll, one per state, in draw order."""
+                 showlegend=True, faded: bool = False) -> list[go.Bar]:
+    """The note traces of one roll, one per state, in draw order. ``faded``: the score overlay
+    (colours, picked outlines) drawn at ``FADED_OPACITY``: an untrained masker's scores."""
     traces: list[go.Bar] = []
     has_score = show_score and "score" in df.columns and df["score"].notna().any()
     frozen = _bool_col(df, "frozen")
@@ -553,13 +567,15 @@ def _roll_traces(df: pd.DataFrame, *, track_names=None, show_score=True, picked_
                                   track_names=track_names, showlegend=showlegend))
     elif has_score:
         picked = _bool_col(df, picked_col) & ~frozen
-        traces.append(_note_trace(df[~picked & ~frozen], "notes (colour = masker score)",
+        fade = " (untrained masker: faded)" if faded else ""
+        traces.append(_note_trace(df[~picked & ~frozen], "notes (colour = masker score)" + fade,
                                   color=None, scale=SCORE_SCALE, track_names=track_names,
-                                  hover=_HOVER_SCORE, showlegend=showlegend))
-        traces.append(_note_trace(df[picked], "picked by masker (outlined)", color=None,
+                                  hover=_HOVER_SCORE, showlegend=showlegend,
+                                  opacity=FADED_OPACITY if faded else 1.0))
+        traces.append(_note_trace(df[picked], "picked by masker (outlined)" + fade, color=None,
                                   scale=SCORE_SCALE, line_color=STATE_COLORS["picked_outline"],
                                   line_width=2.5, track_names=track_names, hover=_HOVER_SCORE,
-                                  showlegend=showlegend))
+                                  showlegend=showlegend, opacity=FADED_OPACITY if faded else 1.0))
     else:
         tracks = sorted(df["track"].unique()) if "track" in df.columns and len(df) else [0]
         frozen_free = df[~frozen]
@@ -653,7 +669,8 @@ def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
                picked_col: str = "picked", ghost: pd.DataFrame | None = None,
                title: str | None = None, height: int = 480,
                x_range: tuple[float, float] | None = None,
-               initial_bars: int | None = INITIAL_BARS, bar_axis: bool | None = None) -> go.Figure:
+               initial_bars: int | None = INITIAL_BARS, bar_axis: bool | None = None,
+               faded: bool = False) -> go.Figure:
     """Piano roll of a notes table: time (quarters, labelled in bars) x pitch, C labels.
 
     - Without a ``score`` column (or ``show_score=False``): one trace per track,
@@ -664,6 +681,8 @@ def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
       ``frozen`` True grey and hatched (a frozen note is never drawn as picked).
     - ``ghost``: a notes table (see :func:`reconstruction_frame`) drawn on top,
       semi-transparent orange.
+    - ``faded``: the score overlay drawn at ``FADED_OPACITY`` (an untrained masker head: its
+      scores mean nothing, the page says so; the notes stay visible).
     - Bars: axis grid lines (see :func:`_time_axis`); a piece of more than
       ``initial_bars`` bars opens on its first ``initial_bars`` with a range slider
       under the roll to reach the rest (``x_range``, in quarters, overrides the opening view).
@@ -686,7 +705,7 @@ def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
     if axis is not None:
         df, ghost = axis.place(df), axis.place(ghost)
     for tr in _roll_traces(df, track_names=track_names, show_score=show_score,
-                           picked_col=picked_col, ghost=ghost):
+                           picked_col=picked_col, ghost=ghost, faded=faded):
         fig.add_trace(tr)
     if axis is not None:
         fig.add_trace(_tick_guard(axis, pmin))
@@ -718,16 +737,18 @@ def side_by_side_rolls(frames: Sequence[pd.DataFrame], titles: Sequence[str], *,
                        ghosts: Sequence[pd.DataFrame | None] | None = None,
                        masked_cols: Sequence[str | None] | None = None,
                        height: int = 460, initial_bars: int | None = INITIAL_BARS,
-                       bar_axis: bool | None = None) -> go.Figure:
+                       bar_axis: bool | None = None, faded: Sequence[bool] | None = None) -> go.Figure:
     """Several piano rolls in one figure, side by side, sharing the pitch axis and the
     time axis (zooming one panel zooms all; long pieces open on their first bars).
 
     Each panel is built like :func:`piano_roll` (``masked_cols[i]`` switches a
     panel to "concrete draw" colouring: masked notes red, others neutral).
     The legend appears once, under the panels and their axis titles; all score panels
-    share one colour axis (rank in piece).
+    share one colour axis (rank in piece). ``faded[i]``: panel i's score overlay faded (an
+    untrained masker head, as in :func:`piano_roll`).
     """
     n = len(frames)
+    faded = list(faded) if faded is not None else [False] * n
     fig = make_subplots(rows=1, cols=n, shared_yaxes=True, subplot_titles=list(titles),
                         horizontal_spacing=0.04)
     ghosts = list(ghosts) if ghosts is not None else [None] * n
@@ -745,7 +766,8 @@ def side_by_side_rolls(frames: Sequence[pd.DataFrame], titles: Sequence[str], *,
         if axis is not None:
             df, ghost = axis.place(df), axis.place(ghost)
         for tr in _roll_traces(df, track_names=names, show_score=show_score,
-                               ghost=ghost, masked_col=masked_cols[i], showlegend=(i == 0)):
+                               ghost=ghost, masked_col=masked_cols[i], showlegend=(i == 0),
+                               faded=bool(faded[i])):
             fig.add_trace(tr, row=1, col=i + 1)
         if axis is not None:
             fig.add_trace(_tick_guard(axis, pmin), row=1, col=i + 1)
@@ -766,7 +788,8 @@ def side_by_side_rolls(frames: Sequence[pd.DataFrame], titles: Sequence[str], *,
 
 
 def masking_draw_figure(df: pd.DataFrame, random_mask: np.ndarray, masker_mask: np.ndarray, *,
-                        bar_starts_q=None, track_names=None, height: int = 460) -> go.Figure:
+                        bar_starts_q=None, track_names=None, height: int = 460,
+                        titles: Sequence[str] | None = None) -> go.Figure:
     """One concrete masking draw, random (left) against the masker (right).
 
     ``random_mask`` / ``masker_mask`` are boolean arrays over the rows of
@@ -779,8 +802,8 @@ def masking_draw_figure(df: pd.DataFrame, random_mask: np.ndarray, masker_mask: 
         raise ValueError("masks must have one entry per note of the table")
     left = df.assign(_masked=random_mask)
     right = df.assign(_masked=masker_mask)
-    titles = [f"random mask ({int(random_mask.sum())} notes)",
-              f"masker's pick ({int(masker_mask.sum())} notes)"]
+    titles = list(titles) if titles is not None else [f"random mask ({int(random_mask.sum())} notes)",
+                                                      f"masker's pick ({int(masker_mask.sum())} notes)"]
     return side_by_side_rolls([left, right], titles, bar_starts_q=bar_starts_q,
                               track_names=track_names, masked_cols=["_masked", "_masked"],
                               height=height)
@@ -946,11 +969,11 @@ def accuracy_bars(accs: Mapping[str, Mapping[str, float]], *,
                   title: str = "recovery accuracy per attribute") -> go.Figure:
     """Grouped bars: one trace per model, x = attribute, y = accuracy (0..1)."""
     fig = go.Figure()
-    for i, (model, acc) in enumerate(accs.items()):
+    colours = model_colours(accs)
+    for model, acc in accs.items():
         attrs = list(acc.keys())
         vals = [float(acc[a]) for a in attrs]
-        fig.add_trace(go.Bar(name=model, x=attrs, y=vals,
-                             marker_color=TRACK_PALETTE[i % len(TRACK_PALETTE)],
+        fig.add_trace(go.Bar(name=model, x=attrs, y=vals, marker_color=colours[model],
                              text=[f"{v:.1%}" for v in vals], textposition="outside"))
     fig.update_layout(barmode="group", title={"text": title}, yaxis={"range": [0, 1.05],
                       "tickformat": ".0%", "title": {"text": "accuracy"}}, height=360,
@@ -958,7 +981,18 @@ def accuracy_bars(accs: Mapping[str, Mapping[str, float]], *,
     return fig
 
 
-RULE_MARK_COLOURS = {"most_frequent": "#7f7f7f", "copy_neighbour": "#000000", "window_mode": "#d62728"}
+RULE_MARK_COLOURS = PALETTE["rules"]  # the no-model rules' marks (the one palette, above)
+
+
+def model_colours(names: Iterable[str]) -> dict[str, str]:
+    """Each model's bar colour (``PALETTE``): a demo model its own, others the next unused colour
+    of ``PALETTE["others"]`` in order. The same name gets the same colour on every page."""
+    names = list(dict.fromkeys(names))
+    out = {n: PALETTE["models"][n] for n in names if n in PALETTE["models"]}
+    free = [c for c in PALETTE["others"] if c not in out.values()]
+    for i, n in enumerate(n for n in names if n not in out):
+        out[n] = free[i % len(free)]
+    return out
 
 
 def add_rule_marks(fig: go.Figure, rules: Mapping[str, Mapping[str, float]]) -> go.Figure:
@@ -1091,10 +1125,11 @@ def bias_figure(tables: Mapping[str, pd.DataFrame], attribute: str, *, by_label:
     Bar text shows accuracy and the number of notes behind it.
     """
     fig = go.Figure()
-    for i, (model, t) in enumerate(tables.items()):
+    colours = model_colours(tables)
+    for model, t in tables.items():
         sub = t[t["attribute"] == attribute]
         fig.add_trace(go.Bar(name=model, x=sub["group"].tolist(), y=sub["accuracy"].tolist(),
-                             marker_color=TRACK_PALETTE[i % len(TRACK_PALETTE)],
+                             marker_color=colours[model],
                              text=[f"{a:.0%}<br>n={n:,}" for a, n in zip(sub["accuracy"], sub["n"])],
                              textposition="outside", textangle=0, textfont={"size": 10},
                              cliponaxis=False,

@@ -486,3 +486,50 @@ def test_scale_colours_match_plotly():
         plots.scale_colours([-1.0], "RdBu_r", -1.0, 1.0)[0], plots.scale_colours([1.0], "RdBu_r", -1.0, 1.0)[0],
         "#444"]
     assert plots.scale_colours([], "Viridis", 0.0, 1.0) == []
+
+
+def _score_frame(n: int = 12) -> pd.DataFrame:
+    return pd.DataFrame({"pitch": 60 + np.arange(n) % 7, "onset_q": np.arange(n, dtype=float),
+                         "duration_q": np.ones(n), "velocity": 80, "track": 0, "bar": np.arange(n) // 4,
+                         "beat": np.arange(n) % 4 * 1.0, "score": np.linspace(0, 1, n),
+                         "picked": np.arange(n) % 3 == 0, "frozen": np.arange(n) == n - 1})
+
+
+def test_untrained_overlay_is_faded():
+    df = _score_frame()
+    full = plots.piano_roll(df)
+    faded = plots.piano_roll(df, faded=True)
+    score_names = ("notes (colour = masker score)", "picked by masker (outlined)")
+    assert all(t.opacity in (None, 1.0) for t in full.data if t.name in score_names)
+    faded_traces = [t for t in faded.data if str(t.name).startswith(score_names)]
+    assert len(faded_traces) == 2
+    assert all(t.opacity == plots.FADED_OPACITY and "faded" in t.name for t in faded_traces)
+    both = plots.side_by_side_rolls([df, df], ["a", "b"], faded=[False, True])
+    assert [t.opacity for t in both.data if str(t.name).startswith("notes (colour")] == [1.0, plots.FADED_OPACITY]
+
+
+def test_one_palette_for_models_and_rules():
+    # a model keeps its colour whatever its place in the figure (Explore shows one, Compare two)
+    one = plots.model_colours(["demo random"])
+    two = plots.model_colours(["demo adversarial", "demo random"])
+    assert one["demo random"] == two["demo random"] == plots.PALETTE["models"]["demo random"]
+    other = plots.model_colours(["mine", "demo adversarial", "theirs"])
+    assert len(set(other.values())) == 3 and other["mine"] not in plots.PALETTE["models"].values()
+    rules = {"most_frequent": {"pitch": 0.1}, "copy_neighbour": {"pitch": 0.2}}
+    for accs in ({"demo random": {"pitch": 0.5}}, {"demo adversarial": {"pitch": 0.4}, "demo random": {"pitch": 0.5}}):
+        fig = plots.rules_figure(accs, rules)
+        bars = {t.name: t.marker.color for t in fig.data if t.type == "bar"}
+        assert bars["demo random"] == plots.PALETTE["models"]["demo random"]
+        marks = [t.marker.line.color for t in fig.data if t.type == "scatter"]
+        assert marks == [plots.PALETTE["rules"]["most_frequent"], plots.PALETTE["rules"]["copy_neighbour"]]
+    t = pd.DataFrame({"attribute": ["pitch"], "group": ["low"], "accuracy": [0.5], "n": [10]})
+    fig = plots.bias_figure({"demo adversarial": t, "demo random": t}, "pitch")
+    assert [b.marker.color for b in fig.data if b.type == "bar"] == [
+        plots.PALETTE["models"]["demo adversarial"], plots.PALETTE["models"]["demo random"]]
+
+
+def test_masking_draw_titles():
+    df = _score_frame()
+    fig = plots.masking_draw_figure(df, df["picked"].to_numpy(), df["picked"].to_numpy(),
+                                    titles=["random: 80%", "masker: 60%"])
+    assert [a.text for a in fig.layout.annotations][:2] == ["random: 80%", "masker: 60%"]
