@@ -99,17 +99,21 @@ def render(results: dict, args, chords: dict | None, seconds: float, control: di
     from smu_explain import picks
 
     lines = ["# What the demo masker picks, in music's words", "",
-             f"Made by `python scripts/masker_picks.py {' '.join(sys.argv[1:])}`".rstrip() + f" ({seconds / 60:.1f} min "
+             f"Made by `{' '.join(['python scripts/masker_picks.py', *sys.argv[1:]])}`"
+             + f" ({seconds / 60:.1f} min "
              f"on {args.threads} CPU thread{'s' if args.threads != 1 else ''}); numbers in `docs/masker_picks.json`. "
              "Labels: `smu_explain/harmony.py` (its docstring states every rule); measurement and sentence: "
-             "`smu_explain/picks.py`.", "",
+             "`smu_explain/picks.py`. Pieces: a seeded sample of our POP909 validation split (songs the demo "
+             "models never saw) and of the ASAP score MIDIs (one per work; the demo models saw no ASAP).", "",
              "**How to read it.** Per class of note: mean masker score (0-1), share picked at the ratio (the top "
              f"{results[next(iter(results))]['ratio']:.0%} of the not-frozen notes), share frozen (no freeze book: the "
              "top 30% of each piece by score; so the picked notes are the next slice of the ranking, and picked % "
-             "varies little: the frozen share is where the masker's preference shows), then the differences: *vs rest* = the class minus all other notes; "
+             "varies little: the frozen share is where the masker's preference shows), then the differences: "
+             "*vs rest* = the class minus all other notes; "
              "*vs same duration x register* = within each duration x register bin (4 x 5), the class minus the bin's "
              "other notes, averaged with the class's notes as weights: what is left once duration and register are "
-             "accounted for. Brackets: 95% percentile bootstrap intervals over pieces (1,000 resamples, seed 0); "
+             f"accounted for. Brackets: 95% percentile bootstrap intervals over pieces ({args.n_boot:,} resamples, "
+             f"seed {args.seed}); "
              "`*` = the interval excludes 0. The sentence names a class only when its controlled score interval "
              "excludes 0 (with >= 20 notes in >= 3 pieces); with ~30 classes, one or two such intervals can be chance.",
              ""]
@@ -209,8 +213,8 @@ def main(argv=None) -> int:
             log(f"chord check skipped: {exc}")
     seconds = time.time() - t0
     out = Path(args.out_dir)
-    doc = {"results": results, "control": control, "chord_check": chords, "seconds": round(seconds, 1), "threads": args.threads,
-           "seed": args.seed, "model": name}
+    doc = {"results": results, "control": control, "chord_check": chords, "seconds": round(seconds, 1),
+           "threads": args.threads, "seed": args.seed, "model": name}
     atomic_write_text(out / "masker_picks.json", json.dumps(doc, indent=1, allow_nan=False) + "\n")
     atomic_write_text(out / "MASKER_PICKS.md", render(results, args, chords, seconds, control))
     log(f"wrote {out / 'masker_picks.json'} and {out / 'MASKER_PICKS.md'} in {seconds:.0f} s")

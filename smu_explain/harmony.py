@@ -8,8 +8,9 @@ tokenizer reads (no notes refused; an empty piece gives an empty table). The rul
 Time and tolerance
     Everything is on the beat grid of the piece (``onset_q``, ``duration_q``, bars from
     ``bar_starts_q``/``bar_lengths_q``/``time_signatures``). Onsets within ``TOL_Q`` (1/16 of a
-    quarter, a 64th note) count as simultaneous / on a grid point, so performed or transcribed
-    files (Pop1K7) are not split by jitter.
+    quarter, a 64th note) count as simultaneous, so chords of performed or transcribed files
+    (Pop1K7) are not split by jitter. Speed: a POP909 song (1,500 notes) in about 0.02 s, the
+    longest ASAP score (15,700 notes) in about 1 s.
 
 Metre (``metric``)
     Onsets are first put on the tokenizer's grid (what the model sees): the position in the bar
@@ -18,8 +19,9 @@ Metre (``metric``)
     Beat of a bar: for a numerator divisible by 3 over a denominator of 8 or more (3/8, 6/8,
     9/8, 12/8, 6/16) the beat is three of those units (a dotted quarter in x/8); otherwise it
     is one unit of the denominator (a quarter in x/4, a half in x/2). A note is ``downbeat``
-    when its grid onset is the bar line, ``beat`` when it is another beat, ``off-beat`` otherwise. A short first bar (anacrusis: shorter than its
-    metre, or than the next bar) is measured from its end, so a pickup is never a downbeat.
+    when its grid onset is the bar line, ``beat`` when it is another beat, ``off-beat``
+    otherwise. A short first bar (anacrusis: shorter than its metre, or than the next bar) is
+    measured from its end, so a pickup is never a downbeat.
 
 Harmonic units (``segment``)
     ``"half-bar"``: a bar with an even number of beats, 4 or more (4/4, 12/8, 6/4), is two
@@ -31,8 +33,10 @@ Harmonic units (``segment``)
     onset.
 
 Chords (``chord``, ``chord_root``, ``chord_quality``): templates on pitch-class profiles
-    Chosen over music21's ``chordify``/roman numerals because it is fast (a POP909 song in
-    well under a second), deterministic, needs no key and works the same on MIDI and scores.
+    Chosen over music21's ``chordify`` + ``root()`` because it is fast (music21 took 5 s to parse
+    and chordify POP909 song 001 here, against 0.02 s for this whole analysis), works on our
+    ``Piece`` and grid directly, and its chordify slices at every onset (no harmonic rhythm, no
+    non-chord tones) so we would need the units and the templates anyway.
     Profile of a unit = for each pitch class, the quarters its notes sound inside the unit
     (held notes count only their part inside it; a note starting in the unit weighs at least
     0.001), normalised to sum 1. Every (root, quality) in ``QUALITIES`` x 12 roots is scored
@@ -67,12 +71,14 @@ Chord tones and non-chord tones (``chord_tone``, ``harmony``)
     A note is a chord tone when its pitch class is in the chord of its unit. Non-chord tones,
     by the motion of their voice (a = ``prev_interval``, d = ``next_interval``, a step is 1 or
     2 semitones), first rule that applies:
-      * ``pedal``: the note is the bass and is repeated (a = 0 or d = 0) or lasts a whole unit;
+      * ``pedal``: its voice position is ``bass`` and it is repeated (a = 0 or d = 0) or lasts a
+        whole unit;
       * ``passing``: a step in and a step out in the same direction;
       * ``neighbour``: a step in and a step back in the other direction;
       * ``suspension/appoggiatura``: prepared by the same pitch (a = 0) or reached by a leap
         (|a| >= 3), left by a step;
-      * ``other NCT``: anything else (escape tones, anticipations, chromatic notes, no neighbour in the voice).
+      * ``other NCT``: anything else (escape tones, anticipations, chromatic notes, a note with no
+        previous or next note in its voice).
     A chord tone at its onset that is held into a later unit whose chord lacks it is relabelled
     there: ``pedal`` if it is the bass, ``suspension/appoggiatura`` if its voice then moves by a
     step at its end (a tied suspension); ``chord_tone`` is False for those.
@@ -82,8 +88,8 @@ Other labels
     the classes of ``plots.duration_class`` / ``plots.register_class`` (the study's classes).
     ``role``: POP909 track names MELODY / BRIDGE / PIANO -> ``melody`` / ``bridge`` /
     ``accompaniment``, only in a POP909-style file (every track that has notes named one of the
-    three, MELODY among them); every note of any other file is ``other`` (a "Piano" part of a sonata is not an
-    accompaniment).
+    three, MELODY among them); every note of any other file is ``other`` (a "Piano" part of a
+    sonata is not an accompaniment).
 """
 
 from __future__ import annotations
@@ -158,7 +164,8 @@ def units(piece, unit: str = "half-bar") -> pd.DataFrame:
             cuts = [s, s + L]
         rows += [(a, e, b) for a, e in zip(cuts[:-1], cuts[1:])]
     if rows:  # the last unit runs to the last note's end
-        end = float(np.max(np.asarray(piece.onset_q) + np.maximum(np.asarray(piece.duration_q), 0))) if len(piece) else 0.0
+        ends = np.asarray(piece.onset_q) + np.maximum(np.asarray(piece.duration_q), 0)
+        end = float(ends.max()) if len(piece) else 0.0
         a, e, b = rows[-1]
         rows[-1] = (a, max(e, end), b)
     return pd.DataFrame(rows, columns=["start_q", "end_q", "bar"])
@@ -493,10 +500,12 @@ def chord_accuracy(piece, reference: Sequence[tuple[float, int, str]], unit: str
         return {"n_beats": 0, "root_hits": 0, "root_accuracy": float("nan")}
     beats = units(piece, "beat")
     mid = (beats["start_q"].to_numpy() + beats["end_q"].to_numpy()) / 2
-    ours = ch["root"].to_numpy()[np.clip(np.searchsorted(ch["start_q"].to_numpy(), mid, side="right") - 1, 0, len(ch) - 1)]
+    holder = np.clip(np.searchsorted(ch["start_q"].to_numpy(), mid, side="right") - 1, 0, len(ch) - 1)
+    ours = ch["root"].to_numpy()[holder]
     ref_on = np.asarray([r[0] for r in reference], dtype=float)
     k = np.searchsorted(ref_on, mid, side="right") - 1
     ref_root = np.where(k >= 0, np.asarray([r[1] for r in reference])[np.maximum(k, 0)], -1)
     ok = (ref_root >= 0) & (ours >= 0)
     hits = int((ref_root[ok] == ours[ok]).sum())
-    return {"n_beats": int(ok.sum()), "root_hits": hits, "root_accuracy": hits / int(ok.sum()) if ok.any() else float("nan")}
+    n = int(ok.sum())
+    return {"n_beats": n, "root_hits": hits, "root_accuracy": hits / n if n else float("nan")}
