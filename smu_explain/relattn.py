@@ -17,17 +17,21 @@ Rules (issue 26):
   and the attention logits are ``(q_l.k_r + q_l.e(l-r) [+ k_r.e(l-r)]) / sqrt(head_dim)`` plus
   the padding mask (``(1 - mask) * finfo.min`` like transformers). Sequences longer than M are
   refused (``ValueError``).
-- How we compute it (``relative_position_bias``): never the [L, L, head_dim] tensor of
-  transformers' einsum. For a block of b queries the distances they see form one contiguous run
-  of ``L + b - 1`` table rows, so the query term is one matmul ``q_block @ table_run^T``
-  ([b, L + b - 1]) followed by the "skewing" of Music Transformer (Huang et al. 2018): a strided
-  view that reads row i shifted by ``b - 1 - i`` (no copy, no gather). The key term is the same
-  computation for keys against the reversed table (``k_r.e(l - r) = k_r.e'(r - l)``), transposed.
-  Blocks of ``REL_BLOCK`` queries cost ``L (L + b - 1) d`` multiply-adds per term instead of the
-  ``L (2L - 1) d`` of one [L, 2L - 1] product (about half at L = 1000). The sum, already divided
-  by sqrt(head_dim), is the additive float ``attn_mask`` of
-  ``torch.nn.functional.scaled_dot_product_attention``, which scales q.k itself: the three terms
-  are divided by sqrt(head_dim) together, as transformers does.
+- How we compute it (``relative_attention``): never the [L, L, head_dim] tensor of
+  transformers' einsum. Attention does not depend on the order of the keys, so SDPA gets the keys
+  (values, mask) in reverse order; in that frame, for a block of b queries (or of b keys) the
+  distances involved are one contiguous run of ``W = L + b - 1`` table rows, and each term is one
+  GEMM of the block against that run, read through a strided view (the "skewing" of Music
+  Transformer, Huang et al. 2018, without its padding copy): the query term
+  ``X = q_blk @ run^T`` gives rows ``s..s+b-1`` of the bias as ``X[i, i + c]``; the key term
+  ``P = run @ k_blk^T`` gives columns ``s..s+b-1`` as ``P[l + i, i]``. Blocks of ``REL_BLOCK``
+  cost ``L (L + b - 1) d`` multiply-adds per term, about half of one [L, 2L - 1] product at
+  L = 1000. The sum, already divided by sqrt(head_dim) (q and k are scaled first), is the additive
+  float ``attn_mask`` of ``torch.nn.functional.scaled_dot_product_attention``, which scales q.k
+  itself: the three terms are divided by sqrt(head_dim) together, as transformers does. Without
+  autograd the bias is one preallocated (B, H, L, L) tensor written block by block (nothing else
+  of that size is alive); with autograd the blocks are concatenated (plain backward).
+  ``relative_position_bias`` returns the same bias in the usual key order (tests, explanations).
 - Dropout on the attention probabilities (``attention_probs_dropout_prob``) only in training
   (SDPA's ``dropout_p``); hidden dropout as BERT's.
 - The switch for checking: ``impl="transformers"`` (argument of ``BertEncoder``) or the
@@ -37,7 +41,7 @@ Rules (issue 26):
   drops ``distance_embedding``): asking it for a relative config raises
   ``TransformersRelativeError`` (an ``SMUCheckpointError``), never a warning. ``impl="ours"``
   (default) needs no ``transformers`` at all. ``smu_explain.model.MidiBert`` with
-  ``position="relative_key_query"`` uses the same ``relative_position_bias``; there the switch
+  ``position="relative_key_query"`` uses the same ``relative_attention``; there the switch
   computes the bias with transformers' algorithm (``relative_scores_reference``, the [L, L, d]
   einsum) instead.
 - Loading: ``load_bert_state_dict(model, state_dict, prefix=)`` is strict: any missing,
@@ -64,7 +68,8 @@ POSITION_TYPES = ("absolute", "relative_key", "relative_key_query")
 RELATIVE = ("relative_key", "relative_key_query")
 IMPLS = ("ours", "transformers")
 ENV_IMPL = "SMU_RELATTN"
-REL_BLOCK = 128  # queries per block of the relative-bias matmuls (see the module docstring)
+REL_BLOCK = 128
+ACC32 = bool(int(os.environ.get("SMU_RELATTN_ACC32", "1")))  # queries per block of the relative-bias matmuls (see the module docstring)
 
 
 class TransformersRelativeError(SMUCheckpointError):
@@ -101,42 +106,50 @@ def _relative_bias_reversed(q: torch.Tensor, k_rev: torch.Tensor, table: torch.T
     consecutive table rows.
       query term: X = q_blk @ run^T (b, W); bias_rev[s + i, c] = X[i, i + c]   (strides W + 1, 1)
       key term:   P = run @ k_blk^T (W, b); bias_rev[l, s + i] = P[l + i, i]   (strides b, b + 1)
+    (with autograd the key term is instead the query computation for k_rev, transposed:
+    K[c, l] = k_rev_c . e(l - L + 1 + c) has the same run and view).
     ``mask_rev`` (B, 1, 1, L), reversed too, is added on the way. Without autograd everything is
     written into one preallocated tensor; with it, blocks are concatenated (cheap backward)."""
-    B, H, L, _ = q.shape
+    B, H, L, d = q.shape
     M = max_position
     grad = torch.is_grad_enabled() and (q.requires_grad or k_rev.requires_grad or table.requires_grad)
     table = table.to(q.dtype)
-    starts = range(0, L, block)
 
     def run(s: int, b: int) -> torch.Tensor:  # distances s - L + 1 .. s + b - 1
         return table[M - L + s: M + s + b - 1]
 
-    def q_rows(s: int, b: int) -> torch.Tensor:  # bias_rev[s:s+b, :], query term
-        return _diagonal_view(torch.matmul(q[..., s: s + b, :], run(s, b).t()), b, L, L + b, 1)
+    def rows(x: torch.Tensor, s: int, b: int) -> torch.Tensor:
+        """(B, H, b, L): t[i, c] = x_{s+i} . e(s + i - L + 1 + c), a strided view of one GEMM."""
+        W = L + b - 1
+        y = torch.mm(x[..., s: s + b, :].reshape(-1, d), run(s, b).t()).view(B, H, b, W)  # all heads at once
+        return _diagonal_view(y, b, L, W + 1, 1)
 
-    def k_cols(s: int, b: int) -> torch.Tensor:  # bias_rev[:, s:s+b], key term
-        return _diagonal_view(torch.matmul(run(s, b), k_rev[..., s: s + b, :].transpose(-1, -2)), L, b, b, b + 1)
-
-    sizes = [(s, min(block, L - s)) for s in starts]
+    sizes = [(s, min(block, L - s)) for s in range(0, L, block)]
     if grad:
-        rows = [q_rows(s, b) for s, b in sizes]
-        bias = rows[0].contiguous() if len(rows) == 1 else torch.cat(rows, dim=-2)
+        def cat(parts: list[torch.Tensor]) -> torch.Tensor:
+            return parts[0].contiguous() if len(parts) == 1 else torch.cat(parts, dim=-2)
+
+        bias = cat([rows(q, s, b) for s, b in sizes])
         if kind == "relative_key_query":
-            cols = [k_cols(s, b) for s, b in sizes]
-            bias = bias + (cols[0] if len(cols) == 1 else torch.cat(cols, dim=-1))
+            bias = bias + cat([rows(k_rev, s, b) for s, b in sizes]).transpose(-1, -2)
         return bias if mask_rev is None else bias + mask_rev.to(bias.dtype)
-    out = None
+    # Inference: one preallocated bias, every block written or added in place.
+    acc = q.dtype
+    out = q.new_empty((B, H, L, L), dtype=acc)
     for s, b in sizes:
-        qt = q_rows(s, b)
-        if out is None:
-            out = qt.new_empty(B, H, L, L)
-        out[..., s: s + b, :] = qt
+        out[..., s: s + b, :] = rows(q, s, b)
     if kind == "relative_key_query":
+        cols = q.new_empty((B, H, L, block), dtype=acc)
         for s, b in sizes:
-            out[..., :, s: s + b].add_(k_cols(s, b))
+            W = L + b - 1
+            # p[h, j, i] = e(s - L + 1 + j) . k_rev[s + i]; column s + i of row l is p[h, l + i, i]
+            p = torch.bmm(run(s, b).expand(B * H, W, d),  # (B*H, W, b), the table shared (stride 0)
+                          k_rev[..., s: s + b, :].reshape(B * H, b, d).transpose(1, 2))
+            c = cols[..., :b]
+            c.copy_(p.as_strided((B, H, L, b), (H * W * b, W * b, b, b + 1)))
+            out[..., :, s: s + b].add_(c)
     if mask_rev is not None:
-        out.add_(mask_rev.to(out.dtype))
+        out.add_(mask_rev.to(acc))
     return out
 
 

@@ -291,21 +291,26 @@ def test_too_long_is_refused():
 def test_uses_fewer_flops_than_one_full_product():
     """The blocked bias never builds [L, L, d] and its matmuls are well under 2 x L (2L - 1) d."""
     counted = []
-    real = torch.matmul
+    real_mm, real_bmm = torch.mm, torch.bmm
 
-    def counting(a, b):
-        lead = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-        counted.append(a.shape[-2] * a.shape[-1] * b.shape[-1] * int(np.prod(lead)))
-        return real(a, b)
+    def mm(a, b):
+        counted.append(a.shape[0] * a.shape[1] * b.shape[1])
+        return real_mm(a, b)
+
+    def bmm(a, b):
+        counted.append(a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2])
+        return real_bmm(a, b)
 
     q = torch.randn(1, 1, 1000, 8)
     with torch.no_grad():
-        torch.matmul = counting
+        torch.mm, torch.bmm = mm, bmm
         try:
-            relative_position_bias(q, q, torch.randn(2047, 8), 1024)
+            got = relative_position_bias(q, q, torch.randn(2047, 8), 1024)
         finally:
-            torch.matmul = real
+            torch.mm, torch.bmm = real_mm, real_bmm
+    assert got.shape == (1, 1, 1000, 1000)
     assert counted and max(counted) < 1000 * 1999 * 8 / 4  # blocks, not one (L, 2L - 1) product
+    assert sum(counted) < 0.6 * 2 * 1000 * 1999 * 8  # about half the multiply-adds of two such products
     assert sum(counted) < 0.6 * 2 * 1000 * 1999 * 8
 
 
