@@ -208,3 +208,20 @@ def test_help_does_not_import_torch(argv):
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert r.returncode == 0, r.stderr
     assert "usage: smu" in r.stdout
+
+
+def test_picks_command_writes_json_and_a_sentence(tmp_path, capsys):
+    """`smu picks` (issue 21): per-class masker picks with intervals, and the generated sentence."""
+    import json as _json
+
+    from app_helpers import make_model
+
+    root = Path(__file__).resolve().parents[1]
+    model = make_model(tmp_path / "m", seed=2)
+    out = tmp_path / "picks.json"
+    assert main(["picks", str(root / "sample_midi"), "--model", str(model), "--n-boot", "50",
+                 "--max-pieces", "3", "--json", str(out), "--markdown", str(tmp_path / "picks.md")]) == 0
+    res = _json.loads(out.read_text())
+    assert res["sentence"] and res["sentence"] in capsys.readouterr().err
+    assert (tmp_path / "picks.md").read_text().strip()
+    assert main(["picks", str(tmp_path / "nowhere"), "--model", str(model)]) == 2
