@@ -1,10 +1,13 @@
 """Explore: one piece, one model. Piano roll with the masker's view of every note."""
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from smu_explain import appstate as A
-from smu_explain import plots
+from smu_explain import picks, plots
 from smu_explain.markup import html_escape, md_escape
 
 st.title("Explore a piece")
@@ -27,6 +30,11 @@ with c3:
 piece = A.piece_or_stop(choice)
 
 name, data = choice
+# the model's name on this page's charts: the picker's label (a demo model keeps its colour on every
+# page, plots.PALETTE), or the folder's name
+model_label = st.session_state.get("explore_model_choice") or "this model"
+if model_label == A.OTHER_FOLDER:
+    model_label = Path(model_path).name if model_path else "this model"
 
 
 def run_model(fn, *args):
@@ -40,6 +48,68 @@ def run_model(fn, *args):
     except Exception as e:  # keep the page alive whatever the model does
         st.error(f"The model failed on this piece: {type(e).__name__}: {md_escape(e)}")
     return None
+
+
+@st.cache_data(show_spinner="Putting back the hidden notes...", max_entries=32)
+def _draw_outcome(path: str, mtime: float, key: str, ratio_k: float, draw_seed: int, _piece, _picked, _frozen,
+                  _random) -> dict:
+    """A draw's outcome (cached by model, piece, ratio and draw seed: they fix both masks): what the
+    model recovers under each mask (picks.mask_recovery) and what the picks have in common
+    (picks.pick_profile on harmony.analyze's labels, against the notes that are not frozen)."""
+    from smu_explain.harmony import analyze
+
+    model, tokenizer = A.load_model(path)
+    rec = picks.mask_recovery(model, tokenizer, _piece, {"random": _random, "masker": _picked})
+    profile = picks.pick_profile(analyze(_piece), _picked, ~_frozen, seed=draw_seed)
+    return {"recovery": rec, "profile": profile}
+
+
+def draw_outcome(path, data, piece, ratio, draw_seed, picked, frozen, rnd) -> dict:
+    p = Path(path)
+    return _draw_outcome(str(p.resolve()), A._weights_mtime(p), A.piece_key(data), A.ratio_key(ratio),
+                         int(draw_seed), piece, picked, frozen, rnd)
+
+
+def untrained_head(path) -> bool:
+    """Whether the masker head of the model at ``path`` was never trained (not pre-trained adversarially,
+    or imported without one), read from its config.json: no model load, so the first roll, drawn from
+    stored scores, needs no torch. ``A.untrained_masker_note`` words it once the model is loaded."""
+    from smu_explain.checkpoint import read_config
+
+    try:
+        meta = read_config(path)
+    except A.SMUInputError:
+        return False
+    imported = meta.get("imported")
+    if isinstance(imported, dict) and imported.get("has_masker") is False:
+        return True
+    strategy = meta.get("strategy")
+    return not (isinstance(strategy, dict) and strategy.get("name") == "adversarial")
+
+
+def draw_table(rec: dict) -> pd.DataFrame:
+    """Per attribute and on average: recovery under the random draw, the masker's pick, the difference."""
+    attrs = list(rec["random"]["accuracy"])
+    rows = [(a, rec["random"]["accuracy"][a], rec["masker"]["accuracy"][a]) for a in attrs]
+    rows.append(("mean", rec["random"]["mean"], rec["masker"]["mean"]))
+    return pd.DataFrame({"attribute": [r[0] for r in rows],
+                         "random draw": [f"{r[1]:.0%}" for r in rows],
+                         "masker's pick": [f"{r[2]:.0%}" for r in rows],
+                         "difference (points)": [f"{100 * (r[2] - r[1]):+.1f}" for r in rows]})
+
+
+def profile_table(profile: dict) -> pd.DataFrame:
+    rows = []
+    for col, classes in profile.get("columns", {}).items():
+        for r in classes:
+            iv = r["diff"]
+            span = "" if iv["lo"] is None else f" [{100 * iv['lo']:+.0f}, {100 * iv['hi']:+.0f}]"
+            rows.append({"label": col.replace("_", " "), "kind of note": r["class"],
+                         "share of the picks": f"{r['share_picked']:.0%}",
+                         "share of the notes": f"{r['share_pool']:.0%}",
+                         "difference (points, 95% interval)": f"{100 * iv['est']:+.0f}{span}",
+                         "clear": "yes" if r["clear"] else ""})
+    return pd.DataFrame(rows)
 
 
 # first view: the masker overlay from one clean pass (fast); the full explain table
@@ -79,8 +149,15 @@ if over is not None and not same_masks:
 show_ghost = False
 table = None
 no_recovery = A.recovery_note(model_path) if over is not None else None
+untrained = over is not None and untrained_head(model_path)
 if no_recovery:
     st.info(no_recovery)
+# the ghost layer belongs to one piece and model: another piece (an upload) or model starts with it
+# off, so the toggle and the roll never disagree
+ghost_for = (A.piece_key(data), model_path)
+if st.session_state.get("explore_ghost_for") != ghost_for:
+    st.session_state["explore_ghost_for"] = ghost_for
+    st.session_state["explore_ghost"] = False
 if over is not None and not no_recovery:
     show_ghost = st.toggle("Show the model's reconstruction of the picked notes (ghost layer)",
                            value=False, key="explore_ghost")
@@ -88,17 +165,18 @@ if over is not None and not no_recovery:
         table = run_model(A.explain, model_path, data, piece, ratio, seed, context)
 roll_key = ("explore roll", name, A.piece_key(data),
             (*A.model_key(model_path), A.ratio_key(ratio)) if over is not None else None,
-            (seed, A.mask_groups(context)) if table is not None else None)
+            (seed, A.mask_groups(context)) if table is not None else None, bool(untrained))
 fig = A.figure(roll_key, lambda: plots.piano_roll(
     notes, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
     ghost=plots.reconstruction_frame(table) if table is not None else None,
-    title=html_escape(name) + (" - masker overlay" if over is not None else ""), height=520))
+    title=html_escape(name) + (" - masker overlay" + (" (untrained masker, faded)" if untrained else "")
+                               if over is not None else ""), height=520, faded=bool(untrained)))
 event = st.plotly_chart(fig, key="explore_roll", on_select="rerun", selection_mode="points",
                         config={"scrollZoom": True, "displaylogo": False})
 if over is not None and table is None and not no_recovery:
     table = run_model(A.explain, model_path, data, piece, ratio, seed, context)
 if over is not None and (warn := A.untrained_masker_note(model_path)):
-    st.warning(warn)
+    st.warning(warn + " The overlay above is drawn faded.")
 n_bars = len(piece.bar_starts_q)
 view = (f"Showing bars 1-{plots.INITIAL_BARS} of {n_bars:,}: drag the slider under the roll (or pan) "
         "to move through the piece. " if n_bars > plots.INITIAL_BARS else "")
@@ -119,7 +197,7 @@ if table is not None:  # did the model learn? its recovery next to the no-model 
     masks = "" if same_masks or context == ratio else f" (with {context:.0%} of the notes masked)"
     st.caption(f"**Did this model learn{masks}?** " + A.rules_verdict(acc, rules))
     with st.expander("Recovery accuracy vs the no-model rules (same masked notes)"):
-        st.plotly_chart(plots.rules_figure({"this model": acc}, rules), key="explore_rules")
+        st.plotly_chart(plots.rules_figure({model_label: acc}, rules), key="explore_rules")
 
 # ----------------------------------------------------------------------------- note inspector
 st.subheader("Inspect a note")
@@ -172,19 +250,50 @@ if table is not None:
 
     # ------------------------------------------------------------------------- one masking draw
     st.subheader("Draw a masking")
-    st.caption("One concrete draw at this ratio: uniform random (left, the MidiBERT baseline) "
-               "against the masker's pick (right). Frozen notes are never masked.")
+    st.caption("One concrete draw at this ratio: a uniform random draw (left, the MidiBERT baseline) "
+               "against the masker's pick of as many notes (right). Frozen notes are never masked. Each "
+               "draw hides its notes all at once and asks the model to put them back.")
     if st.button("Draw a masking", key="explore_draw"):
         st.session_state["explore_draw_n"] = st.session_state.get("explore_draw_n", 0) + 1
     draws = st.session_state.get("explore_draw_n", 0)
     if draws:
+        draw_seed = seed * 1000 + draws
         frozen = table["frozen"].fillna(False).to_numpy(dtype=bool)
-        rnd = A.random_draw(len(table), ratio, seed * 1000 + draws, selectable=~frozen)
-        fig_draw = plots.masking_draw_figure(table, rnd, table["picked"].to_numpy(dtype=bool),
-                                             bar_starts_q=piece.bar_starts_q,
-                                             track_names=piece.track_names)
+        picked = table["picked"].to_numpy(dtype=bool)
+        rnd = picks.random_like(picked, ~frozen, draw_seed)
+        outcome = run_model(draw_outcome, model_path, data, piece, ratio, draw_seed, picked, frozen, rnd)
+        titles = None
+        if outcome is not None and outcome["recovery"]["masker"]["mean"] is not None:
+            rec = outcome["recovery"]
+            titles = [f"random draw: {rec['random']['mean']:.0%} put back ({rec['random']['n']} notes)",
+                      f"masker's pick: {rec['masker']['mean']:.0%} put back ({rec['masker']['n']} notes)"]
+        fig_draw = plots.masking_draw_figure(table, rnd, picked, bar_starts_q=piece.bar_starts_q,
+                                             track_names=piece.track_names, titles=titles)
         st.plotly_chart(fig_draw, key="explore_draw_fig", config={"displaylogo": False})
-        st.caption(f"Draw #{draws}: random mask seed {seed * 1000 + draws}.")
+        if outcome is not None:
+            rec = outcome["recovery"]
+            st.markdown("**What the model put back.** " + picks.recovery_sentence(rec))
+            if rec["masker"]["mean"] is not None:
+                d1, d2, d3 = st.columns(3)
+                d1.metric("Recovered, random draw", f"{rec['random']['mean']:.0%}",
+                          help="Share of the hidden notes' attributes (bar, position, pitch, duration) "
+                               "the model guessed right, averaged over the attributes.")
+                d2.metric("Recovered, masker's pick", f"{rec['masker']['mean']:.0%}",
+                          delta=f"{100 * (rec['masker']['mean'] - rec['random']['mean']):+.1f} points",
+                          delta_color="off")
+                d3.metric("Notes hidden in each", f"{rec['masker']['n']:,}")
+                st.dataframe(draw_table(rec), hide_index=True, key="explore_draw_table")
+            who = ("**What the picked notes have in common.** " if not untrained else
+                   "**What the picked notes have in common** (an untrained masker: its picks are "
+                   "close to arbitrary). ")
+            st.markdown(who + picks.pick_sentence(outcome["profile"]))
+            with st.expander("The picks' share of each kind of note against the notes they were picked from"):
+                st.dataframe(profile_table(outcome["profile"]), hide_index=True, key="explore_draw_profile")
+                st.caption("Labels from a chord and voice analysis of the piece (chord or non-chord tone, "
+                           "voice, beat, duration, register, repeated note). A kind of note is named above "
+                           "only when the 95% interval of its difference (resampling the piece's 4-bar spans) "
+                           "excludes zero and the difference is at least 5 points.")
+        st.caption(f"Draw #{draws}: random mask seed {draw_seed}.")
 
 # ----------------------------------------------------------------------------- listening
 st.subheader("Listen")

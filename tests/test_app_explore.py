@@ -312,3 +312,48 @@ def test_stored_masker_scores_draw_the_first_overlay_without_the_model(tmp_path,
     at = run_page(**{A.K_MODEL_A: str(folder)})
     assert not at.exception, at.exception
     assert int(metric(at, "Picked by the masker")) == max(1, round(0.15 * (n - round(0.3 * n))))
+
+
+def test_draw_shows_its_outcome_and_what_the_picks_share(model_dir):
+    """Draw a masking: the recovery under the random draw and under the masker's pick of as many
+    notes (per attribute and on average), and a sentence on what the picked notes have in common;
+    the same seed and draw number give the same words."""
+    def draw():
+        at = run_page(**{A.K_MODEL_A: str(model_dir)})
+        at.button(key="explore_draw").click().run()
+        assert not at.exception, at.exception
+        assert not at.error, [e.value for e in at.error]
+        return at
+
+    at = draw()
+    text = texts(at)
+    assert "Draw #1" in text
+    assert "**What the model put back.** With " in text and "under the random draw and" in text
+    assert "**What the picked notes have in common**" in text
+    assert "picks are" in text or "look like the rest" in text or "too short" in text
+    random_acc, masker_acc = metric(at, "Recovered, random draw"), metric(at, "Recovered, masker's pick")
+    assert random_acc.endswith("%") and masker_acc.endswith("%")
+    n_hidden = int(metric(at, "Notes hidden in each").replace(",", ""))
+    assert n_hidden == int(metric(at, "Picked by the masker"))  # as many random notes as picked
+    table = next(d.value for d in at.dataframe if "random draw" in d.value.columns)
+    assert list(table["attribute"]) == ["bar", "position", "pitch", "duration", "mean"]
+    assert table["random draw"].iloc[-1] == random_acc and table["masker's pick"].iloc[-1] == masker_acc
+    profile = next(d.value for d in at.dataframe if "share of the picks" in d.value.columns)
+    assert {"voice position", "metric", "duration", "register"} <= set(profile["label"])
+    # the tiny model's masker was never trained: said, and its picks described as near arbitrary
+    assert "close to arbitrary" in text and "drawn faded" in text
+    again = draw()
+    assert [m.value for m in again.metric] == [m.value for m in at.metric]
+    assert texts(again) == text
+    at.button(key="explore_draw").click().run()
+    assert "Draw #2" in texts(at) and not at.exception
+
+
+def test_ghost_layer_is_off_after_a_switch_to_another_piece(model_dir):
+    at = run_page(**{A.K_MODEL_A: str(model_dir)})
+    at.toggle(key="explore_ghost").set_value(True).run()
+    assert at.toggle(key="explore_ghost").value is True
+    at.selectbox(key="explore_sample").set_value(SAMPLES[1]).run()
+    assert not at.exception
+    # a new piece starts without the ghost layer: the toggle and the roll agree (both off)
+    assert at.toggle(key="explore_ghost").value is False
