@@ -7,12 +7,18 @@ import streamlit as st
 
 from smu_explain import appstate as A
 from smu_explain import plots
+from smu_explain import verdict as V
 from smu_explain.checkpoint import task_heads
 from smu_explain.markup import md_escape
 
 st.title("Compare two models")
 st.caption("Both models see the same piece and the same seeded random masks, so differences in "
-           "recovery come from the models, not the draw.")
+           "recovery come from the models, not the draw.",
+           help="**Recovery**: hide a note's attributes behind a MASK token and ask the model to guess them "
+                "from the notes around it; recovery accuracy = the share of guesses that are right. "
+                "**Masker**: a small head of the model that scores how hard each note would be to recover; "
+                "adversarial pre-training hides the notes it picks. **Picked** notes: its top-scored notes "
+                "at the masking ratio. **Frozen** notes: the top 30% by score, kept unmasked.")
 
 c1, c2 = st.columns(2)
 with c1:
@@ -43,8 +49,41 @@ if name_a == name_b:
     name_a, name_b = f"A: {name_a}", f"B: {name_b}"
 models = {name_a: path_a, name_b: path_b}
 
+
+@st.cache_data(show_spinner="Bootstrapping the difference...", max_entries=64)
+def verdicts(key: tuple, names: tuple, trained: tuple, unit: str | None, _a, _b) -> dict:
+    """Both verdicts (random masks, masker's picks) of two paired explain tables, cached by ``key``
+    (models, piece or folder, mask groups, seed, ratio): the bootstrap runs once per setting."""
+    return V.both_verdicts(_a, _b, list(names), list(trained), unit=unit)
+
+
+def show_verdicts(vs: dict, where: str) -> None:
+    """The verdict sentences, then how the compared models differ from the Study's."""
+    for line in V.verdict_lines(vs, esc=md_escape, strong="**{}**".format):
+        st.markdown(line)
+    st.caption(f"{where} 95% intervals from a paired bootstrap ({V.N_BOOT:,} draws, seed 0); "
+               "'no clear difference' when the interval includes 0. Under the masker's picks, each picked note "
+               "is still masked with a random share of its window, as under random masks.")
+    st.caption(context)
+
+
+facts = []
+for n, p in models.items():
+    f = V.model_facts(p)
+    f["name"] = n
+    facts.append(f)
+study_facts = V.study_facts(V.load_study())
+context = V.context_sentence(facts, study_facts, esc=md_escape)
+
+
+def trained(names) -> tuple:
+    """Whether each model's masker head was trained (adversarial pre-training; loads the models)."""
+    return tuple(A.untrained_masker_note(models[n]) is None for n in names)
+
+
 piece = A.load_piece(choice)
-comp: dict = {"models": {n: str(p) for n, p in models.items()}, "ratio": ratio, "seed": seed}
+comp: dict = {"models": {n: str(p) for n, p in models.items()}, "ratio": ratio, "seed": seed,
+              "facts": facts, "study_facts": study_facts}
 tab_piece, tab_folder = st.tabs(["This piece", "A dataset folder"])
 
 with tab_piece:
@@ -82,13 +121,23 @@ with tab_piece:
             for p in models.values():
                 if warn := A.untrained_masker_note(p):
                     st.warning(warn)
+                    comp.setdefault("warnings", []).append(warn)
         # a published encoder imported without recovery heads cannot guess notes: said, and left out
         no_recovery = {n: note for n, p in models.items() if (note := A.recovery_note(p))}
         for note in no_recovery.values():
             st.info(note)
+            comp.setdefault("warnings", []).append(note)
         recovering = {n: p for n, p in models.items() if n not in no_recovery}
         tables = per_model(A.explain, ratio, seed, among=recovering) if overlays and recovering else {}
         params = {n: A.load_model(p)[0].num_parameters() / 1e6 for n, p in recovering.items()} if tables else {}
+        if len(tables) == 2:
+            st.subheader("Who recovers more")
+            tn = tuple(tables)
+            vs = verdicts(("piece", tuple(A.model_key(models[n]) for n in tn), A.piece_key(data),
+                           A.mask_groups(ratio), int(seed), A.ratio_key(ratio)),
+                          tn, trained(tn), None, tables[tn[0]], tables[tn[1]])
+            show_verdicts(vs, "Units: the notes of this piece.")
+            comp["verdicts"] = vs
         if tables:
             st.subheader("Recovery accuracy under the same random masks")
             st.caption(f"Every note is masked once, together with a seeded random {ratio:.0%} of its "
@@ -102,6 +151,7 @@ with tab_piece:
                        "copying the neighbour). " + " ".join(f"**{md_escape(n)}**: {A.rules_verdict(a, rules)}"
                                                              for n, a in accs.items()))
             comp["rules"] = rules
+            comp["rules_text"] = {n: A.rules_verdict(a, rules) for n, a in accs.items()}
 
             st.subheader("Bias view")
             st.caption("Where does each model fail? Recovery accuracy of the masked notes by pitch "
@@ -178,6 +228,12 @@ with tab_folder:
                            "; ".join(f"{md_escape(f)}: {md_escape(why)}" for f, why in skipped[:5]))
             if all(len(f) for f in frames.values()):
                 n_files = next(iter(frames.values()))["file"].nunique()
+                st.subheader(f"Who recovers more over {n_files} files")
+                stamp = tuple((f.name, f.stat().st_mtime) for f in A.folder_files(folder, max_files))
+                fvs = verdicts(("folder", tuple(A.model_key(p) for p in models.values()), str(Path(folder).resolve()),
+                                stamp, A.mask_groups(ratio), int(seed), A.ratio_key(ratio)),
+                               tuple(models), trained(models), "file", *frames.values())
+                show_verdicts(fvs, "Units: the files (a piece's notes are drawn together).")
                 facc = {n: A.accuracy_of(f) for n, f in frames.items()}
                 frules = A.folder_rules(next(iter(models.values())), folder, ratio, seed, max_files)
                 st.plotly_chart(plots.rules_figure(facc, frules, title=f"recovery over {n_files} files "
@@ -191,7 +247,9 @@ with tab_folder:
                 fattr = st.selectbox("Attribute", fattrs, key="compare_folder_attr")
                 fbias = {n: plots.bias_table(f, fby) for n, f in frames.items()}
                 st.plotly_chart(plots.bias_figure(fbias, fattr, by_label=fby), key="compare_folder_bias")
-                comp["folder"] = {"path": folder, "n_files": int(n_files), "accs": facc}
+                comp["folder"] = {"path": folder, "n_files": int(n_files), "accs": facc, "rules": frules,
+                                  "rules_text": {n: A.rules_verdict(a, frules) for n, a in facc.items()},
+                                  "verdicts": fvs}
                 for n in models:
                     comp.setdefault("metrics", {}).setdefault(n, {}).update(
                         {f"recovery {a} (folder)": v for a, v in facc[n].items()})

@@ -8,7 +8,8 @@ import streamlit as st
 
 from smu_explain import plots, study
 from smu_explain.markup import md_escape
-from smu_explain.report import ReportSection, build_report, study_sections, why_sections
+from smu_explain.report import (ReportSection, build_report, study_sections, summary_lines, verdict_sections,
+                                why_sections)
 
 # the study's results.json (SMU_STUDY_RESULTS overrides the path, e.g. for a study run elsewhere)
 STUDY_RESULTS = Path(os.environ.get("SMU_STUDY_RESULTS")
@@ -58,13 +59,19 @@ def build_sections(comp: dict) -> list[ReportSection]:
             f"Colour = masker score (high = the model finds the note hard to recover from context); "
             f"outlined = the {ratio:.0%} of notes it would mask. Models: {models_text}.",
             figures=[fig]))
+    rule_marks = ("Marks = rules that use no model, on the same masked notes (the most frequent value, copying "
+                  "the nearest unmasked neighbour, the most frequent value among the neighbours): a model has "
+                  "learned an attribute only where its bar rises above every mark.")
     if comp.get("accs"):
-        sections.append(ReportSection(
-            "Recovery accuracy under the same random masks",
-            f"Each of the {comp.get('n_masked', '?')} notes of the piece is masked once, together with a "
-            f"seeded random {ratio:.0%} of its window (seed {seed}): the same masks for both models. "
-            "Each model guesses every attribute of each masked note.",
-            figures=[plots.accuracy_bars(comp["accs"])]))
+        text = (f"Each of the {comp.get('n_masked', '?')} notes of the piece is masked once, together with a "
+                f"seeded random {ratio:.0%} of its window (seed {seed}): the same masks for both models. "
+                "Each model guesses every attribute of each masked note.")
+        if comp.get("rules"):
+            text += "\n\n" + rule_marks + "".join(f"\n\n{n}: {t}" for n, t in (comp.get("rules_text") or {}).items())
+            fig = plots.rules_figure(comp["accs"], comp["rules"], title="per attribute, with the no-model rules")
+        else:
+            fig = plots.accuracy_bars(comp["accs"])
+        sections.append(ReportSection("Recovery accuracy under the same random masks", text, figures=[fig]))
     if comp.get("bias_all"):
         figs = []
         attr = "pitch" if any("pitch" in a for a in comp["accs"].values()) else None
@@ -79,9 +86,14 @@ def build_sections(comp: dict) -> list[ReportSection]:
             "n = number of masked notes behind each bar (small n = noisy).", figures=figs))
     if comp.get("folder"):
         f = comp["folder"]
-        sections.append(ReportSection(
-            f"Recovery over a folder ({f['n_files']} files)", f"Folder: {f['path']}.",
-            figures=[plots.accuracy_bars(f["accs"])]))
+        text = f"Folder: {f['path']}."
+        if f.get("rules"):
+            text += "\n\n" + rule_marks + "".join(f"\n\n{n}: {t}" for n, t in (f.get("rules_text") or {}).items())
+            fig = plots.rules_figure(f["accs"], f["rules"], title=f"recovery over {f['n_files']} files, "
+                                     "with the no-model rules")
+        else:
+            fig = plots.accuracy_bars(f["accs"])
+        sections.append(ReportSection(f"Recovery over a folder ({f['n_files']} files)", text, figures=[fig]))
     table = plots.metrics_comparison(comp["metrics"])
     styled = plots.metrics_display(table)
     sections.append(ReportSection("Metrics", "difference = second model - first model.",
@@ -89,12 +101,20 @@ def build_sections(comp: dict) -> list[ReportSection]:
     return sections
 
 
-sections = (build_sections(comp) if comp else []) + why + study_part
+sections = (verdict_sections(comp) + build_sections(comp) if comp else []) + why + study_part
+summary = summary_lines(comp) if comp else []
+if comp and summary:
+    st.subheader("Summary")
+    st.caption("The report opens with this summary, then the verdicts in full and every warning the app showed "
+               "for these models.")
+    st.markdown("\n".join(f"- {line}" for line in summary_lines(comp, esc=md_escape)))
+    for w in comp.get("warnings") or []:
+        st.warning(w)
 st.markdown("**Contents**\n" + "".join(f"\n- {md_escape(s.heading)}" for s in sections))
 subtitle = (f"piece: {comp.get('piece', '-')}; masking ratio {comp['ratio']:.0%}; seed {comp['seed']}"
             if comp else f"piece: {(st.session_state.get('smu_why') or {}).get('piece', '-')}" if why
             else f"smu study --preset {study_results.get('preset', {}).get('name', '?')}")
-html = build_report(title, sections, subtitle=subtitle, intro=notes_text)
+html = build_report(title, sections, subtitle=subtitle, intro=notes_text, summary=summary)
 stamp = datetime.now().strftime("%Y%m%d-%H%M")
 st.download_button("Download the HTML report", data=html.encode("utf-8"),
                    file_name=f"smu_report_{stamp}.html", mime="text/html", type="primary",

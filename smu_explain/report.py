@@ -9,6 +9,10 @@ Rules:
   the order given; each section has a heading, an optional text paragraph and
   any number of figures (``plotly.graph_objects.Figure``) and tables
   (``pandas.DataFrame``, or a pandas ``Styler`` to keep highlighting).
+- A comparison's report opens with a summary (:func:`summary_lines`: the verdicts in one line each,
+  the warnings' count), then the verdicts in full with the models' and the Study's facts
+  (:func:`verdict_sections`), then every warning the app showed for those models, then the
+  figures (recovery with the no-model rules' marks, as on the page).
 - All user-supplied text is HTML-escaped (``markup.html_escape``): title, headings, text,
   and in tables the column and index labels and names, text cells and captions (a DataFrame by
   ``to_html(escape=True)``, a Styler by :func:`_escaped_styler`, since ``Styler.to_html`` escapes
@@ -18,6 +22,7 @@ Rules:
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -38,17 +43,20 @@ th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 .pos { background: #d9f2d9; } .neg { background: #f8d7d7; }
 .footer { color: #888; font-size: 0.85em; margin-top: 3em; }
+.summary { background: #f5f8fc; border: 1px solid #cfdcec; padding: 0.4em 1.2em; margin: 1em 0; }
+.summary h2 { border: none; margin-top: 0.5em; } .warn { background: #fff4e0; padding: 0.4em 0.8em; }
 """
 
 
 @dataclass
 class ReportSection:
-    """A heading with text, figures and tables (shown in that order)."""
+    """A heading with text, warnings, figures and tables (shown in that order)."""
 
     heading: str
     text: str = ""
     figures: Sequence[Any] = field(default_factory=list)
     tables: Sequence[Any] = field(default_factory=list)
+    warnings: Sequence[str] = field(default_factory=list)  # shown after the text, highlighted
 
 
 def _table_html(table: Any) -> str:
@@ -89,8 +97,9 @@ def _escaped_styler(styler: Any) -> Any:
 
 
 def build_report(title: str, sections: Sequence[ReportSection], *, subtitle: str = "",
-                 intro: str = "") -> str:
-    """The report as one HTML string (see the module rules)."""
+                 intro: str = "", summary: Sequence[str] = ()) -> str:
+    """The report as one HTML string (see the module rules); ``summary``: the bullet lines of a
+    box at the top, before the sections."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -100,6 +109,9 @@ def build_report(title: str, sections: Sequence[ReportSection], *, subtitle: str
     ]
     if subtitle:
         parts.append(f'<p class="sub">{html_escape(subtitle)}</p>')
+    if summary:
+        parts.append('<div class="summary"><h2>Summary</h2><ul>'
+                     + "".join(f"<li>{html_escape(line)}</li>" for line in summary) + "</ul></div>")
     if intro:
         parts.append(f"<p>{html_escape(intro)}</p>")
     js_done = False
@@ -108,6 +120,8 @@ def build_report(title: str, sections: Sequence[ReportSection], *, subtitle: str
         if sec.text:
             for para in str(sec.text).split("\n\n"):
                 parts.append(f"<p>{html_escape(para)}</p>")
+        for warning in sec.warnings:
+            parts.append(f'<p class="warn">{html_escape(warning)}</p>')
         for fig in sec.figures:
             parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if not js_done else False,
                                      include_mathjax=False, config={"displaylogo": False}))
@@ -198,3 +212,102 @@ def study_sections(results: dict[str, Any]) -> list[ReportSection]:
 
 
 __all__ += ["study_sections", "STUDY_HEADING"]
+
+
+# ----------------------------------------------------------------------------- verdicts (issue 27)
+
+VERDICT_HEADING = "Verdict: who recovers more"
+WARNINGS_HEADING = "Warnings about these models"
+_MD_ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
+def md_unescape(text: object) -> str:
+    """Markdown text (the app's warnings, whose names went through ``markup.md_escape``) as the
+    reader saw it: every backslash-escaped ASCII punctuation character back to itself, ``**``
+    bold marks dropped. The HTML report escapes it again (``html_escape``)."""
+    s = str(text).replace("\\\\", "\x00")
+    s = re.sub(r"(?<!\\)\*\*", "", s)
+    return _MD_ESCAPED.sub(r"\1", s).replace("\x00", "\\")
+
+
+def _verdicts_of(comp: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    if comp.get("verdicts"):
+        out.append((f"On {comp.get('piece', 'the piece')}", comp["verdicts"]))
+    folder = comp.get("folder") or {}
+    if folder.get("verdicts"):
+        out.append((f"Over the folder {folder.get('path', '')} ({folder.get('n_files', '?')} files)",
+                    folder["verdicts"]))
+    return out
+
+
+def warnings_of(comp: dict[str, Any]) -> list[str]:
+    """Every warning the Compare page showed for the compared models (plain text, in order, once)."""
+    seen: list[str] = []
+    for w in list(comp.get("warnings") or []) + list((comp.get("folder") or {}).get("warnings") or []):
+        t = md_unescape(w)
+        if t not in seen:
+            seen.append(t)
+    return seen
+
+
+def summary_lines(comp: dict[str, Any], *, esc=str) -> list[str]:
+    """The summary at the top of a comparison's report: one line per verdict (where, then who
+    recovers more or 'no clear difference', under random masks and under the masker's picks),
+    the Study's result and which models it is about, and how many warnings follow."""
+    from . import verdict as V
+
+    lines = []
+    for where, vs in _verdicts_of(comp):
+        bits = []
+        for label, v in (("random masks", vs.get("random")), ("the masker's picks", vs.get("picks"))):
+            if not v or v.get("problem") or not v.get("mean"):
+                continue
+            m = v["mean"]
+            pct = f"{v.get('level', V.LEVEL):.0%}"
+            if m["winner"] is None:
+                bits.append(f"under {label} no clear difference ({100 * m['diff']:+.1f} points, "
+                            f"{pct} interval {100 * m['lo']:+.1f} to {100 * m['hi']:+.1f})")
+            else:
+                loser = [n for n in v["names"] if n != m["winner"]][0]
+                bits.append(f"under {label} {esc(m['winner'])} recovers more than {esc(loser)} by "
+                            f"{abs(100 * m['diff']):.1f} points ({pct} interval {100 * m['lo']:+.1f} to "
+                            f"{100 * m['hi']:+.1f}, {esc(v['names'][1])} minus {esc(v['names'][0])})")
+        if bits:
+            lines.append(f"{esc(where)}: " + "; ".join(bits) + ".")
+    if comp.get("study_facts"):
+        lines.append(f"The Study page (adversarial vs random pre-training: {V.study_result_text(comp['study_facts'])}) "
+                     "is about other, smaller models judged after fine-tuning: see the verdict below.")
+    n = len(warnings_of(comp))
+    if n:
+        lines.append(f"{n} warning{'s' if n != 1 else ''} about these models follow{'s' if n == 1 else ''} the verdict.")
+    return lines
+
+
+def verdict_sections(comp: dict[str, Any]) -> list[ReportSection]:
+    """The report's opening sections of a comparison: the verdicts in full with the compared
+    models' and the Study's facts; then every warning the app showed for those models."""
+    from . import verdict as V
+
+    out = []
+    paras = []
+    for where, vs in _verdicts_of(comp):
+        paras.append(f"{where}.")
+        paras += V.verdict_lines(vs)
+    if paras:
+        paras.append("95% intervals from a paired bootstrap (seeded) over the notes of a piece or the pieces of a "
+                     "folder; 'no clear difference' when the interval includes 0. Under the masker's picks each "
+                     "picked note is still masked with a random share of its window.")
+    if comp.get("facts"):
+        paras.append(V.context_sentence(comp["facts"], comp.get("study_facts")))
+    if paras:
+        out.append(ReportSection(VERDICT_HEADING, "\n\n".join(paras)))
+    warns = warnings_of(comp)
+    if warns:
+        out.append(ReportSection(WARNINGS_HEADING, "What the app warned about these models, as it showed it.",
+                                 warnings=warns))
+    return out
+
+
+__all__ += ["summary_lines", "verdict_sections", "warnings_of", "md_unescape", "VERDICT_HEADING",
+            "WARNINGS_HEADING"]

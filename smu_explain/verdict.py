@@ -41,7 +41,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["paired_bootstrap", "unit_differences", "compare_tables", "pick_set", "verdict_sentence",
-           "model_facts", "study_facts", "study_result_text", "context_sentence", "headline", "N_BOOT", "LEVEL"]
+           "model_facts", "study_facts", "study_result_text", "context_sentence", "headline",
+           "last_recovery", "study_results_path", "load_study", "both_verdicts", "verdict_lines", "N_BOOT", "LEVEL"]
 
 N_BOOT = 2000
 LEVEL = 0.95
@@ -260,7 +261,7 @@ def verdict_sentence(v: dict[str, Any], *, label: str = "Under random masks", es
     parts = []
     for attr, x in v["attributes"].items():
         tag = f"{esc(x['winner'])} ahead" if x["winner"] is not None else "no clear difference"
-        parts.append(f"{attr} {_pts(x['diff'])} ({_pts(x['lo'])} to {_pts(x['hi'])}, {tag})")
+        parts.append(f"{esc(attr)} {_pts(x['diff'])} ({_pts(x['lo'])} to {_pts(x['hi'])}, {tag})")
     return head + f". Per attribute, {b} minus {a} in points: " + "; ".join(parts) + "."
 
 
@@ -424,3 +425,70 @@ def headline(curves: dict[str, dict[str, float]], *, esc: Callable[[object], str
     sign = 1 if mean >= 0 else -1
     per = ", ".join(f"{k} {_pts(sign * v)}" for k, v in diffs.items())
     return f"{esc(win)} recovers {abs(100 * mean):.1f} points more than {esc(lose)} on average ({per})"
+
+
+def last_recovery(folder: str | Path) -> dict[str, float] | None:
+    """A model's last validation recovery per attribute from its ``progress.jsonl`` (the run's
+    own held-out notes: ``val_acc_<attr>`` of the last ``eval`` event); None when there is none."""
+    from .io import read_jsonl
+
+    for event in reversed(read_jsonl(Path(folder) / "progress.jsonl")):
+        metrics = event.get("metrics") if event.get("event") == "eval" else None
+        if isinstance(metrics, dict):
+            out = {k[len("val_acc_"):]: float(v) for k, v in metrics.items()
+                   if k.startswith("val_acc_") and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if out:
+                return out
+    return None
+
+
+def study_results_path() -> Path:
+    """The study's ``results.json``: ``SMU_STUDY_RESULTS``, else ``docs/study/results.json`` of the repository."""
+    import os
+
+    env = os.environ.get("SMU_STUDY_RESULTS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "docs" / "study" / "results.json"
+
+
+def load_study(path: str | Path | None = None) -> dict[str, Any]:
+    """The study's results dict ({} when absent or unreadable: the pages then leave it out)."""
+    from .errors import SMUInputError
+    from .study.plan import read_json
+
+    p = Path(path) if path is not None else study_results_path()
+    if not p.is_file():
+        return {}
+    try:
+        out = read_json(p)
+    except SMUInputError:
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def both_verdicts(table_a: pd.DataFrame, table_b: pd.DataFrame, names: Sequence[str], trained: Sequence[bool], *,
+                  unit: str | None = None, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:
+    """The two verdicts of a comparison: ``random`` (every note, under the seeded random masks)
+    and ``picks`` (the common pick set of :func:`pick_set`, or None), with ``picks_text`` (which
+    notes, ``{a}`` / ``{b}`` for the names) or, without picks, ``picks_why``."""
+    out: dict[str, Any] = {"random": compare_tables(table_a, table_b, names, unit=unit, n_boot=n_boot, seed=seed),
+                           "picks": None, "picks_text": "", "picks_why": ""}
+    mask, text = pick_set(table_a, table_b, names, trained)
+    if mask is None:
+        out["picks_why"] = text
+    else:
+        out["picks"] = compare_tables(table_a, table_b, names, unit=unit, notes=mask, n_boot=n_boot, seed=seed)
+        out["picks_text"] = text
+    return out
+
+
+def verdict_lines(vs: dict[str, Any], *, esc: Callable[[object], str] = str,
+                  strong: Callable[[str], str] = str) -> list[str]:
+    """The sentences of :func:`both_verdicts`: under random masks, then under the masker's picks;
+    ``strong`` formats the two labels (e.g. Markdown bold on a page)."""
+    lines = [verdict_sentence(vs["random"], label=strong("Under random masks"), esc=esc)]
+    if vs.get("picks") is not None:
+        lines.append(verdict_sentence(vs["picks"], label=strong("Under the masker's picks"), esc=esc,
+                                      set_text=vs.get("picks_text", "")))
+    elif vs.get("picks_why"):
+        lines.append(f"{strong('Under the masker' + chr(39) + 's picks')}: no verdict: {vs['picks_why']}.")
+    return lines

@@ -45,8 +45,20 @@ def test_two_models_on_a_piece(models):
     at = run_page(models)
     assert not at.exception, at.exception
     heads = [s.value for s in at.subheader]
-    assert heads == ["Recovery accuracy under the same random masks", "Bias view",
+    assert heads == ["Who recovers more", "Recovery accuracy under the same random masks", "Bias view",
                      "Downstream predictions", "Metrics"]
+    # the answer first: a verdict sentence under random masks and one for the masker's picks
+    md = [m.value for m in at.markdown]
+    random_line = next(m for m in md if m.startswith("**Under random masks**: "))
+    assert re.search(r"recovers more than|no clear difference between", random_line)
+    assert "paired bootstrap over" in random_line and "95% interval" in random_line
+    assert any(m.startswith("**Under the masker's picks**") for m in md)
+    # which models the Study is about, and how they differ from these
+    assert any("Compared here, one training run each: model-one" in c.value for c in at.caption)
+    comp = at.session_state["smu_compare"]
+    v = comp["verdicts"]["random"]
+    assert v["names"] == ["model-one", "model-two"] and v["unit"] == "note"
+    assert v["mean"]["lo"] <= v["mean"]["diff"] <= v["mean"]["hi"]
     assert any(i.value.startswith("Neither model folder holds a fine-tuned task head") for i in at.info)
     # a static table (every row shown, no inner scrolling), each row in its own format
     assert not at.dataframe
@@ -76,6 +88,10 @@ def test_folder_evaluation_skips_bad_files(models, tiny_midi_dir):
     assert any("1 file(s) skipped" in w.value and "junk.mid" in w.value for w in at.warning)
     comp = at.session_state["smu_compare"]
     assert comp["folder"]["n_files"] == 4
+    assert "Who recovers more over 4 files" in [h.value for h in at.subheader]
+    fv = comp["folder"]["verdicts"]["random"]
+    assert fv["unit"] == "piece" and fv["n_units"] == 4
+    assert any("paired bootstrap over 4 pieces" in m.value for m in at.markdown)
     assert "recovery pitch (folder)" in at.table[0].value.index
 
 
@@ -117,6 +133,15 @@ def test_untrained_masker_is_flagged(tmp_path):
     assert not at.exception, at.exception
     flagged = [w.value for w in at.warning if "masker head was never trained" in w.value]
     assert len(flagged) == 1 and flagged[0].startswith("rnd was pre-trained with the random strategy")
+    # the masker's picks are the trained masker's (adv's), the warning goes to the report
+    comp = at.session_state["smu_compare"]
+    assert comp["verdicts"]["picks_text"].startswith("the notes {a}'s masker would hide")
+    assert any(m.value.startswith("**Under the masker's picks** (") and "the notes adv's masker would hide" in m.value
+               for m in at.markdown)
+    assert comp["warnings"] == flagged
+    # two untrained maskers: no verdict on picks, said so
+    at2 = run_page((make_model(tmp_path / "r1", seed=3, strategy="random"), rnd))
+    assert any("no verdict: neither model's masker head was trained" in m.value for m in at2.markdown)
 
 
 def test_rules_verdict_speaks_percentages_like_the_charts():

@@ -1,5 +1,7 @@
 """Report page (AppTest): asks for a comparison first, then offers the HTML download."""
 
+import re
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -20,22 +22,44 @@ def test_no_comparison_yet():
     assert len(at.get("download_button")) == 0
 
 
-def test_download_after_compare(tmp_path):
-    a, b = make_model(tmp_path / "adv", seed=1), make_model(tmp_path / "rnd", seed=2)
+def test_download_after_compare(tmp_path, monkeypatch):
+    """The report opens with a summary (the verdicts), then the verdicts in full and every warning
+    the Compare page showed; its recovery figure carries the no-model rules' marks."""
+    import smu_explain.report as R
+
+    a = make_model(tmp_path / "adv", seed=1, strategy="adversarial")
+    b = make_model(tmp_path / "rnd", seed=2, strategy="random")
     cmp = AppTest.from_file(page("compare.py"), default_timeout=60)
     cmp.session_state[A.K_MODEL_A] = str(a)
     cmp.session_state[A.K_MODEL_B] = str(b)
     cmp.run()
     assert not cmp.exception
+    made = []
+    real = R.build_report
+    monkeypatch.setattr(R, "build_report", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
     rep = AppTest.from_file(page("report.py"), default_timeout=60)
     rep.session_state["smu_compare"] = cmp.session_state["smu_compare"]
     rep.run()
     assert not rep.exception, rep.exception
     assert rep.text_input(key="report_title").value == "adv vs rnd"
-    assert "**Contents**\n\n- What each masker picks" in texts(rep)
-    assert "Bias view" in texts(rep) and "Metrics" in texts(rep)
+    t = texts(rep)
+    assert [h.value for h in rep.subheader][0] == "Summary"
+    assert re.search(r"- On [^\n]+: under random masks (no clear difference|\w+ recovers more than)", t)
+    assert "under the masker's picks" in t
+    assert any("masker head was never trained" in w.value for w in rep.warning)
+    assert ("**Contents**\n\n- Verdict: who recovers more\n- Warnings about these models\n"
+            "- What each masker picks") in t
+    assert "Bias view" in t and "Metrics" in t
     [btn] = rep.get("download_button")
     assert "Download the HTML report" in btn.proto.label
+    [doc] = made
+    # the summary comes first, then the verdicts, then the warnings, then the figures
+    i_sum, i_ver, i_warn, i_fig = (doc.index(x) for x in ('<div class="summary">', "<h2>Verdict: who recovers more",
+                                                          "<h2>Warnings about these models", "<h2>What each masker"))
+    assert i_sum < i_ver < i_warn < i_fig
+    assert "Under random masks: " in doc and "Under the masker&#x27;s picks (the notes adv&#x27;s masker" in doc
+    assert "rnd was pre-trained with the random strategy: its masker head was never trained" in doc
+    assert "with the no-model rules" in doc and "Marks = rules that use no model" in doc
 
 
 def test_why_views_alone_make_a_report():

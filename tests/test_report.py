@@ -45,3 +45,55 @@ def test_report_accepts_styler_and_rejects_other_tables():
 def test_report_without_figures_has_no_plotly():
     html = build_report("t", [ReportSection("only text", "hello")])
     assert "Plotly" not in html and "<h2>only text</h2>" in html
+
+
+def _comp(names=("adv", "rnd")):
+    """A comparison as the Compare page stores it, with synthetic paired tables."""
+    import numpy as np
+
+    from smu_explain import verdict as V
+
+    rng = np.random.default_rng(0)
+    n = 300
+    a = pd.DataFrame({"correct_pitch": rng.random(n) < 0.3, "picked": np.arange(n) < 40})
+    b = pd.DataFrame({"correct_pitch": rng.random(n) < 0.7, "picked": False})
+    vs = V.both_verdicts(a, b, list(names), [True, False], n_boot=200)
+    facts = [dict(name=names[0], strategy="adversarial", steps=100, params=10**6, layers=2, width=64, train_files=3),
+             dict(name=names[1], strategy="random", steps=200, params=10**6, layers=2, width=64, train_files=3)]
+    study = {"params": 896384, "layers": 4, "width": 128, "steps": 3000, "seeds": 2, "tasks": ["melody"],
+             "mean_diff": 0.004, "p": 0.72, "n_pairs": 16, "significant": False}
+    return {"models": dict(zip(names, ("/a", "/b"))), "piece": "x.mid", "verdicts": vs, "facts": facts,
+            "study_facts": study, "warnings": [f"{names[1]} was pre-trained with the random strategy: its masker "
+                                               "head was never trained"]}
+
+
+def test_report_opens_with_summary_verdicts_and_warnings():
+    from smu_explain.report import summary_lines, verdict_sections
+
+    comp = _comp()
+    summary = summary_lines(comp)
+    assert summary[0].startswith("On x.mid: under random masks rnd recovers more than adv by ")
+    assert "under the masker's picks" in summary[0]
+    assert "not measurably: +0.4 points, p = 0.72" in summary[1] and "1 warning" in summary[2]
+    secs = verdict_sections(comp)
+    assert [s.heading for s in secs] == ["Verdict: who recovers more", "Warnings about these models"]
+    assert "0.9 M-parameter encoders" in secs[0].text and "home ground" in secs[0].text
+    html = build_report("t", secs + [ReportSection("Figures")], summary=summary)
+    assert html.index('class="summary"') < html.index("<h2>Verdict") < html.index("<h2>Warnings") < html.index(
+        "<h2>Figures")
+    assert '<p class="warn">rnd was pre-trained with the random strategy' in html
+
+
+def test_summary_and_verdicts_escape_hostile_model_names():
+    from smu_explain.markup import md_escape
+    from smu_explain.report import md_unescape, summary_lines, verdict_sections
+
+    bad = ("<img src=x onerror=alert(1)>", "[x](javascript:alert(1))*_")
+    comp = _comp(bad)
+    comp["warnings"] = [f"{md_escape(bad[1])} was pre-trained with **the** random strategy"]
+    html = build_report("t", verdict_sections(comp), summary=summary_lines(comp))
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "[x](javascript:alert(1))*_ was pre-trained with the random strategy" in html  # as the reader saw it
+    md = "\n".join(summary_lines(comp, esc=md_escape))
+    assert "<img" not in md.replace("\\<img", "") and "\\[x\\](javascript:alert(1))\\*\\_" in md
+    assert md_unescape(md_escape(bad[1])) == bad[1]
