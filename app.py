@@ -1,20 +1,28 @@
 """smu_explain app: the router. Run with ``streamlit run app.py``.
 
-Pages (``pages/``): Explore a piece, Compare two models, Train a small model,
-Report (HTML export). Each page script also runs on its own (tests use that).
+Pages (``pages/``): Explore a piece, Compare two models, Why, Train a small model,
+Report (HTML export), Study, About. Each page script also runs on its own (tests use that).
+The first screen ("/", Explore) opens under the app's framing: ``pages/home.py`` run with
+``FRAME = True`` (three lines: what it shows, why it matters, the headline; a folded glossary).
 """
+
+import runpy
+from pathlib import Path
 
 import streamlit as st
 
 st.set_page_config(page_title="smu_explain", page_icon=":material/piano:", layout="wide")
 
+HOME = Path(__file__).resolve().parent / "pages" / "home.py"
+explore = st.Page("pages/explore.py", title="Explore", icon=":material/piano:", default=True)
 pages = [
-    st.Page("pages/explore.py", title="Explore", icon=":material/piano:", default=True),
+    explore,
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("pages/why.py", title="Why", icon=":material/psychology_alt:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/report.py", title="Report", icon=":material/description:"),
     st.Page("pages/study.py", title="Study", icon=":material/science:"),
+    st.Page("pages/home.py", title="About", icon=":material/info:"),
 ]
 nav = st.navigation(pages)
 
@@ -33,6 +41,9 @@ with st.sidebar:
     appstate.preload_plotly()  # the browser compiles Plotly while the page's model loads
 try:
     with appstate.user_run():  # the background warm-up pauses while a page runs
+        if nav.title == explore.title:  # the first screen: the app framed above Explore's roll
+            with st.container(border=True):
+                runpy.run_path(str(HOME), init_globals={"FRAME": True}, run_name="smu_home_frame")
         nav.run()
 finally:
     # after the first page is drawn (never before: the first roll must not wait for it), fill

@@ -42,7 +42,7 @@ import pandas as pd
 
 __all__ = ["paired_bootstrap", "unit_differences", "compare_tables", "pick_set", "verdict_sentence",
            "model_facts", "study_facts", "study_result_text", "context_sentence", "headline",
-           "last_recovery", "study_results_path", "load_study", "both_verdicts", "verdict_lines", "N_BOOT", "LEVEL"]
+           "last_recovery", "study_results_path", "load_study", "both_verdicts", "verdict_lines", "headline_line", "N_BOOT", "LEVEL"]
 
 N_BOOT = 2000
 LEVEL = 0.95
@@ -452,15 +452,12 @@ def study_results_path() -> Path:
 
 def load_study(path: str | Path | None = None) -> dict[str, Any]:
     """The study's results dict ({} when absent or unreadable: the pages then leave it out)."""
-    from .errors import SMUInputError
-    from .study.plan import read_json
-
     p = Path(path) if path is not None else study_results_path()
-    if not p.is_file():
-        return {}
     try:
-        out = read_json(p)
-    except SMUInputError:
+        if not p.is_file() or p.stat().st_size > 64 * 1024 * 1024:
+            return {}
+        out = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # not JSON, too many digits, too deep
         return {}
     return out if isinstance(out, dict) else {}
 
@@ -492,3 +489,45 @@ def verdict_lines(vs: dict[str, Any], *, esc: Callable[[object], str] = str,
     elif vs.get("picks_why"):
         lines.append(f"{strong('Under the masker' + chr(39) + 's picks')}: no verdict: {vs['picks_why']}.")
     return lines
+
+
+def headline_line(folders: Sequence[str | Path], study: dict[str, Any] | None, *,
+                  esc: Callable[[object], str] = str) -> str:
+    """The first screen's headline from the models at hand: the Study's result (which models,
+    how judged), then how the demo models in ``folders`` compare on their last validation
+    recovery (their own held-out notes) and what differs between them besides the masking.
+    Computed from ``results.json`` and the folders' ``progress.jsonl`` / ``config.json``."""
+    out = []
+    if study:
+        out.append(f"in the Study ({_millions(study.get('params'))}-parameter encoders, {study.get('seeds') or '?'} "
+                   f"seeds per strategy, {len(study.get('tasks') or [])} tasks), letting a masker choose the notes "
+                   f"did {'' if study.get('significant') else 'not '}measurably help after fine-tuning "
+                   f"({_pts(study['mean_diff'])} points of test accuracy against random masking"
+                   + (f", p = {study['p']:.2g}" if isinstance(study.get("p"), (int, float)) else "") + ")")
+    facts = {}
+    curves = {}
+    for f in folders:
+        facts_f = model_facts(f)
+        rec = last_recovery(f)
+        if rec:
+            curves[facts_f["name"]] = rec
+            facts[facts_f["name"]] = facts_f
+    if len(curves) == 2:
+        (na, a), (nb, b) = curves.items()
+        attrs = [k for k in a if k in b]
+        mean = float(np.mean([b[k] - a[k] for k in attrs])) if attrs else 0.0
+        (win, wa), (lose, la) = ((nb, b), (na, a)) if mean >= 0 else ((na, a), (nb, b))
+        per = ", ".join(f"{k} {_pts(wa[k] - la[k])}" for k in attrs)
+        extra = []
+        if all(isinstance(facts[n].get("steps"), int) for n in (win, lose)) and \
+                facts[win]["steps"] != facts[lose]["steps"]:
+            extra.append(f"{esc(win)} trained {facts[win]['steps']:,} steps, {esc(lose)} {facts[lose]['steps']:,}")
+        if {"random", "adversarial"} <= {f.get("strategy") for f in facts.values()}:
+            extra.append("and hiding random notes is what the random model was trained on")
+        if attrs:
+            out.append(f"of the two demo models here, {esc(win)} guesses back {abs(100 * mean):.1f} points more of "
+                       f"the hidden notes of its held-out songs than {esc(lose)} ({per})"
+                       + (f"; but {', '.join(extra)}" if extra else ""))
+    if not out:
+        return "no study results and no demo models with a training log are at hand"
+    return ". ".join(x[0].upper() + x[1:] for x in out) + "."

@@ -145,3 +145,23 @@ def test_verdict_is_torch_free():
 
     code = "import sys, smu_explain.verdict; sys.exit('torch' in sys.modules or 'streamlit' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_headline_line_from_the_folders_and_the_study(tmp_path):
+    for name, strategy, steps, acc in (("adv", "adversarial", 300, 0.5), ("rnd", "random", 500, 0.6)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"model": {}, "training": {"step": steps},
+                                                   "strategy": {"name": strategy}}))
+        (d / "progress.jsonl").write_text(
+            json.dumps({"event": "eval", "metrics": {"val_acc_pitch": acc - 0.1, "val_acc_bar": 0.9}}) + "\n"
+            + json.dumps({"event": "eval", "metrics": {"val_acc_pitch": acc, "val_acc_bar": 0.9}}) + "\n")
+    assert V.last_recovery(tmp_path / "rnd") == {"pitch": 0.6, "bar": 0.9}
+    study = {"params": 900_000, "seeds": 2, "tasks": ["a", "b"], "mean_diff": -0.01, "p": 0.5, "significant": False}
+    text = V.headline_line([tmp_path / "adv", tmp_path / "rnd"], study)
+    assert text.startswith("In the Study (0.9 M-parameter encoders, 2 seeds per strategy, 2 tasks)")
+    assert "did not measurably help after fine-tuning (-1.0 points of test accuracy against random masking, p = 0.5)" \
+        in text
+    assert "rnd guesses back 5.0 points more of the hidden notes of its held-out songs than adv (pitch +10.0, " \
+           "bar +0.0); but rnd trained 500 steps, adv 300" in text
+    assert V.headline_line([], None).startswith("no study results")

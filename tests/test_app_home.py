@@ -1,0 +1,84 @@
+"""Home (AppTest): the app framed in three lines above the first page, the headline computed from the
+models at hand, every term of the app defined in a glossary."""
+
+import json
+
+from streamlit.testing.v1 import AppTest
+
+from app_helpers import ROOT, page
+from smu_explain import verdict as V
+
+TERMS = ("**bar**", "**position**", "**pitch**", "**duration**", "**recovery accuracy**", "**masker**",
+         "**picked**", "**frozen**", "**no-model rule**", "**IQR**", "no clear difference", "**random masks**")
+
+
+def _frame(path):
+    import runpy
+
+    runpy.run_path(path, init_globals={"FRAME": True})
+
+
+def lines(at):
+    return [m.value for m in at.markdown]
+
+
+def test_the_about_page_frames_the_app_and_defines_every_term():
+    at = AppTest.from_file(page("home.py"), default_timeout=30).run()
+    assert not at.exception, at.exception
+    md = lines(at)
+    assert [m.split("**: ")[0] for m in md[:3]] == ["**What it shows", "**Why it matters", "**Headline"]
+    [exp] = at.expander
+    assert exp.label == "Words used in this app" and exp.proto.expanded
+    glossary = "\n".join(md)
+    for term in TERMS:
+        assert term in glossary, term
+    assert any(m.startswith("**Where to go**") for m in md)
+
+
+def test_the_headline_is_computed_from_the_study_and_the_demo_models(tmp_path, monkeypatch):
+    study = V.study_facts(V.load_study())
+    at = AppTest.from_file(page("home.py"), default_timeout=30).run()
+    headline = lines(at)[2]
+    if study:  # the checkout's docs/study/results.json
+        assert f"({100 * study['mean_diff']:+.1f} points of test accuracy" in headline
+    demo = [ROOT / "models" / "demo-adversarial", ROOT / "models" / "demo-random"]
+    curves = {d.name: V.last_recovery(d) for d in demo}
+    if all(curves.values()):
+        a, b = curves.values()
+        mean = sum(b[k] - a[k] for k in a) / len(a)
+        assert f"guesses back {abs(100 * mean):.1f} points more" in headline
+    # another study result: another headline (nothing written by hand)
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"paired": {"overall": {"mean_diff": 0.031, "t_p": 0.01, "n": 8,
+                                                          "significant": True}, "pretrain_seeds": 3},
+                                   "model": {"n_params": 5_000_000}, "tasks": ["melody"]}))
+    monkeypatch.setenv("SMU_STUDY_RESULTS", str(results))
+    at = AppTest.from_file(page("home.py"), default_timeout=30).run()
+    assert "5.0 M-parameter encoders, 3 seeds per strategy, 1 tasks), letting a masker choose the notes did " \
+           "measurably help after fine-tuning (+3.1 points" in lines(at)[2]
+
+
+def test_the_frame_above_the_first_page_is_three_lines_and_a_folded_glossary():
+    at = AppTest.from_function(_frame, args=(page("home.py"),), default_timeout=30).run()
+    assert not at.exception, at.exception
+    md = lines(at)
+    assert md[0].startswith("**What it shows**") and md[2].startswith("**Headline**")
+    [exp] = at.expander
+    assert not exp.proto.expanded
+    assert not any(m.startswith("**Where to go**") for m in md)
+
+
+def test_the_router_frames_the_first_page_only(tmp_path, monkeypatch):
+    """app.py: "/" opens on Explore under the frame; another page (Study) without it."""
+    from smu_explain import appstate as A
+
+    monkeypatch.setenv("SMU_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(A, "start_warm_up", lambda: None)  # no background model loading in a test
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    md = lines(at)
+    assert md[0].startswith("**What it shows**") and md[2].startswith("**Headline**")
+    assert [t.value for t in at.title] == ["Explore a piece"]
+    at.switch_page("pages/study.py").run()
+    assert not at.exception, at.exception
+    assert not any(m.startswith("**What it shows**") for m in lines(at))
