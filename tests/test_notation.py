@@ -1,0 +1,249 @@
+"""The score view (smu_explain/notation.py) and the Score page (pages/score.py)."""
+
+import time
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from app_helpers import ROOT, make_model, page, texts
+from conftest import midi_bytes
+from smu_explain import notation as N
+from smu_explain.tokenizer import read_piece
+
+TPQ = 480
+Q = TPQ  # one quarter in ticks
+
+
+def piece_of(notes, ts=((0, 4, 4),)):
+    return read_piece(midi_bytes(notes, time_signatures=ts, tpq=TPQ), name="t")
+
+
+def overlay(piece, picked=(), frozen=()):
+    t = piece.notes_table()
+    t["score"] = np.linspace(0, 1, len(t))
+    t["picked"] = np.isin(np.arange(len(t)), list(picked))
+    t["frozen"] = np.isin(np.arange(len(t)), list(frozen))
+    return t
+
+
+def notes_of(xml: str):
+    return ET.fromstring(xml.split("\n", 1)[1]).iter("note")
+
+
+def by_id(xml: str) -> dict:
+    return {n.get("id"): n for n in notes_of(xml) if n.get("id")}
+
+
+def check_measures_add_up(xml: str, piece, first: int):
+    """Every voice of every measure fills the bar exactly (rests, notes, forwards; backups between voices)."""
+    root = ET.fromstring(xml.split("\n", 1)[1])
+    for m in root.iter("measure"):
+        bar = int(m.get("number")) - 1
+        L = round(piece.bar_lengths_q[bar] * N.GRID_PER_QUARTER)
+        t = 0
+        for el in m:
+            if el.tag == "backup":
+                assert t == L, (bar, t, L)
+                t -= int(el.findtext("duration"))
+                assert t == 0
+            elif el.tag == "forward" or (el.tag == "note" and el.find("chord") is None):
+                t += int(el.findtext("duration"))
+        assert t == L, (bar, t, L)
+
+
+def test_one_note_per_piece_note_coloured_by_state():
+    notes = [(i * Q, Q, 60 + (i % 12)) for i in range(16)] + [(i * 2 * Q, 2 * Q, 40 + i % 5) for i in range(8)]
+    p = piece_of(notes)
+    over = overlay(p, picked=[1, 5], frozen=[2, 7, 20])
+    xml, ids, idx, quant = N.build_musicxml(p, over, 0, 4)
+    assert list(idx) == list(range(len(p)))
+    els = by_id(xml)
+    starts = [k for k in els if "-" not in k]
+    assert sorted(starts) == sorted(N.note_id(i) for i in range(len(p)))  # one <note> per piece note
+    for i in range(len(p)):
+        el = els[N.note_id(i)]
+        state = "frozen" if i in (2, 7, 20) else "picked" if i in (1, 5) else "other"
+        assert el.get("color") == N.COLORS[state], i
+        assert (el.find("notehead") is not None) == (state == "frozen")
+        step = el.find("pitch/step").text + (el.findtext("pitch/alter") or "")
+        midi = p.pitch[i]
+        assert N.SPELLING[midi % 12][0] == step[0]
+        assert el.findtext("staff") == ("1" if midi >= 60 else "2")
+    assert quant == {"onsets_moved": 0, "ends_moved": 0, "lengthened": 0, "cut_at_range_end": 0}
+    check_measures_add_up(xml, p, 0)
+
+
+def test_rests_ties_and_accidentals():
+    # bar 1: C4 at beat 1 (a quarter), rest, F#4 from beat 4 for two quarters (tied over the bar line)
+    # bar 2: F#4 again after the tie: no sharp on the continuation, a sharp on the new note
+    p = piece_of([(0, Q, 60), (3 * Q, 2 * Q, 66), (6 * Q, Q, 66)])
+    xml, ids, _, _ = N.build_musicxml(p, overlay(p, picked=[1]), 0, 2)
+    assert ids[1] == ["n1", "n1-1"]
+    els = by_id(xml)
+    assert [t.get("type") for t in els["n1"].findall("tie")] == ["start"]
+    assert [t.get("type") for t in els["n1-1"].findall("tie")] == ["stop"]
+    assert els["n1"].get("color") == els["n1-1"].get("color") == N.COLORS["picked"]
+    assert els["n1"].findtext("accidental") == "sharp" and els["n1-1"].find("accidental") is None
+    assert els["n2"].findtext("accidental") == "sharp"  # new bar: the sharp again
+    rests = [n for n in notes_of(xml) if n.find("rest") is not None]
+    assert rests and all(r.get("color") is None for r in rests)
+    # an empty bass staff: a whole-bar rest in each bar
+    assert sum(r.find("rest").get("measure") == "yes" for r in rests) == 2
+    check_measures_add_up(xml, p, 0)
+    # a length no single value writes (5 sixteenths) is two tied values
+    p = piece_of([(0, 5 * Q // 4, 72)])
+    xml, ids, _, _ = N.build_musicxml(p, None, 0, 1)
+    assert len(ids[0]) == 2 and [by_id(xml)[i].findtext("type") for i in ids[0]] == ["quarter", "16th"]
+
+
+def test_bar_range_clips_and_only_those_bars_are_built():
+    p = piece_of([(i * Q, Q, 60 + i % 7) for i in range(80)])  # 20 bars of 4/4
+    xml, ids, idx, _ = N.build_musicxml(p, None, 4, 8)
+    assert set(p.bar[idx]) == {4, 5, 6, 7} and len(idx) == 16
+    assert [m.get("number") for m in ET.fromstring(xml.split("\n", 1)[1]).iter("measure")] == ["5", "6", "7", "8"]
+    assert N.clip_bar_range(p, 18, 40) == (18, 20)
+    assert N.clip_bar_range(p, -3, 0) == (0, 1)
+    assert N.bar_range_around(p, None) == (0, 8)
+    assert N.bar_range_around(p, 4 * 10) == (9, 17)  # the note's bar second
+    assert N.bar_range_around(p, 79) == (12, 20)
+    # a note sounding past the range is cut at its end, and said so
+    p = piece_of([(0, 12 * Q, 60), (8 * Q, Q, 72)])  # 3 bars
+    xml, ids, _, quant = N.build_musicxml(p, None, 0, 2)
+    assert quant["cut_at_range_end"] == 1 and len(ids[0]) == 2
+    assert "cut at the end of bar 2" in N.quantise_words(quant, 1, 0, 2)
+
+
+@pytest.mark.parametrize("ts,bar_q", [((5, 8), 2.5), ((3, 4), 3.0)])
+def test_odd_metres(ts, bar_q):
+    n = int(bar_q * 2)  # eighth notes
+    notes = [(i * Q // 2, Q // 2, 62 + i % 5) for i in range(3 * n)] + [(0, int(bar_q * Q), 48)]
+    p = piece_of(notes, ts=((0, *ts),))
+    assert p.bar_lengths_q[0] == bar_q
+    xml, ids, idx, _ = N.build_musicxml(p, overlay(p, picked=[0]), 0, 3)
+    root = ET.fromstring(xml.split("\n", 1)[1])
+    assert (root.findtext(".//time/beats"), root.findtext(".//time/beat-type")) == (str(ts[0]), str(ts[1]))
+    assert len(root.findall(".//time")) == 1  # written once
+    assert len(idx) == len(p) and all(ids[i][0] == N.note_id(i) for i in range(len(p)))
+    # the whole-bar bass note: one value (a dotted half) in 3/4, a half tied to an eighth in 5/8
+    assert [by_id(xml)[k].findtext("type") for k in ids[0]] == (["half", "eighth"] if ts == (5, 8) else ["half"])
+    check_measures_add_up(xml, p, 0)
+    view = N.score_view(p, overlay(p, picked=[0]), 0, 3)
+    assert f'id="{N.note_id(0)}"' in view.svg
+
+
+def test_quantisation_is_stated_and_counted():
+    # an onset 1/32 late, a triplet eighth, a 64th note
+    p = piece_of([(Q // 8, Q, 60), (Q + Q // 3, Q // 3, 64), (3 * Q, Q // 16, 67)])
+    xml, ids, _, quant = N.build_musicxml(p, None, 0, 1)
+    assert quant["onsets_moved"] == 2 and quant["lengthened"] == 1
+    els = by_id(xml)
+    assert els["n2"].findtext("type") == "16th"  # shortest value: a 16th
+    words = N.quantise_words(quant, 3, 0, 1)
+    assert "nearest 16th note" in words and "2 onsets" in words and "shorter than a 16th" in words
+    check_measures_add_up(xml, p, 0)
+
+
+def test_musicxml_input():
+    import music21
+
+    s = music21.stream.Stream()
+    s.append(music21.meter.TimeSignature("3/4"))
+    for name, ql in [("C4", 1.0), ("E4", 0.5), ("G4", 0.5), ("C5", 1.0), ("B3", 2.0), ("D4", 1.0)]:
+        s.append(music21.note.Note(name, quarterLength=ql))
+    path = music21.converter.subConverters.ConverterMusicXML().write(s, "musicxml")
+    p = read_piece(path, name="score")
+    assert p.time_signatures[0][1:] == (3, 4)
+    view = N.score_view(p, overlay(p, picked=[3], frozen=[0]), 0, 2, selected=3)
+    els = by_id(view.musicxml)
+    assert {k for k in els if "-" not in k} == {N.note_id(i) for i in range(len(p))}
+    assert els["n3"].get("color") == N.COLORS["picked"] and els["n0"].get("color") == N.COLORS["frozen"]
+    assert [els[N.note_id(i)].findtext("type") for i in range(len(p))] == [
+        "quarter", "eighth", "eighth", "quarter", "half", "quarter"]
+    assert view.quantised["onsets_moved"] == view.quantised["ends_moved"] == 0
+    # Verovio keeps the ids and draws the colours; the selected note gets its ring
+    assert f'id="n3" class="note" color="{N.COLORS["picked"]}"' in view.svg
+    assert 'g[id="n3"] .notehead use' in view.svg
+
+
+def test_overlay_must_match_the_piece():
+    p = piece_of([(0, Q, 60), (Q, Q, 62)])
+    with pytest.raises(ValueError, match="overlay has 1 rows"):
+        N.build_musicxml(p, overlay(p).iloc[:1], 0, 1)
+
+
+def test_shading_by_score_and_legend():
+    p = piece_of([(i * Q, Q, 60 + i) for i in range(4)])
+    xml, *_ = N.build_musicxml(p, overlay(p), 0, 1, shade=True)
+    cols = [by_id(xml)[N.note_id(i)].get("color") for i in range(4)]
+    assert cols[0] == N.shade_color(0.0) and cols[3] == N.shade_color(1.0) and len(set(cols)) == 4
+    assert [s for s, *_ in N.legend_items()] == ["picked", "frozen", "other", "selected"]
+
+
+def test_a_long_piece_renders_only_its_selected_bars_fast():
+    notes = [(i * Q // 2, Q // 2, 55 + (i * 5) % 24) for i in range(8 * 1000)] + [
+        (i * 4 * Q, 4 * Q, 36 + i % 12) for i in range(1000)]
+    p = piece_of(notes)
+    assert len(p.bar_starts_q) == 1000
+    over = overlay(p, picked=range(0, len(p), 7), frozen=range(3, len(p), 5))
+    N.score_view(p, over, 0, 8)  # the toolkit's first start is not what is timed
+    t0 = time.perf_counter()
+    view = N.score_view(p, over, 500, 508)
+    took = time.perf_counter() - t0
+    assert view.bars == (500, 508) and len(view.notes) == 8 * 9
+    assert took < 5.0, took  # ~0.1 s on the 2-core dev machine
+
+
+# ----------------------------------------------------------------------------- the page (AppTest)
+
+SAMPLE = sorted(p.name for p in (ROOT / "sample_midi").glob("*.mid"))[0]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp("models") / "tiny-score", seed=1)
+
+
+@pytest.fixture(autouse=True)
+def runs_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMU_RUNS_DIR", str(tmp_path / "runs"))
+
+
+def run_page(**state):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(page("score.py"), default_timeout=60)
+    for k, v in state.items():
+        at.session_state[k] = v
+    return at.run()
+
+
+def svg_of(at) -> str:
+    return "\n".join(h.proto.body for h in at.get("html"))
+
+
+def test_page_shows_the_score_around_explores_note(model_dir):
+    from smu_explain import appstate as A
+
+    data = (ROOT / "sample_midi" / SAMPLE).read_bytes()
+    piece = read_piece(ROOT / "sample_midi" / SAMPLE)
+    note = int(np.flatnonzero(piece.bar == 10)[0])
+    at = run_page(**{A.K_MODEL_A: str(model_dir), A.K_PIECE: (SAMPLE, data), "explore_note": note,
+                     "explore_note_for": (A.piece_key(data), str(model_dir))})
+    assert not at.exception, at.exception
+    html = svg_of(at)
+    assert "<svg" in html and f'g[id="n{note}"]' in html and N.COLORS["picked"] in html
+    assert at.number_input(key="score_first").value == 10  # bars 10-17: the note's bar (11) second
+    assert f"Note **{note}**" in texts(at) and "nearest 16th note" in texts(at)
+    at.number_input(key="score_first").set_value(1).run()
+    assert not at.exception and 'id="n0"' in svg_of(at)
+
+
+def test_page_without_model_draws_black_notes():
+    from smu_explain import appstate as A
+
+    at = run_page(score_model_choice=A.OTHER_FOLDER)  # no folder typed: no model
+    assert not at.exception, at.exception
+    html = svg_of(at)
+    assert "<svg" in html and N.COLORS["picked"] not in html
+    assert "No model loaded" in texts(at)
