@@ -76,8 +76,8 @@ if selected is not None:
 else:
     st.caption("No note selected on Explore for this piece: showing the first bars.")
 
-st.html(f'<div class="smu-score" title="{html_escape(name)}, bars {first + 1}-{stop}" '
-        f'style="background:#fff;padding:4px;overflow-x:auto">{view.svg}</div>')
+st.html('<div class="smu-score" style="background:#fff;padding:4px">'
+        + view.html(f"{name}, bars {first + 1}-{stop}") + "</div>")
 
 legend = notation.legend_items(shade=shade and over is not None)
 if over is None:

@@ -42,7 +42,11 @@ Staves, voices, spelling
       ``<forward>``).
     * Lengths are written with whole, half, quarter, 8th and 16th notes, dotted or not; a length
       no value writes is split into values tied together (an onset not on the beat is first
-      brought to the beat with short values). Ties also join the parts of a note across a bar line.
+      brought to the beat with short values; a dotted value starts on a beat, a dotted half on a
+      half bar of 4/4). Ties also join the
+      parts of a note across a bar line.
+    * Beams: adjacent values shorter than a quarter in one voice are beamed within a beat (a dotted
+      quarter in 6/8, 9/8, 12/8); a rest or a longer value breaks the beam.
     * No key signature; pitches are spelled with C# Eb F# Ab Bb (``SPELLING``); an accidental is
       written on the first note of a bar and staff that alters the step, and again when it
       changes (naturals included), never on a tied continuation.
@@ -60,10 +64,14 @@ the piece's order; ``explain.masker_view``)
     SVG group id, so ``ScoreView.note_ids`` maps a piece note to its elements in the SVG. The
     note ``selected`` (the one chosen on Explore) gets a blue ring round its notehead(s), by a
     CSS rule added to the SVG on its ids.
+    * The page shows each engraved page as an ``<img>`` with an SVG data URI (``ScoreView.html``):
+      Streamlit's ``st.html`` sanitises with DOMPurify's HTML profile, which drops inline SVG.
 """
 
 from __future__ import annotations
 
+import base64
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -94,13 +102,29 @@ class ScoreView:
     """An engraved range of bars. ``bars`` = (first, stop), 0-based, stop excluded."""
 
     musicxml: str
-    svg: str
+    pages: list[str]  # one SVG document per engraved page
     bars: tuple[int, int]
     notes: np.ndarray  # the piece's note indices shown, in piece order
     note_ids: dict[int, list[str]]  # piece note index -> ids of its <note> elements (SVG group ids)
     quantised: dict[str, int]  # onsets_moved, ends_moved, lengthened, cut_at_range_end
     seconds: dict[str, float] = field(default_factory=dict)  # build, render
     caption: str = ""
+
+    @property
+    def svg(self) -> str:
+        """Every page's SVG, one after another."""
+        return "\n".join(self.pages)
+
+    def html(self, label: str) -> str:
+        """The pages as ``<img>`` elements with SVG data URIs (so no HTML sanitiser drops an SVG
+        element, and the ids and the ring's style stay inside each SVG); ``label`` (the alt text,
+        e.g. the piece's name) is escaped here."""
+        from .markup import html_escape
+
+        alt = html_escape(label)
+        return "".join(f'<img alt="{alt}" style="width:100%;height:auto;background:#fff" '
+                       f'src="data:image/svg+xml;base64,{base64.b64encode(p.encode("utf-8")).decode("ascii")}"/>'
+                       for p in self.pages)
 
 
 def note_id(index: int, part: int = 0) -> str:
@@ -199,17 +223,51 @@ def _quantise(piece, idx: np.ndarray, first: int, stop: int) -> tuple[np.ndarray
 
 def _split_values(pos: int, length: int) -> list[tuple[int, str, bool]]:
     """Note values (16ths, type, dotted) writing ``length`` 16ths from ``pos`` 16ths after a bar line,
-    tied: the longest value that fits and starts where such a value may (a quarter or longer on a
-    beat, a shorter one on a multiple of its undotted length)."""
+    tied: the longest value that fits and starts where such a value may (a dotted value or one of a
+    quarter or longer on a beat, a shorter one on a multiple of its length)."""
     out = []
     while length > 0:
         for v, typ, dot in _VALUES:
             base = v * 2 // 3 if dot else v
-            if v <= length and pos % min(base, GRID_PER_QUARTER) == 0:
+            align = (2 * GRID_PER_QUARTER if base >= 2 * GRID_PER_QUARTER else GRID_PER_QUARTER) if dot else min(
+                base, GRID_PER_QUARTER)
+            if v <= length and pos % align == 0:
                 out.append((v, typ, dot))
                 pos += v
                 length -= v
                 break
+    return out
+
+
+def _beat_steps(ts: tuple[int, int]) -> int:
+    """Steps of one beam group: a dotted quarter in 6/8, 9/8, 12/8; a quarter otherwise."""
+    num, den = ts
+    if den == 8 and num % 3 == 0 and num > 3:
+        return 3 * GRID_PER_QUARTER // 2
+    return GRID_PER_QUARTER
+
+
+def _beams(frags: list) -> dict[int, str]:
+    """``begin`` / ``continue`` / ``end`` per fragment (by position in ``frags``: one voice's notes of
+    one bar, in time order, as (onset, length, beat group)): runs of two or more adjacent values
+    shorter than a quarter in the same beat group are beamed."""
+    out: dict[int, str] = {}
+    run: list[int] = []
+
+    def close():
+        if len(run) > 1:
+            out.update({k: "continue" for k in run})
+            out[run[0]], out[run[-1]] = "begin", "end"
+        run.clear()
+
+    for k, (pos, v, group) in enumerate(frags):
+        if v >= GRID_PER_QUARTER:
+            close()
+            continue
+        if run and (frags[run[-1]][2] != group or frags[run[-1]][0] + frags[run[-1]][1] != pos):
+            close()
+        run.append(k)
+    close()
     return out
 
 
@@ -359,8 +417,10 @@ def build_musicxml(piece, table=None, first: int = 0, stop: int | None = None, *
                 out.append(f'<note><rest measure="yes"/><duration>{L}</duration><voice>{vnum}</voice>'
                            f"<staff>{staff}</staff></note>")
                 continue
+            group = _beat_steps(ts)
+            beams = _beams([(f[2], f[3], f[2] // group) for f in mine])
             t = 0
-            for f in mine + [None]:
+            for k, f in enumerate(mine + [None]):
                 gap_end = L if f is None else f[2]
                 if gap_end > t:  # rests in the staff's first voice, invisible space in the others
                     if vnum == first_layer[staff]:
@@ -390,6 +450,8 @@ def build_musicxml(piece, table=None, first: int = 0, stop: int | None = None, *
                     if frozen:
                         note.append(f'<notehead parentheses="yes" color="{COLORS["frozen"]}">normal</notehead>')
                     note.append(f"<staff>{staff}</staff>")
+                    if j == 0 and k in beams:
+                        note.append(f'<beam number="1">{beams[k]}</beam>')
                     if tie_stop or tie_start:
                         note.append("<notations>" + ('<tied type="stop"/>' if tie_stop else "") +
                                     ('<tied type="start"/>' if tie_start else "") + "</notations>")
@@ -415,9 +477,9 @@ def _toolkit():
     return _TOOLKIT[0]
 
 
-def render_svg(musicxml: str, *, width: int = 2200, scale: int = 40) -> str:
-    """Verovio's SVG of ``musicxml`` (every page, one after another; the page height fits the music;
-    a viewBox, so the SVG scales to its container's width)."""
+def render_svg(musicxml: str, *, width: int = 2200, scale: int = 40) -> list[str]:
+    """Verovio's SVG of ``musicxml``, one document per page (one page unless the range is very long:
+    the page height fits the music; a viewBox, so each SVG scales to its container's width)."""
     with _RENDER_LOCK:
         tk = _toolkit()
         tk.setOptions({"pageWidth": width, "pageHeight": 60000, "adjustPageHeight": True, "scale": scale,
@@ -426,7 +488,7 @@ def render_svg(musicxml: str, *, width: int = 2200, scale: int = 40) -> str:
                        "pageMarginRight": 50})
         if not tk.loadData(musicxml):
             raise ValueError("Verovio could not read the MusicXML it was given")
-        return "\n".join(tk.renderToSVG(p) for p in range(1, tk.getPageCount() + 1))
+        return [tk.renderToSVG(p) for p in range(1, tk.getPageCount() + 1)]
 
 
 def _ring_css(ids: list[str]) -> str:
@@ -460,11 +522,11 @@ def score_view(piece, table=None, first: int = 0, stop: int | None = None, *, se
     t0 = time.perf_counter()
     xml, ids, idx, quant = build_musicxml(piece, table, first, stop, shade=shade)
     t1 = time.perf_counter()
-    svg = render_svg(xml)
+    pages = render_svg(xml)
     ring = ids.get(int(selected), []) if selected is not None else []
-    if ring:
-        svg = svg.replace(">", ">" + _ring_css(ring), 1) if svg.startswith("<svg") else _ring_css(ring) + svg
+    if ring:  # a <style> inside each page's root <svg> element
+        pages = [re.sub(r"(<svg\b[^>]*>)", lambda m: m[1] + _ring_css(ring), p, count=1) for p in pages]
     t2 = time.perf_counter()
-    return ScoreView(musicxml=xml, svg=svg, bars=(first, stop), notes=idx, note_ids=ids, quantised=quant,
+    return ScoreView(musicxml=xml, pages=pages, bars=(first, stop), notes=idx, note_ids=ids, quantised=quant,
                      seconds={"build": t1 - t0, "render": t2 - t1},
                      caption=quantise_words(quant, len(idx), first, stop))

@@ -166,6 +166,28 @@ def test_musicxml_input():
     assert 'g[id="n3"] .notehead use' in view.svg
 
 
+def test_beams_group_short_values_within_a_beat():
+    # 4/4: four 16ths (beat 1), an 8th + an 8th rest (beat 2), two 8ths (beat 3), a quarter
+    p = piece_of([(i * Q // 4, Q // 4, 72) for i in range(4)] + [(Q, Q // 2, 74), (2 * Q, Q // 2, 76),
+                                                                  (2 * Q + Q // 2, Q // 2, 77), (3 * Q, Q, 79)])
+    xml, *_ = N.build_musicxml(p, None, 0, 1)
+    els = by_id(xml)
+    assert [els[N.note_id(i)].findtext("beam") for i in range(8)] == [
+        "begin", "continue", "continue", "end", None, "begin", "end", None]
+    # 6/8: beamed by dotted quarters
+    p = piece_of([(i * Q // 2, Q // 2, 72) for i in range(6)], ts=((0, 6, 8),))
+    xml, *_ = N.build_musicxml(p, None, 0, 1)
+    assert [by_id(xml)[N.note_id(i)].findtext("beam") for i in range(6)] == ["begin", "continue", "end"] * 2
+
+
+def test_html_embeds_the_pages_and_escapes_the_label():
+    p = piece_of([(0, Q, 60)])
+    view = N.score_view(p, None, 0, 1)
+    html = view.html('x" onerror="alert(1)')
+    assert html.count("<img ") == len(view.pages) >= 1 and 'onerror="' not in html
+    assert "data:image/svg+xml;base64," in html
+
+
 def test_overlay_must_match_the_piece():
     p = piece_of([(0, Q, 60), (Q, Q, 62)])
     with pytest.raises(ValueError, match="overlay has 1 rows"):
@@ -219,7 +241,13 @@ def run_page(**state):
 
 
 def svg_of(at) -> str:
-    return "\n".join(h.proto.body for h in at.get("html"))
+    """The page's HTML with every SVG data URI decoded in place."""
+    import base64
+    import re
+
+    body = "\n".join(h.proto.body for h in at.get("html"))
+    return re.sub(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)",
+                  lambda m: base64.b64decode(m[1]).decode("utf-8"), body)
 
 
 def test_page_shows_the_score_around_explores_note(model_dir):
