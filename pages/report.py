@@ -38,6 +38,19 @@ if (not comp or not comp.get("metrics")) and not why and not study_part:
     st.stop()
 if not comp or not comp.get("metrics"):
     comp = None
+else:
+    # every warning the app shows for these models, whether or not the Compare page got to draw it
+    from smu_explain import appstate as A
+
+    comp = dict(comp)
+    warns = list(comp.get("warnings") or [])
+    for p in comp["models"].values():
+        try:
+            found = [A.untrained_masker_note(p), A.recovery_note(p)]
+        except Exception:  # a model folder gone since the comparison: its warnings stay as recorded
+            found = []
+        warns += [w for w in found if w and w not in warns]
+    comp["warnings"] = warns
 
 names = list(comp["models"].keys()) if comp else ["Why", "explanations"]
 default_title = (f"{names[0]} vs {names[1]}" if comp else "Why the model decided" if why

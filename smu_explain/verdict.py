@@ -405,7 +405,7 @@ def context_sentence(facts: Sequence[dict[str, Any]], study: dict[str, Any] | No
     if "random" in strategies and "adversarial" in strategies:
         out.append("Recovery under random masks is the random-trained model's home ground: it was trained on "
                    "exactly that task, so a lead there says little about the claim, which is about fine-tuning; "
-                   "the masker's picks are the adversarial model's ground.")
+                   "the masker's picks are nearer the adversarial model's own training task.")
     return " ".join(out)
 
 
