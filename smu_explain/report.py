@@ -276,8 +276,12 @@ def summary_lines(comp: dict[str, Any], *, esc=str) -> list[str]:
         if bits:
             lines.append(f"{esc(where)}: " + "; ".join(bits) + ".")
     if comp.get("study_facts"):
+        sp = comp["study_facts"].get("params")
+        ours = [f.get("params") for f in comp.get("facts") or [] if isinstance(f.get("params"), (int, float))]
+        size = ("smaller " if ours and isinstance(sp, (int, float)) and sp < min(ours) else
+                "larger " if ours and isinstance(sp, (int, float)) and sp > max(ours) else "")
         lines.append(f"The Study page (adversarial vs random pre-training: {V.study_result_text(comp['study_facts'])}) "
-                     "is about other, smaller models judged after fine-tuning: see the verdict below.")
+                     f"is about other, {size}models judged after fine-tuning: see the verdict below.")
     n = len(warnings_of(comp))
     if n:
         lines.append(f"{n} warning{'s' if n != 1 else ''} about these models follow{'s' if n == 1 else ''} the verdict.")
