@@ -105,6 +105,7 @@ with tab_piece:
 
         # the rolls need the masker's view only (one cached clean pass per model; a new ratio re-derives
         # the picks): they are drawn before the recovery passes of a new ratio run
+        answer = st.container()  # the verdict goes first, though it is known only after the recovery passes
         overlays = per_model(A.overlay, ratio)
         if overlays:
             fig = A.figure(("compare rolls", tuple((n, *A.model_key(p)) for n, p in models.items()),
@@ -131,12 +132,13 @@ with tab_piece:
         tables = per_model(A.explain, ratio, seed, among=recovering) if overlays and recovering else {}
         params = {n: A.load_model(p)[0].num_parameters() / 1e6 for n, p in recovering.items()} if tables else {}
         if len(tables) == 2:
-            st.subheader("Who recovers more")
             tn = tuple(tables)
             vs = verdicts(("piece", tuple(A.model_key(models[n]) for n in tn), A.piece_key(data),
                            A.mask_groups(ratio), int(seed), A.ratio_key(ratio)),
                           tn, trained(tn), None, tables[tn[0]], tables[tn[1]])
-            show_verdicts(vs, "Units: the notes of this piece.")
+            with answer:
+                st.subheader("Who recovers more")
+                show_verdicts(vs, "Units: the notes of this piece.")
             comp["verdicts"] = vs
         if tables:
             st.subheader("Recovery accuracy under the same random masks")
