@@ -1,10 +1,14 @@
 """Why: explanations of single decisions, note by note.
 
-Tabs: Attributions (which notes pushed a fine-tuned model to its prediction: integrated
-gradients and occlusion), Attention (which notes a selected note looks at), Counterfactuals
-(edit the piece and see the prediction and the masker scores change; download the edit as
-MIDI), Masker (why the masker scores a note as it does). Every error is shown as a message,
-never as a traceback.
+The page first says which model and which fine-tuned head it explains (and why, when the head
+was fine-tuned from another model than the page's). Tabs: Attributions (the head's prediction
+for the note in plain words; on request, which notes pushed it there, with the method's details
+- integrated gradients, occlusion, precision, completeness - folded away), Attention (which notes
+a selected note looks at), Counterfactuals (edit the piece and see the prediction and the masker
+scores change; download the edit as MIDI), Masker (why the masker scores a note as it does).
+Only the open tab is computed, and every explanation is cached by model, piece, note and
+settings, so another note costs what its open tab costs and a note seen before comes back at
+once. Every error is shown as a message, never as a traceback.
 """
 
 from datetime import datetime
@@ -15,7 +19,7 @@ import streamlit as st
 
 from smu_explain import appstate as A
 from smu_explain import plots
-from smu_explain.checkpoint import task_heads, user_folder
+from smu_explain.checkpoint import read_config, task_heads, user_folder
 from smu_explain.errors import SMUCheckpointError, SMUInputError
 from smu_explain.explain import fast_precision
 from smu_explain.markup import html_escape, md_escape
@@ -27,21 +31,16 @@ FT_HELP = ("No fine-tuned model found. Make one with `smu finetune`, e.g. "
            "the folder here: every folder under models/ holding a fine-tuned config.json is listed.")
 
 st.title("Why did the model decide?")
-st.caption("Explanations of single decisions, note by note: which notes pushed a fine-tuned model to "
-           "its prediction, where a note looks, what changes when you edit the music, and why the "
-           "masker scores a note as it does.")
+st.caption("Explanations of single decisions, note by note: what a fine-tuned model says about a note "
+           "and which notes pushed it there, where a note looks, what changes when you edit the music, "
+           "and why the masker scores a note as it does.")
 
-c1, c2 = st.columns([3, 3])
+c1, c2, c3 = st.columns([3, 3, 3])
 with c1:
     choice = A.piece_picker("why")
 with c2:
     model_path = A.model_picker("Model (masker and attention)", "why_model", A.K_MODEL_A, "demo adversarial")
 
-piece = A.piece_or_stop(choice)
-name, data = choice
-views = st.session_state.setdefault(K_WHY, {})
-views.clear()
-views["piece"] = name
 
 
 def guarded(fn, *args, **kw):
@@ -61,23 +60,93 @@ def guarded(fn, *args, **kw):
 
 # ----------------------------------------------------------------------------- models and caches
 
+def folder_label(d: Path) -> str:
+    """``models/...`` for a folder under models/, else its path."""
+    try:
+        return f"models/{Path(d).resolve().relative_to(A.MODELS_DIR.resolve())}"
+    except ValueError:
+        return str(d)
+
+
 def finetuned_choices() -> dict[str, Path]:
-    """Fine-tuned folders: those kept with the chosen model, and every folder (and sub-folder)
-    under models/ with a fine-tuned config.json."""
+    """Fine-tuned folders: those kept with the chosen model first, then every folder (and
+    sub-folder) under models/ with a fine-tuned config.json; each folder once."""
     out: dict[str, Path] = {}
+    seen: set[Path] = set()
+
+    def add(d: Path) -> None:
+        r = Path(d).resolve()
+        if r not in seen:
+            seen.add(r)
+            out[folder_label(d)] = Path(d)
+
     if model_path:
         for d in task_heads(model_path):
-            out[str(d)] = d
+            add(d)
     if A.MODELS_DIR.is_dir():
         for d in sorted(A.MODELS_DIR.iterdir()):
-            if not d.is_dir():
-                continue
-            for cand in task_heads(d):  # the folder, its sub-folders and d/finetuned/*
-                out.setdefault(f"models/{cand.relative_to(A.MODELS_DIR)}", cand)
+            if d.is_dir():
+                for cand in task_heads(d):  # the folder, its sub-folders and d/finetuned/*
+                    add(cand)
     return out
 
 
-@st.cache_data(show_spinner="Computing integrated gradients and occlusion...", max_entries=16)
+def model_label(path) -> str:
+    """A model folder as people know it: its name in the model picker, else ``models/...`` or its path."""
+    r = Path(path).resolve()
+    for label, p in A.model_choices().items():
+        if Path(p).resolve() == r:
+            return label
+    return folder_label(Path(path))
+
+
+def head_source(head: Path) -> dict:
+    """What a fine-tuned folder is: its task, level and classes, and the encoder it was fine-tuned
+    from (``pretrained`` in its config.json; ``<repo>/`` is this repository), None when unknown."""
+    meta = read_config(head)
+    enc = meta.get("pretrained") or (meta.get("finetune") or {}).get("pretrained")
+    encoder = None
+    if isinstance(enc, str) and enc not in ("", "none"):
+        encoder = A.REPO_ROOT / enc[len("<repo>/"):] if enc.startswith("<repo>/") else Path(enc)
+    return {"task": str(meta.get("task", "?")), "level": str(meta.get("level", "?")),
+            "classes": [str(c) for c in meta.get("classes", [])], "encoder": encoder}
+
+
+def same_folder(a, b) -> bool:
+    try:
+        return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def who_is_explained(page_model: str | None, head: Path | None, own_heads: list[Path]) -> str:
+    """The sentence that opens the page: which model and head each view explains, and why the head
+    comes from another model than the page's when it does (Markdown, names escaped)."""
+    name = md_escape(model_label(page_model)) if page_model else None
+    views = (f"Attention, counterfactual masker scores and the masker: **{name}**." if name
+             else "Attention and the masker need a model: choose one above.")
+    if head is None:
+        return f"{views} No fine-tuned head is chosen, so there are no predictions to explain."
+    try:
+        src = head_source(head)
+    except SMUInputError:
+        return f"{views} Predictions: the fine-tuned folder `{md_escape(folder_label(head))}`."
+    enc = src["encoder"]
+    enc_name = md_escape(model_label(enc)) if enc is not None else "an unknown model"
+    what = (f"the **{md_escape(src['task'])}** head fine-tuned on **{enc_name}** "
+            f"(`{md_escape(folder_label(head))}`; classes {md_escape(', '.join(src['classes']))})")
+    if page_model is None or same_folder(enc, page_model):
+        return f"Predictions and attributions: {what}. {views}"
+    if own_heads:
+        why = (f"because it is the head chosen above (**{name}**'s own: "
+               + ", ".join(f"`{md_escape(folder_label(h))}`" for h in own_heads) + ")")
+    else:
+        why = f"because **{name}** has no fine-tuned head"
+    return (f"**Predictions and attributions come from another model than the page's:** {what}, {why}. "
+            f"{views}")
+
+
+@st.cache_data(show_spinner="Computing integrated gradients and occlusion...", max_entries=64)
 def attributions_cached(path: str, mtime: float, key: str, target, cls: int | None, steps: int,
                         occlusion_notes: int | None, precision: str, _piece):
     from smu_explain.explain import attribution_agreement
@@ -117,6 +186,34 @@ def parse_notes(text: str, n: int) -> list[int] | None:
 
 # ----------------------------------------------------------------------------- shared controls
 
+# the fine-tuned head: the page model's own first (the choice follows a new page model)
+ft_choices = finetuned_choices()
+own_heads = task_heads(model_path) if model_path else []
+if st.session_state.get("why_ft_for") != model_path:
+    st.session_state["why_ft_for"] = model_path
+    st.session_state.pop("why_ft_choice", None)
+ft_path = None
+with c3:
+    ft_choice = st.selectbox("Fine-tuned head (predictions and attributions)", list(ft_choices) + [A.OTHER_FOLDER],
+                             key="why_ft_choice",
+                             help="A copy of a pre-trained model trained further on a labelled task (here: which "
+                                  "notes are melody, bridge or piano accompaniment). The page model's own heads "
+                                  "come first.")
+    if ft_choice == A.OTHER_FOLDER:
+        txt = st.text_input("Fine-tuned model folder", value="", key="why_ft_path")
+        if txt.strip():
+            ft_path = guarded(user_folder, txt)
+        elif not ft_choices:
+            st.info(FT_HELP)
+        else:
+            st.info("Type the path of a fine-tuned model folder.")
+    else:
+        ft_path = ft_choices[ft_choice]
+
+piece = A.piece_or_stop(choice)
+name, data = choice
+st.info(who_is_explained(model_path, ft_path, own_heads))
+
 notes_df = piece.notes_table()
 n_notes = len(notes_df)
 ratio = float(st.session_state.get(A.K_RATIO, 0.15))
@@ -132,100 +229,143 @@ if not 0 <= st.session_state.get("why_note", -1) < n_notes:
 note = int(st.number_input("Note to explain (its number; attention, masker and note tasks use it)",
                            0, n_notes - 1, key="why_note"))
 st.session_state["why_note_value"] = note
+# the views shown for this piece, note and models, kept while they stay the same: each tab adds its
+# view when it is opened, and the export holds every view seen
+views = st.session_state.setdefault(K_WHY, {})
+views_for = (A.piece_key(data), note, model_path, str(ft_path) if ft_path else None)
+if st.session_state.get("why_views_for") != views_for:
+    st.session_state["why_views_for"] = views_for
+    views.clear()
+views["piece"] = name
 row = notes_df.iloc[note]
-st.markdown(f"Note {note}: **{plots.pitch_name(int(row['pitch']))}** at "
-            f"{plots.bar_beat_label(row['bar'], row['beat'])}, {plots.fmt_quarters(row['duration_q'])} long.")
+note_words = (f"**{plots.pitch_name(int(row['pitch']))}** at {plots.bar_beat_label(row['bar'], row['beat'])}, "
+              f"{plots.fmt_quarters(row['duration_q'])} long")
+st.markdown(f"Note {note}: {note_words}.")
 
-ft_choices = finetuned_choices()
-# the open tab reruns the page when it changes: a figure is sent only with its tab open (a closed
-# tab's figures were drawn by the browser on every run, then again when their tab was opened); the
-# views are still computed for every tab (cached), for the HTML export
+# the open tab reruns the page when it changes: only the open tab's views are computed (another note
+# costs what the open tab costs; each view is cached by model, piece, note and settings, so a note
+# seen before comes back at once) and a figure is sent only with its tab open
 tab_attr, tab_att, tab_cf, tab_mask = st.tabs(["Attributions", "Attention", "Counterfactuals", "Masker"],
                                               key="why_tab", on_change="rerun")
+
+
+def is_open(tab) -> bool:
+    """Whether ``tab`` is the open one (True when its state is unknown)."""
+    return getattr(tab, "open", None) is not False
 
 
 def chart(tab, fig, key: str) -> None:
     """``st.plotly_chart`` of ``fig`` in ``tab`` when the tab is open (or its state unknown), else an
     empty slot: the elements after it keep their places, so the browser does not rebuild them."""
     slot = st.empty()
-    if getattr(tab, "open", None) is not False:
+    if is_open(tab):
         slot.plotly_chart(fig, key=key, config={"displaylogo": False})
 
 
+def top_notes(frame, n: int = 3) -> str:
+    """'note 12 (E4 at bar 3, beat 1), ...' for the rows of ``frame``."""
+    return ", ".join(f"note {int(r['note'])} ({plots.pitch_name(int(r['pitch']))} at "
+                     f"{plots.bar_beat_label(r['bar'], r['beat'])})" for _, r in frame.head(n).iterrows())
+
+
 # ----------------------------------------------------------------------------- attributions
-ft_path = None
+ft = guarded(A.load_task_model, ft_path) if ft_path else None
 with tab_attr:
-    st.caption("Which notes pushed the fine-tuned model towards its prediction. Integrated gradients "
-               "(on the notes' input embeddings, from a baseline where every note is the MASK token) "
-               "and occlusion (each note replaced by MASK in turn) explain the same class probability; "
-               "red = for the class, blue = against. Long pieces: each window is explained and the "
-               "attributions are averaged over the windows, as the fine-tuner averages their probabilities.")
-    labels = list(ft_choices) + [A.OTHER_FOLDER]
-    ft_choice = st.selectbox("Fine-tuned model", labels, key="why_ft_choice")
-    if ft_choice == A.OTHER_FOLDER:
-        txt = st.text_input("Fine-tuned model folder", value="", key="why_ft_path")
-        if txt.strip():
-            ft_path = guarded(user_folder, txt)
-        elif not ft_choices:
+    if ft is None:
+        if ft_path is None and not ft_choices:
             st.info(FT_HELP)
-        else:
-            st.info("Type the path of a fine-tuned model folder.")
-    else:
-        ft_path = ft_choices[ft_choice]
-    ft = guarded(A.load_task_model, ft_path) if ft_path else None
-    if ft is not None:
+    elif is_open(tab_attr):
         ft_model, ft_tok = ft
-        st.caption(f"Task **{md_escape(ft_model.task)}** ({md_escape(ft_model.level)} level), classes: "
-                   f"{md_escape(', '.join(map(str, ft_model.classes)))}.")
-        a1, a2, a3 = st.columns(3)
-        with a1:
-            steps = int(st.select_slider("Integration steps", [8, 16, 32, 64], value=16, key="why_steps"))
-        with a2:
-            cls_label = st.selectbox("Class to explain", ["the prediction"] + ft_model.classes, key="why_cls")
-        with a3:
-            occ_label = st.selectbox("Occlusion check on", list(OCCLUSION_CHOICES), key="why_occ_notes",
-                                     help="Occlusion runs the model once per occluded note; a seeded random "
-                                          "sample checks IG at a fraction of the cost.")
-        occ_notes = OCCLUSION_CHOICES[occ_label]
-        precision = "bf16" if st.toggle("bf16 IG passes (about 2x faster on CPUs with bf16 units; "
-                                        "the completeness gap shows the error)",
-                                        value=fast_precision(next(ft_model.parameters()).device) == "bf16",
-                                        key="why_bf16") else "fp32"
-        cls = None if cls_label == "the prediction" else ft_model.classes.index(cls_label)
         target = note if ft_model.level == "note" else None
+        # the answer first: the head's prediction for this note (one pass per window of the piece,
+        # cached per piece: another note is a look-up)
+        pred = guarded(A.downstream, ft_path, data, piece)
+        if pred is not None:
+            if pred["level"] == "note":
+                probs = pred["probs"][note]
+                order = np.argsort(-probs)
+                said = md_escape(ft_model.classes[int(order[0])])
+                rest = ", ".join(f"{md_escape(ft_model.classes[int(i)])} {probs[int(i)]:.0%}" for i in order[1:])
+                st.markdown(f"The **{md_escape(ft_model.task)}** head says note {note} is **{said}** "
+                            f"({probs[int(order[0])]:.0%} sure; {rest}).")
+            else:
+                best, p = pred["classes"][0]
+                st.markdown(f"The **{md_escape(ft_model.task)}** head says the piece is **{md_escape(best)}** "
+                            f"({p:.0%} sure).")
+        cls_label = st.selectbox("Explain the push towards", ["the prediction"] + ft_model.classes, key="why_cls",
+                                 help="Which class's probability the notes are credited for.")
+        with st.expander("Method settings"):
+            a1, a2 = st.columns(2)
+            with a1:
+                steps = int(st.select_slider("Integration steps", [8, 16, 32, 64], value=16, key="why_steps",
+                                             help="More steps: attributions that add up more exactly "
+                                                  "(the completeness gap below), slower."))
+            with a2:
+                occ_label = st.selectbox("Occlusion check on", list(OCCLUSION_CHOICES), key="why_occ_notes",
+                                         help="Occlusion runs the model once per occluded note; a seeded random "
+                                              "sample checks IG at a fraction of the cost.")
+            precision = "bf16" if st.toggle("bf16 IG passes (about 2x faster on CPUs with bf16 units; "
+                                            "the completeness gap shows the error)",
+                                            value=fast_precision(next(ft_model.parameters()).device) == "bf16",
+                                            key="why_bf16") else "fp32"
+        occ_notes = OCCLUSION_CHOICES[occ_label]
+        cls = None if cls_label == "the prediction" else ft_model.classes.index(cls_label)
         run_key = (str(ft_path), A.piece_key(data), target, cls, steps, occ_notes, precision)
-        if st.button("Explain the prediction", key="why_attr_go", type="primary"):
-            st.session_state["why_attr_for"] = run_key
-        if st.session_state.get("why_attr_for") == run_key:
+        done = st.session_state.setdefault("why_attr_done", [])  # every explanation asked for (cached)
+        if st.button("Explain why", key="why_attr_go", type="primary",
+                     help="Which notes pushed the head to this answer: the model runs many times "
+                          "(seconds). A note explained before comes back at once."):
+            if run_key not in done:
+                done.append(run_key)
+        if run_key in done:
             res = guarded(attributions_cached, str(Path(ft_path).resolve()), A._weights_mtime(Path(ft_path)),
                           A.piece_key(data), target, cls, steps, occ_notes, precision, piece)
             if res is not None:
                 ig, occ = res["ig"], res["occlusion"]
                 what = f"note {target}" if target is not None else "the piece"
-                m1, m2, m3 = st.columns(3)
-                m1.metric("Explained class", res["class"])
-                m2.metric("Probability", f"{ig.attrs['value']:.3f}",
-                          help="piece level: mean over the windows")
-                m3.metric("IG vs occlusion (Spearman)",
-                          "-" if np.isnan(res["spearman"]) else f"{res['spearman']:.2f}")
+                klass = md_escape(res["class"])
+                others = ig.drop(index=[target]) if target is not None and target in ig.index else ig
+                pro = others[others["attribution"] > 0].sort_values("attribution", ascending=False)
+                con = others[others["attribution"] < 0].sort_values("attribution")
+                words = [f"**Why {what} is {klass}** ({ig.attrs['value']:.0%} by this explanation's windows):"]
+                words.append(f"the notes that pushed most towards {klass} are {top_notes(pro)}" if len(pro)
+                             else f"no other note pushed towards {klass}")
+                if len(con):
+                    words.append(f"; most against: {top_notes(con, 2)}")
+                st.markdown(" ".join(words[:2]) + "".join(words[2:]) + ". Red = pushed towards it, blue = against.")
                 fig_ig = plots.attribution_roll(ig, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
-                                                title=f"integrated gradients: why {what} is {html_escape(res['class'])}")
+                                                title=f"why {what} is {html_escape(res['class'])}")
                 chart(tab_attr, fig_ig, "why_ig_roll")
-                fig_occ = plots.attribution_roll(occ, bar_starts_q=piece.bar_starts_q,
-                                                 track_names=piece.track_names,
-                                                 title=f"occlusion: why {what} is {html_escape(res['class'])}")
-                chart(tab_attr, fig_occ, "why_occ_roll")
-                fig_sc = plots.attribution_scatter(ig, occ, title="IG against occlusion, one dot per note")
-                chart(tab_attr, fig_sc, "why_scatter")
-                st.caption(f"IG completeness: the attributions sum to {ig['attribution'].sum():.4f}; "
-                           f"f(piece) - f(all MASK) = {ig.attrs['value'] - ig.attrs['baseline_value']:.4f} "
-                           f"({steps} steps, {precision}). Occlusion measured {occ.attrs['n_measured']} of "
-                           f"{int(occ['in_window'].sum())} notes; Spearman over {res['n']} notes.")
-                top = ig.assign(occlusion=occ["attribution"]).reindex(
-                    ig["attribution"].abs().sort_values(ascending=False).index).head(12)
-                top = plots.readable_notes(top, ["attribution", "occlusion"], digits=4).rename(
-                    columns={"attribution": "IG"})
-                st.dataframe(top, hide_index=True, key="why_attr_table")
+                with st.expander("How this was computed (integrated gradients, occlusion, precision, completeness)"):
+                    st.caption("Integrated gradients (IG) credit each note for the class probability by "
+                               "following the model from a baseline where every note is the MASK token to the "
+                               "piece, on the notes' input embeddings; occlusion replaces each note by MASK in "
+                               "turn and measures the change. The two explain the same probability; where they "
+                               "agree (Spearman below) the explanation is more trustworthy. Long pieces: each "
+                               "window is explained and the attributions averaged over the windows, as the "
+                               "fine-tuner averages their probabilities.")
+                    m1, m2, m3 = st.columns(3)
+                    m1.metric("Explained class", res["class"])
+                    m2.metric("Probability", f"{ig.attrs['value']:.3f}",
+                              help="piece level: mean over the windows")
+                    m3.metric("IG vs occlusion (Spearman)",
+                              "-" if np.isnan(res["spearman"]) else f"{res['spearman']:.2f}")
+                    fig_occ = plots.attribution_roll(occ, bar_starts_q=piece.bar_starts_q,
+                                                     track_names=piece.track_names,
+                                                     title=f"occlusion: why {what} is {html_escape(res['class'])}")
+                    chart(tab_attr, fig_occ, "why_occ_roll")
+                    fig_sc = plots.attribution_scatter(ig, occ, title="IG against occlusion, one dot per note")
+                    chart(tab_attr, fig_sc, "why_scatter")
+                    st.caption(f"IG completeness: the attributions sum to {ig['attribution'].sum():.4f}; "
+                               f"f(piece) - f(all MASK) = {ig.attrs['value'] - ig.attrs['baseline_value']:.4f} "
+                               f"(the completeness gap is their difference; {steps} steps, {precision}). "
+                               f"Occlusion measured {occ.attrs['n_measured']} of {int(occ['in_window'].sum())} "
+                               f"notes; Spearman over {res['n']} notes.")
+                    top = ig.assign(occlusion=occ["attribution"]).reindex(
+                        ig["attribution"].abs().sort_values(ascending=False).index).head(12)
+                    top = plots.readable_notes(top, ["attribution", "occlusion"], digits=4).rename(
+                        columns={"attribution": "IG"})
+                    st.dataframe(top, hide_index=True, key="why_attr_table")
                 views["attributions"] = {
                     "text": f"Task {ft_model.task}; explained class {res['class']} for {what} "
                             f"(probability {ig.attrs['value']:.3f}); {steps} IG steps ({precision}), MASK "
@@ -233,7 +373,8 @@ with tab_attr:
                             f"Spearman IG vs occlusion {res['spearman']:.2f} over {res['n']} notes.",
                     "figures": [fig_ig, fig_occ, fig_sc], "tables": [top]}
         else:
-            st.info("Press **Explain the prediction** (IG and occlusion run the model many times).")
+            st.caption("Press **Explain why** to see which notes pushed the head to its answer (the model "
+                       "runs many times; a note explained before comes back at once).")
 
 # the masker / attention model
 mt = guarded(A.load_model, model_path) if model_path else None
@@ -245,7 +386,7 @@ with tab_att:
                "window; darker = more attention; lines = the most attended notes.")
     if mt is None:
         st.info("Choose a model above to see its attention.")
-    else:
+    elif is_open(tab_att):
         model, tok = mt
         L, H = model.config.n_layers, model.config.n_heads
         b1, b2 = st.columns(2)
@@ -275,115 +416,145 @@ with tab_att:
 
 # ----------------------------------------------------------------------------- counterfactuals
 with tab_cf:
-    from smu_explain import counterfactual as cf
+    if is_open(tab_cf):
+        from smu_explain import counterfactual as cf
 
-    st.caption("Edit the piece and ask again: the masker's view (and the fine-tuned prediction, when "
-               "one is chosen on the Attributions tab) before and after, side by side.")
-    e1, e2 = st.columns([2, 3])
-    with e1:
-        kind = st.selectbox("Edit", ["transpose", "delete notes", "shift a passage", "change velocity"],
-                            key="why_cf_kind")
-    edited = None
-    with e2:
-        if kind == "shift a passage":
-            s1, s2, s3 = st.columns(3)
-            end_q = float(np.ceil(piece.onset_q.max() + 1e-9))
-            start_q = s1.number_input("From quarter", 0.0, end_q, 0.0, step=1.0, key="why_cf_from")
-            stop_q = s2.number_input("To quarter", 0.0, end_q + 1.0, min(4.0, end_q + 1.0), step=1.0,
-                                     key="why_cf_to")
-            by_q = s3.number_input("Move by (quarters)", -8.0, 8.0, 1.0, step=0.5, key="why_cf_by")
-            edited = guarded(cf.shift_passage, piece, start_q, stop_q, by_q)
-        else:
-            sel_text = st.text_input("Notes (e.g. 3, 5-9; empty = all notes)", value=str(note),
-                                     key="why_cf_notes")
-            sel = guarded(parse_notes, sel_text, n_notes)
-            if sel is not None or not sel_text.strip():
-                cfg = mt[1].config if mt is not None else None
-                if kind == "transpose":
-                    semis = int(st.number_input("Semitones", -24, 24, A.WHY_DEFAULTS["semitones"],
-                                                key="why_cf_semis"))
-                    edited = guarded(cf.transpose, piece, semis, sel, config=cfg)
-                elif kind == "delete notes":
-                    edited = guarded(cf.delete_notes, piece, sel if sel is not None else range(n_notes))
+        st.caption("Edit the piece and ask again: the masker's view (and the fine-tuned prediction, when "
+                   "a head is chosen above) before and after, side by side.")
+        e1, e2 = st.columns([2, 3])
+        with e1:
+            kind = st.selectbox("Edit", ["transpose", "delete notes", "shift a passage", "change velocity"],
+                                key="why_cf_kind")
+        edited = None
+        with e2:
+            if kind == "shift a passage":
+                s1, s2, s3 = st.columns(3)
+                end_q = float(np.ceil(piece.onset_q.max() + 1e-9))
+                start_q = s1.number_input("From quarter", 0.0, end_q, 0.0, step=1.0, key="why_cf_from")
+                stop_q = s2.number_input("To quarter", 0.0, end_q + 1.0, min(4.0, end_q + 1.0), step=1.0,
+                                         key="why_cf_to")
+                by_q = s3.number_input("Move by (quarters)", -8.0, 8.0, 1.0, step=0.5, key="why_cf_by")
+                edited = guarded(cf.shift_passage, piece, start_q, stop_q, by_q)
+            else:
+                sel_text = st.text_input("Notes (e.g. 3, 5-9; empty = all notes)", value=str(note),
+                                         key="why_cf_notes")
+                sel = guarded(parse_notes, sel_text, n_notes)
+                if sel is not None or not sel_text.strip():
+                    cfg = mt[1].config if mt is not None else None
+                    if kind == "transpose":
+                        semis = int(st.number_input("Semitones", -24, 24, A.WHY_DEFAULTS["semitones"],
+                                                    key="why_cf_semis"))
+                        edited = guarded(cf.transpose, piece, semis, sel, config=cfg)
+                    elif kind == "delete notes":
+                        edited = guarded(cf.delete_notes, piece, sel if sel is not None else range(n_notes))
+                    else:
+                        vel = int(st.number_input("New velocity", 1, 127, 40, key="why_cf_vel"))
+                        edited = guarded(cf.change_velocity, piece, sel, velocity=vel)
+        if edited is not None:
+            edited_bytes = guarded(cf.to_midi_bytes, edited)
+            if edited_bytes is not None:
+                st.download_button("Download the edited piece (MIDI)", data=edited_bytes,
+                                   file_name=f"{Path(name).stem}_edited.mid", mime="audio/midi",
+                                   key="why_cf_download")
+                st.caption(f"{len(piece)} notes before, {len(edited)} after.")
+                cf_figs = []
+                if model_path and mt is not None:
+                    before = guarded(A.overlay, model_path, data, piece, ratio)
+                    after = guarded(A.overlay, model_path, edited_bytes, edited, ratio)
+                    if before is not None and after is not None:
+                        fig_cf = A.figure(
+                            ("why counterfactual", *A.model_key(model_path), A.piece_key(data),
+                             A.piece_key(edited_bytes), A.ratio_key(ratio)),
+                            lambda: plots.side_by_side_rolls([before, after], ["before", "after the edit"],
+                                                             bar_starts_q=None, track_names=piece.track_names,
+                                                             height=460))
+                        chart(tab_cf, fig_cf, "why_cf_rolls")
+                        cf_figs.append(fig_cf)
+                        d1, d2 = st.columns(2)
+                        d1.metric("Mean masker score before", f"{before['score'].mean():.3f}")
+                        d2.metric("after", f"{after['score'].mean():.3f}",
+                                  delta=f"{after['score'].mean() - before['score'].mean():+.3f}")
                 else:
-                    vel = int(st.number_input("New velocity", 1, 127, 40, key="why_cf_vel"))
-                    edited = guarded(cf.change_velocity, piece, sel, velocity=vel)
-    if edited is not None:
-        edited_bytes = guarded(cf.to_midi_bytes, edited)
-        if edited_bytes is not None:
-            st.download_button("Download the edited piece (MIDI)", data=edited_bytes,
-                               file_name=f"{Path(name).stem}_edited.mid", mime="audio/midi",
-                               key="why_cf_download")
-            st.caption(f"{len(piece)} notes before, {len(edited)} after.")
-            cf_figs = []
-            if model_path and mt is not None:
-                before = guarded(A.overlay, model_path, data, piece, ratio)
-                after = guarded(A.overlay, model_path, edited_bytes, edited, ratio)
-                if before is not None and after is not None:
-                    fig_cf = A.figure(
-                        ("why counterfactual", *A.model_key(model_path), A.piece_key(data),
-                         A.piece_key(edited_bytes), A.ratio_key(ratio)),
-                        lambda: plots.side_by_side_rolls([before, after], ["before", "after the edit"],
-                                                         bar_starts_q=None, track_names=piece.track_names,
-                                                         height=460))
-                    chart(tab_cf, fig_cf, "why_cf_rolls")
-                    cf_figs.append(fig_cf)
-                    d1, d2 = st.columns(2)
-                    d1.metric("Mean masker score before", f"{before['score'].mean():.3f}")
-                    d2.metric("after", f"{after['score'].mean():.3f}",
-                              delta=f"{after['score'].mean() - before['score'].mean():+.3f}")
-            else:
-                st.info("Choose a model above to see the masker's view before and after.")
-            if ft_path is not None and ft is not None:
-                pb = guarded(A.downstream, ft_path, data, piece)
-                pa = guarded(A.downstream, ft_path, edited_bytes, edited)
-                if pb is not None and pa is not None:
-                    unit = "probability" if pb["level"] == "sequence" else "share of notes"
-                    fig_pred = plots.before_after_bars(pb["classes"], pa["classes"],
-                                                       title=f"{html_escape(pb['task'])} prediction", value_label=unit)
-                    chart(tab_cf, fig_pred, "why_cf_pred")
-                    cf_figs.append(fig_pred)
-                    st.caption(f"Prediction before: **{md_escape(pb['classes'][0][0])}**, "
-                               f"after: **{md_escape(pa['classes'][0][0])}**.")
-            else:
-                st.caption("Choose a fine-tuned model on the Attributions tab to see its prediction change too.")
-            if cf_figs:
-                views["counterfactual"] = {"text": f"Edit: {kind}.", "figures": cf_figs}
+                    st.info("Choose a model above to see the masker's view before and after.")
+                if ft_path is not None and ft is not None:
+                    pb = guarded(A.downstream, ft_path, data, piece)
+                    pa = guarded(A.downstream, ft_path, edited_bytes, edited)
+                    if pb is not None and pa is not None:
+                        unit = "probability" if pb["level"] == "sequence" else "share of notes"
+                        fig_pred = plots.before_after_bars(pb["classes"], pa["classes"],
+                                                           title=f"{html_escape(pb['task'])} prediction", value_label=unit)
+                        chart(tab_cf, fig_pred, "why_cf_pred")
+                        cf_figs.append(fig_pred)
+                        st.caption(f"Prediction before: **{md_escape(pb['classes'][0][0])}**, "
+                                   f"after: **{md_escape(pa['classes'][0][0])}**.")
+                else:
+                    st.caption("Choose a fine-tuned head above to see its prediction change too.")
+                if cf_figs:
+                    views["counterfactual"] = {"text": f"Edit: {kind}.", "figures": cf_figs}
 
 # ----------------------------------------------------------------------------- masker
 with tab_mask:
-    st.caption("Why the masker scores the selected note as it does: its score, the notes whose "
-               "masking changes that score most (occlusion on the masker), and how hard the note is "
-               "for the recoverer under seeded random masks that include it (a high loss is what the "
-               "masker is trained to find: it picks or freezes such notes).")
+    st.caption("Why the masker scores the selected note as it does: its score, how hard the note is for "
+               "the recoverer under seeded random masks that include it (a high loss is what the masker is "
+               "trained to find: it picks or freezes such notes) and, on request, the notes whose masking "
+               "changes that score most (occlusion on the masker).")
     if mt is None:
         st.info("Choose a model above to explain its masker.")
-    else:
+    elif is_open(tab_mask):
+        from smu_explain.explain import masker_note_summary
+
         k1, k2 = st.columns(2)
         n_masks = int(k1.number_input("Random masks", 1, 64, A.WHY_DEFAULTS["n_masks"], key="why_n_masks"))
         seed = int(k2.number_input("Seed", 0, 10_000, A.WHY_DEFAULTS["seed"], key="why_seed"))
-        res = guarded(A.masker_note, model_path, data, piece, note, n_masks, ratio, seed)
-        if res is not None:
+        mp = Path(model_path)
+        margs = (str(mp.resolve()), A._weights_mtime(mp), A.piece_key(data), note)
+        # the answer first (the piece's masker view, cached per piece; the note's masks: one batch)
+        mview = guarded(A.overlay, model_path, data, piece, ratio)
+        loss_df = guarded(A.masker_losses_cached, *margs, n_masks, A.ratio_key(ratio), seed, piece)
+        if mview is not None and loss_df is not None:
+            score = float(mview["score"].iloc[note])
+            rank = float((mview["score"] < score).mean())
+            state = ("frozen: never masked" if bool(mview["frozen"].iloc[note]) else
+                     f"picked at {ratio:.0%}" if bool(mview["picked"].iloc[note]) else f"not picked at {ratio:.0%}")
+            mean_loss = float(loss_df["loss"].mean())
+            st.markdown(f"The masker scores note {note} **{score:.2f}**, higher than {rank:.0%} of the piece "
+                        f"({state}): {'it expects it to be hard' if rank >= 0.5 else 'it expects it to be easy'} "
+                        f"to put back. Hidden with a random {ratio:.0%} of its window, the recoverer's loss on it "
+                        f"is {mean_loss:.2f} on average over {n_masks} masks.")
             m1, m2 = st.columns(2)
-            m1.metric("Masker score", f"{res['score']:.3f}")
-            m2.metric("Recoverer loss (mean over masks)", f"{res['mean_loss']:.3f}",
+            m1.metric("Masker score", f"{score:.3f}")
+            m2.metric("Recoverer loss (mean over masks)", f"{mean_loss:.3f}",
                       help="cross-entropy summed over the note's attributes; per-attribute columns below")
-            occ = res["occlusion"]
-            fig_m = A.figure(  # the occlusion: by model, piece and note (not the masks)
-                ("why masker", *A.model_key(model_path), A.piece_key(data), note),
-                lambda: plots.value_roll(occ, occ["change"].to_numpy(float), label="score change", diverging=True,
-                                         selected=note, in_window=occ["in_window"].to_numpy(bool), arcs=6,
-                                         bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
-                                         title=f"note {note}: change of its masker score when each note is masked"))
-            chart(tab_mask, fig_m, "why_mask_roll")
-            top_m = plots.readable_notes(res["top"], ["change"]).rename(columns={"change": "score change"})
-            st.dataframe(top_m, hide_index=True, key="why_mask_top")
-            losses = plots.readable_table(res["losses"]).rename(columns={"n masked": "notes masked"})
+            losses = plots.readable_table(loss_df).rename(columns={"n masked": "notes masked"})
             st.dataframe(losses, hide_index=True, key="why_mask_losses")
-            views["masker"] = {"text": f"Note {note}: masker score {res['score']:.3f}; recoverer loss "
-                                       f"{res['mean_loss']:.3f} (mean of {n_masks} random masks at ratio "
+            figs, tables = [], [losses]
+            done_m = st.session_state.setdefault("why_mask_done", [])
+            occ_key = (*margs[:3], note)
+            if st.button("Which notes drive this score?", key="why_mask_go",
+                         help="Masks each note of the window in turn and measures the change of this note's "
+                              "score (one model pass per note: seconds). A note asked before comes back at once."):
+                if occ_key not in done_m:
+                    done_m.append(occ_key)
+            if occ_key in done_m:
+                occ = guarded(A.masker_occlusion_cached, *margs, piece)
+                if occ is not None:
+                    res = masker_note_summary(occ, loss_df, note)
+                    fig_m = A.figure(  # the occlusion: by model, piece and note (not the masks)
+                        ("why masker", *A.model_key(model_path), A.piece_key(data), note),
+                        lambda: plots.value_roll(occ, occ["change"].to_numpy(float), label="score change",
+                                                 diverging=True, selected=note,
+                                                 in_window=occ["in_window"].to_numpy(bool), arcs=6,
+                                                 bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
+                                                 title=f"note {note}: change of its masker score when each "
+                                                       "note is masked"))
+                    chart(tab_mask, fig_m, "why_mask_roll")
+                    top_m = plots.readable_notes(res["top"], ["change"]).rename(columns={"change": "score change"})
+                    st.dataframe(top_m, hide_index=True, key="why_mask_top")
+                    figs, tables = [fig_m], [top_m, losses]
+            views["masker"] = {"text": f"Note {note}: masker score {score:.3f}; recoverer loss "
+                                       f"{mean_loss:.3f} (mean of {n_masks} random masks at ratio "
                                        f"{ratio:.0%}, seed {seed}).",
-                               "figures": [fig_m], "tables": [top_m, losses]}
+                               "figures": figs, "tables": tables}
 
 # ----------------------------------------------------------------------------- export
 st.subheader("Export")

@@ -46,24 +46,46 @@ def metric(at, label):
     return next(m.value for m in at.metric if m.label == label)
 
 
+def open_tab(at, tab):
+    at.session_state["why_tab"] = tab
+    return at.run()
+
+
 def test_all_tabs_with_models(model_dir, finetuned_dir):
     at = run_page(**{A.K_MODEL_A: str(model_dir)})
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert [t.label for t in at.tabs] == ["Attributions", "Attention", "Counterfactuals", "Masker"]
-    # attention and masker views come without a click
-    assert len(at.dataframe) >= 3  # top attended notes, masker's top notes, losses per mask
-    score = float(metric(at, "Masker score"))
-    assert 0.0 < score < 1.0
-    # the fine-tuned model kept with the encoder is found; attributions on request
+    # the page says what it explains: the head kept with the page's model, fine-tuned from it
     assert at.selectbox(key="why_ft_choice").value == str(finetuned_dir)
-    assert "Task **emotion**" in texts(at)
+    who = at.info[0].value
+    assert who.startswith("Predictions and attributions: the **emotion** head fine-tuned on ")
+    assert "another model" not in who
+    # the answer first, in plain words; only the open tab is computed (no attention or masker yet)
+    assert "The **emotion** head says the piece is **" in texts(at)
+    assert len(at.dataframe) == 0
     at.select_slider(key="why_steps").set_value(8).run()
     at.button(key="why_attr_go").click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
+    assert "**Why the piece is " in texts(at) and "Red = pushed towards it" in texts(at)
+    # the method's details are folded away in an expander, under the plain sentence
+    details = next(e for e in at.expander if e.label.startswith("How this was computed"))
+    assert "IG completeness" in " ".join(str(c.value) for c in details.caption)
     assert metric(at, "Explained class") in ["Q1", "Q2", "Q3", "Q4"]
-    assert "IG completeness" in texts(at)
+    # the other tabs compute their view when opened
+    at = open_tab(at, "Masker")
+    assert not at.exception, at.exception
+    score = float(metric(at, "Masker score"))
+    assert 0.0 < score < 1.0
+    assert "The masker scores note " in texts(at)  # the answer first, in words
+    assert len(at.dataframe) == 1  # losses per mask; the occlusion (costly) on request
+    at.button(key="why_mask_go").click().run()
+    assert not at.exception, at.exception
+    assert len(at.dataframe) == 2  # + the notes that drive the score most
+    at = open_tab(at, "Attention")
+    assert len(at.dataframe) == 1 and not at.exception
+    at = open_tab(at, "Counterfactuals")
     # counterfactual: transpose the selected note, the prediction before/after is shown
     assert "Prediction before" in texts(at)
     at.selectbox(key="why_cf_kind").set_value("delete notes").run()
@@ -77,12 +99,14 @@ def test_all_tabs_with_models(model_dir, finetuned_dir):
     assert any("cannot read 'x'" in e.value for e in at.error)
     assert not at.exception
     at.text_input(key="why_cf_notes").set_value("1").run()
-    # a new note changes the masker explanation
+    # the export holds every view seen for this note
+    assert "Included: attributions, attention, counterfactual, masker." in texts(at)
+    # a new note changes the masker explanation, and starts a new export
     at.number_input(key="why_note").set_value(3).run()
+    at = open_tab(at, "Masker")
     assert not at.exception
     assert "Note 3:" in texts(at)
-    # the export holds every view shown
-    assert "Included: attributions, attention, counterfactual, masker." in texts(at)
+    assert "Included: counterfactual, masker." in texts(at)  # the two tabs opened since (not attributions)
     assert at.session_state["smu_why"]["masker"]["text"].startswith("Note 3:")
 
 
@@ -132,11 +156,13 @@ def test_note_task_model_explains_the_selected_note(model_dir, tmp_path):
     at.button(key="why_attr_go").click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
-    assert "Task **melody** (note level" in texts(at)
+    assert "The **melody** head says note 7 is **" in texts(at)
+    assert "**Why note 7 is " in texts(at)
     assert metric(at, "Explained class") in ["melody", "bridge", "piano"]
     assert at.session_state["smu_why"]["attributions"]["text"].startswith("Task melody; explained class")
     assert "for note 7 (probability" in at.session_state["smu_why"]["attributions"]["text"]
     # the counterfactual shows the note-level prediction (share of notes per class) before and after
+    at = open_tab(at, "Counterfactuals")
     assert "Prediction before" in texts(at)
 
 
@@ -153,6 +179,7 @@ def test_shipped_demo_head_is_offered_out_of_the_box():
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert metric(at, "Explained class") in ["melody", "bridge", "piano"]
+    assert "The **melody** head says note " in texts(at)
 
 
 def test_the_note_survives_a_visit_to_another_page(model_dir):
@@ -202,20 +229,85 @@ def test_masker_note_reruns_only_the_masks_for_a_new_ratio(model_dir, monkeypatc
     assert got["top"]["note"].tolist() == ref["top"]["note"].tolist()
 
 
-def test_a_figure_is_sent_only_with_its_tab_open(model_dir):
-    """The browser draws the figures of the open tab only (the tabs rerun the page when one is
-    opened); every view is still computed for the HTML export."""
+def test_a_view_is_computed_and_sent_only_with_its_tab_open(model_dir):
+    """Only the open tab's view is computed and its figures sent (the tabs rerun the page when one is
+    opened); the export keeps every view seen for the note."""
     at = run_page(**{A.K_MODEL_A: str(model_dir)})
 
     def charts(at):
         return {c.proto.id.rsplit("-", 1)[-1] for c in at.get("plotly_chart")}
 
     assert charts(at) == set()  # Attributions: nothing explained yet
-    for tab, key in (("Attention", "why_att_roll"), ("Counterfactuals", "why_cf_rolls"),
-                     ("Masker", "why_mask_roll")):
-        at.session_state["why_tab"] = tab
-        at.run()
+    seen = []
+    for tab, key, view in (("Attention", "why_att_roll", "attention"),
+                           ("Counterfactuals", "why_cf_rolls", "counterfactual"),
+                           ("Masker", "why_mask_roll", "masker")):
+        at = open_tab(at, tab)
+        if tab == "Masker":
+            at.button(key="why_mask_go").click().run()
         assert not at.exception, at.exception
         shown = charts(at)
         assert key in shown and all(c.startswith(key.rsplit("_", 1)[0]) for c in shown), (tab, shown)
-        assert "Included: attention, counterfactual, masker." in texts(at)
+        seen.append(view)
+        assert f"Included: {', '.join(seen)}." in texts(at)
+
+
+def test_the_page_says_which_model_and_head_it_explains(tmp_path, monkeypatch):
+    """The page names the model and the head; a head fine-tuned from another model than the page's
+    is said so, with the reason (the page's model has no head of its own); once the page's model has
+    a head, that head is the default and the page says it explains that model."""
+    from smu_explain.finetune import build_model
+
+    models = tmp_path / "models"
+    enc_a = make_model(models / "enc-a", seed=3, strategy="adversarial")
+    enc_b = make_model(models / "enc-b", seed=4, strategy="random")
+    build_model("melody", ["melody", "bridge", "piano"], pretrained=enc_b, seed=0).save_pretrained(
+        enc_b / "finetuned" / "melody")
+    monkeypatch.setattr(A, "MODELS_DIR", models)
+    at = run_page(**{A.K_MODEL_A: str(enc_a)})
+    assert not at.exception, at.exception
+    options = at.selectbox(key="why_ft_choice").options
+    assert options.count("models/enc-b/finetuned/melody") == 1 and len(options) == 2  # + other folder
+    who = at.info[0].value
+    assert who.startswith("**Predictions and attributions come from another model than the page's:**")
+    assert "the **melody** head fine-tuned on **models/enc-b**" in who
+    assert "because **models/enc-a** has no fine-tuned head" in who
+    assert "the masker: **models/enc-a**" in who
+    # jargon is folded away: the tab's first words are the head's answer, not the method
+    assert "The **melody** head says note " in texts(at)
+    first = texts(at)
+    assert "integrated gradients" not in first.split("The **melody** head says")[0].lower()
+    # the page's model gets a head of its own: it becomes the default, and the sentence says so
+    build_model("melody", ["melody", "bridge", "piano"], pretrained=enc_a, seed=0).save_pretrained(
+        enc_a / "finetuned" / "melody")
+    at = run_page(**{A.K_MODEL_A: str(enc_a)})
+    assert at.selectbox(key="why_ft_choice").value == "models/enc-a/finetuned/melody"
+    who = at.info[0].value
+    assert who.startswith("Predictions and attributions: the **melody** head fine-tuned on **models/enc-a**")
+    # choosing the other model's head says why it is not the page's model's
+    at.selectbox(key="why_ft_choice").set_value("models/enc-b/finetuned/melody").run()
+    who = at.info[0].value
+    assert "another model than the page's" in who and "chosen above" in who
+    assert "`models/enc-a/finetuned/melody`" in who
+
+
+def test_a_note_seen_before_comes_back_explained(model_dir, finetuned_dir, tmp_path):
+    """Explanations are kept per note: after Explain on two notes, going back to the first shows its
+    explanation again without a click and without a new computation."""
+    from smu_explain.finetune import build_model
+
+    ft = build_model("melody", ["melody", "bridge", "piano"], pretrained=model_dir, seed=0)
+    ft_dir = ft.save_pretrained(tmp_path / "melody-ft")
+    at = run_page(**{A.K_MODEL_A: str(model_dir), "why_steps": 8})
+    at.selectbox(key="why_ft_choice").set_value(A.OTHER_FOLDER).run()
+    at.text_input(key="why_ft_path").set_value(str(ft_dir)).run()
+    at.number_input(key="why_note").set_value(4).run()
+    at.button(key="why_attr_go").click().run()
+    assert "**Why note 4 is " in texts(at)
+    at.number_input(key="why_note").set_value(5).run()
+    assert "**Why note 5" not in texts(at) and "Press **Explain why**" in texts(at)
+    assert "The **melody** head says note 5 is **" in texts(at)  # the answer at once, no click
+    at.button(key="why_attr_go").click().run()
+    assert "**Why note 5 is " in texts(at)
+    at.number_input(key="why_note").set_value(4).run()
+    assert "**Why note 4 is " in texts(at) and not at.exception
