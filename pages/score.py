@@ -74,7 +74,7 @@ if selected is not None:
     where = "shown with a blue ring" if first <= int(piece.bar[selected]) < stop else "outside these bars"
     st.markdown(f"Note **{selected}** (selected on Explore, bar {int(piece.bar[selected]) + 1}) is {where}.")
 else:
-    st.caption("No note selected on Explore for this piece: showing the first bars.")
+    st.caption("No note selected on Explore for this piece, so the range opened on bar 1.")
 
 st.html('<div class="smu-score" style="background:#fff;padding:4px">'
         + view.html(f"{name}, bars {first + 1}-{stop}") + "</div>")

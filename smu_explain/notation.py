@@ -64,6 +64,7 @@ the piece's order; ``explain.masker_view``)
     SVG group id, so ``ScoreView.note_ids`` maps a piece note to its elements in the SVG. The
     note ``selected`` (the one chosen on Explore) gets a blue ring round its notehead(s), by a
     CSS rule added to the SVG on its ids.
+    * Layout: ``BARS_PER_SYSTEM`` (4) bars to a line, the lines as wide as the page.
     * The page shows each engraved page as an ``<img>`` with an SVG data URI (``ScoreView.html``):
       Streamlit's ``st.html`` sanitises with DOMPurify's HTML profile, which drops inline SVG.
 """
@@ -86,6 +87,7 @@ __all__ = ["GRID_PER_QUARTER", "SPLIT_PITCH", "COLORS", "SPELLING", "ScoreView",
 GRID_PER_QUARTER = 4  # 16th-note grid
 SPLIT_PITCH = 60  # middle C and above: treble staff
 DEFAULT_BARS = 8
+BARS_PER_SYSTEM = 4  # a new system (line) every 4 bars
 COLORS = {"picked": "#d62728", "frozen": "#8c8c8c", "other": "#000000", "selected": "#1f77b4"}
 SPELLING = [("C", 0), ("C", 1), ("D", 0), ("E", -1), ("E", 0), ("F", 0), ("F", 1), ("G", 0), ("A", -1),
             ("A", 0), ("B", -1), ("B", 0)]
@@ -122,7 +124,7 @@ class ScoreView:
         from .markup import html_escape
 
         alt = html_escape(label)
-        return "".join(f'<img alt="{alt}" style="width:100%;height:auto;background:#fff" '
+        return "".join(f'<img alt="{alt}" style="width:100%;max-width:1500px;height:auto;background:#fff" '
                        f'src="data:image/svg+xml;base64,{base64.b64encode(p.encode("utf-8")).decode("ascii")}"/>'
                        for p in self.pages)
 
@@ -376,6 +378,8 @@ def build_musicxml(piece, table=None, first: int = 0, stop: int | None = None, *
     for b in range(stop - first):
         L = int(steps[b])
         out.append(f'<measure number="{first + b + 1}">')
+        if b and b % BARS_PER_SYSTEM == 0:
+            out.append('<print new-system="yes"/>')
         ts = _time_signature(piece, first + b, L)
         attrs = []
         if b == 0:
@@ -477,15 +481,15 @@ def _toolkit():
     return _TOOLKIT[0]
 
 
-def render_svg(musicxml: str, *, width: int = 2200, scale: int = 40) -> list[str]:
+def render_svg(musicxml: str, *, width: int = 1700, scale: int = 40) -> list[str]:
     """Verovio's SVG of ``musicxml``, one document per page (one page unless the range is very long:
     the page height fits the music; a viewBox, so each SVG scales to its container's width)."""
     with _RENDER_LOCK:
         tk = _toolkit()
         tk.setOptions({"pageWidth": width, "pageHeight": 60000, "adjustPageHeight": True, "scale": scale,
-                       "header": "none", "footer": "none", "breaks": "auto", "svgViewBox": True,
+                       "header": "none", "footer": "none", "breaks": "encoded", "svgViewBox": True,
                        "pageMarginTop": 50, "pageMarginBottom": 50, "pageMarginLeft": 50,
-                       "pageMarginRight": 50})
+                       "pageMarginRight": 50, "minLastJustification": 0.0})
         if not tk.loadData(musicxml):
             raise ValueError("Verovio could not read the MusicXML it was given")
         return [tk.renderToSVG(p) for p in range(1, tk.getPageCount() + 1)]

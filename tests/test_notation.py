@@ -275,3 +275,78 @@ def test_page_without_model_draws_black_notes():
     html = svg_of(at)
     assert "<svg" in html and N.COLORS["picked"] not in html
     assert "No model loaded" in texts(at)
+
+
+# ----------------------------------------------------------------------------- the page in Chromium
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_score_page_in_chromium(tmp_path):
+    """`streamlit run pages/score.py` (the page on its own, as app.py's navigation runs it) in headless
+    Chromium: the engraved bars are an image that loaded, bar 9 onwards after the first bar changes;
+    screenshot docs/screenshots/score.png."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    chromium = "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip(f"{chromium} is missing (apt-get install chromium); CI installs it")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "streamlit.log", "wb")
+    env = {**os.environ, "SMU_RUNS_DIR": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "pages/score.py", "--server.headless", "true",
+                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, (tmp_path / "streamlit.log").read_text()[-2000:]
+            time.sleep(0.1)
+        with sync_api.sync_playwright() as p:
+            b = p.chromium.launch(executable_path=chromium, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = b.new_page(viewport={"width": 1400, "height": 1300})
+            page.goto(url)
+            demo = (ROOT / "models" / "demo-adversarial" / "model.safetensors").is_file()
+            if not demo:  # a tiny random model through "other folder..."
+                model = make_model(tmp_path / "tiny", seed=1)
+                page.get_by_role("combobox", name="Model", exact=True).click(timeout=60_000)
+                page.get_by_role("option", name="other folder...", exact=True).first.click()
+                box = page.get_by_label("Model folder (holds config.json and model.safetensors)")
+                box.fill(str(model))
+                box.press("Enter")
+            img = page.locator('[data-testid="stHtml"] img[alt*="bars 1-8"]')
+            img.first.wait_for(timeout=90_000)
+            assert img.first.evaluate("e => e.complete && e.naturalWidth > 0")
+            page.get_by_text("picked by the masker (would be masked at this ratio)").wait_for(timeout=30_000)
+            first = page.get_by_label("First bar", exact=False)
+            first.fill("9")
+            first.press("Enter")
+            img = page.locator('[data-testid="stHtml"] img[alt*="bars 9-16"]')
+            img.first.wait_for(timeout=60_000)
+            assert img.first.evaluate("e => e.complete && e.naturalWidth > 0")
+            page.wait_for_timeout(500)
+            shots = ROOT / "docs" / "screenshots"
+            shots.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shots / "score.png"), full_page=True)
+            b.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
