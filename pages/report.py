@@ -8,8 +8,8 @@ import streamlit as st
 
 from smu_explain import plots, study
 from smu_explain.markup import md_escape
-from smu_explain.report import (ReportSection, build_report, study_sections, summary_lines, verdict_sections,
-                                why_sections)
+from smu_explain.report import (ReportSection, build_report, glossary_section, study_sections, summary_lines,
+                                verdict_sections, why_sections)
 
 # the study's results.json (SMU_STUDY_RESULTS overrides the path, e.g. for a study run elsewhere)
 STUDY_RESULTS = Path(os.environ.get("SMU_STUDY_RESULTS")
@@ -115,6 +115,7 @@ def build_sections(comp: dict) -> list[ReportSection]:
 
 
 sections = (verdict_sections(comp) + build_sections(comp) if comp else []) + why + study_part
+sections.append(glossary_section())  # the reader has no app to hover over
 summary = summary_lines(comp) if comp else []
 if comp and summary:
     st.subheader("Summary")

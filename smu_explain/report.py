@@ -315,3 +315,66 @@ def verdict_sections(comp: dict[str, Any]) -> list[ReportSection]:
 
 __all__ += ["summary_lines", "verdict_sections", "warnings_of", "md_unescape", "VERDICT_HEADING",
             "WARNINGS_HEADING"]
+
+
+# ----------------------------------------------------------------------------- words (issue 27)
+
+# (group, [(term, definition)]): every term the app and the report use, in plain words; the first
+# screen (pages/home.py) shows it as Markdown, the report as its last section
+GLOSSARY: list[tuple[str, list[tuple[str, str]]]] = [
+    ("The notes, as the model reads them (four attributes per note, in a musician's words)", [
+        ("bar", "how many bar lines come between this note and the one before it (0 = same bar, 1 = the next "
+                "bar); it is not the bar number, so a note in bar 11 usually has bar 0 or 1."),
+        ("position", "where in its bar the note starts, counted in sixteenth notes from the bar line (0 = on the "
+                     "downbeat); '0.5 q' = half a quarter note, an eighth, after the bar line."),
+        ("pitch", "which key is played (MIDI number; 60 = middle C)."),
+        ("duration", "how long the note is held, in thirty-second notes (8 = a quarter note)."),
+    ]),
+    ("What the app measures", [
+        ("masking, recovery accuracy", "hide some notes' attributes behind a MASK token and ask the model to guess "
+                                       "them back from the notes around them; recovery accuracy = the share of "
+                                       "guesses that are right. Points = percentage points of that accuracy."),
+        ("random masks", "a seeded random 15% of the notes hidden: the same notes for every model compared."),
+        ("masker", "a small extra part of the model that scores each note by how hard it expects it to be to guess "
+                   "back. Adversarial pre-training hides the notes the masker picks; random pre-training hides a "
+                   "random 15% and never trains the masker (the app then warns that its scores mean nothing)."),
+        ("picked", "the notes the masker would hide at the chosen ratio: its highest scores among the notes that "
+                   "are not frozen."),
+        ("frozen", "the notes the masker scores highest (its top 30% in a piece). In training such notes are "
+                   "treated as not guessable from context and no longer hidden (a random tenth are released at "
+                   "each freeze); the app leaves them out of the picks."),
+        ("no-model rule", "a guess that uses no model at all: the most frequent value; copying the nearest unhidden "
+                          "neighbour; the most frequent value among the 8 notes either side. A model has learned an "
+                          "attribute only where it beats every rule; the charts show the rules as marks."),
+        ("IQR", "interquartile range: how spread out the middle half of the values is (75th minus 25th "
+                "percentile); a masker whose scores have a tiny IQR hardly tells the notes apart."),
+        ("95% interval, no clear difference", "the verdicts resample the notes of a piece (or the pieces of a "
+                                              "folder) 2,000 times (paired bootstrap); when the interval of the "
+                                              "difference includes 0 they say 'no clear difference'."),
+        ("fine-tuned head", "a small classifier trained on top of a pre-trained model for one task (e.g. which "
+                            "notes are the melody); the Study judges pre-training by these."),
+    ]),
+]
+GLOSSARY_HEADING = "Words used in this report"
+
+
+def glossary_markdown() -> str:
+    """The glossary as Markdown (the first screen's expander)."""
+    out = []
+    for group, terms in GLOSSARY:
+        out.append(f"**{group}**")
+        out += [f"- **{term}**: {text}" for term, text in terms]
+        out.append("")
+    return "\n".join(out)
+
+
+def glossary_section() -> ReportSection:
+    """The glossary as the report's last section (plain text, one paragraph per term)."""
+    paras = []
+    for group, terms in GLOSSARY:
+        paras.append(group + ":")
+        paras += [f"{term}: {text}" for term, text in terms]
+    return ReportSection(GLOSSARY_HEADING, "\n\n".join(paras))
+
+
+__all__ += ["GLOSSARY", "GLOSSARY_HEADING", "glossary_markdown", "glossary_section"]

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 from app_helpers import ROOT, page
 from smu_explain import verdict as V
 
-TERMS = ("**bar**", "**position**", "**pitch**", "**duration**", "**recovery accuracy**", "**masker**",
+TERMS = ("**bar**", "**position**", "**pitch**", "**duration**", "recovery accuracy", "**masker**",
          "**picked**", "**frozen**", "**no-model rule**", "**IQR**", "no clear difference", "**random masks**")
 
 

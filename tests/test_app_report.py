@@ -49,7 +49,7 @@ def test_download_after_compare(tmp_path, monkeypatch):
     assert any("masker head was never trained" in w.value for w in rep.warning)
     assert ("**Contents**\n\n- Verdict: who recovers more\n- Warnings about these models\n"
             "- What each masker picks") in t
-    assert "Bias view" in t and "Metrics" in t
+    assert "Bias view" in t and "Metrics" in t and "- Metrics\n- Words used in this report" in t
     [btn] = rep.get("download_button")
     assert "Download the HTML report" in btn.proto.label
     [doc] = made

@@ -97,3 +97,16 @@ def test_summary_and_verdicts_escape_hostile_model_names():
     md = "\n".join(summary_lines(comp, esc=md_escape))
     assert "<img" not in md.replace("\\<img", "") and "\\[x\\](javascript:alert(1))\\*\\_" in md
     assert md_unescape(md_escape(bad[1])) == bad[1]
+
+
+def test_glossary_defines_every_term_for_the_report_and_the_first_screen():
+    from smu_explain.report import GLOSSARY_HEADING, glossary_markdown, glossary_section
+
+    md = glossary_markdown()
+    sec = glossary_section()
+    for term in ("bar", "position", "pitch", "duration", "masker", "picked", "frozen", "no-model rule", "IQR",
+                 "recovery accuracy", "no clear difference"):
+        assert f"**{term}" in md or term in md, term
+        assert term in sec.text, term
+    html = build_report("t", [sec])
+    assert f"<h2>{GLOSSARY_HEADING}</h2>" in html and "<p>IQR: interquartile range" in html
