@@ -10,12 +10,15 @@ st.title("The score")
 st.caption("The bars around the note you chose on Explore, in notation: which notes the masker would hide "
            "(red) and which it never hides (grey, in parentheses).")
 
-# Explore's selected note: its number input ("explore_note", a widget key Streamlit forgets once
-# Explore is no longer drawn) and the piano roll's last click ("explore_last_sel"), both tied to the
-# piece by "explore_note_for". Copied here at once, to a key of this page that outlives the widget.
-if "explore_note" in st.session_state and st.session_state.get("explore_note_for"):
-    st.session_state["score_explore_note"] = (st.session_state["explore_note_for"][0],
-                                              int(st.session_state["explore_note"]))
+# Explore's selected note: its number input ("explore_note", a widget key Streamlit forgets at the end
+# of the first run without Explore), set by a click in the piano roll too, else the roll's last click
+# ("explore_last_sel", kept), both tied to the piece by "explore_note_for". Copied at once to a key of
+# this page that outlives the widget.
+_for = st.session_state.get("explore_note_for")
+if _for and "explore_note" in st.session_state:
+    st.session_state["score_explore_note"] = (_for[0], int(st.session_state["explore_note"]))
+elif _for and st.session_state.get("explore_last_sel") and "score_explore_note" not in st.session_state:
+    st.session_state["score_explore_note"] = (_for[0], int(st.session_state["explore_last_sel"][0]))
 
 c1, c2, c3 = st.columns([3, 3, 2])
 with c1:

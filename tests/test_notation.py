@@ -188,6 +188,29 @@ def test_html_embeds_the_pages_and_escapes_the_label():
     assert "data:image/svg+xml;base64," in html
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "sample_midi").glob("*.mid")))
+def test_every_sample_engraves_every_note(name):
+    p = read_piece(ROOT / "sample_midi" / name)
+    over = overlay(p, picked=range(0, len(p), 3), frozen=range(1, len(p), 4))
+    first, stop = N.clip_bar_range(p, len(p.bar_starts_q) // 2, len(p.bar_starts_q) // 2 + 8)
+    view = N.score_view(p, over, first, stop)
+    check_measures_add_up(view.musicxml, p, first)
+    assert list(view.notes) == list(np.flatnonzero((p.bar >= first) & (p.bar < stop)))
+    for i in view.notes:  # Verovio drew every part of every note, in its state's colour
+        want = N.COLORS["frozen" if i % 4 == 1 else "picked" if i % 3 == 0 else "other"]
+        for k in view.note_ids[int(i)]:
+            assert f'id="{k}" class="note" color="{want}"' in view.svg, (i, k)
+
+
+def test_bars_without_notes_are_whole_bar_rests():
+    p = piece_of([(0, Q, 60), (12 * Q, Q, 48)])  # notes in bars 1 and 4 only
+    xml, ids, idx, _ = N.build_musicxml(p, overlay(p), 1, 3)
+    assert len(idx) == 0 and ids == {}
+    rests = [n.find("rest").get("measure") for n in notes_of(xml)]
+    assert rests == ["yes"] * 4  # two staves, two bars
+    assert N.score_view(p, None, 1, 3).svg.count("<svg") >= 1
+
+
 def test_overlay_must_match_the_piece():
     p = piece_of([(0, Q, 60), (Q, Q, 62)])
     with pytest.raises(ValueError, match="overlay has 1 rows"):
