@@ -42,8 +42,8 @@ Staves, voices, spelling
       ``<forward>``).
     * Lengths are written with whole, half, quarter, 8th and 16th notes, dotted or not; a length
       no value writes is split into values tied together (an onset not on the beat is first
-      brought to the beat with short values; a dotted value starts on a beat, a dotted half on a
-      half bar of 4/4). Ties also join the
+      brought to the beat with short values; a dotted value starts on a quarter, a dotted half or
+      longer on an even quarter of the bar). Ties also join the
       parts of a note across a bar line.
     * Beams: adjacent values shorter than a quarter in one voice are beamed within a beat (a dotted
       quarter in 6/8, 9/8, 12/8); a rest or a longer value breaks the beam.
@@ -76,6 +76,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from xml.sax.saxutils import escape as _xml_escape
 
 import numpy as np
@@ -225,14 +226,17 @@ def _quantise(piece, idx: np.ndarray, first: int, stop: int) -> tuple[np.ndarray
 
 def _split_values(pos: int, length: int) -> list[tuple[int, str, bool]]:
     """Note values (16ths, type, dotted) writing ``length`` 16ths from ``pos`` 16ths after a bar line,
-    tied: the longest value that fits and starts where such a value may (a dotted value or one of a
-    quarter or longer on a beat, a shorter one on a multiple of its length)."""
+    tied: the longest value that fits and starts where such a value may (a quarter or longer, or a
+    dotted value, on a quarter; a dotted half or longer on an even quarter; a shorter one on a
+    multiple of its length)."""
     out = []
     while length > 0:
         for v, typ, dot in _VALUES:
             base = v * 2 // 3 if dot else v
-            align = (2 * GRID_PER_QUARTER if base >= 2 * GRID_PER_QUARTER else GRID_PER_QUARTER) if dot else min(
-                base, GRID_PER_QUARTER)
+            if dot:  # a dotted value on a beat; a dotted half or longer on every other quarter
+                align = 2 * GRID_PER_QUARTER if base >= 2 * GRID_PER_QUARTER else GRID_PER_QUARTER
+            else:
+                align = min(base, GRID_PER_QUARTER)
             if v <= length and pos % align == 0:
                 out.append((v, typ, dot))
                 pos += v
@@ -288,6 +292,22 @@ def _time_signature(piece, bar: int, steps: int) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------- MusicXML
+
+class _Frag(NamedTuple):
+    """One written value of a chord in one bar (a note longer than one value, or crossing a bar
+    line, is several, tied)."""
+
+    k: int  # its index in the bar's list
+    voice: int
+    staff: int
+    pos: int  # steps from the bar line
+    length: int  # steps
+    type: str  # MusicXML type
+    dotted: bool
+    members: list[int]  # positions (into the range's arrays) of the chord's notes
+    tie_stop: bool  # continues a note begun earlier
+    tie_start: bool  # the note goes on after it
+
 
 def _voices(onset: np.ndarray, end: np.ndarray, pitch: np.ndarray) -> list[list[tuple[int, int, list[int]]]]:
     """Chords (onset, end, positions into the arrays, low to high) per voice, greedy by onset."""
@@ -354,8 +374,7 @@ def build_musicxml(piece, table=None, first: int = 0, stop: int | None = None, *
 
     ids: dict[int, list[str]] = {int(i): [] for i in idx}
     parts_done: dict[int, int] = {int(i): 0 for i in idx}
-    # fragments per bar: (voice, staff, onset in bar, length, members, tie_start, tie_stop)
-    per_bar: list[list] = [[] for _ in range(stop - first)]
+    per_bar: list[list[_Frag]] = [[] for _ in range(stop - first)]
     for vnum, staff, chords in layers:
         for s, e, members in chords:
             t = s
@@ -365,7 +384,8 @@ def build_musicxml(piece, table=None, first: int = 0, stop: int | None = None, *
                 pos = t - int(starts[b])
                 vals = _split_values(pos, seg_end - t)
                 for k, (v, typ, dot) in enumerate(vals):
-                    per_bar[b].append((vnum, staff, pos, v, typ, dot, members, t > s, t + v < e))
+                    per_bar[b].append(_Frag(len(per_bar[b]), vnum, staff, pos, v, typ, dot, members, t > s,
+                                            t + v < e))
                     pos += v
                     t += v
     out = ['<?xml version="1.0" encoding="UTF-8"?>',
@@ -394,24 +414,22 @@ def build_musicxml(piece, table=None, first: int = 0, stop: int | None = None, *
             out.append("<attributes>" + "".join(attrs) + "</attributes>")
         frags = per_bar[b]
         # accidentals: per staff, in time order; a tied continuation shows none and changes nothing
-        shown: dict[tuple, bool] = {}
-        state: dict[tuple[int, str, int], int] = {}
-        for f in sorted(frags, key=lambda f: f[2]):
-            for m in f[6]:
+        shown: dict[tuple[int, int], bool] = {}  # (fragment, member) -> accidental written
+        state: dict[tuple[int, str, int], int] = {}  # (staff, step, octave) -> alteration in force
+        for f in sorted(frags, key=lambda f: f.pos):
+            for m in f.members:
                 step, alter, octave, _ = _pitch_xml(int(pitch[m]))
-                key = (f[1], step, octave)
-                if f[7]:
-                    shown[(id(f), m)] = False
-                    continue
-                shown[(id(f), m)] = state.get(key, 0) != alter
-                state[key] = alter
+                key = (f.staff, step, octave)
+                shown[(f.k, m)] = not f.tie_stop and state.get(key, 0) != alter
+                if not f.tie_stop:
+                    state[key] = alter
         first_layer = {1: None, 2: None}
         for vnum, staff, _ in layers:
             if first_layer[staff] is None:
                 first_layer[staff] = vnum
         written = False
         for vnum, staff, _ in layers:
-            mine = sorted((f for f in frags if f[0] == vnum), key=lambda f: f[2])
+            mine = sorted((f for f in frags if f.voice == vnum), key=lambda f: f.pos)
             if not mine and vnum != first_layer[staff]:
                 continue
             if written:
@@ -422,10 +440,10 @@ def build_musicxml(piece, table=None, first: int = 0, stop: int | None = None, *
                            f"<staff>{staff}</staff></note>")
                 continue
             group = _beat_steps(ts)
-            beams = _beams([(f[2], f[3], f[2] // group) for f in mine])
+            beams = _beams([(f.pos, f.length, f.pos // group) for f in mine])
             t = 0
             for k, f in enumerate(mine + [None]):
-                gap_end = L if f is None else f[2]
+                gap_end = L if f is None else f.pos
                 if gap_end > t:  # rests in the staff's first voice, invisible space in the others
                     if vnum == first_layer[staff]:
                         for v, typ, dot in _split_values(t, gap_end - t):
@@ -437,7 +455,7 @@ def build_musicxml(piece, table=None, first: int = 0, stop: int | None = None, *
                                    f"<staff>{staff}</staff></forward>")
                 if f is None:
                     break
-                _, _, pos, v, typ, dot, members, tie_stop, tie_start = f
+                _, _, _, pos, v, typ, dot, members, tie_stop, tie_start = f
                 for j, m in enumerate(sorted(members, key=lambda m: pitch[m])):
                     i = int(idx[m])
                     nid = note_id(i, parts_done[i])
@@ -449,7 +467,7 @@ def build_musicxml(piece, table=None, first: int = 0, stop: int | None = None, *
                             f"<pitch>{pxml}</pitch><duration>{v}</duration>",
                             '<tie type="stop"/>' if tie_stop else "", '<tie type="start"/>' if tie_start else "",
                             f"<voice>{vnum}</voice><type>{typ}</type>", "<dot/>" if dot else ""]
-                    if shown.get((id(f), m)):
+                    if shown.get((f.k, m)):
                         note.append(f"<accidental>{_ACCIDENTAL[alter]}</accidental>")
                     if frozen:
                         note.append(f'<notehead parentheses="yes" color="{COLORS["frozen"]}">normal</notehead>')
