@@ -263,7 +263,9 @@ def test_roll_follows_the_ratio_and_figures_are_built_once_per_key(model_dir, mo
 
     def picked_in_roll(at):
         spec = json.loads(next(c for c in at.get("plotly_chart") if c.proto.id.endswith("explore_roll")).proto.spec)
-        return len(next(t for t in spec["data"] if t.get("name") == "picked by masker (outlined)")["customdata"])
+        # (the tiny model's masker is untrained: its overlay is drawn faded and its legend says so)
+        return len(next(t for t in spec["data"]
+                        if str(t.get("name")).startswith("picked by masker (outlined)"))["customdata"])
 
     at = run_page(**{A.K_MODEL_A: str(model_dir)})
     for ratio in (0.15, 0.4, 0.15):
