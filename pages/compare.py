@@ -138,7 +138,8 @@ with tab_piece:
                           tn, trained(tn), None, tables[tn[0]], tables[tn[1]])
             with answer:
                 st.subheader("Who recovers more")
-                show_verdicts(vs, "Units: the notes of this piece.")
+                show_verdicts(vs, "Units: the notes of this piece (notes of one piece are not independent, so "
+                                  "read its interval as a rough guide; the folder tab's, over pieces, is sturdier).")
             comp["verdicts"] = vs
         if tables:
             st.subheader("Recovery accuracy under the same random masks")

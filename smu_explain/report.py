@@ -300,8 +300,9 @@ def verdict_sections(comp: dict[str, Any]) -> list[ReportSection]:
         paras += V.verdict_lines(vs)
     if paras:
         paras.append("95% intervals from a paired bootstrap (seeded) over the notes of a piece or the pieces of a "
-                     "folder; 'no clear difference' when the interval includes 0. Under the masker's picks each "
-                     "picked note is still masked with a random share of its window.")
+                     "folder; 'no clear difference' when the interval includes 0. The notes of one piece are not "
+                     "independent, so a piece's interval is a rough guide; a folder's, over pieces, is sturdier. Under "
+                     "the masker's picks each picked note is still masked with a random share of its window.")
     if comp.get("facts"):
         paras.append(V.context_sentence(comp["facts"], comp.get("study_facts")))
     if paras:

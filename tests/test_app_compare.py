@@ -55,7 +55,7 @@ def test_two_models_on_a_piece(models):
     assert any(m.startswith("**Under the masker's picks**") for m in md)
     # the answer first: above the rolls, though computed after them
     caps = [c.value for c in at.caption]
-    first = next(i for i, c in enumerate(caps) if c.startswith("Units: the notes of this piece."))
+    first = next(i for i, c in enumerate(caps) if c.startswith("Units: the notes of this piece"))
     assert first < next(i for i, c in enumerate(caps) if c.startswith("Colour = the rank"))
     # which models the Study is about, and how they differ from these
     assert any("Compared here, one training run each: model-one" in c.value for c in at.caption)
