@@ -131,6 +131,10 @@ with tab_piece:
         recovering = {n: p for n, p in models.items() if n not in no_recovery}
         tables = per_model(A.explain, ratio, seed, among=recovering) if overlays and recovering else {}
         params = {n: A.load_model(p)[0].num_parameters() / 1e6 for n, p in recovering.items()} if tables else {}
+        if overlays and len(recovering) < 2:
+            with answer:
+                st.info("No verdict on recovery: only a model that can guess masked notes can be compared "
+                        "(see the note below).")
         if len(tables) == 2:
             tn = tuple(tables)
             vs = verdicts(("piece", tuple(A.model_key(models[n]) for n in tn), A.piece_key(data),
