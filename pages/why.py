@@ -194,9 +194,9 @@ if st.session_state.get("why_ft_for") != model_path:
     st.session_state.pop("why_ft_choice", None)
 ft_path = None
 with c3:
-    ft_choice = st.selectbox("Fine-tuned head (predictions and attributions)", list(ft_choices) + [A.OTHER_FOLDER],
+    ft_choice = st.selectbox("Fine-tuned model", list(ft_choices) + [A.OTHER_FOLDER],
                              key="why_ft_choice",
-                             help="A copy of a pre-trained model trained further on a labelled task (here: which "
+                             help="The head whose predictions and attributions are explained: a pre-trained model trained further on a labelled task (here: which "
                                   "notes are melody, bridge or piano accompaniment). The page model's own heads "
                                   "come first.")
     if ft_choice == A.OTHER_FOLDER:
@@ -312,7 +312,7 @@ with tab_attr:
         cls = None if cls_label == "the prediction" else ft_model.classes.index(cls_label)
         run_key = (str(ft_path), A.piece_key(data), target, cls, steps, occ_notes, precision)
         done = st.session_state.setdefault("why_attr_done", [])  # every explanation asked for (cached)
-        if st.button("Explain why", key="why_attr_go", type="primary",
+        if st.button("Explain the prediction", key="why_attr_go", type="primary",
                      help="Which notes pushed the head to this answer: the model runs many times "
                           "(seconds). A note explained before comes back at once."):
             if run_key not in done:
@@ -334,7 +334,7 @@ with tab_attr:
                     words.append(f"; most against: {top_notes(con, 2)}")
                 st.markdown(" ".join(words[:2]) + "".join(words[2:]) + ". Red = pushed towards it, blue = against.")
                 fig_ig = plots.attribution_roll(ig, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
-                                                title=f"why {what} is {html_escape(res['class'])}")
+                                                title=f"why {what} is {html_escape(res['class'])} (integrated gradients)")
                 chart(tab_attr, fig_ig, "why_ig_roll")
                 with st.expander("How this was computed (integrated gradients, occlusion, precision, completeness)"):
                     st.caption("Integrated gradients (IG) credit each note for the class probability by "
@@ -373,7 +373,7 @@ with tab_attr:
                             f"Spearman IG vs occlusion {res['spearman']:.2f} over {res['n']} notes.",
                     "figures": [fig_ig, fig_occ, fig_sc], "tables": [top]}
         else:
-            st.caption("Press **Explain why** to see which notes pushed the head to its answer (the model "
+            st.caption("Press **Explain the prediction** to see which notes pushed the head to its answer (the model "
                        "runs many times; a note explained before comes back at once).")
 
 # the masker / attention model

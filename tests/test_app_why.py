@@ -305,7 +305,7 @@ def test_a_note_seen_before_comes_back_explained(model_dir, finetuned_dir, tmp_p
     at.button(key="why_attr_go").click().run()
     assert "**Why note 4 is " in texts(at)
     at.number_input(key="why_note").set_value(5).run()
-    assert "**Why note 5" not in texts(at) and "Press **Explain why**" in texts(at)
+    assert "**Why note 5" not in texts(at) and "Press **Explain the prediction**" in texts(at)
     assert "The **melody** head says note 5 is **" in texts(at)  # the answer at once, no click
     at.button(key="why_attr_go").click().run()
     assert "**Why note 5 is " in texts(at)
