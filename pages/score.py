@@ -10,15 +10,18 @@ st.title("The score")
 st.caption("The bars around the note you chose on Explore, in notation: which notes the masker would hide "
            "(red) and which it never hides (grey, in parentheses).")
 
-# Explore's selected note: its number input ("explore_note", a widget key Streamlit forgets at the end
-# of the first run without Explore), set by a click in the piano roll too, else the roll's last click
-# ("explore_last_sel", kept), both tied to the piece by "explore_note_for". Copied at once to a key of
-# this page that outlives the widget.
+# Explore's selected note, tied to its piece by "explore_note_for": the piano roll's last click
+# ("explore_last_sel", a plain key that survives the page change), or the note number when it is still
+# there ("explore_selected_note" if Explore keeps a plain copy; "explore_note" is a widget key, which
+# Streamlit drops when another page opens). Copied to a key of this page that outlives both.
 _for = st.session_state.get("explore_note_for")
-if _for and "explore_note" in st.session_state:
-    st.session_state["score_explore_note"] = (_for[0], int(st.session_state["explore_note"]))
-elif _for and st.session_state.get("explore_last_sel") and "score_explore_note" not in st.session_state:
-    st.session_state["score_explore_note"] = (_for[0], int(st.session_state["explore_last_sel"][0]))
+_typed = st.session_state.get("explore_selected_note", st.session_state.get("explore_note"))
+_click = st.session_state.get("explore_last_sel")
+_note = _typed if _typed is not None else (
+    _click[0] if _click and _click != st.session_state.get("score_seen_click") else None)
+st.session_state["score_seen_click"] = _click
+if _for and _note is not None:
+    st.session_state["score_explore_note"] = (_for[0], int(_note))
 
 c1, c2, c3 = st.columns([3, 3, 2])
 with c1:
@@ -48,13 +51,17 @@ if model_path:
 from_explore = st.session_state.get("score_explore_note")
 selected = from_explore[1] if from_explore and from_explore[0] == key and 0 <= from_explore[1] < len(piece) else None
 n_bars = len(piece.bar_starts_q)
-# the range starts around Explore's note; a new piece or a new note on Explore moves it there again
+# the range starts around Explore's note; a new piece or a new note on Explore moves it there again.
+# "score_range" keeps the range as a plain key: the two inputs' own keys are dropped when another page opens
 range_for = (key, selected)
 if st.session_state.get("score_range_for") != range_for:
     first, stop = notation.bar_range_around(piece, selected)
     st.session_state["score_range_for"] = range_for
-    st.session_state["score_first"] = first + 1
-    st.session_state["score_count"] = stop - first
+    st.session_state["score_range"] = (first + 1, stop - first)
+    st.session_state["score_first"], st.session_state["score_count"] = st.session_state["score_range"]
+for k, v in zip(("score_first", "score_count"), st.session_state["score_range"]):
+    if k not in st.session_state:
+        st.session_state[k] = v
 
 r1, r2, r3 = st.columns([2, 2, 3])
 with r1:
@@ -66,6 +73,7 @@ with r3:
                       disabled=over is None,
                       help="Blue, darker for a higher score (the note's rank in the piece). Off: black.")
 
+st.session_state["score_range"] = (first_bar, count)
 first, stop = notation.clip_bar_range(piece, first_bar - 1, first_bar - 1 + count)
 try:
     view = notation.score_view(piece, over, first, stop, selected=selected, shade=shade and over is not None)

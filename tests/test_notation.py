@@ -290,6 +290,24 @@ def test_page_shows_the_score_around_explores_note(model_dir):
     assert not at.exception and 'id="n0"' in svg_of(at)
 
 
+def test_page_follows_a_click_in_explores_roll(model_dir):
+    """The roll's click ("explore_last_sel") is a plain key, so it survives the page change that drops
+    Explore's number input; the range set here is kept in a plain key too (the inputs' keys are
+    dropped by a page change, which AppTest cannot do: checked in Chromium through st.navigation)."""
+    from smu_explain import appstate as A
+
+    data = (ROOT / "sample_midi" / SAMPLE).read_bytes()
+    piece = read_piece(ROOT / "sample_midi" / SAMPLE)
+    note = int(np.flatnonzero(piece.bar == 6)[0])
+    at = run_page(**{A.K_MODEL_A: str(model_dir), A.K_PIECE: (SAMPLE, data), "explore_last_sel": (note,),
+                     "explore_note_for": (A.piece_key(data), str(model_dir))})
+    assert not at.exception, at.exception
+    assert at.number_input(key="score_first").value == 6 and f'g[id="n{note}"]' in svg_of(at)
+    at.number_input(key="score_first").set_value(2).run()
+    assert "bars 2-9" in svg_of(at)
+    assert at.session_state["score_range"] == (2, 8)  # the plain copy the inputs come back from
+
+
 def test_page_without_model_draws_black_notes():
     from smu_explain import appstate as A
 
