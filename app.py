@@ -1,6 +1,6 @@
 """smu_explain app: the router. Run with ``streamlit run app.py``.
 
-Pages (``pages/``): Explore a piece, Compare two models, Why, Train a small model,
+Pages (``pages/``): Explore a piece, Compare two models, Why, Score (notation), Train a small model,
 Report (HTML export), Study, About. Each page script also runs on its own (tests use that).
 The first screen ("/", Explore) opens under the app's framing: ``pages/home.py`` run with
 ``FRAME = True`` (three lines: what it shows, why it matters, the headline; a folded glossary).
@@ -19,6 +19,7 @@ pages = [
     explore,
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("pages/why.py", title="Why", icon=":material/psychology_alt:"),
+    st.Page("pages/score.py", title="Score", icon=":material/music_note:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/report.py", title="Report", icon=":material/description:"),
     st.Page("pages/study.py", title="Study", icon=":material/science:"),
@@ -31,10 +32,13 @@ nav = st.navigation(pages)
 from smu_explain import appstate  # noqa: E402
 from smu_explain.markup import md_escape  # noqa: E402
 
-try:
-    appstate.get_registry().poll()
-except (OSError, appstate.SMUInputError) as e:  # an unusable runs dir must not take the app down
-    st.sidebar.warning(f"Run registry unavailable: {md_escape(e)}")
+from smu_explain.runs import training_allowed  # noqa: E402
+
+if training_allowed(st.get_option("server.address"))[0]:  # served beyond localhost: nothing starts
+    try:
+        appstate.get_registry().poll()
+    except (OSError, appstate.SMUInputError) as e:  # an unusable runs dir must not take the app down
+        st.sidebar.warning(f"Run registry unavailable: {md_escape(e)}")
 with st.sidebar:
     st.caption("smu_explain: see which notes a symbolic-music BERT finds hard, "
                "and what its masker decides to hide.")

@@ -384,3 +384,25 @@ def test_the_queue_is_capped(tmp_path):
         for r in reg.list():
             reg.cancel(r.id)
     assert reg.get(first.id).status == "cancelled"
+
+
+def test_served_to_the_network_no_queued_run_starts_on_a_page_load(tmp_path, monkeypatch):
+    """app.py polls the registry on every page load (queued runs start when a slot frees); served
+    beyond localhost without SMU_ALLOW_TRAIN, a queued record stays queued: nothing is started."""
+    from streamlit import config
+
+    root = tmp_path / "runs"
+    plant(root, "q1", record("q1", tmp_path))
+    monkeypatch.delenv("SMU_ALLOW_TRAIN", raising=False)
+    monkeypatch.setenv("SMU_RUNS_DIR", str(root))
+    monkeypatch.setenv("SMU_CLI", f"{sys.executable} {FAKE_CLI}")
+    monkeypatch.setenv("SMU_NO_WARMUP", "1")
+    old = config.get_option("server.address")
+    config.set_option("server.address", "0.0.0.0")
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    finally:
+        config.set_option("server.address", old)
+    assert not at.exception
+    assert json.loads((root / "q1" / "run.json").read_text())["status"] == "queued"
+    assert not (root / "q1" / "log.txt").exists()
