@@ -517,7 +517,7 @@ def _ring_css(ids: list[str]) -> str:
     if not ids:
         return ""
     sel = ", ".join(f'g[id="{i}"] .notehead use' for i in ids)
-    return (f"<style>{sel} {{ stroke: {COLORS['selected']}; stroke-width: 90px; "
+    return (f"<style>{sel} {{ stroke: {COLORS['selected']}; stroke-width: 160px; "
             "paint-order: stroke; }</style>")
 
 

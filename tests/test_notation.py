@@ -320,12 +320,21 @@ def test_page_without_model_draws_black_notes():
 
 # ----------------------------------------------------------------------------- the page in Chromium
 
+ROUTER = """
+import streamlit as st
+st.set_page_config(page_title="score test", layout="wide")
+st.navigation([st.Page({explore!r}, title="Explore", default=True),
+               st.Page({score!r}, title="Score", icon=":material/music_note:")]).run()
+"""
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_score_page_in_chromium(tmp_path):
-    """`streamlit run pages/score.py` (the page on its own, as app.py's navigation runs it) in headless
-    Chromium: the engraved bars are an image that loaded, bar 9 onwards after the first bar changes;
-    screenshot docs/screenshots/score.png."""
+    """In headless Chromium, through st.navigation as app.py runs pages (a router of Explore and Score
+    written here): a click on a note in Explore's piano roll, then Score opens on the bars around that
+    note, engraved (an image that loaded), the note ringed; another first bar redraws. Screenshot
+    docs/screenshots/score.png."""
     import os
     import socket
     import subprocess
@@ -337,12 +346,14 @@ def test_score_page_in_chromium(tmp_path):
     if not Path(chromium).exists():
         pytest.skip(f"{chromium} is missing (apt-get install chromium); CI installs it")
     sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
+    router = tmp_path / "router.py"
+    router.write_text(ROUTER.format(explore=str(ROOT / "pages" / "explore.py"), score=str(ROOT / "pages" / "score.py")))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(tmp_path / "streamlit.log", "wb")
     env = {**os.environ, "SMU_RUNS_DIR": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "pages/score.py", "--server.headless", "true",
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(router), "--server.headless", "true",
                              "--server.port", str(port), "--browser.gatherUsageStats", "false"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -359,30 +370,45 @@ def test_score_page_in_chromium(tmp_path):
         with sync_api.sync_playwright() as p:
             b = p.chromium.launch(executable_path=chromium, args=[
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = b.new_page(viewport={"width": 1400, "height": 1300})
+            page = b.new_page(viewport={"width": 1400, "height": 1250})
             page.goto(url)
-            demo = (ROOT / "models" / "demo-adversarial" / "model.safetensors").is_file()
-            if not demo:  # a tiny random model through "other folder..."
-                model = make_model(tmp_path / "tiny", seed=1)
-                page.get_by_role("combobox", name="Model", exact=True).click(timeout=60_000)
+            if not (ROOT / "models" / "demo-adversarial" / "model.safetensors").is_file():
+                model = make_model(tmp_path / "tiny", seed=1)  # a tiny random model through "other folder..."
+                page.get_by_role("combobox", name="Model", exact=True).click(timeout=90_000)
                 page.get_by_role("option", name="other folder...", exact=True).first.click()
                 box = page.get_by_label("Model folder (holds config.json and model.safetensors)")
                 box.fill(str(model))
                 box.press("Enter")
-            img = page.locator('[data-testid="stHtml"] img[alt*="bars 1-8"]')
-            img.first.wait_for(timeout=90_000)
-            assert img.first.evaluate("e => e.complete && e.naturalWidth > 0")
-            page.get_by_text("picked by the masker (would be masked at this ratio)").wait_for(timeout=30_000)
-            first = page.get_by_label("First bar", exact=False)
-            first.fill("9")
-            first.press("Enter")
-            img = page.locator('[data-testid="stHtml"] img[alt*="bars 9-16"]')
+            note_box = page.get_by_label("Note number (or click a note in the roll)")
+            note_box.wait_for(timeout=120_000)
+            before = note_box.input_value()
+            bars = page.locator(".js-plotly-plot").first.locator(".barlayer .trace").first.locator("path")
+            bars.nth(min(40, bars.count() - 1)).click(force=True)
+            deadline = time.time() + 60
+            while note_box.input_value() == before and time.time() < deadline:
+                page.wait_for_timeout(100)
+            note = int(note_box.input_value())
+            assert note != int(before), "clicking a note in the roll did not select it"
+            page.get_by_role("link", name="Score").click()
+            page.get_by_text("(selected on Explore, bar ").wait_for(timeout=60_000)
+            first, stop = N.bar_range_around(read_piece(ROOT / "sample_midi" / SAMPLE), note)
+            img = page.locator(f'[data-testid="stHtml"] img[alt$="bars {first + 1}-{stop}"]')
             img.first.wait_for(timeout=60_000)
             assert img.first.evaluate("e => e.complete && e.naturalWidth > 0")
+            assert page.get_by_text(f"Note {note} (selected on Explore").count() == 1
+            page.get_by_text("picked by the masker (would be masked at this ratio)").wait_for()
+            first_box = page.get_by_label("First bar", exact=False)
+            first_box.fill("1")
+            first_box.press("Enter")
+            page.locator('[data-testid="stHtml"] img[alt$="bars 1-8"]').first.wait_for(timeout=60_000)
+            first_box.fill(str(first + 1))
+            first_box.press("Enter")
+            img.first.wait_for(timeout=60_000)
             page.wait_for_timeout(500)
             shots = ROOT / "docs" / "screenshots"
             shots.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shots / "score.png"), full_page=True)
+            assert page.locator('[data-testid="stException"]').count() == 0
             b.close()
     finally:
         proc.terminate()
