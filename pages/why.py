@@ -327,7 +327,7 @@ with tab_attr:
                 others = ig.drop(index=[target]) if target is not None and target in ig.index else ig
                 pro = others[others["attribution"] > 0].sort_values("attribution", ascending=False)
                 con = others[others["attribution"] < 0].sort_values("attribution")
-                words = [f"**Why {what} is {klass}** ({ig.attrs['value']:.0%} by this explanation's windows):"]
+                words = [f"**Why {what} is {klass}** (probability {ig.attrs['value']:.0%}):"]
                 words.append(f"the notes that pushed most towards {klass} are {top_notes(pro)}" if len(pro)
                              else f"no other note pushed towards {klass}")
                 if len(con):
