@@ -167,14 +167,24 @@ def test_note_task_model_explains_the_selected_note(model_dir, tmp_path):
 
 
 def test_shipped_demo_head_is_offered_out_of_the_box():
-    """With the default models (no model chosen), the melody head shipped with demo-random
-    (models/demo-random/finetuned/melody) is the Why page's fine-tuned model, and it explains."""
+    """With the default models (no model chosen: demo adversarial), a shipped melody head is the Why
+    page's fine-tuned model, and it explains: demo adversarial's own
+    (models/demo-adversarial/finetuned/melody) where it is shipped, else demo-random's, and then the
+    page says the head comes from another model."""
+    own = A.MODELS_DIR / "demo-adversarial" / "finetuned" / "melody"
     head = A.MODELS_DIR / "demo-random" / "finetuned" / "melody"
-    if not is_finetuned(head):
-        pytest.skip("the demo melody head is not in models/")
+    if not is_finetuned(head) and not is_finetuned(own):
+        pytest.skip("no demo melody head in models/")
     at = run_page(why_steps=8)
     assert not at.exception, at.exception
-    assert at.selectbox(key="why_ft_choice").value == "models/demo-random/finetuned/melody"
+    who = at.info[0].value
+    if is_finetuned(own):
+        assert at.selectbox(key="why_ft_choice").value == "models/demo-adversarial/finetuned/melody"
+        assert who.startswith("Predictions and attributions: the **melody** head fine-tuned on **demo adversarial**")
+        assert "models/demo-random/finetuned/melody" in at.selectbox(key="why_ft_choice").options
+    else:
+        assert at.selectbox(key="why_ft_choice").value == "models/demo-random/finetuned/melody"
+        assert "because **demo adversarial** has no fine-tuned head" in who
     at.button(key="why_attr_go").click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
