@@ -16,10 +16,11 @@ max_position_embeddings 1024), on ``inputs_embeds`` like MidiBERT, three encoder
    recorded as skipped). The variants are interleaved in each repeat; the median is reported,
    and the ratios of the medians (the machine is shared: absolute times are noisy, ratios less).
 2. ``train_step``: forward + backward (sum of the output as the loss), sequence 512, batch 8, fp32,
-   train mode (dropout on), interleaved likewise.
-3. ``peak_rss_mb``: peak resident memory of a fresh subprocess per variant and workload (build
-   the model, run the workload once: ``resource.getrusage(...).ru_maxrss``), and what the workload
-   added to the RSS after the build (``workload_mb``).
+   train mode (dropout on), interleaved likewise (after a warm-up step; transformers' relative
+   path, about 2 minutes a step here, runs once, in the first repeat).
+3. ``peak_rss_mb``: peak resident memory of a fresh subprocess per variant and workload: build the
+   model, reset the kernel's peak mark (``/proc/self/clear_refs``), run the workload once, read
+   ``VmHWM`` (``peak_rss_mb``, model included) and what the workload added (``workload_mb``).
 4. ``explain_1000_notes``: the explanation of a 1,000-note piece by a 12 x 768 model: one per-note
    (masker / loss) pass plus one recovery pass per mask group at 15 % masking, 1 + ceil(1/0.15) = 8
    forward passes of 1,000 tokens with ours, bf16 where available (embeddings and heads are
@@ -46,7 +47,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
@@ -137,7 +137,7 @@ def eval_forward(models, repeats: int, bf16: bool) -> dict:
     return res
 
 
-def train_step(models, repeats: int) -> dict:
+def train_step(models, repeats: int, rel_repeats: int = 1) -> dict:
     import torch
     x = torch.randn(8, 512, 768, generator=torch.Generator().manual_seed(2))
     times: dict[str, list[float]] = {v: [] for v in models}
@@ -148,8 +148,12 @@ def train_step(models, repeats: int) -> dict:
 
     for v, (fn, m) in models.items():
         m.train()
-    for _ in range(repeats):
+        if v != "transformers_relative":  # warm-up (the slow reference runs once, below)
+            step(fn, m)
+    for r in range(repeats):
         for v, (fn, m) in models.items():
+            if v == "transformers_relative" and r >= rel_repeats:
+                continue
             times[v].append(timed(lambda: step(fn, m)))
     for v, (fn, m) in models.items():
         m.eval()
@@ -175,20 +179,46 @@ def explain_1000(models, bf16: bool) -> dict:
             "target_s": 20.0, "target_met": t <= 20.0, "top_ops_of_one_pass": top}
 
 
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def peak_child(variant: str, workload: str, layers: int) -> dict:
-    """Run in a fresh process: build, then the workload once; RSS in MB."""
+    """Run in a fresh process: build the model (random weights: memory does not depend on them),
+    reset the peak-RSS mark (``/proc/self/clear_refs``), run the workload once; MB. (``ru_maxrss``
+    would not do: Linux carries the parent's peak into a forked-and-exec'd child.)"""
+    import gc
+
     import torch
-    fn, m = build(variant, layers)
-    built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    import transformers
+    from smu_explain.relattn import BertEncoder, BertEncoderConfig
+
+    kw = config_kwargs(layers)
+    if variant == "ours":
+        m = BertEncoder(BertEncoderConfig(**kw, position_embedding_type="relative_key_query"))
+        fn = (lambda x: m(inputs_embeds=x))
+    else:
+        kind = "absolute" if variant == "transformers_absolute" else "relative_key_query"
+        m = transformers.BertModel(transformers.BertConfig(
+            **kw, position_embedding_type=kind, attn_implementation="sdpa" if kind == "absolute" else "eager"),
+            add_pooling_layer=False)
+        fn = (lambda x: m(inputs_embeds=x).last_hidden_state)
+    x = torch.randn(8, 512, 768) if workload == "train" else torch.randn(1, 1000, 768)
+    gc.collect()
+    before = _status_mb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # the peak mark restarts from the current RSS
     if workload == "train":
         m.train()
-        fn(torch.randn(8, 512, 768)).sum().backward()
+        fn(x).sum().backward()
     else:
         m.eval()
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=workload == "eval_bf16"):
-            fn(torch.randn(1, 1000, 768))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"peak_rss_mb": round(peak, 1), "after_build_mb": round(built, 1), "workload_mb": round(peak - built, 1)}
+            fn(x)
+    peak = _status_mb("VmHWM")
+    return {"peak_rss_mb": round(peak, 1), "rss_before_mb": round(before, 1), "workload_mb": round(peak - before, 1)}
 
 
 def peak_memory(layers: int, workloads: list[str], skip: set[tuple[str, str]]) -> dict:
@@ -229,6 +259,9 @@ def main() -> None:
 
     import torch
     import transformers
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        sys.exit(f"transformers {transformers.__version__} has no relative positions: the reference needs "
+                 "transformers>=4.57,<5")
     bf16, bf16_why = cpu_bf16()
     started = time.time()
     result: dict = {
