@@ -108,11 +108,13 @@ with tab_piece:
         answer = st.container()  # the verdict goes first, though it is known only after the recovery passes
         overlays = per_model(A.overlay, ratio)
         if overlays:
+            faded = [not t for t in trained(list(overlays.keys()))]  # an untrained masker's overlay, faded
             fig = A.figure(("compare rolls", tuple((n, *A.model_key(p)) for n, p in models.items()),
-                            A.piece_key(data), A.ratio_key(ratio)),
+                            A.piece_key(data), A.ratio_key(ratio), tuple(faded)),
                            lambda: plots.side_by_side_rolls(list(overlays.values()), list(overlays.keys()),
                                                             bar_starts_q=piece.bar_starts_q,
-                                                            track_names=piece.track_names, height=480))
+                                                            track_names=piece.track_names, height=480,
+                                                            faded=faded))
             st.plotly_chart(fig, key="compare_rolls", config={"displaylogo": False, "scrollZoom": True})
             st.caption("Colour = the rank of each model's masker score within the piece (100% = its "
                        f"highest); red outline = the notes it would mask at {ratio:.0%} of its notes that "
