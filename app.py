@@ -1,8 +1,13 @@
 """smu_explain app: the router. Run with ``streamlit run app.py``.
 
-Pages (``pages/``): Explore a piece, Compare two models, Why, Score (notation), Train a small model,
+The page scripts live in ``app_pages/``, not ``pages/``: Streamlit reads a ``pages/`` folder as an
+automatic list of pages until the router has run once, so a sub-page opened first by its URL on a
+fresh server showed the script files' names and a narrow layout (issue 27.6;
+tests/test_browser_direct.py).
+
+Pages (``app_pages/``): Explore a piece, Compare two models, Why, Score (notation), Train a small model,
 Report (HTML export), Study, About. Each page script also runs on its own (tests use that).
-The first screen ("/", Explore) opens under the app's framing: ``pages/home.py`` run with
+The first screen ("/", Explore) opens under the app's framing: ``app_pages/home.py`` run with
 ``FRAME = True`` (three lines: what it shows, why it matters, the headline; a folded glossary).
 """
 
@@ -13,17 +18,17 @@ import streamlit as st
 
 st.set_page_config(page_title="smu_explain", page_icon=":material/piano:", layout="wide")
 
-HOME = Path(__file__).resolve().parent / "pages" / "home.py"
-explore = st.Page("pages/explore.py", title="Explore", icon=":material/piano:", default=True)
+HOME = Path(__file__).resolve().parent / "app_pages" / "home.py"
+explore = st.Page("app_pages/explore.py", title="Explore", icon=":material/piano:", default=True)
 pages = [
     explore,
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
-    st.Page("pages/why.py", title="Why", icon=":material/psychology_alt:"),
-    st.Page("pages/score.py", title="Score", icon=":material/music_note:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/report.py", title="Report", icon=":material/description:"),
-    st.Page("pages/study.py", title="Study", icon=":material/science:"),
-    st.Page("pages/home.py", title="About", icon=":material/info:"),
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("app_pages/why.py", title="Why", icon=":material/psychology_alt:"),
+    st.Page("app_pages/score.py", title="Score", icon=":material/music_note:"),
+    st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("app_pages/report.py", title="Report", icon=":material/description:"),
+    st.Page("app_pages/study.py", title="Study", icon=":material/science:"),
+    st.Page("app_pages/home.py", title="About", icon=":material/info:"),
 ]
 nav = st.navigation(pages)
 

@@ -51,7 +51,7 @@ def measure(fn) -> tuple[float, object]:
 def run_steps(root: Path, rounds: int) -> dict:
     from streamlit.testing.v1 import AppTest
 
-    pages = root / "pages"
+    pages = root / "app_pages"
     samples = sorted(p.name for p in (root / "sample_midi").glob("*.mid"))
     res: dict[str, list] = {}
 

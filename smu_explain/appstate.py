@@ -1,7 +1,7 @@
 """Shared helpers for the Streamlit pages (app side only).
 
 This is the one module of the package that imports streamlit; the library
-modules never import it. Page scripts (``pages/*.py``) use these helpers for:
+modules never import it. Page scripts (``app_pages/*.py``) use these helpers for:
 
 - paths: the repository's ``sample_midi/`` and ``models/`` folders, the demo
   model folders, the run registry (``$SMU_RUNS_DIR``, default ``./runs``;

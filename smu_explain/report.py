@@ -321,7 +321,7 @@ __all__ += ["summary_lines", "verdict_sections", "warnings_of", "md_unescape", "
 # ----------------------------------------------------------------------------- words (issue 27)
 
 # (group, [(term, definition)]): every term the app and the report use, in plain words; the first
-# screen (pages/home.py) shows it as Markdown, the report as its last section
+# screen (app_pages/home.py) shows it as Markdown, the report as its last section
 GLOSSARY: list[tuple[str, list[tuple[str, str]]]] = [
     ("The notes, as the model reads them (four attributes per note, in a musician's words)", [
         ("bar", "how many bar lines come between this note and the one before it (0 = same bar, 1 = the next "

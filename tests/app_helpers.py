@@ -3,7 +3,7 @@
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ROOT / "pages"
+PAGES = ROOT / "app_pages"
 
 
 def make_model(path: Path, seed: int = 0, size: str = "tiny", strategy: str | None = None) -> Path:

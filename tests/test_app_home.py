@@ -79,6 +79,6 @@ def test_the_router_frames_the_first_page_only(tmp_path, monkeypatch):
     md = lines(at)
     assert md[0].startswith("**What it shows**") and md[2].startswith("**Headline**")
     assert [t.value for t in at.title] == ["Explore a piece"]
-    at.switch_page("pages/study.py").run()
+    at.switch_page("app_pages/study.py").run()
     assert not at.exception, at.exception
     assert not any(m.startswith("**What it shows**") for m in lines(at))

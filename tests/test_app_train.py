@@ -11,7 +11,7 @@ from smu_explain.runs import RunRegistry
 from conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGE = str(ROOT / "pages" / "train.py")
+PAGE = str(ROOT / "app_pages" / "train.py")
 FAKE_CLI = str(Path(__file__).with_name("fake_cli.py"))
 
 
@@ -123,7 +123,7 @@ def test_finished_run_is_selectable_as_a_model(env):
     assert not at.exception
     assert at.session_state["smu_model_a"] == str(out)
     # Explore lists the run among the models and loads it
-    ex = AppTest.from_file(str(ROOT / "pages" / "explore.py"), default_timeout=60).run()
+    ex = AppTest.from_file(str(ROOT / "app_pages" / "explore.py"), default_timeout=60).run()
     options = ex.selectbox(key="explore_model_choice").options
     label = next(o for o in options if run.id in o)
     ex.selectbox(key="explore_model_choice").set_value(label).run()

@@ -296,7 +296,7 @@ def test_train_page_reports_skipped_records_without_an_exception(tmp_path, monke
     plant(root, "evil", record("evil", tmp_path, status="running", pid=1, pid_start=None))
     monkeypatch.setenv("SMU_RUNS_DIR", str(root))
     monkeypatch.setenv("SMU_CLI", f"{sys.executable} {FAKE_CLI}")
-    at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "train.py"), default_timeout=60).run()
     assert not at.exception
     assert any("skipped" in w.value for w in at.warning)
 
@@ -311,7 +311,7 @@ def test_runs_dir_naming_a_file_is_a_typed_error(tmp_path, monkeypatch):
     with pytest.raises(SMUInputError):
         RunRegistry(f / "below")
     monkeypatch.setenv("SMU_RUNS_DIR", str(f))
-    at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "train.py"), default_timeout=60).run()
     assert not at.exception
     assert any("cannot be opened" in e.value for e in at.error)
 
@@ -324,7 +324,7 @@ def test_bad_max_runs_is_a_typed_error(tmp_path, monkeypatch, value):
     with pytest.raises(SMUInputError, match="SMU_MAX_RUNS"):
         RunRegistry(tmp_path)
     monkeypatch.setenv("SMU_RUNS_DIR", str(tmp_path / "runs"))
-    at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "train.py"), default_timeout=60).run()
     assert not at.exception
     assert any("SMU_MAX_RUNS" in e.value.replace("\\", "") for e in at.error)
 
@@ -361,7 +361,7 @@ def test_train_page_is_off_when_served_to_the_network(tmp_path, monkeypatch):
     old = config.get_option("server.address")
     config.set_option("server.address", "0.0.0.0")
     try:
-        at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=60).run()
+        at = AppTest.from_file(str(ROOT / "app_pages" / "train.py"), default_timeout=60).run()
     finally:
         config.set_option("server.address", old)
     assert not at.exception

@@ -1,4 +1,4 @@
-"""The score view (smu_explain/notation.py) and the Score page (pages/score.py)."""
+"""The score view (smu_explain/notation.py) and the Score page (app_pages/score.py)."""
 
 import time
 import xml.etree.ElementTree as ET
@@ -347,7 +347,7 @@ def test_score_page_in_chromium(tmp_path):
         pytest.skip(f"{chromium} is missing (apt-get install chromium); CI installs it")
     sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
     router = tmp_path / "router.py"
-    router.write_text(ROUTER.format(explore=str(ROOT / "pages" / "explore.py"), score=str(ROOT / "pages" / "score.py")))
+    router.write_text(ROUTER.format(explore=str(ROOT / "app_pages" / "explore.py"), score=str(ROOT / "app_pages" / "score.py")))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

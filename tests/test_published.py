@@ -314,7 +314,7 @@ def test_attention_maps_of_an_imported_model_are_transformers_own(adversarial_sn
 def _run(page, **state):
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(ROOT / "pages" / page), default_timeout=300)
+    at = AppTest.from_file(str(ROOT / "app_pages" / page), default_timeout=300)
     for k, v in state.items():
         at.session_state[k] = v
     return at.run()

@@ -109,7 +109,7 @@ def live_runs():
         if b2.button("Open in Explore", key=f"open_{run.id}"):
             st.session_state[A.K_MODEL_A] = str(out)
             try:
-                st.switch_page("pages/explore.py")
+                st.switch_page("app_pages/explore.py")
             except Exception:  # standalone page (tests): no navigation to switch in
                 st.info(f"Model set to {out}; open the Explore page.")
         b3.caption(f"Model folder: `{out}` (choose it on Explore or Compare)")
