@@ -50,6 +50,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .markup import html_escape
+
 __all__ = [
     "NOTE_NAMES",
     "STATE_COLORS",
@@ -548,15 +550,100 @@ def _bool_col(df: pd.DataFrame, col: str) -> np.ndarray:
     return df[col].fillna(False).to_numpy(dtype=bool)
 
 
+# ---------------------------------------------------------------- notes coloured by their role
+
+#: the note labels of ``harmony.analyze`` a piano roll can colour by: column -> what a person reads
+ROLE_LABELS = {
+    "harmony": "chord tone or kind of non-chord tone",
+    "chord_tone": "chord or non-chord tone",
+    "voice_position": "voice position",
+    "metric": "metric weight",
+    "repeated": "repeated note",
+    "duration": "duration",
+    "register": "register",
+    "role": "POP909 track role",
+}
+#: boolean label columns, read as (True class, False class)
+ROLE_BOOLS = {"chord_tone": ("chord tone", "non-chord tone"), "repeated": ("repeated", "not repeated")}
+#: each label column's classes in their musical order, with one colour each (qualitative
+#: classes: distinct hues; ordered classes (duration, register): one sequential run)
+ROLE_COLOURS: dict[str, dict[str, str]] = {
+    "harmony": {"chord tone": "#4c78a8", "passing": "#f58518", "neighbour": "#54a24b",
+                "suspension/appoggiatura": "#e45756", "pedal": "#b279a2", "other NCT": "#9d755d"},
+    "chord_tone": {"chord tone": "#4c78a8", "non-chord tone": "#f58518"},
+    "voice_position": {"bass": "#4c78a8", "inner": "#bab0ac", "top": "#e45756", "solo": "#eeca3b"},
+    "metric": {"downbeat": "#e45756", "beat": "#f58518", "off-beat": "#9ecae9"},
+    "repeated": {"repeated": "#b279a2", "not repeated": "#bab0ac"},
+    "duration": {"< 1/8 (<0.5 q)": "#c6dbef", "1/8-1/4 (0.5-1 q)": "#6baed6", "1/4-1/2 (1-2 q)": "#2171b5",
+                 ">= 1/2 (>= 2 q)": "#08306b"},
+    "register": {"low (< C3)": "#440154", "C3-B3": "#3b528b", "C4-B4": "#21918c", "C5-B5": "#5ec962",
+                 "high (>= C6)": "#fde725"},
+    "role": {"melody": "#e45756", "bridge": "#f58518", "accompaniment": "#4c78a8", "other": "#bab0ac"},
+}
+
+
+def role_classes(df: pd.DataFrame, column: str) -> np.ndarray:
+    """The class of every note in label ``column`` as text (booleans read with ``ROLE_BOOLS``;
+    a missing value reads ``"?"``)."""
+    v = df[column]
+    if column in ROLE_BOOLS:
+        yes, no = ROLE_BOOLS[column]
+        return np.where(v.fillna(False).to_numpy(dtype=bool), yes, no).astype(object)
+    return v.fillna("?").astype(str).to_numpy(dtype=object)
+
+
+def role_colour_map(column: str, classes: Iterable[str]) -> dict[str, str]:
+    """{class: colour} for the classes present, in the column's musical order (``ROLE_COLOURS``),
+    classes it does not know after them in alphabetical order, coloured from ``TRACK_PALETTE``."""
+    known = ROLE_COLOURS.get(column, {})
+    present = set(classes)
+    ordered = [c for c in known if c in present] + sorted(present - set(known))
+    extra = iter(TRACK_PALETTE[(i + 4) % len(TRACK_PALETTE)] for i in range(len(ordered)))
+    return {c: known.get(c) or next(extra) for c in ordered}
+
+
+def _role_traces(df: pd.DataFrame, column: str, *, track_names=None, picked_col="picked",
+                 has_score: bool = False, showlegend: bool = True) -> list[go.Bar]:
+    """One trace per class of ``column`` (every note, frozen ones included), in the class's
+    colour; the masker's state stays visible: picked notes outlined red, frozen notes hatched."""
+    labels = role_classes(df, column)
+    frozen = _bool_col(df, "frozen")
+    picked = _bool_col(df, picked_col) & ~frozen
+    what = ROLE_LABELS.get(column, column.replace("_", " "))
+    hover = _HOVER_SCORE if has_score else _HOVER
+    traces = []
+    for cls, colour in role_colour_map(column, labels).items():
+        sel = labels == cls
+        sub = df[sel]
+        pk, fz = picked[sel], frozen[sel]
+        tr = _note_trace(sub, html_escape(f"{cls}: {int(sel.sum()):,}"), color=colour, track_names=track_names,
+                         hover=hover, showlegend=showlegend, legendgroup=f"role {cls}",
+                         extra_hover=f"<br>{html_escape(what)}: {html_escape(cls)}")
+        if pk.any():
+            tr.marker.line.color = [STATE_COLORS["picked_outline"] if p else colour for p in pk]
+            tr.marker.line.width = [2.5 if p else 0.0 for p in pk]
+        if fz.any():
+            tr.marker.pattern = {"shape": ["/" if f else "" for f in fz], "fgcolor": STATE_COLORS["frozen_outline"],
+                                 "fillmode": "overlay", "solidity": 0.3}
+        traces.append(tr)
+    return traces
+
+
 def _roll_traces(df: pd.DataFrame, *, track_names=None, show_score=True, picked_col="picked",
                  ghost: pd.DataFrame | None = None, masked_col: str | None = None,
-                 showlegend=True, faded: bool = False) -> list[go.Bar]:
+                 showlegend=True, faded: bool = False, color_by: str | None = None) -> list[go.Bar]:
     """The note traces of one roll, one per state, in draw order. ``faded``: the score overlay
-    (colours, picked outlines) drawn at ``FADED_OPACITY``: an untrained masker's scores."""
+    (colours, picked outlines) drawn at ``FADED_OPACITY``: an untrained masker's scores.
+    ``color_by``: a label column of ``df`` (``ROLE_LABELS``): one trace per class instead
+    (:func:`_role_traces`)."""
     traces: list[go.Bar] = []
     has_score = show_score and "score" in df.columns and df["score"].notna().any()
     frozen = _bool_col(df, "frozen")
-    if masked_col is not None:
+    if color_by is not None and masked_col is None:
+        traces += _role_traces(df, color_by, track_names=track_names, picked_col=picked_col,
+                               has_score=has_score, showlegend=showlegend)
+        frozen = np.zeros(len(df), dtype=bool)  # hatched within their class's trace
+    elif masked_col is not None:
         # a concrete draw: masked notes in red, the rest neutral
         masked = _bool_col(df, masked_col) & ~frozen
         traces.append(_note_trace(df[~masked & ~frozen], "visible to the model",
@@ -585,7 +672,7 @@ def _roll_traces(df: pd.DataFrame, *, track_names=None, show_score=True, picked_
                      else f"track {int(t)}")
             traces.append(_note_trace(sub, label, color=TRACK_PALETTE[i % len(TRACK_PALETTE)],
                                       track_names=track_names, showlegend=showlegend))
-    if frozen.any() or "frozen" in df.columns:
+    if frozen.any() or ("frozen" in df.columns and color_by is None):
         traces.append(_note_trace(df[frozen], "frozen (never masked)",
                                   color=STATE_COLORS["frozen"], pattern="/",
                                   line_color=STATE_COLORS["frozen_outline"], line_width=1.0,
@@ -670,7 +757,7 @@ def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
                title: str | None = None, height: int = 480,
                x_range: tuple[float, float] | None = None,
                initial_bars: int | None = INITIAL_BARS, bar_axis: bool | None = None,
-               faded: bool = False) -> go.Figure:
+               faded: bool = False, color_by: str | None = None) -> go.Figure:
     """Piano roll of a notes table: time (quarters, labelled in bars) x pitch, C labels.
 
     - Without a ``score`` column (or ``show_score=False``): one trace per track,
@@ -683,6 +770,11 @@ def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
       semi-transparent orange.
     - ``faded``: the score overlay drawn at ``FADED_OPACITY`` (an untrained masker head: its
       scores mean nothing, the page says so; the notes stay visible).
+    - ``color_by``: a label column of ``df`` (``ROLE_LABELS``: ``harmony.analyze``'s labels joined
+      to the notes): every note coloured by its class (``ROLE_COLOURS``), one legend entry per
+      class with its count (legend titled with the label), like the track colouring; the
+      masker's state stays: picked notes outlined red, frozen notes hatched; no colour bar.
+      ``ValueError`` when ``df`` has no such column.
     - Bars: axis grid lines (see :func:`_time_axis`); a piece of more than
       ``initial_bars`` bars opens on its first ``initial_bars`` with a range slider
       under the roll to reach the rest (``x_range``, in quarters, overrides the opening view).
@@ -692,6 +784,8 @@ def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
     (and masker score with its rank). ``dragmode`` is zoom; pan from the mode bar.
     """
     track_names = _track_names(track_names) if track_names is not None else None
+    if color_by is not None and color_by not in df.columns:
+        raise ValueError(f"cannot colour the notes by {color_by!r}: the notes table has no such column")
     if show_score:
         df = _with_rank(df)
     fig = go.Figure()
@@ -705,7 +799,7 @@ def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
     if axis is not None:
         df, ghost = axis.place(df), axis.place(ghost)
     for tr in _roll_traces(df, track_names=track_names, show_score=show_score,
-                           picked_col=picked_col, ghost=ghost, faded=faded):
+                           picked_col=picked_col, ghost=ghost, faded=faded, color_by=color_by):
         fig.add_trace(tr)
     if axis is not None:
         fig.add_trace(_tick_guard(axis, pmin))
@@ -726,7 +820,9 @@ def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
         yaxis=_pitch_axis(pmin, pmax),
         xaxis=xaxis,
     )
-    if show_score and "score" in df.columns and df["score"].notna().any():
+    if color_by is not None:
+        fig.update_layout(legend_title_text=html_escape(ROLE_LABELS.get(color_by, color_by)) + ":")
+    elif show_score and "score" in df.columns and df["score"].notna().any():
         fig.add_trace(_colorbar_trace(SCORE_SCALE))
         fig.update_layout(coloraxis=_score_axis([df]))
     return fig
@@ -1428,3 +1524,56 @@ def before_after_bars(before: Sequence[tuple], after: Sequence[tuple], *, title:
 
 
 __all__ += ["value_roll", "attribution_roll", "attention_roll", "attribution_scatter", "before_after_bars"]
+
+
+# ---------------------------------------------------------------- what the masker picks (picks.py)
+
+#: the label columns of a "What it picks" table, readable (``picks.class_effects``' columns)
+PICKS_LABELS = {**ROLE_LABELS, "harmony": "harmony"}
+
+
+def picks_table(result: Mapping, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The per-class table of a ``picks.class_effects`` / ``picks.measure_picks`` result as text
+    cells, one row per class: notes, pieces, mean score, picked %, frozen % (each with its
+    interval), the score's difference from all other notes and from notes of the same duration x
+    register, and the picked share's controlled difference; ``*`` = the interval excludes 0 (the
+    cells of ``picks.markdown_table``). ``columns``: the label columns to keep (default all)."""
+    from .picks import excludes_zero
+
+    def cell(iv, pct=False):
+        if not iv or iv.get("est") is None:
+            return "-"
+        k, f = (100, "{:.1f}") if pct else (1, "{:.3f}")
+        if iv.get("lo") is None:
+            return f.format(iv["est"] * k)
+        return f"{f.format(iv['est'] * k)} [{f.format(iv['lo'] * k)}, {f.format(iv['hi'] * k)}]"
+
+    def diff(iv, pct=False):
+        if not iv or iv.get("est") is None:
+            return "-"
+        k, g = (100, "{:+.1f}") if pct else (1, "{:+.3f}")
+        if iv.get("lo") is None:
+            return g.format(iv["est"] * k)
+        mark = " *" if excludes_zero(iv) else ""
+        return f"{g.format(iv['est'] * k)} [{g.format(iv['lo'] * k)}, {g.format(iv['hi'] * k)}]{mark}"
+
+    rows = []
+    for col, classes in (result.get("columns") or {}).items():
+        if columns is not None and col not in columns:
+            continue
+        for r in classes:
+            rows.append({"label": PICKS_LABELS.get(col, col.replace("_", " ")), "class": str(r["class"]),
+                         "notes": int(r["n_notes"]), "pieces": int(r["n_pieces"]),
+                         "mean score": cell(r.get("score")), "picked %": cell(r.get("picked"), True),
+                         "frozen %": cell(r.get("frozen"), True), "score vs rest": diff(r.get("score_diff")),
+                         "score vs same duration x register": diff(r.get("score_adj")),
+                         "picked % vs same duration x register": diff(r.get("picked_adj"), True)})
+    cols = ["label", "class", "notes", "pieces", "mean score", "picked %", "frozen %", "score vs rest",
+            "score vs same duration x register", "picked % vs same duration x register"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+PICKS_CAPTION = ("Per class of note: mean masker score (0-1), share picked at the ratio, share frozen; then the "
+                 "score's difference from all other notes and from notes of the same duration x register (what "
+                 "is left once duration and register are accounted for). Brackets: 95% bootstrap intervals "
+                 "(over pieces; one piece: over its 4-bar spans); * = the interval excludes 0.")

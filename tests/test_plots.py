@@ -533,3 +533,85 @@ def test_masking_draw_titles():
     fig = plots.masking_draw_figure(df, df["picked"].to_numpy(), df["picked"].to_numpy(),
                                     titles=["random: 80%", "masker: 60%"])
     assert [a.text for a in fig.layout.annotations][:2] == ["random: 80%", "masker: 60%"]
+
+
+def _role_frame():
+    df = notes_table(12)
+    df["frozen"] = df["score"] >= 0.9
+    df["picked"] = (df["score"] >= 0.6) & ~df["frozen"]
+    df["chord_tone"] = np.arange(12) % 3 != 0
+    df["voice_position"] = np.array(["bass", "inner", "top", "solo"] * 3, dtype=object)
+    df["harmony"] = np.where(df["chord_tone"], "chord tone", "passing").astype(object)
+    df["metric"] = "mystery"  # a class the palette does not know
+    return df
+
+
+def test_piano_roll_colours_notes_by_role():
+    """Colour by a label column: one trace per class in its musical order, a colour each, counts in
+    the legend; picked notes outlined red, frozen notes hatched in their class's colour; no colour bar."""
+    df = _role_frame()
+    fig = plots.piano_roll(df, color_by="voice_position")
+    names = [t.name for t in fig.data if t.type == "bar" and t.customdata is not None and len(t.customdata)]
+    assert names == ["bass: 3", "inner: 3", "top: 3", "solo: 3"]
+    colours = [trace(fig, n).marker.color for n in names]
+    assert colours == [plots.ROLE_COLOURS["voice_position"][c] for c in ("bass", "inner", "top", "solo")]
+    assert sorted(sum((note_ids(trace(fig, n)) for n in names), [])) == list(range(12))  # every note once
+    assert note_ids(trace(fig, "bass: 3")) == [0, 4, 8]
+    assert fig.layout.legend.title.text == "voice position:"
+    assert "coloraxis" not in fig.layout or fig.layout.coloraxis.colorbar.title.text is None
+    assert not any(t.name == "frozen (never masked)" for t in fig.data)
+    top = trace(fig, "top: 3")  # notes 2, 6, 10: scores 0.18, 0.55, 0.91
+    assert list(top.marker.pattern.shape) == ["", "", "/"]  # note 10 frozen
+    solo = trace(fig, "solo: 3")  # notes 3, 7, 11: 0.27, 0.64 (picked), 1.0 (frozen)
+    assert list(solo.marker.line.width) == [0.0, 2.5, 0.0]
+    assert solo.marker.line.color[1] == plots.STATE_COLORS["picked_outline"]
+    assert "voice position: solo" in solo.hovertemplate and "masker score" in solo.hovertemplate
+
+
+def test_role_colours_read_booleans_and_unknown_classes():
+    df = _role_frame()
+    fig = plots.piano_roll(df, color_by="chord_tone", show_score=False)
+    assert [t.name for t in fig.data if t.type == "bar"][:2] == ["chord tone: 8", "non-chord tone: 4"]
+    assert "masker score" not in fig.data[0].hovertemplate
+    fig = plots.piano_roll(df, color_by="metric")
+    [m] = [t for t in fig.data if t.name == "mystery: 12"]
+    assert m.marker.color in plots.TRACK_PALETTE
+    with pytest.raises(ValueError, match="no such column"):
+        plots.piano_roll(df, color_by="register")
+    # a user's text in a class never reaches the hover unescaped
+    df["metric"] = "<b>x</b>"
+    fig = plots.piano_roll(df, color_by="metric")
+    assert "<b>x</b>" not in fig.data[0].hovertemplate and "&lt;b&gt;x" in fig.data[0].hovertemplate
+
+
+def test_role_colouring_of_a_real_piece_draws():
+    """harmony.analyze's labels joined to a piece's notes: every label column draws."""
+    from smu_explain import harmony
+    from smu_explain.tokenizer import read_piece
+
+    piece = read_piece(plots.__file__.rsplit("/", 2)[0] + "/sample_midi/bach_bwv269.mid")
+    labels = harmony.analyze(piece)
+    df = piece.notes_table().assign(**{c: labels[c].to_numpy() for c in harmony.LABEL_COLUMNS})
+    for col in harmony.LABEL_COLUMNS:
+        fig = plots.piano_roll(df, bar_starts_q=piece.bar_starts_q, color_by=col)
+        drawn = sum(len(t.customdata) for t in fig.data if t.type == "bar" and t.name and ":" in t.name)
+        assert drawn == len(df), col
+
+
+def test_picks_table_cells():
+    iv = lambda e, lo, hi: {"est": e, "lo": lo, "hi": hi}  # noqa: E731
+    res = {"columns": {"chord_tone": [
+        {"class": "non-chord tone", "n_notes": 30, "n_pieces": 2, "score": iv(0.5, 0.4, 0.6),
+         "picked": iv(0.1, 0.05, 0.2), "frozen": iv(0.3, None, None), "score_diff": iv(0.05, 0.01, 0.09),
+         "score_adj": iv(-0.02, -0.05, 0.01), "picked_adj": None}],
+        "duration": [{"class": "< 1/8 (<0.5 q)", "n_notes": 5, "n_pieces": 1, "score": iv(None, None, None),
+                      "picked": None, "frozen": None, "score_diff": None, "score_adj": None}]}}
+    t = plots.picks_table(res)
+    assert list(t["label"]) == ["chord or non-chord tone", "duration"]
+    r = t.iloc[0]
+    assert r["mean score"] == "0.500 [0.400, 0.600]" and r["picked %"] == "10.0 [5.0, 20.0]"
+    assert r["frozen %"] == "30.0" and r["score vs rest"] == "+0.050 [+0.010, +0.090] *"
+    assert r["score vs same duration x register"] == "-0.020 [-0.050, +0.010]"
+    assert r["picked % vs same duration x register"] == "-" and t.iloc[1]["mean score"] == "-"
+    assert list(plots.picks_table(res, columns=["duration"])["class"]) == ["< 1/8 (<0.5 q)"]
+    assert plots.picks_table({}).empty
