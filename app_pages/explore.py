@@ -112,6 +112,51 @@ def profile_table(profile: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: the "Colour notes by" choices: None = the masker score (the track without a model), else a label
+#: column of harmony.analyze (plots.ROLE_LABELS)
+COLOUR_BY = {None: "masker score", "chord_tone": "chord or non-chord tone",
+             "harmony": "kind of non-chord tone", "voice_position": "voice position (bass, inner, top)",
+             "metric": "metric weight (downbeat, beat, off-beat)", "repeated": "repeated note",
+             "duration": "duration", "register": "register", "role": "POP909 track role"}
+
+
+@st.cache_data(show_spinner="Analysing the harmony...", max_entries=32)
+def _labels(key: str, _piece) -> pd.DataFrame:
+    """harmony.analyze's labels of a piece (cached by the piece's key; no model)."""
+    from smu_explain.harmony import analyze
+
+    return analyze(_piece)
+
+
+def with_labels(notes: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The notes table with the label columns (harmony.LABEL_COLUMNS) of the same notes."""
+    from smu_explain.harmony import LABEL_COLUMNS
+
+    return notes.assign(**{c: labels[c].to_numpy() for c in LABEL_COLUMNS if c not in notes.columns})
+
+
+@st.cache_data(show_spinner="Measuring what the masker picks in this piece...", max_entries=32)
+def _piece_picks(model: tuple, key: str, ratio_k: float, model_name: str, _table) -> dict:
+    """What the masker picks in one piece (picks.class_effects on the masker view joined with the
+    labels: intervals from a block bootstrap over the piece's 4-bar spans) and its sentence; cached
+    by model, piece, ratio and the name the sentence gives the model."""
+    res = picks.class_effects([_table])
+    res.update(model=model_name, ratio=float(ratio_k))
+    res["sentence"] = picks.summary_sentence(res)
+    return res
+
+
+def show_picks(res: dict, key: str, untrained_note: bool) -> None:
+    """The sentence and the table of a picks result."""
+    lead = ("**What it picks.** " if not untrained_note else
+            "**What it picks** (an untrained masker: its picks are close to arbitrary). ")
+    st.markdown(lead + md_escape(res["sentence"]))
+    with st.expander("The table: every class of note", expanded=False):
+        st.dataframe(plots.picks_table(res), hide_index=True, key=key)
+        st.caption(plots.PICKS_CAPTION + f" Masking ratio {res.get('ratio', 0):.0%}; frozen = the top 30% "
+                   "of each piece by score. Labels: a chord and voice analysis of the notes (no model).")
+
+
 # first view: the masker overlay from one clean pass (fast); the full explain table
 # (every note masked once: predictions, reconstruction) comes after the roll is drawn
 over = run_model(A.overlay, model_path, data, piece, ratio) if model_path else None
@@ -163,14 +208,21 @@ if over is not None and not no_recovery:
                            value=False, key="explore_ghost")
     if show_ghost:
         table = run_model(A.explain, model_path, data, piece, ratio, seed, context)
+colour_by = st.selectbox("Colour notes by", list(COLOUR_BY), key="explore_colour_by",
+                         format_func=lambda c: COLOUR_BY[c] if c or over is not None else "track",
+                         help="The masker's score, or the role of each note from a chord and voice analysis "
+                              "of the piece (no model): chord or non-chord tone, voice, beat, duration, "
+                              "register. Picked notes keep their red outline, frozen notes their hatching.")
+labels = _labels(A.piece_key(data), piece) if colour_by else None
 roll_key = ("explore roll", name, A.piece_key(data),
             (*A.model_key(model_path), A.ratio_key(ratio)) if over is not None else None,
-            (seed, A.mask_groups(context)) if table is not None else None, bool(untrained))
+            (seed, A.mask_groups(context)) if table is not None else None, bool(untrained), colour_by)
 fig = A.figure(roll_key, lambda: plots.piano_roll(
-    notes, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
-    ghost=plots.reconstruction_frame(table) if table is not None else None,
-    title=html_escape(name) + (" - masker overlay" + (" (untrained masker, faded)" if untrained else "")
-                               if over is not None else ""), height=520, faded=bool(untrained)))
+    with_labels(notes, labels) if colour_by else notes, bar_starts_q=piece.bar_starts_q,
+    track_names=piece.track_names, ghost=plots.reconstruction_frame(table) if table is not None else None,
+    title=html_escape(name) + (" - masker overlay" + (" (untrained masker, faded)" if untrained and not colour_by
+                                                      else "") if over is not None else ""),
+    height=520, faded=bool(untrained), color_by=colour_by))
 event = st.plotly_chart(fig, key="explore_roll", on_select="rerun", selection_mode="points",
                         config={"scrollZoom": True, "displaylogo": False})
 if over is not None and table is None and not no_recovery:
@@ -180,7 +232,12 @@ if over is not None and (warn := A.untrained_masker_note(model_path)):
 n_bars = len(piece.bar_starts_q)
 view = (f"Showing bars 1-{plots.INITIAL_BARS} of {n_bars:,}: drag the slider under the roll (or pan) "
         "to move through the piece. " if n_bars > plots.INITIAL_BARS else "")
-if over is None:
+if colour_by:
+    st.caption(view + f"Colour = {COLOUR_BY[colour_by]}, from a chord and voice analysis of the piece (chord "
+               "templates per half bar or beat, voices followed within each track; no model)"
+               + (". Red outline = the notes the masker would mask at this ratio; hatched = frozen notes"
+                  if over is not None else "") + ". Click a note to inspect it.")
+elif over is None:
     st.caption(view + "No model loaded: notes are coloured by track. Choose a model to see the masker overlay.")
 else:
     st.caption(view + "Colour = how high the masker scores a note compared with the rest of the piece "
@@ -198,6 +255,53 @@ if table is not None:  # did the model learn? its recovery next to the no-model 
     st.caption(f"**Did this model learn{masks}?** " + A.rules_verdict(acc, rules))
     with st.expander("Recovery accuracy vs the no-model rules (same masked notes)"):
         st.plotly_chart(plots.rules_figure({model_label: acc}, rules), key="explore_rules")
+
+# ----------------------------------------------------------------------------- what it picks
+picks_state = st.session_state.setdefault("smu_picks", {})
+if over is not None:
+    st.subheader("What it picks")
+    st.caption("Which kinds of note the masker scores higher or lower than notes of the same duration and "
+               "register, in this piece and (below) over a folder of pieces.")
+    mkey = A.model_key(model_path)
+    table_p = with_labels(over, labels if labels is not None else _labels(A.piece_key(data), piece))
+    res_p = _piece_picks(mkey, A.piece_key(data), A.ratio_key(ratio), model_label, table_p)
+    show_picks(res_p, "explore_picks_table", untrained)
+    picks_state["piece"] = {"where": f"the piece {name}", "model": model_label, "ratio": float(ratio),
+                            "result": res_p, "untrained": bool(untrained)}
+    with st.expander("Over a folder of pieces", expanded=bool(st.session_state.get("explore_picks_run"))):
+        folder = st.text_input("Folder of MIDI / MusicXML files", key="explore_picks_folder",
+                               value=st.session_state.get("explore_picks_folder_value", str(A.SAMPLE_DIR)))
+        max_files = int(st.number_input("At most this many files", 1, 200, 40, key="explore_picks_max"))
+        if st.button("Measure what it picks over the folder", key="explore_picks_go"):
+            st.session_state["explore_picks_folder_value"] = folder
+            st.session_state["explore_picks_run"] = (folder, max_files)
+        if st.session_state.get("explore_picks_run") == (folder, max_files):
+            try:
+                files = A.folder_files(folder, max_files)
+                stamp = tuple((f.name, f.stat().st_mtime) for f in files)
+                res_f = A.folder_picks_cached(mkey[0], mkey[1], str(Path(folder).resolve()), stamp,
+                                              A.ratio_key(ratio), model_label)
+            except A.SMUInputError as e:
+                st.error(f"Cannot measure on this folder: {md_escape(e)}")
+                res_f = None
+            except Exception as e:  # keep the page alive whatever the model does
+                st.error(f"The model failed on this folder: {type(e).__name__}: {md_escape(e)}")
+                res_f = None
+            if res_f is not None:
+                if res_f.get("skipped"):
+                    st.warning(f"{len(res_f['skipped'])} file(s) skipped: " + "; ".join(
+                        f"{md_escape(f)}: {md_escape(why)}" for f, why in res_f["skipped"][:5]))
+                if res_f["n_pieces"]:
+                    st.caption(f"{res_f['n_pieces']} pieces, {res_f['n_notes']:,} notes; intervals resample "
+                               f"{md_escape(res_f['resampled'])}.")
+                    show_picks(res_f, "explore_picks_folder_table", untrained)
+                    picks_state["folder"] = {"where": f"the folder {folder} ({res_f['n_pieces']} pieces)",
+                                             "model": model_label, "ratio": float(ratio), "result": res_f,
+                                             "untrained": bool(untrained)}
+                else:
+                    st.error("No file of this folder could be read.")
+    st.caption("The study's table over 60 pieces (POP909 and ASAP) is on the Study page; the Report page "
+               "exports these sentences and tables.")
 
 # ----------------------------------------------------------------------------- note inspector
 st.subheader("Inspect a note")

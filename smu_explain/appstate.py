@@ -1001,3 +1001,34 @@ def start_warm_up() -> dict | None:
     if os.environ.get("SMU_NO_WARMUP"):
         return None
     return _warm_up_status()
+
+
+# ----------------------------------------------------------------------------- what the masker picks (issue 21)
+
+@st.cache_data(show_spinner="Measuring what the masker picks in the folder...", max_entries=8)
+def folder_picks_cached(model_path: str, mtime: float, folder: str, stamp: tuple, ratio: float,
+                        model_name: str = "") -> dict:
+    """What the masker of ``model_path`` picks over a folder (``picks.class_effects``: per class of
+    note, intervals from a bootstrap over the files, and ``picks.summary_sentence``). ``stamp``
+    (file names + mtimes, as :func:`folder_explain`) keys the cache with the model and ``ratio``
+    (pass :func:`ratio_key`). Each file: its masker view (:func:`scores_cached`, shared with the
+    pages: stored scores first) with the picks at ``ratio`` (:func:`with_picks`), joined with
+    ``harmony.analyze``'s labels. Unusable files are listed in ``skipped`` as ``[name, reason]``."""
+    from . import picks
+    from .harmony import analyze
+
+    _, tokenizer = _load_model(model_path, mtime)
+    fields = read_fields(tokenizer.config)
+    frames, names, skipped = [], [], []
+    for name, data, piece, why in _folder_pieces(folder, stamp, fields):
+        if piece is None:
+            skipped.append([name, why])
+            continue
+        view = with_picks(scores_cached(model_path, mtime, read_key(data, fields), piece), ratio).reset_index(drop=True)
+        labels = analyze(piece).reset_index(drop=True)
+        frames.append(pd.concat([view, labels[[c for c in labels.columns if c not in view.columns]]], axis=1))
+        names.append(name)
+    res = picks.class_effects(frames)
+    res.update(model=model_name, ratio=float(ratio), pieces=names, skipped=skipped)
+    res["sentence"] = picks.summary_sentence(res)
+    return res

@@ -359,3 +359,67 @@ def test_ghost_layer_is_off_after_a_switch_to_another_piece(model_dir):
     assert not at.exception
     # a new piece starts without the ghost layer: the toggle and the roll agree (both off)
     assert at.toggle(key="explore_ghost").value is False
+
+
+def _roll_spec(at):
+    import json
+
+    return json.loads(next(c for c in at.get("plotly_chart") if c.proto.id.endswith("explore_roll")).proto.spec)
+
+
+def test_colour_notes_by_role(model_dir):
+    """"Colour notes by": the masker score by default; a role (harmony.analyze's labels) draws one
+    trace per class with its count, without a model too (where the default is the track)."""
+    at = run_page(**{A.K_MODEL_A: str(model_dir)})
+    assert not at.exception, at.exception
+    box = at.selectbox(key="explore_colour_by")
+    assert box.value is None and box.format_func(None) == "masker score"
+    for col, classes in (("chord_tone", {"chord tone"}), ("voice_position", {"bass", "top"}),
+                         ("metric", {"downbeat"})):
+        at.selectbox(key="explore_colour_by").set_value(col).run()
+        assert not at.exception, at.exception
+        names = {str(t.get("name")).split(":")[0] for t in _roll_spec(at)["data"]}
+        assert classes <= names, (col, names)
+        assert "Colour = " in texts(at) and "no model" in texts(at)
+    # the picked notes keep their outline
+    assert int(metric(at, "Picked by the masker")) > 0
+    plain = run_page()  # the demo model (stored scores) or, where it is not there yet, no model
+    if "Picked by the masker" not in [m.label for m in plain.metric]:
+        assert plain.selectbox(key="explore_colour_by").format_func(None) == "track"
+    plain.selectbox(key="explore_colour_by").set_value("harmony").run()
+    assert not plain.exception, plain.exception
+    assert any(str(t.get("name")).startswith("chord tone: ") for t in _roll_spec(plain)["data"])
+
+
+def test_what_it_picks_for_the_piece_and_a_folder(model_dir, tmp_path):
+    """The "What it picks" sentence and table for the piece (block bootstrap over its 4-bar spans)
+    and, on asking, for a folder (bootstrap over its pieces); both kept for the report."""
+    at = run_page(**{A.K_MODEL_A: str(model_dir)})
+    assert not at.exception, at.exception
+    assert "What it picks" in [h.value for h in at.subheader]
+    text = texts(at)
+    assert "**What it picks** (an untrained masker" in text
+    assert ("Beyond duration and register, tiny-a's masker scores" in text
+            or "tiny-a's masker shows no clear pattern beyond duration and register" in text)
+    assert "1 piece (resampling 4-bar blocks)" in text
+    table = next(d.value for d in at.dataframe if "score vs same duration x register" in d.value.columns)
+    assert {"chord or non-chord tone", "voice position", "metric weight", "duration", "register"} <= set(table["label"])
+    assert table["notes"][table["label"] == "voice position"].sum() == int(metric(at, "Notes").replace(",", ""))
+    saved = at.session_state["smu_picks"]["piece"]
+    assert saved["model"] == "tiny-a" and saved["result"]["sentence"] in text.replace("\\", "")
+    folder = tmp_path / "music"
+    folder.mkdir()
+    for name in SAMPLES[:3]:
+        (folder / name).write_bytes((ROOT / "sample_midi" / name).read_bytes())
+    (folder / "broken.mid").write_bytes(b"MThd nope")
+    at.text_input(key="explore_picks_folder").set_value(str(folder)).run()
+    at.button(key="explore_picks_go").click().run()
+    assert not at.exception, at.exception
+    text = texts(at)
+    assert "3 pieces" in text and "broken.mid" in text and "95% intervals over 3 pieces" in text
+    tables = [d.value for d in at.dataframe if "score vs same duration x register" in d.value.columns]
+    assert len(tables) == 2 and tables[1]["pieces"].max() == 3
+    assert at.session_state["smu_picks"]["folder"]["result"]["n_pieces"] == 3
+    at.text_input(key="explore_picks_folder").set_value(str(tmp_path / "nowhere")).run()
+    at.button(key="explore_picks_go").click().run()
+    assert not at.exception and any("Cannot measure on this folder" in e.value for e in at.error)
