@@ -48,6 +48,50 @@ def recorded_preset() -> str:
     return "cpu"
 
 
+PICKS_JSON = ROOT / "docs" / "masker_picks.json"
+#: the sets of docs/masker_picks.json's "results", in the order the selector offers them
+PICKS_SETS = {"all": "both sets pooled (POP909 validation + ASAP)", "pop909": "POP909 validation songs",
+              "asap": "ASAP scores"}
+
+
+def show_picks() -> None:
+    """What the demo masker picks, in music's words: docs/masker_picks.json (made with
+    docs/MASKER_PICKS.md by scripts/masker_picks.py): the generated sentence and the per-class
+    table of the chosen set, the untrained control's sentence, the chord labels' check. Every
+    text from the file is escaped (md_escape); nothing when the file is not there."""
+    if not PICKS_JSON.is_file():
+        return
+    st.subheader("What the masker picks, in music's words")
+    try:
+        import json
+
+        data = json.loads(PICKS_JSON.read_text(encoding="utf-8"))
+        sets = {k: v for k, v in (data.get("results") or {}).items() if isinstance(v, dict)}
+        if not sets:
+            raise ValueError("no results in it")
+    except Exception as e:  # a broken file must not take the page down
+        st.warning(f"{md_escape(PICKS_JSON.name)} cannot be read ({md_escape(e)}).")
+        return
+    order = [k for k in PICKS_SETS if k in sets] + sorted(set(sets) - set(PICKS_SETS))
+    which = st.selectbox("Pieces", order, key="study_picks_set",
+                         format_func=lambda k: PICKS_SETS.get(k) or md_escape(k))
+    res = sets[which]
+    st.markdown("> " + md_escape(res.get("sentence", "")))
+    ctl = data.get("control")
+    if isinstance(ctl, dict) and ctl.get("sentence"):
+        st.markdown(f"**Control** ({md_escape(ctl.get('model', 'an untrained masker head'))}, a masker head "
+                    f"that was never trained, on {int(ctl.get('n_pieces', 0))} pieces): "
+                    + md_escape(ctl["sentence"]))
+    st.dataframe(plots.picks_table(res), hide_index=True, key="study_picks_table")
+    caption = (f"{int(res.get('n_pieces', 0))} pieces, {int(res.get('n_notes', 0)):,} notes; model "
+               f"{md_escape(res.get('model', data.get('model', '?')))}. " + plots.PICKS_CAPTION)
+    auto = ((data.get("chord_check") or {}).get("by_unit") or {}).get("auto") or {}
+    if auto.get("root_accuracy") is not None:
+        caption += (f" Chord labels checked against Pop1K7's chord markers: root accuracy "
+                    f"{float(auto['root_accuracy']):.3f} over {int(auto.get('beats', 0)):,} beats.")
+    st.caption(caption + " From docs/masker_picks.json; docs/MASKER_PICKS.md has every table.")
+
+
 results_path = RESULTS_DIR / "results.json"
 if results_path.is_file():
     try:
@@ -96,6 +140,7 @@ if results_path.is_file():
             for i, k in enumerate(examples):
                 with cols[i % len(cols)]:
                     st.plotly_chart(figs[k], key=f"study_{k}")
+    show_picks()
     if RESULTS_MD.is_file():
         with st.expander("Full results (docs/RESULTS.md)", expanded=False):
             st.markdown(RESULTS_MD.read_text(encoding="utf-8"))
@@ -132,3 +177,4 @@ if partial:
     st.subheader("Results so far")
     st.markdown(partial)
 show_earlier(preset)
+show_picks()

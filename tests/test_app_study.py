@@ -106,3 +106,35 @@ def test_finished_study_page_shows_tables_and_masker_figures(tmp_path, tiny_stud
                      "Test accuracy (%), mean ± std over seeds", "Data efficiency",
                      "What the masker picks and freezes"]
     assert "Frozen notes from real pieces" in t
+
+
+def test_study_page_shows_what_the_masker_picks(tmp_path):
+    """docs/masker_picks.json (scripts/masker_picks.py): the generated sentence, the control's and
+    the per-class table of the chosen set; text from the file escaped; a broken file is a warning."""
+    from app_helpers import ROOT
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    data = json.loads((ROOT / "docs" / "masker_picks.json").read_text())
+    (docs / "masker_picks.json").write_text(json.dumps(data))
+    script = copy_page(tmp_path)
+    at = AppTest.from_file(script, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert "What the masker picks, in music's words" in [h.value for h in at.subheader]
+    t = texts(at).replace("\\", "")
+    assert data["results"]["all"]["sentence"] in t and data["control"]["sentence"] in t
+    table = next(d.value for d in at.dataframe if "score vs same duration x register" in d.value.columns)
+    assert len(table) == sum(len(v) for v in data["results"]["all"]["columns"].values())
+    assert "root accuracy 0.732" in t
+    at.selectbox(key="study_picks_set").set_value("asap").run()
+    assert not at.exception and data["results"]["asap"]["sentence"] in texts(at).replace("\\", "")
+    # hostile text in the file is shown as text
+    data["results"]["all"]["sentence"] = "Evil [link](javascript:alert(1)) <b>bold</b> *x*"
+    (docs / "masker_picks.json").write_text(json.dumps(data))
+    at = AppTest.from_file(script, default_timeout=60).run()
+    assert not at.exception, at.exception
+    md = next(m.value for m in at.markdown if "Evil" in m.value)
+    assert "\\[link\\]" in md and "\\<b\\>" in md and "\\*x\\*" in md
+    (docs / "masker_picks.json").write_text("{not json")
+    at = AppTest.from_file(script, default_timeout=60).run()
+    assert not at.exception and any("cannot be read" in w.value for w in at.warning)
