@@ -68,8 +68,8 @@ POSITION_TYPES = ("absolute", "relative_key", "relative_key_query")
 RELATIVE = ("relative_key", "relative_key_query")
 IMPLS = ("ours", "transformers")
 ENV_IMPL = "SMU_RELATTN"
-REL_BLOCK = 128
-ACC32 = bool(int(os.environ.get("SMU_RELATTN_ACC32", "1")))  # queries per block of the relative-bias matmuls (see the module docstring)
+REL_BLOCK = 128  # queries (or keys) per block of the relative-bias GEMMs (see the module docstring)
+RECOMPUTE_IN_BACKWARD = True  # training: the bias is recomputed in backward, not stored (see relative_attention)
 
 
 class TransformersRelativeError(SMUCheckpointError):
@@ -133,21 +133,23 @@ def _relative_bias_reversed(q: torch.Tensor, k_rev: torch.Tensor, table: torch.T
         if kind == "relative_key_query":
             bias = bias + cat([rows(k_rev, s, b) for s, b in sizes]).transpose(-1, -2)
         return bias if mask_rev is None else bias + mask_rev.to(bias.dtype)
-    # Inference: one preallocated bias, every block written or added in place.
+    # Inference: one preallocated bias, every block written or added in place: the key term's
+    # columns are copied in first (from their strided view), then the query term's rows are added
+    # (long contiguous rows: the cheap direction for the one element-wise add).
     acc = q.dtype
     out = q.new_empty((B, H, L, L), dtype=acc)
-    for s, b in sizes:
-        out[..., s: s + b, :] = rows(q, s, b)
     if kind == "relative_key_query":
-        cols = q.new_empty((B, H, L, block), dtype=acc)
         for s, b in sizes:
             W = L + b - 1
             # p[h, j, i] = e(s - L + 1 + j) . k_rev[s + i]; column s + i of row l is p[h, l + i, i]
             p = torch.bmm(run(s, b).expand(B * H, W, d),  # (B*H, W, b), the table shared (stride 0)
                           k_rev[..., s: s + b, :].reshape(B * H, b, d).transpose(1, 2))
-            c = cols[..., :b]
-            c.copy_(p.as_strided((B, H, L, b), (H * W * b, W * b, b, b + 1)))
-            out[..., :, s: s + b].add_(c)
+            out[..., :, s: s + b] = p.as_strided((B, H, L, b), (H * W * b, W * b, b, b + 1))
+        for s, b in sizes:
+            out[..., s: s + b, :].add_(rows(q, s, b))
+    else:
+        for s, b in sizes:
+            out[..., s: s + b, :] = rows(q, s, b)
     if mask_rev is not None:
         out.add_(mask_rev.to(acc))
     return out
@@ -170,8 +172,20 @@ def relative_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table:
     it, through SDPA. q, k, v (B, H, L, d); ``mask``: additive float (B, 1, 1, L) or None.
 
     The keys (and values, and the mask) are handed to SDPA in reverse order: attention does not
-    depend on the order of the keys, and in that order the relative bias is built from views."""
+    depend on the order of the keys, and in that order the relative bias is built from views.
+    With autograd (training) the bias is not kept for the backward pass but recomputed there
+    (``RECOMPUTE_IN_BACKWARD``: activation checkpointing of this function, same dropout mask), so
+    training keeps no (B, H, L, L) tensor per layer, like SDPA without a bias."""
     _check_relative(q, table, max_position, kind)
+    if RECOMPUTE_IN_BACKWARD and torch.is_grad_enabled() and any(
+            t.requires_grad for t in (q, k, v, table)):
+        from torch.utils.checkpoint import checkpoint
+        return checkpoint(_attend, q, k, v, table, max_position, kind, mask, dropout_p, block, use_reentrant=False)
+    return _attend(q, k, v, table, max_position, kind, mask, dropout_p, block)
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor, max_position: int, kind: str,
+            mask: torch.Tensor | None, dropout_p: float, block: int) -> torch.Tensor:
     scale = 1.0 / math.sqrt(q.shape[-1])
     k_rev, v_rev = k.flip(-2), v.flip(-2)
     mask_rev = None if mask is None else mask.flip(-1)
