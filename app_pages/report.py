@@ -8,8 +8,8 @@ import streamlit as st
 
 from smu_explain import plots, study
 from smu_explain.markup import md_escape
-from smu_explain.report import (ReportSection, build_report, glossary_section, study_sections, summary_lines,
-                                verdict_sections, why_sections)
+from smu_explain.report import (ReportSection, build_report, glossary_section, picks_sections, study_sections,
+                                summary_lines, verdict_sections, why_sections)
 
 # the study's results.json (SMU_STUDY_RESULTS overrides the path, e.g. for a study run elsewhere)
 STUDY_RESULTS = Path(os.environ.get("SMU_STUDY_RESULTS")
@@ -22,6 +22,8 @@ st.caption("One HTML file with the comparison's figures and tables (plotly.js em
 comp = st.session_state.get("smu_compare")
 # The Why page's latest views (attributions, attention, counterfactual, masker), if any.
 why = why_sections(st.session_state.get("smu_why") or {})
+# The Explore page's "What it picks" (the piece's and the folder's sentence and table), if computed.
+picks_part = picks_sections(st.session_state.get("smu_picks") or {})
 # The reproduction study (docs/study/results.json), when `smu study` has written it.
 study_results = {}
 if STUDY_RESULTS.is_file():
@@ -32,9 +34,9 @@ if STUDY_RESULTS.is_file():
 include_study = bool(study_results) and st.checkbox("Include the reproduction study (docs/study/results.json)",
                                                     value=True, key="report_study")
 study_part = study_sections(study_results) if include_study else []
-if (not comp or not comp.get("metrics")) and not why and not study_part:
+if (not comp or not comp.get("metrics")) and not why and not picks_part and not study_part:
     st.info("No comparison yet. Open the Compare page, choose two models and a piece (and, "
-            "optionally, the Why page's views); then come back here to export it.")
+            "optionally, the Why page's views or Explore's \"What it picks\"); then come back here to export it.")
     st.stop()
 if not comp or not comp.get("metrics"):
     comp = None
@@ -54,6 +56,7 @@ else:
 
 names = list(comp["models"].keys()) if comp else ["Why", "explanations"]
 default_title = (f"{names[0]} vs {names[1]}" if comp else "Why the model decided" if why
+                 else "What the masker picks" if picks_part
                  else "Adversarial vs random masking: the reproduction study")
 title = st.text_input("Report title", value=default_title, key="report_title")
 notes_text = st.text_area("Notes for the reader (optional)", value="", key="report_notes")
@@ -114,7 +117,7 @@ def build_sections(comp: dict) -> list[ReportSection]:
     return sections
 
 
-sections = (verdict_sections(comp) + build_sections(comp) if comp else []) + why + study_part
+sections = (verdict_sections(comp) + build_sections(comp) if comp else []) + picks_part + why + study_part
 sections.append(glossary_section())  # the reader has no app to hover over
 summary = summary_lines(comp) if comp else []
 if comp and summary:
@@ -127,6 +130,8 @@ if comp and summary:
 st.markdown("**Contents**\n" + "".join(f"\n- {md_escape(s.heading)}" for s in sections))
 subtitle = (f"piece: {comp.get('piece', '-')}; masking ratio {comp['ratio']:.0%}; seed {comp['seed']}"
             if comp else f"piece: {(st.session_state.get('smu_why') or {}).get('piece', '-')}" if why
+            else "; ".join(f"{v.get('model', '?')} on {v.get('where', k)}" for k, v in
+                           (st.session_state.get("smu_picks") or {}).items() if isinstance(v, dict)) if picks_part
             else f"smu study --preset {study_results.get('preset', {}).get('name', '?')}")
 html = build_report(title, sections, subtitle=subtitle, intro=notes_text, summary=summary)
 stamp = datetime.now().strftime("%Y%m%d-%H%M")

@@ -163,6 +163,38 @@ def why_sections(views: dict[str, dict[str, Any]]) -> list[ReportSection]:
 __all__ += ["why_sections", "WHY_HEADINGS"]
 
 
+# ----------------------------------------------------------------------------- what the masker picks (issue 21)
+
+PICKS_HEADING = "What the masker picks"
+PICKS_UNTRAINED = "This masker head was never trained: its picks are close to arbitrary."
+
+
+def picks_sections(views: dict[str, Any]) -> list[ReportSection]:
+    """Report sections of the Explore page's "What it picks" views (the piece, then the folder):
+    ``views["piece"]`` / ``views["folder"]`` = {``where`` (what was measured), ``model``, ``ratio``,
+    ``untrained``, ``result``: ``picks.class_effects`` with its ``sentence``}; each section gives
+    the sentence, then the per-class table (``plots.picks_table``). Missing or empty views are skipped."""
+    from .plots import PICKS_CAPTION, picks_table
+
+    out = []
+    for name in ("piece", "folder"):
+        v = views.get(name) if isinstance(views, dict) else None
+        res = v.get("result") if isinstance(v, dict) else None
+        if not isinstance(res, dict) or not res.get("n_pieces"):
+            continue
+        paras = [str(res.get("sentence", ""))]
+        if v.get("untrained"):
+            paras.append(PICKS_UNTRAINED)
+        paras.append(f"Model: {v.get('model', '?')}; masking ratio {float(v.get('ratio', 0)):.0%}; "
+                     f"{int(res['n_pieces'])} piece(s), {int(res.get('n_notes', 0)):,} notes. " + PICKS_CAPTION)
+        out.append(ReportSection(f"{PICKS_HEADING} in {v.get('where', name)}", "\n\n".join(paras),
+                                 tables=[picks_table(res)]))
+    return out
+
+
+__all__ += ["picks_sections", "PICKS_HEADING"]
+
+
 # ----------------------------------------------------------------------------- the study (issue 5)
 
 STUDY_HEADING = "Study: does letting a masker choose beat random masking?"

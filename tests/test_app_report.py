@@ -102,3 +102,37 @@ def test_study_section_in_the_report(tiny_study, monkeypatch):
     assert n_figs == 1 + 3 + len(results["analysis"]["examples"])
     assert html.count('class="plotly-graph-div"') == n_figs
     assert study_sections({}) == []
+
+
+def test_what_it_picks_goes_into_the_report(tmp_path, monkeypatch):
+    """Explore's "What it picks" (the piece's sentence and table) alone makes a report; text from
+    the views (a folder's path, the model's name) is escaped in the HTML."""
+    import smu_explain.report as R
+
+    a = make_model(tmp_path / "adv", seed=1)
+    exp = AppTest.from_file(page("explore.py"), default_timeout=60)
+    exp.session_state[A.K_MODEL_A] = str(a)
+    exp.run()
+    assert not exp.exception, exp.exception
+    views = dict(exp.session_state["smu_picks"])
+    sentence = views["piece"]["result"]["sentence"]
+    views["folder"] = {**views["piece"], "where": "the folder <script>alert(1)</script>", "model": "m & <b>"}
+    made = []
+    real = R.build_report
+    monkeypatch.setattr(R, "build_report", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    rep = AppTest.from_file(page("report.py"), default_timeout=60)
+    rep.session_state["smu_picks"] = views
+    rep.run()
+    assert not rep.exception, rep.exception
+    assert not any("No comparison yet" in i.value for i in rep.info)
+    assert rep.text_input(key="report_title").value == "What the masker picks"
+    t = texts(rep)
+    assert "- What the masker picks in the piece " in t and "- What the masker picks in the folder" in t
+    [doc] = made
+    assert R.html_escape(sentence) in doc
+    assert "score vs same duration x register" in doc and "<td>chord or non-chord tone</td>" in doc
+    assert R.PICKS_UNTRAINED in doc  # the tiny model's masker head was never trained
+    assert "<script>alert(1)" not in doc and "&lt;script&gt;alert(1)&lt;/script&gt;" in doc
+    assert "m &amp; &lt;b&gt;" in doc
+    [btn] = rep.get("download_button")
+    assert "Download the HTML report" in btn.proto.label
