@@ -238,7 +238,7 @@ def test_explore_compare_train(browser, server):
     page.get_by_text("Train a small model").first.wait_for()
     if not os.environ.get("SMU_CLI") and importlib.util.find_spec("smu_explain.cli") is None:
         pytest.skip("smu_explain.cli is not there yet: cannot start a real training run")
-    steps = page.get_by_label("Steps")
+    steps = page.get_by_label("Steps", exact=True)
     steps.fill("60")
     steps.press("Tab")
     page.get_by_role("button", name="Start run").click()
