@@ -146,10 +146,10 @@ def _piece_picks(model: tuple, key: str, ratio_k: float, model_name: str, _table
     return res
 
 
-def show_picks(res: dict, key: str, untrained_note: bool) -> None:
-    """The sentence and the table of a picks result."""
-    lead = ("**What it picks.** " if not untrained_note else
-            "**What it picks** (an untrained masker: its picks are close to arbitrary). ")
+def show_picks(res: dict, key: str, untrained_note: bool, scope: str) -> None:
+    """The sentence and the table of a picks result (``scope``: "in this piece", "over the folder")."""
+    lead = (f"**What it picks {scope}.** " if not untrained_note else
+            f"**What it picks {scope}** (an untrained masker: its picks are close to arbitrary). ")
     st.markdown(lead + md_escape(res["sentence"]))
     with st.expander("The table: every class of note", expanded=False):
         st.dataframe(plots.picks_table(res), hide_index=True, key=key)
@@ -265,7 +265,7 @@ if over is not None:
     mkey = A.model_key(model_path)
     table_p = with_labels(over, labels if labels is not None else _labels(A.piece_key(data), piece))
     res_p = _piece_picks(mkey, A.piece_key(data), A.ratio_key(ratio), model_label, table_p)
-    show_picks(res_p, "explore_picks_table", untrained)
+    show_picks(res_p, "explore_picks_table", untrained, "in this piece")
     picks_state["piece"] = {"where": f"the piece {name}", "model": model_label, "ratio": float(ratio),
                             "result": res_p, "untrained": bool(untrained)}
     with st.expander("Over a folder of pieces", expanded=bool(st.session_state.get("explore_picks_run"))):
@@ -294,7 +294,7 @@ if over is not None:
                 if res_f["n_pieces"]:
                     st.caption(f"{res_f['n_pieces']} pieces, {res_f['n_notes']:,} notes; intervals resample "
                                f"{md_escape(res_f['resampled'])}.")
-                    show_picks(res_f, "explore_picks_folder_table", untrained)
+                    show_picks(res_f, "explore_picks_folder_table", untrained, "over the folder")
                     picks_state["folder"] = {"where": f"the folder {folder} ({res_f['n_pieces']} pieces)",
                                              "model": model_label, "ratio": float(ratio), "result": res_f,
                                              "untrained": bool(untrained)}

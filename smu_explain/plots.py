@@ -605,19 +605,28 @@ def role_colour_map(column: str, classes: Iterable[str]) -> dict[str, str]:
 def _role_traces(df: pd.DataFrame, column: str, *, track_names=None, picked_col="picked",
                  has_score: bool = False, showlegend: bool = True) -> list[go.Bar]:
     """One trace per class of ``column`` (every note, frozen ones included), in the class's
-    colour; the masker's state stays visible: picked notes outlined red, frozen notes hatched."""
+    colour; the masker's state stays visible: picked notes outlined red, frozen notes hatched.
+    The legend shows plain swatches (empty traces of the same name and group: a trace's own swatch
+    would take its first note's outline or hatching), then "picked" and "frozen" when there are any."""
     labels = role_classes(df, column)
     frozen = _bool_col(df, "frozen")
     picked = _bool_col(df, picked_col) & ~frozen
     what = ROLE_LABELS.get(column, column.replace("_", " "))
     hover = _HOVER_SCORE if has_score else _HOVER
     traces = []
+
+    def swatch(name: str, group: str, marker: dict) -> go.Bar:
+        return go.Bar(x=[None], y=[None], orientation="h", name=name, legendgroup=group, marker=marker,
+                      showlegend=showlegend, hoverinfo="skip")
+
     for cls, colour in role_colour_map(column, labels).items():
         sel = labels == cls
         sub = df[sel]
         pk, fz = picked[sel], frozen[sel]
-        tr = _note_trace(sub, html_escape(f"{cls}: {int(sel.sum()):,}"), color=colour, track_names=track_names,
-                         hover=hover, showlegend=showlegend, legendgroup=f"role {cls}",
+        name = html_escape(f"{cls}: {int(sel.sum()):,}")
+        traces.append(swatch(name, f"role {cls}", {"color": colour, "line": {"width": 0}}))
+        tr = _note_trace(sub, name, color=colour, track_names=track_names,
+                         hover=hover, showlegend=False, legendgroup=f"role {cls}",
                          extra_hover=f"<br>{html_escape(what)}: {html_escape(cls)}")
         if pk.any():
             tr.marker.line.color = [STATE_COLORS["picked_outline"] if p else colour for p in pk]
@@ -626,6 +635,13 @@ def _role_traces(df: pd.DataFrame, column: str, *, track_names=None, picked_col=
             tr.marker.pattern = {"shape": ["/" if f else "" for f in fz], "fgcolor": STATE_COLORS["frozen_outline"],
                                  "fillmode": "overlay", "solidity": 0.3}
         traces.append(tr)
+    if picked.any():
+        traces.append(swatch("picked by masker (outlined)", "role picked",
+                             {"color": "white", "line": {"width": 2.5, "color": STATE_COLORS["picked_outline"]}}))
+    if frozen.any():
+        traces.append(swatch("frozen (hatched)", "role frozen",
+                             {"color": "white", "line": {"width": 1.0, "color": STATE_COLORS["frozen_outline"]},
+                              "pattern": {"shape": "/", "fgcolor": STATE_COLORS["frozen_outline"], "solidity": 0.3}}))
     return traces
 
 
@@ -821,7 +837,8 @@ def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
         xaxis=xaxis,
     )
     if color_by is not None:
-        fig.update_layout(legend_title_text=html_escape(ROLE_LABELS.get(color_by, color_by)) + ":")
+        fig.update_layout(legend_title={"text": html_escape(ROLE_LABELS.get(color_by, color_by)) + ":",
+                                        "side": "top"})
     elif show_score and "score" in df.columns and df["score"].notna().any():
         fig.add_trace(_colorbar_trace(SCORE_SCALE))
         fig.update_layout(coloraxis=_score_axis([df]))

@@ -398,7 +398,7 @@ def test_what_it_picks_for_the_piece_and_a_folder(model_dir, tmp_path):
     assert not at.exception, at.exception
     assert "What it picks" in [h.value for h in at.subheader]
     text = texts(at)
-    assert "**What it picks** (an untrained masker" in text
+    assert "**What it picks in this piece** (an untrained masker" in text
     assert ("Beyond duration and register, tiny-a's masker scores" in text
             or "tiny-a's masker shows no clear pattern beyond duration and register" in text)
     assert "1 piece (resampling 4-bar blocks)" in text
@@ -416,6 +416,7 @@ def test_what_it_picks_for_the_piece_and_a_folder(model_dir, tmp_path):
     at.button(key="explore_picks_go").click().run()
     assert not at.exception, at.exception
     text = texts(at)
+    assert "**What it picks over the folder** (an untrained masker" in text
     assert "3 pieces" in text and "broken.mid" in text and "95% intervals over 3 pieces" in text
     tables = [d.value for d in at.dataframe if "score vs same duration x register" in d.value.columns]
     assert len(tables) == 2 and tables[1]["pieces"].max() == 3

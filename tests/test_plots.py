@@ -535,6 +535,13 @@ def test_masking_draw_titles():
     assert [a.text for a in fig.layout.annotations][:2] == ["random: 80%", "masker: 60%"]
 
 
+def drawn(fig, name):
+    """The trace of ``name`` that draws notes (a legend swatch of the same name draws none)."""
+    found = [t for t in fig.data if t.name == name and t.customdata is not None]
+    assert len(found) == 1, [t.name for t in fig.data]
+    return found[0]
+
+
 def _role_frame():
     df = notes_table(12)
     df["frozen"] = df["score"] >= 0.9
@@ -553,16 +560,20 @@ def test_piano_roll_colours_notes_by_role():
     fig = plots.piano_roll(df, color_by="voice_position")
     names = [t.name for t in fig.data if t.type == "bar" and t.customdata is not None and len(t.customdata)]
     assert names == ["bass: 3", "inner: 3", "top: 3", "solo: 3"]
-    colours = [trace(fig, n).marker.color for n in names]
+    colours = [drawn(fig, n).marker.color for n in names]
     assert colours == [plots.ROLE_COLOURS["voice_position"][c] for c in ("bass", "inner", "top", "solo")]
-    assert sorted(sum((note_ids(trace(fig, n)) for n in names), [])) == list(range(12))  # every note once
-    assert note_ids(trace(fig, "bass: 3")) == [0, 4, 8]
+    assert sorted(sum((note_ids(drawn(fig, n)) for n in names), [])) == list(range(12))  # every note once
+    assert note_ids(drawn(fig, "bass: 3")) == [0, 4, 8]
     assert fig.layout.legend.title.text == "voice position:"
     assert "coloraxis" not in fig.layout or fig.layout.coloraxis.colorbar.title.text is None
     assert not any(t.name == "frozen (never masked)" for t in fig.data)
-    top = trace(fig, "top: 3")  # notes 2, 6, 10: scores 0.18, 0.55, 0.91
+    legend = [t.name for t in fig.data if t.showlegend is not False]
+    assert legend == names + ["picked by masker (outlined)", "frozen (hatched)"]
+    swatches = [t for t in fig.data if t.showlegend is not False][:4]
+    assert [t.marker.color for t in swatches] == colours and all(t.customdata is None for t in swatches)
+    top = drawn(fig, "top: 3")  # notes 2, 6, 10: scores 0.18, 0.55, 0.91
     assert list(top.marker.pattern.shape) == ["", "", "/"]  # note 10 frozen
-    solo = trace(fig, "solo: 3")  # notes 3, 7, 11: 0.27, 0.64 (picked), 1.0 (frozen)
+    solo = drawn(fig, "solo: 3")  # notes 3, 7, 11: 0.27, 0.64 (picked), 1.0 (frozen)
     assert list(solo.marker.line.width) == [0.0, 2.5, 0.0]
     assert solo.marker.line.color[1] == plots.STATE_COLORS["picked_outline"]
     assert "voice position: solo" in solo.hovertemplate and "masker score" in solo.hovertemplate
@@ -571,17 +582,18 @@ def test_piano_roll_colours_notes_by_role():
 def test_role_colours_read_booleans_and_unknown_classes():
     df = _role_frame()
     fig = plots.piano_roll(df, color_by="chord_tone", show_score=False)
-    assert [t.name for t in fig.data if t.type == "bar"][:2] == ["chord tone: 8", "non-chord tone: 4"]
-    assert "masker score" not in fig.data[0].hovertemplate
+    assert [t.name for t in fig.data if t.customdata is not None][:2] == ["chord tone: 8", "non-chord tone: 4"]
+    assert "masker score" not in drawn(fig, "chord tone: 8").hovertemplate
     fig = plots.piano_roll(df, color_by="metric")
-    [m] = [t for t in fig.data if t.name == "mystery: 12"]
-    assert m.marker.color in plots.TRACK_PALETTE
+    assert drawn(fig, "mystery: 12").marker.color in plots.TRACK_PALETTE
     with pytest.raises(ValueError, match="no such column"):
         plots.piano_roll(df, color_by="register")
     # a user's text in a class never reaches the hover unescaped
     df["metric"] = "<b>x</b>"
     fig = plots.piano_roll(df, color_by="metric")
-    assert "<b>x</b>" not in fig.data[0].hovertemplate and "&lt;b&gt;x" in fig.data[0].hovertemplate
+    tr = next(t for t in fig.data if t.customdata is not None)
+    assert "<b>x</b>" not in tr.hovertemplate and "&lt;b&gt;x" in tr.hovertemplate
+    assert all("<b>x" not in t.name for t in fig.data if t.name)
 
 
 def test_role_colouring_of_a_real_piece_draws():
@@ -594,8 +606,8 @@ def test_role_colouring_of_a_real_piece_draws():
     df = piece.notes_table().assign(**{c: labels[c].to_numpy() for c in harmony.LABEL_COLUMNS})
     for col in harmony.LABEL_COLUMNS:
         fig = plots.piano_roll(df, bar_starts_q=piece.bar_starts_q, color_by=col)
-        drawn = sum(len(t.customdata) for t in fig.data if t.type == "bar" and t.name and ":" in t.name)
-        assert drawn == len(df), col
+        n = sum(len(t.customdata) for t in fig.data if t.customdata is not None and t.name and ":" in t.name)
+        assert n == len(df), col
 
 
 def test_picks_table_cells():
