@@ -1,5 +1,5 @@
-"""A page opened directly by its URL on a freshly started server looks and works as when it is
-reached from the home page (issue 27.6): the app's navigation (page titles, the About page), not
+"""Every page opened directly by its URL on a freshly started server looks and works as when it is
+reached from the home page (issue 27.6, 27.9): the app's navigation (page titles, the About page), not
 Streamlit's automatic list of script files, and the wide layout.
 
 The server is started here and its FIRST request is the sub-page's URL.
@@ -48,7 +48,12 @@ def fresh_server(tmp_path):
     log.close()
 
 
-@pytest.mark.parametrize("path,heading", [("train", "Train a small model"), ("study", None)])
+PAGES = [("", "Explore a piece"), ("compare", "Compare two models"), ("why", "Why did the model decide?"),
+         ("score", "The score"), ("train", "Train a small model"), ("report", "Report"),
+         ("study", "Study: does letting a masker choose beat random masking?"), ("home", None)]
+
+
+@pytest.mark.parametrize("path,heading", PAGES)
 def test_a_sub_page_opened_first_by_its_url(fresh_server, path, heading):
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); CI installs it")
@@ -67,7 +72,10 @@ def test_a_sub_page_opened_first_by_its_url(fresh_server, path, heading):
             assert "Explore" in links and "About" in links, links
             assert "home" not in links.split() and "explore" not in links.split(), links
             if heading:
-                page.get_by_role("heading", name=heading).wait_for(timeout=90_000)
+                page.get_by_role("heading", name=heading).first.wait_for(timeout=90_000)
+            if path == "":  # the first screen: the app framed in three lines above Explore
+                for words in ("What it shows", "Why it matters", "Headline"):
+                    page.get_by_text(words).first.wait_for(timeout=90_000)
             # the wide layout: the main block is wider than Streamlit's centred 736 px column
             width = page.locator('[data-testid="stMainBlockContainer"]').first.bounding_box()["width"]
             assert width > 900, width
