@@ -213,6 +213,10 @@ def test_explore_compare_train(browser, server):
     if model_b is not None:
         use_folder(page, "Model B", model_b, nth=1)
     page.get_by_text("Recovery accuracy under the same random masks").wait_for()
+    # the answer first (issue 27.2): the verdict sentence, with its interval, above the rolls
+    page.get_by_text("Who recovers more").first.wait_for()
+    verdict = page.locator("[data-testid='stMain']").first.inner_text()
+    assert re.search(r"95%", verdict) and ("no clear difference" in verdict or "recovers more" in verdict)
     page.get_by_text("Bias view").wait_for()
     page.locator('[data-testid="stTable"]').first.wait_for()  # the metrics table (st.table, every row)
     wait_idle(page)
@@ -231,6 +235,10 @@ def test_explore_compare_train(browser, server):
 
     nav(page, "Report")
     page.get_by_role("button", name="Download the HTML report").wait_for()
+    with page.expect_download() as dl:  # the report opens with the summary and the verdicts (27.7)
+        page.get_by_role("button", name="Download the HTML report").click()
+    html = Path(dl.value.path()).read_text(encoding="utf-8")
+    assert "Who recovers more" in html or "verdict" in html.lower()
     assert page.locator('[data-testid="stException"]').count() == 0
     page.screenshot(path=str(SHOTS / "report.png"))
 
