@@ -1290,7 +1290,9 @@ def metrics_display(table: pd.DataFrame, *, highlight: bool = True):
     """A :func:`metrics_comparison` table ready to show: every row in its own format
     (recoveries as percentages, counts of notes as whole numbers, scores with 3
     decimals), ``-`` for missing values, the ``difference`` column green where the
-    second model is higher and red where lower. Returns a pandas ``Styler``."""
+    second model recovers more and red where less - only on the recovery rows, where higher is
+    better; a masker score, a count of notes or a size is not better for being higher, so its
+    difference is left uncoloured. Returns a pandas ``Styler``."""
     def colour(v):
         if not isinstance(v, (int, float)) or np.isnan(v) or abs(v) < 1e-12:
             return ""
@@ -1305,8 +1307,9 @@ def metrics_display(table: pd.DataFrame, *, highlight: bool = True):
         if "difference" in table.columns:
             styled = styled.format(lambda v, f=fmt: ("+" if v is not None and np.isfinite(v) and v > 0 else "")
                                    + f(v), subset=pd.IndexSlice[[metric], ["difference"]])
-    if highlight and "difference" in table.columns:
-        styled = styled.map(colour, subset=["difference"])
+    better = [m for m in table.index if str(m).startswith("recovery")]
+    if highlight and "difference" in table.columns and better:
+        styled = styled.map(colour, subset=pd.IndexSlice[better, ["difference"]])
     return styled
 
 

@@ -110,3 +110,16 @@ def test_glossary_defines_every_term_for_the_report_and_the_first_screen():
         assert term in sec.text, term
     html = build_report("t", [sec])
     assert f"<h2>{GLOSSARY_HEADING}</h2>" in html and "<p>IQR: interquartile range" in html
+
+
+def test_metrics_difference_is_coloured_only_where_higher_is_better():
+    """Issue 27.8: green / red on the recovery rows only; a masker-score difference stays plain."""
+    import pandas as pd
+
+    from smu_explain import plots
+
+    table = pd.DataFrame({"A": [0.5, 0.30, 10.0], "B": [0.6, 0.45, 12.0]},
+                         index=["recovery pitch (piece)", "masker score mean", "frozen notes"])
+    table["difference"] = table["B"] - table["A"]
+    html = plots.metrics_display(table).to_html()
+    assert html.count("#d9f2d9") == 1 and "#f8d7d7" not in html
