@@ -208,7 +208,8 @@ if over is not None and not no_recovery:
                            value=False, key="explore_ghost")
     if show_ghost:
         table = run_model(A.explain, model_path, data, piece, ratio, seed, context)
-colour_by = st.selectbox("Colour notes by", list(COLOUR_BY), key="explore_colour_by",
+colour_col, _ = st.columns([2, 3])
+colour_by = colour_col.selectbox("Colour notes by", list(COLOUR_BY), key="explore_colour_by",
                          format_func=lambda c: COLOUR_BY[c] if c or over is not None else "track",
                          help="The masker's score, or the role of each note from a chord and voice analysis "
                               "of the piece (no model): chord or non-chord tone, voice, beat, duration, "
@@ -220,8 +221,9 @@ roll_key = ("explore roll", name, A.piece_key(data),
 fig = A.figure(roll_key, lambda: plots.piano_roll(
     with_labels(notes, labels) if colour_by else notes, bar_starts_q=piece.bar_starts_q,
     track_names=piece.track_names, ghost=plots.reconstruction_frame(table) if table is not None else None,
-    title=html_escape(name) + (" - masker overlay" + (" (untrained masker, faded)" if untrained and not colour_by
-                                                      else "") if over is not None else ""),
+    title=html_escape(name) + (f" - notes by {COLOUR_BY[colour_by]}" if colour_by else
+                               " - masker overlay" + (" (untrained masker, faded)" if untrained else "")
+                               if over is not None else ""),
     height=520, faded=bool(untrained), color_by=colour_by))
 event = st.plotly_chart(fig, key="explore_roll", on_select="rerun", selection_mode="points",
                         config={"scrollZoom": True, "displaylogo": False})
