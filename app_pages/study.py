@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "docs" / "study"
 RESULTS_MD = ROOT / "docs" / "RESULTS.md"
 
+# result figures: no toolbar (it covered their titles; hover still shows the numbers)
+STATIC = {"displayModeBar": False, "displaylogo": False}
+
 st.title("Study: does letting a masker choose beat random masking?")
 st.caption("Our own measurement, on real data (POP909, ASAP, EMOPIA, Pop1K7), of the paper's claim. "
            "Run it with `smu study --preset cpu`; this page reads what it wrote under docs/study/.")
@@ -118,7 +121,7 @@ if results_path.is_file():
         st.caption(study.PROBE_CAPTION)
     if results.get("efficiency"):
         st.subheader("Data efficiency")
-        st.plotly_chart(study.data_efficiency_figure(results["efficiency"]), key="study_efficiency")
+        st.plotly_chart(study.data_efficiency_figure(results["efficiency"]), key="study_efficiency", config=STATIC)
     figs = study.analysis_figures(results.get("analysis", {}))
     if figs:
         ana = results["analysis"]
@@ -128,18 +131,18 @@ if results_path.is_file():
                    f"frozen = the top {ana.get('freeze_top', 0.3):.0%} of a piece's notes by masker score.")
         c1, c2 = st.columns(2)
         with c1:
-            st.plotly_chart(figs["spearman"], key="study_spearman")
+            st.plotly_chart(figs["spearman"], key="study_spearman", config=STATIC)
         with c2:
             if "freeze_history" in figs:
-                st.plotly_chart(figs["freeze_history"], key="study_freeze_history")
-        st.plotly_chart(figs["by_class"], key="study_by_class")
+                st.plotly_chart(figs["freeze_history"], key="study_freeze_history", config=STATIC)
+        st.plotly_chart(figs["by_class"], key="study_by_class", config=STATIC)
         examples = [k for k in figs if k.startswith("example_")]
         if examples:
             st.markdown(f"**Frozen notes from real pieces** ({md_escape(ana.get('examples_frozen_by', ''))})")
             cols = st.columns(min(3, len(examples)))
             for i, k in enumerate(examples):
                 with cols[i % len(cols)]:
-                    st.plotly_chart(figs[k], key=f"study_{k}")
+                    st.plotly_chart(figs[k], key=f"study_{k}", config=STATIC)
     show_picks()
     if RESULTS_MD.is_file():
         with st.expander("Full results (docs/RESULTS.md)", expanded=False):
