@@ -11,17 +11,23 @@ Playwright's sync API is one instance per thread), walking the demo in a loop fo
 session starts at another sample) -> ``explore_ratio`` (one step of the ratio slider, up on
 even laps, down on odd ones: the warm control) -> ``compare_page`` -> ``why_page`` ->
 ``report_page`` -> ``report_export`` (a click on "Download the HTML report" until the browser
-has the whole file).
+has the whole file). Before the levels, one session walks one lap (not counted) and the bench
+waits until the server's background warm-up is done (its CPU idles).
 
 Every step is timed as ``bench/app_latency.py`` times a control (its ``_timed``, ``_Runs``,
 ``_settle``): from the click or key to the page idle and drawn after the script run it started.
+``server_p50_s`` / ``server_p95_s``: until the run's ``script_finished`` arrived (the rest is the
+browser drawing; the browsers share the server's CPU). The warm control: ``explore_ratio`` in a
+session's laps after its first. Per level ``cpu_s`` / ``cores_used``: CPU of the server (process
+and children) and of the sessions' Chromium processes over the level.
 Errors: a step that fails or times out (``--step-timeout``, default 120 s), a Streamlit
 exception element (``stException``) on the page after the step; after a failed step the session
 reloads the app (a new Streamlit session) and goes on. Per level and step: ``n``, ``p50_s``,
 ``p95_s``, ``max_s``, ``errors``; per level the server's memory (RSS of the streamlit process
 and all its children, from /proc every 0.5 s): ``rss_start_mb`` (when the level starts),
 ``rss_end_mb`` (when its sessions have stopped), ``growth_mb`` and ``rss_peak_mb``; and the load
-average (1 minute) at its start and end. ``targets``: with 4 sessions every step answered,
+average (1 minute) at its start and end; ``after_idle``: the RSS once no session has been
+connected for ``--idle-after`` seconds (longer than Streamlit keeps a disconnected session). ``targets``: with 4 sessions every step answered,
 0 errors, p95 of the warm control (``explore_ratio``) <= 3 s, memory bounded.
 
 Writes ``docs/benchmarks/app_load.json`` (``--out``) and prints it.
@@ -89,9 +95,9 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def tree_rss_mb(root: int) -> tuple[float, int]:
+def tree_rss_mb(root: int, tree: dict | None = None) -> tuple[float, int]:
     """(RSS in MB of ``root`` and all its descendants, how many processes)."""
-    tree = L._process_tree()
+    tree = L._process_tree() if tree is None else tree
     kids: dict[int, list[int]] = {}
     for pid, (ppid, _) in tree.items():
         kids.setdefault(ppid, []).append(pid)
@@ -101,6 +107,15 @@ def tree_rss_mb(root: int) -> tuple[float, int]:
         seen.append(p)
         todo += kids.get(p, [])
     return sum(_rss_kb(p) for p in seen) / 1024, len(seen)
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy since boot (/proc/stat: all but idle and iowait)."""
+    try:
+        f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def server_cpu(root: int) -> float:
@@ -126,13 +141,27 @@ class MemorySampler(threading.Thread):
         self.peak = self.last = 0.0
         self.procs_peak = 0
         self.samples: list[tuple[float, float]] = []
+        self.browser_cpu: dict[int, float] = {}
         self._stop_ev = threading.Event()
         self._lock = threading.Lock()
 
     def run(self) -> None:
+        me = os.getpid()
         while not self._stop_ev.is_set():
-            mb, n = tree_rss_mb(self.pid)
+            tree = L._process_tree()
+            mb, n = tree_rss_mb(self.pid, tree)
+            # the sessions' browsers: chromium processes below this one (they end with their level,
+            # so their CPU is read while they run: the last value seen per process)
+            browsers = {}
+            for pid, (_, name) in tree.items():
+                if "chrom" in name.lower():
+                    q, hops = pid, 0
+                    while q in tree and q not in (me, 1, 0) and hops < 12:
+                        q, hops = tree[q][0], hops + 1
+                    if q == me:
+                        browsers[pid] = L._cpu_seconds(pid)
             with self._lock:
+                self.browser_cpu.update(browsers)
                 self.last = mb
                 self.peak = max(self.peak, mb)
                 self.procs_peak = max(self.procs_peak, n)
@@ -143,7 +172,19 @@ class MemorySampler(threading.Thread):
         mb, _ = tree_rss_mb(self.pid)
         with self._lock:
             self.peak, self.last, self.procs_peak = mb, mb, 0
+            self.browser_cpu = {}
         return mb
+
+    def series(self, t0: float, t1: float, step: float) -> list[float]:
+        """The RSS samples between ``t0`` and ``t1``, one per ``step`` seconds."""
+        with self._lock:
+            pts = [(t, mb) for t, mb in self.samples if t0 <= t <= t1]
+        out, nxt = [], t0
+        for t, mb in pts:
+            if t >= nxt:
+                out.append(mb)
+                nxt = t + step
+        return out
 
     def stop(self) -> None:
         self._stop_ev.set()
@@ -287,6 +328,9 @@ class Session(threading.Thread):
 def run_level(n: int, duration: float, url: str, mem: MemorySampler, step_timeout: float,
               samples: list[str], max_laps: int | None = None) -> dict:
     load0 = L._load()
+    meter = L._Cpu(mem.pid)
+    c0 = meter.snapshot()
+    m0 = machine_busy_s()
     rss0 = mem.mark()
     t0 = time.time()
     until = t0 + duration
@@ -296,6 +340,8 @@ def run_level(n: int, duration: float, url: str, mem: MemorySampler, step_timeou
     for s in sessions:
         s.join(duration + 4 * step_timeout + 120)
     wall = time.time() - t0
+    c1 = meter.snapshot()
+    m1 = machine_busy_s()
     time.sleep(1.0)  # the last runs' memory settles
     rss1, _ = tree_rss_mb(mem.pid)
     steps: dict = {}
@@ -303,22 +349,41 @@ def run_level(n: int, duration: float, url: str, mem: MemorySampler, step_timeou
     for name in ["open"] + STEPS:
         recs = [r for s in sessions for r in s.records if r["step"] == name]
         ok = [r["s"] for r in recs if "s" in r and "error" not in r]
+        srv = [r["server_s"] for r in recs if r.get("server_s") is not None and "error" not in r]
         errs = [r for r in recs if "error" in r]
         steps[name] = {"n": len(recs), "answered": len(ok), "p50_s": _pctl(ok, 0.5), "p95_s": _pctl(ok, 0.95),
-                       "max_s": round(max(ok), 2) if ok else None, "errors": len(errs)}
+                       "max_s": round(max(ok), 2) if ok else None, "errors": len(errs),
+                       "server_p50_s": _pctl(srv, 0.5), "server_p95_s": _pctl(srv, 0.95)}
+        if name in ("compare_page", "why_page", "report_page", "report_export"):
+            # even laps moved the ratio up (0.15 -> 0.16: another masking, mask_groups 7 -> 6), odd laps back
+            for parity, label in ((0, "ratio_up"), (1, "ratio_back")):
+                xs = [r["s"] for r in recs if "s" in r and "error" not in r and r["lap"] % 2 == parity]
+                steps[name][f"p50_s_{label}"] = _pctl(xs, 0.5)
+                steps[name][f"p95_s_{label}"] = _pctl(xs, 0.95)
         errors += [{"session": s.idx, "step": r["step"], "lap": r["lap"], "error": r["error"]}
                    for s in sessions for r in s.records if r["step"] == name and "error" in r]
     # the warm control: laps after a session's first (its caches were filled by then)
-    warm = [r["s"] for s in sessions for r in s.records
-            if r["step"] == WARM_CONTROL and r["lap"] >= 1 and "s" in r and "error" not in r]
+    warm_recs = [r for s in sessions for r in s.records
+                 if r["step"] == WARM_CONTROL and r["lap"] >= 1 and "s" in r and "error" not in r]
+    warm = [r["s"] for r in warm_recs]
+    warm_srv = [r["server_s"] for r in warm_recs if r.get("server_s") is not None]
+    cpu = {"server": round(c1["server"] - c0["server"], 1)} if c0 and c1 else {}
+    cpu["browsers"] = round(sum(mem.browser_cpu.values()), 1)
+    cpu["machine"] = round(m1 - m0, 1)  # everything: server, browsers, this bench, other users
     return {
         "sessions": n, "duration_s": duration, "wall_s": round(wall, 1),
         "laps": [s.laps for s in sessions], "fatal": [s.fatal for s in sessions if s.fatal],
         "load_start": load0, "load_end": L._load(),
         "steps": steps, "errors": len(errors), "error_list": errors[:40],
         "warm_control": {"step": WARM_CONTROL, "n": len(warm), "p50_s": _pctl(warm, 0.5),
-                         "p95_s": _pctl(warm, 0.95)},
+                         "p95_s": _pctl(warm, 0.95), "server_p50_s": _pctl(warm_srv, 0.5),
+                         "server_p95_s": _pctl(warm_srv, 0.95)},
+        # CPU seconds over the level: the server (its process and children), the sessions' browsers,
+        # the whole machine; / wall = cores used (the machine has os.cpu_count(); the server runs
+        # every session's script in threads of one Python process)
+        "cpu_s": cpu, "cores_used": {k: round(v / wall, 2) for k, v in cpu.items()} if wall > 0 else {},
         "rss_start_mb": round(rss0, 1), "rss_end_mb": round(rss1, 1), "growth_mb": round(rss1 - rss0, 1),
+        "rss_every_5s_mb": mem.series(t0, time.time(), 5.0),
         "rss_peak_mb": round(mem.peak, 1), "server_processes_peak": mem.procs_peak,
     }
 
@@ -331,6 +396,9 @@ def main() -> int:
     ap.add_argument("--step-timeout", type=float, default=120.0)
     ap.add_argument("--warm-wait", type=float, default=240.0,
                     help="wait at most this long for the server's background warm-up before level 1")
+    ap.add_argument("--idle-after", type=float, default=150.0,
+                    help="after the last level, wait this long with no session (Streamlit keeps a disconnected "
+                         "session's state for server.disconnectedSessionTTL, 120 s) and read the RSS again")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     durations = args.durations or [args.duration] * len(args.levels)
@@ -382,6 +450,11 @@ def main() -> int:
             result["levels"].append(lvl)
             print(json.dumps({k: lvl[k] for k in ("sessions", "errors", "warm_control", "rss_peak_mb", "growth_mb")}),
                   file=sys.stderr, flush=True)
+        if args.idle_after > 0:
+            t2 = time.time()
+            time.sleep(args.idle_after)
+            result["after_idle"] = {"idle_s": args.idle_after, "rss_mb": round(tree_rss_mb(proc.pid)[0], 1),
+                                    "rss_every_5s_mb": mem.series(t2, time.time(), 5.0), "load": L._load()}
     finally:
         mem.stop()
         proc.terminate()
