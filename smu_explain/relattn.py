@@ -30,7 +30,9 @@ Rules (issue 26):
   float ``attn_mask`` of ``torch.nn.functional.scaled_dot_product_attention``, which scales q.k
   itself: the three terms are divided by sqrt(head_dim) together, as transformers does. Without
   autograd the bias is one preallocated (B, H, L, L) tensor written block by block (nothing else
-  of that size is alive); with autograd the blocks are concatenated (plain backward).
+  of that size is alive); with autograd the blocks are concatenated (plain backward), and the bias
+  is recomputed in the backward pass instead of being stored (``RECOMPUTE_IN_BACKWARD``), so a
+  training step keeps no (B, H, L, L) tensor per layer.
   ``relative_position_bias`` returns the same bias in the usual key order (tests, explanations).
 - Dropout on the attention probabilities (``attention_probs_dropout_prob``) only in training
   (SDPA's ``dropout_p``); hidden dropout as BERT's.
