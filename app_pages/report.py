@@ -137,5 +137,6 @@ html = build_report(title, sections, subtitle=subtitle, intro=notes_text, summar
 stamp = datetime.now().strftime("%Y%m%d-%H%M")
 st.download_button("Download the HTML report", data=html.encode("utf-8"),
                    file_name=f"smu_report_{stamp}.html", mime="text/html", type="primary",
-                   key="report_download")
+                   key="report_download", on_click="ignore")  # no rerun: a rerun at a minute's turn made
+                   # a new file (the stamp) and dropped the one the browser was still downloading
 st.caption(f"{len(html) / 1e6:.1f} MB, opens offline in any browser.")

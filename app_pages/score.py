@@ -107,4 +107,4 @@ else:
 st.caption(md_escape(view.caption) + f" Drawn in {1000 * sum(view.seconds.values()):.0f} ms.")
 with st.expander("MusicXML of these bars"):
     st.download_button("Download MusicXML", view.musicxml.encode("utf-8"), file_name="score_excerpt.musicxml",
-                       mime="application/vnd.recordare.musicxml+xml", key="score_download")
+                       mime="application/vnd.recordare.musicxml+xml", key="score_download", on_click="ignore")

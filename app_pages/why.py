@@ -455,7 +455,7 @@ with tab_cf:
             if edited_bytes is not None:
                 st.download_button("Download the edited piece (MIDI)", data=edited_bytes,
                                    file_name=f"{Path(name).stem}_edited.mid", mime="audio/midi",
-                                   key="why_cf_download")
+                                   key="why_cf_download", on_click="ignore")
                 st.caption(f"{len(piece)} notes before, {len(edited)} after.")
                 cf_figs = []
                 if model_path and mt is not None:
@@ -565,7 +565,7 @@ if shown:
     html = build_report(f"Why: {name}", why_sections(views), subtitle=f"piece: {name}; note {note}")
     st.download_button("Download these explanations (HTML)", data=html.encode("utf-8"),
                        file_name=f"smu_why_{datetime.now().strftime('%Y%m%d-%H%M')}.html", mime="text/html",
-                       key="why_report")
+                       key="why_report", on_click="ignore")
     st.caption("Included: " + ", ".join(shown) + ".")
 else:
     st.caption("Nothing to export yet.")
