@@ -340,6 +340,23 @@ def load_task_model(path: str | Path):
     return _load_task_model(str(p.resolve()), _weights_mtime(p))
 
 
+def _checkpoint_info(path: str | Path) -> dict | None:
+    """The metadata saved with the model at ``path`` (a dict, ``{}`` when it is not one), None when
+    the model cannot be loaded."""
+    try:
+        model, _ = load_model(path)
+    except SMUCheckpointError:
+        return None
+    info = getattr(model, "checkpoint_info", None)
+    return info if isinstance(info, dict) else {}
+
+
+def _imported(info: dict) -> dict:
+    """config.json's ``"imported"`` section (``smu import``), ``{}`` for this project's own models."""
+    imported = info.get("imported")
+    return imported if isinstance(imported, dict) else {}
+
+
 def untrained_masker_note(path: str | Path) -> str | None:
     """A warning (Markdown, names escaped) when the model at ``path`` was not pre-trained adversarially.
 
@@ -347,16 +364,13 @@ def untrained_masker_note(path: str | Path) -> str | None:
     model's head is still at its initialisation, so its scores, picks and frozen
     notes carry no meaning. Returns None for an adversarial model.
     """
-    try:
-        model, _ = load_model(path)
-    except SMUCheckpointError:
+    info = _checkpoint_info(path)
+    if info is None:
         return None
-    info = getattr(model, "checkpoint_info", None)
-    imported = info.get("imported") if isinstance(info, dict) else None
-    if isinstance(imported, dict) and imported.get("has_masker") is False:
+    if _imported(info).get("has_masker") is False:
         return (f"{md_escape(Path(path).name)} is a published checkpoint without a masker head (the file holds "
                 "none): every note scores the same, so the masker's picks and frozen notes below mean nothing.")
-    strategy = info.get("strategy") if isinstance(info, dict) else None  # config.json: any JSON at all
+    strategy = info.get("strategy")  # config.json: any JSON at all
     name = strategy.get("name") if isinstance(strategy, dict) else None
     if name == "adversarial":
         return None
@@ -369,13 +383,8 @@ def recovery_note(path: str | Path) -> str | None:
     """A sentence (Markdown, names escaped) when the model at ``path`` cannot recover notes: a
     published checkpoint imported without its recovery heads (MidiBERT-Piano's ``model.ckpt``
     holds the encoder only). None otherwise (and when the model cannot be loaded)."""
-    try:
-        model, _ = load_model(path)
-    except SMUCheckpointError:
-        return None
-    info = getattr(model, "checkpoint_info", None)
-    imported = info.get("imported") if isinstance(info, dict) else None
-    if isinstance(imported, dict) and imported.get("has_recovery_heads") is False:
+    info = _checkpoint_info(path)
+    if info is not None and _imported(info).get("has_recovery_heads") is False:
         return (f"{md_escape(Path(path).name)} is a published encoder without its recovery heads (the checkpoint "
                 "holds the encoder only), so it cannot guess masked notes: its guesses, recovery accuracy and "
                 "reconstruction are not shown.")

@@ -391,25 +391,29 @@ def summary_sentence(result: Mapping[str, Any]) -> str:
             f"class scores differently from notes of the same duration and register ({over}){tail}.")
 
 
+def interval_text(iv: Mapping[str, Any] | None, *, pct: bool = False, signed: bool = False,
+                  missing: str = "—") -> str:
+    """An estimate with its interval as text: ``0.312 [0.280, 0.345]`` (``pct``: in percent with
+    one decimal; ``signed``: a difference, ``+``/``-`` shown and `` *`` when the interval excludes 0);
+    ``missing`` when there is no estimate, the estimate alone when there is no interval."""
+    if not iv or iv.get("est") is None:
+        return missing
+    k = 100 if pct else 1
+    f = ("{:+.1f}" if signed else "{:.1f}") if pct else ("{:+.3f}" if signed else "{:.3f}")
+    if iv.get("lo") is None:
+        return f.format(iv["est"] * k)
+    mark = " *" if signed and excludes_zero(iv) else ""
+    return f"{f.format(iv['est'] * k)} [{f.format(iv['lo'] * k)}, {f.format(iv['hi'] * k)}]{mark}"
+
+
 def markdown_table(result: Mapping[str, Any], *, columns: Sequence[str] | None = None) -> str:
     """The per-class table as markdown: notes, mean score, share picked, share frozen, and the
     differences controlled for duration and register, each with its interval."""
     def cell(iv, pct=False):
-        if not iv or iv.get("est") is None:
-            return "—"
-        k, f = (100, "{:.1f}") if pct else (1, "{:.3f}")
-        if iv.get("lo") is None:
-            return f.format(iv["est"] * k)
-        return f"{f.format(iv['est'] * k)} [{f.format(iv['lo'] * k)}, {f.format(iv['hi'] * k)}]"
+        return interval_text(iv, pct=pct)
 
     def diff(iv, pct=False):
-        if not iv or iv.get("est") is None:
-            return "—"
-        k, g = (100, "{:+.1f}") if pct else (1, "{:+.3f}")
-        if iv.get("lo") is None:
-            return g.format(iv["est"] * k)
-        mark = " *" if excludes_zero(iv) else ""
-        return f"{g.format(iv['est'] * k)} [{g.format(iv['lo'] * k)}, {g.format(iv['hi'] * k)}]{mark}"
+        return interval_text(iv, pct=pct, signed=True)
 
     lines = ["| label | class | notes | pieces | mean score | picked % | frozen % | score vs rest | "
              "score vs same duration x register | picked % vs same duration x register |",

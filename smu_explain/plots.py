@@ -1558,24 +1558,13 @@ def picks_table(result: Mapping, *, columns: Sequence[str] | None = None) -> pd.
     interval), the score's difference from all other notes and from notes of the same duration x
     register, and the picked share's controlled difference; ``*`` = the interval excludes 0 (the
     cells of ``picks.markdown_table``). ``columns``: the label columns to keep (default all)."""
-    from .picks import excludes_zero
+    from .picks import interval_text
 
     def cell(iv, pct=False):
-        if not iv or iv.get("est") is None:
-            return "-"
-        k, f = (100, "{:.1f}") if pct else (1, "{:.3f}")
-        if iv.get("lo") is None:
-            return f.format(iv["est"] * k)
-        return f"{f.format(iv['est'] * k)} [{f.format(iv['lo'] * k)}, {f.format(iv['hi'] * k)}]"
+        return interval_text(iv, pct=pct, missing="-")
 
     def diff(iv, pct=False):
-        if not iv or iv.get("est") is None:
-            return "-"
-        k, g = (100, "{:+.1f}") if pct else (1, "{:+.3f}")
-        if iv.get("lo") is None:
-            return g.format(iv["est"] * k)
-        mark = " *" if excludes_zero(iv) else ""
-        return f"{g.format(iv['est'] * k)} [{g.format(iv['lo'] * k)}, {g.format(iv['hi'] * k)}]{mark}"
+        return interval_text(iv, pct=pct, signed=True, missing="-")
 
     rows = []
     for col, classes in (result.get("columns") or {}).items():

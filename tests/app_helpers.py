@@ -34,3 +34,61 @@ def texts(at) -> str:
     for kind in ("markdown", "caption", "info", "warning", "error", "success"):
         parts += [str(e.value) for e in getattr(at, kind)]
     return "\n".join(parts)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StreamlitServer:
+    """``with StreamlitServer(script, folder, env) as url:`` - ``streamlit run script`` on a free
+    localhost port (log in ``folder/streamlit.log``), ready when ``/_stcore/health`` answers; the
+    server (a child this test started) is terminated on exit."""
+
+    def __init__(self, script, folder: Path, env: dict | None = None, timeout: float = 60.0):
+        self.script, self.folder, self.env, self.timeout = str(script), Path(folder), env or {}, timeout
+
+    def __enter__(self) -> str:
+        import os
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        port = free_port()
+        self.log = open(self.folder / "streamlit.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", self.script, "--server.headless", "true",
+             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env={**os.environ, **self.env}, stdout=self.log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + self.timeout
+        while True:
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                    return url
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"streamlit did not start: {(self.folder / 'streamlit.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def __exit__(self, *exc) -> None:
+        import subprocess
+
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()

@@ -14,16 +14,12 @@ overrides it).
 import importlib.util
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from app_helpers import ROOT, make_model
+from app_helpers import CHROMIUM_ARGS, ROOT, StreamlitServer, make_model
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -33,20 +29,13 @@ DEMO_A, DEMO_B = ROOT / "models" / "demo-adversarial", ROOT / "models" / "demo-r
 FOLDER_LABEL = "Model folder (holds config.json and model.safetensors)"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); CI installs it")
     sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
 
@@ -55,38 +44,17 @@ def browser():
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     runs = tmp / "runs"
-    port = _free_port()
-    env = {**os.environ, "SMU_RUNS_DIR": str(runs), "SMU_MAX_RUNS": "1", "OMP_NUM_THREADS": "1"}
-    log = open(tmp / "streamlit.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"streamlit did not start: {(tmp / 'streamlit.log').read_text()[-2000:]}")
-        time.sleep(0.1)
-    demo = (DEMO_A / "model.safetensors").is_file() and (DEMO_B / "model.safetensors").is_file()
-    models = (None, None) if demo else (make_model(tmp / "tiny-adv", seed=1), make_model(tmp / "tiny-rnd", seed=2))
-    yield {"url": url, "runs": runs, "models": models}
-    from smu_explain.runs import RunRegistry
+    env = {"SMU_RUNS_DIR": str(runs), "SMU_MAX_RUNS": "1", "OMP_NUM_THREADS": "1"}
+    with StreamlitServer("app.py", tmp, env) as url:
+        demo = (DEMO_A / "model.safetensors").is_file() and (DEMO_B / "model.safetensors").is_file()
+        models = (None, None) if demo else (make_model(tmp / "tiny-adv", seed=1),
+                                             make_model(tmp / "tiny-rnd", seed=2))
+        yield {"url": url, "runs": runs, "models": models}
+        from smu_explain.runs import RunRegistry
 
-    for r in RunRegistry(runs).list():
-        if r.status in ("running", "queued"):
-            RunRegistry(runs).cancel(r.id, grace_s=3)
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        for r in RunRegistry(runs).list():
+            if r.status in ("running", "queued"):
+                RunRegistry(runs).cancel(r.id, grace_s=3)
 
 
 def choose(page, select_label: str, option: str):

@@ -6,46 +6,19 @@ The server is started here and its FIRST request is the sub-page's URL.
 """
 
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
-from app_helpers import ROOT
-from test_browser import CHROMIUM, _free_port
+from app_helpers import CHROMIUM, CHROMIUM_ARGS, StreamlitServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture
 def fresh_server(tmp_path):
-    port = _free_port()
-    env = {**os.environ, "SMU_RUNS_DIR": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1", "SMU_NO_WARMUP": "1"}
-    log = open(tmp_path / "streamlit.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
-        time.sleep(0.1)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    env = {"SMU_RUNS_DIR": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1", "SMU_NO_WARMUP": "1"}
+    with StreamlitServer("app.py", tmp_path, env) as url:
+        yield url
 
 
 PAGES = [("", "Explore a piece"), ("compare", "Compare two models"), ("why", "Why did the model decide?"),
@@ -59,8 +32,7 @@ def test_a_sub_page_opened_first_by_its_url(fresh_server, path, heading):
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); CI installs it")
     sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = b.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"{fresh_server}/{path}", wait_until="domcontentloaded")

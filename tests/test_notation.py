@@ -335,41 +335,20 @@ def test_score_page_in_chromium(tmp_path):
     written here): a click on a note in Explore's piano roll, then Score opens on the bars around that
     note, engraved (an image that loaded), the note ringed; another first bar redraws. Screenshot
     docs/screenshots/score.png."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import urllib.request
     from pathlib import Path
 
-    chromium = "/usr/bin/chromium"
+    from app_helpers import CHROMIUM, CHROMIUM_ARGS, StreamlitServer
+
+    chromium = CHROMIUM
     if not Path(chromium).exists():
         pytest.skip(f"{chromium} is missing (apt-get install chromium); CI installs it")
     sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
     router = tmp_path / "router.py"
-    router.write_text(ROUTER.format(explore=str(ROOT / "app_pages" / "explore.py"), score=str(ROOT / "app_pages" / "score.py")))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path / "streamlit.log", "wb")
-    env = {**os.environ, "SMU_RUNS_DIR": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(router), "--server.headless", "true",
-                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, (tmp_path / "streamlit.log").read_text()[-2000:]
-            time.sleep(0.1)
+    router.write_text(ROUTER.format(explore=str(ROOT / "app_pages" / "explore.py"),
+                                    score=str(ROOT / "app_pages" / "score.py")))
+    with StreamlitServer(router, tmp_path, {"SMU_RUNS_DIR": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}) as url:
         with sync_api.sync_playwright() as p:
-            b = p.chromium.launch(executable_path=chromium, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             page = b.new_page(viewport={"width": 1400, "height": 1250})
             page.goto(url)
             if not (ROOT / "models" / "demo-adversarial" / "model.safetensors").is_file():
@@ -410,10 +389,3 @@ def test_score_page_in_chromium(tmp_path):
             page.screenshot(path=str(shots / "score.png"), full_page=True)
             assert page.locator('[data-testid="stException"]').count() == 0
             b.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
