@@ -110,14 +110,27 @@ def check_upload_size(name: str, size: int) -> None:
         raise SMUInputError(name, f"file is {size / 1e6:.1f} MB; the limit is {MAX_UPLOAD_MB} MB")
 
 
+class TooManyNotes(SMUInputError):
+    """A piece above ``MAX_NOTES`` notes: refused, and never kept in the cache (one such piece
+    can take tens of MB; 128 of them would not fit the server)."""
+
+    def __init__(self, name: str, n: int):
+        super().__init__(name, f"{n:,} notes: more than the app's limit of {MAX_NOTES:,} notes per piece")
+        self.n = n
+
+
 @st.cache_data(show_spinner=False, max_entries=128)
 def _read_piece_cached(data: bytes, name: str, fields: tuple | None):
-    return _read(data, name, fields)
+    piece = _read(data, name, fields)
+    if len(piece) > MAX_NOTES:
+        raise TooManyNotes(name, len(piece))  # an exception is not cached: the piece is let go
+    return piece
 
 
 def read_piece_cached(data: bytes, name: str, fields: tuple | None = None):
     """``tokenizer.read_piece`` on bytes (cached by content), with the default tokenizer config or
-    the ``fields`` values (:func:`read_fields`) of a model's. Raises ``SMUInputError``."""
+    the ``fields`` values (:func:`read_fields`) of a model's. Raises ``SMUInputError``
+    (``TooManyNotes`` above ``MAX_NOTES`` notes: such pieces are not cached)."""
     return _read_piece_cached(data, name, fields)  # one call form: one cache entry per file
 
 
@@ -267,6 +280,9 @@ def load_piece(choice: tuple[str, bytes] | None):
     try:
         check_upload_size(name, len(data))
         piece = read_piece_cached(data, name)
+    except TooManyNotes as e:
+        st.error(too_many_notes(name, e.n))
+        return None
     except SMUInputError as e:
         st.error(f"Cannot read {md_escape(name)}: {md_escape(plain_reason(e.reason))}")
         return None
@@ -577,7 +593,7 @@ def with_picks(frame: pd.DataFrame, ratio: float) -> pd.DataFrame:
     return out
 
 
-@st.cache_data(show_spinner="Running the model on the piece...", max_entries=32)
+@st.cache_data(show_spinner="Running the model on the piece...", max_entries=64)
 def explain_cached(model_path: str, mtime: float, key: str, groups: int, seed: int,
                    _piece: Any) -> pd.DataFrame:
     """The explain table (``explain.explain_piece``) of a piece with its notes masked in

@@ -209,3 +209,29 @@ def test_an_upload_stays_in_its_session_and_leaves_no_file(tmp_path, monkeypatch
     probe = tmp_path / "probe.bin"  # the scan does find such a file
     probe.write_bytes(b"x" + marker.encode() + b"y")
     assert _files_holding([system_tmp], marker.encode(), start, skip=(".venv",)) == [str(probe)]
+
+
+def test_a_piece_above_the_note_cap_is_refused_and_not_cached(monkeypatch):
+    """A piece above MAX_NOTES is refused (the page's message) and never kept in the read cache:
+    one such piece can take tens of MB (issue 24.3)."""
+    import symusic
+
+    from smu_explain import appstate as A
+
+    monkeypatch.setattr(A, "MAX_NOTES", 50)
+    s = symusic.Score(480)
+    t = symusic.Track(name="p", program=0)
+    for i in range(80):
+        t.notes.append(symusic.Note(i * 240, 240, 60 + i % 12, 80))
+    s.tracks.append(t)
+    data = s.dumps_midi()
+    A._read_piece_cached.clear()
+    with pytest.raises(A.TooManyNotes) as e:
+        A.read_piece_cached(data, "long.mid")
+    assert e.value.n == 80
+    calls = []
+    real = A._read
+    monkeypatch.setattr(A, "_read", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with pytest.raises(A.TooManyNotes):
+        A.read_piece_cached(data, "long.mid")
+    assert calls == [1]  # read again: the refused piece was not cached
