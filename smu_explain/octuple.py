@@ -85,7 +85,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SMUInputError
-from .tokenizer import Piece, TokenizerConfig, read_piece
+from .tokenizer import Piece, TokenizerConfig, read_piece, window_slices
 
 __all__ = [
     "ATTRIBUTES",
@@ -424,15 +424,7 @@ class OctupleTokenizer:
     def windows(self, n_tokens: int) -> list[slice]:
         """Slices of at most ``max_len`` rows every ``stride`` (default ``max_len``) rows,
         covering all rows; the last window is the first that reaches the end."""
-        L = self.max_len
-        s = self.max_len if self.stride is None else self.stride
-        out, start = [], 0
-        while start < n_tokens:
-            out.append(slice(start, min(start + L, n_tokens)))
-            if start + L >= n_tokens:
-                break
-            start += s
-        return out
+        return window_slices(n_tokens, self.max_len, self.max_len if self.stride is None else self.stride)
 
     def encode_windows(self, piece: Piece, tokens: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """[(window rows, note indices)]. Bars are not re-based: the authors' sequences carry

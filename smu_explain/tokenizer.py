@@ -162,6 +162,7 @@ from .errors import SMUInputError
 from .io import atomic_write_text, unknown_fields
 
 __all__ = [
+    "window_slices",
     "PAD_ID",
     "MASK_ID",
     "N_SPECIAL",
@@ -1205,6 +1206,19 @@ def _piece_from_score(score, tpq: int, name: str, path_str: str, cfg: TokenizerC
 # --------------------------------------------------------------------------- tokenizer
 
 
+def window_slices(n_tokens: int, max_len: int, stride: int) -> list[slice]:
+    """Slices of at most ``max_len`` rows every ``stride`` rows, covering all ``n_tokens``; the last
+    window is the first one that reaches the end (none lies inside the previous one); 0 -> none.
+    (Every tokenizer's ``windows``: CP here, Octuple in octuple.py.)"""
+    out, start = [], 0
+    while start < n_tokens:
+        out.append(slice(start, min(start + max_len, n_tokens)))
+        if start + max_len >= n_tokens:
+            break
+        start += stride
+    return out
+
+
 class Tokenizer:
     """Compound-word tokenizer: one int64 row per note over ``self.attributes``."""
 
@@ -1324,15 +1338,7 @@ class Tokenizer:
         The last window is the first one that reaches the end (no window lies inside
         the previous one); ``n_tokens == 0`` gives no window.
         """
-        L, s = self.config.max_len, self.config.effective_stride
-        out = []
-        start = 0
-        while start < n_tokens:
-            out.append(slice(start, min(start + L, n_tokens)))
-            if start + L >= n_tokens:
-                break
-            start += s
-        return out
+        return window_slices(n_tokens, self.config.max_len, self.config.effective_stride)
 
     def encode_windows(self, piece: Piece, tokens: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """[(window tokens with bar re-based so its first note has bar 0, note indices)]."""
