@@ -148,13 +148,15 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
         if not _is(folder / WEIGHTS_NAME, "file"):
             refuse_pickles(folder)
         raise SMUCheckpointError(folder, f"no {CONFIG_NAME} in the checkpoint folder")
-    meta = _read_json(cfg_path)
+    meta = read_json_file(cfg_path)
     if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
         raise SMUCheckpointError(cfg_path, 'config.json has no "model" section; not a smu_explain checkpoint')
     return meta
 
 
-def _read_json(path: Path) -> Any:
+def read_json_file(path: Path) -> Any:
+    """A small JSON file (at most ``MAX_CONFIG_BYTES``) parsed by :func:`loads_json`; every failure
+    is an ``SMUCheckpointError`` naming it."""
     name = path.name
     try:
         if path.stat().st_size > MAX_CONFIG_BYTES:
@@ -347,7 +349,7 @@ def load_tokenizer(folder: str | os.PathLike, meta: dict[str, Any] | None = None
     meta = read_config(folder) if meta is None else meta
     path = folder / TOKENIZER_NAME
     if path.is_file():
-        where, tok = path, _read_json(path)
+        where, tok = path, read_json_file(path)
         if not isinstance(tok, dict):
             raise SMUCheckpointError(path, "tokenizer.json does not hold a tokenizer config (a JSON object)")
     else:
@@ -401,7 +403,7 @@ _RANDOM_FILLS = frozenset({"normal_", "uniform_", "trunc_normal_", "random_", "b
                            "xavier_uniform_", "xavier_normal_", "orthogonal_", "sparse_"})
 
 
-def _SkipRandomFills(any_device: bool = False):
+def skip_random_fills(any_device: bool = False):
     """A torch function mode under which random initialisers of meta tensors do nothing
     (``any_device``: of every tensor - for a model whose every parameter is loaded next,
     strictly, so no random number is ever seen; a 90 M-parameter model builds in a fraction of
@@ -433,7 +435,7 @@ def check_weights_header(weights: str | os.PathLike, build: Callable[[], "nn.Mod
     import torch
 
     header = weights_header(weights)
-    with torch.device("meta"), _SkipRandomFills():
+    with torch.device("meta"), skip_random_fills():
         expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
     missing = sorted(set(expected) - set(header))
     unexpected = sorted(set(header) - set(expected))
@@ -687,7 +689,7 @@ def load_checkpoint(folder: str | os.PathLike, map_location: Any = "cpu", *, kin
     # memory the machine has, before anything is allocated.
     check_memory(parameters_in_header(weights_header(weights)), weights, purpose="load")
     check_weights_header(weights, build)
-    with _SkipRandomFills(any_device=True):  # every parameter is overwritten by the strict load below
+    with skip_random_fills(any_device=True):  # every parameter is overwritten by the strict load below
         model = build()
 
     from safetensors import SafetensorError

@@ -47,8 +47,8 @@ Rules (issue 20):
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
 import math
 import os
 import re
@@ -111,6 +111,14 @@ LAYOUTS = {
 }
 
 
+@functools.lru_cache(maxsize=1)
+def _octuple():
+    """PianoBART's Octuple vocabulary (read once)."""
+    from .octuple import OctupleTokenizer
+
+    return OctupleTokenizer()
+
+
 def vocab_permutation(layout: str, attribute: int, size: int) -> list[int]:
     """``perm`` with our id ``i`` = the publisher's id ``perm[i]`` for one attribute.
 
@@ -118,15 +126,12 @@ def vocab_permutation(layout: str, attribute: int, size: int) -> list[int]:
     other specials after them; ours are 0 and 1, values from 2, the rest kept in their order.
     MidiBERT's bar is the one reordered attribute: ours 2 = same bar = "Bar Continue" (1),
     ours 3 = new bar = "Bar New" (0)."""
-    if layout == "midibert-cp":
-        n = size - 2  # values, then PAD, MASK
-        if attribute == 0:
-            return [2, 3, 1, 0]
-        return [n, n + 1, *range(n)]
-    if layout == "adversarial-octuple":
-        from .octuple import OctupleTokenizer, ids_permutation
+    from .octuple import ids_permutation
 
-        return ids_permutation(OctupleTokenizer().n_values[attribute], size)
+    if layout == "midibert-cp":
+        return [2, 3, 1, 0] if attribute == 0 else ids_permutation(size - 2, size)
+    if layout == "adversarial-octuple":
+        return ids_permutation(_octuple().n_values[attribute], size)
     raise SMUCheckpointError(layout, "unknown layout")
 
 
@@ -146,13 +151,11 @@ def _weights_file(src: Path) -> tuple[Path, dict[str, Any]]:
         for name in HF_WEIGHTS:
             if (src / name).is_file():
                 cfg = src / "config.json"
-                meta: dict[str, Any] = {}
+                meta: Any = {}
                 if cfg.is_file():
-                    from .checkpoint import MAX_CONFIG_BYTES, loads_json
+                    from .checkpoint import read_json_file
 
-                    if cfg.stat().st_size > MAX_CONFIG_BYTES:
-                        raise SMUCheckpointError(cfg, "config.json is too large")
-                    meta = loads_json(cfg.read_text(encoding="utf-8", errors="replace"), cfg)
+                    meta = read_json_file(cfg)
                     if not isinstance(meta, dict):
                         raise SMUCheckpointError(cfg, "config.json is not a JSON object")
                 return src / name, meta
@@ -336,9 +339,7 @@ def _layout(vocab_sizes: list[int], where: Path, forced: str | None) -> Layout:
         raise SMUCheckpointError(where, f"layout {name} has {len(lay.attributes)} attributes, the weights {n}")
     want = lay.vocab_sizes
     if name == "adversarial-octuple":
-        from .octuple import OctupleTokenizer
-
-        want = tuple(OctupleTokenizer().vocab_sizes)
+        want = tuple(_octuple().vocab_sizes)
     if want and tuple(vocab_sizes) != tuple(want):
         raise SMUCheckpointError(where, f"vocabulary sizes {vocab_sizes} are not {name}'s {list(want)}")
     return lay
@@ -417,7 +418,7 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *, layout:
     written then (the folder is written atomically by ``save_pretrained``)."""
     import torch
 
-    from .checkpoint import check_memory, refuse_non_finite
+    from .checkpoint import check_memory, refuse_non_finite, skip_random_fills
 
     state, meta, path = read_state_dict(src)
     refuse_non_finite(state, path)
@@ -427,9 +428,9 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *, layout:
     ours, dropped, has_heads, has_masker = convert_state_dict(rel, lay.name)
     n_params = sum(int(v.numel()) for v in ours.values())
     check_memory(n_params, path, purpose="load")
-    with torch.device("meta"):
-        probe = build_model(shapes, lay)
-    own = probe.state_dict()
+    with skip_random_fills(any_device=True):  # every parameter is loaded strictly below
+        model = build_model(shapes, lay)
+    own = model.state_dict()
     for key in [k for k in own if k.startswith(("out_heads.", "masker_head.")) and k not in ours]:
         ours[key] = torch.zeros(own[key].shape, dtype=own[key].dtype)  # absent head: zeros, marked below
     missing = sorted(set(own) - set(ours))
@@ -442,7 +443,6 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *, layout:
     if problems:
         raise SMUCheckpointError(path, "weights do not fit the published architecture (nothing was written): "
                                        + " | ".join(problems))
-    model = build_model(shapes, lay)
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in ours.items()}, strict=True)
     report = ImportReport(
         source=str(Path(src)), sha256=_sha256(path), layout=lay.name, description=lay.description,
@@ -452,22 +452,6 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *, layout:
         position=shapes["position_embedding_type"], has_recovery_heads=has_heads, has_masker=has_masker,
         dropped=dropped)
     tok = _tokenizer_for(lay, shapes["max_position_embeddings"])
-    extra = {"tokenizer": tok.to_dict() if layout_is_octuple(lay) else tok.config.to_dict(), "strategy": {"name": lay.strategy},
-             "imported": report.to_dict()}
+    extra = {"tokenizer": tok, "strategy": {"name": lay.strategy}, "imported": report.to_dict()}
     model.save_pretrained(out, extra=extra)
     return report
-
-
-def layout_is_octuple(layout: Layout) -> bool:
-    return layout.tokenizer == "octuple"
-
-
-def imported_info(model_or_meta: Any) -> dict[str, Any]:
-    """The ``"imported"`` section of a model's checkpoint info (``{}`` for this project's own models)."""
-    info = model_or_meta if isinstance(model_or_meta, dict) else (getattr(model_or_meta, "checkpoint_info", {}) or {})
-    imp = info.get("imported")
-    return imp if isinstance(imp, dict) else {}
-
-
-def summary_json(report: ImportReport) -> str:
-    return json.dumps(report.to_dict(), indent=2)
