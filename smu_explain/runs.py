@@ -528,12 +528,6 @@ class RunRegistry:
         Raises ``SMUInputError`` for an unknown strategy or size, a step count
         out of range, or a data folder that does not exist.
         """
-        if strategy not in STRATEGIES:
-            raise SMUInputError(strategy, f"unknown strategy; choose one of {', '.join(STRATEGIES)}")
-        if config not in SIZES:
-            raise SMUInputError(config, f"unknown model size; choose one of {', '.join(SIZES)}")
-        if not _is_int(steps) or not 1 <= steps <= MAX_STEPS:
-            raise SMUInputError(str(steps)[:40], f"the number of steps must be from 1 to {MAX_STEPS:,}")
         try:
             data_path = Path(data).expanduser().resolve()
             ok = data_path.is_dir()
@@ -544,14 +538,11 @@ class RunRegistry:
         params: dict[str, Any] = {"strategy": strategy, "data": str(data_path), "config": config, "steps": steps}
         if log_every is not None:
             params["log_every"] = log_every
-        if no_bar:
-            params["no_bar"] = True
-        if no_cache:
-            params["no_cache"] = True
+        params.update({k: True for k, on in (("no_bar", no_bar), ("no_cache", no_cache)) if on})
         try:
-            params = validate_params(params)
+            params = validate_params(params)  # the one rule set, the same a stored record is held to
         except ValueError as e:
-            raise SMUInputError(str(data)[:300], str(e)) from None
+            raise SMUInputError("run parameters", str(e)) from None
         run_id = self._new_id(strategy)
         run = RunInfo(id=run_id, status="queued", created=_now_iso(), params=params,
                       run_dir=str(self.root / run_id), secret=secrets.token_hex(16))
