@@ -29,9 +29,7 @@ c3, c4 = st.columns([3, 2])
 with c3:
     choice = A.piece_picker("compare")
 with c4:
-    ratio = st.slider("Masking ratio", 0.05, 0.50, float(st.session_state.get(A.K_RATIO, 0.15)),
-                      step=0.01, key="compare_ratio")
-    st.session_state[A.K_RATIO] = ratio
+    ratio = A.ratio_slider("compare_ratio")
     seed = int(st.number_input("Mask seed", 0, 10_000, 0, key="compare_seed"))
 
 if not (path_a and path_b):

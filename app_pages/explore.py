@@ -21,10 +21,7 @@ with c2:
     # a demo model is loaded after the first roll, drawn from the scores stored beside it
     model_path = A.model_picker("Model", "explore_model", A.K_MODEL_A, "demo adversarial", defer_load=True)
 with c3:
-    ratio = st.slider("Masking ratio", 0.05, 0.50, float(st.session_state.get(A.K_RATIO, 0.15)),
-                      step=0.01, key="explore_ratio",
-                      help="Share of the notes the masker picks (its top scores).")
-    st.session_state[A.K_RATIO] = ratio
+    ratio = A.ratio_slider("explore_ratio", help=A.RATIO_HELP)
     seed = int(st.number_input("Seed", 0, 10_000, 0, key="explore_seed"))
 
 piece = A.piece_or_stop(choice)

@@ -29,9 +29,7 @@ with c1:
 with c2:
     model_path = A.model_picker("Model", "score_model", A.K_MODEL_A, "demo adversarial", defer_load=True)
 with c3:
-    ratio = st.slider("Masking ratio", 0.05, 0.50, float(st.session_state.get(A.K_RATIO, A.DEFAULT_RATIO)),
-                      step=0.01, key="score_ratio", help="Share of the notes the masker picks (its top scores).")
-    st.session_state[A.K_RATIO] = ratio
+    ratio = A.ratio_slider("score_ratio", help=A.RATIO_HELP)
 
 piece = A.piece_or_stop(choice)
 name, data = choice

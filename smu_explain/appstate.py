@@ -271,6 +271,18 @@ def too_many_notes(name: str, n: int) -> str | None:
             f"or a section, at most {MAX_NOTES:,} notes each) and upload those.")
 
 
+RATIO_HELP = "Share of the notes the masker picks (its top scores)."
+
+
+def ratio_slider(key: str, help: str | None = None) -> float:
+    """The masking-ratio slider every page shares: it opens on the ratio last chosen on any page
+    (``K_RATIO``, else ``DEFAULT_RATIO``) and stores its value there."""
+    ratio = st.slider("Masking ratio", 0.05, 0.50, float(st.session_state.get(K_RATIO, DEFAULT_RATIO)),
+                      step=0.01, key=key, help=help)
+    st.session_state[K_RATIO] = ratio
+    return ratio
+
+
 def load_piece(choice: tuple[str, bytes] | None):
     """Read the chosen piece; on bad input (unreadable, no notes, more than ``MAX_NOTES``
     notes) shows ``st.error`` in plain words and returns None."""
