@@ -51,6 +51,15 @@ def hypothesis_profile_name(environ=os.environ) -> str:
 WAIT_TIMEOUT_S = 120.0
 
 
+def last_err(capsys) -> str:
+    """The one ``error:`` line a CLI command printed last on stderr (no traceback before it)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), err
+    return lines[-1]
+
+
 def wait_until(condition, what: str = "the condition", timeout: float = WAIT_TIMEOUT_S, interval: float = 0.05):
     """Poll ``condition()`` until it returns something truthy and return that; fail the test
     (AssertionError naming ``what``) after ``timeout`` seconds."""

@@ -35,6 +35,7 @@ from smu_explain.trainer import (
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_trainer import synth_dataset, tiny_model  # noqa: E402
+from conftest import last_err  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -50,14 +51,6 @@ def score_xml(fifths="0", beats="4", key_extra="", bar="", body=None, measures=1
           f'</key><time><beats>{beats}</beats><beat-type>4</beat-type></time></attributes>{body}{bar}</measure>')
     rest = "".join(f'<measure number="{i + 2}">{NOTE * 4}</measure>' for i in range(measures - 1))
     return XML_HEAD + m1 + rest + "</part></score-partwise>\n"
-
-
-def last_err(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert lines and lines[-1].startswith("error: "), err
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from app_helpers import make_model, page, texts
+from conftest import last_err
 from smu_explain import appstate as A
 from smu_explain import checkpoint as C
 from smu_explain import limits
@@ -40,14 +41,6 @@ BAD_PATHS = {
     "a name of 100 CJK characters": "/tmp/" + "音" * 100,
     "NUL": "models/a\0b",
 }
-
-
-def last_err(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert lines and lines[-1].startswith("error: "), err
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")
