@@ -59,7 +59,8 @@ def main(argv=None) -> int:
     from smu_explain import data
     from smu_explain.explain import recovery_accuracy
     from smu_explain.checkpoint import load_checkpoint
-    from smu_explain.tokenizer import Tokenizer, TokenizerConfig
+    from smu_explain.tokenizer import Tokenizer
+    from smu_explain.tokenizer_config import TokenizerConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)

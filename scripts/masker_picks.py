@@ -44,7 +44,7 @@ def chord_check(root, n: int) -> dict:
     """Root accuracy of harmony.chords on ``n`` Pop1K7 pieces outside the 60 used for tuning."""
     from smu_explain import harmony
     from smu_explain.data import pop1k7_refs
-    from smu_explain.tokenizer import read_piece
+    from smu_explain.reading import read_piece
 
     files = [r.path for r in pop1k7_refs(root)]
     tuned = set(np.random.default_rng(0).choice(len(files), 60, replace=False).tolist())

@@ -116,7 +116,8 @@ def _is_tokenized_dir(paths: Sequence[str]) -> bool:
 
 
 def _tokenizer_from_dict(d: dict[str, Any], where: str | Path):
-    from .tokenizer import Tokenizer, TokenizerConfig
+    from .tokenizer import Tokenizer
+    from .tokenizer_config import TokenizerConfig
 
     try:
         return Tokenizer(TokenizerConfig.from_dict(d))
@@ -717,7 +718,7 @@ def cmd_explain(args) -> int:
     # a fine-tuned folder is refused: explain needs the masker and attribute heads of a pre-trained one
     ckpt = load_checkpoint(Path(args.model), kind="pretrained")
     model, tokenizer = ckpt.model, ckpt.tokenizer
-    from .tokenizer import TokenizerConfig
+    from .tokenizer_config import TokenizerConfig
 
     if isinstance(tokenizer.config, TokenizerConfig):  # bounded in memory and time (sandbox.py)
         from .sandbox import read_piece_bounded

@@ -499,7 +499,7 @@ def folder_task(folder: str | os.PathLike, labels_csv: str | os.PathLike, seed: 
         if not (folder / f).is_file():
             raise SMUInputError(folder / f, f"listed in {labels_csv.name} (line {i}) but not found")
         seen[key] = row
-    from .tokenizer import MIDI_EXTENSIONS, SCORE_EXTENSIONS
+    from .musicfile import MIDI_EXTENSIONS, SCORE_EXTENSIONS
 
     exts = set(MIDI_EXTENSIONS) | set(SCORE_EXTENSIONS)
     on_disk = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
@@ -706,7 +706,7 @@ def retime_performance(midi_path: str | os.PathLike, annotations_path: str | os.
     """
     import symusic
 
-    from .tokenizer import validate_midi_bytes
+    from .musicfile import validate_midi_bytes
 
     times, down, sigs = read_beat_annotations(annotations_path)
     beat_q, ts_events = beat_quarters(down, sigs)
@@ -764,7 +764,7 @@ def read_route(ref: PieceRef) -> str:
 
     Part of the cache key, so a cache hit is always the result of a fresh read of the same
     bytes by the same route: bytes cached as a valid '.abc' are not served for a '.mid'."""
-    from .tokenizer import MIDI_EXTENSIONS, SCORE_EXTENSIONS
+    from .musicfile import MIDI_EXTENSIONS, SCORE_EXTENSIONS
 
     if ref.annotations is not None:
         return "retimed"
@@ -1231,7 +1231,8 @@ def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
 
 def tokenizer_from_manifest(out_dir: str | os.PathLike):
     """The ``Tokenizer`` a tokenized dataset was written with."""
-    from .tokenizer import Tokenizer, TokenizerConfig
+    from .tokenizer import Tokenizer
+    from .tokenizer_config import TokenizerConfig
 
     path = Path(out_dir) / "manifest.json"
     try:
@@ -1281,7 +1282,8 @@ def add_tokenize_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def make_tokenizer(task: str, max_len: int | None = None, stride: int | None = None, **overrides: Any):
     """A tokenizer for ``task``: the default config, velocity off for the velocity task."""
-    from .tokenizer import Tokenizer, TokenizerConfig
+    from .tokenizer import Tokenizer
+    from .tokenizer_config import TokenizerConfig
 
     names = {f.name for f in dataclasses.fields(TokenizerConfig)}
     kw = {k: v for k, v in overrides.items() if v is not None}

@@ -203,7 +203,7 @@ def store_masker_scores(folder, files: Iterable, ratio: float = 0.15) -> Path:
     beside the weights (``checkpoint.save_masker_scores``). The app draws those pieces' masker
     overlay from this file on its first view, without loading the model."""
     from .checkpoint import load_checkpoint, save_masker_scores
-    from .tokenizer import read_piece
+    from .reading import read_piece
 
     ckpt = load_checkpoint(folder, kind="pretrained")
     model = ckpt.encoder.eval()

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from smu_explain import data as D
-from smu_explain.tokenizer import PAD_ID, N_SPECIAL, Tokenizer, TokenizerConfig
+from smu_explain.tokenizer import PAD_ID, N_SPECIAL, Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 
 
 def _piece(name, n, max_len, tok, label=None, n_classes=3, seed=0):

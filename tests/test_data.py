@@ -18,7 +18,8 @@ import pytest
 
 from smu_explain import data as D
 from smu_explain.errors import SMUInputError
-from smu_explain.tokenizer import N_SPECIAL, Tokenizer, TokenizerConfig
+from smu_explain.tokenizer import N_SPECIAL, Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 
 TPQ = 480
 

@@ -9,7 +9,9 @@ import torch
 from smu_explain.explain import explain_piece, masker_view, recovery_accuracy
 from smu_explain.masker import FreezeBook, validate
 from smu_explain.model import MidiBert, ModelConfig
-from smu_explain.tokenizer import MASK_ID, NOTE_COLUMNS, Tokenizer, TokenizerConfig
+from smu_explain.piece import NOTE_COLUMNS
+from smu_explain.tokenizer import MASK_ID, Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from smu_explain.finetune import (
     mask_inputs, scores_from_predictions,
 )
 from smu_explain.model import MidiBert, ModelConfig
-from smu_explain.tokenizer import MASK_ID, Tokenizer, TokenizerConfig
+from smu_explain.tokenizer import MASK_ID, Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 from smu_explain.trainer import TrainConfig
 
 

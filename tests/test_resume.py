@@ -24,7 +24,8 @@ import numpy as np, torch
 from smu_explain.data import EncodedPiece, TokenDataset, collate
 from smu_explain.masker import make_strategy
 from smu_explain.model import MidiBert, ModelConfig
-from smu_explain.tokenizer import Tokenizer, TokenizerConfig
+from smu_explain.tokenizer import Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 from smu_explain.trainer import Trainer, TrainConfig
 
 def build(out_dir, steps=8, checkpoint_every=4, callbacks=()):
