@@ -326,7 +326,7 @@ def _as_loader(data: Any, batch_size: int) -> Iterable[dict]:
     if hasattr(data, "__getitem__") and hasattr(data, "__len__") and len(data) > 0:
         first = data[0]
         if isinstance(first, dict) and np.ndim(first["tokens"]) == 2:  # samples: collate them
-            from .data import collate
+            from .datasets import collate
             return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
     return data
 

@@ -100,7 +100,7 @@ def _samples(seed=0, n=5, A=4, vocab=(6, 8, 10, 7)):
 
 def _naive(samples, batch_size, ratio, seed, train_counts=None):
     """The rules written as plain loops over the notes masked by validation_mask."""
-    from smu_explain.data import collate
+    from smu_explain.datasets import collate
 
     A = samples[0]["tokens"].shape[1]
     counts = [dict() for _ in range(A)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from smu_explain.data import EncodedPiece, TokenDataset, collate
+from smu_explain.datasets import EncodedPiece, TokenDataset, collate
 from smu_explain.errors import SMUCheckpointError, SMUInputError
 from smu_explain.finetune import (
     FineTuneModel, FineTuneObjective, build_model, classification_scores, evaluate_model, finetune,

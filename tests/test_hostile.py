@@ -339,7 +339,7 @@ def trainer(tmp_path, objective=None, **cfg):
     ds, tk = synth_dataset()
     kw = dict(steps=6, batch_size=4, eval_every=0, checkpoint_every=2, log_every=1, out_dir=str(tmp_path / "run"))
     kw.update(cfg)
-    from smu_explain.data import collate
+    from smu_explain.datasets import collate
     from smu_explain.masker import make_strategy
 
     return Trainer(tiny_model(tk), objective or make_strategy("random"), ds, None, TrainConfig(**kw),

@@ -21,7 +21,7 @@ from smu_explain.trainer import CHECKPOINT_NAME, Callback, load_train_state, rea
 
 BUILD = r'''
 import numpy as np, torch
-from smu_explain.data import EncodedPiece, TokenDataset, collate
+from smu_explain.datasets import EncodedPiece, TokenDataset, collate
 from smu_explain.masker import make_strategy
 from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.tokenizer import Tokenizer

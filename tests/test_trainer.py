@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from smu_explain.data import EncodedPiece, TokenDataset, collate
+from smu_explain.datasets import EncodedPiece, TokenDataset, collate
 from smu_explain.errors import SMUCheckpointError, SMUInputError, SMUTrainingError
 from smu_explain.masker import make_strategy
 from smu_explain.model import MidiBert, ModelConfig
