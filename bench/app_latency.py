@@ -112,7 +112,8 @@ def pick_model(arg: str | None, tmp: Path) -> tuple[Path, str]:
     import torch
 
     from smu_explain.model import ModelConfig
-    from smu_explain.tokenizer import Tokenizer, TokenizerConfig
+    from smu_explain.tokenizer import Tokenizer
+    from smu_explain.tokenizer_config import TokenizerConfig
 
     torch.manual_seed(0)
     tok = Tokenizer(TokenizerConfig())
@@ -128,7 +129,7 @@ def warm_latency(data: bytes, model_dir: Path, repeats: int) -> dict:
     from smu_explain import plots
     from smu_explain.checkpoint import load_checkpoint
     from smu_explain.explain import explain_piece, masker_view
-    from smu_explain.tokenizer import read_piece
+    from smu_explain.reading import read_piece
 
     ckpt = load_checkpoint(model_dir, kind="pretrained")
     model, tok = ckpt.model.eval(), ckpt.tokenizer

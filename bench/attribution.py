@@ -128,7 +128,9 @@ def main() -> None:
 
     from smu_explain.checkpoint import load_checkpoint
     from smu_explain.finetune import build_model
-    from smu_explain.tokenizer import Tokenizer, TokenizerConfig, read_piece
+    from smu_explain.reading import read_piece
+    from smu_explain.tokenizer import Tokenizer
+    from smu_explain.tokenizer_config import TokenizerConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -56,14 +56,15 @@ def main(argv=None) -> int:
     import torch
 
     from smu_explain import baselines as B
-    from smu_explain import data
+    from smu_explain import corpora, datasets
     from smu_explain.explain import recovery_accuracy
     from smu_explain.checkpoint import load_checkpoint
-    from smu_explain.tokenizer import Tokenizer, TokenizerConfig
+    from smu_explain.tokenizer import Tokenizer
+    from smu_explain.tokenizer_config import TokenizerConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    task = data.melody_task(args.data_root)
+    task = corpora.melody_task(args.data_root)
     refs = task.splits[args.split]
     kw = dict(ratio=args.ratio, seed=args.seed, batch_size=args.batch_size, max_batches=args.max_batches)
 
@@ -74,8 +75,8 @@ def main(argv=None) -> int:
         if key not in sets:
             tok = Tokenizer(cfg)
             t0 = time.perf_counter()
-            pieces, skipped = data.encode_refs(refs, tok, "melody", data.TokenCache())
-            ds = data.TokenDataset(pieces, "pretrain", tokenizer=tok)
+            pieces, skipped = datasets.encode_refs(refs, tok, "melody", datasets.TokenCache())
+            ds = datasets.TokenDataset(pieces, "pretrain", tokenizer=tok)
             t1 = time.perf_counter()
             stats = B.rule_stats(ds, attributes=tok.attributes, **kw)
             sets[key] = {"ds": ds, "out": {

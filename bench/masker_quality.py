@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     import torch
     from scipy.stats import spearmanr
 
-    from smu_explain import data
+    from smu_explain import corpora
     from smu_explain.errors import SMUInputError
     from smu_explain.explain import explain_piece
     from smu_explain.checkpoint import load_checkpoint
@@ -55,12 +55,12 @@ def main(argv=None) -> int:
     if rnd_ckpt.tokenizer.config.to_dict() != tok.config.to_dict():
         raise SystemExit("the two models were trained with different tokenizers")
     attrs = list(tok.attributes)
-    refs = data.melody_task(args.data_root).splits["val"][: args.songs]
+    refs = corpora.melody_task(args.data_root).splits["val"][: args.songs]
     t0 = time.perf_counter()
     scores, rloss, oloss, per_song = [], [], [], []
     for ref in refs:
         try:
-            piece = data.read_ref(ref, tok)
+            piece = corpora.read_ref(ref, tok)
         except SMUInputError:
             continue
         da = explain_piece(adv, tok, piece, seed=0)

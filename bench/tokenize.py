@@ -58,7 +58,8 @@ def _peak_rss_mb() -> float:
 
 def run_ours(files: list[Path]) -> dict:
     from smu_explain.errors import SMUInputError
-    from smu_explain.tokenizer import Tokenizer, TokenizerConfig
+    from smu_explain.tokenizer import Tokenizer
+    from smu_explain.tokenizer_config import TokenizerConfig
 
     tok = Tokenizer(TokenizerConfig(use_velocity=True))
     tok.encode(tok.read(files[0]))  # warm-up

@@ -54,7 +54,8 @@ FALLBACK_VOCAB = [34, 34, 88, 66]
 
 def vocab_sizes() -> list[int]:
     try:  # the real tokenizer's sizes when it exists
-        from smu_explain.tokenizer import Tokenizer, TokenizerConfig
+        from smu_explain.tokenizer import Tokenizer
+        from smu_explain.tokenizer_config import TokenizerConfig
         tok = Tokenizer(TokenizerConfig())
         if list(tok.attributes) == ATTRS:
             return list(tok.vocab_sizes)

@@ -46,7 +46,8 @@ def make_fixtures(root: Path) -> dict[str, Path]:
     import torch
 
     from smu_explain.model import MidiBert, ModelConfig
-    from smu_explain.tokenizer import Tokenizer, TokenizerConfig
+    from smu_explain.tokenizer import Tokenizer
+    from smu_explain.tokenizer_config import TokenizerConfig
 
     f: dict[str, Path] = {}
     tok = Tokenizer(TokenizerConfig(max_len=32))

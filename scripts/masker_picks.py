@@ -5,7 +5,7 @@
 
 Pieces: a seeded sample (``--seed``) of our POP909 validation split (``data.pop909_splits``:
 80/10/10 by song, seed 0; the demo models never saw these songs) and of the ASAP score MIDIs
-(``data.asap_refs(source="score")``, one per work; the demo models saw no ASAP). Each set is
+(``corpora.asap_refs(source="score")``, one per work; the demo models saw no ASAP). Each set is
 measured on its own and pooled (``picks.class_effects``: bootstrap over pieces; the pooled
 table leaves out ``role``, which there would only tell the two data sets apart). The chord
 check compares ``harmony.chords`` with Pop1K7's chord markers on ``--chord-check`` pieces
@@ -43,8 +43,8 @@ def sample(refs, n: int, seed: int):
 def chord_check(root, n: int) -> dict:
     """Root accuracy of harmony.chords on ``n`` Pop1K7 pieces outside the 60 used for tuning."""
     from smu_explain import harmony
-    from smu_explain.data import pop1k7_refs
-    from smu_explain.tokenizer import read_piece
+    from smu_explain.corpora import pop1k7_refs
+    from smu_explain.reading import read_piece
 
     files = [r.path for r in pop1k7_refs(root)]
     tuned = set(np.random.default_rng(0).choice(len(files), 60, replace=False).tolist())
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
 
     from smu_explain import picks
     from smu_explain.checkpoint import load_checkpoint
-    from smu_explain.data import asap_refs, data_root, pop909_splits
+    from smu_explain.corpora import asap_refs, data_root, pop909_splits
     from smu_explain.harmony import LABEL_COLUMNS
     from smu_explain.io import atomic_write_text
 

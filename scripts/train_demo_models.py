@@ -40,12 +40,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from smu_explain import data  # noqa: E402
+from smu_explain import corpora  # noqa: E402
 from smu_explain.io import default_file_mode  # noqa: E402
 
 
 def training_files(cfg: dict) -> list[str]:
-    task = data.melody_task(seed=cfg["pop909_split_seed"])
+    task = corpora.melody_task(seed=cfg["pop909_split_seed"])
     files = [str(r.path) for r in task.splits["train"]]
     files += sorted(str(p) for p in (ROOT / "sample_midi").glob("*.mid"))
     return files
@@ -53,7 +53,7 @@ def training_files(cfg: dict) -> list[str]:
 
 def _portable(path: str) -> str:
     p = Path(path).resolve()
-    for base, tag in ((data.data_root().resolve(), "<data_root>"), (ROOT, "<repo>")):
+    for base, tag in ((corpora.data_root().resolve(), "<data_root>"), (ROOT, "<repo>")):
         if p.is_relative_to(base):
             return f"{tag}/{p.relative_to(base)}"
     return p.name

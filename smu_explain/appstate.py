@@ -137,7 +137,8 @@ def read_piece_cached(data: bytes, name: str, fields: tuple | None = None):
 def read_fields(config) -> tuple | None:
     """The values of a tokenizer config that ``read_piece`` uses (``tokenizer.READ_FIELDS``), or
     None when they are the defaults: such a config reads a file as the pages read it."""
-    from .tokenizer import READ_FIELDS, TokenizerConfig
+    from .reading import READ_FIELDS
+    from .tokenizer_config import TokenizerConfig
 
     vals = tuple(getattr(config, f) for f in READ_FIELDS)
     return None if vals == tuple(getattr(TokenizerConfig(), f) for f in READ_FIELDS) else vals
@@ -169,7 +170,8 @@ def _read(data: bytes, name: str, fields: tuple | None = None):
     The repository's own samples (the same bytes as the file of ``sample_midi/``) are read in
     this process: they are known, and the first roll does not wait for a worker (~0.17 s)."""
     from .sandbox import piece_name, read_piece_bounded
-    from .tokenizer import READ_FIELDS, TokenizerConfig, read_piece
+    from .reading import READ_FIELDS, read_piece
+    from .tokenizer_config import TokenizerConfig
 
     config = TokenizerConfig(**dict(zip(READ_FIELDS, fields))) if fields is not None else None
     if _is_sample(data, name):

@@ -323,7 +323,7 @@ def tokenizer_config_dict(tokenizer: Any) -> dict[str, Any] | None:
 def save_tokenizer(folder: str | os.PathLike, tokenizer: Any) -> Path:
     """Write ``tokenizer.json`` into ``folder`` atomically (``TokenizerConfig.save``).
     ``tokenizer``: a ``Tokenizer``, ``TokenizerConfig`` or config dict."""
-    from .tokenizer import TokenizerConfig
+    from .tokenizer_config import TokenizerConfig
 
     d = tokenizer_config_dict(tokenizer)
     path = Path(folder) / TOKENIZER_NAME
@@ -343,7 +343,8 @@ def load_tokenizer(folder: str | os.PathLike, meta: dict[str, Any] | None = None
     (default: the folder's config.json): same attributes and vocabularies, windows no longer
     than the model's ``max_len``. None when the folder has no tokenizer and not ``required``;
     ``SMUCheckpointError`` on anything else."""
-    from .tokenizer import Tokenizer, TokenizerConfig
+    from .tokenizer import Tokenizer
+    from .tokenizer_config import TokenizerConfig
 
     folder = Path(folder)
     meta = read_config(folder) if meta is None else meta

@@ -116,7 +116,8 @@ def _is_tokenized_dir(paths: Sequence[str]) -> bool:
 
 
 def _tokenizer_from_dict(d: dict[str, Any], where: str | Path):
-    from .tokenizer import Tokenizer, TokenizerConfig
+    from .tokenizer import Tokenizer
+    from .tokenizer_config import TokenizerConfig
 
     try:
         return Tokenizer(TokenizerConfig.from_dict(d))
@@ -125,7 +126,7 @@ def _tokenizer_from_dict(d: dict[str, Any], where: str | Path):
 
 
 def _cache(args):
-    from .data import TokenCache
+    from .datasets import TokenCache
 
     return TokenCache(getattr(args, "cache_dir", None), enabled=not getattr(args, "no_cache", False))
 
@@ -137,22 +138,22 @@ def file_datasets(paths: Sequence[str], tokenizer, val_fraction: float, seed: in
     Returns (train, val or None, skipped [(path, reason)]). Unusable files are skipped;
     no usable file at all is an ``SMUInputError``.
     """
-    from . import data
+    from . import corpora, datasets
 
     files = music_files(paths)
     if limit is not None:
         files = files[:limit]
-    refs = [data.PieceRef(f, name, name, "files") for f, name in files]
+    refs = [corpora.PieceRef(f, name, name, "files") for f, name in files]
     if val_fraction > 0 and len(refs) >= 2:
-        assign = data.split_groups([r.group for r in refs], seed, (1 - val_fraction, val_fraction, 0.0))
+        assign = corpora.split_groups([r.group for r in refs], seed, (1 - val_fraction, val_fraction, 0.0))
         if all(v == "train" for v in assign.values()):  # fewer than 3 files: hold out one anyway
             assign[sorted(assign)[-1]] = "val"
     else:
         assign = {r.group: "train" for r in refs}
-    splits = {s: [r for r in refs if assign[r.group] == s] for s in data.SPLITS}
-    task = data.TaskData("pretrain", "pretrain", [], splits, f"files: {1 - val_fraction:.0%}/{val_fraction:.0%} "
+    splits = {s: [r for r in refs if assign[r.group] == s] for s in corpora.SPLITS}
+    task = corpora.TaskData("pretrain", "pretrain", [], splits, f"files: {1 - val_fraction:.0%}/{val_fraction:.0%} "
                                                             f"by file, seed {seed}")
-    built = data.build_datasets(task, tokenizer, cache, augment_train=augment, seed=seed, progress=True)
+    built = datasets.build_datasets(task, tokenizer, cache, augment_train=augment, seed=seed, progress=True)
     train, val = built.datasets["train"], built.datasets["val"]
     if len(train) == 0:
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in built.skipped[:3])
@@ -347,7 +348,7 @@ def _cmd_pretrain_locked(args, out: Path, progress_path: Path) -> int:
 def _pretrain(args, out: Path, progress_path: Path) -> int:
     import torch
 
-    from . import data
+    from . import datasets
     from .masker import StrategyConfig, make_strategy
     from .checkpoint import check_memory, load_checkpoint
     from .model import MidiBert, ModelConfig, _estimated_parameters
@@ -370,7 +371,7 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
         if args.max_len is not None:
             tok_kw["max_len"] = args.max_len
         if _is_tokenized_dir(args.data):
-            tokenizer = data.tokenizer_from_manifest(args.data[0])
+            tokenizer = datasets.tokenizer_from_manifest(args.data[0])
         else:
             tokenizer = _tokenizer_from_dict(tok_kw, args.config)
         model_kw = dict(run["model"])
@@ -400,11 +401,11 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
     augment = not args.no_augment
     if _is_tokenized_dir(args.data):
         src = args.data[0]
-        man = data.read_manifest(src)
+        man = datasets.read_manifest(src)
         if man.get("tokenizer_config") != tokenizer.config.to_dict():
             raise SMUInputError(src, "tokenized with other tokenizer settings than this run")
-        train = data.load_tokenized(src, "train", augment=augment, seed=cfg.seed, tokenizer=tokenizer)
-        val = data.load_tokenized(src, "val") if (Path(src) / "val.npz").is_file() else None
+        train = datasets.load_tokenized(src, "train", augment=augment, seed=cfg.seed, tokenizer=tokenizer)
+        val = datasets.load_tokenized(src, "val") if (Path(src) / "val.npz").is_file() else None
         val = val if val is not None and len(val) else None
         skipped = []
     else:
@@ -421,7 +422,7 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
              "training_data": {"paths": [str(p) for p in args.data], "train_windows": len(train),
                                "val_windows": 0 if val is None else len(val), "skipped": len(skipped)}}
     trainer = Trainer(model, strategy, train, val, cfg, callbacks=_callbacks(args, progress_path),
-                      collate_fn=data.collate, save_extra=extra)
+                      collate_fn=datasets.collate, save_extra=extra)
     restore = install_stop_signals(trainer)
     try:
         res = trainer.fit(resume=args.resume)
@@ -459,31 +460,31 @@ def _add_task_data_flags(p: argparse.ArgumentParser) -> None:
 def task_datasets(args, task: str, tokenizer, classes: Sequence[str] | None = None, augment: bool = False,
                   seed: int = 0):
     """{split: TokenDataset} and the class names of ``task`` (data flags of ``args``)."""
-    from . import data
+    from . import corpora, datasets
 
     if args.data:
-        man = data.read_manifest(args.data)
+        man = datasets.read_manifest(args.data)
         if man.get("task") != task:
             raise SMUInputError(args.data, f"tokenized for task {man.get('task')!r}, not {task!r}")
         if man.get("tokenizer_config") != tokenizer.config.to_dict():
             raise SMUInputError(args.data, "tokenized with other tokenizer settings than the model's")
-        sets = {s: data.load_tokenized(args.data, s, augment=augment and s == "train", seed=seed,
+        sets = {s: datasets.load_tokenized(args.data, s, augment=augment and s == "train", seed=seed,
                                        tokenizer=tokenizer)
-                for s in data.SPLITS if (Path(args.data) / f"{s}.npz").is_file()}
+                for s in corpora.SPLITS if (Path(args.data) / f"{s}.npz").is_file()}
         return sets, list(man.get("classes") or [])
     try:
         if task == "folder":
             if not args.folder or not args.labels:
                 raise SMUInputError(args.folder or ".", "--task folder needs --folder DIR and --labels CSV")
-            td = data.folder_task(args.folder, args.labels, args.split_seed, classes=classes)
+            td = corpora.folder_task(args.folder, args.labels, args.split_seed, classes=classes)
         else:
-            td = data.build_task(task, args.data_root, seed=args.split_seed, split=args.split)
-        data.check_tokenizer_for_task(tokenizer, task)
+            td = corpora.build_task(task, args.data_root, seed=args.split_seed, split=args.split)
+        datasets.check_tokenizer_for_task(tokenizer, task)
     except ValueError as e:
         if isinstance(e, SMUInputError):
             raise
         raise SMUInputError(args.data_root or args.folder or task, str(e)) from None
-    built = data.build_datasets(td, tokenizer, _cache(args), augment_train=augment, seed=seed, progress=True,
+    built = datasets.build_datasets(td, tokenizer, _cache(args), augment_train=augment, seed=seed, progress=True,
                                 limit=args.limit)
     _print_skipped(built.skipped)
     return built.datasets, list(td.classes)
@@ -520,7 +521,7 @@ def cmd_finetune(args) -> int:
 
 
 def _cmd_finetune_locked(args) -> int:
-    from . import data
+    from . import datasets
     from .checkpoint import check_memory, load_checkpoint
     from .finetune import build_model, finetune
     from .model import ModelConfig, _estimated_parameters
@@ -528,7 +529,7 @@ def _cmd_finetune_locked(args) -> int:
     out = Path(args.out)
     if args.pretrained.lower() == "none":
         try:
-            tokenizer = data.make_tokenizer(args.task, max_len=args.max_len)
+            tokenizer = datasets.make_tokenizer(args.task, max_len=args.max_len)
         except ValueError as e:
             raise SMUInputError("--max-len", str(e)) from None
         pre = None
@@ -556,7 +557,7 @@ def _cmd_finetune_locked(args) -> int:
     model.checkpoint_info["tokenizer"] = tokenizer.config.to_dict()
     progress = Path(args.progress) if args.progress else out / "progress.jsonl"
     res = finetune(args.task, model, train, val, cfg, test_set=test, mask_ratio=args.mask_ratio,
-                   eval_mask=args.eval_mask, patience=args.patience, collate_fn=data.collate,
+                   eval_mask=args.eval_mask, patience=args.patience, collate_fn=datasets.collate,
                    callbacks=_callbacks(args, progress), out_dir=out)
     _print_scores(res, ("val", "test"))
     print(f"model and results.json in {out}")
@@ -717,7 +718,7 @@ def cmd_explain(args) -> int:
     # a fine-tuned folder is refused: explain needs the masker and attribute heads of a pre-trained one
     ckpt = load_checkpoint(Path(args.model), kind="pretrained")
     model, tokenizer = ckpt.model, ckpt.tokenizer
-    from .tokenizer import TokenizerConfig
+    from .tokenizer_config import TokenizerConfig
 
     if isinstance(tokenizer.config, TokenizerConfig):  # bounded in memory and time (sandbox.py)
         from .sandbox import read_piece_bounded
@@ -767,7 +768,7 @@ def cmd_explain(args) -> int:
 # ============================================================================ tokenize
 
 def _cmd_tokenize(args: argparse.Namespace) -> int:
-    from .data import cmd_tokenize
+    from .datasets import cmd_tokenize
 
     return cmd_tokenize(args)
 

@@ -1,4 +1,4 @@
-"""Counterfactual edits of a :class:`~smu_explain.tokenizer.Piece`: change the music, then ask
+"""Counterfactual edits of a :class:`~smu_explain.piece.Piece`: change the music, then ask
 the model again (the "Why" page shows the prediction and the masker scores before and after).
 
 Rules:
@@ -37,7 +37,8 @@ from typing import Iterable
 import numpy as np
 
 from .errors import SMUInputError
-from .tokenizer import Piece, TokenizerConfig
+from .piece import Piece
+from .tokenizer_config import TokenizerConfig
 
 __all__ = ["transpose", "delete_notes", "shift_passage", "change_velocity", "to_midi_bytes",
            "select_notes", "notes_in_range"]

@@ -203,7 +203,7 @@ def store_masker_scores(folder, files: Iterable, ratio: float = 0.15) -> Path:
     beside the weights (``checkpoint.save_masker_scores``). The app draws those pieces' masker
     overlay from this file on its first view, without loading the model."""
     from .checkpoint import load_checkpoint, save_masker_scores
-    from .tokenizer import read_piece
+    from .reading import read_piece
 
     ckpt = load_checkpoint(folder, kind="pretrained")
     model = ckpt.encoder.eval()
@@ -326,7 +326,7 @@ def _as_loader(data: Any, batch_size: int) -> Iterable[dict]:
     if hasattr(data, "__getitem__") and hasattr(data, "__len__") and len(data) > 0:
         first = data[0]
         if isinstance(first, dict) and np.ndim(first["tokens"]) == 2:  # samples: collate them
-            from .data import collate
+            from .datasets import collate
             return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
     return data
 

@@ -13,7 +13,7 @@ Rules:
   a_h = softmax over real tokens of w_h . tanh(W h_i); padding never gets weight),
   the hops' pooled vectors concatenated -> MLP (Linear -> ReLU -> dropout -> Linear(C)).
   The pre-trained attribute heads and masker head are kept in the encoder but unused.
-- Velocity is never an input of the velocity task: data.py refuses a tokenizer that
+- Velocity is never an input of the velocity task: datasets.py refuses a tokenizer that
   encodes velocity for it, and ``FineTuneModel`` also refuses such an encoder.
 - Mask fine-tuning (METHOD.md 6): during training ``mask_ratio`` (15%) of each sample's
   real tokens (exactly round(ratio * n), at least 1) have every attribute replaced by
@@ -386,7 +386,7 @@ def evaluate_model(model: FineTuneModel, dataset, batch_size: int = 16, eval_mas
                    mask_ratio: float = 0.15, seed: int = 0, collate_fn: Callable | None = None,
                    device: str | torch.device | None = None) -> dict[str, Any]:
     """Accuracy, macro-F1, confusion matrix of ``model`` on ``dataset`` (see module docstring)."""
-    from .data import collate
+    from .datasets import collate
 
     collate_fn = collate_fn or collate
     if device is not None:

@@ -1,6 +1,6 @@
 """Harmony, voices and metre of a piece, no model needed: one row of labels per note.
 
-``analyze(piece)`` returns a DataFrame with one row per note of a :class:`~smu_explain.tokenizer.Piece`
+``analyze(piece)`` returns a DataFrame with one row per note of a :class:`~smu_explain.piece.Piece`
 (same order as ``piece.notes_table()``; column ``note`` is the note's index) and the label
 columns ``LABEL_COLUMNS``. It is deterministic, imports no torch, and accepts every piece the
 tokenizer reads (no notes refused; an empty piece gives an empty table). The rules:

@@ -8,10 +8,10 @@ against these lists (tests/test_names.py):
 - ``STRATEGIES``: the masking strategies, ``masker.make_strategy`` (each class's ``name``).
 - ``SIZES``: the named model sizes, the keys of ``model.ModelConfig.SIZES``.
 - ``FINETUNE_TASKS``: the fine-tuning tasks, the keys of ``finetune.TASKS``.
-- ``TASKS``: what ``smu tokenize`` / ``data.load_task`` read: pre-training plus the
-  fine-tuning tasks (``data.TASKS``).
+- ``TASKS``: what ``smu tokenize`` / ``corpora.build_task`` read: pre-training plus the
+  fine-tuning tasks (``corpora.TASKS``).
 - ``SPLIT_SCHEMES``: the split schemes ``--split`` offers (``ours``, MidiBERT's lists,
-  EMOPIA's own split; ``data`` says which dataset has which).
+  EMOPIA's own split; ``corpora`` says which dataset has which).
 """
 
 STRATEGIES = ("random", "adversarial", "bar")

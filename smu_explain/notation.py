@@ -1,4 +1,4 @@
-"""The score: a notation view of some bars of a :class:`~smu_explain.tokenizer.Piece`, engraved by Verovio.
+"""The score: a notation view of some bars of a :class:`~smu_explain.piece.Piece`, engraved by Verovio.
 
 Torch-free and streamlit-free; ``verovio`` (PyPI) is imported only when something is rendered.
 

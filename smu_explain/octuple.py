@@ -51,7 +51,7 @@ Rules (tests/test_octuple.py)
 
 Events (tempo and time signatures) come from the MIDI file when the piece was read with
 :meth:`OctupleTokenizer.read` (kept, in ticks, under ``piece.stats["octuple_events"]``).
-A :class:`~smu_explain.tokenizer.Piece` read otherwise has only the project's effective
+A :class:`~smu_explain.piece.Piece` read otherwise has only the project's effective
 bar-line metres and seconds per note: then time signatures come from
 ``piece.time_signatures`` and the tempo at a note is estimated from the seconds between
 its onset and the next distinct onset (exact unless a tempo change lies between them).
@@ -85,7 +85,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SMUInputError
-from .tokenizer import Piece, TokenizerConfig, read_piece, window_slices
+from .piece import Piece
+from .reading import read_piece
+from .tokenizer import window_slices
+from .tokenizer_config import TokenizerConfig
 
 __all__ = [
     "ATTRIBUTES",
@@ -569,7 +572,7 @@ class OctupleTokenizer:
         )
 
     def decode(self, tokens: np.ndarray, name: str = "decoded"):
-        """The notes table (pandas, ``tokenizer.NOTE_COLUMNS``) of decoded tokens, plus
+        """The notes table (pandas, ``piece.NOTE_COLUMNS``) of decoded tokens, plus
         ``time_signature`` ("5/8") and ``qpm`` (the note's tempo token) columns."""
         piece = self.decode_notes(tokens, name=name)
         t = self._rows(tokens)

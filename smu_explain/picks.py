@@ -276,7 +276,7 @@ def music_files(inputs: Sequence, max_pieces: int | None = None) -> list[Path]:
     """The music files of ``inputs`` (files, and folders searched recursively for the extensions
     the tokenizer reads), sorted by path within each input; the first ``max_pieces`` when given."""
     from .errors import SMUInputError
-    from .tokenizer import MIDI_EXTENSIONS, SCORE_EXTENSIONS
+    from .musicfile import MIDI_EXTENSIONS, SCORE_EXTENSIONS
 
     exts = {e.lower() for e in (*MIDI_EXTENSIONS, *SCORE_EXTENSIONS)}
     out: list[Path] = []

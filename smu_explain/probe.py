@@ -31,12 +31,12 @@ DEFAULT_L2 = (1e-4, 1e-3, 1e-2)
 
 @torch.no_grad()
 def encoder_features(encoder, dataset, level: str, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """Frozen features of every sample of ``dataset`` (a ``data.TokenDataset`` with labels).
+    """Frozen features of every sample of ``dataset`` (a ``datasets.TokenDataset`` with labels).
 
     Returns ``x`` (N, D) float32, ``label``, ``piece_id`` and, for note tasks, ``note_id``
     (N,) int64: rows are real tokens (note tasks) or windows (sequence tasks).
     """
-    from .data import collate
+    from .datasets import collate
 
     m = unwrap(encoder)
     was = m.training

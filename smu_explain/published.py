@@ -400,7 +400,8 @@ def build_model(shapes: dict[str, Any], layout: Layout):
 
 def _tokenizer_for(layout: Layout, max_len: int):
     if layout.tokenizer == "cp":
-        from .tokenizer import Tokenizer, TokenizerConfig
+        from .tokenizer import Tokenizer
+        from .tokenizer_config import TokenizerConfig
 
         return Tokenizer(TokenizerConfig(max_bar_skip=1, max_len=max_len))
     from .octuple import OctupleIds

@@ -1,8 +1,8 @@
 """Reading an untrusted music file in a worker process bounded in memory and time.
 
-:func:`read_piece_bounded` runs :func:`smu_explain.tokenizer.read_piece` in a fresh Python
+:func:`read_piece_bounded` runs :func:`smu_explain.reading.read_piece` in a fresh Python
 process (``python -m smu_explain.sandbox FOLDER``; torch-free: it imports numpy, symusic and,
-for scores, music21) and hands back the :class:`~smu_explain.tokenizer.Piece` or an
+for scores, music21) and hands back the :class:`~smu_explain.piece.Piece` or an
 :class:`~smu_explain.errors.SMUInputError` with the reason. The worker
 
 * imports its readers, then limits its address space (``RLIMIT_AS``) to what it holds then
@@ -43,7 +43,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SMUInputError
-from .tokenizer import MIDI_EXTENSIONS, SCORE_EXTENSIONS, Piece, TokenizerConfig
+from .musicfile import MIDI_EXTENSIONS, SCORE_EXTENSIONS
+from .piece import Piece
+from .tokenizer_config import TokenizerConfig
 
 __all__ = ["DEFAULT_MAX_MEMORY_BYTES", "DEFAULT_TIMEOUT_S", "MAX_CONCURRENT_READS", "READ_SUFFIXES", "piece_name", "read_piece_bounded",
            "stored_suffix"]
@@ -81,7 +83,7 @@ def stored_suffix(name: str, data: bytes) -> str:
     when it says the same; text that is none of these is Humdrum or ABC only by ``name``'s suffix
     (.krn, .abc). ``SMUInputError`` otherwise. ``name`` may be anything (over 255 bytes, NUL,
     slashes): it is only looked at, never used as a path."""
-    from .tokenizer import _load_bytes
+    from .musicfile import load_bytes
 
     head = str(name)[-16:].lower()
     dot = head.rfind(".")
@@ -91,7 +93,7 @@ def stored_suffix(name: str, data: bytes) -> str:
     if data[:2] == b"PK":
         return ".mxl"
     try:
-        _load_bytes(data[:4096], str(name))  # sniffs XML (a byte-order mark included)
+        load_bytes(data[:4096], str(name))  # sniffs XML (a byte-order mark included)
         return suffix if suffix in (".xml", ".musicxml") else ".musicxml"
     except SMUInputError:
         pass
@@ -118,7 +120,7 @@ def read_piece_bounded(source, name: str | None = None, *, filename: str | None 
                        config: TokenizerConfig | None = None, suffix: str | None = None,
                        max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES, timeout_s: float = DEFAULT_TIMEOUT_S,
                        max_notes: int | None = None) -> Piece:
-    """:func:`~smu_explain.tokenizer.read_piece` in a worker process whose reading may use
+    """:func:`~smu_explain.reading.read_piece` in a worker process whose reading may use
     ``max_memory_bytes`` of address space and ``timeout_s`` seconds (see the module docstring).
 
     ``source``: bytes (an upload: stored as ``input`` + ``suffix``, or + :func:`stored_suffix`
@@ -300,7 +302,7 @@ def _work(folder: Path) -> int:
     _preload(request["path"])
     _limit(int(request["max_memory_bytes"]), float(request["timeout_s"]))
     try:
-        from .tokenizer import read_piece
+        from .reading import read_piece
 
         config = TokenizerConfig.from_dict(request["config"]) if request.get("config") else None
         piece = read_piece(request["path"], name=request["name"], config=config)

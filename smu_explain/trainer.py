@@ -467,9 +467,9 @@ class _WithIndex:
 
 
 def _default_collate():
-    from . import data  # late import: data.py is another module of the package
+    from . import datasets  # late import: datasets.py is another module of the package
 
-    return data.collate
+    return datasets.collate
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

@@ -12,7 +12,8 @@ def make_model(path: Path, seed: int = 0, size: str = "tiny", strategy: str | No
     import torch
 
     from smu_explain.model import MidiBert, ModelConfig
-    from smu_explain.tokenizer import Tokenizer, TokenizerConfig
+    from smu_explain.tokenizer import Tokenizer
+    from smu_explain.tokenizer_config import TokenizerConfig
 
     torch.manual_seed(seed)
     tok = Tokenizer(TokenizerConfig())

@@ -161,13 +161,13 @@ def test_folder_evaluation_reads_each_file_once_and_shares_the_pieces_model_pass
     """The folder's explain tables and rules parse each file once, reuse the explain table of a
     piece already evaluated (the page's, the warm-up's), run again only for another number of
     mask groups (0.16 and 0.17: 6 groups), and equal what explain_piece gives on each file."""
-    from smu_explain import explain, sandbox, tokenizer
+    from smu_explain import explain, reading, sandbox
     from smu_explain.baselines import piece_rules
 
     for cached in (A._read_piece_cached, A.explain_cached, A.folder_explain_cached, A.folder_rules_cached):
         cached.clear()  # the files' contents may be cached by another test
     calls = {"read": 0, "explain": 0}
-    real_read, real_explain = tokenizer.read_piece, explain.explain_piece
+    real_read, real_explain = reading.read_piece, explain.explain_piece
     real_bounded = sandbox.read_piece_bounded  # the app reads every file in a bounded worker process
     monkeypatch.setattr(sandbox, "read_piece_bounded",
                         lambda *a, **k: calls.__setitem__("read", calls["read"] + 1) or real_bounded(*a, **k))

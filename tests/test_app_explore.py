@@ -40,7 +40,7 @@ def test_sample_without_model_shows_roll_and_says_demo_missing():
     first = at.selectbox(key="explore_sample").value
     assert first == SAMPLES[0]
     n_notes = int(metric(at, "Notes").replace(",", ""))
-    from smu_explain.tokenizer import read_piece
+    from smu_explain.reading import read_piece
 
     assert n_notes == len(read_piece(ROOT / "sample_midi" / first))
     # choosing another sample changes the piece
@@ -78,7 +78,7 @@ def test_model_overlay_ratio_slider_and_inspector(model_dir):
     text = texts(at)
     assert "Masker score **" in text
     from smu_explain.plots import pitch_name
-    from smu_explain.tokenizer import read_piece
+    from smu_explain.reading import read_piece
 
     piece = read_piece(ROOT / "sample_midi" / SAMPLES[0])
     assert f"**{pitch_name(int(piece.pitch[3]))}**" in text
@@ -160,7 +160,8 @@ def test_fast_overlay_matches_explain_table(model_dir, ratio):
     """The one-pass overlay of the first view (explain.masker_view, what appstate.overlay caches)
     gives explain_piece's score/picked/frozen."""
     from smu_explain.explain import explain_piece, masker_view
-    from smu_explain.tokenizer import TokenizerConfig, read_piece
+    from smu_explain.reading import read_piece
+    from smu_explain.tokenizer_config import TokenizerConfig
 
     model, tok = A._load_model.__wrapped__(str(model_dir), 0.0)
     # a short max_len forces several overlapping windows
@@ -209,7 +210,7 @@ def test_new_ratio_reuses_scores_and_guesses(model_dir):
     """Another ratio re-derives only ``picked``: the same as explain_piece at that ratio; the
     guesses come from the cached table of the masks asked for (one table per number of groups)."""
     from smu_explain.explain import explain_piece
-    from smu_explain.tokenizer import read_piece
+    from smu_explain.reading import read_piece
 
     path = ROOT / "sample_midi" / SAMPLES[0]
     data, piece = path.read_bytes(), read_piece(path)
@@ -286,7 +287,7 @@ def test_stored_masker_scores_draw_the_first_overlay_without_the_model(tmp_path,
 
     from smu_explain.checkpoint import save_masker_scores
     from smu_explain.explain import picks_at
-    from smu_explain.tokenizer import read_piece
+    from smu_explain.reading import read_piece
 
     folder = make_model(tmp_path / "stored", seed=2)
     data = (ROOT / "sample_midi" / SAMPLES[0]).read_bytes()

@@ -91,7 +91,7 @@ def test_all_tabs_with_models(model_dir, finetuned_dir):
     at.selectbox(key="why_cf_kind").set_value("delete notes").run()
     at.text_input(key="why_cf_notes").set_value("0-4").run()
     assert not at.exception
-    from smu_explain.tokenizer import read_piece
+    from smu_explain.reading import read_piece
 
     n = len(read_piece(ROOT / "sample_midi" / SAMPLE))
     assert f"{n} notes before, {n - 5} after." in texts(at)

@@ -15,7 +15,9 @@ from smu_explain.explain import (
 )
 from smu_explain.finetune import build_model
 from smu_explain.model import MidiBert, ModelConfig
-from smu_explain.tokenizer import Tokenizer, TokenizerConfig, read_piece
+from smu_explain.reading import read_piece
+from smu_explain.tokenizer import Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

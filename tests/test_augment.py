@@ -7,18 +7,18 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from smu_explain.reading import read_piece
 from smu_explain.tokenizer import (
     MASK_ID,
     N_SPECIAL,
     PAD_ID,
     TRANSPOSE_RANGE,
     Tokenizer,
-    TokenizerConfig,
     allowed_shifts,
     random_transpose,
-    read_piece,
     transpose,
 )
+from smu_explain.tokenizer_config import TokenizerConfig
 
 TOK = Tokenizer()
 PJ = TOK.index["pitch"]

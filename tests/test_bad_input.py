@@ -12,13 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smu_explain.errors import SMUInputError
-from smu_explain.tokenizer import (
-    MAX_TICKS_PER_QUARTER,
-    MEMORY_BOUND_BYTES_PER_NOTE,
-    Tokenizer,
-    read_piece,
-    validate_midi_bytes,
-)
+from smu_explain.musicfile import MAX_TICKS_PER_QUARTER, validate_midi_bytes
+from smu_explain.reading import MEMORY_BOUND_BYTES_PER_NOTE, read_piece
+from smu_explain.tokenizer import Tokenizer
 
 
 def _expect_error(source, *fragments):

@@ -11,7 +11,8 @@ from smu_explain import plots
 from smu_explain.explain import explain_piece, recovery_accuracy
 from smu_explain.masker import validation_mask
 from smu_explain.model import MidiBert, ModelConfig
-from smu_explain.tokenizer import BASE_ATTRIBUTES, MASK_ID, N_SPECIAL, PAD_ID, Tokenizer, TokenizerConfig
+from smu_explain.tokenizer import BASE_ATTRIBUTES, MASK_ID, N_SPECIAL, PAD_ID, Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 
 NG = B.NO_GUESS
 
@@ -99,7 +100,7 @@ def _samples(seed=0, n=5, A=4, vocab=(6, 8, 10, 7)):
 
 def _naive(samples, batch_size, ratio, seed, train_counts=None):
     """The rules written as plain loops over the notes masked by validation_mask."""
-    from smu_explain.data import collate
+    from smu_explain.datasets import collate
 
     A = samples[0]["tokens"].shape[1]
     counts = [dict() for _ in range(A)]
@@ -305,7 +306,7 @@ def test_explore_page_shows_the_rules(tmp_path, monkeypatch):
 
     from app_helpers import ROOT, make_model, page, texts
     from smu_explain import appstate as A
-    from smu_explain.tokenizer import read_piece
+    from smu_explain.reading import read_piece
 
     monkeypatch.setenv("SMU_RUNS_DIR", str(tmp_path / "runs"))
     model_dir = make_model(tmp_path / "tiny", seed=1)

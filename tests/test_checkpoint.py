@@ -20,7 +20,8 @@ from smu_explain.errors import SMUCheckpointError
 from smu_explain.finetune import FineTuneModel, build_model
 from smu_explain.io import default_file_mode
 from smu_explain.model import MidiBert, ModelConfig
-from smu_explain.tokenizer import Tokenizer, TokenizerConfig
+from smu_explain.tokenizer import Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -220,7 +221,7 @@ def test_stored_masker_scores_are_masker_view_and_go_stale_with_the_weights(tmp_
     import numpy as np
 
     from smu_explain.explain import masker_view, store_masker_scores
-    from smu_explain.tokenizer import read_piece
+    from smu_explain.reading import read_piece
 
     pre = pretrained(tmp_path / "pre")
     files = [make_midi(tmp_path, scale_notes(30 + 10 * i, step=120 + 60 * i), name=f"p{i}.mid") for i in range(2)]

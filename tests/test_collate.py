@@ -1,4 +1,4 @@
-"""TokenDataset samples and data.collate: padding, masks, labels, ids, augmentation."""
+"""TokenDataset samples and datasets.collate: padding, masks, labels, ids, augmentation."""
 
 from __future__ import annotations
 
@@ -6,17 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from smu_explain import data as D
-from smu_explain.tokenizer import PAD_ID, N_SPECIAL, Tokenizer, TokenizerConfig
+from smu_explain import corpora, datasets
+from smu_explain.tokenizer import PAD_ID, N_SPECIAL, Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 
 
 def _piece(name, n, max_len, tok, label=None, n_classes=3, seed=0):
     """An EncodedPiece of n random notes windowed by the tokenizer (no MIDI needed)."""
     rng = np.random.default_rng(seed)
     tokens = np.stack([rng.integers(N_SPECIAL, v, n) for v in tok.vocab_sizes], axis=1).astype(np.int64)
-    spans, first = D.window_spans(tok, None, tokens)
+    spans, first = datasets.window_spans(tok, None, tokens)
     note_labels = rng.integers(0, n_classes, n) if label is None else None
-    return D.EncodedPiece(name, name, "test", name, tokens, spans, first, note_labels, label)
+    return datasets.EncodedPiece(name, name, "test", name, tokens, spans, first, note_labels, label)
 
 
 @pytest.fixture
@@ -26,9 +27,9 @@ def tok():
 
 def test_note_task_batch(tok):
     pieces = [_piece("a", 7, 5, tok, seed=1), _piece("b", 3, 5, tok, seed=2)]
-    ds = D.TokenDataset(pieces, "note", ["x", "y", "z"])
+    ds = datasets.TokenDataset(pieces, "note", ["x", "y", "z"])
     assert len(ds) == 3  # a: windows 0-5, 5-7; b: 0-3
-    batch = D.collate([ds[1], ds[0], ds[2]])
+    batch = datasets.collate([ds[1], ds[0], ds[2]])
     assert set(batch) == {"tokens", "attention_mask", "labels", "piece_id", "note_ids", "window_start"}
     B, L, A = batch["tokens"].shape
     assert (B, L, A) == (3, 5, 4) and batch["tokens"].dtype == torch.long
@@ -50,33 +51,33 @@ def test_note_task_batch(tok):
 
 def test_sequence_task_batch(tok):
     pieces = [_piece("a", 6, 5, tok, label=2), _piece("b", 2, 5, tok, label=0)]
-    ds = D.TokenDataset(pieces, "sequence", ["p", "q", "r"])
-    batch = D.collate([ds[i] for i in range(len(ds))])
+    ds = datasets.TokenDataset(pieces, "sequence", ["p", "q", "r"])
+    batch = datasets.collate([ds[i] for i in range(len(ds))])
     assert batch["labels"].shape == (3,) and batch["labels"].tolist() == [2, 2, 0]
     assert batch["tokens"].shape[:2] == (3, 5)
     assert ds.label_counts() == {"p": 1, "q": 0, "r": 1}
 
 
 def test_pretrain_batch_has_no_labels_and_extra_keys_stack(tok):
-    ds = D.TokenDataset([_piece("a", 4, 5, tok, label=None)], "pretrain")
+    ds = datasets.TokenDataset([_piece("a", 4, 5, tok, label=None)], "pretrain")
     items = [dict(ds[0], sample_index=7)]
-    batch = D.collate(items)
+    batch = datasets.collate(items)
     assert "labels" not in batch and batch["sample_index"].tolist() == [7]
 
 
 def test_collate_errors(tok):
     with pytest.raises(ValueError):
-        D.collate([])
-    a = D.TokenDataset([_piece("a", 4, 5, tok)], "note", ["x", "y", "z"])[0]
-    b = D.TokenDataset([_piece("b", 4, 5, tok, label=None)], "pretrain")[0]
+        datasets.collate([])
+    a = datasets.TokenDataset([_piece("a", 4, 5, tok)], "note", ["x", "y", "z"])[0]
+    b = datasets.TokenDataset([_piece("b", 4, 5, tok, label=None)], "pretrain")[0]
     with pytest.raises(ValueError, match="some samples have labels"):
-        D.collate([a, b])
+        datasets.collate([a, b])
 
 
 def test_augmentation_deterministic_per_epoch_and_pitch_only(tok):
     pieces = [_piece("a", 5, 5, tok, seed=3)]
-    aug = D.TokenDataset(pieces, "note", ["x", "y", "z"], tokenizer=tok, augment=True, seed=5)
-    plain = D.TokenDataset(pieces, "note", ["x", "y", "z"])
+    aug = datasets.TokenDataset(pieces, "note", ["x", "y", "z"], tokenizer=tok, augment=True, seed=5)
+    plain = datasets.TokenDataset(pieces, "note", ["x", "y", "z"])
     x0 = aug[0]["tokens"]
     assert torch.equal(x0, aug[0]["tokens"])  # same (seed, epoch, index) -> same shift
     shifts = set()
@@ -90,7 +91,7 @@ def test_augmentation_deterministic_per_epoch_and_pitch_only(tok):
         shifts.add(int(diff[0, j]))
     assert len(shifts) > 1 and all(-6 <= s <= 5 for s in shifts)
     with pytest.raises(ValueError, match="tokenizer"):
-        D.TokenDataset(pieces, "note", augment=True)
+        datasets.TokenDataset(pieces, "note", augment=True)
 
 
 def test_build_datasets_augments_train_only(tmp_path, make_midi):
@@ -99,9 +100,9 @@ def test_build_datasets_augments_train_only(tmp_path, make_midi):
         make_midi(d, [(i * 240, 240, 60 + i, 80) for i in range(6)], name=f"{k}.mid")
     (tmp_path / "l.csv").write_text("file,label\n" + "".join(f"{k}.mid,{'ab'[k % 2]}\n" for k in range(10)))
     tok = Tokenizer(TokenizerConfig(max_len=4))
-    built = D.build_datasets(D.folder_task(d, tmp_path / "l.csv"), tok, None, augment_train=True)
+    built = datasets.build_datasets(corpora.folder_task(d, tmp_path / "l.csv"), tok, None, augment_train=True)
     assert built.datasets["train"].augment
     assert not built.datasets["val"].augment and not built.datasets["test"].augment
-    loader = torch.utils.data.DataLoader(built.datasets["train"], batch_size=3, collate_fn=D.collate)
+    loader = torch.utils.data.DataLoader(built.datasets["train"], batch_size=3, collate_fn=datasets.collate)
     batch = next(iter(loader))
     assert batch["tokens"].shape == (3, 4, 4) and batch["labels"].shape == (3,)

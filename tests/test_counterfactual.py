@@ -7,7 +7,9 @@ import pytest
 
 from smu_explain import counterfactual as cf
 from smu_explain.errors import SMUInputError
-from smu_explain.tokenizer import Tokenizer, TokenizerConfig, read_piece
+from smu_explain.reading import read_piece
+from smu_explain.tokenizer import Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 
 TOK = Tokenizer(TokenizerConfig())
 

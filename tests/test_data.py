@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smu_explain import data as D
+from smu_explain import cli, corpora, datasets, retiming
 from smu_explain.errors import SMUInputError
-from smu_explain.tokenizer import N_SPECIAL, Tokenizer, TokenizerConfig
+from smu_explain.tokenizer import N_SPECIAL, Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 
 TPQ = 480
 
@@ -114,99 +115,99 @@ def tok():
 # ----------------------------------------------------------------------------- roots
 def test_data_root_env_and_default(monkeypatch, tmp_path):
     monkeypatch.setenv("SMU_DATA_ROOT", str(tmp_path))
-    assert D.data_root() == tmp_path
+    assert corpora.data_root() == tmp_path
     monkeypatch.delenv("SMU_DATA_ROOT")
-    assert D.data_root() == D.REPO_ROOT.parent / "shared" / "data"
-    assert D.data_root(tmp_path / "x") == tmp_path / "x"
+    assert corpora.data_root() == corpora.REPO_ROOT.parent / "shared" / "data"
+    assert corpora.data_root(tmp_path / "x") == tmp_path / "x"
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(SMUInputError, match="POP909"):
-        D.pop909_refs(tmp_path)
+        corpora.pop909_refs(tmp_path)
     with pytest.raises(SMUInputError, match="metadata.csv"):
-        D.asap_metadata(tmp_path)
+        corpora.asap_metadata(tmp_path)
 
 
 # ----------------------------------------------------------------------------- labels
 def test_velocity_bins_match_midibert_edges():
     v = np.array([0, 1, 31, 32, 47, 48, 63, 64, 79, 80, 95, 96, 127])
-    assert D.velocity_bins(v).tolist() == [0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
-    assert D.VELOCITY_CLASSES == ["pp", "p", "mp", "mf", "f", "ff"]
+    assert corpora.velocity_bins(v).tolist() == [0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert corpora.VELOCITY_CLASSES == ["pp", "p", "mp", "mf", "f", "ff"]
 
 
 def test_melody_labels_follow_track_names(fake_root, tok):
-    ref = D.pop909_refs(fake_root)[0]
-    piece = D.read_ref(ref, tok)
-    labels = D.melody_note_labels(piece, ref.path)
+    ref = corpora.pop909_refs(fake_root)[0]
+    piece = corpora.read_ref(ref, tok)
+    labels = corpora.melody_note_labels(piece, ref.path)
     for t, name in enumerate(piece.track_names):
         sel = piece.track == t
         assert sel.any()
         assert set(labels[sel].tolist()) == {["MELODY", "BRIDGE", "PIANO"].index(name)}
-    enc = D.encode_ref(ref, tok, "melody")
+    enc = datasets.encode_ref(ref, tok, "melody")
     assert np.array_equal(enc.note_labels, labels)
 
 
 def test_melody_unknown_track_is_skipped_and_reported(fake_root, make_midi, tok):
     bad = _pop_song(make_midi, fake_root, "021", 99, names=("MELODY", "GUITAR", "PIANO"))
-    refs = D.pop909_refs(fake_root)
-    pieces, skipped = D.encode_refs(refs, tok, "melody")
+    refs = corpora.pop909_refs(fake_root)
+    pieces, skipped = datasets.encode_refs(refs, tok, "melody")
     assert len(pieces) == 20
     assert skipped == [(str(bad), "track(s) ['GUITAR'] are not MELODY/BRIDGE/PIANO")]
 
 
 def test_velocity_labels_and_velocity_input_refused(fake_root, tok):
-    ref = D.pop909_refs(fake_root)[3]
-    piece = D.read_ref(ref, tok)
-    enc = D.encode_ref(ref, tok, "velocity")
-    assert np.array_equal(enc.note_labels, D.velocity_bins(piece.velocity))
+    ref = corpora.pop909_refs(fake_root)[3]
+    piece = corpora.read_ref(ref, tok)
+    enc = datasets.encode_ref(ref, tok, "velocity")
+    assert np.array_equal(enc.note_labels, corpora.velocity_bins(piece.velocity))
     with_vel = Tokenizer(TokenizerConfig(use_velocity=True))
     with pytest.raises(ValueError, match="velocity must not be an input"):
-        D.encode_refs([ref], with_vel, "velocity")
-    assert "velocity" not in D.make_tokenizer("velocity").attributes
+        datasets.encode_refs([ref], with_vel, "velocity")
+    assert "velocity" not in datasets.make_tokenizer("velocity").attributes
 
 
 def test_emopia_names():
-    assert D.parse_emopia_name("Q2_L3_TadjSQQ0_0.mid") == ("Q2", "L3_TadjSQQ0", "0")
-    assert D.parse_emopia_name("Q4_abc_12") == ("Q4", "abc", "12")
+    assert corpora.parse_emopia_name("Q2_L3_TadjSQQ0_0.mid") == ("Q2", "L3_TadjSQQ0", "0")
+    assert corpora.parse_emopia_name("Q4_abc_12") == ("Q4", "abc", "12")
     for bad in ("Q5_abc_1.mid", "abc.mid", "Q1_abc_x.mid", "Q1_1.mid"):
         with pytest.raises(SMUInputError):
-            D.parse_emopia_name(bad)
+            corpora.parse_emopia_name(bad)
 
 
 def test_emopia_labels_and_song_groups(fake_root):
-    refs, skipped = D.emopia_refs(fake_root)
+    refs, skipped = corpora.emopia_refs(fake_root)
     assert len(refs) == 24 and skipped == []  # the .txt is not globbed
     r = next(r for r in refs if "L3_Tad" in r.name)
-    assert r.group == "L3_Tad" and D.EMOTION_CLASSES[r.label] == r.path.name[:2]
+    assert r.group == "L3_Tad" and corpora.EMOTION_CLASSES[r.label] == r.path.name[:2]
 
 
 def test_asap_top_composers_and_work_groups(fake_root):
-    rows = D.asap_metadata(fake_root)
-    assert D.asap_top_composers(rows, 2) == ["Bach", "Chopin"]  # 7 and 6 performances
-    refs = D.asap_refs(fake_root, ["Bach", "Chopin"], "both")
+    rows = corpora.asap_metadata(fake_root)
+    assert corpora.asap_top_composers(rows, 2) == ["Bach", "Chopin"]  # 7 and 6 performances
+    refs = corpora.asap_refs(fake_root, ["Bach", "Chopin"], "both")
     scores = [r for r in refs if r.annotations is None]
     perfs = [r for r in refs if r.annotations is not None]
     assert len(scores) == 7 and len(perfs) == 13
     assert all(r.group == "asap/" + str(Path(r.name).parent.relative_to("asap")) for r in refs)
     assert {r.label for r in refs if r.group.startswith("asap/Chopin")} == {1}
-    assert len(D.asap_refs(fake_root, ["Bach"], "score")) == 4
+    assert len(corpora.asap_refs(fake_root, ["Bach"], "score")) == 4
     with pytest.raises(ValueError):
-        D.asap_refs(fake_root, None, "audio")
+        corpora.asap_refs(fake_root, None, "audio")
 
 
 # ----------------------------------------------------------------------------- splits
 def test_split_groups_deterministic_and_sized():
     groups = [f"g{i}" for i in range(100)]
-    a = D.split_groups(groups, seed=3)
-    assert a == D.split_groups(list(reversed(groups)), seed=3)
-    assert a != D.split_groups(groups, seed=4)
-    counts = {s: sum(v == s for v in a.values()) for s in D.SPLITS}
+    a = corpora.split_groups(groups, seed=3)
+    assert a == corpora.split_groups(list(reversed(groups)), seed=3)
+    assert a != corpora.split_groups(groups, seed=4)
+    counts = {s: sum(v == s for v in a.values()) for s in corpora.SPLITS}
     assert counts == {"train": 80, "val": 10, "test": 10}
 
 
 def test_split_groups_stratified_small_strata():
     strata = {f"a{i}": "A" for i in range(3)} | {f"b{i}": "B" for i in range(20)} | {"c0": "C"}
-    a = D.split_groups(strata.keys(), seed=0, strata=strata)
+    a = corpora.split_groups(strata.keys(), seed=0, strata=strata)
     for s in ("A", "B"):
         got = {a[g] for g in strata if strata[g] == s}
         assert got == {"train", "val", "test"}, s
@@ -215,20 +216,20 @@ def test_split_groups_stratified_small_strata():
 
 def test_split_groups_rejects_bad_fractions():
     with pytest.raises(ValueError):
-        D.split_groups(["a"], fractions=(0.5, 0.1, 0.1))
+        corpora.split_groups(["a"], fractions=(0.5, 0.1, 0.1))
 
 
 def _groups_by_split(task):
-    return {s: {r.group for r in task.splits[s]} for s in D.SPLITS}
+    return {s: {r.group for r in task.splits[s]} for s in corpora.SPLITS}
 
 
 @pytest.mark.parametrize("build", [
-    lambda root: D.melody_task(root, seed=1),
-    lambda root: D.composer_task(root, seed=1, n_composers=2),
-    lambda root: D.emotion_task(root, seed=1),
-    lambda root: D.emotion_task(root, split="emopia"),
-    lambda root: D.pretrain_task(root, seed=1),
-    lambda root: D.pretrain_task(root, emopia_split="midibert"),
+    lambda root: corpora.melody_task(root, seed=1),
+    lambda root: corpora.composer_task(root, seed=1, n_composers=2),
+    lambda root: corpora.emotion_task(root, seed=1),
+    lambda root: corpora.emotion_task(root, split="emopia"),
+    lambda root: corpora.pretrain_task(root, seed=1),
+    lambda root: corpora.pretrain_task(root, emopia_split="midibert"),
 ])
 def test_no_group_in_two_splits_and_determinism(fake_root, build):
     task = build(fake_root)
@@ -240,59 +241,59 @@ def test_no_group_in_two_splits_and_determinism(fake_root, build):
 
 
 def test_pop909_midibert_split_uses_the_lists(fake_root):
-    task = D.melody_task(fake_root, split="midibert")
+    task = corpora.melody_task(fake_root, split="midibert")
     assert [r.group for r in task.splits["val"]] == ["013", "014"]
     assert [r.group for r in task.splits["test"]] == ["015", "016"]
     assert len(task.splits["train"]) == 12  # songs 017..020 are in no list
     with pytest.raises(ValueError):
-        D.melody_task(fake_root, split="emopia")
+        corpora.melody_task(fake_root, split="emopia")
 
 
 def test_emopia_midibert_split_is_clip_level_and_flagged(fake_root):
-    task = D.emotion_task(fake_root, split="midibert")
+    task = corpora.emotion_task(fake_root, split="midibert")
     assert [r.path.stem for r in task.splits["val"]] == \
         json.loads((fake_root / "splits_midibert" / "emopia.json").read_text())["valid"]
-    assert D.shared_groups(task.splits) == {"song10"}
+    assert corpora.shared_groups(task.splits) == {"song10"}
     assert "1 songs have clips in more than one split" in task.split_info
-    pre = D.pretrain_task(fake_root, emopia_split="midibert")
+    pre = corpora.pretrain_task(fake_root, emopia_split="midibert")
     held = {r.group for s in ("val", "test") for r in task.splits[s]}
     assert not (held & {r.group for r in pre.all_refs() if r.source == "emopia"})
 
 
 def test_emopia_own_split(fake_root):
-    task = D.emotion_task(fake_root, split="emopia")
+    task = corpora.emotion_task(fake_root, split="emopia")
     assert len(task.splits["train"]) == 16 and len(task.splits["val"]) == 4
     assert task.splits["test"][0].path.stem.endswith("_0")
 
 
 def test_asap_composer_split_is_by_work(fake_root):
-    task = D.composer_task(fake_root, seed=0, n_composers=2, source="both")
+    task = corpora.composer_task(fake_root, seed=0, n_composers=2, source="both")
     assert task.classes == ["Bach", "Chopin"]
     work_of = {}
-    for s in D.SPLITS:
+    for s in corpora.SPLITS:
         for r in task.splits[s]:
             assert work_of.setdefault(r.group, s) == s
-    assert all(len(task.splits[s]) for s in D.SPLITS)
+    assert all(len(task.splits[s]) for s in corpora.SPLITS)
 
 
 def test_pretrain_keeps_finetune_val_test_out(fake_root):
-    pre = D.pretrain_task(fake_root, seed=2, n_composers=2)
-    names = {r.name for s in D.SPLITS for r in pre.splits[s]}
-    pop = D.melody_task(fake_root, seed=2)
-    emo = D.emotion_task(fake_root, seed=2)
-    comp = D.composer_task(fake_root, seed=2, n_composers=2)
+    pre = corpora.pretrain_task(fake_root, seed=2, n_composers=2)
+    names = {r.name for s in corpora.SPLITS for r in pre.splits[s]}
+    pop = corpora.melody_task(fake_root, seed=2)
+    emo = corpora.emotion_task(fake_root, seed=2)
+    comp = corpora.composer_task(fake_root, seed=2, n_composers=2)
     for task in (pop, emo, comp):
         held = {r.name for s in ("val", "test") for r in task.splits[s]}
         assert held and not (held & names), task.task
         assert {r.name for r in task.splits["train"]} <= names
-    assert {r.name for r in D.pop1k7_refs(fake_root)} <= names
+    assert {r.name for r in corpora.pop1k7_refs(fake_root)} <= names
     assert any(r.name.startswith("asap/Liszt") for r in pre.all_refs())  # other composers kept
     assert pre.splits["test"] == [] and pre.splits["val"]
     assert all(r.label is None for r in pre.all_refs())
 
 
 def test_pretrain_with_midibert_split_holds_out_their_lists(fake_root):
-    pre = D.pretrain_task(fake_root, pop909_split="midibert", emopia_split="midibert")
+    pre = corpora.pretrain_task(fake_root, pop909_split="midibert", emopia_split="midibert")
     groups = {r.group for r in pre.all_refs()}
     assert not ({"013", "014", "015", "016"} & groups)
     assert {"017", "020"} <= groups  # songs outside MidiBERT's lists are free to use
@@ -302,13 +303,13 @@ def test_pretrain_with_midibert_split_holds_out_their_lists(fake_root):
 def test_beat_quarters_bars_pickups_and_metre_changes():
     # 1-beat pickup, a 3/4 bar, then a 6/8 bar annotated with 2 beats
     down = np.array([0, 1, 0, 0, 1, 0, 1, 0], dtype=bool)
-    q, ts = D.beat_quarters(down, {1: (3, 4), 4: (6, 8)})
+    q, ts = retiming.beat_quarters(down, {1: (3, 4), 4: (6, 8)})
     assert q.tolist() == [2.0, 3.0, 4.0, 5.0, 6.0, 7.5, 9.0, 10.5]
     assert ts == [(0.0, 3, 4), (6.0, 6, 8)]
-    q, ts = D.beat_quarters(np.array([1, 0, 1, 0], dtype=bool), {0: (2, 2)})
+    q, ts = retiming.beat_quarters(np.array([1, 0, 1, 0], dtype=bool), {0: (2, 2)})
     assert q.tolist() == [0.0, 2.0, 4.0, 6.0] and ts == [(0.0, 2, 2)]
     # a metre change on the last bar: its beat is the new metre's (6/8 -> dotted quarter)
-    q, ts = D.beat_quarters(np.array([1, 0, 0, 0, 1, 0, 0], dtype=bool), {0: (4, 4), 4: (6, 8)})
+    q, ts = retiming.beat_quarters(np.array([1, 0, 0, 0, 1, 0, 0], dtype=bool), {0: (4, 4), 4: (6, 8)})
     assert q.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.5, 7.0] and ts == [(0.0, 4, 4), (4.0, 6, 8)]
 
 
@@ -316,30 +317,30 @@ def test_read_beat_annotations_errors(tmp_path):
     p = tmp_path / "a.txt"
     p.write_text("1.0\t1.0\tdb,4/4\n0.5\t0.5\tb\n")
     with pytest.raises(SMUInputError, match="do not increase"):
-        D.read_beat_annotations(p)
+        retiming.read_beat_annotations(p)
     p.write_text("1.0\t1.0\n")
     with pytest.raises(SMUInputError, match="3 tab-separated"):
-        D.read_beat_annotations(p)
+        retiming.read_beat_annotations(p)
 
 
 def test_retimed_performance_lands_on_the_beat_grid(fake_root, tok):
-    ref = next(r for r in D.asap_refs(fake_root, ["Bach"], "performance"))
-    piece = D.read_ref(ref, tok)
+    ref = next(r for r in corpora.asap_refs(fake_root, ["Bach"], "performance"))
+    piece = corpora.read_ref(ref, tok)
     # the fake performance plays one note per annotated beat, 0.6 s apart
     assert np.allclose(piece.onset_q, np.arange(8))
     assert piece.bar.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
-    score = D.read_ref(D.PieceRef(ref.path.parent / "midi_score.mid", "s", "g", "asap"), tok)
+    score = corpora.read_ref(corpora.PieceRef(ref.path.parent / "midi_score.mid", "s", "g", "asap"), tok)
     assert np.array_equal(tok.encode(piece)[:, :3], tok.encode(score)[:, :3])
 
 
 # ----------------------------------------------------------------------------- cache
 def test_cache_hits_and_invalidation(fake_root, tmp_path, make_midi):
-    cache = D.TokenCache(tmp_path / "cache")
-    ref = D.pop909_refs(fake_root)[0]
+    cache = datasets.TokenCache(tmp_path / "cache")
+    ref = corpora.pop909_refs(fake_root)[0]
     tok = Tokenizer(TokenizerConfig(max_len=4))
-    a = D.encode_ref(ref, tok, "melody", cache)
+    a = datasets.encode_ref(ref, tok, "melody", cache)
     assert (cache.hits, cache.misses) == (0, 1)
-    b = D.encode_ref(ref, tok, "melody", cache)
+    b = datasets.encode_ref(ref, tok, "melody", cache)
     assert (cache.hits, cache.misses) == (1, 1)
     assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.spans, b.spans)
     entry = cache.path_for(ref, tok)
@@ -347,40 +348,40 @@ def test_cache_hits_and_invalidation(fake_root, tmp_path, make_midi):
     with np.load(entry, allow_pickle=False) as z:  # no object arrays inside
         assert {"tokens", "win_spans", "win_first", "velocity", "track", "track_names"} <= set(z.files)
     # tokenizer config change -> miss
-    D.encode_ref(ref, Tokenizer(TokenizerConfig(max_len=8)), "melody", cache)
+    datasets.encode_ref(ref, Tokenizer(TokenizerConfig(max_len=8)), "melody", cache)
     assert cache.misses == 2
     # file content change -> miss, and the new content is what comes back
     _pop_song(make_midi, fake_root, "001", 1234)
-    c = D.encode_ref(ref, tok, "melody", cache)
+    c = datasets.encode_ref(ref, tok, "melody", cache)
     assert cache.misses == 3
     assert c.n_notes != a.n_notes or not np.array_equal(c.tokens, a.tokens)
     # a corrupt entry is ignored and rewritten
     entry = cache.path_for(ref, tok)
     entry.write_bytes(b"garbage")
-    d = D.encode_ref(ref, tok, "melody", cache)
+    d = datasets.encode_ref(ref, tok, "melody", cache)
     assert cache.misses == 4 and np.array_equal(d.tokens, c.tokens)
-    assert D.encode_ref(ref, tok, "melody", cache) and cache.hits == 2
+    assert datasets.encode_ref(ref, tok, "melody", cache) and cache.hits == 2
 
 
 def test_cache_key_includes_annotations(fake_root, tmp_path):
-    ref = D.asap_refs(fake_root, ["Bach"], "performance")[0]
+    ref = corpora.asap_refs(fake_root, ["Bach"], "performance")[0]
     tok = Tokenizer()
-    k1 = D.TokenCache(tmp_path).path_for(ref, tok)
+    k1 = datasets.TokenCache(tmp_path).path_for(ref, tok)
     ref.annotations.write_text(ref.annotations.read_text().replace("0.3\t", "0.31\t"))
-    assert D.TokenCache(tmp_path).path_for(ref, tok) != k1
+    assert datasets.TokenCache(tmp_path).path_for(ref, tok) != k1
 
 
 def test_cache_dir_env(monkeypatch, tmp_path):
     monkeypatch.setenv("SMU_CACHE_DIR", str(tmp_path / "c"))
-    assert D.TokenCache().root == tmp_path / "c"
+    assert datasets.TokenCache().root == tmp_path / "c"
 
 
 # ----------------------------------------------------------------------------- windows
 def test_windows_match_the_tokenizer(fake_root):
     tok = Tokenizer(TokenizerConfig(max_len=4, stride=3))
-    ref = D.pop909_refs(fake_root)[0]
-    piece = D.read_ref(ref, tok)
-    enc = D.encode_ref(ref, tok, "melody")
+    ref = corpora.pop909_refs(fake_root)[0]
+    piece = corpora.read_ref(ref, tok)
+    enc = datasets.encode_ref(ref, tok, "melody")
     expect = tok.encode_windows(piece)
     assert enc.n_windows == len(expect)
     for (w, ids), (w2, ids2) in zip(enc.windows, expect):
@@ -392,8 +393,8 @@ def test_windows_match_the_tokenizer(fake_root):
 def test_bad_files_are_skipped_with_reasons(fake_root, tok, tmp_path):
     (fake_root / "pop1k7" / "midi_analyzed" / "src_001" / "9.mid").write_bytes(b"not midi at all")
     (fake_root / "pop1k7" / "midi_analyzed" / "src_001" / "8.mid").write_bytes(b"")
-    task = D.pretrain_task(fake_root, seed=0)
-    built = D.build_datasets(task, tok, D.TokenCache(tmp_path / "c"))
+    task = corpora.pretrain_task(fake_root, seed=0)
+    built = datasets.build_datasets(task, tok, datasets.TokenCache(tmp_path / "c"))
     reasons = dict(built.skipped)
     assert set(reasons) == {str(fake_root / "pop1k7/midi_analyzed/src_001" / n) for n in ("8.mid", "9.mid")}
     assert "MThd" in reasons[str(fake_root / "pop1k7/midi_analyzed/src_001/9.mid")]
@@ -415,19 +416,19 @@ def user_folder(tmp_path, make_midi):
 
 def test_folder_task_labels_and_splits(user_folder):
     folder, labels = user_folder
-    task = D.folder_task(folder, labels, seed=0)
+    task = corpora.folder_task(folder, labels, seed=0)
     assert task.classes == ["happy", "sad"] and task.level == "sequence"
     refs = task.all_refs()
     assert len(refs) == 7
     assert {r.name: task.classes[r.label] for r in refs}["p1.mid"] == "happy"
-    assert D.folder_task(folder, labels, classes=["sad", "happy", "angry"]).classes[0] == "sad"
+    assert corpora.folder_task(folder, labels, classes=["sad", "happy", "angry"]).classes[0] == "sad"
     # absolute paths inside the folder are accepted, outside it refused
     text = labels.read_text().replace("p0.mid,", f"{folder / 'p0.mid'},")
     labels.write_text(text)
-    assert "p0.mid" in {r.name for r in D.folder_task(folder, labels).all_refs()}
+    assert "p0.mid" in {r.name for r in corpora.folder_task(folder, labels).all_refs()}
     labels.write_text(text.replace(str(folder / "p0.mid"), str(folder.parent / "p0.mid")))
     with pytest.raises(SMUInputError, match="not inside"):
-        D.folder_task(folder, labels)
+        corpora.folder_task(folder, labels)
 
 
 def test_folder_task_group_column(tmp_path, make_midi):
@@ -435,7 +436,7 @@ def test_folder_task_group_column(tmp_path, make_midi):
     for k in range(10):
         make_midi(d, [(0, 480, 60 + k, 80)], name=f"{k}.mid")
     _write_csv(tmp_path / "l.csv", ["file", "label", "group"], [[f"{k}.mid", "x", f"g{k // 2}"] for k in range(10)])
-    task = D.folder_task(d, tmp_path / "l.csv")
+    task = corpora.folder_task(d, tmp_path / "l.csv")
     g = _groups_by_split(task)
     assert not (g["train"] & g["val"]) and not (g["train"] & g["test"]) and len(set().union(*g.values())) == 5
 
@@ -452,37 +453,37 @@ def test_folder_task_errors(user_folder, mutate, match):
         rows = list(csv.reader(fh))[1:]
     _write_csv(labels, ["file", "label"], mutate(rows))
     with pytest.raises(SMUInputError, match=match):
-        D.folder_task(folder, labels)
+        corpora.folder_task(folder, labels)
 
 
 def test_folder_task_unknown_label_and_bad_csv(user_folder, tmp_path):
     folder, labels = user_folder
     with pytest.raises(SMUInputError, match="unknown label 'happy'"):
-        D.folder_task(folder, labels, classes=["sad"])
+        corpora.folder_task(folder, labels, classes=["sad"])
     _write_csv(tmp_path / "bad.csv", ["name", "class"], [["p0.mid", "x"]])
     with pytest.raises(SMUInputError, match="needs columns file,label"):
-        D.folder_task(folder, tmp_path / "bad.csv")
+        corpora.folder_task(folder, tmp_path / "bad.csv")
     with pytest.raises(SMUInputError, match="labels CSV not found"):
-        D.folder_task(folder, tmp_path / "nope.csv")
+        corpora.folder_task(folder, tmp_path / "nope.csv")
 
 
 # ----------------------------------------------------------------------------- save / load / CLI
 def test_save_and_load_roundtrip(fake_root, tmp_path):
     tok = Tokenizer(TokenizerConfig(max_len=4, stride=2))
-    built = D.build_datasets(D.melody_task(fake_root), tok, None)
-    out = D.save_tokenized(built, tok, tmp_path / "out")
+    built = datasets.build_datasets(corpora.melody_task(fake_root), tok, None)
+    out = datasets.save_tokenized(built, tok, tmp_path / "out")
     man = json.loads((out / "manifest.json").read_text())
-    assert man["task"] == "melody" and man["classes"] == D.MELODY_CLASSES
+    assert man["task"] == "melody" and man["classes"] == corpora.MELODY_CLASSES
     assert TokenizerConfig.from_json((out / "tokenizer.json").read_text()) == tok.config
-    for s in D.SPLITS:
-        ds = D.load_tokenized(out, s)
+    for s in corpora.SPLITS:
+        ds = datasets.load_tokenized(out, s)
         orig = built.datasets[s]
         assert len(ds) == len(orig) and ds.piece_names == orig.piece_names
         for i in range(len(ds)):
             a, b = ds[i], orig[i]
             assert all(torch_equal(a[k], b[k]) for k in a)
     with pytest.raises(SMUInputError):
-        D.load_tokenized(tmp_path, "train")
+        datasets.load_tokenized(tmp_path, "train")
 
 
 def torch_equal(a, b):
@@ -496,7 +497,7 @@ def torch_equal(a, b):
 def _cli(argv):
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
-    D.add_tokenize_parser(sub)
+    cli.add_tokenize_parser(sub)
     args = parser.parse_args(["tokenize", *argv])
     return args.func(args)
 
@@ -523,7 +524,7 @@ def test_cli_tokenize_velocity_on_data_root(fake_root, tmp_path, capsys):
     out = tmp_path / "vel"
     assert _cli([str(fake_root), "--task", "velocity", "--out", str(out), "--no-cache", "--max-len", "8"]) == 0
     man = json.loads((out / "manifest.json").read_text())
-    assert "velocity" not in man["attributes"] and man["classes"] == D.VELOCITY_CLASSES
+    assert "velocity" not in man["attributes"] and man["classes"] == corpora.VELOCITY_CLASSES
     assert man["splits"]["train"]["pieces"] == 16
     assert sum(man["splits"]["train"]["label_counts"].values()) == man["splits"]["train"]["notes"]
     assert "skipped 0 file(s)" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smu_explain import data as D
+from smu_explain import corpora, datasets
 from smu_explain.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.data
@@ -27,17 +27,17 @@ def encoded(tok):
     """Encode refs for a task (no cache: reading is a few ms per file)."""
 
     def get(refs, task):
-        return D.encode_refs(refs, tok, task)
+        return datasets.encode_refs(refs, tok, task)
 
     return get
 
 
 def _no_shared_groups(task):
-    assert not D.shared_groups(task.splits), task.task
+    assert not corpora.shared_groups(task.splits), task.task
 
 
 def _split_sizes(task):
-    return {s: len(task.splits[s]) for s in D.SPLITS}
+    return {s: len(task.splits[s]) for s in corpora.SPLITS}
 
 
 def _report(title, **kw):
@@ -45,12 +45,12 @@ def _report(title, **kw):
 
 
 def test_pop909_melody_and_velocity(data_root, encoded):
-    mel = D.melody_task(data_root, seed=0)
+    mel = corpora.melody_task(data_root, seed=0)
     assert sum(_split_sizes(mel).values()) == 909
     assert _split_sizes(mel) == {"train": 727, "val": 91, "test": 91}
     _no_shared_groups(mel)
     counts = {}
-    for name, task in (("melody", mel), ("velocity", D.velocity_task(data_root, seed=0))):
+    for name, task in (("melody", mel), ("velocity", corpora.velocity_task(data_root, seed=0))):
         pieces, skipped = encoded(task.all_refs(), name)
         notes = sum(p.n_notes for p in pieces)
         lab = np.bincount(np.concatenate([p.note_labels for p in pieces]), minlength=len(task.classes))
@@ -61,17 +61,17 @@ def test_pop909_melody_and_velocity(data_root, encoded):
         assert 1.50e6 <= notes <= 1.56e6  # README: 1.53 M notes in the files
         assert lab.sum() == notes and (lab > 0).all()
     assert counts["melody"]["piano"] > counts["melody"]["melody"] > 0
-    mb = D.melody_task(data_root, split="midibert")
+    mb = corpora.melody_task(data_root, split="midibert")
     assert _split_sizes(mb) == {"train": 693, "val": 86, "test": 86}
     _no_shared_groups(mb)
 
 
 def test_asap_composer(data_root, encoded):
-    task = D.composer_task(data_root, seed=0, source="both")
+    task = corpora.composer_task(data_root, seed=0, source="both")
     assert task.classes == ["Chopin", "Beethoven", "Bach", "Liszt", "Schubert", "Haydn", "Schumann", "Ravel"]
     _no_shared_groups(task)
-    works = {s: {r.group for r in task.splits[s]} for s in D.SPLITS}
-    for s in D.SPLITS:  # every composer has works in every split (stratified)
+    works = {s: {r.group for r in task.splits[s]} for s in corpora.SPLITS}
+    for s in corpora.SPLITS:  # every composer has works in every split (stratified)
         assert {r.label for r in task.splits[s]} == set(range(8)), s
     pieces, skipped = encoded(task.all_refs(), "composer")
     per_class = np.bincount([p.label for p in pieces], minlength=8)
@@ -81,23 +81,23 @@ def test_asap_composer(data_root, encoded):
             per_composer=dict(zip(task.classes, per_class.tolist())),
             split_files=_split_sizes(task), split_works={s: len(w) for s, w in works.items()})
     assert len(pieces) + len(skipped) == len(task.all_refs()) and len(skipped) <= 5
-    everything = D.asap_refs(data_root, None, "both")
+    everything = corpora.asap_refs(data_root, None, "both")
     assert len(everything) == 1302 and sum(r.annotations is None for r in everything) == 235
 
 
 def test_emopia_emotion(data_root, encoded):
-    task = D.emotion_task(data_root, seed=0)
+    task = corpora.emotion_task(data_root, seed=0)
     _no_shared_groups(task)
     refs = task.all_refs()
     assert len(refs) == 1078
     by_q = np.bincount([r.label for r in refs], minlength=4).tolist()
     assert by_q == [250, 265, 253, 310]  # README
     pieces, skipped = encoded(refs, "emotion")
-    songs = {s: len({r.group for r in task.splits[s]}) for s in D.SPLITS}
-    own = D.emotion_task(data_root, split="emopia")
+    songs = {s: len({r.group for r in task.splits[s]}) for s in corpora.SPLITS}
+    own = corpora.emotion_task(data_root, split="emopia")
     _no_shared_groups(own)
-    mb = D.emotion_task(data_root, split="midibert")
-    leak = D.shared_groups(mb.splits)
+    mb = corpora.emotion_task(data_root, split="midibert")
+    leak = corpora.shared_groups(mb.splits)
     _report("EMOPIA emotion", pieces=len(pieces), notes=sum(p.n_notes for p in pieces), skipped=skipped,
             quadrants=by_q, split_clips=_split_sizes(task), split_songs=songs,
             own_split=_split_sizes(own), midibert_split=_split_sizes(mb), midibert_songs_in_2_splits=len(leak))
@@ -106,12 +106,12 @@ def test_emopia_emotion(data_root, encoded):
     assert _split_sizes(mb) == {"train": 864, "val": 107, "test": 107}
     # EMOPIA's own lists name 1051 of the 1078 clips (27 are in none)
     rows = sum(len((data_root / "emopia" / "split_by_song" / f"{s}.csv").read_text().splitlines()) - 1
-               for s in D.SPLITS)
+               for s in corpora.SPLITS)
     assert sum(_split_sizes(own).values()) == rows
 
 
 def test_pop1k7(data_root, encoded):
-    refs = D.pop1k7_refs(data_root)
+    refs = corpora.pop1k7_refs(data_root)
     assert len(refs) == 1747
     pieces, skipped = encoded(refs, "pretrain")
     notes = sum(p.n_notes for p in pieces)
@@ -121,11 +121,11 @@ def test_pop1k7(data_root, encoded):
 
 
 def test_pretrain_corpus_excludes_finetune_val_test(data_root, encoded):
-    pre = D.pretrain_task(data_root, seed=0)
+    pre = corpora.pretrain_task(data_root, seed=0)
     names = {r.name for r in pre.all_refs()}
     groups = {r.group for r in pre.all_refs()}
-    for task in (D.melody_task(data_root, seed=0), D.composer_task(data_root, seed=0),
-                 D.emotion_task(data_root, seed=0)):
+    for task in (corpora.melody_task(data_root, seed=0), corpora.composer_task(data_root, seed=0),
+                 corpora.emotion_task(data_root, seed=0)):
         held = [r for s in ("val", "test") for r in task.splits[s]]
         assert not ({r.name for r in held} & names) and not ({r.group for r in held} & groups), task.task
     _no_shared_groups(pre)

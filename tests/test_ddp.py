@@ -27,10 +27,11 @@ from smu_explain.trainer import load_train_state
 
 BUILD = r'''
 import numpy as np, torch
-from smu_explain.data import EncodedPiece, TokenDataset, collate
+from smu_explain.datasets import EncodedPiece, TokenDataset, collate
 from smu_explain.masker import make_strategy
 from smu_explain.model import MidiBert, ModelConfig
-from smu_explain.tokenizer import Tokenizer, TokenizerConfig
+from smu_explain.tokenizer import Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 from smu_explain.trainer import Callback, Trainer, TrainConfig
 
 class Record(Callback):

@@ -9,7 +9,9 @@ import torch
 from smu_explain.explain import explain_piece, masker_view, recovery_accuracy
 from smu_explain.masker import FreezeBook, validate
 from smu_explain.model import MidiBert, ModelConfig
-from smu_explain.tokenizer import MASK_ID, NOTE_COLUMNS, Tokenizer, TokenizerConfig
+from smu_explain.piece import NOTE_COLUMNS
+from smu_explain.tokenizer import MASK_ID, Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 
 
 @pytest.fixture
@@ -155,7 +157,7 @@ def test_recovery_accuracy_matches_validation(model, tok, tmp_path, make_midi):
         samples.append({"tokens": t, "note_ids": np.arange(len(t)), "piece_id": k, "window_start": 0})
     acc = recovery_accuracy(model, samples, batch_size=2)
     assert set(acc) == set(tok.attributes) and all(0 <= v <= 1 for v in acc.values())
-    from smu_explain.data import collate
+    from smu_explain.datasets import collate
     batches = [collate(samples[i:i + 2]) for i in range(0, 5, 2)]
     v = validate(model, batches)
     assert acc == {a: v[f"acc_{a}"] for a in tok.attributes}

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from smu_explain.data import EncodedPiece, TokenDataset, collate
+from smu_explain.datasets import EncodedPiece, TokenDataset, collate
 from smu_explain.errors import SMUCheckpointError, SMUInputError
 from smu_explain.finetune import (
     FineTuneModel, FineTuneObjective, build_model, classification_scores, evaluate_model, finetune,
     mask_inputs, scores_from_predictions,
 )
 from smu_explain.model import MidiBert, ModelConfig
-from smu_explain.tokenizer import MASK_ID, Tokenizer, TokenizerConfig
+from smu_explain.tokenizer import MASK_ID, Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 from smu_explain.trainer import TrainConfig
 
 

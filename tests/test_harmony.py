@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smu_explain import harmony
-from smu_explain.tokenizer import read_piece
+from smu_explain.reading import read_piece
 
 ROOT = Path(__file__).resolve().parents[1]
 Q = 480  # ticks per quarter

@@ -21,13 +21,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from smu_explain import tokenizer as T
+from smu_explain import scores as T
 from smu_explain.checkpoint import read_config
 from smu_explain.cli import main, run_lock
 from smu_explain.errors import SMUCheckpointError, SMUInputError, SMUTrainingError, SMUWriteError
 from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.runs import read_jsonl
-from smu_explain.tokenizer import Tokenizer, TokenizerConfig, read_piece
+from smu_explain.reading import read_piece
+from smu_explain.tokenizer import Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 from smu_explain.trainer import (
     CHECKPOINT_NAME, WEIGHT_LIMIT, TrainConfig, Trainer, atomic_write_text, default_file_mode, load_train_state,
     read_progress,
@@ -337,7 +339,7 @@ def trainer(tmp_path, objective=None, **cfg):
     ds, tk = synth_dataset()
     kw = dict(steps=6, batch_size=4, eval_every=0, checkpoint_every=2, log_every=1, out_dir=str(tmp_path / "run"))
     kw.update(cfg)
-    from smu_explain.data import collate
+    from smu_explain.datasets import collate
     from smu_explain.masker import make_strategy
 
     return Trainer(tiny_model(tk), objective or make_strategy("random"), ds, None, TrainConfig(**kw),

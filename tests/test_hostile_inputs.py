@@ -369,7 +369,7 @@ def test_nan_weights_in_the_app(copy_of):
 def test_other_json_readers_give_typed_errors(tmp_path, text):
     """The split lists, a train config and a study result: deep nesting, a 5,000-digit number or
     broken text are typed errors (issue 28, item 4's class), not a RecursionError / ValueError."""
-    from smu_explain.data import _load_json
+    from smu_explain.corpora import load_json as _load_json
     from smu_explain.study.plan import read_json
     from smu_explain.trainer import TrainConfig
 

@@ -21,10 +21,12 @@ import numpy as np
 import pytest
 
 from smu_explain import sandbox
-from smu_explain import tokenizer as T
+from smu_explain import scores as T
+from smu_explain import tokenizer_config
 from smu_explain.errors import SMUInputError
 from smu_explain.sandbox import piece_name, read_piece_bounded, stored_suffix
-from smu_explain.tokenizer import midi_last_tick, read_piece
+from smu_explain.musicfile import midi_last_tick
+from smu_explain.reading import read_piece
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import midi_bytes, scale_notes  # noqa: E402
@@ -421,7 +423,7 @@ def test_bounded_read_gives_the_same_piece_as_a_read_in_process(tmp_path, monkey
     k.write_text("**kern\n*M3/4\n=1\n4c\n4d\n4e\n=2\n2.f\n*-\n")
     assert read_piece_bounded(k).pitch.tolist() == read_piece(k).pitch.tolist() == [60, 62, 64, 65]
     monkeypatch.chdir(tmp_path)  # a relative path (as the CLI gets one) is read from the caller's folder
-    p = read_piece_bounded("t.krn", config=T.TokenizerConfig(pitch_min=61))
+    p = read_piece_bounded("t.krn", config=tokenizer_config.TokenizerConfig(pitch_min=61))
     assert p.pitch.tolist() == [62, 64, 65] and p.source == "t.krn" and p.name == "t"
     with pytest.raises(SMUInputError, match="file not found") as info:
         read_piece_bounded("missing.mid")

@@ -9,7 +9,8 @@ import torch
 
 from smu_explain.checkpoint import CONFIG_NAME, TOKENIZER_NAME, WEIGHTS_NAME
 from smu_explain.model import MidiBert, ModelConfig, unwrap
-from smu_explain.tokenizer import MASK_ID, N_SPECIAL, PAD_ID, Tokenizer, TokenizerConfig
+from smu_explain.tokenizer import MASK_ID, N_SPECIAL, PAD_ID, Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 
 ATTRS = ["bar", "position", "pitch", "duration"]
 VOCAB = [34, 34, 88, 66]

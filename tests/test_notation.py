@@ -9,7 +9,7 @@ import pytest
 from app_helpers import ROOT, make_model, page, texts
 from conftest import midi_bytes
 from smu_explain import notation as N
-from smu_explain.tokenizer import read_piece
+from smu_explain.reading import read_piece
 
 TPQ = 480
 Q = TPQ  # one quarter in ticks

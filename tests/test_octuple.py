@@ -29,7 +29,8 @@ from smu_explain.octuple import (
     load_vocab,
     reduce_time_signature,
 )
-from smu_explain.tokenizer import TokenizerConfig, read_piece
+from smu_explain.reading import read_piece
+from smu_explain.tokenizer_config import TokenizerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((REPO / "sample_midi").glob("*.mid"))

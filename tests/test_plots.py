@@ -599,7 +599,7 @@ def test_role_colours_read_booleans_and_unknown_classes():
 def test_role_colouring_of_a_real_piece_draws():
     """harmony.analyze's labels joined to a piece's notes: every label column draws."""
     from smu_explain import harmony
-    from smu_explain.tokenizer import read_piece
+    from smu_explain.reading import read_piece
 
     piece = read_piece(plots.__file__.rsplit("/", 2)[0] + "/sample_midi/bach_bwv269.mid")
     labels = harmony.analyze(piece)

@@ -28,7 +28,8 @@ from smu_explain.checkpoint import load_checkpoint  # noqa: E402
 from smu_explain.cli import main  # noqa: E402
 from smu_explain.errors import SMUCheckpointError  # noqa: E402
 from smu_explain.published import import_checkpoint, vocab_permutation  # noqa: E402
-from smu_explain.tokenizer import Tokenizer, TokenizerConfig  # noqa: E402
+from smu_explain.tokenizer import Tokenizer  # noqa: E402
+from smu_explain.tokenizer_config import TokenizerConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "sample_midi").glob("*.mid"))

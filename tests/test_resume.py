@@ -21,10 +21,11 @@ from smu_explain.trainer import CHECKPOINT_NAME, Callback, load_train_state, rea
 
 BUILD = r'''
 import numpy as np, torch
-from smu_explain.data import EncodedPiece, TokenDataset, collate
+from smu_explain.datasets import EncodedPiece, TokenDataset, collate
 from smu_explain.masker import make_strategy
 from smu_explain.model import MidiBert, ModelConfig
-from smu_explain.tokenizer import Tokenizer, TokenizerConfig
+from smu_explain.tokenizer import Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 from smu_explain.trainer import Trainer, TrainConfig
 
 def build(out_dir, steps=8, checkpoint_every=4, callbacks=()):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from smu_explain.tokenizer import Tokenizer, read_piece
+from smu_explain.reading import read_piece
+from smu_explain.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_midi"

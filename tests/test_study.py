@@ -504,7 +504,7 @@ def test_interrupted_pretraining_chunk_resumes_from_its_checkpoint(tmp_path, mon
 
 
 def test_spread_refs_covers_groups_first():
-    from smu_explain.data import PieceRef
+    from smu_explain.corpora import PieceRef
 
     refs = [PieceRef(f"/x/{g}{i}.mid", f"{g}/{i}", g, "asap") for g in "abc" for i in range(3)]
     assert [r.name for r in S.spread_refs(refs, 4)] == ["a/0", "b/0", "c/0", "a/1"]

@@ -10,15 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smu_explain.tokenizer import (
-    MASK_ID,
-    N_SPECIAL,
-    NOTE_COLUMNS,
-    PAD_ID,
-    Tokenizer,
-    TokenizerConfig,
-    read_piece,
-)
+from smu_explain.piece import NOTE_COLUMNS
+from smu_explain.reading import read_piece
+from smu_explain.tokenizer import MASK_ID, N_SPECIAL, PAD_ID, Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 
 # ---------------------------------------------------------------- config
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smu_explain.tokenizer import N_SPECIAL, Tokenizer, TokenizerConfig, build_bar_grid, read_piece
+from smu_explain.reading import build_bar_grid, read_piece
+from smu_explain.tokenizer import N_SPECIAL, Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 
 Q = 480  # ticks per quarter used by the fixtures
 

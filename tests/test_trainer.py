@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from smu_explain.data import EncodedPiece, TokenDataset, collate
+from smu_explain.datasets import EncodedPiece, TokenDataset, collate
 from smu_explain.errors import SMUCheckpointError, SMUInputError, SMUTrainingError
 from smu_explain.masker import make_strategy
 from smu_explain.model import MidiBert, ModelConfig
-from smu_explain.tokenizer import Tokenizer, TokenizerConfig
+from smu_explain.tokenizer import Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 from smu_explain.trainer import (
     CHECKPOINT_NAME, Callback, EarlyStopping, ProgressFile, Trainer, TrainConfig, _decode_plain,
     _encode_plain, epoch_permutation, load_train_state, lr_factor, read_progress, sample_seed,

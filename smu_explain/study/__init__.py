@@ -9,7 +9,7 @@
 ``pretrain-<strategy>-<k>of<n>``
     MLM pre-training with the ``random``, ``adversarial`` (and ``bar``) masking
     strategies: same model size, data, steps and seed for every strategy. Data =
-    ``data.pretrain_task`` (Pop1K7 + POP909 + ASAP + EMOPIA without any fine-tuning
+    ``corpora.pretrain_task`` (Pop1K7 + POP909 + ASAP + EMOPIA without any fine-tuning
     validation or test piece), transposition augmentation on. A run is cut into
     ``n`` chunks (stages) so that no stage exceeds the time limit; chunk ``k``
     resumes the run's ``checkpoint.pt`` and stops at step ``round(k * steps / n)``

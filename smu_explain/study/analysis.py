@@ -14,7 +14,7 @@ from ..io import atomic_write_stream
 # ============================================================================ masker analysis helpers
 
 def _velocity_class(v: np.ndarray) -> np.ndarray:
-    from ..data import VELOCITY_CLASSES, velocity_bins
+    from ..corpora import VELOCITY_CLASSES, velocity_bins
 
     return np.asarray([VELOCITY_CLASSES[int(b)] for b in velocity_bins(np.asarray(v))], dtype=object)
 
@@ -53,7 +53,7 @@ def note_classes(df, piece: Any) -> dict[str, np.ndarray]:
 
 def class_order(grouping: str) -> list[str]:
     """The musical order of a grouping's classes (register low to high, etc.)."""
-    from ..data import VELOCITY_CLASSES
+    from ..corpora import VELOCITY_CLASSES
     from ..plots import DURATION_ORDER, METRIC_ORDER, REGISTER_EDGES
 
     return {"register": [e[2] for e in REGISTER_EDGES], "metric": list(METRIC_ORDER),
@@ -190,7 +190,7 @@ def _cat(xs: Sequence[np.ndarray]) -> np.ndarray:
 def _score_pieces(adv_model, random_model, tokenizer, pieces, ratio: float, freeze_top: float) -> dict[str, Any]:
     """Explain every piece with both models: per-note masker score, the random model's and
     the adversarial model's own recovery loss, note classes; per-source Spearman."""
-    from ..data import read_ref
+    from ..corpora import read_ref
     from ..explain import explain_piece
 
     attrs = list(tokenizer.attributes)
@@ -261,7 +261,7 @@ def _snapshot_examples(adv_model, tokenizer, last: Mapping[str, Any], pretrain_r
                        ratio: float, n_examples: int) -> list[dict[str, Any]]:
     """Frozen notes of the last freeze snapshot on POP909/ASAP/EMOPIA training pieces, taken
     round-robin over the sources in a seeded order; the highest-scoring frozen note of each."""
-    from ..data import read_ref
+    from ..corpora import read_ref
     from ..explain import masker_view
     from ..masker import FreezeBook
 

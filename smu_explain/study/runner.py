@@ -365,19 +365,19 @@ class Study:
             if not (root / "FIXTURE.txt").is_file():
                 make_fixture_data(root)
             return root
-        from ..data import data_root
+        from ..corpora import data_root
 
         return data_root()
 
     def tokenizer(self):
         if "tok" not in self._cache:
-            from ..data import make_tokenizer
+            from ..datasets import make_tokenizer
 
             self._cache["tok"] = make_tokenizer("velocity", max_len=self.preset.max_len)
         return self._cache["tok"]
 
     def token_cache(self):
-        from ..data import TokenCache, cache_dir
+        from ..datasets import TokenCache, cache_dir
 
         d = self.paths.cache_dir or (self.paths.runs_dir / "token_cache" if self.preset.fixture_data else cache_dir())
         return TokenCache(d)
@@ -386,7 +386,8 @@ class Study:
         """``BuiltTask`` of ``task`` (pretrain or a fine-tuning task), built once per process."""
         key = f"task:{task}"
         if key not in self._cache:
-            from ..data import build_datasets, build_task
+            from ..corpora import build_task
+            from ..datasets import build_datasets
 
             root = self.data_root
             if not root.is_dir():
@@ -907,7 +908,7 @@ class Study:
 
     # ------------------------------------------------------------------ analysis
     def _run_analysis(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
-        from ..data import build_task
+        from ..corpora import build_task
         from ..model import MidiBert
 
         p = self.preset
@@ -944,7 +945,7 @@ class Study:
         book changes which notes are picked, not the work), its bf16 setting."""
         import torch
 
-        from ..data import collate
+        from ..datasets import collate
         from ..masker import make_strategy
         from ..model import MidiBert
         from ..trainer import resolve_device, step_seconds
@@ -999,7 +1000,7 @@ def subset_dataset(ds, fraction: float, seed: int):
     are prefixes of larger ones (nested subsets). Sequence tasks are stratified: each
     class keeps round(fraction * its pieces) pieces, at least 1. ``fraction`` = 1 returns ``ds``.
     """
-    from ..data import TokenDataset
+    from ..datasets import TokenDataset
 
     if fraction >= 1.0:
         return ds
@@ -1025,7 +1026,7 @@ def validation_subset(ds, max_windows: int | None, seed: int = 0):
     seeded random order, round-robin over the classes for sequence tasks (so every class
     is represented), while they fit in ``max_windows`` windows (at least one piece).
     A plain prefix of the (name-sorted) split would hold only the first composers."""
-    from ..data import TokenDataset
+    from ..datasets import TokenDataset
 
     if max_windows is None or len(ds) <= max_windows:
         return ds
