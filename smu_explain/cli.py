@@ -737,7 +737,7 @@ def cmd_explain(args) -> int:
             if imported.get(has) is False:
                 print(f"warning: {args.model} is a published checkpoint without {what} carry no meaning",
                       file=sys.stderr)
-    from .explain import fast_precision
+    from .precision import fast_precision
 
     precision = fast_precision("cpu") if args.precision == "auto" else args.precision
     df = explain_piece(model.eval(), tokenizer, piece, ratio=args.ratio, top_k=args.top_k, seed=args.seed,
