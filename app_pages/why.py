@@ -21,7 +21,7 @@ from smu_explain import appstate as A
 from smu_explain import plots
 from smu_explain.checkpoint import read_config, task_heads, user_folder
 from smu_explain.errors import SMUCheckpointError, SMUInputError
-from smu_explain.explain import fast_precision
+from smu_explain.precision import fast_precision
 from smu_explain.markup import html_escape, md_escape
 
 K_WHY = "smu_why"  # the views shown last, for the HTML export
@@ -149,7 +149,7 @@ def who_is_explained(page_model: str | None, head: Path | None, own_heads: list[
 @st.cache_data(show_spinner="Computing integrated gradients and occlusion...", max_entries=64)
 def attributions_cached(path: str, mtime: float, key: str, target, cls: int | None, steps: int,
                         occlusion_notes: int | None, precision: str, _piece):
-    from smu_explain.explain import attribution_agreement
+    from smu_explain.attribution import attribution_agreement
 
     model, tok = A.load_task_model(path)
     return attribution_agreement(model, tok, _piece, target, steps=steps, cls=cls,
@@ -501,7 +501,7 @@ with tab_mask:
     if mt is None:
         st.info("Choose a model above to explain its masker.")
     elif is_open(tab_mask):
-        from smu_explain.explain import masker_note_summary
+        from smu_explain.masker_note import masker_note_summary
 
         k1, k2 = st.columns(2)
         n_masks = int(k1.number_input("Random masks", 1, 64, A.WHY_DEFAULTS["n_masks"], key="why_n_masks"))

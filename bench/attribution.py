@@ -78,7 +78,7 @@ def generated_midi(n_notes: int, seed: int = 0, quarters: float = 360.0) -> byte
 
 
 def _mode(model, tok, piece, target, steps, occ_notes, precision, batch_size):
-    from smu_explain.explain import attribute_notes, spearman_agreement
+    from smu_explain.attribution import attribute_notes, spearman_agreement
 
     t0 = time.perf_counter()
     ig = attribute_notes(model, tok, piece, target, "ig", steps, batch_size=batch_size, precision=precision)

@@ -134,7 +134,7 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
-    from smu_explain.explain import fast_precision
+    from smu_explain.precision import fast_precision
 
     fast = fast_precision("cpu")
     precisions = {"auto": [fast], "fp32": ["fp32"], "bf16": ["bf16"], "both": ["fp32", "bf16"]}[args.precision]

@@ -101,7 +101,7 @@ def ship(run_dir: Path, dest: Path, cfg: dict, scores: bool = True) -> None:
 def store_scores(model_dir: Path) -> None:
     """The masker's view of every sample piece, stored beside the shipped weights
     (masker_scores.json): the app draws its first roll from it before loading torch."""
-    from smu_explain.explain import store_masker_scores
+    from smu_explain.stored_scores import store_masker_scores
 
     samples = sorted((ROOT / "sample_midi").glob("*.mid"))
     path = store_masker_scores(model_dir, samples)
@@ -145,7 +145,7 @@ def steps_of(cfg: dict, strategy: str) -> int:
 def use_bf16(cfg: dict) -> bool:
     want = cfg.get("bf16", "auto")
     if want == "auto":
-        from smu_explain.explain import fast_precision
+        from smu_explain.precision import fast_precision
         return fast_precision("cpu") == "bf16"
     return bool(want)
 

@@ -826,9 +826,9 @@ def rules_verdict(model_acc: dict[str, float], rules_acc: dict[str, dict[str, fl
 
 @st.cache_data(show_spinner="Running the fine-tuned head...", max_entries=32)
 def downstream_cached(head_dir: str, mtime: float, key: str, _piece: Any) -> dict:
-    """``explain.predict_piece`` of a fine-tuned model on a piece (cached by folder and piece),
+    """``attribution.predict_piece`` of a fine-tuned model on a piece (cached by folder and piece),
     plus ``name`` (the folder's name)."""
-    from .explain import predict_piece
+    from .attribution import predict_piece
 
     model, tokenizer = _load_task_model(head_dir, mtime)
     return {**predict_piece(model, tokenizer, _piece), "name": Path(head_dir).name}
@@ -844,8 +844,8 @@ def downstream(head_dir: str | Path, data: bytes, piece) -> dict:
 
 @st.cache_data(show_spinner="Reading the attention...", max_entries=32)
 def attention_cached(path: str, mtime: float, key: str, note: int, layer, head, rollout: bool, _piece):
-    """``explain.note_attention`` of a note (cached by model, piece, note, layer, head)."""
-    from .explain import note_attention
+    """``attention.note_attention`` of a note (cached by model, piece, note, layer, head)."""
+    from .attention import note_attention
 
     model, tok = _load_model(path, mtime)
     return note_attention(model, tok, _piece, note, layer=layer, head=head, rollout=rollout)
@@ -853,9 +853,9 @@ def attention_cached(path: str, mtime: float, key: str, note: int, layer, head, 
 
 @st.cache_data(show_spinner="Explaining the masker's score...", max_entries=32)
 def masker_occlusion_cached(path: str, mtime: float, key: str, note: int, _piece):
-    """``explain.masker_occlusion`` of a note (cached by model, piece and note: one model pass per
+    """``masker_note.masker_occlusion`` of a note (cached by model, piece and note: one model pass per
     note of its window, whatever the masking ratio, mask count and seed)."""
-    from .explain import masker_occlusion
+    from .masker_note import masker_occlusion
 
     model, tok = _load_model(path, mtime)
     return masker_occlusion(model, tok, _piece, note)
@@ -864,8 +864,8 @@ def masker_occlusion_cached(path: str, mtime: float, key: str, note: int, _piece
 @st.cache_data(show_spinner="Measuring the recoverer's loss...", max_entries=64)
 def masker_losses_cached(path: str, mtime: float, key: str, note: int, n_masks: int, ratio: float, seed: int,
                          _piece):
-    """``explain.masker_recovery_losses`` of a note (cached by model, piece, note and masks)."""
-    from .explain import masker_recovery_losses
+    """``masker_note.masker_recovery_losses`` of a note (cached by model, piece, note and masks)."""
+    from .masker_note import masker_recovery_losses
 
     model, tok = _load_model(path, mtime)
     return masker_recovery_losses(model, tok, _piece, note, n_masks=n_masks, ratio=ratio, seed=seed)
@@ -878,10 +878,10 @@ def attention(path, data: bytes, piece, note: int, layer, head, rollout: bool):
 
 
 def masker_note(path, data: bytes, piece, note: int, n_masks: int, ratio: float, seed: int):
-    """``explain.explain_masker_note`` of a note from two caches: the occlusion (the costly part:
+    """``masker_note.explain_masker_note`` of a note from two caches: the occlusion (the costly part:
     one pass per note of the window) by note only, the recoverer's losses by note and masks, so
     a new ratio, mask count or seed re-runs only the masks."""
-    from .explain import masker_note_summary
+    from .masker_note import masker_note_summary
 
     p = Path(path)
     args = (str(p.resolve()), _weights_mtime(p), piece_key(data), int(note))

@@ -10,10 +10,10 @@ rules on EXACTLY the masked notes the model is scored on:
   batches (batch ``i`` of the loader, ``seed``), i.e. the masks of
   ``masker.validate`` and ``explain.recovery_accuracy`` (``rule_accuracy``);
 - on one piece (the app): the masks of ``explain.explain_piece``: the piece's
-  windows (``explain._windows``), each window's notes split into
-  K = round(1 / ratio) seeded random groups, group g masked in copy g, every
-  note scored in the window where it is farthest from an edge (``piece_rules``,
-  comparable to ``appstate.accuracy_of`` of the explain table).
+  windows (``windows.piece_windows``), each window's notes split into
+  K = round(1 / ratio) seeded random groups (``windows.recovery_groups``), group g
+  masked in copy g, every note scored in the window where it is farthest from an
+  edge (``piece_rules``, comparable to ``appstate.accuracy_of`` of the explain table).
 
 The rules, per attribute, on the token ids as they are (the ``bar`` attribute is
 the number of token bars advanced since the previous note, mostly 0 and 1, and
@@ -157,9 +157,9 @@ def _attributes(data: Any, n: int, attributes: Iterable[str] | None) -> list[str
 
 
 def _batches(data: Any, batch_size: int, max_batches: int | None):
-    from .explain import _as_loader  # the loader recovery_accuracy uses (same batches, same masks)
+    from .windows import as_loader  # the loader recovery_accuracy uses (same batches, same masks)
 
-    for i, batch in enumerate(_as_loader(data, batch_size)):
+    for i, batch in enumerate(as_loader(data, batch_size)):
         if max_batches is not None and i >= max_batches:
             break
         yield i, batch
@@ -256,7 +256,7 @@ def piece_rule_table(tokenizer, pieces, ratio: float = 0.15, seed: int = 0, *, m
     tokenizer's). The most-frequent rule counts over every window of all the pieces
     (or ``train_counts``).
     """
-    from .explain import _gather, _owners, _windows
+    from .windows import gather_notes, note_owners, piece_windows, recovery_group_count, recovery_groups
 
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
@@ -265,15 +265,15 @@ def piece_rule_table(tokenizer, pieces, ratio: float = 0.15, seed: int = 0, *, m
     attrs = list(tokenizer.attributes)
     A = len(attrs)
     max_len = int(max_len or tokenizer.config.max_len)
-    K = max(1, int(round(1.0 / ratio)))
+    K = recovery_group_count(ratio)
     hist: list[np.ndarray | None] = [None] * A
     per_piece = []  # (true ids (N, A), {rule: (N, A) bool})
     for piece in pieces:
         N = len(piece)
         if N == 0:
             continue
-        wins = _windows(tokenizer, piece, tokenizer.encode(piece), max_len)
-        owner, owner_pos = _owners(wins, N)
+        wins = piece_windows(tokenizer, piece, tokenizer.encode(piece), max_len)
+        owner, owner_pos = note_owners(wins, N)
         ok: dict[str, list[np.ndarray]] = {"copy_neighbour": [], "window_mode": []}
         for w, (wt, _) in enumerate(wins):
             wt = np.asarray(wt, dtype=np.int64)
@@ -281,16 +281,15 @@ def piece_rule_table(tokenizer, pieces, ratio: float = 0.15, seed: int = 0, *, m
             for j in range(A):
                 hist[j] = _add_counts(hist[j], wt[:, j])
             # explain_piece's groups: a seeded permutation of the window, group g masked in copy g
-            group = np.empty(L, dtype=np.int64)
-            group[np.random.default_rng([int(seed), w]).permutation(L)] = np.arange(L) % K
+            group = recovery_groups(L, K, seed, w)
             G = min(K, L)
             picked = group[None, :] == np.arange(G)[:, None]  # (G, L)
             preds = rule_predictions(np.broadcast_to(wt, (G, L, A)), picked, np.ones((G, L), bool), None, window)
             for rule, pred in preds.items():
                 # each position is masked in exactly one copy: read it there
                 ok[rule].append(pred[group, np.arange(L)] == wt)
-        true_ids = _gather([np.asarray(wt, dtype=np.int64) for wt, _ in wins], owner, owner_pos)
-        per_piece.append((true_ids, {r: _gather(v, owner, owner_pos) for r, v in ok.items()}))
+        true_ids = gather_notes([np.asarray(wt, dtype=np.int64) for wt, _ in wins], owner, owner_pos)
+        per_piece.append((true_ids, {r: gather_notes(v, owner, owner_pos) for r, v in ok.items()}))
     if not per_piece:
         return {r: np.zeros((0, A), dtype=bool) for r in RULES}
     counts = [np.asarray(train_counts[a]) for a in attrs] if train_counts is not None else hist

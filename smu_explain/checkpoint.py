@@ -776,7 +776,7 @@ def weights_digest(folder: str | os.PathLike) -> str:
 
 def save_masker_scores(folder: str | os.PathLike, pieces: dict[str, dict[str, Any]]) -> Path:
     """Write ``masker_scores.json`` beside a model's weights (atomically): the masker's view of
-    some pieces (``explain.store_masker_scores`` makes the entries), so the app can draw a
+    some pieces (``stored_scores.store_masker_scores`` makes the entries), so the app can draw a
     sample's masker overlay before it has even imported torch. ``pieces`` maps the sha256 of
     a file's bytes to ``{"name", "n_notes", "ratio", "score", "frozen", "picked"}`` (scores as
     floats, frozen and picked as note indices). The entry is tied to the weights by their

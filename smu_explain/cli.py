@@ -21,6 +21,9 @@ Rules:
   a second run on the same folder is refused. ``--progress`` must be a regular file.
 - Numeric flags are range-checked (``check_flags``); any OSError (disk full, ...) is one
   ``error:`` line with exit 2, like ``SMUWriteError``.
+
+The setup the commands share (run configs, music files and datasets, the training config and
+flags, progress files, the run lock) is in ``cli_setup``.
 """
 
 from __future__ import annotations
@@ -29,19 +32,19 @@ import argparse
 import json
 import signal
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
+from .cli_setup import (
+    MAX_LR, MAX_SEED, add_task_data_flags, add_train_flags, check_progress_path, fail_status, file_datasets,
+    is_tokenized_dir, load_json, print_skipped, progress_callbacks, resolve_run_config, run_lock, short_int,
+    task_datasets, token_cache, tokenizer_from_dict, train_config,
+)
 from .errors import SMUCheckpointError, SMUInputError, SMUTrainingError
 from .limits import MAX_NOTES
 from .names import FINETUNE_TASKS, SIZES, SPLIT_SCHEMES, STRATEGIES, TASKS
 
-MUSIC_SUFFIXES = (".mid", ".midi", ".kar", ".smf", ".xml", ".musicxml", ".mxl", ".krn", ".abc")
 EXIT_INPUT, EXIT_TRAINING, EXIT_SIGTERM, EXIT_SIGINT = 2, 1, 143, 130
-LOCK_NAME = ".smu.lock"
-MAX_LR = 1.0  # a peak learning rate above this is a typo (Adam diverges at once)
-MAX_SEED = 2**32 - 1  # numpy's legacy seeding (and the data loaders') takes at most 32 bits
 
 
 class _Cancelled(BaseException):
@@ -54,242 +57,6 @@ class _Cancelled(BaseException):
 
 def _raise_cancelled(signum, frame):
     raise _Cancelled(signum)
-
-
-# ============================================================================ helpers
-
-def _load_json(path: str | Path, what: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise SMUInputError(p, f"{what} not found")
-    from .checkpoint import loads_json
-
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise SMUInputError(p, f"{what} is not valid JSON ({e})") from None
-    d = loads_json(text, p, SMUInputError)  # not JSON, numbers over the digit limit, too deep
-    if not isinstance(d, dict):
-        raise SMUInputError(p, f"{what} must be a JSON object")
-    return d
-
-
-def resolve_run_config(config: str) -> dict[str, Any]:
-    """``tiny|small|base`` or a JSON file -> {"size", "model", "train", "strategy", "tokenizer"}."""
-    if config in SIZES:
-        return {"size": config, "model": {}, "train": {}, "strategy": {}, "tokenizer": {}}
-    d = _load_json(config, "config file")
-    unknown = sorted(set(d) - {"size", "model", "train", "strategy", "tokenizer"})
-    if unknown:
-        raise SMUInputError(config, f"unknown sections {unknown}; allowed: size, model, train, strategy, tokenizer")
-    size = d.get("size", "small")
-    if size not in SIZES:
-        raise SMUInputError(config, f"size must be one of {SIZES}, got {size!r}")
-    out = {"size": size}
-    for k in ("model", "train", "strategy", "tokenizer"):
-        v = d.get(k, {})
-        if not isinstance(v, dict):
-            raise SMUInputError(config, f'"{k}" must be an object')
-        out[k] = v
-    return out
-
-
-def music_files(paths: Sequence[str]) -> list[tuple[Path, str]]:
-    """(file, name) of every music file under ``paths`` (files or folders, recursive, sorted)."""
-    out: list[tuple[Path, str]] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_file():
-            out.append((p, p.name))
-        elif p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MUSIC_SUFFIXES)
-            if not found:
-                raise SMUInputError(p, "no MIDI or score files in this folder")
-            out += [(f, f"{p.name}/{f.relative_to(p).as_posix()}") for f in found]
-        else:
-            raise SMUInputError(p, "no such file or folder")
-    return out
-
-
-def _is_tokenized_dir(paths: Sequence[str]) -> bool:
-    return len(paths) == 1 and (Path(paths[0]) / "manifest.json").is_file()
-
-
-def _tokenizer_from_dict(d: dict[str, Any], where: str | Path):
-    from .tokenizer import Tokenizer
-    from .tokenizer_config import TokenizerConfig
-
-    try:
-        return Tokenizer(TokenizerConfig.from_dict(d))
-    except (TypeError, ValueError) as e:
-        raise SMUInputError(where, f"bad tokenizer settings ({e})") from None
-
-
-def _cache(args):
-    from .datasets import TokenCache
-
-    return TokenCache(getattr(args, "cache_dir", None), enabled=not getattr(args, "no_cache", False))
-
-
-def file_datasets(paths: Sequence[str], tokenizer, val_fraction: float, seed: int, augment: bool,
-                  cache=None, limit: int | None = None):
-    """Pre-training data from music files/folders, split by file (``val_fraction`` to val).
-
-    Returns (train, val or None, skipped [(path, reason)]). Unusable files are skipped;
-    no usable file at all is an ``SMUInputError``.
-    """
-    from . import corpora, datasets
-
-    files = music_files(paths)
-    if limit is not None:
-        files = files[:limit]
-    refs = [corpora.PieceRef(f, name, name, "files") for f, name in files]
-    if val_fraction > 0 and len(refs) >= 2:
-        assign = corpora.split_groups([r.group for r in refs], seed, (1 - val_fraction, val_fraction, 0.0))
-        if all(v == "train" for v in assign.values()):  # fewer than 3 files: hold out one anyway
-            assign[sorted(assign)[-1]] = "val"
-    else:
-        assign = {r.group: "train" for r in refs}
-    splits = {s: [r for r in refs if assign[r.group] == s] for s in corpora.SPLITS}
-    task = corpora.TaskData("pretrain", "pretrain", [], splits, f"files: {1 - val_fraction:.0%}/{val_fraction:.0%} "
-                                                            f"by file, seed {seed}")
-    built = datasets.build_datasets(task, tokenizer, cache, augment_train=augment, seed=seed, progress=True)
-    train, val = built.datasets["train"], built.datasets["val"]
-    if len(train) == 0:
-        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in built.skipped[:3])
-        raise SMUInputError(paths[0] if len(paths) == 1 else ", ".join(paths),
-                            f"no usable music to train on ({reasons or 'no files'})")
-    return train, (val if len(val) else None), built.skipped
-
-
-def _print_skipped(skipped) -> None:
-    if skipped:
-        print(f"skipped {len(skipped)} unusable file(s):", file=sys.stderr)
-        for p, r in skipped[:10]:
-            print(f"  {p}: {r}", file=sys.stderr)
-
-
-def _train_config(args, base: dict[str, Any], out: str, defaults: dict[str, Any]):
-    from .trainer import TrainConfig
-
-    d = dict(defaults)
-    d.update(base)
-    for flag, key in (("steps", "steps"), ("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
-                      ("seed", "seed"), ("device", "device"), ("checkpoint_every", "checkpoint_every"),
-                      ("eval_every", "eval_every"), ("num_workers", "num_workers"), ("log_every", "log_every")):
-        v = getattr(args, flag, None)
-        if v is not None:
-            d[key] = v
-    if getattr(args, "epochs", None) is not None and getattr(args, "steps", None) is None:
-        d["steps"] = None
-    if getattr(args, "bf16", False):
-        d["bf16"] = True
-    d["out_dir"] = out
-    cfg = TrainConfig.from_dict(d).validate()
-    where = getattr(args, "config", None) or "train config"
-    if not cfg.lr <= MAX_LR:
-        raise SMUInputError(where, f"lr must be in (0, {MAX_LR:g}], got {cfg.lr:g}")
-    if not 0 <= cfg.seed <= MAX_SEED:
-        raise SMUInputError(where, f"seed must be in 0..{MAX_SEED} (2**32 - 1), got {_short_int(cfg.seed)}")
-    return cfg
-
-
-def _add_train_flags(p: argparse.ArgumentParser, steps_default: str) -> None:
-    g = p.add_argument_group("training")
-    g.add_argument("--steps", type=int, default=None, help=f"optimizer steps ({steps_default})")
-    g.add_argument("--batch-size", type=int, default=None, help="global batch size (split over GPUs)")
-    g.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-4)")
-    g.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    g.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
-    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU and GPU)")
-    g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (0 = end only)")
-    g.add_argument("--eval-every", type=int, default=None, help="steps between validations (0 = end only)")
-    g.add_argument("--log-every", type=int, default=None, help="steps per progress line (default 10)")
-    g.add_argument("--num-workers", type=int, default=None, help="data loader worker processes (default 0)")
-    g.add_argument("--progress", default=None, help="progress JSONL file (default OUT/progress.jsonl)")
-    g.add_argument("--no-bar", action="store_true", help="no terminal progress bar")
-
-
-def _callbacks(args, progress_path: Path):
-    from .trainer import ProgressFile, TqdmProgress
-
-    cbs = [ProgressFile(progress_path)]
-    if not getattr(args, "no_bar", False):
-        cbs.append(TqdmProgress())
-    return cbs
-
-
-def _fail_status(progress_path: Path | None, status: str, message: str) -> None:
-    if progress_path is None:
-        return
-    from .trainer import read_progress, ProgressFile
-
-    try:  # best effort: never hide the error being reported
-        recs = read_progress(progress_path)
-        if recs and recs[-1].get("event") == "status":
-            return  # the trainer already wrote the final line
-        pf = ProgressFile(progress_path)
-        try:
-            pf.write("status", status=status, message=message, step=0)
-        finally:
-            pf.close()
-    except OSError:
-        pass
-
-
-def _check_progress_path(path: Path) -> None:
-    """A progress file must be a regular file (or not exist yet): refuse devices, FIFOs, folders."""
-    import stat
-
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise SMUInputError(path, f"--progress: cannot use this path ({e.strerror or e})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise SMUInputError(path, "--progress must be a regular file (not a folder, device or pipe)")
-
-
-@contextmanager
-def run_lock(out: Path):
-    """Hold an exclusive lock on the run folder ``out`` (``out/.smu.lock``, fcntl.flock).
-
-    A second ``smu pretrain``/``finetune`` on the same ``--out`` while one is running is
-    refused with ``SMUInputError`` instead of interleaving progress files and overwriting
-    the model. Under torchrun only rank 0 takes the lock. The lock file is left in place.
-    """
-    import fcntl
-    import os
-
-    if os.environ.get("RANK", "0") != "0":
-        yield
-        return
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise SMUInputError(out, f"cannot use this output folder ({e.strerror or e})") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = ""
-            try:
-                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-            except OSError:
-                pass
-            raise SMUInputError(out, "another smu run is writing to this folder"
-                                     + (f" (pid {holder})" if holder else "")
-                                     + "; wait for it to finish or choose another --out") from None
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
-        except OSError:
-            pass
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 # ============================================================================ pretrain
@@ -313,7 +80,7 @@ def add_pretrain_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="use at most N files (quick looks)")
     p.add_argument("--cache-dir", default=None, help="token cache folder")
     p.add_argument("--no-cache", action="store_true", help="do not use the token cache")
-    _add_train_flags(p, "default 1000")
+    add_train_flags(p, "default 1000")
     p.set_defaults(func=cmd_pretrain)
     return p
 
@@ -321,7 +88,7 @@ def add_pretrain_parser(sub) -> argparse.ArgumentParser:
 def cmd_pretrain(args) -> int:
     out = Path(args.out)
     progress_path = Path(args.progress) if args.progress else out / "progress.jsonl"
-    _check_progress_path(progress_path)
+    check_progress_path(progress_path)
     with run_lock(out):
         return _cmd_pretrain_locked(args, out, progress_path)
 
@@ -334,11 +101,11 @@ def _cmd_pretrain_locked(args, out: Path, progress_path: Path) -> int:
     try:
         return _pretrain(args, out, progress_path)
     except _Cancelled as c:
-        _fail_status(progress_path, "cancelled", f"cancelled by {c} before training started")
+        fail_status(progress_path, "cancelled", f"cancelled by {c} before training started")
         print(f"cancelled by {c}", file=sys.stderr)
         return EXIT_SIGTERM if c.signum == signal.SIGTERM else EXIT_SIGINT
     except (SMUInputError, SMUTrainingError, OSError) as e:
-        _fail_status(progress_path, "failed", str(e))
+        fail_status(progress_path, "failed", str(e))
         raise
     finally:
         for s, h in previous.items():
@@ -365,15 +132,15 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
         if strat_cfg.get("name", args.strategy) != args.strategy:
             raise SMUInputError(out, f"this run used --strategy {strat_cfg.get('name')}, not {args.strategy}")
         prev_train = out / "train_config.json"
-        train_base = _load_json(prev_train, "train config") if prev_train.is_file() else run["train"]
+        train_base = load_json(prev_train, "train config") if prev_train.is_file() else run["train"]
     else:
         tok_kw = dict(run["tokenizer"])
         if args.max_len is not None:
             tok_kw["max_len"] = args.max_len
-        if _is_tokenized_dir(args.data):
+        if is_tokenized_dir(args.data):
             tokenizer = datasets.tokenizer_from_manifest(args.data[0])
         else:
-            tokenizer = _tokenizer_from_dict(tok_kw, args.config)
+            tokenizer = tokenizer_from_dict(tok_kw, args.config)
         model_kw = dict(run["model"])
         model_kw.setdefault("max_len", tokenizer.config.max_len)
         try:
@@ -384,7 +151,7 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
         train_base = run["train"]
     if args.ratio is not None:
         strat_cfg["ratio"] = args.ratio
-    cfg = _train_config(args, train_base, str(out), {"steps": 1000})
+    cfg = train_config(args, train_base, str(out), {"steps": 1000})
     strat_cfg.update(name=args.strategy, seed=cfg.seed)
     try:
         strategy = make_strategy(StrategyConfig.from_dict(strat_cfg))
@@ -399,7 +166,7 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
                  error=SMUInputError)
 
     augment = not args.no_augment
-    if _is_tokenized_dir(args.data):
+    if is_tokenized_dir(args.data):
         src = args.data[0]
         man = datasets.read_manifest(src)
         if man.get("tokenizer_config") != tokenizer.config.to_dict():
@@ -410,8 +177,8 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
         skipped = []
     else:
         train, val, skipped = file_datasets(args.data, tokenizer, args.val_fraction, cfg.seed, augment,
-                                            _cache(args), args.limit)
-    _print_skipped(skipped)
+                                            token_cache(args), args.limit)
+    print_skipped(skipped)
     if len(train) < cfg.batch_size:
         print(f"note: {len(train)} training windows < batch size {cfg.batch_size}; using batch size "
               f"{len(train)}", file=sys.stderr)
@@ -421,7 +188,7 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
     extra = {"tokenizer": tokenizer.config.to_dict(), "strategy": strategy.config.to_dict(),
              "training_data": {"paths": [str(p) for p in args.data], "train_windows": len(train),
                                "val_windows": 0 if val is None else len(val), "skipped": len(skipped)}}
-    trainer = Trainer(model, strategy, train, val, cfg, callbacks=_callbacks(args, progress_path),
+    trainer = Trainer(model, strategy, train, val, cfg, callbacks=progress_callbacks(args, progress_path),
                       collate_fn=datasets.collate, save_extra=extra)
     restore = install_stop_signals(trainer)
     try:
@@ -444,52 +211,6 @@ def _report_run(res: dict[str, Any], out: Path) -> None:
 
 # ============================================================================ finetune
 
-def _add_task_data_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--data-root", default=None, help="datasets root (default $SMU_DATA_ROOT or ../shared/data)")
-    g.add_argument("--data", default=None, help="a tokenized dataset folder (smu tokenize) instead of --data-root")
-    g.add_argument("--folder", default=None, help="--task folder: the MIDI folder")
-    g.add_argument("--labels", default=None, help="--task folder: labels CSV (file,label[,group])")
-    g.add_argument("--split", default="ours", choices=SPLIT_SCHEMES, help="split scheme")
-    g.add_argument("--split-seed", type=int, default=0, help="seed of the 80/10/10 split (default 0)")
-    g.add_argument("--limit", type=int, default=None, help="at most N files per split (quick looks)")
-    g.add_argument("--cache-dir", default=None, help="token cache folder")
-    g.add_argument("--no-cache", action="store_true", help="do not use the token cache")
-
-
-def task_datasets(args, task: str, tokenizer, classes: Sequence[str] | None = None, augment: bool = False,
-                  seed: int = 0):
-    """{split: TokenDataset} and the class names of ``task`` (data flags of ``args``)."""
-    from . import corpora, datasets
-
-    if args.data:
-        man = datasets.read_manifest(args.data)
-        if man.get("task") != task:
-            raise SMUInputError(args.data, f"tokenized for task {man.get('task')!r}, not {task!r}")
-        if man.get("tokenizer_config") != tokenizer.config.to_dict():
-            raise SMUInputError(args.data, "tokenized with other tokenizer settings than the model's")
-        sets = {s: datasets.load_tokenized(args.data, s, augment=augment and s == "train", seed=seed,
-                                       tokenizer=tokenizer)
-                for s in corpora.SPLITS if (Path(args.data) / f"{s}.npz").is_file()}
-        return sets, list(man.get("classes") or [])
-    try:
-        if task == "folder":
-            if not args.folder or not args.labels:
-                raise SMUInputError(args.folder or ".", "--task folder needs --folder DIR and --labels CSV")
-            td = corpora.folder_task(args.folder, args.labels, args.split_seed, classes=classes)
-        else:
-            td = corpora.build_task(task, args.data_root, seed=args.split_seed, split=args.split)
-        datasets.check_tokenizer_for_task(tokenizer, task)
-    except ValueError as e:
-        if isinstance(e, SMUInputError):
-            raise
-        raise SMUInputError(args.data_root or args.folder or task, str(e)) from None
-    built = datasets.build_datasets(td, tokenizer, _cache(args), augment_train=augment, seed=seed, progress=True,
-                                limit=args.limit)
-    _print_skipped(built.skipped)
-    return built.datasets, list(td.classes)
-
-
 def add_finetune_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="fine-tune on melody / velocity / composer / emotion / a labelled folder",
                        description="Fine-tune a pre-trained encoder (--from DIR) or a fresh one (--from none, "
@@ -507,15 +228,15 @@ def add_finetune_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--mask-ratio", type=float, default=0.15, help="mask fine-tuning ratio (0 = off)")
     p.add_argument("--eval-mask", action="store_true", help="also mask inputs at evaluation (off by default)")
     p.add_argument("--augment", action="store_true", help="random transposition of training windows")
-    _add_task_data_flags(p)
-    _add_train_flags(p, "default: --epochs")
+    add_task_data_flags(p)
+    add_train_flags(p, "default: --epochs")
     p.set_defaults(func=cmd_finetune)
     return p
 
 
 def cmd_finetune(args) -> int:
     progress = Path(args.progress) if args.progress else Path(args.out) / "progress.jsonl"
-    _check_progress_path(progress)
+    check_progress_path(progress)
     with run_lock(Path(args.out)):
         return _cmd_finetune_locked(args)
 
@@ -537,7 +258,7 @@ def _cmd_finetune_locked(args) -> int:
         pre = load_checkpoint(Path(args.pretrained), kind="pretrained")
         tokenizer = pre.tokenizer
     defaults = {"epochs": 10, "steps": None, "eval_every": 0, "checkpoint_every": 0, "batch_size": 16}
-    cfg = _train_config(args, {}, str(out), defaults)
+    cfg = train_config(args, {}, str(out), defaults)
     sets, classes = task_datasets(args, args.task, tokenizer, augment=args.augment, seed=cfg.seed)
     train, val, test = sets.get("train"), sets.get("val"), sets.get("test")
     if train is None or len(train) == 0:
@@ -558,7 +279,7 @@ def _cmd_finetune_locked(args) -> int:
     progress = Path(args.progress) if args.progress else out / "progress.jsonl"
     res = finetune(args.task, model, train, val, cfg, test_set=test, mask_ratio=args.mask_ratio,
                    eval_mask=args.eval_mask, patience=args.patience, collate_fn=datasets.collate,
-                   callbacks=_callbacks(args, progress), out_dir=out)
+                   callbacks=progress_callbacks(args, progress), out_dir=out)
     _print_scores(res, ("val", "test"))
     print(f"model and results.json in {out}")
     return 0
@@ -612,7 +333,7 @@ def add_evaluate_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the scores to this JSON file")
-    _add_task_data_flags(p)
+    add_task_data_flags(p)
     p.set_defaults(func=cmd_evaluate)
     return p
 
@@ -644,8 +365,8 @@ def cmd_evaluate(args) -> int:
         from .explain import recovery_accuracy
 
         if args.paths:
-            ds, _, skipped = file_datasets(args.paths, tokenizer, 0.0, args.seed, False, _cache(args), args.limit)
-            _print_skipped(skipped)
+            ds, _, skipped = file_datasets(args.paths, tokenizer, 0.0, args.seed, False, token_cache(args), args.limit)
+            print_skipped(skipped)
         elif args.task or args.data:
             sets, _ = task_datasets(args, args.task or "pretrain", tokenizer)
             ds = sets.get(args.on)
@@ -738,7 +459,7 @@ def cmd_explain(args) -> int:
             if imported.get(has) is False:
                 print(f"warning: {args.model} is a published checkpoint without {what} carry no meaning",
                       file=sys.stderr)
-    from .explain import fast_precision
+    from .precision import fast_precision
 
     precision = fast_precision("cpu") if args.precision == "auto" else args.precision
     df = explain_piece(model.eval(), tokenizer, piece, ratio=args.ratio, top_k=args.top_k, seed=args.seed,
@@ -916,12 +637,7 @@ def check_flags(args) -> None:
     for flag in ("seed", "split_seed"):
         v = getattr(args, flag, None)
         if v is not None and not 0 <= v <= MAX_SEED:
-            raise bad("--" + flag.replace("_", "-"), f"in 0..{MAX_SEED} (2**32 - 1)", _short_int(v))
-
-
-def _short_int(v: int) -> str:
-    """An integer for a message: in full up to 30 digits, else its size in bits."""
-    return str(v) if abs(v) < 10 ** 30 else f"{'-' if v < 0 else ''}a {abs(v).bit_length()}-bit number"
+            raise bad("--" + flag.replace("_", "-"), f"in 0..{MAX_SEED} (2**32 - 1)", short_int(v))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

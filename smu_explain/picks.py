@@ -467,9 +467,10 @@ def mask_recovery(model, tokenizer, piece, masks: Mapping[str, Any], *, batch_si
     "mean": the mean over the attributes}} (accuracies None when the mask is empty)."""
     import torch
 
-    from .explain import _autocast, _owners, _pad, _windows
     from .model import unwrap
+    from .precision import autocast
     from .tokenizer import MASK_ID, N_SPECIAL
+    from .windows import note_owners, pad_windows, piece_windows
 
     m = unwrap(model)
     attrs = list(m.config.attributes)
@@ -483,8 +484,8 @@ def mask_recovery(model, tokenizer, piece, masks: Mapping[str, Any], *, batch_si
     if N == 0:
         return {k: dict(empty) for k in arrays}
     tokens = tokenizer.encode(piece)
-    wins = _windows(tokenizer, piece, tokens, m.config.max_len)
-    owner, _ = _owners(wins, N)
+    wins = piece_windows(tokenizer, piece, tokens, m.config.max_len)
+    owner, _ = note_owners(wins, N)
     device = next(m.parameters()).device
     was = model.training
     model.eval()
@@ -497,11 +498,11 @@ def mask_recovery(model, tokenizer, piece, masks: Mapping[str, Any], *, batch_si
             jobs = [w for w, (_, ids) in enumerate(wins) if mask[ids].any() and (owner[ids[mask[ids]]] == w).any()]
             for i in range(0, len(jobs), batch_size):
                 chunk = jobs[i:i + batch_size]
-                tok, am = _pad([wins[w][0] for w in chunk], device)
+                tok, am = pad_windows([wins[w][0] for w in chunk], device)
                 hide = torch.zeros_like(am)
                 for r, w in enumerate(chunk):
                     hide[r, : len(wins[w][1])] = torch.from_numpy(mask[wins[w][1]])
-                with torch.no_grad(), _autocast(device, precision):
+                with torch.no_grad(), autocast(device, precision):
                     res = model(tok.masked_fill(hide[..., None], MASK_ID), am, heads_at=hide)
                 rows, cols = (x.cpu().numpy() for x in hide.nonzero(as_tuple=True))
                 target = tok[hide].cpu().numpy()

@@ -1492,7 +1492,7 @@ def value_roll(df: pd.DataFrame, values, *, label: str, diverging: bool, selecte
 
 def attribution_roll(table: pd.DataFrame, *, bar_starts_q=None, track_names=None, title: str | None = None,
                      height: int = 480) -> go.Figure:
-    """An ``explain.attribute_notes`` table on the piano roll (diverging colours; the target note
+    """An ``attribution.attribute_notes`` table on the piano roll (diverging colours; the target note
     of a note task outlined, from ``table.attrs["target"]``)."""
     target = table.attrs.get("target") if hasattr(table, "attrs") else None
     inw = table["in_window"].to_numpy(bool) if "in_window" in table.columns else None
@@ -1504,7 +1504,7 @@ def attribution_roll(table: pd.DataFrame, *, bar_starts_q=None, track_names=None
 
 def attention_roll(df: pd.DataFrame, weights, note: int, *, arcs: int = 8, bar_starts_q=None, track_names=None,
                    title: str | None = None, height: int = 480) -> go.Figure:
-    """Where note ``note`` looks: ``weights`` (N,) from ``explain.note_attention`` as colour, arcs
+    """Where note ``note`` looks: ``weights`` (N,) from ``attention.note_attention`` as colour, arcs
     to the ``arcs`` most attended notes; notes with weight 0 outside its window are grey."""
     w = np.asarray(weights, dtype=float)
     inw = w > 0

@@ -217,13 +217,13 @@ def test_the_note_survives_a_visit_to_another_page(model_dir):
 def test_masker_note_reruns_only_the_masks_for_a_new_ratio(model_dir, monkeypatch):
     """The occlusion (one pass per note of the window) is cached by note alone; a new ratio, mask
     count or seed re-runs only the recoverer's masks, and the same ratio reached another way
-    (0.16 - 0.01) is the same entry. The result equals explain.explain_masker_note."""
-    from smu_explain import explain
+    (0.16 - 0.01) is the same entry. The result equals masker_note.explain_masker_note."""
+    from smu_explain import masker_note
 
     calls = []
-    real_occ, real_loss = explain.masker_occlusion, explain.masker_recovery_losses
-    monkeypatch.setattr(explain, "masker_occlusion", lambda *a, **k: calls.append("occ") or real_occ(*a, **k))
-    monkeypatch.setattr(explain, "masker_recovery_losses",
+    real_occ, real_loss = masker_note.masker_occlusion, masker_note.masker_recovery_losses
+    monkeypatch.setattr(masker_note, "masker_occlusion", lambda *a, **k: calls.append("occ") or real_occ(*a, **k))
+    monkeypatch.setattr(masker_note, "masker_recovery_losses",
                         lambda *a, **k: calls.append("loss") or real_loss(*a, **k))
     data = (ROOT / "sample_midi" / SAMPLE).read_bytes()
     piece = A.read_piece_cached(data, SAMPLE)
@@ -234,7 +234,7 @@ def test_masker_note_reruns_only_the_masks_for_a_new_ratio(model_dir, monkeypatc
     assert calls == ["occ", "loss", "loss"]
     model, tok = A.load_model(model_dir)
     monkeypatch.undo()
-    ref = explain.explain_masker_note(model, tok, piece, note, n_masks=3, ratio=0.3, seed=0)
+    ref = masker_note.explain_masker_note(model, tok, piece, note, n_masks=3, ratio=0.3, seed=0)
     assert got["score"] == pytest.approx(ref["score"]) and got["mean_loss"] == pytest.approx(ref["mean_loss"])
     assert got["top"]["note"].tolist() == ref["top"]["note"].tolist()
 

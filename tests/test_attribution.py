@@ -1,5 +1,5 @@
 """Why a model decided: integrated gradients, occlusion, their agreement, attention, masker
-explanations (smu_explain/explain.py, the "WHY" section)."""
+explanations (smu_explain/attribution.py, attention.py, masker_note.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import pytest
 import torch
 
 from smu_explain.errors import SMUInputError
-from smu_explain.explain import (
-    attention_rollout, attention_weights, attribute_notes, attribution_agreement, encode_embeddings,
-    explain_masker_note, masker_occlusion, masker_recovery_losses, note_attention, note_embeddings,
-    note_window, predict_task,
-)
+from smu_explain.attention import attention_rollout, attention_weights, note_attention
+from smu_explain.attribution import attribute_notes, attribution_agreement, predict_task
+from smu_explain.encoder_inputs import encode_embeddings, note_embeddings, note_window
+from smu_explain.masker_note import explain_masker_note, masker_occlusion, masker_recovery_losses
 from smu_explain.finetune import build_model
 from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.reading import read_piece
@@ -273,7 +272,7 @@ def test_sampled_occlusion_equals_full_on_the_sample(note_model, seq_model, piec
 
 
 def spearman_n(a, b):
-    from smu_explain.explain import spearman_agreement
+    from smu_explain.attribution import spearman_agreement
 
     return spearman_agreement(a, b)["n"]
 
@@ -323,7 +322,7 @@ def test_attribution_roll_greys_unmeasured_notes(seq_model, piece):
 def test_fast_precision_reads_the_cpu_flags(monkeypatch, tmp_path):
     import builtins
 
-    from smu_explain.explain import fast_precision
+    from smu_explain.precision import fast_precision
 
     real_open = builtins.open
     for capability in ("AVX512", "AVX2", "DEFAULT"):

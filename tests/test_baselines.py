@@ -330,7 +330,8 @@ def test_cli_evaluate_prints_the_rules(tmp_path, tiny_midi_dir, capsys):
     import json
 
     from app_helpers import make_model
-    from smu_explain.cli import file_datasets, main
+    from smu_explain.cli import main
+    from smu_explain.cli_setup import file_datasets
 
     model_dir = make_model(tmp_path / "tiny", seed=1)
     out = tmp_path / "e.json"

@@ -214,13 +214,14 @@ def test_loading_never_imports_torch_dynamo(tmp_path):
 
 
 def test_stored_masker_scores_are_masker_view_and_go_stale_with_the_weights(tmp_path, make_midi):
-    """explain.store_masker_scores keeps masker_view's columns beside the weights; another set of
+    """stored_scores.store_masker_scores keeps masker_view's columns beside the weights; another set of
     weights (a re-save) or a broken file makes load_masker_scores give nothing, never an error."""
     import hashlib
 
     import numpy as np
 
-    from smu_explain.explain import masker_view, store_masker_scores
+    from smu_explain.explain import masker_view
+    from smu_explain.stored_scores import store_masker_scores
     from smu_explain.reading import read_piece
 
     pre = pretrained(tmp_path / "pre")

@@ -184,7 +184,7 @@ def test_masker_view_equals_explain_columns(model, tmp_path, make_midi):
 def test_predict_piece_agrees_with_predict_task(tmp_path, make_midi):
     """The piece-level predictions (the app's downstream view) average the same windows as
     predict_task (the attribution path), for sequence and note tasks."""
-    from smu_explain.explain import predict_piece, predict_task
+    from smu_explain.attribution import predict_piece, predict_task
     from smu_explain.finetune import build_model
 
     TOK = Tokenizer(TokenizerConfig(max_len=16, stride=10))

@@ -23,7 +23,8 @@ import torch
 
 from smu_explain import scores as T
 from smu_explain.checkpoint import read_config
-from smu_explain.cli import main, run_lock
+from smu_explain.cli import main
+from smu_explain.cli_setup import run_lock
 from smu_explain.errors import SMUCheckpointError, SMUInputError, SMUTrainingError, SMUWriteError
 from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.runs import read_jsonl

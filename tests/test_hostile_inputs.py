@@ -28,7 +28,8 @@ from smu_explain.checkpoint import (
     CONFIG_NAME, SCORES_NAME, TOKENIZER_NAME, WEIGHTS_NAME, checked_path, is_checkpoint, is_finetuned,
     load_checkpoint, load_masker_scores, read_config, task_heads, user_folder,
 )
-from smu_explain.cli import MAX_SEED, main
+from smu_explain.cli import main
+from smu_explain.cli_setup import MAX_SEED
 from smu_explain.errors import SMUCheckpointError, SMUInputError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -293,7 +293,7 @@ def test_octuple_ids_round_trip_the_authors_ids():
 
 def test_attention_maps_of_an_imported_model_are_transformers_own(adversarial_snapshot, tmp_path):
     """Why's attention view of an imported model: the probabilities transformers' eager BERT returns."""
-    from smu_explain.explain import attention_weights
+    from smu_explain.attention import attention_weights
 
     ref, sizes, snap = adversarial_snapshot
     import_checkpoint(snap, tmp_path / "adv")

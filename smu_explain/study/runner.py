@@ -413,7 +413,7 @@ class Study:
     @property
     def bf16(self) -> bool:
         if self.preset.bf16 == "auto":
-            from ..explain import fast_precision
+            from ..precision import fast_precision
 
             return fast_precision(self.device if self.device != "auto" else "cpu") == "bf16"
         return bool(self.preset.bf16)
