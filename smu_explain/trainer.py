@@ -60,7 +60,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .checkpoint import savable, save_checkpoint
+from . import checkpoint
 from .errors import SMUCheckpointError, SMUInputError, SMUTrainingError, SMUWriteError
 from .io import atomic_write_text, default_file_mode, read_jsonl, unknown_fields  # noqa: F401  (re-exported: older imports)
 
@@ -951,12 +951,12 @@ class Trainer:
         path = self.checkpoint_path()
         if self.dist.is_main:
             atomic_torch_save(state, path)
-            if savable(self.model):
+            if checkpoint.savable(self.model):
                 extra = {"training": {"step": self.step, "epoch": self.epoch,
                                       "objective": type(self.objective).__name__}}
                 extra.update(self.save_extra)
                 try:
-                    save_checkpoint(self.out_dir, self.model, extra=extra)
+                    checkpoint.save_checkpoint(self.out_dir, self.model, extra=extra)
                 except (OSError, RuntimeError) as e:
                     raise SMUWriteError(self.out_dir, f"could not write the model files "
                                                       f"({_write_error_reason(e)})") from None
