@@ -111,6 +111,7 @@ def pick_model(arg: str | None, tmp: Path) -> tuple[Path, str]:
             return demo, "demo-adversarial"
     import torch
 
+    from smu_explain.checkpoint import save_checkpoint
     from smu_explain.model import ModelConfig
     from smu_explain.tokenizer import Tokenizer
     from smu_explain.tokenizer_config import TokenizerConfig
@@ -119,7 +120,7 @@ def pick_model(arg: str | None, tmp: Path) -> tuple[Path, str]:
     tok = Tokenizer(TokenizerConfig())
     model = MidiBert(ModelConfig.named("small", tok.vocab_sizes, tok.attributes))
     out = tmp / "small-random"
-    model.save_pretrained(out, extra={"tokenizer": tok.config.to_dict()})
+    save_checkpoint(out, model, extra={"tokenizer": tok.config.to_dict()})
     return out, "random small (untrained)"
 
 

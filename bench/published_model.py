@@ -78,6 +78,7 @@ print(json.dumps(res))
 def make_standin(folder: Path) -> int:
     import torch
 
+    from smu_explain.checkpoint import save_checkpoint
     from smu_explain.model import MidiBert, ModelConfig
     from smu_explain.octuple import OctupleIds
 
@@ -87,9 +88,9 @@ def make_standin(folder: Path) -> int:
                       position="relative_key_query", emb_scale=16.0, layer_norm_eps=1e-12, init="normal")
     torch.manual_seed(0)
     model = MidiBert(cfg)
-    model.save_pretrained(folder, extra={"tokenizer": tok.to_dict(), "strategy": {"name": "adversarial"},
-                                         "imported": {"layout": "adversarial-octuple", "stand_in": True,
-                                                      "has_recovery_heads": True, "has_masker": True}})
+    save_checkpoint(folder, model, extra={"tokenizer": tok.to_dict(), "strategy": {"name": "adversarial"},
+                                          "imported": {"layout": "adversarial-octuple", "stand_in": True,
+                                                       "has_recovery_heads": True, "has_masker": True}})
     return sum(p.numel() for p in model.parameters())
 
 

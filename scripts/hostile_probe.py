@@ -45,6 +45,7 @@ def make_fixtures(root: Path) -> dict[str, Path]:
     import symusic
     import torch
 
+    from smu_explain.checkpoint import save_checkpoint
     from smu_explain.model import MidiBert, ModelConfig
     from smu_explain.tokenizer import Tokenizer
     from smu_explain.tokenizer_config import TokenizerConfig
@@ -53,7 +54,7 @@ def make_fixtures(root: Path) -> dict[str, Path]:
     tok = Tokenizer(TokenizerConfig(max_len=32))
     torch.manual_seed(0)
     model = MidiBert(ModelConfig.named("tiny", tok.vocab_sizes, tok.attributes, max_len=32))
-    f["model"] = model.save_pretrained(root / "model", extra={"tokenizer": tok.config.to_dict()})
+    f["model"] = save_checkpoint(root / "model", model, extra={"tokenizer": tok.config.to_dict()})
     good = root / "good"
     good.mkdir()
     for i in range(4):

@@ -1,12 +1,14 @@
 """smu_explain: see what symbolic-music BERT models learn.
 
-In a notebook (docs/QUICKSTART.md)::
+In a notebook (docs/QUICKSTART.md; the calls are ``notebook.py``'s)::
 
     import smu_explain as smu
-    model = smu.load("models/demo-adversarial")          # a Checkpoint: model + tokenizer
+    model = smu.load("models/demo-adversarial")          # a NotebookModel: model + tokenizer
     piece = model.read("sample_midi/bach_bwv66_6.mid")   # a Piece (notes, bars, tracks)
     notes = model.explain(piece)                          # a DataFrame, one row per note
     smu.piano_roll(notes, piece).show()                   # a Plotly figure
+
+``import smu_explain`` loads only the error classes; the rest is imported when called.
 """
 
 from typing import Any
@@ -18,19 +20,15 @@ __all__ = ["SMUInputError", "SMUCheckpointError", "SMUTrainingError", "__version
 
 
 def load(folder: Any, map_location: Any = "cpu") -> Any:
-    """A checkpoint folder (this project's, or one ``smu import`` wrote) -> ``checkpoint.Checkpoint``
-    with ``.model``, ``.tokenizer``, ``.read(path)``, ``.explain(piece)``."""
-    from .checkpoint import load_checkpoint
+    """``notebook.load``: a checkpoint folder -> ``notebook.NotebookModel`` (``.model``, ``.tokenizer``,
+    ``.read(path)``, ``.explain(piece)``)."""
+    from .notebook import load as load_model
 
-    return load_checkpoint(folder, map_location)
+    return load_model(folder, map_location)
 
 
 def piano_roll(notes: Any, piece: Any = None, **kw: Any) -> Any:
-    """``plots.piano_roll`` of a notes table (``Piece.notes_table()`` or an explain table: masker
-    score as colour, picked notes outlined, frozen notes hatched), bars and track names from ``piece``."""
-    from .plots import piano_roll as _roll
+    """``notebook.piano_roll``: the piano roll of a notes table, bars and tracks from ``piece``."""
+    from .notebook import piano_roll as roll
 
-    if piece is not None:
-        kw.setdefault("bar_starts_q", piece.bar_starts_q)
-        kw.setdefault("track_names", piece.track_names)
-    return _roll(notes, **kw)
+    return roll(notes, piece, **kw)

@@ -18,24 +18,28 @@ A checkpoint is a folder with
 
 Rules:
 
-- One writer, :func:`save_checkpoint`, for pre-training and fine-tuning
-  (``MidiBert.save_pretrained`` and ``FineTuneModel.save_pretrained`` call it; the
-  trainer saves through them). A new folder is written as a temporary sibling and
-  renamed into place; an existing folder gets each file replaced atomically (weights,
-  then tokenizer.json, then config.json; a stale tokenizer.json is removed when the
-  model has no tokenizer). Other files in the folder are left alone. The weights get
+- One writer, :func:`save_checkpoint` ``(folder, model, extra)``, for pre-training and
+  fine-tuning (the trainer, ``finetune.finetune`` and ``published`` call it; :func:`savable`
+  says which models it takes). The models know nothing of files. A new folder is written
+  as a temporary sibling and renamed into place; an existing folder gets each file
+  replaced atomically (weights, then tokenizer.json, then config.json; a stale
+  tokenizer.json is removed when the model has no tokenizer). Other files in the folder are left alone. The weights get
   the mode ``open()`` gives a new file (``io.default_file_mode``; safetensors writes 0o600).
 - One loader, :func:`load_checkpoint` -> :class:`Checkpoint` (model, tokenizer, kind,
-  task, metadata), used by every reader (CLI, app, explain, fine-tuning, benches).
+  task, metadata), used by every reader (CLI, app, explain, fine-tuning, benches);
+  :func:`load_model` is its model alone (the tokenizer optional).
   Anything wrong (missing, corrupt, pickled, too large, sizes that do not match the
   weights, a tokenizer that does not fit the model) raises ``SMUCheckpointError``
   naming the file and the reason. Sizes are checked against the safetensors header on
-  the meta device before any memory is allocated.
+  the meta device before any memory is allocated (``weights.py``'s checks).
 - The tokenizer has its own pair :func:`save_tokenizer` / :func:`load_tokenizer`; it is
   checked against the model config (attributes, vocabularies, window length) on load.
 
 This module imports neither torch nor the model at import time (``is_finetuned``,
-``task_heads`` and ``read_config`` stay cheap for the app and the CLI).
+``task_heads`` and ``read_config`` stay cheap for the app and the CLI). It may import the
+lower layers (errors, io, weights, tokenizer, octuple, model, heads), inside functions for the
+torch ones; never explain, finetune, the trainer, the CLI or the app (the notebook API that
+explains a loaded checkpoint is ``notebook.py``'s).
 """
 
 from __future__ import annotations
@@ -51,10 +55,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import SMUCheckpointError, SMUInputError
 from .io import atomic_write_text, default_file_mode
+from .weights import (
+    check_weights_header, parameters_in_header, refuse_non_finite, skip_random_fills, weights_header,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch.nn as nn
-
     from .model import MidiBert, ModelConfig
     from .tokenizer import Tokenizer
 
@@ -83,7 +88,7 @@ _RESERVED = ("format", "format_version", "model")
 class Checkpoint:
     """A loaded checkpoint folder.
 
-    ``model``: a ``MidiBert`` (kind ``"pretrained"``) or a ``finetune.FineTuneModel``
+    ``model``: a ``MidiBert`` (kind ``"pretrained"``) or a ``heads.FineTuneModel``
     (kind ``"finetuned"``), on ``map_location``, in training mode like a fresh module.
     ``tokenizer``: the ``Tokenizer`` saved with it (checked against the model), or None
     when the folder has none. ``meta``: config.json as read.
@@ -113,25 +118,6 @@ class Checkpoint:
     def info(self) -> dict[str, Any]:
         """The metadata saved with the model (``model.checkpoint_info``)."""
         return self.model.checkpoint_info
-
-    # the notebook API (docs/QUICKSTART.md): read a piece with this model's tokenizer, explain it
-    def read(self, source: Any, name: str | None = None) -> Any:
-        """A ``Piece`` read from a file path or bytes the way this model reads music."""
-        if self.tokenizer is None:
-            raise SMUCheckpointError(self.folder, "this checkpoint has no tokenizer; cannot read music for it")
-        return self.tokenizer.read(source, name)
-
-    def explain(self, piece: Any, ratio: float = 0.15, **kw: Any) -> Any:
-        """One row per note (``explain.explain_piece``): the masker's ``score`` / ``picked`` /
-        ``frozen`` and, per attribute, the recovery when the note is masked (``correct_pitch``, ...).
-        ``piece``: a ``Piece`` or anything :meth:`read` takes."""
-        from .explain import explain_piece
-
-        if self.kind != "pretrained":
-            raise SMUCheckpointError(self.folder, "explain needs a pre-trained model (masker and attribute heads)")
-        if not hasattr(piece, "notes_table"):
-            piece = self.read(piece)
-        return explain_piece(self.model.eval(), self.tokenizer, piece, ratio, **kw)
 
 
 # ----------------------------------------------------------------------------- reading config.json
@@ -381,87 +367,19 @@ def load_tokenizer(folder: str | os.PathLike, meta: dict[str, Any] | None = None
     return tokenizer
 
 
-# ----------------------------------------------------------------------------- weights
-
-def weights_header(weights: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], str]]:
-    """{tensor name: (shape, dtype)} from a safetensors file's header; no tensor data is read."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(weights), framework="pt", device="cpu") as f:
-            out = {}
-            for k in f.keys():
-                sl = f.get_slice(k)
-                out[k] = (tuple(int(d) for d in sl.get_shape()), str(sl.get_dtype()))
-            return out
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise SMUCheckpointError(weights, f"corrupt or unreadable safetensors file ({e})") from None
-
-
-# the random initialisers a module's constructor calls (torch.nn.init and the Tensor methods)
-_RANDOM_FILLS = frozenset({"normal_", "uniform_", "trunc_normal_", "random_", "bernoulli_", "exponential_",
-                           "cauchy_", "log_normal_", "geometric_", "kaiming_uniform_", "kaiming_normal_",
-                           "xavier_uniform_", "xavier_normal_", "orthogonal_", "sparse_"})
-
-
-def skip_random_fills(any_device: bool = False):
-    """A torch function mode under which random initialisers of meta tensors do nothing
-    (``any_device``: of every tensor - for a model whose every parameter is loaded next,
-    strictly, so no random number is ever seen; a 90 M-parameter model builds in a fraction of
-    the time its random initialisation takes).
-
-    A meta tensor holds no numbers, so there is nothing to fill; but torch runs the random
-    fills of meta tensors through its Python reference kernels, whose first call imports
-    ``torch._dynamo`` (about 1 s of CPU, once per process: most of the app's first model load,
-    and nothing else the app runs needs it). Only these in-place fills are skipped: every
-    shape comes from the module's constructor as before."""
-    import torch
-    from torch.overrides import TorchFunctionMode
-
-    class SkipRandomFills(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            if getattr(func, "__name__", "") in _RANDOM_FILLS:
-                t = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes it by name
-                if isinstance(t, torch.Tensor) and (t.is_meta or any_device):
-                    return t
-            return func(*args, **kwargs)
-
-    return SkipRandomFills()
-
-
-def check_weights_header(weights: str | os.PathLike, build: Callable[[], "nn.Module"]) -> None:
-    """Compare the tensor names and shapes of ``weights`` with those of ``build()``, built on
-    the meta device (no memory allocated). ``SMUCheckpointError`` on any difference."""
-    import torch
-
-    header = weights_header(weights)
-    with torch.device("meta"), skip_random_fills():
-        expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
-    missing = sorted(set(expected) - set(header))
-    unexpected = sorted(set(header) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing tensors {_few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected tensors {_few(unexpected)}")
-        raise SMUCheckpointError(weights, "weights do not match config.json: " + "; ".join(parts))
-    bad = [f"{k} {header[k][0]} != {v}" for k, v in expected.items() if header[k][0] != v]
-    if bad:
-        raise SMUCheckpointError(weights, f"tensor shapes do not match config.json: {_few(bad)}")
-    if any(not dt.startswith(("F", "BF")) for _, dt in header.values()):
-        raise SMUCheckpointError(weights, "weights must be floating point tensors")
-
-
-def _few(items: list[str], n: int = 5) -> str:
-    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
-
-
 # ----------------------------------------------------------------------------- save
 
 def _is_finetuned_model(model: Any) -> bool:
     return hasattr(model, "head") and hasattr(model, "encoder") and hasattr(model, "task")
+
+
+def savable(model: Any) -> bool:
+    """Whether :func:`save_checkpoint` writes ``model``: a ``MidiBert`` or a ``heads.FineTuneModel``
+    (not a wrapper around one, nor any other module)."""
+    from .heads import FineTuneModel
+    from .model import MidiBert
+
+    return isinstance(model, (MidiBert, FineTuneModel))
 
 
 def save_checkpoint(folder: str | os.PathLike, model: Any, extra: dict[str, Any] | None = None) -> Path:
@@ -636,23 +554,12 @@ def check_memory(n_parameters: int, where: str | os.PathLike, *, purpose: str = 
                                "d_ff, max_len) or a machine with more memory.")
 
 
-def parameters_in_header(header: dict[str, tuple[tuple[int, ...], str]]) -> int:
-    """The number of values in a safetensors header (:func:`weights_header`)."""
-    n = 0
-    for shape, _ in header.values():
-        k = 1
-        for d in shape:
-            k *= int(d)
-        n += k
-    return n
-
-
 # ----------------------------------------------------------------------------- load
 
 _NOT_KIND = {
     "pretrained": "is a fine-tuned model (config.json format {fmt!r}, task {task!r}); a pre-trained model is "
                   "needed here (its masker and attribute heads), e.g. the folder given to finetune --from",
-    "finetuned": "not a fine-tuned model (config.json format is {fmt!r}); use MidiBert.from_pretrained",
+    "finetuned": "not a fine-tuned model (config.json format is {fmt!r}); load it with checkpoint.load_model(folder)",
 }
 
 
@@ -708,26 +615,13 @@ def load_checkpoint(folder: str | os.PathLike, map_location: Any = "cpu", *, kin
     return Checkpoint(folder=folder, kind=found, model=model.to(map_location), tokenizer=tokenizer, meta=meta)
 
 
-def refuse_non_finite(state: dict[str, Any], weights: str | os.PathLike) -> None:
-    """``SMUCheckpointError`` naming the first floating-point tensor of ``state`` that holds a NaN
-    or an infinity (and how many of its values do): such a model gives NaN scores that look like
-    results."""
-    import math
-
-    import torch
-
-    for name, t in state.items():
-        if t.is_floating_point() or t.is_complex():
-            # fast path: any NaN or infinity makes the sum NaN or infinite (one pass over the memory,
-            # no boolean copy); a finite sum proves the tensor finite. A sum that overflowed is
-            # checked value by value below, like a tensor that holds a NaN.
-            if t.is_floating_point() and math.isfinite(float(t.sum())):
-                continue
-            bad = ~torch.isfinite(t)
-            if bool(bad.any()):
-                raise SMUCheckpointError(weights, f"tensor {name!r} holds {int(bad.sum()):,} NaN or infinite "
-                                                  f"value(s) of {t.numel():,}; the model cannot give meaningful "
-                                                  "scores (was training diverging when it was saved?)")
+def load_model(folder: str | os.PathLike, map_location: Any = "cpu", *, kind: str = "pretrained") -> Any:
+    """The model of a checkpoint folder (:func:`load_checkpoint` with ``kind``, the tokenizer optional):
+    a ``MidiBert`` for ``"pretrained"``, a ``heads.FineTuneModel`` for ``"finetuned"``. The
+    metadata saved with it (config.json's other keys, the tokenizer config) is its
+    ``checkpoint_info``. ``SMUCheckpointError`` on anything missing, broken, pickled, of the
+    wrong shapes or of the other kind."""
+    return load_checkpoint(folder, map_location, kind=kind, require_tokenizer=False).model
 
 
 def _kind_message(kind: str, meta: dict[str, Any]) -> str:
@@ -741,7 +635,7 @@ def _pretrained_builder(config: "ModelConfig") -> Callable[[], Any]:
 
 
 def _finetuned_builder(folder: Path, meta: dict[str, Any], config: "ModelConfig") -> Callable[[], Any]:
-    from .finetune import FineTuneModel
+    from .heads import FineTuneModel
     from .model import MidiBert
 
     head = meta.get("head", {})

@@ -118,7 +118,7 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
     from . import datasets
     from .masker import StrategyConfig, make_strategy
     from .checkpoint import check_memory, load_checkpoint
-    from .model import MidiBert, ModelConfig, _estimated_parameters
+    from .model import MidiBert, ModelConfig, estimated_parameters
     from .trainer import Trainer, install_stop_signals
 
     run = resolve_run_config(args.config)
@@ -161,7 +161,7 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
         raise SMUInputError(args.config, f"model max_len {model_cfg.max_len} < tokenizer windows "
                                          f"{tokenizer.config.max_len}")
     # the weights, gradients and Adam's moments must fit the machine's memory: checked before any is made
-    check_memory(_estimated_parameters(model_cfg), out if args.resume else (args.config or "--config"),
+    check_memory(estimated_parameters(model_cfg), out if args.resume else (args.config or "--config"),
                  purpose="training_loaded" if args.resume else "training", device=_device(cfg.device),
                  error=SMUInputError)
 
@@ -245,7 +245,7 @@ def _cmd_finetune_locked(args) -> int:
     from . import datasets
     from .checkpoint import check_memory, load_checkpoint
     from .finetune import build_model, finetune
-    from .model import ModelConfig, _estimated_parameters
+    from .model import ModelConfig, estimated_parameters
 
     out = Path(args.out)
     if args.pretrained.lower() == "none":
@@ -267,7 +267,7 @@ def _cmd_finetune_locked(args) -> int:
         cfg.batch_size = len(train)
     # weights, gradients and Adam's moments against the machine's memory, before the model is made
     n_params = (pre.model.num_parameters() if pre is not None else
-                _estimated_parameters(ModelConfig.named(args.size, tokenizer.vocab_sizes, tokenizer.attributes,
+                estimated_parameters(ModelConfig.named(args.size, tokenizer.vocab_sizes, tokenizer.attributes,
                                                         max_len=tokenizer.config.max_len)))
     check_memory(n_params, args.pretrained if pre is not None else f"--size {args.size}",
                  purpose="training_loaded" if pre is not None else "training", device=_device(cfg.device),

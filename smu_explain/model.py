@@ -1,5 +1,5 @@
 """The MidiBERT-style encoder: per-attribute embeddings, a Transformer encoder,
-one output head per attribute and the masker head, plus safe save/load.
+one output head per attribute and the masker head.
 
 Rules (see docs/ARCHITECTURE.md "Model"):
 
@@ -55,10 +55,11 @@ Rules (see docs/ARCHITECTURE.md "Model"):
 - ``masker(hidden)``: linear d_model -> masker_hidden, ReLU, linear -> 1, sigmoid:
   one score in (0, 1) per token. ``masker_logits`` is the same before the sigmoid
   (use it with ``binary_cross_entropy_with_logits``).
-- Saving and loading are ``checkpoint.py``'s (``save_pretrained`` / ``from_pretrained``
-  call it): a folder with ``config.json``, ``model.safetensors`` and ``tokenizer.json``;
-  nothing is ever unpickled; anything else (missing, corrupt, pickled, shape or key
-  mismatch) raises ``SMUCheckpointError``.
+- The model knows nothing of files: saving and loading are ``checkpoint.py``'s alone
+  (``checkpoint.save_checkpoint(folder, model)`` / ``checkpoint.load_model(folder)``).
+  ``checkpoint_info`` is plain data a loader sets (the metadata saved with the model).
+
+Imports: torch, ``relattn``, ``io``; never checkpoint, explain, the trainer, the CLI or the app.
 """
 
 from __future__ import annotations
@@ -66,9 +67,7 @@ from __future__ import annotations
 import json
 import math
 import operator
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -76,7 +75,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import relattn
-from .checkpoint import load_checkpoint, save_checkpoint
 from .io import unknown_fields
 
 
@@ -217,13 +215,13 @@ def _validate_model_config(c: "ModelConfig") -> None:
         raise ValueError(f"rope_base must be in (1, 1e9): {c.rope_base}")
     if c.position == "rope" and (c.d_model // c.n_heads) % 2:
         raise ValueError(f"rotary positions need an even head_dim, got {c.d_model // c.n_heads}")
-    n = _estimated_parameters(c)
+    n = estimated_parameters(c)
     if n > MAX_PARAMETERS:
         raise ValueError(f"about {n:.3g} parameters (d_model={c.d_model}, n_layers={c.n_layers}, d_ff={c.d_ff}, "
                          f"max_len={c.max_len}) is implausibly large (> {MAX_PARAMETERS:.0e})")
 
 
-def _estimated_parameters(c: "ModelConfig") -> int:
+def estimated_parameters(c: "ModelConfig") -> int:
     """Rough parameter count of ``MidiBert(c)`` (embeddings, blocks, heads), without building it."""
     a = len(c.vocab_sizes)
     emb = sum(c.vocab_sizes) * c.emb_dim + a * c.emb_dim * c.d_model + c.max_len * c.d_model
@@ -499,23 +497,6 @@ class MidiBert(nn.Module):
         if masker:
             out["masker_logits"] = self.masker_logits(hidden)
         return out
-
-    # --------------------------------------------------------------- save / load
-    def save_pretrained(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-        """Write the checkpoint folder (``checkpoint.save_checkpoint``): ``config.json``
-        ({"format", "format_version", "model": <ModelConfig>, **extra}), ``model.safetensors``
-        and, when ``extra`` has a "tokenizer" (config dict), ``tokenizer.json``; atomically.
-        ``extra`` carries e.g. "strategy", "training_data"; reserved keys raise ``ValueError``.
-        """
-        return save_checkpoint(directory, self, extra)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "MidiBert":
-        """Load a pre-trained folder (``checkpoint.load_checkpoint``, JSON and safetensors only;
-        ``SMUCheckpointError`` on anything missing, broken, pickled or of the wrong shapes).
-        The metadata saved with it (config.json's other keys, the tokenizer config) is kept in
-        ``model.checkpoint_info``."""
-        return load_checkpoint(directory, map_location, kind="pretrained", require_tokenizer=False).model
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -7,7 +7,7 @@ against these lists (tests/test_names.py):
 
 - ``STRATEGIES``: the masking strategies, ``masker.make_strategy`` (each class's ``name``).
 - ``SIZES``: the named model sizes, the keys of ``model.ModelConfig.SIZES``.
-- ``FINETUNE_TASKS``: the fine-tuning tasks, the keys of ``finetune.TASKS``.
+- ``FINETUNE_TASKS``: the fine-tuning tasks, the keys of ``heads.TASKS``.
 - ``TASKS``: what ``smu tokenize`` / ``corpora.build_task`` read: pre-training plus the
   fine-tuning tasks (``corpora.TASKS``).
 - ``SPLIT_SCHEMES``: the split schemes ``--split`` offers (``ours``, MidiBERT's lists,

@@ -416,10 +416,11 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *, layout:
     ``layout`` forces ``"midibert-cp"`` / ``"adversarial-octuple"`` (default: from the number of
     attributes); ``position`` / ``heads`` override what config.json would say (they must still
     agree with the weights). ``SMUCheckpointError`` on anything that does not fit; nothing is
-    written then (the folder is written atomically by ``save_pretrained``)."""
+    written then (the folder is written atomically by ``checkpoint.save_checkpoint``)."""
     import torch
 
-    from .checkpoint import check_memory, refuse_non_finite, skip_random_fills
+    from .checkpoint import check_memory, save_checkpoint
+    from .weights import refuse_non_finite, skip_random_fills
 
     state, meta, path = read_state_dict(src)
     refuse_non_finite(state, path)
@@ -454,5 +455,5 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *, layout:
         dropped=dropped)
     tok = _tokenizer_for(lay, shapes["max_position_embeddings"])
     extra = {"tokenizer": tok, "strategy": {"name": lay.strategy}, "imported": report.to_dict()}
-    model.save_pretrained(out, extra=extra)
+    save_checkpoint(out, model, extra=extra)
     return report

@@ -60,6 +60,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import checkpoint
 from .errors import SMUCheckpointError, SMUInputError, SMUTrainingError, SMUWriteError
 from .io import atomic_write_text, default_file_mode, read_jsonl, unknown_fields  # noqa: F401  (re-exported: older imports)
 
@@ -712,7 +713,7 @@ class Trainer:
                  collate_fn: Callable | None = None, save_extra: dict[str, Any] | None = None):
         """``save_extra``: extra keys for the model folder (e.g. "strategy" for config.json, and
         "tokenizer", which ``checkpoint.save_checkpoint`` writes as tokenizer.json), written with
-        ``model.save_pretrained`` at every checkpoint."""
+        ``checkpoint.save_checkpoint`` at every checkpoint."""
         self.config = (config or TrainConfig()).validate()
         self.save_extra = dict(save_extra or {})
         self.model = model
@@ -950,12 +951,12 @@ class Trainer:
         path = self.checkpoint_path()
         if self.dist.is_main:
             atomic_torch_save(state, path)
-            if hasattr(self.model, "save_pretrained"):
+            if checkpoint.savable(self.model):
                 extra = {"training": {"step": self.step, "epoch": self.epoch,
                                       "objective": type(self.objective).__name__}}
                 extra.update(self.save_extra)
                 try:
-                    self.model.save_pretrained(self.out_dir, extra=extra)
+                    checkpoint.save_checkpoint(self.out_dir, self.model, extra=extra)
                 except (OSError, RuntimeError) as e:
                     raise SMUWriteError(self.out_dir, f"could not write the model files "
                                                       f"({_write_error_reason(e)})") from None

@@ -11,6 +11,7 @@ def make_model(path: Path, seed: int = 0, size: str = "tiny", strategy: str | No
     (and, if given, the name of the strategy it was pre-trained with)."""
     import torch
 
+    from smu_explain.checkpoint import save_checkpoint
     from smu_explain.model import MidiBert, ModelConfig
     from smu_explain.tokenizer import Tokenizer
     from smu_explain.tokenizer_config import TokenizerConfig
@@ -21,7 +22,7 @@ def make_model(path: Path, seed: int = 0, size: str = "tiny", strategy: str | No
     extra = {"tokenizer": tok.config.to_dict()}
     if strategy:
         extra["strategy"] = {"name": strategy}
-    model.save_pretrained(path, extra=extra)
+    save_checkpoint(path, model, extra=extra)
     return Path(path)
 
 

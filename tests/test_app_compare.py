@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from app_helpers import make_model, page, texts
 from smu_explain import appstate as A
-from smu_explain.checkpoint import task_heads
+from smu_explain.checkpoint import save_checkpoint, task_heads
 
 PAGE = page("compare.py")
 
@@ -113,9 +113,9 @@ def test_downstream_predictions_from_a_finetuned_head(tmp_path):
     a = make_model(tmp_path / "with-head", seed=3)
     b = make_model(tmp_path / "plain", seed=4)
     head = build_model("emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=a)
-    head.save_pretrained(a / "finetuned" / "emotion")
+    save_checkpoint(a / "finetuned" / "emotion", head)
     note_head = build_model("melody", ["melody", "bridge", "piano"], pretrained=a)
-    note_head.save_pretrained(a / "finetuned" / "melody")
+    save_checkpoint(a / "finetuned" / "melody", note_head)
     assert [p.name for p in task_heads(a)] == ["emotion", "melody"]
     assert task_heads(b) == []
     at = run_page((a, b))

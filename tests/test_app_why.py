@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from app_helpers import ROOT, make_model, page, texts
 from smu_explain import appstate as A
-from smu_explain.checkpoint import is_finetuned
+from smu_explain.checkpoint import is_finetuned, save_checkpoint
 
 PAGE = page("why.py")
 SAMPLE = "bach_bwv66_6.mid"
@@ -26,7 +26,7 @@ def finetuned_dir(model_dir):
     from smu_explain.finetune import build_model
 
     ft = build_model("emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=model_dir, seed=0)
-    return ft.save_pretrained(model_dir / "finetuned" / "emotion")
+    return save_checkpoint(model_dir / "finetuned" / "emotion", ft)
 
 
 @pytest.fixture(autouse=True)
@@ -147,7 +147,7 @@ def test_note_task_model_explains_the_selected_note(model_dir, tmp_path):
     from smu_explain.finetune import build_model
 
     ft = build_model("melody", ["melody", "bridge", "piano"], pretrained=model_dir, seed=0)
-    ft_dir = ft.save_pretrained(tmp_path / "melody-ft")
+    ft_dir = save_checkpoint(tmp_path / "melody-ft", ft)
     key = A.piece_key((ROOT / "sample_midi" / SAMPLE).read_bytes())
     at = run_page(**{A.K_MODEL_A: str(model_dir), "why_note": 7, "why_note_for": key})
     at.selectbox(key="why_ft_choice").set_value(A.OTHER_FOLDER).run()
@@ -271,8 +271,8 @@ def test_the_page_says_which_model_and_head_it_explains(tmp_path, monkeypatch):
     models = tmp_path / "models"
     enc_a = make_model(models / "enc-a", seed=3, strategy="adversarial")
     enc_b = make_model(models / "enc-b", seed=4, strategy="random")
-    build_model("melody", ["melody", "bridge", "piano"], pretrained=enc_b, seed=0).save_pretrained(
-        enc_b / "finetuned" / "melody")
+    save_checkpoint(enc_b / "finetuned" / "melody",
+                    build_model("melody", ["melody", "bridge", "piano"], pretrained=enc_b, seed=0))
     monkeypatch.setattr(A, "MODELS_DIR", models)
     at = run_page(**{A.K_MODEL_A: str(enc_a)})
     assert not at.exception, at.exception
@@ -288,8 +288,8 @@ def test_the_page_says_which_model_and_head_it_explains(tmp_path, monkeypatch):
     first = texts(at)
     assert "integrated gradients" not in first.split("The **melody** head says")[0].lower()
     # the page's model gets a head of its own: it becomes the default, and the sentence says so
-    build_model("melody", ["melody", "bridge", "piano"], pretrained=enc_a, seed=0).save_pretrained(
-        enc_a / "finetuned" / "melody")
+    save_checkpoint(enc_a / "finetuned" / "melody",
+                    build_model("melody", ["melody", "bridge", "piano"], pretrained=enc_a, seed=0))
     at = run_page(**{A.K_MODEL_A: str(enc_a)})
     assert at.selectbox(key="why_ft_choice").value == "models/enc-a/finetuned/melody"
     who = at.info[0].value
@@ -307,7 +307,7 @@ def test_a_note_seen_before_comes_back_explained(model_dir, finetuned_dir, tmp_p
     from smu_explain.finetune import build_model
 
     ft = build_model("melody", ["melody", "bridge", "piano"], pretrained=model_dir, seed=0)
-    ft_dir = ft.save_pretrained(tmp_path / "melody-ft")
+    ft_dir = save_checkpoint(tmp_path / "melody-ft", ft)
     at = run_page(**{A.K_MODEL_A: str(model_dir), "why_steps": 8})
     at.selectbox(key="why_ft_choice").set_value(A.OTHER_FOLDER).run()
     at.text_input(key="why_ft_path").set_value(str(ft_dir)).run()

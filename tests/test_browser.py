@@ -260,6 +260,7 @@ def test_why_page(browser, server, tmp_path):
     model in use, or ``$SMU_E2E_FINETUNED``: a real fine-tuned folder, e.g. the study's
     composer model; ``$SMU_E2E_MODEL``: the masker/attention model), attention, counterfactuals
     and masker tabs; screenshots why_*.png (why_*-<folder name>.png with ``$SMU_E2E_FINETUNED``)."""
+    from smu_explain.checkpoint import save_checkpoint
     from smu_explain.finetune import build_model
 
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -267,8 +268,8 @@ def test_why_page(browser, server, tmp_path):
     encoder = model_a if model_a is not None else DEMO_A
     given = os.environ.get("SMU_E2E_FINETUNED")
     suffix = f"-{Path(given).name}" if given else ""
-    ft_dir = Path(given) if given else build_model(
-        "emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=encoder, seed=0).save_pretrained(tmp_path / "emotion-ft")
+    ft_dir = Path(given) if given else save_checkpoint(tmp_path / "emotion-ft", build_model(
+        "emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=encoder, seed=0))
     page = open_app(browser, server, 1700, title="Why")
     page.get_by_text("Why did the model decide?").first.wait_for()
     masker_model = os.environ.get("SMU_E2E_MODEL") or model_a  # e.g. the study's adversarial encoder

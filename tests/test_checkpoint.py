@@ -15,9 +15,11 @@ import torch
 
 from conftest import scale_notes
 from smu_explain import checkpoint as C
+from smu_explain.checkpoint import load_model, save_checkpoint
 from smu_explain.cli import main
 from smu_explain.errors import SMUCheckpointError
-from smu_explain.finetune import FineTuneModel, build_model
+from smu_explain.finetune import build_model
+from smu_explain.heads import FineTuneModel
 from smu_explain.io import default_file_mode
 from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.tokenizer import Tokenizer
@@ -34,7 +36,7 @@ def pretrained(path: Path, seed: int = 0, tokenizer: Tokenizer | None = TOK, **e
     m = MidiBert(ModelConfig.named("tiny", TOK.vocab_sizes, TOK.attributes, max_len=16))
     if tokenizer is not None:
         extra["tokenizer"] = tokenizer.config.to_dict()
-    return m.save_pretrained(path, extra=extra)
+    return save_checkpoint(path, m, extra=extra)
 
 
 def legacy(folder: Path, dst: Path) -> Path:
@@ -63,7 +65,7 @@ def test_pretrained_round_trip_writes_three_files_atomically(tmp_path):
     assert isinstance(ck.model, MidiBert) and ck.encoder is ck.model
     assert ck.tokenizer.config == TOK.config and ck.meta["strategy"] == {"name": "adversarial"}
     assert ck.info["strategy"] == {"name": "adversarial"} and ck.info["tokenizer"] == TOK.config.to_dict()
-    again = MidiBert.from_pretrained(d)
+    again = load_model(d)
     assert again.checkpoint_info == ck.model.checkpoint_info
     for k, v in ck.model.state_dict().items():
         assert torch.equal(again.state_dict()[k], v)
@@ -73,7 +75,7 @@ def test_finetuned_round_trip_carries_the_encoders_tokenizer(tmp_path):
     pre = pretrained(tmp_path / "pre")
     ft = build_model("emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=pre, seed=0)
     assert ft.checkpoint_info == {"pretrained": str(pre), "tokenizer": TOK.config.to_dict()}
-    d = ft.save_pretrained(tmp_path / "ft", extra={"results": {"val": {"acc": 0.5}}})
+    d = save_checkpoint(tmp_path / "ft", ft, extra={"results": {"val": {"acc": 0.5}}})
     assert sorted(p.name for p in d.iterdir()) == sorted([C.CONFIG_NAME, C.WEIGHTS_NAME, C.TOKENIZER_NAME])
     meta = json.loads((d / C.CONFIG_NAME).read_text())
     assert meta["format"] == C.FINETUNED_FORMAT and "tokenizer" not in meta and meta["pretrained"] == str(pre)
@@ -81,7 +83,7 @@ def test_finetuned_round_trip_carries_the_encoders_tokenizer(tmp_path):
     assert ck.kind == "finetuned" and ck.task == "emotion" and ck.classes == ["Q1", "Q2", "Q3", "Q4"]
     assert isinstance(ck.model, FineTuneModel) and ck.encoder is ck.model.encoder
     assert ck.tokenizer.config == TOK.config and ck.info["results"] == {"val": {"acc": 0.5}}
-    assert FineTuneModel.from_pretrained(d).checkpoint_info == ck.info
+    assert load_model(d, kind="finetuned").checkpoint_info == ck.info
     # the Checkpoint itself can seed fine-tuning (the CLI loads the folder once)
     again = build_model("emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=C.load_checkpoint(pre), seed=0)
     assert again.checkpoint_info == ft.checkpoint_info
@@ -96,9 +98,9 @@ def test_old_folders_with_the_tokenizer_inside_config_json_still_load(tmp_path, 
     ck = C.load_checkpoint(old)
     assert ck.tokenizer.config == TOK.config and ck.info["tokenizer"] == TOK.config.to_dict()
     assert ck.info["strategy"] == {"name": "random"}
-    assert MidiBert.from_pretrained(old).checkpoint_info["tokenizer"] == TOK.config.to_dict()
+    assert load_model(old).checkpoint_info["tokenizer"] == TOK.config.to_dict()
     ft = build_model("melody", ["melody", "bridge", "piano"], pretrained=old)
-    d = ft.save_pretrained(tmp_path / "ft")  # re-saved: the tokenizer moves to its own file
+    d = save_checkpoint(tmp_path / "ft", ft)  # re-saved: the tokenizer moves to its own file
     assert C.load_checkpoint(d).tokenizer.config == TOK.config and (d / C.TOKENIZER_NAME).is_file()
     midi = make_midi(tmp_path, [(i * 240, 240, 50 + i % 12, 80) for i in range(24)], name="p.mid")
     assert main(["explain", str(midi), "--model", str(old), "--rows", "0"]) == 0
@@ -146,7 +148,7 @@ def test_broken_or_mismatched_tokenizer_json(tmp_path):
         C.load_checkpoint(d)
     TokenizerConfig(max_len=64).save(d / C.TOKENIZER_NAME)
     with pytest.raises(SMUCheckpointError, match="longer than the model's max_len"):
-        MidiBert.from_pretrained(d)  # a tokenizer that is there is always checked
+        load_model(d)  # a tokenizer that is there is always checked
 
 
 def test_tokenizer_json_wins_over_an_old_config_section(tmp_path):
@@ -162,20 +164,20 @@ def test_resave_replaces_files_and_drops_a_stale_tokenizer(tmp_path):
     os.chmod(d / C.CONFIG_NAME, 0o640)
     torch.manual_seed(5)
     m = MidiBert(ModelConfig.named("tiny", TOK.vocab_sizes, TOK.attributes, max_len=16))
-    m.save_pretrained(d, extra={"tokenizer": TOK})  # a Tokenizer object is fine too
+    save_checkpoint(d, m, extra={"tokenizer": TOK})  # a Tokenizer object is fine too
     assert C.load_tokenizer(d).config == TOK.config
     assert stat.S_IMODE(os.stat(d / C.CONFIG_NAME).st_mode) == 0o640  # atomic_write_text keeps the mode
-    assert torch.equal(MidiBert.from_pretrained(d).in_proj.weight, m.in_proj.weight)
-    m.save_pretrained(d)
+    assert torch.equal(load_model(d).in_proj.weight, m.in_proj.weight)
+    save_checkpoint(d, m)
     assert not (d / C.TOKENIZER_NAME).exists()
     assert not [p for p in d.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
 def test_kind_is_checked_before_the_weights(tmp_path):
     pre = pretrained(tmp_path / "pre")
-    ft = build_model("folder", ["a", "b"], pretrained=pre).save_pretrained(tmp_path / "ft")
+    ft = save_checkpoint(tmp_path / "ft", build_model("folder", ["a", "b"], pretrained=pre))
     with pytest.raises(SMUCheckpointError, match="is a fine-tuned model"):
-        MidiBert.from_pretrained(ft)
+        load_model(ft)
     with pytest.raises(SMUCheckpointError, match="not a fine-tuned model"):
         C.load_checkpoint(pre, kind="finetuned")
     with pytest.raises(ValueError, match="kind"):
@@ -184,8 +186,8 @@ def test_kind_is_checked_before_the_weights(tmp_path):
 
 def test_task_heads_and_folder_predicates(tmp_path):
     pre = pretrained(tmp_path / "pre")
-    build_model("emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=pre).save_pretrained(pre / "finetuned" / "emotion")
-    build_model("melody", ["melody", "bridge", "piano"], pretrained=pre).save_pretrained(pre / "melody")
+    save_checkpoint(pre / "finetuned" / "emotion", build_model("emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=pre))
+    save_checkpoint(pre / "melody", build_model("melody", ["melody", "bridge", "piano"], pretrained=pre))
     (pre / "junk").mkdir()
     (pre / "junk" / C.CONFIG_NAME).write_text("{not json")
     assert [p.name for p in C.task_heads(pre)] == ["melody", "emotion"]
@@ -203,7 +205,7 @@ def test_loading_never_imports_torch_dynamo(tmp_path):
     import sys
 
     pre = pretrained(tmp_path / "pre")
-    ft = build_model("emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=pre, seed=0).save_pretrained(tmp_path / "ft")
+    ft = save_checkpoint(tmp_path / "ft", build_model("emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=pre, seed=0))
     code = ("import sys\nfrom smu_explain.checkpoint import load_checkpoint\n"
             f"load_checkpoint({str(pre)!r}); load_checkpoint({str(ft)!r}, kind='finetuned')\n"
             "print('torch._dynamo' in sys.modules)")

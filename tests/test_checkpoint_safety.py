@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from smu_explain.errors import SMUCheckpointError
-from smu_explain.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from smu_explain.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_model, save_checkpoint
 from smu_explain.model import MidiBert, ModelConfig
 
 ATTRS = ["bar", "position", "pitch", "duration"]
@@ -32,7 +32,7 @@ def saved(tmp_path) -> tuple[MidiBert, os.PathLike]:
     torch.manual_seed(0)
     m = MidiBert(ModelConfig.named("tiny", VOCAB, ATTRS))
     d = tmp_path / "ok"
-    m.save_pretrained(d)
+    save_checkpoint(d, m)
     return m, d
 
 
@@ -52,7 +52,7 @@ def test_pickle_only_checkpoint_is_refused_and_not_run(tmp_path, name):
     marker = tmp_path / "pwned"
     (d / name).write_bytes(pickle.dumps(Evil(marker)))
     with pytest.raises(SMUCheckpointError, match="pickle") as e:
-        MidiBert.from_pretrained(d)
+        load_model(d)
     assert name in str(e.value)
     assert not marker.exists()
 
@@ -62,7 +62,7 @@ def test_pickle_disguised_as_safetensors_is_refused_and_not_run(tmp_path):
     marker = tmp_path / "pwned"
     (ok / WEIGHTS_NAME).write_bytes(pickle.dumps(Evil(marker)))
     with pytest.raises(SMUCheckpointError, match="corrupt"):
-        MidiBert.from_pretrained(ok)
+        load_model(ok)
     assert not marker.exists()
 
 
@@ -75,35 +75,35 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
     monkeypatch.setattr(pickle, "load", boom)
     monkeypatch.setattr(pickle, "loads", boom)
     monkeypatch.setattr(torch, "load", boom)
-    m2 = MidiBert.from_pretrained(d)
+    m2 = load_model(d)
     for k, v in m.state_dict().items():
         assert torch.equal(m2.state_dict()[k], v), k
 
 
 def test_missing_folder_and_files(tmp_path):
     with pytest.raises(SMUCheckpointError, match="not found"):
-        MidiBert.from_pretrained(tmp_path / "nope")
+        load_model(tmp_path / "nope")
     _, d = saved(tmp_path)
     (d / CONFIG_NAME).unlink()
     with pytest.raises(SMUCheckpointError, match="config.json"):
-        MidiBert.from_pretrained(d)
+        load_model(d)
     _, d = saved(tmp_path / "b")
     (d / WEIGHTS_NAME).unlink()
     with pytest.raises(SMUCheckpointError, match="no model.safetensors"):
-        MidiBert.from_pretrained(d)
+        load_model(d)
 
 
 def test_bad_json(tmp_path):
     _, d = saved(tmp_path)
     (d / CONFIG_NAME).write_text("{not json")
     with pytest.raises(SMUCheckpointError, match="not valid JSON"):
-        MidiBert.from_pretrained(d)
+        load_model(d)
     (d / CONFIG_NAME).write_text(json.dumps({"hello": 1}))
     with pytest.raises(SMUCheckpointError, match="model"):
-        MidiBert.from_pretrained(d)
+        load_model(d)
     (d / CONFIG_NAME).write_text(json.dumps({"model": {"vocab_sizes": [5], "attributes": ["a", "b"]}}))
     with pytest.raises(SMUCheckpointError, match="invalid model config"):
-        MidiBert.from_pretrained(d)
+        load_model(d)
 
 
 def test_corrupt_safetensors(tmp_path):
@@ -111,10 +111,10 @@ def test_corrupt_safetensors(tmp_path):
     data = (d / WEIGHTS_NAME).read_bytes()
     (d / WEIGHTS_NAME).write_bytes(data[: len(data) // 2])  # truncated
     with pytest.raises(SMUCheckpointError, match="corrupt"):
-        MidiBert.from_pretrained(d)
+        load_model(d)
     (d / WEIGHTS_NAME).write_bytes(struct.pack("<Q", 10 ** 12) + b"{}")  # absurd header length
     with pytest.raises(SMUCheckpointError, match="corrupt"):
-        MidiBert.from_pretrained(d)
+        load_model(d)
 
 
 def test_shape_mismatch_and_missing_keys(tmp_path):
@@ -125,7 +125,7 @@ def test_shape_mismatch_and_missing_keys(tmp_path):
     meta["model"]["vocab_sizes"] = [40, 34, 88, 66]
     (d / CONFIG_NAME).write_text(json.dumps(meta))
     with pytest.raises(SMUCheckpointError, match="shapes"):
-        MidiBert.from_pretrained(d)
+        load_model(d)
 
     _, d = saved(tmp_path / "b")
     state = load_file(str(d / WEIGHTS_NAME))
@@ -133,7 +133,7 @@ def test_shape_mismatch_and_missing_keys(tmp_path):
     state["extra.weight"] = torch.zeros(2)
     save_file(state, str(d / WEIGHTS_NAME))
     with pytest.raises(SMUCheckpointError, match="missing tensors masker_head.0.weight") as e:
-        MidiBert.from_pretrained(d)
+        load_model(d)
     assert "unexpected tensors extra.weight" in str(e.value)
 
 
@@ -141,6 +141,6 @@ def test_safetensors_wins_over_pickle_and_pickle_is_untouched(tmp_path):
     m, d = saved(tmp_path)
     marker = tmp_path / "pwned"
     (d / "pytorch_model.bin").write_bytes(pickle.dumps(Evil(marker)))
-    m2 = MidiBert.from_pretrained(d)
+    m2 = load_model(d)
     assert torch.equal(m2.in_proj.weight, m.in_proj.weight)
     assert not marker.exists()

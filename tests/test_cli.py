@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from smu_explain.checkpoint import load_model
 from smu_explain.cli import main
-from smu_explain.finetune import FineTuneModel
-from smu_explain.model import MidiBert
 from smu_explain.trainer import load_train_state, read_progress
 
 SMU = [sys.executable, "-m", "smu_explain.cli"]
@@ -69,7 +68,7 @@ def test_pretrain_end_to_end(pretrained):
     assert recs[0]["event"] == "start" and recs[0]["total_steps"] == 6
     assert recs[-1]["event"] == "status" and recs[-1]["status"] == "done"
     assert [r["step"] for r in recs if r["event"] == "eval"] == [3, 6]
-    model = MidiBert.from_pretrained(pretrained)
+    model = load_model(pretrained)
     info = model.checkpoint_info
     assert info["strategy"]["name"] == "adversarial" and info["tokenizer"]["max_len"] == 32
     assert info["training_data"]["train_windows"] > 0
@@ -110,7 +109,7 @@ def test_finetune_folder_task_then_evaluate(pretrained, midi_dir, tmp_path, caps
     res = json.loads((out / "results.json").read_text())
     assert res["classes"] == ["high", "low"] and res["mask_finetune_ratio"] == 0.15
     assert res["val"]["n"] >= 1 and res["test"]["n"] >= 1
-    model = FineTuneModel.from_pretrained(out)
+    model = load_model(out, kind="finetuned")
     assert model.task == "folder" and model.checkpoint_info["pretrained"] == str(pretrained)
     assert main(["evaluate", "--model", str(out), "--folder", str(midi_dir), "--labels",
                  str(midi_dir / "labels.csv"), "--no-cache", "--json", str(tmp_path / "s.json")]) == 0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from smu_explain.checkpoint import save_checkpoint
 from smu_explain.explain import explain_piece, masker_view, recovery_accuracy
 from smu_explain.masker import FreezeBook, validate
 from smu_explain.model import MidiBert, ModelConfig
@@ -189,8 +190,8 @@ def test_predict_piece_agrees_with_predict_task(tmp_path, make_midi):
 
     TOK = Tokenizer(TokenizerConfig(max_len=16, stride=10))
     torch.manual_seed(0)
-    MidiBert(ModelConfig.named("tiny", TOK.vocab_sizes, TOK.attributes, max_len=16)).save_pretrained(
-        tmp_path / "pre", extra={"tokenizer": TOK.config})
+    save_checkpoint(tmp_path / "pre", MidiBert(ModelConfig.named("tiny", TOK.vocab_sizes, TOK.attributes, max_len=16)),
+                    extra={"tokenizer": TOK.config})
     pre = tmp_path / "pre"
     piece = TOK.read(make_midi(tmp_path, [(i * 240, 240, 48 + (i * 5) % 30, 80) for i in range(40)], name="p.mid"))
     seq = build_model("emotion", ["Q1", "Q2", "Q3", "Q4"], pretrained=pre, seed=1).eval()

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from smu_explain.checkpoint import load_model, save_checkpoint
 from smu_explain.datasets import EncodedPiece, TokenDataset, collate
 from smu_explain.errors import SMUCheckpointError, SMUInputError
 from smu_explain.finetune import (
-    FineTuneModel, FineTuneObjective, build_model, classification_scores, evaluate_model, finetune,
+    FineTuneObjective, build_model, classification_scores, evaluate_model, finetune,
     mask_inputs, scores_from_predictions,
 )
+from smu_explain.heads import FineTuneModel
 from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.tokenizer import MASK_ID, Tokenizer
 from smu_explain.tokenizer_config import TokenizerConfig
@@ -141,9 +143,9 @@ def test_velocity_task_refuses_an_encoder_with_velocity_input():
 def test_finetune_learns_saves_best_and_reloads(tmp_path):
     train, val, test = seq_dataset(12, seed=0), seq_dataset(4, seed=1), seq_dataset(4, seed=2)
     pre = tmp_path / "pre"
-    tiny_encoder(seed=3).save_pretrained(pre, extra={"tokenizer": TOK.config.to_dict()})
+    save_checkpoint(pre, tiny_encoder(seed=3), extra={"tokenizer": TOK.config.to_dict()})
     model = build_model("folder", ["low", "high"], pretrained=pre, seed=0)
-    torch.testing.assert_close(model.encoder.state_dict(), MidiBert.from_pretrained(pre).state_dict())
+    torch.testing.assert_close(model.encoder.state_dict(), load_model(pre).state_dict())
     cfg = TrainConfig(steps=40, batch_size=4, lr=2e-3, eval_every=5, checkpoint_every=0, log_every=5,
                       out_dir=str(tmp_path / "ft"), seed=0)
     res = finetune("folder", model, train, val, cfg, test_set=test, patience=50)
@@ -153,7 +155,7 @@ def test_finetune_learns_saves_best_and_reloads(tmp_path):
     assert res["pretrained"] == str(pre)
     saved = json.loads((tmp_path / "ft" / "results.json").read_text())
     assert saved["test"]["confusion"] == res["test"]["confusion"]
-    back = FineTuneModel.from_pretrained(tmp_path / "ft")
+    back = load_model(tmp_path / "ft", kind="finetuned")
     assert back.classes == ["low", "high"] and back.task == "folder"
     again = evaluate_model(back, test)
     assert again["acc"] == res["test"]["acc"] and again["confusion"] == res["test"]["confusion"]
@@ -173,11 +175,11 @@ def test_note_task_runs_and_evaluates_each_note_once(tmp_path):
 
 def test_loading_refuses_wrong_or_missing_folders(tmp_path):
     pre = tmp_path / "pre"
-    tiny_encoder().save_pretrained(pre)
+    save_checkpoint(pre, tiny_encoder())
     with pytest.raises(SMUCheckpointError, match="not a fine-tuned model"):
-        FineTuneModel.from_pretrained(pre)
+        load_model(pre, kind="finetuned")
     with pytest.raises(SMUCheckpointError, match="not found"):
-        FineTuneModel.from_pretrained(tmp_path / "nope")
+        load_model(tmp_path / "nope", kind="finetuned")
     with pytest.raises(SMUInputError, match="validation"):
         finetune("folder", build_model("folder", ["a", "b"], vocab_sizes=TOK.vocab_sizes,
                                        attributes=TOK.attributes, size="tiny", max_len=16),

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from smu_explain import scores as T
-from smu_explain.checkpoint import read_config
+from smu_explain.checkpoint import load_model, read_config, save_checkpoint
 from smu_explain.cli import main
 from smu_explain.cli_setup import run_lock
 from smu_explain.errors import SMUCheckpointError, SMUInputError, SMUTrainingError, SMUWriteError
@@ -65,7 +65,7 @@ def tok():
 def model_dir(tmp_path_factory, tok):
     torch.manual_seed(0)
     m = MidiBert(ModelConfig.named("tiny", tok.vocab_sizes, tok.attributes, max_len=16))
-    return m.save_pretrained(tmp_path_factory.mktemp("m") / "model", extra={"tokenizer": tok.config.to_dict()})
+    return save_checkpoint(tmp_path_factory.mktemp("m") / "model", m, extra={"tokenizer": tok.config.to_dict()})
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_bad_model_config_is_a_checkpoint_error_before_allocating(case, model_di
     d = edited(model_dir, tmp_path / "m", lambda m: m["model"].update(change))
     t0 = time.perf_counter()
     with pytest.raises(SMUCheckpointError, match=words):
-        MidiBert.from_pretrained(d)
+        load_model(d)
     assert time.perf_counter() - t0 < 10
     assert main(["explain", str(tmp_path / "x.mid"), "--model", str(d)]) == 2
     assert words.split()[0] in last_err(capsys)
@@ -124,26 +124,26 @@ def test_sizes_are_checked_on_the_meta_device_not_allocated(model_dir, tmp_path,
 
     monkeypatch.setattr(MidiBert, "__init__", spy)
     with pytest.raises(SMUCheckpointError, match="tensor shapes"):
-        MidiBert.from_pretrained(d)
+        load_model(d)
     assert built == ["meta"]
 
 
 def test_fine_tuned_checkpoint_sizes_checked_too(model_dir, tmp_path):
-    from smu_explain.finetune import FineTuneModel, build_model
+    from smu_explain.finetune import build_model
 
     ft = build_model("folder", ["a", "b"], pretrained=model_dir)
-    d = ft.save_pretrained(tmp_path / "ft")
+    d = save_checkpoint(tmp_path / "ft", ft)
     assert stat.S_IMODE(os.stat(d / "model.safetensors").st_mode) == default_file_mode()
     meta = json.loads((d / "config.json").read_text())
     meta["model"]["max_len"] = 10 ** 9
     (d / "config.json").write_text(json.dumps(meta))
     with pytest.raises(SMUCheckpointError, match="max_len"):
-        FineTuneModel.from_pretrained(d)
+        load_model(d, kind="finetuned")
     meta["model"]["max_len"] = 512  # rotary positions: max_len is not in the weights
     meta["model"]["d_ff"] = 60_000
     (d / "config.json").write_text(json.dumps(meta))
     with pytest.raises(SMUCheckpointError, match="tensor shapes"):
-        FineTuneModel.from_pretrained(d)
+        load_model(d, kind="finetuned")
 
 
 def test_tokenizer_section_that_does_not_fit_the_model(model_dir, music, tmp_path, capsys):
@@ -365,7 +365,7 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, m
     monkeypatch.setattr(torch, "save", real_save)
     assert load_train_state(tmp_path / "run")["step"] == 2
     assert not [p for p in (tmp_path / "run").iterdir() if ".tmp" in p.name]
-    MidiBert.from_pretrained(tmp_path / "run")  # the model files of step 2 are intact
+    load_model(tmp_path / "run")  # the model files of step 2 are intact
 
 
 def test_disk_full_reported_by_torch_as_runtime_error_is_one_error_line(tmp_path, monkeypatch):

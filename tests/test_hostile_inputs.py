@@ -384,7 +384,7 @@ def test_other_json_readers_give_typed_errors(tmp_path, text):
 def test_refuse_non_finite_fast_path_is_exact():
     """The sum-based fast path neither misses a NaN / infinity nor refuses finite values whose
     sum overflows (they are checked value by value)."""
-    from smu_explain.checkpoint import refuse_non_finite
+    from smu_explain.weights import refuse_non_finite
     from smu_explain.errors import SMUCheckpointError
 
     big = torch.full((8,), 3e38)  # finite; its float32 sum is inf

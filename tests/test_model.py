@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from smu_explain.checkpoint import CONFIG_NAME, TOKENIZER_NAME, WEIGHTS_NAME
+from smu_explain.checkpoint import CONFIG_NAME, TOKENIZER_NAME, WEIGHTS_NAME, load_model, save_checkpoint
 from smu_explain.model import MidiBert, ModelConfig, unwrap
 from smu_explain.tokenizer import MASK_ID, N_SPECIAL, PAD_ID, Tokenizer
 from smu_explain.tokenizer_config import TokenizerConfig
@@ -149,24 +149,24 @@ def test_save_load_round_trip(tmp_path):
     d = tmp_path / "ckpt"
     tok = Tokenizer(TokenizerConfig(max_bar_skip=31, n_positions=32))  # the vocabularies of VOCAB
     assert tok.vocab_sizes == VOCAB
-    m.save_pretrained(d, extra={"tokenizer": tok.config.to_dict(), "strategy": {"name": "random"}})
+    save_checkpoint(d, m, extra={"tokenizer": tok.config.to_dict(), "strategy": {"name": "random"}})
     assert sorted(p.name for p in d.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME]
     assert not [p for p in tmp_path.iterdir() if p.name != "ckpt"]  # no temp leftovers
     meta = json.loads((d / CONFIG_NAME).read_text())
     assert meta["model"]["vocab_sizes"] == VOCAB and "tokenizer" not in meta  # the tokenizer has its own file
     assert json.loads((d / TOKENIZER_NAME).read_text())["max_len"] == 512
-    m2 = MidiBert.from_pretrained(d).eval()
+    m2 = load_model(d).eval()
     assert m2.checkpoint_info["strategy"] == {"name": "random"}
     assert torch.allclose(m.encode(x), m2.encode(x))
     # overwrite in place (existing folder): new weights replace the old ones
     with torch.no_grad():
         m.out_heads[0].bias.fill_(0.5)
-    m.save_pretrained(d)
-    m3 = MidiBert.from_pretrained(d)
+    save_checkpoint(d, m)
+    m3 = load_model(d)
     assert torch.allclose(m3.out_heads[0].bias, torch.full_like(m3.out_heads[0].bias, 0.5))
     assert sorted(p.name for p in d.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]  # no stale tokenizer.json
     with pytest.raises(ValueError, match="reserved"):
-        m.save_pretrained(tmp_path / "x", extra={"model": {}})
+        save_checkpoint(tmp_path / "x", m, extra={"model": {}})
 
 
 def test_unwrap():
@@ -225,12 +225,12 @@ def test_position_modes_and_legacy_configs(tmp_path):
     with pytest.raises(ValueError, match="init"):
         cfg(init="xavier")
     # an old checkpoint (no position key, a pos table in the weights) still loads
-    absolute.save_pretrained(tmp_path / "old")
+    save_checkpoint(tmp_path / "old", absolute)
     meta = json.loads((tmp_path / "old" / CONFIG_NAME).read_text())
     for key in ("position", "init", "rope_base"):
         del meta["model"][key]
     (tmp_path / "old" / CONFIG_NAME).write_text(json.dumps(meta))
-    back = MidiBert.from_pretrained(tmp_path / "old")
+    back = load_model(tmp_path / "old")
     assert back.config.position == "absolute"
     assert torch.equal(back.pos.weight, absolute.pos.weight)
 

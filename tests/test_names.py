@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from smu_explain import cli, corpora, finetune, masker, names, runs
+from smu_explain import cli, corpora, heads, masker, names, runs
 from smu_explain.model import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,7 +15,7 @@ def test_the_owners_agree_with_the_lists():
     assert tuple(masker._CLASSES) == names.STRATEGIES == masker.STRATEGIES
     assert all(masker.make_strategy(s).name == s for s in names.STRATEGIES)
     assert tuple(ModelConfig.SIZES) == names.SIZES
-    assert tuple(finetune.TASKS) == names.FINETUNE_TASKS
+    assert tuple(heads.TASKS) == names.FINETUNE_TASKS
     assert corpora.TASKS == names.TASKS == ("pretrain",) + names.FINETUNE_TASKS
     assert runs.STRATEGIES is names.STRATEGIES and runs.SIZES is names.SIZES
 

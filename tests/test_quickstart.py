@@ -21,6 +21,10 @@ def test_the_five_lines_of_the_quickstart(tmp_path, monkeypatch):
     ns: dict = {}
     exec(compile(code, "QUICKSTART.md", "exec"), ns)
     notes, piece = ns["notes"], ns["piece"]
+    from smu_explain.checkpoint import Checkpoint
+    from smu_explain.notebook import NotebookModel
+
+    assert isinstance(ns["model"], NotebookModel) and isinstance(ns["model"], Checkpoint)
     assert len(notes) == len(piece) > 0
     assert {"score", "picked", "frozen", "correct_pitch", "pred_pitch"} <= set(notes.columns)
     fig = __import__("smu_explain").piano_roll(notes, piece)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from smu_explain.checkpoint import load_model
 from smu_explain.datasets import EncodedPiece, TokenDataset, collate
 from smu_explain.errors import SMUCheckpointError, SMUInputError, SMUTrainingError
 from smu_explain.masker import make_strategy
@@ -81,7 +82,7 @@ def test_progress_file_lines_and_outputs(tmp_path):
     assert (out / CHECKPOINT_NAME).is_file() and (out / "model.safetensors").is_file()
     assert json.loads((out / "train_config.json").read_text())["batch_size"] == 4
     # the model folder loads back with the trained weights
-    again = MidiBert.from_pretrained(out)
+    again = load_model(out)
     for k, v in tr.model.state_dict().items():
         torch.testing.assert_close(again.state_dict()[k], v)
 

@@ -590,6 +590,7 @@ class Study:
 
         from ..errors import SMUTrainingError
         from ..masker import make_strategy
+        from ..checkpoint import load_model
         from ..model import MidiBert
         from ..trainer import ProgressFile, TqdmProgress, Trainer, install_stop_signals, load_train_state
 
@@ -620,7 +621,7 @@ class Study:
             # result was written): nothing to train; the counts were saved with that checkpoint
             counter.load(c.ck_step)
             state = load_train_state(c.ckpt)
-            model = MidiBert.from_pretrained(c.run_dir)  # the weights saved with that checkpoint
+            model = load_model(c.run_dir)  # the weights saved with that checkpoint
             trainer.step, trainer.epoch = int(state["step"]), int(state["epoch"])
             res = {"status": "done", "message": f"already trained to step {c.ck_step} (checkpoint)",
                    "metrics": dict(state.get("last_metrics") or {})}
@@ -683,7 +684,8 @@ class Study:
         ``none``, a fresh encoder of the study's size (build_model only knows named sizes)."""
         import torch
 
-        from ..finetune import FineTuneModel, build_model
+        from ..finetune import build_model
+        from ..heads import FineTuneModel
         from ..model import MidiBert
 
         if encoder == "none":
@@ -785,7 +787,7 @@ class Study:
 
     def _majority(self, task: str, split: str = "test") -> dict[str, Any]:
         """The majority-class rate of the task's ``split``, in the scoring unit."""
-        from ..finetune import task_spec
+        from ..heads import task_spec
         from ..probe import majority_rate
 
         built = self.task_data(task)
@@ -859,7 +861,8 @@ class Study:
         initialised encoder as the control), on the task's full train/val/test splits."""
         import torch
 
-        from ..finetune import task_spec
+        from ..checkpoint import load_model
+        from ..heads import task_spec
         from ..model import MidiBert
         from ..probe import linear_probe
 
@@ -879,7 +882,7 @@ class Study:
                 torch.manual_seed(0)
                 model = MidiBert(self.model_config())
             else:
-                model = MidiBert.from_pretrained(self.pretrain_dir(enc))
+                model = load_model(self.pretrain_dir(enc))
             t0 = time.perf_counter()
             res = linear_probe(model, ds["train"], ds["val"], ds["test"], built.task.classes, level,
                                max_train_rows=p.probe_max_rows, batch_size=p.eval_batch, seed=0)
@@ -908,14 +911,14 @@ class Study:
 
     # ------------------------------------------------------------------ analysis
     def _run_analysis(self, st: Stage, meter: CostMeter) -> dict[str, Any]:
+        from ..checkpoint import load_model
         from ..corpora import build_task
-        from ..model import MidiBert
 
         p = self.preset
         tok = self.tokenizer()
         adv_name, rnd_name = p.main_encoder("adversarial"), p.main_encoder("random")
-        adv = MidiBert.from_pretrained(self.pretrain_dir(adv_name)).eval()
-        rnd = MidiBert.from_pretrained(self.pretrain_dir(rnd_name)).eval()
+        adv = load_model(self.pretrain_dir(adv_name)).eval()
+        rnd = load_model(self.pretrain_dir(rnd_name)).eval()
         pieces = []
         for source, task in ANALYSIS_SOURCES:
             if task in p.tasks:
