@@ -110,10 +110,8 @@ def _relative_bias_reversed(q: torch.Tensor, k_rev: torch.Tensor, table: torch.T
       key term:   P = run @ k_blk^T (W, b); bias_rev[l, s + i] = P[l + i, i]   (strides b, b + 1)
     (with autograd the key term is instead the query computation for k_rev, transposed:
     K[c, l] = k_rev_c . e(l - L + 1 + c) has the same run and view).
-    ``mask_rev`` (B, 1, 1, L), reversed too, is added on the way. Without autograd the GEMMs
-    write straight into one preallocated buffer (``_skewed_gemm``: no pass over the bias but one
-    transposed copy of the key term; the result is a view with row stride L + block, which SDPA
-    reads as it is); with autograd, blocks are concatenated (cheap backward)."""
+    ``mask_rev`` (B, 1, 1, L), reversed too, is added on the way. Without autograd everything is
+    written into one preallocated tensor; with it, blocks are concatenated (cheap backward)."""
     B, H, L, d = q.shape
     M = max_position
     grad = torch.is_grad_enabled() and (q.requires_grad or k_rev.requires_grad or table.requires_grad)
@@ -137,44 +135,26 @@ def _relative_bias_reversed(q: torch.Tensor, k_rev: torch.Tensor, table: torch.T
         if kind == "relative_key_query":
             bias = bias + cat([rows(k_rev, s, b) for s, b in sizes]).transpose(-1, -2)
         return bias if mask_rev is None else bias + mask_rev.to(bias.dtype)
-    # Inference: the GEMMs write the bias themselves (see ``_skewed_gemm``): the key term per head
-    # into a scratch buffer (its rows are keys), copied transposed into the bias; then the query
-    # term accumulated onto it by the GEMM (beta = 1): one transposed copy, no element-wise pass.
-    R = L + block  # row stride of the bias buffer: rows of the skewed GEMM outputs never overlap
-    buf = q.new_empty((B, H, L, R))
-    out = buf[..., :L]
+    # Inference: one preallocated bias, every block written or added in place: the key term's
+    # columns are copied in first (from their strided view), then the query term's rows are added
+    # (long contiguous rows: the cheap direction for the one element-wise add).
+    acc = q.dtype
+    out = q.new_empty((B, H, L, L), dtype=acc)
     if kind == "relative_key_query":
-        scratch = q.new_empty((L, R))
-        for bi in range(B):
-            for h in range(H):
-                _skewed_gemm(k_rev[bi, h], table, M, block, scratch, beta=0.0)
-                out[bi, h].copy_(scratch[:, :L].t())
-    for bi in range(B):
-        for h in range(H):
-            _skewed_gemm(q[bi, h], table, M, block, buf[bi, h], beta=1.0 if kind == "relative_key_query" else 0.0)
+        for s, b in sizes:
+            W = L + b - 1
+            # p[h, j, i] = e(s - L + 1 + j) . k_rev[s + i]; column s + i of row l is p[h, l + i, i]
+            p = torch.bmm(run(s, b).expand(B * H, W, d),  # (B*H, W, b), the table shared (stride 0)
+                          k_rev[..., s: s + b, :].reshape(B * H, b, d).transpose(1, 2))
+            out[..., :, s: s + b] = p.as_strided((B, H, L, b), (H * W * b, W * b, b, b + 1))
+        for s, b in sizes:
+            out[..., s: s + b, :].add_(rows(q, s, b))
+    else:
+        for s, b in sizes:
+            out[..., s: s + b, :] = rows(q, s, b)
     if mask_rev is not None:
-        out.add_(mask_rev.to(out.dtype))
+        out.add_(mask_rev.to(acc))
     return out
-
-
-def _skewed_gemm(x: torch.Tensor, table: torch.Tensor, max_position: int, block: int, dest: torch.Tensor,
-                 beta: float) -> None:
-    """dest[l, c] = beta * dest[l, c] + x_l . e(l + c - L + 1) for c < L, written by the GEMMs.
-
-    x (L, d); dest (L, R) with contiguous rows and R >= L + block. Block of rows s..s+b-1: its
-    GEMM ``x_blk @ run^T`` (b, W = L + b - 1) has element (i, j) = x_{s+i} . e(s - L + 1 + j),
-    which belongs at dest[s + i, j - i]: flat offset (s + i) R + j - i = s R + i (R - 1) + j. So
-    the GEMM's output is dest seen with row stride R - 1 (a plain BLAS leading dimension: no copy);
-    the W - L products of each row that fall outside 0 <= c < L land in the padding columns
-    L..R-1 of this or the previous row of the block, never in the bias. Rows do not overlap
-    (R - 1 >= W)."""
-    L, R = x.shape[0], dest.shape[1]
-    M = max_position
-    for s in range(0, L, block):
-        b = min(block, L - s)
-        W = L + b - 1
-        view = dest.as_strided((b, W), (R - 1, 1), dest.storage_offset() + s * R)
-        view.addmm_(x[s: s + b], table[M - L + s: M + s + b - 1].t(), beta=beta)
 
 
 def _check_relative(q: torch.Tensor, table: torch.Tensor, max_position: int, kind: str) -> None:
