@@ -169,7 +169,7 @@ def _print_skipped(skipped) -> None:
 
 
 def _train_config(args, base: dict[str, Any], out: str, defaults: dict[str, Any]):
-    from .trainer import TrainConfig
+    from .train_config import TrainConfig
 
     d = dict(defaults)
     d.update(base)
@@ -210,7 +210,7 @@ def _add_train_flags(p: argparse.ArgumentParser, steps_default: str) -> None:
 
 
 def _callbacks(args, progress_path: Path):
-    from .trainer import ProgressFile, TqdmProgress
+    from .callbacks import ProgressFile, TqdmProgress
 
     cbs = [ProgressFile(progress_path)]
     if not getattr(args, "no_bar", False):
@@ -221,7 +221,7 @@ def _callbacks(args, progress_path: Path):
 def _fail_status(progress_path: Path | None, status: str, message: str) -> None:
     if progress_path is None:
         return
-    from .trainer import read_progress, ProgressFile
+    from .callbacks import read_progress, ProgressFile
 
     try:  # best effort: never hide the error being reported
         recs = read_progress(progress_path)

@@ -29,7 +29,7 @@ of the piece (docs/ARCHITECTURE.md "Explain table"). The rules:
 one clean pass per window (same rules and numbers).
 
 ``recovery_accuracy(model, dataset_or_loader, ratio, seed)`` is the fixed-seed
-validation of ``masker.validate`` reduced to ``{attribute: accuracy}``.
+validation of ``masks.validate`` reduced to ``{attribute: accuracy}``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from .limits import MAX_NOTES  # noqa: F401  (the note cap of smu explain and the app)
-from .masker import n_to_pick, validate
+from .masks import n_to_pick, validate
 from .model import unwrap
 from .tokenizer import MASK_ID, N_SPECIAL, PAD_ID
 
@@ -334,7 +334,7 @@ def _as_loader(data: Any, batch_size: int) -> Iterable[dict]:
 def recovery_accuracy(model, dataset, ratio: float = 0.15, seed: int = 0, batch_size: int = 16,
                       max_batches: int | None = None) -> dict[str, float]:
     """{attribute: accuracy} of recovering a fixed-seed random ``ratio`` of the real tokens
-    (replaced by MASK), exactly as ``masker.validate`` (same masks for the same batches).
+    (replaced by MASK), exactly as ``masks.validate`` (same masks for the same batches).
     ``dataset``: a DataLoader / iterable of collated batches, or a map-style dataset of
     samples (collated with ``data.collate`` in order, ``batch_size`` per batch)."""
     stats = validate(model, _as_loader(dataset, batch_size), ratio=ratio, seed=seed, max_batches=max_batches)

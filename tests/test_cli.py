@@ -17,7 +17,8 @@ import pytest
 from smu_explain.cli import main
 from smu_explain.finetune import FineTuneModel
 from smu_explain.model import MidiBert
-from smu_explain.trainer import load_train_state, read_progress
+from smu_explain.callbacks import read_progress
+from smu_explain.resume import load_train_state
 
 SMU = [sys.executable, "-m", "smu_explain.cli"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
