@@ -6,9 +6,9 @@ model guesses each attribute of each masked note. That number only means
 something next to rules that use no model. This module computes three such
 rules on EXACTLY the masked notes the model is scored on:
 
-- on a dataset / loader: the masks of ``masker.validation_mask`` for the same
+- on a dataset / loader: the masks of ``masks.validation_mask`` for the same
   batches (batch ``i`` of the loader, ``seed``), i.e. the masks of
-  ``masker.validate`` and ``explain.recovery_accuracy`` (``rule_accuracy``);
+  ``masks.validate`` and ``explain.recovery_accuracy`` (``rule_accuracy``);
 - on one piece (the app): the masks of ``explain.explain_piece``: the piece's
   windows (``windows.piece_windows``), each window's notes split into
   K = round(1 / ratio) seeded random groups (``windows.recovery_groups``), group g
@@ -169,7 +169,7 @@ def token_counts(data: Any, batch_size: int = 16, attributes: Iterable[str] | No
                  max_batches: int | None = None) -> dict[str, np.ndarray]:
     """{attribute: counts per id} over every real token of a dataset / loader (e.g. a
     training split, for ``rule_accuracy(..., train_counts=...)``)."""
-    from .masker import attention_mask_of
+    from .masks import attention_mask_of
 
     hist: list[np.ndarray | None] = []
     A = 0
@@ -190,7 +190,7 @@ def rule_stats(data: Any, ratio: float = 0.15, seed: int = 0, batch_size: int = 
     """``rule_accuracy`` with its working: ``rules`` {rule: {attr: acc}}, ``n_tokens`` (masked
     notes scored), ``most_frequent_ids`` {attr: id}, ``counts_from`` ('evaluated windows'
     or 'train_counts')."""
-    from .masker import attention_mask_of, validation_mask
+    from .masks import attention_mask_of, validation_mask
 
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
@@ -366,7 +366,7 @@ def context_destroyed_accuracy(model, data: Any, ratio: float = 0.15, seed: int 
     context loses accuracy; one at the unigram stage does not."""
     import torch
 
-    from .masker import attention_mask_of, per_token_correct, validation_mask
+    from .masks import attention_mask_of, per_token_correct, validation_mask
     from .model import unwrap
 
     if mode not in ("uniform", "shuffle"):

@@ -142,7 +142,7 @@ def print_skipped(skipped) -> None:
 
 def train_config(args, base: dict[str, Any], out: str, defaults: dict[str, Any]):
     """The ``TrainConfig`` of ``defaults`` < ``base`` (a config file) < the command-line flags, range-checked."""
-    from .trainer import TrainConfig
+    from .train_config import TrainConfig
 
     d = dict(defaults)
     d.update(base)
@@ -185,7 +185,7 @@ def add_train_flags(p: argparse.ArgumentParser, steps_default: str) -> None:
 
 def progress_callbacks(args, progress_path: Path):
     """The progress JSONL writer, and a terminal bar unless ``--no-bar``."""
-    from .trainer import ProgressFile, TqdmProgress
+    from .callbacks import ProgressFile, TqdmProgress
 
     cbs = [ProgressFile(progress_path)]
     if not getattr(args, "no_bar", False):
@@ -197,7 +197,7 @@ def fail_status(progress_path: Path | None, status: str, message: str) -> None:
     """Write a final status line to the progress file unless the trainer already did (best effort)."""
     if progress_path is None:
         return
-    from .trainer import read_progress, ProgressFile
+    from .callbacks import read_progress, ProgressFile
 
     try:  # best effort: never hide the error being reported
         recs = read_progress(progress_path)

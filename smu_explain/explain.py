@@ -29,7 +29,7 @@ of the piece (docs/ARCHITECTURE.md "Explain table"). The rules:
 one clean pass per window (same rules and numbers).
 
 ``recovery_accuracy(model, dataset_or_loader, ratio, seed)`` is the fixed-seed
-validation of ``masker.validate`` reduced to ``{attribute: accuracy}``.
+validation of ``masks.validate`` reduced to ``{attribute: accuracy}``.
 
 The windows, owners and recovery groups come from ``windows``; the passes' precision from
 ``precision``. Storing the masker's view beside a model: ``stored_scores``; why a note is
@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from .limits import MAX_NOTES  # noqa: F401  (the note cap of smu explain and the app)
-from .masker import n_to_pick, validate
+from .masks import n_to_pick, validate
 from .model import unwrap
 from .precision import autocast
 from .tokenizer import MASK_ID, N_SPECIAL
@@ -240,9 +240,9 @@ def explain_piece(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None
 def recovery_accuracy(model, dataset, ratio: float = 0.15, seed: int = 0, batch_size: int = 16,
                       max_batches: int | None = None) -> dict[str, float]:
     """{attribute: accuracy} of recovering a fixed-seed random ``ratio`` of the real tokens
-    (replaced by MASK), exactly as ``masker.validate`` (same masks for the same batches).
+    (replaced by MASK), exactly as ``masks.validate`` (same masks for the same batches).
     ``dataset``: a DataLoader / iterable of collated batches, or a map-style dataset of
-    samples (collated with ``data.collate`` in order, ``batch_size`` per batch)."""
+    samples (collated with ``datasets.collate`` in order, ``batch_size`` per batch)."""
     stats = validate(model, as_loader(dataset, batch_size), ratio=ratio, seed=seed, max_batches=max_batches)
     attrs = unwrap(model).config.attributes
     if stats.get("n_tokens", 0) == 0:

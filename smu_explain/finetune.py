@@ -51,14 +51,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .callbacks import Callback, EarlyStopping
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .errors import SMUInputError
 from .heads import FineTuneModel, task_spec
 from .io import atomic_write_text
 from .model import MidiBert, ModelConfig
-from .trainer import (
-    Callback, EarlyStopping, Trainer, TrainConfig, sample_generator,
-)
+from .seeding import sample_generator
+from .train_config import TrainConfig
+from .trainer import Trainer
 
 try:
     from .tokenizer import MASK_ID

@@ -12,7 +12,7 @@
   the whole new one.
 - ``read_jsonl``: the bounded, tolerant reader of JSONL progress files.
 
-Checkpoints keep their own writers for the weights (``trainer.atomic_torch_save``;
+Checkpoints keep their own writers for the weights (``resume.atomic_torch_save``;
 ``checkpoint.save_checkpoint`` for model.safetensors, whose JSON files go through
 ``atomic_write_text``): they need torch and their own error semantics.
 """

@@ -8,7 +8,7 @@ Every strategy has the same interface (docs/ARCHITECTURE.md "Strategies"):
   loss (a scalar tensor to backpropagate) and float statistics. ``step_state``
   is an optional dict. With ``seed`` and ``step`` in it and ``sample_index`` in the
   batch (the Trainer), every sample draws its masks from its own generator
-  ``trainer.sample_generator(seed, step, sample_index)`` (independent of how the
+  ``seeding.sample_generator(seed, step, sample_index)`` (independent of how the
   batch is sharded); otherwise ``step_state["generator"]`` or torch's global RNG.
   Exactly one grad-enabled ``model(...)`` call is made per step (DDP-safe).
 - ``train_module(model)``: the module that call goes through, what the trainer wraps in
@@ -69,28 +69,29 @@ bar (MusicBERT-style baseline)
     Whole bars of each sample are picked in random order until at least
     ``ratio`` of its real tokens are picked; 80/10/10 corruption per token.
 
-FreezeBook (METHOD.md 5): one flag per note of each training piece. After every
-``every`` (15) epochs: freeze the top ``top`` (30%) of the still-selectable notes
-of each piece by masker score (scores of a note seen in several windows are
-averaged), then unfreeze a random ``unfreeze`` (10%) of that piece's frozen
-notes (RNG seeded by (seed, epoch, piece id), so a resumed run repeats it).
+The freeze book (METHOD.md 5) is ``freeze_book.FreezeBook``; the mask primitives and the
+shared validation are in ``masks``.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .freeze_book import FreezeBook
 from .io import unknown_fields
+from .masks import (
+    BatchRandom, attention_mask_of, corrupt, n_to_pick, per_token_ce, per_token_correct, ranks_desc, top_k,
+    top_ratio, validate,
+)
 from .model import MidiBert, unwrap
 from .names import STRATEGIES
-from .tokenizer import MASK_ID, N_SPECIAL, PAD_ID
+from .tokenizer import N_SPECIAL
 
 WEIGHTINGS = ("equal", "vocab", "inverse_accuracy")
 MASKER_GRAD = ("head", "full")
@@ -174,390 +175,6 @@ class StrategyConfig:
     @classmethod
     def from_json(cls, text: str) -> "StrategyConfig":
         return cls.from_dict(json.loads(text))
-
-
-# ----------------------------------------------------------------------------- helpers
-
-class BatchRandom:
-    """Random draws for one batch.
-
-    Sharding-invariant mode (training under ``Trainer``): when ``step_state`` has
-    ``seed`` and ``step`` and the batch has ``sample_index``, every sample gets its
-    own generator ``trainer.sample_generator(seed, step, sample_index)`` and draws
-    only as many numbers as it has real tokens (or bars), in a fixed order, so a
-    sample's masks do not depend on which rank or batch it lands in.
-    Otherwise: one ``generator`` (``step_state["generator"]`` or the argument) for
-    the whole batch, or torch's global RNG when there is none.
-    Numbers are drawn on the CPU for generators and moved to the batch's device.
-    """
-
-    def __init__(self, batch: dict, step_state: dict | None = None, generator: torch.Generator | None = None):
-        self.am = attention_mask_of(batch)
-        self.device = self.am.device
-        self.generator = generator if generator is not None else _generator(step_state)
-        self.gens: list[torch.Generator] | None = None
-        self._am_host: torch.Tensor | None = None
-        self._lengths: list[int] = []
-        if (step_state is not None and batch.get("sample_index") is not None
-                and step_state.get("seed") is not None and step_state.get("step") is not None):
-            from .trainer import sample_generator  # lazy: the trainer module is heavier
-            self.gens = [sample_generator(int(step_state["seed"]), int(step_state["step"]), int(i))
-                         for i in batch["sample_index"].tolist()]
-
-    @classmethod
-    def of(cls, batch: dict, rng: "BatchRandom | torch.Generator | None") -> "BatchRandom":
-        return rng if isinstance(rng, BatchRandom) else cls(batch, None, rng)
-
-    def _draw(self, shape: tuple[int, ...], normal: bool, g: torch.Generator | None) -> torch.Tensor:
-        fn = torch.randn if normal else torch.rand
-        if g is None:
-            return fn(shape, device=self.device)
-        return fn(shape, generator=g, device=g.device).to(self.device)
-
-    def tokens(self, *tail: int, normal: bool = False) -> torch.Tensor:
-        """(B, L, *tail) numbers; per-sample mode fills only real positions (others 0)."""
-        B, L = self.am.shape
-        if self.gens is None:
-            return self._draw((B, L) + tail, normal, self.generator)
-        am = self._am_cpu()
-        out = torch.zeros((B, L) + tail)
-        for b, g in enumerate(self.gens):
-            n = self._lengths[b]
-            if n:
-                out[b][am[b]] = self._draw((n,) + tail, normal, g).cpu()
-        return out.to(self.device)
-
-    def rows(self, counts: list[int], width: int) -> torch.Tensor:
-        """(B, width) uniform numbers; per-sample mode draws counts[b] for row b (others 0)."""
-        B = len(counts)
-        if self.gens is None:
-            return self._draw((B, width), False, self.generator)
-        out = torch.zeros((B, width))
-        for b, g in enumerate(self.gens):
-            if counts[b]:
-                out[b, : counts[b]] = self._draw((counts[b],), False, g).cpu()
-        return out.to(self.device)
-
-    def per_sample(self) -> torch.Tensor:
-        """(B,) uniform numbers (batch mode: one number shared by the whole batch)."""
-        B = self.am.shape[0]
-        if self.gens is None:
-            return self._draw((1,), False, self.generator).expand(B)
-        return torch.cat([self._draw((1,), False, g).cpu() for g in self.gens]).to(self.device)
-
-    def _am_cpu(self) -> torch.Tensor:
-        if self._am_host is None:  # one device->host copy per batch
-            self._am_host = self.am.cpu()
-            self._lengths = self._am_host.sum(1).tolist()
-        return self._am_host
-
-
-def _generator(step_state: dict | None) -> torch.Generator | None:
-    return None if step_state is None else step_state.get("generator")
-
-
-def _ranks_desc(values: torch.Tensor) -> torch.Tensor:
-    """Rank of each entry in its row, 0 = largest (stable: ties keep the lower index first)."""
-    order = torch.sort(values, dim=1, descending=True, stable=True).indices
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(values.shape[1], device=values.device).expand_as(order))
-    return ranks
-
-
-def n_to_pick(n_selectable: torch.Tensor, ratio: float | torch.Tensor) -> torch.Tensor:
-    """round(ratio * n) per sample (``ratio`` a float or a (B,) tensor), at least 1 where n >= 1."""
-    if torch.is_tensor(ratio):
-        ratio = ratio.to(device=n_selectable.device, dtype=torch.float64)
-    k = torch.round(n_selectable.to(torch.float64) * ratio).long()
-    return torch.minimum(torch.clamp(k, min=1), n_selectable) * (n_selectable > 0)
-
-
-def top_k(scores: torch.Tensor, selectable: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """(B, L) bool: per sample b, the ``k[b]`` highest-scoring selectable positions."""
-    masked = scores.float().masked_fill(~selectable, float("-inf"))
-    return (_ranks_desc(masked) < k[:, None]) & selectable
-
-
-def top_ratio(scores: torch.Tensor, selectable: torch.Tensor, ratio: float | torch.Tensor) -> torch.Tensor:
-    """(B, L) bool: per sample, the ``n_to_pick`` highest-scoring selectable positions."""
-    return top_k(scores, selectable, n_to_pick(selectable.sum(dim=1), ratio))
-
-
-def corrupt(tokens: torch.Tensor, picked: torch.Tensor, vocab_sizes: list[int], mask_prob: float = 0.8,
-            random_prob: float = 0.1, rng: "BatchRandom | torch.Generator | None" = None) -> torch.Tensor:
-    """BERT corruption of the picked tokens: MASK (``mask_prob``), a random regular
-    token drawn per attribute (``random_prob``), else unchanged. Returns a new tensor."""
-    if not isinstance(rng, BatchRandom):  # batch-level draws: the mask does not matter
-        rng = BatchRandom({"tokens": tokens}, None, rng)
-    A = tokens.shape[-1]
-    u = rng.tokens()
-    to_mask = picked & (u < mask_prob)
-    to_rand = picked & (u >= mask_prob) & (u < mask_prob + random_prob)
-    out = tokens.masked_fill(to_mask[..., None], MASK_ID)
-    if random_prob > 0:
-        span = torch.tensor([v - N_SPECIAL for v in vocab_sizes], device=tokens.device, dtype=torch.float32)
-        rnd = (rng.tokens(A) * span).long().clamp_max(span.long() - 1) + N_SPECIAL
-        out = torch.where(to_rand[..., None], rnd, out)
-    return out
-
-
-def attention_mask_of(batch: dict) -> torch.Tensor:
-    tokens = batch["tokens"]
-    am = batch.get("attention_mask")
-    if am is None:
-        am = tokens[..., 0] != PAD_ID
-    return am.bool()
-
-
-def per_token_ce(logits: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-    """(N, A) cross-entropy of each picked token on each attribute."""
-    return torch.stack([F.cross_entropy(lg.float(), targets[:, j], reduction="none")
-                        for j, lg in enumerate(logits)], dim=1)
-
-
-def per_token_correct(logits: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-    """(N, A) bool: top-1 prediction equals the target."""
-    return torch.stack([lg.argmax(-1) == targets[:, j] for j, lg in enumerate(logits)], dim=1)
-
-
-def validation_mask(attention_mask: torch.Tensor, batch_index: int, ratio: float = 0.15,
-                    seed: int = 0) -> torch.Tensor:
-    """Fixed random ``ratio`` of each sample's real tokens, from a CPU generator seeded by
-    (seed, batch_index): identical across calls, strategies and devices."""
-    # torch's CPU generator keeps 32 bits of a seed: mix (seed, batch_index) with a SeedSequence
-    g = torch.Generator().manual_seed(int(np.random.SeedSequence([int(seed), int(batch_index)]).generate_state(1)[0]))
-    am = attention_mask.bool().cpu()
-    scores = torch.rand(am.shape, generator=g)
-    return top_ratio(scores, am, ratio).to(attention_mask.device)
-
-
-@torch.no_grad()
-def validation_step(model, batch: dict, batch_index: int, ratio: float = 0.15, seed: int = 0) -> dict[str, Any]:
-    """Sums for one batch: picked tokens replaced by MASK (no 80/10/10), CE and correct per attribute.
-
-    Returns {"n": int, "loss_sum": [A floats], "correct": [A ints]}; see ``validate``.
-    """
-    tokens = batch["tokens"]
-    am = attention_mask_of(batch)
-    picked = validation_mask(am, batch_index, ratio, seed)
-    corrupted = tokens.masked_fill(picked[..., None], MASK_ID)
-    out = model(corrupted, am, heads_at=picked)
-    targets = tokens[picked]
-    ce = per_token_ce(out["logits"], targets)
-    ok = per_token_correct(out["logits"], targets)
-    return {"n": int(targets.shape[0]), "loss_sum": ce.sum(0).tolist(), "correct": ok.sum(0).tolist()}
-
-
-@torch.no_grad()
-def validate(model, loader: Iterable[dict], ratio: float = 0.15, seed: int = 0,
-             max_batches: int | None = None) -> dict[str, float]:
-    """Fixed-seed random-mask validation, the same for every strategy.
-
-    Returns ``loss`` (mean over attributes of the per-attribute mean CE), ``acc``
-    (mean over attributes), ``loss_<attr>``, ``acc_<attr>`` and ``n_tokens``.
-    The model is put in eval mode for the call and restored afterwards.
-    """
-    m = unwrap(model)
-    attrs = m.config.attributes
-    device = next(m.parameters()).device
-    was_training = model.training
-    model.eval()
-    n, loss_sum, correct = 0, np.zeros(len(attrs)), np.zeros(len(attrs))
-    try:
-        for i, batch in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-            r = validation_step(model, batch, i, ratio, seed)
-            n += r["n"]
-            loss_sum += r["loss_sum"]
-            correct += r["correct"]
-    finally:
-        model.train(was_training)
-    stats: dict[str, float] = {"n_tokens": float(n)}
-    if n == 0:
-        return stats
-    for j, a in enumerate(attrs):
-        stats[f"loss_{a}"] = float(loss_sum[j] / n)
-        stats[f"acc_{a}"] = float(correct[j] / n)
-    stats["loss"] = float(loss_sum.mean() / n)
-    stats["acc"] = float(correct.mean() / n)
-    return stats
-
-
-# ----------------------------------------------------------------------------- freeze book
-
-class FreezeBook:
-    """Per-piece, per-note "frozen" flags (frozen notes are never masked).
-
-    Keys are piece ids (ints, ``batch['piece_id']``); values are numpy bool arrays
-    indexed by note index in the piece (``batch['note_ids']``, -1 on padding).
-    ``state_dict()`` is plain JSON (frozen note indices per piece), no pickle.
-    """
-
-    def __init__(self, every: int = 15, top: float = 0.3, unfreeze: float = 0.1, seed: int = 0):
-        if every < 1 or not 0 <= top <= 1 or not 0 <= unfreeze <= 1:
-            raise ValueError("FreezeBook needs every >= 1 and top, unfreeze in [0, 1]")
-        self.every, self.top, self.unfreeze, self.seed = int(every), float(top), float(unfreeze), int(seed)
-        self.flags: dict[int, np.ndarray] = {}
-        self.history: list[dict[str, Any]] = []
-
-    # ------------------------------------------------------------ queries
-    def __len__(self) -> int:
-        return len(self.flags)
-
-    def n_frozen(self) -> int:
-        return int(sum(int(f.sum()) for f in self.flags.values()))
-
-    def frozen_notes(self, piece_id: int) -> np.ndarray:
-        """Bool array of the piece's notes (empty if the piece was never seen)."""
-        return self.flags.get(int(piece_id), np.zeros(0, dtype=bool)).copy()
-
-    def register(self, piece_id: int, n_notes: int) -> None:
-        """Make sure the piece has a flag for each of its ``n_notes`` notes."""
-        self._ensure(int(piece_id), int(n_notes))
-
-    def _ensure(self, pid: int, n: int) -> np.ndarray:
-        f = self.flags.get(pid)
-        if f is None or len(f) < n:
-            new = np.zeros(n, dtype=bool)
-            if f is not None:
-                new[: len(f)] = f
-            self.flags[pid] = f = new
-        return f
-
-    def frozen_mask(self, batch: dict) -> torch.Tensor:
-        """(B, L) bool on the batch's device: True where the token's note is frozen."""
-        note_ids = batch.get("note_ids")
-        ref = batch["tokens"]
-        B, L = ref.shape[:2]
-        if note_ids is None or batch.get("piece_id") is None or not self.flags:
-            return torch.zeros((B, L), dtype=torch.bool, device=ref.device)
-        ids = note_ids.detach().cpu().numpy()
-        out = np.zeros((B, L), dtype=bool)
-        for b, pid in enumerate(batch["piece_id"].tolist()):
-            f = self.flags.get(int(pid))
-            if f is None:
-                continue
-            row = ids[b]
-            ok = (row >= 0) & (row < len(f))
-            out[b, ok] = f[row[ok]]
-        return torch.from_numpy(out).to(ref.device)
-
-    # ------------------------------------------------------------ updates
-    def due(self, epoch: int) -> bool:
-        """True after epochs every-1, 2*every-1, ... (0-based index of the finished epoch)."""
-        return (int(epoch) + 1) % self.every == 0
-
-    def update(self, epoch: int, scored: Iterable[tuple[int, Any, Any]]) -> dict[str, float]:
-        """Apply the freeze rule now from (piece_id, note_ids, scores) triples.
-
-        Scores of a note that appears several times (overlapping windows) are
-        averaged; notes that were never scored are not candidates. Per piece:
-        freeze round(top * #selectable) highest-scoring selectable notes, then
-        unfreeze round(unfreeze * #frozen) random frozen notes.
-        """
-        sums: dict[int, np.ndarray] = {}
-        counts: dict[int, np.ndarray] = {}
-        for pid, note_ids, scores in scored:
-            pid = int(pid)
-            ids = np.asarray(_np(note_ids), dtype=np.int64).reshape(-1)
-            sc = np.asarray(_np(scores), dtype=np.float64).reshape(-1)
-            if ids.shape != sc.shape:
-                raise ValueError(f"piece {pid}: {ids.size} note ids but {sc.size} scores")
-            ok = ids >= 0
-            ids, sc = ids[ok], sc[ok]
-            if ids.size == 0:
-                continue
-            n = int(ids.max()) + 1
-            self._ensure(pid, n)
-            s, c = sums.get(pid), counts.get(pid)
-            if s is None or len(s) < len(self.flags[pid]):
-                s2 = np.zeros(len(self.flags[pid])); c2 = np.zeros(len(self.flags[pid]))
-                if s is not None:
-                    s2[: len(s)] = s; c2[: len(c)] = c
-                s, c = s2, c2
-            np.add.at(s, ids, sc)
-            np.add.at(c, ids, 1)
-            sums[pid], counts[pid] = s, c
-        n_froze = n_unfroze = 0
-        for pid in sorted(sums):
-            f = self.flags[pid]
-            c = counts[pid]
-            mean = np.where(c > 0, sums[pid] / np.maximum(c, 1), -np.inf)
-            sel = np.flatnonzero(~f & (c > 0))
-            k = int(round(self.top * sel.size))
-            if k > 0:
-                order = np.argsort(-mean[sel], kind="stable")[:k]
-                f[sel[order]] = True
-                n_froze += k
-            frozen = np.flatnonzero(f)
-            u = int(round(self.unfreeze * frozen.size))
-            if u > 0:
-                rng = np.random.default_rng([self.seed, int(epoch), pid])
-                f[rng.choice(frozen, size=u, replace=False)] = False
-                n_unfroze += u
-        total = sum(len(f) for f in self.flags.values())
-        stats = {"epoch": int(epoch), "pieces": len(sums), "frozen_new": n_froze, "unfrozen": n_unfroze,
-                 "frozen_total": self.n_frozen(), "frozen_frac": self.n_frozen() / max(total, 1)}
-        self.history.append(stats)
-        return stats
-
-    @torch.no_grad()
-    def end_epoch(self, epoch: int, model, loader: Iterable[dict]) -> dict[str, float] | None:
-        """If ``epoch`` (0-based, just finished) is due, score every training piece with
-        the masker (eval mode, no grad) and apply ``update``. Returns its stats or None."""
-        if not self.due(epoch):
-            return None
-        return self.update(epoch, iter_masker_scores(model, loader))
-
-    # ------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        return {"every": self.every, "top": self.top, "unfreeze": self.unfreeze, "seed": self.seed,
-                "n_notes": {str(p): int(len(f)) for p, f in self.flags.items()},
-                "frozen": {str(p): np.flatnonzero(f).tolist() for p, f in self.flags.items()},
-                "history": list(self.history)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        try:
-            self.every, self.top = int(state["every"]), float(state["top"])
-            self.unfreeze, self.seed = float(state["unfreeze"]), int(state["seed"])
-            flags = {}
-            for p, n in state["n_notes"].items():
-                f = np.zeros(int(n), dtype=bool)
-                f[np.asarray(state["frozen"].get(p, []), dtype=np.int64)] = True
-                flags[int(p)] = f
-        except (KeyError, TypeError, ValueError, IndexError) as e:
-            raise ValueError(f"invalid freeze book state: {e!r}") from None
-        self.flags = flags
-        self.history = list(state.get("history", []))
-
-
-def _np(x: Any) -> np.ndarray:
-    if torch.is_tensor(x):
-        return x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-@torch.no_grad()
-def iter_masker_scores(model, loader: Iterable[dict]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Yield (piece_id, note_ids, masker scores) of every real token, model in eval mode."""
-    m = unwrap(model)
-    device = next(m.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in loader:
-            tokens = batch["tokens"].to(device)
-            am = attention_mask_of({"tokens": tokens, "attention_mask": batch.get("attention_mask")}).to(device)
-            scores = torch.sigmoid(model(tokens, am, masker=True)["masker_logits"]).float().cpu().numpy()
-            ids = batch["note_ids"].cpu().numpy()
-            amn = am.cpu().numpy()
-            for b, pid in enumerate(batch["piece_id"].tolist()):
-                ok = amn[b] & (ids[b] >= 0)
-                yield int(pid), ids[b][ok], scores[b][ok]
-    finally:
-        model.train(was_training)
 
 
 # ----------------------------------------------------------------------------- strategies
@@ -791,7 +408,7 @@ class AdversarialStrategy(Strategy):
         k = torch.where(n >= 2, torch.clamp(torch.round(n.double() * self.config.label_frac).long(), min=1),
                         torch.zeros_like(n))
         k = torch.minimum(k, n // 2)
-        rank = _ranks_desc(grid)  # picked tokens occupy ranks 0 .. n-1
+        rank = ranks_desc(grid)  # picked tokens occupy ranks 0 .. n-1
         top = picked & (rank < k[:, None])
         bottom = picked & (rank >= (n - k)[:, None])
         return top | bottom, top.float()

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from .finetune import scores_from_predictions
-from .masker import attention_mask_of, unwrap
+from .masks import attention_mask_of
+from .model import unwrap
 
 DEFAULT_L2 = (1e-4, 1e-3, 1e-2)
 

@@ -38,405 +38,40 @@ Rules this module guarantees (docs/ARCHITECTURE.md "Training loop"):
 - Randomness: ``seed`` seeds python / numpy / torch (+ rank, so dropout differs per
   rank); per-sample draws in objectives use ``sample_generator(seed, step, index)``
   so they do not depend on how a batch is sharded.
+
+The loop's parts live in their own modules: ``train_config`` (``TrainConfig``, the lr
+schedule), ``callbacks`` (``Callback``, ``ProgressFile``, ``TqdmProgress``, ``EarlyStopping``),
+``resume`` (the ``checkpoint.pt`` format, RNG states, sanity limits), ``distributed``
+(devices, the process group) and ``seeding`` (``sample_generator``, the epoch order). This
+module imports them and, lazily, ``datasets.collate`` (the default ``collate_fn``); it never
+imports a task (``masker``, ``finetune``): objectives come in as arguments.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
-import random
 import signal
-import sys
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, fields
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from . import checkpoint
+from .callbacks import Callback
+from .distributed import DistInfo, setup_distributed
 from .errors import SMUCheckpointError, SMUInputError, SMUTrainingError, SMUWriteError
-from .io import atomic_write_text, default_file_mode, read_jsonl, unknown_fields  # noqa: F401  (re-exported: older imports)
-
-CHECKPOINT_NAME = "checkpoint.pt"
-TRAIN_CONFIG_NAME = "train_config.json"
-PROGRESS_NAME = "progress.jsonl"
-STATE_FORMAT = "smu_explain.train_state"
-STATE_VERSION = 1
-
-_MASK64 = (1 << 64) - 1
-
-# Checkpoint sanity (Trainer.checkpoint_problem): weights beyond this magnitude mean a
-# diverged run; a loss moving average this many times its lowest (after LOSS_MIN_STEPS
-# steps) means an exploding one. Such states are never written as checkpoints.
-WEIGHT_LIMIT = 1e4
-LOSS_EXPLODE_FACTOR = 10.0
-LOSS_MIN_STEPS = 10
-
-
-# ============================================================================ seeding
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def sample_seed(seed: int, step: int, sample_index: int) -> int:
-    """A 63-bit seed that depends only on (seed, step, sample index).
-
-    Objectives seed one ``torch.Generator`` per sample with it, so a sample gets the
-    same random draws whichever rank and batch position it lands in.
-    """
-    h = _splitmix64(int(seed) & _MASK64)
-    h = _splitmix64(h ^ (int(step) & _MASK64))
-    h = _splitmix64(h ^ (int(sample_index) & _MASK64))
-    return h & ((1 << 63) - 1)
-
-
-def sample_generator(seed: int, step: int, sample_index: int, device: str | torch.device = "cpu") -> torch.Generator:
-    """``torch.Generator`` on ``device`` seeded with ``sample_seed(seed, step, sample_index)``."""
-    g = torch.Generator(device=device)
-    g.manual_seed(sample_seed(seed, step, sample_index))
-    return g
-
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
-    """The order in which epoch ``epoch`` visits the ``n`` training samples."""
-    g = torch.Generator()
-    g.manual_seed(sample_seed(seed, epoch, -1))
-    return torch.randperm(n, generator=g).tolist()
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-# ============================================================================ config
-
-_SCHEDULES = ("constant", "linear", "cosine")
-
-
-@dataclass
-class TrainConfig:
-    """Everything the loop needs, JSON round-trippable (``to_dict`` / ``from_dict``).
-
-    ``steps`` wins over ``epochs`` when both are set; one of them is required.
-    ``batch_size`` is the global batch (split over ranks; must divide by the world size).
-    ``checkpoint_every`` / ``eval_every`` are in optimizer steps; 0 = only at the end.
-    ``schedule``: linear warm-up over ``warmup_steps`` then ``constant``, ``linear`` or
-    ``cosine`` decay to ``min_lr_ratio * lr`` at the last step.
-    Weight decay applies to weight matrices / embeddings (dim >= 2), not to biases or
-    LayerNorm gains (nanoGPT's rule).
-    """
-
-    steps: int | None = 1000
-    epochs: int | None = None
-    batch_size: int = 32
-    eval_batch_size: int | None = None
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    grad_clip: float = 3.0
-    warmup_steps: int = 0
-    schedule: str = "constant"
-    min_lr_ratio: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool = False
-    checkpoint_every: int = 500
-    eval_every: int = 500
-    eval_batches: int | None = None
-    log_every: int = 10
-    out_dir: str = "runs/run"
-    num_workers: int = 0
-
-    def validate(self) -> "TrainConfig":
-        def bad(reason: str) -> SMUInputError:
-            return SMUInputError("train config", reason)
-
-        def is_int(v) -> bool:
-            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-        def is_num(v) -> bool:
-            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-        for k in ("steps", "epochs", "eval_batch_size", "eval_batches"):
-            v = getattr(self, k)
-            if v is not None and not is_int(v):
-                raise bad(f"{k} must be an integer or null, got {v!r}")
-        for k in ("batch_size", "warmup_steps", "seed", "checkpoint_every", "eval_every", "log_every",
-                  "num_workers"):
-            if not is_int(getattr(self, k)):
-                raise bad(f"{k} must be an integer, got {getattr(self, k)!r}")
-        for k in ("lr", "weight_decay", "grad_clip", "min_lr_ratio"):
-            v = getattr(self, k)
-            if not is_num(v) or not math.isfinite(v):
-                raise bad(f"{k} must be a finite number, got {v!r}")
-        if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2 or \
-                not all(is_num(b) and 0 <= b < 1 for b in self.betas):
-            raise bad(f"betas must be two numbers in [0, 1), got {self.betas!r}")
-        for k in ("schedule", "device", "out_dir"):
-            if not isinstance(getattr(self, k), str):
-                raise bad(f"{k} must be a string, got {getattr(self, k)!r}")
-        if not isinstance(self.bf16, bool):
-            raise bad(f"bf16 must be true or false, got {self.bf16!r}")
-        if self.eval_batch_size is not None and self.eval_batch_size < 1:
-            raise bad(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
-        if self.eval_batches is not None and self.eval_batches < 1:
-            raise bad(f"eval_batches must be >= 1, got {self.eval_batches}")
-        if self.steps is None and self.epochs is None:
-            raise bad("set steps or epochs")
-        if self.steps is not None and int(self.steps) < 1:
-            raise bad(f"steps must be >= 1, got {self.steps}")
-        if self.epochs is not None and int(self.epochs) < 1:
-            raise bad(f"epochs must be >= 1, got {self.epochs}")
-        if int(self.batch_size) < 1:
-            raise bad(f"batch_size must be >= 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise bad(f"lr must be a positive number, got {self.lr}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise bad("weight_decay and grad_clip must be >= 0")
-        if self.schedule not in _SCHEDULES:
-            raise bad(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise bad(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.warmup_steps < 0 or self.checkpoint_every < 0 or self.eval_every < 0 or self.log_every < 1:
-            raise bad("warmup_steps, checkpoint_every, eval_every must be >= 0 and log_every >= 1")
-        if self.num_workers < 0:
-            raise bad("num_workers must be >= 0")
-        if len(self.betas) != 2:
-            raise bad("betas must be two numbers")
-        if self.device not in ("auto", "cpu") and not str(self.device).startswith(("cuda", "mps")):
-            raise bad(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        unknown = unknown_fields(cls, d)
-        if unknown:
-            known = sorted(f.name for f in fields(cls))
-            raise SMUInputError("train config", f"unknown keys {unknown}; known: {known}")
-        return cls(**d)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "TrainConfig":
-        try:
-            d = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SMUInputError(path, "train config file not found") from None
-        except (OSError, ValueError, RecursionError) as e:  # not JSON, too many digits, too deep
-            raise SMUInputError(path, f"not a readable JSON train config ({str(e)[:200] or e.__class__.__name__})"
-                                ) from None
-        if not isinstance(d, dict):
-            raise SMUInputError(path, "train config must be a JSON object")
-        return cls.from_dict(d)
-
-    def save(self, path: str | os.PathLike) -> None:
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
-
-
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_ratio: float) -> float:
-    """Multiplier of the peak lr for optimizer step ``step`` (0-based)."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, max(0.0, (step - warmup_steps) / span))
-    if schedule == "linear":
-        decay = 1.0 - progress
-    else:  # cosine
-        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return min_ratio + (1.0 - min_ratio) * decay
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda if available else cpu; anything else as given (checked)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SMUInputError("device", f"{name} requested but CUDA is not available")
-    return dev
-
-
-# ============================================================================ files
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary sibling, fsync, then ``os.replace`` (never a half file).
-
-    A failed write (disk full, ...) removes the temporary file, leaves ``path`` as it was
-    and raises ``SMUWriteError`` (torch reports a full disk as a RuntimeError of its zip
-    writer; both are turned into one clear error)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        raise SMUWriteError(path, f"could not write the checkpoint ({_write_error_reason(e)}); "
-                                  "the previous checkpoint is kept") from None
-    finally:
-        if tmp.exists():
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-
-
-def _write_error_reason(e: BaseException) -> str:
-    if isinstance(e, OSError):
-        return e.strerror or str(e)
-    ctx = e.__context__ or e.__cause__
-    if isinstance(ctx, OSError) and ctx.strerror:
-        return ctx.strerror
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return first[:200]
-
-
-def _encode_plain(obj: Any) -> Any:
-    """Make an objective state safe for ``weights_only`` loading (numpy arrays -> tagged tensors)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, np.ndarray):
-        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(obj)).clone()}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, dict):
-        return {str(k) if not isinstance(k, int) else k: _encode_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_encode_plain(v) for v in obj]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    raise TypeError(f"cannot store {type(obj).__name__} in a training checkpoint "
-                    "(objective state must hold tensors, numpy arrays, numbers, strings, lists, dicts)")
-
-
-def _decode_plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        if set(obj) == {"__ndarray__"}:
-            return obj["__ndarray__"].numpy()
-        return {k: _decode_plain(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_decode_plain(v) for v in obj]
-    return obj
-
-
-def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a ``checkpoint.pt`` safely (``weights_only=True``); ``SMUCheckpointError`` otherwise."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise SMUCheckpointError(path, "no training checkpoint here (nothing to resume)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError, RuntimeError (zip), EOFError ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SMUCheckpointError(path, f"unreadable or unsafe training checkpoint ({first})") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise SMUCheckpointError(path, "not a smu_explain training checkpoint")
-    if int(state.get("version", -1)) > STATE_VERSION:
-        raise SMUCheckpointError(path, f"checkpoint version {state.get('version')} is newer than this smu_explain")
-    return state
-
-
-# ============================================================================ RNG state
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    py = random.getstate()
-    npst = np.random.get_state()
-    st: dict[str, Any] = {
-        "python": [py[0], list(py[1]), py[2]],
-        "numpy": [npst[0], torch.from_numpy(npst[1].astype(np.int64)), int(npst[2]), int(npst[3]), float(npst[4])],
-        "torch": torch.get_rng_state(),
-    }
-    if device.type == "cuda":
-        st["cuda"] = torch.cuda.get_rng_state(device)
-    return st
-
-
-def _set_rng_state(st: dict[str, Any], device: torch.device) -> None:
-    py = st["python"]
-    random.setstate((int(py[0]), tuple(int(v) for v in py[1]), py[2]))
-    n = st["numpy"]
-    np.random.set_state((str(n[0]), n[1].numpy().astype(np.uint32), int(n[2]), int(n[3]), float(n[4])))
-    torch.set_rng_state(st["torch"])
-    if device.type == "cuda" and "cuda" in st:
-        torch.cuda.set_rng_state(st["cuda"], device)
-
-
-@contextmanager
-def _preserve_rng(device: torch.device):
-    """Run a block (validation) without disturbing the training RNG streams."""
-    st = _rng_state(device)
-    try:
-        yield
-    finally:
-        _set_rng_state(st, device)
-
-
-# ============================================================================ distributed
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-    initialized_here: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
-    """Join the process group when torchrun's ``RANK`` is set; otherwise one plain process."""
-    import torch.distributed as dist
-
-    if "RANK" not in os.environ:
-        return DistInfo(), resolve_device(device_name)
-    rank = int(os.environ["RANK"])
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    if device_name == "auto":
-        use_cuda = torch.cuda.is_available()
-    else:
-        use_cuda = torch.device(device_name).type == "cuda"
-    if use_cuda:
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-        backend = "nccl"
-    else:
-        device = torch.device("cpu")
-        backend = "gloo"
-    created = False
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
-        created = True
-    return DistInfo(rank=rank, local_rank=local, world_size=world, initialized_here=created), device
+from .resume import (
+    CHECKPOINT_NAME, LOSS_EXPLODE_FACTOR, LOSS_MIN_STEPS, STATE_FORMAT, STATE_VERSION, WEIGHT_LIMIT,
+    atomic_torch_save, decode_plain, encode_plain, load_train_state, preserve_rng, rng_state, set_rng_state,
+    write_error_reason,
+)
+from .seeding import epoch_permutation, sample_seed, seed_everything
+from .train_config import TRAIN_CONFIG_NAME, TrainConfig, lr_factor
 
 
 # ============================================================================ data
@@ -486,221 +121,6 @@ def _count_tokens(batch: dict[str, Any]) -> int:
     if isinstance(tok, torch.Tensor):
         return int(tok.shape[0] * tok.shape[1])
     return 0
-
-
-# ============================================================================ callbacks
-
-class Callback:
-    """Hooks the loop fires. Runs on rank 0 only unless ``all_ranks`` is True."""
-
-    all_ranks = False
-
-    def on_train_start(self, trainer: "Trainer") -> None: ...
-
-    def on_step_end(self, trainer: "Trainer", info: dict[str, Any]) -> None: ...
-
-    def on_eval(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
-
-    def on_epoch_end(self, trainer: "Trainer", epoch: int) -> None: ...
-
-    def on_checkpoint(self, trainer: "Trainer", path: Path) -> None: ...
-
-    def on_train_end(self, trainer: "Trainer", status: str, message: str) -> None: ...
-
-
-def _finite_or_none(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else (1e308 if v > 0 else -1e308)
-    return v
-
-
-class ProgressFile(Callback):
-    """Appends one JSON object per line to ``path`` (flushed each write).
-
-    Step lines are written every ``every`` steps and carry the loss and stats
-    averaged over those steps. Format: docs/ARCHITECTURE.md "Progress file".
-    """
-
-    def __init__(self, path: str | os.PathLike, every: int | None = None):
-        self.path = Path(path)
-        self.every = every
-        self._f = None
-        self._acc: dict[str, float] = {}
-        self._n = 0
-        self._last: dict[str, Any] = {}
-        self._tokens = 0
-        self._t_last = time.perf_counter()
-        self.t0 = time.time()
-
-    def write(self, event: str, **fields_: Any) -> None:
-        if self._f is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = open(self.path, "a", encoding="utf-8")
-            if _ends_mid_line(self.path):  # a torn or foreign last line: start a fresh one
-                self._f.write("\n")
-        rec = {"event": event, "time": time.time(), "wall_s": round(time.time() - self.t0, 3)}
-        rec.update(fields_)
-        self._f.write(json.dumps(rec, default=_json_plain) + "\n")
-        self._f.flush()
-
-    def on_train_start(self, trainer):
-        self.t0 = time.time()
-        self._t_last = time.perf_counter()
-        self.write("start", step=trainer.step, total_steps=trainer.total_steps, epoch=trainer.epoch,
-                   config=trainer.config.to_dict(), world_size=trainer.dist.world_size,
-                   device=str(trainer.device), n_params=trainer.n_params, resumed=trainer.resumed,
-                   batches_per_epoch=trainer.batches_per_epoch, warnings=list(trainer.warnings))
-
-    def on_step_end(self, trainer, info):
-        every = self.every or trainer.config.log_every
-        self._n += 1
-        self._tokens += info.get("tokens", 0)
-        self._last = info
-        for k, v in [("loss", info["loss"])] + [(f"stats.{k}", v) for k, v in info.get("stats", {}).items()]:
-            if isinstance(v, (int, float)):
-                self._acc[k] = self._acc.get(k, 0.0) + float(v)
-        if self._n >= every or trainer.step >= trainer.total_steps:
-            self._flush(trainer)
-
-    def _flush(self, trainer) -> None:
-        """Write the pending step line (averages since the last one)."""
-        if self._n == 0:
-            return
-        info = self._last
-        now = time.perf_counter()
-        dt = max(now - self._t_last, 1e-9)
-        avg = {k: v / self._n for k, v in self._acc.items()}
-        self.write("step", step=trainer.step, epoch=info["epoch"], loss=_finite_or_none(avg.pop("loss")),
-                   lr=info["lr"], tokens_per_s=round(self._tokens / dt, 1),
-                   grad_norm=_finite_or_none(info.get("grad_norm")),
-                   stats={k[len("stats."):]: _finite_or_none(v) for k, v in avg.items()})
-        self._acc, self._n, self._tokens, self._t_last = {}, 0, 0, now
-
-    def on_eval(self, trainer, metrics):
-        self.write("eval", step=trainer.step, epoch=trainer.epoch,
-                   metrics={k: _finite_or_none(v) for k, v in metrics.items()})
-
-    def on_epoch_end(self, trainer, epoch):
-        self.write("epoch", epoch=epoch, step=trainer.step)
-
-    def on_checkpoint(self, trainer, path):
-        self.write("checkpoint", step=trainer.step, path=str(path))
-
-    def on_train_end(self, trainer, status, message):
-        self._flush(trainer)
-        self.write("status", status=status, message=message, step=trainer.step)
-        self.close()
-
-    def close(self):
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-
-
-def _ends_mid_line(path: Path) -> bool:
-    """True when the regular file ``path`` is not empty and does not end with a newline."""
-    try:
-        with open(path, "rb") as f:
-            if not os.fstat(f.fileno()).st_size or not os.path.isfile(path):
-                return False
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) != b"\n"
-    except OSError:
-        return False
-
-
-def _json_plain(o: Any) -> Any:
-    if isinstance(o, (np.generic,)):
-        return o.item()
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
-
-
-def read_progress(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Parse a progress file, bounded and tolerant (see ``io.read_jsonl``): a half-written
-    last line (the writer died mid-line), binary junk and overlong lines are skipped, and a
-    device or an endless file is never read into memory."""
-    return read_jsonl(path)
-
-
-class TqdmProgress(Callback):
-    """A terminal progress bar (tqdm) showing step, loss and lr."""
-
-    def __init__(self, file=None, disable: bool | None = None):
-        self.file = file or sys.stderr
-        self.disable = disable
-        self.bar = None
-
-    def on_train_start(self, trainer):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=trainer.total_steps, initial=trainer.step, file=self.file, dynamic_ncols=True,
-                        disable=self.disable, desc="train", unit="step")
-
-    def on_step_end(self, trainer, info):
-        if self.bar is not None:
-            self.bar.update(1)
-            if trainer.step % trainer.config.log_every == 0 or trainer.step == trainer.total_steps:
-                self.bar.set_postfix(loss=f"{info['loss']:.4f}", lr=f"{info['lr']:.2e}", epoch=info["epoch"])
-
-    def on_eval(self, trainer, metrics):
-        if self.bar is not None:
-            self.bar.write("step {}: ".format(trainer.step) + ", ".join(
-                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
-
-    def on_train_end(self, trainer, status, message):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-class EarlyStopping(Callback):
-    """Stop when ``metric`` has not improved for ``patience`` evaluations; keep the best.
-
-    ``mode`` is 'max' (accuracy) or 'min' (loss); ``tie_break`` (e.g. 'val_loss', lower
-    wins) decides between evaluations with exactly the same ``metric``. On every improvement
-    ``on_improve(trainer, metrics)`` runs (e.g. save the best model). Stopping is a
-    normal end (status ``done``) with a message naming the best step.
-    """
-
-    def __init__(self, metric: str = "val_acc", mode: str = "max", patience: int = 5,
-                 on_improve: Callable[["Trainer", dict[str, float]], None] | None = None,
-                 min_delta: float = 0.0, tie_break: str | None = None):
-        if mode not in ("max", "min"):
-            raise ValueError("mode must be 'max' or 'min'")
-        self.metric, self.mode, self.patience = metric, mode, int(patience)
-        self.on_improve, self.min_delta = on_improve, float(min_delta)
-        self.tie_break = tie_break  # a loss-like metric (lower wins) deciding exact ties of ``metric``
-        self.best: float | None = None
-        self.best_tie: float | None = None
-        self.best_step: int | None = None
-        self.bad_evals = 0
-
-    def _better(self, v: float, tie: float | None) -> bool:
-        if self.best is None:
-            return True
-        if v == self.best and tie is not None and self.best_tie is not None:
-            return tie < self.best_tie
-        return v > self.best + self.min_delta if self.mode == "max" else v < self.best - self.min_delta
-
-    def on_eval(self, trainer, metrics):
-        if self.metric not in metrics:
-            raise SMUTrainingError(f"early stopping watches {self.metric!r} but evaluation gave {sorted(metrics)}")
-        v = float(metrics[self.metric])
-        tie = float(metrics[self.tie_break]) if self.tie_break and self.tie_break in metrics else None
-        if math.isfinite(v) and self._better(v, tie):
-            self.best, self.best_tie, self.best_step, self.bad_evals = v, tie, trainer.step, 0
-            if self.on_improve is not None:
-                self.on_improve(trainer, metrics)
-        else:
-            self.bad_evals += 1
-            if self.bad_evals >= self.patience:
-                trainer.request_stop(
-                    f"early stopping at step {trainer.step}: {self.metric} did not improve for "
-                    f"{self.patience} evaluations (best {self.best:.4f} at step {self.best_step})", status="done")
 
 
 # ============================================================================ trainer
@@ -874,7 +294,7 @@ class Trainer:
         return self.out_dir / CHECKPOINT_NAME
 
     def _gather_rng(self) -> list[dict[str, Any]]:
-        mine = _rng_state(self.device)
+        mine = rng_state(self.device)
         if not self.dist.enabled:
             return [mine]
         import torch.distributed as dist
@@ -886,7 +306,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         obj_state = None
         if hasattr(self.objective, "state_dict"):
-            obj_state = _encode_plain(self.objective.state_dict())
+            obj_state = encode_plain(self.objective.state_dict())
         return {
             "format": STATE_FORMAT, "version": STATE_VERSION,
             "model": {k: v.detach().to("cpu").contiguous() for k, v in self.model.state_dict().items()},
@@ -959,7 +379,7 @@ class Trainer:
                     checkpoint.save_checkpoint(self.out_dir, self.model, extra=extra)
                 except (OSError, RuntimeError) as e:
                     raise SMUWriteError(self.out_dir, f"could not write the model files "
-                                                      f"({_write_error_reason(e)})") from None
+                                                      f"({write_error_reason(e)})") from None
                 except Exception as e:  # safetensors reports a full disk as SafetensorError
                     if type(e).__name__ != "SafetensorError":
                         raise
@@ -988,7 +408,7 @@ class Trainer:
         if state.get("objective") is not None:
             if not hasattr(self.objective, "load_state_dict"):
                 raise SMUCheckpointError(src, "checkpoint has objective state but the objective cannot load it")
-            self.objective.load_state_dict(_decode_plain(state["objective"]))
+            self.objective.load_state_dict(decode_plain(state["objective"]))
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
@@ -998,7 +418,7 @@ class Trainer:
         if len(rngs) != self.dist.world_size:
             self.warnings.append(f"checkpoint was written by {len(rngs)} ranks, now {self.dist.world_size}: "
                                  "RNG streams are not restored exactly")
-        _set_rng_state(rngs[self.dist.rank % len(rngs)], self.device)
+        set_rng_state(rngs[self.dist.rank % len(rngs)], self.device)
         old = state.get("config", {})
         for key in ("seed", "batch_size"):
             if old.get(key) != getattr(self.config, key):
@@ -1044,7 +464,7 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            with _preserve_rng(self.device), self._autocast():
+            with preserve_rng(self.device), self._autocast():
                 dl = _DeviceLoader(loader, self.device)
                 if hasattr(self.objective, "evaluate"):
                     metrics = dict(self.objective.evaluate(self.model, dl, state))

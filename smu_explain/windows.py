@@ -5,7 +5,7 @@ windows of a piece (the tokenizer's, or windows of the model's ``max_len`` when 
 shorter), each note's owner window (where it is farthest from an edge), gathering per-window
 arrays back to notes, padding windows into a batch, the seeded recovery groups of
 ``explain.explain_piece`` (each window's notes dealt into K = round(1 / ratio) groups), and the
-loader of collated batches that the fixed-seed validation masks (``masker.validation_mask``)
+loader of collated batches that the fixed-seed validation masks (``masks.validation_mask``)
 are drawn for. May import numpy, torch and ``tokenizer`` (``data`` lazily, to collate samples).
 """
 

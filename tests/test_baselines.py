@@ -9,7 +9,7 @@ import torch
 from smu_explain import baselines as B
 from smu_explain import plots
 from smu_explain.explain import explain_piece, recovery_accuracy
-from smu_explain.masker import validation_mask
+from smu_explain.masks import validation_mask
 from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.tokenizer import BASE_ATTRIBUTES, MASK_ID, N_SPECIAL, PAD_ID, Tokenizer
 from smu_explain.tokenizer_config import TokenizerConfig

@@ -16,7 +16,8 @@ import pytest
 
 from smu_explain.checkpoint import load_model
 from smu_explain.cli import main
-from smu_explain.trainer import load_train_state, read_progress
+from smu_explain.callbacks import read_progress
+from smu_explain.resume import load_train_state
 
 SMU = [sys.executable, "-m", "smu_explain.cli"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1")

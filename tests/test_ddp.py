@@ -23,7 +23,7 @@ import sys
 import pytest
 import torch
 
-from smu_explain.trainer import load_train_state
+from smu_explain.resume import load_train_state
 
 BUILD = r'''
 import numpy as np, torch
@@ -32,7 +32,9 @@ from smu_explain.masker import make_strategy
 from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.tokenizer import Tokenizer
 from smu_explain.tokenizer_config import TokenizerConfig
-from smu_explain.trainer import Callback, Trainer, TrainConfig
+from smu_explain.callbacks import Callback
+from smu_explain.train_config import TrainConfig
+from smu_explain.trainer import Trainer
 
 class Record(Callback):
     """Per step: the global mean loss and the norm of the averaged gradient."""

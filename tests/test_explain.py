@@ -8,7 +8,8 @@ import torch
 
 from smu_explain.checkpoint import save_checkpoint
 from smu_explain.explain import explain_piece, masker_view, recovery_accuracy
-from smu_explain.masker import FreezeBook, validate
+from smu_explain.freeze_book import FreezeBook
+from smu_explain.masks import validate
 from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.piece import NOTE_COLUMNS
 from smu_explain.tokenizer import MASK_ID, Tokenizer

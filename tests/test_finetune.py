@@ -19,7 +19,7 @@ from smu_explain.heads import FineTuneModel
 from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.tokenizer import MASK_ID, Tokenizer
 from smu_explain.tokenizer_config import TokenizerConfig
-from smu_explain.trainer import TrainConfig
+from smu_explain.train_config import TrainConfig
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

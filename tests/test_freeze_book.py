@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from smu_explain.masker import FreezeBook, make_strategy
+from smu_explain.freeze_book import FreezeBook
+from smu_explain.masker import make_strategy
 from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.tokenizer import N_SPECIAL, PAD_ID
 

@@ -31,10 +31,11 @@ from smu_explain.runs import read_jsonl
 from smu_explain.reading import read_piece
 from smu_explain.tokenizer import Tokenizer
 from smu_explain.tokenizer_config import TokenizerConfig
-from smu_explain.trainer import (
-    CHECKPOINT_NAME, WEIGHT_LIMIT, TrainConfig, Trainer, atomic_write_text, default_file_mode, load_train_state,
-    read_progress,
-)
+from smu_explain.callbacks import read_progress
+from smu_explain.io import atomic_write_text, default_file_mode
+from smu_explain.resume import CHECKPOINT_NAME, WEIGHT_LIMIT, load_train_state
+from smu_explain.train_config import TrainConfig
+from smu_explain.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_trainer import synth_dataset, tiny_model  # noqa: E402

@@ -372,7 +372,7 @@ def test_other_json_readers_give_typed_errors(tmp_path, text):
     broken text are typed errors (issue 28, item 4's class), not a RecursionError / ValueError."""
     from smu_explain.corpora import load_json as _load_json
     from smu_explain.study.plan import read_json
-    from smu_explain.trainer import TrainConfig
+    from smu_explain.train_config import TrainConfig
 
     p = tmp_path / "x.json"
     p.write_text(text)

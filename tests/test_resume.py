@@ -17,7 +17,8 @@ import time
 import pytest
 import torch
 
-from smu_explain.trainer import CHECKPOINT_NAME, Callback, load_train_state, read_progress
+from smu_explain.callbacks import Callback, read_progress
+from smu_explain.resume import CHECKPOINT_NAME, load_train_state
 
 BUILD = r'''
 import numpy as np, torch
@@ -26,7 +27,8 @@ from smu_explain.masker import make_strategy
 from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.tokenizer import Tokenizer
 from smu_explain.tokenizer_config import TokenizerConfig
-from smu_explain.trainer import Trainer, TrainConfig
+from smu_explain.train_config import TrainConfig
+from smu_explain.trainer import Trainer
 
 def build(out_dir, steps=8, checkpoint_every=4, callbacks=()):
     torch.set_num_threads(1)
@@ -51,7 +53,7 @@ def build(out_dir, steps=8, checkpoint_every=4, callbacks=()):
 
 KILLED_RUN = BUILD + r'''
 import sys, time
-from smu_explain.trainer import Callback, ProgressFile
+from smu_explain.callbacks import Callback, ProgressFile
 
 class SlowAfterHalf(Callback):
     def on_step_end(self, trainer, info):

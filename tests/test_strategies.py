@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from smu_explain.masker import (
-    AdversarialPasses, AdversarialStrategy, BatchRandom, StrategyConfig, corrupt, make_strategy, n_to_pick,
-    top_ratio, validate, validation_mask,
-)
+from smu_explain.masker import AdversarialPasses, AdversarialStrategy, StrategyConfig, make_strategy
+from smu_explain.masks import BatchRandom, corrupt, n_to_pick, top_ratio, validate, validation_mask
 from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.names import STRATEGIES
 from smu_explain.tokenizer import MASK_ID, N_SPECIAL, PAD_ID
@@ -80,7 +78,7 @@ def test_padding_and_frozen_never_selected(name):
     frozen = torch.zeros_like(batch["attention_mask"])
     frozen[:, ::3] = True  # freeze every third token of every sample
     if s.freeze_book is None:  # random/bar honour a freeze book too when one is attached
-        from smu_explain.masker import FreezeBook
+        from smu_explain.freeze_book import FreezeBook
         s.freeze_book = FreezeBook()
     for b in range(4):
         s.freeze_book.register(b, 40)
@@ -354,7 +352,7 @@ def test_recovery_label_has_no_gradient_path_to_recoverer_logits():
             masker=True)
     for lg in out["logits"]:
         lg.retain_grad()
-    from smu_explain.masker import per_token_ce
+    from smu_explain.masks import per_token_ce
     ce = per_token_ce(out["logits"], batch["tokens"][picked])
     labelled, target = s.masker_targets(picked, ce.sum(1))
     bce = torch.nn.functional.binary_cross_entropy_with_logits(out["masker_logits"][labelled], target[labelled])

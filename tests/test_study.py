@@ -392,7 +392,7 @@ def test_subset_dataset_is_nested_and_stratified(tiny):
 
 
 def test_freeze_snapshot_roundtrip(tmp_path):
-    from smu_explain.masker import FreezeBook
+    from smu_explain.freeze_book import FreezeBook
 
     book = FreezeBook(every=1, top=0.5, unfreeze=0.0)
     book.update(0, [(0, np.arange(6), np.arange(6.0)), (1, np.arange(4), -np.arange(4.0))])

@@ -17,10 +17,11 @@ from smu_explain.masker import make_strategy
 from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.tokenizer import Tokenizer
 from smu_explain.tokenizer_config import TokenizerConfig
-from smu_explain.trainer import (
-    CHECKPOINT_NAME, Callback, EarlyStopping, ProgressFile, Trainer, TrainConfig, _decode_plain,
-    _encode_plain, epoch_permutation, load_train_state, lr_factor, read_progress, sample_seed,
-)
+from smu_explain.callbacks import Callback, EarlyStopping, ProgressFile, read_progress
+from smu_explain.resume import CHECKPOINT_NAME, decode_plain, encode_plain, load_train_state
+from smu_explain.seeding import epoch_permutation, sample_seed
+from smu_explain.train_config import TrainConfig, lr_factor
+from smu_explain.trainer import Trainer
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -253,8 +254,8 @@ def test_checkpoint_loading_refuses_pickled_objects_and_garbage(tmp_path):
 def test_objective_state_with_numpy_round_trips_weights_only(tmp_path):
     st = {"flags": np.array([True, False, True]), "ema": [0.5, np.float32(0.25)], "n": {3: 4}, "t": (1, 2)}
     path = tmp_path / "s.pt"
-    torch.save(_encode_plain(st), path)
-    back = _decode_plain(torch.load(path, weights_only=True))
+    torch.save(encode_plain(st), path)
+    back = decode_plain(torch.load(path, weights_only=True))
     np.testing.assert_array_equal(back["flags"], st["flags"])
     assert back["ema"] == [0.5, 0.25] and back["n"] == {3: 4} and back["t"] == [1, 2]
 

@@ -80,9 +80,13 @@ Modules (one owner per concept)
 ``analysis``  masker analysis and the freeze-book snapshot files
 ``report``    ``results.json`` (``build_results``), summary lines, RESULTS.md
 ``command``   the ``smu study`` parser and command
-``runner``    ``Study`` (runs the stages), the cost meter, trainer callbacks, fixture
-              data; it imports the trainer (torch), so this package loads it lazily:
-              ``smu --help`` and ``smu study --help`` never import torch.
+``runner``    ``Study`` (runs the stages); it imports the trainer (torch), so this
+              package loads it and its parts lazily: ``smu --help`` and
+              ``smu study --help`` never import torch.
+``cost``      ``CostMeter``, the cost of a stage
+``callbacks`` the study's trainer callbacks (token counts, chunk ends, freeze snapshots)
+``fixture``   the tiny preset's fixture data (``make_fixture_data``)
+``subsets``   data subsets (fractions, validation pieces, analysed pieces)
 """
 
 
@@ -163,16 +167,18 @@ from .stats import (
     row_label,
 )
 
-#: Names of ``runner`` (which imports torch), loaded on first access.
-_RUNNER = ("CostMeter", "FreezeSnapshots", "StopAtStep", "Study", "TokenCounter", "make_fixture_data",
-           "spread_refs", "subset_dataset", "validation_subset")
+#: Names of ``runner`` and its parts (torch, the data), loaded on first access: name -> module.
+_RUNNER = {"CostMeter": "cost", "FreezeSnapshots": "callbacks", "StopAtStep": "callbacks", "Study": "runner",
+           "TokenCounter": "callbacks", "make_fixture_data": "fixture", "spread_refs": "subsets",
+           "subset_dataset": "subsets", "validation_subset": "subsets"}
 
 
 def __getattr__(name: str):
     if name in _RUNNER:
-        from . import runner
+        from . import callbacks, cost, fixture, runner, subsets
 
-        return getattr(runner, name)
+        owner = {"callbacks": callbacks, "cost": cost, "fixture": fixture, "runner": runner, "subsets": subsets}
+        return getattr(owner[_RUNNER[name]], name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -263,7 +263,7 @@ def _snapshot_examples(adv_model, tokenizer, last: Mapping[str, Any], pretrain_r
     round-robin over the sources in a seeded order; the highest-scoring frozen note of each."""
     from ..corpora import read_ref
     from ..explain import masker_view
-    from ..masker import FreezeBook
+    from ..freeze_book import FreezeBook
 
     cands = [nm for nm in sorted(last["flags"]) if nm in pretrain_refs
              and pretrain_refs[nm].source in ("pop909", "asap", "emopia") and last["flags"][nm].any()]

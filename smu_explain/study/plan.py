@@ -504,5 +504,6 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def _now() -> str:
+def now_iso() -> str:
+    """The current UTC time as ``YYYY-MM-DDTHH:MM:SSZ`` (stage and results timestamps)."""
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -13,9 +13,9 @@ from .plan import (
     Stage,
     StudyPaths,
     StudyPreset,
-    _now,
     estimate_minutes,
     machine_info,
+    now_iso,
     pretrain_stage_names,
     read_json,
 )
@@ -683,7 +683,7 @@ def build_results(paths: StudyPaths, preset: StudyPreset, stages: Sequence[Stage
         f = paths.result(name)
         return read_json(f) if f.is_file() else None
 
-    results: dict[str, Any] = {"format": RESULT_FORMAT, "generated": _now(), "preset": preset.to_dict(),
+    results: dict[str, Any] = {"format": RESULT_FORMAT, "generated": now_iso(), "preset": preset.to_dict(),
                                "tasks": list(preset.tasks), "estimate_minutes": estimate_minutes(preset),
                                "machine": machine_info()}
     data = res("data")

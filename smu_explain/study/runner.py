@@ -1,13 +1,14 @@
-"""Runs the study's stages: ``Study``, the cost meter, trainer callbacks, fixture data.
+"""Runs the study's stages: ``Study`` (data, pre-training chunks, fine-tuning, learning curves,
+probes, efficiency, analysis, report), with its stage display.
 
-Imports the trainer (torch) at import time: ``smu_explain.study`` loads it lazily."""
+Its parts: ``cost`` (``CostMeter``), ``callbacks`` (the trainer callbacks), ``fixture`` (the tiny
+preset's data), ``subsets`` (data subsets). Imports the trainer's callbacks (torch) at import
+time: ``smu_explain.study`` loads it lazily."""
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import resource
 import shutil
 import sys
 import time
@@ -15,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
 from ..errors import SMUInputError
 from ..io import atomic_write_text
-from .analysis import SNAPSHOT_GLOB, load_freeze_snapshot, masker_analysis, save_freeze_snapshot
+from .analysis import SNAPSHOT_GLOB, load_freeze_snapshot, masker_analysis
+from .callbacks import FreezeSnapshots, StopAtStep, TokenCounter
+from .cost import CostMeter
 from .figures import analysis_figures, data_efficiency_figure, save_figures
+from .fixture import make_fixture_data
 from .plan import (
     ANALYSIS_SOURCES,
     REPO_ROOT,
@@ -28,10 +30,10 @@ from .plan import (
     Stage,
     StudyPaths,
     StudyPreset,
-    _now,
     get_preset,
     log,
     machine_info,
+    now_iso,
     plan_stages,
     pretrain_stage_names,
     read_json,
@@ -40,256 +42,7 @@ from .plan import (
 )
 from .report import build_results, render_results_md, study_summary
 from .stats import aggregate_runs, efficiency_summary
-
-
-def _read_vm(key: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return float(line.split()[1]) / 1024.0  # kB -> MiB
-    except OSError:
-        return None
-    return None
-
-
-class CostMeter:
-    """Measures one stage: wall time, tokens, steps, peak RSS, CUDA peak (module docstring), and
-    the process's CPU seconds and the machine's 1-minute load at the start and the end: a stage
-    that shared the machine shows a load above its own threads and a wall time above its CPU
-    time per thread. A fine-tuning stage resumed after an interruption counts the wall time of
-    the runs finished before it (``resumed_runs``, ``resumed_wall_s``); its CPU seconds and
-    load are this sitting's."""
-
-    def __init__(self):
-        self.tokens = 0
-        self.steps = 0
-        self.wall_s = 0.0
-        self.peak_rss_mb: float | None = None
-        self.peak_source = ""
-        self.cuda_peak_mb: float | None = None
-        self.cpu_s = 0.0
-        self.load: list[float | None] = []  # 1-minute load at the start and the end
-        self.resumed_runs = 0  # fine-tuning runs finished in an earlier sitting of this stage
-        self.resumed_wall_s = 0.0  # and their wall time (counted in ``wall_s``)
-
-    def __enter__(self) -> "CostMeter":
-        import torch
-
-        self._reset = False
-        try:  # Linux >= 4.0: "5" resets the peak RSS (VmHWM) of this process
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")
-            self._reset = _read_vm("VmHWM") is not None
-        except OSError:
-            self._reset = False
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        self._t0 = time.perf_counter()
-        self._cpu0 = _cpu_seconds()
-        self.load = [_load1()]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import torch
-
-        self.wall_s = time.perf_counter() - self._t0 + self.resumed_wall_s
-        self.cpu_s = _cpu_seconds() - self._cpu0
-        self.load.append(_load1())
-        if self._reset:
-            self.peak_rss_mb = _read_vm("VmHWM")
-            self.peak_source = "VmHWM (reset at stage start)"
-        else:
-            r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            self.peak_rss_mb = r / 1024.0 if sys.platform != "darwin" else r / 2**20
-            self.peak_source = "ru_maxrss (process lifetime peak)"
-        if torch.cuda.is_available():
-            self.cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20
-
-    def add(self, tokens: int = 0, steps: int = 0) -> None:
-        self.tokens += int(tokens)
-        self.steps += int(steps)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"wall_s": round(self.wall_s, 3), "tokens": self.tokens, "steps": self.steps,
-                "peak_rss_mb": None if self.peak_rss_mb is None else round(self.peak_rss_mb, 1),
-                "peak_rss_source": self.peak_source,
-                "cuda_peak_mb": None if self.cuda_peak_mb is None else round(self.cuda_peak_mb, 1),
-                "cpu_s": round(self.cpu_s, 1),
-                "load_1min": [None if x is None else round(x, 2) for x in self.load],
-                "resumed_runs": self.resumed_runs, "resumed_wall_s": round(self.resumed_wall_s, 3)}
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its finished children."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-def _load1() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
-
-
-# ============================================================================ trainer callbacks
-
-def _callback_base():
-    from ..trainer import Callback
-
-    return Callback
-
-
-class TokenCounter(_callback_base()):
-    """Counts optimizer steps and the real tokens of their batches.
-
-    With ``state_file`` the counts (and the seconds spent) are written at every
-    checkpoint, with the checkpoint's step, so a run resumed from that checkpoint can
-    start from them (``load``): the counts then cover exactly the steps in the checkpoint.
-    """
-
-    def __init__(self, state_file: str | os.PathLike | None = None):
-        self.tokens = 0
-        self.steps = 0
-        self.wall_before = 0.0
-        self.state_file = Path(state_file) if state_file else None
-        self._t0 = time.perf_counter()
-
-    def load(self, step: int) -> bool:
-        """Start from the counts saved with the checkpoint of ``step`` (False if there are none)."""
-        if self.state_file is None or not self.state_file.is_file():
-            return False
-        d = read_json(self.state_file)
-        if int(d.get("step", -1)) != int(step):
-            return False
-        self.tokens, self.steps, self.wall_before = int(d["tokens"]), int(d["steps"]), float(d["wall_s"])
-        return True
-
-    @property
-    def wall_s(self) -> float:
-        return self.wall_before + time.perf_counter() - self._t0
-
-    def on_train_start(self, trainer):
-        self._t0 = time.perf_counter()
-
-    def on_step_end(self, trainer, info):
-        self.tokens += int(info.get("tokens", 0))
-        self.steps += 1
-
-    def on_checkpoint(self, trainer, path):
-        if self.state_file is not None:
-            write_json(self.state_file, {"step": trainer.step, "steps": self.steps, "tokens": self.tokens,
-                                         "wall_s": self.wall_s})
-
-
-class StopAtStep(_callback_base()):
-    """Ends the run normally (status ``done``, checkpoint written) once ``step`` steps are done:
-    the end of a pre-training chunk. The next chunk resumes the checkpoint."""
-
-    def __init__(self, step: int):
-        self.step = int(step)
-
-    def on_step_end(self, trainer, info):
-        if trainer.step >= self.step and trainer.step < trainer.total_steps:
-            trainer.request_stop(f"chunk ends at step {self.step} of {trainer.total_steps}", status="done")
-
-
-class FreezeSnapshots(_callback_base()):
-    """Saves the adversarial strategy's freeze book after every freeze event.
-
-    File ``<folder>/freeze_<epoch:05d>.npz`` (no pickles): ``names`` (P,) piece names of
-    the training set, ``offsets`` (P+1,), ``bits`` (np.packbits of the concatenated
-    per-note flags, True = frozen), ``n_bits``, ``epoch``, ``step`` and ``stats`` (the
-    freeze book's history entry, as a JSON string). Works across resumes: the event
-    count is the freeze book's ``history`` length.
-    """
-
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-
-    def on_epoch_end(self, trainer, epoch):
-        book = getattr(trainer.objective, "freeze_book", None)
-        if book is None or not book.history or int(book.history[-1].get("epoch", -1)) != int(epoch):
-            return
-        names = list(getattr(trainer.train_set, "piece_names", None) or [])
-        save_freeze_snapshot(self.folder / f"freeze_{int(epoch):05d}.npz", book, names, int(epoch),
-                             int(trainer.step))
-
-
-# ============================================================================ fixture data
-
-def _write_midi(path: Path, tracks: Sequence[tuple[str, Sequence[tuple[int, int, int, int]]]],
-                tpq: int = 480, qpm: float = 120.0, metre: tuple[int, int] = (4, 4)) -> None:
-    from symusic import Note, Score, Tempo, TimeSignature, Track
-
-    score = Score(tpq)
-    for name, notes in tracks:
-        tr = Track(name=name, program=0, is_drum=False)
-        for t, d, p, v in notes:
-            tr.notes.append(Note(int(t), int(d), int(p), int(v)))
-        score.tracks.append(tr)
-    score.time_signatures.append(TimeSignature(0, metre[0], metre[1]))
-    score.tempos.append(Tempo(0, qpm=float(qpm)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(bytes(score.dumps_midi()))
-
-
-def _phrase(rng: np.random.Generator, n: int, low: int, high: int, step: int, dur: int,
-            vel: tuple[int, int], start: int = 0) -> list[tuple[int, int, int, int]]:
-    pitches = np.clip(low + np.cumsum(rng.integers(-2, 3, n)) % (high - low), 22, 107)
-    return [(start + i * step, dur, int(p), int(rng.integers(*vel))) for i, p in enumerate(pitches)]
-
-
-def make_fixture_data(root: str | os.PathLike, seed: int = 0, n_notes: int = 48) -> Path:
-    """Write a miniature copy of the real datasets' layout (shared/data/README.md) under ``root``.
-
-    POP909 (10 songs, tracks MELODY/BRIDGE/PIANO, varied velocities), Pop1K7 (4 files),
-    EMOPIA (12 songs x 2 clips, quadrant by song), ASAP (8 composers x 3 works, one
-    score and one performance each, ``metadata.csv``; performances without beat
-    annotations). Content differs by label (register, tempo, rhythm) so that labels
-    are learnable. Deterministic in ``seed``; returns ``root``.
-    """
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    for i in range(1, 11):
-        sid = f"{i:03d}"
-        _write_midi(root / "pop909" / "POP909" / sid / f"{sid}.mid", [
-            ("MELODY", _phrase(rng, n_notes // 2, 67, 84, 240, 220, (70, 120))),
-            ("BRIDGE", _phrase(rng, n_notes // 4, 60, 72, 480, 400, (40, 80), start=120)),
-            ("PIANO", _phrase(rng, n_notes // 2, 36, 55, 240, 460, (20, 70))),
-        ])
-    for i in range(4):
-        _write_midi(root / "pop1k7" / "midi_analyzed" / "src_001" / f"{i}.mid",
-                    [("piano", _phrase(rng, n_notes, 40, 80, 240, 240, (40, 100)))])
-    for s in range(12):
-        q = s % 4 + 1
-        for clip in range(2):
-            step = 120 if q in (1, 2) else 480
-            low = 60 if q in (1, 4) else 40
-            _write_midi(root / "emopia" / "midis" / f"Q{q}_song{s:02d}_{clip}.mid",
-                        [("piano", _phrase(rng, n_notes, low, low + 20, step, step, (40, 110)))],
-                        qpm=140 if q in (1, 2) else 80)
-    composers = ["Bach", "Beethoven", "Chopin", "Haydn", "Liszt", "Mozart", "Schubert", "Schumann"]
-    rows = []
-    for c, comp in enumerate(composers):
-        for w in range(3):
-            folder = f"{comp}/work{w}"
-            low = 30 + 5 * c
-            score = _phrase(rng, n_notes, low, low + 24, 120 * (1 + c % 4), 120 * (1 + c % 4), (50, 90))
-            _write_midi(root / "asap" / folder / "midi_score.mid", [("score", score)],
-                        metre=(3, 4) if c % 2 else (4, 4))
-            perf = [(t + int(rng.integers(0, 20)), d, p, v) for t, d, p, v in score]
-            _write_midi(root / "asap" / folder / "perf1.mid", [("performance", perf)])
-            rows.append({"composer": comp, "folder": folder, "midi_score": f"{folder}/midi_score.mid",
-                         "midi_performance": f"{folder}/perf1.mid", "performance_annotations": ""})
-    import csv
-
-    with open(root / "asap" / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    (root / "FIXTURE.txt").write_text("synthetic fixture data written by smu_explain.study.make_fixture_data\n")
-    return root
+from .subsets import spread_refs, subset_dataset, validation_subset
 
 
 # ============================================================================ the study
@@ -472,7 +225,7 @@ class Study:
                                         f"stage {st.name} needs {missing} first (run without --only, "
                                         f"or with --only {missing[0]})")
                 disp.start(st)
-                started = _now()
+                started = now_iso()
                 try:
                     with CostMeter() as meter:
                         result = getattr(self, f"_run_{st.kind}")(st, meter)
@@ -481,7 +234,7 @@ class Study:
                     raise
                 cost = meter.to_dict()
                 doc = {"format": RESULT_FORMAT, "stage": st.name, "kind": st.kind, "preset": self.preset.name,
-                       "started": started, "finished": _now(), "cost": cost, "machine": machine_info(),
+                       "started": started, "finished": now_iso(), "cost": cost, "machine": machine_info(),
                        "result": result}
                 write_json(self.paths.result(st.name), doc)
                 marker = self.paths.runs_dir / "stages" / st.name / "STARTED"
@@ -502,7 +255,7 @@ class Study:
             if d.exists():
                 shutil.rmtree(d)
             d.mkdir(parents=True)
-            marker.write_text(_now() + "\n")
+            marker.write_text(now_iso() + "\n")
         return d
 
     # ------------------------------------------------------------------ stage: data
@@ -520,7 +273,7 @@ class Study:
 
     # ------------------------------------------------------------------ stage: pretrain
     def _pretrain_config(self, run_dir: Path, seed: int):
-        from ..trainer import TrainConfig
+        from ..train_config import TrainConfig
 
         p = self.preset
         return TrainConfig(steps=p.pretrain_steps, batch_size=p.pretrain_batch, eval_batch_size=p.eval_batch,
@@ -551,7 +304,7 @@ class Study:
 
     def _chunk_plan(self, st: Stage) -> "_Chunk":
         """Where the chunk stands: its encoder, steps, ledger and the run's checkpoint step."""
-        from ..trainer import CHECKPOINT_NAME, load_train_state
+        from ..resume import CHECKPOINT_NAME, load_train_state
 
         p = self.preset
         strat, k, n = st.param("strategy"), st.param("chunk"), st.param("chunks")
@@ -592,7 +345,9 @@ class Study:
         from ..masker import make_strategy
         from ..checkpoint import load_model
         from ..model import MidiBert
-        from ..trainer import ProgressFile, TqdmProgress, Trainer, install_stop_signals, load_train_state
+        from ..callbacks import ProgressFile, TqdmProgress
+        from ..resume import load_train_state
+        from ..trainer import Trainer, install_stop_signals
 
         p = self.preset
         built = self.task_data("pretrain")
@@ -696,7 +451,7 @@ class Study:
         return build_model(task, classes, pretrained=self.pretrain_dir(encoder), seed=seed)
 
     def _ft_train_config(self, steps: int, eval_every: int, bs: int, seed: int, out: Path):
-        from ..trainer import TrainConfig
+        from ..train_config import TrainConfig
 
         p = self.preset
         return TrainConfig(steps=steps, batch_size=bs, eval_batch_size=p.eval_batch, lr=p.ft_lr,
@@ -810,7 +565,7 @@ class Study:
         budget: the first evaluated step within ``curve_tol`` of the curve's best, the
         latest over the models, plus one evaluation interval."""
         from ..finetune import finetune
-        from ..trainer import Callback
+        from ..callbacks import Callback
 
         class _Curve(Callback):
             def __init__(self):
@@ -951,7 +706,8 @@ class Study:
         from ..datasets import collate
         from ..masker import make_strategy
         from ..model import MidiBert
-        from ..trainer import resolve_device, step_seconds
+        from ..distributed import resolve_device
+        from ..trainer import step_seconds
 
         p = self.preset
         train = self.task_data("pretrain").datasets["train"]
@@ -994,72 +750,3 @@ def _rel(path: str | Path) -> str:
         return str(Path(path).resolve().relative_to(REPO_ROOT))
     except ValueError:
         return str(path)
-
-
-def subset_dataset(ds, fraction: float, seed: int):
-    """A ``TokenDataset`` with ``fraction`` of ``ds``'s pieces (at least 1).
-
-    Pieces are ordered by a permutation from ``default_rng(seed)``, so smaller fractions
-    are prefixes of larger ones (nested subsets). Sequence tasks are stratified: each
-    class keeps round(fraction * its pieces) pieces, at least 1. ``fraction`` = 1 returns ``ds``.
-    """
-    from ..datasets import TokenDataset
-
-    if fraction >= 1.0:
-        return ds
-    if not 0 < fraction < 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    n = len(ds.pieces)
-    order = np.random.default_rng([int(seed), 7]).permutation(n)
-    if ds.level == "sequence":
-        keep: list[int] = []
-        labels = np.asarray([-1 if p.label is None else p.label for p in ds.pieces])
-        for c in sorted(set(labels.tolist())):
-            idx = [i for i in order if labels[i] == c]
-            keep += idx[: max(1, int(round(fraction * len(idx))))]
-        keep = sorted(keep, key=lambda i: int(np.flatnonzero(order == i)[0]))
-    else:
-        keep = list(order[: max(1, int(round(fraction * n)))])
-    return TokenDataset([ds.pieces[i] for i in keep], ds.level, ds.classes, ds.tokenizer, ds.augment, ds.seed)
-
-
-def validation_subset(ds, max_windows: int | None, seed: int = 0):
-    """The validation pieces used for early stopping: all of ``ds`` when it has at most
-    ``max_windows`` windows (or ``max_windows`` is None), else whole pieces taken in a
-    seeded random order, round-robin over the classes for sequence tasks (so every class
-    is represented), while they fit in ``max_windows`` windows (at least one piece).
-    A plain prefix of the (name-sorted) split would hold only the first composers."""
-    from ..datasets import TokenDataset
-
-    if max_windows is None or len(ds) <= max_windows:
-        return ds
-    order = list(np.random.default_rng([int(seed), 11]).permutation(len(ds.pieces)))
-    if ds.level == "sequence":
-        by_label: dict[int, list[int]] = {}
-        for i in order:
-            by_label.setdefault(-1 if ds.pieces[i].label is None else int(ds.pieces[i].label), []).append(i)
-        lists = [by_label[k] for k in sorted(by_label)]
-        order = [lst[d] for d in range(max(len(x) for x in lists)) for lst in lists if d < len(lst)]
-    keep, total = [], 0
-    for i in order:
-        w = ds.pieces[i].n_windows
-        if keep and total + w > max_windows:
-            continue
-        keep.append(i)
-        total += w
-    return TokenDataset([ds.pieces[i] for i in sorted(keep)], ds.level, ds.classes, ds.tokenizer, False, ds.seed)
-
-
-def spread_refs(refs: Sequence[Any], n: int) -> list[Any]:
-    """Up to ``n`` refs taken round-robin over their groups (groups and refs in name order):
-    one piece per song / work first, so a few analysed pieces cover as many groups as possible."""
-    by_group: dict[str, list[Any]] = {}
-    for r in sorted(refs, key=lambda r: r.name):
-        by_group.setdefault(r.group, []).append(r)
-    lists = [by_group[g] for g in sorted(by_group)]
-    out: list[Any] = []
-    depth = 0
-    while len(out) < n and any(depth < len(lst) for lst in lists):
-        out += [lst[depth] for lst in lists if depth < len(lst)][: n - len(out)]
-        depth += 1
-    return out
