@@ -77,7 +77,7 @@ def test_model_overlay_ratio_slider_and_inspector(model_dir):
     assert not at.exception
     text = texts(at)
     assert "Masker score **" in text
-    from smu_explain.plots import pitch_name
+    from smu_explain.readable import pitch_name
     from smu_explain.tokenizer import read_piece
 
     piece = read_piece(ROOT / "sample_midi" / SAMPLES[0])
@@ -255,11 +255,11 @@ def test_roll_follows_the_ratio_and_figures_are_built_once_per_key(model_dir, mo
     ratio on screen, also when a ratio comes back (its figure then from the cache)."""
     import json
 
-    from smu_explain import plots
+    from smu_explain import pianoroll
 
     builds = []
-    real = plots.piano_roll
-    monkeypatch.setattr(plots, "piano_roll", lambda *a, **k: builds.append(1) or real(*a, **k))
+    real = pianoroll.piano_roll
+    monkeypatch.setattr(pianoroll, "piano_roll", lambda *a, **k: builds.append(1) or real(*a, **k))
 
     def picked_in_roll(at):
         spec = json.loads(next(c for c in at.get("plotly_chart") if c.proto.id.endswith("explore_roll")).proto.spec)

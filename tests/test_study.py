@@ -61,7 +61,7 @@ def test_tiny_study_runs_every_stage_and_writes_results(tiny):
     assert len(ana["examples"]) == 3
     assert len({e["piece"] for e in ana["examples"]}) == 3
     import pandas as pd
-    from smu_explain.plots import piano_roll
+    from smu_explain.pianoroll import piano_roll
 
     assert ana["examples_frozen_by"].startswith("the freeze book after epoch")
     for e in ana["examples"]:
