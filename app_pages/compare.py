@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from smu_explain import appstate as A
+from smu_explain import appwidgets as W
 from smu_explain import charts, pianoroll, readable
 from smu_explain import verdict as V
 from smu_explain.checkpoint import task_heads
@@ -22,14 +23,14 @@ st.caption("Both models see the same piece and the same seeded random masks, so 
 
 c1, c2 = st.columns(2)
 with c1:
-    path_a = A.model_picker("Model A", "compare_a", A.K_MODEL_A, "demo adversarial")
+    path_a = W.model_picker("Model A", "compare_a", A.K_MODEL_A, "demo adversarial")
 with c2:
-    path_b = A.model_picker("Model B", "compare_b", A.K_MODEL_B, "demo random")
+    path_b = W.model_picker("Model B", "compare_b", A.K_MODEL_B, "demo random")
 c3, c4 = st.columns([3, 2])
 with c3:
-    choice = A.piece_picker("compare")
+    choice = W.piece_picker("compare")
 with c4:
-    ratio = A.ratio_slider("compare_ratio")
+    ratio = W.ratio_slider("compare_ratio")
     seed = int(st.number_input("Mask seed", 0, 10_000, 0, key="compare_seed"))
 
 if not (path_a and path_b):
@@ -79,7 +80,7 @@ def trained(names) -> tuple:
     return tuple(A.untrained_masker_note(models[n]) is None for n in names)
 
 
-piece = A.load_piece(choice)
+piece = W.load_piece(choice)
 comp: dict = {"models": {n: str(p) for n, p in models.items()}, "ratio": ratio, "seed": seed,
               "facts": facts, "study_facts": study_facts}
 tab_piece, tab_folder = st.tabs(["This piece", "A dataset folder"])

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from smu_explain import appstate as A
+from smu_explain import appwidgets as W
 from smu_explain import charts, picks, pianoroll, readable, rollaxes
 from smu_explain.markup import html_escape, md_escape
 
@@ -16,21 +17,21 @@ st.caption("Which notes does the masker find hard to recover, which would it hid
 
 c1, c2, c3 = st.columns([3, 3, 2])
 with c1:
-    choice = A.piece_picker("explore")
+    choice = W.piece_picker("explore")
 with c2:
     # a demo model is loaded after the first roll, drawn from the scores stored beside it
-    model_path = A.model_picker("Model", "explore_model", A.K_MODEL_A, "demo adversarial", defer_load=True)
+    model_path = W.model_picker("Model", "explore_model", A.K_MODEL_A, "demo adversarial", defer_load=True)
 with c3:
-    ratio = A.ratio_slider("explore_ratio", help=A.RATIO_HELP)
+    ratio = W.ratio_slider("explore_ratio", help=W.RATIO_HELP)
     seed = int(st.number_input("Seed", 0, 10_000, 0, key="explore_seed"))
 
-piece = A.piece_or_stop(choice)
+piece = W.piece_or_stop(choice)
 
 name, data = choice
 # the model's name on this page's charts: the picker's label (a demo model keeps its colour on every
 # page, palette.PALETTE), or the folder's name
 model_label = st.session_state.get("explore_model_choice") or "this model"
-if model_label == A.OTHER_FOLDER:
+if model_label == W.OTHER_FOLDER:
     model_label = Path(model_path).name if model_path else "this model"
 
 
@@ -39,7 +40,7 @@ def run_model(fn, *args):
     try:
         return fn(*args)
     except A.SMUCheckpointError as e:
-        st.error(A.model_error(e))
+        st.error(W.model_error(e))
     except A.SMUInputError as e:
         st.error(f"The model cannot read this piece: {md_escape(e.reason)}")
     except Exception as e:  # keep the page alive whatever the model does

@@ -18,6 +18,7 @@ import numpy as np
 import streamlit as st
 
 from smu_explain import appstate as A
+from smu_explain import appwidgets as W
 from smu_explain import charts, pianoroll, readable, valueroll
 from smu_explain.checkpoint import read_config, task_heads, user_folder
 from smu_explain.errors import SMUCheckpointError, SMUInputError
@@ -37,9 +38,9 @@ st.caption("Explanations of single decisions, note by note: what a fine-tuned mo
 
 c1, c2, c3 = st.columns([3, 3, 3])
 with c1:
-    choice = A.piece_picker("why")
+    choice = W.piece_picker("why")
 with c2:
-    model_path = A.model_picker("Model (masker and attention)", "why_model", A.K_MODEL_A, "demo adversarial")
+    model_path = W.model_picker("Model (masker and attention)", "why_model", A.K_MODEL_A, "demo adversarial")
 
 
 
@@ -48,7 +49,7 @@ def guarded(fn, *args, **kw):
     try:
         return fn(*args, **kw)
     except SMUCheckpointError as e:
-        st.error(A.model_error(e))
+        st.error(W.model_error(e))
     except SMUInputError as e:
         st.error(f"Cannot explain this: {md_escape(e.reason)}")
     except ValueError as e:
@@ -194,12 +195,12 @@ if st.session_state.get("why_ft_for") != model_path:
     st.session_state.pop("why_ft_choice", None)
 ft_path = None
 with c3:
-    ft_choice = st.selectbox("Fine-tuned model", list(ft_choices) + [A.OTHER_FOLDER],
+    ft_choice = st.selectbox("Fine-tuned model", list(ft_choices) + [W.OTHER_FOLDER],
                              key="why_ft_choice",
                              help="The head whose predictions and attributions are explained: a pre-trained model trained further on a labelled task (here: which "
                                   "notes are melody, bridge or piano accompaniment). The page model's own heads "
                                   "come first.")
-    if ft_choice == A.OTHER_FOLDER:
+    if ft_choice == W.OTHER_FOLDER:
         txt = st.text_input("Fine-tuned model folder", value="", key="why_ft_path")
         if txt.strip():
             ft_path = guarded(user_folder, txt)
@@ -210,7 +211,7 @@ with c3:
     else:
         ft_path = ft_choices[ft_choice]
 
-piece = A.piece_or_stop(choice)
+piece = W.piece_or_stop(choice)
 name, data = choice
 st.info(who_is_explained(model_path, ft_path, own_heads))
 

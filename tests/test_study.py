@@ -431,7 +431,7 @@ def test_cost_meter_measures_time_and_memory():
     md = "\n".join(_md_costs({"cost": {"pretrain-x": d, "old": {"wall_s": 60}}}))
     assert "| old | 1.0 min | — | — |" in md and "load (1 min, start → end)" in md
     # a stage resumed before the meter counted earlier sittings: its runs' wall times count
-    from smu_explain.study.report import _resumed_cost
+    from smu_explain.study.results import _resumed_cost
 
     runs = [{"wall_s": 100.0}, {"wall_s": 120.0}, {"wall_s": 110.0}]
     old = {"cost": {"wall_s": 120.0, "cpu_s": 230.0}, "result": {"runs": runs}}
