@@ -3,7 +3,7 @@ per attribute against the no-model rules, accuracy per class of notes (the bias 
 prediction bars, and the Why page's IG-against-occlusion scatter and before/after bars.
 
 Pure builders: plain data in, a ``plotly`` Figure out. Imports numpy, pandas, plotly and the
-package's ``colours``, ``noteclasses``, ``readable`` and ``rollaxes`` only (no model, no
+package's ``palette``, ``noteclasses``, ``readable`` and ``rollaxes`` only (no model, no
 computation module, no streamlit).
 """
 

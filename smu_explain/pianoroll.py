@@ -1,7 +1,7 @@
 """Piano rolls of a notes table: the masker's view (scores, picked and frozen notes), tracks,
 notes coloured by a harmony label, the reconstruction overlay, side-by-side panels and a
 concrete masking draw; :func:`note_from_selection` maps a click back to a note. Imports
-numpy, pandas, plotly and the package's figure helpers (``colours``, ``readable``,
+numpy, pandas, plotly and the package's figure helpers (``palette``, ``readable``,
 ``rollaxes``, ``markup``), never a model or streamlit.
 
 Rules every roll follows (``valueroll`` too):

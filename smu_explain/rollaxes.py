@@ -3,7 +3,7 @@ grid as axis grid lines, the opening view of a long piece, the pitch axis labell
 and the legend's place under the time axis.
 
 Used by ``pianoroll`` and ``valueroll`` (and ``charts`` for the legend). Imports numpy, pandas,
-plotly and the package's ``colours`` and ``readable`` only.
+plotly and the package's ``palette`` and ``readable`` only.
 """
 
 from __future__ import annotations
