@@ -34,7 +34,7 @@ nav = st.navigation(pages)
 
 # queued training runs start when a slot frees: every page load polls the registry
 # (the Train page also polls every second while it is open)
-from smu_explain import appstate  # noqa: E402
+from smu_explain import appstate, appwarmup, appwidgets  # noqa: E402
 from smu_explain.markup import md_escape  # noqa: E402
 
 from smu_explain.runs import training_allowed  # noqa: E402
@@ -47,9 +47,9 @@ if training_allowed(st.get_option("server.address"))[0]:  # served beyond localh
 with st.sidebar:
     st.caption("smu_explain: see which notes a symbolic-music BERT finds hard, "
                "and what its masker decides to hide.")
-    appstate.preload_plotly()  # the browser compiles Plotly while the page's model loads
+    appwidgets.preload_plotly()  # the browser compiles Plotly while the page's model loads
 try:
-    with appstate.user_run():  # the background warm-up pauses while a page runs
+    with appwarmup.user_run():  # the background warm-up pauses while a page runs
         if nav.title == explore.title:  # the first screen: the app framed above Explore's roll
             with st.container(border=True):
                 runpy.run_path(str(HOME), init_globals={"FRAME": True}, run_name="smu_home_frame")
@@ -57,4 +57,4 @@ try:
 finally:
     # after the first page is drawn (never before: the first roll must not wait for it), fill
     # the caches in the background with what the other pages and samples show first
-    appstate.start_warm_up()
+    appwarmup.start_warm_up()

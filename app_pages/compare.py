@@ -6,7 +6,8 @@ import numpy as np
 import streamlit as st
 
 from smu_explain import appstate as A
-from smu_explain import plots
+from smu_explain import appwidgets as W
+from smu_explain import charts, pianoroll, readable
 from smu_explain import verdict as V
 from smu_explain.checkpoint import task_heads
 from smu_explain.markup import md_escape
@@ -22,14 +23,14 @@ st.caption("Both models see the same piece and the same seeded random masks, so 
 
 c1, c2 = st.columns(2)
 with c1:
-    path_a = A.model_picker("Model A", "compare_a", A.K_MODEL_A, "demo adversarial")
+    path_a = W.model_picker("Model A", "compare_a", A.K_MODEL_A, "demo adversarial")
 with c2:
-    path_b = A.model_picker("Model B", "compare_b", A.K_MODEL_B, "demo random")
+    path_b = W.model_picker("Model B", "compare_b", A.K_MODEL_B, "demo random")
 c3, c4 = st.columns([3, 2])
 with c3:
-    choice = A.piece_picker("compare")
+    choice = W.piece_picker("compare")
 with c4:
-    ratio = A.ratio_slider("compare_ratio")
+    ratio = W.ratio_slider("compare_ratio")
     seed = int(st.number_input("Mask seed", 0, 10_000, 0, key="compare_seed"))
 
 if not (path_a and path_b):
@@ -79,7 +80,7 @@ def trained(names) -> tuple:
     return tuple(A.untrained_masker_note(models[n]) is None for n in names)
 
 
-piece = A.load_piece(choice)
+piece = W.load_piece(choice)
 comp: dict = {"models": {n: str(p) for n, p in models.items()}, "ratio": ratio, "seed": seed,
               "facts": facts, "study_facts": study_facts}
 tab_piece, tab_folder = st.tabs(["This piece", "A dataset folder"])
@@ -109,7 +110,7 @@ with tab_piece:
             faded = [not t for t in trained(list(overlays.keys()))]  # an untrained masker's overlay, faded
             fig = A.figure(("compare rolls", tuple((n, *A.model_key(p)) for n, p in models.items()),
                             A.piece_key(data), A.ratio_key(ratio), tuple(faded)),
-                           lambda: plots.side_by_side_rolls(list(overlays.values()), list(overlays.keys()),
+                           lambda: pianoroll.side_by_side_rolls(list(overlays.values()), list(overlays.keys()),
                                                             bar_starts_q=piece.bar_starts_q,
                                                             track_names=piece.track_names, height=480,
                                                             faded=faded))
@@ -117,7 +118,7 @@ with tab_piece:
             st.caption("Colour = the rank of each model's masker score within the piece (100% = its "
                        f"highest); red outline = the notes it would mask at {ratio:.0%} of its notes that "
                        "are not frozen (grey hatched: its top 30% by score, never masked). "
-                       + " ".join(f"{md_escape(n)}: {plots.score_spread_text(t['score'])}."
+                       + " ".join(f"{md_escape(n)}: {pianoroll.score_spread_text(t['score'])}."
                                   for n, t in overlays.items()))
             for p in models.values():
                 if warn := A.untrained_masker_note(p):
@@ -152,7 +153,7 @@ with tab_piece:
             accs = {n: A.accuracy_of(t) for n, t in tables.items()}
             n_masked = len(next(iter(tables.values())))
             rules = A.rules(next(iter(recovering.values())), data, piece, ratio, seed)
-            st.plotly_chart(plots.rules_figure(accs, rules, title=f"per attribute ({n_masked} notes)"),
+            st.plotly_chart(charts.rules_figure(accs, rules, title=f"per attribute ({n_masked} notes)"),
                             key="compare_acc")
             st.caption("Marks = rules that use no model, on the same masked notes (a model must beat "
                        "copying the neighbour). " + " ".join(f"**{md_escape(n)}**: {A.rules_verdict(a, rules)}"
@@ -170,9 +171,9 @@ with tab_piece:
                                            "duration": "duration class"}.get)
             attr = b2.selectbox("Attribute", attrs, index=attrs.index("pitch") if "pitch" in attrs else 0,
                                 key="compare_attr")
-            bias = {n: plots.bias_table(t, by) for n, t in tables.items()}
-            st.plotly_chart(plots.bias_figure(bias, attr, by_label=by), key="compare_bias")
-            comp["bias_all"] = {k: {n: plots.bias_table(t, k) for n, t in tables.items()}
+            bias = {n: charts.bias_table(t, by) for n, t in tables.items()}
+            st.plotly_chart(charts.bias_figure(bias, attr, by_label=by), key="compare_bias")
+            comp["bias_all"] = {k: {n: charts.bias_table(t, k) for n, t in tables.items()}
                                 for k in ("register", "metric", "duration")}
 
             st.subheader("Downstream predictions")
@@ -190,7 +191,7 @@ with tab_piece:
                             else "share of notes per predicted class")
                     st.markdown(f"**{md_escape(n)}** - task **{md_escape(res['task'])}** ({md_escape(head.name)}): "
                                 f"{what}")
-                    st.plotly_chart(plots.prediction_bars(res["classes"][:6]),
+                    st.plotly_chart(charts.prediction_bars(res["classes"][:6]),
                                     key=f"compare_head_{n}_{head.name}", config={"displayModeBar": False})
                     if res["level"] == "note":
                         st.caption(f"mean confidence {res['notes']['confidence'].mean():.0%}")
@@ -243,7 +244,7 @@ with tab_folder:
                 show_verdicts(fvs, "Units: the files (a piece's notes are drawn together).")
                 facc = {n: A.accuracy_of(f) for n, f in frames.items()}
                 frules = A.folder_rules(next(iter(models.values())), folder, ratio, seed, max_files)
-                st.plotly_chart(plots.rules_figure(facc, frules, title=f"recovery over {n_files} files "
+                st.plotly_chart(charts.rules_figure(facc, frules, title=f"recovery over {n_files} files "
                                                    f"(seeded random masks, {ratio:.0%})"),
                                 key="compare_folder_acc")
                 st.caption("Marks = the no-model rules on the same masked notes. " +
@@ -252,8 +253,8 @@ with tab_folder:
                                    key="compare_folder_by")
                 fattrs = list(next(iter(facc.values())).keys())
                 fattr = st.selectbox("Attribute", fattrs, key="compare_folder_attr")
-                fbias = {n: plots.bias_table(f, fby) for n, f in frames.items()}
-                st.plotly_chart(plots.bias_figure(fbias, fattr, by_label=fby), key="compare_folder_bias")
+                fbias = {n: charts.bias_table(f, fby) for n, f in frames.items()}
+                st.plotly_chart(charts.bias_figure(fbias, fattr, by_label=fby), key="compare_folder_bias")
                 comp["folder"] = {"path": folder, "n_files": int(n_files), "accs": facc, "rules": frules,
                                   "rules_text": {n: A.rules_verdict(a, frules) for n, a in facc.items()},
                                   "verdicts": fvs}
@@ -265,10 +266,10 @@ with tab_folder:
 
 if comp.get("metrics"):
     st.subheader("Metrics")
-    table = plots.metrics_comparison(comp["metrics"])
+    table = readable.metrics_comparison(comp["metrics"])
     # a static table: every row visible (no inner scrolling), each row in its own format
     # st.table renders Markdown in headers and cells: the model names (column headers) escaped
-    st.table(plots.metrics_display(table.rename(columns=lambda c: c if c == "difference" else md_escape(c))))
+    st.table(readable.metrics_display(table.rename(columns=lambda c: c if c == "difference" else md_escape(c))))
     st.caption("difference = B - A; on the recovery rows green where B recovers more, red where less "
                "(a masker score or a count is not better for being higher: left uncoloured).")
     comp["metrics_table"] = table

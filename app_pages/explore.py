@@ -7,7 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from smu_explain import appstate as A
-from smu_explain import picks, plots
+from smu_explain import appwidgets as W
+from smu_explain import charts, picks, pianoroll, readable, rollaxes
 from smu_explain.markup import html_escape, md_escape
 
 st.title("Explore a piece")
@@ -16,21 +17,21 @@ st.caption("Which notes does the masker find hard to recover, which would it hid
 
 c1, c2, c3 = st.columns([3, 3, 2])
 with c1:
-    choice = A.piece_picker("explore")
+    choice = W.piece_picker("explore")
 with c2:
     # a demo model is loaded after the first roll, drawn from the scores stored beside it
-    model_path = A.model_picker("Model", "explore_model", A.K_MODEL_A, "demo adversarial", defer_load=True)
+    model_path = W.model_picker("Model", "explore_model", A.K_MODEL_A, "demo adversarial", defer_load=True)
 with c3:
-    ratio = A.ratio_slider("explore_ratio", help=A.RATIO_HELP)
+    ratio = W.ratio_slider("explore_ratio", help=W.RATIO_HELP)
     seed = int(st.number_input("Seed", 0, 10_000, 0, key="explore_seed"))
 
-piece = A.piece_or_stop(choice)
+piece = W.piece_or_stop(choice)
 
 name, data = choice
 # the model's name on this page's charts: the picker's label (a demo model keeps its colour on every
-# page, plots.PALETTE), or the folder's name
+# page, palette.PALETTE), or the folder's name
 model_label = st.session_state.get("explore_model_choice") or "this model"
-if model_label == A.OTHER_FOLDER:
+if model_label == W.OTHER_FOLDER:
     model_label = Path(model_path).name if model_path else "this model"
 
 
@@ -39,7 +40,7 @@ def run_model(fn, *args):
     try:
         return fn(*args)
     except A.SMUCheckpointError as e:
-        st.error(A.model_error(e))
+        st.error(W.model_error(e))
     except A.SMUInputError as e:
         st.error(f"The model cannot read this piece: {md_escape(e.reason)}")
     except Exception as e:  # keep the page alive whatever the model does
@@ -110,7 +111,7 @@ def profile_table(profile: dict) -> pd.DataFrame:
 
 
 #: the "Colour notes by" choices: None = the masker score (the track without a model), else a label
-#: column of harmony.analyze (plots.ROLE_LABELS)
+#: column of harmony.analyze (readable.ROLE_LABELS)
 COLOUR_BY = {None: "masker score", "chord_tone": "chord or non-chord tone",
              "harmony": "kind of non-chord tone", "voice_position": "voice position (bass, inner, top)",
              "metric": "metric weight (downbeat, beat, off-beat)", "repeated": "repeated note",
@@ -149,8 +150,8 @@ def show_picks(res: dict, key: str, untrained_note: bool, scope: str) -> None:
             f"**What it picks {scope}** (an untrained masker: its picks are close to arbitrary). ")
     st.markdown(lead + md_escape(res["sentence"]))
     with st.expander("The table: every class of note", expanded=False):
-        st.dataframe(plots.picks_table(res), hide_index=True, key=key)
-        st.caption(plots.PICKS_CAPTION + f" Masking ratio {res.get('ratio', 0):.0%}; frozen = the top 30% "
+        st.dataframe(picks.picks_table(res), hide_index=True, key=key)
+        st.caption(picks.PICKS_CAPTION + f" Masking ratio {res.get('ratio', 0):.0%}; frozen = the top 30% "
                    "of each piece by score. Labels: a chord and voice analysis of the notes (no model).")
 
 
@@ -215,9 +216,9 @@ labels = _labels(A.piece_key(data), piece) if colour_by else None
 roll_key = ("explore roll", name, A.piece_key(data),
             (*A.model_key(model_path), A.ratio_key(ratio)) if over is not None else None,
             (seed, A.mask_groups(context)) if table is not None else None, bool(untrained), colour_by)
-fig = A.figure(roll_key, lambda: plots.piano_roll(
+fig = A.figure(roll_key, lambda: pianoroll.piano_roll(
     with_labels(notes, labels) if colour_by else notes, bar_starts_q=piece.bar_starts_q,
-    track_names=piece.track_names, ghost=plots.reconstruction_frame(table) if table is not None else None,
+    track_names=piece.track_names, ghost=pianoroll.reconstruction_frame(table) if table is not None else None,
     title=html_escape(name) + (f" - notes by {COLOUR_BY[colour_by]}" if colour_by else
                                " - masker overlay" + (" (untrained masker, faded)" if untrained else "")
                                if over is not None else ""),
@@ -229,8 +230,8 @@ if over is not None and table is None and not no_recovery:
 if over is not None and (warn := A.untrained_masker_note(model_path)):
     st.warning(warn + " The overlay above is drawn faded.")
 n_bars = len(piece.bar_starts_q)
-view = (f"Showing bars 1-{plots.INITIAL_BARS} of {n_bars:,}: drag the slider under the roll (or pan) "
-        "to move through the piece. " if n_bars > plots.INITIAL_BARS else "")
+view = (f"Showing bars 1-{rollaxes.INITIAL_BARS} of {n_bars:,}: drag the slider under the roll (or pan) "
+        "to move through the piece. " if n_bars > rollaxes.INITIAL_BARS else "")
 if colour_by:
     st.caption(view + f"Colour = {COLOUR_BY[colour_by]}, from a chord and voice analysis of the piece (chord "
                "templates per half bar or beat, voices followed within each track; no model)"
@@ -245,7 +246,7 @@ else:
                f"frozen, {int(over['picked'].sum()):,} notes. Grey hatched = the {n_frozen:,} frozen notes "
                "(the top 30% by score, never masked). Click a note to inspect it; drag to zoom, "
                "double-click to reset.")
-    spread = plots.score_spread_text(over["score"])
+    spread = pianoroll.score_spread_text(over["score"])
     st.caption(spread[:1].upper() + spread[1:] + ".")
 
 if table is not None:  # did the model learn? its recovery next to the no-model rules (METHOD.md 9)
@@ -253,7 +254,7 @@ if table is not None:  # did the model learn? its recovery next to the no-model 
     masks = "" if same_masks or context == ratio else f" (with {context:.0%} of the notes masked)"
     st.caption(f"**Did this model learn{masks}?** " + A.rules_verdict(acc, rules))
     with st.expander("Recovery accuracy vs the no-model rules (same masked notes)"):
-        st.plotly_chart(plots.rules_figure({model_label: acc}, rules), key="explore_rules")
+        st.plotly_chart(charts.rules_figure({model_label: acc}, rules), key="explore_rules")
 
 # ----------------------------------------------------------------------------- what it picks
 picks_state = st.session_state.setdefault("smu_picks", {})
@@ -304,7 +305,7 @@ if over is not None:
 
 # ----------------------------------------------------------------------------- note inspector
 st.subheader("Inspect a note")
-selected = plots.note_from_selection(fig, getattr(event, "selection", None) if event else None)
+selected = pianoroll.note_from_selection(fig, getattr(event, "selection", None) if event else None)
 sel_sig = tuple(selected)
 if selected and st.session_state.get("explore_last_sel") != sel_sig:
     st.session_state["explore_last_sel"] = sel_sig
@@ -322,8 +323,8 @@ note_idx = int(st.number_input("Note number (or click a note in the roll)", 0, l
 row = (table if table is not None else notes).iloc[note_idx]
 track_label = (piece.track_names[int(row["track"])] if 0 <= int(row["track"]) < len(piece.track_names)
                else str(int(row["track"])))
-info = (f"**{plots.pitch_name(int(row['pitch']))}** at "
-        f"{plots.bar_beat_label(row['bar'], row['beat'])}, {plots.fmt_quarters(row['duration_q'])} long, "
+info = (f"**{readable.pitch_name(int(row['pitch']))}** at "
+        f"{readable.bar_beat_label(row['bar'], row['beat'])}, {readable.fmt_quarters(row['duration_q'])} long, "
         f"velocity {int(row['velocity'])}, track {md_escape(track_label)}")
 st.markdown(info)
 if table is not None:
@@ -332,7 +333,7 @@ if table is not None:
     rank = float((table["score"] < float(row["score"])).mean())
     st.markdown(f"Masker score **{float(row['score']):.3f}** (higher than {rank:.0%} of the piece) - {state}.")
     attrs = [c[len("topk_"):] for c in table.columns if c.startswith("topk_")]
-    truth = {a: plots.value_label(a, row.get(f"true_{a}")) for a in attrs}  # the true token, decoded
+    truth = {a: readable.value_label(a, row.get(f"true_{a}")) for a in attrs}  # the true token, decoded
     st.caption(f"The model's top guesses for each attribute of this note when it is masked "
                f"(together with a random {context:.0%} of its neighbours); green = the true value.")
     cols = st.columns(max(1, len(attrs)))
@@ -345,8 +346,8 @@ if table is not None:
                 ok = row.get(f"correct_{a}")
                 verdict = "" if ok is None or (isinstance(ok, float) and np.isnan(ok)) else (
                     " - correct" if bool(ok) else " - wrong")
-                named = [(plots.value_label(a, v), p) for v, p in topk]  # note names, rounded values
-                st.plotly_chart(plots.prediction_bars(named, title=f"{a}{verdict}", truth=truth.get(a)),
+                named = [(readable.value_label(a, v), p) for v, p in topk]  # note names, rounded values
+                st.plotly_chart(charts.prediction_bars(named, title=f"{a}{verdict}", truth=truth.get(a)),
                                 key=f"explore_pred_{a}", config={"displayModeBar": False})
     if not has_any:
         st.info("No predictions for this note.")
@@ -370,7 +371,7 @@ if table is not None:
             rec = outcome["recovery"]
             titles = [f"random draw: {rec['random']['mean']:.0%} put back ({rec['random']['n']} notes)",
                       f"masker's pick: {rec['masker']['mean']:.0%} put back ({rec['masker']['n']} notes)"]
-        fig_draw = plots.masking_draw_figure(table, rnd, picked, bar_starts_q=piece.bar_starts_q,
+        fig_draw = pianoroll.masking_draw_figure(table, rnd, picked, bar_starts_q=piece.bar_starts_q,
                                              track_names=piece.track_names, titles=titles)
         st.plotly_chart(fig_draw, key="explore_draw_fig", config={"displaylogo": False})
         if outcome is not None:
@@ -409,7 +410,7 @@ if st.session_state.get("explore_audio_for") == (A.piece_key(data), model_path, 
         st.markdown("**Original**")
         st.audio(original.wav, format="audio/wav")
     if table is not None:
-        recon = plots.reconstruction_frame(table, full=True)
+        recon = pianoroll.reconstruction_frame(table, full=True)
         rec_audio = A.render_audio(recon[["pitch", "velocity", "start_sec", "end_sec", "program", "track"]])
         with a2:
             st.markdown("**Reconstruction** (picked notes replaced by the model's top guesses)")

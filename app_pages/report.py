@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from smu_explain import plots, study
+from smu_explain import charts, pianoroll, readable, study
 from smu_explain.markup import md_escape
 from smu_explain.report import (ReportSection, build_report, glossary_section, picks_sections, study_sections,
                                 summary_lines, verdict_sections, why_sections)
@@ -67,7 +67,7 @@ def build_sections(comp: dict) -> list[ReportSection]:
     ratio, seed = comp["ratio"], comp["seed"]
     models_text = "; ".join(f"{n}: {p}" for n, p in comp["models"].items())
     if comp.get("tables"):
-        fig = plots.side_by_side_rolls(list(comp["tables"].values()), list(comp["tables"].keys()),
+        fig = pianoroll.side_by_side_rolls(list(comp["tables"].values()), list(comp["tables"].keys()),
                                        bar_starts_q=comp.get("bar_starts_q"),
                                        track_names=comp.get("track_names"), height=460)
         sections.append(ReportSection(
@@ -84,9 +84,9 @@ def build_sections(comp: dict) -> list[ReportSection]:
                 "Each model guesses every attribute of each masked note.")
         if comp.get("rules"):
             text += "\n\n" + rule_marks + "".join(f"\n\n{n}: {t}" for n, t in (comp.get("rules_text") or {}).items())
-            fig = plots.rules_figure(comp["accs"], comp["rules"], title="per attribute, with the no-model rules")
+            fig = charts.rules_figure(comp["accs"], comp["rules"], title="per attribute, with the no-model rules")
         else:
-            fig = plots.accuracy_bars(comp["accs"])
+            fig = charts.accuracy_bars(comp["accs"])
         sections.append(ReportSection("Recovery accuracy under the same random masks", text, figures=[fig]))
     if comp.get("bias_all"):
         figs = []
@@ -96,7 +96,7 @@ def build_sections(comp: dict) -> list[ReportSection]:
             tables = comp["bias_all"][by]
             a = attr or next(iter(next(iter(tables.values()))["attribute"]), None)
             if a is not None:
-                figs.append(plots.bias_figure(tables, a, by_label=label))
+                figs.append(charts.bias_figure(tables, a, by_label=label))
         sections.append(ReportSection(
             "Bias view", "Recovery accuracy of the masked notes by class of note; "
             "n = number of masked notes behind each bar (small n = noisy).", figures=figs))
@@ -105,13 +105,13 @@ def build_sections(comp: dict) -> list[ReportSection]:
         text = f"Folder: {f['path']}."
         if f.get("rules"):
             text += "\n\n" + rule_marks + "".join(f"\n\n{n}: {t}" for n, t in (f.get("rules_text") or {}).items())
-            fig = plots.rules_figure(f["accs"], f["rules"], title=f"recovery over {f['n_files']} files, "
+            fig = charts.rules_figure(f["accs"], f["rules"], title=f"recovery over {f['n_files']} files, "
                                      "with the no-model rules")
         else:
-            fig = plots.accuracy_bars(f["accs"])
+            fig = charts.accuracy_bars(f["accs"])
         sections.append(ReportSection(f"Recovery over a folder ({f['n_files']} files)", text, figures=[fig]))
-    table = plots.metrics_comparison(comp["metrics"])
-    styled = plots.metrics_display(table)
+    table = readable.metrics_comparison(comp["metrics"])
+    styled = readable.metrics_display(table)
     sections.append(ReportSection("Metrics", "difference = second model - first model.",
                                   tables=[styled]))
     return sections

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from smu_explain import appstate as A
+from smu_explain import appwidgets as W
 from smu_explain import notation
 from smu_explain.markup import html_escape, md_escape
 
@@ -25,13 +26,13 @@ if _for and _note is not None:
 
 c1, c2, c3 = st.columns([3, 3, 2])
 with c1:
-    choice = A.piece_picker("score")
+    choice = W.piece_picker("score")
 with c2:
-    model_path = A.model_picker("Model", "score_model", A.K_MODEL_A, "demo adversarial", defer_load=True)
+    model_path = W.model_picker("Model", "score_model", A.K_MODEL_A, "demo adversarial", defer_load=True)
 with c3:
-    ratio = A.ratio_slider("score_ratio", help=A.RATIO_HELP)
+    ratio = W.ratio_slider("score_ratio", help=W.RATIO_HELP)
 
-piece = A.piece_or_stop(choice)
+piece = W.piece_or_stop(choice)
 name, data = choice
 key = A.piece_key(data)
 
@@ -40,7 +41,7 @@ if model_path:
     try:
         over = A.overlay(model_path, data, piece, ratio)
     except A.SMUCheckpointError as e:
-        st.error(A.model_error(e))
+        st.error(W.model_error(e))
     except A.SMUInputError as e:
         st.error(f"The model cannot read this piece: {md_escape(e.reason)}")
     except Exception as e:  # keep the page alive whatever the model does

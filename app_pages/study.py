@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from smu_explain import plots, study
+from smu_explain import picks, readable, study
 from smu_explain.markup import md_escape
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,9 +85,9 @@ def show_picks() -> None:
         st.markdown(f"**Control** ({md_escape(ctl.get('model', 'an untrained masker head'))}, a masker head "
                     f"that was never trained, on {int(ctl.get('n_pieces', 0))} pieces): "
                     + md_escape(ctl["sentence"]))
-    st.dataframe(plots.picks_table(res), hide_index=True, key="study_picks_table")
+    st.dataframe(picks.picks_table(res), hide_index=True, key="study_picks_table")
     caption = (f"{int(res.get('n_pieces', 0))} pieces, {int(res.get('n_notes', 0)):,} notes; model "
-               f"{md_escape(res.get('model', data.get('model', '?')))}. " + plots.PICKS_CAPTION)
+               f"{md_escape(res.get('model', data.get('model', '?')))}. " + picks.PICKS_CAPTION)
     auto = ((data.get("chord_check") or {}).get("by_unit") or {}).get("auto") or {}
     if auto.get("root_accuracy") is not None:
         caption += (f" Chord labels checked against Pop1K7's chord markers: root accuracy "
@@ -114,7 +114,7 @@ if results_path.is_file():
         st.subheader("Test accuracy (%), mean ± std over seeds")
         h, rows = study.scores_table(results)  # the majority class's rate is the last row
         acc = pd.DataFrame(rows, columns=h)
-        st.dataframe(plots.display_table(acc), hide_index=True, key="study_acc")
+        st.dataframe(readable.display_table(acc), hide_index=True, key="study_acc")
     if (probe := study.probe_table(results)) is not None:
         st.subheader(study.PROBE_TITLE)
         st.dataframe(pd.DataFrame(probe[1], columns=probe[0]), hide_index=True, key="study_probe")
@@ -169,7 +169,7 @@ for stage in study.plan_stages(preset):
     rows.append(row)
 table = pd.DataFrame(rows)
 done = int((table["status"] == "done").sum())
-table = plots.display_table(table, digits=1)  # "-" for not measured yet, never "None"
+table = readable.display_table(table, digits=1)  # "-" for not measured yet, never "None"
 st.metric("Stages done", f"{done} of {len(table)}")
 st.dataframe(table, hide_index=True, key="study_stages")
 try:

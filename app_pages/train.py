@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from smu_explain import appstate as A
-from smu_explain import plots
+from smu_explain import charts, readable
 from smu_explain.checkpoint import is_checkpoint
 from smu_explain.errors import SMUInputError
 from smu_explain.markup import md_escape
@@ -83,7 +83,7 @@ def live_runs():
         "strategy": r.params.get("strategy"), "size": r.params.get("config"),
         "steps": r.params.get("steps"), "created": str(r.created or "")[:16].replace("T", " "),
     } for r in reversed(runs)])
-    table = plots.display_table(table)  # "-" for a missing value, never "None"
+    table = readable.display_table(table)  # "-" for a missing value, never "None"
     queued = [r for r in runs if r.status == "queued"]
     st.markdown(f"**Runs** ({sum(r.status == 'running' for r in runs)} running, "
                 f"{len(queued)} queued, at most {registry.max_concurrent} at a time)")
@@ -121,7 +121,7 @@ def live_runs():
         msg += " (cancel requested)"
     st.markdown(msg)
 
-    progress = plots.progress_frame(registry.progress(run.id))
+    progress = charts.progress_frame(registry.progress(run.id))
     total = run.params.get("steps") or 0
     if len(progress) and total:
         done = int(progress["step"].max())
@@ -130,10 +130,10 @@ def live_runs():
         st.progress(min(1.0, done / total), text=f"step {done} / {total}{eta}")
     c1, c2 = st.columns(2)
     with c1:
-        st.plotly_chart(plots.loss_curves(progress), key=f"loss_{run.id}",
+        st.plotly_chart(charts.loss_curves(progress), key=f"loss_{run.id}",
                         config={"displaylogo": False})
     with c2:
-        st.plotly_chart(plots.masker_stats_figure(progress), key=f"masker_{run.id}",
+        st.plotly_chart(charts.masker_stats_figure(progress), key=f"masker_{run.id}",
                         config={"displaylogo": False})
     if run.status == "failed":
         st.error(f"The run failed: {md_escape(run.message)}")

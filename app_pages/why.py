@@ -18,7 +18,8 @@ import numpy as np
 import streamlit as st
 
 from smu_explain import appstate as A
-from smu_explain import plots
+from smu_explain import appwidgets as W
+from smu_explain import charts, pianoroll, readable, valueroll
 from smu_explain.checkpoint import read_config, task_heads, user_folder
 from smu_explain.errors import SMUCheckpointError, SMUInputError
 from smu_explain.precision import fast_precision
@@ -37,9 +38,9 @@ st.caption("Explanations of single decisions, note by note: what a fine-tuned mo
 
 c1, c2, c3 = st.columns([3, 3, 3])
 with c1:
-    choice = A.piece_picker("why")
+    choice = W.piece_picker("why")
 with c2:
-    model_path = A.model_picker("Model (masker and attention)", "why_model", A.K_MODEL_A, "demo adversarial")
+    model_path = W.model_picker("Model (masker and attention)", "why_model", A.K_MODEL_A, "demo adversarial")
 
 
 
@@ -48,7 +49,7 @@ def guarded(fn, *args, **kw):
     try:
         return fn(*args, **kw)
     except SMUCheckpointError as e:
-        st.error(A.model_error(e))
+        st.error(W.model_error(e))
     except SMUInputError as e:
         st.error(f"Cannot explain this: {md_escape(e.reason)}")
     except ValueError as e:
@@ -194,12 +195,12 @@ if st.session_state.get("why_ft_for") != model_path:
     st.session_state.pop("why_ft_choice", None)
 ft_path = None
 with c3:
-    ft_choice = st.selectbox("Fine-tuned model", list(ft_choices) + [A.OTHER_FOLDER],
+    ft_choice = st.selectbox("Fine-tuned model", list(ft_choices) + [W.OTHER_FOLDER],
                              key="why_ft_choice",
                              help="The head whose predictions and attributions are explained: a pre-trained model trained further on a labelled task (here: which "
                                   "notes are melody, bridge or piano accompaniment). The page model's own heads "
                                   "come first.")
-    if ft_choice == A.OTHER_FOLDER:
+    if ft_choice == W.OTHER_FOLDER:
         txt = st.text_input("Fine-tuned model folder", value="", key="why_ft_path")
         if txt.strip():
             ft_path = guarded(user_folder, txt)
@@ -210,7 +211,7 @@ with c3:
     else:
         ft_path = ft_choices[ft_choice]
 
-piece = A.piece_or_stop(choice)
+piece = W.piece_or_stop(choice)
 name, data = choice
 st.info(who_is_explained(model_path, ft_path, own_heads))
 
@@ -238,8 +239,8 @@ if st.session_state.get("why_views_for") != views_for:
     views.clear()
 views["piece"] = name
 row = notes_df.iloc[note]
-note_words = (f"**{plots.pitch_name(int(row['pitch']))}** at {plots.bar_beat_label(row['bar'], row['beat'])}, "
-              f"{plots.fmt_quarters(row['duration_q'])} long")
+note_words = (f"**{readable.pitch_name(int(row['pitch']))}** at {readable.bar_beat_label(row['bar'], row['beat'])}, "
+              f"{readable.fmt_quarters(row['duration_q'])} long")
 st.markdown(f"Note {note}: {note_words}.")
 
 # the open tab reruns the page when it changes: only the open tab's views are computed (another note
@@ -264,8 +265,8 @@ def chart(tab, fig, key: str) -> None:
 
 def top_notes(frame, n: int = 3) -> str:
     """'note 12 (E4 at bar 3, beat 1), ...' for the rows of ``frame``."""
-    return ", ".join(f"note {int(r['note'])} ({plots.pitch_name(int(r['pitch']))} at "
-                     f"{plots.bar_beat_label(r['bar'], r['beat'])})" for _, r in frame.head(n).iterrows())
+    return ", ".join(f"note {int(r['note'])} ({readable.pitch_name(int(r['pitch']))} at "
+                     f"{readable.bar_beat_label(r['bar'], r['beat'])})" for _, r in frame.head(n).iterrows())
 
 
 # ----------------------------------------------------------------------------- attributions
@@ -333,7 +334,7 @@ with tab_attr:
                 if len(con):
                     words.append(f"; most against: {top_notes(con, 2)}")
                 st.markdown(" ".join(words[:2]) + "".join(words[2:]) + ". Red = pushed towards it, blue = against.")
-                fig_ig = plots.attribution_roll(ig, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
+                fig_ig = valueroll.attribution_roll(ig, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
                                                 title=f"why {what} is {html_escape(res['class'])} (integrated gradients)")
                 chart(tab_attr, fig_ig, "why_ig_roll")
                 with st.expander("How this was computed (integrated gradients, occlusion, precision, completeness)"):
@@ -350,11 +351,11 @@ with tab_attr:
                               help="piece level: mean over the windows")
                     m3.metric("IG vs occlusion (Spearman)",
                               "-" if np.isnan(res["spearman"]) else f"{res['spearman']:.2f}")
-                    fig_occ = plots.attribution_roll(occ, bar_starts_q=piece.bar_starts_q,
+                    fig_occ = valueroll.attribution_roll(occ, bar_starts_q=piece.bar_starts_q,
                                                      track_names=piece.track_names,
                                                      title=f"occlusion: why {what} is {html_escape(res['class'])}")
                     chart(tab_attr, fig_occ, "why_occ_roll")
-                    fig_sc = plots.attribution_scatter(ig, occ, title="IG against occlusion, one dot per note")
+                    fig_sc = charts.attribution_scatter(ig, occ, title="IG against occlusion, one dot per note")
                     chart(tab_attr, fig_sc, "why_scatter")
                     st.caption(f"IG completeness: the attributions sum to {ig['attribution'].sum():.4f}; "
                                f"f(piece) - f(all MASK) = {ig.attrs['value'] - ig.attrs['baseline_value']:.4f} "
@@ -363,7 +364,7 @@ with tab_attr:
                                f"notes; Spearman over {res['n']} notes.")
                     top = ig.assign(occlusion=occ["attribution"]).reindex(
                         ig["attribution"].abs().sort_values(ascending=False).index).head(12)
-                    top = plots.readable_notes(top, ["attribution", "occlusion"], digits=4).rename(
+                    top = readable.readable_notes(top, ["attribution", "occlusion"], digits=4).rename(
                         columns={"attribution": "IG"})
                     st.dataframe(top, hide_index=True, key="why_attr_table")
                 views["attributions"] = {
@@ -404,12 +405,12 @@ with tab_att:
             fig_att = A.figure(
                 ("why attention", *A.model_key(model_path), A.piece_key(data), note, layer, head, rollout, layer_opt,
                  head_opt),
-                lambda: plots.attention_roll(notes_df, w, note, arcs=8, bar_starts_q=piece.bar_starts_q,
+                lambda: valueroll.attention_roll(notes_df, w, note, arcs=8, bar_starts_q=piece.bar_starts_q,
                                              track_names=piece.track_names,
                                              title=f"note {note}: {layer_opt}, {head_opt if not rollout else ''}"))
             chart(tab_att, fig_att, "why_att_roll")
             order = np.argsort(-w, kind="stable")[:10]
-            att_top = plots.readable_notes(notes_df.iloc[order].assign(attention=w[order]), ["attention"])
+            att_top = readable.readable_notes(notes_df.iloc[order].assign(attention=w[order]), ["attention"])
             st.dataframe(att_top, hide_index=True, key="why_att_table")
             views["attention"] = {"text": f"Note {note}; {layer_opt}; {'' if rollout else head_opt}.",
                                   "figures": [fig_att], "tables": [att_top]}
@@ -465,7 +466,7 @@ with tab_cf:
                         fig_cf = A.figure(
                             ("why counterfactual", *A.model_key(model_path), A.piece_key(data),
                              A.piece_key(edited_bytes), A.ratio_key(ratio)),
-                            lambda: plots.side_by_side_rolls([before, after], ["before", "after the edit"],
+                            lambda: pianoroll.side_by_side_rolls([before, after], ["before", "after the edit"],
                                                              bar_starts_q=None, track_names=piece.track_names,
                                                              height=460))
                         chart(tab_cf, fig_cf, "why_cf_rolls")
@@ -481,7 +482,7 @@ with tab_cf:
                     pa = guarded(A.downstream, ft_path, edited_bytes, edited)
                     if pb is not None and pa is not None:
                         unit = "probability" if pb["level"] == "sequence" else "share of notes"
-                        fig_pred = plots.before_after_bars(pb["classes"], pa["classes"],
+                        fig_pred = charts.before_after_bars(pb["classes"], pa["classes"],
                                                            title=f"{html_escape(pb['task'])} prediction", value_label=unit)
                         chart(tab_cf, fig_pred, "why_cf_pred")
                         cf_figs.append(fig_pred)
@@ -525,7 +526,7 @@ with tab_mask:
             m1.metric("Masker score", f"{score:.3f}")
             m2.metric("Recoverer loss (mean over masks)", f"{mean_loss:.3f}",
                       help="cross-entropy summed over the note's attributes; per-attribute columns below")
-            losses = plots.readable_table(loss_df).rename(columns={"n masked": "notes masked"})
+            losses = readable.readable_table(loss_df).rename(columns={"n masked": "notes masked"})
             st.dataframe(losses, hide_index=True, key="why_mask_losses")
             figs, tables = [], [losses]
             done_m = st.session_state.setdefault("why_mask_done", [])
@@ -541,14 +542,14 @@ with tab_mask:
                     res = masker_note_summary(occ, loss_df, note)
                     fig_m = A.figure(  # the occlusion: by model, piece and note (not the masks)
                         ("why masker", *A.model_key(model_path), A.piece_key(data), note),
-                        lambda: plots.value_roll(occ, occ["change"].to_numpy(float), label="score change",
+                        lambda: valueroll.value_roll(occ, occ["change"].to_numpy(float), label="score change",
                                                  diverging=True, selected=note,
                                                  in_window=occ["in_window"].to_numpy(bool), arcs=6,
                                                  bar_starts_q=piece.bar_starts_q, track_names=piece.track_names,
                                                  title=f"note {note}: change of its masker score when each "
                                                        "note is masked"))
                     chart(tab_mask, fig_m, "why_mask_roll")
-                    top_m = plots.readable_notes(res["top"], ["change"]).rename(columns={"change": "score change"})
+                    top_m = readable.readable_notes(res["top"], ["change"]).rename(columns={"change": "score change"})
                     st.dataframe(top_m, hide_index=True, key="why_mask_top")
                     figs, tables = [fig_m], [top_m, losses]
             views["masker"] = {"text": f"Note {note}: masker score {score:.3f}; recoverer loss "

@@ -5,7 +5,7 @@
    ready Plotly piano roll with the masker overlay, at the ``small`` model
    size, the way the Explore page draws its first view: ``read_piece`` ->
    ``explain.masker_view`` (the app's overlay: one clean pass, scores, picked, frozen) ->
-   ``plots.piano_roll`` -> ``Figure.to_json`` (what Streamlit sends).
+   ``pianoroll.piano_roll`` -> ``Figure.to_json`` (what Streamlit sends).
    Uncached (the app caches it; this is the first view of a new piece). The
    first call is ``first_s`` (model just loaded); ``warm_s`` is the median of
    ``--repeats`` later calls. Target: warm <= 1 s on this CPU. Stages are
@@ -127,7 +127,7 @@ def pick_model(arg: str | None, tmp: Path) -> tuple[Path, str]:
 def warm_latency(data: bytes, model_dir: Path, repeats: int) -> dict:
     import torch
 
-    from smu_explain import plots
+    from smu_explain import pianoroll
     from smu_explain.checkpoint import load_checkpoint
     from smu_explain.explain import explain_piece, masker_view
     from smu_explain.reading import read_piece
@@ -141,7 +141,7 @@ def warm_latency(data: bytes, model_dir: Path, repeats: int) -> dict:
         t1 = time.perf_counter()
         table = masker_view(model, tok, piece, 0.15)  # the app's overlay
         t2 = time.perf_counter()
-        fig = plots.piano_roll(table, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names)
+        fig = pianoroll.piano_roll(table, bar_starts_q=piece.bar_starts_q, track_names=piece.track_names)
         fig.to_json()
         t3 = time.perf_counter()
         return {"total": t3 - t0, "read": t1 - t0, "masker_overlay": t2 - t1, "figure": t3 - t2,

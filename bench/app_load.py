@@ -430,7 +430,7 @@ def main() -> int:
         mem.start()
         result["server"] = {"healthy_s": round(time.time() - t0, 1), "rss_idle_mb": round(tree_rss_mb(proc.pid)[0], 1)}
         # one lap of one session (not counted in the levels) opens the app, which starts the server's
-        # background warm-up (appstate.start_warm_up); then wait until the server idles (its CPU)
+        # background warm-up (appwarmup.start_warm_up); then wait until the server idles (its CPU)
         warm = run_level(1, 600.0, url, mem, args.step_timeout, samples, max_laps=1)
         result["server"]["first_lap"] = {"steps": {k: v["p50_s"] for k, v in warm["steps"].items()},
                                          "errors": warm["error_list"]}

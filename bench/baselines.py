@@ -57,6 +57,7 @@ def main(argv=None) -> int:
 
     from smu_explain import baselines as B
     from smu_explain import corpora, datasets
+    from smu_explain.readable import RULE_LABELS
     from smu_explain.explain import recovery_accuracy
     from smu_explain.checkpoint import load_checkpoint
     from smu_explain.tokenizer import Tokenizer
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
     out = {"data": f"POP909 {args.split} songs (melody task split: {task.split_info})", "ratio": args.ratio,
            "seed": args.seed, "batch_size": args.batch_size, "context_mode": args.context_mode, "max_batches": args.max_batches,
            "torch_threads": torch.get_num_threads(),
-           "rules_are": {r: B.RULE_LABELS[r] for r in B.RULES}, "window": B.WINDOW,
+           "rules_are": {r: RULE_LABELS[r] for r in B.RULES}, "window": B.WINDOW,
            "tokenizers": [s["out"] for s in sets.values()], "models": models}
     print(json.dumps(out, indent=2))
     return 0

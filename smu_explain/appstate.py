@@ -1,7 +1,9 @@
-"""Shared helpers for the Streamlit pages (app side only).
+"""The app's caches and shared state (app side only).
 
-This is the one module of the package that imports streamlit; the library
-modules never import it. Page scripts (``app_pages/*.py``) use these helpers for:
+With ``appwidgets`` (the pickers, the ratio slider, the refusal messages) and ``appwarmup``
+(the background warm-up), which import it, this is one of the three app-side modules of the
+package that import streamlit; the library modules never import them. Page scripts
+(``app_pages/*.py``) use these helpers for:
 
 - paths: the repository's ``sample_midi/`` and ``models/`` folders, the demo
   model folders, the run registry (``$SMU_RUNS_DIR``, default ``./runs``;
@@ -14,8 +16,9 @@ modules never import it. Page scripts (``app_pages/*.py``) use these helpers for
   pieces, explain tables, masker views, task predictions, rules, attention... with
   ``st.cache_data``. Every cached function calls one library function (``explain``,
   ``baselines``, ``audio``, ``tokenizer``); none re-implements it;
-- widgets used on several pages (piece picker, model picker) that turn every
-  bad input into an ``st.error`` and return ``None`` instead of raising;
+- reading pieces (``read_piece_cached``: bounded, cached by content, ``TooManyNotes`` above
+  ``MAX_NOTES``), the models a picker offers (``model_choices``) and the notes on a model
+  (``untrained_masker_note``, ``recovery_note``); the widgets themselves are in ``appwidgets``;
 - state shared across pages lives in non-widget ``st.session_state`` keys
   (``smu_piece`` = (name, bytes), ``smu_upload`` = the last upload, ``smu_model_a`` / ``smu_model_b`` = folder
   paths, ``smu_ratio``), because widget values do not survive a page change.
@@ -23,13 +26,10 @@ modules never import it. Page scripts (``app_pages/*.py``) use these helpers for
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shlex
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from .checkpoint import (CONFIG_NAME, SCORES_NAME, WEIGHTS_NAME, load_checkpoint, load_masker_scores,
-                         user_folder)
+from .checkpoint import CONFIG_NAME, SCORES_NAME, WEIGHTS_NAME, load_checkpoint, load_masker_scores
 from . import limits
 from .errors import SMUCheckpointError, SMUInputError
 from .markup import md_escape
@@ -59,7 +58,6 @@ READ_MAX_NOTES = 1_000_000
 # pieces with more notes are refused with a message before any model runs (limits.py; smu explain too)
 MAX_NOTES = limits.MAX_NOTES
 UPLOAD_TYPES = ["mid", "midi", "kar", "smf", "xml", "musicxml", "mxl"]
-OTHER_FOLDER = "other folder..."
 
 # non-widget session keys shared by pages
 K_PIECE = "smu_piece"  # (name, bytes) of the piece in use
@@ -182,144 +180,6 @@ def _read(data: bytes, name: str, fields: tuple | None = None):
                               timeout_s=READ_TIMEOUT_S, max_notes=READ_MAX_NOTES)
 
 
-def piece_picker(key: str = "piece") -> tuple[str, bytes] | None:
-    """Pick a sample or upload a file; returns (name, bytes) or None (nothing chosen).
-
-    The choice is copied to ``st.session_state[K_PIECE]`` (and an upload to
-    ``K_UPLOAD``) so other pages, and this page after a rerun, reuse it. The
-    source radio starts on "upload" when the current piece is not a sample.
-    An oversize upload is reported with ``st.error`` and returns None.
-    """
-    samples = list_samples()
-    names = [p.name for p in samples]
-    current = st.session_state.get(K_PIECE)
-    sources = ["sample", "upload"]
-    src = st.radio("Piece", sources, horizontal=True, key=f"{key}_source",
-                   index=1 if current and current[0] not in names else 0,
-                   format_func=lambda s: "a sample from sample_midi/" if s == "sample"
-                   else "upload MIDI / MusicXML")
-    if src == "sample":
-        if not samples:
-            st.info("No sample pieces found in sample_midi/. Upload a file instead.")
-            return None
-        idx = names.index(current[0]) if current and current[0] in names else 0
-        choice = st.selectbox("Sample piece", names, index=idx, key=f"{key}_sample")
-        data = (SAMPLE_DIR / choice).read_bytes()
-        st.session_state[K_PIECE] = (choice, data)
-        return choice, data
-    up = st.file_uploader(f"MIDI or MusicXML file (at most {MAX_UPLOAD_MB} MB)", type=UPLOAD_TYPES,
-                          key=f"{key}_upload")
-    if up is None:
-        earlier = st.session_state.get(K_UPLOAD)
-        if earlier is None and current and current[0] not in names:
-            earlier = current
-        if earlier is not None:
-            st.caption(f"Using the earlier upload: {md_escape(earlier[0])}")
-            st.session_state[K_PIECE] = earlier
-        return earlier
-    try:
-        check_upload_size(up.name, up.size)
-    except SMUInputError as e:
-        st.error(f"Cannot use {md_escape(up.name)}: {md_escape(plain_reason(e.reason))}")
-        return None
-    data = up.getvalue()
-    st.session_state[K_PIECE] = st.session_state[K_UPLOAD] = (up.name, data)
-    return up.name, data
-
-
-_PLAIN = [  # (pattern in a reader's reason, what a person is told)
-    (r"truncated MIDI file: header declares (\d+) tracks?, found (\d+)",
-     lambda m: f"the file is cut short: it should hold {m[1]} tracks but only {m[2]} are there. "
-               "Export or download it again."),
-    (r"truncated MIDI (file|header)",
-     lambda m: "the file is cut short or damaged (part of it is missing). Export or download it again."),
-    (r"bad MIDI header length", lambda m: "the file's header is damaged. Export or download it again."),
-    (r"not a MIDI file \(no 'MThd' header\) nor a MusicXML score",
-     lambda m: "this is neither a MIDI file nor a MusicXML score."),
-    (r"not a MIDI file", lambda m: "this is not a MIDI file."),
-    (r"MIDI type 2", lambda m: "it is a type-2 MIDI file (several independent songs), which the app cannot read."),
-    (r"SMPTE time division",
-     lambda m: "the file counts time in video frames (SMPTE), not in beats, so it has no bars to show."),
-    (r"implausible resolution: (\d+) ticks",
-     lambda m: f"the file states an impossible timing resolution ({int(m[1]):,} ticks per beat)."),
-    (r"file too large \((\d+) bytes > (\d+)\)",
-     lambda m: f"the file is {int(m[1]) / 1e6:.1f} MB; the limit is {int(m[2]) / 1e6:.0f} MB."),
-    (r"empty file", lambda m: "the file is empty."),
-    (r"^no notes$", lambda m: "the file has no notes."),
-    (r"unreadable MIDI|unusable MIDI content",
-     lambda m: "the MIDI data inside the file is damaged and cannot be read."),
-]
-
-
-def plain_reason(reason: str) -> str:
-    """A reader's error reason in words a person reads (no chunk names, bytes or exception
-    types): ``truncated MIDI file: chunk b'MTrk' at byte 41 ...`` -> ``the file is cut short
-    or damaged ...``. Reasons without a known pattern come back unchanged."""
-    import re
-
-    for pattern, say in _PLAIN:
-        m = re.search(pattern, str(reason))
-        if m:
-            return say(m)
-    return str(reason)
-
-
-def too_many_notes(name: str, n: int) -> str | None:
-    """The refusal message (Markdown, ``name`` escaped) for a piece above ``MAX_NOTES`` notes, else None."""
-    if n <= MAX_NOTES:
-        return None
-    return (f"{md_escape(name)} has {n:,} notes: more than the app's limit of {MAX_NOTES:,} notes per piece, so the "
-            f"model is not run on it (it would take minutes). Cut it into shorter excerpts (a movement "
-            f"or a section, at most {MAX_NOTES:,} notes each) and upload those.")
-
-
-RATIO_HELP = "Share of the notes the masker picks (its top scores)."
-
-
-def ratio_slider(key: str, help: str | None = None) -> float:
-    """The masking-ratio slider every page shares: it opens on the ratio last chosen on any page
-    (``K_RATIO``, else ``DEFAULT_RATIO``) and stores its value there."""
-    ratio = st.slider("Masking ratio", 0.05, 0.50, float(st.session_state.get(K_RATIO, DEFAULT_RATIO)),
-                      step=0.01, key=key, help=help)
-    st.session_state[K_RATIO] = ratio
-    return ratio
-
-
-def load_piece(choice: tuple[str, bytes] | None):
-    """Read the chosen piece; on bad input (unreadable, no notes, more than ``MAX_NOTES``
-    notes) shows ``st.error`` in plain words and returns None."""
-    if choice is None:
-        return None
-    name, data = choice
-    try:
-        check_upload_size(name, len(data))
-        piece = read_piece_cached(data, name)
-    except TooManyNotes as e:
-        st.error(too_many_notes(name, e.n))
-        return None
-    except SMUInputError as e:
-        st.error(f"Cannot read {md_escape(name)}: {md_escape(plain_reason(e.reason))}")
-        return None
-    if len(piece) == 0:
-        st.error(f"{md_escape(name)}: the piece has no notes to show.")
-        return None
-    if msg := too_many_notes(name, len(piece)):
-        st.error(msg)
-        return None
-    return piece
-
-
-def piece_or_stop(choice: tuple[str, bytes] | None):
-    """``load_piece``, or stop the page: with a hint when nothing is chosen yet, after
-    ``load_piece``'s error when the file is bad."""
-    piece = load_piece(choice)
-    if piece is None:
-        if choice is None:
-            st.info("Pick a sample piece or upload a MIDI / MusicXML file.")
-        st.stop()
-    return piece
-
-
 # ----------------------------------------------------------------------------- models
 
 def _weights_mtime(path: Path) -> float:
@@ -440,62 +300,6 @@ def model_choices() -> dict[str, Path]:
     except (OSError, SMUInputError):  # an unusable runs folder: the Train page says why
         pass
     return out
-
-
-def model_picker(label: str, key: str, state_key: str, default: str, defer_load: bool = False) -> str | None:
-    """Choose a model folder; returns its path when it loads, else shows why and returns None.
-    ``defer_load``: a folder with masker scores stored for its weights (:func:`stored_scores`)
-    is returned unloaded (the page loads it after its first roll, and reports a failure then).
-
-    A missing demo model gives ``st.info`` (how to get it), a broken folder
-    ``st.error`` with the ``SMUCheckpointError`` reason.
-    """
-    choices = model_choices()
-    labels = list(choices) + [OTHER_FOLDER]
-    stored = st.session_state.get(state_key)
-    idx = labels.index(default) if default in labels else 0
-    if stored:
-        for i, lab in enumerate(labels[:-1]):
-            if str(choices[lab]) == str(stored):
-                idx = i
-                break
-        else:
-            idx = len(labels) - 1
-    choice = st.selectbox(label, labels, index=idx, key=f"{key}_choice")
-    if choice == OTHER_FOLDER:
-        path_text = st.text_input("Model folder (holds config.json and model.safetensors)",
-                                  value=str(stored) if stored else "", key=f"{key}_path")
-        if not path_text.strip():
-            st.info("Type the path of a model folder.")
-            return None
-        try:
-            path = user_folder(path_text)
-        except SMUInputError as e:
-            st.error(f"Cannot use this model folder: {md_escape(e.reason)}")
-            return None
-    else:
-        path = choices[choice]
-        if choice in DEMO_MODELS and not path.exists():
-            st.info(f"The {choice} model is not there yet ({path.relative_to(REPO_ROOT)}). "
-                    "Train it with `smu pretrain` (or on the Train page) and pick the run's folder, "
-                    "or choose another model folder.")
-            return None
-    if not (defer_load and stored_scores(path)):
-        try:
-            load_model(path)
-        except SMUCheckpointError as e:
-            st.error(model_error(e))
-            return None
-    if problem := stored_scores_problem(path):
-        st.caption(f"The masker scores stored beside this model cannot be read ({md_escape(problem)}); "
-                   "the model is run instead.")
-    st.session_state[state_key] = str(path)
-    return str(path)
-
-
-def model_error(e: SMUInputError) -> str:
-    """The message (Markdown, escaped) of a model folder that does not load."""
-    return f"Cannot load the model: {md_escape(e.reason)} ({md_escape(e.path)})"
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -897,149 +701,6 @@ WHY_DEFAULTS = {"n_masks": 8, "seed": 0, "semitones": 1}
 def why_default_note(n_notes: int) -> int:
     """The note the Why page starts on: the middle of the piece."""
     return min(n_notes - 1, n_notes // 2)
-
-
-# ----------------------------------------------------------------------------- browser
-
-def _plotly_chunk() -> str | None:
-    """File name of the Plotly chunk of Streamlit's frontend (``static/js/PlotlyChart.<hash>.js``
-    in the installed streamlit), or None when there is not exactly one."""
-    found = sorted((Path(st.__file__).parent / "static" / "static" / "js").glob("PlotlyChart.*.js"))
-    return found[0].name if len(found) == 1 else None
-
-
-def preload_plotly() -> None:
-    """Has the browser load and compile Streamlit's Plotly chunk (about 4.7 MB of JavaScript)
-    now, while the server loads the model, instead of when the first chart arrives: without it
-    the first piano roll waits for both, one after the other. Draws nothing (a script in an
-    ``st.html`` element, put at the end of the sidebar); the chunk is imported under the URL the
-    frontend imports it from, so the frontend then finds it ready. Does nothing where the chunk
-    or ``st.html(unsafe_allow_javascript=...)`` is missing (another Streamlit version)."""
-    import inspect
-
-    name = _plotly_chunk()
-    if name is None or "unsafe_allow_javascript" not in inspect.signature(st.html).parameters:
-        return
-    js = ("(() => { const s = document.querySelector('script[src*=\"/static/js/index.\"]');"
-          f"import(new URL({name!r}, s ? s.src : new URL('static/js/', document.baseURI)))"
-          ".catch(() => {}); })();")
-    st.html(f"<script>{js}</script>", unsafe_allow_javascript=True)
-
-
-# ----------------------------------------------------------------------------- warm-up
-
-
-
-# what the sessions are doing, for the warm-up to keep out of their way
-_ACTIVITY = {"running": 0, "last_end": 0.0}
-_ACTIVITY_LOCK = threading.Lock()
-QUIET_S = 0.5  # the warm-up waits this long after a page run ends (the browser draws meanwhile)
-
-
-@contextlib.contextmanager
-def user_run():
-    """``with appstate.user_run(): nav.run()`` (app.py): marks a page run of a session, so the
-    background warm-up pauses between its steps while one runs and for ``QUIET_S`` after."""
-    with _ACTIVITY_LOCK:
-        _ACTIVITY["running"] += 1
-    try:
-        yield
-    finally:
-        with _ACTIVITY_LOCK:
-            _ACTIVITY["running"] -= 1
-            _ACTIVITY["last_end"] = time.monotonic()
-
-
-def _wait_for_quiet(poll_s: float = 0.05) -> float:
-    """Blocks while a page run is on or ended less than ``QUIET_S`` ago; returns the seconds waited."""
-    t0 = time.monotonic()
-    while True:
-        with _ACTIVITY_LOCK:
-            busy = _ACTIVITY["running"] > 0 or time.monotonic() - _ACTIVITY["last_end"] < QUIET_S
-        if not busy:
-            return time.monotonic() - t0
-        time.sleep(poll_s)
-
-
-def _warm(status: dict) -> None:
-    """Fill the caches with what the pages show first, in the order people open them:
-    both demo models; for the first sample: Explore's overlay, explain table and no-model
-    rules for both models (Compare), the Why page's default attention, masker and
-    counterfactual views; then the other samples; then Compare's sample-folder evaluation
-    (its explain tables are the samples', only its rules are new). Runs in a daemon thread of
-    the server process (the caches are process-wide) and steps aside for the sessions: each
-    step waits until no page run is on and the last ended ``QUIET_S`` ago (``waited_s``), so
-    a click is not slowed by the warm-up beyond the step under way. Errors are recorded,
-    never raised."""
-    import logging
-
-    # the cached functions' spinners have no page to draw on in this thread: keep the log quiet
-    for name in ("streamlit.runtime.scriptrunner_utils.script_run_context",
-                 "streamlit.runtime.caching.cache_data_api", "streamlit"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    t0 = time.perf_counter()
-
-    def step(what, fn, *args):
-        status["waited_s"] = round(status.get("waited_s", 0.0) + _wait_for_quiet(), 2)
-        t = time.perf_counter()
-        try:
-            fn(*args)
-            status["done"].append((what, round(time.perf_counter() - t, 2)))
-        except Exception as e:  # a missing model or a bad sample must not stop the rest
-            status["errors"].append((what, f"{type(e).__name__}: {e}"))
-
-    models = [str(p) for p in DEMO_MODELS.values() if (p / WEIGHTS_NAME).is_file()]
-    for m in models:
-        step(f"load {Path(m).name}", load_model, m)
-    samples = list_samples()
-    for i, sample in enumerate(samples):
-        try:
-            data = sample.read_bytes()
-            piece = read_piece_cached(data, sample.name)
-        except Exception as e:
-            status["errors"].append((sample.name, str(e)))
-            continue
-        if len(piece) == 0 or len(piece) > MAX_NOTES:
-            continue
-        for m in models:
-            step(f"overlay {sample.name} {Path(m).name}", overlay, m, data, piece, DEFAULT_RATIO)
-            step(f"explain {sample.name} {Path(m).name}", explain, m, data, piece, DEFAULT_RATIO, 0)
-        if models:  # the marks beside the recovery accuracy (Explore: model A; Compare: the first)
-            step(f"rules {sample.name}", rules, models[0], data, piece, DEFAULT_RATIO, 0)
-        if i == 0 and models:
-            step(f"why {sample.name}", _warm_why, models[0], data, piece)
-    for m in models:
-        step(f"folder {Path(m).name}", folder_explain, m, SAMPLE_DIR, DEFAULT_RATIO, 0)
-    if models:
-        step("folder rules", folder_rules, models[0], SAMPLE_DIR, DEFAULT_RATIO, 0)
-    status["finished_s"] = round(time.perf_counter() - t0, 2)
-
-
-def _warm_why(model_path: str, data: bytes, piece) -> None:
-    from . import counterfactual as cf
-
-    model, tok = load_model(model_path)
-    note = why_default_note(len(piece))
-    attention(model_path, data, piece, note, model.config.n_layers - 1, None, False)
-    masker_note(model_path, data, piece, note, WHY_DEFAULTS["n_masks"], DEFAULT_RATIO, WHY_DEFAULTS["seed"])
-    edited = cf.transpose(piece, WHY_DEFAULTS["semitones"], [note], config=tok.config)
-    overlay(model_path, cf.to_midi_bytes(edited), edited, DEFAULT_RATIO)
-
-
-@st.cache_resource(show_spinner=False)
-def _warm_up_status() -> dict:
-    status: dict = {"done": [], "errors": [], "finished_s": None}
-    threading.Thread(target=_warm, args=(status,), name="smu-warm-up", daemon=True).start()
-    return status
-
-
-def start_warm_up() -> dict | None:
-    """Start (once per server process) the background warm-up of :func:`_warm`; returns its
-    status dict (``done``: [(what, seconds)], ``errors``, ``finished_s``). ``$SMU_NO_WARMUP=1``
-    switches it off (tests)."""
-    if os.environ.get("SMU_NO_WARMUP"):
-        return None
-    return _warm_up_status()
 
 
 # ----------------------------------------------------------------------------- what the masker picks (issue 21)

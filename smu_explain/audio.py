@@ -4,7 +4,7 @@ Rules:
 
 - Input is a notes table with ``pitch``, ``velocity``, ``start_sec``,
   ``end_sec`` (and optionally ``program``, ``track``), as made by
-  ``Piece.notes_table()`` / the explain table / ``plots.reconstruction_frame``.
+  ``Piece.notes_table()`` / the explain table / ``pianoroll.reconstruction_frame``.
 - Engine ``"auto"`` uses the ``fluidsynth`` command-line program with a
   General MIDI soundfont when both are installed (soundfont: ``$SMU_SOUNDFONT``,
   else the first of :data:`SOUNDFONT_CANDIDATES` that exists); otherwise, or

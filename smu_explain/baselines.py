@@ -56,11 +56,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from .readable import RULE_LABELS
 from .tokenizer import BASE_ATTRIBUTES, MASK_ID, N_SPECIAL, PAD_ID
 
 RULES = ("most_frequent", "copy_neighbour", "window_mode")
-RULE_LABELS = {"most_frequent": "most frequent value", "copy_neighbour": "copy the neighbour",
-               "window_mode": "mode of the 16 neighbours"}
 WINDOW = 8
 NO_GUESS = -1
 

@@ -85,7 +85,7 @@ Chord tones and non-chord tones (``chord_tone``, ``harmony``)
 
 Other labels
     ``repeated``: same pitch as the previous note of its voice. ``duration`` and ``register``:
-    the classes of ``plots.duration_class`` / ``plots.register_class`` (the study's classes).
+    the classes of ``noteclasses.duration_class`` / ``noteclasses.register_class`` (the study's classes).
     ``role``: POP909 track names MELODY / BRIDGE / PIANO -> ``melody`` / ``bridge`` /
     ``accompaniment``, only in a POP909-style file (every track that has notes named one of the
     three, MELODY among them); every note of any other file is ``other`` (a "Piano" part of a
@@ -399,7 +399,7 @@ def analyze(piece, unit: str = "auto") -> pd.DataFrame:
 
     Columns: ``note, pitch, onset_q, duration_q, bar, segment, chord, chord_root, chord_quality,
     voice, prev_interval, next_interval`` and the labels ``LABEL_COLUMNS``."""
-    from .plots import duration_class, register_class
+    from .noteclasses import duration_class, register_class
 
     n = len(piece)
     base = pd.DataFrame({"note": np.arange(n), "pitch": np.asarray(piece.pitch, dtype=int),

@@ -46,9 +46,9 @@ def load(folder: Any, map_location: Any = "cpu") -> NotebookModel:
 
 
 def piano_roll(notes: Any, piece: Any = None, **kw: Any) -> Any:
-    """``plots.piano_roll`` of a notes table (``Piece.notes_table()`` or an explain table: masker
+    """``pianoroll.piano_roll`` of a notes table (``Piece.notes_table()`` or an explain table: masker
     score as colour, picked notes outlined, frozen notes hatched), bars and track names from ``piece``."""
-    from .plots import piano_roll as roll
+    from .pianoroll import piano_roll as roll
 
     if piece is not None:
         kw.setdefault("bar_starts_q", piece.bar_starts_q)

@@ -4,8 +4,9 @@
 (``explain.masker_view``: ``score``, ``picked``, ``frozen``) with the music-theory labels of
 ``harmony.analyze`` and returns a JSON-serialisable dict; ``class_effects(frames)`` is the
 same measurement on ready tables (no model); ``summary_sentence(result)`` is the one sentence
-for a manager; ``markdown_table(result)`` the table for docs and reports; ``run_command`` the
-body of ``smu picks``. Torch is imported only when a model runs (through ``explain``).
+for a manager; ``markdown_table(result)`` the table for docs and reports (``picks_table``: its
+cells as a DataFrame for the app); ``run_command`` the body of ``smu picks``. Torch is imported
+only when a model runs (through ``explain``).
 
 The rules
 ---------
@@ -22,7 +23,7 @@ Per class (every class of every label column, ``harmony.LABEL_COLUMNS``; boolean
       (``overall``: the same means over all notes, and ``score_sd``, the scores' standard deviation,
       to compare effects between models whose scores spread differently);
     * ``*_adj``: the difference controlled for duration and register: notes are put in
-      duration x register bins (``plots.duration_class`` x ``plots.register_class``, 4 x 5);
+      duration x register bins (``noteclasses.duration_class`` x ``noteclasses.register_class``, 4 x 5);
       in each bin the class's mean minus the mean of the bin's other notes, averaged over the
       bins weighted by the class's notes there (bins without other notes are left out; a
       stratified comparison, like a regression with bin dummies and no interaction, but read
@@ -59,6 +60,7 @@ import numpy as np
 import pandas as pd
 
 from .harmony import HARMONY_ORDER, LABEL_COLUMNS, METRIC_WEIGHTS, ROLE_ORDER, VOICE_POSITIONS, analyze
+from .readable import ROLE_LABELS
 
 MEASURES = ("score", "picked", "frozen")
 CONTROLS = ("duration", "register")
@@ -100,7 +102,7 @@ def phrase(column: str, cls: str) -> str:
 
 def class_order(column: str) -> list[str]:
     """The musical order of a label column's classes."""
-    from .plots import DURATION_ORDER, REGISTER_EDGES
+    from .noteclasses import DURATION_ORDER, REGISTER_EDGES
 
     return {"harmony": list(HARMONY_ORDER), "voice_position": list(VOICE_POSITIONS), "metric": list(METRIC_WEIGHTS),
             "role": list(ROLE_ORDER), "duration": list(DURATION_ORDER), "register": [e[2] for e in REGISTER_EDGES],
@@ -657,3 +659,43 @@ def pick_sentence(profile: Mapping[str, Any], *, pool: str = "the notes a random
     if down:
         parts.append("less often " + _list(down))
     return f"Compared with {pool}, the masker's {n} picks are {', and '.join(parts)} ({how})."
+
+
+# --------------------------------------------------------------------------- the table for the app
+
+#: the label columns of a "What it picks" table, readable (``picks.class_effects``' columns)
+PICKS_LABELS = {**ROLE_LABELS, "harmony": "harmony"}
+
+
+def picks_table(result: Mapping, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The per-class table of a ``picks.class_effects`` / ``picks.measure_picks`` result as text
+    cells, one row per class: notes, pieces, mean score, picked %, frozen % (each with its
+    interval), the score's difference from all other notes and from notes of the same duration x
+    register, and the picked share's controlled difference; ``*`` = the interval excludes 0 (the
+    cells of ``picks.markdown_table``). ``columns``: the label columns to keep (default all)."""
+    def cell(iv, pct=False):
+        return interval_text(iv, pct=pct, missing="-")
+
+    def diff(iv, pct=False):
+        return interval_text(iv, pct=pct, signed=True, missing="-")
+
+    rows = []
+    for col, classes in (result.get("columns") or {}).items():
+        if columns is not None and col not in columns:
+            continue
+        for r in classes:
+            rows.append({"label": PICKS_LABELS.get(col, col.replace("_", " ")), "class": str(r["class"]),
+                         "notes": int(r["n_notes"]), "pieces": int(r["n_pieces"]),
+                         "mean score": cell(r.get("score")), "picked %": cell(r.get("picked"), True),
+                         "frozen %": cell(r.get("frozen"), True), "score vs rest": diff(r.get("score_diff")),
+                         "score vs same duration x register": diff(r.get("score_adj")),
+                         "picked % vs same duration x register": diff(r.get("picked_adj"), True)})
+    cols = ["label", "class", "notes", "pieces", "mean score", "picked %", "frozen %", "score vs rest",
+            "score vs same duration x register", "picked % vs same duration x register"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+PICKS_CAPTION = ("Per class of note: mean masker score (0-1), share picked at the ratio, share frozen; then the "
+                 "score's difference from all other notes and from notes of the same duration x register (what "
+                 "is left once duration and register are accounted for). Brackets: 95% bootstrap intervals "
+                 "(over pieces; one piece: over its 4-bar spans); * = the interval excludes 0.")

@@ -173,8 +173,8 @@ def picks_sections(views: dict[str, Any]) -> list[ReportSection]:
     """Report sections of the Explore page's "What it picks" views (the piece, then the folder):
     ``views["piece"]`` / ``views["folder"]`` = {``where`` (what was measured), ``model``, ``ratio``,
     ``untrained``, ``result``: ``picks.class_effects`` with its ``sentence``}; each section gives
-    the sentence, then the per-class table (``plots.picks_table``). Missing or empty views are skipped."""
-    from .plots import PICKS_CAPTION, picks_table
+    the sentence, then the per-class table (``picks.picks_table``). Missing or empty views are skipped."""
+    from .picks import PICKS_CAPTION, picks_table
 
     out = []
     for name in ("piece", "folder"):

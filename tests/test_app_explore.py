@@ -6,6 +6,8 @@ from streamlit.testing.v1 import AppTest
 
 from app_helpers import ROOT, make_model, page, texts
 from smu_explain import appstate as A
+from smu_explain import appwarmup as M
+from smu_explain import appwidgets as W
 
 PAGE = page("explore.py")
 SAMPLES = sorted(p.name for p in (ROOT / "sample_midi").glob("*.mid"))
@@ -53,7 +55,7 @@ def test_sample_without_model_shows_roll_and_says_demo_missing():
 def test_model_overlay_ratio_slider_and_inspector(model_dir):
     at = run_page(**{A.K_MODEL_A: str(model_dir)})
     assert not at.exception, at.exception
-    assert at.selectbox(key="explore_model_choice").value == A.OTHER_FOLDER
+    assert at.selectbox(key="explore_model_choice").value == W.OTHER_FOLDER
     n = int(metric(at, "Notes").replace(",", ""))
     picked_15 = int(metric(at, "Picked by the masker"))
     # 30% of the notes are frozen (no freeze book), the masker picks 15% of the others
@@ -77,7 +79,7 @@ def test_model_overlay_ratio_slider_and_inspector(model_dir):
     assert not at.exception
     text = texts(at)
     assert "Masker score **" in text
-    from smu_explain.plots import pitch_name
+    from smu_explain.readable import pitch_name
     from smu_explain.reading import read_piece
 
     piece = read_piece(ROOT / "sample_midi" / SAMPLES[0])
@@ -134,7 +136,7 @@ def test_oversize_file_states_the_limit():
 def test_missing_and_broken_model_folders(tmp_path):
     at = run_page()
     at.session_state[A.K_MODEL_A] = None  # nothing chosen before: the path box starts empty
-    at.selectbox(key="explore_model_choice").set_value(A.OTHER_FOLDER).run()
+    at.selectbox(key="explore_model_choice").set_value(W.OTHER_FOLDER).run()
     assert any("Type the path" in i.value for i in at.info)
     at.text_input(key="explore_model_path").set_value(str(tmp_path / "nowhere")).run()
     assert not at.exception
@@ -201,9 +203,9 @@ def test_damaged_file_is_described_in_plain_words():
     at.run()
     err = " ".join(e.value for e in at.error)
     assert "cut short" in err and "MTrk" not in err and "byte" not in err
-    assert A.plain_reason("truncated MIDI file: chunk b'MTrk' at byte 41 claims 4096 bytes, 1 left").startswith(
+    assert W.plain_reason("truncated MIDI file: chunk b'MTrk' at byte 41 claims 4096 bytes, 1 left").startswith(
         "the file is cut short")
-    assert A.plain_reason("something new") == "something new"
+    assert W.plain_reason("something new") == "something new"
 
 
 def test_new_ratio_reuses_scores_and_guesses(model_dir):
@@ -239,16 +241,16 @@ def test_warm_up_waits_for_quiet(monkeypatch):
     import threading
     import time
 
-    monkeypatch.setattr(A, "QUIET_S", 0.3)
+    monkeypatch.setattr(M, "QUIET_S", 0.3)
     seen = []
-    with A.user_run():
-        t = threading.Thread(target=lambda: seen.append(A._wait_for_quiet(0.01)))
+    with M.user_run():
+        t = threading.Thread(target=lambda: seen.append(M._wait_for_quiet(0.01)))
         t.start()
         time.sleep(0.4)
         assert t.is_alive()  # still waiting: a run is on
     t.join(5)
     assert not t.is_alive() and seen[0] >= 0.4 + 0.3 - 0.05
-    assert A._wait_for_quiet(0.01) == pytest.approx(0.0, abs=0.35)  # quiet: at most the rest of QUIET_S
+    assert M._wait_for_quiet(0.01) == pytest.approx(0.0, abs=0.35)  # quiet: at most the rest of QUIET_S
 
 
 def test_roll_follows_the_ratio_and_figures_are_built_once_per_key(model_dir, monkeypatch):
@@ -256,11 +258,11 @@ def test_roll_follows_the_ratio_and_figures_are_built_once_per_key(model_dir, mo
     ratio on screen, also when a ratio comes back (its figure then from the cache)."""
     import json
 
-    from smu_explain import plots
+    from smu_explain import pianoroll
 
     builds = []
-    real = plots.piano_roll
-    monkeypatch.setattr(plots, "piano_roll", lambda *a, **k: builds.append(1) or real(*a, **k))
+    real = pianoroll.piano_roll
+    monkeypatch.setattr(pianoroll, "piano_roll", lambda *a, **k: builds.append(1) or real(*a, **k))
 
     def picked_in_roll(at):
         spec = json.loads(next(c for c in at.get("plotly_chart") if c.proto.id.endswith("explore_roll")).proto.spec)

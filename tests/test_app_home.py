@@ -70,10 +70,10 @@ def test_the_frame_above_the_first_page_is_three_lines_and_a_folded_glossary():
 
 def test_the_router_frames_the_first_page_only(tmp_path, monkeypatch):
     """app.py: "/" opens on Explore under the frame; another page (Study) without it."""
-    from smu_explain import appstate as A
+    from smu_explain import appwarmup as M
 
     monkeypatch.setenv("SMU_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(A, "start_warm_up", lambda: None)  # no background model loading in a test
+    monkeypatch.setattr(M, "start_warm_up", lambda: None)  # no background model loading in a test
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     assert not at.exception, at.exception
     md = lines(at)

@@ -30,7 +30,8 @@ PAGE = page("explore.py")
 # cached functions without max_entries: one entry per server by construction (their arguments
 # come from the environment, not from what a session does)
 UNCAPPED_BY_DESIGN = {"_registry", "_warm_up_status"}
-APP_FILES = [ROOT / "smu_explain" / "appstate.py", *sorted((ROOT / "app_pages").glob("*.py")), ROOT / "app.py"]
+APP_FILES = [*(ROOT / "smu_explain" / f"{m}.py" for m in ("appstate", "appwarmup", "appwidgets")),
+             *sorted((ROOT / "app_pages").glob("*.py")), ROOT / "app.py"]
 
 
 @pytest.fixture(scope="module")

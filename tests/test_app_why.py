@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from app_helpers import ROOT, make_model, page, texts
 from smu_explain import appstate as A
+from smu_explain import appwidgets as W
 from smu_explain.checkpoint import is_finetuned, save_checkpoint
 
 PAGE = page("why.py")
@@ -120,7 +121,7 @@ def test_no_finetuned_model_says_how(model_dir, tmp_path, monkeypatch):
 
 def test_broken_finetuned_folder_is_an_error_not_a_traceback(model_dir, tmp_path):
     at = run_page(**{A.K_MODEL_A: str(model_dir)})
-    at.selectbox(key="why_ft_choice").set_value(A.OTHER_FOLDER).run()
+    at.selectbox(key="why_ft_choice").set_value(W.OTHER_FOLDER).run()
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")
     at.text_input(key="why_ft_path").set_value(str(tmp_path / "broken")).run()
@@ -150,7 +151,7 @@ def test_note_task_model_explains_the_selected_note(model_dir, tmp_path):
     ft_dir = save_checkpoint(tmp_path / "melody-ft", ft)
     key = A.piece_key((ROOT / "sample_midi" / SAMPLE).read_bytes())
     at = run_page(**{A.K_MODEL_A: str(model_dir), "why_note": 7, "why_note_for": key})
-    at.selectbox(key="why_ft_choice").set_value(A.OTHER_FOLDER).run()
+    at.selectbox(key="why_ft_choice").set_value(W.OTHER_FOLDER).run()
     at.text_input(key="why_ft_path").set_value(str(ft_dir)).run()
     at.select_slider(key="why_steps").set_value(8).run()
     at.button(key="why_attr_go").click().run()
@@ -309,7 +310,7 @@ def test_a_note_seen_before_comes_back_explained(model_dir, finetuned_dir, tmp_p
     ft = build_model("melody", ["melody", "bridge", "piano"], pretrained=model_dir, seed=0)
     ft_dir = save_checkpoint(tmp_path / "melody-ft", ft)
     at = run_page(**{A.K_MODEL_A: str(model_dir), "why_steps": 8})
-    at.selectbox(key="why_ft_choice").set_value(A.OTHER_FOLDER).run()
+    at.selectbox(key="why_ft_choice").set_value(W.OTHER_FOLDER).run()
     at.text_input(key="why_ft_path").set_value(str(ft_dir)).run()
     at.number_input(key="why_note").set_value(4).run()
     at.button(key="why_attr_go").click().run()

@@ -217,10 +217,10 @@ def test_masker_occlusion_and_losses(bert, piece):
 
 
 def test_why_figures(seq_model, note_model, bert, piece):
-    from smu_explain import plots
+    from smu_explain import charts, palette, valueroll
 
     ig = attribute_notes(note_model, TOK, piece, 20, "ig", steps=8)
-    fig = plots.attribution_roll(ig, bar_starts_q=piece.bar_starts_q)
+    fig = valueroll.attribution_roll(ig, bar_starts_q=piece.bar_starts_q)
     names = [t.name for t in fig.data]
     assert "outside the window" in names and "selected note" in names
     body = next(t for t in fig.data if t.name.startswith("notes (colour"))
@@ -230,20 +230,20 @@ def test_why_figures(seq_model, note_model, bert, piece):
     lim = np.abs(ig.loc[ig["in_window"], "attribution"]).max()
     assert fig.layout.coloraxis.cmin == pytest.approx(-lim) and fig.layout.coloraxis.cmax == pytest.approx(lim)
     # the colours: each value on the diverging scale (strings; the colour bar is the layout's axis)
-    assert list(body.marker.color) == plots.scale_colours(ig["attribution"].to_numpy()[sel], "RdBu_r", -lim, lim)
+    assert list(body.marker.color) == palette.scale_colours(ig["attribution"].to_numpy()[sel], "RdBu_r", -lim, lim)
 
     w = note_attention(bert, TOK, piece, 12)
     df = ig[["note", "pitch", "velocity", "track", "onset_q", "duration_q", "bar", "beat"]]
-    fa = plots.attention_roll(df, w, 12, arcs=3)
+    fa = valueroll.attention_roll(df, w, 12, arcs=3)
     arcs = next(t for t in fa.data if t.name.startswith("top 3"))
     assert sum(x is None for x in arcs.x) == 3
     sel_tr = next(t for t in fa.data if t.name == "selected note")
     assert int(sel_tr.customdata[0][0]) == 12
 
     occ = attribute_notes(note_model, TOK, piece, 20, "occlusion")
-    sc = plots.attribution_scatter(ig, occ)
+    sc = charts.attribution_scatter(ig, occ)
     assert len(sc.data[0].x) == int(ig["in_window"].sum())
-    bars = plots.before_after_bars([("a", 0.7), ("b", 0.3)], [("b", 0.6), ("a", 0.4)])
+    bars = charts.before_after_bars([("a", 0.7), ("b", 0.3)], [("b", 0.6), ("a", 0.4)])
     assert list(bars.data[1].y) == [0.4, 0.6]
 
 
@@ -305,17 +305,17 @@ def test_fast_mode_arguments_checked(seq_model, piece):
 
 
 def test_attribution_roll_greys_unmeasured_notes(seq_model, piece):
-    from smu_explain import plots
+    from smu_explain import charts, valueroll
 
     occ = attribute_notes(seq_model, TOK, piece, None, "occlusion", max_notes=9, seed=1)
-    fig = plots.attribution_roll(occ)
+    fig = valueroll.attribution_roll(occ)
     names = [t.name for t in fig.data]
     assert "not measured" in names
     grey = fig.data[names.index("not measured")]
     assert len(grey.x) == len(piece) - 9
     res = attribution_agreement(seq_model, TOK, piece, steps=8, occlusion_notes=9, seed=1)
     assert res["n"] == 9
-    sc = plots.attribution_scatter(res["ig"], res["occlusion"])
+    sc = charts.attribution_scatter(res["ig"], res["occlusion"])
     assert len(sc.data[0].x) == 9
 
 

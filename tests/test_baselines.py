@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from smu_explain import baselines as B
-from smu_explain import plots
+from smu_explain import charts, readable
 from smu_explain.explain import explain_piece, recovery_accuracy
 from smu_explain.masks import validation_mask
 from smu_explain.model import MidiBert, ModelConfig
@@ -288,10 +288,10 @@ def test_rules_figure_values(piece):
     tok = Tokenizer(TokenizerConfig(max_len=32))
     rules = B.piece_rules(tok, piece, ratio=0.25, seed=4)
     model_acc = {"m": {a: 0.5 for a in tok.attributes}}
-    fig = plots.rules_figure(model_acc, rules)
+    fig = charts.rules_figure(model_acc, rules)
     assert fig.data[0].type == "bar" and list(fig.data[0].y) == [0.5] * 4
     marks = fig.data[1:]
-    assert [t.name for t in marks] == [f"rule: {B.RULE_LABELS[r]}" for r in B.RULES]
+    assert [t.name for t in marks] == [f"rule: {readable.RULE_LABELS[r]}" for r in B.RULES]
     for t, r in zip(marks, B.RULES):
         assert list(t.x) == list(tok.attributes)
         assert list(t.y) == pytest.approx([rules[r][a] for a in tok.attributes])
@@ -322,7 +322,7 @@ def test_explore_page_shows_the_rules(tmp_path, monkeypatch):
     want = B.piece_rules(tok, piece, ratio=0.15, seed=0, max_len=model.config.max_len)
     marks = {t["name"]: t for t in fig["data"] if t["name"].startswith("rule: ")}
     for r in B.RULES:
-        t = marks[f"rule: {B.RULE_LABELS[r]}"]
+        t = marks[f"rule: {readable.RULE_LABELS[r]}"]
         assert t["y"] == pytest.approx([want[r][a] for a in t["x"]])
 
 

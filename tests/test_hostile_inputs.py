@@ -22,6 +22,7 @@ from streamlit.testing.v1 import AppTest
 from app_helpers import make_model, page, texts
 from conftest import last_err
 from smu_explain import appstate as A
+from smu_explain import appwidgets as W
 from smu_explain import checkpoint as C
 from smu_explain import limits
 from smu_explain.checkpoint import (
@@ -125,7 +126,7 @@ def test_why_page_finetuned_folder_bad_path(model_dir):
     at.session_state[A.K_PIECE] = (sample.name, sample.read_bytes())
     at.session_state[A.K_MODEL_A] = str(model_dir)
     at.run()
-    at.selectbox(key="why_ft_choice").set_value(A.OTHER_FOLDER).run()
+    at.selectbox(key="why_ft_choice").set_value(W.OTHER_FOLDER).run()
     for bad in (BAD_PATHS["unknown user"], BAD_PATHS["5,000 characters"]):
         at.text_input(key="why_ft_path").set_value(bad).run()
         assert not at.exception, at.exception

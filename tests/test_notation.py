@@ -309,9 +309,9 @@ def test_page_follows_a_click_in_explores_roll(model_dir):
 
 
 def test_page_without_model_draws_black_notes():
-    from smu_explain import appstate as A
+    from smu_explain import appwidgets as W
 
-    at = run_page(score_model_choice=A.OTHER_FOLDER)  # no folder typed: no model
+    at = run_page(score_model_choice=W.OTHER_FOLDER)  # no folder typed: no model
     assert not at.exception, at.exception
     html = svg_of(at)
     assert "<svg" in html and N.COLORS["picked"] not in html

@@ -6,14 +6,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from smu_explain import plots
+from smu_explain import charts, readable
 from smu_explain.report import ReportSection, build_report
 
 
 def test_report_is_self_contained_with_figures_and_tables():
     f1 = go.Figure(go.Bar(x=["pitch"], y=[0.5], name="adv"))
-    f2 = plots.accuracy_bars({"a": {"pitch": 0.4}, "b": {"pitch": 0.6}})
-    table = plots.metrics_comparison({"a": {"pitch acc": 0.4}, "b": {"pitch acc": 0.6}})
+    f2 = charts.accuracy_bars({"a": {"pitch": 0.4}, "b": {"pitch": 0.6}})
+    table = readable.metrics_comparison({"a": {"pitch acc": 0.4}, "b": {"pitch acc": 0.6}})
     html = build_report("Compare <adv> & random", [
         ReportSection("Recovery", "Same seeded masks.\n\nSecond paragraph.", figures=[f1, f2], tables=[table]),
         ReportSection("More", figures=[f2]),
@@ -116,10 +116,10 @@ def test_metrics_difference_is_coloured_only_where_higher_is_better():
     """Issue 27.8: green / red on the recovery rows only; a masker-score difference stays plain."""
     import pandas as pd
 
-    from smu_explain import plots
+    from smu_explain import readable
 
     table = pd.DataFrame({"A": [0.5, 0.30, 10.0], "B": [0.6, 0.45, 12.0]},
                          index=["recovery pitch (piece)", "masker score mean", "frozen notes"])
     table["difference"] = table["B"] - table["A"]
-    html = plots.metrics_display(table).to_html()
+    html = readable.metrics_display(table).to_html()
     assert html.count("#d9f2d9") == 1 and "#f8d7d7" not in html

@@ -61,7 +61,7 @@ def test_tiny_study_runs_every_stage_and_writes_results(tiny):
     assert len(ana["examples"]) == 3
     assert len({e["piece"] for e in ana["examples"]}) == 3
     import pandas as pd
-    from smu_explain.plots import piano_roll
+    from smu_explain.pianoroll import piano_roll
 
     assert ana["examples_frozen_by"].startswith("the freeze book after epoch")
     for e in ana["examples"]:
@@ -431,7 +431,7 @@ def test_cost_meter_measures_time_and_memory():
     md = "\n".join(_md_costs({"cost": {"pretrain-x": d, "old": {"wall_s": 60}}}))
     assert "| old | 1.0 min | — | — |" in md and "load (1 min, start → end)" in md
     # a stage resumed before the meter counted earlier sittings: its runs' wall times count
-    from smu_explain.study.report import _resumed_cost
+    from smu_explain.study.results import _resumed_cost
 
     runs = [{"wall_s": 100.0}, {"wall_s": 120.0}, {"wall_s": 110.0}]
     old = {"cost": {"wall_s": 120.0, "cpu_s": 230.0}, "result": {"runs": runs}}

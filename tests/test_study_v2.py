@@ -166,7 +166,7 @@ def test_report_export_and_study_page_show_the_v2_results(v2, tmp_path):
     from app_helpers import page, texts
     from smu_explain.report import build_report, study_sections
 
-    res = {**v2["results"], "earlier": S.report.earlier_runs(v2["preset"])}
+    res = {**v2["results"], "earlier": S.results.earlier_runs(v2["preset"])}
     secs = {s.heading: s for s in study_sections(res)}
     pre = secs["Study: " + S.PRETRAIN_TITLE].tables[0]
     assert list(pre["encoder"])[:3] == ["rule: most frequent value", "rule: copy the nearest neighbour",

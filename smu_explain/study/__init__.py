@@ -78,7 +78,8 @@ Modules (one owner per concept)
 ``stats``     mean/std, aggregation, tables, paired tests, crossings
 ``figures``   the study's plotly figures
 ``analysis``  masker analysis and the freeze-book snapshot files
-``report``    ``results.json`` (``build_results``), summary lines, RESULTS.md
+``results``   ``results.json`` (``build_results``) from the stage results, earlier runs
+``report``    summary lines, RESULTS.md
 ``command``   the ``smu study`` parser and command
 ``runner``    ``Study`` (runs the stages); it imports the trainer (torch), so this
               package loads it and its parts lazily: ``smu --help`` and
@@ -142,7 +143,6 @@ from .report import (
     PRETRAIN_TITLE,
     PROBE_CAPTION,
     PROBE_TITLE,
-    build_results,
     earlier_report,
     earlier_table,
     errors_note,
@@ -153,6 +153,7 @@ from .report import (
     scores_table,
     study_summary,
 )
+from .results import build_results
 from .stats import (
     aggregate_runs,
     crossing_fraction,

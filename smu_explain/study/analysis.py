@@ -43,8 +43,8 @@ def score_spread(scores: np.ndarray) -> dict[str, Any]:
 
 def note_classes(df, piece: Any) -> dict[str, np.ndarray]:
     """Per note of an explain table: register, metric position (of the quantised position,
-    ``plots.metric_beats``), duration class (plots.py's rules), track role (POP909 track names; ``other`` elsewhere) and MidiBERT velocity bin."""
-    from ..plots import duration_class, metric_beats, metric_class, register_class
+    ``noteclasses.metric_beats``), duration class (noteclasses.py's rules), track role (POP909 track names; ``other`` elsewhere) and MidiBERT velocity bin."""
+    from ..noteclasses import duration_class, metric_beats, metric_class, register_class
 
     return {"register": register_class(df["pitch"].to_numpy()), "metric": metric_class(metric_beats(df)),
             "duration": duration_class(df["duration_q"].to_numpy()), "role": _role_class(piece),
@@ -54,7 +54,7 @@ def note_classes(df, piece: Any) -> dict[str, np.ndarray]:
 def class_order(grouping: str) -> list[str]:
     """The musical order of a grouping's classes (register low to high, etc.)."""
     from ..corpora import VELOCITY_CLASSES
-    from ..plots import DURATION_ORDER, METRIC_ORDER, REGISTER_EDGES
+    from ..noteclasses import DURATION_ORDER, METRIC_ORDER, REGISTER_EDGES
 
     return {"register": [e[2] for e in REGISTER_EDGES], "metric": list(METRIC_ORDER),
             "duration": list(DURATION_ORDER), "role": ["melody", "bridge", "accompaniment", "other"],

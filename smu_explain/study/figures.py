@@ -135,7 +135,7 @@ def frozen_example_figure(example: Mapping[str, Any]):
     coloured by masker score, frozen notes grey hatched, the example note marked by an arrow."""
     import pandas as pd
 
-    from .. import plots
+    from .. import pianoroll
 
     ctx = example.get("context", {})
     df = pd.DataFrame(ctx.get("notes", []))
@@ -146,7 +146,7 @@ def frozen_example_figure(example: Mapping[str, Any]):
     names = ctx.get("track_names") or None
     piece = str(example.get("piece", ""))
     short = piece if len(piece) <= 42 else "..." + piece[-39:]  # the file name end, not cut by the frame
-    fig = plots.piano_roll(df, bar_starts_q=ctx.get("bar_starts_q") or None, track_names=names,
+    fig = pianoroll.piano_roll(df, bar_starts_q=ctx.get("bar_starts_q") or None, track_names=names,
                            title=f"{short}<br><span style='font-size:10px'>{example.get('source')}, "
                                  f"note {example.get('note')}</span>", height=300)
     # the arrow comes from below the note: from above it ran into the title

@@ -40,7 +40,8 @@ from .plan import (
     select_stages,
     write_json,
 )
-from .report import build_results, render_results_md, study_summary
+from .report import render_results_md, study_summary
+from .results import build_results
 from .stats import aggregate_runs, efficiency_summary
 from .subsets import spread_refs, subset_dataset, validation_subset
 
