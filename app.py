@@ -36,7 +36,6 @@ nav = st.navigation(pages)
 # (the Train page also polls every second while it is open)
 from smu_explain import appstate, appwarmup, appwidgets  # noqa: E402
 from smu_explain.markup import md_escape  # noqa: E402
-
 from smu_explain.runs import training_allowed  # noqa: E402
 
 if training_allowed(st.get_option("server.address"))[0]:  # served beyond localhost: nothing starts

@@ -8,7 +8,7 @@ import streamlit as st
 
 from smu_explain import appstate as A
 from smu_explain import appwidgets as W
-from smu_explain import charts, picks, pianoroll, readable, rollaxes
+from smu_explain import charts, pianoroll, picks, readable, rollaxes
 from smu_explain.markup import html_escape, md_escape
 
 st.title("Explore a piece")
@@ -338,7 +338,7 @@ if table is not None:
                f"(together with a random {context:.0%} of its neighbours); green = the true value.")
     cols = st.columns(max(1, len(attrs)))
     has_any = False
-    for col, a in zip(cols, attrs):
+    for col, a in zip(cols, attrs, strict=False):
         topk = row.get(f"topk_{a}")
         with col:
             if isinstance(topk, (list, tuple)) and len(topk):

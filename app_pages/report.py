@@ -8,8 +8,16 @@ import streamlit as st
 
 from smu_explain import charts, pianoroll, readable, study
 from smu_explain.markup import md_escape
-from smu_explain.report import (ReportSection, build_report, glossary_section, picks_sections, study_sections,
-                                summary_lines, verdict_sections, why_sections)
+from smu_explain.report import (
+    ReportSection,
+    build_report,
+    glossary_section,
+    picks_sections,
+    study_sections,
+    summary_lines,
+    verdict_sections,
+    why_sections,
+)
 
 # the study's results.json (SMU_STUDY_RESULTS overrides the path, e.g. for a study run elsewhere)
 STUDY_RESULTS = Path(os.environ.get("SMU_STUDY_RESULTS")

@@ -58,7 +58,7 @@ if st.session_state.get("score_range_for") != range_for:
     st.session_state["score_range_for"] = range_for
     st.session_state["score_range"] = (first + 1, stop - first)
     st.session_state["score_first"], st.session_state["score_count"] = st.session_state["score_range"]
-for k, v in zip(("score_first", "score_count"), st.session_state["score_range"]):
+for k, v in zip(("score_first", "score_count"), st.session_state["score_range"], strict=False):
     if k not in st.session_state:
         st.session_state[k] = v
 

@@ -22,8 +22,8 @@ from smu_explain import appwidgets as W
 from smu_explain import charts, pianoroll, readable, valueroll
 from smu_explain.checkpoint import read_config, task_heads, user_folder
 from smu_explain.errors import SMUCheckpointError, SMUInputError
-from smu_explain.precision import fast_precision
 from smu_explain.markup import html_escape, md_escape
+from smu_explain.precision import fast_precision
 
 K_WHY = "smu_why"  # the views shown last, for the HTML export
 FT_HELP = ("No fine-tuned model found. Make one with `smu finetune`, e.g. "

@@ -444,7 +444,7 @@ def main() -> int:
             last = cpu
         result["server"]["warm_up_wait_s"] = round(time.time() - t1, 1)
         result["server"]["rss_after_warm_up_mb"] = round(tree_rss_mb(proc.pid)[0], 1)
-        for n, d in zip(args.levels, durations):
+        for n, d in zip(args.levels, durations, strict=False):
             print(f"level {n}: {d:.0f} s (load {L._load()})", file=sys.stderr, flush=True)
             lvl = run_level(n, d, url, mem, args.step_timeout, samples)
             result["levels"].append(lvl)

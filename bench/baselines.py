@@ -57,9 +57,9 @@ def main(argv=None) -> int:
 
     from smu_explain import baselines as B
     from smu_explain import corpora, datasets
-    from smu_explain.readable import RULE_LABELS
-    from smu_explain.explain import recovery_accuracy
     from smu_explain.checkpoint import load_checkpoint
+    from smu_explain.explain import recovery_accuracy
+    from smu_explain.readable import RULE_LABELS
     from smu_explain.tokenizer import Tokenizer
     from smu_explain.tokenizer_config import TokenizerConfig
 

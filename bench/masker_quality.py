@@ -43,9 +43,9 @@ def main(argv=None) -> int:
     from scipy.stats import spearmanr
 
     from smu_explain import corpora
+    from smu_explain.checkpoint import load_checkpoint
     from smu_explain.errors import SMUInputError
     from smu_explain.explain import explain_piece
-    from smu_explain.checkpoint import load_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)

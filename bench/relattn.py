@@ -76,6 +76,7 @@ def build(variant: str, layers: int, seed: int = 0):
     """The encoder of ``variant``: a callable (inputs_embeds) -> last hidden state, and the module."""
     import torch
     import transformers
+
     from smu_explain.relattn import BertEncoder, BertEncoderConfig, load_bert_state_dict
 
     torch.manual_seed(seed)
@@ -194,6 +195,7 @@ def peak_child(variant: str, workload: str, layers: int) -> dict:
 
     import torch
     import transformers
+
     from smu_explain.relattn import BertEncoder, BertEncoderConfig
 
     kw = config_kwargs(layers)

@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from .checkpoint import CONFIG_NAME, SCORES_NAME, WEIGHTS_NAME, load_checkpoint, load_masker_scores
 from . import limits
+from .checkpoint import CONFIG_NAME, SCORES_NAME, WEIGHTS_NAME, load_checkpoint, load_masker_scores
 from .errors import SMUCheckpointError, SMUInputError
 from .markup import md_escape
 
@@ -167,11 +167,11 @@ def _read(data: bytes, name: str, fields: tuple | None = None):
     name, the error's file name). Pieces above ``READ_MAX_NOTES`` notes never leave the worker.
     The repository's own samples (the same bytes as the file of ``sample_midi/``) are read in
     this process: they are known, and the first roll does not wait for a worker (~0.17 s)."""
-    from .sandbox import piece_name, read_piece_bounded
     from .reading import READ_FIELDS, read_piece
+    from .sandbox import piece_name, read_piece_bounded
     from .tokenizer_config import TokenizerConfig
 
-    config = TokenizerConfig(**dict(zip(READ_FIELDS, fields))) if fields is not None else None
+    config = TokenizerConfig(**dict(zip(READ_FIELDS, fields, strict=False))) if fields is not None else None
     if _is_sample(data, name):
         piece = read_piece(SAMPLE_DIR / name, name=piece_name(name), config=config)
         piece.source = name

@@ -185,7 +185,7 @@ def predict_task(model, tokenizer, piece, target: int | None = None) -> dict[str
     model.eval()
     try:
         probs = np.zeros(len(model.classes))
-        for w, p in zip(counted, pos):
+        for w, p in zip(counted, pos, strict=False):
             tok = torch.from_numpy(wins[w][0]).to(device)
             lg = _TaskFn(model, p, 0, "prob").logits(note_embeddings(encoder_of(model), tok[None]))
             probs += torch.softmax(lg.double(), -1)[0].cpu().numpy()
@@ -299,7 +299,7 @@ def attribute_notes(model, tokenizer, piece, target: int | None = None, method: 
     was = model.training
     model.eval()
     try:
-        for w, p in zip(counted, pos):
+        for w, p in zip(counted, pos, strict=False):
             wt, ids = wins[w]
             fn = _TaskFn(model, p, c, output)
             tok = torch.from_numpy(wt).to(device)

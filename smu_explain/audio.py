@@ -90,7 +90,7 @@ def notes_to_midi(df: pd.DataFrame):
            else np.full(len(df), 80))
     insts: dict[tuple[int, int], pretty_midi.Instrument] = {}
     for p, v, s, e, t, prog in zip(df["pitch"].to_numpy(), vel, df["start_sec"].to_numpy(dtype=float),
-                                   df["end_sec"].to_numpy(dtype=float), track, program):
+                                   df["end_sec"].to_numpy(dtype=float), track, program, strict=False):
         key = (int(t), int(prog))
         if key not in insts:
             insts[key] = pretty_midi.Instrument(program=int(prog) % 128, name=f"track {int(t)}")
@@ -131,7 +131,7 @@ def builtin_synth(df: pd.DataFrame, sample_rate: int = 22050, *, attack: float =
     pitch = df["pitch"].to_numpy(dtype=float)
     partials = ((1.0, 1.0), (2.0, 0.4), (3.0, 0.15))
     norm = sum(a for _, a in partials)
-    for s, e, p, v in zip(starts, ends, pitch, vel):
+    for s, e, p, v in zip(starts, ends, pitch, vel, strict=False):
         i0 = int(s * sample_rate)
         held = e - s
         n = int((held + release) * sample_rate)

@@ -52,7 +52,8 @@ context loses accuracy; one at the unigram stage does not.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -180,7 +181,7 @@ def token_counts(data: Any, batch_size: int = 16, attributes: Iterable[str] | No
         for j in range(A):
             hist[j] = _add_counts(hist[j], tok[..., j][am])
     names = _attributes(data, A, attributes)
-    return {a: (h if h is not None else np.zeros(0, np.int64)) for a, h in zip(names, hist)}
+    return {a: (h if h is not None else np.zeros(0, np.int64)) for a, h in zip(names, hist, strict=False)}
 
 
 def rule_stats(data: Any, ratio: float = 0.15, seed: int = 0, batch_size: int = 16,
@@ -223,7 +224,7 @@ def rule_stats(data: Any, ratio: float = 0.15, seed: int = 0, batch_size: int = 
     mf_correct = np.array([target_hist[j][m] if 0 <= m < len(target_hist[j]) else 0 for j, m in enumerate(mf)])
     correct = {"most_frequent": mf_correct, **correct}
     rules = {r: {a: float(correct[r][j] / n) for j, a in enumerate(names)} for r in RULES}
-    return {"rules": rules, "n_tokens": int(n), "most_frequent_ids": dict(zip(names, mf)),
+    return {"rules": rules, "n_tokens": int(n), "most_frequent_ids": dict(zip(names, mf, strict=False)),
             "counts_from": "train_counts" if train_counts is not None else "evaluated windows",
             "ratio": float(ratio), "seed": int(seed), "window": int(window)}
 

@@ -12,8 +12,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -182,7 +183,7 @@ class TqdmProgress(Callback):
 
     def on_eval(self, trainer, metrics):
         if self.bar is not None:
-            self.bar.write("step {}: ".format(trainer.step) + ", ".join(
+            self.bar.write(f"step {trainer.step}: " + ", ".join(
                 f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
 
     def on_train_end(self, trainer, status, message):

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .palette import RULE_MARK_COLOURS, model_colours
 from .noteclasses import CLASSIFIERS, metric_beats
+from .palette import RULE_MARK_COLOURS, model_colours
 from .readable import RULE_LABELS, stat_label
 from .rollaxes import legend_below
 
@@ -235,7 +235,7 @@ def bias_figure(tables: Mapping[str, pd.DataFrame], attribute: str, *, by_label:
         sub = t[t["attribute"] == attribute]
         fig.add_trace(go.Bar(name=model, x=sub["group"].tolist(), y=sub["accuracy"].tolist(),
                              marker_color=colours[model],
-                             text=[f"{a:.0%}<br>n={n:,}" for a, n in zip(sub["accuracy"], sub["n"])],
+                             text=[f"{a:.0%}<br>n={n:,}" for a, n in zip(sub["accuracy"], sub["n"], strict=False)],
                              textposition="outside", textangle=0, textfont={"size": 10},
                              cliponaxis=False,
                              hovertemplate="%{x}: %{y:.1%}<extra>" + str(model) + "</extra>"))

@@ -49,14 +49,19 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .errors import SMUCheckpointError, SMUInputError
 from .io import atomic_write_text, default_file_mode
 from .weights import (
-    check_weights_header, parameters_in_header, refuse_non_finite, skip_random_fills, weights_header,
+    check_weights_header,
+    parameters_in_header,
+    refuse_non_finite,
+    skip_random_fills,
+    weights_header,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,11 +102,11 @@ class Checkpoint:
     folder: Path
     kind: str
     model: Any
-    tokenizer: "Tokenizer | None"
+    tokenizer: Tokenizer | None
     meta: dict[str, Any] = field(repr=False)
 
     @property
-    def encoder(self) -> "MidiBert":
+    def encoder(self) -> MidiBert:
         """The ``MidiBert``: the model itself, or the encoder of a fine-tuned model."""
         return self.model.encoder if self.kind == "finetuned" else self.model
 
@@ -278,7 +283,7 @@ def refuse_pickles(folder: Path) -> None:
             "in a trusted environment, or re-train/re-save with smu_explain.")
 
 
-def model_config(meta: dict[str, Any], where: str | os.PathLike) -> "ModelConfig":
+def model_config(meta: dict[str, Any], where: str | os.PathLike) -> ModelConfig:
     """The ``ModelConfig`` of a checkpoint's config.json; ``SMUCheckpointError`` naming ``where``."""
     from .model import ModelConfig
 
@@ -323,7 +328,7 @@ def save_tokenizer(folder: str | os.PathLike, tokenizer: Any) -> Path:
 
 
 def load_tokenizer(folder: str | os.PathLike, meta: dict[str, Any] | None = None, *,
-                   required: bool = True) -> "Tokenizer | None":
+                   required: bool = True) -> Tokenizer | None:
     """The ``Tokenizer`` saved with a checkpoint: ``tokenizer.json``, else (older folders) the
     ``"tokenizer"`` section of config.json. Checked against the model config of ``meta``
     (default: the folder's config.json): same attributes and vocabularies, windows no longer
@@ -628,13 +633,13 @@ def _kind_message(kind: str, meta: dict[str, Any]) -> str:
     return _NOT_KIND[kind].format(fmt=meta.get("format"), task=meta.get("task"))
 
 
-def _pretrained_builder(config: "ModelConfig") -> Callable[[], Any]:
+def _pretrained_builder(config: ModelConfig) -> Callable[[], Any]:
     from .model import MidiBert
 
     return lambda: MidiBert(config)
 
 
-def _finetuned_builder(folder: Path, meta: dict[str, Any], config: "ModelConfig") -> Callable[[], Any]:
+def _finetuned_builder(folder: Path, meta: dict[str, Any], config: ModelConfig) -> Callable[[], Any]:
     from .heads import FineTuneModel
     from .model import MidiBert
 

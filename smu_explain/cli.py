@@ -32,13 +32,29 @@ import argparse
 import json
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .cli_setup import (
-    MAX_LR, MAX_SEED, add_task_data_flags, add_train_flags, check_progress_path, fail_status, file_datasets,
-    is_tokenized_dir, load_json, print_skipped, progress_callbacks, resolve_run_config, run_lock, short_int,
-    task_datasets, token_cache, tokenizer_from_dict, train_config,
+    MAX_LR,
+    MAX_SEED,
+    add_task_data_flags,
+    add_train_flags,
+    check_progress_path,
+    fail_status,
+    file_datasets,
+    is_tokenized_dir,
+    load_json,
+    print_skipped,
+    progress_callbacks,
+    resolve_run_config,
+    run_lock,
+    short_int,
+    task_datasets,
+    token_cache,
+    tokenizer_from_dict,
+    train_config,
 )
 from .errors import SMUCheckpointError, SMUInputError, SMUTrainingError
 from .limits import MAX_NOTES
@@ -116,8 +132,8 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
     import torch
 
     from . import datasets
-    from .masker import StrategyConfig, make_strategy
     from .checkpoint import check_memory, load_checkpoint
+    from .masker import StrategyConfig, make_strategy
     from .model import MidiBert, ModelConfig, estimated_parameters
     from .trainer import Trainer, install_stop_signals
 
@@ -309,7 +325,7 @@ def _print_scores(res: dict[str, Any], splits: Sequence[str]) -> None:
 def _print_confusion(conf: list[list[int]], classes: Sequence[str]) -> None:
     w = max(6, *(len(c) for c in classes)) + 1
     print("  true\\pred".ljust(w + 2) + "".join(c.rjust(w) for c in classes))
-    for c, row in zip(classes, conf):
+    for c, row in zip(classes, conf, strict=False):
         print(f"  {c}".ljust(w + 2) + "".join(str(v).rjust(w) for v in row))
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import SMUInputError
 from .names import SIZES, SPLIT_SCHEMES
@@ -197,7 +198,7 @@ def fail_status(progress_path: Path | None, status: str, message: str) -> None:
     """Write a final status line to the progress file unless the trainer already did (best effort)."""
     if progress_path is None:
         return
-    from .callbacks import read_progress, ProgressFile
+    from .callbacks import ProgressFile, read_progress
 
     try:  # best effort: never hide the error being reported
         recs = read_progress(progress_path)

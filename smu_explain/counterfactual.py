@@ -32,7 +32,7 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -220,7 +220,7 @@ def to_midi_bytes(piece: Piece) -> bytes:
     # tempo events where the quarters -> seconds slope changes (more than 0.1 %)
     slopes = np.diff(s_map) / np.diff(q_map)
     last = None
-    for q, sl in zip(q_map[:-1], slopes):
+    for q, sl in zip(q_map[:-1], slopes, strict=False):
         if sl <= 0:
             continue
         qpm = 60.0 / sl

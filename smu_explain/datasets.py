@@ -33,9 +33,10 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
 
 
 # --------------------------------------------------------------------------- cache keys and the token cache
-def _sha256_file(path: Path, h: "hashlib._Hash | None" = None) -> "hashlib._Hash":
+def _sha256_file(path: Path, h: hashlib._Hash | None = None) -> hashlib._Hash:
     h = h or hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -370,7 +371,7 @@ class TokenDataset(torch.utils.data.Dataset):
                 counts += np.bincount(piece.note_labels, minlength=len(self.classes))[: len(self.classes)]
             elif self.level == "sequence" and piece.label is not None:
                 counts[piece.label] += 1
-        return {c: int(n) for c, n in zip(self.classes, counts)}
+        return {c: int(n) for c, n in zip(self.classes, counts, strict=False)}
 
 
 def collate(batch: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:

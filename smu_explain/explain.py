@@ -49,7 +49,13 @@ from .model import unwrap
 from .precision import autocast
 from .tokenizer import MASK_ID, N_SPECIAL
 from .windows import (
-    as_loader, check_inputs, gather_notes, note_owners, pad_windows, piece_windows, recovery_group_count,
+    as_loader,
+    check_inputs,
+    gather_notes,
+    note_owners,
+    pad_windows,
+    piece_windows,
+    recovery_group_count,
     recovery_groups,
 )
 
@@ -232,7 +238,7 @@ def explain_piece(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None
         df[f"pred_{a}"] = decode_values(tokenizer, a, P_all[:, j])
         vals = decode_values(tokenizer, a, TI[:, j, :].reshape(-1)).reshape(N, top_k).tolist()
         probs = TP[:, j, :].astype(np.float64).tolist()
-        df[f"topk_{a}"] = [list(zip(v, p)) for v, p in zip(vals, probs)]
+        df[f"topk_{a}"] = [list(zip(v, p, strict=False)) for v, p in zip(vals, probs, strict=False)]
         df[f"true_{a}"] = decode_values(tokenizer, a, true_ids[:, j])
     return df
 

@@ -11,7 +11,8 @@ notes (RNG seeded by (seed, epoch, piece id), so a resumed run repeats it).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch

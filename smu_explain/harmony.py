@@ -95,8 +95,9 @@ Other labels
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -152,7 +153,7 @@ def units(piece, unit: str = "half-bar") -> pd.DataFrame:
         raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
     starts, lengths, beats, _ = _bar_metres(piece)
     rows = []
-    for b, (s, L, bq) in enumerate(zip(starts, lengths, beats)):
+    for b, (s, L, bq) in enumerate(zip(starts, lengths, beats, strict=False)):
         n_beats = max(1, int(round(L / bq)))
         if unit == "bar":
             cuts = [s, s + L]
@@ -162,7 +163,7 @@ def units(piece, unit: str = "half-bar") -> pd.DataFrame:
             cuts = [s, s + L / 2, s + L]
         else:
             cuts = [s, s + L]
-        rows += [(a, e, b) for a, e in zip(cuts[:-1], cuts[1:])]
+        rows += [(a, e, b) for a, e in zip(cuts[:-1], cuts[1:], strict=False)]
     if rows:  # the last unit runs to the last note's end
         ends = np.asarray(piece.onset_q) + np.maximum(np.asarray(piece.duration_q), 0)
         end = float(ends.max()) if len(piece) else 0.0
@@ -229,7 +230,7 @@ def best_chord(profile: np.ndarray, bass_pc: int = -1) -> tuple[int, str, float]
     w = w / total
     inside = _TEMPLATES @ w
     missing = _TEMPLATES @ (w < _PRESENT).astype(float)
-    score = 2 * inside - 1 - _MISSING * missing - _SIZE * (_SIZES - 3) + _BASS * (_ROOTS == bass_pc)
+    score = 2 * inside - 1 - _MISSING * missing - _SIZE * (_SIZES - 3) + _BASS * (bass_pc == _ROOTS)
     k = int(np.argmax(np.round(score, 9)))  # first maximum: QUALITIES order, then lower root
     return _KEYS[k][0], _KEYS[k][1], float(score[k])
 
@@ -419,7 +420,7 @@ def analyze(piece, unit: str = "auto") -> pd.DataFrame:
            if len(ch) else np.zeros(n, dtype=int))
     roots = ch["root"].to_numpy(dtype=int) if len(ch) else np.zeros(0, dtype=int)
     quals = ch["quality"].to_numpy(dtype=object) if len(ch) else np.zeros(0, dtype=object)
-    members = [set() if r < 0 else {(r + i) % 12 for i in QUALITIES[q]} for r, q in zip(roots, quals)]
+    members = [set() if r < 0 else {(r + i) % 12 for i in QUALITIES[q]} for r, q in zip(roots, quals, strict=False)]
 
     a_int = [None if prev[i] < 0 else int(pitch[i] - pitch[prev[i]]) for i in range(n)]
     d_int = [None if nxt[i] < 0 else int(pitch[nxt[i]] - pitch[i]) for i in range(n)]

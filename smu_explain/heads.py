@@ -10,8 +10,9 @@ Imports: torch, ``model``, ``errors``; never checkpoint, finetune, the trainer o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn

@@ -20,13 +20,13 @@ Checkpoints keep their own writers for the weights (``resume.atomic_torch_save``
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 import stat as _stat
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any, Callable, Mapping
+from typing import IO, Any
 
 __all__ = [
     "JSONL_MAX_BYTES",

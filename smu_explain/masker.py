@@ -76,8 +76,9 @@ shared validation are in ``masks``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -86,8 +87,16 @@ import torch.nn.functional as F
 from .freeze_book import FreezeBook
 from .io import unknown_fields
 from .masks import (
-    BatchRandom, attention_mask_of, corrupt, n_to_pick, per_token_ce, per_token_correct, ranks_desc, top_k,
-    top_ratio, validate,
+    BatchRandom,
+    attention_mask_of,
+    corrupt,
+    n_to_pick,
+    per_token_ce,
+    per_token_correct,
+    ranks_desc,
+    top_k,
+    top_ratio,
+    validate,
 )
 from .model import MidiBert, unwrap
 from .names import STRATEGIES
@@ -160,7 +169,7 @@ class StrategyConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "StrategyConfig":
+    def from_dict(cls, d: dict[str, Any]) -> StrategyConfig:
         unknown = unknown_fields(cls, d)
         if unknown:
             raise ValueError(f"unknown strategy config keys: {unknown}")
@@ -173,7 +182,7 @@ class StrategyConfig:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str) -> "StrategyConfig":
+    def from_json(cls, text: str) -> StrategyConfig:
         return cls.from_dict(json.loads(text))
 
 
@@ -207,7 +216,7 @@ class Strategy:
             self.acc_ema = list(acc)
         else:
             m = self.config.acc_momentum
-            self.acc_ema = [m * e + (1 - m) * a for e, a in zip(self.acc_ema, acc)]
+            self.acc_ema = [m * e + (1 - m) * a for e, a in zip(self.acc_ema, acc, strict=False)]
 
     def ratio_for(self, rng: BatchRandom) -> float | torch.Tensor:
         """``config.ratio``, or per-sample draws from ``config.ratio_range``."""
@@ -260,7 +269,7 @@ class Strategy:
         if has_acc:
             acc = vals[i:i + A]
             i += A
-            for a, v in zip(names, acc):
+            for a, v in zip(names, acc, strict=False):
                 stats[f"acc_{a}"] = v
             for a in names:
                 stats[f"ce_{a}"] = vals[i]
@@ -413,7 +422,7 @@ class AdversarialStrategy(Strategy):
         bottom = picked & (rank >= (n - k)[:, None])
         return top | bottom, top.float()
 
-    def train_module(self, model: nn.Module) -> "AdversarialPasses":
+    def train_module(self, model: nn.Module) -> AdversarialPasses:
         """The module the trainer wraps in DistributedDataParallel: this strategy's two passes
         around ``model`` (a MidiBert), so a step's gradient passes are all inside ONE call."""
         return AdversarialPasses(model, self)
@@ -481,7 +490,7 @@ class AdversarialPasses(nn.Module):
       reaches the shared backbone (about 2x the cost of a random step).
     """
 
-    def __init__(self, model: nn.Module, strategy: "AdversarialStrategy"):
+    def __init__(self, model: nn.Module, strategy: AdversarialStrategy):
         super().__init__()
         self.module = model
         self.strategy = strategy

@@ -10,7 +10,8 @@ validation masks (``validation_mask``) with the validation built on them (``vali
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ class BatchRandom:
                          for i in batch["sample_index"].tolist()]
 
     @classmethod
-    def of(cls, batch: dict, rng: "BatchRandom | torch.Generator | None") -> "BatchRandom":
+    def of(cls, batch: dict, rng: BatchRandom | torch.Generator | None) -> BatchRandom:
         return rng if isinstance(rng, BatchRandom) else cls(batch, None, rng)
 
     def _draw(self, shape: tuple[int, ...], normal: bool, g: torch.Generator | None) -> torch.Tensor:
@@ -126,7 +127,7 @@ def top_ratio(scores: torch.Tensor, selectable: torch.Tensor, ratio: float | tor
 
 
 def corrupt(tokens: torch.Tensor, picked: torch.Tensor, vocab_sizes: list[int], mask_prob: float = 0.8,
-            random_prob: float = 0.1, rng: "BatchRandom | torch.Generator | None" = None) -> torch.Tensor:
+            random_prob: float = 0.1, rng: BatchRandom | torch.Generator | None = None) -> torch.Tensor:
     """BERT corruption of the picked tokens: MASK (``mask_prob``), a random regular
     token drawn per attribute (``random_prob``), else unchanged. Returns a new tensor."""
     if not isinstance(rng, BatchRandom):  # batch-level draws: the mask does not matter

@@ -77,7 +77,6 @@ import torch.nn.functional as F
 from . import relattn
 from .io import unknown_fields
 
-
 # ----------------------------------------------------------------------------- config
 
 @dataclass
@@ -120,7 +119,7 @@ class ModelConfig:
         _validate_model_config(self)
 
     @classmethod
-    def named(cls, name: str, vocab_sizes: list[int], attributes: list[str], **overrides: Any) -> "ModelConfig":
+    def named(cls, name: str, vocab_sizes: list[int], attributes: list[str], **overrides: Any) -> ModelConfig:
         """A named size ('tiny' | 'small' | 'base'); keyword overrides win (e.g. max_len=1024)."""
         if name not in cls.SIZES:
             raise ValueError(f"unknown model size {name!r}; choose one of {sorted(cls.SIZES)}")
@@ -136,7 +135,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         unknown = unknown_fields(cls, d)
         if unknown:
             raise ValueError(f"unknown model config keys: {unknown}")
@@ -146,7 +145,7 @@ class ModelConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelConfig":
+    def from_json(cls, text: str) -> ModelConfig:
         return cls.from_dict(json.loads(text))
 
 
@@ -176,7 +175,7 @@ def _config_float(name: str, value: Any) -> float:
     return float(value)
 
 
-def _validate_model_config(c: "ModelConfig") -> None:
+def _validate_model_config(c: ModelConfig) -> None:
     """Type and range checks of every ModelConfig field (ValueError naming the field)."""
     if not isinstance(c.vocab_sizes, (list, tuple)) or not isinstance(c.attributes, (list, tuple)):
         raise ValueError("vocab_sizes and attributes must be lists")
@@ -221,7 +220,7 @@ def _validate_model_config(c: "ModelConfig") -> None:
                          f"max_len={c.max_len}) is implausibly large (> {MAX_PARAMETERS:.0e})")
 
 
-def estimated_parameters(c: "ModelConfig") -> int:
+def estimated_parameters(c: ModelConfig) -> int:
     """Rough parameter count of ``MidiBert(c)`` (embeddings, blocks, heads), without building it."""
     a = len(c.vocab_sizes)
     emb = sum(c.vocab_sizes) * c.emb_dim + a * c.emb_dim * c.d_model + c.max_len * c.d_model
@@ -412,7 +411,7 @@ class MidiBert(nn.Module):
         if tokens.dim() != 3 or tokens.shape[-1] != len(self.embeddings):
             raise ValueError(f"tokens must be (B, L, {len(self.embeddings)}), got {tuple(tokens.shape)}")
         B, L, _ = tokens.shape
-        if L > self.config.max_len:
+        if self.config.max_len < L:
             raise ValueError(f"sequence length {L} exceeds max_len={self.config.max_len}; window the piece first")
         if tokens.device.type == "cpu":  # on GPUs the embedding's device assert catches this (no sync here)
             too_big = tokens.amax(dim=(0, 1)) >= self._vocab_limits
@@ -439,7 +438,7 @@ class MidiBert(nn.Module):
     def encode_embedded(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The rest of ``encode`` from concatenated attribute embeddings x (B, L, A * emb_dim)."""
         B, L, _ = x.shape
-        if L > self.config.max_len:
+        if self.config.max_len < L:
             raise ValueError(f"sequence length {L} exceeds max_len={self.config.max_len}; window the piece first")
         h = self.embed_notes(x)
         if self.config.arch == "bert":

@@ -187,7 +187,7 @@ class OctupleTokenizer:
         self.attributes: list[str] = list(ATTRIBUTES)
         self.index = {a: i for i, a in enumerate(self.attributes)}
         tok = self.vocab["tokens"]
-        self.tokens: dict[str, list[str]] = {a: tok[A] for a, A in zip(ATTRIBUTES, AUTHOR_ATTRIBUTES)}
+        self.tokens: dict[str, list[str]] = {a: tok[A] for a, A in zip(ATTRIBUTES, AUTHOR_ATTRIBUTES, strict=False)}
         self.vocab_sizes: list[int] = [len(self.tokens[a]) for a in self.attributes]
         self.n_values: list[int] = [n - len(SPECIALS) for n in self.vocab_sizes]
         base = np.asarray(self.n_values, dtype=np.int64)
@@ -295,9 +295,9 @@ class OctupleTokenizer:
                 ts = score.time_signatures.numpy()
                 piece.stats["octuple_events"] = {
                     "ticks_per_quarter": int(score.ticks_per_quarter),
-                    "tempos": [[int(t), int(m)] for t, m in zip(tp["time"], tp["mspq"])],
+                    "tempos": [[int(t), int(m)] for t, m in zip(tp["time"], tp["mspq"], strict=False)],
                     "time_signatures": [[int(t), int(n), int(d)] for t, n, d in
-                                        zip(ts["time"], ts["numerator"], ts["denominator"])],
+                                        zip(ts["time"], ts["numerator"], ts["denominator"], strict=False)],
                 }
             except Exception as e:  # noqa: BLE001 - read_piece already accepted the file
                 raise SMUInputError(piece.source or name, f"unreadable tempo/metre events: {e}") from e
@@ -546,7 +546,7 @@ class OctupleTokenizer:
         ticks_per_pos = tpq // POS_PER_QUARTER
         events = {
             "ticks_per_quarter": tpq,
-            "tempos": [[int(p * ticks_per_pos), int(round(60e6 / self.tempo_values[i]))] for p, i in zip(up, tp_id)],
+            "tempos": [[int(p * ticks_per_pos), int(round(60e6 / self.tempo_values[i]))] for p, i in zip(up, tp_id, strict=False)],
             "time_signatures": [[int(round(q * tpq)), nm, dn] for q, nm, dn in ts_changes],
         }
         return Piece(
@@ -599,7 +599,7 @@ class OctupleTokenizer:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, vocab_path=None) -> "OctupleTokenizer":
+    def from_dict(cls, d: dict, vocab_path=None) -> OctupleTokenizer:
         """The tokenizer :meth:`to_dict` described; ValueError when the vocabulary differs."""
         if not isinstance(d, dict) or d.get("kind") != cls.name:
             raise ValueError(f"not an Octuple tokenizer description: kind {d.get('kind') if isinstance(d, dict) else d!r}")
@@ -651,7 +651,7 @@ class OctupleIds:
         self.index = dict(self.inner.index)
         self.vocab_sizes = list(self.inner.vocab_sizes)
         self.perm = [np.asarray(ids_permutation(n, size), dtype=np.int64)
-                     for n, size in zip(self.inner.n_values, self.vocab_sizes)]
+                     for n, size in zip(self.inner.n_values, self.vocab_sizes, strict=False)]
         self._ours = [np.argsort(p) for p in self.perm]  # authors' id -> ours
 
     def __repr__(self) -> str:
@@ -697,7 +697,7 @@ class OctupleIds:
         return {**self.inner.to_dict(), "ids": "smu"}
 
     @classmethod
-    def from_dict(cls, d: dict, vocab_path=None) -> "OctupleIds":
+    def from_dict(cls, d: dict, vocab_path=None) -> OctupleIds:
         if not isinstance(d, dict) or d.get("ids") != "smu":
             raise ValueError("not a description of Octuple tokens with this project's ids ('ids': 'smu')")
         inner = OctupleTokenizer.from_dict({k: v for k, v in d.items() if k != "ids"}, vocab_path)

@@ -83,4 +83,4 @@ def scale_colours(values, colorscale: str, cmin: float, cmax: float, *, nan_colo
     chans = np.zeros((len(v), 3), dtype=np.int64)
     if ok.any():
         chans[ok] = np.floor(np.stack([np.interp(t[ok], pos, rgb[:, k]) for k in range(3)], axis=1) + 0.5)
-    return [f"#{r:02x}{g:02x}{b:02x}" if good else nan_colour for (r, g, b), good in zip(chans.tolist(), ok.tolist())]
+    return [f"#{r:02x}{g:02x}{b:02x}" if good else nan_colour for (r, g, b), good in zip(chans.tolist(), ok.tolist(), strict=False)]

@@ -141,7 +141,7 @@ def _hover_customdata(df: pd.DataFrame, track_names: list[str] | None) -> np.nda
     note = df["note"].to_numpy() if "note" in df.columns else np.arange(n)
     names = [pitch_name(p) for p in df["pitch"].to_numpy()]
     if "bar" in df.columns and "beat" in df.columns:
-        bb = [bar_beat_label(b, t) for b, t in zip(df["bar"].to_numpy(), df["beat"].to_numpy())]
+        bb = [bar_beat_label(b, t) for b, t in zip(df["bar"].to_numpy(), df["beat"].to_numpy(), strict=False)]
     else:
         bb = ["?"] * n
     dur = [fmt_number(d) for d in df["duration_q"].to_numpy(dtype=float)]
@@ -159,7 +159,7 @@ def _hover_customdata(df: pd.DataFrame, track_names: list[str] | None) -> np.nda
     rank = ([f"{v:.0f}%" for v in df["score_rank"].to_numpy(dtype=float)] if "score_rank" in df.columns
             else ["-"] * n)
     return np.array(
-        list(zip(note.tolist(), names, bb, dur, np.asarray(vel).tolist(), tracks, score, rank)),
+        list(zip(note.tolist(), names, bb, dur, np.asarray(vel).tolist(), tracks, score, rank, strict=False)),
         dtype=object,
     ).reshape(n, 8)
 
@@ -365,7 +365,7 @@ def _roll_traces(df: pd.DataFrame, *, track_names=None, show_score=True, picked_
                         track_names=track_names, showlegend=showlegend)
         if "orig_pitch" in ghost.columns:
             g.text = [f"original {pitch_name(p)}, {d:g} q" for p, d in
-                      zip(ghost["orig_pitch"].to_numpy(), ghost["orig_duration_q"].to_numpy())]
+                      zip(ghost["orig_pitch"].to_numpy(), ghost["orig_duration_q"].to_numpy(), strict=False)]
             g.hovertemplate = HOVER + "<br>%{text}<extra>reconstruction</extra>"
             g.textposition = "none"
         traces.append(g)

@@ -53,8 +53,9 @@ The sentence (``summary_sentence``)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -509,7 +510,7 @@ def mask_recovery(model, tokenizer, piece, masks: Mapping[str, Any], *, batch_si
                 rows, cols = (x.cpu().numpy() for x in hide.nonzero(as_tuple=True))
                 target = tok[hide].cpu().numpy()
                 win = np.asarray(chunk)[rows]
-                note = np.asarray([wins[w][1][c] for w, c in zip(win, cols)], dtype=np.int64)
+                note = np.asarray([wins[w][1][c] for w, c in zip(win, cols, strict=False)], dtype=np.int64)
                 mine = owner[note] == win  # read each note in its owner window
                 for j, lg in enumerate(res["logits"]):
                     lg = lg.float()

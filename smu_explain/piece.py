@@ -72,7 +72,7 @@ class Piece:
         df.insert(NOTE_COLUMNS.index("program") + 1, "note_index", self.note_index)
         return df
 
-    def subset(self, idx) -> "Piece":
+    def subset(self, idx) -> Piece:
         """A Piece with only the notes ``idx`` (same grid and metadata)."""
         idx = np.asarray(idx)
         arrays = {

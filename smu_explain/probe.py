@@ -17,7 +17,8 @@ windows, and a multinomial logistic regression is fitted on its final hidden sta
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -245,7 +245,7 @@ class ImportReport:
                f"layout: {self.layout} - {self.description}",
                f"parameters: {self.parameters:,} ({self.layers} layers x {self.hidden}, {self.heads} heads, "
                f"sequence {self.max_len}, positions {self.position})",
-               f"attributes: {', '.join(f'{a} ({v})' for a, v in zip(self.attributes, self.vocab_sizes))}",
+               f"attributes: {', '.join(f'{a} ({v})' for a, v in zip(self.attributes, self.vocab_sizes, strict=False))}",
                f"recovery heads: {'yes' if self.has_recovery_heads else 'no (written as zeros; recovery is not shown)'}",
                f"masker head: {'yes' if self.has_masker else 'no (written as zeros; masker views are not shown)'}"]
         if self.dropped:

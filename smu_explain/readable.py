@@ -189,7 +189,7 @@ def readable_notes(df: pd.DataFrame, values: Sequence[str] = (), *, digits: int 
     if "pitch" in df.columns:
         out["pitch"] = [pitch_name(int(p)) for p in df["pitch"].to_numpy()]
     if "bar" in df.columns and "beat" in df.columns:
-        out["when"] = [bar_beat_label(b, t) for b, t in zip(df["bar"].to_numpy(), df["beat"].to_numpy())]
+        out["when"] = [bar_beat_label(b, t) for b, t in zip(df["bar"].to_numpy(), df["beat"].to_numpy(), strict=False)]
     for c in values:
         if c in df.columns:
             out[readable_column(c)] = pd.to_numeric(df[c], errors="coerce").round(digits)

@@ -98,8 +98,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -245,7 +245,7 @@ def build_bar_grid(
 READ_FIELDS = ("pitch_min", "pitch_max", "min_bar_quarters")
 
 
-def read_piece(source, name: str | None = None, *, config: "TokenizerConfig | None" = None) -> Piece:
+def read_piece(source, name: str | None = None, *, config: TokenizerConfig | None = None) -> Piece:
     """Read a MIDI file / score (path or bytes) into a :class:`Piece` (see module rules).
 
     ``config`` supplies the pitch range and the artefact-metre threshold (``READ_FIELDS``;
@@ -371,7 +371,7 @@ def _piece_from_score(score, tpq: int, name: str, path_str: str, cfg: TokenizerC
     ts_events = list(zip(
         (ticks(ts["time"]) / float(tpq)).tolist(),
         np.asarray(ts["numerator"]).astype(int).tolist(),
-        np.asarray(ts["denominator"]).astype(int).tolist(),
+        np.asarray(ts["denominator"]).astype(int).tolist(), strict=False,
     ))
     if pickup_q > 0:
         ts_events = _with_pickup(ts_events, pickup_q)

@@ -57,8 +57,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -161,7 +162,7 @@ def _check_relative(q: torch.Tensor, table: torch.Tensor, max_position: int, kin
     if kind not in RELATIVE:
         raise ValueError(f"kind must be one of {RELATIVE}, got {kind!r}")
     L, d = q.shape[-2], q.shape[-1]
-    if L > max_position:
+    if max_position < L:
         raise ValueError(f"sequence length {L} exceeds max_position_embeddings={max_position}")
     if table.shape != (2 * max_position - 1, d):
         raise ValueError(f"distance table must be ({2 * max_position - 1}, {d}), got {tuple(table.shape)}")
@@ -213,7 +214,7 @@ def relative_scores_reference(q: torch.Tensor, k: torch.Tensor, table: torch.Ten
     """The same as ``relative_position_bias`` by transformers 4.x's algorithm (the [L, L, d]
     tensor of distance embeddings and two einsums): slow, for checking (``SMU_RELATTN=transformers``)."""
     L, d = q.shape[-2], q.shape[-1]
-    if L > max_position:
+    if max_position < L:
         raise ValueError(f"sequence length {L} exceeds max_position_embeddings={max_position}")
     pos = torch.arange(L, device=q.device)
     emb = table[pos[:, None] - pos[None, :] + max_position - 1].to(q.dtype)  # (L, L, d)
@@ -276,7 +277,7 @@ class BertEncoderConfig:
         return self.position_embedding_type in RELATIVE
 
     @classmethod
-    def from_hf(cls, hf_config: Any, add_pooling_layer: bool = False) -> "BertEncoderConfig":
+    def from_hf(cls, hf_config: Any, add_pooling_layer: bool = False) -> BertEncoderConfig:
         """From a ``transformers.BertConfig`` (or anything with its attribute names)."""
         kw = {f.name: getattr(hf_config, f.name) for f in fields(cls)
               if f.name != "add_pooling_layer" and hasattr(hf_config, f.name)}
@@ -433,7 +434,7 @@ class BertEncoder(nn.Module):
                 raise ValueError("this encoder has no word embeddings (vocab_size=0): give inputs_embeds")
             inputs_embeds = self.embeddings.word_embeddings(input_ids)
         B, L, _ = inputs_embeds.shape
-        if L > self.config.max_position_embeddings:
+        if self.config.max_position_embeddings < L:
             raise ValueError(f"sequence length {L} exceeds max_position_embeddings="
                              f"{self.config.max_position_embeddings}")
         if self.impl == "transformers":

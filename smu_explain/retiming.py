@@ -9,8 +9,8 @@ performer's. Imports ``errors`` and ``musicfile`` (symusic lazily).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 

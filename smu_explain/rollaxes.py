@@ -134,7 +134,7 @@ def time_axis(df: pd.DataFrame, bar_starts_q, *, x_range=None,
         numbers = np.arange(1, n + 1) + first_bar_index(df, bars)
         ax.update({"tickmode": "array", "tickvals": bars.tolist(), "ticktext": [str(b) for b in numbers]})
         bounds = np.append(bars, max(end, bars[-1] + 4.0)) if n else np.zeros(0)
-        minor = [float(x) for a, b in zip(bounds[:-1], bounds[1:]) for x in np.arange(a + 1.0, b - 1e-9, 1.0)]
+        minor = [float(x) for a, b in zip(bounds[:-1], bounds[1:], strict=False) for x in np.arange(a + 1.0, b - 1e-9, 1.0)]
         x_of = lambda q: np.asarray(q, dtype=float)  # noqa: E731
         opening = [float(bars[0]), float(bars[initial_bars])] if initial_bars and n > initial_bars else None
     if minor:

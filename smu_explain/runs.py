@@ -68,11 +68,12 @@ import stat as _stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from .checkpoint import is_checkpoint
 from .errors import SMUInputError
@@ -220,7 +221,7 @@ class RunInfo:
         return {k: getattr(self, k) for k in self._STORED}
 
     @classmethod
-    def from_record(cls, d: Any, run_dir: Path) -> "RunInfo":
+    def from_record(cls, d: Any, run_dir: Path) -> RunInfo:
         """Validate a parsed run.json found in ``run_dir``; ``ValueError`` says what is wrong."""
         if not isinstance(d, dict):
             raise ValueError(f"the record is a JSON {type(d).__name__}, not an object")

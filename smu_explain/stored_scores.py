@@ -8,8 +8,9 @@ without loading the model. May import ``explain``, ``checkpoint`` and ``tokenize
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 

@@ -54,7 +54,7 @@ class TokenizerConfig:
                 f"got {self.pitch_min}..{self.pitch_max}")
         if self.n_velocity_bins > 127:
             raise ValueError("TokenizerConfig.n_velocity_bins must be <= 127")
-        if self.stride is not None and (not isinstance(self.stride, int) or not 1 <= self.stride):
+        if self.stride is not None and (not isinstance(self.stride, int) or not self.stride >= 1):
             raise ValueError(f"TokenizerConfig.stride must be a positive int or None, got {self.stride!r}")
         if not self.min_bar_quarters >= 0:
             raise ValueError("TokenizerConfig.min_bar_quarters must be >= 0")
@@ -70,21 +70,21 @@ class TokenizerConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TokenizerConfig":
+    def from_dict(cls, d: dict) -> TokenizerConfig:
         unknown = unknown_fields(cls, d)
         if unknown:
             raise ValueError(f"unknown TokenizerConfig keys: {unknown}")
         return cls(**d)
 
     @classmethod
-    def from_json(cls, s: str) -> "TokenizerConfig":
+    def from_json(cls, s: str) -> TokenizerConfig:
         return cls.from_dict(json.loads(s))
 
     def save(self, path) -> None:
         atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
-    def load(cls, path) -> "TokenizerConfig":
+    def load(cls, path) -> TokenizerConfig:
         return cls.from_json(Path(path).read_text())
 
     def hash(self) -> str:

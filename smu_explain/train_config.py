@@ -60,7 +60,7 @@ class TrainConfig:
     out_dir: str = "runs/run"
     num_workers: int = 0
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         def bad(reason: str) -> SMUInputError:
             return SMUInputError("train config", reason)
 
@@ -124,7 +124,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         unknown = unknown_fields(cls, d)
         if unknown:
             known = sorted(f.name for f in fields(cls))
@@ -132,7 +132,7 @@ class TrainConfig:
         return cls(**d)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "TrainConfig":
+    def load(cls, path: str | os.PathLike) -> TrainConfig:
         try:
             d = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:

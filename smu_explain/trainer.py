@@ -54,9 +54,10 @@ import os
 import signal
 import time
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -66,13 +67,23 @@ from .callbacks import Callback
 from .distributed import DistInfo, setup_distributed
 from .errors import SMUCheckpointError, SMUInputError, SMUTrainingError, SMUWriteError
 from .resume import (
-    CHECKPOINT_NAME, LOSS_EXPLODE_FACTOR, LOSS_MIN_STEPS, STATE_FORMAT, STATE_VERSION, WEIGHT_LIMIT,
-    atomic_torch_save, decode_plain, encode_plain, load_train_state, preserve_rng, rng_state, set_rng_state,
+    CHECKPOINT_NAME,
+    LOSS_EXPLODE_FACTOR,
+    LOSS_MIN_STEPS,
+    STATE_FORMAT,
+    STATE_VERSION,
+    WEIGHT_LIMIT,
+    atomic_torch_save,
+    decode_plain,
+    encode_plain,
+    load_train_state,
+    preserve_rng,
+    rng_state,
+    set_rng_state,
     write_error_reason,
 )
 from .seeding import epoch_permutation, sample_seed, seed_everything
 from .train_config import TRAIN_CONFIG_NAME, TrainConfig, lr_factor
-
 
 # ============================================================================ data
 

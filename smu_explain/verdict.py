@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -103,7 +104,7 @@ def paired_bootstrap(diff_sums: np.ndarray, counts: np.ndarray, *, n_boot: int =
         lo, hi = np.percentile(x, q)
         return float(min(lo, e)), float(max(hi, e))
 
-    los, his = zip(*(interval(reps_a[:, j], est[j]) for j in range(A))) if A else ((), ())
+    los, his = zip(*(interval(reps_a[:, j], est[j]) for j in range(A)), strict=False) if A else ((), ())
     mlo, mhi = interval(mean_a, mean_est)
     return {"estimate": est, "lo": np.array(los, dtype=float), "hi": np.array(his, dtype=float),
             "mean_estimate": mean_est, "mean_lo": mlo, "mean_hi": mhi, "n_units": int(U), "n_boot": int(n_boot)}

@@ -12,7 +12,8 @@ Imports: ``errors`` only (torch and safetensors inside the functions); never che
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .errors import SMUCheckpointError
 
@@ -67,7 +68,7 @@ def skip_random_fills(any_device: bool = False):
     return SkipRandomFills()
 
 
-def check_weights_header(weights: str | os.PathLike, build: Callable[[], "nn.Module"]) -> None:
+def check_weights_header(weights: str | os.PathLike, build: Callable[[], nn.Module]) -> None:
     """Compare the tensor names and shapes of ``weights`` with those of ``build()``, built on
     the meta device (no memory allocated). ``SMUCheckpointError`` on any difference."""
     import torch

@@ -11,7 +11,8 @@ are drawn for. May import numpy, torch and ``tokenizer`` (``data`` lazily, to co
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch

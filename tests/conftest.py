@@ -31,8 +31,8 @@ Notes are given in ticks, as tuples ``(onset_tick, duration_tick, pitch[, veloci
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import pytest
@@ -195,7 +195,7 @@ def rich_midi_bytes() -> bytes:
     rng = np.random.default_rng(0)
     mel = [(int(t), int(d), int(p), int(v)) for t, d, p, v in zip(
         np.cumsum(rng.integers(1, 5, 120)) * 120, rng.integers(30, 960, 120),
-        rng.integers(55, 90, 120), rng.integers(30, 127, 120))]
+        rng.integers(55, 90, 120), rng.integers(30, 127, 120), strict=False)]
     acc = [(i * 240, 480, 40 + (i * 5) % 24, 60) for i in range(150)]
     return midi_bytes(
         tracks=[{"notes": mel, "name": "MELODY", "program": 0},

@@ -4,9 +4,9 @@ import re
 
 import pandas as pd
 import pytest
+from app_helpers import make_model, page, texts
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import make_model, page, texts
 from smu_explain import appstate as A
 from smu_explain.checkpoint import save_checkpoint, task_heads
 
@@ -185,7 +185,7 @@ def test_folder_evaluation_reads_each_file_once_and_shares_the_pieces_model_pass
     monkeypatch.undo()
     model, tok = A.load_model(model_dir)
     pieces = [real_read(tiny_midi_dir / f, config=tok.config) for f in ("a.mid", "b.mid", "c.mid", "d.mid")]
-    for f, piece in zip(("a.mid", "b.mid", "c.mid", "d.mid"), pieces):
+    for f, piece in zip(("a.mid", "b.mid", "c.mid", "d.mid"), pieces, strict=False):
         ref = real_explain(model, tok, piece, ratio=0.16, seed=0, top_k=1)
         got = table[table["file"] == f].drop(columns="file").reset_index(drop=True)
         ref = ref.drop(columns=[c for c in ref.columns if c.startswith("topk_")])

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from app_helpers import ROOT, make_model, page, texts
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import ROOT, make_model, page, texts
 from smu_explain import appstate as A
 from smu_explain import appwarmup as M
 from smu_explain import appwidgets as W

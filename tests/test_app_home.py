@@ -3,9 +3,9 @@ models at hand, every term of the app defined in a glossary."""
 
 import json
 
+from app_helpers import ROOT, page
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import ROOT, page
 from smu_explain import verdict as V
 
 TERMS = ("**bar**", "**position**", "**pitch**", "**duration**", "recovery accuracy", "**masker**",

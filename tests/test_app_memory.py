@@ -20,10 +20,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from app_helpers import ROOT, make_model, page, texts
 from conftest import midi_bytes
+from streamlit.testing.v1 import AppTest
+
 from smu_explain import appstate as A
 
 PAGE = page("explore.py")

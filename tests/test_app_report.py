@@ -3,9 +3,9 @@
 import re
 
 import pytest
+from app_helpers import make_model, page, texts
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import make_model, page, texts
 from smu_explain import appstate as A
 
 

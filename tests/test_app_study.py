@@ -2,9 +2,8 @@
 
 import json
 
-from streamlit.testing.v1 import AppTest
-
 from app_helpers import page, texts
+from streamlit.testing.v1 import AppTest
 
 
 def copy_page(tmp_path):

@@ -4,11 +4,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from streamlit.testing.v1 import AppTest
 
 from smu_explain.runs import RunRegistry
-
-from conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = str(ROOT / "app_pages" / "train.py")

@@ -4,9 +4,9 @@ the missing-fine-tuned-model message and the HTML export."""
 from __future__ import annotations
 
 import pytest
+from app_helpers import ROOT, make_model, page, texts
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import ROOT, make_model, page, texts
 from smu_explain import appstate as A
 from smu_explain import appwidgets as W
 from smu_explain.checkpoint import is_finetuned, save_checkpoint
@@ -130,8 +130,8 @@ def test_broken_finetuned_folder_is_an_error_not_a_traceback(model_dir, tmp_path
 
 
 def test_why_report_sections():
-    import plotly.graph_objects as go
     import pandas as pd
+    import plotly.graph_objects as go
 
     from smu_explain.report import WHY_HEADINGS, build_report, why_sections
 

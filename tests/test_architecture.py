@@ -215,7 +215,7 @@ def _chain(g: ImportGraph, start: str, target: str, via: dict[str, str]) -> str:
     while path[-1] != start:
         path.append(via[path[-1]] if path[-1] in via else start)
     path.reverse()
-    return " -> ".join(f"{_short(a)} ({g.where(a, b)})" for a, b in zip(path, path[1:])) + f" -> {_short(target)}"
+    return " -> ".join(f"{_short(a)} ({g.where(a, b)})" for a, b in zip(path, path[1:], strict=False)) + f" -> {_short(target)}"
 
 
 @pytest.fixture(scope="module")

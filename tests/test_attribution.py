@@ -7,17 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from smu_explain.errors import SMUInputError
 from smu_explain.attention import attention_rollout, attention_weights, note_attention
 from smu_explain.attribution import attribute_notes, attribution_agreement, predict_task
 from smu_explain.encoder_inputs import encode_embeddings, note_embeddings, note_window
-from smu_explain.masker_note import explain_masker_note, masker_occlusion, masker_recovery_losses
+from smu_explain.errors import SMUInputError
 from smu_explain.finetune import build_model
+from smu_explain.masker_note import explain_masker_note, masker_occlusion, masker_recovery_losses
 from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.reading import read_piece
 from smu_explain.tokenizer import Tokenizer
 from smu_explain.tokenizer_config import TokenizerConfig
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

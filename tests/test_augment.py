@@ -31,7 +31,7 @@ def _tokens(pitches):
 
 
 def test_transpose_range_is_one_octave():
-    assert TRANSPOSE_RANGE == tuple(range(-6, 6))  # -6..+5, 12 shifts
+    assert tuple(range(-6, 6)) == TRANSPOSE_RANGE  # -6..+5, 12 shifts
 
 
 def test_transpose_shifts_pitch_only_and_copies():

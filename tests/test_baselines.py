@@ -133,7 +133,7 @@ def _naive(samples, batch_size, ratio, seed, train_counts=None):
                 best = min(set(vals), key=lambda v: (-vals.count(v), v))
                 ok["window_mode"][j] += best == t[p, j]
     n = len(masked)
-    return {r: dict(zip(BASE_ATTRIBUTES[:A], (ok[r] / n).tolist())) for r in B.RULES}
+    return {r: dict(zip(BASE_ATTRIBUTES[:A], (ok[r] / n).tolist(), strict=False)) for r in B.RULES}
 
 
 @pytest.mark.parametrize("ratio,batch_size", [(0.15, 2), (0.4, 3)])
@@ -292,7 +292,7 @@ def test_rules_figure_values(piece):
     assert fig.data[0].type == "bar" and list(fig.data[0].y) == [0.5] * 4
     marks = fig.data[1:]
     assert [t.name for t in marks] == [f"rule: {readable.RULE_LABELS[r]}" for r in B.RULES]
-    for t, r in zip(marks, B.RULES):
+    for t, r in zip(marks, B.RULES, strict=False):
         assert list(t.x) == list(tok.attributes)
         assert list(t.y) == pytest.approx([rules[r][a] for a in tok.attributes])
 
@@ -302,9 +302,9 @@ def test_rules_figure_values(piece):
 def test_explore_page_shows_the_rules(tmp_path, monkeypatch):
     import json
 
+    from app_helpers import ROOT, make_model, page, texts
     from streamlit.testing.v1 import AppTest
 
-    from app_helpers import ROOT, make_model, page, texts
     from smu_explain import appstate as A
     from smu_explain.reading import read_piece
 
@@ -330,6 +330,7 @@ def test_cli_evaluate_prints_the_rules(tmp_path, tiny_midi_dir, capsys):
     import json
 
     from app_helpers import make_model
+
     from smu_explain.cli import main
     from smu_explain.cli_setup import file_datasets
 

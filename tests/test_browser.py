@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from app_helpers import CHROMIUM_ARGS, ROOT, StreamlitServer, make_model
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -8,7 +8,6 @@ The server is started here and its FIRST request is the sub-page's URL.
 import os
 
 import pytest
-
 from app_helpers import CHROMIUM, CHROMIUM_ARGS, StreamlitServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

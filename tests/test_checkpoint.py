@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import scale_notes
+
 from smu_explain import checkpoint as C
 from smu_explain.checkpoint import load_model, save_checkpoint
 from smu_explain.cli import main
@@ -223,8 +223,8 @@ def test_stored_masker_scores_are_masker_view_and_go_stale_with_the_weights(tmp_
     import numpy as np
 
     from smu_explain.explain import masker_view
-    from smu_explain.stored_scores import store_masker_scores
     from smu_explain.reading import read_piece
+    from smu_explain.stored_scores import store_masker_scores
 
     pre = pretrained(tmp_path / "pre")
     files = [make_midi(tmp_path, scale_notes(30 + 10 * i, step=120 + 60 * i), name=f"p{i}.mid") for i in range(2)]

@@ -10,8 +10,8 @@ import struct
 import pytest
 import torch
 
-from smu_explain.errors import SMUCheckpointError
 from smu_explain.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_model, save_checkpoint
+from smu_explain.errors import SMUCheckpointError
 from smu_explain.model import MidiBert, ModelConfig
 
 ATTRS = ["bar", "position", "pitch", "duration"]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from smu_explain.callbacks import read_progress
 from smu_explain.checkpoint import load_model
 from smu_explain.cli import main
-from smu_explain.callbacks import read_progress
 from smu_explain.resume import load_train_state
 
 SMU = [sys.executable, "-m", "smu_explain.cli"]

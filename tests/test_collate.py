@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from smu_explain import corpora, datasets
-from smu_explain.tokenizer import PAD_ID, N_SPECIAL, Tokenizer
+from smu_explain.tokenizer import N_SPECIAL, PAD_ID, Tokenizer
 from smu_explain.tokenizer_config import TokenizerConfig
 
 

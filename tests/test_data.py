@@ -43,7 +43,7 @@ def _write_csv(path: Path, header, rows):
 
 
 def _annotations(path: Path, times, kinds):
-    path.write_text("".join(f"{t}\t{t}\t{k}\n" for t, k in zip(times, kinds)))
+    path.write_text("".join(f"{t}\t{t}\t{k}\n" for t, k in zip(times, kinds, strict=False)))
 
 
 # composers and their works: counts of performances decide the top composers
@@ -384,7 +384,7 @@ def test_windows_match_the_tokenizer(fake_root):
     enc = datasets.encode_ref(ref, tok, "melody")
     expect = tok.encode_windows(piece)
     assert enc.n_windows == len(expect)
-    for (w, ids), (w2, ids2) in zip(enc.windows, expect):
+    for (w, ids), (w2, ids2) in zip(enc.windows, expect, strict=False):
         assert np.array_equal(w, w2) and np.array_equal(ids, ids2)
         assert w[0, tok.index["bar"]] == N_SPECIAL
 

@@ -54,7 +54,7 @@ def test_pop909_melody_and_velocity(data_root, encoded):
         pieces, skipped = encoded(task.all_refs(), name)
         notes = sum(p.n_notes for p in pieces)
         lab = np.bincount(np.concatenate([p.note_labels for p in pieces]), minlength=len(task.classes))
-        counts[name] = dict(zip(task.classes, lab.tolist()))
+        counts[name] = dict(zip(task.classes, lab.tolist(), strict=False))
         _report(f"POP909 {name}", pieces=len(pieces), notes=notes, skipped=skipped, labels=counts[name],
                 splits=_split_sizes(task))
         assert len(pieces) + len(skipped) == 909 and len(skipped) <= 5
@@ -78,7 +78,7 @@ def test_asap_composer(data_root, encoded):
     n_scores = sum(r.annotations is None for r in task.all_refs())
     _report("ASAP composer (scores + re-timed performances)", files=len(task.all_refs()), scores=n_scores,
             pieces=len(pieces), notes=sum(p.n_notes for p in pieces), skipped=skipped,
-            per_composer=dict(zip(task.classes, per_class.tolist())),
+            per_composer=dict(zip(task.classes, per_class.tolist(), strict=False)),
             split_files=_split_sizes(task), split_works={s: len(w) for s, w in works.items()})
     assert len(pieces) + len(skipped) == len(task.all_refs()) and len(skipped) <= 5
     everything = corpora.asap_refs(data_root, None, "both")

@@ -116,7 +116,7 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    for p, o in zip(procs, outs):
+    for p, o in zip(procs, outs, strict=False):
         assert p.returncode == 0, o
     # single process, same global batch, in this process (RANK unset -> no process group)
     assert "RANK" not in os.environ
@@ -133,7 +133,7 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
     # same global loss and same averaged-gradient norm at every step (tight)
     rows = single.callbacks[0].rows
     assert len(rows) == len(saved["rows"]) == 4
-    for (l1, g1), (l2, g2) in zip(rows, saved["rows"]):
+    for (l1, g1), (l2, g2) in zip(rows, saved["rows"], strict=False):
         assert l2 == pytest.approx(l1, rel=1e-5) and g2 == pytest.approx(g1, rel=1e-4)
     # same weights: AdamW divides by sqrt(v), so a near-zero gradient whose float sum differs
     # in the last bits can move a weight by up to ~lr; the tolerance is a small fraction of

@@ -73,7 +73,7 @@ def test_predictions_are_consistent_and_decoded(model, tok, piece):
     df = explain_piece(model, tok, piece, top_k=4)
     for a in tok.attributes:
         assert (df[f"correct_{a}"] == (df[f"pred_{a}"] == df[f"true_{a}"])).all()
-        for pred, topk, loss in zip(df[f"pred_{a}"], df[f"topk_{a}"], df[f"loss_{a}"]):
+        for pred, topk, loss in zip(df[f"pred_{a}"], df[f"topk_{a}"], df[f"loss_{a}"], strict=False):
             assert len(topk) == 4 and topk[0][0] == pred
             probs = [p for _, p in topk]
             assert probs == sorted(probs, reverse=True) and 0 < probs[-1] <= probs[0] <= 1
@@ -83,7 +83,7 @@ def test_predictions_are_consistent_and_decoded(model, tok, piece):
     assert np.allclose(df.true_duration * 8, np.round(df.true_duration * 8))  # quarters on the 1/32 grid
     assert np.allclose(df.true_duration, np.clip(np.round(piece.duration_q * 8), 1, 64) / 8)
     # loss = -log p(true) whenever the true value is in the top-k
-    for v, topk, loss in zip(df.true_pitch, df.topk_pitch, df.loss_pitch):
+    for v, topk, loss in zip(df.true_pitch, df.topk_pitch, df.loss_pitch, strict=False):
         for val, p in topk:
             if val == v:
                 assert abs(-np.log(p) - loss) < 1e-4

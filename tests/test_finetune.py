@@ -12,15 +12,19 @@ from smu_explain.checkpoint import load_model, save_checkpoint
 from smu_explain.datasets import EncodedPiece, TokenDataset, collate
 from smu_explain.errors import SMUCheckpointError, SMUInputError
 from smu_explain.finetune import (
-    FineTuneObjective, build_model, classification_scores, evaluate_model, finetune,
-    mask_inputs, scores_from_predictions,
+    FineTuneObjective,
+    build_model,
+    classification_scores,
+    evaluate_model,
+    finetune,
+    mask_inputs,
+    scores_from_predictions,
 )
 from smu_explain.heads import FineTuneModel
 from smu_explain.model import MidiBert, ModelConfig
 from smu_explain.tokenizer import MASK_ID, Tokenizer
 from smu_explain.tokenizer_config import TokenizerConfig
 from smu_explain.train_config import TrainConfig
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -105,9 +105,9 @@ def test_metric_compound_metre_pickup_and_grid_offset(midi_bytes):
 def test_voice_position_and_roles(midi_bytes):
     df = harmony.analyze(_piece(midi_bytes, ("PIANO", [(0, 1, 48), (0, 1, 55), (0, 1, 64), (2, 1, 60)]),
                                 ("MELODY", [(0, 1, 72)]), ("BRIDGE", [(3, 1, 67)])))
-    pos = dict(zip(df["pitch"], df["voice_position"]))
+    pos = dict(zip(df["pitch"], df["voice_position"], strict=False))
     assert pos == {48: "bass", 55: "inner", 64: "inner", 72: "top", 60: "solo", 67: "solo"}
-    role = dict(zip(df["pitch"], df["role"]))
+    role = dict(zip(df["pitch"], df["role"], strict=False))
     assert role[72] == "melody" and role[67] == "bridge" and role[48] == "accompaniment"
     other = harmony.analyze(_piece(midi_bytes, ("Soprano", [(0, 1, 72)])))
     assert list(other["role"]) == ["other"]
@@ -119,7 +119,7 @@ def test_voices_follow_nearest_pitch(midi_bytes):
     # two lines in one track: 60 62 64 below, 72 71 72 above -> two voices
     df = harmony.analyze(_piece(midi_bytes, ("PIANO", [(0, 1, 60), (0, 1, 72), (1, 1, 62), (1, 1, 71),
                                                        (2, 1, 64), (2, 1, 72)])))
-    v = dict(zip(zip(df["pitch"], df["onset_q"]), df["voice"]))
+    v = dict(zip(zip(df["pitch"], df["onset_q"], strict=False), df["voice"], strict=False))
     assert v[(60, 0)] == v[(62, 1)] == v[(64, 2)]
     assert v[(72, 0)] == v[(71, 1)] == v[(72, 2)] != v[(60, 0)]
 

@@ -22,24 +22,24 @@ import pytest
 import torch
 
 from smu_explain import scores as T
+from smu_explain.callbacks import read_progress
 from smu_explain.checkpoint import load_model, read_config, save_checkpoint
 from smu_explain.cli import main
 from smu_explain.cli_setup import run_lock
 from smu_explain.errors import SMUCheckpointError, SMUInputError, SMUTrainingError, SMUWriteError
+from smu_explain.io import atomic_write_text, default_file_mode
 from smu_explain.model import MidiBert, ModelConfig
-from smu_explain.runs import read_jsonl
 from smu_explain.reading import read_piece
+from smu_explain.resume import CHECKPOINT_NAME, WEIGHT_LIMIT, load_train_state
+from smu_explain.runs import read_jsonl
 from smu_explain.tokenizer import Tokenizer
 from smu_explain.tokenizer_config import TokenizerConfig
-from smu_explain.callbacks import read_progress
-from smu_explain.io import atomic_write_text, default_file_mode
-from smu_explain.resume import CHECKPOINT_NAME, WEIGHT_LIMIT, load_train_state
 from smu_explain.train_config import TrainConfig
 from smu_explain.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_trainer import synth_dataset, tiny_model  # noqa: E402
 from conftest import last_err  # noqa: E402
+from test_trainer import synth_dataset, tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

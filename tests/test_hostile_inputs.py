@@ -17,17 +17,27 @@ from pathlib import Path
 
 import pytest
 import torch
-from streamlit.testing.v1 import AppTest
-
 from app_helpers import make_model, page, texts
 from conftest import last_err
+from streamlit.testing.v1 import AppTest
+
 from smu_explain import appstate as A
 from smu_explain import appwidgets as W
 from smu_explain import checkpoint as C
 from smu_explain import limits
 from smu_explain.checkpoint import (
-    CONFIG_NAME, SCORES_NAME, TOKENIZER_NAME, WEIGHTS_NAME, checked_path, is_checkpoint, is_finetuned,
-    load_checkpoint, load_masker_scores, read_config, task_heads, user_folder,
+    CONFIG_NAME,
+    SCORES_NAME,
+    TOKENIZER_NAME,
+    WEIGHTS_NAME,
+    checked_path,
+    is_checkpoint,
+    is_finetuned,
+    load_checkpoint,
+    load_masker_scores,
+    read_config,
+    task_heads,
+    user_folder,
 )
 from smu_explain.cli import main
 from smu_explain.cli_setup import MAX_SEED
@@ -385,8 +395,8 @@ def test_other_json_readers_give_typed_errors(tmp_path, text):
 def test_refuse_non_finite_fast_path_is_exact():
     """The sum-based fast path neither misses a NaN / infinity nor refuses finite values whose
     sum overflows (they are checked value by value)."""
-    from smu_explain.weights import refuse_non_finite
     from smu_explain.errors import SMUCheckpointError
+    from smu_explain.weights import refuse_non_finite
 
     big = torch.full((8,), 3e38)  # finite; its float32 sum is inf
     refuse_non_finite({"w": big, "b": torch.zeros(3, dtype=torch.bfloat16)}, "w.safetensors")

@@ -18,9 +18,9 @@ from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
+from app_helpers import make_model, page, texts
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import make_model, page, texts
 from smu_explain import appstate as A
 from smu_explain import readable
 from smu_explain.markup import html_escape, md_escape

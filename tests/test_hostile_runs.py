@@ -19,13 +19,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from streamlit.testing.v1 import AppTest
 
 from smu_explain import runs as R
 from smu_explain.errors import SMUInputError
 from smu_explain.runs import RunRegistry, max_runs_from_env
-
-from conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_CLI = str(Path(__file__).with_name("fake_cli.py"))

@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smu_explain import sandbox
+from smu_explain import sandbox, tokenizer_config
 from smu_explain import scores as T
-from smu_explain import tokenizer_config
 from smu_explain.errors import SMUInputError
-from smu_explain.sandbox import piece_name, read_piece_bounded, stored_suffix
 from smu_explain.musicfile import midi_last_tick
 from smu_explain.reading import read_piece
+from smu_explain.sandbox import piece_name, read_piece_bounded, stored_suffix
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import midi_bytes, scale_notes  # noqa: E402

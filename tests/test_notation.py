@@ -5,9 +5,9 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-
 from app_helpers import ROOT, make_model, page, texts
 from conftest import midi_bytes
+
 from smu_explain import notation as N
 from smu_explain.reading import read_piece
 

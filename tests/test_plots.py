@@ -125,7 +125,7 @@ def test_grid_and_octave_labels():
     assert ax.range is None and not (ax.rangeslider and ax.rangeslider.visible)  # short: whole piece
     assert all(not isinstance(t, go.Scatter) for t in fig.data if t.name != "colour scale")  # none per grid line
     assert len(fig.layout.shapes) == 0  # never one shape per note or line
-    ticks = dict(zip(fig.layout.yaxis.tickvals, fig.layout.yaxis.ticktext))
+    ticks = dict(zip(fig.layout.yaxis.tickvals, fig.layout.yaxis.ticktext, strict=False))
     assert ticks[60] == "C4" and ticks[72] == "C5"
     assert all(t.startswith("C") for t in ticks.values())
 
@@ -480,7 +480,7 @@ def test_scale_colours_match_plotly():
     vals = [0.0, 12.5, 50.0, 77.7, 100.0]
     ours = palette.scale_colours(vals, "Viridis", 0.0, 100.0)
     ref = sample_colorscale("Viridis", [v / 100 for v in vals])
-    for a, b in zip(ours, ref):
+    for a, b in zip(ours, ref, strict=False):
         assert np.allclose(hex_to_rgb(a), unlabel_rgb(b), atol=1.0), (a, b)  # it truncates, plotly.js rounds
     assert palette.scale_colours([-5.0, 200.0, np.nan], "RdBu_r", -1.0, 1.0) == [
         palette.scale_colours([-1.0], "RdBu_r", -1.0, 1.0)[0], palette.scale_colours([1.0], "RdBu_r", -1.0, 1.0)[0],

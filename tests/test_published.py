@@ -344,6 +344,7 @@ def test_explore_and_why_open_imported_models(midibert_ckpt, adversarial_snapsho
 def test_compare_sets_an_imported_model_beside_a_project_model(adversarial_snapshot, midibert_ckpt, tmp_path,
                                                                monkeypatch):
     from app_helpers import make_model
+
     from smu_explain import appstate as A
 
     monkeypatch.setenv("SMU_RUNS_DIR", str(tmp_path / "runs"))

@@ -4,7 +4,6 @@ import re
 from pathlib import Path
 
 import plotly.graph_objects as go
-
 from app_helpers import make_model
 
 ROOT = Path(__file__).resolve().parents[1]

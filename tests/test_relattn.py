@@ -18,8 +18,14 @@ import torch.nn as nn
 
 from smu_explain import relattn
 from smu_explain.errors import SMUCheckpointError
-from smu_explain.relattn import (BertEncoder, BertEncoderConfig, TransformersRelativeError, load_bert_state_dict,
-                                 relative_position_bias, relative_scores_reference)
+from smu_explain.relattn import (
+    BertEncoder,
+    BertEncoderConfig,
+    TransformersRelativeError,
+    load_bert_state_dict,
+    relative_position_bias,
+    relative_scores_reference,
+)
 from smu_explain.tokenizer import PAD_ID, Tokenizer
 
 transformers = pytest.importorskip("transformers")

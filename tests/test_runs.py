@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import WAIT_TIMEOUT_S, wait_until
 
 from smu_explain.errors import SMUInputError
-from smu_explain.runs import RunRegistry, _HANDLES, read_jsonl
-
-from conftest import WAIT_TIMEOUT_S, wait_until
+from smu_explain.runs import _HANDLES, RunRegistry, read_jsonl
 
 FAKE_CLI = str(Path(__file__).with_name("fake_cli.py"))
 

@@ -15,9 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from smu_explain.errors import SMUInputError
 from smu_explain import study as S
-
+from smu_explain.errors import SMUInputError
 
 # ----------------------------------------------------------------------------- the tiny study
 
@@ -61,6 +60,7 @@ def test_tiny_study_runs_every_stage_and_writes_results(tiny):
     assert len(ana["examples"]) == 3
     assert len({e["piece"] for e in ana["examples"]}) == 3
     import pandas as pd
+
     from smu_explain.pianoroll import piano_roll
 
     assert ana["examples_frozen_by"].startswith("the freeze book after epoch")
@@ -425,7 +425,7 @@ def test_cost_meter_measures_time_and_memory():
     assert d["wall_s"] >= 0.21 and d["tokens"] == 100 and d["steps"] == 2
     assert d["peak_rss_mb"] is not None and d["peak_rss_mb"] > 19
     assert d["peak_rss_source"]
-    assert 0.15 <= d["cpu_s"] and len(d["load_1min"]) == 2 and all(x is None or x >= 0 for x in d["load_1min"])
+    assert d["cpu_s"] >= 0.15 and len(d["load_1min"]) == 2 and all(x is None or x >= 0 for x in d["load_1min"])
     from smu_explain.study.report import _md_costs
 
     md = "\n".join(_md_costs({"cost": {"pretrain-x": d, "old": {"wall_s": 60}}}))

@@ -161,9 +161,9 @@ def test_curves_table_states_the_majority_rate():
 def test_report_export_and_study_page_show_the_v2_results(v2, tmp_path):
     """The HTML export and the finished Study page show the pre-training recovery beside the
     rules, the accuracy table with the majority class, the probe and the earlier run."""
+    from app_helpers import page, texts
     from streamlit.testing.v1 import AppTest
 
-    from app_helpers import page, texts
     from smu_explain.report import build_report, study_sections
 
     res = {**v2["results"], "earlier": S.results.earlier_runs(v2["preset"])}

@@ -210,7 +210,7 @@ def on_grid_pieces(draw):
 
 
 def _sorted_triples(onset_q, pitch, duration_q):
-    return sorted(zip(np.round(onset_q, 9).tolist(), pitch.tolist(), np.round(duration_q, 9).tolist()))
+    return sorted(zip(np.round(onset_q, 9).tolist(), pitch.tolist(), np.round(duration_q, 9).tolist(), strict=False))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

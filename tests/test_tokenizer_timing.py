@@ -297,7 +297,7 @@ def test_bar_grid_invariants(events, end_q):
     assert n_ign <= len(events)
     # a short metre (bar < 1.5 quarters) yields at most one bar per event, and only an event
     # that spans exactly one of its bars (another event comes one short bar later) yields one
-    short = [(t, 4 * n / d) for t, n, d in events if 1 <= n and 4 * n / d < 1.5]
+    short = [(t, 4 * n / d) for t, n, d in events if n >= 1 and 4 * n / d < 1.5]
     assert (lengths < 1.5 - 1e-9).sum() <= len(short)
     n_one_bar = sum(1 for t, b in short if any(abs(t2 - (t + b)) < 1e-9 for t2, _, _ in events))
     assert (lengths < 1.5 - 1e-9).sum() <= n_one_bar

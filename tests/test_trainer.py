@@ -10,19 +10,18 @@ import numpy as np
 import pytest
 import torch
 
+from smu_explain.callbacks import Callback, EarlyStopping, ProgressFile, read_progress
 from smu_explain.checkpoint import load_model
 from smu_explain.datasets import EncodedPiece, TokenDataset, collate
 from smu_explain.errors import SMUCheckpointError, SMUInputError, SMUTrainingError
 from smu_explain.masker import make_strategy
 from smu_explain.model import MidiBert, ModelConfig
-from smu_explain.tokenizer import Tokenizer
-from smu_explain.tokenizer_config import TokenizerConfig
-from smu_explain.callbacks import Callback, EarlyStopping, ProgressFile, read_progress
 from smu_explain.resume import CHECKPOINT_NAME, decode_plain, encode_plain, load_train_state
 from smu_explain.seeding import epoch_permutation, sample_seed
+from smu_explain.tokenizer import Tokenizer
+from smu_explain.tokenizer_config import TokenizerConfig
 from smu_explain.train_config import TrainConfig, lr_factor
 from smu_explain.trainer import Trainer
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -16,7 +16,7 @@ def tables(n=600, p_a=(0.9, 0.4), p_b=(0.9, 0.4), seed=0, files=None):
     out = []
     for ps in (p_a, p_b):
         t = pd.DataFrame({"pitch": rng.integers(40, 80, n), "onset_q": np.arange(n, dtype=float)})
-        for attr, p in zip(("bar", "pitch"), ps):
+        for attr, p in zip(("bar", "pitch"), ps, strict=False):
             t[f"correct_{attr}"] = rng.random(n) < p
         out.append(t)
     out[0]["pitch"] = out[1]["pitch"]

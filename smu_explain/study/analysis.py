@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -104,7 +105,7 @@ def freeze_history(snapshots: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     last = vecs[-1] if vecs else None
     out = []
     prev = None
-    for s, (names, v) in zip(snaps, vecs):
+    for s, (names, v) in zip(snaps, vecs, strict=False):
         row = {"epoch": s["epoch"], "step": s["step"], "n_notes": int(v.size), "n_frozen": int(v.sum()),
                "frozen_frac": float(v.mean()) if v.size else 0.0,
                "jaccard_prev": None, "kept_from_prev": None, "jaccard_last": None}

@@ -44,7 +44,7 @@ class CostMeter:
         self.resumed_runs = 0  # fine-tuning runs finished in an earlier sitting of this stage
         self.resumed_wall_s = 0.0  # and their wall time (counted in ``wall_s``)
 
-    def __enter__(self) -> "CostMeter":
+    def __enter__(self) -> CostMeter:
         import torch
 
         self._reset = False

@@ -7,8 +7,8 @@ Imports numpy (symusic lazily).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

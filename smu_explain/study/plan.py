@@ -9,9 +9,10 @@ import logging
 import math
 import os
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -134,7 +135,7 @@ class StudyPreset:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes: Any) -> "StudyPreset":
+    def replace(self, **changes: Any) -> StudyPreset:
         return dataclasses.replace(self, **changes)
 
     @property
@@ -146,7 +147,7 @@ class StudyPreset:
     def seeds_pretrain(self) -> tuple[int, ...]:
         return tuple(self.pretrain_seeds) or (int(self.pretrain_seed),)
 
-    def encoders(self) -> list["Encoder"]:
+    def encoders(self) -> list[Encoder]:
         """Every pre-trained encoder: strategies x pre-training seeds, then the variants."""
         seeds = self.seeds_pretrain
         out = [Encoder(s if len(seeds) == 1 else f"{s}-s{seed}", s, int(seed),
@@ -159,7 +160,7 @@ class StudyPreset:
             out.append(Encoder(name, s, int(seeds[0]), tuple(sorted(settings.items())), variant=True))
         return out
 
-    def encoder(self, name: str) -> "Encoder":
+    def encoder(self, name: str) -> Encoder:
         for e in self.encoders():
             if e.name == name:
                 return e
@@ -169,7 +170,7 @@ class StudyPreset:
         """The encoder of ``strategy`` with the first pre-training seed (analysis, curves)."""
         return next(e.name for e in self.encoders() if e.strategy == strategy and not e.variant)
 
-    def check(self) -> "StudyPreset":
+    def check(self) -> StudyPreset:
         bad = [t for t in self.tasks if t not in FT_TASKS]
         bad += [t for t in self.efficiency_tasks if t not in self.tasks]
         if bad:
@@ -422,7 +423,7 @@ class StudyPaths:
 
     @classmethod
     def make(cls, runs_dir=None, results_dir=None, results_md=None, data_root=None, cache_dir=None,
-             preset: "StudyPreset | str | None" = None) -> "StudyPaths":
+             preset: StudyPreset | str | None = None) -> StudyPaths:
         """Defaults: runs ``default_runs_dir()/<preset>`` (``default_runs_dir()`` without a
         preset), results ``docs/study`` and ``docs/RESULTS.md``, except for a fixture-data
         preset (tiny), whose results default to ``<runs>/results`` and ``<runs>/RESULTS.md``

@@ -7,7 +7,8 @@ Text only (no torch, no figures): imports ``plan``, ``stats`` and ``results``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

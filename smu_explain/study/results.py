@@ -8,7 +8,8 @@ Reads JSON only (no torch): imports ``plan`` and ``stats``; ``report`` renders w
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,9 +18,9 @@ from .plan import (
     Stage,
     StudyPaths,
     StudyPreset,
-    now_iso,
     estimate_minutes,
     machine_info,
+    now_iso,
     pretrain_stage_names,
     read_json,
 )

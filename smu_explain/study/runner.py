@@ -12,9 +12,10 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..errors import SMUInputError
 from ..io import atomic_write_text
@@ -44,7 +45,6 @@ from .report import render_results_md, study_summary
 from .results import build_results
 from .stats import aggregate_runs, efficiency_summary
 from .subsets import spread_refs, subset_dataset, validation_subset
-
 
 # ============================================================================ the study
 
@@ -303,7 +303,7 @@ class Study:
         write_json(c.run_dir / "ledger.json", c.ledger)
         return rec
 
-    def _chunk_plan(self, st: Stage) -> "_Chunk":
+    def _chunk_plan(self, st: Stage) -> _Chunk:
         """Where the chunk stands: its encoder, steps, ledger and the run's checkpoint step."""
         from ..resume import CHECKPOINT_NAME, load_train_state
 
@@ -319,7 +319,7 @@ class Study:
                       ledger=read_json(ledger_path) if ledger_path.is_file() else {"chunks": {}}, ckpt=ckpt,
                       ck_step=int(load_train_state(ckpt)["step"]) if ckpt.is_file() else None)
 
-    def _prepare_chunk(self, st: Stage, c: "_Chunk") -> None:
+    def _prepare_chunk(self, st: Stage, c: _Chunk) -> None:
         """A first chunk started fresh clears the run folder; a later chunk needs the previous
         chunk's checkpoint. The stage's STARTED marker tells an interrupted stage (resume)
         from a fresh one."""
@@ -336,17 +336,17 @@ class Study:
                                         f"is at {c.ck_step}; run "
                                         f"{pretrain_stage_names(self.preset, c.encoder)[c.k - 2]} first")
 
-    def _train_chunk(self, st: Stage, c: "_Chunk"):
+    def _train_chunk(self, st: Stage, c: _Chunk):
         """Build the encoder, strategy and trainer; train to the chunk's target (or reload the
         checkpoint that already got there). Returns (model, trainer, strategy, counter,
         fit result, freeze events or None)."""
         import torch
 
+        from ..callbacks import ProgressFile, TqdmProgress
+        from ..checkpoint import load_model
         from ..errors import SMUTrainingError
         from ..masker import make_strategy
-        from ..checkpoint import load_model
         from ..model import MidiBert
-        from ..callbacks import ProgressFile, TqdmProgress
         from ..resume import load_train_state
         from ..trainer import Trainer, install_stop_signals
 
@@ -398,7 +398,7 @@ class Study:
         return model, trainer, strategy, counter, res, None
 
     @staticmethod
-    def _chunk_record(c: "_Chunk", trainer, strategy, counter: "TokenCounter", res: Mapping[str, Any],
+    def _chunk_record(c: _Chunk, trainer, strategy, counter: TokenCounter, res: Mapping[str, Any],
                       events: list | None) -> dict[str, Any]:
         """The chunk's result (and ledger entry)."""
         return {"strategy": c.strategy, "encoder": c.encoder, "seed": c.seed, "settings": c.settings,
@@ -411,7 +411,7 @@ class Study:
                 "freeze_events": events if events is not None else
                 list(getattr(getattr(strategy, "freeze_book", None), "history", []) or [])}
 
-    def _final_measures(self, model, c: "_Chunk", counter: "TokenCounter", trainer, wall: float) -> dict[str, Any]:
+    def _final_measures(self, model, c: _Chunk, counter: TokenCounter, trainer, wall: float) -> dict[str, Any]:
         """After the last chunk: parameters, recovery accuracy beside the no-model rules on the
         same masked notes (docs/METHOD.md 9), and the run's totals over its chunks."""
         from ..baselines import beats_rules, rule_accuracy
@@ -565,8 +565,8 @@ class Study:
         on, no early stopping), validation accuracy every ``curve_eval_every`` steps. The
         budget: the first evaluated step within ``curve_tol`` of the curve's best, the
         latest over the models, plus one evaluation interval."""
-        from ..finetune import finetune
         from ..callbacks import Callback
+        from ..finetune import finetune
 
         class _Curve(Callback):
             def __init__(self):
@@ -705,9 +705,9 @@ class Study:
         import torch
 
         from ..datasets import collate
+        from ..distributed import resolve_device
         from ..masker import make_strategy
         from ..model import MidiBert
-        from ..distributed import resolve_device
         from ..trainer import step_seconds
 
         p = self.preset

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -158,7 +159,7 @@ def crossing_fraction(fractions: Sequence[float], accs: Sequence[float | None], 
     below the target). Returns ``{"fraction": f or None, "status": "reached" |
     "at or below the smallest fraction" | "not reached"}``.
     """
-    pts = sorted((float(f), float(a)) for f, a in zip(fractions, accs) if a is not None and math.isfinite(float(a)))
+    pts = sorted((float(f), float(a)) for f, a in zip(fractions, accs, strict=False) if a is not None and math.isfinite(float(a)))
     if not pts or target is None:
         return {"fraction": None, "status": "not reached"}
     for i, (f, a) in enumerate(pts):
