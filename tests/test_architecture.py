@@ -22,14 +22,46 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "smu_explain"
 MAX_LINES = 800
 
-# The model layer: the encoder, its attention, the fine-tuning heads, reading music, the weights
-# checks. Nothing these import (directly or through others) may be a module of the layers above.
-MODEL_LAYER = ("model", "relattn", "heads", "tokenizer", "octuple", "weights", "errors", "io")
-ABOVE_THE_MODEL = ("checkpoint", "notebook", "explain", "baselines", "masker", "trainer", "finetune", "probe",
-                   "data", "cli", "study", "app", "runs", "plots", "picks")
+# The layers of docs/ARCHITECTURE.md, bottom to top. A module imports only from its own layer or
+# the layers below it (inside a layer: no cycle). Every module of the package is in exactly one
+# layer: a new file is placed here (and in the doc's table) or this test fails.
+LAYERS: dict[str, tuple[str, ...]] = {
+    # plumbing and vocabulary every layer may use (no torch, no other module of the package)
+    "base": ("errors", "io", "names", "limits", "markup", "readable", "palette", "precision", "seeding"),
+    # music without a model: files -> Piece -> tokens, note classes, datasets of tokens
+    "music": ("piece", "musicfile", "scores", "reading", "retiming", "tokenizer_config", "tokenizer", "octuple",
+              "noteclasses", "harmony", "counterfactual", "sandbox", "audio", "notation", "corpora", "datasets"),
+    # the networks and their folders (a model knows nothing of files; checkpoint.py saves and loads)
+    "model": ("relattn", "model", "heads", "weights", "checkpoint", "published"),
+    # masking strategies and the training loops
+    "training": ("masks", "freeze_book", "masker", "callbacks", "resume", "train_config", "distributed", "trainer",
+                 "finetune", "probe"),
+    # what a trained model says about a piece, and the no-model rules it is judged against
+    "explain": ("windows", "encoder_inputs", "explain", "attribution", "attention", "masker_note", "stored_scores",
+                "baselines", "picks", "verdict"),
+    # Plotly figure builders: tables in, figures out
+    "figures": ("rollaxes", "pianoroll", "valueroll", "charts"),
+    # the reproduction study (smu study)
+    "study": ("study",),
+    # what people call: the notebook API, the CLI, the run registry, the HTML report, the app's modules
+    "front": ("__init__", "notebook", "cli", "cli_setup", "runs", "report", "appstate", "appwidgets", "appwarmup"),
+}
+LAYER_ORDER = list(LAYERS)
+# figure builders compute nothing: they import no model, training or explain module
+FIGURES_MAY_NOT_IMPORT = ("model", "training", "explain")
 # checkpoint.py may import the model layer (it rebuilds MidiBert and FineTuneModel), not what uses models.
 ABOVE_THE_CHECKPOINT = ("notebook", "explain", "baselines", "masker", "trainer", "finetune", "probe", "cli",
                         "study", "app")
+
+
+def layer_of(module: str) -> str | None:
+    """The layer of ``smu_explain.<module>`` (``study.*`` is the study's; the package is ``__init__``)."""
+    short = _short(module) if module != "smu_explain" else "__init__"
+    head = short.split(".", 1)[0]
+    for name, members in LAYERS.items():
+        if short in members or head in members:
+            return name
+    return None
 
 
 def _short(module: str) -> str:
@@ -250,16 +282,41 @@ def test_no_module_over_800_lines(graph):
     assert not long, f"modules over {MAX_LINES} lines (split them, one concept each):\n" + "\n".join(long)
 
 
-def test_the_model_layer_imports_nothing_above_it(graph):
+def test_every_module_has_a_layer(graph):
+    missing = sorted(_short(m) for m in graph.modules if layer_of(m) is None)
+    assert not missing, ("modules in no layer: place each in LAYERS (tests/test_architecture.py) and in "
+                         f"docs/ARCHITECTURE.md's table: {missing}")
+    listed = [m for members in LAYERS.values() for m in members]
+    assert len(listed) == len(set(listed)), "a module is listed in two layers"
+    short = {_short(m) if m != "smu_explain" else "__init__" for m in graph.modules}
+    gone = sorted(m for m in listed if m not in short and not any(s.startswith(m + ".") for s in short))
+    assert not gone, f"LAYERS lists modules that do not exist: {gone}"
+
+
+def test_imports_point_down_the_layers(graph):
     bad = []
-    for low in MODEL_LAYER:
-        start = f"smu_explain.{low}"
-        if start not in graph.modules:
-            continue
-        via = closure(graph, start)
-        bad += [_chain(graph, start, t, via) for t in sorted(via) if _in(t, ABOVE_THE_MODEL)]
-    assert not bad, "the model layer (model, relattn, heads, tokenizer, ...) knows nothing of checkpoints, " \
-                    "training, explanations, the CLI or the app:\n" + "\n".join(bad)
+    for a in graph.modules:
+        for b in graph.edges[a]:
+            la, lb = layer_of(a), layer_of(b)
+            if LAYER_ORDER.index(lb) > LAYER_ORDER.index(la):
+                bad.append(f"{_short(a)} ({la}) -> {_short(b)} ({lb})  [{graph.where(a, b)}]")
+    assert not bad, "imports go to the same layer or a lower one (docs/ARCHITECTURE.md):\n" + "\n".join(sorted(bad))
+
+
+def test_figures_compute_nothing(graph):
+    bad = sorted(f"{_short(a)} -> {_short(b)}  [{graph.where(a, b)}]" for a in graph.modules
+                 if layer_of(a) == "figures" for b in graph.edges[a] if layer_of(b) in FIGURES_MAY_NOT_IMPORT)
+    assert not bad, "figure builders take tables; they import no model, training or explain module:\n" + \
+        "\n".join(bad)
+
+
+def test_the_layer_check_can_fail():
+    """layer_of places modules as the table says (a table that placed everything in one layer
+    would pass test_imports_point_down_the_layers whatever the imports)."""
+    assert layer_of("smu_explain.model") == "model" and layer_of("smu_explain.cli") == "front"
+    assert layer_of("smu_explain.study.runner") == "study" and layer_of("smu_explain") == "front"
+    assert LAYER_ORDER.index("model") < LAYER_ORDER.index("explain") < LAYER_ORDER.index("front")
+    assert layer_of("smu_explain.no_such_module") is None
 
 
 def test_checkpoint_imports_the_model_layer_only(graph):
