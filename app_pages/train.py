@@ -99,10 +99,9 @@ def live_runs():
     run = next(r for r in runs if r.id == run_id)
 
     b1, b2, b3 = st.columns([1, 1, 4])
-    if run.status in ("running", "queued"):
-        if b1.button("Cancel run", key=f"cancel_{run.id}"):
-            run = registry.cancel(run.id, wait=False)
-            st.toast(f"Cancelling {run.id}...")
+    if run.status in ("running", "queued") and b1.button("Cancel run", key=f"cancel_{run.id}"):
+        run = registry.cancel(run.id, wait=False)
+        st.toast(f"Cancelling {run.id}...")
     out = Path(run.out_dir)
     has_model = not out.is_symlink() and is_checkpoint(out)
     if run.status == "done" and has_model:

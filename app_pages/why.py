@@ -315,9 +315,8 @@ with tab_attr:
         done = st.session_state.setdefault("why_attr_done", [])  # every explanation asked for (cached)
         if st.button("Explain the prediction", key="why_attr_go", type="primary",
                      help="Which notes pushed the head to this answer: the model runs many times "
-                          "(seconds). A note explained before comes back at once."):
-            if run_key not in done:
-                done.append(run_key)
+                          "(seconds). A note explained before comes back at once.") and run_key not in done:
+            done.append(run_key)
         if run_key in done:
             res = guarded(attributions_cached, str(Path(ft_path).resolve()), A._weights_mtime(Path(ft_path)),
                           A.piece_key(data), target, cls, steps, occ_notes, precision, piece)
@@ -533,9 +532,9 @@ with tab_mask:
             occ_key = (*margs[:3], note)
             if st.button("Which notes drive this score?", key="why_mask_go",
                          help="Masks each note of the window in turn and measures the change of this note's "
-                              "score (one model pass per note: seconds). A note asked before comes back at once."):
-                if occ_key not in done_m:
-                    done_m.append(occ_key)
+                              "score (one model pass per note: seconds). A note asked before comes back "
+                              "at once.") and occ_key not in done_m:
+                done_m.append(occ_key)
             if occ_key in done_m:
                 occ = guarded(A.masker_occlusion_cached, *margs, piece)
                 if occ is not None:

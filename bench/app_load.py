@@ -46,6 +46,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -301,7 +302,7 @@ class Session(threading.Thread):
                     res = export()
                 else:
                     steps = {"explore_page": lambda: nav("Explore"), "explore_sample": sample,
-                             "explore_ratio": lambda: L._slider(page, self.laps % 2 == 0),
+                             "explore_ratio": lambda page=page: L._slider(page, self.laps % 2 == 0),
                              "compare_page": lambda: nav("Compare"), "why_page": lambda: nav("Why"),
                              "report_page": lambda: nav("Report")}[step]()
                     out: dict = {}
@@ -313,10 +314,8 @@ class Session(threading.Thread):
                     break
             self.laps += 1
             if not ok and time.time() < self.until:  # start over in a new Streamlit session
-                try:
+                with contextlib.suppress(Exception):
                     page.close()
-                except Exception:
-                    pass
                 try:
                     page, runs = self._open(ctx)
                 except Exception as e:

@@ -130,7 +130,7 @@ def eval_forward(models, repeats: int, bf16: bool) -> dict:
             outs[v] = fn(x).float()
         for _ in range(repeats):
             for v, (fn, _) in models.items():
-                times[v].append(timed(lambda: fn(x)))
+                times[v].append(timed(lambda fn=fn: fn(x)))
     res = summary(times)
     if "transformers_relative" in outs:
         res["max_abs_diff_ours_vs_transformers_relative"] = float(
@@ -155,8 +155,8 @@ def train_step(models, repeats: int, rel_repeats: int = 1) -> dict:
         for v, (fn, m) in models.items():
             if v == "transformers_relative" and r >= rel_repeats:
                 continue
-            times[v].append(timed(lambda: step(fn, m)))
-    for v, (fn, m) in models.items():
+            times[v].append(timed(lambda fn=fn, m=m: step(fn, m)))
+    for _v, (_fn, m) in models.items():
         m.eval()
         m.zero_grad(set_to_none=True)
     return summary(times)

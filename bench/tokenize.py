@@ -28,6 +28,7 @@ if getattr(_sys.modules.get("tokenize"), "__file__", None) == __import__("os").p
     del _sys.modules["tokenize"]
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -82,10 +83,8 @@ def run_ours(files: list[Path]) -> dict:
     # second, untimed pass: peak Python/numpy memory of one file at a time (tracemalloc)
     tracemalloc.start()
     for f in files:
-        try:
+        with contextlib.suppress(SMUInputError):
             tok.encode(tok.read(f))
-        except SMUInputError:
-            pass
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {"files": n_files, "notes": n_notes, "seconds": dt, "errors": dict(errors),

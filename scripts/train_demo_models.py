@@ -194,7 +194,7 @@ def main() -> int:
                "--eval-every", str(cfg["eval_every"]), "--log-every", str(cfg["log_every"]),
                "--checkpoint-every", str(cfg["eval_every"]), "--no-bar", "--out", str(out),
                "--data", *files] + (["--bf16"] if bf16 else []) + (["--resume"] if resume else [])
-        log = open(work / f"{strategy}.log", "a")
+        log = open(work / f"{strategy}.log", "a")  # noqa: SIM115  handed to the training subprocess, open while it runs
         procs[strategy] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT), out)
         print(f"{strategy}: training in {out} ({len(files)} files, bf16 {bf16}, "
               f"log {work / (strategy + '.log')})", flush=True)

@@ -70,7 +70,7 @@ class ProgressFile(Callback):
     def write(self, event: str, **fields_: Any) -> None:
         if self._f is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = open(self.path, "a", encoding="utf-8")
+            self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  kept open by the logger across writes
             if _ends_mid_line(self.path):  # a torn or foreign last line: start a fresh one
                 self._f.write("\n")
         rec = {"event": event, "time": time.time(), "wall_s": round(time.time() - self.t0, 3)}

@@ -39,7 +39,7 @@ def progress_frame(records: Iterable[Mapping]) -> pd.DataFrame:
             continue
         flat: dict = {}
 
-        def _walk(prefix: str, obj) -> None:
+        def _walk(prefix: str, obj, flat: dict = flat) -> None:
             for k, v in obj.items():
                 key = f"{prefix}_{k}" if prefix else str(k)
                 if isinstance(v, Mapping):
@@ -60,9 +60,9 @@ def _numeric_cols(df: pd.DataFrame, prefixes: Sequence[str], exclude=()) -> list
     for c in df.columns:
         if c in exclude or c == "step":
             continue
-        if any(c == p or c.startswith(p + "_") or c.startswith(p + ".") for p in prefixes):
-            if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
-                cols.append(c)
+        if (any(c == p or c.startswith(p + "_") or c.startswith(p + ".") for p in prefixes)
+                and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])):
+            cols.append(c)
     return cols
 
 

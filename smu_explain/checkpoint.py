@@ -44,6 +44,7 @@ explains a loaded checkpoint is ``notebook.py``'s).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -262,10 +263,8 @@ def task_heads(folder: str | os.PathLike) -> list[Path]:
     found = [p] if is_finetuned(p) else []
     for base in (p, p / "finetuned"):
         if _is(base, "dir"):
-            try:
+            with contextlib.suppress(OSError):
                 found += [d for d in sorted(base.iterdir()) if _is(d, "dir") and is_finetuned(d)]
-            except OSError:
-                pass
     return found
 
 

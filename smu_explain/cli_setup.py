@@ -11,6 +11,7 @@ functions that need them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -251,10 +252,8 @@ def run_lock(out: Path):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = ""
-            try:
+            with contextlib.suppress(OSError):
                 holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-            except OSError:
-                pass
             raise SMUInputError(out, "another smu run is writing to this folder"
                                      + (f" (pid {holder})" if holder else "")
                                      + "; wait for it to finish or choose another --out") from None

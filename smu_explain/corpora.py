@@ -252,7 +252,7 @@ def split_groups(groups: Iterable[str], seed: int = 0,
         order = [gs[i] for i in rng.permutation(len(gs))]
         n = len(gs)
 
-        def count(f: float) -> int:
+        def count(f: float, n: int = n) -> int:
             k = int(round(f * n))
             if f > 0 and n >= 3:
                 k = max(k, 1)

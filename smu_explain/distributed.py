@@ -49,10 +49,7 @@ def setup_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     rank = int(os.environ["RANK"])
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    if device_name == "auto":
-        use_cuda = torch.cuda.is_available()
-    else:
-        use_cuda = torch.device(device_name).type == "cuda"
+    use_cuda = torch.cuda.is_available() if device_name == "auto" else torch.device(device_name).type == "cuda"
     if use_cuda:
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)

@@ -126,7 +126,7 @@ def read_jsonl(path: str | os.PathLike, max_bytes: int = JSONL_MAX_BYTES,
         st = os.stat(p)
         if not _stat.S_ISREG(st.st_mode):
             return []
-        f = open(p, "rb")
+        f = open(p, "rb")  # noqa: SIM115  entered by `with f:` below; only stat/open errors give []
     except OSError:
         return []
     out = []

@@ -286,10 +286,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         B, L, D = x.shape
         q, k, v = self._qkv(x)
-        if self.relative:
-            y = self._relative(q, k, v, mask)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = self._relative(q, k, v, mask) if self.relative else F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
     @staticmethod

@@ -72,6 +72,7 @@ the piece's order; ``explain.masker_view``)
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import threading
 import time
@@ -317,7 +318,7 @@ def _voices(onset: np.ndarray, end: np.ndarray, pitch: np.ndarray) -> list[list[
     voices: list[list] = []
     free_at: list[int] = []
     for (s, e), members in chords.items():
-        for v, t in enumerate(free_at):
+        for v, t in enumerate(free_at):  # noqa: B007  v (the free voice) is used after the loop
             if t <= s:
                 break
         else:
@@ -383,7 +384,7 @@ def build_musicxml(piece, table=None, first: int = 0, stop: int | None = None, *
                 seg_end = min(e, int(starts[b + 1]))
                 pos = t - int(starts[b])
                 vals = _split_values(pos, seg_end - t)
-                for k, (v, typ, dot) in enumerate(vals):
+                for _k, (v, typ, dot) in enumerate(vals):
                     per_bar[b].append(_Frag(len(per_bar[b]), vnum, staff, pos, v, typ, dot, members, t > s,
                                             t + v < e))
                     pos += v
@@ -491,10 +492,8 @@ def _toolkit():
     if not _TOOLKIT:
         import verovio
 
-        try:
+        with contextlib.suppress(Exception):  # older bindings: keep their log
             verovio.enableLog(verovio.LOG_OFF)
-        except Exception:  # noqa: BLE001 - older bindings: keep their log
-            pass
         _TOOLKIT.append(verovio.toolkit())
     return _TOOLKIT[0]
 

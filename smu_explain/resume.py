@@ -8,6 +8,7 @@ Its format (``STATE_FORMAT``, tensors / numbers / strings / lists / dicts only, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from contextlib import contextmanager
@@ -53,10 +54,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
                                   "the previous checkpoint is kept") from None
     finally:
         if tmp.exists():
-            try:
+            with contextlib.suppress(OSError):
                 tmp.unlink()
-            except OSError:
-                pass
 
 
 def write_error_reason(e: BaseException) -> str:

@@ -59,6 +59,7 @@ A run is a ``smu pretrain`` subprocess (never a thread of the app). Rules:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -624,10 +625,8 @@ class RunRegistry:
         if not (run.pid and run.secret):
             return
         for pid in _marked_members(run.pid, run.marker):
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
     # ------------------------------------------------------------ status
     def _refresh(self, run: RunInfo) -> RunInfo:
@@ -643,10 +642,10 @@ class RunRegistry:
         else:
             alive = _proven(run)
         if alive:
-            if run.cancel_requested is not None and time.time() - run.cancel_requested > self.grace_s:
-                if self._signal(run, signal.SIGKILL):
-                    run.killed = True
-                    self._save(run)
+            if (run.cancel_requested is not None and time.time() - run.cancel_requested > self.grace_s
+                    and self._signal(run, signal.SIGKILL)):
+                run.killed = True
+                self._save(run)
             return run
         # the leader is gone; make sure no straggler of its group survives a cancel
         if run.cancel_requested is not None:

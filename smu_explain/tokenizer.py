@@ -49,6 +49,7 @@ Speed
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -339,10 +340,8 @@ class Tokenizer:
         pm = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=float(qpm))
         spq = 60.0 / qpm
         for t, num, den in p.time_signatures:
-            try:
+            with contextlib.suppress(ValueError):
                 pm.time_signature_changes.append(pretty_midi.TimeSignature(int(num), int(den), float(t) * spq))
-            except ValueError:
-                pass
         for prog in np.unique(p.program):
             inst = pretty_midi.Instrument(program=int(prog), name=f"program {int(prog)}")
             sel = np.flatnonzero(p.program == prog)

@@ -156,8 +156,5 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min
         return 1.0
     span = max(1, total_steps - warmup_steps)
     progress = min(1.0, max(0.0, (step - warmup_steps) / span))
-    if schedule == "linear":
-        decay = 1.0 - progress
-    else:  # cosine
-        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    decay = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))  # else cosine
     return min_ratio + (1.0 - min_ratio) * decay

@@ -521,7 +521,7 @@ class Trainer:
                 self.config.save(self.out_dir / TRAIN_CONFIG_NAME)
             self._wrap()
             for w in self.warnings:
-                warnings.warn(w)
+                warnings.warn(w, stacklevel=2)
             self._fire("on_train_start")
             self._loop()
             if self._stop is not None and self._stop[0] == "cancelled":

@@ -116,9 +116,9 @@ def _paired(table_a: pd.DataFrame, table_b: pd.DataFrame) -> str | None:
         return (f"the two models read the notes differently ({len(table_a)} vs {len(table_b)} notes: "
                 "different tokenizers), so their notes cannot be paired")
     for col in ("file", "pitch", "onset_q"):
-        if col in table_a.columns and col in table_b.columns:
-            if not np.array_equal(table_a[col].to_numpy(), table_b[col].to_numpy()):
-                return "the two models read the notes differently (different tokenizers), so they cannot be paired"
+        if (col in table_a.columns and col in table_b.columns
+                and not np.array_equal(table_a[col].to_numpy(), table_b[col].to_numpy())):
+            return "the two models read the notes differently (different tokenizers), so they cannot be paired"
     return None
 
 

@@ -28,7 +28,7 @@ def weights_header(weights: str | os.PathLike) -> dict[str, tuple[tuple[int, ...
     try:
         with safe_open(str(weights), framework="pt", device="cpu") as f:
             out = {}
-            for k in f.keys():
+            for k in f.keys():  # noqa: SIM118  safetensors' safe_open has keys() but is not iterable
                 sl = f.get_slice(k)
                 out[k] = (tuple(int(d) for d in sl.get_shape()), str(sl.get_dtype()))
             return out

@@ -126,7 +126,7 @@ def test_fifty_uploads_stay_within_the_caches_caps(model_dir):
     assert entries["scores_cached"][0] == caps["scores_cached"] < 50
     assert entries["_read_piece_cached"][0] <= caps["_read_piece_cached"]
     # Streamlit's own record of the cap is the one the source states
-    for name, (n, cap) in entries.items():
+    for name, (_n, cap) in entries.items():
         if name in caps:
             assert cap == caps[name], (name, cap, caps[name])
 
@@ -185,7 +185,7 @@ def test_an_upload_stays_in_its_session_and_leaves_no_file(tmp_path, monkeypatch
     b = AppTest.from_file(PAGE, default_timeout=120).run()
     assert not b.exception
     for key in (A.K_PIECE, A.K_UPLOAD):
-        held = b.session_state[key] if key in b.session_state else None
+        held = b.session_state.get(key)
         assert held is None or (held[0] != name and held[1] != data), key
     assert b.radio(key="explore_source").value == "sample"
     assert name not in b.selectbox(key="explore_sample").options
@@ -193,7 +193,7 @@ def test_an_upload_stays_in_its_session_and_leaves_no_file(tmp_path, monkeypatch
     b.radio(key="explore_source").set_value("upload").run()  # B's own upload slot is empty
     assert not b.exception
     assert marker not in texts(b)
-    assert (b.session_state[A.K_UPLOAD] if A.K_UPLOAD in b.session_state else None) is None
+    assert b.session_state.get(A.K_UPLOAD) is None
     # A still has it (B's runs did not touch A's state)
     assert a.session_state[A.K_UPLOAD] == (name, data)
 

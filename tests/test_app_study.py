@@ -10,7 +10,8 @@ def copy_page(tmp_path):
     """The page reads docs/ next to its own folder: run a copy of it inside tmp_path."""
     script = tmp_path / "pages" / "study.py"
     script.parent.mkdir()
-    script.write_text(open(page("study.py")).read())
+    with open(page("study.py")) as fh:
+        script.write_text(fh.read())
     return str(script)
 
 

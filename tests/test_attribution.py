@@ -332,6 +332,6 @@ def test_fast_precision_reads_the_cpu_flags(monkeypatch, tmp_path):
             info = tmp_path / "cpuinfo"
             info.write_text(f"flags\t\t: {flags}\n")
             monkeypatch.setattr(builtins, "open",
-                                lambda p, *a, **k: real_open(info if p == "/proc/cpuinfo" else p, *a, **k))
+                                lambda p, *a, info=info, **k: real_open(info if p == "/proc/cpuinfo" else p, *a, **k))
             assert fast_precision("cpu") == (want if capability == "AVX512" else "fp32"), (capability, flags)
         monkeypatch.setattr(builtins, "open", real_open)

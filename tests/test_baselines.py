@@ -89,7 +89,7 @@ def test_most_frequent_ignores_specials_ties_smallest():
 def _samples(seed=0, n=5, A=4, vocab=(6, 8, 10, 7)):
     rng = np.random.default_rng(seed)
     out = []
-    for k in range(n):
+    for _k in range(n):
         L = int(rng.integers(3, 30))
         t = np.stack([rng.integers(N_SPECIAL, v, L) for v in vocab[:A]], axis=1)
         t[:, 2] = np.where(rng.random(L) < 0.5, t[:, 2], 5)  # some structure: a frequent pitch

@@ -260,7 +260,7 @@ def test_music21_warnings_do_not_print_before_the_error(model_dir, tmp_path, cap
     import music21
 
     def noisy(*a, **k):
-        warnings.warn("MusicXMLWarning: something odd in m. 1")
+        warnings.warn("MusicXMLWarning: something odd in m. 1", stacklevel=2)
         print("music21: more noise", file=sys.stderr)
         raise ValueError("broken score")
 
@@ -376,7 +376,8 @@ def test_disk_full_reported_by_torch_as_runtime_error_is_one_error_line(tmp_path
         try:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         except OSError:
-            raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing")
+            raise RuntimeError(  # noqa: B904  as torch does: the OSError is only the implicit __context__
+                "[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing")
 
     monkeypatch.setattr(torch, "save", zip_writer_fails)
     with pytest.raises(SMUWriteError, match="No space left on device"):

@@ -152,7 +152,7 @@ def test_musicxml_size_is_bounded_before_music21(what, xml, no_music21):
 
 def test_entity_expansion_and_external_entities_are_typed_errors(no_music21):
     laughs = ('<!DOCTYPE score-partwise [<!ENTITY l0 "lol">'
-              + "".join(f'<!ENTITY l{i} "{("&l%d;" % (i - 1)) * 10}">' for i in range(1, 10)) + "]>\n")
+              + "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10}">' for i in range(1, 10)) + "]>\n")
     refused(score_xml(beats="&l9;", doctype=laughs).encode(), "not well-formed MusicXML")
     external = '<!DOCTYPE score-partwise [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n'
     with pytest.raises(SMUInputError):  # never fetched: undefined for the parser

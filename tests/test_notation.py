@@ -346,46 +346,48 @@ def test_score_page_in_chromium(tmp_path):
     router = tmp_path / "router.py"
     router.write_text(ROUTER.format(explore=str(ROOT / "app_pages" / "explore.py"),
                                     score=str(ROOT / "app_pages" / "score.py")))
-    with StreamlitServer(router, tmp_path, {"SMU_RUNS_DIR": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}) as url:
-        with sync_api.sync_playwright() as p:
-            b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            page = b.new_page(viewport={"width": 1400, "height": 1250})
-            page.goto(url)
-            if not (ROOT / "models" / "demo-adversarial" / "model.safetensors").is_file():
-                model = make_model(tmp_path / "tiny", seed=1)  # a tiny random model through "other folder..."
-                page.get_by_role("combobox", name="Model", exact=True).click(timeout=90_000)
-                page.get_by_role("option", name="other folder...", exact=True).first.click()
-                box = page.get_by_label("Model folder (holds config.json and model.safetensors)")
-                box.fill(str(model))
-                box.press("Enter")
-            note_box = page.get_by_label("Note number (or click a note in the roll)")
-            note_box.wait_for(timeout=120_000)
-            before = note_box.input_value()
-            bars = page.locator(".js-plotly-plot").first.locator(".barlayer .trace").first.locator("path")
-            bars.nth(min(40, bars.count() - 1)).click(force=True)
-            deadline = time.time() + 60
-            while note_box.input_value() == before and time.time() < deadline:
-                page.wait_for_timeout(100)
-            note = int(note_box.input_value())
-            assert note != int(before), "clicking a note in the roll did not select it"
-            page.get_by_role("link", name="Score").click()
-            page.get_by_text("(selected on Explore, bar ").wait_for(timeout=60_000)
-            first, stop = N.bar_range_around(read_piece(ROOT / "sample_midi" / SAMPLE), note)
-            img = page.locator(f'[data-testid="stHtml"] img[alt$="bars {first + 1}-{stop}"]')
-            img.first.wait_for(timeout=60_000)
-            assert img.first.evaluate("e => e.complete && e.naturalWidth > 0")
-            assert page.get_by_text(f"Note {note} (selected on Explore").count() == 1
-            page.get_by_text("picked by the masker (would be masked at this ratio)").wait_for()
-            first_box = page.get_by_label("First bar", exact=False)
-            first_box.fill("1")
-            first_box.press("Enter")
-            page.locator('[data-testid="stHtml"] img[alt$="bars 1-8"]').first.wait_for(timeout=60_000)
-            first_box.fill(str(first + 1))
-            first_box.press("Enter")
-            img.first.wait_for(timeout=60_000)
-            page.wait_for_timeout(500)
-            shots = ROOT / "docs" / "screenshots"
-            shots.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(shots / "score.png"), full_page=True)
-            assert page.locator('[data-testid="stException"]').count() == 0
-            b.close()
+    with (
+        StreamlitServer(router, tmp_path, {"SMU_RUNS_DIR": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}) as url,
+        sync_api.sync_playwright() as p,
+    ):
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = b.new_page(viewport={"width": 1400, "height": 1250})
+        page.goto(url)
+        if not (ROOT / "models" / "demo-adversarial" / "model.safetensors").is_file():
+            model = make_model(tmp_path / "tiny", seed=1)  # a tiny random model through "other folder..."
+            page.get_by_role("combobox", name="Model", exact=True).click(timeout=90_000)
+            page.get_by_role("option", name="other folder...", exact=True).first.click()
+            box = page.get_by_label("Model folder (holds config.json and model.safetensors)")
+            box.fill(str(model))
+            box.press("Enter")
+        note_box = page.get_by_label("Note number (or click a note in the roll)")
+        note_box.wait_for(timeout=120_000)
+        before = note_box.input_value()
+        bars = page.locator(".js-plotly-plot").first.locator(".barlayer .trace").first.locator("path")
+        bars.nth(min(40, bars.count() - 1)).click(force=True)
+        deadline = time.time() + 60
+        while note_box.input_value() == before and time.time() < deadline:
+            page.wait_for_timeout(100)
+        note = int(note_box.input_value())
+        assert note != int(before), "clicking a note in the roll did not select it"
+        page.get_by_role("link", name="Score").click()
+        page.get_by_text("(selected on Explore, bar ").wait_for(timeout=60_000)
+        first, stop = N.bar_range_around(read_piece(ROOT / "sample_midi" / SAMPLE), note)
+        img = page.locator(f'[data-testid="stHtml"] img[alt$="bars {first + 1}-{stop}"]')
+        img.first.wait_for(timeout=60_000)
+        assert img.first.evaluate("e => e.complete && e.naturalWidth > 0")
+        assert page.get_by_text(f"Note {note} (selected on Explore").count() == 1
+        page.get_by_text("picked by the masker (would be masked at this ratio)").wait_for()
+        first_box = page.get_by_label("First bar", exact=False)
+        first_box.fill("1")
+        first_box.press("Enter")
+        page.locator('[data-testid="stHtml"] img[alt$="bars 1-8"]').first.wait_for(timeout=60_000)
+        first_box.fill(str(first + 1))
+        first_box.press("Enter")
+        img.first.wait_for(timeout=60_000)
+        page.wait_for_timeout(500)
+        shots = ROOT / "docs" / "screenshots"
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "score.png"), full_page=True)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        b.close()

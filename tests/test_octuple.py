@@ -244,7 +244,7 @@ def test_metre_change_mid_piece(tk, midi_bytes):
     for num, den, bars in plan:
         ts.append((t, num, den))
         eighths = num * 8 // den
-        for b in range(bars):
+        for _b in range(bars):
             for e in range(eighths):
                 notes.append((t, EIGHTH, 60 + e, 80))
                 expect.append((bar, e * 8, (num, den)))

@@ -188,7 +188,8 @@ def test_report_export_and_study_page_show_the_v2_results(v2, tmp_path):
     (d / "results.json").write_text(json.dumps({**v2["results"], "preset": {"name": "cpu"}}))
     script = tmp_path / "pages" / "study.py"
     script.parent.mkdir()
-    script.write_text(open(page("study.py")).read())
+    with open(page("study.py")) as fh:
+        script.write_text(fh.read())
     at = AppTest.from_file(str(script), default_timeout=60).run()
     assert not at.exception, at.exception
     heads = [h.value for h in at.subheader]
