@@ -116,7 +116,7 @@ def build_graph(package_dir: Path) -> ImportGraph:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         aliases: dict[str, str] = {}  # local name -> module of the package it is bound to
 
-        def edge(target: str, line: int) -> None:
+        def edge(target: str, line: int, m: str = m) -> None:
             if target != m:
                 g.edges[m].setdefault(target, []).append(line)
 
@@ -245,7 +245,7 @@ def closure(g: ImportGraph, start: str) -> dict[str, str]:
 def _chain(g: ImportGraph, start: str, target: str, via: dict[str, str]) -> str:
     path = [target]
     while path[-1] != start:
-        path.append(via[path[-1]] if path[-1] in via else start)
+        path.append(via.get(path[-1], start))
     path.reverse()
     return " -> ".join(f"{_short(a)} ({g.where(a, b)})" for a, b in zip(path, path[1:], strict=False)) + f" -> {_short(target)}"
 
