@@ -399,3 +399,26 @@ def test_a_longer_cycle_through_a_subpackage_is_found(tmp_path):
     names = {(m, owner, name) for m, owner, name, _ in g.names + g.attributes}
     assert {("pkg.a", "pkg.sub.d", "_hidden"), ("pkg.e", "pkg.sub.d", "_hidden")} <= names
     assert len(underscore_imports(g)) == 2
+
+
+def test_the_doc_lists_the_same_layers():
+    """docs/ARCHITECTURE.md's table per layer names exactly LAYERS' modules (the doc cannot drift)."""
+    import re
+
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    doc: dict[str, set[str]] = {}
+    layer = None
+    for line in text.splitlines():
+        if m := re.match(r"### (\w+): ", line):
+            layer = m.group(1) if m.group(1) in LAYERS else None
+            if layer:
+                doc[layer] = set()
+        elif line.startswith("## "):
+            layer = None
+        elif layer and (m := re.match(r"\| `smu_explain/(\w+)\.py` \|", line)):
+            doc[layer].add(m.group(1))
+    assert set(doc) == set(LAYERS), f"layers in the doc {sorted(doc)} vs the test {list(LAYERS)}"
+    for name, members in LAYERS.items():
+        if name == "study":  # its own table of the package's modules
+            continue
+        assert doc[name] == set(members), (name, sorted(doc[name] ^ set(members)))
