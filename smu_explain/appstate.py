@@ -126,7 +126,7 @@ def _read_piece_cached(data: bytes, name: str, fields: tuple | None):
 
 
 def read_piece_cached(data: bytes, name: str, fields: tuple | None = None):
-    """``tokenizer.read_piece`` on bytes (cached by content), with the default tokenizer config or
+    """``reading.read_piece`` on bytes (cached by content), with the default tokenizer config or
     the ``fields`` values (:func:`read_fields`) of a model's. Raises ``SMUInputError``
     (``TooManyNotes`` above ``MAX_NOTES`` notes: such pieces are not cached)."""
     return _read_piece_cached(data, name, fields)  # one call form: one cache entry per file

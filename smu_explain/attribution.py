@@ -1,13 +1,13 @@
 """Why a fine-tuned model decided: its predictions on a piece and per-note attributions of them.
 
-``predict_task`` / ``predict_piece``: a ``finetune.FineTuneModel``'s prediction the way finetune
+``predict_task`` / ``predict_piece``: a ``heads.FineTuneModel``'s prediction the way finetune
 evaluates it; ``attribute_notes``: integrated gradients or occlusion of one class output per
 note; ``attribution_agreement`` / ``spearman_agreement``: how far the two methods agree. May
 import torch, ``encoder_inputs``, ``windows``, ``precision``, ``tokenizer`` and ``errors``.
 
 Rules:
 
-- The model under explanation: a ``finetune.FineTuneModel``. The encoder is run
+- The model under explanation: a ``heads.FineTuneModel``. The encoder is run
   through its own submodules (``encoder_inputs``: ``embeddings`` -> concatenation ->
   ``in_proj`` + position embeddings -> ``blocks`` -> ``ln_f``), exactly what
   ``MidiBert.encode`` does in eval mode, so gradients can be taken with respect to the
@@ -178,7 +178,7 @@ def predict_task(model, tokenizer, piece, target: int | None = None) -> dict[str
     counted windows (all windows; note tasks: the windows holding ``target``) ->
     ``{"probs": (C,), "class_index", "class", "classes", "n_windows"}``."""
     if not _is_task_model(model):
-        raise SMUInputError("model", "attributions need a fine-tuned model (finetune.FineTuneModel)")
+        raise SMUInputError("model", "attributions need a fine-tuned model (heads.FineTuneModel)")
     wins, counted, pos = _task_windows(model, tokenizer, piece, target)
     device = next(model.parameters()).device
     was = model.training
@@ -209,7 +209,7 @@ def predict_piece(model, tokenizer, piece) -> dict[str, Any]:
     of notes per predicted class, best first. One plain forward pass per window (the windows
     of :func:`predict_task`, which explains one prediction through the attribution path)."""
     if not _is_task_model(model):
-        raise SMUInputError("model", "piece predictions need a fine-tuned model (finetune.FineTuneModel)")
+        raise SMUInputError("model", "piece predictions need a fine-tuned model (heads.FineTuneModel)")
     enc = encoder_of(model)
     check_inputs(enc, tokenizer, 0.15, None, None)
     n, C = len(piece), len(model.classes)
@@ -277,7 +277,7 @@ def attribute_notes(model, tokenizer, piece, target: int | None = None, method: 
     if max_notes is not None and int(max_notes) < 1:
         raise SMUInputError("max_notes", "max_notes must be >= 1 (or None for every note)")
     if not _is_task_model(model):
-        raise SMUInputError("model", "attributions need a fine-tuned model (finetune.FineTuneModel); "
+        raise SMUInputError("model", "attributions need a fine-tuned model (heads.FineTuneModel); "
                                       "make one with `smu finetune`")
     wins, counted, pos = _task_windows(model, tokenizer, piece, target)
     c = _class_index(model, cls)

@@ -4,7 +4,7 @@ Owns: reading a JSON settings file and a run config (``--config``), the music fi
 paths and the datasets built from them or from a task's data flags, the training config and
 its flags (with the learning-rate and seed bounds), the progress file's callbacks and final
 status line, and the exclusive lock on a run folder. Torch-free at import (``smu --help``
-stays fast): ``tokenizer``, ``data``, ``trainer`` and ``checkpoint`` are imported inside the
+stays fast): ``tokenizer``, ``corpora``, ``datasets``, ``trainer`` and ``checkpoint`` are imported inside the
 functions that need them.
 """
 

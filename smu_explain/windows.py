@@ -6,7 +6,7 @@ shorter), each note's owner window (where it is farthest from an edge), gatherin
 arrays back to notes, padding windows into a batch, the seeded recovery groups of
 ``explain.explain_piece`` (each window's notes dealt into K = round(1 / ratio) groups), and the
 loader of collated batches that the fixed-seed validation masks (``masks.validation_mask``)
-are drawn for. May import numpy, torch and ``tokenizer`` (``data`` lazily, to collate samples).
+are drawn for. May import numpy, torch and ``tokenizer`` (``datasets`` lazily, to collate samples).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 class-balanced validation pieces of early stopping (``validation_subset``) and the pieces of
 the masker analysis spread over their groups (``spread_refs``).
 
-Imports numpy (``data`` lazily).
+Imports numpy (``datasets`` lazily).
 """
 
 from __future__ import annotations
