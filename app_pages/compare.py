@@ -80,6 +80,25 @@ def trained(names) -> tuple:
     return tuple(A.untrained_masker_note(models[n]) is None for n in names)
 
 
+def show_rules(accs: dict, rules_by: dict, title: str, key: str, lead: str) -> dict:
+    """The recovery chart with the no-model rules' marks and each model's rules sentence. Models that
+    read music into the same tokens share one set of rules; models whose tokens differ (an imported
+    Octuple model beside a compound-word one) are each drawn against the rules on their own tokens.
+    Returns what the report needs: ``rules`` (the shared set, or None), ``rules_by_model``, ``rules_text``."""
+    first = next(iter(rules_by.values()))
+    text = {n: A.rules_verdict(a, rules_by[n]) for n, a in accs.items()}
+    if all(r == first for r in rules_by.values()):
+        st.plotly_chart(charts.rules_figure(accs, first, title=title), key=key)
+        st.caption(lead + " " + " ".join(f"**{md_escape(n)}**: {t}" for n, t in text.items()))
+        return {"rules": first, "rules_by_model": rules_by, "rules_text": text}
+    for i, (col, (n, a)) in enumerate(zip(st.columns(len(accs)), accs.items(), strict=True)):
+        with col:
+            st.plotly_chart(charts.rules_figure({n: a}, rules_by[n], title=f"{n}: {title}"), key=f"{key}_{i}")
+    st.caption(lead + " The two models read music into different tokens, so each is judged against the rules "
+               "on its own tokens. " + " ".join(f"**{md_escape(n)}**: {t}" for n, t in text.items()))
+    return {"rules": None, "rules_by_model": rules_by, "rules_text": text}
+
+
 piece = W.load_piece(choice)
 comp: dict = {"models": {n: str(p) for n, p in models.items()}, "ratio": ratio, "seed": seed,
               "facts": facts, "study_facts": study_facts}
@@ -152,14 +171,10 @@ with tab_piece:
                        f"window (seed {seed}): the same masks for both models.")
             accs = {n: A.accuracy_of(t) for n, t in tables.items()}
             n_masked = len(next(iter(tables.values())))
-            rules = A.rules(next(iter(recovering.values())), data, piece, ratio, seed)
-            st.plotly_chart(charts.rules_figure(accs, rules, title=f"per attribute ({n_masked} notes)"),
-                            key="compare_acc")
-            st.caption("Marks = rules that use no model, on the same masked notes (a model must beat "
-                       "copying the neighbour). " + " ".join(f"**{md_escape(n)}**: {A.rules_verdict(a, rules)}"
-                                                             for n, a in accs.items()))
-            comp["rules"] = rules
-            comp["rules_text"] = {n: A.rules_verdict(a, rules) for n, a in accs.items()}
+            comp.update(show_rules(accs, {n: A.rules(recovering[n], data, piece, ratio, seed) for n in accs},
+                                   f"per attribute ({n_masked} notes)", "compare_acc",
+                                   "Marks = rules that use no model, on the same masked notes (a model must beat "
+                                   "copying the neighbour)."))
 
             st.subheader("Bias view")
             st.caption("Where does each model fail? Recovery accuracy of the masked notes by pitch "
@@ -243,20 +258,17 @@ with tab_folder:
                                tuple(models), trained(models), "file", *frames.values())
                 show_verdicts(fvs, "Units: the files (a piece's notes are drawn together).")
                 facc = {n: A.accuracy_of(f) for n, f in frames.items()}
-                frules = A.folder_rules(next(iter(models.values())), folder, ratio, seed, max_files)
-                st.plotly_chart(charts.rules_figure(facc, frules, title=f"recovery over {n_files} files "
-                                                   f"(seeded random masks, {ratio:.0%})"),
-                                key="compare_folder_acc")
-                st.caption("Marks = the no-model rules on the same masked notes. " +
-                           " ".join(f"**{md_escape(n)}**: {A.rules_verdict(a, frules)}" for n, a in facc.items()))
+                frules = show_rules(facc, {n: A.folder_rules(models[n], folder, ratio, seed, max_files)
+                                           for n in facc},
+                                    f"recovery over {n_files} files (seeded random masks, {ratio:.0%})",
+                                    "compare_folder_acc", "Marks = the no-model rules on the same masked notes.")
                 fby = st.selectbox("Group notes by", ["register", "metric", "duration"],
                                    key="compare_folder_by")
                 fattrs = list(next(iter(facc.values())).keys())
                 fattr = st.selectbox("Attribute", fattrs, key="compare_folder_attr")
                 fbias = {n: charts.bias_table(f, fby) for n, f in frames.items()}
                 st.plotly_chart(charts.bias_figure(fbias, fattr, by_label=fby), key="compare_folder_bias")
-                comp["folder"] = {"path": folder, "n_files": int(n_files), "accs": facc, "rules": frules,
-                                  "rules_text": {n: A.rules_verdict(a, frules) for n, a in facc.items()},
+                comp["folder"] = {"path": folder, "n_files": int(n_files), "accs": facc, **frules,
                                   "verdicts": fvs}
                 for n in models:
                     comp.setdefault("metrics", {}).setdefault(n, {}).update(

@@ -86,16 +86,26 @@ def build_sections(comp: dict) -> list[ReportSection]:
     rule_marks = ("Marks = rules that use no model, on the same masked notes (the most frequent value, copying "
                   "the nearest unmasked neighbour, the most frequent value among the neighbours): a model has "
                   "learned an attribute only where its bar rises above every mark.")
+
+    def with_rules(text: str, part: dict, accs: dict, title: str) -> tuple[str, list]:
+        """The recovery figure(s) with the no-model rules: one shared set, or (models reading music
+        into different tokens) one figure per model against the rules on its own tokens."""
+        by_model = part.get("rules_by_model") or {}
+        said = "".join(f"\n\n{n}: {t}" for n, t in (part.get("rules_text") or {}).items())
+        if part.get("rules"):
+            return text + "\n\n" + rule_marks + said, [charts.rules_figure(accs, part["rules"], title=title)]
+        if by_model and set(by_model) == set(accs):
+            return (text + "\n\n" + rule_marks + " The two models read music into different tokens, so each is "
+                    "judged against the rules on its own tokens." + said,
+                    [charts.rules_figure({n: accs[n]}, by_model[n], title=f"{n}: {title}") for n in accs])
+        return text, [charts.accuracy_bars(accs)]
+
     if comp.get("accs"):
         text = (f"Each of the {comp.get('n_masked', '?')} notes of the piece is masked once, together with a "
                 f"seeded random {ratio:.0%} of its window (seed {seed}): the same masks for both models. "
                 "Each model guesses every attribute of each masked note.")
-        if comp.get("rules"):
-            text += "\n\n" + rule_marks + "".join(f"\n\n{n}: {t}" for n, t in (comp.get("rules_text") or {}).items())
-            fig = charts.rules_figure(comp["accs"], comp["rules"], title="per attribute, with the no-model rules")
-        else:
-            fig = charts.accuracy_bars(comp["accs"])
-        sections.append(ReportSection("Recovery accuracy under the same random masks", text, figures=[fig]))
+        text, figs = with_rules(text, comp, comp["accs"], "per attribute, with the no-model rules")
+        sections.append(ReportSection("Recovery accuracy under the same random masks", text, figures=figs))
     if comp.get("bias_all"):
         figs = []
         attr = "pitch" if any("pitch" in a for a in comp["accs"].values()) else None
@@ -111,13 +121,8 @@ def build_sections(comp: dict) -> list[ReportSection]:
     if comp.get("folder"):
         f = comp["folder"]
         text = f"Folder: {f['path']}."
-        if f.get("rules"):
-            text += "\n\n" + rule_marks + "".join(f"\n\n{n}: {t}" for n, t in (f.get("rules_text") or {}).items())
-            fig = charts.rules_figure(f["accs"], f["rules"], title=f"recovery over {f['n_files']} files, "
-                                     "with the no-model rules")
-        else:
-            fig = charts.accuracy_bars(f["accs"])
-        sections.append(ReportSection(f"Recovery over a folder ({f['n_files']} files)", text, figures=[fig]))
+        text, figs = with_rules(text, f, f["accs"], f"recovery over {f['n_files']} files, with the no-model rules")
+        sections.append(ReportSection(f"Recovery over a folder ({f['n_files']} files)", text, figures=figs))
     table = readable.metrics_comparison(comp["metrics"])
     styled = readable.metrics_display(table)
     sections.append(ReportSection("Metrics", "difference = second model - first model.",

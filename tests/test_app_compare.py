@@ -193,3 +193,57 @@ def test_folder_evaluation_reads_each_file_once_and_shares_the_pieces_model_pass
         assert (again[again["file"] == f]["picked"].to_numpy() ==
                 real_explain(model, tok, piece, ratio=0.17, seed=0, top_k=1)["picked"].to_numpy()).all()
     assert rules == piece_rules(tok, pieces, ratio=0.16, seed=0, max_len=model.config.max_len)
+
+
+def test_models_with_different_tokens_are_each_judged_against_their_own_rules(models, tmp_path, tiny_midi_dir,
+                                                                             monkeypatch):
+    """A model whose tokens differ (here velocity is one of its attributes) is not judged against the
+    rules computed on the other model's tokens: one chart and one rules set per model, in the report too."""
+    import torch
+
+    from smu_explain.model import MidiBert, ModelConfig
+    from smu_explain.tokenizer import Tokenizer
+    from smu_explain.tokenizer_config import TokenizerConfig
+
+    torch.manual_seed(3)
+    tok = Tokenizer(TokenizerConfig(use_velocity=True))
+    vel = tmp_path / "velocity-model"
+    save_checkpoint(vel, MidiBert(ModelConfig.named("tiny", tok.vocab_sizes, tok.attributes)),
+                    extra={"tokenizer": tok.config.to_dict()})
+    at = run_page((models[0], vel))
+    assert not at.exception, at.exception
+    comp = at.session_state["smu_compare"]
+    by_model = comp["rules_by_model"]
+    assert comp["rules"] is None and set(by_model) == {"model-one", "velocity-model"}
+    attrs = {n: set(next(iter(r.values()))) for n, r in by_model.items()}
+    assert "velocity" in attrs["velocity-model"] and "velocity" not in attrs["model-one"]
+    assert any("each is judged against the rules on its own tokens" in c.value for c in at.caption)
+    # each model's sentence names only its own attributes
+    assert "velocity" in comp["rules_text"]["velocity-model"] and "velocity" not in comp["rules_text"]["model-one"]
+    # the report says the same and draws one figure per model, each with its own rules' marks
+    import smu_explain.report as R
+
+    made = []
+    real = R.build_report
+    monkeypatch.setattr(R, "build_report", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    rep = AppTest.from_file(page("report.py"), default_timeout=60)
+    rep.session_state["smu_compare"] = comp
+    rep.run()
+    assert not rep.exception, rep.exception
+    [doc] = made
+    assert "each is judged against the rules on its own tokens" in doc
+    assert "model-one: per attribute, with the no-model rules" in doc
+    assert "velocity-model: per attribute, with the no-model rules" in doc
+    # the folder tab does the same
+    at.text_input(key="compare_folder").set_value(str(tiny_midi_dir)).run()
+    at.button(key="compare_eval").click().run()
+    assert not at.exception, at.exception
+    folder = at.session_state["smu_compare"]["folder"]
+    assert folder["rules"] is None and set(folder["rules_by_model"]) == {"model-one", "velocity-model"}
+
+
+def test_models_with_the_same_tokens_share_one_rules_set(models):
+    at = run_page(models)
+    comp = at.session_state["smu_compare"]
+    assert comp["rules"] is not None
+    assert all(r == comp["rules"] for r in comp["rules_by_model"].values())
