@@ -94,3 +94,20 @@ class StreamlitServer:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+
+
+def run_report(monkeypatch, session: dict, timeout: int = 60):
+    """The Report page run with ``session`` (e.g. {"smu_compare": ...}) in its session state, and the
+    HTML documents ``report.build_report`` made on the way: (AppTest, [html, ...])."""
+    from streamlit.testing.v1 import AppTest
+
+    import smu_explain.report as R
+
+    made: list[str] = []
+    real = R.build_report
+    monkeypatch.setattr(R, "build_report", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    rep = AppTest.from_file(page("report.py"), default_timeout=timeout)
+    for k, v in session.items():
+        rep.session_state[k] = v
+    rep.run()
+    return rep, made

@@ -4,7 +4,7 @@ import re
 
 import pandas as pd
 import pytest
-from app_helpers import make_model, page, texts
+from app_helpers import make_model, page, run_report, texts
 from streamlit.testing.v1 import AppTest
 
 from smu_explain import appstate as A
@@ -221,14 +221,7 @@ def test_models_with_different_tokens_are_each_judged_against_their_own_rules(mo
     # each model's sentence names only its own attributes
     assert "velocity" in comp["rules_text"]["velocity-model"] and "velocity" not in comp["rules_text"]["model-one"]
     # the report says the same and draws one figure per model, each with its own rules' marks
-    import smu_explain.report as R
-
-    made = []
-    real = R.build_report
-    monkeypatch.setattr(R, "build_report", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
-    rep = AppTest.from_file(page("report.py"), default_timeout=60)
-    rep.session_state["smu_compare"] = comp
-    rep.run()
+    rep, made = run_report(monkeypatch, {"smu_compare": comp})
     assert not rep.exception, rep.exception
     [doc] = made
     assert "each is judged against the rules on its own tokens" in doc

@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from app_helpers import make_model, page, texts
+from app_helpers import make_model, page, run_report, texts
 from streamlit.testing.v1 import AppTest
 
 from smu_explain import appstate as A
@@ -25,7 +25,6 @@ def test_no_comparison_yet():
 def test_download_after_compare(tmp_path, monkeypatch):
     """The report opens with a summary (the verdicts), then the verdicts in full and every warning
     the Compare page showed; its recovery figure carries the no-model rules' marks."""
-    import smu_explain.report as R
 
     a = make_model(tmp_path / "adv", seed=1, strategy="adversarial")
     b = make_model(tmp_path / "rnd", seed=2, strategy="random")
@@ -34,12 +33,7 @@ def test_download_after_compare(tmp_path, monkeypatch):
     cmp.session_state[A.K_MODEL_B] = str(b)
     cmp.run()
     assert not cmp.exception
-    made = []
-    real = R.build_report
-    monkeypatch.setattr(R, "build_report", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
-    rep = AppTest.from_file(page("report.py"), default_timeout=60)
-    rep.session_state["smu_compare"] = cmp.session_state["smu_compare"]
-    rep.run()
+    rep, made = run_report(monkeypatch, {"smu_compare": cmp.session_state["smu_compare"]})
     assert not rep.exception, rep.exception
     assert rep.text_input(key="report_title").value == "adv vs rnd"
     t = texts(rep)
@@ -117,12 +111,7 @@ def test_what_it_picks_goes_into_the_report(tmp_path, monkeypatch):
     views = dict(exp.session_state["smu_picks"])
     sentence = views["piece"]["result"]["sentence"]
     views["folder"] = {**views["piece"], "where": "the folder <script>alert(1)</script>", "model": "m & <b>"}
-    made = []
-    real = R.build_report
-    monkeypatch.setattr(R, "build_report", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
-    rep = AppTest.from_file(page("report.py"), default_timeout=60)
-    rep.session_state["smu_picks"] = views
-    rep.run()
+    rep, made = run_report(monkeypatch, {"smu_picks": views})
     assert not rep.exception, rep.exception
     assert not any("No comparison yet" in i.value for i in rep.info)
     assert rep.text_input(key="report_title").value == "What the masker picks"

@@ -18,7 +18,7 @@ from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
-from app_helpers import make_model, page, texts
+from app_helpers import make_model, page, run_report, texts
 from streamlit.testing.v1 import AppTest
 
 from smu_explain import appstate as A
@@ -209,14 +209,7 @@ def test_compare_and_report_with_hostile_model_names(hostile_models, monkeypatch
     assert headers == [md_escape(FOLDER_NAMES[0]), md_escape(FOLDER_NAMES[2]), "difference"]
     assert not live_markdown(" ".join(headers))
 
-    import smu_explain.report as R
-
-    made = []
-    real = R.build_report
-    monkeypatch.setattr(R, "build_report", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
-    rep = AppTest.from_file(page("report.py"), default_timeout=90)
-    rep.session_state["smu_compare"] = cmp.session_state["smu_compare"]
-    rep.run()
+    rep, made = run_report(monkeypatch, {"smu_compare": cmp.session_state["smu_compare"]}, timeout=90)
     assert not rep.exception, rep.exception
     assert_inert_markdown(rep)
     [doc] = made
