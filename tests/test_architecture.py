@@ -26,7 +26,7 @@ MAX_LINES = 800
 # the layers below it (inside a layer: no cycle). Every module of the package is in exactly one
 # layer: a new file is placed here (and in the doc's table) or this test fails.
 LAYERS: dict[str, tuple[str, ...]] = {
-    # plumbing and vocabulary every layer may use (no torch, no other module of the package)
+    # plumbing and vocabulary every layer may use (no other module of the package; torch only in precision, seeding)
     "base": ("errors", "io", "names", "limits", "markup", "readable", "palette", "precision", "seeding"),
     # music without a model: files -> Piece -> tokens, note classes, datasets of tokens
     "music": ("piece", "musicfile", "scores", "reading", "retiming", "tokenizer_config", "tokenizer", "octuple",
@@ -422,3 +422,10 @@ def test_the_doc_lists_the_same_layers():
         if name == "study":  # its own table of the package's modules
             continue
         assert doc[name] == set(members), (name, sorted(doc[name] ^ set(members)))
+
+
+def test_the_base_layer_imports_nothing_of_the_package(graph):
+    bad = sorted(f"{_short(a)} -> {_short(b)}  [{graph.where(a, b)}]" for a in graph.modules
+                 if layer_of(a) == "base" for b in graph.edges[a])
+    assert not bad, "base modules are what every layer may import; they import no module of the package:\n" + \
+        "\n".join(bad)
