@@ -15,15 +15,8 @@ st.title("Explore a piece")
 st.caption("Which notes does the masker find hard to recover, which would it hide, and what "
            "does the model put back?")
 
-c1, c2, c3 = st.columns([3, 3, 2])
-with c1:
-    choice = W.piece_picker("explore")
-with c2:
-    # a demo model is loaded after the first roll, drawn from the scores stored beside it
-    model_path = W.model_picker("Model", "explore_model", A.K_MODEL_A, "demo adversarial", defer_load=True)
-with c3:
-    ratio = W.ratio_slider("explore_ratio", help=W.RATIO_HELP)
-    seed = int(st.number_input("Seed", 0, 10_000, 0, key="explore_seed"))
+choice, model_path, ratio, c3 = W.piece_model_ratio("explore")
+seed = int(c3.number_input("Seed", 0, 10_000, 0, key="explore_seed"))
 
 piece = W.piece_or_stop(choice)
 
@@ -33,19 +26,6 @@ name, data = choice
 model_label = st.session_state.get("explore_model_choice") or "this model"
 if model_label == W.OTHER_FOLDER:
     model_label = Path(model_path).name if model_path else "this model"
-
-
-def run_model(fn, *args):
-    """Call a model helper; show a plain error (never a traceback) and return None on failure."""
-    try:
-        return fn(*args)
-    except A.SMUCheckpointError as e:
-        st.error(W.model_error(e))
-    except A.SMUInputError as e:
-        st.error(f"The model cannot read this piece: {md_escape(e.reason)}")
-    except Exception as e:  # keep the page alive whatever the model does
-        st.error(f"The model failed on this piece: {type(e).__name__}: {md_escape(e)}")
-    return None
 
 
 @st.cache_data(show_spinner="Putting back the hidden notes...", max_entries=32)
@@ -157,7 +137,7 @@ def show_picks(res: dict, key: str, untrained_note: bool, scope: str) -> None:
 
 # first view: the masker overlay from one clean pass (fast); the full explain table
 # (every note masked once: predictions, reconstruction) comes after the roll is drawn
-over = run_model(A.overlay, model_path, data, piece, ratio) if model_path else None
+over = W.run_model(A.overlay, model_path, data, piece, ratio) if model_path else None
 notes = over if over is not None else piece.notes_table()
 
 m1, m2, m3, m4 = st.columns(4)
@@ -205,7 +185,7 @@ if over is not None and not no_recovery:
     show_ghost = st.toggle("Show the model's reconstruction of the picked notes (ghost layer)",
                            value=False, key="explore_ghost")
     if show_ghost:
-        table = run_model(A.explain, model_path, data, piece, ratio, seed, context)
+        table = W.run_model(A.explain, model_path, data, piece, ratio, seed, context)
 colour_col, _ = st.columns([2, 3])
 colour_by = colour_col.selectbox("Colour notes by", list(COLOUR_BY), key="explore_colour_by",
                          format_func=lambda c: COLOUR_BY[c] if c or over is not None else "track",
@@ -226,7 +206,7 @@ fig = A.figure(roll_key, lambda: pianoroll.piano_roll(
 event = st.plotly_chart(fig, key="explore_roll", on_select="rerun", selection_mode="points",
                         config={"scrollZoom": True, "displaylogo": False})
 if over is not None and table is None and not no_recovery:
-    table = run_model(A.explain, model_path, data, piece, ratio, seed, context)
+    table = W.run_model(A.explain, model_path, data, piece, ratio, seed, context)
 if over is not None and (warn := A.untrained_masker_note(model_path)):
     st.warning(warn + " The overlay above is drawn faded.")
 n_bars = len(piece.bar_starts_q)
@@ -365,7 +345,7 @@ if table is not None:
         frozen = table["frozen"].fillna(False).to_numpy(dtype=bool)
         picked = table["picked"].to_numpy(dtype=bool)
         rnd = picks.random_like(picked, ~frozen, draw_seed)
-        outcome = run_model(draw_outcome, model_path, data, piece, ratio, draw_seed, picked, frozen, rnd)
+        outcome = W.run_model(draw_outcome, model_path, data, piece, ratio, draw_seed, picked, frozen, rnd)
         titles = None
         if outcome is not None and outcome["recovery"]["masker"]["mean"] is not None:
             rec = outcome["recovery"]

@@ -24,28 +24,13 @@ st.session_state["score_seen_click"] = _click
 if _for and _note is not None:
     st.session_state["score_explore_note"] = (_for[0], int(_note))
 
-c1, c2, c3 = st.columns([3, 3, 2])
-with c1:
-    choice = W.piece_picker("score")
-with c2:
-    model_path = W.model_picker("Model", "score_model", A.K_MODEL_A, "demo adversarial", defer_load=True)
-with c3:
-    ratio = W.ratio_slider("score_ratio", help=W.RATIO_HELP)
+choice, model_path, ratio, _ = W.piece_model_ratio("score")
 
 piece = W.piece_or_stop(choice)
 name, data = choice
 key = A.piece_key(data)
 
-over = None
-if model_path:
-    try:
-        over = A.overlay(model_path, data, piece, ratio)
-    except A.SMUCheckpointError as e:
-        st.error(W.model_error(e))
-    except A.SMUInputError as e:
-        st.error(f"The model cannot read this piece: {md_escape(e.reason)}")
-    except Exception as e:  # keep the page alive whatever the model does
-        st.error(f"The model failed on this piece: {type(e).__name__}: {md_escape(e)}")
+over = W.run_model(A.overlay, model_path, data, piece, ratio) if model_path else None
 
 from_explore = st.session_state.get("score_explore_note")
 selected = from_explore[1] if from_explore and from_explore[0] == key and 0 <= from_explore[1] < len(piece) else None

@@ -126,6 +126,35 @@ def ratio_slider(key: str, help: str | None = None) -> float:
     return ratio
 
 
+def piece_model_ratio(prefix: str):
+    """The first row of a page on one piece and one model (Explore, Score): piece picker, model
+    picker (loaded after the first roll, see :func:`model_picker`'s ``defer_load``) and the ratio
+    slider. Returns (choice, model path or None, ratio, the third column for a page's own controls)."""
+    c1, c2, c3 = st.columns([3, 3, 2])
+    with c1:
+        choice = piece_picker(prefix)
+    with c2:
+        # a demo model is loaded after the first roll, drawn from the scores stored beside it
+        model_path = model_picker("Model", f"{prefix}_model", A.K_MODEL_A, "demo adversarial", defer_load=True)
+    with c3:
+        ratio = ratio_slider(f"{prefix}_ratio", help=RATIO_HELP)
+    return choice, model_path, ratio, c3
+
+
+def run_model(fn, *args):
+    """Call a model helper on the page's piece; show a plain error (never a traceback) and return
+    None on failure."""
+    try:
+        return fn(*args)
+    except SMUCheckpointError as e:
+        st.error(model_error(e))
+    except SMUInputError as e:
+        st.error(f"The model cannot read this piece: {md_escape(e.reason)}")
+    except Exception as e:  # keep the page alive whatever the model does
+        st.error(f"The model failed on this piece: {type(e).__name__}: {md_escape(e)}")
+    return None
+
+
 def load_piece(choice: tuple[str, bytes] | None):
     """Read the chosen piece; on bad input (unreadable, no notes, more than ``MAX_NOTES``
     notes) shows ``st.error`` in plain words and returns None."""
