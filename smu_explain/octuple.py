@@ -615,6 +615,15 @@ class OctupleTokenizer:
 
 # ----------------------------------------------------------------------------- this project's ids
 
+def _relabel(tokens: np.ndarray, tables: list[np.ndarray]) -> np.ndarray:
+    """Each attribute column j of ``tokens`` mapped through ``tables[j]`` (one id table per attribute)."""
+    t = np.asarray(tokens, dtype=np.int64)
+    out = np.empty_like(t)
+    for j in range(t.shape[-1]):
+        out[..., j] = tables[j][t[..., j]]
+    return out
+
+
 @dataclass(frozen=True)
 class OctupleIdsConfig:
     """The settings the rest of the library reads from ``tokenizer.config`` (windows, reading,
@@ -658,18 +667,10 @@ class OctupleIds:
         return f"OctupleIds(max_len={self.config.max_len}, stride={self.config.stride})"
 
     def to_ours(self, tokens: np.ndarray) -> np.ndarray:
-        t = np.asarray(tokens, dtype=np.int64)
-        out = np.empty_like(t)
-        for j in range(t.shape[-1]):
-            out[..., j] = self._ours[j][t[..., j]]
-        return out
+        return _relabel(tokens, self._ours)
 
     def to_theirs(self, tokens: np.ndarray) -> np.ndarray:
-        t = np.asarray(tokens, dtype=np.int64)
-        out = np.empty_like(t)
-        for j in range(t.shape[-1]):
-            out[..., j] = self.perm[j][t[..., j]]
-        return out
+        return _relabel(tokens, self.perm)
 
     def read(self, source, name: str | None = None) -> Piece:
         return self.inner.read(source, name)
