@@ -579,44 +579,48 @@ def accuracy_of(frame: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def tokens_key(model_path: str | Path) -> tuple[str, str, int]:
+    """What the no-model rules of a model depend on: its tokenizer (kind and settings) and its
+    window length. Two models that read music into the same tokens share their rules' cache entries."""
+    model, tokenizer = load_model(model_path)
+    return type(tokenizer).__name__, repr(tokenizer.config), int(model.config.max_len)  # configs: dataclasses
+
+
 @st.cache_data(show_spinner="Computing the no-model rules...", max_entries=32)
-def rules_cached(model_path: str, mtime: float, key: str, groups: int, seed: int,
+def rules_cached(tokens: tuple, key: str, groups: int, seed: int, _tokenizer: Any,
                  _pieces: Any) -> dict[str, dict[str, float]]:
     from .baselines import piece_rules
 
-    model, tokenizer = _load_model(model_path, mtime)
-    return piece_rules(tokenizer, _pieces, ratio=1.0 / groups, seed=seed, max_len=model.config.max_len)
+    return piece_rules(_tokenizer, _pieces, ratio=1.0 / groups, seed=seed, max_len=tokens[2])
 
 
 def rules(model_path: str, data: bytes, piece, ratio: float, seed: int = 0) -> dict[str, dict[str, float]]:
     """The no-model rules (``baselines.piece_rules``) on the masks of :func:`explain` for the
-    same model, piece, ratio (its :func:`mask_groups`) and seed: {rule: {attribute: accuracy}}."""
-    p = Path(model_path)
-    return rules_cached(str(p.resolve()), _weights_mtime(p), piece_key(data), mask_groups(ratio), int(seed),
-                        piece)
+    same model, piece, ratio (its :func:`mask_groups`) and seed: {rule: {attribute: accuracy}};
+    cached by the model's tokens (:func:`tokens_key`), not by the model."""
+    return rules_cached(tokens_key(model_path), piece_key(data), mask_groups(ratio), int(seed),
+                        load_model(model_path)[1], piece)
 
 
 @st.cache_data(show_spinner="Computing the no-model rules on the folder...", max_entries=16)
-def folder_rules_cached(model_path: str, mtime: float, folder: str, stamp: tuple, groups: int,
-                        seed: int) -> dict[str, dict[str, float]]:
+def folder_rules_cached(tokens: tuple, folder: str, stamp: tuple, groups: int, seed: int,
+                        _tokenizer: Any) -> dict[str, dict[str, float]]:
     from .baselines import piece_rules
 
-    model, tokenizer = _load_model(model_path, mtime)
     # the files folder_explain_cached reads (parsed once for both); unreadable ones are skipped there too
-    pieces = [piece for _, _, piece, _ in _folder_pieces(folder, stamp, read_fields(tokenizer.config))
+    pieces = [piece for _, _, piece, _ in _folder_pieces(folder, stamp, read_fields(_tokenizer.config))
               if piece is not None]
-    return piece_rules(tokenizer, pieces, ratio=1.0 / groups, seed=seed, max_len=model.config.max_len)
+    return piece_rules(_tokenizer, pieces, ratio=1.0 / groups, seed=seed, max_len=tokens[2])
 
 
 def folder_rules(model_path: str, folder: str | Path, ratio: float, seed: int = 0,
                  max_files: int = 40) -> dict[str, dict[str, float]]:
     """The no-model rules on the files :func:`folder_explain` scores (their notes pooled), cached
-    by the ratio's :func:`mask_groups` like the explain tables."""
+    by the ratio's :func:`mask_groups` like the explain tables, and by the model's tokens."""
     files = folder_files(folder, max_files)
     stamp = tuple((f.name, f.stat().st_mtime) for f in files)
-    p = Path(model_path)
-    return folder_rules_cached(str(p.resolve()), _weights_mtime(p), str(Path(folder).resolve()),
-                               stamp, mask_groups(ratio), int(seed))
+    return folder_rules_cached(tokens_key(model_path), str(Path(folder).resolve()), stamp, mask_groups(ratio),
+                               int(seed), load_model(model_path)[1])
 
 
 def rules_verdict(model_acc: dict[str, float], rules_acc: dict[str, dict[str, float]]) -> str:
