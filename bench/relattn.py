@@ -31,7 +31,7 @@ Targets (issue 26): ours <= 1.3 x absolute, >= 5 x faster than transformers' rel
 peak memory <= absolute + 10 %, the explanation <= 20 s.
 
 Usage: ``python bench/relattn.py [--repeats 3] [--train-repeats 2] [--layers 12] [--no-peak]
-[--no-write] [--skip-transformers-relative-train]``
+[--no-write] [--no-train] [--no-explain] [--skip-transformers-relative-train]``
 """
 
 from __future__ import annotations
@@ -252,6 +252,7 @@ def main() -> None:
     ap.add_argument("--no-peak", action="store_true")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--no-explain", action="store_true")
+    ap.add_argument("--no-train", action="store_true", help="skip the training step (a quick look at inference)")
     ap.add_argument("--skip-transformers-relative-train", action="store_true")
     ap.add_argument("--peak-child", nargs=2, metavar=("VARIANT", "WORKLOAD"))
     args = ap.parse_args()
@@ -285,12 +286,13 @@ def main() -> None:
     train_models = dict(models)
     if args.skip_transformers_relative_train:
         train_models.pop("transformers_relative")
-    result["train_step_512x8_fp32"] = train_step(train_models, args.train_repeats)
+    if not args.no_train:
+        result["train_step_512x8_fp32"] = train_step(train_models, args.train_repeats)
     if not args.no_explain:
         result["explain_1000_notes"] = explain_1000(models, bf16)
     del models, train_models
     if not args.no_peak:
-        workloads = ["eval_fp32", "train"] + (["eval_bf16"] if bf16 else [])
+        workloads = ["eval_fp32"] + ([] if args.no_train else ["train"]) + (["eval_bf16"] if bf16 else [])
         skip = {("transformers_relative", "train")} if args.skip_transformers_relative_train else set()
         result["peak_rss_mb"] = peak_memory(args.layers, workloads, skip)
     result["machine"]["loadavg_end"] = os.getloadavg()

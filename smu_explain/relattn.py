@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -72,7 +73,11 @@ RELATIVE = ("relative_key", "relative_key_query")
 IMPLS = ("ours", "transformers")
 ENV_IMPL = "SMU_RELATTN"
 REL_BLOCK = 128  # queries (or keys) per block of the relative-bias GEMMs (see the module docstring)
+BIAS_GROUP_BYTES = 32 << 20  # inference: the most bias one SDPA call gets (heads are grouped; see _attend)
 RECOMPUTE_IN_BACKWARD = True  # training: the bias is recomputed in backward, not stored (see relative_attention)
+
+
+_WORKSPACE = threading.local()  # inference: this thread's reused bias buffers (see _workspace)
 
 
 class TransformersRelativeError(SMUCheckpointError):
@@ -100,19 +105,22 @@ def _diagonal_view(x: torch.Tensor, rows: int, cols: int, row_stride: int, col_s
 
 
 def _relative_bias_reversed(q: torch.Tensor, k_rev: torch.Tensor, table: torch.Tensor, max_position: int,
-                            kind: str, block: int, mask_rev: torch.Tensor | None = None) -> torch.Tensor:
+                            kind: str, block: int, mask_rev: torch.Tensor | None = None,
+                            out: torch.Tensor | None = None) -> torch.Tensor:
     """The relative logits with the keys in reverse order: out[l, c] = bias[l, L - 1 - c].
 
     In that frame both terms are plain strided views of one matmul per block (see the module
     docstring); q and k_rev come already scaled. For queries l = s..s+b-1 (and for reversed keys
     c = s..s+b-1 alike) the distances seen are s - L + 1 .. s + b - 1: ``run``, W = L + b - 1
-    consecutive table rows.
-      query term: X = q_blk @ run^T (b, W); bias_rev[s + i, c] = X[i, i + c]   (strides W + 1, 1)
-      key term:   P = run @ k_blk^T (W, b); bias_rev[l, s + i] = P[l + i, i]   (strides b, b + 1)
-    (with autograd the key term is instead the query computation for k_rev, transposed:
-    K[c, l] = k_rev_c . e(l - L + 1 + c) has the same run and view).
-    ``mask_rev`` (B, 1, 1, L), reversed too, is added on the way. Without autograd everything is
-    written into one preallocated tensor; with it, blocks are concatenated (cheap backward)."""
+    consecutive table rows, and for ``x`` = q or k_rev the product Y = x_blk @ run^T (b, W) holds
+    x_{s+i} . e(s + i - L + 1 + c) at Y[i, i + c] (row strides W + 1, 1):
+      query term: bias_rev[s + i, c] = Y_q[i, i + c]   (a block of rows)
+      key term:   bias_rev[l, s + i] = Y_k[i, i + l]   (a block of columns: K[c, l] = k_rev_c . e(l - L + 1 + c))
+    ``mask_rev`` (B, 1, 1, L), reversed too, is added on the way. With autograd the blocks are
+    concatenated (cheap backward). Without it everything is written into ``out`` (B, H, L, L)
+    (allocated when None): the key term's columns first, then the query term's rows are added
+    (long contiguous rows: the cheap direction), every block's product in one reused scratch
+    buffer, small enough to stay in the cache between the product and its copy."""
     B, H, L, d = q.shape
     M = max_position
     grad = torch.is_grad_enabled() and (q.requires_grad or k_rev.requires_grad or table.requires_grad)
@@ -121,40 +129,40 @@ def _relative_bias_reversed(q: torch.Tensor, k_rev: torch.Tensor, table: torch.T
     def run(s: int, b: int) -> torch.Tensor:  # distances s - L + 1 .. s + b - 1
         return table[M - L + s: M + s + b - 1]
 
-    def rows(x: torch.Tensor, s: int, b: int) -> torch.Tensor:
-        """(B, H, b, L): t[i, c] = x_{s+i} . e(s + i - L + 1 + c), a strided view of one GEMM."""
+    def product(x: torch.Tensor, s: int, b: int, scratch: torch.Tensor | None = None) -> torch.Tensor:
+        """Y = x_blk @ run^T for all heads at once, (B, H, b, W)."""
         W = L + b - 1
-        y = torch.mm(x[..., s: s + b, :].reshape(-1, d), run(s, b).t()).view(B, H, b, W)  # all heads at once
-        return _diagonal_view(y, b, L, W + 1, 1)
+        flat = x[..., s: s + b, :].reshape(-1, d)
+        if scratch is None:
+            return torch.mm(flat, run(s, b).t()).view(B, H, b, W)
+        return torch.mm(flat, run(s, b).t(), out=scratch[: B * H * b * W].view(B * H * b, W)).view(B, H, b, W)
+
+    def rows(y: torch.Tensor, b: int) -> torch.Tensor:  # (B, H, b, L): t[i, c] = y[i, i + c]
+        return _diagonal_view(y, b, L, L + b, 1)
 
     sizes = [(s, min(block, L - s)) for s in range(0, L, block)]
     if grad:
         def cat(parts: list[torch.Tensor]) -> torch.Tensor:
             return parts[0].contiguous() if len(parts) == 1 else torch.cat(parts, dim=-2)
 
-        bias = cat([rows(q, s, b) for s, b in sizes])
+        bias = cat([rows(product(q, s, b), b) for s, b in sizes])
         if kind == "relative_key_query":
-            bias = bias + cat([rows(k_rev, s, b) for s, b in sizes]).transpose(-1, -2)
+            bias = bias + cat([rows(product(k_rev, s, b), b) for s, b in sizes]).transpose(-1, -2)
         return bias if mask_rev is None else bias + mask_rev.to(bias.dtype)
-    # Inference: one preallocated bias, every block written or added in place: the key term's
-    # columns are copied in first (from their strided view), then the query term's rows are added
-    # (long contiguous rows: the cheap direction for the one element-wise add).
-    acc = q.dtype
-    out = q.new_empty((B, H, L, L), dtype=acc)
+    if out is None:
+        out = q.new_empty((B, H, L, L))
+    b0 = sizes[0][1]
+    scratch = q.new_empty(B * H * b0 * (L + b0 - 1))
     if kind == "relative_key_query":
         for s, b in sizes:
-            W = L + b - 1
-            # p[h, j, i] = e(s - L + 1 + j) . k_rev[s + i]; column s + i of row l is p[h, l + i, i]
-            p = torch.bmm(run(s, b).expand(B * H, W, d),  # (B*H, W, b), the table shared (stride 0)
-                          k_rev[..., s: s + b, :].reshape(B * H, b, d).transpose(1, 2))
-            out[..., :, s: s + b] = p.as_strided((B, H, L, b), (H * W * b, W * b, b, b + 1))
+            out[..., :, s: s + b] = rows(product(k_rev, s, b, scratch), b).transpose(-1, -2)
         for s, b in sizes:
-            out[..., s: s + b, :].add_(rows(q, s, b))
+            out[..., s: s + b, :].add_(rows(product(q, s, b, scratch), b))
     else:
         for s, b in sizes:
-            out[..., s: s + b, :] = rows(q, s, b)
+            out[..., s: s + b, :] = rows(product(q, s, b, scratch), b)
     if mask_rev is not None:
-        out.add_(mask_rev.to(acc))
+        out.add_(mask_rev.to(out.dtype))
     return out
 
 
@@ -187,13 +195,46 @@ def relative_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table:
     return _attend(q, k, v, table, max_position, kind, mask, dropout_p, block)
 
 
+def _workspace(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A flat buffer of n elements for the inference bias, reused by every layer and call of this
+    thread (``_WORKSPACE``, grown to the largest size asked; it dies with its thread). A fresh
+    (B, H, L, L) tensor per layer costs the kernel's page faults (~10 ms for 48 MB here, a fifth
+    of the layer's attention); SDPA's output never aliases it. Made outside inference mode, so
+    that it can be written in place under ``no_grad`` and ``inference_mode`` alike."""
+    bufs = _WORKSPACE.__dict__.setdefault("bufs", {})
+    buf = bufs.get((dtype, device))
+    if buf is None or buf.numel() < n:
+        bufs.pop((dtype, device), None)  # free the old one before allocating the larger
+        with torch.inference_mode(False):
+            buf = bufs[(dtype, device)] = torch.empty(n, dtype=dtype, device=device)
+    return buf[:n]
+
+
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor, max_position: int, kind: str,
             mask: torch.Tensor | None, dropout_p: float, block: int) -> torch.Tensor:
     scale = 1.0 / math.sqrt(q.shape[-1])
     k_rev, v_rev = k.flip(-2), v.flip(-2)
     mask_rev = None if mask is None else mask.flip(-1)
-    bias = _relative_bias_reversed(q * scale, k_rev * scale, table, max_position, kind, block, mask_rev)
-    return F.scaled_dot_product_attention(q, k_rev, v_rev, attn_mask=bias, dropout_p=dropout_p)
+    qs, ks = q * scale, k_rev * scale
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, table)):
+        bias = _relative_bias_reversed(qs, ks, table, max_position, kind, block, mask_rev)
+        return F.scaled_dot_product_attention(q, k_rev, v_rev, attn_mask=bias, dropout_p=dropout_p)
+    # Inference: the bias lives in this thread's workspace, a group of heads at a time (at most
+    # BIAS_GROUP_BYTES, at least one head), each group's bias read by SDPA right after it is built.
+    B, H, L, _ = q.shape
+    group = max(1, min(H, BIAS_GROUP_BYTES // max(1, B * L * L * q.element_size())))
+    bias = _workspace(B * group * L * L, q.dtype, q.device).view(B, group, L, L)
+    if group == H:
+        _relative_bias_reversed(qs, ks, table, max_position, kind, block, mask_rev, out=bias)
+        return F.scaled_dot_product_attention(q, k_rev, v_rev, attn_mask=bias, dropout_p=dropout_p)
+    out = q.new_empty(q.shape)
+    for h in range(0, H, group):
+        g = slice(h, min(H, h + group))
+        b = bias[:, : g.stop - h]
+        _relative_bias_reversed(qs[:, g], ks[:, g], table, max_position, kind, block, mask_rev, out=b)
+        out[:, g] = F.scaled_dot_product_attention(q[:, g], k_rev[:, g], v_rev[:, g], attn_mask=b,
+                                                   dropout_p=dropout_p)
+    return out
 
 
 def relative_position_bias(q: torch.Tensor, k: torch.Tensor, table: torch.Tensor, max_position: int,
