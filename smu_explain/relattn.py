@@ -18,22 +18,25 @@ Rules (issue 26):
   the padding mask (``(1 - mask) * finfo.min`` like transformers). Sequences longer than M are
   refused (``ValueError``).
 - How we compute it (``relative_attention``): never the [L, L, head_dim] tensor of
-  transformers' einsum. Attention does not depend on the order of the keys, so SDPA gets the keys
-  (values, mask) in reverse order; in that frame, for a block of b queries (or of b keys) the
-  distances involved are one contiguous run of ``W = L + b - 1`` table rows, and each term is one
-  GEMM of the block against that run, read through a strided view (the "skewing" of Music
-  Transformer, Huang et al. 2018, without its padding copy): the query term
-  ``X = q_blk @ run^T`` gives rows ``s..s+b-1`` of the bias as ``X[i, i + c]``; the key term
-  ``P = run @ k_blk^T`` gives columns ``s..s+b-1`` as ``P[l + i, i]``. Blocks of ``REL_BLOCK``
-  cost ``L (L + b - 1) d`` multiply-adds per term, about half of one [L, 2L - 1] product at
-  L = 1000. The sum, already divided by sqrt(head_dim) (q and k are scaled first), is the additive
-  float ``attn_mask`` of ``torch.nn.functional.scaled_dot_product_attention``, which scales q.k
-  itself: the three terms are divided by sqrt(head_dim) together, as transformers does. Without
-  autograd the bias is one preallocated (B, H, L, L) tensor written block by block (nothing else
-  of that size is alive); with autograd the blocks are concatenated (plain backward), and the bias
-  is recomputed in the backward pass instead of being stored (``RECOMPUTE_IN_BACKWARD``), so a
-  training step keeps no (B, H, L, L) tensor per layer.
-  ``relative_position_bias`` returns the same bias in the usual key order (tests, explanations).
+  transformers' einsum. For a block of b queries (or of b keys) the distances involved are one
+  contiguous run of ``W = L + b - 1`` table rows, and each term is one GEMM of the block against
+  that run, read through a strided view (the "skewing" of Music Transformer, Huang et al. 2018,
+  without its padding copy): the query term reads the table flipped, so that its block gives rows
+  ``s..s+b-1`` of the bias as ``Y[i, r - i + b - 1]``; the key term gives columns ``s..s+b-1`` as
+  ``Y[j, l - j + b - 1]`` (see ``_relative_bias``). Blocks of ``REL_BLOCK`` cost
+  ``L (L + b - 1) d`` multiply-adds per term, about half of one [L, 2L - 1] product at L = 1000.
+  The tables are scaled by 1/sqrt(head_dim), so the sum is the relative part of the logits
+  already divided; it is the additive float ``attn_mask`` of
+  ``torch.nn.functional.scaled_dot_product_attention``, which scales q.k itself: the three terms
+  are divided by sqrt(head_dim) together, as transformers does.
+  Inference (no autograd): the bias is written block by block into a buffer this thread keeps
+  and reuses (``_workspace``: a fresh 48 MB tensor per layer cost ~10 ms of page faults on
+  the benchmark machine), for a group of heads at a time (``BIAS_GROUP_BYTES``), each group's
+  bias read by SDPA right after it is built; the block products go through one reused scratch
+  buffer that stays in the cache. Training: the blocks are concatenated (plain backward) and the
+  bias is recomputed in the backward pass instead of being stored (``RECOMPUTE_IN_BACKWARD``),
+  so a training step keeps no (B, H, L, L) tensor per layer.
+  ``relative_position_bias`` returns the same bias (tests, explanations).
 - Dropout on the attention probabilities (``attention_probs_dropout_prob``) only in training
   (SDPA's ``dropout_p``); hidden dropout as BERT's.
 - The switch for checking: ``impl="transformers"`` (argument of ``BertEncoder``) or the
@@ -94,75 +97,74 @@ def default_impl(impl: str | None = None) -> str:
 
 # ----------------------------------------------------------------------------- the bias
 
-def _diagonal_view(x: torch.Tensor, rows: int, cols: int, row_stride: int, col_stride: int) -> torch.Tensor:
-    """The (..., rows, cols) strided view of the last two dims of contiguous ``x`` whose element
-    (i, c) is x's flat element ``i * row_stride + c * col_stride`` (the "skewing" of Music
-    Transformer, Huang et al. 2018, without the padding copy: no two elements coincide here)."""
-    lead = x.shape[:-2]
-    size = x.shape[-2] * x.shape[-1]
-    strides = [size * math.prod(lead[i + 1:]) for i in range(len(lead))]
-    return x.as_strided((*lead, rows, cols), (*strides, row_stride, col_stride), x.storage_offset())
+def _strided(y: torch.Tensor, size: tuple[int, int], stride: tuple[int, int], offset: int) -> torch.Tensor:
+    """The (..., *size) view of the last two dims of contiguous ``y`` whose element (i, j) is y's
+    flat element ``offset + i * stride[0] + j * stride[1]`` of each leading index (the "skewing"
+    of Music Transformer, Huang et al. 2018, without its padding copy: no two elements coincide)."""
+    lead = y.shape[:-2]
+    size2 = y.shape[-2] * y.shape[-1]
+    strides = [size2 * math.prod(lead[i + 1:]) for i in range(len(lead))]
+    return y.as_strided((*lead, *size), (*strides, *stride), y.storage_offset() + offset)
 
 
-def _relative_bias_reversed(q: torch.Tensor, k_rev: torch.Tensor, table: torch.Tensor, max_position: int,
-                            kind: str, block: int, mask_rev: torch.Tensor | None = None,
-                            out: torch.Tensor | None = None) -> torch.Tensor:
-    """The relative logits with the keys in reverse order: out[l, c] = bias[l, L - 1 - c].
+def _relative_bias(q: torch.Tensor, k: torch.Tensor, table: torch.Tensor, max_position: int, kind: str,
+                   block: int, scale: float, mask: torch.Tensor | None = None,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+    """bias[l, r] = (q_l . e(l - r) [+ k_r . e(l - r)]) * scale [+ mask[r]], (B, H, L, L).
 
-    In that frame both terms are plain strided views of one matmul per block (see the module
-    docstring); q and k_rev come already scaled. For queries l = s..s+b-1 (and for reversed keys
-    c = s..s+b-1 alike) the distances seen are s - L + 1 .. s + b - 1: ``run``, W = L + b - 1
-    consecutive table rows, and for ``x`` = q or k_rev the product Y = x_blk @ run^T (b, W) holds
-    x_{s+i} . e(s + i - L + 1 + c) at Y[i, i + c] (row strides W + 1, 1):
-      query term: bias_rev[s + i, c] = Y_q[i, i + c]   (a block of rows)
-      key term:   bias_rev[l, s + i] = Y_k[i, i + l]   (a block of columns: K[c, l] = k_rev_c . e(l - L + 1 + c))
-    ``mask_rev`` (B, 1, 1, L), reversed too, is added on the way. With autograd the blocks are
-    concatenated (cheap backward). Without it everything is written into ``out`` (B, H, L, L)
-    (allocated when None): the key term's columns first, then the query term's rows are added
-    (long contiguous rows: the cheap direction), every block's product in one reused scratch
-    buffer, small enough to stay in the cache between the product and its copy."""
+    e(delta) = table[delta + M - 1]. For a block of b queries l = s + i (or of b keys r = s + j)
+    the distances seen are one run of W = L + b - 1 consecutive table rows, and each term is one
+    product of the block against that run, read through a strided view:
+      query term: the table flipped (``t'(m) = e(-m)``, so that a row of the bias reads it
+        forwards): Y = q_blk @ run'^T (b, W); bias[s + i, r] = Y[i, r - i + b - 1]
+        (strides W - 1, 1);
+      key term: Y = k_blk @ run^T (b, W); bias[l, s + j] = Y[j, l - j + b - 1] (a block of
+        columns, strides 1, W - 1).
+    Both tables come scaled, so q and k are used as they are. With autograd the blocks are
+    concatenated (a plain backward). Without it everything is written into ``out`` (allocated
+    when None): the key term's columns first, then the query term's rows are added (long
+    contiguous rows: the cheap direction), every block's product in one reused scratch buffer,
+    small enough to stay in the cache between the product and its copy."""
     B, H, L, d = q.shape
     M = max_position
-    grad = torch.is_grad_enabled() and (q.requires_grad or k_rev.requires_grad or table.requires_grad)
-    table = table.to(q.dtype)
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or table.requires_grad)
+    t_key = (table * scale).to(q.dtype)
+    t_query = t_key.flip(0)
 
-    def run(s: int, b: int) -> torch.Tensor:  # distances s - L + 1 .. s + b - 1
-        return table[M - L + s: M + s + b - 1]
-
-    def product(x: torch.Tensor, s: int, b: int, scratch: torch.Tensor | None = None) -> torch.Tensor:
-        """Y = x_blk @ run^T for all heads at once, (B, H, b, W)."""
+    def product(x: torch.Tensor, t: torch.Tensor, s: int, b: int, scratch: torch.Tensor | None = None):
+        """Y = x_blk @ t[M - s - b : M - s + L - 1]^T for all heads at once, (B, H, b, W)."""
         W = L + b - 1
-        flat = x[..., s: s + b, :].reshape(-1, d)
-        if scratch is None:
-            return torch.mm(flat, run(s, b).t()).view(B, H, b, W)
-        return torch.mm(flat, run(s, b).t(), out=scratch[: B * H * b * W].view(B * H * b, W)).view(B, H, b, W)
+        flat, run = x[..., s: s + b, :].reshape(-1, d), t[M - s - b: M - s + L - 1]
+        y = torch.mm(flat, run.t()) if scratch is None else torch.mm(
+            flat, run.t(), out=scratch[: B * H * b * W].view(B * H * b, W))
+        return y.view(B, H, b, W)
 
-    def rows(y: torch.Tensor, b: int) -> torch.Tensor:  # (B, H, b, L): t[i, c] = y[i, i + c]
-        return _diagonal_view(y, b, L, L + b, 1)
+    def rows(y: torch.Tensor, b: int) -> torch.Tensor:  # (B, H, b, L)
+        return _strided(y, (b, L), (L + b - 2, 1), b - 1)
+
+    def cols(y: torch.Tensor, b: int) -> torch.Tensor:  # (B, H, L, b)
+        return _strided(y, (L, b), (1, L + b - 2), b - 1)
 
     sizes = [(s, min(block, L - s)) for s in range(0, L, block)]
     if grad:
-        def cat(parts: list[torch.Tensor]) -> torch.Tensor:
-            return parts[0].contiguous() if len(parts) == 1 else torch.cat(parts, dim=-2)
-
-        bias = cat([rows(product(q, s, b), b) for s, b in sizes])
+        bias = torch.cat([rows(product(q, t_query, s, b), b) for s, b in sizes], dim=-2)
         if kind == "relative_key_query":
-            bias = bias + cat([rows(product(k_rev, s, b), b) for s, b in sizes]).transpose(-1, -2)
-        return bias if mask_rev is None else bias + mask_rev.to(bias.dtype)
+            bias = bias + torch.cat([cols(product(k, t_key, s, b), b) for s, b in sizes], dim=-1)
+        return bias if mask is None else bias + mask.to(bias.dtype)
     if out is None:
         out = q.new_empty((B, H, L, L))
     b0 = sizes[0][1]
     scratch = q.new_empty(B * H * b0 * (L + b0 - 1))
     if kind == "relative_key_query":
         for s, b in sizes:
-            out[..., :, s: s + b] = rows(product(k_rev, s, b, scratch), b).transpose(-1, -2)
+            out[..., s: s + b] = cols(product(k, t_key, s, b, scratch), b)
         for s, b in sizes:
-            out[..., s: s + b, :].add_(rows(product(q, s, b, scratch), b))
+            out[..., s: s + b, :].add_(rows(product(q, t_query, s, b, scratch), b))
     else:
         for s, b in sizes:
-            out[..., s: s + b, :] = rows(product(q, s, b, scratch), b)
-    if mask_rev is not None:
-        out.add_(mask_rev.to(out.dtype))
+            out[..., s: s + b, :] = rows(product(q, t_query, s, b, scratch), b)
+    if mask is not None:
+        out.add_(mask.to(out.dtype))
     return out
 
 
@@ -182,8 +184,6 @@ def relative_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table:
     """softmax((q k^T + q.e(l-r) [+ k.e(l-r)]) / sqrt(d) + mask) v, as transformers 4.x computes
     it, through SDPA. q, k, v (B, H, L, d); ``mask``: additive float (B, 1, 1, L) or None.
 
-    The keys (and values, and the mask) are handed to SDPA in reverse order: attention does not
-    depend on the order of the keys, and in that order the relative bias is built from views.
     With autograd (training) the bias is not kept for the backward pass but recomputed there
     (``RECOMPUTE_IN_BACKWARD``: activation checkpointing of this function, same dropout mask), so
     training keeps no (B, H, L, L) tensor per layer, like SDPA without a bias."""
@@ -213,27 +213,23 @@ def _workspace(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor, max_position: int, kind: str,
             mask: torch.Tensor | None, dropout_p: float, block: int) -> torch.Tensor:
     scale = 1.0 / math.sqrt(q.shape[-1])
-    k_rev, v_rev = k.flip(-2), v.flip(-2)
-    mask_rev = None if mask is None else mask.flip(-1)
-    qs, ks = q * scale, k_rev * scale
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, table)):
-        bias = _relative_bias_reversed(qs, ks, table, max_position, kind, block, mask_rev)
-        return F.scaled_dot_product_attention(q, k_rev, v_rev, attn_mask=bias, dropout_p=dropout_p)
+        bias = _relative_bias(q, k, table, max_position, kind, block, scale, mask)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
     # Inference: the bias lives in this thread's workspace, a group of heads at a time (at most
     # BIAS_GROUP_BYTES, at least one head), each group's bias read by SDPA right after it is built.
     B, H, L, _ = q.shape
     group = max(1, min(H, BIAS_GROUP_BYTES // max(1, B * L * L * q.element_size())))
     bias = _workspace(B * group * L * L, q.dtype, q.device).view(B, group, L, L)
     if group == H:
-        _relative_bias_reversed(qs, ks, table, max_position, kind, block, mask_rev, out=bias)
-        return F.scaled_dot_product_attention(q, k_rev, v_rev, attn_mask=bias, dropout_p=dropout_p)
-    out = q.new_empty(q.shape)
+        _relative_bias(q, k, table, max_position, kind, block, scale, mask, out=bias)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
+    out = q.new_empty((B, L, H, q.shape[-1])).transpose(1, 2)  # the layout SDPA returns (callers merge heads for free)
     for h in range(0, H, group):
         g = slice(h, min(H, h + group))
-        b = bias[:, : g.stop - h]
-        _relative_bias_reversed(qs[:, g], ks[:, g], table, max_position, kind, block, mask_rev, out=b)
-        out[:, g] = F.scaled_dot_product_attention(q[:, g], k_rev[:, g], v_rev[:, g], attn_mask=b,
-                                                   dropout_p=dropout_p)
+        part = bias[:, : g.stop - h]
+        _relative_bias(q[:, g], k[:, g], table, max_position, kind, block, scale, mask, out=part)
+        out[:, g] = F.scaled_dot_product_attention(q[:, g], k[:, g], v[:, g], attn_mask=part, dropout_p=dropout_p)
     return out
 
 
@@ -244,10 +240,10 @@ def relative_position_bias(q: torch.Tensor, k: torch.Tensor, table: torch.Tensor
     times ``scale`` (default 1/sqrt(head_dim)): ``q_l.e(l-r)`` plus, for
     ``"relative_key_query"``, ``k_r.e(l-r)``; ``e(delta) = table[delta + max_position - 1]``.
     q, k: (B, H, L, d); table: (2 * max_position - 1, d). (``relative_attention`` uses the same
-    computation with the keys reversed, and never flips the (B, H, L, L) result back.)"""
+    computation.)"""
     _check_relative(q, table, max_position, kind)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    return _relative_bias_reversed(q * scale, k.flip(-2) * scale, table, max_position, kind, block).flip(-1)
+    return _relative_bias(q, k, table, max_position, kind, block, scale)
 
 
 def relative_scores_reference(q: torch.Tensor, k: torch.Tensor, table: torch.Tensor, max_position: int,
