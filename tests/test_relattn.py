@@ -148,6 +148,31 @@ def test_inference_groups_of_heads_and_the_workspace(monkeypatch, group_heads):
     close(f64, _reference_attention(q.double(), k.double(), v.double(), table.double()), 1e-10)
 
 
+def test_inference_buffer_is_per_thread():
+    """Two threads (two app sessions) attending at once each get their own bias buffer: their
+    outputs are their references, every time."""
+    import threading
+
+    g = torch.Generator().manual_seed(7)
+    inputs = [tuple(torch.randn(1, 4, 200, 16, generator=g) for _ in range(3)) for _ in range(2)]
+    table = torch.randn(2 * 512 - 1, 16, generator=g)
+    wants = [_reference_attention(q, k, v, table) for q, k, v in inputs]
+    errors: list[float] = []
+
+    def work(i: int) -> None:
+        q, k, v = inputs[i]
+        with torch.no_grad():
+            for _ in range(20):
+                errors.append(float((relattn.relative_attention(q, k, v, table, 512) - wants[i]).abs().max()))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 40 and max(errors) <= 1e-5, max(errors)
+
+
 def test_bias_refuses_long_sequences_and_wrong_tables():
     q = torch.zeros(1, 1, 9, 4)
     with pytest.raises(ValueError, match="exceeds"):
