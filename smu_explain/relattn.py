@@ -97,6 +97,11 @@ def default_impl(impl: str | None = None) -> str:
 
 # ----------------------------------------------------------------------------- the bias
 
+def _tracks_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records this computation (else the in-place inference path runs)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def _strided(y: torch.Tensor, size: tuple[int, int], stride: tuple[int, int], offset: int) -> torch.Tensor:
     """The (..., *size) view of the last two dims of contiguous ``y`` whose element (i, j) is y's
     flat element ``offset + i * stride[0] + j * stride[1]`` of each leading index (the "skewing"
@@ -127,7 +132,7 @@ def _relative_bias(q: torch.Tensor, k: torch.Tensor, table: torch.Tensor, max_po
     small enough to stay in the cache between the product and its copy."""
     B, H, L, d = q.shape
     M = max_position
-    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or table.requires_grad)
+    grad = _tracks_grad(q, k, table)
     t_key = (table * scale).to(q.dtype)
     t_query = t_key.flip(0)
 
@@ -188,8 +193,7 @@ def relative_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table:
     (``RECOMPUTE_IN_BACKWARD``: activation checkpointing of this function, same dropout mask), so
     training keeps no (B, H, L, L) tensor per layer, like SDPA without a bias."""
     _check_relative(q, table, max_position, kind)
-    if RECOMPUTE_IN_BACKWARD and torch.is_grad_enabled() and any(
-            t.requires_grad for t in (q, k, v, table)):
+    if RECOMPUTE_IN_BACKWARD and _tracks_grad(q, k, v, table):
         from torch.utils.checkpoint import checkpoint
         return checkpoint(_attend, q, k, v, table, max_position, kind, mask, dropout_p, block, use_reentrant=False)
     return _attend(q, k, v, table, max_position, kind, mask, dropout_p, block)
@@ -213,7 +217,7 @@ def _workspace(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor, max_position: int, kind: str,
             mask: torch.Tensor | None, dropout_p: float, block: int) -> torch.Tensor:
     scale = 1.0 / math.sqrt(q.shape[-1])
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, table)):
+    if _tracks_grad(q, k, v, table):
         bias = _relative_bias(q, k, table, max_position, kind, block, scale, mask)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
     # Inference: the bias lives in this thread's workspace, a group of heads at a time (at most
