@@ -457,17 +457,6 @@ def explain(model_path: str, data: bytes, piece, ratio: float, seed: int = 0,
     return with_picks(table, ratio)
 
 
-def random_draw(n: int, ratio: float, seed: int, selectable: np.ndarray | None = None) -> np.ndarray:
-    """One seeded random mask: ``round(ratio * n_selectable)`` notes (at least 1)."""
-    sel = np.ones(n, dtype=bool) if selectable is None else np.asarray(selectable, dtype=bool)
-    idx = np.flatnonzero(sel)
-    k = min(len(idx), max(1 if len(idx) else 0, int(round(ratio * len(idx)))))
-    rng = np.random.default_rng(seed)
-    out = np.zeros(n, dtype=bool)
-    out[rng.choice(idx, size=k, replace=False)] = True
-    return out
-
-
 # ----------------------------------------------------------------------------- audio
 
 AUDIO_SECONDS = 60.0
