@@ -440,7 +440,8 @@ def folder_task(folder: str | os.PathLike, labels_csv: str | os.PathLike, seed: 
 
     Rules (each breach raises ``SMUInputError`` naming the file and the reason):
     the CSV must exist and have ``file`` and ``label`` columns; every listed
-    file must exist inside ``folder`` (relative path, or absolute inside it); a file
+    file must exist inside ``folder`` (a relative path, or an absolute one inside it; ``..`` and
+    symlinks are resolved first, so neither leads out of it); a file
     may be listed once; every music file of the folder (recursively, the extensions
     the tokenizer reads: MIDI and MusicXML/kern/ABC scores) must have a row; when
     ``classes`` is given every label must be one of them (else the classes are
@@ -453,12 +454,18 @@ def folder_task(folder: str | os.PathLike, labels_csv: str | os.PathLike, seed: 
         raise SMUInputError(folder, "MIDI folder not found")
     if not labels_csv.is_file():
         raise SMUInputError(labels_csv, "labels CSV not found")
-    with open(labels_csv, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        cols = [c.strip() for c in (reader.fieldnames or [])]
-        if "file" not in cols or "label" not in cols:
-            raise SMUInputError(labels_csv, f"needs columns file,label (found {cols})")
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    try:
+        with open(labels_csv, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            cols = [c.strip() for c in (reader.fieldnames or [])]
+            if "file" not in cols or "label" not in cols:
+                raise SMUInputError(labels_csv, f"needs columns file,label (found {cols})")
+            rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except UnicodeDecodeError as e:
+        raise SMUInputError(labels_csv, f"not a UTF-8 text file (byte {e.start}): save the CSV as UTF-8") from None
+    except csv.Error as e:  # e.g. a field over csv's size limit, a NUL byte
+        raise SMUInputError(labels_csv, f"not a readable CSV ({e})") from None
+    inside = folder.resolve()
     seen: dict[str, dict[str, str]] = {}
     for i, row in enumerate(rows, start=2):
         f = row["file"]
@@ -466,12 +473,11 @@ def folder_task(folder: str | os.PathLike, labels_csv: str | os.PathLike, seed: 
             raise SMUInputError(labels_csv, f"line {i}: empty file name")
         if not row["label"]:
             raise SMUInputError(labels_csv, f"line {i}: empty label for {f}")
-        if Path(f).is_absolute():
-            try:
-                f = Path(f).resolve().relative_to(folder.resolve()).as_posix()
-            except ValueError:
-                raise SMUInputError(f, f"listed in {labels_csv.name} (line {i}) but not inside {folder}") from None
-        key = Path(f).as_posix()
+        try:  # relative to the folder or absolute, ".." and symlinks resolved: it must stay inside
+            f = (folder / f).resolve().relative_to(inside).as_posix()
+        except ValueError:
+            raise SMUInputError(f, f"listed in {labels_csv.name} (line {i}) but not inside {folder}") from None
+        key = f
         if key in seen:
             raise SMUInputError(labels_csv, f"line {i}: {f} is listed twice")
         if not (folder / f).is_file():

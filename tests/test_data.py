@@ -467,6 +467,40 @@ def test_folder_task_unknown_label_and_bad_csv(user_folder, tmp_path):
         corpora.folder_task(folder, tmp_path / "nope.csv")
 
 
+def test_folder_task_paths_cannot_leave_the_folder(user_folder, tmp_path, make_midi):
+    """A row's path is resolved (``..``, symlinks) before the inside-the-folder rule applies."""
+    folder, labels = user_folder
+    make_midi(tmp_path / "elsewhere", [(0, 480, 60, 80)], name="out.mid")
+    base = labels.read_text()
+    labels.write_text(base + "../elsewhere/out.mid,sad\n")
+    with pytest.raises(SMUInputError, match="not inside"):
+        corpora.folder_task(folder, labels)
+    (folder / "link.mid").symlink_to(tmp_path / "elsewhere" / "out.mid")
+    labels.write_text(base + "link.mid,sad\n")
+    with pytest.raises(SMUInputError, match="not inside"):
+        corpora.folder_task(folder, labels)
+    (folder / "link.mid").unlink()
+    # a roundabout path that stays inside is the same file, so listing it again is a repeat
+    labels.write_text(base.replace("p0.mid,", "sub/../p0.mid,"))
+    assert "p0.mid" in {r.name for r in corpora.folder_task(folder, labels).all_refs()}
+    labels.write_text(base + "./p1.mid,sad\n")
+    with pytest.raises(SMUInputError, match="listed twice"):
+        corpora.folder_task(folder, labels)
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"file,label\np0.mid,sad\xff\xfe\n", "not a UTF-8 text file"),
+    (b"file,label\np0.mid," + b"x" * 200_000 + b"\n", "not a readable CSV"),
+])
+def test_folder_task_unreadable_csv_is_an_input_error(user_folder, tmp_path, content, match):
+    folder, _ = user_folder
+    bad = tmp_path / "odd.csv"
+    bad.write_bytes(content)
+    with pytest.raises(SMUInputError, match=match) as e:
+        corpora.folder_task(folder, bad)
+    assert "odd.csv" in str(e.value)
+
+
 # ----------------------------------------------------------------------------- save / load / CLI
 def test_save_and_load_roundtrip(fake_root, tmp_path):
     tok = Tokenizer(TokenizerConfig(max_len=4, stride=2))
