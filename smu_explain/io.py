@@ -54,7 +54,19 @@ def default_file_mode() -> int:
     return 0o666 & ~old
 
 
+def _named(e: OSError, path: str | os.PathLike) -> OSError:
+    """``e`` naming ``path``, the file the caller asked for, not our temporary sibling (or nothing)."""
+    return type(e)(e.errno, e.strerror or str(e), os.fspath(path)) if e.errno is not None else e
+
+
 def _atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
+    try:
+        _atomic_write_to(path, data)
+    except OSError as e:
+        raise _named(e, path) from None
+
+
+def _atomic_write_to(path: str | os.PathLike, data: str | bytes) -> None:
     binary = isinstance(data, bytes)
     kw: dict[str, Any] = {} if binary else {"encoding": "utf-8"}
     mode_w = "wb" if binary else "w"
@@ -94,15 +106,20 @@ def atomic_write_stream(path: str | os.PathLike, write: Callable[[IO[Any]], Any]
     ``path``: readers see the old file or the whole new one, never half a file. The
     folder must exist. A failure (even KeyboardInterrupt) removes the temporary file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    except OSError as e:
+        raise _named(e, path) from None
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
             write(fh)
         os.chmod(tmp, default_file_mode())  # mkstemp makes 0o600; follow the umask like open()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename in (None, tmp):
+            raise _named(e, path) from None
         raise
 
 

@@ -478,6 +478,32 @@ def test_output_writes_follow_symlinks_and_devices(tmp_path):
         atomic_write_text(tmp_path, "x")
 
 
+def test_a_failed_output_write_names_the_file_asked_for(tmp_path, monkeypatch):
+    """Not our temporary sibling (".x.csv.tmp123"), and not an empty name; nothing is left."""
+    from smu_explain.io import atomic_write_stream
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left") as e:
+        atomic_write_text(tmp_path / "x.csv", "a,b\n")
+    assert e.value.filename == str(tmp_path / "x.csv")
+
+    def write(fh):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError) as e:
+        atomic_write_stream(tmp_path / "y.npz", write)
+    assert e.value.filename == str(tmp_path / "y.npz")
+    assert os.listdir(tmp_path) == []
+    if os.path.exists("/dev/full"):  # a device is written through: its error names it too
+        monkeypatch.undo()
+        with pytest.raises(OSError) as e:
+            atomic_write_text("/dev/full", "x" * 100_000)
+        assert e.value.filename == "/dev/full"
+
+
 def test_explain_csv_through_a_symlink(model_dir, music, tmp_path):
     real = tmp_path / "real.csv"
     real.write_text("")
