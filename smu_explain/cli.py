@@ -656,11 +656,24 @@ def check_flags(args) -> None:
             raise bad("--" + flag.replace("_", "-"), f"in 0..{MAX_SEED} (2**32 - 1)", short_int(v))
 
 
+OUTPUT_FLAGS = ("json", "csv", "markdown")  # the flags that name one output file
+
+
+def check_outputs(args) -> None:
+    """Output files that cannot be written are refused before any work (``io.check_writable``)."""
+    from .io import check_writable
+
+    for flag in OUTPUT_FLAGS:
+        if getattr(args, flag, None):
+            check_writable(getattr(args, flag))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         check_flags(args)
+        check_outputs(args)
         return int(args.func(args) or 0)
     except SMUInputError as e:  # includes SMUCheckpointError
         print(f"error: {e}", file=sys.stderr)

@@ -96,6 +96,26 @@ def _atomic_write_to(path: str | os.PathLike, data: str | bytes) -> None:
             tmp.unlink()
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise the ``OSError`` a write of ``path`` would (naming it) when that is knowable now: the
+    path is a folder, a parent is a file, or the nearest existing folder above it cannot be
+    written. For commands that would otherwise compute for minutes before finding out."""
+    path = Path(os.path.realpath(path))
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a folder, not a file", os.fspath(path))
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(20, f"{parent} is a file, not a folder", os.fspath(path))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(13, f"Permission denied (cannot write in {parent})", os.fspath(path))
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically (see the module docstring)."""
     _atomic_write(path, text)

@@ -301,7 +301,7 @@ def run_command(model, inputs: Sequence, *, ratio: float = 0.15, n_boot: int = 1
     import json
 
     from .errors import SMUInputError
-    from .io import atomic_write_text
+    from .io import atomic_write_text, check_writable
 
     if not 0 < ratio <= 1:
         raise SMUInputError("--ratio", f"must be in (0, 1], got {ratio}")
@@ -310,7 +310,16 @@ def run_command(model, inputs: Sequence, *, ratio: float = 0.15, n_boot: int = 1
     files = music_files(inputs, max_pieces)
     if not files:
         raise SMUInputError(", ".join(map(str, inputs)), "no music files (.mid, .midi, .xml, .musicxml, .mxl, ...)")
+    for out in (json_out, markdown_out):
+        if out:
+            check_writable(out)
     res = measure_folder(model, files, ratio=ratio, n_boot=n_boot, seed=seed)
+    if not res.get("n_pieces"):  # every file refused: say so, write nothing (a result of no pieces is no result)
+        skipped = res.get("skipped", [])
+        why = "; ".join(f"{name}: {reason}" for name, reason in skipped[:3]) + (
+            f"; {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        raise SMUInputError(", ".join(map(str, inputs)), f"none of the {len(files)} music file(s) could be measured"
+                            + (f" ({why})" if why else "") + "; nothing written")
     if json_out:
         atomic_write_text(json_out, json.dumps(res, indent=1, allow_nan=False) + "\n")
     if markdown_out:

@@ -504,6 +504,23 @@ def test_a_failed_output_write_names_the_file_asked_for(tmp_path, monkeypatch):
         assert e.value.filename == "/dev/full"
 
 
+@pytest.mark.parametrize("argv", [["explain", "{piece}", "--csv", "{out}"], ["explain", "{piece}", "--json", "{out}"],
+                                  ["evaluate", "--paths", "{piece}", "--json", "{out}"],
+                                  ["picks", "{piece}", "--markdown", "{out}"]])
+def test_an_unwritable_output_is_refused_before_any_work(model_dir, music, tmp_path, capsys, monkeypatch, argv):
+    import smu_explain.checkpoint as C
+
+    def never(*a, **k):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(C, "load_checkpoint", never)
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" / "x.out"
+    filled = [a.format(piece=music / "p0.mid", out=out) for a in argv]
+    assert main(filled + ["--model", str(model_dir)]) == 2
+    assert f"{out}: " in last_err(capsys) and not out.exists()
+
+
 def test_explain_csv_through_a_symlink(model_dir, music, tmp_path):
     real = tmp_path / "real.csv"
     real.write_text("")

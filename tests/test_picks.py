@@ -209,6 +209,16 @@ def test_run_command_writes_json_and_markdown(tiny, tmp_path):
         picks.run_command(folder, [tmp_path / "missing.mid"], n_boot=1)
     with pytest.raises(SMUInputError, match="ratio"):
         picks.run_command(folder, [music], ratio=0)
+    # every file refused: an error that says why, and no result file of no pieces
+    with pytest.raises(SMUInputError, match=r"none of the 1 music file\(s\) could be measured \(broken.mid: "):
+        picks.run_command(folder, [music / "broken.mid"], n_boot=1, json_out=tmp_path / "none.json")
+    assert not (tmp_path / "none.json").exists()
+    # an output that cannot be written is refused before the measurement, and the other is not written
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(NotADirectoryError) as e:
+        picks.run_command(folder, [music], n_boot=1, json_out=tmp_path / "q.json",
+                          markdown_out=tmp_path / "afile" / "q.md")
+    assert e.value.filename == str(tmp_path / "afile" / "q.md") and not (tmp_path / "q.json").exists()
 
 
 # --------------------------------------------------------------------------- one draw (Explore)
