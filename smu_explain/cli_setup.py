@@ -234,7 +234,9 @@ def run_lock(out: Path):
 
     A second ``smu pretrain``/``finetune`` on the same ``--out`` while one is running is
     refused with ``SMUInputError`` instead of interleaving progress files and overwriting
-    the model. Under torchrun only rank 0 takes the lock. The lock file is left in place.
+    the model. Under torchrun only rank 0 takes the lock. The lock file is left in place,
+    except when the run fails having written nothing into a folder it made itself: then the
+    folder goes too (a failed command leaves no trace).
     """
     import fcntl
     import os
@@ -242,6 +244,7 @@ def run_lock(out: Path):
     if os.environ.get("RANK", "0") != "0":
         yield
         return
+    made = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -262,7 +265,15 @@ def run_lock(out: Path):
             os.pwrite(fd, str(os.getpid()).encode(), 0)
         except OSError:
             pass
-        yield
+        try:
+            yield
+        except BaseException:
+            if made:
+                with contextlib.suppress(OSError):
+                    if os.listdir(out) == [LOCK_NAME]:
+                        os.unlink(out / LOCK_NAME)  # still ours: the flock is held until the close below
+                        os.rmdir(out)
+            raise
     finally:
         os.close(fd)  # releases the lock
 

@@ -455,6 +455,19 @@ def test_two_runs_on_one_folder_the_second_is_refused(music, tmp_path, capsys):
     assert main(PRE + ["--data", str(music), "--config", "tiny", "--out", str(out)]) == 0  # lock released
 
 
+def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path, capsys):
+    bad = tmp_path / "labels.csv"
+    bad.write_bytes(b"file,label\nx.mid,a\xff\n")
+    (tmp_path / "fold").mkdir()
+    out = tmp_path / "new" / "run"
+    argv = ["finetune", "--task", "folder", "--folder", str(tmp_path / "fold"), "--labels", str(bad),
+            "--from", "none", "--out", str(out), "--no-bar", "--no-cache"]
+    assert main(argv) == 2 and "labels.csv: not a UTF-8 text file" in last_err(capsys)
+    assert not out.exists()
+    out.mkdir(parents=True)  # a folder that was there before stays, with its lock file
+    assert main(argv) == 2 and os.listdir(out) == [".smu.lock"]
+
+
 # ============================================================================ outputs
 
 def test_output_writes_follow_symlinks_and_devices(tmp_path):
