@@ -90,9 +90,11 @@ def profile_table(profile: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-#: the "Colour notes by" choices: None = the masker score (the track without a model), else a label
-#: column of harmony.analyze (readable.ROLE_LABELS)
-COLOUR_BY = {None: "masker score", "chord_tone": "chord or non-chord tone",
+#: the "Colour notes by" choices: "score" = the masker score (the track without a model), else a label
+#: column of harmony.analyze (readable.ROLE_LABELS). Not None: a selectbox whose value is None shows
+#: its empty placeholder when it comes back after a run that did not draw it (an upload's first run).
+SCORE = "score"
+COLOUR_BY = {SCORE: "masker score", "chord_tone": "chord or non-chord tone",
              "harmony": "kind of non-chord tone", "voice_position": "voice position (bass, inner, top)",
              "metric": "metric weight (downbeat, beat, off-beat)", "repeated": "repeated note",
              "duration": "duration", "register": "register", "role": "POP909 track role"}
@@ -188,10 +190,11 @@ if over is not None and not no_recovery:
         table = W.run_model(A.explain, model_path, data, piece, ratio, seed, context)
 colour_col, _ = st.columns([2, 3])
 colour_by = colour_col.selectbox("Colour notes by", list(COLOUR_BY), key="explore_colour_by",
-                         format_func=lambda c: COLOUR_BY[c] if c or over is not None else "track",
+                         format_func=lambda c: COLOUR_BY[c] if c != SCORE or over is not None else "track",
                          help="The masker's score, or the role of each note from a chord and voice analysis "
                               "of the piece (no model): chord or non-chord tone, voice, beat, duration, "
                               "register. Picked notes keep their red outline, frozen notes their hatching.")
+colour_by = None if colour_by == SCORE else colour_by  # None: the masker score (or the track)
 labels = _labels(A.piece_key(data), piece) if colour_by else None
 roll_key = ("explore roll", name, A.piece_key(data),
             (*A.model_key(model_path), A.ratio_key(ratio)) if over is not None else None,

@@ -376,7 +376,7 @@ def test_colour_notes_by_role(model_dir):
     at = run_page(**{A.K_MODEL_A: str(model_dir)})
     assert not at.exception, at.exception
     box = at.selectbox(key="explore_colour_by")
-    assert box.value is None and box.format_func(None) == "masker score"
+    assert box.value == "score" and box.format_func("score") == "masker score"
     for col, classes in (("chord_tone", {"chord tone"}), ("voice_position", {"bass", "top"}),
                          ("metric", {"downbeat"})):
         at.selectbox(key="explore_colour_by").set_value(col).run()
@@ -388,10 +388,23 @@ def test_colour_notes_by_role(model_dir):
     assert int(metric(at, "Picked by the masker")) > 0
     plain = run_page()  # the demo model (stored scores) or, where it is not there yet, no model
     if "Picked by the masker" not in [m.label for m in plain.metric]:
-        assert plain.selectbox(key="explore_colour_by").format_func(None) == "track"
+        assert plain.selectbox(key="explore_colour_by").format_func("score") == "track"
     plain.selectbox(key="explore_colour_by").set_value("harmony").run()
     assert not plain.exception, plain.exception
     assert any(str(t.get("name")).startswith("chord tone: ") for t in _roll_spec(plain)["data"])
+
+
+def test_colour_choice_survives_an_upload():
+    """The box comes back after the upload's first run (which does not draw it) still showing the
+    masker score: with None as an option's value it came back empty ("Choose an option")."""
+    at = run_page()
+    at.radio(key="explore_source").set_value("upload").run()
+    assert "explore_colour_by" not in [s.key for s in at.selectbox]  # no piece yet: no roll, no box
+    at.session_state[A.K_PIECE] = ("mine.mid", (ROOT / "sample_midi" / SAMPLES[0]).read_bytes())
+    at.run()
+    assert not at.exception, at.exception
+    box = at.selectbox(key="explore_colour_by")
+    assert box.proto.HasField("default") and box.proto.default == 0 and box.value == "score"
 
 
 def test_what_it_picks_for_the_piece_and_a_folder(model_dir, tmp_path):
