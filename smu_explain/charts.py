@@ -156,8 +156,10 @@ def accuracy_bars(accs: Mapping[str, Mapping[str, float]], *,
         attrs = list(acc.keys())
         vals = [float(acc[a]) for a in attrs]
         fig.add_trace(go.Bar(name=model, x=attrs, y=vals, marker_color=colours[model],
-                             text=[f"{v:.1%}" for v in vals], textposition="outside"))
-    fig.update_layout(barmode="group", title={"text": title}, yaxis={"range": [0, 1.05],
+                             text=[f"{v:.1%}" for v in vals], textposition="outside", cliponaxis=False))
+    # headroom above 100% for the label of a full bar (ticks stop at 100%)
+    fig.update_layout(barmode="group", title={"text": title}, yaxis={"range": [0, 1.12],
+                      "tickvals": [0, 0.2, 0.4, 0.6, 0.8, 1.0],
                       "tickformat": ".0%", "title": {"text": "accuracy"}}, height=360,
                       margin={"l": 50, "r": 20, "t": 50, "b": 40})
     return fig

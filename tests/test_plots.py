@@ -278,6 +278,9 @@ def test_accuracy_bars_and_metrics_table():
     fig = charts.accuracy_bars(accs)
     assert [t.name for t in fig.data] == ["adv", "rnd"]
     assert list(fig.data[1].y) == [0.4, 0.9]
+    # a full bar's label ("100.0%", drawn above it) has room under the top of the plot
+    assert fig.layout.yaxis.range[1] >= 1.1 and max(fig.layout.yaxis.tickvals) == 1.0
+    assert all(t.cliponaxis is False for t in fig.data)
     table = readable.metrics_comparison(accs)
     assert list(table.columns) == ["adv", "rnd", "difference"]
     assert table.loc["pitch", "difference"] == pytest.approx(-0.1)
