@@ -155,15 +155,17 @@ def load_bytes(source, path_str: str) -> tuple[bytes, str]:
         raise SMUInputError(path_str, "not a MIDI file (no 'MThd' header) nor a MusicXML score")
     p = Path(source)
     ext = p.suffix.lower()
-    if ext not in MIDI_EXTENSIONS and ext not in SCORE_EXTENSIONS:
-        raise SMUInputError(
-            path_str, f"unsupported file type {ext or '(no extension)'!r}; expected MIDI "
-                      f"({', '.join(MIDI_EXTENSIONS)}) or a score ({', '.join(SCORE_EXTENSIONS)})")
-    try:
+    try:  # what the path is comes first: a missing file or a folder is that, whatever its name
         if not p.exists():
             raise SMUInputError(path_str, "file not found")
+        if p.is_dir():
+            raise SMUInputError(path_str, "is a folder, not a file (give one of its MIDI or MusicXML files)")
         if not p.is_file():
             raise SMUInputError(path_str, "not a regular file")
+        if ext not in MIDI_EXTENSIONS and ext not in SCORE_EXTENSIONS:
+            raise SMUInputError(
+                path_str, f"unsupported file type {ext or '(no extension)'!r}; expected MIDI "
+                          f"({', '.join(MIDI_EXTENSIONS)}) or a score ({', '.join(SCORE_EXTENSIONS)})")
         size = p.stat().st_size
         if size == 0:
             raise SMUInputError(path_str, "empty file (0 bytes)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 import tracemalloc
@@ -122,7 +123,13 @@ def test_missing_file_and_directory(tmp_path):
     _expect_error(tmp_path / "nope.mid", "file not found")
     d = tmp_path / "folder.mid"
     d.mkdir()
-    _expect_error(d, "not a regular file")
+    _expect_error(d, "is a folder, not a file")
+    (tmp_path / "pieces").mkdir()  # named like no music file: still said to be a folder
+    _expect_error(tmp_path / "pieces", "is a folder, not a file")
+    _expect_error(tmp_path / "nope.txt", "file not found")
+    fifo = tmp_path / "pipe.mid"
+    os.mkfifo(fifo)
+    _expect_error(fifo, "not a regular file")
 
 
 def test_broken_musicxml(tmp_path):
