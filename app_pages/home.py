@@ -47,5 +47,6 @@ with st.expander("Words used in this app", expanded=not FRAME):
 if not FRAME:
     st.markdown("**Where to go**: **Explore** a piece (piano roll, masker scores, the model's guesses); "
                 "**Compare** two models on a piece or a folder (who recovers more, with an interval); **Why** a "
-                "fine-tuned model decided; **Train** a small model; **Report**: one HTML file to share; "
+                "fine-tuned model decided; **Score**: the chosen bars in notation, the masker's picks in red; "
+                "**Train** a small model; **Report**: one HTML file to share; "
                 "**Study**: the reproduction study's result.")

@@ -35,6 +35,19 @@ def test_the_about_page_frames_the_app_and_defines_every_term():
     assert any(m.startswith("**Where to go**") for m in md)
 
 
+def test_where_to_go_names_every_page():
+    """Every page of the router (app.py) but the About page itself is named in "Where to go"."""
+    import re
+
+    titles = re.findall(r'st\.Page\([^)]*title="([^"]+)"', (ROOT / "app.py").read_text())
+    assert "Score" in titles and "Explore" in titles
+    at = AppTest.from_file(page("home.py"), default_timeout=30).run()
+    [where] = [m for m in lines(at) if m.startswith("**Where to go**")]
+    for title in titles:
+        if title != "About":
+            assert f"**{title}**" in where, title
+
+
 def test_the_headline_is_computed_from_the_study_and_the_demo_models(tmp_path, monkeypatch):
     study = V.study_facts(V.load_study())
     at = AppTest.from_file(page("home.py"), default_timeout=30).run()
