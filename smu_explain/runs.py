@@ -16,6 +16,13 @@ A run is a ``smu pretrain`` subprocess (never a thread of the app). Rules:
   progress and output paths are always ``<root>/<id>/log.txt`` etc., whatever the
   record says, and are used only when they resolve inside the run's own folder
   (a symlink pointing out is ignored: no log shown, nothing written through it).
+- **A queued run starts only if this registry queued it**: :meth:`RunRegistry.submit` signs
+  the record (``sig``: HMAC-SHA256 of its id, creation time, parameters and secret, with the
+  key in ``<root>/.key``: 256 random bits, made on the first submit, a regular file readable
+  by its owner only, the registry's user). A queued record without that signature (written by
+  hand, copied from elsewhere, or edited after the submit) is marked failed, "not started",
+  and never launched: a file in the runs folder cannot make the app start a training process
+  on a folder of its choosing.
   Run ids are validated (``[A-Za-z0-9][A-Za-z0-9._-]*``, no ``..``, the folder's
   own name); ``get("../..")`` is "no such run".
 - **A process is signalled only when the registry can prove it started it**: either
@@ -60,6 +67,8 @@ A run is a ``smu pretrain`` subprocess (never a thread of the app). Rules:
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -100,10 +109,12 @@ TERMINAL_STATUSES = frozenset({"done", "failed", "cancelled"})
 RUN_FILE = "run.json"
 LOG_FILE, PROGRESS_FILE, OUT_DIR = "log.txt", "progress.jsonl", "out"
 MARKER_ENV = "SMU_RUN_MARKER"
+KEY_FILE = ".key"  # the registry's signing key (see the module docstring)
 MAX_STEPS = 10_000_000
 MAX_RECORD_BYTES = 256 * 1024  # a run.json is ~1 kB; anything far larger is not ours
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SECRET_RE = re.compile(r"[0-9a-f]{32}")
+_SIG_RE = re.compile(r"[0-9a-f]{64}")
 # the run options a record may carry (beyond strategy/data/config/steps), with their CLI flags
 _INT_OPTIONS = {"log_every": "--log-every"}
 _FLAG_OPTIONS = {"no_bar": "--no-bar", "no_cache": "--no-cache"}
@@ -184,10 +195,11 @@ class RunInfo:
     cancel_requested: float | None = None  # unix time of the first SIGTERM
     killed: bool = False
     message: str = ""
+    sig: str = ""  # the registry's signature of a run it queued (see the module docstring)
 
     # the fields written to run.json (run_dir is where it lives, not what it says)
     _STORED = ("id", "status", "created", "params", "pid", "pid_start", "secret", "started", "finished",
-               "returncode", "cancel_requested", "killed", "message")
+               "returncode", "cancel_requested", "killed", "message", "sig")
 
     @property
     def is_terminal(self) -> bool:
@@ -250,12 +262,19 @@ class RunInfo:
             raise ValueError("'killed' is not true/false")
         if d.get("secret") and not _SECRET_RE.fullmatch(d["secret"]):
             raise ValueError("'secret' is malformed")
+        if not isinstance(d.get("sig", ""), str) or (d.get("sig") and not _SIG_RE.fullmatch(d["sig"])):
+            raise ValueError("'sig' is malformed")
         params = validate_params(d.get("params"))
         return cls(id=d["id"], status=d["status"], created=d.get("created", ""), params=params,
                    run_dir=str(run_dir), pid=d.get("pid"), pid_start=d.get("pid_start"),
                    secret=d.get("secret", ""), started=d.get("started"), finished=d.get("finished"),
                    returncode=d.get("returncode"), cancel_requested=c, killed=d.get("killed", False),
-                   message=d.get("message", "")[:2000])
+                   message=d.get("message", "")[:2000], sig=d.get("sig", ""))
+
+    def signed_part(self) -> bytes:
+        """What the registry signs when it queues the run: who it is and what it will run."""
+        return json.dumps({"id": self.id, "created": self.created, "params": self.params, "secret": self.secret},
+                          sort_keys=True, separators=(",", ":")).encode()
 
 
 def validate_params(p: Any) -> dict[str, Any]:
@@ -440,6 +459,35 @@ class RunRegistry:
             return None
         return p
 
+    def _key_bytes(self, create: bool = False) -> bytes | None:
+        """The signing key of ``<root>/.key`` (caller holds the lock); None when there is none
+        or it is not this user's private regular file (then nothing queued is trusted)."""
+        path = self.root / KEY_FILE
+        if create:
+            with contextlib.suppress(FileExistsError):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                try:
+                    os.write(fd, secrets.token_hex(32).encode())
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not _stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+                return None
+            raw = os.read(fd, 65)
+        finally:
+            os.close(fd)
+        return bytes.fromhex(raw.decode("ascii")) if re.fullmatch(rb"[0-9a-f]{64}", raw) else None
+
+    @staticmethod
+    def _signature(key: bytes, run: RunInfo) -> str:
+        return hmac.new(key, run.signed_part(), hashlib.sha256).hexdigest()
+
     def _save(self, run: RunInfo) -> None:
         d = Path(run.run_dir)
         d.mkdir(parents=True, exist_ok=True)
@@ -553,6 +601,11 @@ class RunRegistry:
             if waiting >= self.max_queued:
                 raise SMUInputError("queue", f"the queue is full ({waiting} runs waiting, at most "
                                     f"{self.max_queued}: SMU_MAX_QUEUED); start it when one has begun")
+            key = self._key_bytes(create=True)
+            if key is None:
+                raise SMUInputError(str(self.root / KEY_FILE)[:300], "the runs folder's key is not a private "
+                                    "file of this user (owner-only permissions); remove it to make a new one")
+            run.sig = self._signature(key, run)
             (self.root / run_id).mkdir()
             self._save(run)
         if start:
@@ -563,6 +616,10 @@ class RunRegistry:
         """Launch a queued run's subprocess (caller holds the lock); the command is re-built
         from the validated parameters, the paths from the run's folder."""
         try:
+            key = self._key_bytes()
+            if key is None or not hmac.compare_digest(run.sig, self._signature(key, run)):
+                raise SMUInputError(RUN_FILE, "this queued record was not written by this registry (no valid "
+                                    "signature); submit the run again from the Train page")
             cmd = self.command_for(run)
             if not Path(run.params["data"]).is_dir():
                 raise SMUInputError(run.params["data"], "training data folder not found")

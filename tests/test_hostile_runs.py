@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -93,14 +94,50 @@ def test_a_queued_record_command_is_never_executed(tmp_path, params_ok):
     plant(root, "q1", rec)
     reg = make_registry(root)
     runs = reg.poll()
-    if params_ok:  # started, but as the registry's own re-built pretrain command
+    if params_ok:  # well-formed, but not queued by this registry (unsigned): never started
         [run] = runs
-        assert reg.command_for(run)[:3] == [sys.executable, FAKE_CLI, "pretrain"]
-        wait_until(lambda: reg.get("q1").status in ("done", "failed"), "the re-built run to end")
-        assert reg.get("q1").status == "done"
+        assert run.status == "failed" and "not written by this registry" in run.message
+        assert not (root / "q1" / "log.txt").exists() and run.pid is None
     else:
         assert runs == [] and [name for name, _ in reg.skipped()] == ["q1"]
     assert not sentinel.exists()
+
+
+def test_only_records_this_registry_signed_are_started(tmp_path):
+    """submit signs the record with the runs folder's private key; a record edited after the
+    submit, signed with another key, or read with a key file others can read, is not started."""
+    root = tmp_path / "runs"
+    reg = make_registry(root)
+    other = tmp_path / "other"
+    other.mkdir()
+    key = root / ".key"
+
+    def queued() -> str:
+        return reg.submit(strategy="random", data=tmp_path, config="tiny", steps=3, start=False).id
+
+    def started(run_id: str) -> bool:
+        reg.poll()
+        return reg.get(run_id).status != "failed" or "not written by this registry" not in reg.get(run_id).message
+
+    edited = queued()
+    rec = json.loads((root / edited / "run.json").read_text())
+    assert len(rec["sig"]) == 64 and stat.S_IMODE(key.stat().st_mode) == 0o600
+    rec["params"]["data"] = str(other)  # the same record, another folder to train on
+    (root / edited / "run.json").write_text(json.dumps(rec))
+    assert not started(edited)
+    good = queued()
+    os.chmod(key, 0o644)  # a key others may read: nothing signed with it is trusted, nothing new is signed
+    assert not started(good)
+    with pytest.raises(SMUInputError, match="not a private file"):
+        queued()
+    os.chmod(key, 0o600)
+    again = queued()
+    key.write_text("ab" * 32)  # another key: the signatures made with the old one no longer hold
+    assert not started(again)
+    key.unlink()
+    fresh = queued()  # a new key is made on the next submit
+    wait_until(lambda: reg.poll() and reg.get(fresh).status in ("done", "failed"), "the signed run to end")
+    assert reg.get(fresh).status == "done"
 
 
 @pytest.mark.parametrize("bad", [
@@ -205,9 +242,9 @@ def test_a_queued_run_with_a_planted_log_link_is_not_started(tmp_path):
     target = tmp_path / "victim.txt"
     target.write_text("keep me\n")
     root = tmp_path / "runs"
-    d = plant(root, "q1", record("q1", tmp_path))
-    (d / "log.txt").symlink_to(target)
     reg = make_registry(root)
+    queued = reg.submit(strategy="random", data=tmp_path, config="tiny", steps=3, start=False)  # signed
+    (root / queued.id / "log.txt").symlink_to(target)
     [run] = reg.poll()
     assert run.status == "failed" and "link" in run.message
     assert target.read_text() == "keep me\n"
