@@ -11,6 +11,7 @@ settings, so another note costs what its open tab costs and a note seen before c
 once. Every error is shown as a message, never as a traceback.
 """
 
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -120,27 +121,40 @@ def same_folder(a, b) -> bool:
         return False
 
 
-def who_is_explained(page_model: str | None, head: Path | None, own_heads: list[Path]) -> str:
+def code(text: str) -> str:
+    """``text`` as a Markdown code span. Nothing is escaped inside one (a backslash would show), so
+    backticks are the only thing to handle: the fence is one backtick longer than their longest run."""
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text[:1] == "`" or text[-1:] == "`" else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def who_is_explained(page_model: str | None, head: Path | None, own_heads: list[Path],
+                     loaded: bool = True) -> str:
     """The sentence that opens the page: which model and head each view explains, and why the head
-    comes from another model than the page's when it does (Markdown, names escaped)."""
+    comes from another model than the page's when it does (Markdown, names escaped); ``loaded``:
+    whether the head could be loaded (a head that could not explains nothing)."""
     name = md_escape(model_label(page_model)) if page_model else None
     views = (f"Attention, counterfactual masker scores and the masker: **{name}**." if name
              else "Attention and the masker need a model: choose one above.")
     if head is None:
         return f"{views} No fine-tuned head is chosen, so there are no predictions to explain."
     try:
-        src = head_source(head)
+        src = head_source(head) if loaded else None
     except SMUInputError:
-        return f"{views} Predictions: the fine-tuned folder `{md_escape(folder_label(head))}`."
+        src = None
+    if src is None:
+        return (f"{views} The fine-tuned folder {code(folder_label(head))} cannot be loaded (the reason is "
+                "shown above), so there are no predictions to explain.")
     enc = src["encoder"]
     enc_name = md_escape(model_label(enc)) if enc is not None else "an unknown model"
     what = (f"the **{md_escape(src['task'])}** head fine-tuned on **{enc_name}** "
-            f"(`{md_escape(folder_label(head))}`; classes {md_escape(', '.join(src['classes']))})")
+            f"({code(folder_label(head))}; classes {md_escape(', '.join(src['classes']))})")
     if page_model is None or same_folder(enc, page_model):
         return f"Predictions and attributions: {what}. {views}"
     if own_heads:
         why = (f"because it is the head chosen above (**{name}**'s own: "
-               + ", ".join(f"`{md_escape(folder_label(h))}`" for h in own_heads) + ")")
+               + ", ".join(code(folder_label(h)) for h in own_heads) + ")")
     else:
         why = f"because **{name}** has no fine-tuned head"
     return (f"**Predictions and attributions come from another model than the page's:** {what}, {why}. "
@@ -213,7 +227,8 @@ with c3:
 
 piece = W.piece_or_stop(choice)
 name, data = choice
-st.info(who_is_explained(model_path, ft_path, own_heads))
+ft = guarded(A.load_task_model, ft_path) if ft_path else None  # an error here is shown above the sentence
+st.info(who_is_explained(model_path, ft_path, own_heads, loaded=ft is not None))
 
 notes_df = piece.notes_table()
 n_notes = len(notes_df)
@@ -270,7 +285,6 @@ def top_notes(frame, n: int = 3) -> str:
 
 
 # ----------------------------------------------------------------------------- attributions
-ft = guarded(A.load_task_model, ft_path) if ft_path else None
 with tab_attr:
     if ft is None:
         if ft_path is None and not ft_choices:

@@ -322,3 +322,26 @@ def test_a_note_seen_before_comes_back_explained(model_dir, finetuned_dir, tmp_p
     assert "**Why note 5 is " in texts(at)
     at.number_input(key="why_note").set_value(4).run()
     assert "**Why note 4 is " in texts(at) and not at.exception
+
+
+def test_folder_paths_show_as_typed_and_an_unloadable_head_explains_nothing(model_dir, tmp_path):
+    """A head folder's path is shown in a code span as it is (no Markdown escape: a backslash would
+    show in `audit\\_app`; a backtick in the name lengthens the fence); a folder that cannot be
+    loaded is said so, not named as where the predictions come from."""
+    from smu_explain.finetune import build_model
+
+    ft_dir = save_checkpoint(tmp_path / "audit_app" / "my_*head",
+                             build_model("melody", ["melody", "bridge", "piano"], pretrained=model_dir, seed=0))
+    at = run_page(**{A.K_MODEL_A: str(model_dir)})
+    at.selectbox(key="why_ft_choice").set_value(W.OTHER_FOLDER).run()
+    at.text_input(key="why_ft_path").set_value(str(ft_dir)).run()
+    who = at.info[0].value
+    assert f"(`{ft_dir}`; classes" in who and "\\" not in who, who
+    empty = tmp_path / "audit_app" / "empty`dir"
+    empty.mkdir()
+    at.text_input(key="why_ft_path").set_value(str(empty)).run()
+    assert not at.exception, at.exception
+    assert any("Cannot load the model" in e.value for e in at.error)
+    who = at.info[0].value
+    assert f"``{empty}``" in who and "cannot be loaded" in who and "Predictions" not in who, who
+    assert "\\" not in who
