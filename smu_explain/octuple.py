@@ -155,8 +155,11 @@ def _round_half_even_div(num: np.ndarray, den: int) -> np.ndarray:
 
 
 def reduce_time_signature(numerator: int, denominator: int, max_den: int = 64, max_bar_wholes: int = 2) -> tuple[int, int]:
-    """The authors' reduction of a time signature to the vocabulary's range (module docstring)."""
+    """The authors' reduction of a time signature to the vocabulary's range (module docstring).
+    Both parts must be >= 1 (``ValueError``: a MIDI denominator exponent of 8 or more reads as 0)."""
     n, d = int(numerator), int(denominator)
+    if n < 1 or d < 1:
+        raise ValueError(f"time signature {n}/{d}: both parts must be at least 1")
     while d > max_den and d % 2 == 0 and n % 2 == 0:
         d //= 2
         n //= 2
@@ -253,10 +256,14 @@ class OctupleTokenizer:
         return int(round(math.log2(x) * self.tempo_quant))
 
     def timesig_id(self, numerator: int, denominator: int, path="<piece>") -> int:
-        t = reduce_time_signature(numerator, denominator, self.max_ts_den, self.max_bar_wholes)
+        try:
+            t = reduce_time_signature(numerator, denominator, self.max_ts_den, self.max_bar_wholes)
+        except ValueError:
+            t = None
         if t not in self.ts_index:
             raise SMUInputError(path, f"unsupported time signature {numerator}/{denominator} "
-                                      f"(reduced {t[0]}/{t[1]}: not in the Octuple vocabulary)")
+                                      + (f"(reduced {t[0]}/{t[1]}: not in the Octuple vocabulary)" if t else
+                                         "(not a time signature: a part is 0)"))
         return self.ts_index[t]
 
     def measure_positions(self, ts_id: int) -> int:

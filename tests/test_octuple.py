@@ -98,6 +98,12 @@ def test_value_tables_match_the_authors_constructions(tk):
     assert reduce_time_signature(9, 4) == (3, 4)
     assert reduce_time_signature(6, 128) == (3, 64)
     assert reduce_time_signature(5, 8) == (5, 8) and reduce_time_signature(7, 8) == (7, 8)
+    # a 0 part (a MIDI denominator exponent >= 8 reads as 0) is refused, never an endless reduction
+    for bad in ((4, 0), (0, 4), (0, 0)):
+        with pytest.raises(ValueError, match="at least 1"):
+            reduce_time_signature(*bad)
+        with pytest.raises(SMUInputError, match=f"unsupported time signature {bad[0]}/{bad[1]}"):
+            tk.timesig_id(*bad)
     assert [tk.measure_positions(tk.ts_index[t]) for t in [(4, 4), (3, 4), (5, 8), (7, 8), (6, 8)]] == [64, 48, 40, 56, 48]
 
 
