@@ -288,21 +288,21 @@ if over is not None:
 
 # ----------------------------------------------------------------------------- note inspector
 st.subheader("Inspect a note")
+# the note chosen (typed or clicked) lives in a plain key per piece (A.K_NOTES), which Score reads too and
+# which outlives the box's own key (dropped when another page opens); none chosen: the masker's first pick
+piece_k = A.piece_key(data)
 selected = pianoroll.note_from_selection(fig, getattr(event, "selection", None) if event else None)
 sel_sig = tuple(selected)
 if selected and st.session_state.get("explore_last_sel") != sel_sig:
-    st.session_state["explore_last_sel"] = sel_sig
-    st.session_state["explore_note"] = int(selected[0])
-note_for = (A.piece_key(data), model_path)
-if (st.session_state.get("explore_note_for") != note_for or "explore_note" not in st.session_state
-        or st.session_state["explore_note"] >= len(notes)):
-    # a new piece or model: start on the first note the masker picks
-    first = (int(np.flatnonzero(over["picked"].to_numpy(dtype=bool))[0])
-             if over is not None and over["picked"].any() else 0)
-    st.session_state["explore_note"] = first
-    st.session_state["explore_note_for"] = note_for
-note_idx = int(st.number_input("Note number (or click a note in the roll)", 0, len(notes) - 1,
-                               key="explore_note"))
+    A.choose_note(piece_k, selected[0])
+st.session_state["explore_last_sel"] = sel_sig  # a click on the same note after the roll was redrawn counts
+note_idx = A.chosen_note(piece_k, len(notes))
+if note_idx is None:
+    note_idx = (int(np.flatnonzero(over["picked"].to_numpy(dtype=bool))[0])
+                if over is not None and over["picked"].any() else 0)
+st.session_state["explore_note"] = note_idx
+st.number_input("Note number (or click a note in the roll)", 0, len(notes) - 1, key="explore_note",
+                on_change=lambda: A.choose_note(piece_k, st.session_state["explore_note"]))
 row = (table if table is not None else notes).iloc[note_idx]
 track_label = (piece.track_names[int(row["track"])] if 0 <= int(row["track"]) < len(piece.track_names)
                else str(int(row["track"])))

@@ -11,19 +11,6 @@ st.title("The score")
 st.caption("The bars around the note you chose on Explore, in notation: which notes the masker would hide "
            "(red) and which it never hides (grey, in parentheses).")
 
-# Explore's selected note, tied to its piece by "explore_note_for": the piano roll's last click
-# ("explore_last_sel", a plain key that survives the page change), or the note number when it is still
-# there ("explore_selected_note" if Explore keeps a plain copy; "explore_note" is a widget key, which
-# Streamlit drops when another page opens). Copied to a key of this page that outlives both.
-_for = st.session_state.get("explore_note_for")
-_typed = st.session_state.get("explore_selected_note", st.session_state.get("explore_note"))
-_click = st.session_state.get("explore_last_sel")
-_note = _typed if _typed is not None else (
-    _click[0] if _click and _click != st.session_state.get("score_seen_click") else None)
-st.session_state["score_seen_click"] = _click
-if _for and _note is not None:
-    st.session_state["score_explore_note"] = (_for[0], int(_note))
-
 choice, model_path, ratio, _ = W.piece_model_ratio("score")
 
 piece = W.piece_or_stop(choice)
@@ -32,8 +19,7 @@ key = A.piece_key(data)
 
 over = W.run_model(A.overlay, model_path, data, piece, ratio) if model_path else None
 
-from_explore = st.session_state.get("score_explore_note")
-selected = from_explore[1] if from_explore and from_explore[0] == key and 0 <= from_explore[1] < len(piece) else None
+selected = A.chosen_note(key, len(piece))  # the note chosen on Explore in this piece (typed or clicked)
 n_bars = len(piece.bar_starts_q)
 # the range starts around Explore's note; a new piece or a new note on Explore moves it there again.
 # "score_range" keeps the range as a plain key: the two inputs' own keys are dropped when another page opens

@@ -21,7 +21,8 @@ package that import streamlit; the library modules never import them. Page scrip
   (``untrained_masker_note``, ``recovery_note``); the widgets themselves are in ``appwidgets``;
 - state shared across pages lives in non-widget ``st.session_state`` keys
   (``smu_piece`` = (name, bytes), ``smu_upload`` = the last upload, ``smu_model_a`` / ``smu_model_b`` = folder
-  paths, ``smu_ratio``), because widget values do not survive a page change.
+  paths, ``smu_ratio``, ``smu_notes`` = the note chosen on Explore per piece), because widget values do not
+  survive a page change.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ K_UPLOAD = "smu_upload"  # (name, bytes) of the last upload
 K_MODEL_A = "smu_model_a"
 K_MODEL_B = "smu_model_b"
 K_RATIO = "smu_ratio"
+K_NOTES = "smu_notes"  # {piece_key: the note chosen on Explore, typed or clicked}: Explore and Score read it
 DEFAULT_RATIO = 0.15  # the masking ratio the pages open on (and the warm-up fills the caches for)
 
 
@@ -362,6 +364,18 @@ PIECE_KEY_LEN = 20
 def piece_key(data: bytes) -> str:
     """A file's bytes in a cache key: the first ``PIECE_KEY_LEN`` hex digits of their sha256."""
     return hashlib.sha256(data).hexdigest()[:PIECE_KEY_LEN]
+
+
+def chosen_note(key: str, n_notes: int) -> int | None:
+    """The note the user chose on Explore in the piece ``key`` (:data:`K_NOTES`), or None (none chosen,
+    or not a note of a piece of ``n_notes`` notes)."""
+    note = st.session_state.get(K_NOTES, {}).get(key)
+    return note if note is not None and 0 <= note < n_notes else None
+
+
+def choose_note(key: str, note: int) -> None:
+    """Keep ``note`` as the note chosen in the piece ``key``: a plain key, so it survives page changes."""
+    st.session_state.setdefault(K_NOTES, {})[key] = int(note)
 
 
 def model_key(path: str | Path) -> tuple[str, float]:

@@ -9,6 +9,7 @@ from app_helpers import ROOT, make_model, page, texts
 from conftest import midi_bytes
 
 from smu_explain import notation as N
+from smu_explain.readable import pitch_name
 from smu_explain.reading import read_piece
 
 TPQ = 480
@@ -273,39 +274,65 @@ def svg_of(at) -> str:
                   lambda m: base64.b64decode(m[1]).decode("utf-8"), body)
 
 
-def test_page_shows_the_score_around_explores_note(model_dir):
+def other_page(at) -> dict:
+    """The session state the next page starts with: ``at``'s less its widgets' keys, which Streamlit drops
+    when the page that draws them is not run (docs STREAMLIT.md; AppTest runs one page, so this is the
+    page change)."""
+    widget_keys = set(at.session_state._state._state._key_id_mapper._key_id_mapping)
+    return {k: v for k, v in at.session_state.items() if k not in widget_keys}
+
+
+def run_explore(state):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(page("explore.py"), default_timeout=120)
+    for k, v in state.items():
+        at.session_state[k] = v
+    return at.run()
+
+
+def test_note_typed_on_explore_is_the_one_score_shows_and_explore_keeps(model_dir):
+    """Audit S1 + E3: Score, then Explore (type a note number), then Score: the typed note, ringed, its bars
+    around it; back on Explore the box still holds it. Only plain keys cross a page change."""
     from smu_explain import appstate as A
 
     data = (ROOT / "sample_midi" / SAMPLE).read_bytes()
     piece = read_piece(ROOT / "sample_midi" / SAMPLE)
     note = int(np.flatnonzero(piece.bar == 10)[0])
-    at = run_page(**{A.K_MODEL_A: str(model_dir), A.K_PIECE: (SAMPLE, data), "explore_note": note,
-                     "explore_note_for": (A.piece_key(data), str(model_dir))})
+    at = run_page(**{A.K_MODEL_A: str(model_dir), A.K_PIECE: (SAMPLE, data)})
+    assert "No note selected on Explore" in texts(at)
+    at = run_explore(other_page(at))
     assert not at.exception, at.exception
-    html = svg_of(at)
-    assert "<svg" in html and f'g[id="n{note}"]' in html and N.COLORS["picked"] in html
+    at.number_input(key="explore_note").set_value(note).run()
+    at = run_page(**other_page(at))
+    assert not at.exception, at.exception
+    assert f"Note **{note}** (selected on Explore, bar 11)" in texts(at) and f'g[id="n{note}"]' in svg_of(at)
     assert at.number_input(key="score_first").value == 10  # bars 10-17: the note's bar (11) second
-    assert f"Note **{note}**" in texts(at) and "nearest 16th note" in texts(at)
+    assert "nearest 16th note" in texts(at)
     at.number_input(key="score_first").set_value(1).run()
     assert not at.exception and 'id="n0"' in svg_of(at)
+    assert at.session_state["score_range"] == (1, 8)  # the plain copy the inputs come back from
+    at = run_explore(other_page(at))
+    assert at.number_input(key="explore_note").value == note
+    assert f"**{pitch_name(int(piece.pitch[note]))}** at bar 11" in texts(at)
 
 
-def test_page_follows_a_click_in_explores_roll(model_dir):
-    """The roll's click ("explore_last_sel") is a plain key, so it survives the page change that drops
-    Explore's number input; the range set here is kept in a plain key too (the inputs' keys are
-    dropped by a page change, which AppTest cannot do: checked in Chromium through st.navigation)."""
+def test_note_clicked_in_explores_roll_is_the_one_score_shows(model_dir, monkeypatch):
+    """A click in the roll (the selection's note: AppTest cannot click a Plotly chart) selects the note in
+    the box and on Score; the Chromium test below clicks for real."""
     from smu_explain import appstate as A
+    from smu_explain import pianoroll
 
     data = (ROOT / "sample_midi" / SAMPLE).read_bytes()
     piece = read_piece(ROOT / "sample_midi" / SAMPLE)
     note = int(np.flatnonzero(piece.bar == 6)[0])
-    at = run_page(**{A.K_MODEL_A: str(model_dir), A.K_PIECE: (SAMPLE, data), "explore_last_sel": (note,),
-                     "explore_note_for": (A.piece_key(data), str(model_dir))})
+    monkeypatch.setattr(pianoroll, "note_from_selection", lambda fig, selection: [note])
+    at = run_explore({A.K_MODEL_A: str(model_dir), A.K_PIECE: (SAMPLE, data)})
     assert not at.exception, at.exception
+    assert at.number_input(key="explore_note").value == note
+    at = run_page(**other_page(at))
     assert at.number_input(key="score_first").value == 6 and f'g[id="n{note}"]' in svg_of(at)
-    at.number_input(key="score_first").set_value(2).run()
-    assert "bars 2-9" in svg_of(at)
-    assert at.session_state["score_range"] == (2, 8)  # the plain copy the inputs come back from
+    assert f"Note **{note}** (selected on Explore, bar 7)" in texts(at)
 
 
 def test_page_without_model_draws_black_notes():
@@ -333,8 +360,8 @@ st.navigation([st.Page({explore!r}, title="Explore", default=True),
 def test_score_page_in_chromium(tmp_path):
     """In headless Chromium, through st.navigation as app.py runs pages (a router of Explore and Score
     written here): a click on a note in Explore's piano roll, then Score opens on the bars around that
-    note, engraved (an image that loaded), the note ringed; another first bar redraws. Screenshot
-    docs/screenshots/score.png."""
+    note, engraved (an image that loaded), the note ringed; another first bar redraws; back on Explore the
+    note is still chosen. Screenshot docs/screenshots/score.png."""
     from pathlib import Path
 
     from app_helpers import CHROMIUM, CHROMIUM_ARGS, StreamlitServer
@@ -390,4 +417,7 @@ def test_score_page_in_chromium(tmp_path):
         shots.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shots / "score.png"), full_page=True)
         assert page.locator('[data-testid="stException"]').count() == 0
+        page.get_by_role("link", name="Explore").click()  # back on Explore, the clicked note is still chosen
+        note_box.wait_for(timeout=60_000)
+        assert int(note_box.input_value()) == note
         b.close()
