@@ -485,9 +485,12 @@ with tab_cf:
                         chart(tab_cf, fig_cf, "why_cf_rolls")
                         cf_figs.append(fig_cf)
                         d1, d2 = st.columns(2)
-                        d1.metric("Mean masker score before", f"{before['score'].mean():.3f}")
-                        d2.metric("after", f"{after['score'].mean():.3f}",
-                                  delta=f"{after['score'].mean() - before['score'].mean():+.3f}")
+                        # the delta of the values as shown (0.223 -> 0.222 is -0.001, not "-0.000"), none
+                        # when they read the same; grey: a lower score is neither good nor bad
+                        shown = [f"{f['score'].mean():.3f}" for f in (before, after)]
+                        d1.metric("Mean masker score before", shown[0])
+                        d2.metric("after", shown[1], delta_color="off", delta=None if shown[0] == shown[1]
+                                  else f"{float(shown[1]) - float(shown[0]):+.3f}")
                 else:
                     st.info("Choose a model above to see the masker's view before and after.")
                 if ft_path is not None and ft is not None:

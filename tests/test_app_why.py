@@ -345,3 +345,21 @@ def test_folder_paths_show_as_typed_and_an_unloadable_head_explains_nothing(mode
     who = at.info[0].value
     assert f"``{empty}``" in who and "cannot be loaded" in who and "Predictions" not in who, who
     assert "\\" not in who
+
+
+@pytest.mark.parametrize("after, delta", [(0.22249, "-0.001"), (0.2226, "")])
+def test_the_counterfactual_delta_is_that_of_the_shown_values(model_dir, monkeypatch, after, delta):
+    """Mean masker score 0.223 before and 0.222 after: the delta is -0.001 (the shown values' own
+    difference, not "-0.000"); values that read the same have no delta."""
+    real = A.overlay
+    original = (ROOT / "sample_midi" / SAMPLE).read_bytes()
+
+    def overlay(path, data, piece, ratio):
+        return real(path, data, piece, ratio).assign(score=0.22251 if data == original else after)
+
+    monkeypatch.setattr(A, "overlay", overlay)
+    at = open_tab(run_page(**{A.K_MODEL_A: str(model_dir)}), "Counterfactuals")
+    assert not at.exception, at.exception
+    shown = {m.label: m for m in at.metric}
+    assert shown["Mean masker score before"].value == "0.223"
+    assert shown["after"].value == f"{after:.3f}" and shown["after"].delta == delta
