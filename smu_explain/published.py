@@ -167,6 +167,78 @@ def _weights_file(src: Path) -> tuple[Path, dict[str, Any]]:
     return src, {}
 
 
+def _check_zip_records(path: Path) -> None:
+    """A torch zip archive is read only when its records are stored uncompressed (as ``torch.save``
+    writes them): a compressed record could inflate to far more memory than the file's size, and
+    ``torch.load`` reads every record whole before anything can be checked."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return  # a legacy (non-zip) pickle: its size bounds what it holds
+    try:
+        with zipfile.ZipFile(path) as z:
+            packed = [i.filename for i in z.infolist() if i.compress_type != zipfile.ZIP_STORED]
+            total = sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise SMUCheckpointError(path, f"a damaged zip archive ({e})") from None
+    if packed:
+        raise SMUCheckpointError(path, f"{len(packed)} compressed record(s) ({packed[0][:80]}, ...): torch.save "
+                                       "writes them uncompressed, and a compressed one may inflate far beyond the "
+                                       "file's size; re-save it with torch.save")
+    if total > MAX_SOURCE_BYTES:
+        raise SMUCheckpointError(path, f"its records hold {total / 1024 ** 3:.1f} GiB, more than "
+                                       f"{MAX_SOURCE_BYTES / 1024 ** 3:.0f} GiB")
+
+
+#: what a torch weights pickle legitimately names (anything else is reported by _refusal)
+_WEIGHT_GLOBALS = re.compile(r"(torch|collections|numpy\.core\.multiarray|_codecs)\b")
+
+
+def _pickle_globals(path: Path, limit: int = 64 << 20) -> list[str]:
+    """The globals a pickle (a plain one, or a torch archive's data.pkl) names, read with
+    ``pickletools.genops`` (it parses opcodes, it runs nothing), at most ``limit`` bytes."""
+    import io
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                raw = z.open(name).read(limit) if name else b""
+        else:
+            with open(path, "rb") as f:
+                raw = f.read(limit)
+        found, strings = [], []
+        for op, arg, _ in pickletools.genops(io.BytesIO(raw)):
+            if op.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+        return found
+    except Exception:  # a damaged pickle: whatever was found before the damage is not worth a guess
+        return []
+
+
+def _refusal(e: BaseException, path: Path) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in our words: the global a pickle
+    asks for (a file that would run code when loaded) or the unpickler's own reason; never
+    torch's advice to load it with ``weights_only=False``."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    name = m.group(1) if m else next((g for g in _pickle_globals(path) if not _WEIGHT_GLOBALS.match(g)), None)
+    if name:
+        return (f"refused: loading it would call {name}, which a weights file never needs (a pickle can run "
+                "any code when it is loaded; only tensors and plain containers are read). Do not open it with "
+                "torch.load(weights_only=False)")
+    m = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    detail = m.group(1).strip() if m else (lines[0] if lines else e.__class__.__name__)
+    return f"not a weights file this importer can read safely (tensors and plain containers only): {detail[:200]}"
+
+
 def read_state_dict(src: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any], Path]:
     """(state dict of tensors, config.json dict, weights file) of a publisher's checkpoint.
 
@@ -193,15 +265,17 @@ def read_state_dict(src: str | os.PathLike) -> tuple[dict[str, Any], dict[str, A
             raise SMUCheckpointError(path, f"corrupt or unreadable safetensors file ({e})") from None
     else:
         import pickle
+        import warnings
         import zipfile
 
+        _check_zip_records(path)
         try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=False)
+            with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's business
+                warnings.simplefilter("ignore")
+                state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=False)
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError,
                 zipfile.BadZipFile, UnicodeDecodeError, IndexError, KeyError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-            raise SMUCheckpointError(path, f"not a loadable weights file with torch.load(weights_only=True): "
-                                           f"{first[:300]}") from None
+            raise SMUCheckpointError(path, _refusal(e, path)) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     elif isinstance(state, dict) and isinstance(state.get("model_state_dict"), dict):
@@ -323,9 +397,11 @@ def _infer(state: dict[str, Any], meta: dict[str, Any], where: Path, position: s
     if lies:
         raise SMUCheckpointError(where, "config.json contradicts the weights: " + "; ".join(lies))
     tt = state.get("bert.embeddings.token_type_embeddings.weight")
+    eps = meta.get("layer_norm_eps", 1e-12)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+        raise SMUCheckpointError(where, f"config.json: layer_norm_eps must be a number in (0, 1), got {eps!r:.40}")
     return dict(got, vocab_sizes=[int(t.shape[0]) for t in luts], emb_dim=int(luts[0].shape[1]),
-                type_vocab_size=int(tt.shape[0]) if tt is not None else 2,
-                layer_norm_eps=float(meta.get("layer_norm_eps", 1e-12)))
+                type_vocab_size=int(tt.shape[0]) if tt is not None else 2, layer_norm_eps=float(eps))
 
 
 def _layout(vocab_sizes: list[int], where: Path, forced: str | None) -> Layout:

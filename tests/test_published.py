@@ -182,8 +182,61 @@ def test_a_pickle_that_names_a_class_is_refused(tmp_path):
 
     path = tmp_path / "evil.pth"
     path.write_bytes(pickle.dumps({"state_dict": Evil()}))
-    with pytest.raises(SMUCheckpointError, match="weights_only"):
+    with pytest.raises(SMUCheckpointError, match="refused: loading it would call builtins.print"):
         import_checkpoint(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_code_running_pickle_is_named_as_such_in_plain_words(tmp_path, capsys):
+    """The refusal names what the file would call; it never repeats torch's advice to load it
+    with weights_only=False, nor its terminal colour codes or warnings."""
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w')",))
+
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "extra": Payload()}, path, pickle_module=pickle)
+    assert main(["import", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "would call exec" in err and "\x1b" not in err and "Warning" not in err
+    assert "will likely succeed" not in err and not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_a_compressed_torch_archive_is_refused_before_it_is_inflated(tmp_path, monkeypatch):
+    import zipfile
+
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(256, 1024)}}, plain)  # 1 MB of zeros
+    packed = tmp_path / "packed.ckpt"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    assert packed.stat().st_size < plain.stat().st_size // 50
+
+    def never(*a, **k):
+        raise AssertionError("torch.load ran on a compressed archive")
+
+    monkeypatch.setattr(torch, "load", never)
+    with pytest.raises(SMUCheckpointError, match="compressed record"):
+        import_checkpoint(packed, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("eps", [-1.0, 0, 1e308, "x", True, None, [1e-12]])
+def test_a_bad_layer_norm_eps_in_config_json_is_refused(midibert_ckpt, tmp_path, eps):
+    from safetensors.torch import save_file
+
+    ref, _ = midibert_ckpt
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, snap / "model.safetensors")
+    (snap / "config.json").write_text(json.dumps({"layer_norm_eps": eps}))
+    with pytest.raises(SMUCheckpointError, match="layer_norm_eps must be a number in"):
+        import_checkpoint(snap, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
