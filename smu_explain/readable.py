@@ -126,9 +126,15 @@ def metrics_comparison(metrics: Mapping[str, Mapping[str, float]]) -> pd.DataFra
     return table
 
 
+def _is_share(metric: str) -> bool:
+    """Whether a metric is a share (a recovery or an accuracy), shown as a percentage."""
+    m = metric.lower()
+    return m.startswith("recovery") or "accuracy" in m
+
+
 def _metric_format(metric: str):
     m = metric.lower()
-    if m.startswith("recovery") or "accuracy" in m:
+    if _is_share(m):
         return lambda v: "-" if v is None or not np.isfinite(v) else f"{v:.1%}"
     if m.startswith("frozen notes") or m.startswith("picked notes") or m.startswith("notes"):
         return lambda v: "-" if v is None or not np.isfinite(v) else f"{v:,.0f}"
@@ -137,10 +143,18 @@ def _metric_format(metric: str):
     return lambda v: "-" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
 
+def _difference_format(metric: str, fmt):
+    """The ``difference`` cell of a metric shown by ``fmt``: signed; a difference of two shares in
+    percentage points ("+3.2 points"), since "+3.2%" would read as a relative change."""
+    if _is_share(metric):
+        return lambda v: "-" if v is None or not np.isfinite(v) else f"{100 * v:+.1f} points"
+    return lambda v: ("+" if v is not None and np.isfinite(v) and v > 0 else "") + fmt(v)
+
+
 def metrics_display(table: pd.DataFrame, *, highlight: bool = True):
     """A :func:`metrics_comparison` table ready to show: every row in its own format
-    (recoveries as percentages, counts of notes as whole numbers, scores with 3
-    decimals), ``-`` for missing values, the ``difference`` column green where the
+    (recoveries as percentages and their differences in percentage points, counts of notes as whole
+    numbers, scores with 3 decimals), ``-`` for missing values, the ``difference`` column green where the
     second model recovers more and red where less - only on the recovery rows, where higher is
     better; a masker score, a count of notes or a size is not better for being higher, so its
     difference is left uncoloured. Returns a pandas ``Styler``."""
@@ -156,8 +170,7 @@ def metrics_display(table: pd.DataFrame, *, highlight: bool = True):
         if plain:
             styled = styled.format(fmt, subset=pd.IndexSlice[[metric], plain])
         if "difference" in table.columns:
-            styled = styled.format(lambda v, f=fmt: ("+" if v is not None and np.isfinite(v) and v > 0 else "")
-                                   + f(v), subset=pd.IndexSlice[[metric], ["difference"]])
+            styled = styled.format(_difference_format(str(metric), fmt), subset=pd.IndexSlice[[metric], ["difference"]])
     better = [m for m in table.index if str(m).startswith("recovery")]
     if highlight and "difference" in table.columns and better:
         styled = styled.map(colour, subset=pd.IndexSlice[better, ["difference"]])

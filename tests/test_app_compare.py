@@ -31,6 +31,13 @@ def run_page(models):
     return at.run()
 
 
+def shown(table) -> pd.DataFrame:
+    """An ``st.table`` of a Styler as a person reads it: its cells' display texts."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    return convert_arrow_bytes_to_pandas_df(table.proto.arrow_data.styler.display_values)
+
+
 def test_without_models_asks_for_two(tmp_path, monkeypatch):
     # a checkout without the demo models (e.g. before `make demo-models`)
     monkeypatch.setattr(A, "REPO_ROOT", tmp_path)
@@ -71,6 +78,9 @@ def test_two_models_on_a_piece(models):
     row = table.loc["recovery pitch (piece)"]
     assert row["difference"] == pytest.approx(row["model-two"] - row["model-one"])
     assert 0.0 <= row["model-one"] <= 1.0
+    # a difference of two accuracies is in percentage points (audit C1), not a relative "+3.2%"
+    cell = shown(at.table[0]).loc["recovery pitch (piece)", "difference"]
+    assert cell == f"{100 * row['difference']:+.1f} points", cell
     comp = at.session_state["smu_compare"]
     assert set(comp["tables"]) == {"model-one", "model-two"}
     # the bias view switches grouping without error
@@ -97,6 +107,7 @@ def test_folder_evaluation_skips_bad_files(models, tiny_midi_dir):
     assert fv["unit"] == "piece" and fv["n_units"] == 4
     assert any("paired bootstrap over 4 pieces" in m.value for m in at.markdown)
     assert "recovery pitch (folder)" in at.table[0].value.index
+    assert shown(at.table[0]).loc["recovery pitch (folder)", "difference"].endswith(" points")
 
 
 def test_missing_folder_is_an_error(models, tmp_path):

@@ -133,7 +133,7 @@ def test_report_tables_headers_index_and_cells_are_escaped():
     text = assert_inert_html(doc, [IMG, BEACON, JS_LINK, "<script>alert(1)</script>"])
     assert text.count(IMG) >= 6  # title x2, subtitle, text, two column headers, index names, a caption
     # the Styler keeps its formats and colours
-    assert "+25.0%" in text and "background-color: #d9f2d9" in doc
+    assert "+25.0 points" in text and "background-color: #d9f2d9" in doc
 
 
 def test_report_figure_json_cannot_close_its_script():

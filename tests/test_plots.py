@@ -448,7 +448,7 @@ def test_metrics_display_formats_each_row():
                                   "B": {"recovery pitch (piece)": 0.55, "frozen notes": 68.0,
                                         "masker score mean": np.nan, "parameters (M)": 3.21}})
     html = readable.metrics_display(t).to_html()
-    for cell in (">50.0%<", ">55.0%<", ">+5.0%<", ">68<", ">0.481<", ">-<", ">3.21<"):
+    for cell in (">50.0%<", ">55.0%<", ">+5.0 points<", ">68<", ">0.481<", ">-<", ">3.21<"):
         assert cell in html, cell
     assert "68.000" not in html and "None" not in html and "nan" not in html
 
