@@ -278,6 +278,14 @@ def chart(tab, fig, key: str) -> None:
         slot.plotly_chart(fig, key=key, config={"displaylogo": False})
 
 
+def table(df, key: str, digits: int = 3) -> None:
+    """``st.dataframe`` of ``df`` with each float column in one format, ``digits`` fixed decimals
+    (a plain table drops trailing zeros: 0 beside 0.038, 2.57 beside 2.367); numbers stay numbers."""
+    fmt = {c: st.column_config.NumberColumn(format=f"%.{digits}f") for c in df.columns
+           if df[c].dtype.kind == "f"}
+    st.dataframe(df, hide_index=True, key=key, column_config=fmt)
+
+
 def top_notes(frame, n: int = 3) -> str:
     """'note 12 (E4 at bar 3, beat 1), ...' for the rows of ``frame``."""
     return ", ".join(f"note {int(r['note'])} ({readable.pitch_name(int(r['pitch']))} at "
@@ -379,7 +387,7 @@ with tab_attr:
                         ig["attribution"].abs().sort_values(ascending=False).index).head(12)
                     top = readable.readable_notes(top, ["attribution", "occlusion"], digits=4).rename(
                         columns={"attribution": "IG"})
-                    st.dataframe(top, hide_index=True, key="why_attr_table")
+                    table(top, "why_attr_table", digits=4)
                 views["attributions"] = {
                     "text": f"Task {ft_model.task}; explained class {res['class']} for {what} "
                             f"(probability {ig.attrs['value']:.3f}); {steps} IG steps ({precision}), MASK "
@@ -424,7 +432,7 @@ with tab_att:
             chart(tab_att, fig_att, "why_att_roll")
             order = np.argsort(-w, kind="stable")[:10]
             att_top = readable.readable_notes(notes_df.iloc[order].assign(attention=w[order]), ["attention"])
-            st.dataframe(att_top, hide_index=True, key="why_att_table")
+            table(att_top, "why_att_table")
             views["attention"] = {"text": f"Note {note}; {layer_opt}; {'' if rollout else head_opt}.",
                                   "figures": [fig_att], "tables": [att_top]}
 
@@ -543,7 +551,7 @@ with tab_mask:
             m2.metric("Recoverer loss (mean over masks)", f"{mean_loss:.3f}",
                       help="cross-entropy summed over the note's attributes; per-attribute columns below")
             losses = readable.readable_table(loss_df).rename(columns={"n masked": "notes masked"})
-            st.dataframe(losses, hide_index=True, key="why_mask_losses")
+            table(losses, "why_mask_losses")
             figs, tables = [], [losses]
             done_m = st.session_state.setdefault("why_mask_done", [])
             occ_key = (*margs[:3], note)
@@ -566,7 +574,7 @@ with tab_mask:
                                                        "note is masked"))
                     chart(tab_mask, fig_m, "why_mask_roll")
                     top_m = readable.readable_notes(res["top"], ["change"]).rename(columns={"change": "score change"})
-                    st.dataframe(top_m, hide_index=True, key="why_mask_top")
+                    table(top_m, "why_mask_top")
                     figs, tables = [fig_m], [top_m, losses]
             views["masker"] = {"text": f"Note {note}: masker score {score:.3f}; recoverer loss "
                                        f"{mean_loss:.3f} (mean of {n_masks} random masks at ratio "

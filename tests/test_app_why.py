@@ -363,3 +363,18 @@ def test_the_counterfactual_delta_is_that_of_the_shown_values(model_dir, monkeyp
     shown = {m.label: m for m in at.metric}
     assert shown["Mean masker score before"].value == "0.223"
     assert shown["after"].value == f"{after:.3f}" and shown["after"].delta == delta
+
+
+def test_the_masker_loss_table_has_one_number_format_a_column(model_dir):
+    """The recoverer's losses (0 beside 0.038, 2.57 beside 2.367 before): every float column is shown
+    with 3 fixed decimals, as numbers (they still sort as numbers)."""
+    import json
+
+    at = open_tab(run_page(**{A.K_MODEL_A: str(model_dir)}), "Masker")
+    assert not at.exception, at.exception
+    [losses] = at.dataframe  # the occlusion's table comes on request
+    floats = [c for c in losses.value.columns if losses.value[c].dtype.kind == "f"]
+    assert "loss (all attributes)" in floats and "bar loss" in floats
+    config = json.loads(losses.proto.columns)
+    for c in floats:
+        assert config[c]["type_config"]["format"] == "%.3f", (c, config.get(c))
