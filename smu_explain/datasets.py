@@ -545,6 +545,57 @@ def tokenizer_from_manifest(out_dir: str | os.PathLike):
         raise SMUInputError(path, f"bad tokenizer config ({e})") from None
 
 
+_SPLIT_INTS = ("tokens", "piece_offsets", "labels", "win_piece", "win_spans", "win_first")
+_SPLIT_TEXTS = ("names", "groups", "sources", "paths")
+
+
+def _check_split(a: Mapping[str, np.ndarray], manifest: Mapping[str, Any], path: Path) -> None:
+    """The arrays of a split (``save_tokenized``'s layout) fit together, or ``SMUInputError``
+    naming the file and what does not fit: a copied-in-part, edited or foreign split is refused
+    here, not as an IndexError in the middle of training."""
+    def bad(why: str) -> SMUInputError:
+        return SMUInputError(path, f"broken tokenized split: {why}")
+
+    level, classes = manifest.get("level"), manifest.get("classes")
+    if level not in ("note", "sequence", "pretrain"):
+        raise SMUInputError(path.parent / "manifest.json", f"level must be note, sequence or pretrain, not {level!r}")
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise SMUInputError(path.parent / "manifest.json", "'classes' must be a list of names")
+    need = _SPLIT_INTS + _SPLIT_TEXTS + (("note_labels",) if level == "note" else ())
+    missing = [k for k in need if k not in a]
+    if missing:
+        raise bad(f"no {', '.join(missing)} array")
+    for k in _SPLIT_INTS + (("note_labels",) if level == "note" else ()):
+        if not np.issubdtype(a[k].dtype, np.integer):
+            raise bad(f"{k} holds {a[k].dtype}, not whole numbers")
+    tokens, po, spans, first, wp = (a[k] for k in ("tokens", "piece_offsets", "win_spans", "win_first", "win_piece"))
+    if tokens.ndim != 2 or first.ndim != 2 or first.shape[1] != tokens.shape[1]:
+        raise bad(f"tokens {tokens.shape} and win_first {first.shape} must be (notes, attributes) and "
+                  "(windows, attributes)")
+    n_pieces = len(po) - 1
+    if po.ndim != 1 or n_pieces < 0 or po[0] != 0 or np.any(np.diff(po) < 0) or po[-1] != len(tokens):
+        raise bad("piece_offsets do not cut the tokens into pieces")
+    if any(a[k].shape != (n_pieces,) for k in _SPLIT_TEXTS + ("labels",)):
+        raise bad(f"names, groups, sources, paths and labels must hold one entry per piece ({n_pieces})")
+    labels = a["labels"]
+    if level == "sequence" and np.any((labels < 0) | (labels >= len(classes))):
+        raise bad(f"a piece label outside the {len(classes)} classes")
+    if level == "note":
+        nl = a["note_labels"]
+        if nl.shape != (len(tokens),) or np.any(((nl < 0) & (nl != IGNORE_INDEX)) | (nl >= len(classes))):
+            raise bad(f"note_labels must be one label per note, each one of the {len(classes)} classes")
+    if spans.shape != (len(wp), 2) or first.shape[0] != len(wp) or wp.ndim != 1:
+        raise bad("win_piece, win_spans and win_first must describe the same windows")
+    if len(wp) and (np.any(np.diff(wp) < 0) or wp[0] < 0 or wp[-1] >= n_pieces):
+        raise bad("win_piece must name the pieces in order")
+    max_len = (manifest.get("tokenizer_config") or {}).get("max_len")
+    lengths = po[1:] - po[:-1]
+    if len(wp) and (np.any(spans[:, 0] < 0) or np.any(spans[:, 1] <= spans[:, 0])
+                    or np.any(spans[:, 1] > lengths[wp])
+                    or (isinstance(max_len, int) and np.any(spans[:, 1] - spans[:, 0] > max_len))):
+        raise bad("a window's note range is empty, outside its piece or longer than the tokenizer's max_len")
+
+
 def load_tokenized(out_dir: str | os.PathLike, split: str, augment: bool = False, seed: int = 0,
                    tokenizer: Any = None) -> TokenDataset:
     """Read one split written by ``save_tokenized`` as a ``TokenDataset``."""
@@ -560,6 +611,7 @@ def load_tokenized(out_dir: str | os.PathLike, split: str, augment: bool = False
             a = {k: z[k] for k in z.files}
     except Exception as e:
         raise SMUInputError(path, f"broken tokenized split ({type(e).__name__}: {e})") from None
+    _check_split(a, manifest, path)
     tokens = a["tokens"].astype(np.int64)
     first = a["win_first"].astype(np.int64)
     po = a["piece_offsets"]

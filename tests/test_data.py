@@ -520,6 +520,54 @@ def test_save_and_load_roundtrip(fake_root, tmp_path):
         datasets.load_tokenized(tmp_path, "train")
 
 
+def _edit_split(out, split="train", **change):
+    """Rewrite ``out/<split>.npz`` with arrays replaced (None: removed)."""
+    path = out / f"{split}.npz"
+    with np.load(path) as z:
+        a = {k: z[k] for k in z.files}
+    for k, v in change.items():
+        if v is None:
+            a.pop(k)
+        else:
+            a[k] = v(a) if callable(v) else v
+    np.savez(path, **a)
+
+
+@pytest.mark.parametrize("change,why", [
+    ({"tokens": None}, "no tokens array"),
+    ({"tokens": lambda a: a["tokens"].ravel()}, r"must be \(notes, attributes\)"),
+    ({"tokens": lambda a: a["tokens"].astype(np.float32)}, "not whole numbers"),
+    ({"piece_offsets": lambda a: a["piece_offsets"][::-1].copy()}, "piece_offsets"),
+    ({"names": lambda a: a["names"][:-1]}, "one entry per piece"),
+    ({"note_labels": lambda a: a["note_labels"] + 99}, "note_labels"),
+    ({"win_spans": lambda a: np.where(np.arange(a["win_spans"].size).reshape(-1, 2) == 1, 10 ** 7, a["win_spans"])},
+     "outside its piece"),
+    ({"win_piece": lambda a: a["win_piece"] + 1}, "win_piece"),
+])
+def test_a_damaged_tokenized_split_is_an_input_error(fake_root, tmp_path, change, why):
+    """An edited, partly copied or foreign split is refused on loading, naming the file and what
+    does not fit, not as an IndexError or RuntimeError in the middle of training."""
+    tok = Tokenizer(TokenizerConfig(max_len=4, stride=2))
+    built = datasets.build_datasets(corpora.melody_task(fake_root), tok, None)
+    out = datasets.save_tokenized(built, tok, tmp_path / "out")
+    _edit_split(out, **change)
+    with pytest.raises(SMUInputError, match=why) as e:
+        datasets.load_tokenized(out, "train")
+    assert "train.npz" in str(e.value)
+    datasets.load_tokenized(out, "val")  # the untouched split still loads
+
+
+def test_a_manifest_with_a_bad_level_or_classes_is_refused(fake_root, tmp_path):
+    tok = Tokenizer(TokenizerConfig(max_len=4, stride=2))
+    out = datasets.save_tokenized(datasets.build_datasets(corpora.melody_task(fake_root), tok, None), tok,
+                                  tmp_path / "out")
+    man = json.loads((out / "manifest.json").read_text())
+    for key, value, why in (("level", "evil", "level must be"), ("classes", "abc", "list of names")):
+        (out / "manifest.json").write_text(json.dumps({**man, key: value}))
+        with pytest.raises(SMUInputError, match=why):
+            datasets.load_tokenized(out, "train")
+
+
 def torch_equal(a, b):
     import torch
 
