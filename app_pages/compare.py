@@ -7,7 +7,7 @@ import streamlit as st
 
 from smu_explain import appstate as A
 from smu_explain import appwidgets as W
-from smu_explain import charts, pianoroll, readable
+from smu_explain import charts, pianoroll, readable, rollaxes
 from smu_explain import verdict as V
 from smu_explain.checkpoint import task_heads
 from smu_explain.markup import md_escape
@@ -134,7 +134,8 @@ with tab_piece:
                                                             track_names=piece.track_names, height=480,
                                                             faded=faded))
             st.plotly_chart(fig, key="compare_rolls", config={"displaylogo": False, "scrollZoom": True})
-            st.caption("Colour = the rank of each model's masker score within the piece (100% = its "
+            st.caption(rollaxes.opening_text(len(piece.bar_starts_q), "either roll")
+                       + "Colour = the rank of each model's masker score within the piece (100% = its "
                        f"highest); red outline = the notes it would mask at {ratio:.0%} of its notes that "
                        "are not frozen (grey hatched: its top 30% by score, never masked). "
                        + " ".join(f"{md_escape(n)}: {pianoroll.score_spread_text(t['score'])}."

@@ -212,9 +212,7 @@ if over is not None and table is None and not no_recovery:
     table = W.run_model(A.explain, model_path, data, piece, ratio, seed, context)
 if over is not None and (warn := A.untrained_masker_note(model_path)):
     st.warning(warn + " The overlay above is drawn faded.")
-n_bars = len(piece.bar_starts_q)
-view = (f"Showing bars 1-{rollaxes.INITIAL_BARS} of {n_bars:,}: drag the slider under the roll (or pan) "
-        "to move through the piece. " if n_bars > rollaxes.INITIAL_BARS else "")
+view = rollaxes.opening_text(len(piece.bar_starts_q))
 if colour_by:
     st.caption(view + f"Colour = {COLOUR_BY[colour_by]}, from a chord and voice analysis of the piece (chord "
                "templates per half bar or beat, voices followed within each track; no model)"

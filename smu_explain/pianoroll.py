@@ -56,7 +56,16 @@ from plotly.subplots import make_subplots
 from .markup import html_escape
 from .palette import FADED_OPACITY, SCORE_SCALE, STATE_COLORS, TRACK_PALETTE, scale_colours
 from .readable import ROLE_LABELS, bar_beat_label, fmt_number, pitch_name
-from .rollaxes import INITIAL_BARS, bar_axis_for, legend_below, pitch_axis, tick_guard, time_axis
+from .rollaxes import (
+    INITIAL_BARS,
+    RANGE_SLIDER,
+    SLIDER_HEIGHT,
+    bar_axis_for,
+    legend_below,
+    pitch_axis,
+    tick_guard,
+    time_axis,
+)
 
 NOTE_HEIGHT = 0.8
 
@@ -486,11 +495,11 @@ def piano_roll(df: pd.DataFrame, *, bar_starts_q: Sequence[float] | None = None,
     xaxis = time_axis(df, bar_starts_q, x_range=x_range, initial_bars=initial_bars, axis=axis)
     long_piece = "range" in xaxis and x_range is None
     if long_piece:
-        xaxis["rangeslider"] = {"visible": True, "thickness": 0.08}
+        xaxis["rangeslider"] = RANGE_SLIDER
     legend, bottom = legend_below(height)
     fig.update_layout(
         barmode="overlay",
-        height=height + (60 if long_piece else 0),
+        height=height + (SLIDER_HEIGHT if long_piece else 0),
         title={"text": title} if title else None,
         dragmode="zoom",
         hovermode="closest",
@@ -516,7 +525,8 @@ def side_by_side_rolls(frames: Sequence[pd.DataFrame], titles: Sequence[str], *,
                        height: int = 460, initial_bars: int | None = INITIAL_BARS,
                        bar_axis: bool | None = None, faded: Sequence[bool] | None = None) -> go.Figure:
     """Several piano rolls in one figure, side by side, sharing the pitch axis and the
-    time axis (zooming one panel zooms all; long pieces open on their first bars).
+    time axis (zooming one panel zooms all; long pieces open on their first bars, with a range
+    slider under each panel that moves all of them).
 
     Each panel is built like :func:`piano_roll` (``masked_cols[i]`` switches a
     panel to "concrete draw" colouring: masked notes red, others neutral).
@@ -534,7 +544,7 @@ def side_by_side_rolls(frames: Sequence[pd.DataFrame], titles: Sequence[str], *,
     pmin = min((int(f["pitch"].min()) for f in non_empty), default=60)
     pmax = max((int(f["pitch"].max()) for f in non_empty), default=72)
     names = track_name_list(track_names) if track_names is not None else None
-    any_score = False
+    any_score = long_piece = False
     for i, df in enumerate(frames):
         if show_score and masked_cols[i] is None:
             df = _with_rank(df)
@@ -548,11 +558,16 @@ def side_by_side_rolls(frames: Sequence[pd.DataFrame], titles: Sequence[str], *,
             fig.add_trace(tr, row=1, col=i + 1)
         if axis is not None:
             fig.add_trace(tick_guard(axis, pmin), row=1, col=i + 1)
-        fig.update_xaxes(**time_axis(df, bar_starts_q, initial_bars=initial_bars, axis=axis), row=1, col=i + 1)
+        xaxis = time_axis(df, bar_starts_q, initial_bars=initial_bars, axis=axis)
+        long_piece = "range" in xaxis
+        if long_piece:  # a slider under each panel: dragging one moves both (their x axes match)
+            xaxis["rangeslider"] = RANGE_SLIDER
+        fig.update_xaxes(**xaxis, row=1, col=i + 1)
         any_score |= (show_score and masked_cols[i] is None and "score" in df.columns
                       and df["score"].notna().any())
     legend, bottom = legend_below(height)
-    fig.update_layout(barmode="overlay", height=height, dragmode="zoom", plot_bgcolor="white",
+    fig.update_layout(barmode="overlay", height=height + (SLIDER_HEIGHT if long_piece else 0), dragmode="zoom",
+                      plot_bgcolor="white",
                       hovermode="closest", margin={"l": 60, "r": 20, "t": 60, "b": bottom}, legend=legend)
     fig.update_yaxes(**pitch_axis(pmin, pmax), row=1, col=1)
     for i in range(2, n + 1):

@@ -16,7 +16,19 @@ from .palette import STATE_COLORS
 from .readable import pitch_name
 
 INITIAL_BARS = 16  # a long piece opens on its first 16 bars; the rest is a drag (or the slider) away
+# under the roll of a piece longer than INITIAL_BARS: a range slider to reach every bar (the figure taller by this)
+RANGE_SLIDER = {"visible": True, "thickness": 0.08}
+SLIDER_HEIGHT = 60
 MAX_BAR_LABELS = 48  # up to this many bars every bar is labelled; longer pieces get a zoomable bar axis
+
+
+def opening_text(n_bars: int, rolls: str = "the roll") -> str:
+    """The sentence under a roll that opens on its first ``INITIAL_BARS`` of ``n_bars`` bars (how to
+    reach the rest); "" for a piece that is shown whole."""
+    if n_bars <= INITIAL_BARS:
+        return ""
+    return (f"Showing bars 1-{INITIAL_BARS} of {n_bars:,}: drag the slider under {rolls} (or pan) to move "
+            "through the piece. ")
 
 
 def bar_label_step(n_bars: int, max_labels: int = MAX_BAR_LABELS) -> int:

@@ -63,7 +63,7 @@ def test_two_models_on_a_piece(models):
     # the answer first: above the rolls, though computed after them
     caps = [c.value for c in at.caption]
     first = next(i for i, c in enumerate(caps) if c.startswith("Units: the notes of this piece"))
-    assert first < next(i for i, c in enumerate(caps) if c.startswith("Colour = the rank"))
+    assert first < next(i for i, c in enumerate(caps) if "Colour = the rank" in c)
     # which models the Study is about, and how they differ from these
     assert any("Compared here, one training run each: model-one" in c.value for c in at.caption)
     comp = at.session_state["smu_compare"]
@@ -91,6 +91,23 @@ def test_two_models_on_a_piece(models):
     at.slider(key="compare_ratio").set_value(0.3).run()
     assert not at.exception
     assert at.session_state["smu_compare"]["ratio"] == pytest.approx(0.3)
+
+
+def test_rolls_say_which_bars_they_show_and_reach_every_bar(models):
+    """Audit C2: a piece longer than the rolls' opening bars says so, and each roll has a range slider."""
+    import json
+
+    from smu_explain.reading import read_piece
+    from smu_explain.rollaxes import INITIAL_BARS
+
+    at = run_page(models)
+    name, data = at.session_state[A.K_PIECE]
+    n_bars = len(read_piece(data, name=name).bar_starts_q)
+    assert n_bars > INITIAL_BARS, name
+    assert any(c.value.startswith(f"Showing bars 1-{INITIAL_BARS} of {n_bars}: drag the slider under either roll")
+               for c in at.caption), [c.value for c in at.caption]
+    layout = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
+    assert layout["xaxis"]["rangeslider"]["visible"] and layout["xaxis2"]["rangeslider"]["visible"]
 
 
 def test_folder_evaluation_skips_bad_files(models, tiny_midi_dir):
