@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from .limits import MAX_NOTES  # noqa: F401  (the note cap of smu explain and the app)
 from .masks import n_to_pick, validate
 from .model import unwrap
-from .precision import autocast
+from .precision import PRECISIONS, autocast
 from .tokenizer import MASK_ID, N_SPECIAL
 from .windows import (
     as_loader,
@@ -145,6 +145,24 @@ def masker_view(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None, 
     return df
 
 
+def _check_options(*, top_k, seed, freeze_top, batch_size, precision) -> None:
+    """explain_piece's options, range-checked like the CLI's flags (``ValueError`` naming the
+    option): a value out of range would give a table whose columns mean nothing."""
+    def whole(v) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not (whole(top_k) and top_k >= 1):
+        raise ValueError(f"top_k must be a whole number >= 1, got {top_k!r}")
+    if not (whole(batch_size) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    if not (whole(seed) and 0 <= seed < 2 ** 32):
+        raise ValueError(f"seed must be a whole number in 0..2**32 - 1, got {seed!r}")
+    if isinstance(freeze_top, bool) or not isinstance(freeze_top, (int, float)) or not 0 <= freeze_top < 1:
+        raise ValueError(f"freeze_top (the share of notes frozen) must be in [0, 1), got {freeze_top!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
 @torch.no_grad()
 def explain_piece(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None, top_k: int = 3,
                   seed: int = 0, *, piece_id: int | None = None, freeze_top: float = 0.3,
@@ -155,7 +173,8 @@ def explain_piece(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None
     m = unwrap(model)
     attrs = list(m.config.attributes)
     check_inputs(m, tokenizer, ratio, freeze_book, piece_id)
-    top_k = max(1, min(int(top_k), min(v - N_SPECIAL for v in m.config.vocab_sizes)))
+    _check_options(top_k=top_k, seed=seed, freeze_top=freeze_top, batch_size=batch_size, precision=precision)
+    top_k = min(int(top_k), min(v - N_SPECIAL for v in m.config.vocab_sizes))
     device = next(m.parameters()).device
     A = len(attrs)
 

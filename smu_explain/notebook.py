@@ -50,6 +50,11 @@ def piano_roll(notes: Any, piece: Any = None, **kw: Any) -> Any:
     score as colour, picked notes outlined, frozen notes hatched), bars and track names from ``piece``."""
     from .pianoroll import piano_roll as roll
 
+    need = ("onset_q", "duration_q", "pitch")
+    if not hasattr(notes, "columns") or any(c not in notes.columns for c in need):
+        raise ValueError(f"notes must be a notes table with columns {', '.join(need)} (piece.notes_table() or "
+                         "model.explain(piece)), got " + (f"columns {list(notes.columns)[:8]}"
+                                                          if hasattr(notes, "columns") else type(notes).__name__))
     if piece is not None:
         kw.setdefault("bar_starts_q", piece.bar_starts_q)
         kw.setdefault("track_names", piece.track_names)

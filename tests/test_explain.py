@@ -69,6 +69,15 @@ def test_table_columns_and_rules(model, tok, piece):
     assert np.allclose(df.score.to_numpy(), s.numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("option,value", [("freeze_top", 2.0), ("freeze_top", -1.0), ("freeze_top", 1.0),
+                                          ("top_k", 0), ("top_k", -1), ("top_k", 2.5), ("batch_size", 0),
+                                          ("seed", -1), ("seed", 2 ** 32), ("precision", "fp8")])
+def test_options_out_of_range_are_refused_by_name(model, tok, piece, option, value):
+    """As the CLI's flags are: a freeze share of 2 would freeze every note and pick none."""
+    with pytest.raises(ValueError, match=option):
+        explain_piece(model, tok, piece, **{option: value})
+
+
 def test_predictions_are_consistent_and_decoded(model, tok, piece):
     df = explain_piece(model, tok, piece, top_k=4)
     for a in tok.attributes:

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import plotly.graph_objects as go
+import pytest
 from app_helpers import make_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,3 +29,6 @@ def test_the_five_lines_of_the_quickstart(tmp_path, monkeypatch):
     assert {"score", "picked", "frozen", "correct_pitch", "pred_pitch"} <= set(notes.columns)
     fig = __import__("smu_explain").piano_roll(notes, piece)
     assert isinstance(fig, go.Figure) and len(fig.data) > 0
+    for wrong in (notes[["score"]], None, piece):  # not a notes table: said so, not a KeyError
+        with pytest.raises(ValueError, match="notes table with columns onset_q"):
+            __import__("smu_explain").piano_roll(wrong, piece)
