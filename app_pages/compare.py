@@ -106,7 +106,8 @@ tab_piece, tab_folder = st.tabs(["This piece", "A dataset folder"])
 
 with tab_piece:
     if piece is None:
-        st.info("Pick a piece above.")
+        if choice is None and st.session_state.get("compare_upload") is None:  # else an error above says why
+            st.info("Pick a piece above.")
     else:
         name, data = choice
         comp["piece"] = name

@@ -110,6 +110,25 @@ def test_rolls_say_which_bars_they_show_and_reach_every_bar(models):
     assert layout["xaxis"]["rangeslider"]["visible"] and layout["xaxis2"]["rangeslider"]["visible"]
 
 
+@pytest.mark.parametrize("name,data,why", [
+    ("empty.mid", b"", "the file is empty"),
+    ("song.mid", b"these are my notes, not music", "neither a MIDI file nor a MusicXML score"),
+])
+def test_unreadable_upload_shows_only_its_error(models, name, data, why):
+    """Audit C3: the error says why, and no "Pick a piece above." follows (the user did pick one)."""
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state[A.K_MODEL_A], at.session_state[A.K_MODEL_B] = str(models[0]), str(models[1])
+    at.session_state[A.K_PIECE] = (name, data)
+    at.run()
+    assert not at.exception, at.exception
+    assert len(at.error) == 1 and f"Cannot read {name}: " in at.error[0].value and why in at.error[0].value
+    assert not any("Pick a piece" in i.value for i in at.info), [i.value for i in at.info]
+    # nothing chosen yet (the upload source, no file): the hint
+    at.session_state[A.K_PIECE] = None
+    at.run()
+    assert any("Pick a piece above." in i.value for i in at.info) and not at.error
+
+
 def test_folder_evaluation_skips_bad_files(models, tiny_midi_dir):
     (tiny_midi_dir / "junk.mid").write_bytes(b"not a midi file")
     at = run_page(models)
