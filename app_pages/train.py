@@ -8,6 +8,7 @@ import streamlit as st
 from smu_explain import appstate as A
 from smu_explain import charts, readable
 from smu_explain.checkpoint import is_checkpoint
+from smu_explain.cli_setup import MUSIC_SUFFIXES
 from smu_explain.errors import SMUInputError
 from smu_explain.markup import md_escape
 from smu_explain.names import SIZES, STRATEGIES
@@ -41,12 +42,31 @@ with st.form("train_form"):
                                      "a step on a 2-core machine: 30 steps are about a minute."))
     submitted = st.form_submit_button("Start run", type="primary")
 
+
+def check_has_music(folder: str, look_at: int = 10_000) -> None:
+    """``SMUInputError`` when an existing ``folder`` surely holds no MIDI or score file (none in it
+    or its sub-folders, as ``smu pretrain`` reads it), before a run is started only to fail; a
+    missing folder is left to ``submit`` (its own message), a folder too big to look through
+    (``look_at`` entries) to the run."""
+    path = Path(folder).expanduser()
+    try:
+        if not path.is_dir():
+            return
+        for i, f in enumerate(path.rglob("*")):
+            if i >= look_at or (f.suffix.lower() in MUSIC_SUFFIXES and f.is_file()):
+                return
+    except (OSError, RuntimeError, ValueError):  # unreadable: the run says why
+        return
+    raise SMUInputError(folder, "no MIDI or score files in this folder")
+
+
 if submitted:
     data = A.SAMPLE_DIR if data_choice == "sample_midi/" else folder.strip()  # submit() checks the path
     if data_choice == "a folder" and not folder.strip():
         st.error("Type the path of a folder of MIDI files.")
     else:
         try:
+            check_has_music(data)
             # about 100 progress lines per run for the live curves; no terminal bar in the log
             run = registry.submit(strategy=strategy, data=data, config=size, steps=steps,
                                   log_every=max(1, steps // 100), no_bar=True)
@@ -127,13 +147,16 @@ def live_runs():
         left = time_left(registry.progress(run.id), total) if run.status == "running" else None
         eta = "" if left is None else f" - about {_duration(left)} left"
         st.progress(min(1.0, done / total), text=f"step {done} / {total}{eta}")
-    c1, c2 = st.columns(2)
-    with c1:
-        st.plotly_chart(charts.loss_curves(progress), key=f"loss_{run.id}",
-                        config={"displaylogo": False})
-    with c2:
-        st.plotly_chart(charts.masker_stats_figure(progress), key=f"masker_{run.id}",
-                        config={"displaylogo": False})
+    if len(progress) or run.status in ("queued", "running"):
+        c1, c2 = st.columns(2)
+        with c1:
+            st.plotly_chart(charts.loss_curves(progress), key=f"loss_{run.id}",
+                            config={"displaylogo": False})
+        with c2:
+            st.plotly_chart(charts.masker_stats_figure(progress), key=f"masker_{run.id}",
+                            config={"displaylogo": False})
+    elif run.status == "failed":  # no empty charts saying "no progress yet" for a run that is over
+        st.caption("The run failed before its first training step: there is no progress to show.")
     if run.status == "failed":
         st.error(f"The run failed: {md_escape(run.message)}")
         st.markdown("Last lines of its log:")

@@ -160,3 +160,46 @@ def test_time_left_from_progress_records():
     assert time_left(recs[:2], 30) is None  # one step is not a rate
     assert time_left(recs, 5) == 0.0
     assert time_left([{"step": "x", "wall_s": 1}], 30) is None
+
+
+def _charts(at) -> list[str]:
+    """The Plotly figures of the page, as their JSON specs."""
+    return [c.proto.spec for c in at.get("plotly_chart")]
+
+
+def test_an_empty_folder_is_refused_before_a_run_starts(env, tmp_path):
+    """A folder with no MIDI or score file (here: a text file and an empty sub-folder) is refused
+    like a missing one, and no run is registered."""
+    empty = tmp_path / "emptydir"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("not music")
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.radio(key="train_data_choice").set_value("a folder")
+    at.text_input(key="train_folder").set_value(str(empty))
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    from smu_explain.markup import md_escape
+
+    assert [e.value for e in at.error] == [f"Cannot start the run: {md_escape(empty)}: no MIDI or score files "
+                                           "in this folder"]
+    assert not at.success and _registry(env).list() == []
+    # a folder with a MIDI file deep inside is not refused
+    (empty / "sub" / "a.mid").write_bytes((ROOT / "sample_midi" / "bach_bwv66_6.mid").read_bytes())
+    at.button[0].click().run()
+    assert not at.error and any("Started run" in s.value for s in at.success)
+
+
+def test_a_run_that_failed_before_any_step_shows_no_empty_charts(env, tmp_path):
+    """A run that failed before its first step has no charts saying "no progress yet" (nothing more
+    will come): a sentence says there is no progress to show."""
+    data = tmp_path / "data"
+    data.mkdir()
+    reg = _registry(env)
+    run = reg.submit(strategy="random", data=data, steps=10, start=False)
+    data.rmdir()  # gone before it starts: the run fails unstarted
+    assert _wait_status(reg, run.id, {"failed", "done", "cancelled"}).status == "failed"
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert any("The run failed" in e.value for e in at.error)
+    assert not any("no progress yet" in spec for spec in _charts(at))
+    assert "failed before its first training step" in _texts(at)
