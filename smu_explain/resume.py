@@ -110,9 +110,41 @@ def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
         raise SMUCheckpointError(path, f"unreadable or unsafe training checkpoint ({first})") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise SMUCheckpointError(path, "not a smu_explain training checkpoint")
-    if int(state.get("version", -1)) > STATE_VERSION:
-        raise SMUCheckpointError(path, f"checkpoint version {state.get('version')} is newer than this smu_explain")
+    version = state.get("version", -1)
+    if not _whole(version):
+        raise SMUCheckpointError(path, f"checkpoint version {str(version)[:40]!r} is not a number")
+    if version > STATE_VERSION:
+        raise SMUCheckpointError(path, f"checkpoint version {version} is newer than this smu_explain")
+    if problem := _state_problem(state):
+        raise SMUCheckpointError(path, f"a damaged training checkpoint: {problem}")
     return state
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _state_problem(state: dict[str, Any]) -> str | None:
+    """What in a training checkpoint's structure is not as ``Trainer.train_state`` writes it
+    (before anything of it is used), or None."""
+    model = state.get("model")
+    if not (isinstance(model, dict) and model
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items())):
+        return "'model' is not a mapping of parameter names to tensors"
+    for key in ("optimizer", "scheduler"):
+        if not isinstance(state.get(key), dict):
+            return f"{key!r} is not a state mapping"
+    for key in ("step", "epoch", "batch_in_epoch"):
+        if not (_whole(state.get(key)) and state[key] >= 0):
+            return f"{key!r} is not a whole number >= 0 (got {str(state.get(key))[:40]!r})"
+    rng = state.get("rng")
+    if not (isinstance(rng, list) and rng and all(isinstance(r, dict) and {"python", "numpy", "torch"} <= set(r)
+                                                  for r in rng)):
+        return "'rng' is not a list of random-number states"
+    for key in ("config", "objective", "last_metrics"):
+        if state.get(key) is not None and not isinstance(state[key], dict):
+            return f"{key!r} is not a mapping"
+    return None
 
 
 # ============================================================================ RNG state

@@ -429,7 +429,11 @@ class Trainer:
         if len(rngs) != self.dist.world_size:
             self.warnings.append(f"checkpoint was written by {len(rngs)} ranks, now {self.dist.world_size}: "
                                  "RNG streams are not restored exactly")
-        set_rng_state(rngs[self.dist.rank % len(rngs)], self.device)
+        try:
+            set_rng_state(rngs[self.dist.rank % len(rngs)], self.device)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            raise SMUCheckpointError(src, f"its random-number state is damaged ({e.__class__.__name__}: "
+                                          f"{str(e)[:120]})") from None
         old = state.get("config", {})
         for key in ("seed", "batch_size"):
             if old.get(key) != getattr(self.config, key):

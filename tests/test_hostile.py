@@ -420,6 +420,29 @@ def test_diverging_weights_are_never_kept_as_a_checkpoint(tmp_path):
         trainer(tmp_path, lr=1e-4, steps=40).fit(resume=True)
 
 
+@pytest.mark.parametrize("edit,why", [
+    (lambda st: st.pop("model"), "'model' is not a mapping"),
+    (lambda st: st.update(version="x"), "version 'x' is not a number"),
+    (lambda st: st.update(step="five"), "'step' is not a whole number"),
+    (lambda st: st.update(step=-5), "'step' is not a whole number"),
+    (lambda st: st.update(rng=[{}]), "'rng' is not a list"),
+    (lambda st: st.update(optimizer=[1, 2]), "'optimizer' is not a state mapping"),
+    (lambda st: st["rng"][0].update(python=[0]), "random-number state is damaged"),
+])
+def test_a_structurally_damaged_training_checkpoint_is_refused_and_kept(tmp_path, edit, why):
+    """A checkpoint.pt that loads safely but is not what train_state writes: one typed error,
+    the file left as it is, never a KeyError traceback or a resumed run from step -5."""
+    trainer(tmp_path, steps=2).fit()
+    path = tmp_path / "run" / CHECKPOINT_NAME
+    state = torch.load(path, weights_only=True)
+    edit(state)
+    torch.save(state, path)
+    before = path.read_bytes()
+    with pytest.raises(SMUCheckpointError, match=why):
+        trainer(tmp_path, steps=4).fit(resume=True)
+    assert path.read_bytes() == before
+
+
 def test_exploding_loss_is_never_kept_as_a_checkpoint(tmp_path):
     tr = trainer(tmp_path, objective=Explode(), steps=30, checkpoint_every=5)
     with pytest.raises(SMUTrainingError, match=r"loss is exploding.*last good checkpoint \(step 10\)"):
