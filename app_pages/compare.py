@@ -47,6 +47,11 @@ name_a, name_b = short(path_a), short(path_b)
 if name_a == name_b:
     name_a, name_b = f"A: {name_a}", f"B: {name_b}"
 models = {name_a: path_a, name_b: path_b}
+# the same model in both pickers: said once here; each warning once, and no verdict (nothing to compare)
+same = A.model_key(path_a) == A.model_key(path_b)
+if same:
+    st.info(f"Model A and model B are the same model ({md_escape(short(path_a))}): both sides below show it, so "
+            "there is no difference to find. Choose another model for A or B to compare two models.")
 
 
 @st.cache_data(show_spinner="Bootstrapping the difference...", max_entries=64)
@@ -141,13 +146,12 @@ with tab_piece:
                        "are not frozen (grey hatched: its top 30% by score, never masked). "
                        + " ".join(f"{md_escape(n)}: {pianoroll.score_spread_text(t['score'])}."
                                   for n, t in overlays.items()))
-            for p in models.values():
-                if warn := A.untrained_masker_note(p):
-                    st.warning(warn)
-                    comp.setdefault("warnings", []).append(warn)
+            for warn in dict.fromkeys(w for p in models.values() if (w := A.untrained_masker_note(p))):
+                st.warning(warn)
+                comp.setdefault("warnings", []).append(warn)
         # a published encoder imported without recovery heads cannot guess notes: said, and left out
         no_recovery = {n: note for n, p in models.items() if (note := A.recovery_note(p))}
-        for note in no_recovery.values():
+        for note in dict.fromkeys(no_recovery.values()):
             st.info(note)
             comp.setdefault("warnings", []).append(note)
         recovering = {n: p for n, p in models.items() if n not in no_recovery}
@@ -157,7 +161,7 @@ with tab_piece:
             with answer:
                 st.info("No verdict on recovery: only a model that can guess masked notes can be compared "
                         "(see the note below).")
-        if len(tables) == 2:
+        if len(tables) == 2 and not same:
             tn = tuple(tables)
             vs = verdicts(("piece", tuple(A.model_key(models[n]) for n in tn), A.piece_key(data),
                            A.mask_groups(ratio), int(seed), A.ratio_key(ratio)),
@@ -253,12 +257,15 @@ with tab_folder:
                            "; ".join(f"{md_escape(f)}: {md_escape(why)}" for f, why in skipped[:5]))
             if all(len(f) for f in frames.values()):
                 n_files = next(iter(frames.values()))["file"].nunique()
-                st.subheader(f"Who recovers more over {n_files} files")
-                stamp = tuple((f.name, f.stat().st_mtime) for f in A.folder_files(folder, max_files))
-                fvs = verdicts(("folder", tuple(A.model_key(p) for p in models.values()), str(Path(folder).resolve()),
-                                stamp, A.mask_groups(ratio), int(seed), A.ratio_key(ratio)),
-                               tuple(models), trained(models), "file", *frames.values())
-                show_verdicts(fvs, "Units: the files (a piece's notes are drawn together).")
+                st.subheader(f"Recovery over {n_files} files" if same else f"Who recovers more over {n_files} files")
+                fvs = None
+                if not same:
+                    stamp = tuple((f.name, f.stat().st_mtime) for f in A.folder_files(folder, max_files))
+                    fvs = verdicts(("folder", tuple(A.model_key(p) for p in models.values()),
+                                    str(Path(folder).resolve()), stamp, A.mask_groups(ratio), int(seed),
+                                    A.ratio_key(ratio)),
+                                   tuple(models), trained(models), "file", *frames.values())
+                    show_verdicts(fvs, "Units: the files (a piece's notes are drawn together).")
                 facc = {n: A.accuracy_of(f) for n, f in frames.items()}
                 frules = show_rules(facc, {n: A.folder_rules(models[n], folder, ratio, seed, max_files)
                                            for n in facc},

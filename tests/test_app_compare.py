@@ -129,6 +129,26 @@ def test_unreadable_upload_shows_only_its_error(models, name, data, why):
     assert any("Pick a piece above." in i.value for i in at.info) and not at.error
 
 
+def test_the_same_model_twice_is_said_once_and_not_compared(models, tiny_midi_dir):
+    """Audit C4: A = B is said once, its warning (an untrained masker) shown once, and no verdict
+    pretends to compare two models, on the piece or the folder."""
+    at = run_page((models[1], models[1]))
+    assert not at.exception, at.exception
+    same = [i.value for i in at.info if "are the same model" in i.value]
+    assert len(same) == 1 and "model-two" in same[0], [i.value for i in at.info]
+    warns = [w.value for w in at.warning]
+    assert len(warns) == 1 and warns == [A.untrained_masker_note(models[1])], warns
+    assert "Who recovers more" not in [h.value for h in at.subheader]
+    assert not any(m.value.startswith("**Under random masks**") for m in at.markdown)
+    assert "verdicts" not in at.session_state["smu_compare"]
+    at.text_input(key="compare_folder").set_value(str(tiny_midi_dir)).run()
+    at.button(key="compare_eval").click().run()
+    assert not at.exception, at.exception
+    assert "Recovery over 4 files" in [h.value for h in at.subheader]
+    assert not any("paired bootstrap" in m.value for m in at.markdown)
+    assert at.session_state["smu_compare"]["folder"]["verdicts"] is None
+
+
 def test_folder_evaluation_skips_bad_files(models, tiny_midi_dir):
     (tiny_midi_dir / "junk.mid").write_bytes(b"not a midi file")
     at = run_page(models)
