@@ -1,5 +1,6 @@
 """Train: launch small pretraining runs as CLI subprocesses, watch them live, cancel them."""
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -82,6 +83,29 @@ if submitted:
                 st.success(f"Started run {run.id}.")
 
 
+# what `smu pretrain` says of its data in the run's log (cli_setup.print_skipped, cli.cmd_pretrain)
+SKIPPED_LINES = re.compile(r"^skipped (\d+) unusable file\(s\):\n((?:  .*(?:\n|$))*)", re.M)
+FEW_WINDOWS = re.compile(r"^note: (\d+) training windows < batch size (\d+)", re.M)
+
+
+def data_note(log: str, named: int = 3) -> str:
+    """What a run's log says about its data, for its status line (Markdown, escaped): the files it
+    skipped as unusable (the first ``named`` with their reasons) and a training set smaller than
+    one batch; '' when the log says neither."""
+    parts = []
+    if m := SKIPPED_LINES.search(log):
+        n = int(m[1])
+        files = [line.strip().partition(": ") for line in m[2].splitlines() if line.strip()][:named]
+        listed = [f"{md_escape(Path(f).name)}: {md_escape(why)}" for f, _, why in files]
+        if n > len(listed):
+            listed.append(f"and {n - len(listed)} more")
+        parts.append(f"{n} unusable file{'s were' if n != 1 else ' was'} skipped ({'; '.join(listed)})")
+    if m := FEW_WINDOWS.search(log):
+        n = int(m[1])
+        parts.append(f"trained on {n} window{'s' if n != 1 else ''} of notes, fewer than one batch of {m[2]}")
+    return "; ".join(parts)
+
+
 def _duration(seconds: float) -> str:
     s = int(round(seconds))
     return f"{s} s" if s < 90 else f"{s // 60} min {s % 60:02d} s"
@@ -136,6 +160,8 @@ def live_runs():
     msg = f"Status: **{run.status}**"
     if run.message:
         msg += f" - {md_escape(run.message)}"
+    if run.status in ("running", "done", "cancelled") and (said := data_note(registry.log_tail(run.id, 200))):
+        msg += f" - {said}"
     if run.cancel_requested and run.status == "running":
         msg += " (cancel requested)"
     st.markdown(msg)

@@ -203,3 +203,25 @@ def test_a_run_that_failed_before_any_step_shows_no_empty_charts(env, tmp_path):
     assert any("The run failed" in e.value for e in at.error)
     assert not any("no progress yet" in spec for spec in _charts(at))
     assert "failed before its first training step" in _texts(at)
+
+
+def test_a_run_that_skipped_files_or_had_little_data_says_so_by_its_status(env):
+    """`smu pretrain` writes the files it skipped and a training set smaller than a batch to the
+    run's log; the status line says both (the first three files by name, with their reasons)."""
+    reg = _registry(env)
+    run = reg.submit(strategy="random", data=ROOT / "sample_midi", steps=3)
+    assert _wait_status(reg, run.id, {"done", "failed", "cancelled"}).status == "done"
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert "Status: **done** - finished" in _texts(at) and "skipped" not in _texts(at)
+    reasons = {"big.mid": "not a MIDI file (no 'MThd' header)", "drums.mid": "only drum notes",
+               "my_file.mid": "empty file (0 bytes)", "text.mid": "not a MIDI file", "x.mid": "truncated: a: b"}
+    with open(run.log_path, "a") as log:
+        log.write(f"skipped {len(reasons)} unusable file(s):\n"
+                  + "".join(f"  /data/up/{name}: {why}\n" for name, why in reasons.items())
+                  + "note: 1 training windows < batch size 32; using batch size 1\ndone: finished 3 steps\n")
+    at.run()
+    assert not at.exception, at.exception
+    status = next(m for m in _texts(at).split("Status: ")[1:] if m.startswith("**done**"))
+    assert ("5 unusable files were skipped (big.mid: not a MIDI file (no 'MThd' header); drums.mid: only drum "
+            "notes; my\\_file.mid: empty file (0 bytes); and 2 more)") in status, status
+    assert "trained on 1 window of notes, fewer than one batch of 32" in status
