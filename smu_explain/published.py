@@ -190,55 +190,6 @@ def _check_zip_records(path: Path) -> None:
                                        f"{MAX_SOURCE_BYTES / 1024 ** 3:.0f} GiB")
 
 
-#: what a torch weights pickle legitimately names (anything else is reported by _refusal)
-_WEIGHT_GLOBALS = re.compile(r"(torch|collections|numpy\.core\.multiarray|_codecs)\b")
-
-
-def _pickle_globals(path: Path, limit: int = 64 << 20) -> list[str]:
-    """The globals a pickle (a plain one, or a torch archive's data.pkl) names, read with
-    ``pickletools.genops`` (it parses opcodes, it runs nothing), at most ``limit`` bytes."""
-    import io
-    import pickletools
-    import zipfile
-
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
-                raw = z.open(name).read(limit) if name else b""
-        else:
-            with open(path, "rb") as f:
-                raw = f.read(limit)
-        found, strings = [], []
-        for op, arg, _ in pickletools.genops(io.BytesIO(raw)):
-            if op.name == "GLOBAL":
-                found.append(str(arg).replace(" ", "."))
-            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                found.append(f"{strings[-2]}.{strings[-1]}")
-            elif isinstance(arg, str):
-                strings.append(arg)
-        return found
-    except Exception:  # a damaged pickle: whatever was found before the damage is not worth a guess
-        return []
-
-
-def _refusal(e: BaseException, path: Path) -> str:
-    """Why ``torch.load(weights_only=True)`` refused a file, in our words: the global a pickle
-    asks for (a file that would run code when loaded) or the unpickler's own reason; never
-    torch's advice to load it with ``weights_only=False``."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
-    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    name = m.group(1) if m else next((g for g in _pickle_globals(path) if not _WEIGHT_GLOBALS.match(g)), None)
-    if name:
-        return (f"refused: loading it would call {name}, which a weights file never needs (a pickle can run "
-                "any code when it is loaded; only tensors and plain containers are read). Do not open it with "
-                "torch.load(weights_only=False)")
-    m = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    detail = m.group(1).strip() if m else (lines[0] if lines else e.__class__.__name__)
-    return f"not a weights file this importer can read safely (tensors and plain containers only): {detail[:200]}"
-
-
 def read_state_dict(src: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any], Path]:
     """(state dict of tensors, config.json dict, weights file) of a publisher's checkpoint.
 
@@ -268,6 +219,8 @@ def read_state_dict(src: str | os.PathLike) -> tuple[dict[str, Any], dict[str, A
         import warnings
         import zipfile
 
+        from .weights import pickle_refusal
+
         _check_zip_records(path)
         try:
             with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's business
@@ -275,7 +228,7 @@ def read_state_dict(src: str | os.PathLike) -> tuple[dict[str, Any], dict[str, A
                 state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=False)
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError,
                 zipfile.BadZipFile, UnicodeDecodeError, IndexError, KeyError) as e:
-            raise SMUCheckpointError(path, _refusal(e, path)) from None
+            raise SMUCheckpointError(path, pickle_refusal(e, path)) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     elif isinstance(state, dict) and isinstance(state.get("model_state_dict"), dict):

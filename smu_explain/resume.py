@@ -106,8 +106,9 @@ def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError, RuntimeError (zip), EOFError ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SMUCheckpointError(path, f"unreadable or unsafe training checkpoint ({first})") from None
+        from .weights import pickle_refusal
+
+        raise SMUCheckpointError(path, f"unreadable or unsafe training checkpoint: {pickle_refusal(e, path)}") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise SMUCheckpointError(path, "not a smu_explain training checkpoint")
     version = state.get("version", -1)

@@ -16,13 +16,10 @@ A run is a ``smu pretrain`` subprocess (never a thread of the app). Rules:
   progress and output paths are always ``<root>/<id>/log.txt`` etc., whatever the
   record says, and are used only when they resolve inside the run's own folder
   (a symlink pointing out is ignored: no log shown, nothing written through it).
-- **A queued run starts only if this registry queued it**: :meth:`RunRegistry.submit` signs
-  the record (``sig``: HMAC-SHA256 of its id, creation time, parameters and secret, with the
-  key in ``<root>/.key``: 256 random bits, made on the first submit, a regular file readable
-  by its owner only, the registry's user). A queued record without that signature (written by
-  hand, copied from elsewhere, or edited after the submit) is marked failed, "not started",
-  and never launched: a file in the runs folder cannot make the app start a training process
-  on a folder of its choosing.
+- **A queued run starts only if this registry queued it**: :meth:`RunRegistry.submit` signs the
+  record (``sig``: HMAC-SHA256 of id, creation time, parameters and secret, keyed by ``<root>/.key``,
+  256 random bits in a file only its owner, this user, may read). An unsigned, foreign or edited
+  queued record is marked failed, "not started", never launched.
   Run ids are validated (``[A-Za-z0-9][A-Za-z0-9._-]*``, no ``..``, the folder's
   own name); ``get("../..")`` is "no such run".
 - **A process is signalled only when the registry can prove it started it**: either
@@ -89,6 +86,7 @@ from .checkpoint import is_checkpoint
 from .errors import SMUInputError
 from .io import JSONL_MAX_BYTES, JSONL_MAX_LINE, atomic_write_text, read_jsonl  # noqa: F401
 from .names import SIZES, STRATEGIES
+from .procs import has_marker, marked_members, proc_start_time, proc_stat
 
 __all__ = [
     "MAX_STEPS",
@@ -326,35 +324,7 @@ def _final_status(progress_path: str | os.PathLike) -> dict | None:
     return None
 
 
-# ----------------------------------------------------------------------------- processes (Linux /proc)
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields 3.. of /proc/<pid>/stat (state, ppid, pgrp, ...); None if unreadable."""
-    try:
-        raw = Path(f"/proc/{int(pid)}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    # the command name (field 2) is in parentheses and may contain spaces
-    return raw[raw.rfind(")") + 2:].split()
-
-
-def _proc_start_time(pid: int) -> int | None:
-    """Kernel start time of ``pid`` (field 22 of /proc/<pid>/stat); None if unknown."""
-    rest = _proc_stat(pid)
-    try:
-        return int(rest[19]) if rest else None
-    except (IndexError, ValueError):
-        return None
-
-
-def _proc_has_marker(pid: int, marker: str) -> bool:
-    """True when ``SMU_RUN_MARKER=<marker>`` is in the process's environment."""
-    try:
-        env = Path(f"/proc/{int(pid)}/environ").read_bytes()
-    except (OSError, ValueError):
-        return False
-    return f"{MARKER_ENV}={marker}".encode() in env.split(b"\0")
-
+# ----------------------------------------------------------------------------- processes (procs.py)
 
 def _proven(run: RunInfo) -> bool:
     """True while the run's recorded pid is a live, non-zombie process that this registry
@@ -363,30 +333,14 @@ def _proven(run: RunInfo) -> bool:
     pid = run.pid
     if not (_is_int(pid) and pid > 1 and pid != os.getpid() and run.pid_start is not None and run.secret):
         return False
-    rest = _proc_stat(pid)
+    rest = proc_stat(pid)
     if not rest or rest[0] in ("Z", "X"):
         return False
     try:
         pgrp, start = int(rest[2]), int(rest[19])
     except (IndexError, ValueError):
         return False
-    return start == run.pid_start and pgrp == pid and _proc_has_marker(pid, run.marker)
-
-
-def _marked_members(pgid: int, marker: str) -> list[int]:
-    """Live processes of group ``pgid`` that carry ``marker`` (a cancelled run's stragglers)."""
-    out = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        rest = _proc_stat(int(entry.name))
-        try:
-            if rest and rest[0] not in ("Z", "X") and int(rest[2]) == pgid \
-                    and _proc_has_marker(int(entry.name), marker):
-                out.append(int(entry.name))
-        except (IndexError, ValueError):
-            continue
-    return out
+    return start == run.pid_start and pgrp == pid and has_marker(pid, MARKER_ENV, run.marker)
 
 
 class RunRegistry:
@@ -651,7 +605,7 @@ class RunRegistry:
         finally:
             os.close(log)
         _HANDLES[self._key(run)] = proc
-        run.pid, run.pid_start = proc.pid, _proc_start_time(proc.pid)
+        run.pid, run.pid_start = proc.pid, proc_start_time(proc.pid)
         run.status, run.started = "running", _now_iso()
         self._save(run)
         return run
@@ -681,7 +635,7 @@ class RunRegistry:
         """SIGKILL what is left of a cancelled run's group (found by its marker) after the leader exited."""
         if not (run.pid and run.secret):
             return
-        for pid in _marked_members(run.pid, run.marker):
+        for pid in marked_members(run.pid, MARKER_ENV, run.marker):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
 

@@ -443,6 +443,23 @@ def test_a_structurally_damaged_training_checkpoint_is_refused_and_kept(tmp_path
     assert path.read_bytes() == before
 
 
+def test_a_code_running_training_checkpoint_is_named_as_such(tmp_path):
+    trainer(tmp_path, steps=2).fit()
+    path = tmp_path / "run" / CHECKPOINT_NAME
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w')",))
+
+    state = torch.load(path, weights_only=True)
+    state["config"] = Payload()
+    torch.save(state, path)
+    with pytest.raises(SMUCheckpointError, match="would call exec") as e:
+        trainer(tmp_path, steps=4).fit(resume=True)
+    assert "will likely succeed" not in str(e.value) and not marker.exists()
+
+
 def test_exploding_loss_is_never_kept_as_a_checkpoint(tmp_path):
     tr = trainer(tmp_path, objective=Explode(), steps=30, checkpoint_every=5)
     with pytest.raises(SMUTrainingError, match=r"loss is exploding.*last good checkpoint \(step 10\)"):

@@ -164,7 +164,7 @@ def test_a_foreign_pid_is_never_signalled(tmp_path, own_child, watched_signals, 
     """The record names a live process the registry did not start (this test's own child,
     in its own group): with no start time, the right start time, or a wrong one, it lacks the
     run's marker, so Cancel and the grace-period escalation send it nothing."""
-    start = R._proc_start_time(own_child.pid) if pid_start == "real" else pid_start
+    start = R.proc_start_time(own_child.pid) if pid_start == "real" else pid_start
     root = tmp_path / "runs"
     plant(root, "r1", record("r1", tmp_path, status="running", pid=own_child.pid, pid_start=start,
                              cancel_requested=1.0))
@@ -180,7 +180,7 @@ def test_a_foreign_pid_is_never_signalled(tmp_path, own_child, watched_signals, 
 def test_pid_one_and_the_app_itself_are_never_signalled(tmp_path, watched_signals, pid):
     root = tmp_path / "runs"
     plant(root, "r1", record("r1", tmp_path, status="running", pid=pid,
-                             pid_start=R._proc_start_time(pid)))
+                             pid_start=R.proc_start_time(pid)))
     reg = make_registry(root)
     reg.cancel("r1", grace_s=0.1)
     assert watched_signals == []
