@@ -254,10 +254,13 @@ def measure_picks(model, tokenizer, pieces: Iterable, *, ratio: float = 0.15, fr
 def measure_folder(folder, files: Sequence, **kwargs) -> dict[str, Any]:
     """:func:`measure_picks` for the pre-trained checkpoint ``folder`` on music ``files`` (read
     with the checkpoint's tokenizer; ``model_name`` defaults to the folder's name). A file the
-    tokenizer refuses is left out and listed in ``result["skipped"]`` as ``[name, reason]``."""
+    tokenizer refuses, or with more than ``max_notes`` notes (``limits.MAX_NOTES``, the cap of
+    ``smu explain`` and the app), is left out and listed in ``result["skipped"]`` as ``[name, reason]``."""
     from .checkpoint import load_checkpoint
     from .errors import SMUInputError
+    from .limits import MAX_NOTES
 
+    max_notes = kwargs.pop("max_notes", MAX_NOTES)
     ckpt = load_checkpoint(folder, kind="pretrained")
     model = ckpt.encoder.eval()
     skipped: list[list[str]] = []
@@ -265,9 +268,14 @@ def measure_folder(folder, files: Sequence, **kwargs) -> dict[str, Any]:
     def pieces():
         for f in files:
             try:
-                yield ckpt.tokenizer.read(Path(f), name=Path(f).stem)
+                piece = ckpt.tokenizer.read(Path(f), name=Path(f).stem)
             except SMUInputError as exc:
                 skipped.append([Path(f).name, str(exc)])
+                continue
+            if len(piece) > max_notes:
+                skipped.append([Path(f).name, f"{len(piece):,} notes: more than the limit of {max_notes:,} per piece"])
+                continue
+            yield piece
 
     kwargs.setdefault("model_name", Path(folder).name)
     res = measure_picks(model, ckpt.tokenizer, pieces(), **kwargs)

@@ -199,6 +199,9 @@ def test_run_command_writes_json_and_markdown(tiny, tmp_path):
     (music / "notes.txt").write_text("ignored")
     res = picks.run_command(folder, [music], n_boot=30, json_out=tmp_path / "p.json", markdown_out=tmp_path / "p.md")
     assert res["n_pieces"] == 2 and [s[0] for s in res["skipped"]] == ["broken.mid"]
+    capped = picks.measure_folder(folder, sorted(music.glob("*.mid")), n_boot=5, max_notes=5)  # every piece is longer
+    assert capped["n_pieces"] == 0 and all("more than the limit of 5 per piece" in why
+                                           for name, why in capped["skipped"] if name != "broken.mid")
     assert json.loads((tmp_path / "p.json").read_text())["sentence"] == res["sentence"]
     assert res["sentence"] in (tmp_path / "p.md").read_text()
     assert len(picks.music_files([music], max_pieces=1)) == 1
