@@ -381,7 +381,8 @@ def cmd_evaluate(args) -> int:
         from .explain import recovery_accuracy
 
         if args.paths:
-            ds, _, skipped = file_datasets(args.paths, tokenizer, 0.0, args.seed, False, token_cache(args), args.limit)
+            ds, _, skipped = file_datasets(args.paths, tokenizer, 0.0, args.seed, False, token_cache(args), args.limit,
+                                           purpose="evaluate on")
             print_skipped(skipped)
         elif args.task or args.data:
             sets, _ = task_datasets(args, args.task or "pretrain", tokenizer)

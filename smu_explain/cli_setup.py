@@ -104,11 +104,11 @@ def token_cache(args):
 
 
 def file_datasets(paths: Sequence[str], tokenizer, val_fraction: float, seed: int, augment: bool,
-                  cache=None, limit: int | None = None):
+                  cache=None, limit: int | None = None, purpose: str = "train on"):
     """Pre-training data from music files/folders, split by file (``val_fraction`` to val).
 
     Returns (train, val or None, skipped [(path, reason)]). Unusable files are skipped;
-    no usable file at all is an ``SMUInputError``.
+    no usable file at all is an ``SMUInputError`` ("no usable music to ``purpose``").
     """
     from . import corpora, datasets
 
@@ -130,7 +130,7 @@ def file_datasets(paths: Sequence[str], tokenizer, val_fraction: float, seed: in
     if len(train) == 0:
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in built.skipped[:3])
         raise SMUInputError(paths[0] if len(paths) == 1 else ", ".join(paths),
-                            f"no usable music to train on ({reasons or 'no files'})")
+                            f"no usable music to {purpose} ({reasons or 'no files'})")
     return train, (val if len(val) else None), built.skipped
 
 

@@ -97,6 +97,9 @@ def test_evaluate_pretrained_recovery_accuracy(pretrained, midi_dir, tmp_path, c
     assert "recovery accuracy" in capsys.readouterr().out
     acc = json.loads(out.read_text())["recovery_accuracy"]
     assert set(acc) == {"bar", "position", "pitch", "duration"} and all(0 <= v <= 1 for v in acc.values())
+    (tmp_path / "junk.mid").write_bytes(b"not music")  # nothing usable: said in evaluate's words
+    assert main(["evaluate", "--model", str(pretrained), "--paths", str(tmp_path / "junk.mid"), "--no-cache"]) == 2
+    assert "no usable music to evaluate on" in capsys.readouterr().err
 
 
 def test_finetune_folder_task_then_evaluate(pretrained, midi_dir, tmp_path, capsys):
