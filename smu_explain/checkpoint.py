@@ -343,6 +343,8 @@ def load_tokenizer(folder: str | os.PathLike, meta: dict[str, Any] | None = None
         where, tok = path, read_json_file(path)
         if not isinstance(tok, dict):
             raise SMUCheckpointError(path, "tokenizer.json does not hold a tokenizer config (a JSON object)")
+    elif path.exists() or path.is_symlink():  # there, but not a file: never silently read another config
+        raise SMUCheckpointError(path, "tokenizer.json is not a regular file (a folder, device, pipe or broken link)")
     else:
         where, tok = folder / CONFIG_NAME, meta.get("tokenizer")
         if not isinstance(tok, dict):

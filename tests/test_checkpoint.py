@@ -149,6 +149,15 @@ def test_broken_or_mismatched_tokenizer_json(tmp_path):
     TokenizerConfig(max_len=64).save(d / C.TOKENIZER_NAME)
     with pytest.raises(SMUCheckpointError, match="longer than the model's max_len"):
         load_model(d)  # a tokenizer that is there is always checked
+    # there but not a file (a folder, a link to a device, a broken link): said so, no other config read
+    for make in (lambda p: p.mkdir(), lambda p: p.symlink_to("/dev/zero"), lambda p: p.symlink_to(tmp_path / "x")):
+        (d / C.TOKENIZER_NAME).unlink()
+        make(d / C.TOKENIZER_NAME)
+        with pytest.raises(SMUCheckpointError, match="tokenizer.json is not a regular file"):
+            C.load_checkpoint(d)
+        if (d / C.TOKENIZER_NAME).is_dir() and not (d / C.TOKENIZER_NAME).is_symlink():
+            (d / C.TOKENIZER_NAME).rmdir()
+            (d / C.TOKENIZER_NAME).touch()
 
 
 def test_tokenizer_json_wins_over_an_old_config_section(tmp_path):
