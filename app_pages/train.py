@@ -76,11 +76,7 @@ if submitted:
         else:
             st.session_state["train_watch"] = run.id
             st.session_state["train_watch_select"] = run.id  # the started run is the one watched
-            if run.status == "queued":
-                st.info(f"Run {run.id} is queued: {registry.max_concurrent} run(s) at a time "
-                        "(SMU_MAX_RUNS). It starts when a slot frees.")
-            else:
-                st.success(f"Started run {run.id}.")
+            st.session_state["train_submitted"] = run.id  # said by the runs view while it waits or runs
 
 
 # what `smu pretrain` says of its data in the run's log (cli_setup.print_skipped, cli.cmd_pretrain)
@@ -111,6 +107,12 @@ def _duration(seconds: float) -> str:
     return f"{s} s" if s < 90 else f"{s // 60} min {s % 60:02d} s"
 
 
+def cancel(run_id: str) -> None:
+    """The Cancel button's callback (run before the runs view reruns)."""
+    registry.cancel(run_id, wait=False)
+    st.toast(f"Cancelling {run_id}...")
+
+
 @st.fragment(run_every="1s")
 def live_runs():
     runs = registry.poll()
@@ -122,6 +124,14 @@ def live_runs():
     if not runs:
         st.info("No runs yet. Start one above.")
         return
+    # the run submitted last, said while it waits or runs: this view reruns alone (every second, on
+    # Cancel), so a message drawn with the form would stay after the run was cancelled or started
+    submitted = next((r for r in runs if r.id == st.session_state.get("train_submitted")), None)
+    if submitted is not None and submitted.status == "queued":
+        st.info(f"Run {submitted.id} is queued: {registry.max_concurrent} run(s) at a time "
+                "(SMU_MAX_RUNS). It starts when a slot frees.")
+    elif submitted is not None and submitted.status == "running":
+        st.success(f"Started run {submitted.id}.")
     table = pd.DataFrame([{
         "run": r.id, "status": r.status,
         "strategy": r.params.get("strategy"), "size": r.params.get("config"),
@@ -143,9 +153,8 @@ def live_runs():
     run = next(r for r in runs if r.id == run_id)
 
     b1, b2, b3 = st.columns([1, 1, 4])
-    if run.status in ("running", "queued") and b1.button("Cancel run", key=f"cancel_{run.id}"):
-        run = registry.cancel(run.id, wait=False)
-        st.toast(f"Cancelling {run.id}...")
+    if run.status in ("running", "queued"):  # cancelled before this view reruns, so it shows the new state
+        b1.button("Cancel run", key=f"cancel_{run.id}", on_click=cancel, args=(run.id,))
     out = Path(run.out_dir)
     has_model = not out.is_symlink() and is_checkpoint(out)
     if run.status == "done" and has_model:

@@ -225,3 +225,59 @@ def test_a_run_that_skipped_files_or_had_little_data_says_so_by_its_status(env):
     assert ("5 unusable files were skipped (big.mid: not a MIDI file (no 'MThd' header); drums.mid: only drum "
             "notes; my\\_file.mid: empty file (0 bytes); and 2 more)") in status, status
     assert "trained on 1 window of notes, fewer than one batch of 32" in status
+
+
+def test_the_queued_message_follows_the_run(env):
+    """"Run ... is queued" is said while that run waits, and not once it was cancelled; the page
+    shows the cancel at once (the browser's check: the next test)."""
+    reg = _registry(env, "slow")
+    first = reg.submit(strategy="random", data=ROOT / "sample_midi", steps=5000)
+    try:
+        at = AppTest.from_file(PAGE, default_timeout=60).run()
+        at.button[0].click().run()
+        [queued] = [r for r in reg.list() if r.id != first.id]
+        assert [i.value for i in at.info if "is queued" in i.value] == [
+            f"Run {queued.id} is queued: 1 run(s) at a time (SMU_MAX_RUNS). It starts when a slot frees."]
+        [cancel] = [b for b in at.button if b.label == "Cancel run"]  # the queued run is the one watched
+        cancel.click().run()
+        assert not at.exception, at.exception
+        assert reg.get(queued.id).status == "cancelled"
+        assert not [i.value for i in at.info if "is queued" in i.value]
+        assert "Status: **cancelled**" in _texts(at)  # the Cancel's callback ran before the view was drawn
+    finally:
+        reg.cancel(first.id)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_queued_message_goes_when_the_run_is_cancelled_in_the_browser(tmp_path):
+    """In the browser the runs view reruns alone (every second, on Cancel), not the form above it:
+    "Run ... is queued" went stale there after its run was cancelled."""
+    from app_helpers import CHROMIUM, CHROMIUM_ARGS, StreamlitServer
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
+    runs = tmp_path / "runs"
+    env = {"SMU_RUNS_DIR": str(runs), "SMU_CLI": f"{sys.executable} {FAKE_CLI}", "FAKE_CLI_MODE": "slow",
+           "SMU_MAX_RUNS": "1"}
+    try:
+        with StreamlitServer(PAGE, tmp_path, env) as url, sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1200})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            page.locator('input[aria-label="Steps"]').fill("5000")
+            page.get_by_role("button", name="Start run").click()
+            page.get_by_text("Started run").wait_for()
+            page.get_by_role("button", name="Start run").click()
+            page.get_by_text("is queued:").wait_for()
+            page.get_by_role("button", name="Cancel run").click()
+            page.get_by_text("Status: cancelled").wait_for()
+            sync_api.expect(page.get_by_text("is queued:")).to_have_count(0, timeout=10_000)
+            browser.close()
+    finally:
+        reg = RunRegistry(runs)
+        for r in reg.list():
+            if r.status in ("running", "queued"):
+                reg.cancel(r.id, grace_s=3)
