@@ -133,7 +133,9 @@ if results_path.is_file():
         with c1:
             st.plotly_chart(figs["spearman"], key="study_spearman", config=STATIC)
         with c2:
-            if "freeze_history" in figs:
+            if said := study.freeze_history_sentence(ana.get("freeze_history") or []):  # one point: words
+                st.markdown(f"**The frozen set over training**: {md_escape(said)}.")
+            elif "freeze_history" in figs:
                 st.plotly_chart(figs["freeze_history"], key="study_freeze_history", config=STATIC)
         st.plotly_chart(figs["by_class"], key="study_by_class", config=STATIC)
         examples = [k for k in figs if k.startswith("example_")]

@@ -138,3 +138,39 @@ def test_study_page_shows_what_the_masker_picks(tmp_path):
     (docs / "masker_picks.json").write_text("{not json")
     at = AppTest.from_file(script, default_timeout=60).run()
     assert not at.exception and any("cannot be read" in w.value for w in at.warning)
+
+
+ONE_UPDATE = [{"epoch": 0, "step": 1791, "n_notes": 1000, "n_frozen": 270, "frozen_frac": 0.27,
+               "jaccard_prev": None, "kept_from_prev": None, "jaccard_last": 1.0}]
+
+
+def example(pitch: int = 60) -> dict:
+    """A frozen-note example as the study's analysis writes it (``analysis["examples"][i]``)."""
+    notes = [{"note": i, "pitch": 60 + i, "velocity": 64, "track": 0, "onset_q": 40.0 + i, "duration_q": 1.0,
+              "bar": 10, "beat": float(i % 4), "score": i / 8, "frozen": 60 + i == pitch, "picked": i == 5}
+             for i in range(8)]
+    return {"piece": "emopia/Q1_x_0", "source": "emopia", "note": pitch - 60, "onset_q": 40.0 + pitch - 60,
+            "duration_q": 1.0, "pitch": pitch, "context": {"notes": notes, "bar_starts_q": [40.0, 44.0],
+                                                            "track_names": ["piano"]}}
+
+
+def analysis_page(tmp_path, **analysis):
+    """The Study page on a finished study whose masker analysis is ``analysis``."""
+    d = tmp_path / "docs" / "study"
+    d.mkdir(parents=True)
+    ana = {"ratio": 0.15, "freeze_top": 0.3, "n_notes": 1000, "pieces_per_source": {"emopia": 2}, "sources": {},
+           "by_class": {}, **analysis}
+    (d / "results.json").write_text(json.dumps({"summary": ["Gain: +0.4 points."], "analysis": ana}))
+    at = AppTest.from_file(copy_page(tmp_path), default_timeout=60).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_one_freeze_book_update_is_said_in_words_not_drawn(tmp_path):
+    """One freeze-book update is one point: the page says it (epoch, step, frozen share) instead of a
+    chart of one dot on an axis from epoch -1 to 1."""
+    at = analysis_page(tmp_path, freeze_history=ONE_UPDATE)
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    assert charts and not any("the frozen set over training" in spec for spec in charts)
+    assert ("**The frozen set over training**: one freeze-book update in this run (after epoch 0, step 1791): "
+            "it froze 27% of the training notes; no later update to compare it with.") in texts(at)

@@ -475,6 +475,20 @@ def test_study_by_class_axis_starts_at_zero_and_example_titles_fit():
     assert list(f.layout.xaxis.ticktext) == ["11", "12"]
 
 
+def test_one_freeze_book_update_has_an_axis_of_its_epoch_alone():
+    """A run with one freeze-book update (epoch 3): its point on an axis of epoch 3 alone (not an
+    autoranged 2-4, or -1 to 1 for epoch 0), with the sentence that says why there is no line."""
+    from smu_explain import study
+
+    one = [{"epoch": 3, "step": 1791, "frozen_frac": 0.27, "jaccard_prev": None, "kept_from_prev": None,
+            "jaccard_last": 1.0}]
+    fig = study.freeze_history_figure(one)
+    assert list(fig.layout.xaxis.range) == [2.5, 3.5] and list(fig.layout.xaxis.tickvals) == [3]
+    assert fig.layout.annotations[0].text == study.freeze_history_sentence(one, br="<br>")
+    assert "it froze 27% of the training notes;<br>no later update" in fig.layout.annotations[0].text
+    assert study.freeze_history_sentence(one + one) is None
+
+
 def test_scale_colours_match_plotly():
     """scale_colours gives Plotly's colours (plotly.colors' interpolation of the same scale),
     clamps values outside [cmin, cmax] and draws NaN in Plotly's default line colour."""

@@ -82,9 +82,23 @@ def masker_class_figure(by_class: Mapping[str, Sequence[Mapping[str, Any]]]):
     return fig
 
 
+def freeze_history_sentence(history: Sequence[Mapping[str, Any]], br: str = " ") -> str | None:
+    """The freeze book over training in words when the run updated it once (a chart of one point
+    says no more: the Study page shows this instead); None with more updates. ``br`` joins the
+    two halves (``"<br>"`` in a figure)."""
+    if len(history) != 1:
+        return None
+    h = history[0]
+    share = h.get("frozen_frac")
+    froze = "" if share is None else f"it froze {100 * share:.0f}% of the training notes;{br}"
+    return (f"one freeze-book update in this run (after epoch {h['epoch']}, step {h.get('step', '?')}): "
+            f"{froze}no later update to compare it with")
+
+
 def freeze_history_figure(history: Sequence[Mapping[str, Any]]):
     """Plotly figure: the freeze book over training (``analysis["freeze_history"]``): frozen
-    share, Jaccard overlap with the previous update and with the last one, per epoch."""
+    share, Jaccard overlap with the previous update and with the last one, per epoch (one update:
+    its point on an axis of that epoch alone, and :func:`freeze_history_sentence`)."""
     import plotly.graph_objects as go
 
     ep = [h["epoch"] for h in history]
@@ -93,18 +107,18 @@ def freeze_history_figure(history: Sequence[Mapping[str, Any]]):
              ("jaccard_prev", "Jaccard with the previous update", "#1f77b4", "dot"),
              ("kept_from_prev", "previous frozen notes still frozen", "#2ca02c", "dash"),
              ("jaccard_last", "Jaccard with the last update", "#d62728", "dashdot"))
+    xaxis = {"title": {"text": "epoch (freeze-book update)"}, "dtick": 1}
     if len(history) == 1:  # nothing to compare with: the overlaps would be empty or trivially 100%
         lines = lines[:1]
-        h = history[0]
+        xaxis.update(range=[ep[0] - 0.5, ep[0] + 0.5], tickvals=ep)  # not epochs -1 to 1
         fig.add_annotation(x=0.5, y=0.9, xref="paper", yref="paper", showarrow=False, font={"size": 11},
-                           text=f"one freeze-book update in this run (after epoch {h['epoch']}, step "
-                                f"{h.get('step', '?')}):<br>no later update to compare it with")
+                           text=freeze_history_sentence(history, br="<br>"))
     for key, name, color, dash in lines:
         fig.add_trace(go.Scatter(x=ep, y=[None if h.get(key) is None else 100 * h[key] for h in history],
                                  mode="lines+markers", name=name, line={"color": color, "dash": dash}))
     fig.update_layout(width=560, height=320, margin={"l": 50, "r": 10, "t": 40, "b": 40},
                       title={"text": "the frozen set over training (adversarial run)"},
-                      xaxis={"title": {"text": "epoch (freeze-book update)"}, "dtick": 1},
+                      xaxis=xaxis,
                       yaxis={"title": {"text": "%"}, "range": [0, 105]},
                       legend={"font": {"size": 10}}, showlegend=True)  # also with one line: it names it
     return fig
