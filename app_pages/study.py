@@ -141,6 +141,7 @@ if results_path.is_file():
         examples = [k for k in figs if k.startswith("example_")]
         if examples:
             st.markdown(f"**Frozen notes from real pieces** ({md_escape(ana.get('examples_frozen_by', ''))})")
+            st.caption(study.frozen_examples_caption(ana))
             cols = st.columns(min(3, len(examples)))
             for i, k in enumerate(examples):
                 with cols[i % len(cols)]:

@@ -174,3 +174,15 @@ def test_one_freeze_book_update_is_said_in_words_not_drawn(tmp_path):
     assert charts and not any("the frozen set over training" in spec for spec in charts)
     assert ("**The frozen set over training**: one freeze-book update in this run (after epoch 0, step 1791): "
             "it froze 27% of the training notes; no later update to compare it with.") in texts(at)
+
+
+def test_the_frozen_note_rolls_say_what_their_marks_mean(tmp_path):
+    """The small rolls of frozen notes have no legend: a caption says what colour, the red outline,
+    solid red and grey hatching mean."""
+    at = analysis_page(tmp_path, examples=[example(60), example(67)],
+                       examples_frozen_by="the freeze book after epoch 0 (step 1791), training pieces")
+    assert "**Frozen notes from real pieces**" in texts(at)
+    [caption] = [c.value for c in at.caption if "Red outline" in c.value]
+    for words in ("masker score", "dark purple low to yellow high", "picked for masking at 15%", "solid red",
+                  "Grey hatched: frozen", "the arrow"):
+        assert words in caption, words

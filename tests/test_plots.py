@@ -469,10 +469,24 @@ def test_study_by_class_axis_starts_at_zero_and_example_titles_fit():
     f = study.frozen_example_figure(ex)
     first_line = f.layout.title.text.split("<br>")[0]
     assert len(first_line) <= 42 and "asap, note 2" in f.layout.title.text
-    assert f.layout.annotations[0].ay > 0  # the arrow comes from below, away from the title
+    assert f.layout.annotations[0].ay < 0  # a note in the lower half: the arrow from above (see the next test)
     assert f.layout.coloraxis.showscale is False
     # the bars keep their numbers in the piece (bar index 10 -> "11"), not 1, 2 of the excerpt
     assert list(f.layout.xaxis.ticktext) == ["11", "12"]
+
+
+def test_the_frozen_arrow_label_stays_inside_the_plot():
+    """The "frozen" label sits 30 px from its note towards the middle of the pitch range: above the
+    lowest note (below it, it sat on the bar numbers), below the highest (above it ran into the title)."""
+    from smu_explain import study
+
+    notes = [{"note": i, "pitch": 60 + 2 * i, "onset_q": 40.0 + i, "duration_q": 1.0, "score": 0.5,
+              "frozen": i in (0, 7)} for i in range(8)]
+    for i, below in ((0, False), (7, True)):
+        ex = {"piece": "emopia/Q4_x_3", "source": "emopia", "note": i, "onset_q": 40.0 + i, "duration_q": 1.0,
+              "pitch": 60 + 2 * i, "context": {"notes": notes, "bar_starts_q": [40.0, 44.0]}}
+        [arrow] = study.frozen_example_figure(ex).layout.annotations
+        assert arrow.text == "frozen" and (arrow.ay > 0) == below, (i, arrow.ay)
 
 
 def test_one_freeze_book_update_has_an_axis_of_its_epoch_alone():

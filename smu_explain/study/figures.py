@@ -164,13 +164,26 @@ def frozen_example_figure(example: Mapping[str, Any]):
     fig = pianoroll.piano_roll(df, bar_starts_q=ctx.get("bar_starts_q") or None, track_names=names,
                            title=f"{short}<br><span style='font-size:10px'>{example.get('source')}, "
                                  f"note {example.get('note')}</span>", height=300)
-    # the arrow comes from below the note: from above it ran into the title
+    # the arrow comes from the middle of the pitch range, so its label stays in the plot: from below for
+    # a note in the upper half (from above it ran into the title), from above for one in the lower half
+    # (from below its label sat on the bar numbers)
+    pitches = df["pitch"] if len(df) else [example["pitch"]]
+    upper = example["pitch"] >= (min(pitches) + max(pitches)) / 2
     fig.add_annotation(x=example["onset_q"] + example["duration_q"] / 2, y=example["pitch"], text="frozen",
-                       showarrow=True, arrowhead=2, ax=0, ay=30, font={"size": 10}, bgcolor="white")
+                       showarrow=True, arrowhead=2, ax=0, ay=30 if upper else -30, font={"size": 10},
+                       bgcolor="white")
     fig.update_layout(width=420, showlegend=False, title={"font": {"size": 11}, "x": 0.02, "y": 0.97,
                                                           "yanchor": "top"},
                       coloraxis_showscale=False, margin={"l": 50, "r": 10, "t": 55, "b": 40})
     return fig
+
+
+def frozen_examples_caption(analysis: Mapping[str, Any]) -> str:
+    """What the marks of :func:`frozen_example_figure` mean (the rolls have no legend of their own)."""
+    return ("Each roll: the notes around one frozen note (the arrow). Colour: the rank of a note's masker "
+            "score in its piece, dark purple low to yellow high. Red outline: picked for masking at "
+            f"{float(analysis.get('ratio', 0.15)):.0%} (a short picked note is all outline: solid red). "
+            "Grey hatched: frozen, never masked.")
 
 
 def analysis_figures(analysis: Mapping[str, Any]) -> dict[str, Any]:
