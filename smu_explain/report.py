@@ -227,11 +227,13 @@ def study_sections(results: dict[str, Any]) -> list[ReportSection]:
         out.append(ReportSection("Study: data efficiency",
                                  "Test accuracy with 10-100% of the labelled training pieces.",
                                  figures=[study.data_efficiency_figure(results["efficiency"])]))
-    figs = study.analysis_figures(results.get("analysis", {}))
-    if figs:
+    ana = results.get("analysis", {})
+    figs = study.analysis_figures(ana)
+    if figs:  # the example rolls have no legend of their own: their caption says what the marks mean
         out.append(ReportSection("Study: what the masker picks and freezes",
                                  "Masker scores and frozen notes on validation pieces of POP909, ASAP and "
-                                 "EMOPIA; the freeze book over training; frozen notes from real pieces.",
+                                 "EMOPIA; the freeze book over training; frozen notes from real pieces."
+                                 + (" " + study.frozen_examples_caption(ana) if ana.get("examples") else ""),
                                  figures=list(figs.values())))
     for e in results.get("earlier") or []:
         if (t := study.earlier_table(e)) is not None:

@@ -92,6 +92,9 @@ def test_study_section_in_the_report(tiny_study, monkeypatch):
     html = build_report("study", secs)
     for line in results["summary"]:
         assert line.replace("'", "&#x27;") in html
+    from smu_explain.study import frozen_examples_caption
+
+    assert frozen_examples_caption(results["analysis"]).replace("'", "&#x27;") in html  # the rolls' marks explained
     n_figs = sum(len(s.figures) for s in secs)
     assert n_figs == 1 + 3 + len(results["analysis"]["examples"])
     assert html.count('class="plotly-graph-div"') == n_figs
