@@ -20,7 +20,7 @@ import streamlit as st
 
 from smu_explain import appstate as A
 from smu_explain import appwidgets as W
-from smu_explain import charts, pianoroll, readable, valueroll
+from smu_explain import charts, pianoroll, readable, rollaxes, valueroll
 from smu_explain.checkpoint import read_config, task_heads, user_folder
 from smu_explain.errors import SMUCheckpointError, SMUInputError
 from smu_explain.markup import html_escape, md_escape
@@ -491,6 +491,8 @@ with tab_cf:
                                                              bar_starts_q=None, track_names=piece.track_names,
                                                              height=460))
                         chart(tab_cf, fig_cf, "why_cf_rolls")
+                        if opening := rollaxes.opening_text(len(piece.bar_starts_q), "either roll"):
+                            st.caption(opening)
                         cf_figs.append(fig_cf)
                         d1, d2 = st.columns(2)
                         # the delta of the values as shown (0.223 -> 0.222 is -0.001, not "-0.000"), none

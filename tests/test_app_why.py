@@ -365,6 +365,22 @@ def test_the_counterfactual_delta_is_that_of_the_shown_values(model_dir, monkeyp
     assert shown["after"].value == f"{after:.3f}" and shown["after"].delta == delta
 
 
+@pytest.mark.parametrize("name", [SAMPLE, "bach_bwv269.mid"])  # 9 bars (shown whole), 21 bars
+def test_the_counterfactual_rolls_say_which_bars_they_show(model_dir, name):
+    """Before/after rolls of a piece longer than the opening view say so, as Explore's and Compare's."""
+    from smu_explain.reading import read_piece
+    from smu_explain.rollaxes import INITIAL_BARS
+
+    path = ROOT / "sample_midi" / name
+    n_bars = len(read_piece(path).bar_starts_q)
+    at = open_tab(run_page(**{A.K_MODEL_A: str(model_dir), A.K_PIECE: (name, path.read_bytes())}),
+                  "Counterfactuals")
+    assert not at.exception, at.exception
+    said = [c.value.strip() for c in at.caption if c.value.startswith("Showing bars")]
+    assert said == ([f"Showing bars 1-{INITIAL_BARS} of {n_bars}: drag the slider under either roll (or pan) to "
+                     "move through the piece."] if n_bars > INITIAL_BARS else [])
+
+
 def test_the_masker_loss_table_has_one_number_format_a_column(model_dir):
     """The recoverer's losses (0 beside 0.038, 2.57 beside 2.367 before): every float column is shown
     with 3 fixed decimals, as numbers (they still sort as numbers)."""
