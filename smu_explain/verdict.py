@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["paired_bootstrap", "unit_differences", "compare_tables", "pick_set", "verdict_sentence",
-           "model_facts", "study_facts", "study_result_text", "context_sentence", "headline",
+           "model_facts", "study_facts", "study_effect", "study_result_text", "context_sentence", "headline",
            "last_recovery", "study_results_path", "load_study", "both_verdicts", "verdict_lines", "headline_line", "N_BOOT", "LEVEL"]
 
 N_BOOT = 2000
@@ -371,12 +371,24 @@ def _describe(f: dict[str, Any], esc: Callable[[object], str]) -> str:
     return f"{esc(f['name'])} ({', '.join(bits)})"
 
 
+def study_effect(s: dict[str, Any]) -> str:
+    """Which way the Study's paired test went (the rule of ``study.study_summary``'s first line):
+    'helped' (significant and adversarial ahead), 'hurt' (significant and behind) or 'not'
+    (not significant, or a zero difference)."""
+    if not s.get("significant") or not s.get("mean_diff"):
+        return "not"
+    return "helped" if s["mean_diff"] > 0 else "hurt"
+
+
+def _p_text(s: dict[str, Any]) -> str:
+    return f", p = {s['p']:.2g}" if isinstance(s.get("p"), (int, float)) else ""
+
+
 def study_result_text(s: dict[str, Any]) -> str:
-    """The study's headline in words: 'not measurably: +0.4 points, p = 0.72'."""
-    p = s.get("p")
-    ptxt = f", p = {p:.2g}" if isinstance(p, (int, float)) else ""
-    how = "measurably" if s.get("significant") else "not measurably"
-    return f"{how}: {_pts(s['mean_diff'])} points{ptxt}"
+    """The study's headline in words: 'not measurably: +0.4 points, p = 0.72', 'measurably
+    better: ...' or 'measurably worse: ...' (the sign of the test, :func:`study_effect`)."""
+    how = {"helped": "measurably better", "hurt": "measurably worse", "not": "not measurably"}[study_effect(s)]
+    return f"{how}: {_pts(s['mean_diff'])} points{_p_text(s)}"
 
 
 def context_sentence(facts: Sequence[dict[str, Any]], study: dict[str, Any] | None, *,
@@ -502,9 +514,10 @@ def headline_line(folders: Sequence[str | Path], study: dict[str, Any] | None, *
     if study:
         out.append(f"in the Study ({_millions(study.get('params'))}-parameter encoders, {study.get('seeds') or '?'} "
                    f"seeds per strategy, {len(study.get('tasks') or [])} tasks), letting a masker choose the notes "
-                   f"did {'' if study.get('significant') else 'not '}measurably help after fine-tuning "
-                   f"({_pts(study['mean_diff'])} points of test accuracy against random masking"
-                   + (f", p = {study['p']:.2g}" if isinstance(study.get("p"), (int, float)) else "") + ")")
+                   + {"helped": "did measurably help", "hurt": "measurably hurt (random masking did better)",
+                      "not": "did not measurably help"}[study_effect(study)]
+                   + f" after fine-tuning ({_pts(study['mean_diff'])} points of test accuracy against random "
+                   f"masking{_p_text(study)})")
     facts = {}
     curves = {}
     for f in folders:

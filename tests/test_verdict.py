@@ -165,3 +165,15 @@ def test_headline_line_from_the_folders_and_the_study(tmp_path):
     assert "rnd guesses back 5.0 points more of the hidden notes of its held-out songs than adv (pitch +10.0, " \
            "bar +0.0); but rnd trained 500 steps, adv 300" in text
     assert V.headline_line([], None).startswith("no study results")
+
+
+def test_study_direction_follows_the_sign_of_a_significant_result():
+    """A significant NEGATIVE Study result reads as worse, never 'did measurably help' (audit F1)."""
+    study = {"params": 900_000, "seeds": 2, "tasks": ["a"], "mean_diff": -0.03, "p": 0.01, "significant": True}
+    text = V.headline_line([], study)
+    assert "help" not in text and "measurably hurt (random masking did better)" in text
+    assert V.study_result_text(study) == "measurably worse: -3.0 points, p = 0.01"
+    assert "did measurably help" in V.headline_line([], dict(study, mean_diff=0.03))
+    assert V.study_result_text(dict(study, mean_diff=0.03)).startswith("measurably better: +3.0")
+    assert "did not measurably help" in V.headline_line([], dict(study, significant=False))
+    assert [V.study_effect(dict(study, mean_diff=d)) for d in (0.03, -0.03, 0.0)] == ["helped", "hurt", "not"]
