@@ -66,7 +66,8 @@ def show_verdicts(vs: dict, where: str) -> None:
     for line in V.verdict_lines(vs, esc=md_escape, strong="**{}**".format):
         st.markdown(line)
     st.caption(f"{where} 95% intervals from a paired bootstrap ({V.N_BOOT:,} draws, seed 0); "
-               "'no clear difference' when the interval includes 0. Under the masker's picks, each picked note "
+               "'no clear difference' when the interval includes 0; no verdict from fewer than "
+               f"{V.MIN_UNITS['note']} notes or {V.MIN_UNITS['piece']} pieces. Under the masker's picks, each picked note "
                "is still masked with a random share of its window, as under random masks.")
     st.caption(context)
 

@@ -300,7 +300,10 @@ def summary_lines(comp: dict[str, Any], *, esc=str) -> list[str]:
                 continue
             m = v["mean"]
             pct = f"{v.get('level', V.LEVEL):.0%}"
-            if m["winner"] is None:
+            if v.get("undecided"):
+                bits.append(f"under {label} no verdict: {v['undecided'].split(' (')[0]} ({100 * m['diff']:+.1f} "
+                            f"points over {v['n_units']:,} {v['unit']}{'s' if v['n_units'] != 1 else ''})")
+            elif m["winner"] is None:
                 bits.append(f"under {label} no clear difference ({100 * m['diff']:+.1f} points, "
                             f"{pct} interval {100 * m['lo']:+.1f} to {100 * m['hi']:+.1f})")
             else:

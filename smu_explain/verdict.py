@@ -43,10 +43,14 @@ import pandas as pd
 
 __all__ = ["paired_bootstrap", "unit_differences", "compare_tables", "pick_set", "verdict_sentence",
            "model_facts", "study_facts", "study_effect", "study_result_text", "context_sentence", "headline",
-           "last_recovery", "study_results_path", "load_study", "both_verdicts", "verdict_lines", "headline_line", "N_BOOT", "LEVEL"]
+           "last_recovery", "study_results_path", "load_study", "both_verdicts", "verdict_lines", "headline_line", "winner_interval", "N_BOOT", "LEVEL",
+           "MIN_UNITS"]
 
 N_BOOT = 2000
 LEVEL = 0.95
+# below this many units a bootstrap interval does not measure the uncertainty (one unit: zero width;
+# a few: far too narrow), so no winner is named
+MIN_UNITS = {"note": 20, "piece": 5}
 _CHUNK = 200  # replicates per block (memory: _CHUNK x units counts)
 
 
@@ -74,10 +78,10 @@ def paired_bootstrap(diff_sums: np.ndarray, counts: np.ndarray, *, n_boot: int =
         est = d.sum(0) / n.sum(0)
     est = np.where(n.sum(0) > 0, est, np.nan)
     mean_est = float(np.nanmean(est)) if np.isfinite(est).any() else float("nan")
-    if U == 0:
+    if U == 0 or n_boot < 1:  # nothing to draw from, or no draws asked for: no interval
         nan = np.full(A, np.nan)
         return {"estimate": est, "lo": nan, "hi": nan.copy(), "mean_estimate": mean_est,
-                "mean_lo": float("nan"), "mean_hi": float("nan"), "n_units": 0, "n_boot": int(n_boot)}
+                "mean_lo": float("nan"), "mean_hi": float("nan"), "n_units": int(U), "n_boot": int(n_boot)}
     rng = np.random.default_rng(int(seed))
     reps, mean_reps = [], []
     done = 0
@@ -156,6 +160,8 @@ def compare_tables(table_a: pd.DataFrame, table_b: pd.DataFrame, names: Sequence
     """The verdict dict of model B against model A on paired explain tables.
 
     Keys: ``names`` [A, B], ``unit`` ("note" / "piece"), ``n_units``, ``n_notes`` (notes used),
+    ``undecided`` (why no winner can be named however large the difference: fewer units than
+    :data:`MIN_UNITS`, or no bootstrap draws; else None), ``left_out`` (attributes with no pair),
     ``attributes`` {attr: {acc_a, acc_b, diff, lo, hi, winner}}, ``mean`` {acc_a, acc_b, diff, lo,
     hi, winner}, ``winner`` (the average's), ``level``, ``n_boot``, ``seed``, and ``problem`` (a
     reason, or None) when the tables cannot be compared. ``diff`` = accuracy of B - accuracy of
@@ -163,7 +169,8 @@ def compare_tables(table_a: pd.DataFrame, table_b: pd.DataFrame, names: Sequence
     name_a, name_b = str(names[0]), str(names[1])
     out: dict[str, Any] = {"names": [name_a, name_b], "unit": "piece" if unit else "note", "n_units": 0,
                            "n_notes": 0, "attributes": {}, "mean": None, "winner": None, "level": level,
-                           "n_boot": int(n_boot), "seed": int(seed), "problem": None}
+                           "n_boot": int(n_boot), "seed": int(seed), "problem": None, "undecided": None,
+                           "left_out": []}
     if (why := _paired(table_a, table_b)) is not None:
         out["problem"] = why
         return out
@@ -174,6 +181,12 @@ def compare_tables(table_a: pd.DataFrame, table_b: pd.DataFrame, names: Sequence
         return out
     d, n = unit_differences(table_a, table_b, attrs, unit=unit, notes=keep)
     boot = paired_bootstrap(d, n, n_boot=n_boot, seed=seed, level=level)
+    least = MIN_UNITS[out["unit"]]
+    if boot["n_units"] < least:
+        out["undecided"] = (f"too few {out['unit']}s to tell ({boot['n_units']:,}; a verdict needs at least {least}, "
+                            "since an interval over fewer does not measure the uncertainty)")
+    elif n_boot < 1:
+        out["undecided"] = "no interval was computed (no bootstrap draws), so nothing can be named"
 
     def accs(table: pd.DataFrame, a: str) -> float:
         x = pd.to_numeric(table[f"correct_{a}"], errors="coerce").to_numpy(dtype=float)
@@ -183,12 +196,13 @@ def compare_tables(table_a: pd.DataFrame, table_b: pd.DataFrame, names: Sequence
         return float(x[ok].mean()) if ok.any() else float("nan")
 
     def winner(lo: float, hi: float) -> str | None:
-        if not (np.isfinite(lo) and np.isfinite(hi)):
+        if out["undecided"] or not (np.isfinite(lo) and np.isfinite(hi)):
             return None
         return name_b if lo > 0 else name_a if hi < 0 else None
 
     for j, a in enumerate(attrs):
         if not np.isfinite(boot["estimate"][j]):
+            out["left_out"].append(a)
             continue
         lo, hi = float(boot["lo"][j]), float(boot["hi"][j])
         out["attributes"][a] = {"acc_a": accs(table_a, a), "acc_b": accs(table_b, a),
@@ -233,6 +247,16 @@ def _interval(v: dict[str, float], level: float) -> str:
     return f"{level:.0%} interval {_pts(v['lo'])} to {_pts(v['hi'])}"
 
 
+def winner_interval(v: dict[str, Any]) -> tuple[str, str, float, float]:
+    """(winner, loser, lo, hi) of a verdict dict whose average has a winner: the interval of
+    the winner's lead (winner minus loser, a fraction; both ends above 0)."""
+    m = v["mean"]
+    sign = 1.0 if m["winner"] == v["names"][1] else -1.0
+    win, lose = (v["names"][1], v["names"][0]) if sign > 0 else tuple(v["names"])
+    lo, hi = sorted((sign * m["lo"], sign * m["hi"]))
+    return win, lose, lo, hi
+
+
 def verdict_sentence(v: dict[str, Any], *, label: str = "Under random masks", esc: Callable[[object], str] = str,
                      set_text: str = "") -> str:
     """One sentence (then the attributes) of a verdict dict (:func:`compare_tables`): who
@@ -248,22 +272,27 @@ def verdict_sentence(v: dict[str, Any], *, label: str = "Under random masks", es
         return f"{label}{where}: no verdict: no attribute to compare."
     pct = f"{v.get('level', LEVEL):.0%}"
     units = f"{v['n_units']:,} {v['unit']}{'s' if v['n_units'] != 1 else ''}"
-    how = f"paired bootstrap over {units}" + (f", {v['n_notes']:,} notes" if v["unit"] == "piece" else "")
+    units += f", {v['n_notes']:,} notes" if v["unit"] == "piece" else ""
+    how = f"paired bootstrap over {units}"
+    left = (f" Left out: {', '.join(esc(x) for x in v['left_out'])} (no note where both models' guesses are known)."
+            if v.get("left_out") else "")
+    if v.get("undecided"):
+        return (f"{label}{where}: no verdict: {v['undecided']}. {b} minus {a}: {_pts(m['diff'])} points of accuracy "
+                f"on average over {units}, with no interval." + left)
     if m["winner"] is None:
-        head = (f"{label}{where}: no clear difference between {a} and {b} ({b} minus {a}: {_pts(m['diff'])} "
-                f"points of accuracy on average, {pct} interval {_pts(m['lo'])} to {_pts(m['hi'])}, which "
-                f"includes 0; {how})")
+        ahead = [f"{esc(x['winner'])} on {esc(attr)}" for attr, x in v["attributes"].items() if x["winner"]]
+        head = (f"{label}{where}: no clear difference between {a} and {b} on average ({b} minus {a}: "
+                f"{_pts(m['diff'])} points of accuracy, {pct} interval {_pts(m['lo'])} to {_pts(m['hi'])}, which "
+                f"includes 0; {how})" + (f"; yet clearly ahead per attribute: {', '.join(ahead)}" if ahead else ""))
     else:
-        sign = 1.0 if m["winner"] == v["names"][1] else -1.0
-        win, lose = (b, a) if sign > 0 else (a, b)
-        lo, hi = sorted((sign * m["lo"], sign * m["hi"]))
-        head = (f"{label}{where}: {win} recovers more than {lose}, by {abs(100 * m['diff']):.1f} points of "
+        win, lose, lo, hi = winner_interval(v)
+        head = (f"{label}{where}: {esc(win)} recovers more than {esc(lose)}, by {abs(100 * m['diff']):.1f} points of "
                 f"accuracy on average ({pct} interval {100 * lo:.1f} to {100 * hi:.1f}; {how})")
     parts = []
     for attr, x in v["attributes"].items():
         tag = f"{esc(x['winner'])} ahead" if x["winner"] is not None else "no clear difference"
         parts.append(f"{esc(attr)} {_pts(x['diff'])} ({_pts(x['lo'])} to {_pts(x['hi'])}, {tag})")
-    return head + f". Per attribute, {b} minus {a} in points: " + "; ".join(parts) + "."
+    return head + f". Per attribute, {b} minus {a} in points: " + "; ".join(parts) + "." + left
 
 
 # ----------------------------------------------------------------------------- which models

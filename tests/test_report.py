@@ -123,3 +123,15 @@ def test_metrics_difference_is_coloured_only_where_higher_is_better():
     table["difference"] = table["B"] - table["A"]
     html = readable.metrics_display(table).to_html()
     assert html.count("#d9f2d9") == 1 and "#f8d7d7" not in html
+
+
+def test_summary_names_no_winner_from_too_few_notes():
+    """Three notes, B right on all and A on none: the summary says there are too few to tell, with
+    no interval and no winner (audit F4)."""
+    from smu_explain import verdict as V
+    from smu_explain.report import summary_lines
+
+    a = pd.DataFrame({"correct_pitch": [0.0] * 3, "picked": [False] * 3})
+    b = pd.DataFrame({"correct_pitch": [1.0] * 3, "picked": [False] * 3})
+    [line] = summary_lines({"piece": "x.mid", "verdicts": V.both_verdicts(a, b, ["A", "B"], [False, False])})
+    assert line == "On x.mid: under random masks no verdict: too few notes to tell (+100.0 points over 3 notes)."

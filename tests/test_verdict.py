@@ -180,3 +180,38 @@ def test_study_direction_follows_the_sign_of_a_significant_result():
     assert V.study_result_text(dict(study, mean_diff=0.03)).startswith("measurably better: +3.0")
     assert "did not measurably help" in V.headline_line([], dict(study, significant=False))
     assert [V.study_effect(dict(study, mean_diff=d)) for d in (0.03, -0.03, 0.0)] == ["helped", "hurt", "not"]
+
+
+@pytest.mark.parametrize("n, files", [(1, None), (3, None), (19, None), (200, 1), (200, 2), (400, 4)])
+def test_too_few_units_name_no_winner(n, files):
+    """A bootstrap over one unit has zero width and over a few is far too narrow: below MIN_UNITS no
+    winner is named, however large the difference (audit F4)."""
+    a, b = tables(n=n, p_a=(0.0, 0.0), p_b=(1.0, 1.0), files=files)
+    v = V.compare_tables(a, b, ["A", "B"], unit="file" if files else None, n_boot=200)
+    unit = "piece" if files else "note"
+    assert v["winner"] is None and all(x["winner"] is None for x in v["attributes"].values())
+    assert v["undecided"].startswith(f"too few {unit}s to tell")
+    text = V.verdict_sentence(v)
+    assert f"no verdict: too few {unit}s to tell" in text and "recovers more" not in text and "interval +" not in text
+    enough = V.compare_tables(*tables(n=V.MIN_UNITS[unit] * (50 if files else 1), p_a=(0.0, 0.0), p_b=(1.0, 1.0),
+                                      files=V.MIN_UNITS["piece"] if files else None),
+                              ["A", "B"], unit="file" if files else None, n_boot=200)
+    assert enough["winner"] == "B" and enough["undecided"] is None
+
+
+def test_no_draws_no_verdict_and_the_edge_cases_are_said():
+    """n_boot=0 gives no interval, so no winner (not a crash); opposite clear differences under a
+    null average are named; an attribute with no pair is said to be left out (audit F17)."""
+    a, b = tables(n=200, p_a=(0.0, 0.0), p_b=(1.0, 1.0))
+    v = V.compare_tables(a, b, ["A", "B"], n_boot=0)
+    assert v["winner"] is None and "no bootstrap draws" in V.verdict_sentence(v)
+    x = np.r_[np.ones(100), np.zeros(100)].astype(bool)
+    a, b = tables(n=200)
+    a["correct_pitch"], a["correct_bar"] = x, ~x
+    b["correct_pitch"], b["correct_bar"] = True, False
+    text = V.verdict_sentence(V.compare_tables(a, b, ["A", "B"], n_boot=200))
+    assert "no clear difference between A and B on average" in text
+    assert "yet clearly ahead per attribute: A on bar, B on pitch" in text
+    a, b = tables(n=200)
+    a["correct_pitch"] = np.nan
+    assert "Left out: pitch" in V.verdict_sentence(V.compare_tables(a, b, ["A", "B"], n_boot=100))
