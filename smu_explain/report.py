@@ -307,10 +307,9 @@ def summary_lines(comp: dict[str, Any], *, esc=str) -> list[str]:
                 bits.append(f"under {label} no clear difference ({100 * m['diff']:+.1f} points, "
                             f"{pct} interval {100 * m['lo']:+.1f} to {100 * m['hi']:+.1f})")
             else:
-                loser = [n for n in v["names"] if n != m["winner"]][0]
-                bits.append(f"under {label} {esc(m['winner'])} recovers more than {esc(loser)} by "
-                            f"{abs(100 * m['diff']):.1f} points ({pct} interval {100 * m['lo']:+.1f} to "
-                            f"{100 * m['hi']:+.1f}, {esc(v['names'][1])} minus {esc(v['names'][0])})")
+                win, lose, lo, hi = V.winner_interval(v)  # the verdict's sign: the winner's lead
+                bits.append(f"under {label} {esc(win)} recovers more than {esc(lose)} by "
+                            f"{abs(100 * m['diff']):.1f} points ({pct} interval {100 * lo:.1f} to {100 * hi:.1f})")
         if bits:
             lines.append(f"{esc(where)}: " + "; ".join(bits) + ".")
     if comp.get("study_facts"):

@@ -135,3 +135,23 @@ def test_summary_names_no_winner_from_too_few_notes():
     b = pd.DataFrame({"correct_pitch": [1.0] * 3, "picked": [False] * 3})
     [line] = summary_lines({"piece": "x.mid", "verdicts": V.both_verdicts(a, b, ["A", "B"], [False, False])})
     assert line == "On x.mid: under random masks no verdict: too few notes to tell (+100.0 points over 3 notes)."
+
+
+def test_summary_prints_the_winners_lead_with_the_verdicts_sign():
+    """A recovers more than B: the summary's interval is A's lead (both ends positive), as in the
+    verdict sentence, never B minus A after 'A recovers more' (audit F14)."""
+    import re
+
+    import numpy as np
+
+    from smu_explain import verdict as V
+    from smu_explain.report import summary_lines
+
+    rng = np.random.default_rng(0)
+    a = pd.DataFrame({"correct_pitch": (rng.random(400) < 0.9).astype(float), "picked": False})
+    b = pd.DataFrame({"correct_pitch": (rng.random(400) < 0.3).astype(float), "picked": False})
+    vs = V.both_verdicts(a, b, ["A", "B"], [False, False], n_boot=200)
+    [line] = summary_lines({"piece": "x.mid", "verdicts": vs})
+    lo, hi = map(float, re.search(r"interval (\S+) to ([^)]+)\)", line).groups())
+    assert "A recovers more than B" in line and 0 < lo <= hi
+    assert f"interval {lo:.1f} to {hi:.1f}" in V.verdict_sentence(vs["random"])
