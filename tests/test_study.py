@@ -332,6 +332,27 @@ def _results(adv, rnd, none, significant):
                                                                  "score": 0.71, "n": 100}}}}
 
 
+def test_the_verdict_counts_pre_training_seeds_not_pairs():
+    """16 pairs of task x fine-tuning seed that share 2 encoders per strategy are not 16 units: a
+    t-test over them may say 'significant' while the interval over the 2 seeds cannot tell."""
+    from smu_explain.study.stats import unit_interval
+
+    two = unit_interval({0: [0.05, 0.06, 0.05], 1: [0.01, 0.02]})
+    assert two["n_units"] == 2 and two["lo"] < 0 < two["hi"] and not two["excludes_zero"]
+    five = unit_interval({s: [0.05 + 0.001 * s] for s in range(5)})
+    assert five["excludes_zero"] and five["lo"] > 0 and unit_interval({0: [0.1]})["lo"] is None
+    res = _results({"melody": 0.9, "emotion": 0.6}, {"melody": 0.85, "emotion": 0.55},
+                   {"melody": 0.8, "emotion": 0.5}, significant=True)
+    res["paired"]["overall"].update({"n": 16, "mean_diff": 0.05, "t_p": 0.001})
+    res["paired"]["by_pretrain_seed"] = two
+    line = S.study_summary(res)[0]
+    assert line.startswith("Does adversarial masking help here? Not measurably:")
+    assert "95% interval over 2 pre-training seeds" in line and "so 2 seeds cannot tell" in line
+    assert "(p = 0.001) would overstate the evidence" in line
+    res["paired"]["by_pretrain_seed"] = unit_interval({s: [-0.05 - 0.001 * s] for s in range(5)})
+    assert S.study_summary(res)[0].startswith("Does adversarial masking help here? No, it does worse:")
+
+
 def test_study_summary_lines():
     res = _results({"melody": 0.9, "emotion": 0.6}, {"melody": 0.88, "emotion": 0.5},
                    {"melody": 0.85, "emotion": 0.5}, significant=False)
@@ -352,7 +373,7 @@ def test_study_summary_lines():
     assert lines[1] == ("By how much (test accuracy points): against random masks melody +2.0, emotion +10.0; "
                         "adversarial over no pre-training +7.5 on average; random over no pre-training +1.5 on "
                         "average; a linear probe on the frozen encoders: adversarial 75.0% vs random 60.0% "
-                        "(random init 50.0%).")
+                        "(random init 50.0%) (no test: 1 encoder per strategy).")
     assert lines[2] == ("At what cost: an adversarial pre-training step takes 1.24x a random-mask step (310 vs 250 ms, "
                         "measured side by side: a clean pass and the masker come on top); 8,000 pre-training steps "
                         "(32.8 M tokens) per encoder; the whole study 2.78 h of 2-CPU test box, peak memory 2.0 GiB.")

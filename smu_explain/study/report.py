@@ -74,18 +74,23 @@ def study_summary(results: Mapping[str, Any]) -> list[str]:
     agg = results.get("finetune", {}).get("rows", [])
     tasks = list(results.get("tasks", []))
     vs_rand = _task_means(agg, tasks, "adversarial", "random")
-    pt = results.get("paired", {}).get("overall", {}) or {}
+    paired = results.get("paired", {})
+    pt = paired.get("overall", {}) or {}
+    seeds = paired.get("by_pretrain_seed")  # the claim's independent units (older results: the pairs' test)
     if vs_rand:
         mean_rand = float(np.mean([d for _, d in vs_rand]))
         p = pt.get("t_p")
-        if pt.get("significant"):
-            verdict = "Yes" if (pt.get("mean_diff") or mean_rand) > 0 else "No, it does worse"
-        else:
-            verdict = "Not measurably"
+        clear = seeds["excludes_zero"] if seeds else pt.get("significant")
+        diff = (seeds or pt).get("mean_diff") or mean_rand
+        verdict = ("Yes" if diff > 0 else "No, it does worse") if clear else "Not measurably"
         line1 = (f"Does adversarial masking help here? {verdict}: fine-tuned encoders pre-trained with it score "
                  f"{100 * mean_rand:+.1f} points of test accuracy against random masking, averaged over "
                  f"{len(vs_rand)} task{'s' if len(vs_rand) != 1 else ''}")
-        if pt.get("n"):
+        if seeds:
+            line1 += f" ({seed_interval_text(seeds)}"
+            line1 += (f"; the {pt['n']} task x fine-tuning-seed pairs share those encoders, so their paired t-test "
+                      f"(p = {p:.2g}) would overstate the evidence)." if pt.get("n") and p is not None else ").")
+        elif pt.get("n"):
             sig = "significant" if pt.get("significant") else "not significant"
             line1 += (f" (paired test over {pt['n']} pairs of task, pre-training seed and fine-tuning seed: {sig}"
                       + (f", p = {p:.2g})." if p is not None else ")."))
@@ -99,12 +104,15 @@ def study_summary(results: Mapping[str, Any]) -> list[str]:
     for m in ("adversarial", "random"):
         vs_none = _task_means(agg, tasks, m, "none")
         if vs_none:
-            parts.append(f"{m} over no pre-training {100 * float(np.mean([d for _, d in vs_none])):+.1f} on average")
+            unit = (paired.get("vs_none") or {}).get(m)
+            parts.append(f"{m} over no pre-training {100 * float(np.mean([d for _, d in vs_none])):+.1f} on average"
+                         + (f" ({seed_interval_text(unit, short=True)})" if unit else ""))
     probe = _probe_means(results)
     if "adversarial" in probe and "random" in probe:
         parts.append(f"a linear probe on the frozen encoders: adversarial {100 * probe['adversarial']:.1f}% vs "
                      f"random {100 * probe['random']:.1f}%"
-                     + (f" (random init {100 * probe['none']:.1f}%)" if "none" in probe else ""))
+                     + (f" (random init {100 * probe['none']:.1f}%)" if "none" in probe else "")
+                     + f" (no test: {_count(pretrain_seed_count(results), 'encoder')} per strategy)")
     line2 = ("By how much (test accuracy points): " + "; ".join(parts) + ".") if parts else \
         "By how much: no results yet."
     b = results.get("budget", {})
@@ -125,6 +133,29 @@ def study_summary(results: Mapping[str, Any]) -> list[str]:
     return [line1, line2, line3]
 
 
+def seed_interval_text(u: Mapping[str, Any], short: bool = False) -> str:
+    """A difference over pre-training seeds in words (``stats.unit_interval``): each seed's value and
+    the 95% interval over the seeds, the unit of a claim about pre-training; ``short`` for a clause."""
+    per = " and ".join(f"{100 * v:+.1f}" for v in u["unit_diffs"].values())
+    n = u["n_units"]
+    if u.get("lo") is None:
+        return f"{per} with {n} pre-training seed{'s' if n != 1 else ''}: too few for an interval"
+    iv = f"95% interval over {n} pre-training seeds {100 * u['lo']:+.1f} to {100 * u['hi']:+.1f}"
+    if short:
+        return f"{per} per seed; {iv}"
+    tells = "which excludes 0" if u["excludes_zero"] else f"so {n} seeds cannot tell"
+    return f"{per} points per pre-training seed, the unit of the claim; {iv} points, {tells}"
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'s' if n != 1 else ''}"
+
+
+def pretrain_seed_count(results: Mapping[str, Any]) -> int:
+    """The pre-training seeds per strategy (the encoders of one strategy)."""
+    return len((results.get("preset") or {}).get("pretrain_seeds") or []) or 1
+
+
 def errors_note(results: Mapping[str, Any]) -> str | None:
     """Where the fine-tuned models still err: the weakest task (adversarial model, else no
     pre-training), its most frequent confusion, and the note class the masker scores highest."""
@@ -139,7 +170,9 @@ def errors_note(results: Mapping[str, Any]) -> str | None:
     t, acc, row = worst
     conf = results.get("finetune", {}).get("confusion", {}).get(t, {}).get(row["model"])
     classes = results.get("finetune", {}).get("classes", {}).get(t, [])
-    out = f"Weakest task {t} ({100 * acc:.1f}% with the {row['model']} model)"
+    major = ((results.get("finetune", {}).get("majority") or {}).get(t) or {}).get("rate")
+    out = (f"Weakest task {t} ({100 * acc:.1f}% with the {row['model']} model"
+           + (f"; the most frequent class alone: {100 * major:.1f}%)" if major is not None else ")"))
     if conf and classes:
         c = np.asarray(conf, dtype=np.float64)
         off = c.copy()
@@ -276,7 +309,9 @@ def _md_scores(results: Mapping[str, Any]) -> list[str]:
     preset = results.get("preset", {})
     L: list[str] = []
     for metric, title in (("test_acc", "Test accuracy (%)"), ("test_macro_f1", "Test macro-F1 (%)")):
-        L.append(f"## {title}, mean ± std over {len(preset.get('seeds', []))} fine-tuning seeds")
+        n_ft, n_pre = len(preset.get("seeds", [])), pretrain_seed_count(results)
+        L.append(f"## {title}, mean ± std over runs ({n_pre} pre-training x {n_ft} fine-tuning seeds = "
+                 f"{n_pre * n_ft} runs per pre-trained row; {n_ft} for no pre-training)")
         L.append("")
         h, r = scores_table(results) if metric == "test_acc" else results_table(agg, metric, tasks)
         L.append(markdown_table(h, r))
@@ -435,6 +470,11 @@ def _md_published(results: Mapping[str, Any]) -> list[str]:
         rows.append([row_label(model, mask), pub.strip()] + ours)
     L.append(markdown_table(["ours", "paper row"] + [f"{t} (ours / paper)" for t in tasks], rows))
     L.append("")
+    L.append("Not comparable cell by cell: the paper's velocity task is GiantMIDI (ours POP909), its composer task "
+             "Pianist8 (ours an ASAP stand-in), its models 115 M parameters on 1,024-token Octuple sequences (ours "
+             "0.9 M, compound words), and the authors' code masks inputs at evaluation time (ours does not); the "
+             "table shows orders of magnitude, not agreement or disagreement.")
+    L.append("")
     return L
 
 
@@ -451,12 +491,19 @@ def _md_paired(results: Mapping[str, Any]) -> list[str]:
                  f"{ov['wins']} wins / {ov['losses']} losses / {ov['ties']} ties, paired t-test p = "
                  f"{_p(ov.get('t_p'))}, Wilcoxon p = {_p(ov.get('wilcoxon_p'))}.")
         L.append("")
-        verdict = ("**Yes**: adversarial pre-training is significantly better than random masking here."
-                   if ov["significant"] and ov["mean_diff"] > 0 else
-                   "**No**: adversarial pre-training is significantly worse than random masking here."
-                   if ov["significant"] else
+        seeds = paired.get("by_pretrain_seed")
+        if seeds:  # the claim's unit: the pairs of one pre-training seed share its encoder
+            L.append(f"Over the pre-training seeds, the independent units of a claim about pre-training: "
+                     f"{seed_interval_text(seeds)}. The t-test above counts every pair as independent; it is "
+                     "shown for reference.")
+            L.append("")
+        clear, diff = (seeds["excludes_zero"], seeds["mean_diff"]) if seeds else (ov["significant"], ov["mean_diff"])
+        verdict = ("**Yes**: adversarial pre-training is better than random masking here."
+                   if clear and diff > 0 else
+                   "**No**: adversarial pre-training is worse than random masking here."
+                   if clear else
                    "**Not shown**: at this scale the difference between adversarial and random masking is "
-                   "not statistically significant.")
+                   "not measurable.")
         n_pre = int(paired.get("pretrain_seeds") or 1)
         L.append(verdict + (f" Pairs span {n_pre} pre-training seeds per strategy and the fine-tuning seeds, so "
                             "the test covers pre-training variance too (with few pre-training runs it is still weak "
@@ -466,8 +513,8 @@ def _md_paired(results: Mapping[str, Any]) -> list[str]:
         L.append("")
         rows = [[t, pt["n"], f"{100 * (pt['mean_diff'] or 0):+.2f}", _p(pt.get("t_p")), _p(pt.get("wilcoxon_p")),
                  "yes" if pt["significant"] else "no"] for t, pt in paired.get("per_task", {}).items()]
-        L.append(markdown_table(["task", "pairs", "mean diff (points)", "t-test p", "Wilcoxon p", "significant"],
-                                rows))
+        L.append(markdown_table(["task", "pairs", "mean diff (points)", "t-test p", "Wilcoxon p",
+                                 "p < 0.05 (pairs not independent)"], rows))
         if any(pt["n"] < 6 for pt in paired.get("per_task", {}).values()):
             L.append("")
             L.append("Significant: t-test p < 0.05 and, from 6 pairs on, Wilcoxon p < 0.05 too. With fewer than 6 "
@@ -560,6 +607,11 @@ def _md_masker(results: Mapping[str, Any]) -> list[str]:
         L.append(markdown_table(["source", "Spearman(score, random model's recovery loss)",
                                  "Spearman(score, adversarial model's own loss)", "notes"], rows))
         L.append("")
+        L.append(f"The p-values treat every note as independent; the notes of one piece are not (they share it), so "
+                 f"they overstate the evidence: what supports the correlations is that they hold in each source "
+                 f"({pps} pieces). The class tables below are descriptive (means, no intervals, not controlled for "
+                 "duration and register; `smu picks` gives those).")
+        L.append("")
         for g, rowsg in ana.get("by_class", {}).items():
             if not rowsg:
                 continue
@@ -638,9 +690,16 @@ def _pct(x: float | None) -> str:
 
 
 def _fmt_rho(s: Mapping[str, Any] | None) -> str:
+    """rho over notes; its p treats the notes as independent (they are not: notes of one piece share
+    it), so it is printed as a bound, never as 0."""
     if not s or s.get("rho") is None:
         return "—"
-    return f"{s['rho']:+.3f} (p = {s['p']:.2g}, n = {s['n']})"
+    p = s.get("p")
+    return f"{s['rho']:+.3f} (n = {s['n']} notes" + ("" if p is None else f", note-level p {_p_bound(p)}") + ")"
+
+
+def _p_bound(p: float) -> str:
+    return "< 1e-300" if p < 1e-300 else f"= {p:.2g}"
 
 
 def _pct1(x: float | None) -> str:

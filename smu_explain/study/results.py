@@ -8,6 +8,7 @@ Reads JSON only (no torch): imports ``plan`` and ``stats``; ``report`` renders w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,7 +25,7 @@ from .plan import (
     pretrain_stage_names,
     read_json,
 )
-from .stats import aggregate_runs, paired_test
+from .stats import aggregate_runs, paired_test, unit_interval
 
 
 def _resumed_cost(stage_result: Mapping[str, Any]) -> dict[str, Any]:
@@ -141,6 +142,12 @@ def build_results(paths: StudyPaths, preset: StudyPreset, stages: Sequence[Stage
             paired["pairs"] = ("test accuracy of adversarial vs random, paired by (task, pre-training seed, "
                                "fine-tuning seed, mask-FT)")
             paired["pretrain_seeds"] = len(preset.seeds_pretrain)
+            # the claim is about pre-training: its independent units are the pre-training seeds
+            paired["by_pretrain_seed"] = unit_interval(_by_seed({k: _diff(adv[k], rnd[k]) for k in common}))
+        none = {(r["task"], r["seed"], r["mask_ft"]): r["test_acc"] for r in all_runs if r["model"] == "none"}
+        paired["vs_none"] = {m: unit_interval(_by_seed({k: _diff(acc, none.get((k[0], k[2], k[3])))
+                                                        for k, acc in runs.items()}))
+                             for m, runs in (("adversarial", adv), ("random", rnd)) if none}
     results["paired"] = paired
     # efficiency
     eff = {}
@@ -171,4 +178,18 @@ def earlier_runs(preset: StudyPreset) -> list[dict[str, Any]]:
             d["tasks"] = old.get("tasks", [])
             d["pretrain"] = {s: v.get("recovery_accuracy") for s, v in (old.get("pretrain") or {}).items()}
         out.append(d)
+    return out
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else float(a) - float(b)
+
+
+def _by_seed(diffs: Mapping[tuple, float | None]) -> dict[Any, list[float]]:
+    """Differences keyed (task, pre-training seed, fine-tuning seed, mask-FT), grouped by the
+    pre-training seed (non-finite ones left out)."""
+    out: dict[Any, list[float]] = {}
+    for k, d in diffs.items():
+        if d is not None and math.isfinite(d):
+            out.setdefault(k[1], []).append(float(d))
     return out

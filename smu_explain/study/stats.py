@@ -95,6 +95,25 @@ def published_table(tasks: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def unit_interval(diffs_by_unit: Mapping[Any, Sequence[float]], level: float = 0.95) -> dict[str, Any]:
+    """A difference measured over independent units (pre-training seeds: the pairs of one seed
+    share its encoder, so they are not independent): each unit's mean difference, their mean
+    and a t interval over the units (``n_units - 1`` degrees of freedom; none below 2 units).
+    ``excludes_zero``: the interval lies above or below 0."""
+    from scipy import stats as st
+
+    units = {str(u): float(np.mean(v)) for u, v in diffs_by_unit.items() if len(v)}
+    d = np.asarray(list(units.values()), dtype=np.float64)
+    out: dict[str, Any] = {"n_units": int(d.size), "unit_diffs": units,
+                           "mean_diff": float(d.mean()) if d.size else None, "lo": None, "hi": None,
+                           "level": level, "excludes_zero": False}
+    if d.size >= 2:
+        half = float(st.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+        out["lo"], out["hi"] = float(d.mean() - half), float(d.mean() + half)
+        out["excludes_zero"] = bool(out["lo"] > 0 or out["hi"] < 0)
+    return out
+
+
 def paired_test(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> dict[str, Any]:
     """Paired comparison of ``a`` against ``b`` (same length, paired by index).
 
