@@ -96,3 +96,12 @@ def test_the_router_frames_the_first_page_only(tmp_path, monkeypatch):
     at.switch_page("app_pages/study.py").run()
     assert not at.exception, at.exception
     assert not any(m.startswith("**What it shows**") for m in lines(at))
+
+
+def test_why_it_matters_does_not_claim_the_demo_view_checks_the_claim():
+    """The claim is about fine-tuned accuracy: the per-note view of two demo models cannot check it,
+    and the first screen says so (audit F15)."""
+    at = AppTest.from_file(page("home.py"), default_timeout=30).run()
+    why = lines(at)[1]
+    assert "check the claim" not in why
+    assert "fine-tuning" in why and "says little about the claim" in why and "Study page tests the claim" in why
