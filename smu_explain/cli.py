@@ -318,6 +318,11 @@ def _print_scores(res: dict[str, Any], splits: Sequence[str]) -> None:
             continue
         r = res[s]
         extra = f", window acc {r['window_acc']:.4f}" if "window_acc" in r else ""
+        truth = [sum(row) for row in r["confusion"]]  # what always answering the most frequent class scores
+        if sum(truth):
+            k = max(range(len(truth)), key=truth.__getitem__)
+            r["majority"] = {"class": res["classes"][k], "acc": truth[k] / sum(truth)}
+            extra += f"; the most frequent class ({r['majority']['class']}) alone: acc {r['majority']['acc']:.4f}"
         print(f"{s}: acc {r['acc']:.4f}, macro-F1 {r['macro_f1']:.4f} over {r['n']} {r['unit'].split()[0]}s{extra}")
         _print_confusion(r["confusion"], res["classes"])
 
@@ -500,7 +505,24 @@ def cmd_explain(args) -> int:
         accs = ", ".join(f"{a} {df[f'correct_{a}'].mean():.3f}" for a in model.config.attributes)
         print(f"{len(df)} notes; picked {int(df['picked'].sum())}, frozen {int(df['frozen'].sum())}; "
               f"recovery accuracy: {accs}")
+        print(_explain_rules_line(tokenizer, piece, args.ratio, args.seed, model.config.max_len))
     return 0
+
+
+def _explain_rules_line(tokenizer, piece, ratio: float, seed: int, max_len: int) -> str:
+    """The best no-model rule per attribute on the very notes explain masked (METHOD.md 9), for the
+    recovery accuracies above (an accuracy alone says nothing of what the context gives away)."""
+    from .baselines import best_rule, piece_rules
+    from .readable import RULE_LABELS
+    from .windows import recovery_group_count
+
+    try:
+        rules = piece_rules(tokenizer, piece, ratio=1.0 / recovery_group_count(ratio), seed=seed, max_len=max_len)
+    except (AttributeError, KeyError, ValueError, TypeError) as e:  # a tokenizer the rules do not read
+        return f"no-model rules: not available for this model's tokens ({e.__class__.__name__})"
+    best = best_rule(rules)
+    return "best no-model rule on the same masked notes: " + ", ".join(
+        f"{a} {acc:.3f} ({RULE_LABELS.get(r, r)})" for a, (r, acc) in best.items())
 
 
 # ============================================================================ tokenize

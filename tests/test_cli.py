@@ -81,6 +81,14 @@ def test_explain_table_json_and_csv(pretrained, midi_dir, tmp_path, capsys):
     assert main(["explain", piece, "--model", str(pretrained), "--rows", "5"]) == 0
     out = capsys.readouterr().out
     assert "score" in out and "picked" in out and "43 more rows" in out and "48 notes" in out
+    # the recovery accuracies come with the best no-model rule on the same masked notes (METHOD.md 9)
+    from smu_explain.baselines import best_rule, piece_rules
+    from smu_explain.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(pretrained)
+    rules = piece_rules(ck.tokenizer, ck.tokenizer.read(piece), ratio=1 / 7, seed=0, max_len=ck.model.config.max_len)
+    said = next(line for line in out.splitlines() if line.startswith("best no-model rule on the same masked notes:"))
+    assert all(f"{a} {acc:.3f}" in said for a, (_, acc) in best_rule(rules).items())
     assert main(["explain", piece, "--model", str(pretrained), "--json", str(tmp_path / "e.json")]) == 0
     rows = json.loads((tmp_path / "e.json").read_text())
     assert len(rows) == 48 and {"score", "picked", "frozen", "loss_pitch", "topk_pitch"} <= set(rows[0])
@@ -119,6 +127,10 @@ def test_finetune_folder_task_then_evaluate(pretrained, midi_dir, tmp_path, caps
                  str(midi_dir / "labels.csv"), "--no-cache", "--json", str(tmp_path / "s.json")]) == 0
     scores = json.loads((tmp_path / "s.json").read_text())["test"]
     assert scores["acc"] == res["test"]["acc"] and scores["confusion"] == res["test"]["confusion"]
+    # an accuracy beside what always answering the most frequent class scores (the no-model baseline)
+    truth = [sum(row) for row in scores["confusion"]]
+    assert scores["majority"]["acc"] == pytest.approx(max(truth) / sum(truth))
+    assert "the most frequent class (" in capsys.readouterr().out
 
 
 def test_finetune_without_pretraining(midi_dir, tmp_path):
