@@ -291,9 +291,12 @@ if comp.get("metrics"):
     table = readable.metrics_comparison(comp["metrics"])
     # a static table: every row visible (no inner scrolling), each row in its own format
     # st.table renders Markdown in headers and cells: the model names (column headers) escaped
-    st.table(readable.metrics_display(table.rename(columns=lambda c: c if c == "difference" else md_escape(c))))
-    st.caption("difference = B - A (on the recovery rows in percentage points, green where B recovers more, "
-               "red where less; a masker score or a count is not better for being higher: left uncoloured).")
+    clear = readable.clear_rows(comp)
+    st.table(readable.metrics_display(table.rename(columns=lambda c: c if c == "difference" else md_escape(c)),
+                                      clear=clear))
+    st.caption("difference = B - A (on the recovery rows in percentage points; coloured only where the verdict's "
+               "95% interval for that row excludes 0: green where B recovers more, red where less; a masker score "
+               "or a count is not better for being higher: left uncoloured).")
     comp["metrics_table"] = table
     st.session_state["smu_compare"] = comp
     st.caption("Export this comparison as a self-contained HTML file on the Report page.")

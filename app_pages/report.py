@@ -124,8 +124,10 @@ def build_sections(comp: dict) -> list[ReportSection]:
         text, figs = with_rules(text, f, f["accs"], f"recovery over {f['n_files']} files, with the no-model rules")
         sections.append(ReportSection(f"Recovery over a folder ({f['n_files']} files)", text, figures=figs))
     table = readable.metrics_comparison(comp["metrics"])
-    styled = readable.metrics_display(table)
-    sections.append(ReportSection("Metrics", "difference = second model - first model.",
+    clear = readable.clear_rows(comp)
+    styled = readable.metrics_display(table, clear=clear)
+    sections.append(ReportSection("Metrics", "difference = second model - first model; coloured only where "
+                                  "the verdict's 95% interval for that row excludes 0.",
                                   tables=[styled]))
     return sections
 

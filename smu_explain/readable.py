@@ -9,7 +9,8 @@ package): figure builders and computation modules (``baselines``, ``picks``) bot
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -151,13 +152,28 @@ def _difference_format(metric: str, fmt):
     return lambda v: ("+" if v is not None and np.isfinite(v) and v > 0 else "") + fmt(v)
 
 
-def metrics_display(table: pd.DataFrame, *, highlight: bool = True):
+def clear_rows(comp: Mapping[str, Any]) -> set[str]:
+    """The recovery rows of a comparison's :func:`metrics_comparison` table whose difference a
+    verdict holds clear (its 95% interval excludes 0): from the Compare page's ``comp`` (the
+    piece's ``verdicts`` and the folder's, ``verdict.both_verdicts`` dicts), the random-mask
+    verdict's attributes (``recovery pitch (piece)``) and its average (``recovery mean (piece)``)."""
+    rows = set()
+    for scope, vs in (("piece", comp.get("verdicts")), ("folder", (comp.get("folder") or {}).get("verdicts"))):
+        v = (vs or {}).get("random") or {}
+        rows |= {f"recovery {a} ({scope})" for a, x in (v.get("attributes") or {}).items() if x.get("winner")}
+        if (v.get("mean") or {}).get("winner"):
+            rows.add(f"recovery mean ({scope})")
+    return rows
+
+
+def metrics_display(table: pd.DataFrame, *, clear: Collection[str] = (), highlight: bool = True):
     """A :func:`metrics_comparison` table ready to show: every row in its own format
     (recoveries as percentages and their differences in percentage points, counts of notes as whole
     numbers, scores with 3 decimals), ``-`` for missing values, the ``difference`` column green where the
-    second model recovers more and red where less - only on the recovery rows, where higher is
-    better; a masker score, a count of notes or a size is not better for being higher, so its
-    difference is left uncoloured. Returns a pandas ``Styler``."""
+    second model recovers more and red where less - only on the recovery rows named in ``clear``
+    (:func:`clear_rows`: those a verdict's interval holds clear; a colour is a claim, so without an
+    interval excluding 0 there is none); a masker score, a count of notes or a size is not better
+    for being higher, so its difference is never coloured. Returns a pandas ``Styler``."""
     def colour(v):
         if not isinstance(v, (int, float)) or np.isnan(v) or abs(v) < 1e-12:
             return ""
@@ -171,7 +187,7 @@ def metrics_display(table: pd.DataFrame, *, highlight: bool = True):
             styled = styled.format(fmt, subset=pd.IndexSlice[[metric], plain])
         if "difference" in table.columns:
             styled = styled.format(_difference_format(str(metric), fmt), subset=pd.IndexSlice[[metric], ["difference"]])
-    better = [m for m in table.index if str(m).startswith("recovery")]
+    better = [m for m in table.index if str(m).startswith("recovery") and m in set(clear)]
     if highlight and "difference" in table.columns and better:
         styled = styled.map(colour, subset=pd.IndexSlice[better, ["difference"]])
     return styled

@@ -123,7 +123,7 @@ def test_report_tables_headers_index_and_cells_are_escaped():
     """Model names as the metrics table's column headers (a Styler: ``to_html`` escapes nothing),
     metric names as its index, a DataFrame with hostile labels, index and column names, cells."""
     metrics = {IMG: {"recovery pitch (piece)": 0.5, BEACON: 0.25}, JS_LINK: {"recovery pitch (piece)": 0.75}}
-    styled = readable.metrics_display(readable.metrics_comparison(metrics))
+    styled = readable.metrics_display(readable.metrics_comparison(metrics), clear={"recovery pitch (piece)"})
     frame = pd.DataFrame({IMG: [1.0, 2.0], "file": [BEACON, "<script>alert(1)</script>"]},
                          index=pd.Index([JS_LINK, "b"], name=IMG))
     frame.columns.name = "<script>alert(1)</script>"

@@ -121,8 +121,35 @@ def test_metrics_difference_is_coloured_only_where_higher_is_better():
     table = pd.DataFrame({"A": [0.5, 0.30, 10.0], "B": [0.6, 0.45, 12.0]},
                          index=["recovery pitch (piece)", "masker score mean", "frozen notes"])
     table["difference"] = table["B"] - table["A"]
-    html = readable.metrics_display(table).to_html()
+    html = readable.metrics_display(table, clear=set(table.index)).to_html()
     assert html.count("#d9f2d9") == 1 and "#f8d7d7" not in html
+
+
+def test_metrics_difference_is_coloured_only_where_the_verdict_is_clear():
+    """A colour is a claim: the difference is coloured only on the rows whose verdict interval
+    excludes 0 (clear_rows of the comparison), never from the sign alone (audit F12)."""
+    import numpy as np
+
+    from smu_explain import readable
+    from smu_explain import verdict as V
+
+    rng = np.random.default_rng(0)
+    n = 400
+    a = pd.DataFrame({"correct_pitch": (rng.random(n) < 0.3).astype(float),
+                      "correct_bar": (rng.random(n) < 0.9).astype(float), "picked": False})
+    b = a.copy()
+    b["correct_pitch"] = (rng.random(n) < 0.8).astype(float)  # clearly ahead on pitch
+    b.loc[:0, "correct_bar"] = 1.0 - b.loc[:0, "correct_bar"]  # one note flipped: no clear difference on bar
+    comp = {"verdicts": V.both_verdicts(a, b, ["A", "B"], [False, False], n_boot=200)}
+    assert comp["verdicts"]["random"]["attributes"]["bar"]["winner"] is None
+    assert readable.clear_rows(comp) >= {"recovery pitch (piece)"}
+    assert "recovery bar (piece)" not in readable.clear_rows(comp)
+    table = readable.metrics_comparison({m: {f"recovery {k} (piece)": float(t[f"correct_{k}"].mean())
+                                             for k in ("pitch", "bar")} for m, t in (("A", a), ("B", b))})
+    html = readable.metrics_display(table, clear=readable.clear_rows(comp)).to_html()
+    assert html.count("background-color: #") == 1  # pitch only, though bar's difference is not 0 either
+    assert "background-color: #" not in readable.metrics_display(table).to_html()
+    assert readable.clear_rows({}) == set()
 
 
 def test_summary_names_no_winner_from_too_few_notes():
