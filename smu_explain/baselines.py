@@ -335,19 +335,23 @@ def beats_rules(model_acc: Mapping[str, float], rules: Mapping[str, Mapping[str,
 def verdict(model_acc: Mapping[str, float], rules: Mapping[str, Mapping[str, float]],
             fmt: Callable[[float], str] = "{:.3f}".format) -> tuple[list[str], str]:
     """Plain sentences: one per attribute ('pitch: 0.09 vs copy the neighbour 0.05 - learned')
-    and a summary line."""
+    and a summary line. A lead that the numbers as shown by ``fmt`` do not show is a tie, never
+    'learned' (0.1004 vs 0.1001 as '10.0% vs 10.0%')."""
     best = best_rule(rules)
-    beats = beats_rules(model_acc, rules)
-    lines = [f"{a}: {fmt(float(model_acc[a]))} vs {RULE_LABELS.get(best[a][0], best[a][0])} {fmt(best[a][1])} - "
-             + ("learned" if beats[a] else "not above the rule") for a in beats]
+    strict = beats_rules(model_acc, rules)
+    shown = {a: (fmt(float(model_acc[a])), fmt(best[a][1])) for a in strict}
+    beats = {a: ok and shown[a][0] != shown[a][1] for a, ok in strict.items()}
+    lines = [f"{a}: {m} vs {RULE_LABELS.get(best[a][0], best[a][0])} {r} - "
+             + ("learned" if beats[a] else "tied with the rule as shown" if m == r else "not above the rule")
+             for a, (m, r) in shown.items()]
     if beats and all(beats.values()):
         summary = "Above every no-model rule on every attribute: the model uses the context."
     elif beats and not any(beats.values()):
-        summary = ("Not above the no-model rules on any attribute: what this model shows "
+        summary = ("Not clearly above the no-model rules on any attribute: what this model shows "
                    "(masker scores, guesses, attributions) is close to noise.")
     elif beats:
         weak = ", ".join(a for a, ok in beats.items() if not ok)
-        summary = (f"Not above the no-model rules on {weak}: what this model shows about "
+        summary = (f"Not clearly above the no-model rules on {weak}: what this model shows about "
                    f"{'that attribute' if ',' not in weak else 'those attributes'} is close to noise.")
     else:
         summary = "No attribute to compare."

@@ -247,11 +247,21 @@ def test_beats_rules_and_verdict():
     assert B.beats_rules({"pitch": 0.09, "bar": 0.95}, rules) == {"pitch": True, "bar": False}
     lines, summary = B.verdict({"pitch": 0.09, "bar": 0.95}, rules)
     assert lines[0] == "pitch: 0.090 vs copy the neighbour 0.050 - learned"
-    assert "not above" in lines[1] and "bar" in summary and "noise" in summary
+    assert "tied with the rule" in lines[1] and "bar" in summary and "noise" in summary
     _, summary = B.verdict({"pitch": 0.01, "bar": 0.5}, rules)
     assert "any attribute" in summary
     _, summary = B.verdict({"pitch": 0.5, "bar": 0.99}, rules)
     assert summary.startswith("Above every")
+
+
+def test_a_lead_the_shown_numbers_do_not_show_is_a_tie():
+    """0.1004 vs 0.1001 prints '10.0% vs 10.0%': a tie, never 'learned' or 'uses the context' (audit F5)."""
+    rules = {"most_frequent": {"pitch": 0.1001, "bar": 0.95}, "copy_neighbour": {"pitch": 0.05, "bar": 0.9}}
+    lines, summary = B.verdict({"pitch": 0.1004, "bar": 0.99}, rules, fmt="{:.1%}".format)
+    assert lines[0] == "pitch: 10.0% vs most frequent value 10.0% - tied with the rule as shown"
+    assert lines[1].endswith("- learned")
+    assert "uses the context" not in summary and summary.startswith("Not clearly above the no-model rules on pitch")
+    assert B.verdict({"pitch": 0.1014, "bar": 0.99}, rules)[0][0] == "pitch: 0.101 vs most frequent value 0.100 - learned"
 
 
 class UnigramModel(CopyModel):
