@@ -362,7 +362,10 @@ def study_facts(results: dict[str, Any]) -> dict[str, Any] | None:
     """The study's models and result from its ``results.json`` dict: ``params``, ``layers``,
     ``width``, ``steps``, ``seeds`` (pre-training seeds per strategy), ``tasks``, ``mean_diff``
     (fine-tuned test accuracy, adversarial - random), ``p``, ``n_pairs``, ``significant``,
-    ``preset``. None when the dict lacks the paired test."""
+    ``preset``; with the interval over pre-training seeds (the claim's independent units,
+    ``paired.by_pretrain_seed``) ``lo`` / ``hi`` / ``n_units``, and then ``significant`` is
+    whether that interval excludes 0 and ``p`` (of pairs that share encoders) is left out.
+    None when the dict lacks the paired test."""
     if not isinstance(results, dict):
         return None
     paired = results.get("paired", {})
@@ -381,7 +384,15 @@ def study_facts(results: dict[str, Any]) -> dict[str, Any] | None:
             "seeds": seeds,
             "tasks": list(results.get("tasks") or []), "mean_diff": float(overall["mean_diff"]),
             "p": overall.get("t_p"), "n_pairs": overall.get("n"), "significant": bool(overall.get("significant")),
-            "preset": preset.get("name")}
+            "preset": preset.get("name"), **_seed_level(paired.get("by_pretrain_seed"))}
+
+
+def _seed_level(u: Any) -> dict[str, Any]:
+    """The study facts the interval over pre-training seeds replaces (empty without one)."""
+    if not (isinstance(u, dict) and isinstance(u.get("lo"), (int, float)) and isinstance(u.get("hi"), (int, float))):
+        return {}
+    return {"mean_diff": float(u["mean_diff"]), "lo": float(u["lo"]), "hi": float(u["hi"]),
+            "n_units": u.get("n_units"), "significant": bool(u.get("excludes_zero")), "p": None}
 
 
 def _millions(n: Any) -> str:
@@ -410,6 +421,10 @@ def study_effect(s: dict[str, Any]) -> str:
 
 
 def _p_text(s: dict[str, Any]) -> str:
+    """The uncertainty of the Study's result: its interval over pre-training seeds, else its p."""
+    if isinstance(s.get("lo"), float):
+        return (f", 95% interval over {s.get('n_units') or '?'} pre-training seeds {_pts(s['lo'])} to "
+                f"{_pts(s['hi'])}")
     return f", p = {s['p']:.2g}" if isinstance(s.get("p"), (int, float)) else ""
 
 

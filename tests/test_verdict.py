@@ -130,6 +130,15 @@ def test_model_and_study_facts_and_the_context_sentence(tmp_path):
                            "model": {"n_params": 896384, "n_layers": 4, "d_model": 128},
                            "budget": {"pretrain_steps": 3000}, "tasks": ["melody", "emotion"]})
     assert V.study_result_text(study) == "not measurably: +0.4 points, p = 0.72"
+    # with the interval over pre-training seeds (the claim's units), that decides, and the pairs' p goes
+    seeds = {"n_units": 2, "mean_diff": 0.004, "lo": -0.215, "hi": 0.223, "excludes_zero": False}
+    raw = {"paired": {"overall": {"mean_diff": 0.004, "t_p": 0.001, "n": 16, "significant": True},
+                      "by_pretrain_seed": seeds}}
+    assert V.study_result_text(V.study_facts(raw)) == (
+        "not measurably: +0.4 points, 95% interval over 2 pre-training seeds -21.5 to +22.3")
+    raw["paired"]["by_pretrain_seed"] = dict(seeds, mean_diff=-0.05, lo=-0.07, hi=-0.03, n_units=5,
+                                             excludes_zero=True)
+    assert V.study_result_text(V.study_facts(raw)).startswith("measurably worse: -5.0 points, 95% interval over 5")
     g = dict(f, name="adv", strategy="adversarial", steps=500)
     text = V.context_sentence([g, f], study)
     assert "0.9 M-parameter encoders" in text and "3,000 pre-training steps" in text
