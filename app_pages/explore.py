@@ -375,9 +375,12 @@ if table is not None:
             with st.expander("The picks' share of each kind of note against the notes they were picked from"):
                 st.dataframe(profile_table(outcome["profile"]), hide_index=True, key="explore_draw_profile")
                 st.caption("Labels from a chord and voice analysis of the piece (chord or non-chord tone, "
-                           "voice, beat, duration, register, repeated note). A kind of note is named above "
-                           "only when the 95% interval of its difference (resampling the piece's 4-bar spans) "
-                           "excludes zero and the difference is at least 5 points.")
+                           "voice, beat, duration, register, repeated note). Brackets: 95% intervals "
+                           "(resampling the piece's 4-bar spans), not corrected for the number of kinds "
+                           f"tested ({outcome['profile'].get('n_tested', 0)}). A kind of note is named above "
+                           "(clear) only when the difference is at least 5 points and its interval corrected "
+                           "for the kinds tested (Bonferroni) excludes zero, and none in a piece of fewer than "
+                           f"{picks.MIN_BLOCKS} spans of 4 bars.")
         st.caption(f"Draw #{draws}: random mask seed {draw_seed}.")
 
 # ----------------------------------------------------------------------------- listening

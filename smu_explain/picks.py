@@ -37,17 +37,28 @@ Intervals
     The point estimate is the full sample's. Differences that cannot be computed are None.
     With fewer than ``RESAMPLE_PIECES`` (5) pieces (the app's view of one piece) the resampled units
     are spans of ``BLOCK_BARS`` (4) bars of the pieces instead (a block bootstrap: neighbouring
-    notes are not independent, 4-bar spans roughly are); ``result["resampled"]`` says which.
+    notes are not independent, 4-bar spans roughly are); ``result["resampled"]`` says which, and
+    ``result["n_groups"]`` how many units. These intervals are not corrected for the number of
+    classes (the sentence's are).
 The sentence (``summary_sentence``)
-    Names a class only when its ``score_adj`` interval excludes 0 and the class has at least
-    ``MIN_NOTES`` notes in at least ``min(MIN_PIECES, pieces)`` pieces; up to three classes
-    above and two below, largest first (the same class under two names, e.g. ``chord tone``
-    of ``harmony`` and of ``chord_tone``, once; of a two-class column, whose effects mirror each
-    other, only the smaller class; ``role`` ``other``, "not a POP909 file", never).
-    It gives the point estimates; the intervals are in the table. When none qualifies it says "no clear pattern
-    beyond duration and register", and then names the duration or register class whose raw
-    difference is largest, if its interval excludes 0. With 8 columns and ~30 classes, a few
-    95% intervals exclude 0 by chance; the sentence reports intervals, not a corrected test.
+    Names a class only when it passes a test corrected for the number of classes tested, so
+    that noise names one in at most ``ALPHA`` (5%) of measurements (``significant``):
+    the candidates (``candidates``) are the classes with at least ``MIN_NOTES`` notes in at least
+    ``min(MIN_PIECES, pieces)`` pieces, each once (the same class under two names, e.g. ``chord
+    tone`` of ``harmony`` and of ``chord_tone``, once; of a two-class column, whose effects mirror
+    each other, only the smaller class; ``role`` ``other``, "not a POP909 file", never); with
+    k candidates, a class is named when its ``score_adj`` interval at ``1 - ALPHA / k`` excludes 0
+    (Bonferroni). That interval (``named_interval``) is read off the table's percentile interval:
+    the bootstrap standard error (its width / 2z), times sqrt(n / (n - 1)) for n resampled units
+    (the bootstrap's variance over n units is short by that factor), times the Student t quantile
+    with n - 1 degrees of freedom (the standard error itself comes from n units). Nothing is named
+    when fewer than ``MIN_BLOCKS`` (10) 4-bar blocks were resampled (one short piece): the sentence
+    says there is too little music. It names up to three classes above and two below, largest
+    first, with their point estimates and says how many classes were tested; the table keeps the
+    uncorrected 95% intervals. When none qualifies it says "no clear pattern beyond duration and
+    register", and then names the duration or register class whose raw difference is largest, if
+    it passes the same corrected test (the duration and register classes count among the k). On noise scores
+    (tests/test_picks.py) a class is named in about 5% of runs, as intended.
 """
 
 from __future__ import annotations
@@ -73,6 +84,10 @@ RESAMPLE_PIECES = 5  # fewer pieces than this: resample BLOCK_BARS-bar blocks
 UNNAMED = {("role", "other")}
 BLOCK_BARS = 4
 ZERO = 1e-9  # differences smaller than this are rounding, not a difference
+#: the sentences name a class only when chance would name one in at most ALPHA of measurements
+ALPHA = 0.05
+#: one piece (or a few, whose 4-bar blocks are resampled): fewer blocks than this are too little music
+MIN_BLOCKS = 10
 
 #: how the sentence names each class (column, class) -> plural noun phrase
 PHRASES: dict[tuple[str, str], str] = {
@@ -347,46 +362,95 @@ def _fmt(iv: Mapping[str, Any]) -> str:
     return f"{iv['est']:+.3f} [{iv['lo']:+.3f}, {iv['hi']:+.3f}]"
 
 
-def significant(result: Mapping[str, Any], *, measure: str = "score") -> list[dict[str, Any]]:
-    """The classes the sentence may name: ``{column, class, phrase, effect}`` whose controlled
-    difference (``<measure>_adj``) interval excludes 0, enough notes and pieces, largest first."""
+def named_interval(iv: Mapping[str, Any] | None, n_units: int, k: int = 1, *, level: float = 0.95,
+                   alpha: float = ALPHA) -> dict[str, Any] | None:
+    """The interval a sentence decides on, from a table's percentile interval ``iv`` (at ``level``)
+    over ``n_units`` resampled units (pieces or 4-bar blocks) when ``k`` differences are tested:
+    the bootstrap's standard error (the interval's width / 2z, times sqrt(n / (n - 1)): a bootstrap
+    over n units underestimates the variance by that factor) times the Student t quantile with
+    n - 1 degrees of freedom at ``1 - alpha / (2k)`` (Bonferroni: chance makes one of the ``k``
+    intervals exclude 0 in at most ``alpha`` of measurements). None without an interval or units."""
+    if not iv or iv.get("lo") is None or iv.get("hi") is None or n_units < 2 or k < 1:
+        return None
+    from scipy.stats import norm, t
+
+    se = (iv["hi"] - iv["lo"]) / (2 * norm.ppf((1 + level) / 2)) * math.sqrt(n_units / (n_units - 1))
+    half = float(t.ppf(1 - alpha / (2 * k), n_units - 1)) * se
+    return {"est": iv["est"], "lo": iv["est"] - half, "hi": iv["est"] + half, "level": 1 - alpha / k}
+
+
+def too_little_music(result: Mapping[str, Any]) -> bool:
+    """Whether ``result`` resampled fewer than ``MIN_BLOCKS`` 4-bar blocks (one short piece, or a few):
+    too few units for an interval to be trusted, so the sentence names nothing."""
+    return result.get("resampled", "pieces") != "pieces" and int(result.get("n_groups", 0)) < MIN_BLOCKS
+
+
+def candidates(result: Mapping[str, Any], *, measure: str = "score") -> list[dict[str, Any]]:
+    """The classes a sentence may name, each once: ``{column, class, phrase, effect}`` (``effect``:
+    the table's interval of ``<measure>_adj``; of ``<measure>_diff`` for the ``CONTROLS``, duration
+    and register) with at least ``MIN_NOTES`` notes in ``min(MIN_PIECES, pieces)`` pieces, not
+    ``UNNAMED``, of a two-class column only the smaller class (their effects mirror each other),
+    one per phrase. Their number is the ``k`` of the correction."""
     need_pieces = min(MIN_PIECES, int(result.get("n_pieces", 0)))  # one piece: its 4-bar blocks were resampled
-    seen: set[str] = set()
-    found = []
+    found, seen = [], set()
     for col, rows in result.get("columns", {}).items():
-        if col in CONTROLS:
-            continue
         larger = max(rows, key=lambda r: r["n_notes"])["class"] if len(rows) == 2 else None
+        key = f"{measure}_diff" if col in CONTROLS else f"{measure}_adj"
         for row in rows:
-            if (col, row["class"]) in UNNAMED or row["class"] == larger:  # two classes mirror each other
+            ph = phrase(col, row["class"])
+            if ((col, row["class"]) in UNNAMED or row["class"] == larger or ph in seen
+                    or row["n_notes"] < MIN_NOTES or row["n_pieces"] < need_pieces or not row.get(key)
+                    or row[key].get("lo") is None):
                 continue
-            iv = row.get(f"{measure}_adj")
-            if row["n_notes"] < MIN_NOTES or row["n_pieces"] < need_pieces or not excludes_zero(iv):
-                continue
-            found.append({"column": col, "class": row["class"], "phrase": phrase(col, row["class"]), "effect": iv})
+            seen.add(ph)
+            found.append({"column": col, "class": row["class"], "phrase": ph, "effect": row[key]})
+    return found
+
+
+def significant(result: Mapping[str, Any], *, measure: str = "score", controls: bool = False) -> list[dict[str, Any]]:
+    """The :func:`candidates` a sentence names (of the label columns, or of the ``CONTROLS`` when
+    ``controls``), largest first, each with ``named``: its interval corrected for the number of
+    all candidates (:func:`named_interval`), which excludes 0. None when there is too little
+    music (:func:`too_little_music`)."""
+    if too_little_music(result):
+        return []
+    cands = candidates(result, measure=measure)
+    units = int(result.get("n_groups", result.get("n_pieces", 0)))
+    level = float(result.get("level", 0.95))
+    found = []
+    for c in cands:
+        wide = named_interval(c["effect"], units, len(cands), level=level)
+        if (c["column"] in CONTROLS) == controls and excludes_zero(wide):
+            found.append({**c, "named": wide})
     found.sort(key=lambda f: (-abs(f["effect"]["est"]), f["column"], f["class"]))
-    unique = []
-    for f in found:
-        if f["phrase"] not in seen:
-            seen.add(f["phrase"])
-            unique.append(f)
-    return unique
+    return found
 
 
 def _list(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def correction_text(k: int, units: int, what: str) -> str:
+    """How the sentences' intervals were corrected, in words."""
+    return (f"{k} class{'es' if k != 1 else ''} tested, so each interval is at {1 - ALPHA / max(k, 1):.1%} "
+            f"(Bonferroni: chance names a class in at most {ALPHA:.0%} of measurements), over {units} {what}")
+
+
 def summary_sentence(result: Mapping[str, Any]) -> str:
     """One sentence for a manager from the intervals of ``result`` (rules in the module docstring)."""
     who = f"{result['model']}'s masker" if result.get("model") else "The masker"
     n = int(result.get("n_pieces", 0))
-    level = int(round(100 * float(result.get("level", 0.95))))
-    over = f"{level}% intervals over {n} piece{'s' if n != 1 else ''}"
-    if result.get("resampled", "pieces") != "pieces":
-        over += f" (resampling {result['resampled']})"
     if n == 0:
         return f"{who} was measured on no pieces, so there is no pattern to report."
+    units = int(result.get("n_groups", n))
+    what = f"piece{'s' if n != 1 else ''}" if result.get("resampled", "pieces") == "pieces" else \
+        f"spans of {BLOCK_BARS} bars of {n} piece{'s' if n != 1 else ''}"
+    if too_little_music(result):
+        return (f"There is too little music to tell what {who[0].lower() + who[1:]} prefers: {n} piece"
+                f"{'s' if n != 1 else ''} with {units} spans of {BLOCK_BARS} bars, and at least {MIN_BLOCKS} "
+                f"are needed to name a class of note.")
+    k = len(candidates(result))
+    how = correction_text(k, units, what)
     sig = significant(result)
     up = [f for f in sig if f["effect"]["est"] > 0][:3]
     down = [f for f in sig if f["effect"]["est"] < 0][:2]
@@ -398,17 +462,16 @@ def summary_sentence(result: Mapping[str, Any]) -> str:
             parts.append(_list([f"{f['phrase']} ({f['effect']['est']:+.3f})" for f in down]) + " lower")
         return (f"Beyond duration and register, {'the masker' if who == 'The masker' else who} "
                 f"scores {', and '.join(parts)} than notes of the same duration and register "
-                f"(mean score differences whose {over} exclude zero).")
+                f"(mean score differences whose intervals exclude zero; {how}).")
     tail = ""
-    raw = [(col, row) for col in CONTROLS for row in result.get("columns", {}).get(col, [])
-           if row["n_notes"] >= MIN_NOTES and excludes_zero(row.get("score_diff"))]
+    raw = significant(result, controls=True)
     if raw:
-        col, row = max(raw, key=lambda cr: (abs(cr[1]["score_diff"]["est"]), cr[0], cr[1]["class"]))
-        way = "higher" if row["score_diff"]["est"] > 0 else "lower"
+        f = raw[0]
+        way = "higher" if f["effect"]["est"] > 0 else "lower"
         tail = (f"; what it does separate follows duration and register, e.g. it scores "
-                f"{phrase(col, row['class'])} {way} than the rest ({_fmt(row['score_diff'])})")
+                f"{f['phrase']} {way} than the rest ({_fmt(f['named'])}, {f['named']['level']:.1%} interval)")
     return (f"{who} shows no clear pattern beyond duration and register: no harmonic, voice, metric or track "
-            f"class scores differently from notes of the same duration and register ({over}){tail}.")
+            f"class scores clearly differently from notes of the same duration and register ({how}){tail}.")
 
 
 def interval_text(iv: Mapping[str, Any] | None, *, pct: bool = False, signed: bool = False,
@@ -454,9 +517,9 @@ def markdown_table(result: Mapping[str, Any], *, columns: Sequence[str] | None =
 
 #: the label columns a draw's profile reads (``role`` only where the piece has POP909 tracks)
 DRAW_COLUMNS = ("chord_tone", "voice_position", "metric", "duration", "register", "repeated", "role")
-#: a class is named when its difference's interval excludes 0, the picks hold (or would hold, drawn
-#: at random) at least this many of its notes, and the difference is at least ``DRAW_MIN_DIFF``
-#: (5 points of the picks' share)
+#: a class is named when its difference's interval, corrected for the classes tested, excludes 0,
+#: the picks hold (or would hold, drawn at random) at least this many of its notes, and the
+#: difference is at least ``DRAW_MIN_DIFF`` (5 points of the picks' share)
 DRAW_MIN_PICKED = 3
 DRAW_MIN_DIFF = 0.05
 
@@ -579,11 +642,13 @@ def pick_profile(labels: pd.DataFrame, picked, pool=None, *, columns: Sequence[s
     piece's ``BLOCK_BARS``-bar spans (``n_boot`` resamples, ``numpy.random.default_rng(seed)``).
     ``role`` is read only when some note has a POP909 track role. JSON-serialisable.
 
-    Returns {"n_picked", "n_pool", "n_blocks", "level", "columns": {column: [{"class",
-    "n_picked", "n_pool", "share_picked", "share_pool", "diff": {est, lo, hi}, "clear"}]}};
-    ``clear``: the interval excludes 0, the picks hold (or a random draw of as many notes would
-    hold) at least ``DRAW_MIN_PICKED`` notes of the class and the difference is at least
-    ``DRAW_MIN_DIFF``."""
+    Returns {"n_picked", "n_pool", "n_blocks", "level", "n_tested", "columns": {column: [{"class",
+    "n_picked", "n_pool", "share_picked", "share_pool", "diff": {est, lo, hi}, "tested", "named",
+    "clear"}]}}; ``diff``: the uncorrected interval; ``tested``: the class is one of the
+    ``n_tested`` candidates (the picks hold, or a random draw of as many notes would hold, at least
+    ``DRAW_MIN_PICKED`` of its notes; of a two-class column one class); ``named``: its interval
+    corrected for them (:func:`named_interval`); ``clear``: the piece has at least ``MIN_BLOCKS``
+    blocks, ``named`` excludes 0 and the difference is at least ``DRAW_MIN_DIFF``."""
     picked = np.asarray(picked, dtype=bool)
     pool = np.ones(len(picked), dtype=bool) if pool is None else np.asarray(pool, dtype=bool)
     if len(labels) != len(picked) or len(pool) != len(picked):
@@ -622,16 +687,33 @@ def pick_profile(labels: pd.DataFrame, picked, pool=None, *, columns: Sequence[s
             boots = np.zeros((0, C))
         rows = []
         for c_i, c in enumerate(classes):
-            iv = _interval(float(sp_full[c_i] - sq_full[c_i]), boots[:, c_i], level)
             n_pick = int(pc[:, c_i].sum())
             expected = float(sq_full[c_i]) * out["n_picked"]  # its notes among the picks if picked at random
-            clear = (excludes_zero(iv) and max(n_pick, expected) >= DRAW_MIN_PICKED and abs(iv["est"]) >= DRAW_MIN_DIFF
-                     and (col, c) not in UNNAMED)
             rows.append({"class": c, "n_picked": n_pick, "n_pool": int(qc[:, c_i].sum()),
                          "share_picked": float(sp_full[c_i]), "share_pool": float(sq_full[c_i]),
-                         "diff": iv, "clear": bool(clear)})
+                         "diff": _interval(float(sp_full[c_i] - sq_full[c_i]), boots[:, c_i], level),
+                         "tested": bool(max(n_pick, expected) >= DRAW_MIN_PICKED and (col, c) not in UNNAMED)})
+        if len(rows) == 2:  # two classes: one difference, the other's mirror; test it once
+            rows[int(rows[0]["n_pool"] < rows[1]["n_pool"])]["tested"] = False
         out["columns"][col] = rows
+    _mark_clear(out)
     return out
+
+
+def _mark_clear(profile: dict[str, Any]) -> None:
+    """Sets ``n_tested`` (the classes tested: ``tested`` rows) and each row's ``named`` (its
+    difference's interval corrected for them, :func:`named_interval`) and ``clear`` (tested, at
+    least ``MIN_BLOCKS`` blocks, the corrected interval excludes 0 and the difference is at least
+    ``DRAW_MIN_DIFF``; of a two-class column both rows, as the tested one)."""
+    k = profile["n_tested"] = sum(r["tested"] for rs in profile["columns"].values() for r in rs)
+    blocks = profile["n_blocks"]
+    for rows in profile["columns"].values():
+        for r in rows:
+            r["named"] = named_interval(r["diff"], blocks, k, level=profile["level"]) if r["tested"] else None
+            r["clear"] = bool(blocks >= MIN_BLOCKS and excludes_zero(r["named"])
+                              and abs(r["diff"]["est"]) >= DRAW_MIN_DIFF)
+        if len(rows) == 2:
+            rows[0]["clear"] = rows[1]["clear"] = rows[0]["clear"] or rows[1]["clear"]
 
 
 def pick_sentence(profile: Mapping[str, Any], *, pool: str = "the notes a random draw picks from") -> str:
@@ -642,7 +724,6 @@ def pick_sentence(profile: Mapping[str, Any], *, pool: str = "the notes a random
     n = int(profile.get("n_picked", 0))
     if n == 0:
         return "The masker picked no notes, so there is nothing to describe."
-    level = int(round(100 * float(profile.get("level", 0.95))))
     found = []
     for col, rows in profile.get("columns", {}).items():
         for row in rows:
@@ -661,13 +742,13 @@ def pick_sentence(profile: Mapping[str, Any], *, pool: str = "the notes a random
         (up if row["diff"]["est"] > 0 else down).append(text)
     up, down = up[:3], down[:2]
     blocks = int(profile.get("n_blocks", 0))
-    how = f"{level}% intervals over the piece's {blocks} spans of {BLOCK_BARS} bars"
+    if blocks < MIN_BLOCKS:
+        return (f"The piece is too short to say what the {n} picked notes have in common: {blocks} "
+                f"span{'s' if blocks != 1 else ''} of {BLOCK_BARS} bars, and at least {MIN_BLOCKS} are needed.")
+    how = correction_text(int(profile.get("n_tested", 0)), blocks, f"spans of {BLOCK_BARS} bars of the piece")
     if up or down:
-        how = "differences whose " + how + " exclude zero"
+        how = f"differences of at least {100 * DRAW_MIN_DIFF:.0f} points whose intervals exclude zero; " + how
     if not up and not down:
-        if blocks < 2:
-            return (f"The piece is too short ({blocks} span of {BLOCK_BARS} bars) to say what the "
-                    f"{n} picked notes have in common.")
         return (f"The {n} picked notes look like the rest: no class of note (chord or non-chord tone, "
                 f"voice, beat, duration, register, repeats) is clearly more or less common among them "
                 f"than among {pool} ({how}).")
@@ -716,4 +797,8 @@ def picks_table(result: Mapping, *, columns: Sequence[str] | None = None) -> pd.
 PICKS_CAPTION = ("Per class of note: mean masker score (0-1), share picked at the ratio, share frozen; then the "
                  "score's difference from all other notes and from notes of the same duration x register (what "
                  "is left once duration and register are accounted for). Brackets: 95% bootstrap intervals "
-                 "(over pieces; one piece: over its 4-bar spans); * = the interval excludes 0.")
+                 "(over pieces; one piece: over its 4-bar spans), not corrected for the number of classes; "
+                 "* = the interval excludes 0. With about 10 classes, one such * in two measurements is "
+                 "chance: the sentence names a class only when its interval corrected for the classes tested "
+                 "(Bonferroni; the sentence says how many) excludes 0, and none with fewer than "
+                 f"{MIN_BLOCKS} spans of 4 bars.")
