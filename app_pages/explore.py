@@ -32,14 +32,16 @@ if model_label == W.OTHER_FOLDER:
 def _draw_outcome(path: str, mtime: float, key: str, ratio_k: float, draw_seed: int, _piece, _picked, _frozen,
                   _random) -> dict:
     """A draw's outcome (cached by model, piece, ratio and draw seed: they fix both masks): what the
-    model recovers under each mask (picks.mask_recovery) and what the picks have in common
+    model recovers under each mask (picks.mask_recovery), the difference with its interval over the
+    piece's 4-bar spans (picks.recovery_difference) and what the picks have in common
     (picks.pick_profile on harmony.analyze's labels, against the notes that are not frozen)."""
     from smu_explain.harmony import analyze
 
     model, tokenizer = A.load_model(path)
     rec = picks.mask_recovery(model, tokenizer, _piece, {"random": _random, "masker": _picked})
-    profile = picks.pick_profile(analyze(_piece), _picked, ~_frozen, seed=draw_seed)
-    return {"recovery": rec, "profile": profile}
+    labels = analyze(_piece)
+    return {"recovery": rec, "difference": picks.recovery_difference(rec, labels, seed=draw_seed),
+            "profile": picks.pick_profile(labels, _picked, ~_frozen, seed=draw_seed)}
 
 
 def draw_outcome(path, data, piece, ratio, draw_seed, picked, frozen, rnd) -> dict:
@@ -66,14 +68,15 @@ def untrained_head(path) -> bool:
 
 
 def draw_table(rec: dict) -> pd.DataFrame:
-    """Per attribute and on average: recovery under the random draw, the masker's pick, the difference."""
+    """Per attribute and on average: recovery under the random draw, the masker's pick, the
+    difference (of the shown values, picks.shown_points)."""
     attrs = list(rec["random"]["accuracy"])
-    rows = [(a, rec["random"]["accuracy"][a], rec["masker"]["accuracy"][a]) for a in attrs]
-    rows.append(("mean", rec["random"]["mean"], rec["masker"]["mean"]))
-    return pd.DataFrame({"attribute": [r[0] for r in rows],
-                         "random draw": [f"{r[1]:.0%}" for r in rows],
-                         "masker's pick": [f"{r[2]:.0%}" for r in rows],
-                         "difference (points)": [f"{100 * (r[2] - r[1]):+.1f}" for r in rows]})
+    rows = [picks.shown_points({k: {"mean": rec[k]["accuracy"][a]} for k in ("random", "masker")}) for a in attrs]
+    rows.append(picks.shown_points(rec))
+    return pd.DataFrame({"attribute": [*attrs, "mean"],
+                         "random draw": [f"{r[0]:.1f}%" for r in rows],
+                         "masker's pick": [f"{r[1]:.1f}%" for r in rows],
+                         "difference (points)": [f"{r[2]:+.1f}" for r in rows]})
 
 
 def profile_table(profile: dict) -> pd.DataFrame:
@@ -337,7 +340,9 @@ if table is not None:
     st.subheader("Draw a masking")
     st.caption("One concrete draw at this ratio: a uniform random draw (left, the MidiBERT baseline) "
                "against the masker's pick of as many notes (right). Frozen notes are never masked. Each "
-               "draw hides its notes all at once and asks the model to put them back.")
+               "draw hides its notes all at once and asks the model to put them back. Which was harder is "
+               "said only when the 95% interval of the difference (resampling the piece's 4-bar spans, both "
+               "masks together) excludes zero; it is one draw of one piece, not the masker in general.")
     if st.button("Draw a masking", key="explore_draw"):
         st.session_state["explore_draw_n"] = st.session_state.get("explore_draw_n", 0) + 1
     draws = st.session_state.get("explore_draw_n", 0)
@@ -350,22 +355,24 @@ if table is not None:
         titles = None
         if outcome is not None and outcome["recovery"]["masker"]["mean"] is not None:
             rec = outcome["recovery"]
-            titles = [f"random draw: {rec['random']['mean']:.0%} put back ({rec['random']['n']} notes)",
-                      f"masker's pick: {rec['masker']['mean']:.0%} put back ({rec['masker']['n']} notes)"]
+            shown = picks.shown_points(rec)
+            titles = [f"random draw: {shown[0]:.1f}% put back ({rec['random']['n']} notes)",
+                      f"masker's pick: {shown[1]:.1f}% put back ({rec['masker']['n']} notes)"]
         fig_draw = pianoroll.masking_draw_figure(table, rnd, picked, bar_starts_q=piece.bar_starts_q,
                                              track_names=piece.track_names, titles=titles)
         st.plotly_chart(fig_draw, key="explore_draw_fig", config={"displaylogo": False})
         if outcome is not None:
             rec = outcome["recovery"]
-            st.markdown("**What the model put back.** " + picks.recovery_sentence(rec))
+            st.markdown("**What the model put back.** " + picks.recovery_sentence(rec, outcome["difference"]))
             if rec["masker"]["mean"] is not None:
+                shown = picks.shown_points(rec)
                 d1, d2, d3 = st.columns(3)
-                d1.metric("Recovered, random draw", f"{rec['random']['mean']:.0%}",
+                d1.metric("Recovered, random draw", f"{shown[0]:.1f}%",
                           help="Share of the hidden notes' attributes (bar, position, pitch, duration) "
                                "the model guessed right, averaged over the attributes.")
-                d2.metric("Recovered, masker's pick", f"{rec['masker']['mean']:.0%}",
-                          delta=f"{100 * (rec['masker']['mean'] - rec['random']['mean']):+.1f} points",
-                          delta_color="off")
+                d2.metric("Recovered, masker's pick", f"{shown[1]:.1f}%", delta=f"{shown[2]:+.1f} points",
+                          delta_color="off", help="One draw: the sentence above says whether the difference's "
+                                                  "interval excludes zero.")
                 d3.metric("Notes hidden in each", f"{rec['masker']['n']:,}")
                 st.dataframe(draw_table(rec), hide_index=True, key="explore_draw_table")
             who = ("**What the picked notes have in common.** " if not untrained else

@@ -547,7 +547,8 @@ def mask_recovery(model, tokenizer, piece, masks: Mapping[str, Any], *, batch_si
 
     ``masks``: {name: bool array over the piece's notes}. Returns {name: {"n": masked notes,
     "accuracy": {attribute: share of the masked notes whose value is the model's top guess},
-    "mean": the mean over the attributes}} (accuracies None when the mask is empty)."""
+    "mean": the mean over the attributes, "notes": the masked notes, "hits": each one's share of
+    attributes guessed right}} (accuracies None when the mask is empty)."""
     import torch
 
     from .model import unwrap
@@ -563,7 +564,7 @@ def mask_recovery(model, tokenizer, piece, masks: Mapping[str, Any], *, batch_si
         if len(v) != N:
             raise ValueError(f"mask {k!r} has {len(v)} entries for {N} notes")
     out: dict[str, dict[str, Any]] = {}
-    empty = {"n": 0, "accuracy": {a: None for a in attrs}, "mean": None}
+    empty = {"n": 0, "accuracy": {a: None for a in attrs}, "mean": None, "notes": [], "hits": []}
     if N == 0:
         return {k: dict(empty) for k in arrays}
     tokens = tokenizer.encode(piece)
@@ -599,29 +600,74 @@ def mask_recovery(model, tokenizer, piece, masks: Mapping[str, Any], *, batch_si
                     correct[note[mine], j] = ok[mine]
             sel = np.flatnonzero(mask)
             acc = {a: float(correct[sel, j].mean()) for j, a in enumerate(attrs)}
-            out[name] = {"n": int(sel.size), "accuracy": acc, "mean": float(np.mean(list(acc.values())))}
+            out[name] = {"n": int(sel.size), "accuracy": acc, "mean": float(np.mean(list(acc.values()))),
+                         "notes": sel.tolist(), "hits": correct[sel].mean(1).tolist()}
     finally:
         model.train(was)
     return out
 
 
-def recovery_sentence(rec: Mapping[str, Mapping[str, Any]], *, random: str = "random",
-                      masker: str = "masker") -> str:
+def recovery_difference(rec: Mapping[str, Mapping[str, Any]], labels: pd.DataFrame, *, random: str = "random",
+                        masker: str = "masker", n_boot: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> dict[str, Any]:
+    """The masker's pick minus the random draw in :func:`mask_recovery`'s ``rec`` (recovery, the
+    mean over the attributes), with an interval: a paired bootstrap of the piece's ``BLOCK_BARS``-bar
+    spans (``labels``' ``bar``; ``n_boot`` resamples, seeded), both masks' notes of a span together,
+    widened for few spans as the class sentences' (:func:`named_interval` with one test, over the
+    spans that hold notes of the mask found in fewer). No interval when those are fewer than
+    ``MIN_BLOCKS``. Returns {"est", "lo", "hi", "n_blocks" (those spans), "level"} (None where it
+    cannot be computed); the difference of one draw, not of the masker in general."""
+    block = _block_ids(labels)
+    B = int(block.max()) + 1 if len(block) else 0
+    out: dict[str, Any] = {"est": None, "lo": None, "hi": None, "n_blocks": B, "level": float(level)}
+    a, b = rec.get(random) or {}, rec.get(masker) or {}
+    if not a.get("hits") or not b.get("hits"):
+        return out
+    sums = [np.bincount(block[np.asarray(r["notes"])], weights=r["hits"], minlength=B) for r in (a, b)]
+    counts = [np.bincount(block[np.asarray(r["notes"])], minlength=B).astype(float) for r in (a, b)]
+    units = int(min((c > 0).sum() for c in counts))
+    est = float(np.mean(b["hits"]) - np.mean(a["hits"]))
+    w = _boot_weights(B, n_boot, seed) if n_boot > 0 and B > 1 else np.zeros((0, B))
+    boots = _ratio(w @ sums[1], w @ counts[1]) - _ratio(w @ sums[0], w @ counts[0])
+    wide = named_interval(_interval(est, boots, level), units, 1, level=level) if units >= MIN_BLOCKS else None
+    return {**out, "est": est, "n_blocks": units, **({"lo": wide["lo"], "hi": wide["hi"]} if wide else {})}
+
+
+def shown_points(rec: Mapping[str, Mapping[str, Any]], *, random: str = "random",
+                 masker: str = "masker") -> tuple[float, float, float]:
+    """The two recoveries as shown (percent, one decimal) and their difference in points, the
+    difference of the shown values (so the words never contradict the numbers)."""
+    pa, pb = (round(100 * float(rec[k]["mean"]), 1) for k in (random, masker))
+    return pa, pb, round(pb - pa, 1)
+
+
+def recovery_sentence(rec: Mapping[str, Mapping[str, Any]], diff: Mapping[str, Any] | None = None, *,
+                      random: str = "random", masker: str = "masker") -> str:
     """One sentence on a draw's outcome from :func:`mask_recovery`'s result: how much the model
-    recovers under the random draw and under the masker's pick, and which was harder."""
+    recovers under the random draw and under the masker's pick (:func:`shown_points`), and which
+    was harder only when the interval of ``diff`` (:func:`recovery_difference`) excludes 0;
+    else "no clear difference"."""
     a, b = rec.get(random), rec.get(masker)
     if not a or not b or a.get("mean") is None or b.get("mean") is None:
         return "No notes were hidden, so there is nothing to recover."
     n = int(b["n"])
-    diff = 100 * (b["mean"] - a["mean"])
-    if abs(diff) < 0.05:
-        how = "both draws were equally hard for it"
-    elif diff < 0:
-        how = f"the masker's pick was harder by {-diff:.1f} points"
+    pa, pb, d = shown_points(rec, random=random, masker=masker)
+    blocks = int((diff or {}).get("n_blocks", 0))
+    span = f"over the piece's {blocks} spans of {BLOCK_BARS} bars"
+    if not diff or diff.get("lo") is None:
+        how = (f"{d:+.1f} points for the masker's pick, but one draw of a piece of {blocks} spans of {BLOCK_BARS} "
+               f"bars is too little music to tell which was harder (at least {MIN_BLOCKS} are needed)"
+               if diff else f"{d:+.1f} points for the masker's pick, from one draw with no interval: no verdict")
     else:
-        how = f"the random draw was harder by {diff:.1f} points: this time the masker did not find harder notes"
-    return (f"With {n} note{'s' if n != 1 else ''} hidden, the model put back {a['mean']:.0%} of their "
-            f"attributes under the random draw and {b['mean']:.0%} under the masker's pick (mean over "
+        iv = f"{d:+.1f} points, 95% interval [{100 * diff['lo']:+.1f}, {100 * diff['hi']:+.1f}] {span}"
+        if not excludes_zero(diff) or abs(d) < 0.1 or (d < 0) != (diff["est"] < 0):
+            how = f"no clear difference ({iv})"
+        elif d < 0:
+            how = f"the masker's pick was harder ({iv})"
+        else:
+            how = f"the random draw was harder ({iv}): this time the masker did not find harder notes"
+    return (f"With {n} note{'s' if n != 1 else ''} hidden in one draw, the model put back {pa:.1f}% of their "
+            f"attributes under the random draw and {pb:.1f}% under the masker's pick (mean over "
             f"{', '.join(a['accuracy'])}): {how}.")
 
 

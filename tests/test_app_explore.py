@@ -334,6 +334,9 @@ def test_draw_shows_its_outcome_and_what_the_picks_share(model_dir):
     text = texts(at)
     assert "Draw #1" in text
     assert "**What the model put back.** With " in text and "under the random draw and" in text
+    # one draw of a piece of 6 spans of 4 bars: no verdict on which was harder (audit F11)
+    assert "hidden in one draw" in text and "too little music to tell which was harder" in text
+    assert "pick was harder (" not in text and "draw was harder (" not in text
     assert "**What the picked notes have in common**" in text
     assert "picks are" in text or "look like the rest" in text or "too short" in text
     random_acc, masker_acc = metric(at, "Recovered, random draw"), metric(at, "Recovered, masker's pick")
@@ -343,6 +346,9 @@ def test_draw_shows_its_outcome_and_what_the_picks_share(model_dir):
     table = next(d.value for d in at.dataframe if "random draw" in d.value.columns)
     assert list(table["attribute"]) == ["bar", "position", "pitch", "duration", "mean"]
     assert table["random draw"].iloc[-1] == random_acc and table["masker's pick"].iloc[-1] == masker_acc
+    shown = float(masker_acc[:-1]) - float(random_acc[:-1])  # the difference is that of the shown values
+    assert f"{shown:+.1f} points for the masker's pick" in text
+    assert float(table["difference (points)"].iloc[-1]) == pytest.approx(shown)
     profile = next(d.value for d in at.dataframe if "share of the picks" in d.value.columns)
     assert {"voice position", "metric", "duration", "register"} <= set(profile["label"])
     # the tiny model's masker was never trained: said, and its picks described as near arbitrary

@@ -405,18 +405,59 @@ def test_mask_recovery_and_its_sentence(tiny):
     assert rec["none"]["n"] == 0 and rec["none"]["mean"] is None
     assert rec == picks.mask_recovery(model, tok, piece, {"random": rnd, "masker": picked,
                                                           "none": np.zeros(n, bool)})
-    s = picks.recovery_sentence(rec)
-    assert s.startswith(f"With {int(picked.sum())} notes hidden")
+    assert rec["masker"]["notes"] == np.flatnonzero(picked).tolist()
+    assert np.mean(rec["masker"]["hits"]) == pytest.approx(rec["masker"]["mean"])
+    diff = picks.recovery_difference(rec, piece.notes_table(), n_boot=200)
+    assert diff["est"] == pytest.approx(rec["masker"]["mean"] - rec["random"]["mean"])
+    s = picks.recovery_sentence(rec, diff)
+    assert s.startswith(f"With {int(picked.sum())} notes hidden in one draw")
     assert "random draw" in s and "masker's pick" in s
     assert "nothing to recover" in picks.recovery_sentence({"random": rec["none"], "masker": rec["none"]})
     with pytest.raises(ValueError):
         picks.mask_recovery(model, tok, piece, {"bad": np.zeros(3, bool)})
 
 
-def test_recovery_sentence_says_which_was_harder():
-    def r(mean):
-        return {"n": 10, "accuracy": {"pitch": mean}, "mean": mean}
+def _draw_rec(random_hits, masker_hits, n_notes, seed=0):
+    """A mask_recovery result of two masks of as many notes, drawn at random among ``n_notes``."""
+    def one(hits, notes):
+        return {"n": len(hits), "accuracy": {"pitch": float(np.mean(hits))}, "mean": float(np.mean(hits)),
+                "notes": sorted(notes), "hits": [float(h) for h in hits]}
 
-    assert "masker's pick was harder by 20.0 points" in picks.recovery_sentence({"random": r(0.8), "masker": r(0.6)})
-    assert "random draw was harder" in picks.recovery_sentence({"random": r(0.5), "masker": r(0.7)})
-    assert "equally hard" in picks.recovery_sentence({"random": r(0.5), "masker": r(0.5)})
+    rng = np.random.default_rng(seed)
+    k = len(masker_hits)
+    return {"random": one(random_hits, rng.choice(n_notes, k, replace=False).tolist()),
+            "masker": one(masker_hits, rng.choice(n_notes, k, replace=False).tolist())}
+
+
+def test_recovery_difference_and_its_sentence():
+    """Audit F11: the draw's verdict comes with a paired block bootstrap interval; "no clear
+    difference" unless it excludes 0; the percentages and the difference as shown agree."""
+    lab = _draw_labels()  # 48 bars: 12 spans of 4 bars, 384 notes
+    n, k = len(lab), 96
+    rng = np.random.default_rng(0)
+    clear = _draw_rec(np.ones(k), np.zeros(k), n)
+    diff = picks.recovery_difference(clear, lab, n_boot=200)
+    assert diff["n_blocks"] == 12 and diff["est"] == pytest.approx(-1.0) and diff["hi"] < 0
+    s = picks.recovery_sentence(clear, diff)
+    assert "in one draw" in s and "100.0%" in s and "0.0%" in s
+    assert "the masker's pick was harder (-100.0 points, 95% interval [" in s and "12 spans of 4 bars" in s
+    # noise: the same rate under both masks -> "harder" said in about 5% of 200 draws at most
+    harder = 0
+    for r in range(200):
+        rec = _draw_rec(rng.random(k) < 0.6, rng.random(k) < 0.6, n, seed=r)
+        harder += "was harder" in picks.recovery_sentence(rec, picks.recovery_difference(rec, lab, seed=r))
+    assert harder <= _bound(200), harder  # the app's 1,000 resamples
+    # rounding: the difference is that of the shown percentages
+    near = _draw_rec(np.r_[np.ones(61), np.zeros(39)] * 1.0, np.r_[np.ones(60), np.zeros(40)] * 1.0, 400)
+    near["random"]["mean"], near["masker"]["mean"] = 0.6149, 0.6051
+    assert picks.shown_points(near) == (61.5, 60.5, -1.0)
+    same = dict(near, masker=dict(near["masker"], mean=0.61495))
+    tight = {"est": -0.0001, "lo": -0.0002, "hi": -0.00005, "n_blocks": 12}
+    assert "no clear difference (+0.0 points" in picks.recovery_sentence(same, tight)  # 61.5% and 61.5%
+    assert "no clear difference (-1.0 points" in picks.recovery_sentence(near, {**tight, "lo": -0.03, "hi": 0.01})
+    # too little music, or no interval: no verdict
+    few = _draw_rec(np.ones(k), np.zeros(k), 8 * 36)
+    short = picks.recovery_difference(few, lab.iloc[: 8 * 36], n_boot=50)  # 36 bars: 9 spans
+    assert short["n_blocks"] == 9 and short["lo"] is None
+    assert "too little music to tell which was harder" in picks.recovery_sentence(few, short)
+    assert "no verdict" in picks.recovery_sentence(clear) and "harder" not in picks.recovery_sentence(clear)
