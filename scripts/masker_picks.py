@@ -114,8 +114,9 @@ def render(results: dict, args, chords: dict | None, seconds: float, control: di
              "other notes, averaged with the class's notes as weights: what is left once duration and register are "
              f"accounted for. Brackets: 95% percentile bootstrap intervals over pieces ({args.n_boot:,} resamples, "
              f"seed {args.seed}); "
-             "`*` = the interval excludes 0. The sentence names a class only when its controlled score interval "
-             "excludes 0 (with >= 20 notes in >= 3 pieces); with ~30 classes, one or two such intervals can be chance.",
+             "`*` = the interval excludes 0 (95% each, not corrected: with ~30 classes, one or two of them can "
+             "exclude 0 by chance). The sentence names a class only when its controlled score interval, corrected "
+             "for the number of classes it tests (Bonferroni), excludes 0 (with >= 20 notes in >= 3 pieces).",
              ""]
     if chords:
         acc = chords["by_unit"]
