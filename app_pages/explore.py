@@ -8,7 +8,7 @@ import streamlit as st
 
 from smu_explain import appstate as A
 from smu_explain import appwidgets as W
-from smu_explain import charts, pianoroll, picks, readable, rollaxes
+from smu_explain import charts, pianoroll, picks, picks_draw, readable, rollaxes
 from smu_explain.markup import html_escape, md_escape
 
 st.title("Explore a piece")
@@ -32,16 +32,16 @@ if model_label == W.OTHER_FOLDER:
 def _draw_outcome(path: str, mtime: float, key: str, ratio_k: float, draw_seed: int, _piece, _picked, _frozen,
                   _random) -> dict:
     """A draw's outcome (cached by model, piece, ratio and draw seed: they fix both masks): what the
-    model recovers under each mask (picks.mask_recovery), the difference with its interval over the
-    piece's 4-bar spans (picks.recovery_difference) and what the picks have in common
-    (picks.pick_profile on harmony.analyze's labels, against the notes that are not frozen)."""
+    model recovers under each mask (picks_draw.mask_recovery), the difference with its interval over the
+    piece's 4-bar spans (picks_draw.recovery_difference) and what the picks have in common
+    (picks_draw.pick_profile on harmony.analyze's labels, against the notes that are not frozen)."""
     from smu_explain.harmony import analyze
 
     model, tokenizer = A.load_model(path)
-    rec = picks.mask_recovery(model, tokenizer, _piece, {"random": _random, "masker": _picked})
+    rec = picks_draw.mask_recovery(model, tokenizer, _piece, {"random": _random, "masker": _picked})
     labels = analyze(_piece)
-    return {"recovery": rec, "difference": picks.recovery_difference(rec, labels, seed=draw_seed),
-            "profile": picks.pick_profile(labels, _picked, ~_frozen, seed=draw_seed)}
+    return {"recovery": rec, "difference": picks_draw.recovery_difference(rec, labels, seed=draw_seed),
+            "profile": picks_draw.pick_profile(labels, _picked, ~_frozen, seed=draw_seed)}
 
 
 def draw_outcome(path, data, piece, ratio, draw_seed, picked, frozen, rnd) -> dict:
@@ -69,10 +69,10 @@ def untrained_head(path) -> bool:
 
 def draw_table(rec: dict) -> pd.DataFrame:
     """Per attribute and on average: recovery under the random draw, the masker's pick, the
-    difference (of the shown values, picks.shown_points)."""
+    difference (of the shown values, picks_draw.shown_points)."""
     attrs = list(rec["random"]["accuracy"])
-    rows = [picks.shown_points({k: {"mean": rec[k]["accuracy"][a]} for k in ("random", "masker")}) for a in attrs]
-    rows.append(picks.shown_points(rec))
+    rows = [picks_draw.shown_points({k: {"mean": rec[k]["accuracy"][a]} for k in ("random", "masker")}) for a in attrs]
+    rows.append(picks_draw.shown_points(rec))
     return pd.DataFrame({"attribute": [*attrs, "mean"],
                          "random draw": [f"{r[0]:.1f}%" for r in rows],
                          "masker's pick": [f"{r[1]:.1f}%" for r in rows],
@@ -350,12 +350,12 @@ if table is not None:
         draw_seed = seed * 1000 + draws
         frozen = table["frozen"].fillna(False).to_numpy(dtype=bool)
         picked = table["picked"].to_numpy(dtype=bool)
-        rnd = picks.random_like(picked, ~frozen, draw_seed)
+        rnd = picks_draw.random_like(picked, ~frozen, draw_seed)
         outcome = W.run_model(draw_outcome, model_path, data, piece, ratio, draw_seed, picked, frozen, rnd)
         titles = None
         if outcome is not None and outcome["recovery"]["masker"]["mean"] is not None:
             rec = outcome["recovery"]
-            shown = picks.shown_points(rec)
+            shown = picks_draw.shown_points(rec)
             titles = [f"random draw: {shown[0]:.1f}% put back ({rec['random']['n']} notes)",
                       f"masker's pick: {shown[1]:.1f}% put back ({rec['masker']['n']} notes)"]
         fig_draw = pianoroll.masking_draw_figure(table, rnd, picked, bar_starts_q=piece.bar_starts_q,
@@ -363,9 +363,9 @@ if table is not None:
         st.plotly_chart(fig_draw, key="explore_draw_fig", config={"displaylogo": False})
         if outcome is not None:
             rec = outcome["recovery"]
-            st.markdown("**What the model put back.** " + picks.recovery_sentence(rec, outcome["difference"]))
+            st.markdown("**What the model put back.** " + picks_draw.recovery_sentence(rec, outcome["difference"]))
             if rec["masker"]["mean"] is not None:
-                shown = picks.shown_points(rec)
+                shown = picks_draw.shown_points(rec)
                 d1, d2, d3 = st.columns(3)
                 d1.metric("Recovered, random draw", f"{shown[0]:.1f}%",
                           help="Share of the hidden notes' attributes (bar, position, pitch, duration) "
@@ -378,7 +378,7 @@ if table is not None:
             who = ("**What the picked notes have in common.** " if not untrained else
                    "**What the picked notes have in common** (an untrained masker: its picks are "
                    "close to arbitrary). ")
-            st.markdown(who + picks.pick_sentence(outcome["profile"]))
+            st.markdown(who + picks_draw.pick_sentence(outcome["profile"]))
             with st.expander("The picks' share of each kind of note against the notes they were picked from"):
                 st.dataframe(profile_table(outcome["profile"]), hide_index=True, key="explore_draw_profile")
                 st.caption("Labels from a chord and voice analysis of the piece (chord or non-chord tone, "

@@ -125,7 +125,7 @@ def class_order(column: str) -> list[str]:
             **{c: list(v) for c, v in BOOL_NAMES.items()}}.get(column, [])
 
 
-def _labels(df: pd.DataFrame, column: str) -> np.ndarray:
+def label_values(df: pd.DataFrame, column: str) -> np.ndarray:
     v = df[column].to_numpy()
     if column in BOOL_NAMES:
         yes, no = BOOL_NAMES[column]
@@ -135,7 +135,7 @@ def _labels(df: pd.DataFrame, column: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the measurement
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
@@ -146,19 +146,19 @@ def _effects(cnt: np.ndarray, sx: np.ndarray, w: np.ndarray) -> dict[str, np.nda
     s_cbm = np.einsum("rp,pcbm->rcbm", w, sx)
     n_c, s_cm = n_cb.sum(2), s_cbm.sum(2)
     n_all, s_all = n_c.sum(1, keepdims=True), s_cm.sum(1, keepdims=True)
-    mean = _ratio(s_cm, n_c[..., None])
-    rest = _ratio(s_all - s_cm, (n_all - n_c)[..., None])
+    mean = safe_ratio(s_cm, n_c[..., None])
+    rest = safe_ratio(s_all - s_cm, (n_all - n_c)[..., None])
     n_b, s_bm = n_cb.sum(1, keepdims=True), s_cbm.sum(1, keepdims=True)
-    rest_b = _ratio(s_bm - s_cbm, (n_b - n_cb)[..., None])  # (R, C, B, M): other notes of the bin
-    mean_cb = _ratio(s_cbm, n_cb[..., None])
+    rest_b = safe_ratio(s_bm - s_cbm, (n_b - n_cb)[..., None])  # (R, C, B, M): other notes of the bin
+    mean_cb = safe_ratio(s_cbm, n_cb[..., None])
     ok = (n_cb > 0) & (n_b - n_cb > 0)
     wt = np.where(ok, n_cb, 0.0)[..., None]
     gap = np.where(ok[..., None], mean_cb - rest_b, 0.0)
-    adj = _ratio((wt * gap).sum(2), wt.sum(2))
+    adj = safe_ratio((wt * gap).sum(2), wt.sum(2))
     return {"mean": mean, "diff": mean - rest, "adj": adj}
 
 
-def _interval(point: float, boots: np.ndarray, level: float) -> dict[str, Any]:
+def percentile_interval(point: float, boots: np.ndarray, level: float) -> dict[str, Any]:
     b = boots[np.isfinite(boots)]
     if not math.isfinite(point):
         return {"est": None, "lo": None, "hi": None}
@@ -168,7 +168,7 @@ def _interval(point: float, boots: np.ndarray, level: float) -> dict[str, Any]:
     return {"est": float(point), "lo": float(lo), "hi": float(hi)}
 
 
-def _boot_weights(n_pieces: int, n_boot: int, seed: int) -> np.ndarray:
+def boot_weights(n_pieces: int, n_boot: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n_pieces, size=(n_boot, n_pieces))
     w = np.zeros((n_boot, n_pieces))
@@ -201,13 +201,13 @@ def class_effects(frames: Sequence[pd.DataFrame], *, columns: Sequence[str] = LA
     out["n_groups"] = P
     x = np.stack([allf[m].to_numpy(dtype=float) for m in MEASURES], axis=1)
     out["overall"] = {**{m: float(x[:, j].mean()) for j, m in enumerate(MEASURES)}, "score_sd": float(x[:, 0].std())}
-    bins = pd.Series(_labels(allf, "duration")).str.cat(pd.Series(_labels(allf, "register")), sep=" | ")
+    bins = pd.Series(label_values(allf, "duration")).str.cat(pd.Series(label_values(allf, "register")), sep=" | ")
     bin_codes, bin_names = pd.factorize(bins, sort=True)
     B = len(bin_names)
     w_full = np.ones((1, P))
-    w_boot = _boot_weights(P, n_boot, seed) if n_boot > 0 else np.zeros((0, P))
+    w_boot = boot_weights(P, n_boot, seed) if n_boot > 0 else np.zeros((0, P))
     for col in columns:
-        labels = _labels(allf, col)
+        labels = label_values(allf, col)
         present = set(labels)
         classes = [c for c in class_order(col) if c in present] + sorted(present - set(class_order(col)))
         code = {c: i for i, c in enumerate(classes)}
@@ -226,10 +226,10 @@ def class_effects(frames: Sequence[pd.DataFrame], *, columns: Sequence[str] = LA
                                    "n_pieces": int(np.unique(real[ci == c_i]).size),
                                    "share_of_notes": float(cnt[:, c_i].sum() / len(allf))}
             for j, m in enumerate(MEASURES):
-                row[m] = _interval(full["mean"][0, c_i, j], boot["mean"][:, c_i, j], level)
-                row[f"{m}_diff"] = _interval(full["diff"][0, c_i, j], boot["diff"][:, c_i, j], level)
+                row[m] = percentile_interval(full["mean"][0, c_i, j], boot["mean"][:, c_i, j], level)
+                row[f"{m}_diff"] = percentile_interval(full["diff"][0, c_i, j], boot["diff"][:, c_i, j], level)
                 row[f"{m}_adj"] = (None if col in CONTROLS
-                                   else _interval(full["adj"][0, c_i, j], boot["adj"][:, c_i, j], level))
+                                   else percentile_interval(full["adj"][0, c_i, j], boot["adj"][:, c_i, j], level))
             rows.append(row)
         out["columns"][col] = rows
     return out
@@ -426,7 +426,7 @@ def significant(result: Mapping[str, Any], *, measure: str = "score", controls: 
     return found
 
 
-def _list(items: Sequence[str]) -> str:
+def and_list(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
@@ -457,9 +457,9 @@ def summary_sentence(result: Mapping[str, Any]) -> str:
     if up or down:
         parts = []
         if up:
-            parts.append(_list([f"{f['phrase']} ({f['effect']['est']:+.3f})" for f in up]) + " higher")
+            parts.append(and_list([f"{f['phrase']} ({f['effect']['est']:+.3f})" for f in up]) + " higher")
         if down:
-            parts.append(_list([f"{f['phrase']} ({f['effect']['est']:+.3f})" for f in down]) + " lower")
+            parts.append(and_list([f"{f['phrase']} ({f['effect']['est']:+.3f})" for f in down]) + " lower")
         return (f"Beyond duration and register, {'the masker' if who == 'The masker' else who} "
                 f"scores {', and '.join(parts)} than notes of the same duration and register "
                 f"(mean score differences whose intervals exclude zero; {how}).")
@@ -509,301 +509,6 @@ def markdown_table(result: Mapping[str, Any], *, columns: Sequence[str] | None =
                          f"{cell(row['picked'], True)} | {cell(row['frozen'], True)} | {diff(row['score_diff'])} | "
                          f"{diff(row.get('score_adj'))} | {diff(row.get('picked_adj'), True)} |")
     return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------- one draw of one piece
-# The Explore page's "Draw a masking": a uniform random draw and the masker's pick of the same
-# number of notes, what the model recovers under each, and what the picked notes have in common.
-
-#: the label columns a draw's profile reads (``role`` only where the piece has POP909 tracks)
-DRAW_COLUMNS = ("chord_tone", "voice_position", "metric", "duration", "register", "repeated", "role")
-#: a class is named when its difference's interval, corrected for the classes tested, excludes 0,
-#: the picks hold (or would hold, drawn at random) at least this many of its notes, and the
-#: difference is at least ``DRAW_MIN_DIFF`` (5 points of the picks' share)
-DRAW_MIN_PICKED = 3
-DRAW_MIN_DIFF = 0.05
-
-
-def random_like(picked, selectable=None, seed: int = 0) -> np.ndarray:
-    """A uniform random mask of as many notes as ``picked`` holds, drawn among ``selectable``
-    (default: every note; the app passes the notes that are not frozen), seeded by ``seed``."""
-    picked = np.asarray(picked, dtype=bool)
-    sel = np.ones(len(picked), dtype=bool) if selectable is None else np.asarray(selectable, dtype=bool)
-    if len(sel) != len(picked):
-        raise ValueError("picked and selectable must have one entry per note")
-    idx = np.flatnonzero(sel)
-    k = min(int(picked.sum()), idx.size)
-    out = np.zeros(len(picked), dtype=bool)
-    if k:
-        out[np.random.default_rng(int(seed)).choice(idx, size=k, replace=False)] = True
-    return out
-
-
-def mask_recovery(model, tokenizer, piece, masks: Mapping[str, Any], *, batch_size: int = 16,
-                  precision: str = "fp32") -> dict[str, dict[str, Any]]:
-    """What ``model`` recovers when the notes of each mask are hidden all at once (replaced by
-    MASK in every window of the piece that holds them; a note is read in its owner window, the
-    one where it is farthest from an edge, as in ``explain.explain_piece``).
-
-    ``masks``: {name: bool array over the piece's notes}. Returns {name: {"n": masked notes,
-    "accuracy": {attribute: share of the masked notes whose value is the model's top guess},
-    "mean": the mean over the attributes, "notes": the masked notes, "hits": each one's share of
-    attributes guessed right}} (accuracies None when the mask is empty)."""
-    import torch
-
-    from .model import unwrap
-    from .precision import autocast
-    from .tokenizer import MASK_ID, N_SPECIAL
-    from .windows import note_owners, pad_windows, piece_windows
-
-    m = unwrap(model)
-    attrs = list(m.config.attributes)
-    N = len(piece)
-    arrays = {k: np.asarray(v, dtype=bool) for k, v in masks.items()}
-    for k, v in arrays.items():
-        if len(v) != N:
-            raise ValueError(f"mask {k!r} has {len(v)} entries for {N} notes")
-    out: dict[str, dict[str, Any]] = {}
-    empty = {"n": 0, "accuracy": {a: None for a in attrs}, "mean": None, "notes": [], "hits": []}
-    if N == 0:
-        return {k: dict(empty) for k in arrays}
-    tokens = tokenizer.encode(piece)
-    wins = piece_windows(tokenizer, piece, tokens, m.config.max_len)
-    owner, _ = note_owners(wins, N)
-    device = next(m.parameters()).device
-    was = model.training
-    model.eval()
-    try:
-        for name, mask in arrays.items():
-            if not mask.any():
-                out[name] = dict(empty)
-                continue
-            correct = np.zeros((N, len(attrs)), dtype=bool)
-            jobs = [w for w, (_, ids) in enumerate(wins) if mask[ids].any() and (owner[ids[mask[ids]]] == w).any()]
-            for i in range(0, len(jobs), batch_size):
-                chunk = jobs[i:i + batch_size]
-                tok, am = pad_windows([wins[w][0] for w in chunk], device)
-                hide = torch.zeros_like(am)
-                for r, w in enumerate(chunk):
-                    hide[r, : len(wins[w][1])] = torch.from_numpy(mask[wins[w][1]])
-                with torch.no_grad(), autocast(device, precision):
-                    res = model(tok.masked_fill(hide[..., None], MASK_ID), am, heads_at=hide)
-                rows, cols = (x.cpu().numpy() for x in hide.nonzero(as_tuple=True))
-                target = tok[hide].cpu().numpy()
-                win = np.asarray(chunk)[rows]
-                note = np.asarray([wins[w][1][c] for w, c in zip(win, cols, strict=False)], dtype=np.int64)
-                mine = owner[note] == win  # read each note in its owner window
-                for j, lg in enumerate(res["logits"]):
-                    lg = lg.float()
-                    lg[:, :N_SPECIAL] = -torch.inf  # guesses are regular values only
-                    ok = lg.argmax(-1).cpu().numpy() == target[:, j]
-                    correct[note[mine], j] = ok[mine]
-            sel = np.flatnonzero(mask)
-            acc = {a: float(correct[sel, j].mean()) for j, a in enumerate(attrs)}
-            out[name] = {"n": int(sel.size), "accuracy": acc, "mean": float(np.mean(list(acc.values()))),
-                         "notes": sel.tolist(), "hits": correct[sel].mean(1).tolist()}
-    finally:
-        model.train(was)
-    return out
-
-
-def recovery_difference(rec: Mapping[str, Mapping[str, Any]], labels: pd.DataFrame, *, random: str = "random",
-                        masker: str = "masker", n_boot: int = 1000, seed: int = 0,
-                        level: float = 0.95) -> dict[str, Any]:
-    """The masker's pick minus the random draw in :func:`mask_recovery`'s ``rec`` (recovery, the
-    mean over the attributes), with an interval: a paired bootstrap of the piece's ``BLOCK_BARS``-bar
-    spans (``labels``' ``bar``; ``n_boot`` resamples, seeded), both masks' notes of a span together,
-    widened for few spans as the class sentences' (:func:`named_interval` with one test, over the
-    spans that hold notes of the mask found in fewer). No interval when those are fewer than
-    ``MIN_BLOCKS``. Returns {"est", "lo", "hi", "n_blocks" (those spans), "level"} (None where it
-    cannot be computed); the difference of one draw, not of the masker in general."""
-    block = _block_ids(labels)
-    B = int(block.max()) + 1 if len(block) else 0
-    out: dict[str, Any] = {"est": None, "lo": None, "hi": None, "n_blocks": B, "level": float(level)}
-    a, b = rec.get(random) or {}, rec.get(masker) or {}
-    if not a.get("hits") or not b.get("hits"):
-        return out
-    sums = [np.bincount(block[np.asarray(r["notes"])], weights=r["hits"], minlength=B) for r in (a, b)]
-    counts = [np.bincount(block[np.asarray(r["notes"])], minlength=B).astype(float) for r in (a, b)]
-    units = int(min((c > 0).sum() for c in counts))
-    est = float(np.mean(b["hits"]) - np.mean(a["hits"]))
-    w = _boot_weights(B, n_boot, seed) if n_boot > 0 and B > 1 else np.zeros((0, B))
-    boots = _ratio(w @ sums[1], w @ counts[1]) - _ratio(w @ sums[0], w @ counts[0])
-    wide = named_interval(_interval(est, boots, level), units, 1, level=level) if units >= MIN_BLOCKS else None
-    return {**out, "est": est, "n_blocks": units, **({"lo": wide["lo"], "hi": wide["hi"]} if wide else {})}
-
-
-def shown_points(rec: Mapping[str, Mapping[str, Any]], *, random: str = "random",
-                 masker: str = "masker") -> tuple[float, float, float]:
-    """The two recoveries as shown (percent, one decimal) and their difference in points, the
-    difference of the shown values (so the words never contradict the numbers)."""
-    pa, pb = (round(100 * float(rec[k]["mean"]), 1) for k in (random, masker))
-    return pa, pb, round(pb - pa, 1)
-
-
-def recovery_sentence(rec: Mapping[str, Mapping[str, Any]], diff: Mapping[str, Any] | None = None, *,
-                      random: str = "random", masker: str = "masker") -> str:
-    """One sentence on a draw's outcome from :func:`mask_recovery`'s result: how much the model
-    recovers under the random draw and under the masker's pick (:func:`shown_points`), and which
-    was harder only when the interval of ``diff`` (:func:`recovery_difference`) excludes 0;
-    else "no clear difference"."""
-    a, b = rec.get(random), rec.get(masker)
-    if not a or not b or a.get("mean") is None or b.get("mean") is None:
-        return "No notes were hidden, so there is nothing to recover."
-    n = int(b["n"])
-    pa, pb, d = shown_points(rec, random=random, masker=masker)
-    blocks = int((diff or {}).get("n_blocks", 0))
-    span = f"over the piece's {blocks} spans of {BLOCK_BARS} bars"
-    if not diff or diff.get("lo") is None:
-        how = (f"{d:+.1f} points for the masker's pick, but one draw of a piece of {blocks} spans of {BLOCK_BARS} "
-               f"bars is too little music to tell which was harder (at least {MIN_BLOCKS} are needed)"
-               if diff else f"{d:+.1f} points for the masker's pick, from one draw with no interval: no verdict")
-    else:
-        iv = f"{d:+.1f} points, 95% interval [{100 * diff['lo']:+.1f}, {100 * diff['hi']:+.1f}] {span}"
-        if not excludes_zero(diff) or abs(d) < 0.1 or (d < 0) != (diff["est"] < 0):
-            how = f"no clear difference ({iv})"
-        elif d < 0:
-            how = f"the masker's pick was harder ({iv})"
-        else:
-            how = f"the random draw was harder ({iv}): this time the masker did not find harder notes"
-    return (f"With {n} note{'s' if n != 1 else ''} hidden in one draw, the model put back {pa:.1f}% of their "
-            f"attributes under the random draw and {pb:.1f}% under the masker's pick (mean over "
-            f"{', '.join(a['accuracy'])}): {how}.")
-
-
-def _block_ids(table: pd.DataFrame) -> np.ndarray:
-    """4-bar spans (``BLOCK_BARS``) of the notes: the units a one-piece bootstrap resamples."""
-    if "bar" not in table.columns or not len(table):
-        return np.zeros(len(table), dtype=np.int64)
-    _, inv = np.unique(table["bar"].to_numpy(dtype=np.int64) // BLOCK_BARS, return_inverse=True)
-    return inv.ravel()
-
-
-def pick_profile(labels: pd.DataFrame, picked, pool=None, *, columns: Sequence[str] = DRAW_COLUMNS,
-                 n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
-    """What the ``picked`` notes of one piece have in common: per class of each label column
-    (``harmony.analyze``'s labels, plus ``bar`` for the resampling), the share of the picked
-    notes in the class against its share of the ``pool`` (the notes a random draw picks from;
-    default every note), and the difference with a percentile bootstrap interval over the
-    piece's ``BLOCK_BARS``-bar spans (``n_boot`` resamples, ``numpy.random.default_rng(seed)``).
-    ``role`` is read only when some note has a POP909 track role. JSON-serialisable.
-
-    Returns {"n_picked", "n_pool", "n_blocks", "level", "n_tested", "columns": {column: [{"class",
-    "n_picked", "n_pool", "share_picked", "share_pool", "diff": {est, lo, hi}, "tested", "named",
-    "clear"}]}}; ``diff``: the uncorrected interval; ``tested``: the class is one of the
-    ``n_tested`` candidates (the picks hold, or a random draw of as many notes would hold, at least
-    ``DRAW_MIN_PICKED`` of its notes; of a two-class column one class); ``named``: its interval
-    corrected for them (:func:`named_interval`); ``clear``: the piece has at least ``MIN_BLOCKS``
-    blocks, ``named`` excludes 0 and the difference is at least ``DRAW_MIN_DIFF``."""
-    picked = np.asarray(picked, dtype=bool)
-    pool = np.ones(len(picked), dtype=bool) if pool is None else np.asarray(pool, dtype=bool)
-    if len(labels) != len(picked) or len(pool) != len(picked):
-        raise ValueError("labels, picked and pool must have one row per note")
-    pool = pool | picked
-    block = _block_ids(labels)
-    B = int(block.max()) + 1 if len(block) else 0
-    out: dict[str, Any] = {"n_picked": int(picked.sum()), "n_pool": int(pool.sum()), "n_blocks": B,
-                           "level": float(level), "n_boot": int(n_boot), "seed": int(seed), "columns": {}}
-    if not picked.any():
-        return out
-    w = _boot_weights(B, n_boot, seed) if n_boot > 0 and B > 1 else np.zeros((0, B))
-    for col in columns:
-        if col not in labels.columns:
-            continue
-        lab = _labels(labels, col)
-        if col == "role" and not any(v in ROLE_ORDER[:3] for v in lab):
-            continue
-        present = set(lab[pool])
-        classes = [c for c in class_order(col) if c in present] + sorted(present - set(class_order(col)))
-        code = {c: i for i, c in enumerate(classes)}
-        C = len(classes)
-        pc = np.zeros((B, C))
-        qc = np.zeros((B, C))
-        ci = np.asarray([code.get(v, -1) for v in lab])
-        np.add.at(pc, (block[picked], ci[picked]), 1.0)
-        np.add.at(qc, (block[pool], ci[pool]), 1.0)
-        sp_full = pc.sum(0) / pc.sum()
-        sq_full = qc.sum(0) / qc.sum()
-        if len(w):
-            wp, wq = w @ pc, w @ qc
-            sp = _ratio(wp, wp.sum(1, keepdims=True))
-            sq = _ratio(wq, wq.sum(1, keepdims=True))
-            boots = sp - sq
-        else:
-            boots = np.zeros((0, C))
-        rows = []
-        for c_i, c in enumerate(classes):
-            n_pick = int(pc[:, c_i].sum())
-            expected = float(sq_full[c_i]) * out["n_picked"]  # its notes among the picks if picked at random
-            rows.append({"class": c, "n_picked": n_pick, "n_pool": int(qc[:, c_i].sum()),
-                         "share_picked": float(sp_full[c_i]), "share_pool": float(sq_full[c_i]),
-                         "diff": _interval(float(sp_full[c_i] - sq_full[c_i]), boots[:, c_i], level),
-                         "tested": bool(max(n_pick, expected) >= DRAW_MIN_PICKED and (col, c) not in UNNAMED)})
-        if len(rows) == 2:  # two classes: one difference, the other's mirror; test it once
-            rows[int(rows[0]["n_pool"] < rows[1]["n_pool"])]["tested"] = False
-        out["columns"][col] = rows
-    _mark_clear(out)
-    return out
-
-
-def _mark_clear(profile: dict[str, Any]) -> None:
-    """Sets ``n_tested`` (the classes tested: ``tested`` rows) and each row's ``named`` (its
-    difference's interval corrected for them, :func:`named_interval`) and ``clear`` (tested, at
-    least ``MIN_BLOCKS`` blocks, the corrected interval excludes 0 and the difference is at least
-    ``DRAW_MIN_DIFF``; of a two-class column both rows, as the tested one)."""
-    k = profile["n_tested"] = sum(r["tested"] for rs in profile["columns"].values() for r in rs)
-    blocks = profile["n_blocks"]
-    for rows in profile["columns"].values():
-        for r in rows:
-            r["named"] = named_interval(r["diff"], blocks, k, level=profile["level"]) if r["tested"] else None
-            r["clear"] = bool(blocks >= MIN_BLOCKS and excludes_zero(r["named"])
-                              and abs(r["diff"]["est"]) >= DRAW_MIN_DIFF)
-        if len(rows) == 2:
-            rows[0]["clear"] = rows[1]["clear"] = rows[0]["clear"] or rows[1]["clear"]
-
-
-def pick_sentence(profile: Mapping[str, Any], *, pool: str = "the notes a random draw picks from") -> str:
-    """One sentence on what the picked notes have in common (:func:`pick_profile`): up to three
-    classes over-represented among the picks and two under-represented, largest first, each
-    with its share of the picks against its share of the ``pool``; only ``clear`` classes
-    (of a two-class column only the over-represented side); else it says no class stands out."""
-    n = int(profile.get("n_picked", 0))
-    if n == 0:
-        return "The masker picked no notes, so there is nothing to describe."
-    found = []
-    for col, rows in profile.get("columns", {}).items():
-        for row in rows:
-            if not row["clear"] or (len(rows) == 2 and row["diff"]["est"] < 0):
-                continue
-            found.append((col, row))
-    found.sort(key=lambda cr: (-abs(cr[1]["diff"]["est"]), cr[0], cr[1]["class"]))
-    seen: set[str] = set()
-    up, down = [], []
-    for col, row in found:
-        ph = phrase(col, row["class"])
-        if ph in seen:
-            continue
-        seen.add(ph)
-        text = f"{ph} ({row['share_picked']:.0%} of the picks vs {row['share_pool']:.0%})"
-        (up if row["diff"]["est"] > 0 else down).append(text)
-    up, down = up[:3], down[:2]
-    blocks = int(profile.get("n_blocks", 0))
-    if blocks < MIN_BLOCKS:
-        return (f"The piece is too short to say what the {n} picked notes have in common: {blocks} "
-                f"span{'s' if blocks != 1 else ''} of {BLOCK_BARS} bars, and at least {MIN_BLOCKS} are needed.")
-    how = correction_text(int(profile.get("n_tested", 0)), blocks, f"spans of {BLOCK_BARS} bars of the piece")
-    if up or down:
-        how = f"differences of at least {100 * DRAW_MIN_DIFF:.0f} points whose intervals exclude zero; " + how
-    if not up and not down:
-        return (f"The {n} picked notes look like the rest: no class of note (chord or non-chord tone, "
-                f"voice, beat, duration, register, repeats) is clearly more or less common among them "
-                f"than among {pool} ({how}).")
-    parts = []
-    if up:
-        parts.append("more often " + _list(up))
-    if down:
-        parts.append("less often " + _list(down))
-    return f"Compared with {pool}, the masker's {n} picks are {', and '.join(parts)} ({how})."
 
 
 # --------------------------------------------------------------------------- the table for the app

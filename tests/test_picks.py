@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from smu_explain import picks
+from smu_explain import picks, picks_draw
 from smu_explain.harmony import LABEL_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,8 +259,8 @@ def test_noise_scores_name_a_class_in_about_5_percent_of_runs():
         res = picks.class_effects(frames, n_boot=200, seed=r)
         named["one"] += _names_a_class(picks.summary_sentence(res))
         f = frames[0]
-        prof = picks.pick_profile(f, f["picked"].to_numpy(bool), ~f["frozen"].to_numpy(bool), n_boot=200, seed=r)
-        named["draw"] += _names_a_class(picks.pick_sentence(prof))
+        prof = picks_draw.pick_profile(f, f["picked"].to_numpy(bool), ~f["frozen"].to_numpy(bool), n_boot=200, seed=r)
+        named["draw"] += _names_a_class(picks_draw.pick_sentence(prof))
     for r in range(folder):
         res = picks.class_effects(_frames(_noise, noise=0.2, n_pieces=5 + r % 4, n=160, seed=1000 + r),
                                   n_boot=200, seed=r)
@@ -287,8 +287,8 @@ def test_a_score_that_follows_chord_tones_names_them_and_little_else():
         found["score"] += any(s["phrase"] in ("chord tones", "non-chord tones") for s in sig)
         found["score, unrelated"] += any(s["column"] in unrelated for s in sig)
         f = _chord_tones_plus(0.3, 3000 + r)
-        prof = picks.pick_profile(f, f["picked"].to_numpy(bool), ~f["frozen"].to_numpy(bool), n_boot=200, seed=r)
-        found["draw"] += "more often chord tones" in picks.pick_sentence(prof)
+        prof = picks_draw.pick_profile(f, f["picked"].to_numpy(bool), ~f["frozen"].to_numpy(bool), n_boot=200, seed=r)
+        found["draw"] += "more often chord tones" in picks_draw.pick_sentence(prof)
         found["draw, unrelated"] += any(row["clear"] for c in unrelated for row in prof["columns"][c])
     low = runs - _bound(runs)  # a procedure that finds it in 95% of runs finds it in fewer with chance < 1e-6
     assert found["score"] >= low and found["draw"] >= low, found
@@ -302,9 +302,9 @@ def test_too_little_music_names_nothing():
     assert res["n_groups"] == 9 and picks.significant(res) == []
     assert picks.summary_sentence(res).startswith("There is too little music to tell what the masker prefers")
     f = frames[0]
-    prof = picks.pick_profile(f, f["chord_tone"].to_numpy(bool), n_boot=200)
+    prof = picks_draw.pick_profile(f, f["chord_tone"].to_numpy(bool), n_boot=200)
     assert not any(r["clear"] for rows in prof["columns"].values() for r in rows)
-    assert "too short to say what the" in picks.pick_sentence(prof) and "9 spans of 4 bars" in picks.pick_sentence(prof)
+    assert "too short to say what the" in picks_draw.pick_sentence(prof) and "9 spans of 4 bars" in picks_draw.pick_sentence(prof)
     assert picks.class_effects(_frames(_noise, noise=0.2, n_pieces=5, n=16), n_boot=20)["resampled"] == "pieces"
 
 
@@ -342,29 +342,29 @@ def test_random_like_draws_as_many_notes_among_the_selectable():
     picked = np.zeros(50, dtype=bool)
     picked[[3, 7, 9]] = True
     sel = np.arange(50) >= 10
-    a = picks.random_like(picked, sel, seed=4)
+    a = picks_draw.random_like(picked, sel, seed=4)
     assert a.sum() == 3 and not a[:10].any()
-    assert np.array_equal(a, picks.random_like(picked, sel, seed=4))  # seeded
-    assert picks.random_like(picked, np.zeros(50, bool), seed=0).sum() == 0
+    assert np.array_equal(a, picks_draw.random_like(picked, sel, seed=4))  # seeded
+    assert picks_draw.random_like(picked, np.zeros(50, bool), seed=0).sum() == 0
     with pytest.raises(ValueError):
-        picks.random_like(picked, np.ones(3, bool))
+        picks_draw.random_like(picked, np.ones(3, bool))
 
 
 def test_pick_profile_names_a_clear_class():
     lab = _draw_labels()
     picked = (lab["voice_position"] == "bass").to_numpy()  # the masker picks every bass note
-    prof = picks.pick_profile(lab, picked, n_boot=200, seed=0)
+    prof = picks_draw.pick_profile(lab, picked, n_boot=200, seed=0)
     rows = {r["class"]: r for r in prof["columns"]["voice_position"]}
     assert rows["bass"]["share_picked"] == pytest.approx(1.0)
     assert rows["bass"]["share_pool"] == pytest.approx(0.25)
     assert rows["bass"]["clear"] and rows["inner"]["clear"]
     assert not any(r["clear"] for r in prof["columns"]["metric"])  # half downbeats, as in the piece
-    s = picks.pick_sentence(prof)
+    s = picks_draw.pick_sentence(prof)
     assert "more often bass notes (100% of the picks vs 25%)" in s
     assert "inner-voice" not in s  # two classes present: their effects mirror, the smaller side is named
     assert "downbeat" not in s
     json.dumps(prof, allow_nan=False)
-    assert prof == picks.pick_profile(lab, picked, n_boot=200, seed=0)  # deterministic for a seed
+    assert prof == picks_draw.pick_profile(lab, picked, n_boot=200, seed=0)  # deterministic for a seed
 
 
 def test_pick_profile_says_when_nothing_stands_out():
@@ -372,20 +372,20 @@ def test_pick_profile_says_when_nothing_stands_out():
     picked = np.zeros(len(lab), dtype=bool)
     picked[::2] = True  # per bar: one bass, three inner, all downbeats... not the same mix on metric
     lab["metric"] = "downbeat"
-    prof = picks.pick_profile(lab, picked, columns=("voice_position", "metric"), n_boot=100, seed=1)
+    prof = picks_draw.pick_profile(lab, picked, columns=("voice_position", "metric"), n_boot=100, seed=1)
     assert not any(r["clear"] for rows in prof["columns"].values() for r in rows)
-    assert "look like the rest" in picks.pick_sentence(prof)
-    assert "nothing to describe" in picks.pick_sentence(picks.pick_profile(lab, np.zeros(len(lab), bool)))
-    short = picks.pick_profile(lab.iloc[:8], picked[:8], n_boot=50)
-    assert "too short" in picks.pick_sentence(short)
+    assert "look like the rest" in picks_draw.pick_sentence(prof)
+    assert "nothing to describe" in picks_draw.pick_sentence(picks_draw.pick_profile(lab, np.zeros(len(lab), bool)))
+    short = picks_draw.pick_profile(lab.iloc[:8], picked[:8], n_boot=50)
+    assert "too short" in picks_draw.pick_sentence(short)
     with pytest.raises(ValueError):
-        picks.pick_profile(lab, picked[:5])
+        picks_draw.pick_profile(lab, picked[:5])
 
 
 def test_two_class_column_names_one_side_only():
     lab = _draw_labels()
     picked = (~lab["chord_tone"]).to_numpy()  # only the non-chord tones
-    s = picks.pick_sentence(picks.pick_profile(lab, picked, columns=("chord_tone",), n_boot=100))
+    s = picks_draw.pick_sentence(picks_draw.pick_profile(lab, picked, columns=("chord_tone",), n_boot=100))
     assert "more often non-chord tones" in s and "less often chord tones" not in s
 
 
@@ -395,26 +395,26 @@ def test_mask_recovery_and_its_sentence(tiny):
     n = len(piece)
     picked = np.zeros(n, dtype=bool)
     picked[::7] = True
-    rnd = picks.random_like(picked, seed=2)
-    rec = picks.mask_recovery(model, tok, piece, {"random": rnd, "masker": picked, "none": np.zeros(n, bool)})
+    rnd = picks_draw.random_like(picked, seed=2)
+    rec = picks_draw.mask_recovery(model, tok, piece, {"random": rnd, "masker": picked, "none": np.zeros(n, bool)})
     for k in ("random", "masker"):
         assert rec[k]["n"] == int(picked.sum())
         assert list(rec[k]["accuracy"]) == list(tok.attributes)
         assert all(0.0 <= v <= 1.0 for v in rec[k]["accuracy"].values())
         assert rec[k]["mean"] == pytest.approx(np.mean(list(rec[k]["accuracy"].values())))
     assert rec["none"]["n"] == 0 and rec["none"]["mean"] is None
-    assert rec == picks.mask_recovery(model, tok, piece, {"random": rnd, "masker": picked,
+    assert rec == picks_draw.mask_recovery(model, tok, piece, {"random": rnd, "masker": picked,
                                                           "none": np.zeros(n, bool)})
     assert rec["masker"]["notes"] == np.flatnonzero(picked).tolist()
     assert np.mean(rec["masker"]["hits"]) == pytest.approx(rec["masker"]["mean"])
-    diff = picks.recovery_difference(rec, piece.notes_table(), n_boot=200)
+    diff = picks_draw.recovery_difference(rec, piece.notes_table(), n_boot=200)
     assert diff["est"] == pytest.approx(rec["masker"]["mean"] - rec["random"]["mean"])
-    s = picks.recovery_sentence(rec, diff)
+    s = picks_draw.recovery_sentence(rec, diff)
     assert s.startswith(f"With {int(picked.sum())} notes hidden in one draw")
     assert "random draw" in s and "masker's pick" in s
-    assert "nothing to recover" in picks.recovery_sentence({"random": rec["none"], "masker": rec["none"]})
+    assert "nothing to recover" in picks_draw.recovery_sentence({"random": rec["none"], "masker": rec["none"]})
     with pytest.raises(ValueError):
-        picks.mask_recovery(model, tok, piece, {"bad": np.zeros(3, bool)})
+        picks_draw.mask_recovery(model, tok, piece, {"bad": np.zeros(3, bool)})
 
 
 def _draw_rec(random_hits, masker_hits, n_notes, seed=0):
@@ -436,28 +436,28 @@ def test_recovery_difference_and_its_sentence():
     n, k = len(lab), 96
     rng = np.random.default_rng(0)
     clear = _draw_rec(np.ones(k), np.zeros(k), n)
-    diff = picks.recovery_difference(clear, lab, n_boot=200)
+    diff = picks_draw.recovery_difference(clear, lab, n_boot=200)
     assert diff["n_blocks"] == 12 and diff["est"] == pytest.approx(-1.0) and diff["hi"] < 0
-    s = picks.recovery_sentence(clear, diff)
+    s = picks_draw.recovery_sentence(clear, diff)
     assert "in one draw" in s and "100.0%" in s and "0.0%" in s
     assert "the masker's pick was harder (-100.0 points, 95% interval [" in s and "12 spans of 4 bars" in s
     # noise: the same rate under both masks -> "harder" said in about 5% of 200 draws at most
     harder = 0
     for r in range(200):
         rec = _draw_rec(rng.random(k) < 0.6, rng.random(k) < 0.6, n, seed=r)
-        harder += "was harder" in picks.recovery_sentence(rec, picks.recovery_difference(rec, lab, seed=r))
+        harder += "was harder" in picks_draw.recovery_sentence(rec, picks_draw.recovery_difference(rec, lab, seed=r))
     assert harder <= _bound(200), harder  # the app's 1,000 resamples
     # rounding: the difference is that of the shown percentages
     near = _draw_rec(np.r_[np.ones(61), np.zeros(39)] * 1.0, np.r_[np.ones(60), np.zeros(40)] * 1.0, 400)
     near["random"]["mean"], near["masker"]["mean"] = 0.6149, 0.6051
-    assert picks.shown_points(near) == (61.5, 60.5, -1.0)
+    assert picks_draw.shown_points(near) == (61.5, 60.5, -1.0)
     same = dict(near, masker=dict(near["masker"], mean=0.61495))
     tight = {"est": -0.0001, "lo": -0.0002, "hi": -0.00005, "n_blocks": 12}
-    assert "no clear difference (+0.0 points" in picks.recovery_sentence(same, tight)  # 61.5% and 61.5%
-    assert "no clear difference (-1.0 points" in picks.recovery_sentence(near, {**tight, "lo": -0.03, "hi": 0.01})
+    assert "no clear difference (+0.0 points" in picks_draw.recovery_sentence(same, tight)  # 61.5% and 61.5%
+    assert "no clear difference (-1.0 points" in picks_draw.recovery_sentence(near, {**tight, "lo": -0.03, "hi": 0.01})
     # too little music, or no interval: no verdict
     few = _draw_rec(np.ones(k), np.zeros(k), 8 * 36)
-    short = picks.recovery_difference(few, lab.iloc[: 8 * 36], n_boot=50)  # 36 bars: 9 spans
+    short = picks_draw.recovery_difference(few, lab.iloc[: 8 * 36], n_boot=50)  # 36 bars: 9 spans
     assert short["n_blocks"] == 9 and short["lo"] is None
-    assert "too little music to tell which was harder" in picks.recovery_sentence(few, short)
-    assert "no verdict" in picks.recovery_sentence(clear) and "harder" not in picks.recovery_sentence(clear)
+    assert "too little music to tell which was harder" in picks_draw.recovery_sentence(few, short)
+    assert "no verdict" in picks_draw.recovery_sentence(clear) and "harder" not in picks_draw.recovery_sentence(clear)
