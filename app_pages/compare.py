@@ -86,13 +86,13 @@ def trained(names) -> tuple:
     return tuple(A.untrained_masker_note(models[n]) is None for n in names)
 
 
-def show_rules(accs: dict, rules_by: dict, title: str, key: str, lead: str) -> dict:
+def show_rules(accs: dict, rules_by: dict, title: str, key: str, lead: str, leads_by: dict | None = None) -> dict:
     """The recovery chart with the no-model rules' marks and each model's rules sentence. Models that
     read music into the same tokens share one set of rules; models whose tokens differ (an imported
     Octuple model beside a compound-word one) are each drawn against the rules on their own tokens.
     Returns what the report needs: ``rules`` (the shared set, or None), ``rules_by_model``, ``rules_text``."""
     first = next(iter(rules_by.values()))
-    text = {n: A.rules_verdict(a, rules_by[n]) for n, a in accs.items()}
+    text = {n: A.rules_verdict(a, rules_by[n], (leads_by or {}).get(n)) for n, a in accs.items()}
     if all(r == first for r in rules_by.values()):
         st.plotly_chart(charts.rules_figure(accs, first, title=title), key=key)
         st.caption(lead + " " + " ".join(f"**{md_escape(n)}**: {t}" for n, t in text.items()))
@@ -181,7 +181,8 @@ with tab_piece:
             comp.update(show_rules(accs, {n: A.rules(recovering[n], data, piece, ratio, seed) for n in accs},
                                    f"per attribute ({n_masked} notes)", "compare_acc",
                                    "Marks = rules that use no model, on the same masked notes (a model must beat "
-                                   "copying the neighbour)."))
+                                   "copying the neighbour).",
+                                   {n: A.rule_leads(recovering[n], data, piece, ratio, seed, tables[n]) for n in accs}))
 
             st.subheader("Bias view")
             st.caption("Where does each model fail? Recovery accuracy of the masked notes by pitch "

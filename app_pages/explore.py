@@ -236,7 +236,8 @@ else:
 if table is not None:  # did the model learn? its recovery next to the no-model rules (METHOD.md 9)
     acc, rules = A.accuracy_of(table), A.rules(model_path, data, piece, context, seed)
     masks = "" if same_masks or context == ratio else f" (with {context:.0%} of the notes masked)"
-    st.caption(f"**Did this model learn{masks}?** " + A.rules_verdict(acc, rules))
+    leads = A.rule_leads(model_path, data, piece, context, seed, table)  # 'learned' only beyond chance
+    st.caption(f"**Did this model learn{masks}?** " + A.rules_verdict(acc, rules, leads))
     with st.expander("Recovery accuracy vs the no-model rules (same masked notes)"):
         st.plotly_chart(charts.rules_figure({model_label: acc}, rules), key="explore_rules")
 

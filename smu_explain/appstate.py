@@ -590,19 +590,40 @@ def tokens_key(model_path: str | Path) -> tuple[str, str, int]:
 
 
 @st.cache_data(show_spinner="Computing the no-model rules...", max_entries=32)
-def rules_cached(tokens: tuple, key: str, groups: int, seed: int, _tokenizer: Any,
-                 _pieces: Any) -> dict[str, dict[str, float]]:
-    from .baselines import piece_rules
+def rule_table_cached(tokens: tuple, key: str, groups: int, seed: int, _tokenizer: Any,
+                      _piece: Any) -> dict[str, np.ndarray]:
+    from .baselines import piece_rule_table
 
-    return piece_rules(_tokenizer, _pieces, ratio=1.0 / groups, seed=seed, max_len=tokens[2])
+    return piece_rule_table(_tokenizer, _piece, ratio=1.0 / groups, seed=seed, max_len=tokens[2])
+
+
+def rule_table(model_path: str, data: bytes, piece, ratio: float, seed: int = 0) -> dict[str, np.ndarray]:
+    """``baselines.piece_rule_table`` (per note) on the masks of :func:`explain` for the same model,
+    piece, ratio and seed; cached by the model's tokens (:func:`tokens_key`), not by the model."""
+    return rule_table_cached(tokens_key(model_path), piece_key(data), mask_groups(ratio), int(seed),
+                             load_model(model_path)[1], piece)
 
 
 def rules(model_path: str, data: bytes, piece, ratio: float, seed: int = 0) -> dict[str, dict[str, float]]:
-    """The no-model rules (``baselines.piece_rules``) on the masks of :func:`explain` for the
-    same model, piece, ratio (its :func:`mask_groups`) and seed: {rule: {attribute: accuracy}};
-    cached by the model's tokens (:func:`tokens_key`), not by the model."""
-    return rules_cached(tokens_key(model_path), piece_key(data), mask_groups(ratio), int(seed),
-                        load_model(model_path)[1], piece)
+    """The no-model rules (``baselines.piece_rules``: the means of :func:`rule_table`) on the masks
+    of :func:`explain` for the same model, piece, ratio (its :func:`mask_groups`) and seed:
+    {rule: {attribute: accuracy}}."""
+    attrs = list(load_model(model_path)[1].attributes)
+    return {r: {a: (float(ok[:, j].mean()) if len(ok) else float("nan")) for j, a in enumerate(attrs)}
+            for r, ok in rule_table(model_path, data, piece, ratio, seed).items()}
+
+
+def rule_leads(model_path: str, data: bytes, piece, ratio: float, seed: int, table: pd.DataFrame
+               ) -> dict[str, tuple[float, float]]:
+    """The 95% interval of the model's lead over the best rule per attribute on the same masked
+    notes of the explain ``table`` (``baselines.rule_leads``, paired bootstrap over 4-bar spans)."""
+    from .baselines import rule_leads as leads
+    from .picks import BLOCK_BARS
+
+    attrs = list(load_model(model_path)[1].attributes)
+    correct = {a: table[f"correct_{a}"].to_numpy(dtype=float) for a in attrs if f"correct_{a}" in table}
+    return leads(correct, rule_table(model_path, data, piece, ratio, seed), attrs,
+                 table["bar"].to_numpy() // BLOCK_BARS, seed=int(seed))
 
 
 @st.cache_data(show_spinner="Computing the no-model rules on the folder...", max_entries=16)
@@ -626,12 +647,14 @@ def folder_rules(model_path: str, folder: str | Path, ratio: float, seed: int = 
                                int(seed), load_model(model_path)[1])
 
 
-def rules_verdict(model_acc: dict[str, float], rules_acc: dict[str, dict[str, float]]) -> str:
+def rules_verdict(model_acc: dict[str, float], rules_acc: dict[str, dict[str, float]],
+                  leads: dict[str, tuple[float, float]] | None = None) -> str:
     """One plain paragraph: per attribute model vs the best rule, then the summary; accuracies
-    as percentages with one decimal, like the charts ('pitch: 11.5% vs ... 11.5%')."""
+    as percentages with one decimal, like the charts ('pitch: 11.5% vs ... 11.5%'); with
+    ``leads`` (:func:`rule_leads`) a lead whose interval includes 0 is not 'learned'."""
     from .baselines import verdict
 
-    lines, summary = verdict(model_acc, rules_acc, fmt="{:.1%}".format)
+    lines, summary = verdict(model_acc, rules_acc, fmt="{:.1%}".format, leads=leads)
     return "; ".join(lines) + ". " + summary if lines else summary
 
 

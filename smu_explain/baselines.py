@@ -52,7 +52,7 @@ context loses accuracy; one at the unigram stage does not.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -332,17 +332,53 @@ def beats_rules(model_acc: Mapping[str, float], rules: Mapping[str, Mapping[str,
     return {a: bool(float(model_acc[a]) > best[a][1]) for a in model_acc if a in best}
 
 
+def rule_leads(model_correct: Mapping[str, np.ndarray], rule_tables: Mapping[str, np.ndarray],
+               attributes: Sequence[str], units: np.ndarray, *, n_boot: int = 2000, seed: int = 0,
+               level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """{attribute: (lo, hi)}: the ``level`` interval of the model's lead over the best rule (by
+    accuracy) on the same masked notes, from a paired bootstrap over ``units`` (a piece's 4-bar
+    spans, or pieces). ``model_correct[a]``: (N,) per note (NaN: not scored); ``rule_tables``:
+    :func:`piece_rule_table`'s (N, A) per rule, the notes in the same order."""
+    from .verdict import paired_bootstrap
+
+    units = np.asarray(units)
+    _, unit_ids = np.unique(units, return_inverse=True)
+    out = {}
+    for j, a in enumerate(attributes):
+        m = np.asarray(model_correct.get(a, []), dtype=float)
+        if m.shape != units.shape or not rule_tables:
+            continue
+        ok = np.isfinite(m)
+        best = max(rule_tables, key=lambda r: float(rule_tables[r][ok, j].mean()) if ok.any() else -1.0)
+        d = np.where(ok, m - rule_tables[best][:, j], 0.0)
+        sums = np.bincount(unit_ids, weights=d)
+        counts = np.bincount(unit_ids, weights=ok.astype(float))
+        boot = paired_bootstrap(sums, counts, n_boot=n_boot, seed=seed, level=level)
+        out[a] = (float(boot["lo"][0]), float(boot["hi"][0]))
+    return out
+
+
 def verdict(model_acc: Mapping[str, float], rules: Mapping[str, Mapping[str, float]],
-            fmt: Callable[[float], str] = "{:.3f}".format) -> tuple[list[str], str]:
+            fmt: Callable[[float], str] = "{:.3f}".format,
+            leads: Mapping[str, tuple[float, float]] | None = None) -> tuple[list[str], str]:
     """Plain sentences: one per attribute ('pitch: 0.09 vs copy the neighbour 0.05 - learned')
     and a summary line. A lead that the numbers as shown by ``fmt`` do not show is a tie, never
-    'learned' (0.1004 vs 0.1001 as '10.0% vs 10.0%')."""
+    'learned' (0.1004 vs 0.1001 as '10.0% vs 10.0%'); with ``leads`` (:func:`rule_leads`) a lead
+    whose interval includes 0 is 'ahead, within chance', not 'learned'."""
     best = best_rule(rules)
     strict = beats_rules(model_acc, rules)
     shown = {a: (fmt(float(model_acc[a])), fmt(best[a][1])) for a in strict}
     beats = {a: ok and shown[a][0] != shown[a][1] for a, ok in strict.items()}
-    lines = [f"{a}: {m} vs {RULE_LABELS.get(best[a][0], best[a][0])} {r} - "
-             + ("learned" if beats[a] else "tied with the rule as shown" if m == r else "not above the rule")
+    chance = {a for a, ok in beats.items() if ok and leads and a in leads and not leads[a][0] > 0}
+    beats = {a: ok and a not in chance for a, ok in beats.items()}
+
+    def said(a: str, m: str, r: str) -> str:
+        if a in chance:
+            lo, hi = leads[a]
+            return f"ahead, within chance (95% interval of the lead {100 * lo:+.1f} to {100 * hi:+.1f} points)"
+        return "learned" if beats[a] else "tied with the rule as shown" if m == r else "not above the rule"
+
+    lines = [f"{a}: {m} vs {RULE_LABELS.get(best[a][0], best[a][0])} {r} - {said(a, m, r)}"
              for a, (m, r) in shown.items()]
     if beats and all(beats.values()):
         summary = "Above every no-model rule on every attribute: the model uses the context."

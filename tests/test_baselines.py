@@ -264,6 +264,37 @@ def test_a_lead_the_shown_numbers_do_not_show_is_a_tie():
     assert B.verdict({"pitch": 0.1014, "bar": 0.99}, rules)[0][0] == "pitch: 0.101 vs most frequent value 0.100 - learned"
 
 
+def test_a_lead_within_chance_is_not_learned():
+    """With the per-note results, 'learned' needs the lead's paired interval (over 4-bar spans) to
+    exclude 0: a few extra notes in one span is 'ahead, within chance'; a lead in every span is learned."""
+    units = np.repeat(np.arange(12), 10)  # 12 spans of 10 notes
+    rule = {"copy_neighbour": (np.arange(120)[:, None] % 2 == 0).repeat(2, axis=1)}  # half right, both attributes
+    lucky = rule["copy_neighbour"][:, 0].astype(float)
+    lucky[[1, 3]] = 1.0  # two more right notes, both in the first span
+    steady = rule["copy_neighbour"][:, 1].astype(float)
+    steady[1::10] = 1.0  # one more right note in every span
+    leads = B.rule_leads({"pitch": lucky, "bar": steady}, rule, ["pitch", "bar"], units, n_boot=500, seed=1)
+    assert leads["pitch"][0] <= 0 < leads["pitch"][1] and leads["bar"][0] > 0
+    acc = {"pitch": lucky.mean(), "bar": steady.mean()}
+    rules = {"copy_neighbour": {"pitch": 0.5, "bar": 0.5}}
+    lines, summary = B.verdict(acc, rules, fmt="{:.1%}".format, leads=leads)
+    assert lines[0].startswith("pitch: 51.7% vs copy the neighbour 50.0% - ahead, within chance (95% interval")
+    assert lines[1].endswith("- learned") and "uses the context" not in summary
+    assert B.verdict(acc, rules, fmt="{:.1%}".format)[0][0].endswith("- learned")  # without leads: as shown
+
+
+def test_rule_leads_pair_the_explain_tables_notes(piece):
+    """The per-note rule results line up with the explain table's notes: a model that is the rule has
+    a lead of exactly 0 (interval 0 to 0) on every attribute."""
+    tok = Tokenizer(TokenizerConfig(max_len=32))
+    table = explain_piece(CopyModel(_cfg(tok, 32)), tok, piece, ratio=0.25, seed=4, top_k=1)
+    per_note = B.piece_rule_table(tok, piece, ratio=0.25, seed=4, max_len=32)
+    only = {"copy_neighbour": per_note["copy_neighbour"]}
+    correct = {a: table[f"correct_{a}"].to_numpy(dtype=float) for a in tok.attributes}
+    leads = B.rule_leads(correct, only, tok.attributes, table["bar"].to_numpy() // 4, n_boot=200)
+    assert leads and all(lo == hi == 0.0 for lo, hi in leads.values())
+
+
 class UnigramModel(CopyModel):
     def forward(self, tokens, attention_mask=None, heads_at=None, masker=False, **kw):
         n = int(heads_at.sum())
