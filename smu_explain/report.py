@@ -61,8 +61,10 @@ class ReportSection:
 
 
 def _table_html(table: Any) -> str:
+    """A table's HTML; every float column in one fixed-decimal format (not '0' beside '0.038')."""
     if isinstance(table, pd.DataFrame):
-        return table.to_html(float_format=lambda v: f"{v:.4g}", border=0, escape=True)
+        floats = {c: "{:.3f}".format for c in table.columns if pd.api.types.is_float_dtype(table[c])}
+        return table.to_html(formatters=floats, na_rep="—", border=0, escape=True)
     if type(table).__name__ == "Styler" and hasattr(table, "to_html"):  # pandas Styler (needs jinja2)
         return _escaped_styler(table).to_html()
     raise TypeError(f"tables must be DataFrames or Stylers, got {type(table).__name__}")

@@ -42,6 +42,17 @@ def test_report_accepts_styler_and_rejects_other_tables():
         build_report("t", [ReportSection("s", tables=[[1, 2]])])
 
 
+def test_report_tables_give_each_float_column_one_format():
+    """'0' beside '0.038' and '2.57' beside '2.367' (Why's loss table) read as different precisions."""
+    import pandas as pd
+
+    html = build_report("t", [ReportSection("s", tables=[pd.DataFrame(
+        {"note": [3, 4, 5], "bar loss": [0.0, 0.038, float("nan")], "loss": [2.57, 2.367, 3.91]})])])
+    for cell in ("0.000", "0.038", "—", "2.570", "2.367", "3.910"):
+        assert f"<td>{cell}</td>" in html, cell
+    assert "<td>3</td>" in html  # whole numbers stay whole
+
+
 def test_report_without_figures_has_no_plotly():
     html = build_report("t", [ReportSection("only text", "hello")])
     assert "Plotly" not in html and "<h2>only text</h2>" in html
