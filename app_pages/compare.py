@@ -272,7 +272,9 @@ with tab_folder:
                 frules = show_rules(facc, {n: A.folder_rules(models[n], folder, ratio, seed, max_files)
                                            for n in facc},
                                     f"recovery over {n_files} files (seeded random masks, {ratio:.0%})",
-                                    "compare_folder_acc", "Marks = the no-model rules on the same masked notes.")
+                                    "compare_folder_acc", "Marks = the no-model rules on the same masked notes.",
+                                    {n: A.folder_rule_leads(models[n], folder, ratio, seed, max_files, frames[n])
+                                     for n in facc})
                 fby = st.selectbox("Group notes by", ["register", "metric", "duration"],
                                    key="compare_folder_by")
                 fattrs = list(next(iter(facc.values())).keys())

@@ -608,43 +608,66 @@ def rules(model_path: str, data: bytes, piece, ratio: float, seed: int = 0) -> d
     """The no-model rules (``baselines.piece_rules``: the means of :func:`rule_table`) on the masks
     of :func:`explain` for the same model, piece, ratio (its :func:`mask_groups`) and seed:
     {rule: {attribute: accuracy}}."""
-    attrs = list(load_model(model_path)[1].attributes)
-    return {r: {a: (float(ok[:, j].mean()) if len(ok) else float("nan")) for j, a in enumerate(attrs)}
-            for r, ok in rule_table(model_path, data, piece, ratio, seed).items()}
+    return _means(model_path, rule_table(model_path, data, piece, ratio, seed))
 
 
 def rule_leads(model_path: str, data: bytes, piece, ratio: float, seed: int, table: pd.DataFrame
                ) -> dict[str, tuple[float, float]]:
     """The 95% interval of the model's lead over the best rule per attribute on the same masked
     notes of the explain ``table`` (``baselines.rule_leads``, paired bootstrap over 4-bar spans)."""
-    from .baselines import rule_leads as leads
     from .picks import BLOCK_BARS
 
-    attrs = list(load_model(model_path)[1].attributes)
-    correct = {a: table[f"correct_{a}"].to_numpy(dtype=float) for a in attrs if f"correct_{a}" in table}
-    return leads(correct, rule_table(model_path, data, piece, ratio, seed), attrs,
-                 table["bar"].to_numpy() // BLOCK_BARS, seed=int(seed))
+    return _leads(model_path, rule_table(model_path, data, piece, ratio, seed), table,
+                  table["bar"].to_numpy() // BLOCK_BARS, seed)
 
 
 @st.cache_data(show_spinner="Computing the no-model rules on the folder...", max_entries=16)
-def folder_rules_cached(tokens: tuple, folder: str, stamp: tuple, groups: int, seed: int,
-                        _tokenizer: Any) -> dict[str, dict[str, float]]:
-    from .baselines import piece_rules
+def folder_rule_table_cached(tokens: tuple, folder: str, stamp: tuple, groups: int, seed: int,
+                             _tokenizer: Any) -> dict[str, np.ndarray]:
+    from .baselines import piece_rule_table
 
-    # the files folder_explain_cached reads (parsed once for both); unreadable ones are skipped there too
+    # the files folder_explain_cached reads (parsed once for both), in its order; unreadable ones skipped there too
     pieces = [piece for _, _, piece, _ in _folder_pieces(folder, stamp, read_fields(_tokenizer.config))
               if piece is not None]
-    return piece_rules(_tokenizer, pieces, ratio=1.0 / groups, seed=seed, max_len=tokens[2])
+    return piece_rule_table(_tokenizer, pieces, ratio=1.0 / groups, seed=seed, max_len=tokens[2])
+
+
+def folder_rule_table(model_path: str, folder: str | Path, ratio: float, seed: int = 0,
+                      max_files: int = 40) -> dict[str, np.ndarray]:
+    """``baselines.piece_rule_table`` (per note) on the files :func:`folder_explain` scores, their
+    notes in its table's order; cached by the ratio's :func:`mask_groups` and the model's tokens."""
+    files = folder_files(folder, max_files)
+    stamp = tuple((f.name, f.stat().st_mtime) for f in files)
+    return folder_rule_table_cached(tokens_key(model_path), str(Path(folder).resolve()), stamp, mask_groups(ratio),
+                                    int(seed), load_model(model_path)[1])
+
+
+def _means(model_path: str, table: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    attrs = list(load_model(model_path)[1].attributes)
+    return {r: {a: (float(ok[:, j].mean()) if len(ok) else float("nan")) for j, a in enumerate(attrs)}
+            for r, ok in table.items()}
 
 
 def folder_rules(model_path: str, folder: str | Path, ratio: float, seed: int = 0,
                  max_files: int = 40) -> dict[str, dict[str, float]]:
-    """The no-model rules on the files :func:`folder_explain` scores (their notes pooled), cached
-    by the ratio's :func:`mask_groups` like the explain tables, and by the model's tokens."""
-    files = folder_files(folder, max_files)
-    stamp = tuple((f.name, f.stat().st_mtime) for f in files)
-    return folder_rules_cached(tokens_key(model_path), str(Path(folder).resolve()), stamp, mask_groups(ratio),
-                               int(seed), load_model(model_path)[1])
+    """The no-model rules on the files :func:`folder_explain` scores (their notes pooled)."""
+    return _means(model_path, folder_rule_table(model_path, folder, ratio, seed, max_files))
+
+
+def _leads(model_path: str, rule_tables: dict[str, np.ndarray], table: pd.DataFrame, units: np.ndarray,
+           seed: int) -> dict[str, tuple[float, float]]:
+    from .baselines import rule_leads as leads
+
+    attrs = list(load_model(model_path)[1].attributes)
+    correct = {a: table[f"correct_{a}"].to_numpy(dtype=float) for a in attrs if f"correct_{a}" in table}
+    return leads(correct, rule_tables, attrs, units, seed=int(seed))
+
+
+def folder_rule_leads(model_path: str, folder: str | Path, ratio: float, seed: int, max_files: int,
+                      table: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """:func:`rule_leads` over a folder: the lead's interval from a paired bootstrap over its files."""
+    return _leads(model_path, folder_rule_table(model_path, folder, ratio, seed, max_files), table,
+                  table["file"].to_numpy(), seed)
 
 
 def rules_verdict(model_acc: dict[str, float], rules_acc: dict[str, dict[str, float]],

@@ -2,6 +2,7 @@
 
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 from app_helpers import make_model, page, run_report, texts
@@ -233,7 +234,7 @@ def test_folder_evaluation_reads_each_file_once_and_shares_the_pieces_model_pass
     from smu_explain import explain, reading, sandbox
     from smu_explain.baselines import piece_rules
 
-    for cached in (A._read_piece_cached, A.explain_cached, A.folder_explain_cached, A.folder_rules_cached):
+    for cached in (A._read_piece_cached, A.explain_cached, A.folder_explain_cached, A.folder_rule_table_cached):
         cached.clear()  # the files' contents may be cached by another test
     calls = {"read": 0, "explain": 0}
     real_read, real_explain = reading.read_piece, explain.explain_piece
@@ -254,6 +255,15 @@ def test_folder_evaluation_reads_each_file_once_and_shares_the_pieces_model_pass
     monkeypatch.undo()
     model, tok = A.load_model(model_dir)
     pieces = [real_read(tiny_midi_dir / f, config=tok.config) for f in ("a.mid", "b.mid", "c.mid", "d.mid")]
+    # the per-note rule results line up with the folder table's notes (the leads' pairing), file by file
+    from smu_explain.baselines import piece_rule_table
+
+    per_note = A.folder_rule_table(model_dir, tiny_midi_dir, 0.16, 0)
+    one_by_one = [piece_rule_table(tok, p, ratio=1 / 6, seed=0, max_len=model.config.max_len) for p in pieces]
+    assert np.array_equal(per_note["copy_neighbour"], np.concatenate([t["copy_neighbour"] for t in one_by_one]))
+    assert len(per_note["copy_neighbour"]) == len(table)
+    leads = A.folder_rule_leads(model_dir, tiny_midi_dir, 0.16, 0, 40, table)
+    assert set(leads) == set(tok.attributes) and all(lo <= hi for lo, hi in leads.values())
     for f, piece in zip(("a.mid", "b.mid", "c.mid", "d.mid"), pieces, strict=False):
         ref = real_explain(model, tok, piece, ratio=0.16, seed=0, top_k=1)
         got = table[table["file"] == f].drop(columns="file").reset_index(drop=True)
