@@ -643,9 +643,9 @@ def folder_rule_table(model_path: str, folder: str | Path, ratio: float, seed: i
 
 
 def _means(model_path: str, table: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    attrs = list(load_model(model_path)[1].attributes)
-    return {r: {a: (float(ok[:, j].mean()) if len(ok) else float("nan")) for j, a in enumerate(attrs)}
-            for r, ok in table.items()}
+    from .baselines import rule_means
+
+    return rule_means(table, load_model(model_path)[1].attributes)
 
 
 def folder_rules(model_path: str, folder: str | Path, ratio: float, seed: int = 0,

@@ -306,10 +306,13 @@ def piece_rules(tokenizer, piece, ratio: float = 0.15, seed: int = 0, *, max_len
     """{rule: {attribute: accuracy}} on a piece (or a list of pieces, pooled) under the masks of
     ``explain.explain_piece(model, tokenizer, piece, ratio, seed=seed)`` with a model of
     ``max_len``: the reference marks for ``appstate.accuracy_of`` of that explain table."""
-    table = piece_rule_table(tokenizer, piece, ratio, seed, max_len=max_len, train_counts=train_counts,
-                             window=window)
-    attrs = list(tokenizer.attributes)
-    return {r: {a: (float(ok[:, j].mean()) if len(ok) else float("nan")) for j, a in enumerate(attrs)}
+    return rule_means(piece_rule_table(tokenizer, piece, ratio, seed, max_len=max_len, train_counts=train_counts,
+                                       window=window), tokenizer.attributes)
+
+
+def rule_means(table: Mapping[str, np.ndarray], attributes: Sequence[str]) -> dict[str, dict[str, float]]:
+    """{rule: {attribute: accuracy}} of a :func:`piece_rule_table` (NaN for no notes)."""
+    return {r: {a: (float(ok[:, j].mean()) if len(ok) else float("nan")) for j, a in enumerate(attributes)}
             for r, ok in table.items()}
 
 

@@ -187,7 +187,8 @@ def metrics_display(table: pd.DataFrame, *, clear: Collection[str] = (), highlig
             styled = styled.format(fmt, subset=pd.IndexSlice[[metric], plain])
         if "difference" in table.columns:
             styled = styled.format(_difference_format(str(metric), fmt), subset=pd.IndexSlice[[metric], ["difference"]])
-    better = [m for m in table.index if str(m).startswith("recovery") and m in set(clear)]
+    clear = set(clear)
+    better = [m for m in table.index if str(m).startswith("recovery") and m in clear]
     if highlight and "difference" in table.columns and better:
         styled = styled.map(colour, subset=pd.IndexSlice[better, ["difference"]])
     return styled
