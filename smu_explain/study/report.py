@@ -80,9 +80,7 @@ def study_summary(results: Mapping[str, Any]) -> list[str]:
     if vs_rand:
         mean_rand = float(np.mean([d for _, d in vs_rand]))
         p = pt.get("t_p")
-        clear = seeds["excludes_zero"] if seeds else pt.get("significant")
-        diff = (seeds or pt).get("mean_diff") or mean_rand
-        verdict = ("Yes" if diff > 0 else "No, it does worse") if clear else "Not measurably"
+        verdict = {"helped": "Yes", "hurt": "No, it does worse", "not": "Not measurably"}[_effect(paired, mean_rand)]
         line1 = (f"Does adversarial masking help here? {verdict}: fine-tuned encoders pre-trained with it score "
                  f"{100 * mean_rand:+.1f} points of test accuracy against random masking, averaged over "
                  f"{len(vs_rand)} task{'s' if len(vs_rand) != 1 else ''}")
@@ -131,6 +129,16 @@ def study_summary(results: Mapping[str, Any]) -> list[str]:
               f"{peak / 1024 if peak else 0:.1f} GiB"
               + (f" (GPU {b['cuda_peak_mb'] / 1024:.1f} GiB)" if b.get("cuda_peak_mb") else "") + ".")
     return [line1, line2, line3]
+
+
+def _effect(paired: Mapping[str, Any], fallback: float | None = None) -> str:
+    """``verdict.study_effect`` of the adversarial-vs-random comparison: decided over pre-training
+    seeds when the results have them (``by_pretrain_seed``), else by the pairs' test."""
+    from ..verdict import study_effect
+
+    seeds, ov = paired.get("by_pretrain_seed"), paired.get("overall") or {}
+    clear, diff = (seeds["excludes_zero"], seeds["mean_diff"]) if seeds else (ov.get("significant"), ov.get("mean_diff"))
+    return study_effect({"significant": clear, "mean_diff": diff or fallback})
 
 
 def seed_interval_text(u: Mapping[str, Any], short: bool = False) -> str:
@@ -497,13 +505,10 @@ def _md_paired(results: Mapping[str, Any]) -> list[str]:
                      f"{seed_interval_text(seeds)}. The t-test above counts every pair as independent; it is "
                      "shown for reference.")
             L.append("")
-        clear, diff = (seeds["excludes_zero"], seeds["mean_diff"]) if seeds else (ov["significant"], ov["mean_diff"])
-        verdict = ("**Yes**: adversarial pre-training is better than random masking here."
-                   if clear and diff > 0 else
-                   "**No**: adversarial pre-training is worse than random masking here."
-                   if clear else
-                   "**Not shown**: at this scale the difference between adversarial and random masking is "
-                   "not measurable.")
+        verdict = {"helped": "**Yes**: adversarial pre-training is better than random masking here.",
+                   "hurt": "**No**: adversarial pre-training is worse than random masking here.",
+                   "not": "**Not shown**: at this scale the difference between adversarial and random masking is "
+                          "not measurable."}[_effect(paired)]
         n_pre = int(paired.get("pretrain_seeds") or 1)
         L.append(verdict + (f" Pairs span {n_pre} pre-training seeds per strategy and the fine-tuning seeds, so "
                             "the test covers pre-training variance too (with few pre-training runs it is still weak "
