@@ -31,6 +31,7 @@ import hashlib
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -617,8 +618,9 @@ def rule_leads(model_path: str, data: bytes, piece, ratio: float, seed: int, tab
     notes of the explain ``table`` (``baselines.rule_leads``, paired bootstrap over 4-bar spans)."""
     from .picks import BLOCK_BARS
 
-    return _leads(model_path, rule_table(model_path, data, piece, ratio, seed), table,
-                  table["bar"].to_numpy() // BLOCK_BARS, seed)
+    key = ("piece", model_key(model_path), piece_key(data), mask_groups(ratio), int(seed))
+    return _leads_cached(key, lambda: _leads(model_path, rule_table(model_path, data, piece, ratio, seed), table,
+                                             table["bar"].to_numpy() // BLOCK_BARS, seed))
 
 
 @st.cache_data(show_spinner="Computing the no-model rules on the folder...", max_entries=16)
@@ -654,6 +656,13 @@ def folder_rules(model_path: str, folder: str | Path, ratio: float, seed: int = 
     return _means(model_path, folder_rule_table(model_path, folder, ratio, seed, max_files))
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _leads_cached(key: tuple, _compute: Callable[[], dict]) -> dict[str, tuple[float, float]]:
+    """A bootstrap of :func:`_leads`, kept per ``key`` (the model, the notes, the masks), so that a
+    page's reruns (every widget change) do not draw it again."""
+    return _compute()
+
+
 def _leads(model_path: str, rule_tables: dict[str, np.ndarray], table: pd.DataFrame, units: np.ndarray,
            seed: int) -> dict[str, tuple[float, float]]:
     from .baselines import rule_leads as leads
@@ -666,8 +675,10 @@ def _leads(model_path: str, rule_tables: dict[str, np.ndarray], table: pd.DataFr
 def folder_rule_leads(model_path: str, folder: str | Path, ratio: float, seed: int, max_files: int,
                       table: pd.DataFrame) -> dict[str, tuple[float, float]]:
     """:func:`rule_leads` over a folder: the lead's interval from a paired bootstrap over its files."""
-    return _leads(model_path, folder_rule_table(model_path, folder, ratio, seed, max_files), table,
-                  table["file"].to_numpy(), seed)
+    stamp = tuple((f.name, f.stat().st_mtime) for f in folder_files(folder, max_files))
+    key = ("folder", model_key(model_path), str(Path(folder).resolve()), stamp, mask_groups(ratio), int(seed))
+    return _leads_cached(key, lambda: _leads(model_path, folder_rule_table(model_path, folder, ratio, seed, max_files),
+                                             table, table["file"].to_numpy(), seed))
 
 
 def rules_verdict(model_acc: dict[str, float], rules_acc: dict[str, dict[str, float]],
