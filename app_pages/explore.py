@@ -365,8 +365,7 @@ if table is not None:
         if outcome is not None:
             rec = outcome["recovery"]
             st.markdown("**What the model put back.** " + picks_draw.recovery_sentence(rec, outcome["difference"]))
-            if rec["masker"]["mean"] is not None:
-                shown = picks_draw.shown_points(rec)
+            if rec["masker"]["mean"] is not None:  # then ``shown`` is the titles' (above)
                 d1, d2, d3 = st.columns(3)
                 d1.metric("Recovered, random draw", f"{shown[0]:.1f}%",
                           help="Share of the hidden notes' attributes (bar, position, pitch, duration) "
