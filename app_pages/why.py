@@ -11,7 +11,6 @@ settings, so another note costs what its open tab costs and a note seen before c
 once. Every error is shown as a message, never as a traceback.
 """
 
-import re
 from datetime import datetime
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from smu_explain import appwidgets as W
 from smu_explain import charts, pianoroll, readable, rollaxes, valueroll
 from smu_explain.checkpoint import read_config, task_heads, user_folder
 from smu_explain.errors import SMUCheckpointError, SMUInputError
-from smu_explain.markup import html_escape, md_escape
+from smu_explain.markup import html_escape, md_code, md_escape
 from smu_explain.precision import fast_precision
 
 K_WHY = "smu_why"  # the views shown last, for the HTML export
@@ -121,14 +120,6 @@ def same_folder(a, b) -> bool:
         return False
 
 
-def code(text: str) -> str:
-    """``text`` as a Markdown code span. Nothing is escaped inside one (a backslash would show), so
-    backticks are the only thing to handle: the fence is one backtick longer than their longest run."""
-    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
-    pad = " " if text[:1] == "`" or text[-1:] == "`" else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
 def who_is_explained(page_model: str | None, head: Path | None, own_heads: list[Path],
                      loaded: bool = True) -> str:
     """The sentence that opens the page: which model and head each view explains, and why the head
@@ -144,17 +135,17 @@ def who_is_explained(page_model: str | None, head: Path | None, own_heads: list[
     except SMUInputError:
         src = None
     if src is None:
-        return (f"{views} The fine-tuned folder {code(folder_label(head))} cannot be loaded (the reason is "
+        return (f"{views} The fine-tuned folder {md_code(folder_label(head))} cannot be loaded (the reason is "
                 "shown above), so there are no predictions to explain.")
     enc = src["encoder"]
     enc_name = md_escape(model_label(enc)) if enc is not None else "an unknown model"
     what = (f"the **{md_escape(src['task'])}** head fine-tuned on **{enc_name}** "
-            f"({code(folder_label(head))}; classes {md_escape(', '.join(src['classes']))})")
+            f"({md_code(folder_label(head))}; classes {md_escape(', '.join(src['classes']))})")
     if page_model is None or same_folder(enc, page_model):
         return f"Predictions and attributions: {what}. {views}"
     if own_heads:
         why = (f"because it is the head chosen above (**{name}**'s own: "
-               + ", ".join(code(folder_label(h)) for h in own_heads) + ")")
+               + ", ".join(md_code(folder_label(h)) for h in own_heads) + ")")
     else:
         why = f"because **{name}** has no fine-tuned head"
     return (f"**Predictions and attributions come from another model than the page's:** {what}, {why}. "

@@ -40,6 +40,14 @@ def md_escape(text: object) -> str:
     return _BLOCK_START.sub(_escape_block_start, s)
 
 
+def md_code(text: str) -> str:
+    """``text`` as a Markdown code span. Nothing is escaped inside one (a backslash would show), so
+    backticks are the only thing to handle: the fence is one backtick longer than their longest run."""
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text[:1] == "`" or text[-1:] == "`" else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def _escape_block_start(m: re.Match) -> str:
     """``- `` -> ``\\- ``, ``12. `` -> ``12\\. ``: the character that makes the block escaped."""
     lead, mark = m[1], m[2]
