@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .limits import MAX_NOTES  # noqa: F401  (the note cap of smu explain and the app)
+from .limits import MAX_NOTES, is_whole  # noqa: F401  (MAX_NOTES: the note cap of smu explain and the app)
 from .masks import n_to_pick, validate
 from .model import unwrap
 from .precision import PRECISIONS, autocast
@@ -148,14 +148,11 @@ def masker_view(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None, 
 def _check_options(*, top_k, seed, freeze_top, batch_size, precision) -> None:
     """explain_piece's options, range-checked like the CLI's flags (``ValueError`` naming the
     option): a value out of range would give a table whose columns mean nothing."""
-    def whole(v) -> bool:
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-    if not (whole(top_k) and top_k >= 1):
+    if not (is_whole(top_k) and top_k >= 1):
         raise ValueError(f"top_k must be a whole number >= 1, got {top_k!r}")
-    if not (whole(batch_size) and batch_size >= 1):
+    if not (is_whole(batch_size) and batch_size >= 1):
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    if not (whole(seed) and 0 <= seed < 2 ** 32):
+    if not (is_whole(seed) and 0 <= seed < 2 ** 32):
         raise ValueError(f"seed must be a whole number in 0..2**32 - 1, got {seed!r}")
     if isinstance(freeze_top, bool) or not isinstance(freeze_top, (int, float)) or not 0 <= freeze_top < 1:
         raise ValueError(f"freeze_top (the share of notes frozen) must be in [0, 1), got {freeze_top!r}")

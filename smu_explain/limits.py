@@ -7,6 +7,16 @@
 
 The memory a model may take is checked against the machine's memory in ``checkpoint.py``
 (``check_memory``: loading, training).
+
+- ``is_whole(v)``: the check every bounded count or seed read from a user, a file or a record
+  starts with: a whole number (Python's or numpy's), not a bool.
 """
 
+import numbers
+
 MAX_NOTES = 20_000
+
+
+def is_whole(v: object) -> bool:
+    """A whole number (``int`` or a numpy integer), not a bool (``True`` is an ``int`` in Python)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)

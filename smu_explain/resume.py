@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import SMUCheckpointError, SMUWriteError
+from .limits import is_whole
 
 CHECKPOINT_NAME = "checkpoint.pt"
 STATE_FORMAT = "smu_explain.train_state"
@@ -112,17 +113,13 @@ def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise SMUCheckpointError(path, "not a smu_explain training checkpoint")
     version = state.get("version", -1)
-    if not _whole(version):
+    if not is_whole(version):
         raise SMUCheckpointError(path, f"checkpoint version {str(version)[:40]!r} is not a number")
     if version > STATE_VERSION:
         raise SMUCheckpointError(path, f"checkpoint version {version} is newer than this smu_explain")
     if problem := _state_problem(state):
         raise SMUCheckpointError(path, f"a damaged training checkpoint: {problem}")
     return state
-
-
-def _whole(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _state_problem(state: dict[str, Any]) -> str | None:
@@ -136,7 +133,7 @@ def _state_problem(state: dict[str, Any]) -> str | None:
         if not isinstance(state.get(key), dict):
             return f"{key!r} is not a state mapping"
     for key in ("step", "epoch", "batch_in_epoch"):
-        if not (_whole(state.get(key)) and state[key] >= 0):
+        if not (is_whole(state.get(key)) and state[key] >= 0):
             return f"{key!r} is not a whole number >= 0 (got {str(state.get(key))[:40]!r})"
     rng = state.get("rng")
     if not (isinstance(rng, list) and rng and all(isinstance(r, dict) and {"python", "numpy", "torch"} <= set(r)

@@ -85,6 +85,7 @@ from typing import Any
 from .checkpoint import is_checkpoint
 from .errors import SMUInputError
 from .io import JSONL_MAX_BYTES, JSONL_MAX_LINE, atomic_write_text, read_jsonl  # noqa: F401
+from .limits import is_whole
 from .names import SIZES, STRATEGIES
 from .procs import has_marker, marked_members, proc_start_time, proc_stat
 
@@ -167,10 +168,6 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 @dataclass
 class RunInfo:
     """The record of one run (``run.json``) plus the paths the registry derives for it.
@@ -248,7 +245,7 @@ class RunInfo:
                 raise ValueError(f"{k!r} is not a string")
         for k in ("pid", "pid_start", "returncode"):
             v = d.get(k)
-            if v is not None and not (_is_int(v) and -(2 ** 31) <= v < 2 ** 63):
+            if v is not None and not (is_whole(v) and -(2 ** 31) <= v < 2 ** 63):
                 raise ValueError(f"{k!r} is not a whole number")
         if d.get("pid") is not None and d["pid"] < 1:
             raise ValueError("'pid' is not a process id")
@@ -287,13 +284,13 @@ def validate_params(p: Any) -> dict[str, Any]:
         raise ValueError(f"unknown strategy; one of {', '.join(STRATEGIES)}")
     if p.get("config") not in SIZES:
         raise ValueError(f"unknown model size; one of {', '.join(SIZES)}")
-    if not (_is_int(p.get("steps")) and 1 <= p["steps"] <= MAX_STEPS):
+    if not (is_whole(p.get("steps")) and 1 <= p["steps"] <= MAX_STEPS):
         raise ValueError(f"the number of steps must be a whole number from 1 to {MAX_STEPS:,}")
     data = p.get("data")
     if not (isinstance(data, str) and data.startswith("/") and "\0" not in data and len(data) < 4096):
         raise ValueError("'data' is not an absolute folder path")
     for k in _INT_OPTIONS:
-        if k in p and not (_is_int(p[k]) and 1 <= p[k] <= MAX_STEPS):
+        if k in p and not (is_whole(p[k]) and 1 <= p[k] <= MAX_STEPS):
             raise ValueError(f"{k!r} must be a whole number from 1 to {MAX_STEPS:,}")
     for k in _FLAG_OPTIONS:
         if k in p and not isinstance(p[k], bool):
@@ -331,7 +328,7 @@ def _proven(run: RunInfo) -> bool:
     started: same kernel start time, leader of its own process group, the run's marker
     in its environment. Anything less and the pid is not ours to signal."""
     pid = run.pid
-    if not (_is_int(pid) and pid > 1 and pid != os.getpid() and run.pid_start is not None and run.secret):
+    if not (is_whole(pid) and pid > 1 and pid != os.getpid() and run.pid_start is not None and run.secret):
         return False
     rest = proc_stat(pid)
     if not rest or rest[0] in ("Z", "X"):
@@ -361,7 +358,7 @@ class RunRegistry:
         if max_queued is None:
             max_queued = max_runs_from_env(4, "SMU_MAX_QUEUED")
         for name, v in (("max_concurrent", max_concurrent), ("max_queued", max_queued)):
-            if not _is_int(v) or v < 1:
+            if not is_whole(v) or v < 1:
                 raise SMUInputError(name, "must be a whole number >= 1")
         self.max_concurrent, self.max_queued = int(max_concurrent), int(max_queued)
         self.launcher = list(launcher) if launcher else [sys.executable, "-m", "smu_explain.cli"]
