@@ -186,11 +186,13 @@ def token_counts(data: Any, batch_size: int = 16, attributes: Iterable[str] | No
 
 def rule_stats(data: Any, ratio: float = 0.15, seed: int = 0, batch_size: int = 16,
                max_batches: int | None = None, train_counts: Mapping[str, Any] | Any = None,
-               attributes: Iterable[str] | None = None, window: int = WINDOW) -> dict[str, Any]:
+               attributes: Iterable[str] | None = None, window: int = WINDOW,
+               keep_tokens: bool = False) -> dict[str, Any]:
     """``rule_accuracy`` with its working: ``rules`` {rule: {attr: acc}}, ``n_tokens`` (masked
     notes scored), ``most_frequent_ids`` {attr: id}, ``counts_from`` ('evaluated windows'
-    or 'train_counts')."""
-    from .masks import attention_mask_of, validation_mask
+    or 'train_counts'); with ``keep_tokens`` also ``tokens``: {"correct": {rule: (n, A) bool},
+    "piece": (n,), "window": (n,)} per masked note, in the order of ``masks.validate``'s."""
+    from .masks import attention_mask_of, token_units, validation_mask
 
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
@@ -199,9 +201,11 @@ def rule_stats(data: Any, ratio: float = 0.15, seed: int = 0, batch_size: int = 
     all_hist: list[np.ndarray | None] = []
     target_hist: list[np.ndarray | None] = []
     A = 0
+    kept: dict[str, list[np.ndarray]] = {"targets": [], "piece": [], "window": []}
     for i, batch in _batches(data, batch_size, max_batches):
         am_t = attention_mask_of(batch)
-        picked = validation_mask(am_t.cpu(), i, ratio, seed).numpy()
+        picked_t = validation_mask(am_t.cpu(), i, ratio, seed)
+        picked = picked_t.numpy()
         tok = batch["tokens"].cpu().numpy().astype(np.int64)
         am = am_t.cpu().numpy()
         A = tok.shape[-1]
@@ -210,7 +214,15 @@ def rule_stats(data: Any, ratio: float = 0.15, seed: int = 0, batch_size: int = 
         targets = tok[picked]  # (n, A)
         n += len(targets)
         for rule, pred in rule_predictions(tok, picked, am, None, window).items():
-            correct[rule] = correct.get(rule, np.zeros(A, np.int64)) + (pred[picked] == targets).sum(0)
+            hit = pred[picked] == targets
+            correct[rule] = correct.get(rule, np.zeros(A, np.int64)) + hit.sum(0)
+            if keep_tokens:
+                kept.setdefault(rule, []).append(hit)
+        if keep_tokens:
+            piece, start = token_units(batch, picked_t)
+            kept["targets"].append(targets)
+            kept["piece"].append(piece)
+            kept["window"].append(start)
         for j in range(A):
             all_hist[j] = _add_counts(all_hist[j], tok[..., j][am])
             target_hist[j] = _add_counts(target_hist[j], targets[:, j])
@@ -224,9 +236,16 @@ def rule_stats(data: Any, ratio: float = 0.15, seed: int = 0, batch_size: int = 
     mf_correct = np.array([target_hist[j][m] if 0 <= m < len(target_hist[j]) else 0 for j, m in enumerate(mf)])
     correct = {"most_frequent": mf_correct, **correct}
     rules = {r: {a: float(correct[r][j] / n) for j, a in enumerate(names)} for r in RULES}
-    return {"rules": rules, "n_tokens": int(n), "most_frequent_ids": dict(zip(names, mf, strict=False)),
-            "counts_from": "train_counts" if train_counts is not None else "evaluated windows",
-            "ratio": float(ratio), "seed": int(seed), "window": int(window)}
+    out = {"rules": rules, "n_tokens": int(n), "most_frequent_ids": dict(zip(names, mf, strict=False)),
+           "counts_from": "train_counts" if train_counts is not None else "evaluated windows",
+           "ratio": float(ratio), "seed": int(seed), "window": int(window)}
+    if keep_tokens:
+        targets = np.concatenate(kept["targets"])
+        hits = {"most_frequent": targets == np.asarray(mf, dtype=np.int64)[None, :]}
+        hits.update({r: np.concatenate(kept[r]) for r in RULES if r != "most_frequent"})
+        out["tokens"] = {"correct": hits, "piece": np.concatenate(kept["piece"]),
+                         "window": np.concatenate(kept["window"])}
+    return out
 
 
 def rule_accuracy(data: Any, ratio: float = 0.15, seed: int = 0, batch_size: int = 16,
@@ -359,6 +378,34 @@ def rule_leads(model_correct: Mapping[str, np.ndarray], rule_tables: Mapping[str
         boot = paired_bootstrap(sums, counts, n_boot=n_boot, seed=seed, level=level)
         out[a] = (float(boot["lo"][0]), float(boot["hi"][0]))
     return out
+
+
+def corpus_leads(model_tokens: Mapping[str, Any], rule_tokens: Mapping[str, Any], attributes: Sequence[str], *,
+                 n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The model's lead over the best rule per attribute on a dataset's masked notes, with a
+    paired bootstrap interval (:func:`rule_leads`) over pieces when there are at least
+    ``verdict.MIN_UNITS['piece']`` of them, else over windows (contiguous, non-overlapping at
+    the default stride) when there are that many, else none. ``model_tokens``:
+    ``masks.validate(..., keep_tokens=True)["tokens"]``; ``rule_tokens``: ``rule_stats(...,
+    keep_tokens=True)["tokens"]`` on the same batches. Returns ``unit`` ('piece' | 'window' |
+    None), ``n_units`` and ``leads`` {attribute: (lo, hi)} (empty when ``unit`` is None)."""
+    from .verdict import MIN_UNITS
+
+    piece = np.asarray(model_tokens["piece"])
+    window = np.asarray(model_tokens["window"])
+    if not (np.array_equal(piece, rule_tokens["piece"]) and np.array_equal(window, rule_tokens["window"])):
+        raise ValueError("the model's and the rules' masked notes differ (not the same batches and masks)")
+    need = MIN_UNITS["piece"]
+    by_window = np.unique(np.stack([piece, window], axis=1), axis=0, return_inverse=True)[1].ravel() \
+        if len(piece) else piece
+    for unit, ids in (("piece", piece), ("window", by_window)):
+        n = len(np.unique(ids))
+        if n >= need:
+            correct = np.asarray(model_tokens["correct"], dtype=float)
+            model = {a: correct[:, j] for j, a in enumerate(attributes)}
+            leads = rule_leads(model, rule_tokens["correct"], attributes, ids, n_boot=n_boot, seed=seed)
+            return {"unit": unit, "n_units": n, "leads": leads}
+    return {"unit": None, "n_units": int(len(np.unique(by_window))), "leads": {}}
 
 
 def verdict(model_acc: Mapping[str, float], rules: Mapping[str, Mapping[str, float]],

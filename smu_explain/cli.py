@@ -383,7 +383,7 @@ def cmd_evaluate(args) -> int:
                 "mask_finetune_ratio": (ckpt.meta.get("finetune") or {}).get("mask_finetune_ratio", 0.0), args.on: res}
         _print_scores(full, (args.on,))
     else:
-        from .explain import recovery_accuracy
+        from .explain import recovery_with_tokens
 
         if args.paths:
             ds, _, skipped = file_datasets(args.paths, tokenizer, 0.0, args.seed, False, token_cache(args), args.limit,
@@ -396,30 +396,58 @@ def cmd_evaluate(args) -> int:
                 raise SMUInputError(args.data or args.data_root or "data", f"the {args.on} split is empty")
         else:
             raise SMUInputError(where, "a pre-trained model needs --paths FILES or --task/--data to score on")
-        acc = recovery_accuracy(model, ds, ratio=args.ratio, seed=args.seed, batch_size=args.batch_size)
+        acc, notes = recovery_with_tokens(model, ds, ratio=args.ratio, seed=args.seed, batch_size=args.batch_size)
         full = {"kind": "pretrained", "ratio": args.ratio, "windows": len(ds), "recovery_accuracy": acc}
         print(f"recovery accuracy ({args.ratio:.0%} of tokens masked, fixed seed {args.seed}, {len(ds)} windows):")
-        _print_with_rules(full, ds, args, model.config.attributes)
+        _print_with_rules(full, ds, args, model.config.attributes, notes)
     if args.json:
         atomic_write_text(args.json, json.dumps(full, indent=2, default=str))
     return 0
 
 
-def _print_with_rules(full: dict[str, Any], ds, args, attributes) -> None:
+def _print_with_rules(full: dict[str, Any], ds, args, attributes, notes: dict[str, Any]) -> None:
     """Recovery accuracy per attribute next to the no-model rules (METHOD.md 9) on the same
-    masked notes, and whether the model beats every rule; adds them to ``full``."""
-    from .baselines import RULES, beats_rules, rule_accuracy
+    masked notes, the model's lead over the best rule with a paired 95% interval over pieces
+    (else windows), and the verdict: "learned" only where the interval excludes 0; adds them to
+    ``full``."""
+    from .baselines import RULES, beats_rules, corpus_leads, rule_stats
+    from .verdict import MIN_UNITS
 
     acc = full["recovery_accuracy"]
-    rules = rule_accuracy(ds, ratio=args.ratio, seed=args.seed, batch_size=args.batch_size, attributes=attributes)
-    beats = beats_rules(acc, rules)
-    full.update(rules=rules, beats_rules=beats)
-    print(f"  {'attribute':<10} {'model':>7} " + " ".join(f"{r:>14}" for r in RULES) + "  beats every rule")
+    stats = rule_stats(ds, ratio=args.ratio, seed=args.seed, batch_size=args.batch_size, attributes=attributes,
+                       keep_tokens=True)
+    rules = stats["rules"]
+    lead = corpus_leads(notes, stats["tokens"], list(acc), seed=args.seed)
+    above = beats_rules(acc, rules)
+    said = {a: _lead_word(above[a], lead["leads"].get(a)) for a in acc}
+    full.update(rules=rules, beats_rules={a: w == "learned" for a, w in said.items()},
+                lead_interval={"unit": lead["unit"], "n_units": lead["n_units"], "level": 0.95,
+                               "leads": {a: list(iv) for a, iv in lead["leads"].items()}})
+    print(f"  {'attribute':<10} {'model':>7} " + " ".join(f"{r:>14}" for r in RULES)
+          + f"  {'lead over the best rule':<30} verdict")
     for a, v in acc.items():
-        print(f"  {a:<10} {v:7.4f} " + " ".join(f"{rules[r][a]:14.4f}" for r in RULES)
-              + f"  {'yes' if beats[a] else 'NO'}")
+        iv = lead["leads"].get(a)
+        lead_txt = (f"{100 * (v - max(rules[r][a] for r in RULES)):+.1f} pts [{100 * iv[0]:+.1f}, {100 * iv[1]:+.1f}]"
+                    if iv else f"{100 * (v - max(rules[r][a] for r in RULES)):+.1f} pts (no interval)")
+        print(f"  {a:<10} {v:7.4f} " + " ".join(f"{rules[r][a]:14.4f}" for r in RULES) + f"  {lead_txt:<30} {said[a]}")
+    if lead["unit"]:
+        print(f"  (lead: model minus the best rule, points; [95% interval] from a paired bootstrap over "
+              f"{lead['n_units']} {lead['unit']}s; 'learned' only where it excludes 0)")
+    else:
+        print(f"  (only {lead['n_units']} window(s): at least {MIN_UNITS['piece']} pieces or windows are needed "
+              "for an interval, so no attribute is called learned)")
     print("  (rules use no model: most frequent value in these windows, copy the nearest unmasked note "
           "before (else after), most frequent of the unmasked notes within 8 places; docs/METHOD.md 9)")
+
+
+def _lead_word(above: bool, interval: tuple[float, float] | None) -> str:
+    """'learned' (above every rule, the lead's interval above 0), 'ahead, within chance' (above,
+    the interval includes 0), 'not tested' (above, no interval) or 'NOT above the rules'."""
+    if not above:
+        return "NOT above the rules"
+    if interval is None:
+        return "ahead, not tested"
+    return "learned" if interval[0] > 0 else "ahead, within chance"
 
 
 # ============================================================================ explain

@@ -38,6 +38,8 @@ scored or predicted as it is: ``attribution``, ``attention``, ``masker_note``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import torch
@@ -265,8 +267,18 @@ def recovery_accuracy(model, dataset, ratio: float = 0.15, seed: int = 0, batch_
     (replaced by MASK), exactly as ``masks.validate`` (same masks for the same batches).
     ``dataset``: a DataLoader / iterable of collated batches, or a map-style dataset of
     samples (collated with ``datasets.collate`` in order, ``batch_size`` per batch)."""
-    stats = validate(model, as_loader(dataset, batch_size), ratio=ratio, seed=seed, max_batches=max_batches)
+    return recovery_with_tokens(model, dataset, ratio, seed, batch_size, max_batches, keep_tokens=False)[0]
+
+
+def recovery_with_tokens(model, dataset, ratio: float = 0.15, seed: int = 0, batch_size: int = 16,
+                         max_batches: int | None = None, *, keep_tokens: bool = True
+                         ) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """``recovery_accuracy`` and, per scored note, whether each attribute was put back with the
+    note's piece and window (``masks.validate(keep_tokens=True)["tokens"]``; None without
+    ``keep_tokens``): what ``baselines.corpus_leads`` draws its interval from."""
+    stats = validate(model, as_loader(dataset, batch_size), ratio=ratio, seed=seed, max_batches=max_batches,
+                     keep_tokens=keep_tokens)
     attrs = unwrap(model).config.attributes
     if stats.get("n_tokens", 0) == 0:
         raise ValueError("recovery_accuracy: the dataset has no tokens")
-    return {a: stats[f"acc_{a}"] for a in attrs}
+    return {a: stats[f"acc_{a}"] for a in attrs}, stats.get("tokens")

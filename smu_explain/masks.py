@@ -178,7 +178,8 @@ def validation_mask(attention_mask: torch.Tensor, batch_index: int, ratio: float
 def validation_step(model, batch: dict, batch_index: int, ratio: float = 0.15, seed: int = 0) -> dict[str, Any]:
     """Sums for one batch: picked tokens replaced by MASK (no 80/10/10), CE and correct per attribute.
 
-    Returns {"n": int, "loss_sum": [A floats], "correct": [A ints]}; see ``validate``.
+    Returns {"n": int, "loss_sum": [A floats], "correct": [A ints], "ok": (n, A) bool tensor
+    (per picked token, in ``picked``'s row-major order), "picked": (B, L) bool}; see ``validate``.
     """
     tokens = batch["tokens"]
     am = attention_mask_of(batch)
@@ -188,16 +189,28 @@ def validation_step(model, batch: dict, batch_index: int, ratio: float = 0.15, s
     targets = tokens[picked]
     ce = per_token_ce(out["logits"], targets)
     ok = per_token_correct(out["logits"], targets)
-    return {"n": int(targets.shape[0]), "loss_sum": ce.sum(0).tolist(), "correct": ok.sum(0).tolist()}
+    return {"n": int(targets.shape[0]), "loss_sum": ce.sum(0).tolist(), "correct": ok.sum(0).tolist(),
+            "ok": ok, "picked": picked}
+
+
+def token_units(batch: dict, picked: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(piece_id, window_start) of each picked token, in ``picked``'s row-major order (the
+    order of ``tokens[picked]``): the units a paired interval over pieces or windows draws."""
+    rows = picked.nonzero()[:, 0].cpu()
+    pid = batch["piece_id"].cpu()[rows] if "piece_id" in batch else torch.zeros_like(rows)
+    start = batch["window_start"].cpu()[rows] if "window_start" in batch else rows
+    return pid.numpy().astype(np.int64), start.numpy().astype(np.int64)
 
 
 @torch.no_grad()
 def validate(model, loader: Iterable[dict], ratio: float = 0.15, seed: int = 0,
-             max_batches: int | None = None) -> dict[str, float]:
+             max_batches: int | None = None, keep_tokens: bool = False) -> dict[str, Any]:
     """Fixed-seed random-mask validation, the same for every strategy.
 
     Returns ``loss`` (mean over attributes of the per-attribute mean CE), ``acc``
-    (mean over attributes), ``loss_<attr>``, ``acc_<attr>`` and ``n_tokens``.
+    (mean over attributes), ``loss_<attr>``, ``acc_<attr>`` and ``n_tokens``; with
+    ``keep_tokens`` also ``tokens``: {"correct": (n, A) bool, "piece": (n,), "window": (n,)}
+    per scored token (its piece id and window start: see ``token_units``).
     The model is put in eval mode for the call and restored afterwards.
     """
     m = unwrap(model)
@@ -206,6 +219,7 @@ def validate(model, loader: Iterable[dict], ratio: float = 0.15, seed: int = 0,
     was_training = model.training
     model.eval()
     n, loss_sum, correct = 0, np.zeros(len(attrs)), np.zeros(len(attrs))
+    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     try:
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
@@ -215,9 +229,15 @@ def validate(model, loader: Iterable[dict], ratio: float = 0.15, seed: int = 0,
             n += r["n"]
             loss_sum += r["loss_sum"]
             correct += r["correct"]
+            if keep_tokens:
+                kept.append((r["ok"].cpu().numpy().astype(bool), *token_units(batch, r["picked"])))
     finally:
         model.train(was_training)
-    stats: dict[str, float] = {"n_tokens": float(n)}
+    stats: dict[str, Any] = {"n_tokens": float(n)}
+    if keep_tokens:
+        stats["tokens"] = {"correct": np.concatenate([k[0] for k in kept]) if kept else np.zeros((0, len(attrs)), bool),
+                           "piece": np.concatenate([k[1] for k in kept]) if kept else np.zeros(0, np.int64),
+                           "window": np.concatenate([k[2] for k in kept]) if kept else np.zeros(0, np.int64)}
     if n == 0:
         return stats
     for j, a in enumerate(attrs):
