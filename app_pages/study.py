@@ -108,7 +108,7 @@ if results_path.is_file():
     if (pre := study.pretrain_table(results)) is not None:
         st.subheader(study.PRETRAIN_TITLE)
         st.dataframe(pd.DataFrame(pre[1], columns=pre[0]), hide_index=True, key="study_pretrain")
-        st.caption(study.PRETRAIN_CAPTION)
+        st.caption(study.PRETRAIN_CAPTION + " " + study.pretrain_verdict_note(results))
     agg = results.get("finetune", {}).get("rows", [])
     if agg:
         st.subheader("Test accuracy (%), mean ± std over seeds")

@@ -214,7 +214,8 @@ def study_sections(results: dict[str, Any]) -> list[ReportSection]:
     agg = results.get("finetune", {}).get("rows", [])
     out = [ReportSection(STUDY_HEADING, "\n\n".join(results.get("summary") or study.study_summary(results)))]
     if (pre := study.pretrain_table(results)) is not None:
-        out.append(ReportSection("Study: " + study.PRETRAIN_TITLE, study.PRETRAIN_CAPTION,
+        out.append(ReportSection("Study: " + study.PRETRAIN_TITLE,
+                                 study.PRETRAIN_CAPTION + " " + study.pretrain_verdict_note(results),
                                  tables=[pd.DataFrame(pre[1], columns=pre[0])]))
     if agg:
         h, rows = study.scores_table(results)

@@ -54,6 +54,13 @@ def test_pretrain_results_carry_seed_settings_and_rules(v2):
     for v in pre.values():
         assert set(v["rules"]) == {"most_frequent", "copy_neighbour", "window_mode"}
         assert set(v["beats_rules"]) == set(v["recovery_accuracy"])
+        iv = v["lead_interval"]  # the lead over the best rule with its interval, kept for the verdict
+        assert iv["level"] == 0.95 and iv["unit"] in ("piece", "window", None)
+        learned = S.learned_attributes(v)
+        if iv["unit"]:
+            assert set(iv["leads"]) == set(v["recovery_accuracy"])
+            assert all(learned[a] == (v["beats_rules"][a] and iv["leads"][a][0] > 0) for a in learned)
+    assert "Last column:" in v2["md"]
     # the paper's cadence (every 15 epochs) never freezes in this short run; the variant does
     assert pre["adversarial-s0"]["freeze_events"] == []
     assert len(pre["adversarial-freeze1"]["freeze_events"]) >= 1
@@ -205,3 +212,21 @@ def test_report_export_and_study_page_show_the_v2_results(v2, tmp_path):
     assert at.dataframe[1].value.iloc[-1, 0] == "majority class (no model)"
     assert any("Earlier runs" in e.label for e in at.expander)
     assert "Earlier run: 2026-11-30 (preset cpu-v1)" in texts(at)
+
+
+def test_pretrain_table_calls_learned_only_where_the_leads_interval_excludes_zero():
+    rules = {"most_frequent": {"pitch": 0.05, "bar": 0.9}, "copy_neighbour": {"pitch": 0.06, "bar": 0.8},
+             "window_mode": {"pitch": 0.07, "bar": 0.85}}
+    acc = {"pitch": 0.08, "bar": 0.95}  # above every rule on both, by the numbers
+    with_iv = {"recovery_accuracy": acc, "rules": rules, "beats_rules": {"pitch": True, "bar": True},
+               "total": {"steps": 10},
+               "lead_interval": {"unit": "piece", "n_units": 12, "level": 0.95,
+                                 "leads": {"pitch": [-0.01, 0.03], "bar": [0.02, 0.08]}}}
+    old = {k: v for k, v in with_iv.items() if k != "lead_interval"}
+    h, rows = S.pretrain_table({"pretrain": {"new": with_iv}})
+    assert rows[-1][-1] == "no: pitch"  # ahead of the rules on pitch, but within chance
+    assert S.learned_attributes(with_iv) == {"pitch": False, "bar": True}
+    assert "excluding 0" in S.pretrain_verdict_note({"pretrain": {"new": with_iv}})
+    h, rows = S.pretrain_table({"pretrain": {"old": old}})
+    assert rows[-1][-1] == "yes" and S.learned_attributes(old) is None
+    assert "by the numbers only" in S.pretrain_verdict_note({"pretrain": {"old": old}})

@@ -148,8 +148,10 @@ from .report import (
     earlier_report,
     earlier_table,
     errors_note,
+    learned_attributes,
     partial_report,
     pretrain_table,
+    pretrain_verdict_note,
     probe_table,
     render_results_md,
     scores_table,
@@ -202,5 +204,5 @@ __all__ = [
     "partial_report", "plan_stages", "pretrain_stage_names", "published_table", "read_json", "render_results_md", "results_table",
     "row_label", "save_figures", "save_freeze_snapshot", "select_stages", "spearman", "spearman_figure",
     "study_summary", "errors_note", "write_json", "PRETRAIN_CAPTION", "PRETRAIN_TITLE", "PROBE_CAPTION",
-    "PROBE_TITLE", "earlier_table", "pretrain_table", "probe_table", "scores_table", *_RUNNER,
+    "PROBE_TITLE", "earlier_table", "learned_attributes", "pretrain_table", "pretrain_verdict_note", "probe_table", "scores_table", *_RUNNER,
 ]

@@ -347,7 +347,29 @@ def _md_pretrain(results: Mapping[str, Any]) -> list[str]:
     t = pretrain_table(results, bold=True)
     if t is None:
         return []
-    return _md_section(PRETRAIN_TITLE, *t, PRETRAIN_CAPTION + " Bold: above every rule on that attribute.")
+    return _md_section(PRETRAIN_TITLE, *t, PRETRAIN_CAPTION + " Bold: above every rule on that attribute. "
+                       + pretrain_verdict_note(results))
+
+
+def learned_attributes(v: Mapping[str, Any]) -> dict[str, bool] | None:
+    """{attribute: learned} of one pre-training result: above every rule and the 95% interval of the
+    lead over the best rule (``lead_interval``, a paired bootstrap over pieces) excluding 0; None
+    for results stored before the interval was (then only the numbers say it: ``beats_rules``)."""
+    iv = v.get("lead_interval")
+    if not iv or not iv.get("unit"):
+        return None
+    leads = iv.get("leads") or {}
+    return {a: bool(b) and a in leads and leads[a][0] > 0 for a, b in (v.get("beats_rules") or {}).items()}
+
+
+def pretrain_verdict_note(results: Mapping[str, Any]) -> str:
+    """What the last column of the pre-training table rests on (an interval, or only the numbers)."""
+    pre = (results.get("pretrain") or {}).values()
+    if pre and all(learned_attributes(v) is not None for v in pre):
+        return ("Last column: above every rule with the 95% interval of the lead over the best rule (a paired "
+                "bootstrap over validation pieces) excluding 0.")
+    return ("Last column: above every rule by the numbers only; these results were stored before the study kept "
+            "an interval for the lead (new runs keep one, and then say 'learned' only where it excludes 0).")
 
 
 def pretrain_table(results: Mapping[str, Any], bold: bool = False
@@ -366,7 +388,8 @@ def pretrain_table(results: Mapping[str, Any], bold: bool = False
     for rule, acc in rules.items():
         rows.append([names.get(rule, rule)] + [_f3(acc.get(a)) for a in attrs] + [""])
     for name, v in pre.items():
-        ra, beats = v.get("recovery_accuracy") or {}, v.get("beats_rules") or {}
+        ra = v.get("recovery_accuracy") or {}
+        beats = learned_attributes(v) or v.get("beats_rules") or {}
         ok = bool(beats) and all(beats.values())
         rows.append([f"{name} (step {(v.get('total') or {}).get('steps', '?')})"]
                     + [("**" + _f3(ra.get(a)) + "**") if bold and beats.get(a) else _f3(ra.get(a)) for a in attrs]

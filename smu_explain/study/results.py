@@ -84,7 +84,8 @@ def build_results(paths: StudyPaths, preset: StudyPreset, stages: Sequence[Stage
     results["pretrain"] = {s: {"strategy": r.get("strategy", s), "seed": r.get("seed"),
                                "settings": r.get("settings", {}), "total": r.get("total"),
                                "recovery_accuracy": r.get("recovery_accuracy"), "rules": r.get("rules"),
-                               "beats_rules": r.get("beats_rules"), "val_metrics": r.get("val_metrics"),
+                               "beats_rules": r.get("beats_rules"), "lead_interval": r.get("lead_interval"),
+                               "val_metrics": r.get("val_metrics"),
                                "freeze_events": r.get("freeze_events")}
                            for s, r in pre_final.items()}
     totals = [r.get("total") or {} for r in pre_final.values()]
