@@ -1,6 +1,5 @@
 """Train: launch small pretraining runs as CLI subprocesses, watch them live, cancel them."""
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +10,7 @@ from smu_explain import charts, readable
 from smu_explain.checkpoint import is_checkpoint
 from smu_explain.cli_setup import MUSIC_SUFFIXES
 from smu_explain.errors import SMUInputError
+from smu_explain.limits import is_whole
 from smu_explain.markup import md_escape
 from smu_explain.names import SIZES, STRATEGIES
 from smu_explain.runs import time_left, training_allowed
@@ -79,26 +79,26 @@ if submitted:
             st.session_state["train_submitted"] = run.id  # said by the runs view while it waits or runs
 
 
-# what `smu pretrain` says of its data in the run's log (cli_setup.print_skipped, cli.cmd_pretrain)
-SKIPPED_LINES = re.compile(r"^skipped (\d+) unusable file\(s\):\n((?:  .*(?:\n|$))*)", re.M)
-FEW_WINDOWS = re.compile(r"^note: (\d+) training windows < batch size (\d+)", re.M)
-
-
-def data_note(log: str, named: int = 3) -> str:
-    """What a run's log says about its data, for its status line (Markdown, escaped): the files it
-    skipped as unusable (the first ``named`` with their reasons) and a training set smaller than
-    one batch; '' when the log says neither."""
+def data_note(records: list[dict], named: int = 3) -> str:
+    """What a run's progress file says about its data (the start record's ``data``, written by
+    ``smu pretrain``), for its status line (Markdown, escaped): the files it skipped as unusable (the
+    first ``named`` with their reasons) and a training set smaller than one batch; '' when neither."""
+    start = next((r for r in records if r.get("event") == "start"), None)
+    data = start.get("data") if start else None
+    if not isinstance(data, dict):
+        return ""
     parts = []
-    if m := SKIPPED_LINES.search(log):
-        n = int(m[1])
-        files = [line.strip().partition(": ") for line in m[2].splitlines() if line.strip()][:named]
-        listed = [f"{md_escape(Path(f).name)}: {md_escape(why)}" for f, _, why in files]
+    n = data.get("skipped")
+    if is_whole(n) and n > 0:
+        files = [f for f in data.get("skipped_files") or [] if isinstance(f, list) and len(f) == 2][:named]
+        listed = [f"{md_escape(Path(str(name)).name)}: {md_escape(str(why))}" for name, why in files]
         if n > len(listed):
             listed.append(f"and {n - len(listed)} more")
         parts.append(f"{n} unusable file{'s were' if n != 1 else ' was'} skipped ({'; '.join(listed)})")
-    if m := FEW_WINDOWS.search(log):
-        n = int(m[1])
-        parts.append(f"trained on {n} window{'s' if n != 1 else ''} of notes, fewer than one batch of {m[2]}")
+    windows, asked = data.get("train_windows"), data.get("batch_size_asked")
+    if is_whole(windows) and is_whole(asked) and windows < asked:
+        parts.append(f"trained on {windows} window{'s' if windows != 1 else ''} of notes, fewer than one batch "
+                     f"of {asked}")
     return "; ".join(parts)
 
 
@@ -169,17 +169,18 @@ def live_runs():
     msg = f"Status: **{run.status}**"
     if run.message:
         msg += f" - {md_escape(run.message)}"
-    if run.status in ("running", "done", "cancelled") and (said := data_note(registry.log_tail(run.id, 200))):
+    records = registry.progress(run.id)
+    if run.status in ("running", "done", "cancelled") and (said := data_note(records)):
         msg += f" - {said}"
     if run.cancel_requested and run.status == "running":
         msg += " (cancel requested)"
     st.markdown(msg)
 
-    progress = charts.progress_frame(registry.progress(run.id))
+    progress = charts.progress_frame(records)
     total = run.params.get("steps") or 0
     if len(progress) and total:
         done = int(progress["step"].max())
-        left = time_left(registry.progress(run.id), total) if run.status == "running" else None
+        left = time_left(records, total) if run.status == "running" else None
         eta = "" if left is None else f" - about {_duration(left)} left"
         st.progress(min(1.0, done / total), text=f"step {done} / {total}{eta}")
     if len(progress) or run.status in ("queued", "running"):

@@ -84,7 +84,8 @@ class ProgressFile(Callback):
         self.write("start", step=trainer.step, total_steps=trainer.total_steps, epoch=trainer.epoch,
                    config=trainer.config.to_dict(), world_size=trainer.dist.world_size,
                    device=str(trainer.device), n_params=trainer.n_params, resumed=trainer.resumed,
-                   batches_per_epoch=trainer.batches_per_epoch, warnings=list(trainer.warnings))
+                   batches_per_epoch=trainer.batches_per_epoch, warnings=list(trainer.warnings),
+                   data=(getattr(trainer, "save_extra", None) or {}).get("training_data"))
 
     def on_step_end(self, trainer, info):
         every = self.every or trainer.config.log_every

@@ -128,6 +128,9 @@ def _cmd_pretrain_locked(args, out: Path, progress_path: Path) -> int:
             signal.signal(s, h)
 
 
+SKIPPED_NAMED = 10  # skipped files named (with their reasons) in config.json and the progress file
+
+
 def _pretrain(args, out: Path, progress_path: Path) -> int:
     import torch
 
@@ -195,15 +198,20 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
         train, val, skipped = file_datasets(args.data, tokenizer, args.val_fraction, cfg.seed, augment,
                                             token_cache(args), args.limit)
     print_skipped(skipped)
+    asked = cfg.batch_size
     if len(train) < cfg.batch_size:
         print(f"note: {len(train)} training windows < batch size {cfg.batch_size}; using batch size "
               f"{len(train)}", file=sys.stderr)
         cfg.batch_size = len(train)
     torch.manual_seed(cfg.seed)
     model = MidiBert(model_cfg)
+    # what the data came to, in config.json and in the progress file's start record (the Train page says it)
+    data_facts = {"paths": [str(p) for p in args.data], "train_windows": len(train),
+                  "val_windows": 0 if val is None else len(val), "skipped": len(skipped),
+                  "skipped_files": [[Path(p).name, str(r)] for p, r in skipped[:SKIPPED_NAMED]],
+                  "batch_size_asked": asked}
     extra = {"tokenizer": tokenizer.config.to_dict(), "strategy": strategy.config.to_dict(),
-             "training_data": {"paths": [str(p) for p in args.data], "train_windows": len(train),
-                               "val_windows": 0 if val is None else len(val), "skipped": len(skipped)}}
+             "training_data": data_facts}
     trainer = Trainer(model, strategy, train, val, cfg, callbacks=progress_callbacks(args, progress_path),
                       collate_fn=datasets.collate, save_extra=extra)
     restore = install_stop_signals(trainer)

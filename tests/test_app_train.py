@@ -1,5 +1,6 @@
 """Train page (AppTest): start a run through the form, see it listed, cancel it, see a crash's log."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -206,8 +207,9 @@ def test_a_run_that_failed_before_any_step_shows_no_empty_charts(env, tmp_path):
 
 
 def test_a_run_that_skipped_files_or_had_little_data_says_so_by_its_status(env):
-    """`smu pretrain` writes the files it skipped and a training set smaller than a batch to the
-    run's log; the status line says both (the first three files by name, with their reasons)."""
+    """`smu pretrain` writes the files it skipped and a training set smaller than a batch into its
+    progress file's start record (test_cli checks the real command); the status line says both
+    (the first three files by name, with their reasons)."""
     reg = _registry(env)
     run = reg.submit(strategy="random", data=ROOT / "sample_midi", steps=3)
     assert _wait_status(reg, run.id, {"done", "failed", "cancelled"}).status == "done"
@@ -215,10 +217,11 @@ def test_a_run_that_skipped_files_or_had_little_data_says_so_by_its_status(env):
     assert "Status: **done** - finished" in _texts(at) and "skipped" not in _texts(at)
     reasons = {"big.mid": "not a MIDI file (no 'MThd' header)", "drums.mid": "only drum notes",
                "my_file.mid": "empty file (0 bytes)", "text.mid": "not a MIDI file", "x.mid": "truncated: a: b"}
-    with open(run.log_path, "a") as log:
-        log.write(f"skipped {len(reasons)} unusable file(s):\n"
-                  + "".join(f"  /data/up/{name}: {why}\n" for name, why in reasons.items())
-                  + "note: 1 training windows < batch size 32; using batch size 1\ndone: finished 3 steps\n")
+    progress = Path(run.progress_path)
+    records = [json.loads(line) for line in progress.read_text().splitlines()]
+    records[0]["data"] = {"skipped": 5, "skipped_files": [[n, w] for n, w in reasons.items()],
+                          "train_windows": 1, "batch_size_asked": 32}
+    progress.write_text("".join(json.dumps(r) + "\n" for r in records))
     at.run()
     assert not at.exception, at.exception
     status = next(m for m in _texts(at).split("Status: ")[1:] if m.startswith("**done**"))

@@ -76,6 +76,34 @@ def test_pretrain_end_to_end(pretrained):
     assert load_train_state(pretrained)["objective"]["freeze_book"] is not None
 
 
+def test_pretrain_writes_what_its_data_came_to_in_the_progress_file(midi_dir, tmp_path):
+    """The files skipped as unusable (by name, with their reasons) and a training set smaller than
+    one batch go into the progress file's start record: the Train page's status line reads them."""
+    import shutil
+
+    from app_pages.train import data_note
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in (0, 1):
+        shutil.copy(midi_dir / f"piece{i}.mid", data)
+    (data / "notes.mid").write_text("not a MIDI file")
+    (data / "empty.mid").write_bytes(b"")
+    out = tmp_path / "run"
+    assert main(["pretrain", "--strategy", "random", "--data", str(data), "--config", "tiny", "--steps", "1",
+                 "--batch-size", "64", "--max-len", "32", "--out", str(out), "--no-cache", "--no-bar"]) == 0
+    start = read_progress(out / "progress.jsonl")[0]
+    facts = start["data"]
+    assert start["event"] == "start" and facts["skipped"] == 2
+    assert sorted(name for name, _ in facts["skipped_files"]) == ["empty.mid", "notes.mid"]
+    assert all(why for _, why in facts["skipped_files"])
+    assert facts["batch_size_asked"] == 64 and 0 < facts["train_windows"] < 64
+    said = data_note(read_progress(out / "progress.jsonl"))
+    assert said.startswith("2 unusable files were skipped (") and "notes.mid: " in said
+    assert f"trained on {facts['train_windows']} windows of notes, fewer than one batch of 64" in said
+    assert load_model(out).checkpoint_info["training_data"]["skipped_files"] == facts["skipped_files"]
+
+
 def test_explain_table_json_and_csv(pretrained, midi_dir, tmp_path, capsys):
     piece = str(midi_dir / "piece0.mid")
     assert main(["explain", piece, "--model", str(pretrained), "--rows", "5"]) == 0
