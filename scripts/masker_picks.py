@@ -64,34 +64,68 @@ def chord_check(root, n: int) -> dict:
                     "pieces: 100 drawn (seed 1) from those outside the 60 (seed 0) used to tune the weights"}
 
 
-def headline(res: dict, control: dict) -> list[str]:
-    """The pooled sentences of the model and the control, and the classes either names, in units of
-    each model's score standard deviation (the control head's scores spread far less)."""
+def corrected_in_sd(r: dict) -> dict:
+    """Each label class a sentence may name (``picks.candidates``, not duration or register) of
+    result ``r``: its difference vs notes of the same duration and register with the interval the
+    sentence decides on (corrected for the classes tested, ``picks.named_interval``), in units of
+    the scores' standard deviation, and whether the sentence names it."""
     from smu_explain import picks
 
-    def rows_of(r):
-        return {(col, row["class"]): row for col, rows in r["columns"].items() for row in rows}
+    cands = picks.candidates(r)
+    units, level, sd = int(r.get("n_groups", r["n_pieces"])), float(r.get("level", 0.95)), picks.effect_sd(r)
+    named = {(f["column"], f["class"]) for f in picks.significant(r)}
+    out = {}
+    for c in cands:
+        if c["column"] in picks.CONTROLS:
+            continue
+        wide = picks.named_interval(c["effect"], units, len(cands), level=level)
+        out[(c["column"], c["class"])] = {"sd": picks.in_sd(wide, sd), "excludes_zero": picks.excludes_zero(wide),
+                                          "named": (c["column"], c["class"]) in named, "level": wide and wide["level"]}
+    return out
 
-    a, c = rows_of(res), rows_of(control)
-    keys = [(f["column"], f["class"]) for f in picks.significant(res) + picks.significant(control)]
-    keys = list(dict.fromkeys(keys))
+
+def headline(res: dict, control: dict) -> list[str]:
+    """The pooled sentences of the model and the control, and a table of every label class whose
+    interval, corrected for the classes tested, excludes 0 for either model: the difference in units
+    of each model's score standard deviation (the control head's scores spread far less) with that
+    corrected interval, and whether the sentence names it (the interval lies beyond
+    ``picks.MIN_EFFECT_SD``)."""
+    from smu_explain import picks
+
+    found = {"a": corrected_in_sd(res), "c": corrected_in_sd(control)}
+    keys = [k for k in dict.fromkeys([*found["a"], *found["c"]])
+            if any((found[m].get(k) or {}).get("excludes_zero") for m in "ac")]
+    keys.sort(key=lambda k: -max(abs(((found[m].get(k) or {}).get("sd") or {}).get("est") or 0) for m in "ac"))
     sa, sc = res["overall"]["score_sd"], control["overall"]["score_sd"]
+    bound = picks.MIN_EFFECT_SD
 
-    def cell(row, sd):
-        iv = row.get("score_adj") if row else None
-        if not iv or iv.get("est") is None:
-            return "—"
-        star = " *" if picks.excludes_zero(iv) else ""
-        return f"{iv['est'] / sd:+.2f} [{iv['lo'] / sd:+.2f}, {iv['hi'] / sd:+.2f}]{star}"
+    def cell(f):
+        if not f or not f.get("sd"):
+            return "– | –"
+        d = f["sd"]
+        star = " *" if f["excludes_zero"] else ""
+        return f"{d['est']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]{star} | {'**named**' if f['named'] else 'no'}"
 
+    level = next((f["level"] for m in "ac" for f in found[m].values() if f["level"]), None)
     out = [f"## Headline (both sets pooled: {res['n_pieces']} pieces, {res['n_notes']:,} notes)", "",
            f"> {res['sentence']}", "", "Control, a masker head that was never trained (see the last section):", "",
            f"> {control['sentence']}", "",
-           f"The classes either sentence names, score difference vs notes of the same duration and register in "
-           f"units of each model's score standard deviation ({res['model']}: {sa:.3f}, {control['model']}: {sc:.3f}); "
-           "95% intervals over pieces, `*` = excludes 0:", "",
-           f"| label | class | {res['model']} | {control['model']} (untrained head) |", "|---|---|---|---|"]
-    out += [f"| {col} | {cls} | {cell(a.get((col, cls)), sa)} | {cell(c.get((col, cls)), sc)} |" for col, cls in keys]
+           "Every class (other than duration and register) whose difference from notes of the same duration and "
+           "register has an interval, corrected for the classes tested "
+           + (f"({level:.1%}, Bonferroni), " if level else "(Bonferroni), ")
+           + "that excludes 0 for either model (`*`), in units of each model's score standard deviation "
+           f"({res['model']}: {sa:.3f}, {control['model']}: {sc:.3f}); *named* = the whole interval lies beyond "
+           f"±{bound:g} SD (Cohen's 'small' effect), the sentences' minimum effect size. Before that bound "
+           "was added, every `*` class could be named (a sentence shows its largest three above and two below).",
+           "", f"| label | class | {res['model']}: SD [corrected interval] | named | "
+               f"{control['model']} (untrained head): SD [corrected interval] | named |", "|---|---|---|---|---|---|"]
+    out += [f"| {col} | {cls} | {cell(found['a'].get((col, cls)))} | {cell(found['c'].get((col, cls)))} |"
+            for col, cls in keys]
+    out += ["", "In SD units each head's preferences are sized in its own spread: an untrained head's raw score "
+            "differences look small because its scores are squeezed, not because its preferences are. A minimum "
+            "effect size tells a real, sizeable preference from a tiny one; it cannot tell a learned preference from "
+            "one any read-out of the encoder would have. A class both heads favour the same way is evidence about "
+            "the encoder and the notes, not about what adversarial training taught the masker."]
     return out + [""]
 
 
@@ -115,8 +149,10 @@ def render(results: dict, args, chords: dict | None, seconds: float, control: di
              f"accounted for. Brackets: 95% percentile bootstrap intervals over pieces ({args.n_boot:,} resamples, "
              f"seed {args.seed}); "
              "`*` = the interval excludes 0 (95% each, not corrected: with ~30 classes, one or two of them can "
-             "exclude 0 by chance). The sentence names a class only when its controlled score interval, corrected "
-             "for the number of classes it tests (Bonferroni), excludes 0 (with >= 20 notes in >= 3 pieces).",
+             "exclude 0 by chance, and a `*` can mark a real but tiny difference). The sentence names a class only "
+             "when its controlled score interval, corrected for the number of classes it tests (Bonferroni), lies "
+             f"wholly beyond ±{picks.MIN_EFFECT_SD:g} standard deviations of the model's scores (Cohen's 'small' "
+             "effect; smaller differences are not named, however sure), with >= 20 notes in >= 3 pieces.",
              ""]
     if chords:
         acc = chords["by_unit"]
@@ -139,8 +175,9 @@ def render(results: dict, args, chords: dict | None, seconds: float, control: di
                   "initialisation: a random read-out of the encoder's features. What it 'prefers' is what any "
                   "read-out of these features would show; a pattern of demo-adversarial's that this head shares is "
                   "a property of the encoder and of the notes, not something the adversarial masker learned. Its "
-                  "scores are squeezed into a narrow band, so compare signs and the frozen % (a rank: the top 30% "
-                  "of each piece), not score sizes.", "",
+                  "scores are squeezed into a narrow band, so compare differences in units of each model's score "
+                  "standard deviation (the headline table) or the frozen % (a rank: the top 30% of each piece), "
+                  "not raw score sizes.", "",
                   f"> {control['sentence']}", "", picks.markdown_table(control)]
     return "\n".join(lines)
 

@@ -47,18 +47,27 @@ The sentence (``summary_sentence``)
     ``min(MIN_PIECES, pieces)`` pieces, each once (the same class under two names, e.g. ``chord
     tone`` of ``harmony`` and of ``chord_tone``, once; of a two-class column, whose effects mirror
     each other, only the smaller class; ``role`` ``other``, "not a POP909 file", never); with
-    k candidates, a class is named when its ``score_adj`` interval at ``1 - ALPHA / k`` excludes 0
-    (Bonferroni). That interval (``named_interval``) is read off the table's percentile interval:
-    the bootstrap standard error (its width / 2z), times sqrt(n / (n - 1)) for n resampled units
+    k candidates, a class is named when its ``score_adj`` interval at ``1 - ALPHA / k`` (Bonferroni)
+    lies wholly beyond +-``MIN_EFFECT_SD`` (0.2) standard deviations of the masker's scores over
+    the notes measured (``overall.score_sd``): a minimum effect size, Cohen's conventional "small"
+    standardised difference, so that a real but tiny dependence (an untrained head's +0.005) is
+    not stated as a preference; the whole interval, not only the estimate, must clear it, so chance
+    or an effect of at most 0.2 SD names a class in at most ``ALPHA`` of measurements (a one-sided
+    minimum-effect test per class at ``ALPHA / 2k``). The total SD, not the SD within duration x
+    register bins, is the conservative standardiser (it is the larger). That interval
+    (``named_interval``) is read off the table's percentile interval: the bootstrap standard error
+    (its width / 2z), times sqrt(n / (n - 1)) for n resampled units
     (the bootstrap's variance over n units is short by that factor), times the Student t quantile
     with n - 1 degrees of freedom (the standard error itself comes from n units). Nothing is named
     when fewer than ``MIN_BLOCKS`` (10) 4-bar blocks were resampled (one short piece): the sentence
     says there is too little music. It names up to three classes above and two below, largest
-    first, with their point estimates and says how many classes were tested; the table keeps the
-    uncorrected 95% intervals. When none qualifies it says "no clear pattern beyond duration and
-    register", and then names the duration or register class whose raw difference is largest, if
-    it passes the same corrected test (the duration and register classes count among the k). On noise scores
-    (tests/test_picks.py) a class is named in about 5% of runs, as intended.
+    first, with their point estimates in score units and in SD, says how many classes were tested,
+    the bound, and how many classes it leaves unnamed although their corrected intervals exclude 0;
+    the table keeps the uncorrected 95% intervals. When none qualifies it says "no clear pattern
+    beyond duration and register", and then names the duration or register class whose raw
+    difference is largest, if it passes the same corrected test and bound (the duration and
+    register classes count among the k). On noise scores (tests/test_picks.py) a class is named
+    in at most about 5% of runs, as intended.
 """
 
 from __future__ import annotations
@@ -88,6 +97,10 @@ ZERO = 1e-9  # differences smaller than this are rounding, not a difference
 ALPHA = 0.05
 #: one piece (or a few, whose 4-bar blocks are resampled): fewer blocks than this are too little music
 MIN_BLOCKS = 10
+#: the smallest difference a sentence names, in standard deviations of the masker's scores over the
+#: notes measured: Cohen's conventional "small" standardised mean difference (d = 0.2). A class is
+#: named only when its whole corrected interval lies beyond it (``significant``)
+MIN_EFFECT_SD = 0.2
 
 #: how the sentence names each class (column, class) -> plural noun phrase
 PHRASES: dict[tuple[str, str], str] = {
@@ -407,23 +420,68 @@ def candidates(result: Mapping[str, Any], *, measure: str = "score") -> list[dic
     return found
 
 
-def significant(result: Mapping[str, Any], *, measure: str = "score", controls: bool = False) -> list[dict[str, Any]]:
-    """The :func:`candidates` a sentence names (of the label columns, or of the ``CONTROLS`` when
-    ``controls``), largest first, each with ``named``: its interval corrected for the number of
-    all candidates (:func:`named_interval`), which excludes 0. None when there is too little
-    music (:func:`too_little_music`)."""
+def effect_sd(result: Mapping[str, Any], measure: str = "score") -> float | None:
+    """The standard deviation the differences of ``measure`` are sized against: of the masker's
+    scores over all the notes measured (``overall.score_sd``); of a 0/1 share (``picked``,
+    ``frozen``) sqrt(p (1 - p)) for its overall mean p. None when ``result`` holds neither."""
+    ov = result.get("overall") or {}
+    if measure == "score":
+        sd = ov.get("score_sd")
+    else:
+        p = ov.get(measure)
+        sd = None if p is None else math.sqrt(max(p * (1 - p), 0.0))
+    return float(sd) if sd is not None and math.isfinite(sd) else None
+
+
+def beyond(iv: Mapping[str, Any] | None, bound: float) -> bool:
+    """The interval lies wholly above ``bound`` or wholly below ``-bound`` (``bound`` 0: :func:`excludes_zero`)."""
+    b = max(float(bound), ZERO)
+    return bool(iv) and iv.get("lo") is not None and iv.get("hi") is not None and (iv["lo"] > b or iv["hi"] < -b)
+
+
+def in_sd(iv: Mapping[str, Any] | None, sd: float | None) -> dict[str, Any] | None:
+    """``iv``'s estimate and ends divided by ``sd`` (a standardised difference); None without both."""
+    if not iv or iv.get("est") is None or not sd or sd <= 0:
+        return None
+    return {k: (None if iv.get(k) is None else iv[k] / sd) for k in ("est", "lo", "hi")}
+
+
+def judged(result: Mapping[str, Any], *, measure: str = "score", controls: bool = False,
+           min_sd: float = MIN_EFFECT_SD) -> list[dict[str, Any]]:
+    """The :func:`candidates` of the label columns (of the ``CONTROLS`` when ``controls``) whose
+    interval corrected for the number of all candidates (``named``, :func:`named_interval`)
+    excludes 0, largest first, each with ``sd`` (``named`` in standard deviations, :func:`effect_sd`),
+    ``bound`` (``min_sd`` SD in the measure's units) and ``clear``: ``named`` lies wholly beyond
+    +-``bound``. Without a standard deviation no class is clear (unless ``min_sd`` is 0). None
+    when there is too little music (:func:`too_little_music`)."""
     if too_little_music(result):
         return []
     cands = candidates(result, measure=measure)
     units = int(result.get("n_groups", result.get("n_pieces", 0)))
     level = float(result.get("level", 0.95))
+    sd = effect_sd(result, measure)
+    bound = None if sd is None else min_sd * sd
+    if min_sd <= 0:
+        bound = 0.0
     found = []
     for c in cands:
         wide = named_interval(c["effect"], units, len(cands), level=level)
         if (c["column"] in CONTROLS) == controls and excludes_zero(wide):
-            found.append({**c, "named": wide})
+            found.append({**c, "named": wide, "sd": in_sd(wide, sd), "bound": bound,
+                          "clear": bound is not None and beyond(wide, bound)})
     found.sort(key=lambda f: (-abs(f["effect"]["est"]), f["column"], f["class"]))
     return found
+
+
+def significant(result: Mapping[str, Any], *, measure: str = "score", controls: bool = False,
+                min_sd: float = MIN_EFFECT_SD) -> list[dict[str, Any]]:
+    """The :func:`candidates` a sentence names (of the label columns, or of the ``CONTROLS`` when
+    ``controls``), largest first, each with ``named``: its interval corrected for the number of
+    all candidates (:func:`named_interval`), which lies wholly beyond +-``min_sd`` standard
+    deviations of the scores (``MIN_EFFECT_SD``, Cohen's "small" effect; ``min_sd=0``: excludes
+    0, the rule before the bound), and ``sd``: that interval in standard deviations. Nothing when
+    the result holds no standard deviation or there is too little music (:func:`judged`)."""
+    return [f for f in judged(result, measure=measure, controls=controls, min_sd=min_sd) if f["clear"]]
 
 
 def and_list(items: Sequence[str]) -> str:
@@ -434,6 +492,22 @@ def correction_text(k: int, units: int, what: str) -> str:
     """How the sentences' intervals were corrected, in words."""
     return (f"{k} class{'es' if k != 1 else ''} tested, so each interval is at {1 - ALPHA / max(k, 1):.1%} "
             f"(Bonferroni: chance names a class in at most {ALPHA:.0%} of measurements), over {units} {what}")
+
+
+def bound_text(sd: float | None, n_small: int = 0) -> str:
+    """The minimum effect size in words: ``MIN_EFFECT_SD`` standard deviations of the scores (``sd``)
+    and how many classes (``n_small``) it leaves unnamed although their intervals exclude 0."""
+    if sd is None:
+        return "the result holds no spread of the scores to size a difference against, so none is named"
+    here = f" (here {n_small} whose intervals exclude zero)" if n_small else ""
+    return (f"a class is named only when its interval lies beyond ±{MIN_EFFECT_SD:g} SD of its scores "
+            f"(±{MIN_EFFECT_SD * sd:.3f}), Cohen's 'small' effect: smaller differences are not named{here}")
+
+
+def _sized(f: Mapping[str, Any]) -> str:
+    """A named class with its difference, in score units and in standard deviations."""
+    d = f"; {f['sd']['est']:+.2f} SD" if f.get("sd") else ""
+    return f"{f['phrase']} ({f['effect']['est']:+.3f}{d})"
 
 
 def summary_sentence(result: Mapping[str, Any]) -> str:
@@ -451,27 +525,30 @@ def summary_sentence(result: Mapping[str, Any]) -> str:
                 f"are needed to name a class of note.")
     k = len(candidates(result))
     how = correction_text(k, units, what)
-    sig = significant(result)
+    tested = judged(result)
+    sig = [f for f in tested if f["clear"]]
+    size = bound_text(effect_sd(result), sum(not f["clear"] for f in tested))
     up = [f for f in sig if f["effect"]["est"] > 0][:3]
     down = [f for f in sig if f["effect"]["est"] < 0][:2]
     if up or down:
         parts = []
         if up:
-            parts.append(and_list([f"{f['phrase']} ({f['effect']['est']:+.3f})" for f in up]) + " higher")
+            parts.append(and_list([_sized(f) for f in up]) + " higher")
         if down:
-            parts.append(and_list([f"{f['phrase']} ({f['effect']['est']:+.3f})" for f in down]) + " lower")
+            parts.append(and_list([_sized(f) for f in down]) + " lower")
         return (f"Beyond duration and register, {'the masker' if who == 'The masker' else who} "
                 f"scores {', and '.join(parts)} than notes of the same duration and register "
-                f"(mean score differences whose intervals exclude zero; {how}).")
+                f"(mean score differences, and in standard deviations (SD) of its scores; {size}; {how}).")
     tail = ""
     raw = significant(result, controls=True)
     if raw:
         f = raw[0]
         way = "higher" if f["effect"]["est"] > 0 else "lower"
         tail = (f"; what it does separate follows duration and register, e.g. it scores "
-                f"{f['phrase']} {way} than the rest ({_fmt(f['named'])}, {f['named']['level']:.1%} interval)")
+                f"{f['phrase']} {way} than the rest ({_fmt(f['named'])}, {f['named']['level']:.1%} interval"
+                + (f"; {f['sd']['est']:+.2f} SD)" if f.get("sd") else ")"))
     return (f"{who} shows no clear pattern beyond duration and register: no harmonic, voice, metric or track "
-            f"class scores clearly differently from notes of the same duration and register ({how}){tail}.")
+            f"class scores clearly differently from notes of the same duration and register ({size}; {how}){tail}.")
 
 
 def interval_text(iv: Mapping[str, Any] | None, *, pct: bool = False, signed: bool = False,
@@ -550,6 +627,8 @@ PICKS_CAPTION = ("Per class of note: mean masker score (0-1), share picked at th
                  "is left once duration and register are accounted for). Brackets: 95% bootstrap intervals "
                  "(over pieces; one piece: over its 4-bar spans), not corrected for the number of classes; "
                  "* = the interval excludes 0. With about 10 classes, one such * in two measurements is "
-                 "chance: the sentence names a class only when its interval corrected for the classes tested "
-                 "(Bonferroni; the sentence says how many) excludes 0, and none with fewer than "
+                 "chance, and a * can mark a real but tiny difference: the sentence names a class only when its "
+                 "interval corrected for the classes tested (Bonferroni; the sentence says how many) lies beyond "
+                 f"±{MIN_EFFECT_SD:g} standard deviations of the masker's scores (Cohen's 'small' effect; "
+                 "smaller differences are not named), and none with fewer than "
                  f"{MIN_BLOCKS} spans of 4 bars.")

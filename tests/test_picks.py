@@ -141,7 +141,8 @@ def test_sentence_changes_with_the_numbers():
         row = {"class": "off-beat", "n_notes": n_notes, "n_pieces": 10, "share_of_notes": 0.5,
                **{m: iv for m in ("score", "picked", "frozen")},
                **{f"{m}_{k}": iv for m in ("score", "picked", "frozen") for k in ("diff", "adj")}}
-        return {"n_pieces": 10, "level": 0.95, "model": "m", "columns": {"metric": [row]}}
+        return {"n_pieces": 10, "level": 0.95, "model": "m", "columns": {"metric": [row]},
+                "overall": {"score_sd": 0.1}}
 
     up, down, none = (picks.summary_sentence(result(*x)) for x in [(0.05, 0.09), (-0.09, -0.05), (-0.02, 0.04)])
     assert "off-beat notes" in up and "higher" in up
@@ -178,7 +179,7 @@ def test_one_piece_and_empty():
     row = next(r for r in one["columns"]["metric"] if r["class"] == "off-beat")
     assert row["score_adj"]["hi"] > row["score_adj"]["lo"]  # blocks give a real interval
     said = picks.summary_sentence(one)  # of two mirrored classes the smaller is named, here the downbeats
-    assert "downbeat notes (-0.299) lower" in said and "13 spans of 4 bars of 1 piece" in said
+    assert "downbeat notes (-0.299; " in said and "lower" in said and "13 spans of 4 bars of 1 piece" in said
     few = picks.class_effects(_frames(_by_duration, n_pieces=3), n_boot=20)
     assert few["resampled"] == "4-bar blocks"
     many = picks.class_effects(_frames(_by_duration, n_pieces=5), n_boot=20)
@@ -278,12 +279,14 @@ def _chord_tones_plus(effect: float, seed: int) -> pd.DataFrame:
 
 def test_a_score_that_follows_chord_tones_names_them_and_little_else():
     """Positive control, 100 runs: chord tones named in nearly every run, voice, metric and repeats
-    rarely; in the sentence of the pieces (a score 0.1 higher on chord tones) and of the draw (0.3:
-    the picks, 15% of the notes, hold fewer chord tones to count than the scores)."""
+    rarely; in the sentence of the pieces (a score 0.2 higher on chord tones, about 0.95 SD of the
+    scores: the whole corrected interval over 16 spans must clear MIN_EFFECT_SD, which at 0.1, about
+    0.5 SD, it does in about half the runs) and of the draw (0.3: the picks, 15% of the notes, hold
+    fewer chord tones to count than the scores)."""
     runs, unrelated = 100, ("voice_position", "metric", "repeated")
     found = {"score": 0, "score, unrelated": 0, "draw": 0, "draw, unrelated": 0}
     for r in range(runs):
-        sig = picks.significant(picks.class_effects([_chord_tones_plus(0.1, 2000 + r)], n_boot=200, seed=r))
+        sig = picks.significant(picks.class_effects([_chord_tones_plus(0.2, 2000 + r)], n_boot=200, seed=r))
         found["score"] += any(s["phrase"] in ("chord tones", "non-chord tones") for s in sig)
         found["score, unrelated"] += any(s["column"] in unrelated for s in sig)
         f = _chord_tones_plus(0.3, 3000 + r)
@@ -293,6 +296,87 @@ def test_a_score_that_follows_chord_tones_names_them_and_little_else():
     low = runs - _bound(runs)  # a procedure that finds it in 95% of runs finds it in fewer with chance < 1e-6
     assert found["score"] >= low and found["draw"] >= low, found
     assert found["score, unrelated"] <= _bound(runs) and found["draw, unrelated"] <= _bound(runs), found
+
+
+# --------------------------------------------------------------------------- minimum effect size
+# A class is named only when its corrected interval lies wholly beyond MIN_EFFECT_SD (0.2) standard
+# deviations of the scores: a real but tiny dependence (the untrained control head's) is not a preference.
+
+def _one_class(lo: float, hi: float, score_sd: float | None) -> dict:
+    """A result of 10 pieces with one candidate class, off-beat notes, whose difference is (lo, hi)."""
+    iv = {"est": (lo + hi) / 2, "lo": lo, "hi": hi}
+    row = {"class": "off-beat", "n_notes": 500, "n_pieces": 10, "share_of_notes": 0.5,
+           **{m: iv for m in ("score", "picked", "frozen")},
+           **{f"{m}_{k}": iv for m in ("score", "picked", "frozen") for k in ("diff", "adj")}}
+    res = {"n_pieces": 10, "level": 0.95, "model": "m", "columns": {"metric": [row]}}
+    if score_sd is not None:
+        res["overall"] = {"score": 0.5, "picked": 0.1, "frozen": 0.3, "score_sd": score_sd}
+    return res
+
+
+def test_a_difference_that_excludes_zero_but_not_the_bound_is_not_named():
+    """The same interval, +0.070 [+0.05, +0.09] (corrected over 10 pieces: about [+0.046, +0.094]):
+    named against scores of SD 0.1 (0.46-0.94 SD), not against scores of SD 0.3 (0.15-0.31 SD: the
+    interval excludes 0 but reaches inside 0.2 SD); the sentence says so and shows the size in SD."""
+    big, small = _one_class(0.05, 0.09, 0.1), _one_class(0.05, 0.09, 0.3)
+    wide = picks.named_interval(big["columns"]["metric"][0]["score_adj"], 10, 1)
+    assert picks.excludes_zero(wide) and wide["lo"] / 0.3 < 0.2 < wide["lo"] / 0.1
+    assert [f["class"] for f in picks.significant(big)] == ["off-beat"]
+    assert picks.significant(small) == []  # before the bound: named
+    assert picks.MIN_EFFECT_SD == 0.2
+    said, unsaid = picks.summary_sentence(big), picks.summary_sentence(small)
+    assert "off-beat notes (+0.070; +0.70 SD) higher" in said and "±0.020" in said
+    assert "smaller differences are not named" in said and "here 1 " not in said
+    assert "off-beat" not in unsaid and "no clear pattern beyond duration and register" in unsaid
+    assert "beyond ±0.2 SD of its scores (±0.060)" in unsaid and "(here 1 whose intervals exclude zero)" in unsaid
+    # min_sd=0 is the rule before the bound (an interval that excludes 0), for callers that want it
+    assert [f["class"] for f in picks.significant(small, min_sd=0)] == ["off-beat"]
+    # no spread stored (a result from before score_sd): no size, so nothing is named, and it says why
+    assert picks.significant(_one_class(0.05, 0.09, None)) == []
+    assert "no spread of the scores" in picks.summary_sentence(_one_class(0.05, 0.09, None))
+
+
+def test_a_small_real_effect_is_not_named_a_large_one_is():
+    """Control-like: 100 pieces whose score is 0.02 higher on chord tones (noise SD 0.2: about 0.1
+    SD), so much music that the corrected interval excludes 0 by far, yet lies inside 0.2 SD: not
+    named (before the bound it was). The same pieces with 0.2 higher (about 1 SD): named, with its size."""
+    def run(effect):
+        frames = _frames(lambda f: 0.5 + effect * f["chord_tone"].to_numpy(), noise=0.2, n_pieces=100, n=500,
+                         seed=7)
+        res = picks.class_effects(frames, n_boot=200, seed=0)
+        res["model"] = "m"
+        return res
+
+    def chord(found):
+        return [f for f in found if f["phrase"] in ("chord tones", "non-chord tones")]
+
+    small = run(0.02)
+    cands = picks.candidates(small)
+    ct = chord(cands)[0]
+    wide = picks.named_interval(ct["effect"], small["n_groups"], len(cands))
+    sd = small["overall"]["score_sd"]
+    assert picks.excludes_zero(wide)  # a real difference: far from 0 (about 7 standard errors)
+    assert max(abs(wide["lo"]), abs(wide["hi"])) / sd < 0.2  # but smaller than 0.2 SD
+    assert chord(picks.significant(small)) == []  # before the bound: named
+    s = picks.summary_sentence(small)
+    assert "chord tones" not in s and "whose intervals exclude zero)" in s
+    large = run(0.2)
+    named = chord(picks.significant(large))
+    assert named and all(min(abs(f["sd"]["lo"]), abs(f["sd"]["hi"])) > picks.MIN_EFFECT_SD for f in named)
+    d = named[0]["effect"]["est"] / large["overall"]["score_sd"]
+    assert f"({named[0]['effect']['est']:+.3f}; {d:+.2f} SD)" in picks.summary_sentence(large)
+
+
+def test_the_caption_and_the_stored_sentences_state_the_bound():
+    """PICKS_CAPTION names the bound; docs/masker_picks.json's sentences are the ones summary_sentence
+    makes from its stored numbers (re-rendered when the rule changes), and docs/MASKER_PICKS.md shows them."""
+    assert f"±{picks.MIN_EFFECT_SD:g} standard deviations of the masker's scores" in picks.PICKS_CAPTION
+    assert "smaller differences are not named" in picks.PICKS_CAPTION
+    doc = json.loads((ROOT / "docs" / "masker_picks.json").read_text())
+    md = (ROOT / "docs" / "MASKER_PICKS.md").read_text()
+    for res in [*doc["results"].values(), doc["control"]]:
+        assert res["sentence"] == picks.summary_sentence(res)
+        assert res["sentence"] in md
 
 
 def test_too_little_music_names_nothing():
