@@ -152,7 +152,7 @@ def render(results: dict, args, chords: dict | None, seconds: float, control: di
              "exclude 0 by chance, and a `*` can mark a real but tiny difference). The sentence names a class only "
              "when its controlled score interval, corrected for the number of classes it tests (Bonferroni), lies "
              f"wholly beyond ±{picks.MIN_EFFECT_SD:g} standard deviations of the model's scores (Cohen's 'small' "
-             "effect; smaller differences are not named, however sure), with >= 20 notes in >= 3 pieces.",
+             "effect; a difference whose interval reaches inside that bound is not named, however sure its sign), with >= 20 notes in >= 3 pieces.",
              ""]
     if chords:
         acc = chords["by_unit"]

@@ -499,9 +499,10 @@ def bound_text(sd: float | None, n_small: int = 0) -> str:
     and how many classes (``n_small``) it leaves unnamed although their intervals exclude 0."""
     if sd is None:
         return "the result holds no spread of the scores to size a difference against, so none is named"
-    here = f" (here {n_small} whose intervals exclude zero)" if n_small else ""
+    here = (f" (here {n_small} whose intervals exclude zero but reach inside the bound)" if n_small else "")
     return (f"a class is named only when its interval lies beyond ±{MIN_EFFECT_SD:g} SD of its scores "
-            f"(±{MIN_EFFECT_SD * sd:.3f}), Cohen's 'small' effect: smaller differences are not named{here}")
+            f"(±{MIN_EFFECT_SD * sd:.3f}), Cohen's 'small' effect: differences not clearly beyond it are not "
+            f"named{here}")
 
 
 def _sized(f: Mapping[str, Any]) -> str:
@@ -630,5 +631,5 @@ PICKS_CAPTION = ("Per class of note: mean masker score (0-1), share picked at th
                  "chance, and a * can mark a real but tiny difference: the sentence names a class only when its "
                  "interval corrected for the classes tested (Bonferroni; the sentence says how many) lies beyond "
                  f"±{MIN_EFFECT_SD:g} standard deviations of the masker's scores (Cohen's 'small' effect; "
-                 "smaller differences are not named), and none with fewer than "
+                 "differences not clearly beyond it are not named), and none with fewer than "
                  f"{MIN_BLOCKS} spans of 4 bars.")

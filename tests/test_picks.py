@@ -326,7 +326,7 @@ def test_a_difference_that_excludes_zero_but_not_the_bound_is_not_named():
     assert picks.MIN_EFFECT_SD == 0.2
     said, unsaid = picks.summary_sentence(big), picks.summary_sentence(small)
     assert "off-beat notes (+0.070; +0.70 SD) higher" in said and "±0.020" in said
-    assert "smaller differences are not named" in said and "here 1 " not in said
+    assert "differences not clearly beyond it are not named" in said and "here 1 " not in said
     assert "off-beat" not in unsaid and "no clear pattern beyond duration and register" in unsaid
     assert "beyond ±0.2 SD of its scores (±0.060)" in unsaid and "(here 1 whose intervals exclude zero)" in unsaid
     # min_sd=0 is the rule before the bound (an interval that excludes 0), for callers that want it
@@ -371,7 +371,7 @@ def test_the_caption_and_the_stored_sentences_state_the_bound():
     """PICKS_CAPTION names the bound; docs/masker_picks.json's sentences are the ones summary_sentence
     makes from its stored numbers (re-rendered when the rule changes), and docs/MASKER_PICKS.md shows them."""
     assert f"±{picks.MIN_EFFECT_SD:g} standard deviations of the masker's scores" in picks.PICKS_CAPTION
-    assert "smaller differences are not named" in picks.PICKS_CAPTION
+    assert "differences not clearly beyond it are not named" in picks.PICKS_CAPTION
     doc = json.loads((ROOT / "docs" / "masker_picks.json").read_text())
     md = (ROOT / "docs" / "MASKER_PICKS.md").read_text()
     for res in [*doc["results"].values(), doc["control"]]:
