@@ -328,7 +328,7 @@ def test_a_difference_that_excludes_zero_but_not_the_bound_is_not_named():
     assert "off-beat notes (+0.070; +0.70 SD) higher" in said and "±0.020" in said
     assert "differences not clearly beyond it are not named" in said and "here 1 " not in said
     assert "off-beat" not in unsaid and "no clear pattern beyond duration and register" in unsaid
-    assert "beyond ±0.2 SD of its scores (±0.060)" in unsaid and "(here 1 whose intervals exclude zero)" in unsaid
+    assert "beyond ±0.2 SD of its scores (±0.060)" in unsaid and "(here 1 whose intervals exclude zero but reach inside the bound)" in unsaid
     # min_sd=0 is the rule before the bound (an interval that excludes 0), for callers that want it
     assert [f["class"] for f in picks.significant(small, min_sd=0)] == ["off-beat"]
     # no spread stored (a result from before score_sd): no size, so nothing is named, and it says why
@@ -359,7 +359,7 @@ def test_a_small_real_effect_is_not_named_a_large_one_is():
     assert max(abs(wide["lo"]), abs(wide["hi"])) / sd < 0.2  # but smaller than 0.2 SD
     assert chord(picks.significant(small)) == []  # before the bound: named
     s = picks.summary_sentence(small)
-    assert "chord tones" not in s and "whose intervals exclude zero)" in s
+    assert "chord tones" not in s and "whose intervals exclude zero but reach inside the bound)" in s
     large = run(0.2)
     named = chord(picks.significant(large))
     assert named and all(min(abs(f["sd"]["lo"]), abs(f["sd"]["hi"])) > picks.MIN_EFFECT_SD for f in named)
