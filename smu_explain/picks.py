@@ -5,8 +5,10 @@
 ``harmony.analyze`` and returns a JSON-serialisable dict; ``class_effects(frames)`` is the
 same measurement on ready tables (no model); ``summary_sentence(result)`` is the one sentence
 for a manager; ``markdown_table(result)`` the table for docs and reports (``picks_table``: its
-cells as a DataFrame for the app); ``run_command`` the body of ``smu picks``. Torch is imported
-only when a model runs (through ``explain``).
+cells as a DataFrame for the app); ``run_command`` the body of ``smu picks``. ``compare_effects``
+/ ``comparison_sentence``: whether a model's preferences differ from a control's (an untrained
+masker head) on the same pieces, with a paired bootstrap (rules in their docstrings). Torch is
+imported only when a model runs (through ``explain``).
 
 The rules
 ---------
@@ -190,9 +192,15 @@ def boot_weights(n_pieces: int, n_boot: int, seed: int) -> np.ndarray:
 
 
 def class_effects(frames: Sequence[pd.DataFrame], *, columns: Sequence[str] = LABEL_COLUMNS,
-                  n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+                  n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                  replicates: bool = False) -> dict[str, Any]:
     """The per-class table of several pieces' note tables (each with ``score``, ``picked``,
-    ``frozen`` and the label ``columns``; rules in the module docstring). No model needed."""
+    ``frozen`` and the label ``columns``; rules in the module docstring). No model needed.
+    ``replicates``: the result also holds ``"replicates"`` (numpy arrays, not JSON: pop it before
+    writing): ``weights`` (n_boot, units), each resample's count of every unit (piece or block; the
+    same for the same ``seed``, ``n_boot`` and number of units), ``score_sd`` (n_boot,) the scores'
+    standard deviation on each resample, and per column ``{"classes", "mean", "diff", "adj"}``, each
+    (n_boot, classes, ``MEASURES``): every number of the table on every resample."""
     frames = [f for f in frames if len(f)]
     n_real = len(frames)
     by_blocks = 0 < n_real < RESAMPLE_PIECES and all("bar" in f.columns for f in frames)
@@ -214,11 +222,18 @@ def class_effects(frames: Sequence[pd.DataFrame], *, columns: Sequence[str] = LA
     out["n_groups"] = P
     x = np.stack([allf[m].to_numpy(dtype=float) for m in MEASURES], axis=1)
     out["overall"] = {**{m: float(x[:, j].mean()) for j, m in enumerate(MEASURES)}, "score_sd": float(x[:, 0].std())}
+    reps: dict[str, Any] = {}
     bins = pd.Series(label_values(allf, "duration")).str.cat(pd.Series(label_values(allf, "register")), sep=" | ")
     bin_codes, bin_names = pd.factorize(bins, sort=True)
     B = len(bin_names)
     w_full = np.ones((1, P))
     w_boot = boot_weights(P, n_boot, seed) if n_boot > 0 else np.zeros((0, P))
+    if replicates:
+        c = x[:, 0] - x[:, 0].mean()  # centred: the same variance, sums of squares without cancellation
+        n_r, s_r, q_r = (w_boot @ np.bincount(piece, v, P) for v in (np.ones(len(c)), c, c * c))
+        reps = {"weights": w_boot, "score_sd": np.sqrt(np.maximum(safe_ratio(q_r, n_r) - safe_ratio(s_r, n_r) ** 2,
+                                                                   0.0)), "columns": {}}
+        out["replicates"] = reps
     for col in columns:
         labels = label_values(allf, col)
         present = set(labels)
@@ -233,6 +248,8 @@ def class_effects(frames: Sequence[pd.DataFrame], *, columns: Sequence[str] = LA
             np.add.at(sx[..., j], (piece, ci, bin_codes), x[:, j])
         full = _effects(cnt, sx, w_full)
         boot = _effects(cnt, sx, w_boot) if n_boot > 0 else {k: np.zeros((0,) + v.shape[1:]) for k, v in full.items()}
+        if replicates:
+            reps["columns"][col] = {"classes": list(classes), **boot}
         rows = []
         for c_i, c in enumerate(classes):
             row: dict[str, Any] = {"class": c, "n_notes": int(cnt[:, c_i].sum()),
@@ -550,6 +567,116 @@ def summary_sentence(result: Mapping[str, Any]) -> str:
                 + (f"; {f['sd']['est']:+.2f} SD)" if f.get("sd") else ")"))
     return (f"{who} shows no clear pattern beyond duration and register: no harmonic, voice, metric or track "
             f"class scores clearly differently from notes of the same duration and register ({size}; {how}){tail}.")
+
+
+# --------------------------------------------------------------------------- a model against a control
+
+def _same_pieces(frames: Sequence[pd.DataFrame], control: Sequence[pd.DataFrame], columns: Sequence[str]) -> None:
+    """ValueError unless ``frames`` and ``control`` are note tables of the same pieces, in the same
+    order: as many, each with as many notes and the same labels in ``columns`` (and ``bar``)."""
+    if len(frames) != len(control):
+        raise ValueError(f"not the same pieces: {len(frames)} and {len(control)} note tables")
+    for i, (a, b) in enumerate(zip(frames, control, strict=True)):
+        same = len(a) == len(b) and all(np.array_equal(label_values(a, c), label_values(b, c))
+                                        for c in (*columns, *CONTROLS, "bar") if c in a.columns and c in b.columns)
+        if not same:
+            raise ValueError(f"not the same pieces: note table {i} differs in its notes or labels")
+
+
+def compare_effects(frames: Sequence[pd.DataFrame], control: Sequence[pd.DataFrame], *,
+                    columns: Sequence[str] = LABEL_COLUMNS, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                    min_sd: float = MIN_EFFECT_SD, models: Sequence[str] = ("", "")) -> dict[str, Any]:
+    """Whether a model's masker prefers a class differently from a control's (an untrained head),
+    on the note tables of the same pieces (``frames``, ``control``: same order, same labels; else
+    ValueError). Per class a sentence may name (:func:`candidates`, k of them): each model's
+    standardised effect (``score_adj``; ``score_diff`` for duration and register; divided by that
+    model's score SD) and the difference, model minus control, with a paired bootstrap interval:
+    the pieces are resampled once, :func:`class_effects` with the same ``seed`` draws the same
+    resamples for both (checked: ``paired``), and each resample's difference is of the two effects
+    on that resample, each divided by its own SD on that resample (the standardisers' uncertainty
+    counts too). The percentile interval (``diff``, at ``level``) is widened like the sentence's
+    (:func:`named_interval` over the k classes: ``named``); ``clear``: ``named`` lies wholly beyond
+    +-``min_sd`` SD (:func:`beyond`), the same minimum effect as the sentence's. JSON-serialisable;
+    ``classes`` largest difference first; none when there is too little music."""
+    _same_pieces(frames, control, columns)
+    ra, rb = (class_effects(f, columns=columns, n_boot=n_boot, seed=seed, level=level, replicates=True)
+              for f in (frames, control))
+    pa, pb = ra.pop("replicates", None), rb.pop("replicates", None)
+    paired = bool(pa is not None and pb is not None and np.array_equal(pa["weights"], pb["weights"]))
+    if pa is not None and not paired:  # cannot happen for the same pieces and seed: refuse rather than mislead
+        raise ValueError("the two measurements did not draw the same resamples")
+    sds = [r["overall"].get("score_sd") for r in (ra, rb)]
+    cands = [c for c in candidates(ra) if any(c["phrase"] == d["phrase"] for d in candidates(rb))]
+    out: dict[str, Any] = {"models": list(models), "n_pieces": ra["n_pieces"], "n_groups": ra.get("n_groups", 0),
+                           "resampled": ra["resampled"], "n_boot": int(n_boot), "seed": int(seed),
+                           "level": float(level), "k": len(cands), "min_sd": float(min_sd), "paired": paired,
+                           "score_sd": sds, "too_little_music": too_little_music(ra), "classes": []}
+    if out["too_little_music"] or not paired or not all(sd and sd > 0 for sd in sds):
+        return out
+    units = int(ra["n_groups"])
+    for c in cands:
+        col, key = c["column"], ("diff" if c["column"] in CONTROLS else "adj")
+        i = pa["columns"][col]["classes"].index(c["class"])
+        ests = [next(r for r in res["columns"][col] if r["class"] == c["class"])[f"score_{key}"]["est"]
+                for res in (ra, rb)]
+        point = ests[0] / sds[0] - ests[1] / sds[1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boots = (pa["columns"][col][key][:, i, 0] / pa["score_sd"]
+                     - pb["columns"][col][key][:, i, 0] / pb["score_sd"])
+        diff = percentile_interval(point, boots, level)
+        named = named_interval(diff, units, len(cands), level=level)
+        out["classes"].append({"column": col, "class": c["class"], "phrase": c["phrase"],
+                               "vs": "rest" if col in CONTROLS else "same duration x register",
+                               "model_sd": float(ests[0] / sds[0]), "control_sd": float(ests[1] / sds[1]),
+                               "diff": diff, "named": named and {k: float(v) for k, v in named.items()},
+                               "excludes_zero": bool(excludes_zero(named)), "clear": bool(beyond(named, min_sd))})
+    out["classes"].sort(key=lambda f: (-abs(f["diff"]["est"]), f["column"], f["class"]))
+    return out
+
+
+def comparison_sentence(cmp: Mapping[str, Any], named: Iterable[tuple[str, str]] = (),
+                        control: str | None = None) -> str:
+    """Whether the model of :func:`compare_effects` learned its preferences, in words: each class of
+    ``named`` (the model's own sentence's, ``(column, class)``) and every other label class whose
+    difference from the control is ``clear``, with the verdict: *learned* (the corrected paired
+    interval lies beyond +-``min_sd`` SD), a difference that is not clearly that large, or not
+    distinguishable from the control; then the largest clear duration or register class, if any.
+    ``control``: how to call the control (default: its name's masker head)."""
+    a, b = (cmp.get("models") or ["", ""])[:2]
+    who, ctl = f"{a}'s masker" if a else "The masker", control or (f"{b}'s masker head" if b else "the control")
+    n, k, bound = int(cmp.get("n_pieces", 0)), int(cmp.get("k", 0)), float(cmp.get("min_sd", MIN_EFFECT_SD))
+    if cmp.get("too_little_music") or not cmp.get("classes"):
+        return (f"There is too little to compare {who[0].lower() + who[1:]} with {ctl} on: "
+                f"{n} piece{'s' if n != 1 else ''}, no class of note measured on both.")
+    named = list(named)
+    labels = [f for f in cmp["classes"] if f["column"] not in CONTROLS]
+    shown = ([f for key in named for f in labels if (f["column"], f["class"]) == key]
+             + [f for f in labels if f["clear"] and (f["column"], f["class"]) not in named])
+
+    def told(f: Mapping[str, Any], first: bool = False) -> str:
+        d, iv = f["diff"]["est"], f["named"]
+        verdict = ("learned" if f["clear"] else
+                   f"a real difference, but not clearly beyond ±{bound:g} SD, so not called learned"
+                   if f["excludes_zero"] else "not distinguishable from a random read-out")
+        return (f"{f['phrase']} {abs(d):.2f} SD {'higher' if d > 0 else 'lower'}{' than that head does' if first else ''} "
+                f"({f['model_sd']:+.2f} vs {f['control_sd']:+.2f} SD; difference {d:+.2f} SD [{iv['lo']:+.2f}, "
+                f"{iv['hi']:+.2f}]): {verdict}")
+
+    lead = (f"Relative to notes of the same duration and register, and compared with {ctl} on the same {n} "
+            f"piece{'s' if n != 1 else ''}, {who}")
+    if shown:
+        body = f"{lead} scores " + "; and ".join(told(f, i == 0) for i, f in enumerate(shown)) + "."
+    else:
+        body = (f"{lead} scores no class of note clearly differently from that head (no difference whose interval "
+                f"lies beyond ±{bound:g} SD).")
+    dur = [f for f in cmp["classes"] if f["column"] in CONTROLS and f["clear"]]
+    if dur:
+        body += f" Not controlled for duration and register, it scores {told(dur[0], True)}."
+    return (f"{body} (Differences of the two heads' effects, each in standard deviations of its own scores; "
+            f"paired bootstrap over the same pieces, resampled once for both; a difference is called learned only "
+            f"when its interval, corrected for the {k} classes compared ({1 - ALPHA / max(k, 1):.1%}, Bonferroni), "
+            f"lies wholly beyond ±{bound:g} SD. One untrained head: the interval covers the choice of pieces, "
+            f"not the draw of the head.)")
 
 
 def interval_text(iv: Mapping[str, Any] | None, *, pct: bool = False, signed: bool = False,

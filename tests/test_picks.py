@@ -545,3 +545,122 @@ def test_recovery_difference_and_its_sentence():
     assert short["n_blocks"] == 9 and short["lo"] is None
     assert "too little music to tell which was harder" in picks_draw.recovery_sentence(few, short)
     assert "no verdict" in picks_draw.recovery_sentence(clear) and "harder" not in picks_draw.recovery_sentence(clear)
+
+
+# --------------------------------------------------------------------------- a model against a control
+# compare_effects: per class, the model's standardised effect minus the control's, with a paired bootstrap
+# over the same pieces (resampled once for both), corrected like the sentence and held to MIN_EFFECT_SD.
+
+def _two_models(model_inner: float, control_inner: float, *, control_scale: float = 1.0, n_pieces: int = 30,
+                shared_sd: float = 0.15, n: int = 200, seed: int = 0):
+    """The same pieces (labels), two "models": scores 0.44 + (piece_p + the given effect) * inner + noise,
+    where piece_p (SD ``shared_sd`` over pieces) is shared by both models, so their effects are correlated
+    over resamples; the control's scores are squeezed around 0.44 by ``control_scale``."""
+    frames = _frames(_noise, n_pieces=n_pieces, n=n, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    shared = rng.normal(0, shared_sd, n_pieces)
+    model, control = [], []
+    for p, f in enumerate(frames):
+        inner = (f["voice_position"] == "inner").to_numpy()
+        for out, eff, scale in ((model, model_inner, 1.0), (control, control_inner, control_scale)):
+            g = f.copy()
+            g["score"] = 0.44 + scale * ((shared[p] + eff) * inner + 0.1 * rng.standard_normal(len(f)))
+            out.append(g)
+    return model, control
+
+
+def _inner(cmp):
+    return next(f for f in cmp["classes"] if (f["column"], f["class"]) == ("voice_position", "inner"))
+
+
+def test_class_effects_replicates_are_the_table_s_resamples():
+    """replicates=True adds the resamples (numpy, popped before JSON) and changes nothing else; their
+    quantiles are the table's intervals; the same seed and number of pieces draw the same resamples."""
+    frames = _frames(lambda f: _by_duration(f) + 0.1 * (f["harmony"] == "passing").to_numpy(), noise=0.1)
+    plain = picks.class_effects(frames, n_boot=200, seed=4)
+    res = picks.class_effects(frames, n_boot=200, seed=4, replicates=True)
+    reps = res.pop("replicates")
+    assert json.dumps(res, sort_keys=True) == json.dumps(plain, sort_keys=True)
+    rep = reps["columns"]["harmony"]
+    i = rep["classes"].index("passing")
+    row = next(r for r in res["columns"]["harmony"] if r["class"] == "passing")
+    assert np.quantile(rep["adj"][:, i, 0], [0.025, 0.975]) == pytest.approx([row["score_adj"]["lo"], row["score_adj"]["hi"]])
+    assert reps["weights"].shape == (200, 12) and (reps["weights"].sum(1) == 12).all()
+    assert reps["score_sd"] == pytest.approx(np.std(np.concatenate([f["score"] for f in frames])), rel=0.2)
+    other = picks.class_effects(_frames(_noise, noise=0.2, seed=9), n_boot=200, seed=4, replicates=True)
+    assert np.array_equal(other["replicates"]["weights"], reps["weights"])  # what makes two measurements paired
+
+
+def test_a_planted_difference_from_the_control_is_called_learned():
+    """The model scores inner-voice notes 0.08 higher (about 0.5 SD) than the control; both share a
+    piece-level inner effect: the difference is named, "learned", with the numbers of the table."""
+    model, control = _two_models(0.08, 0.0)
+    cmp = picks.compare_effects(model, control, n_boot=300, models=("trained", "untrained"))
+    json.dumps(cmp, allow_nan=False)
+    assert cmp["paired"] and cmp["k"] == len(picks.candidates(picks.class_effects(model, n_boot=10)))
+    f = _inner(cmp)
+    assert f["clear"] and f["named"]["lo"] > picks.MIN_EFFECT_SD and f["diff"]["est"] > 0.3
+    assert f["diff"]["est"] == pytest.approx(f["model_sd"] - f["control_sd"])
+    # nothing else (bass and top notes may be: their "other notes" hold the inner ones)
+    assert not any(g["clear"] for g in cmp["classes"] if g["column"] != "voice_position")
+    s = picks.comparison_sentence(cmp, [("voice_position", "inner")])
+    assert s.startswith("Relative to notes of the same duration and register, and compared with untrained's masker")
+    assert f"inner-voice notes {f['diff']['est']:.2f} SD higher than that head does" in s
+    assert f"difference {f['diff']['est']:+.2f} SD [{f['named']['lo']:+.2f}, {f['named']['hi']:+.2f}]): learned" in s
+    assert f"corrected for the {cmp['k']} classes compared" in s and "beyond ±0.2 SD" in s
+
+
+def test_the_same_standardised_effect_is_not_called_learned():
+    """Both models prefer inner-voice notes by the same 0.08 (in SD: the same), the control's scores
+    squeezed to a fifth of the spread: raw differences differ fivefold, standardised ones do not,
+    so the class is not called learned (the model's own sentence names it)."""
+    model, control = _two_models(0.08, 0.08, control_scale=0.2, shared_sd=0.05)
+    res = picks.class_effects(model, n_boot=300)
+    assert ("voice_position", "inner") in [(g["column"], g["class"]) for g in picks.significant(res)]
+    cmp = picks.compare_effects(model, control, n_boot=300)
+    f = _inner(cmp)
+    assert abs(f["diff"]["est"]) < 0.15 and not f["clear"]
+    assert not any(g["clear"] for g in cmp["classes"])
+    s = picks.comparison_sentence(cmp, [("voice_position", "inner")])
+    assert "inner-voice notes" in s and "): learned" not in s
+    assert ("not distinguishable from a random read-out" in s) or ("not called learned" in s)
+    none = picks.comparison_sentence(cmp)
+    assert "scores no class of note clearly differently from that head" in none
+
+
+def test_the_paired_interval_is_narrower_than_an_unpaired_one():
+    """The piece-level inner effect both models share cancels in each paired resample; resampling
+    the control's pieces separately (another seed) leaves it in: a much wider interval."""
+    model, control = _two_models(0.08, 0.0)
+    cmp = picks.compare_effects(model, control, n_boot=400, seed=0)
+    f = _inner(cmp)
+    a = picks.class_effects(model, n_boot=400, seed=0, replicates=True)["replicates"]
+    b = picks.class_effects(control, n_boot=400, seed=1, replicates=True)["replicates"]
+    i = a["columns"]["voice_position"]["classes"].index("inner")
+    unpaired = a["columns"]["voice_position"]["adj"][:, i, 0] / a["score_sd"] - \
+        b["columns"]["voice_position"]["adj"][:, i, 0] / b["score_sd"]
+    lo, hi = np.quantile(unpaired, [0.025, 0.975])
+    assert f["diff"]["hi"] - f["diff"]["lo"] < 0.5 * (hi - lo)
+
+
+def test_compare_effects_refuses_different_pieces():
+    model, control = _two_models(0.08, 0.0, n_pieces=6)
+    with pytest.raises(ValueError, match="not the same pieces"):
+        picks.compare_effects(model, control[:-1], n_boot=20)
+    shuffled = [control[1], control[0], *control[2:]]
+    with pytest.raises(ValueError, match="not the same pieces"):
+        picks.compare_effects(model, shuffled, n_boot=20)
+    one = picks.compare_effects(model[:1], control[:1], n_boot=20)  # 5 blocks of one piece: too little music
+    assert one["too_little_music"] and one["classes"] == []
+    assert picks.comparison_sentence(one).startswith("There is too little to compare")
+
+
+def test_a_real_but_small_difference_from_the_control_is_not_called_learned():
+    """0.012 higher on inner-voice notes (about 0.12 SD) over 60 pieces of 500 notes: the corrected
+    paired interval excludes 0 but not the 0.2 SD bound: "not called learned" (before the bound: learned)."""
+    model, control = _two_models(0.012, 0.0, shared_sd=0.02, n_pieces=60, n=500)
+    cmp = picks.compare_effects(model, control, n_boot=300)
+    f = _inner(cmp)
+    assert f["excludes_zero"] and f["named"]["lo"] > 0 and not f["clear"]
+    s = picks.comparison_sentence(cmp, [("voice_position", "inner")])
+    assert "inner-voice notes" in s and "a real difference, but not clearly beyond ±0.2 SD, so not called learned" in s
