@@ -40,7 +40,7 @@ import pandas as pd
 import streamlit as st
 
 from . import limits
-from .checkpoint import CONFIG_NAME, SCORES_NAME, WEIGHTS_NAME, load_checkpoint, load_masker_scores
+from .checkpoint import CONFIG_NAME, SCORES_NAME, WEIGHTS_NAME, load_checkpoint, load_masker_scores, read_config
 from .errors import SMUCheckpointError, SMUInputError
 from .markup import md_escape
 
@@ -234,14 +234,12 @@ def load_task_model(path: str | Path):
 
 
 def _checkpoint_info(path: str | Path) -> dict | None:
-    """The metadata saved with the model at ``path`` (a dict, ``{}`` when it is not one), None when
-    the model cannot be loaded."""
+    """The metadata saved with the model at ``path`` (its config.json, read without torch: the first
+    roll is drawn before the model loads), None when that cannot be read."""
     try:
-        model, _ = load_model(path)
+        return read_config(path)
     except SMUCheckpointError:
         return None
-    info = getattr(model, "checkpoint_info", None)
-    return info if isinstance(info, dict) else {}
 
 
 def _imported(info: dict) -> dict:

@@ -319,6 +319,40 @@ def test_stored_masker_scores_draw_the_first_overlay_without_the_model(tmp_path,
     assert int(metric(at, "Picked by the masker")) == max(1, round(0.15 * (n - round(0.3 * n))))
 
 
+def test_the_first_roll_is_drawn_before_the_model_loads(tmp_path, monkeypatch):
+    """With the masker view stored beside the weights, the page builds its roll before it loads the
+    model (and so before torch): the notes said above the roll (no recovery heads, untrained head)
+    read config.json, not the model."""
+    import hashlib
+
+    from smu_explain.checkpoint import save_masker_scores
+    from smu_explain.reading import read_piece
+
+    folder = make_model(tmp_path / "stored", seed=2)
+    data = (ROOT / "sample_midi" / SAMPLES[0]).read_bytes()
+    n = len(read_piece(data, name="x"))
+    save_masker_scores(folder, {hashlib.sha256(data).hexdigest(): {
+        "name": SAMPLES[0], "n_notes": n, "ratio": A.DEFAULT_RATIO, "score": np.linspace(0, 1, n).tolist(),
+        "frozen": [], "picked": [0, 1, 2]}})
+    events = []
+    real_load, real_figure = A._load_model, A.figure
+
+    def load(*a, **k):
+        events.append("load")
+        return real_load(*a, **k)
+
+    def figure(key, build):
+        events.append(key[0])
+        return real_figure(key, build)
+
+    monkeypatch.setattr(A, "_load_model", load)
+    monkeypatch.setattr(A, "figure", figure)
+    at = run_page(**{A.K_MODEL_A: str(folder)})
+    assert not at.exception, at.exception
+    assert "explore roll" in events and "load" in events
+    assert events.index("explore roll") < events.index("load"), events
+
+
 def test_draw_shows_its_outcome_and_what_the_picks_share(model_dir):
     """Draw a masking: the recovery under the random draw and under the masker's pick of as many
     notes (per attribute and on average), and a sentence on what the picked notes have in common;
