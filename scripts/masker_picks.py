@@ -10,7 +10,9 @@ measured on its own and pooled (``picks.class_effects``: bootstrap over pieces; 
 table leaves out ``role``, which there would only tell the two data sets apart). The chord
 check compares ``harmony.chords`` with Pop1K7's chord markers on ``--chord-check`` pieces
 that were not used to choose the template weights. ``--control`` (demo-random, whose masker head
-was never trained) is measured on the same pieces as a baseline. Needs the data root (``SMU_DATA_ROOT`` or
+was never trained) is measured on the same pieces as a baseline, and each class's preference of the
+two compared (``picks.compare_effects``: the difference of the standardised effects, paired bootstrap
+over the same pieces; ``comparison`` in the JSON). Needs the data root (``SMU_DATA_ROOT`` or
 ../shared/data); one CPU thread by default (``--threads``).
 """
 
@@ -84,7 +86,7 @@ def corrected_in_sd(r: dict) -> dict:
     return out
 
 
-def headline(res: dict, control: dict) -> list[str]:
+def headline(res: dict, control: dict, comparison: dict | None = None) -> list[str]:
     """The pooled sentences of the model and the control, and a table of every label class whose
     interval, corrected for the classes tested, excludes 0 for either model: the difference in units
     of each model's score standard deviation (the control head's scores spread far less) with that
@@ -126,10 +128,41 @@ def headline(res: dict, control: dict) -> list[str]:
             "effect size tells a real, sizeable preference from a tiny one; it cannot tell a learned preference from "
             "one any read-out of the encoder would have. A class both heads favour the same way is evidence about "
             "the encoder and the notes, not about what adversarial training taught the masker."]
+    return out + [""] + (learned(comparison) if comparison else [])
+
+
+def learned(cmp: dict) -> list[str]:
+    """The comparison of the two heads (``picks.compare_effects``): its sentence and, per class, each
+    head's standardised effect, the difference with its corrected paired interval, and the verdict."""
+    a, b = cmp["models"]
+    level = 1 - 0.05 / max(cmp["k"], 1)
+
+    def verdict(f):
+        return "**learned**" if f["clear"] else "differs, not beyond the bound" if f["excludes_zero"] else "no"
+
+    out = [f"### Learned, or a random read-out? ({a} vs the untrained head of {b}, the same {cmp['n_pieces']} pieces)",
+           "", f"> {cmp['sentence']}", "",
+           f"Per class: each head's difference in units of its own score standard deviation (as above), and "
+           f"{a}'s minus {b}'s with a paired bootstrap interval ({cmp['n_boot']:,} resamples of the pieces, seed "
+           f"{cmp['seed']}, each drawn once for both heads; each effect divided by its head's SD on that resample), "
+           f"corrected for the {cmp['k']} classes compared ({level:.1%}, Bonferroni, as the sentences are). "
+           f"*learned* = that interval lies wholly beyond ±{cmp['min_sd']:g} SD, the sentences' minimum effect; "
+           "*differs* = it excludes 0 but reaches inside the bound. Duration and register classes: the raw "
+           "difference from all other notes (they are the controls of the rest). Caveats: the untrained head sits "
+           f"on {b}'s own encoder (pre-trained on the same data with random masks), so a difference mixes what "
+           f"{a}'s masker learned with how adversarial masking changed its encoder; and it is one random head, so "
+           "the interval covers the choice of pieces, not the draw of the head.", "",
+           f"| label | class | vs | {a}: SD | {b}: SD | difference, SD [corrected paired interval] | learned |",
+           "|---|---|---|---|---|---|---|"]
+    for f in cmp["classes"]:
+        iv = f["named"]
+        out.append(f"| {f['column']} | {f['class']} | {f['vs']} | {f['model_sd']:+.2f} | {f['control_sd']:+.2f} | "
+                   f"{f['diff']['est']:+.2f} [{iv['lo']:+.2f}, {iv['hi']:+.2f}] | {verdict(f)} |")
     return out + [""]
 
 
-def render(results: dict, args, chords: dict | None, seconds: float, control: dict | None = None) -> str:
+def render(results: dict, args, chords: dict | None, seconds: float, control: dict | None = None,
+           comparison: dict | None = None) -> str:
     from smu_explain import picks
 
     lines = ["# What the demo masker picks, in music's words", "",
@@ -161,7 +194,7 @@ def render(results: dict, args, chords: dict | None, seconds: float, control: di
                   + ", ".join(f"{u} units {v['root_accuracy']:.3f}" for u, v in acc.items())
                   + f" (beat by beat, {acc['auto']['beats']:,} beats); the analysis uses `auto` units.", ""]
     if control:
-        lines += headline(results["all"], control)
+        lines += headline(results["all"], control, comparison)
     for key, res in results.items():
         title = {"pop909": "POP909 validation songs", "asap": "ASAP scores", "all": "Both sets pooled"}.get(key, key)
         lines += [f"## {title} ({res['n_pieces']} pieces, {res['n_notes']:,} notes; model `{res['model']}`)", "",
@@ -236,12 +269,27 @@ def main(argv=None) -> int:
         log(f"{name} {key}: {res['sentence']}")
         return res
 
+    def compare(frames, cframes, res, name, cname):
+        """The model's pooled preferences against the control's, paired over the same pieces."""
+        pooled = [f for k in sets for f in frames[k]], [f for k in sets for f in cframes[k]]
+        cmp = picks.compare_effects(*pooled, columns=[c for c in LABEL_COLUMNS if c != "role"], n_boot=args.n_boot,
+                                    seed=args.seed, models=(name, cname))
+        cmp["named"] = [[f["column"], f["class"]] for f in picks.significant(res)]
+        cmp["control_text"] = (f"a masker head that was never trained ({cname}'s: a random read-out of an encoder "
+                               "pre-trained on the same data with random masks)")
+        cmp["sentence"] = picks.comparison_sentence(cmp, map(tuple, cmp["named"]), cmp["control_text"])
+        log(f"{name} vs {cname}: {cmp['sentence']}")
+        return cmp
+
     name = Path(args.model).name
     frames = frames_of(args.model)
     results = {key: effects(frames, key, name) for key in [*sets, "all"]}
-    control = None
+    control = comparison = None
     if args.control:
-        control = effects(frames_of(args.control), "all", Path(args.control).name)
+        cname = Path(args.control).name
+        cframes = frames_of(args.control)
+        control = effects(cframes, "all", cname)
+        comparison = compare(frames, cframes, results["all"], name, cname)
     chords = None
     if args.chord_check > 0:
         try:
@@ -252,9 +300,9 @@ def main(argv=None) -> int:
     seconds = time.time() - t0
     out = Path(args.out_dir)
     doc = {"results": results, "control": control, "chord_check": chords, "seconds": round(seconds, 1),
-           "threads": args.threads, "seed": args.seed, "model": name}
+           "threads": args.threads, "seed": args.seed, "model": name, "comparison": comparison}
     atomic_write_text(out / "masker_picks.json", json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    atomic_write_text(out / "MASKER_PICKS.md", render(results, args, chords, seconds, control))
+    atomic_write_text(out / "MASKER_PICKS.md", render(results, args, chords, seconds, control, comparison))
     log(f"wrote {out / 'masker_picks.json'} and {out / 'MASKER_PICKS.md'} in {seconds:.0f} s")
     return 0
 

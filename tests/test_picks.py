@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -664,3 +665,25 @@ def test_a_real_but_small_difference_from_the_control_is_not_called_learned():
     assert f["excludes_zero"] and f["named"]["lo"] > 0 and not f["clear"]
     s = picks.comparison_sentence(cmp, [("voice_position", "inner")])
     assert "inner-voice notes" in s and "a real difference, but not clearly beyond ±0.2 SD, so not called learned" in s
+
+
+def test_the_stored_comparison_says_what_its_numbers_say():
+    """docs/masker_picks.json's "comparison" (scripts/masker_picks.py): paired, its sentence the one
+    comparison_sentence makes from its stored numbers (and in MASKER_PICKS.md), its verdicts those of
+    its corrected intervals, and each head's effect that of the stored pooled tables."""
+    doc = json.loads((ROOT / "docs" / "masker_picks.json").read_text())
+    cmp, res, ctl = doc["comparison"], doc["results"]["all"], doc["control"]
+    assert cmp["paired"] and cmp["models"] == [res["model"], ctl["model"]] and cmp["k"] == len(picks.candidates(res))
+    assert cmp["named"] == [[f["column"], f["class"]] for f in picks.significant(res)]
+    assert cmp["sentence"] == picks.comparison_sentence(cmp, map(tuple, cmp["named"]), cmp["control_text"])
+    assert cmp["sentence"] in (ROOT / "docs" / "MASKER_PICKS.md").read_text()
+    for f in cmp["classes"]:
+        wide = picks.named_interval(f["diff"], cmp["n_groups"], cmp["k"], level=cmp["level"])
+        assert f["named"] == pytest.approx(wide)
+        assert f["clear"] == picks.beyond(wide, cmp["min_sd"]) and f["excludes_zero"] == picks.excludes_zero(wide)
+        key = "score_diff" if f["column"] in picks.CONTROLS else "score_adj"
+        for who, r in (("model_sd", res), ("control_sd", ctl)):
+            row = next(x for x in r["columns"][f["column"]] if x["class"] == f["class"])
+            assert f[who] == pytest.approx(row[key]["est"] / r["overall"]["score_sd"])
+        said = re.search(re.escape(f["phrase"]) + r" [^:]*?\): learned", cmp["sentence"])
+        assert not said or f["clear"], f  # "learned" only where the interval clears the bound
