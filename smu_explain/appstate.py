@@ -414,8 +414,8 @@ def mask_groups(ratio: float) -> int:
 
 def with_picks(frame: pd.DataFrame, ratio: float) -> pd.DataFrame:
     """A copy of a table with ``score`` and ``frozen`` whose ``picked`` column is the pick at
-    ``ratio`` (``explain.picks_at``): a new ratio costs a sort, never a model pass."""
-    from .explain import picks_at
+    ``ratio`` (``picking.picks_at``): a new ratio costs a sort, never a model pass."""
+    from .picking import picks_at
 
     out = frame.copy()
     if len(out):
@@ -554,7 +554,7 @@ def folder_explain(model_path: str, folder: str | Path, ratio: float, seed: int 
     table, skipped = folder_explain_cached(str(p.resolve()), _weights_mtime(p), str(Path(folder).resolve()),
                                            stamp, mask_groups(ratio), int(seed))
     if len(table):
-        from .explain import picks_at
+        from .picking import picks_at
 
         picked = np.zeros(len(table), dtype=bool)
         for _, idx in table.groupby("file", sort=False).indices.items():

@@ -46,8 +46,9 @@ import torch
 import torch.nn.functional as F
 
 from .limits import MAX_NOTES, is_whole  # noqa: F401  (MAX_NOTES: the note cap of smu explain and the app)
-from .masks import n_to_pick, validate
+from .masks import validate
 from .model import unwrap
+from .picking import picks_at, top_fraction
 from .precision import PRECISIONS, autocast
 from .tokenizer import MASK_ID, N_SPECIAL
 from .windows import (
@@ -74,16 +75,6 @@ def decode_values(tokenizer, attribute: str, ids) -> np.ndarray:
     return v
 
 
-def _top_fraction(scores: np.ndarray, candidates: np.ndarray, frac: float, at_least_one: bool) -> np.ndarray:
-    """Bool mask of the round(frac * #candidates) highest-scoring candidates (ties: lower index)."""
-    out = np.zeros(len(scores), dtype=bool)
-    idx = np.flatnonzero(candidates)
-    k = int(n_to_pick(torch.tensor([idx.size]), frac)[0]) if at_least_one else int(round(frac * idx.size))
-    if k > 0:
-        out[idx[np.argsort(-scores[idx], kind="stable")[:k]]] = True
-    return out
-
-
 def _window_scores(model, wins, device: torch.device, batch_size: int, precision: str = "fp32"
                    ) -> list[np.ndarray]:
     """Masker scores of each clean window (batched)."""
@@ -106,18 +97,10 @@ def _frozen_picked(score: np.ndarray, ratio: float, freeze_book, piece_id, freez
         frozen = np.zeros(N, dtype=bool)
         frozen[: min(N, len(fb))] = fb[:N]
     else:
-        frozen = _top_fraction(score, np.ones(N, dtype=bool), freeze_top, at_least_one=False)
+        frozen = top_fraction(score, np.ones(N, dtype=bool), freeze_top, at_least_one=False)
     return frozen, picks_at(score, frozen, ratio)
 
 
-def picks_at(score, frozen, ratio: float) -> np.ndarray:
-    """The ``picked`` rule: the round(ratio * n) (at least 1) highest scores among the n notes
-    that are not ``frozen``, ties to the lower note index (a new ratio costs a sort, no model pass)."""
-    return _top_fraction(np.asarray(score, dtype=float), ~np.asarray(frozen, dtype=bool), ratio,
-                         at_least_one=True)
-
-
-@torch.no_grad()
 @torch.no_grad()
 def masker_view(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None, *, piece_id: int | None = None,
                 freeze_top: float = 0.3, batch_size: int = 32, precision: str = "fp32") -> pd.DataFrame:

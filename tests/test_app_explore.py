@@ -288,7 +288,7 @@ def test_stored_masker_scores_draw_the_first_overlay_without_the_model(tmp_path,
     import hashlib
 
     from smu_explain.checkpoint import save_masker_scores
-    from smu_explain.explain import picks_at
+    from smu_explain.picking import picks_at
     from smu_explain.reading import read_piece
 
     folder = make_model(tmp_path / "stored", seed=2)

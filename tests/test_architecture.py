@@ -27,7 +27,7 @@ MAX_LINES = 800
 # layer: a new file is placed here (and in the doc's table) or this test fails.
 LAYERS: dict[str, tuple[str, ...]] = {
     # plumbing and vocabulary every layer may use (no other module of the package; torch only in precision, seeding)
-    "base": ("errors", "io", "names", "limits", "markup", "readable", "palette", "precision", "seeding", "procs"),
+    "base": ("errors", "io", "names", "limits", "markup", "readable", "palette", "precision", "seeding", "procs", "picking"),
     # music without a model: files -> Piece -> tokens, note classes, datasets of tokens
     "music": ("piece", "musicfile", "scores", "reading", "retiming", "tokenizer_config", "tokenizer", "octuple",
               "noteclasses", "harmony", "counterfactual", "sandbox", "audio", "notation", "corpora", "datasets"),

@@ -218,10 +218,31 @@ def test_predict_piece_agrees_with_predict_task(tmp_path, make_midi):
     assert abs(sum(share for _, share in res["classes"]) - 1.0) < 1e-9
 
 
+def test_the_torch_free_pick_rule_counts_as_the_training_masks_do():
+    """picking.top_fraction (numpy, for the app) picks as many notes as masks.n_to_pick (torch, the
+    training masks) for every count and ratio, ties at .5 included; importing it needs no torch."""
+    import subprocess
+    import sys
+
+    from smu_explain.masks import n_to_pick
+    from smu_explain.picking import top_fraction
+
+    rng = np.random.default_rng(0)
+    for n in range(0, 41):
+        for frac in (0.0, 0.05, 0.1, 0.125, 0.15, 0.25, 0.3, 0.5, 0.75, 1.0):
+            cand = np.ones(n, dtype=bool)
+            want = int(n_to_pick(torch.tensor([n]), frac)[0])
+            assert top_fraction(rng.random(n), cand, frac, at_least_one=True).sum() == want, (n, frac)
+            assert top_fraction(rng.random(n), cand, frac, at_least_one=False).sum() == int(torch.round(
+                torch.tensor(n * frac, dtype=torch.float64)))
+    code = "import sys, smu_explain.picking; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
 def test_picks_at_is_explain_pieces_rule(model, tok, piece):
     """picks_at (what the app re-derives when the ratio moves) gives explain_piece's picked column
     from its score and frozen columns, ties included."""
-    from smu_explain.explain import picks_at
+    from smu_explain.picking import picks_at
 
     for ratio in (0.05, 0.15, 0.5):
         full = explain_piece(model, tok, piece, ratio=ratio)
