@@ -6,6 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from smu_explain import appwidgets as W
 from smu_explain import charts, pianoroll, readable, study
 from smu_explain.markup import md_escape
 from smu_explain.report import (
@@ -41,7 +42,7 @@ if STUDY_RESULTS.is_file():
         st.warning(f"The study's results cannot be read ({md_escape(e)}); the report leaves them out.")
 include_study = bool(study_results) and st.checkbox("Include the reproduction study (docs/study/results.json)",
                                                     value=True, key="report_study")
-study_part = study_sections(study_results) if include_study else []
+study_part = study_sections(study_results, W.study_figures(STUDY_RESULTS, study_results)) if include_study else []
 if (not comp or not comp.get("metrics")) and not why and not picks_part and not study_part:
     st.info("No comparison yet. Open the Compare page, choose two models and a piece (and, "
             "optionally, the Why page's views or Explore's \"What it picks\"); then come back here to export it.")

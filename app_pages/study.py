@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from smu_explain import appwidgets as W
 from smu_explain import picks, readable, study
 from smu_explain.markup import md_escape
 
@@ -126,7 +127,7 @@ if results_path.is_file():
     if results.get("efficiency"):
         st.subheader("Data efficiency")
         st.plotly_chart(study.data_efficiency_figure(results["efficiency"]), key="study_efficiency", config=STATIC)
-    figs = study.analysis_figures(results.get("analysis", {}))
+    figs = W.study_figures(results_path, results)
     if figs:
         ana = results["analysis"]
         st.subheader("What the masker picks and freezes")

@@ -1,7 +1,8 @@
 """The app's widgets and the messages they show: the piece picker (a sample or an upload), the
 model picker, the masking-ratio slider every page shares, reading the chosen piece with its
-refusals in plain words (``plain_reason``, ``too_many_notes``, ``model_error``), and the Plotly
-preload of the browser. Every bad input becomes an ``st.error`` (or ``st.info``) and ``None``,
+refusals in plain words (``plain_reason``, ``too_many_notes``, ``model_error``), the Plotly
+preload of the browser, and the study's figures that Study and Report share (``study_figures``,
+built once per results file). Every bad input becomes an ``st.error`` (or ``st.info``) and ``None``,
 never an exception.
 
 App side only: imports streamlit and ``appstate`` (the caches, paths and session keys, used as
@@ -269,3 +270,19 @@ def preload_plotly() -> None:
           f"import(new URL({name!r}, s ? s.src : new URL('static/js/', document.baseURI)))"
           ".catch(() => {}); })();")
     st.html(f"<script>{js}</script>", unsafe_allow_javascript=True)
+
+
+def study_figures(path: str | Path, results: dict) -> dict:
+    """``study.analysis_figures`` of the study's ``results`` read from ``path``, built once per file
+    (its path, modification time and size; ``A.figure``): the Study and Report pages rerun on every
+    widget change, and these rolls and charts cost ~0.3 s of CPU to build."""
+    from . import study
+
+    p = Path(path)
+    try:
+        st_ = p.stat()
+        stamp = (st_.st_mtime_ns, st_.st_size)
+    except OSError:
+        return study.analysis_figures(results.get("analysis", {}))
+    return A.figure(("study figures", str(p.resolve()), *stamp),
+                    lambda: study.analysis_figures(results.get("analysis", {})))

@@ -203,10 +203,11 @@ __all__ += ["picks_sections", "PICKS_HEADING"]
 STUDY_HEADING = "Study: does letting a masker choose beat random masking?"
 
 
-def study_sections(results: dict[str, Any]) -> list[ReportSection]:
+def study_sections(results: dict[str, Any], figures: dict | None = None) -> list[ReportSection]:
     """Report sections of the reproduction study from its ``results.json`` dict: the three-line
     summary, the accuracy table (mean ± std over seeds), data efficiency and the masker
-    analysis, with the Study page's own figure builders. Empty when ``results`` is empty."""
+    analysis, with the Study page's own figure builders (``figures``: the masker analysis's, when
+    the caller has them built already). Empty when ``results`` is empty."""
     from . import study
 
     if not results:
@@ -231,7 +232,7 @@ def study_sections(results: dict[str, Any]) -> list[ReportSection]:
                                  "Test accuracy with 10-100% of the labelled training pieces.",
                                  figures=[study.data_efficiency_figure(results["efficiency"])]))
     ana = results.get("analysis", {})
-    figs = study.analysis_figures(ana)
+    figs = study.analysis_figures(ana) if figures is None else figures
     if figs:  # the example rolls have no legend of their own: their caption says what the marks mean
         out.append(ReportSection("Study: what the masker picks and freezes",
                                  "Masker scores and frozen notes on validation pieces of POP909, ASAP and "

@@ -108,6 +108,38 @@ def test_finished_study_page_shows_tables_and_masker_figures(tmp_path, tiny_stud
     assert "Frozen notes from real pieces" in t
 
 
+def test_the_study_figures_are_built_once_per_results_file(tmp_path, tiny_study, monkeypatch):
+    """A rerun of the Study page (any widget) does not rebuild the study's figures; a new
+    results.json does. The Report page shares the same figures."""
+    import os
+    import shutil
+
+    from smu_explain import study
+
+    d = tmp_path / "docs" / "study"
+    d.mkdir(parents=True)
+    shutil.copy(tiny_study["paths"].results_dir / "results.json", d / "results.json")
+    built = []
+    real = study.analysis_figures
+
+    def counting(*a, **k):
+        built.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(study, "analysis_figures", counting)
+    at = AppTest.from_file(copy_page(tmp_path), default_timeout=60).run()
+    assert not at.exception, at.exception
+    n_charts = len(at.get("plotly_chart"))
+    at.run()
+    at.run()
+    assert len(built) == 1 and len(at.get("plotly_chart")) == n_charts
+    st_ = (d / "results.json").stat()
+    os.utime(d / "results.json", ns=(st_.st_atime_ns, st_.st_mtime_ns + 10**9))  # a new study written
+    at.run()
+    assert not at.exception, at.exception
+    assert len(built) == 2
+
+
 def test_study_page_shows_what_the_masker_picks(tmp_path):
     """docs/masker_picks.json (scripts/masker_picks.py): the generated sentence, the control's and
     the per-class table of the chosen set; text from the file escaped; a broken file is a warning."""
