@@ -1,7 +1,7 @@
 """The app's background warm-up: after the first page, a daemon thread of the server fills the
 caches of ``appstate`` with what the pages show first (the demo models, the samples' overlays,
-explain tables and rules, the Why page's default views, the sample folder), stepping aside
-while a session's page runs (``user_run``, ``QUIET_S``).
+explain tables and rules, the Why page's default views, the sample folder), at the lowest CPU
+priority (``lower_priority``), stepping aside while a session's page runs (``user_run``, ``QUIET_S``).
 
 App side only: imports streamlit and ``appstate`` (as ``A``); the library never imports it.
 """
@@ -50,6 +50,17 @@ def _wait_for_quiet(poll_s: float = 0.05) -> float:
         time.sleep(poll_s)
 
 
+def lower_priority() -> bool:
+    """Give the calling thread the lowest CPU priority (nice 19; Linux schedules threads one by one),
+    so that a session's page run wins the cores while the warm-up computes. False where the system
+    does not allow it (the warm-up then runs at the server's priority)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 def _warm(status: dict) -> None:
     """Fill the caches with what the pages show first, in the order people open them:
     both demo models; for the first sample: Explore's overlay, explain table and no-model
@@ -67,6 +78,7 @@ def _warm(status: dict) -> None:
                  "streamlit.runtime.caching.cache_data_api", "streamlit"):
         logging.getLogger(name).setLevel(logging.ERROR)
     t0 = time.perf_counter()
+    status["low_priority"] = lower_priority()  # this thread only: the sessions' runs keep theirs
 
     def step(what, fn, *args):
         status["waited_s"] = round(status.get("waited_s", 0.0) + _wait_for_quiet(), 2)

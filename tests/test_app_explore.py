@@ -253,6 +253,26 @@ def test_warm_up_waits_for_quiet(monkeypatch):
     assert M._wait_for_quiet(0.01) == pytest.approx(0.0, abs=0.35)  # quiet: at most the rest of QUIET_S
 
 
+def test_warm_up_runs_at_the_lowest_priority_and_the_sessions_keep_theirs():
+    """The warm-up thread lowers its own CPU priority (nice 19), not the server's: the threads that
+    run the sessions' pages keep theirs."""
+    import os
+    import threading
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    got = {}
+
+    def warm_thread():
+        got["ok"] = M.lower_priority()
+        got["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    t = threading.Thread(target=warm_thread)
+    t.start()
+    t.join(10)
+    assert got["ok"] and got["nice"] == 19
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
 def test_roll_follows_the_ratio_and_figures_are_built_once_per_key(model_dir, monkeypatch):
     """The roll comes from appstate.figure (built once per key): it still shows the picks of the
     ratio on screen, also when a ratio comes back (its figure then from the cache)."""
