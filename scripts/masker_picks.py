@@ -12,8 +12,11 @@ check compares ``harmony.chords`` with Pop1K7's chord markers on ``--chord-check
 that were not used to choose the template weights. ``--control`` (demo-random, whose masker head
 was never trained) is measured on the same pieces as a baseline, and each class's preference of the
 two compared (``picks.compare_effects``: the difference of the standardised effects, paired bootstrap
-over the same pieces; ``comparison`` in the JSON). Needs the data root (``SMU_DATA_ROOT`` or
-../shared/data); one CPU thread by default (``--threads``).
+over the same pieces; ``comparison`` in the JSON). ``--null-heads`` (1,000) masker heads drawn at their
+initialisation on the model's OWN encoder score the same pooled pieces (``picks_null.random_head_test``:
+per class, the trained effect's Monte Carlo p-value among theirs, Bonferroni over the classes; ``null`` in
+the JSON; the verdict the page stands by). Needs the data root (``SMU_DATA_ROOT`` or ../shared/data); one
+CPU thread by default (``--threads``).
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ def corrected_in_sd(r: dict) -> dict:
     return out
 
 
-def headline(res: dict, control: dict, comparison: dict | None = None) -> list[str]:
+def headline(res: dict, control: dict, comparison: dict | None = None, null: dict | None = None) -> list[str]:
     """The pooled sentences of the model and the control, and a table of every label class whose
     interval, corrected for the classes tested, excludes 0 for either model: the difference in units
     of each model's score standard deviation (the control head's scores spread far less) with that
@@ -128,20 +131,26 @@ def headline(res: dict, control: dict, comparison: dict | None = None) -> list[s
             "effect size tells a real, sizeable preference from a tiny one; it cannot tell a learned preference from "
             "one any read-out of the encoder would have. A class both heads favour the same way is evidence about "
             "the encoder and the notes, not about what adversarial training taught the masker."]
-    return out + [""] + (learned(comparison) if comparison else [])
+    return out + [""] + (learned(comparison, superseded=bool(null)) if comparison else []) + (
+        random_heads(null, comparison) if null else [])
 
 
-def learned(cmp: dict) -> list[str]:
+def learned(cmp: dict, superseded: bool = False) -> list[str]:
     """The comparison of the two heads (``picks.compare_effects``): its sentence and, per class, each
-    head's standardised effect, the difference with its corrected paired interval, and the verdict."""
+    head's standardised effect, the difference with its corrected paired interval, and the verdict.
+    ``superseded``: a note that the random-heads test below is the verdict the page stands by."""
     a, b = cmp["models"]
     level = 1 - 0.05 / max(cmp["k"], 1)
+    note = ([f"**Superseded** by the next subsection, whose verdict this page stands by: one untrained head is one "
+             f"draw, and {a}'s own encoder read out by many random heads shows that a single head's class effects "
+             "vary from draw to draw by more than this interval allows for (the next table puts this head's effect "
+             "beside their range). The numbers are kept for reference.", ""] if superseded else [])
 
     def verdict(f):
         return "**learned**" if f["clear"] else "differs, not beyond the bound" if f["excludes_zero"] else "no"
 
     out = [f"### Learned, or a random read-out? ({a} vs the untrained head of {b}, the same {cmp['n_pieces']} pieces)",
-           "", f"> {cmp['sentence']}", "",
+           "", *note, f"> {cmp['sentence']}", "",
            f"Per class: each head's difference in units of its own score standard deviation (as above), and "
            f"{a}'s minus {b}'s with a paired bootstrap interval ({cmp['n_boot']:,} resamples of the pieces, seed "
            f"{cmp['seed']}, each drawn once for both heads; each effect divided by its head's SD on that resample), "
@@ -161,8 +170,56 @@ def learned(cmp: dict) -> list[str]:
     return out + [""]
 
 
+def random_heads(null: dict, cmp: dict | None = None) -> list[str]:
+    """The trained head against many random heads on its own encoder (``picks_null.random_head_test``): the
+    sentence, the rule, and per class the trained effect, the random heads' median and 2.5-97.5% range, the
+    p-values and the verdict (and the single untrained head's effect of ``cmp``, where given)."""
+    n, k, a = null["n_heads"], null["k"], null["model"]
+    single = {(f["column"], f["class"]): f["control_sd"] for f in (cmp or {}).get("classes", [])}
+    b = (cmp or {}).get("models", ["", ""])[1]
+    inside = [(f["random_lo"] <= single[key] <= f["random_hi"]) for f in null["classes"]
+              if (key := (f["column"], f["class"])) in single]
+    rsd = null["random_score_sd"]
+    out = [f"### Learned, against {n:,} random read-outs of {a}'s own encoder (the verdict this page stands by)", "",
+           f"> {null['sentence']}", "",
+           f"The null for \"the masker learned to prefer a class\" is what a random read-out of the same encoder "
+           f"shows: {n:,} masker heads of {a}'s architecture drawn at their initialisation (`{null['init']}`: as a new "
+           f"model's head is initialised; head i under torch seed SeedSequence([{null['seed']}, i])) score the same "
+           f"{null['n_pieces']} pieces from the same hidden states (the encoder run once; the model's own head on them "
+           f"gives the table's scores to within {null.get('trained_head_gap', 0):.0e}), and each head's class effects "
+           "are computed exactly as the trained head's (difference from notes of the same duration x register, raw for "
+           "duration and register; in SD of that head's own scores: random heads' score SD median "
+           f"{rsd['median']:.3f} [{rsd['lo']:.3f}, {rsd['hi']:.3f}], {a}'s {null['trained_score_sd']:.3f}). "
+           "p = (1 + number of random heads at least as far from the centre as the trained head) / (1 + heads), "
+           "two-sided around the median of all the effects (the random heads' and the trained one): a random "
+           "read-out need not be centred on 0, and the median of all of them keeps p exact. Here the random heads' "
+           f"medians are all within {max(abs(f['random_median']) for f in null['classes']):.2f} SD of 0, as they "
+           "should be (a head and its negated last layer are equally likely, so the null is symmetric about 0). "
+           f"*learned* = p corrected for the "
+           f"{k} classes (Bonferroni, × {k}) below {null['alpha']:g} and the trained effect at least "
+           f"±{null['min_sd']:g} SD from the random heads' median. With {n:,} heads the smallest corrected p is "
+           f"{k / (n + 1):.3f}. The pieces are fixed: this covers the draw of the head, not the choice of pieces (the "
+           "tables' bootstrap intervals do that, for one head)."]
+    if inside:
+        wide = sorted(null["classes"], key=lambda f: f["random_lo"] - f["random_hi"])[:3]
+        out += ["", f"{b}'s single untrained head (the previous subsection's control, on its own encoder) lies inside "
+                f"these random heads' 95% range for {sum(inside)} of {len(inside)} classes: as a random read-out it is "
+                "unremarkable, and its effects are one draw of a distribution that is wide for some classes (widest: "
+                + ", ".join(f"{f['phrase']} [{f['random_lo']:+.2f}, {f['random_hi']:+.2f}]" for f in wide) + ")."]
+    ctl = f" | {b}'s head: SD" if single else ""
+    out += ["", f"| label | class | vs | {a}: SD | random heads: median [2.5%, 97.5%] (min, max){ctl} | p | "
+            f"corrected p | learned |", "|---|---|---|---|---|" + ("---|" if single else "") + "---|---|---|"]
+    for f in null["classes"]:
+        s = single.get((f["column"], f["class"]))
+        cell = (f" | {s:+.2f}" if s is not None else " | –") if single else ""
+        out.append(f"| {f['column']} | {f['class']} | {f['vs']} | {f['trained_sd']:+.2f} | {f['random_median']:+.2f} "
+                   f"[{f['random_lo']:+.2f}, {f['random_hi']:+.2f}] ({f['random_min']:+.2f}, {f['random_max']:+.2f})"
+                   f"{cell} | {f['p']:.4f} | {f['p_corrected']:.3f} | {'**learned**' if f['learned'] else 'no'} |")
+    return out + [""]
+
+
 def render(results: dict, args, chords: dict | None, seconds: float, control: dict | None = None,
-           comparison: dict | None = None) -> str:
+           comparison: dict | None = None, null: dict | None = None) -> str:
     from smu_explain import picks
 
     lines = ["# What the demo masker picks, in music's words", "",
@@ -194,7 +251,9 @@ def render(results: dict, args, chords: dict | None, seconds: float, control: di
                   + ", ".join(f"{u} units {v['root_accuracy']:.3f}" for u, v in acc.items())
                   + f" (beat by beat, {acc['auto']['beats']:,} beats); the analysis uses `auto` units.", ""]
     if control:
-        lines += headline(results["all"], control, comparison)
+        lines += headline(results["all"], control, comparison, null)
+    elif null:
+        lines += random_heads(null)
     for key, res in results.items():
         title = {"pop909": "POP909 validation songs", "asap": "ASAP scores", "all": "Both sets pooled"}.get(key, key)
         lines += [f"## {title} ({res['n_pieces']} pieces, {res['n_notes']:,} notes; model `{res['model']}`)", "",
@@ -227,13 +286,15 @@ def main(argv=None) -> int:
     ap.add_argument("--chord-check", type=int, default=100, help="Pop1K7 pieces for the chord check (0: skip)")
     ap.add_argument("--control", default=str(ROOT / "models" / "demo-random"),
                     help="a model whose masker head was never trained, measured on the same pieces (pooled); '' = none")
+    ap.add_argument("--null-heads", type=int, default=1000,
+                    help="random masker heads on the model's own encoder to test 'learned' against (0: skip)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out-dir", default=str(ROOT / "docs"))
     args = ap.parse_args(argv)
 
     import torch
 
-    from smu_explain import picks
+    from smu_explain import picks, picks_null
     from smu_explain.checkpoint import load_checkpoint
     from smu_explain.corpora import asap_refs, data_root, pop909_splits
     from smu_explain.harmony import LABEL_COLUMNS
@@ -246,7 +307,8 @@ def main(argv=None) -> int:
             "asap": sample(asap_refs(root, source="score"), args.n_asap, args.seed)}
     names = {key: [r.name for r in refs] for key, refs in sets.items()}
 
-    def frames_of(folder):
+    def frames_of(folder, hidden=None):
+        """The note tables of every set; ``hidden``: a dict that gets each piece's hidden states (and the model)."""
         ckpt = load_checkpoint(folder, kind="pretrained")
         model, tok = ckpt.encoder.eval(), ckpt.tokenizer
         frames: dict[str, list] = {}
@@ -255,7 +317,11 @@ def main(argv=None) -> int:
             for i, ref in enumerate(refs):
                 piece = tok.read(ref.path, name=ref.name)
                 frames[key].append(picks.label_table(model, tok, piece, ratio=args.ratio))
+                if hidden is not None:
+                    hidden.setdefault(key, []).append(picks_null.note_hidden(model, tok, piece))
                 log(f"{Path(folder).name} {key} {i + 1}/{len(refs)} {ref.name}: {len(piece)} notes")
+        if hidden is not None:
+            hidden["model"] = model
         return frames
 
     def effects(frames, key, name):
@@ -281,8 +347,22 @@ def main(argv=None) -> int:
         log(f"{name} vs {cname}: {cmp['sentence']}")
         return cmp
 
+    def nulls(frames, hidden, res, name):
+        """The model's pooled preferences against random heads on its own encoder (picks_null)."""
+        model, t1 = hidden["model"], time.time()
+        out = picks_null.random_head_test([f for k in sets for f in frames[k]], [h for k in sets for h in hidden[k]],
+                                          model.masker_head, model.config.init,
+                                          columns=[c for c in LABEL_COLUMNS if c != "role"], n_heads=args.null_heads,
+                                          seed=args.seed, result=res, trained_head=model.masker_head, model=name)
+        out["named"] = [[f["column"], f["class"]] for f in picks.significant(res)]
+        out["sentence"] = picks_null.null_sentence(out, map(tuple, out["named"]))
+        out["seconds"] = round(time.time() - t1, 1)
+        log(f"{name} vs {args.null_heads} random heads ({out['seconds']:.0f} s): {out['sentence']}")
+        return out
+
     name = Path(args.model).name
-    frames = frames_of(args.model)
+    hidden: dict | None = {} if args.null_heads > 0 else None
+    frames = frames_of(args.model, hidden)
     results = {key: effects(frames, key, name) for key in [*sets, "all"]}
     control = comparison = None
     if args.control:
@@ -290,6 +370,7 @@ def main(argv=None) -> int:
         cframes = frames_of(args.control)
         control = effects(cframes, "all", cname)
         comparison = compare(frames, cframes, results["all"], name, cname)
+    null = nulls(frames, hidden, results["all"], name) if hidden is not None else None
     chords = None
     if args.chord_check > 0:
         try:
@@ -301,8 +382,10 @@ def main(argv=None) -> int:
     out = Path(args.out_dir)
     doc = {"results": results, "control": control, "chord_check": chords, "seconds": round(seconds, 1),
            "threads": args.threads, "seed": args.seed, "model": name, "comparison": comparison}
+    if null is not None:
+        doc["null"] = null
     atomic_write_text(out / "masker_picks.json", json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    atomic_write_text(out / "MASKER_PICKS.md", render(results, args, chords, seconds, control, comparison))
+    atomic_write_text(out / "MASKER_PICKS.md", render(results, args, chords, seconds, control, comparison, null))
     log(f"wrote {out / 'masker_picks.json'} and {out / 'MASKER_PICKS.md'} in {seconds:.0f} s")
     return 0
 

@@ -173,6 +173,9 @@ def _effects(cnt: np.ndarray, sx: np.ndarray, w: np.ndarray) -> dict[str, np.nda
     return {"mean": mean, "diff": mean - rest, "adj": adj}
 
 
+stratified_effects = _effects  # public name: picks_null computes many heads' effects with this estimator
+
+
 def percentile_interval(point: float, boots: np.ndarray, level: float) -> dict[str, Any]:
     b = boots[np.isfinite(boots)]
     if not math.isfinite(point):

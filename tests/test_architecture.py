@@ -38,7 +38,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
                  "finetune", "probe"),
     # what a trained model says about a piece, and the no-model rules it is judged against
     "explain": ("windows", "encoder_inputs", "explain", "attribution", "attention", "masker_note", "stored_scores",
-                "baselines", "picks", "picks_draw", "verdict"),
+                "baselines", "picks", "picks_draw", "picks_null", "verdict"),
     # Plotly figure builders: tables in, figures out
     "figures": ("rollaxes", "pianoroll", "valueroll", "charts"),
     # the reproduction study (smu study)
