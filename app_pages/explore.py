@@ -343,7 +343,8 @@ if table is not None:
                "against the masker's pick of as many notes (right). Frozen notes are never masked. Each "
                "draw hides its notes all at once and asks the model to put them back. Which was harder is "
                "said only when the 95% interval of the difference (resampling the piece's 4-bar spans, both "
-               "masks together) excludes zero; it is one draw of one piece, not the masker in general.")
+               "masks together, and never narrower than shuffling the two masks' notes within each span) "
+               "excludes zero; it is one draw of one piece, not the masker in general.")
     if st.button("Draw a masking", key="explore_draw"):
         st.session_state["explore_draw_n"] = st.session_state.get("explore_draw_n", 0) + 1
     draws = st.session_state.get("explore_draw_n", 0)
@@ -385,9 +386,10 @@ if table is not None:
                            "voice, beat, duration, register, repeated note). Brackets: 95% intervals "
                            "(resampling the piece's 4-bar spans), not corrected for the number of kinds "
                            f"tested ({outcome['profile'].get('n_tested', 0)}). A kind of note is named above "
-                           "(clear) only when the difference is at least 5 points and its interval corrected "
-                           "for the kinds tested (Bonferroni) excludes zero, and none in a piece of fewer than "
-                           f"{picks.MIN_BLOCKS} spans of 4 bars.")
+                           "(clear) only when the difference is at least 5 points and random draws of as many "
+                           "notes gave one as unlikely, in any kind tested, in at most 5% of "
+                           f"{outcome['profile'].get('n_draws', picks_draw.DRAW_SHUFFLES):,} draws, and none in a "
+                           f"piece of fewer than {picks.MIN_BLOCKS} spans of 4 bars.")
         st.caption(f"Draw #{draws}: random mask seed {draw_seed}.")
 
 # ----------------------------------------------------------------------------- listening
