@@ -360,8 +360,11 @@ if table is not None:
             shown = picks_draw.shown_points(rec)
             titles = [f"random draw: {shown[0]:.1f}% put back ({rec['random']['n']} notes)",
                       f"masker's pick: {shown[1]:.1f}% put back ({rec['masker']['n']} notes)"]
-        fig_draw = pianoroll.masking_draw_figure(table, rnd, picked, bar_starts_q=piece.bar_starts_q,
-                                             track_names=piece.track_names, titles=titles)
+        fig_draw = A.figure(  # built once per draw: later reruns of the page (another note, audio) reuse it
+            ("explore draw", *A.model_key(model_path), A.piece_key(data), A.ratio_key(ratio), seed,
+             A.mask_groups(context), draw_seed, tuple(titles or ())),
+            lambda: pianoroll.masking_draw_figure(table, rnd, picked, bar_starts_q=piece.bar_starts_q,
+                                                  track_names=piece.track_names, titles=titles))
         st.plotly_chart(fig_draw, key="explore_draw_fig", config={"displaylogo": False})
         if outcome is not None:
             rec = outcome["recovery"]
@@ -389,7 +392,9 @@ if table is not None:
                            "(clear) only when the difference is at least 5 points and random draws of as many "
                            "notes gave one as unlikely, in any kind tested, in at most 5% of "
                            f"{outcome['profile'].get('n_draws', picks_draw.DRAW_SHUFFLES):,} draws, and none in a "
-                           f"piece of fewer than {picks.MIN_BLOCKS} spans of 4 bars.")
+                           f"piece of fewer than {picks.MIN_BLOCKS} spans of 4 bars. The draws pick from the "
+                           "whole piece: picks that favour some passages differ from them in whatever those "
+                           "passages hold, so a named kind says what the picks are, not yet why.")
         st.caption(f"Draw #{draws}: random mask seed {draw_seed}.")
 
 # ----------------------------------------------------------------------------- listening

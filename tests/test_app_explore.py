@@ -414,6 +414,29 @@ def test_draw_shows_its_outcome_and_what_the_picks_share(model_dir):
     assert "Draw #2" in texts(at) and not at.exception
 
 
+def test_the_draw_figure_is_built_once_per_draw(model_dir, monkeypatch):
+    """After a draw, later reruns of Explore (here: plain reruns) reuse its figure; a new draw builds one."""
+    from smu_explain import pianoroll
+
+    built = []
+    real = pianoroll.masking_draw_figure
+
+    def counting(*a, **k):
+        built.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(pianoroll, "masking_draw_figure", counting)
+    A._figure_cached.clear()  # figures are server-wide: another test may have drawn this one already
+    at = run_page(**{A.K_MODEL_A: str(model_dir)})
+    at.button(key="explore_draw").click().run()
+    assert not at.exception, at.exception
+    at.run()
+    at.run()
+    assert len(built) == 1 and "Draw #1" in texts(at)
+    at.button(key="explore_draw").click().run()
+    assert len(built) == 2 and "Draw #2" in texts(at)
+
+
 def test_ghost_layer_is_off_after_a_switch_to_another_piece(model_dir):
     at = run_page(**{A.K_MODEL_A: str(model_dir)})
     at.toggle(key="explore_ghost").set_value(True).run()
