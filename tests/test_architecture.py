@@ -429,3 +429,14 @@ def test_the_base_layer_imports_nothing_of_the_package(graph):
                  if layer_of(a) == "base" for b in graph.edges[a])
     assert not bad, "base modules are what every layer may import; they import no module of the package:\n" + \
         "\n".join(bad)
+
+
+def test_no_test_imports_a_page():
+    """A page of the app is a script: importing it runs it outside a session, and what it leaves
+    open there (a form) leaks into every AppTest after it. Tests drive pages with AppTest only."""
+    import re
+
+    tests = Path(__file__).resolve().parent
+    found = [f.name for f in sorted(tests.glob("*.py"))
+             if re.search(r"^\s*(from\s+app_pages\b|import\s+app_pages\b)", f.read_text(), re.M)]
+    assert found == []

@@ -542,7 +542,7 @@ def test_chunk_trained_but_unrecorded_is_not_trained_again(tmp_path, monkeypatch
     def boom(*a, **k):
         raise RuntimeError("crash after training")
 
-    monkeypatch.setattr(E, "recovery_accuracy", boom)
+    monkeypatch.setattr(E, "recovery_with_tokens", boom)  # what the final measures call
     with pytest.raises(RuntimeError, match="crash after training"):
         S.Study(preset, paths, quiet=True).run(only=["data", "pretrain-adversarial"])
     monkeypatch.undo()
