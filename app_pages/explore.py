@@ -80,6 +80,10 @@ def draw_table(rec: dict) -> pd.DataFrame:
 
 
 def profile_table(profile: dict) -> pd.DataFrame:
+    """Per kind of note: its share of the picks, the share expected from the passages (4-bar spans) they
+    are in (picks_draw.pick_profile's share_expected), its share of the notes the draw picks from, the
+    picks' difference from the expected share (with its bootstrap interval over the spans) and whether
+    the sentence names it."""
     rows = []
     for col, classes in profile.get("columns", {}).items():
         for r in classes:
@@ -87,8 +91,9 @@ def profile_table(profile: dict) -> pd.DataFrame:
             span = "" if iv["lo"] is None else f" [{100 * iv['lo']:+.0f}, {100 * iv['hi']:+.0f}]"
             rows.append({"label": col.replace("_", " "), "kind of note": r["class"],
                          "share of the picks": f"{r['share_picked']:.0%}",
+                         "expected from their passages": f"{r.get('share_expected', r['share_pool']):.0%}",
                          "share of the notes": f"{r['share_pool']:.0%}",
-                         "difference (points, 95% interval)": f"{100 * iv['est']:+.0f}{span}",
+                         "difference from expected (points, 95% interval)": f"{100 * iv['est']:+.0f}{span}",
                          "clear": "yes" if r["clear"] else ""})
     return pd.DataFrame(rows)
 
@@ -383,18 +388,21 @@ if table is not None:
                    "**What the picked notes have in common** (an untrained masker: its picks are "
                    "close to arbitrary). ")
             st.markdown(who + picks_draw.pick_sentence(outcome["profile"]))
-            with st.expander("The picks' share of each kind of note against the notes they were picked from"):
+            with st.expander("The picks' share of each kind of note against the share expected from their passages"):
                 st.dataframe(profile_table(outcome["profile"]), hide_index=True, key="explore_draw_profile")
                 st.caption("Labels from a chord and voice analysis of the piece (chord or non-chord tone, "
-                           "voice, beat, duration, register, repeated note). Brackets: 95% intervals "
-                           "(resampling the piece's 4-bar spans), not corrected for the number of kinds "
-                           f"tested ({outcome['profile'].get('n_tested', 0)}). A kind of note is named above "
-                           "(clear) only when the difference is at least 5 points and random draws of as many "
-                           "notes gave one as unlikely, in any kind tested, in at most 5% of "
-                           f"{outcome['profile'].get('n_draws', picks_draw.DRAW_SHUFFLES):,} draws, and none in a "
-                           f"piece of fewer than {picks.MIN_BLOCKS} spans of 4 bars. The draws pick from the "
-                           "whole piece: picks that favour some passages differ from them in whatever those "
-                           "passages hold, so a named kind says what the picks are, not yet why.")
+                           "voice, beat, duration, register, repeated note). Expected: the share random notes "
+                           "would have, drawn in each 4-bar span as many as the masker picked there, so a "
+                           "masker that only favours some passages comes out as expected. Brackets: 95% "
+                           "intervals of the difference from expected (resampling the piece's 4-bar spans), not "
+                           "corrected for the number of kinds tested "
+                           f"({outcome['profile'].get('n_tested', 0)}). A kind of note is named above (clear) only "
+                           "when the difference from expected is at least 5 points and random draws of as many "
+                           "notes within the same spans gave one as unlikely, in any kind tested, in at most 5% "
+                           f"of {outcome['profile'].get('n_draws', picks_draw.DRAW_SHUFFLES):,} draws, and none "
+                           f"in a piece of fewer than {picks.MIN_BLOCKS} spans of 4 bars. So a named kind is a "
+                           "preference among the notes of the passages the masker picks from; which passages "
+                           "it favours is another matter (compare the expected share with the notes').")
         st.caption(f"Draw #{draws}: random mask seed {draw_seed}.")
 
 # ----------------------------------------------------------------------------- listening

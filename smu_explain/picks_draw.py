@@ -1,10 +1,10 @@
 """One draw of one piece (the Explore page's "Draw a masking"): a uniform random draw and the
 masker's pick of the same number of notes, what the model recovers under each (with a paired
 interval over the piece's 4-bar spans, at least as wide as shuffling the two masks' notes within
-them), and what the picked notes have in common (classes named only when random draws of as many
-notes, the null the page compares with, give so unlikely a difference in any class tested in at
-most 5% of cases). The measurement over pieces and folders, its sentence and its table are
-``picks.py``; this module uses its rules.
+them), and what the picked notes have in common within the passages they are in (classes named
+only when random draws of as many notes within the same 4-bar spans give so unlikely a difference
+in any class tested in at most 5% of cases). The measurement over pieces and folders, its
+sentence and its table are ``picks.py``; this module uses its rules.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ from .picks import (
 
 #: the label columns a draw's profile reads (``role`` only where the piece has POP909 tracks)
 DRAW_COLUMNS = ("chord_tone", "voice_position", "metric", "duration", "register", "repeated", "role")
-#: a class is named when its difference's interval, corrected for the classes tested, excludes 0,
-#: the picks hold (or would hold, drawn at random) at least this many of its notes, and the
-#: difference is at least ``DRAW_MIN_DIFF`` (5 points of the picks' share)
+#: a class is named when random draws within the picks' spans give a difference as unlikely, in any
+#: class tested, rarely enough (:func:`pick_profile`), the picks hold (or would hold, drawn at random
+#: in their spans) at least this many of its notes, and the difference from the expected share is
+#: at least ``DRAW_MIN_DIFF`` (5 points of the picks' share)
 DRAW_MIN_PICKED = 3
 DRAW_MIN_DIFF = 0.05
 #: random draws of as many notes that a draw's decisions are compared with: the recovery
@@ -265,28 +266,34 @@ def _block_ids(table: pd.DataFrame) -> np.ndarray:
 def pick_profile(labels: pd.DataFrame, picked, pool=None, *, columns: Sequence[str] = DRAW_COLUMNS,
                  n_boot: int = 1000, n_draws: int = DRAW_SHUFFLES, seed: int = 0,
                  level: float = 0.95) -> dict[str, Any]:
-    """What the ``picked`` notes of one piece have in common: per class of each label column
-    (``harmony.analyze``'s labels, plus ``bar`` for the resampling), the share of the picked
-    notes in the class against its share of the ``pool`` (the notes a random draw picks from;
-    default every note), the difference with a percentile bootstrap interval over the piece's
-    ``BLOCK_BARS``-bar spans (``n_boot`` resamples; a description, not the decision), and the
-    decision: how often a uniform random draw of as many notes from the pool (what the masker's
-    picks are compared with) gives a difference as unlikely (:func:`_draw_test`, ``n_draws``
-    draws). ``role`` is read only when some note has a POP909 track role. Seeded by ``seed``;
-    JSON-serialisable.
+    """What the ``picked`` notes of one piece have in common, within the passages they are in:
+    per class of each label column (``harmony.analyze``'s labels, plus ``bar`` for the piece's
+    ``BLOCK_BARS``-bar spans), the share of the picked notes in the class against the share
+    expected from their spans (in each span, as many notes as the masker picked there, drawn at
+    random among the span's ``pool`` notes, the notes a random draw picks from; default every
+    note) and against its share of the whole pool; the difference from the expected share with a
+    percentile bootstrap interval over the spans (``n_boot`` resamples; a description, not the
+    decision); and the decision: how often ``n_draws`` random draws of as many notes within the
+    same spans give a difference as unlikely (:func:`_draw_test`). So a masker that only favours
+    some passages, whose classes differ from the rest of the piece, names no class: what is named
+    is a preference among the notes of the passages it picks from. ``role`` is read only when
+    some note has a POP909 track role. Seeded by ``seed``; JSON-serialisable.
 
-    Returns {"n_picked", "n_pool", "n_blocks", "level", "n_boot", "n_draws", "seed", "n_tested",
-    "columns": {column: [{"class", "n_picked", "n_pool", "share_picked", "share_pool", "diff":
-    {est, lo, hi}, "tested", "p", "p_family", "clear"}]}}; ``diff``: the bootstrap interval, not
-    corrected; ``tested``: the class is one of the ``n_tested`` candidates (the picks hold, or a
-    random draw of as many notes would hold, at least ``DRAW_MIN_PICKED`` of its notes; of a
-    two-class column one class); ``p``: the chance that a random draw's share of the class is as
-    far from the pool's (exact, hypergeometric); ``p_family``: the share of the random draws in
-    which some class that could be named is as unlikely (corrected for the classes tested);
-    ``clear``: the piece has at least ``MIN_BLOCKS`` blocks, the class is tested, the difference
-    is at least ``DRAW_MIN_DIFF`` and ``p_family`` is at most ``1 - level`` (of a two-class column
-    both rows, as the tested one). Chance, picks unrelated to the classes, makes some class clear
-    in at most ``1 - level`` of the pieces, however rare the classes."""
+    Returns {"n_picked", "n_pool", "n_blocks", "n_blocks_picked", "level", "n_boot", "n_draws",
+    "seed", "n_tested", "columns": {column: [{"class", "n_picked", "n_pool", "share_picked",
+    "share_pool", "share_expected", "diff": {est, lo, hi}, "tested", "p", "p_family", "clear"}]}};
+    ``share_expected``: the class's expected share of the picks drawn at random within their own
+    spans (sum over the spans of n_s q_sc / Q_s, over the picks); ``diff``: ``share_picked`` minus
+    ``share_expected``, its bootstrap interval not corrected; ``tested``: the class is one of the
+    ``n_tested`` candidates (the picks hold, or are expected to hold, at least ``DRAW_MIN_PICKED``
+    of its notes; of a two-class column one class); ``p``: the chance that a random draw within the
+    spans holds a count of the class as far from the expected one (exact: a sum of hypergeometric
+    counts, one per span); ``p_family``: the share of the draws in which some class that could be
+    named is as unlikely (corrected for the classes tested); ``clear``: the piece has at least
+    ``MIN_BLOCKS`` blocks, the class is tested, the difference is at least ``DRAW_MIN_DIFF`` and
+    ``p_family`` is at most ``1 - level`` (of a two-class column both rows, as the tested one).
+    Chance, picks unrelated to the classes within each span, however they spread over the spans,
+    makes some class clear in at most ``1 - level`` of the pieces, however rare the classes."""
     picked = np.asarray(picked, dtype=bool)
     pool = np.ones(len(picked), dtype=bool) if pool is None else np.asarray(pool, dtype=bool)
     if len(labels) != len(picked) or len(pool) != len(picked):
@@ -294,11 +301,14 @@ def pick_profile(labels: pd.DataFrame, picked, pool=None, *, columns: Sequence[s
     pool = pool | picked
     block = _block_ids(labels)
     B = int(block.max()) + 1 if len(block) else 0
+    n_s = np.bincount(block[picked], minlength=B).astype(float)
     out: dict[str, Any] = {"n_picked": int(picked.sum()), "n_pool": int(pool.sum()), "n_blocks": B,
-                           "level": float(level), "n_boot": int(n_boot), "n_draws": int(n_draws), "seed": int(seed),
-                           "n_tested": 0, "columns": {}}
+                           "n_blocks_picked": int((n_s > 0).sum()), "level": float(level), "n_boot": int(n_boot),
+                           "n_draws": int(n_draws), "seed": int(seed), "n_tested": 0, "columns": {}}
     if not picked.any():
         return out
+    n = out["n_picked"]
+    Q_s = np.bincount(block[pool], minlength=B).astype(float)
     w = boot_weights(B, n_boot, seed) if n_boot > 0 and B > 1 else np.zeros((0, B))
     codes = {}
     for col in columns:
@@ -316,23 +326,22 @@ def pick_profile(labels: pd.DataFrame, picked, pool=None, *, columns: Sequence[s
         ci = np.asarray([code.get(v, -1) for v in lab])
         np.add.at(pc, (block[picked], ci[picked]), 1.0)
         np.add.at(qc, (block[pool], ci[pool]), 1.0)
-        sp_full = pc.sum(0) / pc.sum()
-        sq_full = qc.sum(0) / qc.sum()
+        ec = safe_ratio(n_s[:, None] * qc, Q_s[:, None])  # per span, its picks' expected count of each class
+        sp_full, se_full, sq_full = pc.sum(0) / n, ec.sum(0) / n, qc.sum(0) / qc.sum()
         if len(w):
-            wp, wq = w @ pc, w @ qc
-            sp = safe_ratio(wp, wp.sum(1, keepdims=True))
-            sq = safe_ratio(wq, wq.sum(1, keepdims=True))
-            boots = sp - sq
+            wn = (w @ n_s)[:, None]
+            boots = safe_ratio(w @ pc, wn) - safe_ratio(w @ ec, wn)
         else:
             boots = np.zeros((0, C))
         rows = []
         for c_i, c in enumerate(classes):
             n_pick = int(pc[:, c_i].sum())
-            expected = float(sq_full[c_i]) * out["n_picked"]  # its notes among the picks if picked at random
             rows.append({"class": c, "n_picked": n_pick, "n_pool": int(qc[:, c_i].sum()),
                          "share_picked": float(sp_full[c_i]), "share_pool": float(sq_full[c_i]),
-                         "diff": percentile_interval(float(sp_full[c_i] - sq_full[c_i]), boots[:, c_i], level),
-                         "tested": bool(max(n_pick, expected) >= DRAW_MIN_PICKED and (col, c) not in UNNAMED),
+                         "share_expected": float(se_full[c_i]),
+                         "diff": percentile_interval(float(sp_full[c_i] - se_full[c_i]), boots[:, c_i], level),
+                         "tested": bool(max(n_pick, se_full[c_i] * n) >= DRAW_MIN_PICKED
+                                        and (col, c) not in UNNAMED),
                          "p": None, "p_family": None, "clear": False})
         if len(rows) == 2:  # two classes: one difference, the other's mirror; test it once
             rows[_mirror(rows)]["tested"] = False
@@ -340,47 +349,69 @@ def pick_profile(labels: pd.DataFrame, picked, pool=None, *, columns: Sequence[s
         codes[col] = ci[pool]
     out["n_tested"] = sum(r["tested"] for rs in out["columns"].values() for r in rs)
     if B >= MIN_BLOCKS and codes:
-        _draw_test(out, codes, picked[pool], n_draws, seed)
+        _draw_test(out, codes, picked[pool], block[pool], n_draws, seed)
     return out
 
 
-def _draw_test(profile: dict[str, Any], codes: Mapping[str, np.ndarray], picked: np.ndarray, n_draws: int,
-               seed: int) -> None:
+def _draw_test(profile: dict[str, Any], codes: Mapping[str, np.ndarray], picked: np.ndarray, block: np.ndarray,
+               n_draws: int, seed: int) -> None:
     """The profile's decision: sets each row's ``p``, ``p_family`` and ``clear``
     (:func:`pick_profile`). ``codes``: per column, the class index of each pool note; ``picked``:
-    which pool notes the masker picked. The null is the random draw itself: ``n_draws`` uniform
-    draws of as many notes from the pool (multivariate hypergeometric over the notes' combinations
-    of classes, so the columns' counts come together), in each the smallest exact ``p`` among the
-    classes that could be named (tested, at least ``DRAW_MIN_DIFF``); a class is clear when
-    that smallest ``p`` is as small as its own in at most ``1 - level`` of the draws, counting the
-    masker's (min-p, Westfall and Young: family-wise, and exact for any number of notes)."""
+    which pool notes the masker picked; ``block``: each pool note's span. The null is a random
+    draw within the picks' spans: ``n_draws`` draws that take, in each span, as many notes as the
+    masker picked there, uniformly among the span's pool notes (multivariate hypergeometric over
+    the span's combinations of classes, so the columns' counts come together; summed over the
+    spans). In each draw, the smallest exact ``p`` among the classes that could be named (tested,
+    at least ``DRAW_MIN_DIFF`` from the expected share); a class is clear when that smallest ``p``
+    is as small as its own in at most ``1 - level`` of the draws, counting the masker's (min-p,
+    Westfall and Young: family-wise, and exact for any number of notes and spans)."""
     level = profile["level"]
     limit = n_draws - 1 - _rank(level, n_draws)  # at most this many draws as extreme: clear
-    n, Q = int(picked.sum()), len(picked)
+    n = int(picked.sum())
     cols = list(codes)
     combo, joint = np.unique(np.stack([codes[c] for c in cols], axis=1), axis=0, return_inverse=True)
     joint = joint.ravel()
+    B = int(block.max()) + 1
+    n_s = np.bincount(block[picked], minlength=B)
+    Q_s = np.bincount(block, minlength=B)
+    spans = np.flatnonzero(n_s)
+    table = np.zeros((B, len(combo)), dtype=np.int64)  # per span, its pool notes of each combination
+    np.add.at(table, (block, joint), 1)
+    sizes = [len(profile["columns"][col]) for col in cols]
+    starts = np.cumsum([0, *sizes])
+    onehot = np.zeros((len(combo), starts[-1]), dtype=np.int64)  # each combination's class per column, side by side
+    for j in range(len(cols)):
+        onehot[np.arange(len(combo)), starts[j] + combo[:, j]] = 1
+    # the draws: per span, its combinations' counts side by side (one column per combination present)
+    present = [np.flatnonzero(table[s]) for s in spans]
+    ends = np.cumsum([idx.size for idx in present])
+    draws = np.empty((n_draws, int(ends[-1])), dtype=np.float32)  # counts < 2**24: exact in float32
     rng = np.random.default_rng([int(seed), 2])
-    draws = rng.multivariate_hypergeometric(np.bincount(joint, minlength=len(combo)), n, size=n_draws, method="count")
-    own_joint = np.bincount(joint[picked], minlength=len(combo))
+    for s, idx, end in zip(spans, present, ends, strict=True):
+        if idx.size == 1 or n_s[s] == Q_s[s]:  # every draw takes the same
+            draws[:, end - idx.size:end] = table[s, idx] if n_s[s] == Q_s[s] else n_s[s]
+        else:
+            draws[:, end - idx.size:end] = rng.multivariate_hypergeometric(table[s, idx], int(n_s[s]), size=n_draws,
+                                                                           method="count")
+    counts_all = np.rint(draws @ onehot[np.concatenate(present)].astype(np.float32)).astype(np.int64)
+    own_all = np.bincount(joint[picked], minlength=len(combo)) @ onehot
+    q_all = table[spans] @ onehot  # per span with picks, its pool notes of each class
     min_p = np.ones(n_draws)
     found = []
     for j, col in enumerate(cols):
-        onehot = np.eye(len(profile["columns"][col]), dtype=np.int64)[combo[:, j]]
-        counts, own = draws @ onehot, own_joint @ onehot
-        for c_i, row in enumerate(profile["columns"][col]):
-            if (col, row["class"]) in UNNAMED or (len(profile["columns"][col]) == 2
-                                                  and c_i == _mirror(profile["columns"][col])):
+        rows = profile["columns"][col]
+        for c_i, row in enumerate(rows):
+            if (col, row["class"]) in UNNAMED or (len(rows) == 2 and c_i == _mirror(rows)):
                 continue
-            q = row["n_pool"]
-            share = q / Q
-            table = _two_sided_p(Q, q, n)
-            x = counts[:, c_i]
-            can = (np.maximum(x, share * n) >= DRAW_MIN_PICKED) & (np.abs(x / n - share) >= DRAW_MIN_DIFF)
-            min_p = np.minimum(min_p, np.where(can, table[x], 1.0))
+            k = starts[j] + c_i
+            expected = row["share_expected"] * n
+            p_of = _tail_p(_span_pmf(Q_s[spans], q_all[:, k], n_s[spans], n), expected)
+            x = counts_all[:, k]
+            can = (np.maximum(x, expected) >= DRAW_MIN_PICKED) & (np.abs(x - expected) / n >= DRAW_MIN_DIFF)
+            min_p = np.minimum(min_p, np.where(can, p_of[x], 1.0))
             if row["tested"]:
-                row["p"] = float(table[own[c_i]])
-                found.append((col, c_i, row, bool(abs(own[c_i] / n - share) >= DRAW_MIN_DIFF)))
+                row["p"] = float(p_of[own_all[k]])
+                found.append((col, c_i, row, bool(abs(own_all[k] - expected) / n >= DRAW_MIN_DIFF)))
     for col, c_i, row, big in found:
         as_small = int((min_p <= row["p"] * (1 + 1e-9)).sum())
         row["p_family"] = (1 + as_small) / (n_draws + 1)
@@ -395,20 +426,39 @@ def _mirror(rows: Sequence[Mapping[str, Any]]) -> int:
     return int(rows[0]["n_pool"] < rows[1]["n_pool"])
 
 
-def _two_sided_p(total: int, in_class: int, n: int) -> np.ndarray:
-    """Per count 0..n of a class (``in_class`` of ``total`` notes) among ``n`` notes drawn without
-    replacement: the chance of a count at least as far from the mean (hypergeometric, exact)."""
+def _span_pmf(total: np.ndarray, in_class: np.ndarray, n_take: np.ndarray, n: int) -> np.ndarray:
+    """The distribution (over 0..n) of a class's count among notes drawn without replacement span
+    by span: in span s, ``n_take[s]`` of its ``total[s]`` notes, ``in_class[s]`` of them in the
+    class (hypergeometric per span, exact; convolved over the spans, ``n`` the sum of ``n_take``)."""
     from scipy.special import gammaln
 
-    x = np.arange(n + 1)
-    ok = (x <= in_class) & (n - x <= total - in_class)
-    xs = x[ok]
-    log_pmf = (gammaln(in_class + 1) - gammaln(xs + 1) - gammaln(in_class - xs + 1)
-               + gammaln(total - in_class + 1) - gammaln(n - xs + 1) - gammaln(total - in_class - n + xs + 1)
-               - gammaln(total + 1) + gammaln(n + 1) + gammaln(total - n + 1))
+    total, in_class, n_take = (np.asarray(a, dtype=np.int64) for a in (total, in_class, n_take))
+    lo = np.maximum(0, n_take - (total - in_class))
+    hi = np.minimum(n_take, in_class)
+    width = hi - lo + 1
+    ends = np.cumsum(width)
+    span = np.repeat(np.arange(len(width)), width)
+    xs = lo[span] + np.arange(ends[-1]) - np.repeat(ends - width, width)  # each span's possible counts
+    Q, q, k = total[span], in_class[span], n_take[span]
+    log_pmf = (gammaln(q + 1) - gammaln(xs + 1) - gammaln(q - xs + 1) + gammaln(Q - q + 1) - gammaln(k - xs + 1)
+               - gammaln(Q - q - k + xs + 1) - gammaln(Q + 1) + gammaln(k + 1) + gammaln(Q - k + 1))
+    parts = np.split(np.exp(log_pmf), ends[:-1])
     pmf = np.zeros(n + 1)
-    pmf[ok] = np.exp(log_pmf)
-    dev = np.abs(x - n * in_class / total)
+    pmf[0] = 1.0
+    top = 0
+    for s, part in enumerate(parts):  # convolve span by span (exact, never negative)
+        new = np.convolve(pmf[:top + 1], part)
+        pmf[:] = 0.0
+        pmf[lo[s]:lo[s] + len(new)] = new
+        top += int(hi[s])
+    return pmf
+
+
+def _tail_p(pmf: np.ndarray, mean: float) -> np.ndarray:
+    """Per count 0..n with distribution ``pmf`` (mean ``mean``): the chance of a count at least as
+    far from the mean (two-sided, exact)."""
+    x = np.arange(len(pmf))
+    dev = np.abs(x - mean)
     order = np.argsort(dev, kind="stable")
     tail = np.cumsum(pmf[order][::-1])[::-1]  # tail[i]: the chance of the i-th smallest deviation or more
     p = tail[np.searchsorted(dev[order], dev - 1e-9, side="left")]
@@ -418,10 +468,11 @@ def _two_sided_p(total: int, in_class: int, n: int) -> np.ndarray:
 def pick_sentence(profile: Mapping[str, Any], *, pool: str = "the notes a random draw picks from") -> str:
     """One sentence on what the picked notes have in common (:func:`pick_profile`): up to three
     classes over-represented among the picks and two under-represented, largest first, each
-    with its share of the picks against its share of the ``pool``; only ``clear`` classes
-    (of a two-class column only the over-represented side); else it says no class stands out.
-    It says how a class is named: against random draws of as many notes, corrected for the
-    classes tested."""
+    with its share of the picks against the share expected from the passages (4-bar spans) they
+    are in, random notes of the ``pool`` in each span, as many as picked there; only ``clear``
+    classes (of a two-class column only the over-represented side); else it says no class stands
+    out. It says how a class is named: against random draws of as many notes within the same
+    spans, corrected for the classes tested."""
     n = int(profile.get("n_picked", 0))
     if n == 0:
         return "The masker picked no notes, so there is nothing to describe."
@@ -439,7 +490,8 @@ def pick_sentence(profile: Mapping[str, Any], *, pool: str = "the notes a random
         if ph in seen:
             continue
         seen.add(ph)
-        text = f"{ph} ({row['share_picked']:.0%} of the picks vs {row['share_pool']:.0%})"
+        text = (f"{ph} ({row['share_picked']:.0%} of the picks vs "
+                f"{row.get('share_expected', row['share_pool']):.0%} expected from the passages they are in)")
         (up if row["diff"]["est"] > 0 else down).append(text)
     up, down = up[:3], down[:2]
     blocks = int(profile.get("n_blocks", 0))
@@ -448,18 +500,21 @@ def pick_sentence(profile: Mapping[str, Any], *, pool: str = "the notes a random
                 f"span{'s' if blocks != 1 else ''} of {BLOCK_BARS} bars, and at least {MIN_BLOCKS} are needed.")
     k, alpha = int(profile.get("n_tested", 0)), 1 - float(profile.get("level", 0.95))
     how = (f"{k} class{'es' if k != 1 else ''} tested against {int(profile.get('n_draws', DRAW_SHUFFLES)):,} "
-           f"random draws of as many notes: a class is named when its share differs by at least "
+           f"random draws of as many notes within the same {BLOCK_BARS}-bar spans, as many in each as the masker "
+           f"picked there: a class is named when its share differs from the expected one by at least "
            f"{100 * DRAW_MIN_DIFF:.0f} points and a difference as unlikely, in any class tested, came up in at "
-           f"most {alpha:.0%} of the draws, so chance names a class in at most {alpha:.0%} of pieces")
+           f"most {alpha:.0%} of the draws, so chance, even a masker that only favours some passages, names a "
+           f"class in at most {alpha:.0%} of pieces")
     if not up and not down:
-        return (f"The {n} picked notes look like the rest: no class of note (chord or non-chord tone, "
-                f"voice, beat, duration, register, repeats) is clearly more or less common among them "
-                f"than among {pool} ({how}).")
+        return (f"The {n} picked notes look like the rest of their passages: no class of note (chord or "
+                f"non-chord tone, voice, beat, duration, register, repeats) is clearly more or less common "
+                f"among them than among {pool} in the same passages ({how}).")
     parts = []
     if up:
         parts.append("more often " + and_list(up))
     if down:
         parts.append("less often " + and_list(down))
-    return f"Compared with {pool}, the masker's {n} picks are {', and '.join(parts)} ({how})."
+    return (f"Compared with {pool} in the same passages, the masker's {n} picks are "
+            f"{', and '.join(parts)} ({how}).")
 
 
