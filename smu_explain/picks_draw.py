@@ -396,22 +396,23 @@ def _draw_test(profile: dict[str, Any], codes: Mapping[str, np.ndarray], picked:
     counts_all = np.rint(draws @ onehot[np.concatenate(present)].astype(np.float32)).astype(np.int64)
     own_all = np.bincount(joint[picked], minlength=len(combo)) @ onehot
     q_all = table[spans] @ onehot  # per span with picks, its pool notes of each class
+    candidates = [(j, c_i, starts[j] + c_i) for j, col in enumerate(cols)
+                  for c_i, row in enumerate(profile["columns"][col])
+                  if (col, row["class"]) not in UNNAMED
+                  and not (sizes[j] == 2 and c_i == _mirror(profile["columns"][col]))]
+    pmfs = _span_pmf(Q_s[spans], q_all[:, [k for *_, k in candidates]], n_s[spans], n)
     min_p = np.ones(n_draws)
     found = []
-    for j, col in enumerate(cols):
-        rows = profile["columns"][col]
-        for c_i, row in enumerate(rows):
-            if (col, row["class"]) in UNNAMED or (len(rows) == 2 and c_i == _mirror(rows)):
-                continue
-            k = starts[j] + c_i
-            expected = row["share_expected"] * n
-            p_of = _tail_p(_span_pmf(Q_s[spans], q_all[:, k], n_s[spans], n), expected)
-            x = counts_all[:, k]
-            can = (np.maximum(x, expected) >= DRAW_MIN_PICKED) & (np.abs(x - expected) / n >= DRAW_MIN_DIFF)
-            min_p = np.minimum(min_p, np.where(can, p_of[x], 1.0))
-            if row["tested"]:
-                row["p"] = float(p_of[own_all[k]])
-                found.append((col, c_i, row, bool(abs(own_all[k] - expected) / n >= DRAW_MIN_DIFF)))
+    for (j, c_i, k), pmf in zip(candidates, pmfs, strict=True):
+        row = profile["columns"][cols[j]][c_i]
+        expected = row["share_expected"] * n
+        p_of = _tail_p(pmf, expected)
+        x = counts_all[:, k]
+        can = (np.maximum(x, expected) >= DRAW_MIN_PICKED) & (np.abs(x - expected) / n >= DRAW_MIN_DIFF)
+        min_p = np.minimum(min_p, np.where(can, p_of[x], 1.0))
+        if row["tested"]:
+            row["p"] = float(p_of[own_all[k]])
+            found.append((cols[j], c_i, row, bool(abs(own_all[k] - expected) / n >= DRAW_MIN_DIFF)))
     for col, c_i, row, big in found:
         as_small = int((min_p <= row["p"] * (1 + 1e-9)).sum())
         row["p_family"] = (1 + as_small) / (n_draws + 1)
@@ -428,29 +429,30 @@ def _mirror(rows: Sequence[Mapping[str, Any]]) -> int:
 
 def _span_pmf(total: np.ndarray, in_class: np.ndarray, n_take: np.ndarray, n: int) -> np.ndarray:
     """The distribution (over 0..n) of a class's count among notes drawn without replacement span
-    by span: in span s, ``n_take[s]`` of its ``total[s]`` notes, ``in_class[s]`` of them in the
-    class (hypergeometric per span, exact; convolved over the spans, ``n`` the sum of ``n_take``)."""
+    by span: in span s, ``n_take[s]`` of its ``total[s]`` notes, ``in_class[s, c]`` of them in class
+    c (hypergeometric per span, exact; convolved over the spans, ``n`` the sum of ``n_take``).
+    Returns one row per class (column of ``in_class``)."""
     from scipy.special import gammaln
 
-    total, in_class, n_take = (np.asarray(a, dtype=np.int64) for a in (total, in_class, n_take))
-    lo = np.maximum(0, n_take - (total - in_class))
-    hi = np.minimum(n_take, in_class)
-    width = hi - lo + 1
-    ends = np.cumsum(width)
-    span = np.repeat(np.arange(len(width)), width)
-    xs = lo[span] + np.arange(ends[-1]) - np.repeat(ends - width, width)  # each span's possible counts
-    Q, q, k = total[span], in_class[span], n_take[span]
-    log_pmf = (gammaln(q + 1) - gammaln(xs + 1) - gammaln(q - xs + 1) + gammaln(Q - q + 1) - gammaln(k - xs + 1)
-               - gammaln(Q - q - k + xs + 1) - gammaln(Q + 1) + gammaln(k + 1) + gammaln(Q - k + 1))
-    parts = np.split(np.exp(log_pmf), ends[:-1])
-    pmf = np.zeros(n + 1)
-    pmf[0] = 1.0
+    def lchoose(a, b):
+        return gammaln(a + 1) - gammaln(b + 1) - gammaln(a - b + 1)
+
+    total, n_take = np.asarray(total, dtype=np.int64), np.asarray(n_take, dtype=np.int64)
+    in_class = np.asarray(in_class, dtype=np.int64).reshape(len(total), -1).T  # classes x spans
+    pmf = np.zeros((len(in_class), n + 1))
+    pmf[:, 0] = 1.0
     top = 0
-    for s, part in enumerate(parts):  # convolve span by span (exact, never negative)
-        new = np.convolve(pmf[:top + 1], part)
-        pmf[:] = 0.0
-        pmf[lo[s]:lo[s] + len(new)] = new
-        top += int(hi[s])
+    for s in range(len(total)):  # convolve span by span (exact, never negative)
+        Q, k, q = total[s], n_take[s], in_class[:, s:s + 1]
+        xs = np.arange(k + 1)[None, :]
+        ok = (xs <= q) & (k - xs <= Q - q)
+        part = np.where(ok, np.exp(lchoose(q, np.minimum(xs, q)) + lchoose(Q - q, np.clip(k - xs, 0, Q - q))
+                                   - lchoose(Q, k)), 0.0)
+        acc = pmf[:, :top + 1].copy()
+        pmf[:, :top + k + 1] = 0.0
+        for x in range(k + 1):
+            pmf[:, x:x + top + 1] += acc * part[:, x:x + 1]
+        top += int(k)
     return pmf
 
 
