@@ -160,6 +160,22 @@ def test_study_page_shows_what_the_masker_picks(tmp_path):
     assert "root accuracy 0.732" in t
     at.selectbox(key="study_picks_set").set_value("asap").run()
     assert not at.exception and data["results"]["asap"]["sentence"] in texts(at).replace("\\", "")
+    # whether it learned them: the verdict the doc stands by (random heads of the model's own encoder),
+    # not the one control head; a file from before the random heads: the comparison with the control;
+    # from before that: no heading
+    assert "Learned, or a random read-out?" in t and data["null"]["sentence"] in t
+    assert data["comparison"]["sentence"] not in t
+    null = data.pop("null")
+    (docs / "masker_picks.json").write_text(json.dumps(data))
+    at = AppTest.from_file(script, default_timeout=60).run()
+    assert data["comparison"]["sentence"] in texts(at).replace("\\", "")
+    assert null["sentence"] not in texts(at).replace("\\", "")
+    comparison = data.pop("comparison")
+    (docs / "masker_picks.json").write_text(json.dumps(data))
+    at = AppTest.from_file(script, default_timeout=60).run()
+    assert not at.exception and "Learned, or a random read-out?" not in texts(at)
+    assert data["control"]["sentence"] in texts(at).replace("\\", "")
+    data["comparison"] = {**comparison, "sentence": "Evil <b>bold</b> *y*"}
     # hostile text in the file is shown as text
     data["results"]["all"]["sentence"] = "Evil [link](javascript:alert(1)) <b>bold</b> *x*"
     (docs / "masker_picks.json").write_text(json.dumps(data))
@@ -167,6 +183,8 @@ def test_study_page_shows_what_the_masker_picks(tmp_path):
     assert not at.exception, at.exception
     md = next(m.value for m in at.markdown if "Evil" in m.value)
     assert "\\[link\\]" in md and "\\<b\\>" in md and "\\*x\\*" in md
+    md = next(m.value for m in at.markdown if "*y" in m.value)
+    assert "\\<b\\>" in md and "\\*y\\*" in md
     (docs / "masker_picks.json").write_text("{not json")
     at = AppTest.from_file(script, default_timeout=60).run()
     assert not at.exception and any("cannot be read" in w.value for w in at.warning)
