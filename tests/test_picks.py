@@ -445,7 +445,8 @@ def test_pick_profile_names_a_clear_class():
     assert rows["bass"]["clear"] and rows["inner"]["clear"]
     assert not any(r["clear"] for r in prof["columns"]["metric"])  # half downbeats, as in the piece
     s = picks_draw.pick_sentence(prof)
-    assert "more often bass notes (100% of the picks vs 25%)" in s
+    assert rows["bass"]["share_expected"] == pytest.approx(0.25)  # every span holds a quarter of bass notes
+    assert "more often bass notes (100% of the picks vs 25% expected from the passages they are in)" in s
     assert "inner-voice" not in s  # two classes present: their effects mirror, the smaller side is named
     assert "downbeat" not in s
     json.dumps(prof, allow_nan=False)
