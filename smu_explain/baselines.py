@@ -395,17 +395,37 @@ def corpus_leads(model_tokens: Mapping[str, Any], rule_tokens: Mapping[str, Any]
     window = np.asarray(model_tokens["window"])
     if not (np.array_equal(piece, rule_tokens["piece"]) and np.array_equal(window, rule_tokens["window"])):
         raise ValueError("the model's and the rules' masked notes differ (not the same batches and masks)")
-    need = MIN_UNITS["piece"]
-    by_window = np.unique(np.stack([piece, window], axis=1), axis=0, return_inverse=True)[1].ravel() \
-        if len(piece) else piece
-    for unit, ids in (("piece", piece), ("window", by_window)):
+    def windows() -> np.ndarray:  # one id per (piece, window start)
+        return np.unique(np.stack([piece, window], axis=1), axis=0, return_inverse=True)[1].ravel()
+
+    n = 0
+    for unit, ids_of in (("piece", lambda: piece), ("window", windows)):
+        ids = ids_of() if len(piece) else piece
         n = len(np.unique(ids))
-        if n >= need:
+        if n >= MIN_UNITS["piece"]:
             correct = np.asarray(model_tokens["correct"], dtype=float)
             model = {a: correct[:, j] for j, a in enumerate(attributes)}
             leads = rule_leads(model, rule_tokens["correct"], attributes, ids, n_boot=n_boot, seed=seed)
             return {"unit": unit, "n_units": n, "leads": leads}
-    return {"unit": None, "n_units": int(len(np.unique(by_window))), "leads": {}}
+    return {"unit": None, "n_units": int(n), "leads": {}}
+
+
+def lead_word(above: bool, interval: Sequence[float] | None) -> str:
+    """The verdict on one attribute from a lead over the best rule: 'learned' (above every rule,
+    the lead's interval above 0), 'ahead, within chance' (above, the interval includes 0), 'ahead,
+    not tested' (above, no interval) or 'NOT above the rules'."""
+    if not above:
+        return "NOT above the rules"
+    if interval is None:
+        return "ahead, not tested"
+    return "learned" if interval[0] > 0 else "ahead, within chance"
+
+
+def lead_record(lead: Mapping[str, Any], level: float = 0.95) -> dict[str, Any]:
+    """:func:`corpus_leads`' result as JSON keeps it (``lead_interval`` of ``smu evaluate --json``
+    and of the study's pre-training results)."""
+    return {"unit": lead["unit"], "n_units": lead["n_units"], "level": level,
+            "leads": {a: list(iv) for a, iv in lead["leads"].items()}}
 
 
 def verdict(model_acc: Mapping[str, float], rules: Mapping[str, Mapping[str, float]],

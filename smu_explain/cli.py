@@ -418,7 +418,7 @@ def _print_with_rules(full: dict[str, Any], ds, args, attributes, notes: dict[st
     masked notes, the model's lead over the best rule with a paired 95% interval over pieces
     (else windows), and the verdict: "learned" only where the interval excludes 0; adds them to
     ``full``."""
-    from .baselines import RULES, beats_rules, corpus_leads, rule_stats
+    from .baselines import RULES, beats_rules, corpus_leads, lead_record, lead_word, rule_stats
     from .verdict import MIN_UNITS
 
     acc = full["recovery_accuracy"]
@@ -427,16 +427,14 @@ def _print_with_rules(full: dict[str, Any], ds, args, attributes, notes: dict[st
     rules = stats["rules"]
     lead = corpus_leads(notes, stats["tokens"], list(acc), seed=args.seed)
     above = beats_rules(acc, rules)
-    said = {a: _lead_word(above[a], lead["leads"].get(a)) for a in acc}
-    full.update(rules=rules, beats_rules={a: w == "learned" for a, w in said.items()},
-                lead_interval={"unit": lead["unit"], "n_units": lead["n_units"], "level": 0.95,
-                               "leads": {a: list(iv) for a, iv in lead["leads"].items()}})
+    said = {a: lead_word(above[a], lead["leads"].get(a)) for a in acc}
+    full.update(rules=rules, beats_rules={a: w == "learned" for a, w in said.items()}, lead_interval=lead_record(lead))
     print(f"  {'attribute':<10} {'model':>7} " + " ".join(f"{r:>14}" for r in RULES)
           + f"  {'lead over the best rule':<30} verdict")
     for a, v in acc.items():
         iv = lead["leads"].get(a)
-        lead_txt = (f"{100 * (v - max(rules[r][a] for r in RULES)):+.1f} pts [{100 * iv[0]:+.1f}, {100 * iv[1]:+.1f}]"
-                    if iv else f"{100 * (v - max(rules[r][a] for r in RULES)):+.1f} pts (no interval)")
+        lead_txt = f"{100 * (v - max(rules[r][a] for r in RULES)):+.1f} pts " + (
+            f"[{100 * iv[0]:+.1f}, {100 * iv[1]:+.1f}]" if iv else "(no interval)")
         print(f"  {a:<10} {v:7.4f} " + " ".join(f"{rules[r][a]:14.4f}" for r in RULES) + f"  {lead_txt:<30} {said[a]}")
     if lead["unit"]:
         print(f"  (lead: model minus the best rule, points; [95% interval] from a paired bootstrap over "
@@ -446,16 +444,6 @@ def _print_with_rules(full: dict[str, Any], ds, args, attributes, notes: dict[st
               "for an interval, so no attribute is called learned)")
     print("  (rules use no model: most frequent value in these windows, copy the nearest unmasked note "
           "before (else after), most frequent of the unmasked notes within 8 places; docs/METHOD.md 9)")
-
-
-def _lead_word(above: bool, interval: tuple[float, float] | None) -> str:
-    """'learned' (above every rule, the lead's interval above 0), 'ahead, within chance' (above,
-    the interval includes 0), 'not tested' (above, no interval) or 'NOT above the rules'."""
-    if not above:
-        return "NOT above the rules"
-    if interval is None:
-        return "ahead, not tested"
-    return "learned" if interval[0] > 0 else "ahead, within chance"
 
 
 # ============================================================================ explain

@@ -355,11 +355,13 @@ def learned_attributes(v: Mapping[str, Any]) -> dict[str, bool] | None:
     """{attribute: learned} of one pre-training result: above every rule and the 95% interval of the
     lead over the best rule (``lead_interval``, a paired bootstrap over pieces) excluding 0; None
     for results stored before the interval was (then only the numbers say it: ``beats_rules``)."""
+    from ..baselines import lead_word
+
     iv = v.get("lead_interval")
     if not iv or not iv.get("unit"):
         return None
     leads = iv.get("leads") or {}
-    return {a: bool(b) and a in leads and leads[a][0] > 0 for a, b in (v.get("beats_rules") or {}).items()}
+    return {a: lead_word(bool(b), leads.get(a)) == "learned" for a, b in (v.get("beats_rules") or {}).items()}
 
 
 def pretrain_verdict_note(results: Mapping[str, Any]) -> str:

@@ -414,7 +414,7 @@ class Study:
     def _final_measures(self, model, c: _Chunk, counter: TokenCounter, trainer, wall: float) -> dict[str, Any]:
         """After the last chunk: parameters, recovery accuracy beside the no-model rules on the
         same masked notes (docs/METHOD.md 9), and the run's totals over its chunks."""
-        from ..baselines import beats_rules, corpus_leads, rule_stats
+        from ..baselines import beats_rules, corpus_leads, lead_record, rule_stats
         from ..explain import recovery_with_tokens
 
         p = self.preset
@@ -428,8 +428,7 @@ class Study:
             stats = rule_stats(val, ratio=p.mask_ratio, seed=0, batch_size=p.eval_batch, keep_tokens=True)
             lead = corpus_leads(notes, stats["tokens"], list(acc))
             out.update(recovery_accuracy=acc, rules=stats["rules"], beats_rules=beats_rules(acc, stats["rules"]),
-                       lead_interval={"unit": lead["unit"], "n_units": lead["n_units"], "level": 0.95,
-                                      "leads": {a: list(iv) for a, iv in lead["leads"].items()}})
+                       lead_interval=lead_record(lead))
         prev = [c.ledger["chunks"][k] for k in sorted(c.ledger["chunks"], key=int) if int(k) < c.k]
         out["total"] = {"steps": sum(x["steps"] for x in prev) + counter.steps,
                         "tokens": sum(x["tokens"] for x in prev) + counter.tokens,
