@@ -432,10 +432,7 @@ def _span_pmf(total: np.ndarray, in_class: np.ndarray, n_take: np.ndarray, n: in
     by span: in span s, ``n_take[s]`` of its ``total[s]`` notes, ``in_class[s, c]`` of them in class
     c (hypergeometric per span, exact; convolved over the spans, ``n`` the sum of ``n_take``).
     Returns one row per class (column of ``in_class``)."""
-    from scipy.special import gammaln
-
-    def lchoose(a, b):
-        return gammaln(a + 1) - gammaln(b + 1) - gammaln(a - b + 1)
+    from scipy.stats import hypergeom
 
     total, n_take = np.asarray(total, dtype=np.int64), np.asarray(n_take, dtype=np.int64)
     in_class = np.asarray(in_class, dtype=np.int64).reshape(len(total), -1).T  # classes x spans
@@ -444,10 +441,7 @@ def _span_pmf(total: np.ndarray, in_class: np.ndarray, n_take: np.ndarray, n: in
     top = 0
     for s in range(len(total)):  # convolve span by span (exact, never negative)
         Q, k, q = total[s], n_take[s], in_class[:, s:s + 1]
-        xs = np.arange(k + 1)[None, :]
-        ok = (xs <= q) & (k - xs <= Q - q)
-        part = np.where(ok, np.exp(lchoose(q, np.minimum(xs, q)) + lchoose(Q - q, np.clip(k - xs, 0, Q - q))
-                                   - lchoose(Q, k)), 0.0)
+        part = hypergeom.pmf(np.arange(k + 1)[None, :], Q, q, k)  # (classes, k + 1); 0 where impossible
         acc = pmf[:, :top + 1].copy()
         pmf[:, :top + k + 1] = 0.0
         for x in range(k + 1):
