@@ -35,14 +35,15 @@ def masker_occlusion(model, tokenizer, piece, note: int, *, batch_size: int = 32
     L = len(wt)
     was = enc.training
     enc.eval()
+    at = torch.tensor([p], device=device)  # only the note's hidden state is read (encode's ``rows``)
     try:
-        clean = float(enc.masker(enc.encode(tok[None]))[0, p])
+        clean = float(enc.masker(enc.encode(tok[None], rows=at))[0, 0])
         change = np.zeros(L)
         for i in range(0, L, batch_size):
             idx = torch.arange(i, min(i + batch_size, L), device=device)
             t = tok[None].repeat(len(idx), 1, 1)
             t[torch.arange(len(idx)), idx] = MASK_ID
-            change[i:i + len(idx)] = enc.masker(enc.encode(t))[:, p].double().cpu().numpy() - clean
+            change[i:i + len(idx)] = enc.masker(enc.encode(t, rows=at))[:, 0].double().cpu().numpy() - clean
     finally:
         enc.train(was)
     change[p] = 0.0
@@ -82,8 +83,8 @@ def masker_recovery_losses(model, tokenizer, piece, note: int, *, n_masks: int =
     was = enc.training
     enc.eval()
     try:
-        hidden = enc.encode(tok.masked_fill(mk[..., None], MASK_ID))
-        logits = enc.heads(hidden[:, p])
+        hidden = enc.encode(tok.masked_fill(mk[..., None], MASK_ID), rows=torch.tensor([p], device=device))
+        logits = enc.heads(hidden[:, 0])
     finally:
         enc.train(was)
     rows = {"mask": np.arange(int(n_masks)), "n_masked": masks.sum(1)}

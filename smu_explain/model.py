@@ -289,6 +289,21 @@ class SelfAttention(nn.Module):
         y = self._relative(q, k, v, mask) if self.relative else F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
+    def forward_at(self, x: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
+        """``forward(x, mask)[:, rows]`` (to rounding) with queries only at ``rows`` (R,): the keys and
+        values of every position, the query projection, attention and output projection of R rows
+        (``position`` absolute or rope; relative positions are not handled here)."""
+        B, L, D = x.shape
+        H, R = self.n_heads, rows.numel()
+        w, b = self.qkv.weight, self.qkv.bias
+        q = F.linear(x[:, rows], w[:D], b[:D]).view(B, R, H, D // H).transpose(1, 2)
+        k, v = F.linear(x, w[D:], b[D:]).view(B, L, 2, H, D // H).permute(2, 0, 3, 1, 4)
+        if self.rope:
+            q = apply_rope(q, self.rope_cos[rows], self.rope_sin[rows])
+            k = apply_rope(k, self.rope_cos[:L], self.rope_sin[:L])
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(B, R, D))
+
     @staticmethod
     def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
         """The boolean key mask as an additive float mask (0 kept, finfo.min excluded)."""
@@ -334,6 +349,12 @@ class Block(nn.Module):
         x = x + self.drop(self.attn(self.ln1(x), mask))
         x = x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)))))
         return x
+
+    def forward_at(self, x: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
+        """``forward(x, mask)[:, rows]`` (to rounding), the feed-forward and all but the keys and values
+        of attention computed at ``rows`` only (``SelfAttention.forward_at``)."""
+        x = x[:, rows] + self.drop(self.attn.forward_at(self.ln1(x), mask, rows))
+        return x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)))))
 
     def attention_probs(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The attention probabilities (B, H, L, L) this block's ``forward(x, mask)`` uses
@@ -400,10 +421,15 @@ class MidiBert(nn.Module):
         return n
 
     # --------------------------------------------------------------- forward pieces
-    def encode(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               rows: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (B, L, A) int64, attention_mask (B, L) bool (True = real token) -> hidden (B, L, D).
 
-        Hidden states at padding positions are computed but meaningless.
+        Hidden states at padding positions are computed but meaningless. ``rows`` ((R,) positions, the
+        same in every sequence): only the hidden states there, (B, R, D), equal to
+        ``encode(...)[:, rows]`` to rounding; the last block then computes everything but its keys and
+        values at those rows only (``Block.forward_at``: about 1/n_layers less work for a few rows;
+        models with relative positions or ``arch="bert"`` run the whole pass and index it).
         """
         if tokens.dim() != 3 or tokens.shape[-1] != len(self.embeddings):
             raise ValueError(f"tokens must be (B, L, {len(self.embeddings)}), got {tuple(tokens.shape)}")
@@ -419,7 +445,7 @@ class MidiBert(nn.Module):
                 raise ValueError(f"tokens out of the model's vocabulary: {what}; "
                                  "was the piece encoded with the tokenizer saved with this model?")
         x = torch.cat([emb(tokens[..., j]) for j, emb in enumerate(self.embeddings)], dim=-1)
-        return self.encode_embedded(x, attention_mask)
+        return self.encode_embedded(x, attention_mask, rows)
 
     def embed_notes(self, x: torch.Tensor) -> torch.Tensor:
         """Concatenated attribute embeddings (B, L, A * emb_dim) -> block input (B, L, D):
@@ -432,20 +458,30 @@ class MidiBert(nn.Module):
             h = h + self.pos.weight[: x.shape[1]]
         return self.drop(h)
 
-    def encode_embedded(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_embedded(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                        rows: torch.Tensor | None = None) -> torch.Tensor:
         """The rest of ``encode`` from concatenated attribute embeddings x (B, L, A * emb_dim)."""
         B, L, _ = x.shape
         if self.config.max_len < L:
             raise ValueError(f"sequence length {L} exceeds max_len={self.config.max_len}; window the piece first")
+        if rows is not None:
+            rows = torch.as_tensor(rows, dtype=torch.long, device=x.device).reshape(-1)
+            if rows.numel() and not (int(rows.min()) >= 0 and int(rows.max()) < L):
+                raise ValueError(f"rows must be positions in 0..{L - 1}")
         h = self.embed_notes(x)
         if self.config.arch == "bert":
             if attention_mask is not None and attention_mask.shape != (B, L):
                 raise ValueError(f"attention_mask must be ({B}, {L}), got {tuple(attention_mask.shape)}")
-            return self.bert(inputs_embeds=h, attention_mask=attention_mask)
+            h = self.bert(inputs_embeds=h, attention_mask=attention_mask)
+            return h if rows is None else h[:, rows]
         mask = self._attn_mask(attention_mask, B, L)
-        for blk in self.blocks:
+        whole = rows is None or not self.blocks or self.blocks[-1].attn.relative
+        last = len(self.blocks) if whole else len(self.blocks) - 1
+        for blk in self.blocks[:last]:
             h = blk(h, mask)
-        return self.ln_f(h)
+        if rows is None:
+            return self.ln_f(h)
+        return self.ln_f(h[:, rows] if whole else self.blocks[-1].forward_at(h, mask, rows))
 
     @staticmethod
     def _attn_mask(attention_mask: torch.Tensor | None, B: int, L: int) -> torch.Tensor | None:

@@ -248,3 +248,53 @@ def test_attention_probs_reproduce_the_fused_attention(position):
     torch.testing.assert_close(w.sum(-1), torch.ones(B, attn.n_heads, L))
     # the block's own view: the probabilities of its normalised input (what explain.py reads)
     assert torch.equal(m.blocks[0].attention_probs(x), attn.attention_probs(m.blocks[0].ln1(x)))
+
+
+@pytest.mark.parametrize("kw", [dict(position="absolute"), dict(position="rope"),
+                                dict(position="relative_key_query"),
+                                dict(arch="bert", position="absolute"),
+                                dict(arch="bert", position="relative_key_query")])
+@pytest.mark.parametrize("padded", [False, True])
+def test_encode_rows_equals_the_whole_pass_at_those_rows(kw, padded):
+    """``encode(..., rows=)`` (the last block computed at the asked rows only, where the model allows)
+    gives the whole pass's hidden states at those rows, in any order and with repeats, padded or not."""
+    m = tiny(**kw)
+    tok = rand_tokens(3, 20, seed=5)
+    am = None
+    if padded:
+        am = torch.ones(3, 20, dtype=torch.bool)
+        am[1, 14:] = False
+        am[2, 3:] = False
+    rows = torch.tensor([19, 0, 7, 7, 13])
+    with torch.no_grad():
+        whole = m.encode(tok, am)
+        part = m.encode(tok, am, rows=rows)
+    assert part.shape == (3, 5, m.config.d_model)
+    assert torch.allclose(part, whole[:, rows], atol=1e-5, rtol=1e-5)
+    # the shortcut is taken where it can be: the last block is not run on all rows then
+    if kw.get("arch") != "bert" and kw["position"] != "relative_key_query":
+        seen = []
+        h = m.blocks[-1].register_forward_hook(lambda mod, args, out: seen.append(out.shape))
+        with torch.no_grad():
+            m.encode(tok, am, rows=rows)
+        h.remove()
+        assert seen == []  # Block.forward_at, not Block.forward
+    with pytest.raises(ValueError, match="rows"):
+        m.encode(tok, am, rows=torch.tensor([20]))
+
+
+def test_encode_rows_gradients_match_the_whole_pass():
+    m = tiny(position="rope").train()
+    m.drop.p = 0.0
+    for b in m.blocks:
+        b.drop.p = 0.0
+    tok = rand_tokens(2, 12, seed=1)
+    rows = torch.tensor([3, 11])
+    m.zero_grad()
+    m.encode(tok)[:, rows].square().sum().backward()
+    g_whole = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    m.zero_grad()
+    m.encode(tok, rows=rows).square().sum().backward()
+    for n, p in m.named_parameters():
+        if n in g_whole:
+            assert torch.allclose(p.grad, g_whole[n], atol=1e-5, rtol=1e-4), n
