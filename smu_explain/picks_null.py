@@ -26,7 +26,8 @@ The test, per class a sentence may name (``picks.candidates``, k of them)
     n >= k / ALPHA is needed for any class to be called learned (k = 24: n >= 480; default 1,000).
     *learned*: ``p_corrected < ALPHA`` (5%) and the trained effect differs from the random heads'
     median by at least ``picks.MIN_EFFECT_SD`` (0.2 SD, the sentences' minimum effect). The random
-    heads' 2.5-97.5% range is reported beside each trained effect.
+    heads' 2.5-97.5% range is reported beside each trained effect. A confirmatory run tests only the
+    classes it was given (``classes=``: an exploratory run's hypotheses), k = their number.
 What it does not cover
     The pieces are fixed: p says whether the trained head is unlike random heads ON THESE PIECES
     (the piece bootstrap of ``class_effects`` covers other pieces, for one head). And the encoder is
@@ -44,7 +45,18 @@ import numpy as np
 import pandas as pd
 
 from .harmony import LABEL_COLUMNS
-from .picks import ALPHA, CONTROLS, MIN_EFFECT_SD, candidates, class_order, label_values, stratified_effects
+from .picks import (
+    ALPHA,
+    CONTROLS,
+    MIN_EFFECT_SD,
+    MIN_NOTES,
+    MIN_PIECES,
+    candidates,
+    class_order,
+    label_values,
+    phrase,
+    stratified_effects,
+)
 
 #: random heads drawn by default: with k = 24 classes, 1 / (n + 1) * k = 0.024 < ALPHA leaves room for a tie
 NULL_HEADS = 1000
@@ -225,17 +237,37 @@ def monte_carlo_p(trained: np.ndarray, random: np.ndarray) -> tuple[np.ndarray, 
     return p, centre
 
 
+def given_classes(result: Mapping[str, Any], classes: Iterable[tuple[str, str]]) -> tuple[list[dict[str, Any]], list]:
+    """Of the ``(column, class)`` pairs ``classes`` (duplicates dropped, order kept), those ``result`` (a
+    ``class_effects`` table) can measure, ``{column, class, phrase}`` as ``picks.candidates`` gives them: at
+    least ``MIN_NOTES`` notes in ``min(MIN_PIECES, pieces)`` pieces; and the pairs it cannot (too few notes, or
+    absent). Unlike ``candidates``, either class of a two-class column may be asked for."""
+    need_pieces = min(MIN_PIECES, int(result.get("n_pieces", 0)))
+    found, missing = [], []
+    for col, cls in dict.fromkeys((str(c), str(k)) for c, k in classes):
+        row = next((r for r in result.get("columns", {}).get(col, []) if r["class"] == cls), None)
+        if row is None or row["n_notes"] < MIN_NOTES or row["n_pieces"] < need_pieces:
+            missing.append([col, cls])
+        else:
+            found.append({"column": col, "class": cls, "phrase": phrase(col, cls)})
+    return found, missing
+
+
 def random_head_test(frames: Sequence[pd.DataFrame], hidden: Sequence[np.ndarray], like, init: str = "torch", *,
                      columns: Sequence[str] = LABEL_COLUMNS, n_heads: int = NULL_HEADS, seed: int = 0,
                      chunk: int = 32, alpha: float = ALPHA,
                      min_sd: float = MIN_EFFECT_SD, result: Mapping[str, Any] | None = None,
-                     trained_head=None, model: str = "") -> dict[str, Any]:
+                     trained_head=None, model: str = "",
+                     classes: Iterable[tuple[str, str]] | None = None) -> dict[str, Any]:
     """The trained masker's class effects (its scores: ``frames``' ``score``) against ``n_heads`` heads
     drawn like ``like`` at initialisation ``init`` (module docstring), all scoring ``hidden`` (one
     (N_i, D) array per frame, rows = its notes). ``result``: the trained head's ``class_effects`` of
     ``frames`` (made here when None; its point estimates must equal this module's: checked).
     ``trained_head``: when given, its scores of ``hidden`` must be the frames' (checked, 1e-4).
-    JSON-serialisable; ``classes`` in the order of ``picks.candidates``."""
+    ``classes``: test only these ``(column, class)`` pairs (e.g. the hypotheses of an earlier, exploratory
+    run), Bonferroni over their number, those the pieces have too few notes of included (they are listed under
+    ``untested``, not tested, and count in ``k``); None = every class a sentence may name (``picks.candidates``).
+    JSON-serialisable; ``classes`` in the order of ``picks.candidates`` (or of the ``classes`` given)."""
     from .picks import class_effects
 
     pairs = [(f, h) for f, h in zip(frames, hidden, strict=True) if len(f)]
@@ -243,12 +275,19 @@ def random_head_test(frames: Sequence[pd.DataFrame], hidden: Sequence[np.ndarray
         raise ValueError("hidden states and note tables differ in their notes")
     frames = [f for f, _ in pairs]
     H = np.concatenate([h for _, h in pairs]) if pairs else np.zeros((0, 1), dtype=np.float32)
-    res = result if result is not None else class_effects(frames, columns=columns, n_boot=50)  # candidates need intervals
-    cands = candidates(res)
+    # candidates need intervals; given classes do not
+    res = result if result is not None else class_effects(frames, columns=columns, n_boot=50 if classes is None else 0)
+    if classes is None:
+        cands, untested = candidates(res), None
+    else:
+        cands, untested = given_classes(res, classes)
     keys = [(c["column"], c["class"]) for c in cands]
     out: dict[str, Any] = {"model": model, "n_heads": int(n_heads), "seed": int(seed), "init": init,
-                           "n_pieces": len(frames), "n_notes": int(len(H)), "k": len(keys),
+                           "n_pieces": len(frames), "n_notes": int(len(H)),
+                           "k": len(keys) + len(untested or []),
                            "alpha": float(alpha), "min_sd": float(min_sd), "classes": []}
+    if untested is not None:
+        out["untested"] = untested
     if not keys or n_heads < 1:
         return out
     trained_scores = np.concatenate([f["score"].to_numpy(dtype=float) for f in frames])
@@ -270,7 +309,7 @@ def random_head_test(frames: Sequence[pd.DataFrame], hidden: Sequence[np.ndarray
         heads = [draw_head(like, init, head_seed(seed, i)) for i in range(s, min(s + chunk, n_heads))]
         R[s:s + len(heads)], sds[s:s + len(heads)] = effects(head_scores(H, heads))
     p, centre = monte_carlo_p(t_eff[0], R)
-    k = len(keys)
+    k = out["k"]
     out["trained_score_sd"] = float(t_sd[0])
     out["random_score_sd"] = {"median": float(np.median(sds)), "lo": float(np.quantile(sds, 0.025)),
                               "hi": float(np.quantile(sds, 0.975))}

@@ -205,3 +205,25 @@ def test_the_stored_null_says_what_its_numbers_say():
     assert null["sentence"] == picks_null.null_sentence(null, map(tuple, null["named"]))
     md = (ROOT / "docs" / "MASKER_PICKS.md").read_text()
     assert null["sentence"] in md and "**Superseded** by the next subsection" in md
+
+
+def test_a_confirmatory_run_tests_only_the_classes_it_is_given():
+    """``classes=``: only the given (column, class) pairs are tested, in their order, each with the p-value the
+    full run gives it (the same heads), corrected for their number (a class the pieces lack counts in k, listed
+    as untested); the larger class of a two-class column, which the full run leaves out, may be asked for."""
+    frames, hidden, _ = _setup(0, plant=0.5)
+    n = 200
+    full = picks_null.random_head_test(frames, hidden, _like(), "torch", n_heads=n, seed=3)
+    given = [("voice_position", "inner"), ("harmony", "passing"), ("voice_position", "solo"),
+             ("chord_tone", "chord tone"), ("voice_position", "inner")]
+    few = picks_null.random_head_test(frames, hidden, _like(), "torch", n_heads=n, seed=3, classes=given)
+    assert few["k"] == 4 and few["untested"] == [["voice_position", "solo"]]
+    assert [(f["column"], f["class"]) for f in few["classes"]] == [("voice_position", "inner"), ("harmony", "passing"),
+                                                                    ("chord_tone", "chord tone")]
+    assert ("chord_tone", "chord tone") not in {(f["column"], f["class"]) for f in full["classes"]}
+    for f in few["classes"][:2]:
+        g = _find(full, f["column"], f["class"])
+        assert f["p"] == g["p"] and f["trained_sd"] == g["trained_sd"] and f["random_median"] == g["random_median"]
+        assert f["p_corrected"] == pytest.approx(min(1.0, 4 * f["p"])) and f["p_corrected"] <= g["p_corrected"]
+    inner = _find(few, "voice_position", "inner")
+    assert inner["learned"] and inner["p_corrected"] == pytest.approx(4 / (n + 1))
