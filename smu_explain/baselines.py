@@ -508,7 +508,7 @@ def context_destroyed_accuracy(model, data: Any, ratio: float = 0.15, seed: int 
                     noisy[ctx] = torch.stack([vals[torch.randperm(len(vals), generator=g), j]
                                               for j in range(len(attrs))], dim=1)
                 noisy[picked] = MASK_ID
-                out = model(noisy.to(device), am.to(device), heads_at=picked.to(device))
+                out = model(noisy.to(device), am.to(device), heads_at=picked.to(device), only_heads_at=True)
                 targets = tokens[picked].to(device)
                 correct += per_token_correct(out["logits"], targets).sum(0).cpu().numpy()
                 n += int(targets.shape[0])

@@ -200,7 +200,7 @@ def explain_piece(model, tokenizer, piece, ratio: float = 0.15, freeze_book=None
                 masked[r, : len(sel)] = torch.from_numpy(sel)
             target = tok[masked]  # (n, A)
             with autocast(device, precision):
-                out = model(tok.masked_fill(masked[..., None], MASK_ID), am, heads_at=masked)
+                out = model(tok.masked_fill(masked[..., None], MASK_ID), am, heads_at=masked, only_heads_at=True)
             rows, cols = (x.cpu().numpy() for x in masked.nonzero(as_tuple=True))
             per_attr = []
             for j, lg in enumerate(out["logits"]):

@@ -185,7 +185,7 @@ def validation_step(model, batch: dict, batch_index: int, ratio: float = 0.15, s
     am = attention_mask_of(batch)
     picked = validation_mask(am, batch_index, ratio, seed)
     corrupted = tokens.masked_fill(picked[..., None], MASK_ID)
-    out = model(corrupted, am, heads_at=picked)
+    out = model(corrupted, am, heads_at=picked, only_heads_at=True)
     targets = tokens[picked]
     ce = per_token_ce(out["logits"], targets)
     ok = per_token_correct(out["logits"], targets)

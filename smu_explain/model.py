@@ -246,6 +246,21 @@ def rope_tables(max_len: int, head_dim: int, base: float = 10000.0) -> tuple[tor
     return ang.cos().float(), ang.sin().float()
 
 
+def take_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """x (B, L, D) at the positions ``rows`` (B, R) of each sequence -> (B, R, D)."""
+    return x.gather(1, rows[..., None].expand(-1, -1, x.shape[-1]))
+
+
+def selected_rows(sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (B, L) bool selection as (B, R) positions per sequence (its True positions in order, R the
+    most any sequence has, the rest filled with unselected positions) and the (B, R) bool of
+    the filled-in entries that are real: ``take_rows(x, pos)[real]`` == ``x[sel]``, same order."""
+    counts = sel.sum(1)
+    R = int(counts.max()) if sel.numel() else 0
+    pos = torch.argsort((~sel).to(torch.int8), dim=1, stable=True)[:, :R]
+    return pos, torch.arange(R, device=sel.device) < counts[:, None]
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x (..., L, hd) by the angles of its positions (cos, sin: (L, hd))."""
     h = x.shape[-1] // 2
@@ -290,16 +305,17 @@ class SelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
     def forward_at(self, x: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
-        """``forward(x, mask)[:, rows]`` (to rounding) with queries only at ``rows`` (R,): the keys and
-        values of every position, the query projection, attention and output projection of R rows
-        (``position`` absolute or rope; relative positions are not handled here)."""
+        """``forward(x, mask)`` at ``rows`` ((B, R) positions per sequence; ``take_rows``), to rounding,
+        with queries only there: the keys and values of every position, the query projection,
+        attention and output projection of R rows per sequence (``position`` absolute or rope;
+        relative positions are not handled here)."""
         B, L, D = x.shape
-        H, R = self.n_heads, rows.numel()
+        H, R = self.n_heads, rows.shape[1]
         w, b = self.qkv.weight, self.qkv.bias
-        q = F.linear(x[:, rows], w[:D], b[:D]).view(B, R, H, D // H).transpose(1, 2)
+        q = F.linear(take_rows(x, rows), w[:D], b[:D]).view(B, R, H, D // H).transpose(1, 2)
         k, v = F.linear(x, w[D:], b[D:]).view(B, L, 2, H, D // H).permute(2, 0, 3, 1, 4)
         if self.rope:
-            q = apply_rope(q, self.rope_cos[rows], self.rope_sin[rows])
+            q = apply_rope(q, self.rope_cos[rows][:, None], self.rope_sin[rows][:, None])
             k = apply_rope(k, self.rope_cos[:L], self.rope_sin[:L])
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(B, R, D))
@@ -351,9 +367,9 @@ class Block(nn.Module):
         return x
 
     def forward_at(self, x: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
-        """``forward(x, mask)[:, rows]`` (to rounding), the feed-forward and all but the keys and values
-        of attention computed at ``rows`` only (``SelfAttention.forward_at``)."""
-        x = x[:, rows] + self.drop(self.attn.forward_at(self.ln1(x), mask, rows))
+        """``forward(x, mask)`` at ``rows`` ((B, R) positions per sequence), to rounding, the feed-forward
+        and all but the keys and values of attention computed there only (``SelfAttention.forward_at``)."""
+        x = take_rows(x, rows) + self.drop(self.attn.forward_at(self.ln1(x), mask, rows))
         return x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)))))
 
     def attention_probs(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -425,11 +441,12 @@ class MidiBert(nn.Module):
                rows: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (B, L, A) int64, attention_mask (B, L) bool (True = real token) -> hidden (B, L, D).
 
-        Hidden states at padding positions are computed but meaningless. ``rows`` ((R,) positions, the
-        same in every sequence): only the hidden states there, (B, R, D), equal to
-        ``encode(...)[:, rows]`` to rounding; the last block then computes everything but its keys and
-        values at those rows only (``Block.forward_at``: about 1/n_layers less work for a few rows;
-        models with relative positions or ``arch="bert"`` run the whole pass and index it).
+        Hidden states at padding positions are computed but meaningless. ``rows``: only the hidden
+        states at these positions, (B, R, D), equal to the whole pass's there to rounding; (R,) the
+        same positions in every sequence, (B, R) per sequence. The last block then computes
+        everything but its keys and values at those rows only (``Block.forward_at``: about
+        1/n_layers less work for a few rows; models with relative positions or ``arch="bert"`` run
+        the whole pass and take the rows).
         """
         if tokens.dim() != 3 or tokens.shape[-1] != len(self.embeddings):
             raise ValueError(f"tokens must be (B, L, {len(self.embeddings)}), got {tuple(tokens.shape)}")
@@ -465,7 +482,10 @@ class MidiBert(nn.Module):
         if self.config.max_len < L:
             raise ValueError(f"sequence length {L} exceeds max_len={self.config.max_len}; window the piece first")
         if rows is not None:
-            rows = torch.as_tensor(rows, dtype=torch.long, device=x.device).reshape(-1)
+            rows = torch.as_tensor(rows, dtype=torch.long, device=x.device)
+            rows = rows.expand(B, -1) if rows.dim() == 1 else rows
+            if rows.dim() != 2 or rows.shape[0] != B:
+                raise ValueError(f"rows must be (R,) or ({B}, R) positions, got {tuple(rows.shape)}")
             if rows.numel() and not (int(rows.min()) >= 0 and int(rows.max()) < L):
                 raise ValueError(f"rows must be positions in 0..{L - 1}")
         h = self.embed_notes(x)
@@ -473,7 +493,7 @@ class MidiBert(nn.Module):
             if attention_mask is not None and attention_mask.shape != (B, L):
                 raise ValueError(f"attention_mask must be ({B}, {L}), got {tuple(attention_mask.shape)}")
             h = self.bert(inputs_embeds=h, attention_mask=attention_mask)
-            return h if rows is None else h[:, rows]
+            return h if rows is None else take_rows(h, rows)
         mask = self._attn_mask(attention_mask, B, L)
         whole = rows is None or not self.blocks or self.blocks[-1].attn.relative
         last = len(self.blocks) if whole else len(self.blocks) - 1
@@ -481,7 +501,7 @@ class MidiBert(nn.Module):
             h = blk(h, mask)
         if rows is None:
             return self.ln_f(h)
-        return self.ln_f(h[:, rows] if whole else self.blocks[-1].forward_at(h, mask, rows))
+        return self.ln_f(take_rows(h, rows) if whole else self.blocks[-1].forward_at(h, mask, rows))
 
     @staticmethod
     def _attn_mask(attention_mask: torch.Tensor | None, B: int, L: int) -> torch.Tensor | None:
@@ -511,15 +531,23 @@ class MidiBert(nn.Module):
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                 heads_at: torch.Tensor | None = None, heads: bool = False, masker: bool = False,
-                ) -> dict[str, Any]:
+                only_heads_at: bool = False) -> dict[str, Any]:
         """One encoder pass: ``hidden`` (B, L, D) and, on request, ``logits``: per-attribute
         logits at all positions when ``heads=True`` ((B, L, V_j) each) or only at the rows
         where the (B, L) bool ``heads_at`` is True ((N, V_j) each, row order =
         ``hidden[heads_at]``); ``masker_logits`` (B, L) of this pass when ``masker=True``.
+        ``only_heads_at`` (with ``heads_at``, for evaluation): the hidden states only at those
+        rows, ``hidden`` (N, D) = the whole pass's ``hidden[heads_at]`` to rounding, the last
+        block computed there only (``encode``'s ``rows``).
 
         Strategies that need more than one pass per step own a module around this one
         (``masker.AdversarialPasses``) and the trainer wraps that in DDP.
         """
+        if only_heads_at:
+            if heads_at is None or heads or masker:
+                raise ValueError("only_heads_at needs heads_at, and no heads=True or masker=True")
+            hidden = self.encode(tokens, attention_mask, rows=(rows := selected_rows(heads_at))[0])[rows[1]]
+            return {"hidden": hidden, "logits": self.heads(hidden)}
         hidden = self.encode(tokens, attention_mask)
         out: dict[str, Any] = {"hidden": hidden}
         if heads_at is not None:

@@ -110,7 +110,7 @@ def mask_recovery(model, tokenizer, piece, masks: Mapping[str, Any], *, batch_si
                 for r, w in enumerate(chunk):
                     hide[r, : len(wins[w][1])] = torch.from_numpy(mask[wins[w][1]])
                 with torch.no_grad(), autocast(device, precision):
-                    res = model(tok.masked_fill(hide[..., None], MASK_ID), am, heads_at=hide)
+                    res = model(tok.masked_fill(hide[..., None], MASK_ID), am, heads_at=hide, only_heads_at=True)
                 rows, cols = (x.cpu().numpy() for x in hide.nonzero(as_tuple=True))
                 target = tok[hide].cpu().numpy()
                 win = np.asarray(chunk)[rows]

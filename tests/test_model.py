@@ -298,3 +298,30 @@ def test_encode_rows_gradients_match_the_whole_pass():
     for n, p in m.named_parameters():
         if n in g_whole:
             assert torch.allclose(p.grad, g_whole[n], atol=1e-5, rtol=1e-4), n
+
+
+@pytest.mark.parametrize("kw", [dict(position="rope"), dict(position="absolute"),
+                                dict(arch="bert", position="relative_key_query")])
+def test_only_heads_at_gives_the_whole_pass_rows_and_logits(kw):
+    """forward(only_heads_at=True): hidden and logits at the heads_at rows, in hidden[heads_at] order,
+    as the whole pass gives them; per-sequence selections of different sizes, padding, an empty row."""
+    m = tiny(**kw)
+    tok = rand_tokens(4, 18, seed=2)
+    am = torch.ones(4, 18, dtype=torch.bool)
+    am[2, 11:] = False
+    sel = torch.zeros(4, 18, dtype=torch.bool)
+    sel[0, [1, 5, 17]] = True
+    sel[1, [0]] = True
+    sel[2, [3, 4, 9, 10]] = True  # row 3 selects nothing
+    with torch.no_grad():
+        whole = m(tok, am, heads_at=sel)
+        part = m(tok, am, heads_at=sel, only_heads_at=True)
+    assert part["hidden"].shape == (8, m.config.d_model)
+    assert torch.allclose(part["hidden"], whole["hidden"][sel], atol=1e-5, rtol=1e-5)
+    for a, b in zip(part["logits"], whole["logits"], strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        none = m(tok, am, heads_at=torch.zeros_like(sel), only_heads_at=True)
+    assert none["hidden"].shape == (0, m.config.d_model)
+    with pytest.raises(ValueError, match="only_heads_at"):
+        m(tok, am, only_heads_at=True)
