@@ -546,7 +546,8 @@ class MidiBert(nn.Module):
         if only_heads_at:
             if heads_at is None or heads or masker:
                 raise ValueError("only_heads_at needs heads_at, and no heads=True or masker=True")
-            hidden = self.encode(tokens, attention_mask, rows=(rows := selected_rows(heads_at))[0])[rows[1]]
+            pos, real = selected_rows(heads_at)
+            hidden = self.encode(tokens, attention_mask, rows=pos)[real]
             return {"hidden": hidden, "logits": self.heads(hidden)}
         hidden = self.encode(tokens, attention_mask)
         out: dict[str, Any] = {"hidden": hidden}
