@@ -218,8 +218,25 @@ def random_heads(null: dict, cmp: dict | None = None) -> list[str]:
     return out + [""]
 
 
+def confirm_line(confirm: dict | None, null: dict | None, pieces: list[str]) -> list[str]:
+    """The line pointing to docs/MASKER_PICKS_CONFIRM.md (``scripts/masker_picks_confirm.py``'s JSON
+    ``confirm``) with its outcome, when it confirms THIS run: the same model and pieces, and its hypotheses
+    are this ``null``'s classes below its p threshold. Else nothing (a confirmation of another run)."""
+    if not confirm or not null:
+        return []
+    exp, p_below = confirm.get("exploratory") or {}, confirm["rule"]["hypothesis_p"]
+    hyps = [(f["column"], f["class"]) for f in null["classes"] if f["p"] < p_below]
+    if (exp.get("model") != null.get("model") or list(exp.get("pieces") or []) != list(pieces)
+            or hyps != [(h["column"], h["class"]) for h in confirm["hypotheses"]]):
+        return []
+    return [f"**Confirmed on new pieces?** The {len(hyps)} classes with an uncorrected p < {p_below:g} in the "
+            "random-head test below were tested again, as pre-registered hypotheses, on pieces this page does not "
+            f"use (see [MASKER_PICKS_CONFIRM.md](MASKER_PICKS_CONFIRM.md)). {confirm['outcome']}", ""]
+
+
 def render(results: dict, args, chords: dict | None, seconds: float, control: dict | None = None,
-           comparison: dict | None = None, null: dict | None = None) -> str:
+           comparison: dict | None = None, null: dict | None = None, confirm: dict | None = None) -> str:
+    """docs/MASKER_PICKS.md. ``confirm``: docs/masker_picks_confirm.json, when there (``confirm_line``)."""
     from smu_explain import picks
 
     lines = ["# What the demo masker picks, in music's words", "",
@@ -250,6 +267,7 @@ def render(results: dict, args, chords: dict | None, seconds: float, control: di
                   f"recogniser, not by hand) on {chords['pieces']} pieces: "
                   + ", ".join(f"{u} units {v['root_accuracy']:.3f}" for u, v in acc.items())
                   + f" (beat by beat, {acc['auto']['beats']:,} beats); the analysis uses `auto` units.", ""]
+    lines += confirm_line(confirm, null, (results.get("all") or {}).get("pieces") or [])
     if control:
         lines += headline(results["all"], control, comparison, null)
     elif null:
@@ -385,7 +403,10 @@ def main(argv=None) -> int:
     if null is not None:
         doc["null"] = null
     atomic_write_text(out / "masker_picks.json", json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    atomic_write_text(out / "MASKER_PICKS.md", render(results, args, chords, seconds, control, comparison, null))
+    confirmed = out / "masker_picks_confirm.json"
+    confirm = json.loads(confirmed.read_text()) if confirmed.exists() else None
+    atomic_write_text(out / "MASKER_PICKS.md", render(results, args, chords, seconds, control, comparison, null,
+                                                      confirm))
     log(f"wrote {out / 'masker_picks.json'} and {out / 'MASKER_PICKS.md'} in {seconds:.0f} s")
     return 0
 
