@@ -53,6 +53,7 @@ def recorded_preset() -> str:
 
 
 PICKS_JSON = ROOT / "docs" / "masker_picks.json"
+CONFIRM_JSON = ROOT / "docs" / "masker_picks_confirm.json"  # scripts/masker_picks_confirm.py
 #: the sets of docs/masker_picks.json's "results", in the order the selector offers them
 PICKS_SETS = {"all": "both sets pooled (POP909 validation + ASAP)", "pop909": "POP909 validation songs",
               "asap": "ASAP scores"}
@@ -94,6 +95,7 @@ def show_picks() -> None:
                None)
     if cmp is not None:
         st.markdown("**Learned, or a random read-out?** " + md_escape(cmp["sentence"]))
+    show_confirmation(data.get("null"), (sets.get("all") or {}).get("pieces") or [])
     st.dataframe(picks.picks_table(res), hide_index=True, key="study_picks_table")
     caption = (f"{int(res.get('n_pieces', 0))} pieces, {int(res.get('n_notes', 0)):,} notes; model "
                f"{md_escape(res.get('model', data.get('model', '?')))}. " + picks.PICKS_CAPTION)
@@ -102,6 +104,26 @@ def show_picks() -> None:
         caption += (f" Chord labels checked against Pop1K7's chord markers: root accuracy "
                     f"{float(auto['root_accuracy']):.3f} over {int(auto.get('beats', 0)):,} beats.")
     st.caption(caption + " From docs/masker_picks.json; docs/MASKER_PICKS.md has every table.")
+
+
+def show_confirmation(null, pieces) -> None:
+    """The pre-registered confirmatory run on new pieces (docs/masker_picks_confirm.json), when it re-tests
+    this random-head result (``picks_null.confirms``); its outcome escaped. Nothing when it is not there or
+    checks another run; a warning when it cannot be read."""
+    if not CONFIRM_JSON.is_file():
+        return
+    try:
+        import json
+
+        from smu_explain.picks_null import confirms
+
+        confirm = json.loads(CONFIRM_JSON.read_text(encoding="utf-8"))
+    except Exception as e:  # a broken file must not take the page down
+        st.warning(f"{md_escape(CONFIRM_JSON.name)} cannot be read ({md_escape(e)}).")
+        return
+    if confirms(confirm, null, pieces):
+        st.markdown("**Confirmed on new pieces?** " + md_escape(confirm["outcome"]) + " (hypotheses and rule "
+                    "fixed before the run: docs/MASKER_PICKS_CONFIRM.md)")
 
 
 results_path = RESULTS_DIR / "results.json"

@@ -222,13 +222,11 @@ def confirm_line(confirm: dict | None, null: dict | None, pieces: list[str]) -> 
     """The line pointing to docs/MASKER_PICKS_CONFIRM.md (``scripts/masker_picks_confirm.py``'s JSON
     ``confirm``) with its outcome, when it confirms THIS run: the same model and pieces, and its hypotheses
     are this ``null``'s classes below its p threshold. Else nothing (a confirmation of another run)."""
-    if not confirm or not null:
+    from smu_explain.picks_null import confirms
+
+    if not confirms(confirm, null, pieces):
         return []
-    exp, p_below = confirm.get("exploratory") or {}, confirm["rule"]["hypothesis_p"]
-    hyps = [(f["column"], f["class"]) for f in null["classes"] if f["p"] < p_below]
-    if (exp.get("model") != null.get("model") or list(exp.get("pieces") or []) != list(pieces)
-            or hyps != [(h["column"], h["class"]) for h in confirm["hypotheses"]]):
-        return []
+    p_below, hyps = confirm["rule"]["hypothesis_p"], confirm["hypotheses"]
     return [f"**Confirmed on new pieces?** The {len(hyps)} classes with an uncorrected p < {p_below:g} in the "
             "random-head test below were tested again, as pre-registered hypotheses, on pieces this page does not "
             f"use (see [MASKER_PICKS_CONFIRM.md](MASKER_PICKS_CONFIRM.md)). {confirm['outcome']}", ""]

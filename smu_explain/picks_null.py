@@ -330,6 +330,20 @@ def random_head_test(frames: Sequence[pd.DataFrame], hidden: Sequence[np.ndarray
     return out
 
 
+def confirms(confirm: Any, null: Any, pieces: Sequence[str]) -> bool:
+    """Whether ``confirm`` (docs/masker_picks_confirm.json: ``scripts/masker_picks_confirm.py``) re-tests THIS
+    random-head result ``null`` on new pieces: the same model and exploratory ``pieces``, and its hypotheses are
+    ``null``'s classes below the rule's uncorrected p threshold, in order. False for anything malformed."""
+    try:
+        exp, p_below = confirm.get("exploratory") or {}, float(confirm["rule"]["hypothesis_p"])
+        hyps = [(f["column"], f["class"]) for f in null["classes"] if float(f["p"]) < p_below]
+        return bool(exp.get("model") == null.get("model") and list(exp.get("pieces") or []) == list(pieces)
+                    and hyps == [(h["column"], h["class"]) for h in confirm["hypotheses"]]
+                    and isinstance(confirm.get("outcome"), str))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return False
+
+
 def null_sentence(null: Mapping[str, Any], named: Iterable[tuple[str, str]] = ()) -> str:
     """What the random-head test says, in words: the label classes called learned (higher / lower than a
     random read-out), the classes of the model's own sentence (``named``) that are not, and the largest

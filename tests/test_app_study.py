@@ -236,3 +236,42 @@ def test_the_frozen_note_rolls_say_what_their_marks_mean(tmp_path):
     for words in ("masker score", "dark purple low to yellow high", "picked for masking at 15%", "solid red",
                   "Grey hatched: frozen", "the arrow"):
         assert words in caption, words
+
+
+def test_study_page_shows_the_confirmation_on_new_pieces(tmp_path):
+    """docs/masker_picks_confirm.json (scripts/masker_picks_confirm.py): its outcome beside the random-head
+    verdict when it re-tests that very result (model, pieces, hypotheses); not when it checks another run;
+    a broken file is a warning; hostile text is shown as text."""
+    from app_helpers import ROOT
+
+    from smu_explain.picks_null import confirms
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    data = json.loads((ROOT / "docs" / "masker_picks.json").read_text())
+    confirm = json.loads((ROOT / "docs" / "masker_picks_confirm.json").read_text())
+    (docs / "masker_picks.json").write_text(json.dumps(data))
+    (docs / "masker_picks_confirm.json").write_text(json.dumps(confirm))
+    script = copy_page(tmp_path)
+    at = AppTest.from_file(script, default_timeout=60).run()
+    assert not at.exception, at.exception
+    md = next(m.value for m in at.markdown if "Confirmed on new pieces?" in m.value)
+    assert confirm["outcome"][:60] in md.replace("\\", "")
+    # a confirmation of other pieces, another model or other hypotheses is not this result's
+    for change in ({"exploratory": {**confirm["exploratory"], "pieces": ["x"]}},
+                   {"exploratory": {**confirm["exploratory"], "model": "demo-random"}},
+                   {"hypotheses": confirm["hypotheses"][1:]}):
+        assert not confirms({**confirm, **change}, data["null"], data["results"]["all"]["pieces"])
+        (docs / "masker_picks_confirm.json").write_text(json.dumps({**confirm, **change}))
+        at = AppTest.from_file(script, default_timeout=60).run()
+        assert not at.exception and "Confirmed on new pieces?" not in texts(at)
+    for junk in (None, [], {"rule": 1}, {**confirm, "hypotheses": [1]}):
+        assert not confirms(junk, data["null"], data["results"]["all"]["pieces"])
+    (docs / "masker_picks_confirm.json").write_text(json.dumps({**confirm, "outcome": "Evil <b>x</b> *z*"}))
+    at = AppTest.from_file(script, default_timeout=60).run()
+    md = next(m.value for m in at.markdown if "Evil" in m.value)
+    assert "\\<b\\>" in md and "\\*z\\*" in md
+    (docs / "masker_picks_confirm.json").write_text("{not json")
+    at = AppTest.from_file(script, default_timeout=60).run()
+    assert not at.exception and any("cannot be read" in w.value for w in at.warning)
+    assert data["null"]["sentence"] in texts(at).replace("\\", "")
