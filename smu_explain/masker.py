@@ -296,7 +296,8 @@ class Strategy:
         rng = BatchRandom(batch, step_state)
         tokens, am = batch["tokens"], attention_mask_of(batch)
         picked = self.select(model, batch, rng)
-        out = model(self.corrupt(tokens, picked, m.config.vocab_sizes, rng), am, heads_at=picked)
+        # the recoverer's hidden states only at the picked rows (the last block runs there only)
+        out = model(self.corrupt(tokens, picked, m.config.vocab_sizes, rng), am, heads_at=picked, only_heads_at=True)
         loss, _, w, extras = self.recovery_loss(m, tokens[picked], out.get("logits"), out["hidden"])
         return loss, self._stats(m, loss, picked, extras, w)
 
@@ -479,7 +480,7 @@ class AdversarialPasses(nn.Module):
     for one ``AdversarialStrategy`` (``strategy.train_module(model)``); under several ranks the
     trainer wraps THIS module in DistributedDataParallel, so every pass that carries gradient
     is inside the one call DDP sees. ``forward(batch, rng, frozen)`` with ``rng`` the step's
-    ``BatchRandom`` and ``frozen`` the (B, L) frozen tokens returns ``hidden`` (recoverer pass),
+    ``BatchRandom`` and ``frozen`` the (B, L) frozen tokens returns ``hidden`` (recoverer pass, (N, D) at ``picked``),
     ``logits`` (per attribute, at ``picked``), ``masker_logits`` (B, L) of the clean tokens,
     ``picked`` and ``clean_hidden``. The strategy's ``masker_grad``:
 
@@ -503,7 +504,7 @@ class AdversarialPasses(nn.Module):
         # the clean pass: no gradient, eval mode ('head'), or with its graph in the model's mode ('full')
         clean = s.clean_scores(model, batch) if head_only else model(tokens, am, masker=True)
         picked = s._pick(clean["masker_logits"].detach(), batch, rng, frozen)
-        out = model(s.corrupt(tokens, picked, m.config.vocab_sizes, rng), am, heads_at=picked)
+        out = model(s.corrupt(tokens, picked, m.config.vocab_sizes, rng), am, heads_at=picked, only_heads_at=True)
         # 'head': the masker head's graph starts at the clean pass's (detached) hidden states
         masker_logits = m.masker_logits(clean["hidden"]) if head_only else clean["masker_logits"]
         return {"hidden": out["hidden"], "logits": out["logits"], "masker_logits": masker_logits,

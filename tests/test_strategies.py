@@ -506,6 +506,16 @@ def test_sample_masks_do_not_depend_on_the_batch(name, kw):
     assert not torch.equal(_corrupted(make_strategy(name, **kw), m, big, dict(state, step=8)), corrupted_big)
 
 
+def _recoverer_hidden(m: MidiBert, corrupted: torch.Tensor, am: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
+    """The recoverer pass's hidden states at the picked rows, (N, D), as the strategies compute them
+    (``only_heads_at``: the last block at those rows only; with dropout on, its draws differ from a
+    whole pass's, so the reference takes the same rows)."""
+    from smu_explain.model import selected_rows
+
+    pos, real = selected_rows(picked)
+    return m.encode(corrupted, am, rows=pos)[real]
+
+
 def _old_adversarial_loss(s: AdversarialStrategy, m: MidiBert, batch: dict, step_state: dict) -> torch.Tensor:
     """The adversarial loss as it was computed before ``AdversarialPasses``, when the two passes
     were modes of ``MidiBert.forward`` ('head': ``masker_input=`` the clean hidden states of a
@@ -520,15 +530,15 @@ def _old_adversarial_loss(s: AdversarialStrategy, m: MidiBert, batch: dict, step
             clean_hidden = m.encode(tokens, am)
             picked = s._pick(m.masker_logits(clean_hidden), batch, rng, frozen)
             m.train()
-        hidden = m.encode(s.corrupt(tokens, picked, VOCAB, rng), am)
-        logits = m.heads(hidden[picked])
+        hidden = _recoverer_hidden(m, s.corrupt(tokens, picked, VOCAB, rng), am, picked)
+        logits = m.heads(hidden)
         masker_logits = m.masker_logits(clean_hidden)
     else:
         clean_hidden = m.encode(tokens, am)
         masker_logits = m.masker_logits(clean_hidden)
         picked = s._pick(masker_logits.detach(), batch, rng, frozen)
-        hidden = m.encode(s.corrupt(tokens, picked, VOCAB, rng), am)
-        logits = m.heads(hidden[picked])
+        hidden = _recoverer_hidden(m, s.corrupt(tokens, picked, VOCAB, rng), am, picked)
+        logits = m.heads(hidden)
     rec_loss, tok_loss, w, extras = s.recovery_loss(m, tokens[picked], logits, hidden)
     labelled, target = s.masker_targets(picked, tok_loss)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(masker_logits.float(), target, reduction="none")
