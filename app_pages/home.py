@@ -15,6 +15,7 @@ from smu_explain.report import glossary_markdown
 
 FRAME = globals().get("FRAME", False)  # set by app.py when it runs this above another page
 MODELS = Path(__file__).resolve().parents[1] / "models"
+PICKS = [Path(__file__).resolve().parents[1] / "docs" / f for f in ("masker_picks.json", "masker_picks_confirm.json")]
 DEMO = [MODELS / "demo-adversarial", MODELS / "demo-random"]
 
 
@@ -46,7 +47,32 @@ st.markdown("**Headline**: " + headline(tuple((str(p), _mtime(p)) for p in [V.st
                                              + [d / f for d in DEMO for f in ("progress.jsonl", "config.json")])))
 with st.expander("Words used in this app", expanded=not FRAME):
     st.markdown(glossary_markdown())
+@st.cache_data(show_spinner=False, max_entries=8)
+def masker_learned(stamp: tuple) -> str | None:
+    """What the demo masker learned, from the pre-registered confirmation on new pieces
+    (docs/masker_picks_confirm.json, when it re-tests docs/masker_picks.json's random-head result:
+    ``picks_null.confirms``); None when the files are missing, broken or do not match."""
+    import json
+
+    from smu_explain.picks_null import confirmed_sentence, confirms
+
+    try:
+        data, confirm = (json.loads(p.read_text(encoding="utf-8")) for p in PICKS)
+        pieces = ((data.get("results") or {}).get("all") or {}).get("pieces") or []
+        if not confirms(confirm, data.get("null"), pieces):
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return confirmed_sentence(confirm)
+
+
 if not FRAME:
+    learned = masker_learned(tuple((str(p), _mtime(p)) for p in PICKS))
+    if learned:
+        from smu_explain.markup import md_escape
+
+        st.markdown("**What the masker learned, tested**: " + md_escape(learned) + " (Study page; "
+                    "docs/MASKER_PICKS_CONFIRM.md)")
     st.markdown("**Where to go**: **Explore** a piece (piano roll, masker scores, the model's guesses); "
                 "**Compare** two models on a piece or a folder (who recovers more, with an interval); **Why** a "
                 "fine-tuned model decided; **Score**: the chosen bars in notation, the masker's picks in red; "

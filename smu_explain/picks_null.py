@@ -344,6 +344,28 @@ def confirms(confirm: Any, null: Any, pieces: Sequence[str]) -> bool:
         return False
 
 
+def confirmed_sentence(confirm: Any) -> str | None:
+    """One sentence, in music's words, of what a confirmatory run (docs/masker_picks_confirm.json) confirmed
+    the masker learned: the confirmed classes with their direction, out of how many pre-registered, on how
+    many new pieces; None when it is malformed (the caller says nothing then)."""
+    try:
+        hyps = [h for h in confirm["hypotheses"] if isinstance(h, Mapping)]
+        done = [h for h in hyps if h.get("confirmed") is True]
+        way = {"above": "higher", "below": "lower"}
+        parts = [f"{h['phrase']} {way[h['direction']]} than " + ("notes of the same duration and register"
+                                                                if h.get("vs") == "same duration x register"
+                                                                else "the other notes") for h in done]
+        n, k, who = int(confirm["n_pieces"]), len(confirm["hypotheses"]), str(confirm.get("model") or "the")
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not parts:
+        return (f"None of the {k} candidate preferences of {who}'s masker held on {n} new pieces against random "
+                "read-outs of its own encoder (pre-registered).")
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + ", and " + parts[-1]
+    return (f"{who}'s masker learned to score {listed}, unlike random read-outs of its own "
+            f"encoder: {len(done)} of {k} pre-registered candidates, confirmed on {n} new pieces.")
+
+
 def null_sentence(null: Mapping[str, Any], named: Iterable[tuple[str, str]] = ()) -> str:
     """What the random-head test says, in words: the label classes called learned (higher / lower than a
     random read-out), the classes of the model's own sentence (``named``) that are not, and the largest

@@ -105,3 +105,37 @@ def test_why_it_matters_does_not_claim_the_demo_view_checks_the_claim():
     why = lines(at)[1]
     assert "check the claim" not in why
     assert "fine-tuning" in why and "says little about the claim" in why and "Study page tests the claim" in why
+
+
+def test_the_about_page_says_what_the_demo_masker_learned_from_the_confirmation(tmp_path):
+    """"What the masker learned, tested": the confirmed classes of docs/masker_picks_confirm.json (computed, with
+    their direction), only when it re-tests docs/masker_picks.json's result; nothing when it does not match,
+    is missing or broken; not in the frame above the first page."""
+    from smu_explain.picks_null import confirmed_sentence
+
+    at = AppTest.from_file(page("home.py"), default_timeout=30).run()
+    confirm = json.loads((ROOT / "docs" / "masker_picks_confirm.json").read_text())
+    [learned] = [m for m in lines(at) if m.startswith("**What the masker learned, tested**")]
+    done = [h for h in confirm["hypotheses"] if h["confirmed"]]
+    assert f"{len(done)} of {len(confirm['hypotheses'])} pre-registered candidates" in learned
+    for h in done:
+        assert f"{h['phrase']} {'higher' if h['direction'] == 'above' else 'lower'}" in learned.replace("\\", "")
+    at = AppTest.from_function(_frame, args=(page("home.py"),), default_timeout=30).run()
+    assert not any("What the masker learned" in m for m in lines(at))
+    # a copy of the page beside other docs: a confirmation of other pieces, none, a broken file
+    (tmp_path / "pages").mkdir()
+    script = tmp_path / "pages" / "home.py"
+    script.write_text((ROOT / "app_pages" / "home.py").read_text())
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "masker_picks.json").write_text((ROOT / "docs" / "masker_picks.json").read_text())
+    for text in (json.dumps({**confirm, "exploratory": {**confirm["exploratory"], "pieces": ["x"]}}), None, "{x"):
+        target = tmp_path / "docs" / "masker_picks_confirm.json"
+        target.unlink(missing_ok=True)
+        if text is not None:
+            target.write_text(text)
+        at = AppTest.from_file(str(script), default_timeout=30).run()
+        assert not at.exception, at.exception
+        assert not any("What the masker learned" in m for m in lines(at))
+    none = {**confirm, "hypotheses": [{**h, "confirmed": False} for h in confirm["hypotheses"]]}
+    assert confirmed_sentence(none).startswith(f"None of the {len(confirm['hypotheses'])} candidate")
+    assert confirmed_sentence({"hypotheses": [{"confirmed": True}]}) is None
