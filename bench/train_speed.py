@@ -84,10 +84,13 @@ class HFPeer(nn.Module):
         assert self.bert.config._attn_implementation == "sdpa", self.bert.config._attn_implementation
         self.out_heads = nn.ModuleList(nn.Linear(cfg.d_model, v) for v in cfg.vocab_sizes)
 
-    def forward(self, tokens, attention_mask=None, *, heads_at=None, heads=False, masker=False):
+    def forward(self, tokens, attention_mask=None, *, heads_at=None, heads=False, masker=False,
+                only_heads_at=False):
         x = torch.cat([e(tokens[..., j]) for j, e in enumerate(self.embeddings)], dim=-1)
         hidden = self.bert(inputs_embeds=self.in_proj(x), attention_mask=attention_mask).last_hidden_state
-        out = {"hidden": hidden}
+        # only_heads_at (MidiBert runs its last block at those rows only): BertModel has no such pass,
+        # so the peer computes every row and returns those (same contract, its full cost)
+        out = {"hidden": hidden[heads_at] if only_heads_at else hidden}
         if heads_at is not None:
             out["logits"] = [h(hidden[heads_at]) for h in self.out_heads]
         return out

@@ -666,3 +666,27 @@ def test_adversarial_masker_learns_to_pick_unpredictable_tokens(one_torch_thread
     assert not _beats_chance(random_scores), random_scores
     assert all(abs(r - 0.5) < 0.1 for r in random_scores), random_scores
     assert not _beats_chance(untrained), untrained
+
+
+@pytest.mark.parametrize("name", ["random", "bar"])
+def test_the_train_speed_bench_peer_keeps_the_forward_contract(name):
+    """bench/train_speed.py's transformers peer runs the same one-pass strategy code as MidiBert (every
+    keyword those strategies pass, only_heads_at included: it broke `make bench` once), and gives the
+    hidden states they read at the picked rows."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "train_speed.py"
+    spec = importlib.util.spec_from_file_location("train_speed_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    peer = bench.HFPeer(ModelConfig.named("tiny", VOCAB, ATTRS))
+    s = make_strategy(name)
+    loss, stats = s.loss(s.train_module(peer), make_batch(), {"generator": torch.Generator().manual_seed(0)})
+    loss.backward()
+    assert torch.isfinite(loss) and stats["n_picked"] > 0
+    sel = torch.zeros(4, 40, dtype=torch.bool)
+    sel[0, 3] = sel[2, [1, 5]] = True
+    out = peer(make_batch()["tokens"], make_batch()["attention_mask"], heads_at=sel, only_heads_at=True)
+    assert out["hidden"].shape == (3, peer.config.d_model)
