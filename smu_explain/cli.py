@@ -44,6 +44,7 @@ from .cli_setup import (
     check_progress_path,
     fail_status,
     file_datasets,
+    fit_batch,
     is_tokenized_dir,
     load_json,
     print_skipped,
@@ -199,10 +200,7 @@ def _pretrain(args, out: Path, progress_path: Path) -> int:
                                             token_cache(args), args.limit)
     print_skipped(skipped)
     asked = cfg.batch_size
-    if len(train) < cfg.batch_size:
-        print(f"note: {len(train)} training windows < batch size {cfg.batch_size}; using batch size "
-              f"{len(train)}", file=sys.stderr)
-        cfg.batch_size = len(train)
+    cfg.batch_size = fit_batch(cfg.batch_size, len(train))
     torch.manual_seed(cfg.seed)
     model = MidiBert(model_cfg)
     # what the data came to, in config.json and in the progress file's start record (the Train page says it)
@@ -238,7 +236,7 @@ def _report_run(res: dict[str, Any], out: Path) -> None:
 def add_finetune_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="fine-tune on melody / velocity / composer / emotion / a labelled folder",
                        description="Fine-tune a pre-trained encoder (--from DIR) or a fresh one (--from none, "
-                                   "the no-pre-training control) with mask fine-tuning (15%% of input tokens "
+                                   "the no-pre-training control) with mask fine-tuning (15% of input tokens "
                                    "masked while training) and early stopping on validation accuracy. Writes the "
                                    "best model (config.json + model.safetensors) and results.json to --out.")
     p.add_argument("--task", required=True, choices=FINETUNE_TASKS)
@@ -287,8 +285,7 @@ def _cmd_finetune_locked(args) -> int:
     train, val, test = sets.get("train"), sets.get("val"), sets.get("test")
     if train is None or len(train) == 0:
         raise SMUInputError(args.data or args.data_root or args.folder or args.task, "no training windows")
-    if len(train) < cfg.batch_size:
-        cfg.batch_size = len(train)
+    cfg.batch_size = fit_batch(cfg.batch_size, len(train))
     # weights, gradients and Adam's moments against the machine's memory, before the model is made
     n_params = (pre.model.num_parameters() if pre is not None else
                 estimated_parameters(ModelConfig.named(args.size, tokenizer.vocab_sizes, tokenizer.attributes,
@@ -350,7 +347,7 @@ def add_evaluate_parser(sub) -> argparse.ArgumentParser:
                        description="A fine-tuned model folder is scored on its task's split (accuracy, "
                                    "macro-F1, confusion; sequence tasks: piece level = mean of the window "
                                    "probabilities, plus window level). A pre-trained model folder gets the "
-                                   "recovery accuracy per attribute of a fixed-seed random 15%% of tokens "
+                                   "recovery accuracy per attribute of a fixed-seed random 15% of tokens "
                                    "masked, on --paths music files or a task split.")
     p.add_argument("--model", required=True, help="model folder")
     p.add_argument("--task", default=None, choices=FINETUNE_TASKS + ("pretrain",),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -140,6 +141,25 @@ def print_skipped(skipped) -> None:
         print(f"skipped {len(skipped)} unusable file(s):", file=sys.stderr)
         for p, r in skipped[:10]:
             print(f"  {p}: {r}", file=sys.stderr)
+
+
+def fit_batch(batch_size: int, n_train: int) -> int:
+    """The batch size a run can use: ``batch_size``, or, when the training set is smaller, the whole set
+    rounded down to a multiple of the ranks under torchrun (``$WORLD_SIZE``: the trainer splits a batch
+    evenly over them), with a note on stderr; an input error when there are fewer windows than ranks."""
+    try:
+        ranks = max(1, int(os.environ.get("WORLD_SIZE") or 1))
+    except ValueError:
+        ranks = 1
+    if n_train >= batch_size:
+        return batch_size
+    fit = n_train // ranks * ranks
+    if fit == 0:
+        raise SMUInputError("training data", f"{n_train} training windows are fewer than the {ranks} ranks")
+    split = f" (a multiple of the {ranks} ranks)" if ranks > 1 else ""
+    print(f"note: {n_train} training windows < batch size {batch_size}; using batch size {fit}{split}",
+          file=sys.stderr)
+    return fit
 
 
 def train_config(args, base: dict[str, Any], out: str, defaults: dict[str, Any]):

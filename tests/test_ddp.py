@@ -149,3 +149,53 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
     assert st["world_size"] == 2 and len(st["rng"]) == 2 and st["step"] == 3
     assert not torch.equal(st["rng"][0]["torch"], st["rng"][1]["torch"])
     assert st["objective"]["freeze_book"] is not None
+
+
+def test_fit_batch_rounds_a_small_training_set_to_the_ranks(monkeypatch, capsys):
+    """smu pretrain / finetune shrink the batch to a small training set; under torchrun it must stay a
+    multiple of the ranks (13 windows on 2 ranks: 12, not 13, which the trainer refuses)."""
+    from smu_explain.cli_setup import fit_batch
+    from smu_explain.errors import SMUInputError
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert fit_batch(32, 100) == 32 and fit_batch(32, 13) == 13
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert fit_batch(32, 13) == 12 and "multiple of the 2 ranks" in capsys.readouterr().err
+    assert fit_batch(8, 13) == 8
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(SMUInputError, match="fewer than the 4 ranks"):
+        fit_batch(32, 3)
+
+
+def test_smu_pretrain_on_two_ranks_with_fewer_windows_than_the_batch(tmp_path):
+    """The README's torchrun line on a small folder: two gloo ranks started as torchrun starts them run
+    `smu pretrain` with the default batch (32) on 3 sample files (fewer windows than 32) to the end."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("bach_bwv66_6.mid", "bach_bwv269.mid", "mozart_k545_mvt1_exposition.mid"):
+        shutil.copy(root / "sample_midi" / name, data / name)
+    port = str(_free_port())
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=port, OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen([sys.executable, "-m", "smu_explain.cli", "pretrain", "--strategy", "random",
+                                       "--data", str(data), "--config", "tiny", "--steps", "2", "--max-len", "96",
+                                       "--out", str(tmp_path / "run"), "--val-fraction", "0", "--no-bar"],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=180)[0].decode())
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, o in zip(procs, outs, strict=False):
+        assert p.returncode == 0, o
+    assert "7 training windows < batch size 32; using batch size 6 (a multiple of the 2 ranks)" in outs[0]
+    assert (tmp_path / "run" / "model.safetensors").is_file()
