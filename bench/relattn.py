@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Relative-position attention benchmark (issue 26); prints one JSON object and writes
-docs/benchmarks/relattn.json.
+"""Relative-position attention benchmark (issue 26); prints one JSON object and adds it to
+docs/benchmarks/relattn.json under its own key (``run_<UTC time>``; the file's other keys, the record
+of earlier runs and experiments, are kept; a file that is not JSON is left alone and nothing is written).
 
 The published configuration (12 layers x 768, 12 heads, intermediate 3072,
 max_position_embeddings 1024), on ``inputs_embeds`` like MidiBERT, three encoders:
@@ -300,8 +301,17 @@ def main() -> None:
     text = json.dumps(result, indent=2)
     print(text)
     if not args.no_write:
+        from smu_explain.io import atomic_write_text
+
+        try:
+            record = json.loads(OUT.read_text(encoding="utf-8")) if OUT.is_file() else {}
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            sys.exit(f"{OUT} is not the JSON object this benchmark adds to ({e}); nothing written")
+        record["run_" + time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime(started))] = result
         OUT.parent.mkdir(parents=True, exist_ok=True)
-        OUT.write_text(text + "\n")
+        atomic_write_text(OUT, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":
