@@ -440,7 +440,7 @@ def _print_with_rules(full: dict[str, Any], ds, args, attributes, notes: dict[st
         print(f"  (only {lead['n_units']} window(s): at least {MIN_UNITS['piece']} pieces or windows are needed "
               "for an interval, so no attribute is called learned)")
     print("  (rules use no model: most frequent value in these windows, copy the nearest unmasked note "
-          "before (else after), most frequent of the unmasked notes within 8 places; docs/METHOD.md 9)")
+          "before (else after), most frequent of the unmasked notes within 8 places; smu_explain/baselines.py)")
 
 
 # ============================================================================ explain
