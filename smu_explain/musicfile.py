@@ -18,7 +18,7 @@ from pathlib import Path
 from .errors import SMUInputError
 
 __all__ = ["MAX_FILE_BYTES", "MAX_TICKS_PER_QUARTER", "MIDI_EXTENSIONS", "SCORE_EXTENSIONS", "display_name",
-           "load_bytes", "midi_last_tick", "validate_midi_bytes"]
+           "load_bytes", "midi_last_tick", "midi_walk", "validate_midi_bytes"]
 
 MIDI_EXTENSIONS = (".mid", ".midi", ".kar", ".smf")
 SCORE_EXTENSIONS = (".xml", ".musicxml", ".mxl", ".krn", ".abc")
@@ -75,13 +75,20 @@ def validate_midi_bytes(data: bytes, path="<bytes>") -> int:
     return division
 
 def midi_last_tick(data: bytes) -> int:
-    """The largest absolute tick of the file: the greatest sum of a track's delta times (a
-    walk over the events of every MTrk chunk: delta, status with running status, meta/sysex
-    lengths). Linear in the size, no allocation per event. Used to tell apart a time past
-    2^31 ticks, which symusic (32-bit ticks) wraps round, from a true negative time."""
+    """The largest absolute tick of the file (:func:`midi_walk`)."""
+    return midi_walk(data)[0]
+
+
+def midi_walk(data: bytes) -> tuple[int, int]:
+    """(the largest absolute tick of the file: the greatest sum of a track's delta times; the number of
+    note-on events with a velocity above 0 outside channel 10, the drum channel), from one walk over the
+    events of every MTrk chunk: delta, status with running status, meta/sysex lengths. Linear in the
+    size, no allocation per event. The tick tells apart a time past 2^31 ticks, which symusic (32-bit
+    ticks) wraps round, from a true negative time; the note-ons tell whether symusic paired every one."""
     n = len(data)
+    ons = 0
     if n < 14:
-        return 0
+        return 0, 0
     (hlen,) = struct.unpack(">I", data[4:8])
     pos = 8 + hlen
     best = 0
@@ -113,6 +120,8 @@ def midi_last_tick(data: bytes) -> int:
                 break  # a data byte without a status: the rest of the chunk is unreadable
             if s < 0xF0:
                 running = s
+                if s & 0xF0 == 0x90 and s & 0x0F != 9 and i + 1 < end and data[i + 1]:
+                    ons += 1
                 i += 1 if 0xC0 <= s < 0xE0 else 2
             elif s == 0xFF or s in (0xF0, 0xF7):
                 if s == 0xFF:
@@ -127,7 +136,7 @@ def midi_last_tick(data: bytes) -> int:
                 i += ln
             # other system messages carry no length in a file: skip the status byte only
         best = max(best, t)
-    return best
+    return best, ons
 
 
 def display_name(source) -> str:

@@ -50,6 +50,11 @@ def test_sample_without_model_shows_roll_and_says_demo_missing():
     assert not at.exception
     assert int(metric(at, "Notes").replace(",", "")) == len(read_piece(ROOT / "sample_midi" / SAMPLES[1]))
     assert at.session_state[A.K_PIECE][0] == SAMPLES[1]
+    # a file with note-ons the MIDI reader could not pair says how many (beethoven: 425 note-ons, 414 notes)
+    assert not any("note-on(s) than notes read" in c.value for c in at.caption)
+    at.selectbox(key="explore_sample").set_value("beethoven_op18no1_mvt1_excerpt.mid").run()
+    assert not at.exception
+    assert any("The file has 11 more note-on(s) than notes read" in c.value for c in at.caption)
 
 
 def test_model_overlay_ratio_slider_and_inspector(model_dir):

@@ -265,3 +265,32 @@ def test_100k_notes_within_memory_bound(tmp_path):
     assert sum(len(w) for w, _ in windows) == n
     assert peak < MEMORY_BOUND_BYTES_PER_NOTE * n, f"peak {peak / 1e6:.1f} MB"
     assert elapsed < 5.0
+
+
+def _smf(track: bytes, tpq: int = 480) -> bytes:
+    """A type-0 MIDI file of one track's raw events (end-of-track appended)."""
+    body = track + b"\x00\xff\x2f\x00"
+    return b"MThd" + struct.pack(">IHHH", 6, 0, 1, tpq) + b"MTrk" + struct.pack(">I", len(body)) + body
+
+
+def test_note_ons_the_reader_cannot_pair_are_counted_not_lost_silently(tmp_path):
+    """A pitch opened again while sounding and closed once: symusic pairs the note-off with the first
+    note-on, the second is lost; the piece says so (dropped["unpaired_note_ons"]). Running status,
+    note-on with velocity 0 as a note-off and drum-channel notes are not counted."""
+    from smu_explain.musicfile import midi_walk
+
+    # 60 on at 0, 60 on again at 480, one 60 off at 960 (velocity-0 note-on, running status), 62 at 960-1440,
+    # a drum note on channel 10
+    track = (b"\x00\x90\x3c\x40" b"\x83\x60\x3c\x40" b"\x83\x60\x3c\x00" b"\x00\x3e\x40" b"\x83\x60\x80\x3e\x00"
+             b"\x00\x99\x24\x40" b"\x60\x89\x24\x00")
+    data = _smf(track)
+    assert midi_walk(data) == (1536, 3)
+    p = tmp_path / "unison.mid"
+    p.write_bytes(data)
+    piece = read_piece(p)
+    assert len(piece) == 2 and piece.dropped["unpaired_note_ons"] == 1
+    # the same notes written one after the other: nothing unpaired
+    clean = _smf(b"\x00\x90\x3c\x40" b"\x83\x60\x3c\x00" b"\x00\x3c\x40" b"\x83\x60\x3c\x00")
+    p.write_bytes(clean)
+    piece = read_piece(p)
+    assert len(piece) == 2 and "unpaired_note_ons" not in piece.dropped
