@@ -355,14 +355,15 @@ def confirmed_sentence(confirm: Any) -> str | None:
         parts = [f"{h['phrase']} {way[h['direction']]} than " + ("notes of the same duration and register"
                                                                 if h.get("vs") == "same duration x register"
                                                                 else "the other notes") for h in done]
-        n, k, who = int(confirm["n_pieces"]), len(confirm["hypotheses"]), str(confirm.get("model") or "the")
+        n, k = int(confirm["n_pieces"]), len(confirm["hypotheses"])
+        who = f"{confirm['model']}'s masker" if confirm.get("model") else "The masker"
     except (KeyError, TypeError, ValueError):
         return None
     if not parts:
-        return (f"None of the {k} candidate preferences of {who}'s masker held on {n} new pieces against random "
+        return (f"None of the {k} candidate preferences of {who[0].lower() + who[1:]} held on {n} new pieces against random "
                 "read-outs of its own encoder (pre-registered).")
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + ", and " + parts[-1]
-    return (f"{who}'s masker learned to score {listed}, unlike random read-outs of its own "
+    return (f"{who} learned to score {listed}, unlike random read-outs of its own "
             f"encoder: {len(done)} of {k} pre-registered candidates, confirmed on {n} new pieces.")
 
 
