@@ -98,26 +98,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_ranks_equal_one_process(tmp_path):
-    script = tmp_path / "rank.py"
-    script.write_text(RANK_SCRIPT)
+def _run_two_ranks(argv: list[str], timeout: float) -> list[str]:
+    """Two processes of ``argv`` started the way torchrun starts them (gloo, one thread each); both must exit
+    0; their outputs (stdout and stderr). Only these children are killed, and only if still running."""
     port = str(_free_port())
     procs = []
     for rank in range(2):
         env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=port, OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     outs = []
     try:
         for p in procs:
-            outs.append(p.communicate(timeout=120)[0].decode())
+            outs.append(p.communicate(timeout=timeout)[0].decode())
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
     for p, o in zip(procs, outs, strict=False):
         assert p.returncode == 0, o
+    return outs
+
+
+def test_two_gloo_ranks_equal_one_process(tmp_path):
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    _run_two_ranks([sys.executable, str(script), str(tmp_path)], timeout=120)
     # single process, same global batch, in this process (RANK unset -> no process group)
     assert "RANK" not in os.environ
     ns: dict = {}
@@ -178,24 +184,8 @@ def test_smu_pretrain_on_two_ranks_with_fewer_windows_than_the_batch(tmp_path):
     data.mkdir()
     for name in ("bach_bwv66_6.mid", "bach_bwv269.mid", "mozart_k545_mvt1_exposition.mid"):
         shutil.copy(root / "sample_midi" / name, data / name)
-    port = str(_free_port())
-    procs = []
-    for rank in range(2):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=port, OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([sys.executable, "-m", "smu_explain.cli", "pretrain", "--strategy", "random",
-                                       "--data", str(data), "--config", "tiny", "--steps", "2", "--max-len", "96",
-                                       "--out", str(tmp_path / "run"), "--val-fraction", "0", "--no-bar"],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    outs = []
-    try:
-        for p in procs:
-            outs.append(p.communicate(timeout=180)[0].decode())
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, o in zip(procs, outs, strict=False):
-        assert p.returncode == 0, o
+    outs = _run_two_ranks([sys.executable, "-m", "smu_explain.cli", "pretrain", "--strategy", "random",
+                           "--data", str(data), "--config", "tiny", "--steps", "2", "--max-len", "96",
+                           "--out", str(tmp_path / "run"), "--val-fraction", "0", "--no-bar"], timeout=180)
     assert "7 training windows < batch size 32; using batch size 6 (a multiple of the 2 ranks)" in outs[0]
     assert (tmp_path / "run" / "model.safetensors").is_file()
