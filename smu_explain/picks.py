@@ -405,10 +405,10 @@ def named_interval(iv: Mapping[str, Any] | None, n_units: int, k: int = 1, *, le
     intervals exclude 0 in at most ``alpha`` of measurements). None without an interval or units."""
     if not iv or iv.get("lo") is None or iv.get("hi") is None or n_units < 2 or k < 1:
         return None
-    from scipy.stats import norm, t
+    from scipy.special import ndtri, stdtrit  # the normal and t quantiles (scipy.stats: 0.5 s more to import)
 
-    se = (iv["hi"] - iv["lo"]) / (2 * norm.ppf((1 + level) / 2)) * math.sqrt(n_units / (n_units - 1))
-    half = float(t.ppf(1 - alpha / (2 * k), n_units - 1)) * se
+    se = (iv["hi"] - iv["lo"]) / (2 * ndtri((1 + level) / 2)) * math.sqrt(n_units / (n_units - 1))
+    half = float(stdtrit(n_units - 1, 1 - alpha / (2 * k))) * se
     return {"est": iv["est"], "lo": iv["est"] - half, "hi": iv["est"] + half, "level": 1 - alpha / k}
 
 
