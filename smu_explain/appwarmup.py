@@ -9,6 +9,7 @@ App side only: imports streamlit and ``appstate`` (as ``A``); the library never 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import threading
 import time
@@ -92,6 +93,9 @@ def _warm(status: dict) -> None:
     models = [str(p) for p in A.DEMO_MODELS.values() if (p / WEIGHTS_NAME).is_file()]
     for m in models:
         step(f"load {Path(m).name}", A.load_model, m)
+    # Explore's draw (hypergeometric p-values) and Why's IG-vs-occlusion Spearman import it on their first
+    # use: ~0.6 s of a click, paid here at the lowest priority instead
+    step("import scipy.stats", importlib.import_module, "scipy.stats")
     samples = A.list_samples()
     for i, sample in enumerate(samples):
         try:

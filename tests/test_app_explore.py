@@ -532,3 +532,19 @@ def test_what_it_picks_for_the_piece_and_a_folder(model_dir, tmp_path):
     at.text_input(key="explore_picks_folder").set_value(str(tmp_path / "nowhere")).run()
     at.button(key="explore_picks_go").click().run()
     assert not at.exception and any("Cannot measure on this folder" in e.value for e in at.error)
+
+
+def test_warm_up_imports_scipy_stats_for_the_first_clicks(monkeypatch):
+    """The warm-up imports scipy.stats (Explore's draw, Why's Spearman need it; ~0.6 s on a first click),
+    as one of its steps, with nothing else to warm (no demo models, no samples)."""
+    monkeypatch.setattr(A, "DEMO_MODELS", {})
+    monkeypatch.setattr(A, "list_samples", lambda: [])
+    monkeypatch.setattr(A, "folder_rules", lambda *a: None)
+    import threading
+
+    status = {"done": [], "errors": [], "finished_s": None}
+    t = threading.Thread(target=M._warm, args=(status,))  # its own thread: the warm-up lowers its priority
+    t.start()
+    t.join(60)
+    assert [w for w, _ in status["done"]] == ["import scipy.stats"] and not status["errors"]
+    assert status["finished_s"] is not None
