@@ -35,18 +35,6 @@ def headline(stamp: tuple) -> str:
                            esc=md_escape)
 
 
-
-st.markdown("**What it shows**: which notes of a piece a BERT-style model of symbolic music finds hard to "
-            "guess back when they are hidden, and which notes its *masker* chooses to hide.")
-st.markdown("**Why it matters**: adversarial masking (a masker hides the notes it expects to be hardest, "
-            "instead of a random 15%) is claimed to pre-train better models of music. The claim is about "
-            "accuracy after fine-tuning: here you can see, note by note, what a masker picks and how two small "
-            "demo models guess hidden notes back (which says little about the claim); the Study page tests the "
-            "claim itself, on small encoders.")
-st.markdown("**Headline**: " + headline(tuple((str(p), _mtime(p)) for p in [V.study_results_path()]
-                                             + [d / f for d in DEMO for f in ("progress.jsonl", "config.json")])))
-with st.expander("Words used in this app", expanded=not FRAME):
-    st.markdown(glossary_markdown())
 @st.cache_data(show_spinner=False, max_entries=8)
 def masker_learned(stamp: tuple) -> str | None:
     """What the demo masker learned, from the pre-registered confirmation on new pieces
@@ -66,6 +54,17 @@ def masker_learned(stamp: tuple) -> str | None:
     return confirmed_sentence(confirm)
 
 
+st.markdown("**What it shows**: which notes of a piece a BERT-style model of symbolic music finds hard to "
+            "guess back when they are hidden, and which notes its *masker* chooses to hide.")
+st.markdown("**Why it matters**: adversarial masking (a masker hides the notes it expects to be hardest, "
+            "instead of a random 15%) is claimed to pre-train better models of music. The claim is about "
+            "accuracy after fine-tuning: here you can see, note by note, what a masker picks and how two small "
+            "demo models guess hidden notes back (which says little about the claim); the Study page tests the "
+            "claim itself, on small encoders.")
+st.markdown("**Headline**: " + headline(tuple((str(p), _mtime(p)) for p in [V.study_results_path()]
+                                             + [d / f for d in DEMO for f in ("progress.jsonl", "config.json")])))
+with st.expander("Words used in this app", expanded=not FRAME):
+    st.markdown(glossary_markdown())
 if not FRAME:
     learned = masker_learned(tuple((str(p), _mtime(p)) for p in PICKS))
     if learned:

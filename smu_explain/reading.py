@@ -40,8 +40,9 @@ Reading (:func:`read_piece`)
       duration). symusic pairs each note-off with the earliest open note-on of its pitch and
       channel: where a file opens a pitch that is already sounding and closes it fewer times
       than it opened it (a unison inside one track, as music21 writes double stops), the later
-      pairs shift, notes merge and some are lost. Their number (note-ons outside channel 10
-      minus the notes symusic made, :func:`~smu_explain.musicfile.midi_walk`) is
+      pairs shift, notes merge and some are lost; a note-on never closed is dropped. Their number
+      (note-ons outside channel 10 minus the notes symusic made,
+      :func:`~smu_explain.musicfile.midi_walk`) is
       ``Piece.dropped["unpaired_note_ons"]``: 0 in POP909, ASAP's scores and EMOPIA (2,222
       files), 11 and 2 in two of sample_midi's files.
     * Notes are sorted by (onset tick, pitch, track, note_index).
