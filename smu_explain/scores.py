@@ -376,11 +376,18 @@ def _run_bounded(fn, timeout: float, path_str: str):
 
 def _score_note_info(score) -> dict[str, Any]:
     """Remove grace notes from ``score`` (music21's MIDI drops them, except after expanding
-    repeats, where it garbles them into long notes) and count: written notes (tied
-    continuations once), grace notes removed, and whether repeats are marked."""
-    written = grace = 0
+    repeats, where it garbles them into long notes) and chord symbols (annotations, not notes: music21's
+    MIDI writes them as notes of no length whose note-offs come first, which a reader pairs with later
+    notes), and count: written notes (tied continuations once), grace notes and chord symbols removed,
+    and whether repeats are marked."""
+    written = grace = symbols = 0
     for n in list(score.recurse().notes):
         k = len(getattr(n, "pitches", ())) or 1
+        if "Harmony" in n.classes:  # a chord symbol (music21.harmony)
+            symbols += 1
+            if n.activeSite is not None:
+                n.activeSite.remove(n)
+            continue
         if n.duration.isGrace:
             grace += k
             site = n.activeSite
@@ -389,7 +396,7 @@ def _score_note_info(score) -> dict[str, Any]:
         elif n.tie is None or n.tie.type == "start":
             written += k
     repeats = bool(len(score.recurse().getElementsByClass("RepeatMark")))
-    return {"written": written, "grace": grace, "repeats": repeats}
+    return {"written": written, "grace": grace, "chord_symbols": symbols, "repeats": repeats}
 
 
 def score_to_midi_bytes(data: bytes, path_str: str, source) -> tuple[bytes, float, dict[str, Any]]:

@@ -544,3 +544,14 @@ def test_explore_page_takes_hostile_upload_names_and_scores_without_a_traceback(
         assert at.get("plotly_chart")  # the piece is drawn
     else:
         assert any(error in e for e in errors), errors
+
+
+def test_chord_symbols_are_not_notes(tmp_path):
+    """A chord symbol in a score is an annotation: music21's MIDI writes it as notes of no length whose
+    note-offs come first, which the reader would pair with later notes; it is removed before, and counted."""
+    p = tmp_path / "cs.abc"
+    p.write_text('X:1\nM:3/4\nL:1/4\nK:C\n"G7" C D E | "Am" F G A |\n')
+    piece = read_piece(p)
+    assert piece.pitch.tolist() == [60, 62, 64, 65, 67, 69]
+    assert piece.notes_table()["onset_q"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert piece.stats["chord_symbols_removed"] == 2 and "unpaired_note_ons" not in piece.dropped
