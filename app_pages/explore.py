@@ -162,9 +162,8 @@ if over is not None:
                    "(the top 30% by masker score) are never masked, so the masker picks fewer notes than "
                    f"{ratio:.0%} of the whole piece.")
 if unpaired := int(piece.dropped.get("unpaired_note_ons", 0)):
-    st.caption(f"The file has {unpaired} more note-on(s) than notes read: note-ons without a note-off of their "
-               "own (a pitch opened again while it sounds, or never closed), which the MIDI reader (symusic) "
-               "merged with others or dropped.")
+    st.caption(f"The file has {unpaired} more note-on(s) than notes read: note-ons that no note-off closes "
+               "(never closed), which the MIDI reader drops.")
 
 # The model's guesses (inspector, ghost layer, accuracy, reconstruction) need every note masked
 # once: a model pass per group of notes. The masks depend on the ratio only through the number of

@@ -225,10 +225,10 @@ def _write_provenance(out_dir: Path, rows: list[dict]) -> None:
         lines.append(f"| {r['file']} | {r['composer']} | {r['work']} | `{r['corpus_path']}` | "
                      f"{r['excerpt']} | {r['tempo_qpm'] or 'score'} | {r['seconds']} | {r['notes']} |")
     lines += ["",
-              "*notes*: the file's notes as pretty_midi counts them. Where a part opens a pitch again while it",
-              "sounds (a unison inside one part, as music21 writes double stops), the project's MIDI reader",
-              "(symusic) merges or loses some of those notes and says how many",
-              "(`Piece.dropped[\"unpaired_note_ons\"]`; the Explore page shows it under the piece's numbers).",
+              "*notes*: the file's notes, as pretty_midi counts them and the project's reader reads them. Where a",
+              "part opens a pitch again while it sounds (a unison inside one part, as music21 writes double stops:",
+              "beethoven, schubert), every note-off closes all the open notes of its pitch, as sequencers read it",
+              "(`Piece.stats[\"note_offs_added\"]`); symusic's own pairing would merge or lose some of them.",
               ""]
     _atomic_write(out_dir / "PROVENANCE.md", "\n".join(lines).encode("utf-8"))
 

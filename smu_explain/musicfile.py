@@ -18,7 +18,8 @@ from pathlib import Path
 from .errors import SMUInputError
 
 __all__ = ["MAX_FILE_BYTES", "MAX_TICKS_PER_QUARTER", "MIDI_EXTENSIONS", "SCORE_EXTENSIONS", "display_name",
-           "load_bytes", "midi_last_tick", "midi_walk", "validate_midi_bytes"]
+           "close_all_on_note_off", "load_bytes", "midi_last_tick", "midi_walk",
+           "validate_midi_bytes"]
 
 MIDI_EXTENSIONS = (".mid", ".midi", ".kar", ".smf")
 SCORE_EXTENSIONS = (".xml", ".musicxml", ".mxl", ".krn", ".abc")
@@ -137,6 +138,40 @@ def midi_walk(data: bytes) -> tuple[int, int]:
             # other system messages carry no length in a file: skip the status byte only
         best = max(best, t)
     return best, ons
+
+
+def close_all_on_note_off(data: bytes) -> tuple[bytes, int]:
+    """The MIDI file ``data`` rewritten so that every note-off closes every open note of its pitch and channel
+    (the note-offs it lacked added at the same tick), and a note-off with no open note is dropped (its delta
+    time passed on): the reading of most sequencers (and pretty_midi's), which a first-in first-out pairing
+    (symusic's) then reads without shifting later pairs. Returns (the new bytes, the note-offs added).
+    Parsed and written with mido; nothing else of the file changes."""
+    import io
+
+    import mido
+
+    mid = mido.MidiFile(file=io.BytesIO(data))
+    added = 0
+    for track in mid.tracks:
+        out, carry, sounding = [], 0, {}
+        for msg in track:
+            t, carry = msg.time + carry, 0
+            if msg.type == "note_on" and msg.velocity > 0:
+                key = (msg.channel, msg.note)
+                sounding[key] = sounding.get(key, 0) + 1
+            elif msg.type in ("note_on", "note_off"):
+                n = sounding.pop((msg.channel, msg.note), 0)
+                if n == 0:
+                    carry = t
+                    continue
+                out += [msg.copy(time=t)] + [msg.copy(time=0) for _ in range(n - 1)]
+                added += n - 1
+                continue
+            out.append(msg.copy(time=t))
+        track[:] = out
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    return buf.getvalue(), added
 
 
 def display_name(source) -> str:

@@ -24,7 +24,8 @@ Reading (:func:`read_piece`)
       builds anything, and music21 then reads exactly what was checked. A .mxl is read from the
       rootfile its META-INF/container.xml names. The music21 conversion is bounded by
       ``SCORE_PARSE_TIMEOUT_S`` with its warnings silenced. Grace notes are removed
-      (``Piece.dropped["grace_notes"]``); repeats are expanded as music21 does, and
+      (``Piece.dropped["grace_notes"]``), and chord symbols, which are not notes
+      (``Piece.stats["chord_symbols_removed"]``); repeats are expanded as music21 does, and
       ``Piece.stats`` says ``notes_written`` and ``repeat_notes_added``.
     * MIDI times: symusic keeps ticks in 32 bits. A file whose delta times sum past 2^31 ticks
       (but not 2^32) is read right (:func:`midi_last_tick` walks the deltas; times are taken
@@ -35,16 +36,19 @@ Reading (:func:`read_piece`)
       ``Piece.dropped``. All other tracks are merged; every note keeps ``track``
       (index into ``Piece.track_names``, symusic's track order), ``program`` and
       ``note_index`` (its index in that symusic track's note list).
-    * Overlapping notes of the same pitch are kept as symusic pairs them (no merging, no
-      truncation by this reader); zero-length notes are kept (their token gets the minimum
-      duration). symusic pairs each note-off with the earliest open note-on of its pitch and
-      channel: where a file opens a pitch that is already sounding and closes it fewer times
-      than it opened it (a unison inside one track, as music21 writes double stops), the later
-      pairs shift, notes merge and some are lost; a note-on never closed is dropped. Their number
-      (note-ons outside channel 10 minus the notes symusic made,
-      :func:`~smu_explain.musicfile.midi_walk`) is
-      ``Piece.dropped["unpaired_note_ons"]``: 0 in POP909, ASAP's scores and EMOPIA (2,222
-      files), 11 and 2 in two of sample_midi's files.
+    * Overlapping notes of the same pitch are kept as symusic pairs them (each note-off closes the
+      earliest open note-on of its pitch and channel; no merging, no truncation by this reader);
+      zero-length notes are kept (their token gets the minimum duration). Where a file opens a
+      pitch that is already sounding and closes it fewer times (a unison inside one part, as
+      music21 writes double stops and voices that meet), that pairing would shift every later
+      pair (notes merged, some lost): when the file has more note-ons outside channel 10 than
+      symusic made notes (:func:`~smu_explain.musicfile.midi_walk`), it is read with every
+      note-off closing all the open notes of its pitch and channel, as sequencers and
+      pretty_midi read it (:func:`~smu_explain.musicfile.close_all_on_note_off`; the note-offs
+      added: ``Piece.stats["note_offs_added"]``). Note-ons still without a note (never closed)
+      are counted in ``Piece.dropped["unpaired_note_ons"]``. POP909, ASAP's scores and EMOPIA
+      (2,222 files) have none of either; two of sample_midi's files (and scores with such
+      unisons, through music21) had 11 and 2 notes lost before.
     * Notes are sorted by (onset tick, pitch, track, note_index).
 
 Bounds (what a file may ask of the reader; all refusals are ``SMUInputError``)
@@ -112,7 +116,14 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SMUInputError
-from .musicfile import MAX_TICKS_PER_QUARTER, display_name, load_bytes, midi_walk, validate_midi_bytes
+from .musicfile import (
+    MAX_TICKS_PER_QUARTER,
+    close_all_on_note_off,
+    display_name,
+    load_bytes,
+    midi_walk,
+    validate_midi_bytes,
+)
 from .piece import Piece
 from .scores import score_to_midi_bytes
 from .tokenizer_config import TokenizerConfig
@@ -277,6 +288,19 @@ def read_piece(source, name: str | None = None, *, config: TokenizerConfig | Non
     except Exception as e:
         raise SMUInputError(path_str, f"unreadable MIDI: {type(e).__name__}: {e}") from e
     last_tick, note_ons = midi_walk(data)
+    # symusic pairs each note-off with the earliest open note-on of its pitch and channel: where a file opens
+    # a pitch more often than it closes it, later pairs shift (notes merge, some are lost). Such a file is read
+    # with every note-off closing all open notes of its pitch (close_all_on_note_off), as sequencers read it.
+    paired, offs_added = _non_drum_notes(score), 0
+    if note_ons > paired:
+        try:
+            fixed, added = close_all_on_note_off(data)
+            refit = symusic.Score.from_midi(fixed)
+        except Exception:  # noqa: BLE001 - keep symusic's own reading (its losses are counted below)
+            pass
+        else:
+            if _non_drum_notes(refit) > paired and refit.ticks_per_quarter == score.ticks_per_quarter:
+                score, paired, offs_added = refit, _non_drum_notes(refit), added
     if last_tick >= 2 * _INT32_TICKS:
         if last_tick / tpq > MAX_PIECE_QUARTERS:
             raise SMUInputError(path_str, f"piece too long: an event at quarter {last_tick / tpq:,.0f} "
@@ -289,17 +313,22 @@ def read_piece(source, name: str | None = None, *, config: TokenizerConfig | Non
         raise
     except Exception as e:  # noqa: BLE001 - odd content must surface as a typed input error
         raise SMUInputError(path_str, f"unusable MIDI content: {type(e).__name__}: {e}") from e
-    # note-ons symusic could not pair with a note-off of their own (first in, first out per pitch and
-    # channel): an extra note-on of a pitch already sounding shifts the later pairs, notes merge or are lost
-    paired = sum(len(t.notes) for t in score.tracks if not t.is_drum)
-    if note_ons > paired:
+    if note_ons > paired:  # notes merged or lost in the pairing, or never closed
         piece.dropped["unpaired_note_ons"] = int(note_ons - paired)
+    if offs_added:
+        piece.stats["note_offs_added"] = int(offs_added)
     if score_info is not None:  # say what music21 did: grace notes dropped, repeats expanded
         piece.dropped["grace_notes"] = int(score_info["grace"])
+        if score_info.get("chord_symbols"):
+            piece.stats["chord_symbols_removed"] = int(score_info["chord_symbols"])
         piece.stats["notes_written"] = int(score_info["written"])
         piece.stats["repeat_notes_added"] = (max(0, piece.stats["notes_read"] - int(score_info["written"]))
                                              if score_info["repeats"] else 0)
     return piece
+
+
+def _non_drum_notes(score) -> int:
+    return sum(len(t.notes) for t in score.tracks if not t.is_drum)
 
 
 def _piece_from_score(score, tpq: int, name: str, path_str: str, cfg: TokenizerConfig,

@@ -273,11 +273,12 @@ def _smf(track: bytes, tpq: int = 480) -> bytes:
     return b"MThd" + struct.pack(">IHHH", 6, 0, 1, tpq) + b"MTrk" + struct.pack(">I", len(body)) + body
 
 
-def test_note_ons_the_reader_cannot_pair_are_counted_not_lost_silently(tmp_path):
-    """A pitch opened again while sounding and closed once: symusic pairs the note-off with the first
-    note-on, the second is lost; the piece says so (dropped["unpaired_note_ons"]). Running status,
-    note-on with velocity 0 as a note-off and drum-channel notes are not counted."""
-    from smu_explain.musicfile import midi_walk
+def test_a_pitch_opened_again_while_sounding_is_read_as_sequencers_read_it(tmp_path):
+    """60 opened at 0 and again at 480, closed once at 960: symusic alone pairs the note-off with the first
+    note-on and loses the second; the reader closes both at 960 (every note-off closes all open notes of its
+    pitch and channel), says how many note-offs that added, and counts a note never closed as unpaired.
+    Running status, a velocity-0 note-on as a note-off and a drum note (channel 10) are handled."""
+    from smu_explain.musicfile import close_all_on_note_off, midi_walk
 
     # 60 on at 0, 60 on again at 480, one 60 off at 960 (velocity-0 note-on, running status), 62 at 960-1440,
     # a drum note on channel 10
@@ -285,12 +286,20 @@ def test_note_ons_the_reader_cannot_pair_are_counted_not_lost_silently(tmp_path)
              b"\x00\x99\x24\x40" b"\x60\x89\x24\x00")
     data = _smf(track)
     assert midi_walk(data) == (1536, 3)
+    fixed, added = close_all_on_note_off(data)
+    assert added == 1 and midi_walk(fixed) == (1536, 3)
     p = tmp_path / "unison.mid"
     p.write_bytes(data)
     piece = read_piece(p)
-    assert len(piece) == 2 and piece.dropped["unpaired_note_ons"] == 1
-    # the same notes written one after the other: nothing unpaired
-    clean = _smf(b"\x00\x90\x3c\x40" b"\x83\x60\x3c\x00" b"\x00\x3c\x40" b"\x83\x60\x3c\x00")
-    p.write_bytes(clean)
+    notes = piece.notes_table()
+    assert len(piece) == 3 and piece.stats["note_offs_added"] == 1 and "unpaired_note_ons" not in piece.dropped
+    got = sorted(zip(notes["onset_q"], notes["duration_q"], notes["pitch"], strict=True))
+    assert got == [(0.0, 2.0, 60), (1.0, 1.0, 60), (2.0, 1.0, 62)]
+    # a note-on never closed: nothing to pair it with, counted
+    p.write_bytes(_smf(b"\x00\x90\x3c\x40" b"\x83\x60\x3e\x40" b"\x83\x60\x3e\x00"))
     piece = read_piece(p)
-    assert len(piece) == 2 and "unpaired_note_ons" not in piece.dropped
+    assert len(piece) == 1 and piece.dropped["unpaired_note_ons"] == 1
+    # the same notes written one after the other: nothing added, nothing unpaired
+    p.write_bytes(_smf(b"\x00\x90\x3c\x40" b"\x83\x60\x3c\x00" b"\x00\x3c\x40" b"\x83\x60\x3c\x00"))
+    piece = read_piece(p)
+    assert len(piece) == 2 and "unpaired_note_ons" not in piece.dropped and "note_offs_added" not in piece.stats
