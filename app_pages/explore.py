@@ -162,8 +162,8 @@ if over is not None:
                    "(the top 30% by masker score) are never masked, so the masker picks fewer notes than "
                    f"{ratio:.0%} of the whole piece.")
 if unpaired := int(piece.dropped.get("unpaired_note_ons", 0)):
-    st.caption(f"The file has {unpaired} more note-on(s) than notes read: note-ons that no note-off closes "
-               "(never closed), which the MIDI reader drops.")
+    st.caption(f"The file has {unpaired} more note-on(s) than notes read: note-ons the MIDI reader could not "
+               "make notes of (never closed, or, in a file over 2 MiB, a pitch opened again while it sounds).")
 
 # The model's guesses (inspector, ghost layer, accuracy, reconstruction) need every note masked
 # once: a model pass per group of notes. The masks depend on the ratio only through the number of

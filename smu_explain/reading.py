@@ -45,8 +45,9 @@ Reading (:func:`read_piece`)
       symusic made notes (:func:`~smu_explain.musicfile.midi_walk`), it is read with every
       note-off closing all the open notes of its pitch and channel, as sequencers and
       pretty_midi read it (:func:`~smu_explain.musicfile.close_all_on_note_off`; the note-offs
-      added: ``Piece.stats["note_offs_added"]``). Note-ons still without a note (never closed)
-      are counted in ``Piece.dropped["unpaired_note_ons"]``. POP909, ASAP's scores and EMOPIA
+      added: ``Piece.stats["note_offs_added"]``; files up to ``REPAIR_MAX_BYTES``, 2 MiB). Note-ons
+      still without a note (never closed, or lost in a larger file's pairing) are counted in
+      ``Piece.dropped["unpaired_note_ons"]``. POP909, ASAP's scores and EMOPIA
       (2,222 files) have none of either; two of sample_midi's files (and scores with such
       unisons, through music21) had 11 and 2 notes lost before.
     * Notes are sorted by (onset tick, pitch, track, note_index).
@@ -292,7 +293,7 @@ def read_piece(source, name: str | None = None, *, config: TokenizerConfig | Non
     # a pitch more often than it closes it, later pairs shift (notes merge, some are lost). Such a file is read
     # with every note-off closing all open notes of its pitch (close_all_on_note_off), as sequencers read it.
     paired, offs_added = _non_drum_notes(score), 0
-    if note_ons > paired:
+    if note_ons > paired and len(data) <= REPAIR_MAX_BYTES:
         try:
             fixed, added = close_all_on_note_off(data)
             refit = symusic.Score.from_midi(fixed)
@@ -325,6 +326,11 @@ def read_piece(source, name: str | None = None, *, config: TokenizerConfig | Non
         piece.stats["repeat_notes_added"] = (max(0, piece.stats["notes_read"] - int(score_info["written"]))
                                              if score_info["repeats"] else 0)
     return piece
+
+
+#: the largest MIDI file read again with every note-off closing all open notes (mido is pure Python:
+#: ~3 s per MiB here); a larger one keeps symusic's pairing, its losses counted as unpaired note-ons
+REPAIR_MAX_BYTES = 2 << 20
 
 
 def _non_drum_notes(score) -> int:

@@ -303,3 +303,15 @@ def test_a_pitch_opened_again_while_sounding_is_read_as_sequencers_read_it(tmp_p
     p.write_bytes(_smf(b"\x00\x90\x3c\x40" b"\x83\x60\x3c\x00" b"\x00\x3c\x40" b"\x83\x60\x3c\x00"))
     piece = read_piece(p)
     assert len(piece) == 2 and "unpaired_note_ons" not in piece.dropped and "note_offs_added" not in piece.stats
+
+
+def test_a_large_file_keeps_symusics_pairing_and_counts_its_losses(tmp_path, monkeypatch):
+    """Past REPAIR_MAX_BYTES (mido is pure Python) the file is not read again: symusic's pairing stands and the
+    notes it lost are counted as unpaired."""
+    from smu_explain import reading
+
+    monkeypatch.setattr(reading, "REPAIR_MAX_BYTES", 10)
+    p = tmp_path / "unison.mid"
+    p.write_bytes(_smf(b"\x00\x90\x3c\x40" b"\x83\x60\x3c\x40" b"\x83\x60\x3c\x00" b"\x00\x3e\x40" b"\x83\x60\x80\x3e\x00"))
+    piece = read_piece(p)
+    assert len(piece) == 2 and piece.dropped["unpaired_note_ons"] == 1 and "note_offs_added" not in piece.stats
