@@ -26,6 +26,19 @@ def make_model(path: Path, seed: int = 0, size: str = "tiny", strategy: str | No
     return Path(path)
 
 
+def count_calls(monkeypatch, owner, name: str) -> list:
+    """Replace ``owner.<name>`` by a wrapper that calls it and appends to the returned list on every call."""
+    calls: list = []
+    real = getattr(owner, name)
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(owner, name, counting)
+    return calls
+
+
 def page(name: str) -> str:
     return str(PAGES / name)
 

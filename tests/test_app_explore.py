@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from app_helpers import ROOT, make_model, page, texts
+from app_helpers import ROOT, count_calls, make_model, page, texts
 from streamlit.testing.v1 import AppTest
 
 from smu_explain import appstate as A
@@ -430,14 +430,7 @@ def test_the_draw_figure_is_built_once_per_draw(model_dir, monkeypatch):
     """After a draw, later reruns of Explore (here: plain reruns) reuse its figure; a new draw builds one."""
     from smu_explain import pianoroll
 
-    built = []
-    real = pianoroll.masking_draw_figure
-
-    def counting(*a, **k):
-        built.append(1)
-        return real(*a, **k)
-
-    monkeypatch.setattr(pianoroll, "masking_draw_figure", counting)
+    built = count_calls(monkeypatch, pianoroll, "masking_draw_figure")
     A._figure_cached.clear()  # figures are server-wide: another test may have drawn this one already
     at = run_page(**{A.K_MODEL_A: str(model_dir)})
     at.button(key="explore_draw").click().run()

@@ -2,7 +2,7 @@
 
 import json
 
-from app_helpers import page, texts
+from app_helpers import count_calls, page, texts
 from streamlit.testing.v1 import AppTest
 
 
@@ -119,14 +119,7 @@ def test_the_study_figures_are_built_once_per_results_file(tmp_path, tiny_study,
     d = tmp_path / "docs" / "study"
     d.mkdir(parents=True)
     shutil.copy(tiny_study["paths"].results_dir / "results.json", d / "results.json")
-    built = []
-    real = study.analysis_figures
-
-    def counting(*a, **k):
-        built.append(1)
-        return real(*a, **k)
-
-    monkeypatch.setattr(study, "analysis_figures", counting)
+    built = count_calls(monkeypatch, study, "analysis_figures")
     at = AppTest.from_file(copy_page(tmp_path), default_timeout=60).run()
     assert not at.exception, at.exception
     n_charts = len(at.get("plotly_chart"))
