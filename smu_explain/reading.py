@@ -300,8 +300,9 @@ def read_piece(source, name: str | None = None, *, config: TokenizerConfig | Non
         except Exception:  # noqa: BLE001 - keep symusic's own reading (its losses are counted below)
             pass
         else:
-            if _non_drum_notes(refit) > paired and refit.ticks_per_quarter == score.ticks_per_quarter:
-                score, paired, offs_added = refit, _non_drum_notes(refit), added
+            n = _non_drum_notes(refit)
+            if n > paired and refit.ticks_per_quarter == score.ticks_per_quarter:
+                score, paired, offs_added = refit, n, added
     if last_tick >= 2 * _INT32_TICKS:
         if last_tick / tpq > MAX_PIECE_QUARTERS:
             raise SMUInputError(path_str, f"piece too long: an event at quarter {last_tick / tpq:,.0f} "

@@ -510,10 +510,7 @@ def _recoverer_hidden(m: MidiBert, corrupted: torch.Tensor, am: torch.Tensor, pi
     """The recoverer pass's hidden states at the picked rows, (N, D), as the strategies compute them
     (``only_heads_at``: the last block at those rows only; with dropout on, its draws differ from a
     whole pass's, so the reference takes the same rows)."""
-    from smu_explain.model import selected_rows
-
-    pos, real = selected_rows(picked)
-    return m.encode(corrupted, am, rows=pos)[real]
+    return m(corrupted, am, heads_at=picked, only_heads_at=True)["hidden"]
 
 
 def _old_adversarial_loss(s: AdversarialStrategy, m: MidiBert, batch: dict, step_state: dict) -> torch.Tensor:
